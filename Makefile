@@ -1,0 +1,36 @@
+# Legate build, test and benchmark entry points.
+#   make quickstart   run the proxy on the embedded demo config with two demo backends
+#   make test         install what the tests need, lint, and run every test (this is what CI runs)
+#   make bench        compare Legate with nginx and HAProxy on this machine
+SHELL := /bin/bash
+export LEGATE_CACHE ?= $(HOME)/.cache/legate
+export KUBE_BIN_DIR ?= $(LEGATE_CACHE)/kube-bin-v1.36.3
+export KUBEBUILDER_ASSETS ?= $(KUBE_BIN_DIR)
+TOOLS_BIN := $(LEGATE_CACHE)/bin
+export PATH := $(TOOLS_BIN):$(PATH)
+
+.PHONY: build quickstart deps lint test test-short bench docs
+
+build:
+	go build -o bin/legate ./cmd/legate
+
+quickstart: build
+	./bin/legate quickstart
+
+deps:
+	scripts/deps.sh
+
+lint: deps
+	@out=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	go vet ./...
+	staticcheck ./...
+
+test: lint
+	go test -race -count=1 -timeout 40m ./...
+
+# test-short skips the tests that need the Kubernetes binaries or long runs.
+test-short:
+	go test -short -count=1 ./...
+
+bench:
+	bench/run.sh

@@ -1,0 +1,44 @@
+// Command legate is an Envoy-compatible service proxy and a Contour-compatible
+// Kubernetes control plane in one binary.
+//
+// Subcommands register themselves in the commands table (see command.go), so
+// each one lives in its own file: proxy, validate, config, quickstart, version,
+// controller, bootstrap.
+package main
+
+import (
+	"fmt"
+	"os"
+	"sort"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// run dispatches to a subcommand and returns the process exit code.
+func run(args []string) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		usage()
+		return 0
+	}
+	cmd, ok := commands[args[0]]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "legate: unknown command %q\n\n", args[0])
+		usage()
+		return 2
+	}
+	return cmd.run(args[1:])
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: legate <command> [flags]\n\ncommands:")
+	names := make([]string, 0, len(commands))
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(os.Stderr, "  %-12s %s\n", n, commands[n].summary)
+	}
+}
