@@ -1,0 +1,540 @@
+package config
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"gopkg.in/yaml.v3"
+)
+
+// Warning is a non-fatal remark about a config, such as a v2-era field that
+// was upgraded to its v3 form.
+type Warning struct {
+	Path    string // Envoy-style field path, e.g. static_resources.clusters[0].hosts
+	Line    int    // 1-based line in the source, 0 if unknown
+	Message string
+}
+
+func (w Warning) String() string {
+	if w.Line > 0 {
+		return fmt.Sprintf("%s (line %d): %s", w.Path, w.Line, w.Message)
+	}
+	return fmt.Sprintf("%s: %s", w.Path, w.Message)
+}
+
+// FieldError is a config error located at a field path.
+type FieldError struct {
+	Path    string
+	Line    int
+	Message string
+}
+
+func (e *FieldError) Error() string {
+	p := e.Path
+	if p == "" {
+		p = "(root)"
+	}
+	if e.Line > 0 {
+		return fmt.Sprintf("%s (line %d): %s", p, e.Line, e.Message)
+	}
+	return fmt.Sprintf("%s: %s", p, e.Message)
+}
+
+// ErrorList is every error found in one config; it prints one per line.
+type ErrorList []error
+
+func (l ErrorList) Error() string {
+	s := make([]string, len(l))
+	for i, e := range l {
+		s[i] = e.Error()
+	}
+	return strings.Join(s, "\n")
+}
+
+// Unwrap gives errors.Is/As access to each error.
+func (l ErrorList) Unwrap() []error { return l }
+
+// Decode parses YAML or JSON text into msg the way Envoy does: field names in
+// snake_case or lowerCamelCase, case-insensitive enum names, nodes tagged
+// !ignore dropped, anchors and merge keys resolved, typed_config resolved by
+// @type URL, and v2-era forms (config:, hosts:, short filter names) upgraded
+// with one warning each. root names the message in error paths ("" for a
+// bootstrap, whose fields are then top-level paths).
+func Decode(data []byte, msg proto.Message, root string) ([]Warning, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("parse YAML/JSON: %w", err)
+	}
+	d := &decoder{}
+	var tree any = map[string]any{}
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 && !isNull(doc.Content[0]) {
+		tree = d.message(doc.Content[0], msg.ProtoReflect().Descriptor(), root)
+	}
+	if len(d.errs) > 0 {
+		return d.warnings, d.errs
+	}
+	js, err := json.Marshal(tree)
+	if err != nil {
+		return d.warnings, fmt.Errorf("internal: re-encode config: %w", err)
+	}
+	if err := (protojson.UnmarshalOptions{}).Unmarshal(js, msg); err != nil {
+		return d.warnings, fmt.Errorf("%s: %w", orRoot(root), err)
+	}
+	return d.warnings, nil
+}
+
+func orRoot(p string) string {
+	if p == "" {
+		return "(root)"
+	}
+	return p
+}
+
+// decoder walks a YAML tree alongside a protobuf descriptor and produces the
+// canonical proto3 JSON form that protojson accepts.
+type decoder struct {
+	warnings []Warning
+	errs     ErrorList
+}
+
+func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
+	line := 0
+	if n != nil {
+		line = n.Line
+	}
+	d.errs = append(d.errs, &FieldError{Path: orRoot(path), Line: line, Message: fmt.Sprintf(format, args...)})
+}
+
+func (d *decoder) warnf(n *yaml.Node, path, format string, args ...any) {
+	line := 0
+	if n != nil {
+		line = n.Line
+	}
+	d.warnings = append(d.warnings, Warning{Path: orRoot(path), Line: line, Message: fmt.Sprintf(format, args...)})
+}
+
+func join(path, field string) string {
+	if path == "" {
+		return field
+	}
+	return path + "." + field
+}
+
+func index(path string, i int) string { return path + "[" + strconv.Itoa(i) + "]" }
+
+func resolve(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	n = resolve(n)
+	return n == nil || (n.Kind == yaml.ScalarNode && n.Tag == "!!null")
+}
+
+func ignored(n *yaml.Node) bool { return n != nil && n.Tag == "!ignore" }
+
+// pair is one key/value of a YAML mapping after merge keys are expanded.
+type pair struct {
+	key   string
+	kn    *yaml.Node
+	value *yaml.Node
+}
+
+// pairs returns the mapping's entries in order, with `<<` merge keys expanded
+// (explicit keys win over merged ones) and !ignore-tagged entries dropped.
+func pairs(n *yaml.Node) []pair {
+	n = resolve(n)
+	var out []pair
+	seen := map[string]bool{}
+	var merged []pair
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if ignored(k) || ignored(v) {
+			continue
+		}
+		if k.Tag == "!!merge" || k.Value == "<<" {
+			src := resolve(v)
+			var srcs []*yaml.Node
+			if src.Kind == yaml.SequenceNode {
+				srcs = src.Content
+			} else {
+				srcs = []*yaml.Node{src}
+			}
+			for _, s := range srcs {
+				if s = resolve(s); s.Kind == yaml.MappingNode {
+					merged = append(merged, pairs(s)...)
+				}
+			}
+			continue
+		}
+		seen[k.Value] = true
+		out = append(out, pair{key: k.Value, kn: k, value: v})
+	}
+	for _, p := range merged {
+		if !seen[p.key] {
+			seen[p.key] = true
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// message converts a mapping node for the message md.
+func (d *decoder) message(n *yaml.Node, md protoreflect.MessageDescriptor, path string) any {
+	if wk := d.wellKnown(n, md, path); wk != nil {
+		return wk.v
+	}
+	n = resolve(n)
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, path, "expected a mapping for %s, got %s", md.FullName(), kindName(n))
+		return nil
+	}
+	ps := pairs(n)
+	ps = d.upgradeV2(n, md, path, ps)
+	out := make(map[string]any, len(ps))
+	for _, p := range ps {
+		fd := md.Fields().ByName(protoreflect.Name(p.key))
+		if fd == nil {
+			fd = md.Fields().ByJSONName(p.key)
+		}
+		fpath := join(path, p.key)
+		if fd == nil {
+			d.errorf(p.kn, fpath, "unknown field %q in %s", p.key, md.FullName())
+			continue
+		}
+		if isNull(p.value) {
+			continue
+		}
+		if _, dup := out[fd.JSONName()]; dup {
+			d.errorf(p.kn, fpath, "field %q given twice", p.key)
+			continue
+		}
+		fpath = join(path, string(fd.Name()))
+		if v := d.field(p.value, fd, fpath); v != nil {
+			out[fd.JSONName()] = v
+		}
+	}
+	return out
+}
+
+func (d *decoder) field(n *yaml.Node, fd protoreflect.FieldDescriptor, path string) any {
+	n = resolve(n)
+	switch {
+	case fd.IsMap():
+		if n.Kind != yaml.MappingNode {
+			d.errorf(n, path, "expected a mapping, got %s", kindName(n))
+			return nil
+		}
+		m := map[string]any{}
+		for _, p := range pairs(n) {
+			if v := d.single(p.value, fd.MapValue(), path+"["+strconv.Quote(p.key)+"]"); v != nil {
+				m[p.key] = v
+			}
+		}
+		return m
+	case fd.IsList():
+		if n.Kind != yaml.SequenceNode {
+			// Envoy's JSON parser rejects a scalar for a repeated field; so do we.
+			d.errorf(n, path, "expected a list, got %s", kindName(n))
+			return nil
+		}
+		l := make([]any, 0, len(n.Content))
+		for i, e := range n.Content {
+			if ignored(e) {
+				continue
+			}
+			if v := d.single(e, fd, index(path, i)); v != nil {
+				l = append(l, v)
+			}
+		}
+		return l
+	default:
+		return d.single(n, fd, path)
+	}
+}
+
+// single converts one value of a (non-repeated view of a) field.
+func (d *decoder) single(n *yaml.Node, fd protoreflect.FieldDescriptor, path string) any {
+	n = resolve(n)
+	switch fd.Kind() {
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		return d.message(n, fd.Message(), path)
+	case protoreflect.EnumKind:
+		return d.enum(n, fd.Enum(), path)
+	}
+	if n.Kind != yaml.ScalarNode {
+		d.errorf(n, path, "expected a %s value, got %s", fd.Kind(), kindName(n))
+		return nil
+	}
+	return d.scalar(n, fd.Kind(), path)
+}
+
+func (d *decoder) scalar(n *yaml.Node, k protoreflect.Kind, path string) any {
+	v := n.Value
+	switch k {
+	case protoreflect.StringKind:
+		return v
+	case protoreflect.BytesKind:
+		return v // base64 in proto3 JSON, as in Envoy
+	case protoreflect.BoolKind:
+		switch strings.ToLower(v) {
+		case "true", "yes", "on":
+			return true
+		case "false", "no", "off":
+			return false
+		}
+		d.errorf(n, path, "expected true or false, got %q", v)
+		return nil
+	case protoreflect.FloatKind, protoreflect.DoubleKind:
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			d.errorf(n, path, "expected a number, got %q", v)
+			return nil
+		}
+		if math.IsInf(f, 0) || math.IsNaN(f) {
+			return v
+		}
+		return json.Number(strconv.FormatFloat(f, 'g', -1, 64))
+	default: // integers
+		if _, err := strconv.ParseInt(v, 0, 64); err != nil {
+			if _, err2 := strconv.ParseUint(v, 0, 64); err2 != nil {
+				// Allow "10.0"-style integral floats, as protobuf's JSON parser does.
+				if f, err3 := strconv.ParseFloat(v, 64); err3 == nil && f == math.Trunc(f) {
+					return json.Number(strconv.FormatFloat(f, 'f', 0, 64))
+				}
+				d.errorf(n, path, "expected an integer, got %q", v)
+				return nil
+			}
+		}
+		i, err := strconv.ParseInt(v, 0, 64)
+		if err == nil {
+			return json.Number(strconv.FormatInt(i, 10))
+		}
+		u, _ := strconv.ParseUint(v, 0, 64)
+		return json.Number(strconv.FormatUint(u, 10))
+	}
+}
+
+func (d *decoder) enum(n *yaml.Node, ed protoreflect.EnumDescriptor, path string) any {
+	if n.Kind != yaml.ScalarNode {
+		d.errorf(n, path, "expected an enum name of %s, got %s", ed.FullName(), kindName(n))
+		return nil
+	}
+	if i, err := strconv.Atoi(n.Value); err == nil {
+		return i
+	}
+	if ev := ed.Values().ByName(protoreflect.Name(n.Value)); ev != nil {
+		return string(ev.Name())
+	}
+	vals := ed.Values()
+	for i := 0; i < vals.Len(); i++ {
+		if strings.EqualFold(string(vals.Get(i).Name()), n.Value) {
+			return string(vals.Get(i).Name())
+		}
+	}
+	names := make([]string, vals.Len())
+	for i := range names {
+		names[i] = string(vals.Get(i).Name())
+	}
+	d.errorf(n, path, "unknown value %q for enum %s (one of %s)", n.Value, ed.FullName(), strings.Join(names, ", "))
+	return nil
+}
+
+type wkValue struct{ v any }
+
+// wellKnown handles the google.protobuf types whose JSON form is special.
+// It returns nil when md is an ordinary message.
+func (d *decoder) wellKnown(n *yaml.Node, md protoreflect.MessageDescriptor, path string) *wkValue {
+	n = resolve(n)
+	switch md.FullName() {
+	case "google.protobuf.Any":
+		return &wkValue{d.anyValue(n, path)}
+	case "google.protobuf.Struct":
+		if n.Kind != yaml.MappingNode {
+			d.errorf(n, path, "expected a mapping, got %s", kindName(n))
+			return &wkValue{}
+		}
+		return &wkValue{generic(n)}
+	case "google.protobuf.Value":
+		return &wkValue{generic(n)}
+	case "google.protobuf.ListValue":
+		if n.Kind != yaml.SequenceNode {
+			d.errorf(n, path, "expected a list, got %s", kindName(n))
+			return &wkValue{}
+		}
+		return &wkValue{generic(n)}
+	case "google.protobuf.Duration", "google.protobuf.Timestamp", "google.protobuf.FieldMask":
+		if n.Kind != yaml.ScalarNode {
+			d.errorf(n, path, "expected a string such as \"1.5s\" for %s, got %s", md.Name(), kindName(n))
+			return &wkValue{}
+		}
+		return &wkValue{n.Value}
+	case "google.protobuf.Empty":
+		return &wkValue{map[string]any{}}
+	case "google.protobuf.DoubleValue", "google.protobuf.FloatValue":
+		return &wkValue{d.wrapper(n, protoreflect.DoubleKind, path)}
+	case "google.protobuf.Int64Value", "google.protobuf.Int32Value", "google.protobuf.UInt64Value", "google.protobuf.UInt32Value":
+		return &wkValue{d.wrapper(n, protoreflect.Int64Kind, path)}
+	case "google.protobuf.BoolValue":
+		return &wkValue{d.wrapper(n, protoreflect.BoolKind, path)}
+	case "google.protobuf.StringValue", "google.protobuf.BytesValue":
+		return &wkValue{d.wrapper(n, protoreflect.StringKind, path)}
+	}
+	return nil
+}
+
+func (d *decoder) wrapper(n *yaml.Node, k protoreflect.Kind, path string) any {
+	if n.Kind == yaml.MappingNode { // {value: x} form
+		for _, p := range pairs(n) {
+			if p.key == "value" {
+				return d.wrapper(resolve(p.value), k, path)
+			}
+		}
+		d.errorf(n, path, "expected a scalar value")
+		return nil
+	}
+	if n.Kind != yaml.ScalarNode {
+		d.errorf(n, path, "expected a scalar value, got %s", kindName(n))
+		return nil
+	}
+	return d.scalar(n, k, path)
+}
+
+// anyValue resolves an Any by its @type and converts its fields.
+func (d *decoder) anyValue(n *yaml.Node, path string) any {
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, path, "expected a mapping with @type, got %s", kindName(n))
+		return nil
+	}
+	ps := pairs(n)
+	var url string
+	var rest []pair
+	for _, p := range ps {
+		if p.key == "@type" {
+			url = resolve(p.value).Value
+		} else {
+			rest = append(rest, p)
+		}
+	}
+	if url == "" {
+		d.errorf(n, path, "typed config has no @type")
+		return nil
+	}
+	url = upgradeTypeURL(url, func(newURL string) {
+		d.warnf(n, path, "v2 type %s upgraded to %s", url, newURL)
+	})
+	mt, err := protoregistry.GlobalTypes.FindMessageByURL(url)
+	if err != nil {
+		d.errorf(n, path, "unsupported @type %s: legate does not implement this extension", url)
+		return nil
+	}
+	md := mt.Descriptor()
+	if wk := d.wellKnownAny(n, md, rest, path); wk != nil {
+		return map[string]any{"@type": url, "value": wk}
+	}
+	inner := &yaml.Node{Kind: yaml.MappingNode, Line: n.Line, Column: n.Column}
+	for _, p := range rest {
+		inner.Content = append(inner.Content, p.kn, p.value)
+	}
+	m, _ := d.message(inner, md, path).(map[string]any)
+	if m == nil {
+		m = map[string]any{}
+	}
+	m["@type"] = url
+	return m
+}
+
+// wellKnownAny handles an Any that wraps a well-known type, whose JSON form
+// is {"@type": ..., "value": ...}.
+func (d *decoder) wellKnownAny(n *yaml.Node, md protoreflect.MessageDescriptor, rest []pair, path string) any {
+	if !strings.HasPrefix(string(md.FullName()), "google.protobuf.") {
+		return nil
+	}
+	for _, p := range rest {
+		if p.key == "value" {
+			if wk := d.wellKnown(p.value, md, join(path, "value")); wk != nil {
+				return wk.v
+			}
+		}
+	}
+	if md.FullName() == "google.protobuf.Struct" {
+		inner := &yaml.Node{Kind: yaml.MappingNode}
+		for _, p := range rest {
+			inner.Content = append(inner.Content, p.kn, p.value)
+		}
+		return generic(inner)
+	}
+	d.errorf(n, path, "expected a value field for %s", md.FullName())
+	return nil
+}
+
+// generic converts a YAML node to plain JSON values (for Struct/Value).
+func generic(n *yaml.Node) any {
+	n = resolve(n)
+	switch n.Kind {
+	case yaml.MappingNode:
+		m := map[string]any{}
+		for _, p := range pairs(n) {
+			m[p.key] = generic(p.value)
+		}
+		return m
+	case yaml.SequenceNode:
+		l := make([]any, 0, len(n.Content))
+		for _, e := range n.Content {
+			if !ignored(e) {
+				l = append(l, generic(e))
+			}
+		}
+		return l
+	case yaml.ScalarNode:
+		switch n.Tag {
+		case "!!null":
+			return nil
+		case "!!bool":
+			b, _ := strconv.ParseBool(strings.ToLower(n.Value))
+			return b
+		case "!!int", "!!float":
+			if f, err := strconv.ParseFloat(n.Value, 64); err == nil && !math.IsInf(f, 0) && !math.IsNaN(f) {
+				return f
+			}
+		}
+		return n.Value
+	}
+	return nil
+}
+
+func kindName(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		if n.Tag == "!!null" {
+			return "null"
+		}
+		return fmt.Sprintf("%q", n.Value)
+	}
+	return "nothing"
+}
+
+// sortedKeys is a helper for deterministic messages.
+func sortedKeys[M ~map[string]V, V any](m M) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,307 @@
+package config
+
+import (
+	"strings"
+
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"gopkg.in/yaml.v3"
+)
+
+// This file upgrades v2-era config forms, which still circulate in tutorials,
+// to their v3 equivalents. Each upgrade leaves one warning that shows the v3
+// form, so users can fix their files; `legate config upgrade` prints the
+// whole upgraded config.
+
+const typePrefix = "type.googleapis.com/"
+
+// extensionTypes maps an extension's name (v3 canonical names and the
+// deprecated v2 short names) to the @type of its typed_config. It is used
+// when a filter has a v2 `config:` block, or no config at all.
+var extensionTypes = map[string]string{
+	// network filters
+	"envoy.filters.network.http_connection_manager": "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+	"envoy.http_connection_manager":                 "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+	"envoy.filters.network.tcp_proxy":               "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+	"envoy.tcp_proxy":                               "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+	"envoy.filters.network.echo":                    "envoy.extensions.filters.network.echo.v3.Echo",
+	"envoy.echo":                                    "envoy.extensions.filters.network.echo.v3.Echo",
+	"envoy.filters.network.rbac":                    "envoy.extensions.filters.network.rbac.v3.RBAC",
+	"envoy.filters.network.ext_authz":               "envoy.extensions.filters.network.ext_authz.v3.ExtAuthz",
+	"envoy.ext_authz":                               "envoy.extensions.filters.network.ext_authz.v3.ExtAuthz",
+	"envoy.filters.network.ratelimit":               "envoy.extensions.filters.network.ratelimit.v3.RateLimit",
+	"envoy.ratelimit":                               "envoy.extensions.filters.network.ratelimit.v3.RateLimit",
+	"envoy.filters.network.redis_proxy":             "envoy.extensions.filters.network.redis_proxy.v3.RedisProxy",
+	"envoy.redis_proxy":                             "envoy.extensions.filters.network.redis_proxy.v3.RedisProxy",
+	"envoy.filters.network.mongo_proxy":             "envoy.extensions.filters.network.mongo_proxy.v3.MongoProxy",
+	"envoy.mongo_proxy":                             "envoy.extensions.filters.network.mongo_proxy.v3.MongoProxy",
+	"envoy.filters.network.sni_cluster":             "envoy.extensions.filters.network.sni_cluster.v3.SniCluster",
+	// HTTP filters
+	"envoy.filters.http.router":               "envoy.extensions.filters.http.router.v3.Router",
+	"envoy.router":                            "envoy.extensions.filters.http.router.v3.Router",
+	"envoy.filters.http.cors":                 "envoy.extensions.filters.http.cors.v3.Cors",
+	"envoy.cors":                              "envoy.extensions.filters.http.cors.v3.Cors",
+	"envoy.filters.http.buffer":               "envoy.extensions.filters.http.buffer.v3.Buffer",
+	"envoy.buffer":                            "envoy.extensions.filters.http.buffer.v3.Buffer",
+	"envoy.filters.http.fault":                "envoy.extensions.filters.http.fault.v3.HTTPFault",
+	"envoy.fault":                             "envoy.extensions.filters.http.fault.v3.HTTPFault",
+	"envoy.filters.http.gzip":                 "envoy.extensions.filters.http.gzip.v3.Gzip",
+	"envoy.gzip":                              "envoy.extensions.filters.http.gzip.v3.Gzip",
+	"envoy.filters.http.health_check":         "envoy.extensions.filters.http.health_check.v3.HealthCheck",
+	"envoy.health_check":                      "envoy.extensions.filters.http.health_check.v3.HealthCheck",
+	"envoy.filters.http.lua":                  "envoy.extensions.filters.http.lua.v3.Lua",
+	"envoy.lua":                               "envoy.extensions.filters.http.lua.v3.Lua",
+	"envoy.filters.http.ext_authz":            "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+	"envoy.filters.http.ratelimit":            "envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+	"envoy.rate_limit":                        "envoy.extensions.filters.http.ratelimit.v3.RateLimit",
+	"envoy.filters.http.grpc_web":             "envoy.extensions.filters.http.grpc_web.v3.GrpcWeb",
+	"envoy.grpc_web":                          "envoy.extensions.filters.http.grpc_web.v3.GrpcWeb",
+	"envoy.filters.http.grpc_http1_bridge":    "envoy.extensions.filters.http.grpc_http1_bridge.v3.Config",
+	"envoy.grpc_http1_bridge":                 "envoy.extensions.filters.http.grpc_http1_bridge.v3.Config",
+	"envoy.filters.http.grpc_json_transcoder": "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+	"envoy.grpc_json_transcoder":              "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+	"envoy.filters.http.jwt_authn":            "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+	"envoy.filters.http.rbac":                 "envoy.extensions.filters.http.rbac.v3.RBAC",
+	"envoy.filters.http.local_ratelimit":      "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+	"envoy.filters.http.compressor":           "envoy.extensions.filters.http.compressor.v3.Compressor",
+	// access loggers
+	"envoy.access_loggers.file":   "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+	"envoy.file_access_log":       "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+	"envoy.access_loggers.stdout": "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+	"envoy.access_loggers.stderr": "envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
+	// listener filters
+	"envoy.filters.listener.tls_inspector":  "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+	"envoy.listener.tls_inspector":          "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+	"envoy.filters.listener.http_inspector": "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+	"envoy.listener.http_inspector":         "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
+	"envoy.filters.listener.original_dst":   "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
+	"envoy.listener.original_dst":           "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
+	"envoy.filters.listener.proxy_protocol": "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol",
+	"envoy.listener.proxy_protocol":         "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol",
+	// transport sockets
+	"envoy.transport_sockets.raw_buffer": "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer",
+	"raw_buffer":                         "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer",
+}
+
+// canonicalNames maps deprecated v2 short names to their v3 names.
+var canonicalNames = map[string]string{
+	"envoy.http_connection_manager": "envoy.filters.network.http_connection_manager",
+	"envoy.tcp_proxy":               "envoy.filters.network.tcp_proxy",
+	"envoy.echo":                    "envoy.filters.network.echo",
+	"envoy.ext_authz":               "envoy.filters.network.ext_authz",
+	"envoy.ratelimit":               "envoy.filters.network.ratelimit",
+	"envoy.redis_proxy":             "envoy.filters.network.redis_proxy",
+	"envoy.mongo_proxy":             "envoy.filters.network.mongo_proxy",
+	"envoy.router":                  "envoy.filters.http.router",
+	"envoy.cors":                    "envoy.filters.http.cors",
+	"envoy.buffer":                  "envoy.filters.http.buffer",
+	"envoy.fault":                   "envoy.filters.http.fault",
+	"envoy.gzip":                    "envoy.filters.http.gzip",
+	"envoy.health_check":            "envoy.filters.http.health_check",
+	"envoy.lua":                     "envoy.filters.http.lua",
+	"envoy.rate_limit":              "envoy.filters.http.ratelimit",
+	"envoy.grpc_web":                "envoy.filters.http.grpc_web",
+	"envoy.grpc_http1_bridge":       "envoy.filters.http.grpc_http1_bridge",
+	"envoy.grpc_json_transcoder":    "envoy.filters.http.grpc_json_transcoder",
+	"envoy.file_access_log":         "envoy.access_loggers.file",
+	"envoy.listener.tls_inspector":  "envoy.filters.listener.tls_inspector",
+	"envoy.listener.http_inspector": "envoy.filters.listener.http_inspector",
+	"envoy.listener.original_dst":   "envoy.filters.listener.original_dst",
+	"envoy.listener.proxy_protocol": "envoy.filters.listener.proxy_protocol",
+}
+
+// v2TypeURLs maps v2 message names to their v3 successors.
+var v2TypeURLs = map[string]string{
+	"envoy.config.filter.network.http_connection_manager.v2.HttpConnectionManager": "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+	"envoy.config.filter.network.tcp_proxy.v2.TcpProxy":                            "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
+	"envoy.config.filter.http.router.v2.Router":                                    "envoy.extensions.filters.http.router.v3.Router",
+	"envoy.config.accesslog.v2.FileAccessLog":                                      "envoy.extensions.access_loggers.file.v3.FileAccessLog",
+	"envoy.api.v2.auth.DownstreamTlsContext":                                       "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+	"envoy.api.v2.auth.UpstreamTlsContext":                                         "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+	"envoy.api.v2.Cluster":                                                         "envoy.config.cluster.v3.Cluster",
+	"envoy.api.v2.Listener":                                                        "envoy.config.listener.v3.Listener",
+	"envoy.api.v2.RouteConfiguration":                                              "envoy.config.route.v3.RouteConfiguration",
+	"envoy.api.v2.ClusterLoadAssignment":                                           "envoy.config.endpoint.v3.ClusterLoadAssignment",
+	"envoy.config.filter.listener.tls_inspector.v2.TlsInspector":                   "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+}
+
+// upgradeTypeURL returns the v3 form of a v2 type URL (calling warn when it
+// changes it), or url unchanged.
+func upgradeTypeURL(url string, warn func(string)) string {
+	name := strings.TrimPrefix(url, typePrefix)
+	if v3, ok := v2TypeURLs[name]; ok {
+		nu := typePrefix + v3
+		warn(nu)
+		return nu
+	}
+	return url
+}
+
+// typedConfigHolders are the messages that carry `name` + `typed_config` and,
+// in v2, `config`.
+var typedConfigHolders = map[protoreflect.FullName]bool{
+	"envoy.config.listener.v3.Filter":                                        true,
+	"envoy.config.listener.v3.ListenerFilter":                                true,
+	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": true,
+	"envoy.config.accesslog.v3.AccessLog":                                    true,
+	"envoy.config.core.v3.TransportSocket":                                   true,
+}
+
+// upgradeV2 rewrites the v2-era keys of one mapping into their v3 form.
+func (d *decoder) upgradeV2(n *yaml.Node, md protoreflect.MessageDescriptor, path string, ps []pair) []pair {
+	switch md.FullName() {
+	case "envoy.config.cluster.v3.Cluster":
+		return d.upgradeCluster(md, path, ps)
+	case "envoy.config.route.v3.RouteMatch":
+		return renameKey(d, ps, path, "regex", "safe_regex", func(v *yaml.Node) *yaml.Node {
+			return mapping(v.Line, "google_re2", mapping(v.Line), "regex", v)
+		})
+	case "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager":
+		return renameKey(d, ps, path, "idle_timeout", "common_http_protocol_options", func(v *yaml.Node) *yaml.Node {
+			return mapping(v.Line, "idle_timeout", v)
+		})
+	case "envoy.extensions.access_loggers.file.v3.FileAccessLog":
+		return renameKey(d, ps, path, "format", "log_format", func(v *yaml.Node) *yaml.Node {
+			return mapping(v.Line, "text_format", v)
+		})
+	}
+	if !typedConfigHolders[md.FullName()] {
+		return ps
+	}
+	var name string
+	var nameNode *yaml.Node
+	hasTyped := false
+	for _, p := range ps {
+		switch p.key {
+		case "name":
+			nameNode = resolve(p.value)
+			name = nameNode.Value
+		case "typed_config", "typedConfig", "config_discovery", "configDiscovery":
+			hasTyped = true
+		}
+	}
+	if canon, ok := canonicalNames[name]; ok {
+		d.warnf(nameNode, join(path, "name"), "deprecated v2 name %q: use %q", name, canon)
+	}
+	typeFor := func() string {
+		if md.FullName() == "envoy.config.core.v3.TransportSocket" && (name == "tls" || name == "envoy.transport_sockets.tls") {
+			if strings.Contains(path, "filter_chain") || strings.Contains(path, "listener") {
+				return "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+			}
+			return "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+		}
+		return extensionTypes[name]
+	}
+	out := make([]pair, 0, len(ps)+1)
+	for _, p := range ps {
+		if p.key != "config" {
+			out = append(out, p)
+			continue
+		}
+		hasTyped = true
+		t := typeFor()
+		if t == "" {
+			d.errorf(p.kn, join(path, "config"), "v2 `config:` for unknown extension %q: give typed_config with an @type instead", name)
+			continue
+		}
+		d.warnf(p.kn, join(path, "config"), "v2 `config:` upgraded to `typed_config:` with \"@type\": %s%s", typePrefix, t)
+		body := resolve(p.value)
+		tc := mapping(p.kn.Line, "@type", scalar(p.kn.Line, typePrefix+t))
+		if body.Kind == yaml.MappingNode {
+			for _, bp := range pairs(body) {
+				tc.Content = append(tc.Content, bp.kn, bp.value)
+			}
+		}
+		out = append(out, pair{key: "typed_config", kn: scalar(p.kn.Line, "typed_config"), value: tc})
+	}
+	if !hasTyped && name != "" {
+		if t := typeFor(); t != "" {
+			line := 0
+			if nameNode != nil {
+				line = nameNode.Line
+			}
+			d.warnf(nameNode, path, "%q has no typed_config: add typed_config: {\"@type\": %s%s}", name, typePrefix, t)
+			out = append(out, pair{key: "typed_config", kn: scalar(line, "typed_config"), value: mapping(line, "@type", scalar(line, typePrefix+t))})
+		}
+	}
+	return out
+}
+
+// upgradeCluster turns v2 `hosts:` into a v3 load_assignment and v2
+// `tls_context:` into a transport_socket.
+func (d *decoder) upgradeCluster(md protoreflect.MessageDescriptor, path string, ps []pair) []pair {
+	var clusterName *yaml.Node
+	for _, p := range ps {
+		if p.key == "name" {
+			clusterName = resolve(p.value)
+		}
+	}
+	out := make([]pair, 0, len(ps))
+	for _, p := range ps {
+		switch p.key {
+		case "hosts":
+			hosts := resolve(p.value)
+			line := p.kn.Line
+			lbs := &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Line: line}
+			if hosts.Kind == yaml.SequenceNode {
+				for _, h := range hosts.Content {
+					lbs.Content = append(lbs.Content, mapping(line, "endpoint", mapping(line, "address", h)))
+				}
+			}
+			cn := scalar(line, "")
+			if clusterName != nil {
+				cn = clusterName
+			}
+			la := mapping(line, "cluster_name", cn, "endpoints", seq(line, mapping(line, "lb_endpoints", lbs)))
+			d.warnf(p.kn, join(path, "hosts"), "v2 `hosts:` upgraded to `load_assignment: {cluster_name: ..., endpoints: [{lb_endpoints: [{endpoint: {address: ...}}]}]}`")
+			out = append(out, pair{key: "load_assignment", kn: scalar(line, "load_assignment"), value: la})
+		case "tls_context":
+			line := p.kn.Line
+			tc := mapping(line, "@type", scalar(line, typePrefix+"envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"))
+			if b := resolve(p.value); b.Kind == yaml.MappingNode {
+				for _, bp := range pairs(b) {
+					tc.Content = append(tc.Content, bp.kn, bp.value)
+				}
+			}
+			d.warnf(p.kn, join(path, "tls_context"), "v2 `tls_context:` upgraded to `transport_socket: {name: envoy.transport_sockets.tls, typed_config: {\"@type\": ...UpstreamTlsContext}}`")
+			out = append(out, pair{key: "transport_socket", kn: scalar(line, "transport_socket"),
+				value: mapping(line, "name", scalar(line, "envoy.transport_sockets.tls"), "typed_config", tc)})
+		default:
+			out = append(out, p)
+		}
+	}
+	_ = md
+	return out
+}
+
+// renameKey renames a v2 key to its v3 name, optionally wrapping its value.
+func renameKey(d *decoder, ps []pair, path, from, to string, wrap func(*yaml.Node) *yaml.Node) []pair {
+	for i, p := range ps {
+		if p.key != from {
+			continue
+		}
+		v := p.value
+		if wrap != nil {
+			v = wrap(resolve(v))
+		}
+		d.warnf(p.kn, join(path, from), "deprecated field %q upgraded to %q", from, to)
+		ps[i] = pair{key: to, kn: scalar(p.kn.Line, to), value: v}
+	}
+	return ps
+}
+
+func scalar(line int, v string) *yaml.Node {
+	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: v, Line: line}
+}
+
+// mapping builds a mapping node from alternating keys and value nodes.
+func mapping(line int, kv ...any) *yaml.Node {
+	m := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Line: line}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m.Content = append(m.Content, scalar(line, kv[i].(string)), kv[i+1].(*yaml.Node))
+	}
+	return m
+}
+
+func seq(line int, items ...*yaml.Node) *yaml.Node {
+	return &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Line: line, Content: items}
+}
