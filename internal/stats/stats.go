@@ -1,0 +1,284 @@
+// Package stats holds Legate's counters, gauges and histograms under
+// Envoy's names (cluster.<name>.upstream_rq_total, http.<prefix>.
+// downstream_rq_2xx, ...) and renders them as Envoy's admin endpoints do:
+// plain text, JSON, and Prometheus with Envoy's default tag extraction, so
+// dashboards built for Envoy work unchanged.
+//
+// Metrics are created when config is compiled (never on the request path)
+// and live as long as the process: a cluster or listener that is replaced by
+// a config update keeps its counters, as in Envoy. Updating a metric is one
+// atomic operation.
+package stats
+
+import (
+	"math"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// Counter is a monotonically increasing count.
+type Counter struct {
+	v    atomic.Uint64
+	name string
+}
+
+// Inc adds one.
+func (c *Counter) Inc() { c.v.Add(1) }
+
+// Add adds n.
+func (c *Counter) Add(n uint64) { c.v.Add(n) }
+
+// Value returns the current count.
+func (c *Counter) Value() uint64 { return c.v.Load() }
+
+// Name returns the full stat name.
+func (c *Counter) Name() string { return c.name }
+
+// Gauge is a value that goes up and down.
+type Gauge struct {
+	v    atomic.Int64
+	name string
+}
+
+// Inc adds one.
+func (g *Gauge) Inc() { g.v.Add(1) }
+
+// Dec subtracts one.
+func (g *Gauge) Dec() { g.v.Add(-1) }
+
+// Add adds n (which may be negative).
+func (g *Gauge) Add(n int64) { g.v.Add(n) }
+
+// Set sets the value.
+func (g *Gauge) Set(n int64) { g.v.Store(n) }
+
+// Value returns the current value.
+func (g *Gauge) Value() int64 { return g.v.Load() }
+
+// Name returns the full stat name.
+func (g *Gauge) Name() string { return g.name }
+
+// DefaultBuckets are Envoy's default histogram bucket bounds (in the
+// histogram's unit, milliseconds for timings).
+var DefaultBuckets = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
+
+// Histogram records a distribution of values in Envoy's default buckets.
+type Histogram struct {
+	name    string
+	counts  []atomic.Uint64 // len(DefaultBuckets)+1, the last one is +Inf
+	count   atomic.Uint64
+	sumBits atomic.Uint64 // float64 sum, updated by CAS
+}
+
+// Record adds one value.
+func (h *Histogram) Record(v float64) {
+	i := sort.SearchFloat64s(DefaultBuckets, v)
+	h.counts[i].Add(1)
+	h.count.Add(1)
+	for {
+		old := h.sumBits.Load()
+		if h.sumBits.CompareAndSwap(old, math.Float64bits(math.Float64frombits(old)+v)) {
+			return
+		}
+	}
+}
+
+// Name returns the full stat name.
+func (h *Histogram) Name() string { return h.name }
+
+// Count returns how many values were recorded.
+func (h *Histogram) Count() uint64 { return h.count.Load() }
+
+// Sum returns the sum of the recorded values.
+func (h *Histogram) Sum() float64 { return math.Float64frombits(h.sumBits.Load()) }
+
+// Cumulative returns the cumulative count for each bucket bound.
+func (h *Histogram) Cumulative() []uint64 {
+	out := make([]uint64, len(DefaultBuckets))
+	var c uint64
+	for i := range DefaultBuckets {
+		c += h.counts[i].Load()
+		out[i] = c
+	}
+	return out
+}
+
+// Quantile estimates the q-quantile (0..1) by interpolating in buckets.
+func (h *Histogram) Quantile(q float64) float64 {
+	total := h.count.Load()
+	if total == 0 {
+		return math.NaN()
+	}
+	rank := q * float64(total)
+	var c float64
+	lower := 0.0
+	for i := range h.counts {
+		n := float64(h.counts[i].Load())
+		upper := math.Inf(1)
+		if i < len(DefaultBuckets) {
+			upper = DefaultBuckets[i]
+		}
+		if c+n >= rank && n > 0 {
+			if math.IsInf(upper, 1) {
+				return lower
+			}
+			return lower + (upper-lower)*(rank-c)/n
+		}
+		c += n
+		lower = upper
+	}
+	return lower
+}
+
+// Store is the registry of every metric, by full name.
+type Store struct {
+	mu         sync.Mutex
+	counters   map[string]*Counter
+	gauges     map[string]*Gauge
+	histograms map[string]*Histogram
+}
+
+// NewStore returns an empty store.
+func NewStore() *Store {
+	return &Store{counters: map[string]*Counter{}, gauges: map[string]*Gauge{}, histograms: map[string]*Histogram{}}
+}
+
+// Counter returns the counter called name, creating it at zero.
+func (s *Store) Counter(name string) *Counter {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.counters[name]
+	if c == nil {
+		c = &Counter{name: name}
+		s.counters[name] = c
+	}
+	return c
+}
+
+// Gauge returns the gauge called name, creating it at zero.
+func (s *Store) Gauge(name string) *Gauge {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g := s.gauges[name]
+	if g == nil {
+		g = &Gauge{name: name}
+		s.gauges[name] = g
+	}
+	return g
+}
+
+// Histogram returns the histogram called name, creating it empty.
+func (s *Store) Histogram(name string) *Histogram {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.histograms[name]
+	if h == nil {
+		h = &Histogram{name: name, counts: make([]atomic.Uint64, len(DefaultBuckets)+1)}
+		s.histograms[name] = h
+	}
+	return h
+}
+
+// Scope returns a view of the store that prefixes every name.
+func (s *Store) Scope(prefix string) Scope { return Scope{store: s, prefix: prefix} }
+
+// Snapshot is a point-in-time copy of every metric, sorted by name.
+type Snapshot struct {
+	Counters   []*Counter
+	Gauges     []*Gauge
+	Histograms []*Histogram
+}
+
+// Snapshot lists every metric sorted by name.
+func (s *Store) Snapshot() Snapshot {
+	s.mu.Lock()
+	var snap Snapshot
+	for _, c := range s.counters {
+		snap.Counters = append(snap.Counters, c)
+	}
+	for _, g := range s.gauges {
+		snap.Gauges = append(snap.Gauges, g)
+	}
+	for _, h := range s.histograms {
+		snap.Histograms = append(snap.Histograms, h)
+	}
+	s.mu.Unlock()
+	sort.Slice(snap.Counters, func(i, j int) bool { return snap.Counters[i].name < snap.Counters[j].name })
+	sort.Slice(snap.Gauges, func(i, j int) bool { return snap.Gauges[i].name < snap.Gauges[j].name })
+	sort.Slice(snap.Histograms, func(i, j int) bool { return snap.Histograms[i].name < snap.Histograms[j].name })
+	return snap
+}
+
+// Scope creates metrics under a common prefix, such as "cluster.web.".
+type Scope struct {
+	store  *Store
+	prefix string
+}
+
+// Counter returns the counter prefix+name.
+func (s Scope) Counter(name string) *Counter { return s.store.Counter(s.prefix + name) }
+
+// Gauge returns the gauge prefix+name.
+func (s Scope) Gauge(name string) *Gauge { return s.store.Gauge(s.prefix + name) }
+
+// Histogram returns the histogram prefix+name.
+func (s Scope) Histogram(name string) *Histogram { return s.store.Histogram(s.prefix + name) }
+
+// Scope returns a nested scope.
+func (s Scope) Scope(prefix string) Scope { return Scope{store: s.store, prefix: s.prefix + prefix} }
+
+// Store returns the underlying store.
+func (s Scope) Store() *Store { return s.store }
+
+// Prefix returns the scope's prefix.
+func (s Scope) Prefix() string { return s.prefix }
+
+// SanitizeName makes a user-given name safe inside a stat name, as Envoy
+// does: ':' becomes '_' (so listener addresses read 0.0.0.0_8080).
+func SanitizeName(s string) string {
+	if !strings.ContainsAny(s, ":\x00") {
+		return s
+	}
+	return strings.NewReplacer(":", "_", "\x00", "_").Replace(s)
+}
+
+// StatusCounters is the set of per-status-code counters Envoy keeps for a
+// request stream: <prefix>_1xx.._5xx and, when perCode is set, <prefix>_<code>.
+type StatusCounters struct {
+	scope   Scope
+	prefix  string
+	classes [6]*Counter
+	perCode bool
+	codes   sync.Map // int -> *Counter
+}
+
+// NewStatusCounters creates the class counters under scope+prefix.
+func NewStatusCounters(scope Scope, prefix string, perCode bool) *StatusCounters {
+	sc := &StatusCounters{scope: scope, prefix: prefix, perCode: perCode}
+	for i := 1; i <= 5; i++ {
+		sc.classes[i] = scope.Counter(prefix + "_" + string(rune('0'+i)) + "xx")
+	}
+	return sc
+}
+
+// Inc counts one response with the given status.
+func (sc *StatusCounters) Inc(status int) {
+	if c := status / 100; c >= 1 && c <= 5 {
+		sc.classes[c].Inc()
+	}
+	if !sc.perCode || status < 100 || status > 999 {
+		return
+	}
+	if c, ok := sc.codes.Load(status); ok {
+		c.(*Counter).Inc()
+		return
+	}
+	c, _ := sc.codes.LoadOrStore(status, sc.scope.Counter(sc.prefix+"_"+itoa3(status)))
+	c.(*Counter).Inc()
+}
+
+func itoa3(n int) string {
+	return string([]byte{byte('0' + n/100), byte('0' + n/10%10), byte('0' + n%10)})
+}
