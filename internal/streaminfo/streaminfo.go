@@ -1,0 +1,170 @@
+// Package streaminfo is the record of one HTTP request (or TCP connection)
+// as it passes through the proxy: timings, byte counts, the upstream chosen,
+// response flags and details. Access logs and header substitutions
+// (%UPSTREAM_HOST%, %RESPONSE_FLAGS%, ...) read it; the connection manager
+// and router fill it. It mirrors Envoy's StreamInfo.
+package streaminfo
+
+import (
+	"crypto/x509"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/legateproxy/legate/internal/headers"
+)
+
+// Flag is one of Envoy's response flags.
+type Flag uint32
+
+// Response flags, in Envoy's order (which is also the order they print in).
+const (
+	FailedLocalHealthCheck           Flag = 1 << iota // LH
+	NoHealthyUpstream                                 // UH
+	UpstreamRequestTimeout                            // UT
+	LocalReset                                        // LR
+	UpstreamRemoteReset                               // UR
+	UpstreamConnectionFailure                         // UF
+	UpstreamConnectionTermination                     // UC
+	UpstreamOverflow                                  // UO
+	NoRouteFound                                      // NR
+	DelayInjected                                     // DI
+	FaultInjected                                     // FI
+	RateLimited                                       // RL
+	UnauthorizedExternalService                       // UAEX
+	RateLimitServiceError                             // RLSE
+	DownstreamConnectionTermination                   // DC
+	UpstreamRetryLimitExceeded                        // URX
+	StreamIdleTimeout                                 // SI
+	InvalidEnvoyRequestHeaders                        // IH
+	DownstreamProtocolError                           // DPE
+	UpstreamMaxStreamDurationReached                  // UMSDR
+	ResponseFromCacheFilter                           // RFCF
+	NoFilterConfigFound                               // NFCF
+	DurationTimeout                                   // DT
+	UpstreamProtocolError                             // UPE
+	NoClusterFound                                    // NC
+	OverloadManager                                   // OM
+	DNSResolutionFailed                               // DF
+	DropOverload                                      // DO
+	DownstreamRemoteReset                             // DR
+)
+
+var flagShort = []string{"LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE",
+	"DC", "URX", "SI", "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC", "OM", "DF", "DO", "DR"}
+
+var flagLong = []string{"FailedLocalHealthCheck", "NoHealthyUpstream", "UpstreamRequestTimeout", "LocalReset",
+	"UpstreamRemoteReset", "UpstreamConnectionFailure", "UpstreamConnectionTermination", "UpstreamOverflow",
+	"NoRouteFound", "DelayInjected", "FaultInjected", "RateLimited", "UnauthorizedExternalService",
+	"RateLimitServiceError", "DownstreamConnectionTermination", "UpstreamRetryLimitExceeded", "StreamIdleTimeout",
+	"InvalidEnvoyRequestHeaders", "DownstreamProtocolError", "UpstreamMaxStreamDurationReached",
+	"ResponseFromCacheFilter", "NoFilterConfigFound", "DurationTimeout", "UpstreamProtocolError", "NoClusterFound",
+	"OverloadManager", "DnsResolutionFailed", "DropOverload", "DownstreamRemoteReset"}
+
+// Flags is a set of response flags.
+type Flags uint32
+
+// Has reports whether f is set.
+func (fs Flags) Has(f Flag) bool { return uint32(fs)&uint32(f) != 0 }
+
+// String renders the flags as %RESPONSE_FLAGS% does: short names joined by
+// commas, or "-" when none is set.
+func (fs Flags) String() string { return fs.render(flagShort) }
+
+// Long renders the flags as %RESPONSE_FLAGS_LONG%.
+func (fs Flags) Long() string { return fs.render(flagLong) }
+
+func (fs Flags) render(names []string) string {
+	if fs == 0 {
+		return "-"
+	}
+	var b strings.Builder
+	for i := range names {
+		if uint32(fs)&(1<<i) != 0 {
+			if b.Len() > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(names[i])
+		}
+	}
+	return b.String()
+}
+
+// TLSInfo describes a TLS connection.
+type TLSInfo struct {
+	Version         string // "TLSv1.3"
+	Cipher          string
+	SessionID       string
+	PeerCert        *x509.Certificate
+	PeerSubject     string
+	PeerIssuer      string
+	LocalSubject    string
+	PeerURISAN      []string
+	PeerDNSSAN      []string
+	PeerSerial      string
+	PeerFingerprint string
+}
+
+// Info is the record of one request.
+type Info struct {
+	StartTime time.Time // wall clock and monotonic start
+	// Durations from StartTime; zero when the event did not happen.
+	LastDownstreamRxByte, FirstUpstreamTxByte, LastUpstreamTxByte time.Duration
+	FirstUpstreamRxByte, LastUpstreamRxByte                       time.Duration
+	FirstDownstreamTxByte, LastDownstreamTxByte                   time.Duration
+	// Done is the total duration, set when the request finishes.
+	Done time.Duration
+
+	Protocol string // "HTTP/1.1", "HTTP/2", "HTTP/1.0"
+
+	Request      *headers.Request
+	Response     *headers.Response
+	RespTrailers *headers.Map
+	ReqTrailers  *headers.Map
+
+	BytesReceived, BytesSent uint64
+	// Wire byte counts (headers included), for %*_WIRE_BYTES_*%.
+	UpstreamBytesSent, UpstreamBytesReceived uint64
+
+	ResponseCode                   int
+	ResponseFlags                  Flags
+	ResponseCodeDetails            string
+	ConnTerminationDetails         string
+	UpstreamTransportFailureReason string
+
+	RouteName                   string
+	VirtualHostName             string
+	UpstreamCluster             string
+	UpstreamHost                string // ip:port of the chosen host
+	UpstreamHostname            string
+	UpstreamLocalAddress        string
+	UpstreamRequestAttemptCount int
+
+	DownstreamRemote       netip.AddrPort // after XFF processing
+	DownstreamDirectRemote netip.AddrPort // the peer of the socket
+	DownstreamLocal        netip.AddrPort
+	ConnectionID           uint64
+	RequestedServerName    string
+	DownstreamTLS          *TLSInfo
+	UpstreamTLS            *TLSInfo
+
+	// Hostname is the proxy's host name (%HOSTNAME%).
+	Hostname string
+	// Node identity for %ENVOY_NODE%-style operators is not tracked.
+}
+
+// SetFlag sets a response flag.
+func (i *Info) SetFlag(f Flag) { i.ResponseFlags |= Flags(f) }
+
+// Reset clears the record for reuse.
+func (i *Info) Reset() { *i = Info{} }
+
+// Since returns the time elapsed since StartTime, at least 1ns so that a
+// recorded event is distinguishable from one that did not happen.
+func (i *Info) Since() time.Duration {
+	d := time.Since(i.StartTime)
+	if d <= 0 {
+		d = 1
+	}
+	return d
+}

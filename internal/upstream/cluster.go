@@ -1,0 +1,313 @@
+// Package upstream implements Envoy clusters: service discovery (STATIC,
+// STRICT_DNS, LOGICAL_DNS, EDS), load balancers (round robin, least
+// request, random, ring hash, Maglev) with priorities and panic mode,
+// active health checks, circuit breakers, and connection pools for
+// HTTP/1.1 and HTTP/2 upstreams.
+//
+// Routes never hold a *Cluster: they hold a *Ref, a stable handle whose
+// atomic pointer the Manager swaps when a cluster is added, changed or
+// removed. A host-set change (DNS, EDS, health) swaps only that cluster's
+// host set, so nothing else is rebuilt.
+package upstream
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+
+	"github.com/legateproxy/legate/internal/stats"
+)
+
+// Protocol is the protocol used to talk to a cluster's hosts.
+type Protocol uint8
+
+// Upstream protocols.
+const (
+	HTTP1 Protocol = iota
+	HTTP2
+	UseDownstream // HttpProtocolOptions.use_downstream_protocol_config
+)
+
+// TransportSocket wraps new upstream connections (TLS); nil means plain TCP.
+type TransportSocket interface {
+	Client(ctx context.Context, conn net.Conn, h *Host) (net.Conn, error)
+	// ALPN returns the negotiated protocol of a wrapped connection, or "".
+	ALPN(conn net.Conn) string
+}
+
+// Stats are a cluster's Envoy-named statistics (cluster.<name>.*).
+type Stats struct {
+	RqTotal, RqCompleted, RqTimeout, RqPerTryTimeout, RqRetry, RqRetrySuccess *stats.Counter
+	RqRetryOverflow, RqRxReset, RqTxReset, RqCancelled, RqMaintenance         *stats.Counter
+	CxNoneHealthy, LBHealthyPanic                                             *stats.Counter
+	RqActive                                                                  *stats.Gauge
+	RqStatus                                                                  *stats.StatusCounters
+	RqTime                                                                    *stats.Histogram
+	CxRxBytes, CxTxBytes                                                      *stats.Counter
+
+	cxTotal, cxHTTP1Total, cxHTTP2Total, cxConnectFail, cxConnectTimeout              *stats.Counter
+	cxDestroy, cxDestroyLocal, cxDestroyRemote, cxMaxRequests, cxOverflow             *stats.Counter
+	rqPendingTotal, rqPendingOverflow, membershipChange                               *stats.Counter
+	updateAttempt, updateSuccess, updateFailure, updateEmpty, updateNoRebuild         *stats.Counter
+	cxActive, rqPendingActive, membershipTotal, membershipHealthy, membershipDegraded *stats.Gauge
+	cxConnectMs                                                                       *stats.Histogram
+
+	hc healthStats
+}
+
+func newStats(s stats.Scope) *Stats {
+	return &Stats{
+		RqTotal: s.Counter("upstream_rq_total"), RqCompleted: s.Counter("upstream_rq_completed"),
+		RqTimeout: s.Counter("upstream_rq_timeout"), RqPerTryTimeout: s.Counter("upstream_rq_per_try_timeout"),
+		RqRetry: s.Counter("upstream_rq_retry"), RqRetrySuccess: s.Counter("upstream_rq_retry_success"),
+		RqRetryOverflow: s.Counter("upstream_rq_retry_overflow"), RqRxReset: s.Counter("upstream_rq_rx_reset"),
+		RqTxReset: s.Counter("upstream_rq_tx_reset"), RqCancelled: s.Counter("upstream_rq_cancelled"),
+		RqMaintenance: s.Counter("upstream_rq_maintenance_mode"),
+		CxNoneHealthy: s.Counter("upstream_cx_none_healthy"), LBHealthyPanic: s.Counter("lb_healthy_panic"),
+		RqActive:  s.Gauge("upstream_rq_active"),
+		RqStatus:  stats.NewStatusCounters(s, "upstream_rq", true),
+		RqTime:    s.Histogram("upstream_rq_time"),
+		CxRxBytes: s.Counter("upstream_cx_rx_bytes_total"), CxTxBytes: s.Counter("upstream_cx_tx_bytes_total"),
+
+		cxTotal: s.Counter("upstream_cx_total"), cxHTTP1Total: s.Counter("upstream_cx_http1_total"),
+		cxHTTP2Total: s.Counter("upstream_cx_http2_total"), cxConnectFail: s.Counter("upstream_cx_connect_fail"),
+		cxConnectTimeout: s.Counter("upstream_cx_connect_timeout"), cxDestroy: s.Counter("upstream_cx_destroy"),
+		cxDestroyLocal: s.Counter("upstream_cx_destroy_local"), cxDestroyRemote: s.Counter("upstream_cx_destroy_remote"),
+		cxMaxRequests: s.Counter("upstream_cx_max_requests"), cxOverflow: s.Counter("upstream_cx_overflow"),
+		rqPendingTotal: s.Counter("upstream_rq_pending_total"), rqPendingOverflow: s.Counter("upstream_rq_pending_overflow"),
+		membershipChange: s.Counter("membership_change"),
+		updateAttempt:    s.Counter("update_attempt"), updateSuccess: s.Counter("update_success"),
+		updateFailure: s.Counter("update_failure"), updateEmpty: s.Counter("update_empty"),
+		updateNoRebuild: s.Counter("update_no_rebuild"),
+		cxActive:        s.Gauge("upstream_cx_active"), rqPendingActive: s.Gauge("upstream_rq_pending_active"),
+		membershipTotal: s.Gauge("membership_total"), membershipHealthy: s.Gauge("membership_healthy"),
+		membershipDegraded: s.Gauge("membership_degraded"),
+		cxConnectMs:        s.Histogram("upstream_cx_connect_ms"),
+		hc:                 newHealthStats(s.Scope("health_check.")),
+	}
+}
+
+// breakers are the default-priority circuit breaker thresholds.
+type breakers struct {
+	maxConnections, maxPending, maxRequests, maxRetries uint32
+}
+
+// Cluster is a compiled, running cluster.
+type Cluster struct {
+	Name  string
+	Proto *clusterv3.Cluster
+	Stats *Stats
+	// AddedViaAPI is set for clusters from CDS (shown in /clusters).
+	AddedViaAPI bool
+	// VersionInfo and LastUpdated describe the config that created it.
+	VersionInfo string
+	LastUpdated time.Time
+
+	Protocol           Protocol
+	connectTimeout     time.Duration
+	maxRequestsPerConn uint32
+	lb                 lbConfig
+	breakers           breakers
+	transport          TransportSocket
+	h2                 *h2Client
+	// IdleTimeout closes pooled connections unused this long (upstream
+	// common_http_protocol_options.idle_timeout, 1h by default).
+	IdleTimeout time.Duration
+
+	hosts     atomic.Pointer[hostSet]
+	cx        atomic.Int64 // HTTP/1 connections, for max_connections
+	rqPending *stats.Gauge
+	rqActive  atomic.Int64
+	retries   atomic.Int64
+
+	mu       sync.Mutex // guards host-set rebuilds
+	byAddr   map[string]*Host
+	discover discovery
+	health   *healthChecker
+	stop     chan struct{}
+	stopOnce sync.Once
+	log      *slog.Logger
+	ready    chan struct{} // closed when initialized (first resolution, first HC round)
+	// EDS is set for clusters whose hosts come from SetLoadAssignment.
+	EDS       bool
+	readyOnce sync.Once
+}
+
+// Hosts returns every host, in configuration order.
+func (c *Cluster) Hosts() []*Host { return c.hosts.Load().all }
+
+// HealthyCount returns the number of healthy hosts.
+func (c *Cluster) HealthyCount() int { return c.hosts.Load().healthyCount }
+
+// Pick chooses a host for a request, or returns nil when there is none.
+func (c *Cluster) Pick(ctx *LBContext) *Host {
+	hs := c.hosts.Load()
+	if hs.panic && len(hs.all) > 0 {
+		c.Stats.LBHealthyPanic.Inc()
+	}
+	return hs.pick(&c.lb, ctx)
+}
+
+// Ready returns a channel closed once the cluster has finished its initial
+// discovery and health-check round (Envoy's cluster initialization).
+func (c *Cluster) Ready() <-chan struct{} { return c.ready }
+
+func (c *Cluster) markReady() { c.readyOnce.Do(func() { close(c.ready) }) }
+
+// TryStartRequest counts a request against max_requests; false means the
+// circuit breaker is open (503 UO).
+func (c *Cluster) TryStartRequest() bool {
+	if c.rqActive.Add(1) > int64(c.breakers.maxRequests) {
+		c.rqActive.Add(-1)
+		c.Stats.RqPendingOverflowInc()
+		return false
+	}
+	c.Stats.RqActive.Inc()
+	return true
+}
+
+// EndRequest releases what TryStartRequest took.
+func (c *Cluster) EndRequest() {
+	c.rqActive.Add(-1)
+	c.Stats.RqActive.Dec()
+}
+
+// TryRetry counts a retry against max_retries; false means overflow.
+func (c *Cluster) TryRetry() bool {
+	if c.retries.Add(1) > int64(c.breakers.maxRetries) {
+		c.retries.Add(-1)
+		c.Stats.RqRetryOverflow.Inc()
+		return false
+	}
+	return true
+}
+
+// EndRetry releases what TryRetry took.
+func (c *Cluster) EndRetry() { c.retries.Add(-1) }
+
+// RqPendingOverflowInc counts a request refused by a circuit breaker.
+func (s *Stats) RqPendingOverflowInc() { s.rqPendingOverflow.Inc() }
+
+// HostStarted and HostFinished track a host's active requests (least
+// request LB) and its /clusters counters.
+func (h *Host) HostStarted() {
+	h.activeRq.Add(1)
+	h.stats.RqTotal.Add(1)
+	h.stats.RqActive.Add(1)
+}
+
+// HostFinished records the end of a request on h.
+func (h *Host) HostFinished(success, timeout bool) {
+	h.activeRq.Add(-1)
+	h.stats.RqActive.Add(-1)
+	switch {
+	case timeout:
+		h.stats.RqTimeout.Add(1)
+		h.stats.RqError.Add(1)
+	case success:
+		h.stats.RqSuccess.Add(1)
+	default:
+		h.stats.RqError.Add(1)
+	}
+}
+
+// setHosts replaces the host list (keeping Host objects whose address is
+// unchanged) and rebuilds the host set. Called with c.mu held.
+func (c *Cluster) setHosts(hosts []*Host) {
+	next := make(map[string]*Host, len(hosts))
+	list := make([]*Host, 0, len(hosts))
+	changed := len(hosts) != len(c.byAddr)
+	for _, h := range hosts {
+		if old, ok := c.byAddr[h.Address]; ok {
+			// Keep the running host; take the new weight, priority, metadata.
+			old.Weight, old.Priority, old.Locality, old.Metadata, old.Hostname = h.Weight, h.Priority, h.Locality, h.Metadata, h.Hostname
+			old.setFlag(FlagFailedEDSHealth, h.flags.Load()&FlagFailedEDSHealth != 0)
+			old.setFlag(FlagDegradedEDS, h.flags.Load()&FlagDegradedEDS != 0)
+			h = old
+		} else {
+			changed = true
+			h.stats = &HostStats{}
+			h.pool = &pool{}
+			if c.health != nil {
+				h.flags.Store(h.flags.Load() | FlagFailedActiveHC | FlagPendingActiveHC)
+			}
+		}
+		if _, dup := next[h.Address]; dup {
+			continue
+		}
+		next[h.Address] = h
+		list = append(list, h)
+	}
+	for addr, h := range c.byAddr {
+		if _, ok := next[addr]; !ok {
+			c.closeIdle(h, 0)
+		}
+	}
+	c.byAddr = next
+	if changed {
+		c.Stats.membershipChange.Inc()
+	}
+	c.rebuild(list)
+	if c.health != nil {
+		c.health.setHosts(list)
+	}
+}
+
+// rebuild swaps in a new host set built from hosts.
+func (c *Cluster) rebuild(hosts []*Host) {
+	hs := buildHostSet(hosts, &c.lb)
+	c.hosts.Store(hs)
+	healthy, degraded := 0, 0
+	for _, h := range hosts {
+		if h.Healthy() {
+			healthy++
+		}
+		if h.Degraded() {
+			degraded++
+		}
+	}
+	c.Stats.membershipTotal.Set(int64(len(hosts)))
+	c.Stats.membershipHealthy.Set(int64(healthy))
+	c.Stats.membershipDegraded.Set(int64(degraded))
+}
+
+// healthChanged rebuilds the host set after a host's health flags changed.
+func (c *Cluster) healthChanged() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rebuild(c.hosts.Load().all)
+}
+
+// Close stops discovery and health checking and closes idle connections.
+// In-flight requests finish; their connections close on release.
+func (c *Cluster) Close() {
+	c.stopOnce.Do(func() {
+		close(c.stop)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, h := range c.byAddr {
+			c.closeIdle(h, 0)
+		}
+		if c.h2 != nil {
+			c.h2.close()
+		}
+	})
+}
+
+// sweepIdle closes pooled connections idle longer than the idle timeout.
+func (c *Cluster) sweepIdle() {
+	if c.IdleTimeout <= 0 {
+		return
+	}
+	c.mu.Lock()
+	hosts := c.hosts.Load().all
+	c.mu.Unlock()
+	for _, h := range hosts {
+		c.closeIdle(h, c.IdleTimeout)
+	}
+}

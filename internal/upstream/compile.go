@@ -1,0 +1,407 @@
+package upstream
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	cares "github.com/envoyproxy/go-control-plane/envoy/extensions/network/dns_resolver/cares/v3"
+	httpopts "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/stats"
+)
+
+// Deps are what compiling a cluster needs from the server.
+type Deps struct {
+	Stats *stats.Store
+	Log   *slog.Logger
+	// Transport builds the TLS transport socket of a cluster; nil means
+	// transport sockets are not supported.
+	Transport func(ts *corev3.TransportSocket, path string, c *clusterv3.Cluster) (TransportSocket, error)
+}
+
+const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+// Compile validates a cluster definition and builds a (not yet started)
+// Cluster. path locates the cluster in error messages.
+func Compile(pc *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) {
+	if err := config.CheckFields(pc, path,
+		"name", "alt_stat_name", "type", "connect_timeout", "lb_policy", "load_assignment",
+		"dns_refresh_rate", "dns_failure_refresh_rate", "dns_lookup_family", "dns_resolvers",
+		"typed_dns_resolver_config", "use_tcp_for_dns_lookups",
+		"typed_extension_protocol_options", "http2_protocol_options", "http_protocol_options",
+		"common_http_protocol_options", "max_requests_per_connection",
+		"common_lb_config", "least_request_lb_config", "round_robin_lb_config", "ring_hash_lb_config", "maglev_lb_config",
+		"health_checks", "circuit_breakers", "transport_socket", "eds_cluster_config",
+		// no behavioural effect here: buffer limits (we stream), TCP keepalive,
+		// metadata (used by matchers only), cleanup interval, warm-on-init.
+		"per_connection_buffer_limit_bytes", "upstream_connection_options", "metadata", "cleanup_interval",
+		"wait_for_warm_on_init", "close_connections_on_host_health_failure", "ignore_health_on_host_removal",
+		"track_cluster_stats", "dns_jitter",
+	); err != nil {
+		return nil, err
+	}
+	log := deps.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	statName := pc.GetName()
+	if pc.GetAltStatName() != "" {
+		statName = pc.GetAltStatName()
+	}
+	scope := deps.Stats.Scope("cluster." + stats.SanitizeName(statName) + ".")
+	c := &Cluster{
+		Name:           pc.GetName(),
+		Proto:          pc,
+		Stats:          newStats(scope),
+		connectTimeout: 5 * time.Second,
+		IdleTimeout:    time.Hour,
+		rqPending:      scope.Gauge("upstream_rq_pending_active"),
+		byAddr:         map[string]*Host{},
+		stop:           make(chan struct{}),
+		ready:          make(chan struct{}),
+		log:            log,
+		LastUpdated:    time.Now(),
+		breakers:       breakers{maxConnections: 1024, maxPending: 1024, maxRequests: 1024, maxRetries: 3},
+		lb: lbConfig{choiceCount: 2, activeRqBias: 1, panicThreshold: 50, overprovision: 1.4,
+			ringMin: 1024, ringMax: 8 * 1024 * 1024, maglevSize: 65537},
+	}
+	if pc.GetConnectTimeout() != nil {
+		c.connectTimeout = pc.GetConnectTimeout().AsDuration()
+	}
+	if err := c.compileLB(pc, path); err != nil {
+		return nil, err
+	}
+	if err := c.compileProtocol(pc, path); err != nil {
+		return nil, err
+	}
+	if err := c.compileBreakers(pc.GetCircuitBreakers(), config.Join(path, "circuit_breakers")); err != nil {
+		return nil, err
+	}
+	if ts := pc.GetTransportSocket(); ts != nil {
+		if deps.Transport == nil {
+			return nil, config.Unsupported(config.Join(path, "transport_socket"), "transport_socket")
+		}
+		t, err := deps.Transport(ts, config.Join(path, "transport_socket"), pc)
+		if err != nil {
+			return nil, err
+		}
+		c.transport = t
+	}
+	if hcs := pc.GetHealthChecks(); len(hcs) > 0 {
+		if len(hcs) > 1 {
+			return nil, config.Errorf(config.Join(path, "health_checks"), "only one health check per cluster is supported")
+		}
+		hk, err := newHealthChecker(c, hcs[0], config.Index(config.Join(path, "health_checks"), 0))
+		if err != nil {
+			return nil, err
+		}
+		c.health = hk
+	}
+	if err := c.compileDiscovery(pc, path); err != nil {
+		return nil, err
+	}
+	if c.Protocol != HTTP1 {
+		c.h2 = newH2Client(c)
+	}
+	c.hosts.Store(buildHostSet(nil, &c.lb))
+	return c, nil
+}
+
+func (c *Cluster) compileLB(pc *clusterv3.Cluster, path string) error {
+	switch pc.GetLbPolicy() {
+	case clusterv3.Cluster_ROUND_ROBIN:
+		c.lb.policy = RoundRobin
+	case clusterv3.Cluster_LEAST_REQUEST:
+		c.lb.policy = LeastRequest
+	case clusterv3.Cluster_RANDOM:
+		c.lb.policy = Random
+	case clusterv3.Cluster_RING_HASH:
+		c.lb.policy = RingHash
+	case clusterv3.Cluster_MAGLEV:
+		c.lb.policy = Maglev
+	default:
+		return config.Unsupported(config.Join(path, "lb_policy"), pc.GetLbPolicy().String(), "ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV")
+	}
+	if lr := pc.GetLeastRequestLbConfig(); lr != nil {
+		p := config.Join(path, "least_request_lb_config")
+		if err := config.CheckFields(lr, p, "choice_count", "active_request_bias"); err != nil {
+			return err
+		}
+		if v := lr.GetChoiceCount(); v != nil {
+			c.lb.choiceCount = int(v.GetValue())
+		}
+		if v := lr.GetActiveRequestBias(); v != nil {
+			c.lb.activeRqBias = v.GetDefaultValue()
+		}
+	}
+	if rr := pc.GetRoundRobinLbConfig(); rr != nil {
+		if err := config.CheckFields(rr, config.Join(path, "round_robin_lb_config")); err != nil {
+			return err
+		}
+	}
+	if rh := pc.GetRingHashLbConfig(); rh != nil {
+		p := config.Join(path, "ring_hash_lb_config")
+		if err := config.CheckFields(rh, p, "minimum_ring_size", "maximum_ring_size", "hash_function"); err != nil {
+			return err
+		}
+		if rh.GetHashFunction() != clusterv3.Cluster_RingHashLbConfig_XX_HASH {
+			return config.Unsupported(config.Join(p, "hash_function"), rh.GetHashFunction().String(), "XX_HASH")
+		}
+		if v := rh.GetMinimumRingSize(); v != nil {
+			c.lb.ringMin = v.GetValue()
+		}
+		if v := rh.GetMaximumRingSize(); v != nil {
+			c.lb.ringMax = v.GetValue()
+		}
+	}
+	if mg := pc.GetMaglevLbConfig(); mg != nil {
+		p := config.Join(path, "maglev_lb_config")
+		if err := config.CheckFields(mg, p, "table_size"); err != nil {
+			return err
+		}
+		if v := mg.GetTableSize(); v != nil {
+			c.lb.maglevSize = v.GetValue()
+		}
+	}
+	if cl := pc.GetCommonLbConfig(); cl != nil {
+		p := config.Join(path, "common_lb_config")
+		if err := config.CheckFields(cl, p, "healthy_panic_threshold", "update_merge_window"); err != nil {
+			return err
+		}
+		if v := cl.GetHealthyPanicThreshold(); v != nil {
+			c.lb.panicThreshold = v.GetValue()
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) compileProtocol(pc *clusterv3.Cluster, path string) error {
+	if pc.GetHttp2ProtocolOptions() != nil {
+		c.Protocol = HTTP2
+	}
+	if v := pc.GetMaxRequestsPerConnection(); v != nil {
+		c.maxRequestsPerConn = v.GetValue()
+	}
+	if cp := pc.GetCommonHttpProtocolOptions(); cp != nil {
+		if err := c.commonHTTP(cp, config.Join(path, "common_http_protocol_options")); err != nil {
+			return err
+		}
+	}
+	for key, a := range pc.GetTypedExtensionProtocolOptions() {
+		p := fmt.Sprintf("%s.typed_extension_protocol_options[%q]", path, key)
+		if a.GetTypeUrl() != "type.googleapis.com/"+httpProtocolOptionsKey {
+			return config.Errorf(p, "unsupported @type %s", a.GetTypeUrl())
+		}
+		opts := &httpopts.HttpProtocolOptions{}
+		if err := anypb.UnmarshalTo(a, opts, protoUnmarshal); err != nil {
+			return config.Errorf(p, "decode: %v", err)
+		}
+		if err := config.CheckFields(opts, p, "explicit_http_config", "use_downstream_protocol_config", "auto_config",
+			"common_http_protocol_options", "upstream_http_protocol_options"); err != nil {
+			return err
+		}
+		switch pt := opts.GetUpstreamProtocolOptions().(type) {
+		case *httpopts.HttpProtocolOptions_ExplicitHttpConfig_:
+			switch pt.ExplicitHttpConfig.GetProtocolConfig().(type) {
+			case *httpopts.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions:
+				c.Protocol = HTTP2
+			case *httpopts.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions:
+				c.Protocol = HTTP1
+			default:
+				return config.Unsupported(config.Join(p, "explicit_http_config"), "this protocol", "http_protocol_options", "http2_protocol_options")
+			}
+		case *httpopts.HttpProtocolOptions_UseDownstreamProtocolConfig:
+			c.Protocol = UseDownstream
+		case *httpopts.HttpProtocolOptions_AutoConfig:
+			// Without TLS ALPN there is nothing to negotiate: HTTP/1.1, as Envoy.
+			if pc.GetTransportSocket() == nil {
+				c.Protocol = HTTP1
+			} else {
+				c.Protocol = UseDownstream
+			}
+		}
+		if cp := opts.GetCommonHttpProtocolOptions(); cp != nil {
+			if err := c.commonHTTP(cp, config.Join(p, "common_http_protocol_options")); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) commonHTTP(cp *corev3.HttpProtocolOptions, path string) error {
+	if err := config.CheckFields(cp, path, "idle_timeout", "max_requests_per_connection", "max_headers_count"); err != nil {
+		return err
+	}
+	if cp.GetIdleTimeout() != nil {
+		c.IdleTimeout = cp.GetIdleTimeout().AsDuration()
+	}
+	if v := cp.GetMaxRequestsPerConnection(); v != nil {
+		c.maxRequestsPerConn = v.GetValue()
+	}
+	return nil
+}
+
+func (c *Cluster) compileBreakers(cb *clusterv3.CircuitBreakers, path string) error {
+	if cb == nil {
+		return nil
+	}
+	if err := config.CheckFields(cb, path, "thresholds"); err != nil {
+		return err
+	}
+	for i, t := range cb.GetThresholds() {
+		p := config.Index(config.Join(path, "thresholds"), i)
+		if err := config.CheckFields(t, p, "priority", "max_connections", "max_pending_requests", "max_requests", "max_retries", "track_remaining"); err != nil {
+			return err
+		}
+		if t.GetPriority() != corev3.RoutingPriority_DEFAULT {
+			continue // HIGH priority applies to routes with priority HIGH, which we do not route yet
+		}
+		if v := t.GetMaxConnections(); v != nil {
+			c.breakers.maxConnections = v.GetValue()
+		}
+		if v := t.GetMaxPendingRequests(); v != nil {
+			c.breakers.maxPending = v.GetValue()
+		}
+		if v := t.GetMaxRequests(); v != nil {
+			c.breakers.maxRequests = v.GetValue()
+		}
+		if v := t.GetMaxRetries(); v != nil {
+			c.breakers.maxRetries = v.GetValue()
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) compileDiscovery(pc *clusterv3.Cluster, path string) error {
+	la := pc.GetLoadAssignment()
+	specs, err := hostsFromAssignment(la, config.Join(path, "load_assignment"))
+	if err != nil {
+		return err
+	}
+	if la != nil {
+		if err := config.CheckFields(la, config.Join(path, "load_assignment"), "cluster_name", "endpoints", "policy"); err != nil {
+			return err
+		}
+		if pol := la.GetPolicy(); pol != nil {
+			if err := config.CheckFields(pol, config.Join(path, "load_assignment.policy"), "overprovisioning_factor", "weighted_priority_health"); err != nil {
+				return err
+			}
+			if v := pol.GetOverprovisioningFactor(); v != nil {
+				c.lb.overprovision = float64(v.GetValue()) / 100
+			}
+		}
+	}
+	switch t := pc.GetClusterDiscoveryType().(type) {
+	case *clusterv3.Cluster_Type:
+		switch t.Type {
+		case clusterv3.Cluster_STATIC:
+			hosts, err := staticHosts(specs, config.Join(path, "load_assignment"))
+			if err != nil {
+				return err
+			}
+			c.discover = staticDiscovery{hosts: hosts}
+		case clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
+			d, err := newDNSDiscovery(pc, specs, path)
+			if err != nil {
+				return err
+			}
+			c.discover = d
+		case clusterv3.Cluster_EDS:
+			c.discover = &edsDiscovery{}
+			c.EDS = true
+		default:
+			return config.Unsupported(config.Join(path, "type"), t.Type.String(), "STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS")
+		}
+	default:
+		return config.Unsupported(config.Join(path, "cluster_type"), "cluster_type extensions", "type: STATIC|STRICT_DNS|LOGICAL_DNS|EDS")
+	}
+	return nil
+}
+
+func newDNSDiscovery(pc *clusterv3.Cluster, specs []endpointSpec, path string) (*dnsDiscovery, error) {
+	d := &dnsDiscovery{
+		specs:    specs,
+		logical:  pc.GetType() == clusterv3.Cluster_LOGICAL_DNS,
+		family:   pc.GetDnsLookupFamily(),
+		refresh:  5 * time.Second,
+		resolver: net.DefaultResolver,
+		timeout:  5 * time.Second,
+	}
+	if d.logical && len(specs) != 1 {
+		return nil, config.Errorf(config.Join(path, "load_assignment"), "LOGICAL_DNS clusters must have exactly one endpoint, got %d", len(specs))
+	}
+	if pc.GetDnsRefreshRate() != nil {
+		d.refresh = pc.GetDnsRefreshRate().AsDuration()
+	}
+	d.failRefresh = d.refresh
+	if fr := pc.GetDnsFailureRefreshRate(); fr != nil {
+		if fr.GetBaseInterval() != nil {
+			d.failRefresh = fr.GetBaseInterval().AsDuration()
+		}
+	}
+	var servers []string
+	for _, a := range pc.GetDnsResolvers() {
+		servers = append(servers, sockAddr(a))
+	}
+	if tc := pc.GetTypedDnsResolverConfig(); tc != nil {
+		p := config.Join(path, "typed_dns_resolver_config")
+		cfg := &cares.CaresDnsResolverConfig{}
+		if err := anypb.UnmarshalTo(tc.GetTypedConfig(), cfg, protoUnmarshal); err != nil {
+			return nil, config.Errorf(p, "unsupported DNS resolver %s (only envoy.network.dns_resolver.cares)", tc.GetTypedConfig().GetTypeUrl())
+		}
+		if err := config.CheckFields(cfg, config.Join(p, "typed_config"), "resolvers", "dns_resolver_options", "use_resolvers_as_fallback", "filter_unroutable_families"); err != nil {
+			return nil, err
+		}
+		for _, a := range cfg.GetResolvers() {
+			servers = append(servers, sockAddr(a))
+		}
+	}
+	if len(servers) > 0 {
+		useTCP := pc.GetUseTcpForDnsLookups()
+		var dnsDialer net.Dialer
+		next := 0
+		d.resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			s := servers[next%len(servers)]
+			next++
+			if useTCP {
+				network = "tcp"
+			}
+			return dnsDialer.DialContext(ctx, network, s)
+		}}
+	}
+	return d, nil
+}
+
+func sockAddr(a *corev3.Address) string {
+	sa := a.GetSocketAddress()
+	port := sa.GetPortValue()
+	if port == 0 {
+		port = 53
+	}
+	return net.JoinHostPort(sa.GetAddress(), fmt.Sprint(port))
+}
+
+// Start begins discovery and health checking.
+func (c *Cluster) Start() {
+	go c.discover.run(c)
+	go func() {
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-c.stop:
+				return
+			case <-t.C:
+				c.sweepIdle()
+			}
+		}
+	}()
+}

@@ -1,0 +1,250 @@
+package upstream
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+)
+
+// discovery feeds a cluster its hosts.
+type discovery interface {
+	run(c *Cluster)
+}
+
+// staticDiscovery sets the hosts once (STATIC, and EDS which is fed from
+// outside through SetLoadAssignment).
+type staticDiscovery struct{ hosts []*Host }
+
+func (s staticDiscovery) run(c *Cluster) {
+	c.mu.Lock()
+	c.setHosts(s.hosts)
+	c.mu.Unlock()
+	if c.health == nil {
+		c.markReady()
+	}
+}
+
+// endpointSpec is one configured endpoint before resolution.
+type endpointSpec struct {
+	host                string
+	port                uint32
+	weight              uint32
+	priority            uint32
+	locality            *corev3.Locality
+	metadata            *corev3.Metadata
+	unhealthy, degraded bool
+	hostname            string
+}
+
+// hostsFromAssignment turns a load assignment into endpoint specs.
+func hostsFromAssignment(la *endpointv3.ClusterLoadAssignment, path string) ([]endpointSpec, error) {
+	var out []endpointSpec
+	for i, le := range la.GetEndpoints() {
+		for j, lbe := range le.GetLbEndpoints() {
+			p := fmt.Sprintf("%s.endpoints[%d].lb_endpoints[%d]", path, i, j)
+			ep := lbe.GetEndpoint()
+			if ep == nil {
+				return nil, fmt.Errorf("%s: only endpoint (not endpoint_name) is supported", p)
+			}
+			sa := ep.GetAddress().GetSocketAddress()
+			if sa == nil {
+				return nil, fmt.Errorf("%s.endpoint.address: only socket_address is supported", p)
+			}
+			if sa.GetProtocol() != corev3.SocketAddress_TCP {
+				return nil, fmt.Errorf("%s.endpoint.address.socket_address.protocol: only TCP is supported", p)
+			}
+			if _, ok := sa.GetPortSpecifier().(*corev3.SocketAddress_NamedPort); ok {
+				return nil, fmt.Errorf("%s.endpoint.address.socket_address.named_port: not supported; use port_value", p)
+			}
+			w := lbe.GetLoadBalancingWeight().GetValue()
+			if w == 0 {
+				w = 1
+			}
+			hs := lbe.GetHealthStatus()
+			out = append(out, endpointSpec{
+				host: sa.GetAddress(), port: sa.GetPortValue(), weight: w, priority: le.GetPriority(),
+				locality: le.GetLocality(), metadata: lbe.GetMetadata(),
+				unhealthy: hs == corev3.HealthStatus_UNHEALTHY || hs == corev3.HealthStatus_DRAINING || hs == corev3.HealthStatus_TIMEOUT,
+				degraded:  hs == corev3.HealthStatus_DEGRADED,
+				hostname:  ep.GetHostname(),
+			})
+		}
+	}
+	return out, nil
+}
+
+func (e endpointSpec) toHost(ip netip.Addr) *Host {
+	h := &Host{
+		Address:  net.JoinHostPort(ip.String(), strconv.Itoa(int(e.port))),
+		Hostname: e.hostname,
+		Weight:   e.weight,
+		Priority: e.priority,
+		Locality: e.locality,
+		Metadata: e.metadata,
+	}
+	if h.Hostname == "" && e.host != ip.String() {
+		h.Hostname = e.host
+	}
+	if e.unhealthy {
+		h.flags.Store(FlagFailedEDSHealth)
+	}
+	if e.degraded {
+		h.flags.Store(FlagDegradedEDS)
+	}
+	return h
+}
+
+// staticHosts resolves specs that must already be IP addresses.
+func staticHosts(specs []endpointSpec, path string) ([]*Host, error) {
+	hosts := make([]*Host, 0, len(specs))
+	for _, s := range specs {
+		ip, err := netip.ParseAddr(s.host)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %q is not an IP address: a STATIC or EDS cluster needs IP endpoints (use STRICT_DNS or LOGICAL_DNS for names)", path, s.host)
+		}
+		hosts = append(hosts, s.toHost(ip))
+	}
+	return hosts, nil
+}
+
+// dnsDiscovery resolves names periodically (STRICT_DNS, LOGICAL_DNS).
+type dnsDiscovery struct {
+	specs       []endpointSpec
+	logical     bool
+	family      clusterv3.Cluster_DnsLookupFamily
+	refresh     time.Duration
+	failRefresh time.Duration
+	resolver    *net.Resolver
+	timeout     time.Duration
+	last        [][]*Host // per spec, the hosts of its last good resolution
+}
+
+func (d *dnsDiscovery) run(c *Cluster) {
+	first := true
+	for {
+		wait := d.resolveOnce(c)
+		if first {
+			first = false
+			if c.health == nil {
+				c.markReady()
+			}
+		}
+		select {
+		case <-c.stop:
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// resolveOnce resolves every name and swaps the hosts in; it returns the
+// time to the next resolution. A name that fails to resolve keeps the
+// addresses it had (Envoy keeps the last good result).
+func (d *dnsDiscovery) resolveOnce(c *Cluster) time.Duration {
+	c.Stats.updateAttempt.Inc()
+	if d.last == nil {
+		d.last = make([][]*Host, len(d.specs))
+	}
+	var hosts []*Host
+	failed := false
+	for i, s := range d.specs {
+		ips, err := d.lookup(s.host)
+		if err != nil {
+			failed = true
+			c.log.Warn("DNS resolution failed", "cluster", c.Name, "name", s.host, "error", err)
+			hosts = append(hosts, d.last[i]...)
+			continue
+		}
+		if d.logical {
+			ips = ips[:1]
+		}
+		d.last[i] = d.last[i][:0]
+		for _, ip := range ips {
+			d.last[i] = append(d.last[i], s.toHost(ip))
+		}
+		hosts = append(hosts, d.last[i]...)
+	}
+	if failed {
+		c.Stats.updateFailure.Inc()
+	} else {
+		c.Stats.updateSuccess.Inc()
+	}
+	if len(hosts) == 0 {
+		c.Stats.updateEmpty.Inc()
+	}
+	c.mu.Lock()
+	c.setHosts(hosts)
+	// setHosts kept the running Host objects; remember those.
+	for i := range d.last {
+		for j, h := range d.last[i] {
+			if cur, ok := c.byAddr[h.Address]; ok {
+				d.last[i][j] = cur
+			}
+		}
+	}
+	c.mu.Unlock()
+	if failed {
+		return d.failRefresh
+	}
+	return d.refresh
+}
+
+func (d *dnsDiscovery) lookup(name string) ([]netip.Addr, error) {
+	if ip, err := netip.ParseAddr(name); err == nil {
+		return []netip.Addr{ip}, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d.timeout)
+	defer cancel()
+	var v4, v6 []netip.Addr
+	addrs, err := d.resolver.LookupNetIP(ctx, "ip", name)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range addrs {
+		a = a.Unmap()
+		if a.Is4() {
+			v4 = append(v4, a)
+		} else {
+			v6 = append(v6, a)
+		}
+	}
+	var out []netip.Addr
+	switch d.family {
+	case clusterv3.Cluster_V4_ONLY:
+		out = v4
+	case clusterv3.Cluster_V6_ONLY:
+		out = v6
+	case clusterv3.Cluster_V4_PREFERRED:
+		out = v4
+		if len(out) == 0 {
+			out = v6
+		}
+	case clusterv3.Cluster_ALL:
+		out = append(v4, v6...)
+	default: // AUTO: IPv6 if there is any, else IPv4
+		out = v6
+		if len(out) == 0 {
+			out = v4
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no %s addresses for %s", d.family, name)
+	}
+	return out, nil
+}
+
+// jitter returns d plus up to pct percent of random extra.
+func jitter(d time.Duration, pct float64) time.Duration {
+	if pct <= 0 || d <= 0 {
+		return d
+	}
+	return d + time.Duration(rand.Float64()*pct/100*float64(d))
+}

@@ -1,0 +1,102 @@
+package upstream
+
+import (
+	"context"
+	"crypto/tls"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// h2Client talks HTTP/2 to a cluster's hosts (cleartext by prior
+// knowledge, or over the cluster's TLS transport socket), multiplexing
+// requests over one connection per host as Envoy does.
+type h2Client struct {
+	t *http2.Transport
+}
+
+func newH2Client(c *Cluster) *h2Client {
+	t := &http2.Transport{
+		AllowHTTP:          true,
+		DisableCompression: true,
+		ReadIdleTimeout:    0,
+		IdleConnTimeout:    c.IdleTimeout,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return c.dialH2(ctx, addr)
+		},
+	}
+	return &h2Client{t: t}
+}
+
+func (h *h2Client) close() { h.t.CloseIdleConnections() }
+
+// dialH2 opens a counted connection for the HTTP/2 transport.
+func (c *Cluster) dialH2(ctx context.Context, addr string) (net.Conn, error) {
+	var host *Host
+	if hs := c.hosts.Load(); hs != nil {
+		for _, h := range hs.all {
+			if h.Address == addr {
+				host = h
+				break
+			}
+		}
+	}
+	start := time.Now()
+	d := net.Dialer{Timeout: c.connectTimeout}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		c.Stats.cxConnectFail.Inc()
+		if host != nil {
+			host.stats.CxConnectFail.Add(1)
+		}
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			c.Stats.cxConnectTimeout.Inc()
+		}
+		return nil, &ConnectError{Err: err}
+	}
+	if c.transport != nil && host != nil {
+		if conn, err = c.transport.Client(ctx, conn, host); err != nil {
+			c.Stats.cxConnectFail.Inc()
+			return nil, &ConnectError{Err: err}
+		}
+	}
+	c.Stats.cxConnectMs.Record(float64(time.Since(start).Microseconds()) / 1000)
+	c.Stats.cxTotal.Inc()
+	c.Stats.cxHTTP2Total.Inc()
+	c.Stats.cxActive.Inc()
+	if host != nil {
+		host.stats.CxTotal.Add(1)
+		host.stats.CxActive.Add(1)
+	}
+	return &countedConn{Conn: conn, c: c, h: host}, nil
+}
+
+type countedConn struct {
+	net.Conn
+	c      *Cluster
+	h      *Host
+	closed atomic.Bool
+}
+
+func (cc *countedConn) Close() error {
+	if cc.closed.CompareAndSwap(false, true) {
+		cc.c.Stats.cxActive.Dec()
+		cc.c.Stats.cxDestroy.Inc()
+		if cc.h != nil {
+			cc.h.stats.CxActive.Add(-1)
+		}
+	}
+	return cc.Conn.Close()
+}
+
+// RoundTripH2 sends an HTTP/2 request to host h. req.URL's host must be
+// h.Address; req.Host carries the :authority.
+func (c *Cluster) RoundTripH2(req *http.Request) (*http.Response, error) {
+	if c.h2 == nil {
+		return nil, &ConnectError{Err: net.ErrClosed}
+	}
+	return c.h2.t.RoundTrip(req)
+}

@@ -1,0 +1,167 @@
+package upstream
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/legateproxy/legate/internal/config"
+)
+
+var protoUnmarshal = proto.UnmarshalOptions{}
+
+// Ref is a stable handle on a cluster by name. Routes hold Refs, so a
+// cluster can be added, replaced or removed without recompiling routes;
+// Get returns nil while no cluster has the name (503 NC).
+type Ref struct {
+	name string
+	p    atomic.Pointer[Cluster]
+}
+
+// Name returns the referenced cluster name.
+func (r *Ref) Name() string { return r.name }
+
+// Get returns the current cluster, or nil.
+func (r *Ref) Get() *Cluster { return r.p.Load() }
+
+// Manager owns the running clusters.
+type Manager struct {
+	deps     Deps
+	mu       sync.Mutex
+	clusters map[string]*Cluster
+	refs     map[string]*Ref
+}
+
+// NewManager returns an empty cluster manager.
+func NewManager(deps Deps) *Manager {
+	return &Manager{deps: deps, clusters: map[string]*Cluster{}, refs: map[string]*Ref{}}
+}
+
+// Deps returns the dependencies clusters are compiled with.
+func (m *Manager) Deps() Deps { return m.deps }
+
+// Ref returns the handle for name, creating it if needed.
+func (m *Manager) Ref(name string) *Ref {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.refs[name]
+	if r == nil {
+		r = &Ref{name: name}
+		r.p.Store(m.clusters[name])
+		m.refs[name] = r
+	}
+	return r
+}
+
+// Get returns the running cluster called name, or nil.
+func (m *Manager) Get(name string) *Cluster {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.clusters[name]
+}
+
+// Has reports whether a cluster called name exists.
+func (m *Manager) Has(name string) bool { return m.Get(name) != nil }
+
+// Clusters returns the running clusters sorted by name.
+func (m *Manager) Clusters() []*Cluster {
+	m.mu.Lock()
+	out := make([]*Cluster, 0, len(m.clusters))
+	for _, c := range m.clusters {
+		out = append(out, c)
+	}
+	m.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Put starts c and makes it the cluster for its name, replacing (and
+// closing) any previous one once c is initialized or warmTimeout passes.
+// In-flight requests on the old cluster finish on their connections.
+func (m *Manager) Put(c *Cluster, warmTimeout time.Duration) {
+	c.Start()
+	if warmTimeout > 0 {
+		select {
+		case <-c.Ready():
+		case <-time.After(warmTimeout):
+		}
+	}
+	m.mu.Lock()
+	old := m.clusters[c.Name]
+	m.clusters[c.Name] = c
+	if r := m.refs[c.Name]; r != nil {
+		r.p.Store(c)
+	}
+	m.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+}
+
+// Remove stops and removes the cluster called name.
+func (m *Manager) Remove(name string) {
+	m.mu.Lock()
+	old := m.clusters[name]
+	delete(m.clusters, name)
+	if r := m.refs[name]; r != nil {
+		r.p.Store(nil)
+	}
+	m.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+}
+
+// CloseAll stops every cluster.
+func (m *Manager) CloseAll() {
+	for _, c := range m.Clusters() {
+		c.Close()
+	}
+}
+
+func (c *Cluster) closed() bool {
+	select {
+	case <-c.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// edsDiscovery waits for SetLoadAssignment.
+type edsDiscovery struct{}
+
+func (edsDiscovery) run(*Cluster) {}
+
+// SetLoadAssignment replaces an EDS cluster's endpoints. Only this
+// cluster's host set is rebuilt.
+func (c *Cluster) SetLoadAssignment(la *endpointv3.ClusterLoadAssignment) error {
+	if !c.EDS {
+		return fmt.Errorf("cluster %s is not an EDS cluster", c.Name)
+	}
+	specs, err := hostsFromAssignment(la, "cluster_load_assignment")
+	if err != nil {
+		return err
+	}
+	if err := config.CheckFields(la, "cluster_load_assignment", "cluster_name", "endpoints", "policy"); err != nil {
+		return err
+	}
+	hosts, err := staticHosts(specs, "cluster_load_assignment")
+	if err != nil {
+		return err
+	}
+	c.Stats.updateAttempt.Inc()
+	c.Stats.updateSuccess.Inc()
+	c.mu.Lock()
+	c.setHosts(hosts)
+	c.mu.Unlock()
+	if c.health == nil {
+		c.markReady()
+	}
+	return nil
+}

@@ -1,0 +1,264 @@
+package upstream
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/legateproxy/legate/internal/http1"
+)
+
+// ClientConn is one HTTP/1.1 connection to an upstream host, owned by one
+// request at a time.
+type ClientConn struct {
+	Conn net.Conn
+	R    *http1.Reader
+	// W is a reusable write buffer for serializing requests.
+	W []byte
+
+	host      *Host
+	cluster   *Cluster
+	requests  uint32
+	idleSince time.Time
+	reused    bool
+}
+
+// Host returns the host the connection goes to.
+func (c *ClientConn) Host() *Host { return c.host }
+
+// Reused reports whether the connection served a request before this one.
+func (c *ClientConn) Reused() bool { return c.reused }
+
+// pool keeps a host's idle HTTP/1.1 connections.
+type pool struct {
+	mu      sync.Mutex
+	idle    []*ClientConn
+	waiters []chan *ClientConn
+}
+
+// Errors from Acquire.
+var (
+	ErrOverflow       = errors.New("upstream: circuit breaker open (max connections and pending requests reached)")
+	ErrConnectTimeout = errors.New("upstream: connect timeout")
+)
+
+// ConnectError wraps a failure to connect to a host.
+type ConnectError struct{ Err error }
+
+func (e *ConnectError) Error() string { return "upstream connect error: " + e.Err.Error() }
+func (e *ConnectError) Unwrap() error { return e.Err }
+
+// idleCheckAfter is how long a pooled connection may sit before it is
+// probed for a close by the upstream before reuse.
+const idleCheckAfter = 500 * time.Millisecond
+
+// Acquire returns a connection to h: an idle one if there is, a new one if
+// the cluster's max_connections allows, or else it waits as a pending
+// request (bounded by max_pending_requests) until one is released or ctx
+// ends.
+func (c *Cluster) Acquire(ctx context.Context, h *Host) (*ClientConn, error) {
+	p := h.pool
+	for {
+		p.mu.Lock()
+		n := len(p.idle)
+		if n == 0 {
+			break
+		}
+		cc := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		if time.Since(cc.idleSince) > idleCheckAfter && !alive(cc.Conn) {
+			c.closeConn(cc, false)
+			continue
+		}
+		cc.reused = true
+		return cc, nil
+	}
+	if c.cx.Load() < int64(c.breakers.maxConnections) {
+		p.mu.Unlock()
+		return c.dial(ctx, h)
+	}
+	// Pending: wait for a connection to come back.
+	if c.rqPending.Value() >= int64(c.breakers.maxPending) {
+		p.mu.Unlock()
+		c.Stats.rqPendingOverflow.Inc()
+		return nil, ErrOverflow
+	}
+	ch := make(chan *ClientConn, 1)
+	p.waiters = append(p.waiters, ch)
+	p.mu.Unlock()
+	c.Stats.cxOverflow.Inc()
+	c.Stats.rqPendingTotal.Inc()
+	c.rqPending.Inc()
+	defer c.rqPending.Dec()
+	select {
+	case cc := <-ch:
+		cc.reused = true
+		return cc, nil
+	case <-ctx.Done():
+		p.mu.Lock()
+		for i, w := range p.waiters {
+			if w == ch {
+				p.waiters = append(p.waiters[:i], p.waiters[i+1:]...)
+				break
+			}
+		}
+		p.mu.Unlock()
+		select { // a release may have raced with the cancellation
+		case cc := <-ch:
+			c.Release(cc, true)
+		default:
+		}
+		return nil, ctx.Err()
+	}
+}
+
+func (c *Cluster) dial(ctx context.Context, h *Host) (*ClientConn, error) {
+	c.cx.Add(1)
+	start := time.Now()
+	d := net.Dialer{Timeout: c.connectTimeout}
+	conn, err := d.DialContext(ctx, "tcp", h.Address)
+	if err != nil {
+		c.cx.Add(-1)
+		c.Stats.cxConnectFail.Inc()
+		h.stats.CxConnectFail.Add(1)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			c.Stats.cxConnectTimeout.Inc()
+			return nil, &ConnectError{Err: ErrConnectTimeout}
+		}
+		return nil, &ConnectError{Err: err}
+	}
+	if c.transport != nil {
+		conn, err = c.transport.Client(ctx, conn, h)
+		if err != nil {
+			c.cx.Add(-1)
+			c.Stats.cxConnectFail.Inc()
+			h.stats.CxConnectFail.Add(1)
+			return nil, &ConnectError{Err: err}
+		}
+	}
+	c.Stats.cxConnectMs.Record(float64(time.Since(start).Microseconds()) / 1000)
+	c.Stats.cxTotal.Inc()
+	c.Stats.cxHTTP1Total.Inc()
+	c.Stats.cxActive.Inc()
+	h.stats.CxTotal.Add(1)
+	h.stats.CxActive.Add(1)
+	return &ClientConn{Conn: conn, R: http1.NewReader(conn), host: h, cluster: c}, nil
+}
+
+// Release returns a connection after a request. reusable says the exchange
+// ended cleanly with keep-alive; otherwise the connection is closed.
+func (c *Cluster) Release(cc *ClientConn, reusable bool) {
+	cc.requests++
+	if reusable && c.maxRequestsPerConn > 0 && cc.requests >= c.maxRequestsPerConn {
+		c.Stats.cxMaxRequests.Inc()
+		reusable = false
+	}
+	if !reusable || cc.R.Buffered() > 0 || c.closed() {
+		c.closeConn(cc, true)
+		// A waiter can now dial.
+		c.wakeWaiterToDial(cc.host)
+		return
+	}
+	cc.R.EndMessage()
+	cc.R.Release()
+	cc.idleSince = time.Now()
+	p := cc.host.pool
+	p.mu.Lock()
+	if len(p.waiters) > 0 {
+		ch := p.waiters[0]
+		p.waiters = p.waiters[1:]
+		p.mu.Unlock()
+		ch <- cc
+		return
+	}
+	p.idle = append(p.idle, cc)
+	p.mu.Unlock()
+}
+
+// wakeWaiterToDial lets the first pending request dial a connection of its
+// own after one closed.
+func (c *Cluster) wakeWaiterToDial(h *Host) {
+	p := h.pool
+	p.mu.Lock()
+	if len(p.waiters) == 0 {
+		p.mu.Unlock()
+		return
+	}
+	ch := p.waiters[0]
+	p.waiters = p.waiters[1:]
+	p.mu.Unlock()
+	go func() {
+		cc, err := c.dial(context.Background(), h)
+		if err != nil {
+			close(ch)
+			return
+		}
+		ch <- cc
+	}()
+}
+
+func (c *Cluster) closeConn(cc *ClientConn, local bool) {
+	cc.Conn.Close()
+	c.cx.Add(-1)
+	c.Stats.cxActive.Dec()
+	c.Stats.cxDestroy.Inc()
+	if local {
+		c.Stats.cxDestroyLocal.Inc()
+	} else {
+		c.Stats.cxDestroyRemote.Inc()
+	}
+	cc.host.stats.CxActive.Add(-1)
+}
+
+// closeIdle closes every idle connection of h (host removal, shutdown).
+func (c *Cluster) closeIdle(h *Host, olderThan time.Duration) {
+	p := h.pool
+	p.mu.Lock()
+	keep := p.idle[:0]
+	var drop []*ClientConn
+	for _, cc := range p.idle {
+		if olderThan > 0 && time.Since(cc.idleSince) < olderThan {
+			keep = append(keep, cc)
+		} else {
+			drop = append(drop, cc)
+		}
+	}
+	clear(p.idle[len(keep):])
+	p.idle = keep
+	p.mu.Unlock()
+	for _, cc := range drop {
+		c.closeConn(cc, true)
+	}
+}
+
+// alive probes an idle connection without blocking: a readable EOF or
+// stray bytes mean the upstream closed it or broke HTTP framing.
+func alive(conn net.Conn) bool {
+	sc, ok := conn.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok = true
+	var buf [1]byte
+	rc.Read(func(fd uintptr) bool {
+		n, _, err := syscall.Recvfrom(int(fd), buf[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		if n >= 0 && err == nil { // data or EOF on an idle connection
+			ok = false
+		} else if err != nil && !errors.Is(err, syscall.EAGAIN) && !errors.Is(err, os.ErrDeadlineExceeded) {
+			ok = false
+		}
+		return true
+	})
+	return ok
+}
