@@ -213,3 +213,6 @@ func (r *Reader) BufferedBytes() []byte {
 	r.r = r.w
 	return b
 }
+
+// ReadMore reads once more from the source into the buffer.
+func (r *Reader) ReadMore() error { return r.fill(bufSize) }

@@ -60,7 +60,7 @@ const idleCheckAfter = 500 * time.Millisecond
 // the cluster's max_connections allows, or else it waits as a pending
 // request (bounded by max_pending_requests) until one is released or ctx
 // ends.
-func (c *Cluster) Acquire(ctx context.Context, h *Host) (*ClientConn, error) {
+func (c *Cluster) Acquire(deadline time.Time, h *Host) (*ClientConn, error) {
 	p := h.pool
 	for {
 		p.mu.Lock()
@@ -81,7 +81,7 @@ func (c *Cluster) Acquire(ctx context.Context, h *Host) (*ClientConn, error) {
 	}
 	if c.cx.Load() < int64(c.breakers.maxConnections) {
 		p.mu.Unlock()
-		return c.dial(ctx, h)
+		return c.dial(deadline, h)
 	}
 	// Pending: wait for a connection to come back.
 	if c.rqPending.Value() >= int64(c.breakers.maxPending) {
@@ -96,11 +96,20 @@ func (c *Cluster) Acquire(ctx context.Context, h *Host) (*ClientConn, error) {
 	c.Stats.rqPendingTotal.Inc()
 	c.rqPending.Inc()
 	defer c.rqPending.Dec()
+	var expire <-chan time.Time
+	if !deadline.IsZero() {
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		expire = t.C
+	}
 	select {
-	case cc := <-ch:
+	case cc, ok := <-ch:
+		if !ok {
+			return nil, &ConnectError{Err: errors.New("connection to upstream failed while pending")}
+		}
 		cc.reused = true
 		return cc, nil
-	case <-ctx.Done():
+	case <-expire:
 		p.mu.Lock()
 		for i, w := range p.waiters {
 			if w == ch {
@@ -114,15 +123,15 @@ func (c *Cluster) Acquire(ctx context.Context, h *Host) (*ClientConn, error) {
 			c.Release(cc, true)
 		default:
 		}
-		return nil, ctx.Err()
+		return nil, context.DeadlineExceeded
 	}
 }
 
-func (c *Cluster) dial(ctx context.Context, h *Host) (*ClientConn, error) {
+func (c *Cluster) dial(deadline time.Time, h *Host) (*ClientConn, error) {
 	c.cx.Add(1)
 	start := time.Now()
-	d := net.Dialer{Timeout: c.connectTimeout}
-	conn, err := d.DialContext(ctx, "tcp", h.Address)
+	d := net.Dialer{Timeout: c.connectTimeout, Deadline: deadline}
+	conn, err := d.Dial("tcp", h.Address)
 	if err != nil {
 		c.cx.Add(-1)
 		c.Stats.cxConnectFail.Inc()
@@ -135,7 +144,9 @@ func (c *Cluster) dial(ctx context.Context, h *Host) (*ClientConn, error) {
 		return nil, &ConnectError{Err: err}
 	}
 	if c.transport != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), c.connectTimeout)
 		conn, err = c.transport.Client(ctx, conn, h)
+		cancel()
 		if err != nil {
 			c.cx.Add(-1)
 			c.Stats.cxConnectFail.Inc()
@@ -195,7 +206,7 @@ func (c *Cluster) wakeWaiterToDial(h *Host) {
 	p.waiters = p.waiters[1:]
 	p.mu.Unlock()
 	go func() {
-		cc, err := c.dial(context.Background(), h)
+		cc, err := c.dial(time.Time{}, h)
 		if err != nil {
 			close(ch)
 			return

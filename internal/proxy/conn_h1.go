@@ -1,0 +1,428 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/http1"
+)
+
+var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+
+// serveHTTP runs the HTTP connection manager on a connection: it picks the
+// codec (by ALPN, by the HTTP/2 preface for codec_type AUTO, or as
+// configured) and serves requests until the connection ends.
+func serveHTTP(chain *filterChain, tc *trackedConn, d *Deps) {
+	cfg := chain.hcm
+	conn := tc.Conn
+	cs := newConnState(conn, d)
+	st := cfg.stats
+	st.cxTotal.Inc()
+	st.cxActive.Inc()
+	defer func() {
+		st.cxActive.Dec()
+		st.cxDestroy.Inc()
+		st.cxLengthMs.Record(float64(time.Since(cs.start).Milliseconds()))
+	}()
+	r := http1.NewReader(conn)
+	useH2 := cfg.codec == codecHTTP2
+	if cfg.codec == codecAuto {
+		if a, ok := conn.(interface{ NegotiatedProtocol() string }); ok && a.NegotiatedProtocol() != "" {
+			useH2 = a.NegotiatedProtocol() == "h2"
+		} else {
+			if cfg.idleTimeout > 0 {
+				conn.SetReadDeadline(time.Now().Add(cfg.idleTimeout))
+			}
+			var err error
+			useH2, err = sniffH2(r)
+			if err != nil {
+				return
+			}
+		}
+	}
+	if useH2 {
+		st.cxHTTP2.Inc()
+		st.cxHTTP2Active.Inc()
+		defer st.cxHTTP2Active.Dec()
+		conn.SetReadDeadline(time.Time{})
+		pc := &prefixConn{Conn: conn, pre: r.BufferedBytes()}
+		chain.h2.serve(pc, cs, d, tc)
+		return
+	}
+	st.cxHTTP1.Inc()
+	st.cxHTTP1Active.Inc()
+	defer st.cxHTTP1Active.Dec()
+	c := h1Pool.Get().(*h1conn)
+	c.init(cfg, d, conn, r, cs)
+	tc.drain = c.drain
+	c.serve()
+	c.release()
+	h1Pool.Put(c)
+}
+
+// sniffH2 reads until it can tell whether the connection starts with the
+// HTTP/2 client preface.
+func sniffH2(r *http1.Reader) (bool, error) {
+	for {
+		b, err := r.Peek(len(h2Preface))
+		if err != nil {
+			return false, err
+		}
+		if !bytes.HasPrefix(h2Preface, b) {
+			return false, nil
+		}
+		if len(b) == len(h2Preface) {
+			return true, nil
+		}
+		if r.Buffered() >= len(h2Preface) {
+			return bytes.Equal(b, h2Preface), nil
+		}
+		// A prefix of the preface so far: wait for more bytes.
+		if err := r.ReadMore(); err != nil {
+			return false, err
+		}
+	}
+}
+
+// prefixConn replays bytes already read before the connection's own.
+type prefixConn struct {
+	net.Conn
+	pre []byte
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) {
+	if len(p.pre) > 0 {
+		n := copy(b, p.pre)
+		p.pre = p.pre[n:]
+		return n, nil
+	}
+	return p.Conn.Read(b)
+}
+
+// h1conn serves HTTP/1.1 requests on one downstream connection. It is
+// the downstream codec of its (single, reused) stream.
+type h1conn struct {
+	cfg  *hcmConfig
+	d    *Deps
+	conn net.Conn
+	r    *http1.Reader
+	cs   *connState
+	st   stream
+	head http1.RequestHead
+	body http1.BodyReader
+
+	w          []byte
+	chunked    bool
+	headOnly   bool
+	closeAfter bool
+	hijacked   bool
+	writeErr   error
+	mu         sync.Mutex // guards idle for drain
+	idle       bool
+}
+
+var h1Pool = sync.Pool{New: func() any { return &h1conn{} }}
+
+func (c *h1conn) init(cfg *hcmConfig, d *Deps, conn net.Conn, r *http1.Reader, cs *connState) {
+	c.cfg, c.d, c.conn, c.r, c.cs = cfg, d, conn, r, cs
+	c.st.cfg, c.st.conn, c.st.ds, c.st.d = cfg, cs, c, d
+	c.hijacked, c.writeErr, c.closeAfter = false, nil, false
+}
+
+func (c *h1conn) release() {
+	c.r.Release()
+	c.st.reset()
+	c.st.cfg, c.st.conn, c.st.ds, c.st.d = nil, nil, nil, nil
+	if cap(c.w) > 64*1024 {
+		c.w = nil
+	}
+	c.w = c.w[:0]
+	c.cfg, c.d, c.conn, c.r, c.cs = nil, nil, nil, nil, nil
+}
+
+// drain asks the connection to close after the current request, and wakes
+// it if it is idle.
+func (c *h1conn) drain() {
+	c.cs.draining.Store(true)
+	c.mu.Lock()
+	idle := c.idle
+	conn := c.conn
+	c.mu.Unlock()
+	if idle && conn != nil {
+		conn.SetReadDeadline(time.Now())
+	}
+}
+
+func (c *h1conn) setIdle(v bool) {
+	c.mu.Lock()
+	c.idle = v
+	c.mu.Unlock()
+}
+
+func (c *h1conn) serve() {
+	cfg := c.cfg
+	st := cfg.stats
+	for {
+		if c.cs.draining.Load() && c.r.Buffered() == 0 {
+			st.cxDrainClose.Inc()
+			return
+		}
+		c.setIdle(c.r.Buffered() == 0)
+		var deadline time.Time
+		if cfg.idleTimeout > 0 {
+			deadline = time.Now().Add(cfg.idleTimeout)
+		}
+		if cfg.maxConnDuration > 0 {
+			if end := c.cs.start.Add(cfg.maxConnDuration); deadline.IsZero() || end.Before(deadline) {
+				deadline = end
+			}
+		}
+		c.conn.SetReadDeadline(deadline)
+		raw, err := c.r.Head(cfg.maxHeaderBytes)
+		c.setIdle(false)
+		if err != nil {
+			c.readError(err)
+			return
+		}
+		st.cxRxBytes.Add(uint64(len(raw)))
+		c.head.Reset()
+		if err := http1.ParseRequest(raw, &c.head, cfg.maxHeadersCount); err != nil {
+			c.protocolError(err)
+			return
+		}
+		c.r.Consume(len(raw))
+		st.rqHTTP1.Inc()
+		if cfg.streamIdleTimeout > 0 {
+			c.conn.SetDeadline(time.Now().Add(cfg.streamIdleTimeout))
+		} else {
+			c.conn.SetDeadline(time.Time{})
+		}
+		if c.serveOne() {
+			return
+		}
+		c.r.EndMessage()
+		if c.r.Buffered() == 0 {
+			c.r.Release()
+		}
+	}
+}
+
+// serveOne serves the parsed request and reports whether the connection
+// must close.
+func (c *h1conn) serveOne() bool {
+	h := &c.head
+	s := &c.st
+	s.reset()
+	s.req.Method, s.req.Path, s.req.Authority = h.Method, h.Path, h.Authority
+	s.req.Scheme = c.cs.scheme
+	s.req.Map.CopyFrom(&h.Headers)
+	f, n := h.Framing()
+	c.body.Reset(c.r, f, n)
+	c.chunked, c.headOnly = false, h.Method == "HEAD"
+	c.closeAfter = !h.KeepAlive
+	if h.Expect100 && f != http1.NoBody && !c.cfg.proxy100Continue {
+		c.w = append(c.w, "HTTP/1.1 100 Continue\r\n\r\n"...)
+		c.flush()
+	}
+	s.serve()
+	if !s.bodyConsumed && !c.body.Done() {
+		s.drainRequestBody()
+	}
+	if !c.body.Done() {
+		s.closeConn = true
+	}
+	return c.hijacked || c.writeErr != nil || s.closeConn || c.closeAfter
+}
+
+// readError handles a failure to read a request head.
+func (c *h1conn) readError(err error) {
+	st := c.cfg.stats
+	switch {
+	case errors.Is(err, http1.ErrHeadersTooLarge):
+		st.cxHeadersTooLarge.Inc()
+		c.rawReply(431, "http1.headers_too_large")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		if c.cs.draining.Load() {
+			st.cxDrainClose.Inc()
+			return
+		}
+		if c.r.Buffered() > 0 {
+			st.rqHeadersTimeout.Inc()
+			c.rawReply(408, "request_header_timeout")
+			return
+		}
+		st.cxIdleTimeout.Inc()
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		st.rqRxReset.Inc()
+	}
+}
+
+// protocolError answers a malformed request and closes.
+func (c *h1conn) protocolError(err error) {
+	st := c.cfg.stats
+	st.cxProtocolError.Inc()
+	var pe *http1.ProtocolError
+	status, detail := 400, "http1.codec_error"
+	if errors.As(err, &pe) {
+		status, detail = pe.Status, pe.Detail
+	}
+	if status == 431 {
+		st.cxHeadersTooLarge.Inc()
+	}
+	c.d.Log.Debug("rejected malformed HTTP/1 request", "remote", c.cs.remote.String(), "status", status, "detail", detail)
+	c.rawReply(status, detail)
+}
+
+// rawReply answers a request that could not be parsed (so no stream
+// exists): a local reply with connection: close, counted and logged.
+func (c *h1conn) rawReply(status int, detail string) {
+	s := &c.st
+	s.reset()
+	s.info.StartTime = time.Now()
+	s.info.Protocol = "HTTP/1.1"
+	s.info.Request = &s.req
+	s.info.Response = &s.resp
+	s.info.DownstreamRemote = c.cs.remote
+	s.info.DownstreamDirectRemote = c.cs.remote
+	s.info.DownstreamLocal = c.cs.local
+	c.cfg.stats.rqTotal.Inc()
+	c.cfg.stats.rqActive.Inc()
+	s.resp.Status = status
+	s.info.ResponseCodeDetails = detail
+	s.closeConn = true
+	s.bodyConsumed = true
+	c.closeAfter = true
+	s.finalizeResponseHeaders()
+	c.writeHead(status, &s.resp.Map, 0, true)
+	c.finish(nil)
+	s.done()
+}
+
+// --- downstream implementation ---
+
+func (c *h1conn) readBody(p []byte) (int, error) { return c.body.Read(p) }
+
+func (c *h1conn) bodyLength() int64 {
+	switch c.body.Framing() {
+	case http1.NoBody:
+		return 0
+	case http1.Length:
+		if c.body.Done() {
+			return 0
+		}
+		return c.body.Remaining()
+	}
+	if c.body.Done() {
+		return 0
+	}
+	return -1
+}
+
+func (c *h1conn) reqTrailers() *headers.Map { return c.body.Trailers() }
+
+func (c *h1conn) protocol() string {
+	if c.head.Minor == 0 {
+		return "HTTP/1.0"
+	}
+	return "HTTP/1.1"
+}
+
+func (c *h1conn) writeHead(status int, h *headers.Map, length int64, endStream bool) error {
+	if c.writeErr != nil {
+		return c.writeErr
+	}
+	closeConn := c.closeAfter || c.st.closeConn || c.cs.draining.Load()
+	var f http1.Framing
+	switch {
+	case status < 200 || status == 204 || status == 304:
+		f = http1.NoBody
+	case length >= 0:
+		f = http1.Length
+	case c.head.Minor == 0:
+		f = http1.ToClose
+		closeConn = true
+	default:
+		f = http1.Chunked
+		c.chunked = true
+	}
+	if status == 101 {
+		c.w = http1.AppendUpgradeResponseHead(c.w, h, c.st.upgrade)
+		return nil
+	}
+	if closeConn {
+		c.closeAfter = true
+	}
+	c.w = http1.AppendResponseHead(c.w, c.head.Minor, status, h, f, length, closeConn)
+	if endStream && !c.chunked {
+		return c.flush()
+	}
+	return nil
+}
+
+func (c *h1conn) writeBody(p []byte) error {
+	if c.writeErr != nil {
+		return c.writeErr
+	}
+	if c.headOnly {
+		return nil
+	}
+	if c.chunked {
+		c.w = http1.AppendChunkHeader(c.w, len(p))
+	}
+	if len(c.w)+len(p) > 64*1024 && len(p) > 16*1024 {
+		// Large body: send what is pending, then the data straight.
+		if err := c.flush(); err != nil {
+			return err
+		}
+		if _, err := c.conn.Write(p); err != nil {
+			c.writeErr = err
+			return err
+		}
+		c.cfg.stats.cxTxBytes.Add(uint64(len(p)))
+	} else {
+		c.w = append(c.w, p...)
+	}
+	if c.chunked {
+		c.w = append(c.w, "\r\n"...)
+	}
+	if len(c.w) >= 32*1024 {
+		return c.flush()
+	}
+	return nil
+}
+
+func (c *h1conn) finish(trailers *headers.Map) error {
+	if c.chunked && !c.headOnly {
+		c.w = http1.AppendLastChunk(c.w, trailers)
+	}
+	return c.flush()
+}
+
+func (c *h1conn) flush() error {
+	if len(c.w) == 0 || c.writeErr != nil {
+		c.w = c.w[:0]
+		return c.writeErr
+	}
+	n, err := c.conn.Write(c.w)
+	c.cfg.stats.cxTxBytes.Add(uint64(n))
+	c.w = c.w[:0]
+	if err != nil {
+		c.writeErr = err
+	}
+	return err
+}
+
+func (c *h1conn) hijack() (net.Conn, []byte, bool) {
+	if err := c.flush(); err != nil {
+		return nil, nil, false
+	}
+	c.hijacked = true
+	c.conn.SetDeadline(time.Time{})
+	return c.conn, append([]byte(nil), c.r.BufferedBytes()...), true
+}

@@ -1,0 +1,156 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/legateproxy/legate/internal/headers"
+)
+
+// h2Server serves HTTP/2 (cleartext by prior knowledge, or over TLS with
+// ALPN h2) for one filter chain, with golang.org/x/net/http2 as the codec.
+type h2Server struct {
+	cfg      *hcmConfig
+	srv      *http2.Server
+	base     *http.Server
+	shutdown sync.Once
+}
+
+func newH2Server(cfg *hcmConfig) *h2Server {
+	h := &h2Server{cfg: cfg}
+	h.srv = &http2.Server{
+		MaxConcurrentStreams:         cfg.h2MaxConcurrentStreams,
+		MaxUploadBufferPerStream:     int32(max(cfg.h2InitialStreamWindow, 65535)),
+		MaxUploadBufferPerConnection: int32(max(cfg.h2InitialConnWindow, 1<<20)),
+		IdleTimeout:                  cfg.idleTimeout,
+		MaxReadFrameSize:             1 << 20,
+	}
+	h.base = &http.Server{MaxHeaderBytes: cfg.maxHeaderBytes}
+	// ConfigureServer registers graceful shutdown (GOAWAY) with base.
+	http2.ConfigureServer(h.base, h.srv)
+	return h
+}
+
+var h2Streams = sync.Pool{New: func() any { return &h2stream{} }}
+
+func (h *h2Server) serve(conn net.Conn, cs *connState, d *Deps, tc *trackedConn) {
+	tc.drain = func() {
+		cs.draining.Store(true)
+		h.shutdown.Do(func() {
+			go func() {
+				ctx, cancel := context.WithTimeout(context.Background(), h.cfg.drainTimeout)
+				defer cancel()
+				h.base.Shutdown(ctx)
+			}()
+		})
+	}
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hs := h2Streams.Get().(*h2stream)
+		hs.w, hs.r = w, r
+		s := &hs.st
+		s.cfg, s.conn, s.ds, s.d = h.cfg, cs, hs, d
+		s.req.Method = r.Method
+		s.req.Authority = r.Host
+		s.req.Path = r.RequestURI
+		s.req.Scheme = cs.scheme
+		for k, vs := range r.Header {
+			lk := headers.Lower(k)
+			for _, v := range vs {
+				s.req.Map.Add(lk, v)
+			}
+		}
+		h.cfg.stats.rqHTTP2.Inc()
+		s.serve()
+		s.reset()
+		s.cfg, s.conn, s.ds, s.d = nil, nil, nil, nil
+		hs.w, hs.r, hs.trailers = nil, nil, headers.Map{}
+		h2Streams.Put(hs)
+	})
+	h.srv.ServeConn(conn, &http2.ServeConnOpts{Handler: handler, BaseConfig: h.base})
+}
+
+// h2stream is the downstream side of one HTTP/2 request.
+type h2stream struct {
+	st       stream
+	w        http.ResponseWriter
+	r        *http.Request
+	trailers headers.Map
+}
+
+func (h *h2stream) readBody(p []byte) (int, error) {
+	n, err := h.r.Body.Read(p)
+	if err == io.EOF {
+		for k, vs := range h.r.Trailer {
+			lk := headers.Lower(k)
+			for _, v := range vs {
+				h.trailers.Add(lk, v)
+			}
+		}
+	}
+	return n, err
+}
+
+func (h *h2stream) bodyLength() int64 {
+	if h.r.Body == nil || h.r.Body == http.NoBody {
+		return 0
+	}
+	if h.r.ContentLength >= 0 {
+		return h.r.ContentLength
+	}
+	return -1
+}
+
+func (h *h2stream) reqTrailers() *headers.Map { return &h.trailers }
+
+func (h *h2stream) protocol() string { return "HTTP/2" }
+
+func (h *h2stream) writeHead(status int, m *headers.Map, length int64, endStream bool) error {
+	hdr := h.w.Header()
+	for _, f := range m.Fields() {
+		if f.Name == "content-length" || f.Name == "connection" || f.Name == "transfer-encoding" || f.Name == "keep-alive" {
+			continue
+		}
+		hdr[f.Name] = append(hdr[f.Name], f.Value)
+	}
+	if length >= 0 && status != 204 && status != 304 {
+		hdr["content-length"] = []string{strconv.FormatInt(length, 10)}
+	}
+	if status < 200 {
+		status = 502 // informational and upgrade responses do not exist in HTTP/2
+	}
+	h.w.WriteHeader(status)
+	return nil
+}
+
+func (h *h2stream) writeBody(p []byte) error {
+	_, err := h.w.Write(p)
+	return err
+}
+
+func (h *h2stream) finish(trailers *headers.Map) error {
+	if trailers != nil {
+		hdr := h.w.Header()
+		for _, f := range trailers.Fields() {
+			hdr[http.TrailerPrefix+f.Name] = append(hdr[http.TrailerPrefix+f.Name], f.Value)
+		}
+	}
+	return nil
+}
+
+func (h *h2stream) flush() error {
+	if f, ok := h.w.(http.Flusher); ok {
+		f.Flush()
+	}
+	return nil
+}
+
+func (h *h2stream) hijack() (net.Conn, []byte, bool) { return nil, nil, false }
+
+var _ = time.Second

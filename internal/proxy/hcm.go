@@ -1,0 +1,373 @@
+package proxy
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/route"
+	"github.com/legateproxy/legate/internal/stats"
+	"github.com/legateproxy/legate/internal/streaminfo"
+)
+
+// AccessLogger writes one entry per finished request or connection.
+type AccessLogger interface {
+	Log(info *streaminfo.Info)
+}
+
+// codecType is the downstream HTTP codec selection.
+type codecType uint8
+
+const (
+	codecAuto codecType = iota
+	codecHTTP1
+	codecHTTP2
+)
+
+// hcmConfig is a compiled HttpConnectionManager: immutable, shared by every
+// connection of the filter chain it belongs to.
+type hcmConfig struct {
+	statPrefix string
+	codec      codecType
+	// routes is the route table, set once for an inline route_config or
+	// swapped by RDS; it is shared with every HCM that uses the same RDS
+	// route configuration name.
+	routes  *atomic.Pointer[route.Table]
+	rdsName string
+
+	accessLogs []AccessLogger
+	stats      *hcmStats
+
+	useRemoteAddress   bool
+	xffTrustedHops     int
+	skipXFFAppend      bool
+	via                string
+	generateRequestID  bool
+	preserveExternalID bool
+	alwaysSetIDInResp  bool
+	internalCIDRs      []netip.Prefix
+	internalDefault    bool // no internal_address_config: RFC1918/loopback are internal
+
+	serverName            string
+	serverTransform       hcmv3.HttpConnectionManager_ServerHeaderTransformation
+	maxHeaderBytes        int
+	maxHeadersCount       int
+	idleTimeout           time.Duration // connection idle (no streams)
+	maxConnDuration       time.Duration
+	streamIdleTimeout     time.Duration
+	requestTimeout        time.Duration
+	requestHeadersTimeout time.Duration
+	drainTimeout          time.Duration
+	acceptHTTP10          bool
+	defaultHostHTTP10     string
+	normalizePath         bool
+	mergeSlashes          bool
+	escapedSlashes        hcmv3.HttpConnectionManager_PathWithEscapedSlashesAction
+	stripAnyHostPort      bool
+	stripMatchingPort     bool
+	stripTrailingDot      bool
+	upgrades              map[string]bool // upgrade type (lower case) → enabled
+	suppressEnvoyHeaders  bool
+	addUserAgent          bool
+	proxy100Continue      bool
+	appendXFP             bool
+
+	h2MaxConcurrentStreams uint32
+	h2InitialStreamWindow  uint32
+	h2InitialConnWindow    uint32
+}
+
+// hcmStats are the http.<stat_prefix>.* statistics.
+type hcmStats struct {
+	rqTotal, rqHTTP1, rqHTTP2, rqWS, rqRxReset, rqTxReset, rqNonRelativePath, rqTooLarge              *stats.Counter
+	rqTimeout, rqIdleTimeout, rqHeadersTimeout, rqFailedPathNorm, rqRedirectedPathNorm                *stats.Counter
+	rqOverloadClose, rqCompleted                                                                      *stats.Counter
+	cxTotal, cxHTTP1, cxHTTP2, cxProtocolError, cxDestroy, cxIdleTimeout, cxDrainClose, cxMaxDuration *stats.Counter
+	cxDestroyLocal, cxDestroyRemote, cxHeadersTooLarge, cxUpgradesTotal                               *stats.Counter
+	cxRxBytes, cxTxBytes                                                                              *stats.Counter
+	rqActive, cxActive, cxHTTP1Active, cxHTTP2Active, cxUpgradesActive                                *stats.Gauge
+	rqStatus                                                                                          *stats.StatusCounters
+	rqTime, cxLengthMs                                                                                *stats.Histogram
+	noRoute, noCluster, rqDirectResponse, rqRedirect                                                  *stats.Counter
+	// router stats (http.<prefix>.rq_*): Envoy names them under the HCM prefix.
+	rqReset, rqTotalRouter *stats.Counter
+}
+
+func newHCMStats(s stats.Scope) *hcmStats {
+	return &hcmStats{
+		rqTotal: s.Counter("downstream_rq_total"), rqHTTP1: s.Counter("downstream_rq_http1_total"),
+		rqHTTP2: s.Counter("downstream_rq_http2_total"), rqWS: s.Counter("downstream_rq_ws_on_non_ws_route"),
+		rqRxReset: s.Counter("downstream_rq_rx_reset"), rqTxReset: s.Counter("downstream_rq_tx_reset"),
+		rqNonRelativePath: s.Counter("downstream_rq_non_relative_path"), rqTooLarge: s.Counter("downstream_rq_too_large"),
+		rqTimeout: s.Counter("downstream_rq_timeout"), rqIdleTimeout: s.Counter("downstream_rq_idle_timeout"),
+		rqHeadersTimeout:     s.Counter("downstream_rq_header_timeout"),
+		rqFailedPathNorm:     s.Counter("downstream_rq_failed_path_normalization"),
+		rqRedirectedPathNorm: s.Counter("downstream_rq_redirected_with_normalized_path"),
+		rqOverloadClose:      s.Counter("downstream_rq_overload_close"), rqCompleted: s.Counter("downstream_rq_completed"),
+		cxTotal: s.Counter("downstream_cx_total"), cxHTTP1: s.Counter("downstream_cx_http1_total"),
+		cxHTTP2: s.Counter("downstream_cx_http2_total"), cxProtocolError: s.Counter("downstream_cx_protocol_error"),
+		cxDestroy: s.Counter("downstream_cx_destroy"), cxIdleTimeout: s.Counter("downstream_cx_idle_timeout"),
+		cxDrainClose: s.Counter("downstream_cx_drain_close"), cxMaxDuration: s.Counter("downstream_cx_max_duration_reached"),
+		cxDestroyLocal: s.Counter("downstream_cx_destroy_local"), cxDestroyRemote: s.Counter("downstream_cx_destroy_remote"),
+		cxHeadersTooLarge: s.Counter("downstream_rq_header_too_large"),
+		cxUpgradesTotal:   s.Counter("downstream_cx_upgrades_total"),
+		cxRxBytes:         s.Counter("downstream_cx_rx_bytes_total"), cxTxBytes: s.Counter("downstream_cx_tx_bytes_total"),
+		rqActive: s.Gauge("downstream_rq_active"), cxActive: s.Gauge("downstream_cx_active"),
+		cxHTTP1Active: s.Gauge("downstream_cx_http1_active"), cxHTTP2Active: s.Gauge("downstream_cx_http2_active"),
+		cxUpgradesActive: s.Gauge("downstream_cx_upgrades_active"),
+		rqStatus:         stats.NewStatusCounters(s, "downstream_rq", false),
+		rqTime:           s.Histogram("downstream_rq_time"), cxLengthMs: s.Histogram("downstream_cx_length_ms"),
+		noRoute: s.Counter("no_route"), noCluster: s.Counter("no_cluster"),
+		rqDirectResponse: s.Counter("rq_direct_response"), rqRedirect: s.Counter("rq_redirect"),
+		rqReset: s.Counter("rq_reset_after_downstream_response_started"), rqTotalRouter: s.Counter("rq_total"),
+	}
+}
+
+const routerTypeURL = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+
+// compileHCM compiles an HttpConnectionManager typed config.
+func compileHCM(tc *anypb.Any, path string, d *Deps) (*hcmConfig, error) {
+	h := &hcmv3.HttpConnectionManager{}
+	if err := tc.UnmarshalTo(h); err != nil {
+		return nil, config.Errorf(path, "decode HttpConnectionManager: %v", err)
+	}
+	if err := config.CheckFields(h, path, "codec_type", "stat_prefix", "route_config", "rds", "http_filters",
+		"access_log", "use_remote_address", "xff_num_trusted_hops", "skip_xff_append", "via",
+		"generate_request_id", "preserve_external_request_id", "always_set_request_id_in_response",
+		"internal_address_config", "server_name", "server_header_transformation", "max_request_headers_kb",
+		"common_http_protocol_options", "http_protocol_options", "http2_protocol_options",
+		"stream_idle_timeout", "request_timeout", "request_headers_timeout", "drain_timeout", "delayed_close_timeout",
+		"normalize_path", "merge_slashes", "path_with_escaped_slashes_action", "upgrade_configs",
+		"strip_any_host_port", "strip_matching_host_port", "strip_trailing_host_dot", "add_user_agent",
+		"proxy_100_continue", "forward_client_cert_details", "set_current_client_cert_details",
+		"append_x_forwarded_port", "stream_error_on_invalid_http_message",
+		// no behavioural effect here: buffering and flush tuning
+		"access_log_flush_interval", "flush_access_log_on_new_request", "stream_flush_timeout",
+	); err != nil {
+		return nil, err
+	}
+	if h.GetForwardClientCertDetails() != hcmv3.HttpConnectionManager_SANITIZE {
+		return nil, config.Unsupported(config.Join(path, "forward_client_cert_details"), h.GetForwardClientCertDetails().String(), "SANITIZE")
+	}
+	if h.GetAppendXForwardedPort() {
+		return nil, config.Unsupported(config.Join(path, "append_x_forwarded_port"), "append_x_forwarded_port")
+	}
+	c := &hcmConfig{
+		statPrefix:             h.GetStatPrefix(),
+		useRemoteAddress:       h.GetUseRemoteAddress().GetValue(),
+		xffTrustedHops:         int(h.GetXffNumTrustedHops()),
+		skipXFFAppend:          h.GetSkipXffAppend(),
+		via:                    h.GetVia(),
+		generateRequestID:      h.GetGenerateRequestId() == nil || h.GetGenerateRequestId().GetValue(),
+		preserveExternalID:     h.GetPreserveExternalRequestId(),
+		alwaysSetIDInResp:      h.GetAlwaysSetRequestIdInResponse(),
+		serverName:             h.GetServerName(),
+		serverTransform:        h.GetServerHeaderTransformation(),
+		maxHeaderBytes:         60 * 1024,
+		maxHeadersCount:        100,
+		idleTimeout:            time.Hour,
+		streamIdleTimeout:      5 * time.Minute,
+		drainTimeout:           5 * time.Second,
+		normalizePath:          h.GetNormalizePath().GetValue(),
+		mergeSlashes:           h.GetMergeSlashes(),
+		escapedSlashes:         h.GetPathWithEscapedSlashesAction(),
+		stripAnyHostPort:       h.GetStripAnyHostPort(),
+		stripMatchingPort:      h.GetStripMatchingHostPort(),
+		stripTrailingDot:       h.GetStripTrailingHostDot(),
+		addUserAgent:           h.GetAddUserAgent().GetValue(),
+		proxy100Continue:       h.GetProxy_100Continue(),
+		internalDefault:        h.GetInternalAddressConfig() == nil,
+		upgrades:               map[string]bool{},
+		h2MaxConcurrentStreams: 2147483647,
+	}
+	if c.serverName == "" {
+		c.serverName = "envoy"
+	}
+	switch h.GetCodecType() {
+	case hcmv3.HttpConnectionManager_AUTO:
+		c.codec = codecAuto
+	case hcmv3.HttpConnectionManager_HTTP1:
+		c.codec = codecHTTP1
+	case hcmv3.HttpConnectionManager_HTTP2:
+		c.codec = codecHTTP2
+	default:
+		return nil, config.Unsupported(config.Join(path, "codec_type"), h.GetCodecType().String(), "AUTO", "HTTP1", "HTTP2")
+	}
+	if v := h.GetMaxRequestHeadersKb(); v != nil {
+		c.maxHeaderBytes = int(v.GetValue()) * 1024
+	}
+	if h.GetStreamIdleTimeout() != nil {
+		c.streamIdleTimeout = h.GetStreamIdleTimeout().AsDuration()
+	}
+	if h.GetRequestTimeout() != nil {
+		c.requestTimeout = h.GetRequestTimeout().AsDuration()
+	}
+	if h.GetRequestHeadersTimeout() != nil {
+		c.requestHeadersTimeout = h.GetRequestHeadersTimeout().AsDuration()
+	}
+	if h.GetDrainTimeout() != nil {
+		c.drainTimeout = h.GetDrainTimeout().AsDuration()
+	}
+	if cp := h.GetCommonHttpProtocolOptions(); cp != nil {
+		p := config.Join(path, "common_http_protocol_options")
+		if err := config.CheckFields(cp, p, "idle_timeout", "max_connection_duration", "max_headers_count", "max_stream_duration", "headers_with_underscores_action"); err != nil {
+			return nil, err
+		}
+		if cp.GetIdleTimeout() != nil {
+			c.idleTimeout = cp.GetIdleTimeout().AsDuration()
+		}
+		if cp.GetMaxConnectionDuration() != nil {
+			c.maxConnDuration = cp.GetMaxConnectionDuration().AsDuration()
+		}
+		if v := cp.GetMaxHeadersCount(); v != nil {
+			c.maxHeadersCount = int(v.GetValue())
+		}
+		if cp.GetHeadersWithUnderscoresAction() != 0 {
+			return nil, config.Unsupported(config.Join(p, "headers_with_underscores_action"), cp.GetHeadersWithUnderscoresAction().String(), "ALLOW")
+		}
+		if cp.GetMaxStreamDuration() != nil {
+			return nil, config.Unsupported(config.Join(p, "max_stream_duration"), "max_stream_duration")
+		}
+	}
+	if hp := h.GetHttpProtocolOptions(); hp != nil {
+		p := config.Join(path, "http_protocol_options")
+		if err := config.CheckFields(hp, p, "accept_http_10", "default_host_for_http_10", "allow_absolute_url", "enable_trailers", "allow_chunked_length"); err != nil {
+			return nil, err
+		}
+		if hp.GetAllowChunkedLength() {
+			return nil, config.Unsupported(config.Join(p, "allow_chunked_length"), "allow_chunked_length (requests with both Content-Length and chunked are always rejected)")
+		}
+		c.acceptHTTP10 = hp.GetAcceptHttp_10()
+		c.defaultHostHTTP10 = hp.GetDefaultHostForHttp_10()
+	}
+	if h2 := h.GetHttp2ProtocolOptions(); h2 != nil {
+		p := config.Join(path, "http2_protocol_options")
+		if err := config.CheckFields(h2, p, "max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size", "hpack_table_size", "allow_connect", "connection_keepalive"); err != nil {
+			return nil, err
+		}
+		if v := h2.GetMaxConcurrentStreams(); v != nil {
+			c.h2MaxConcurrentStreams = v.GetValue()
+		}
+		if v := h2.GetInitialStreamWindowSize(); v != nil {
+			c.h2InitialStreamWindow = v.GetValue()
+		}
+		if v := h2.GetInitialConnectionWindowSize(); v != nil {
+			c.h2InitialConnWindow = v.GetValue()
+		}
+	}
+	if ia := h.GetInternalAddressConfig(); ia != nil {
+		for i, r := range ia.GetCidrRanges() {
+			pfx, err := netip.ParsePrefix(fmt.Sprintf("%s/%d", r.GetAddressPrefix(), r.GetPrefixLen().GetValue()))
+			if err != nil {
+				return nil, config.Errorf(config.Index(config.Join(path, "internal_address_config.cidr_ranges"), i), "invalid CIDR: %v", err)
+			}
+			c.internalCIDRs = append(c.internalCIDRs, pfx)
+		}
+	}
+	for i, u := range h.GetUpgradeConfigs() {
+		up := config.Index(config.Join(path, "upgrade_configs"), i)
+		if err := config.CheckFields(u, up, "upgrade_type", "enabled"); err != nil {
+			return nil, err
+		}
+		en := u.GetEnabled() == nil || u.GetEnabled().GetValue()
+		t := strings.ToLower(u.GetUpgradeType())
+		if t == "connect" {
+			return nil, config.Unsupported(up, "CONNECT upgrades")
+		}
+		c.upgrades[t] = en
+	}
+	if err := c.compileFilters(h.GetHttpFilters(), config.Join(path, "http_filters")); err != nil {
+		return nil, err
+	}
+	scope := d.Stats.Scope("http." + stats.SanitizeName(c.statPrefix) + ".")
+	c.stats = newHCMStats(scope)
+	if len(h.GetAccessLog()) > 0 {
+		if d.AccessLogs == nil {
+			return nil, config.Unsupported(config.Join(path, "access_log"), "access logs")
+		}
+		logs, err := d.AccessLogs(h.GetAccessLog(), config.Join(path, "access_log"))
+		if err != nil {
+			return nil, err
+		}
+		c.accessLogs = logs
+	}
+	switch rs := h.GetRouteSpecifier().(type) {
+	case *hcmv3.HttpConnectionManager_RouteConfig:
+		t, err := route.Compile(rs.RouteConfig, config.Join(path, "route_config"), route.Options{
+			Clusters: d.Clusters, CompileValue: d.CompileValue, ValidateClusters: true,
+		})
+		if err != nil {
+			return nil, err
+		}
+		c.routes = &atomic.Pointer[route.Table]{}
+		c.routes.Store(t)
+	case *hcmv3.HttpConnectionManager_Rds:
+		if d.RDS == nil {
+			return nil, config.Unsupported(config.Join(path, "rds"), "RDS without dynamic_resources")
+		}
+		p, err := d.RDS(rs.Rds, config.Join(path, "rds"))
+		if err != nil {
+			return nil, err
+		}
+		c.routes = p
+		c.rdsName = rs.Rds.GetRouteConfigName()
+	default:
+		return nil, config.Unsupported(path, "this route specifier", "route_config", "rds")
+	}
+	return c, nil
+}
+
+// compileFilters checks the HTTP filter chain: the router must be last;
+// other filters are not implemented yet and are rejected by name and type.
+func (c *hcmConfig) compileFilters(fs []*hcmv3.HttpFilter, path string) error {
+	if len(fs) == 0 {
+		return config.Errorf(path, "http_filters is empty: the router filter (envoy.filters.http.router) is required")
+	}
+	for i, f := range fs {
+		p := config.Index(path, i)
+		if err := config.CheckFields(f, p, "name", "typed_config", "is_optional", "disabled"); err != nil {
+			return err
+		}
+		url := f.GetTypedConfig().GetTypeUrl()
+		if url != routerTypeURL {
+			if f.GetIsOptional() {
+				continue // Envoy skips optional filters it does not know
+			}
+			return config.Errorf(config.Join(p, "typed_config"), "unsupported @type %s (HTTP filter %q): legate implements only envoy.filters.http.router so far", url, f.GetName())
+		}
+		if i != len(fs)-1 {
+			return config.Errorf(p, "the router filter must be the last HTTP filter")
+		}
+		r := &routerv3.Router{}
+		if err := f.GetTypedConfig().UnmarshalTo(r); err != nil {
+			return config.Errorf(p, "decode Router: %v", err)
+		}
+		if err := config.CheckFields(r, config.Join(p, "typed_config"), "suppress_envoy_headers", "dynamic_stats", "start_child_span", "respect_expected_rq_timeout"); err != nil {
+			return err
+		}
+		c.suppressEnvoyHeaders = r.GetSuppressEnvoyHeaders()
+	}
+	return nil
+}
+
+// accessLogsFor compiles access logs through Deps (shared by tcp_proxy).
+func accessLogsFor(d *Deps, logs []*accesslogv3.AccessLog, path string) ([]AccessLogger, error) {
+	if len(logs) == 0 {
+		return nil, nil
+	}
+	if d.AccessLogs == nil {
+		return nil, config.Unsupported(path, "access logs")
+	}
+	return d.AccessLogs(logs, path)
+}
+
+var _ = proto.Clone

@@ -1,0 +1,444 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+
+	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/route"
+	"github.com/legateproxy/legate/internal/stats"
+	"github.com/legateproxy/legate/internal/upstream"
+)
+
+// Deps are the server-wide services listeners are compiled against.
+type Deps struct {
+	Stats    *stats.Store
+	Clusters *upstream.Manager
+	Log      *slog.Logger
+	// AccessLogs compiles access_log entries.
+	AccessLogs func(logs []*accesslogv3.AccessLog, path string) ([]AccessLogger, error)
+	// CompileValue compiles header values with %VARIABLE% substitutions.
+	CompileValue func(text string) (route.Value, error)
+	// RDS subscribes to a route configuration; nil when there is no xDS.
+	RDS func(rds *hcmv3.Rds, path string) (*atomic.Pointer[route.Table], error)
+	// TLS compiles a downstream transport socket; nil rejects TLS.
+	TLS func(ts *corev3.TransportSocket, path string) (ServerTransport, error)
+	// Hostname is this machine's name (%HOSTNAME%).
+	Hostname string
+	// ConnIDs numbers downstream connections.
+	ConnIDs *atomic.Uint64
+	// Panics counts recovered panics (server.panics).
+	Panics *stats.Counter
+}
+
+// ServerTransport wraps accepted connections (TLS termination).
+type ServerTransport interface {
+	Server(conn net.Conn) (net.Conn, error)
+}
+
+// filterChain is a compiled filter chain: a transport and one terminal
+// network filter.
+type filterChain struct {
+	name      string
+	transport ServerTransport
+	hcm       *hcmConfig
+	h2        *h2Server
+	tcp       *tcpProxyConfig
+}
+
+// chainSet is the filter chains of a listener; swapped atomically on an
+// in-place update.
+type chainSet struct {
+	chains []*filterChain
+	def    *filterChain
+}
+
+// listenerStats are the listener.<address>.* statistics.
+type listenerStats struct {
+	cxTotal, cxDestroy, noChain, cxOverflow *stats.Counter
+	cxActive                                *stats.Gauge
+	cxLength                                *stats.Histogram
+}
+
+// Listener is a running listener.
+type Listener struct {
+	Name        string
+	Proto       *listenerv3.Listener
+	Address     string
+	VersionInfo string
+	LastUpdated time.Time
+
+	deps   *Deps
+	ln     net.Listener
+	chains atomic.Pointer[chainSet]
+	stats  listenerStats
+	log    *slog.Logger
+
+	mu       sync.Mutex
+	conns    map[*trackedConn]struct{}
+	draining atomic.Bool
+	closed   chan struct{}
+	wg       sync.WaitGroup
+}
+
+// trackedConn is a downstream connection with what is needed to drain it.
+type trackedConn struct {
+	net.Conn
+	chain *filterChain
+	// drain asks the connection to finish its current exchange and close.
+	drain func()
+}
+
+// CompileListener validates a listener definition and compiles its filter
+// chains. It does not bind the socket.
+func CompileListener(pl *listenerv3.Listener, path string, d *Deps) (*Listener, error) {
+	if err := config.CheckFields(pl, path, "name", "address", "filter_chains", "default_filter_chain", "stat_prefix",
+		"listener_filters", "listener_filters_timeout", "continue_on_listener_filters_timeout", "drain_type",
+		// no behavioural effect here
+		"per_connection_buffer_limit_bytes", "metadata", "traffic_direction", "enable_reuse_port", "reuse_port",
+		"bind_to_port", "ignore_global_conn_limit", "tcp_backlog_size", "connection_balance_config",
+		"max_connections_to_accept_per_socket_event", "bypass_overload_manager"); err != nil {
+		return nil, err
+	}
+	if pl.GetBindToPort() != nil && !pl.GetBindToPort().GetValue() {
+		return nil, config.Unsupported(config.Join(path, "bind_to_port"), "bind_to_port: false")
+	}
+	addr, err := socketAddress(pl.GetAddress(), config.Join(path, "address"))
+	if err != nil {
+		return nil, err
+	}
+	for i, lf := range pl.GetListenerFilters() {
+		p := config.Index(config.Join(path, "listener_filters"), i)
+		if lf.GetTypedConfig().GetTypeUrl() != "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" || d.TLS == nil {
+			return nil, config.Errorf(config.Join(p, "typed_config"), "unsupported @type %s (listener filter %q)", lf.GetTypedConfig().GetTypeUrl(), lf.GetName())
+		}
+	}
+	l := &Listener{
+		Name:        pl.GetName(),
+		Proto:       pl,
+		Address:     addr,
+		LastUpdated: time.Now(),
+		deps:        d,
+		conns:       map[*trackedConn]struct{}{},
+		closed:      make(chan struct{}),
+		log:         d.Log,
+	}
+	prefix := pl.GetStatPrefix()
+	if prefix == "" {
+		prefix = stats.SanitizeName(addr)
+	}
+	s := d.Stats.Scope("listener." + prefix + ".")
+	l.stats = listenerStats{
+		cxTotal: s.Counter("downstream_cx_total"), cxDestroy: s.Counter("downstream_cx_destroy"),
+		noChain: s.Counter("no_filter_chain_match"), cxOverflow: s.Counter("downstream_cx_overflow"),
+		cxActive: s.Gauge("downstream_cx_active"), cxLength: s.Histogram("downstream_cx_length_ms"),
+	}
+	cs, err := compileChains(pl, path, d)
+	if err != nil {
+		return nil, err
+	}
+	l.chains.Store(cs)
+	return l, nil
+}
+
+func compileChains(pl *listenerv3.Listener, path string, d *Deps) (*chainSet, error) {
+	cs := &chainSet{}
+	for i, fc := range pl.GetFilterChains() {
+		c, err := compileChain(fc, config.Index(config.Join(path, "filter_chains"), i), d)
+		if err != nil {
+			return nil, err
+		}
+		cs.chains = append(cs.chains, c)
+	}
+	if dfc := pl.GetDefaultFilterChain(); dfc != nil {
+		c, err := compileChain(dfc, config.Join(path, "default_filter_chain"), d)
+		if err != nil {
+			return nil, err
+		}
+		cs.def = c
+	}
+	if len(cs.chains) > 1 {
+		return nil, config.Errorf(config.Join(path, "filter_chains"), "%d filter chains: choosing a filter chain by filter_chain_match is not supported yet; use one filter chain", len(cs.chains))
+	}
+	if len(cs.chains) == 0 && cs.def == nil {
+		return nil, config.Errorf(path, "listener has no filter chains")
+	}
+	return cs, nil
+}
+
+func compileChain(fc *listenerv3.FilterChain, path string, d *Deps) (*filterChain, error) {
+	if err := config.CheckFields(fc, path, "filters", "filter_chain_match", "transport_socket", "name", "metadata", "transport_socket_connect_timeout"); err != nil {
+		return nil, err
+	}
+	if m := fc.GetFilterChainMatch(); m != nil {
+		if err := config.CheckFields(m, config.Join(path, "filter_chain_match")); err != nil {
+			return nil, err
+		}
+	}
+	c := &filterChain{name: fc.GetName()}
+	if ts := fc.GetTransportSocket(); ts != nil {
+		if ts.GetTypedConfig().GetTypeUrl() != "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer" {
+			if d.TLS == nil {
+				return nil, config.Errorf(config.Join(path, "transport_socket.typed_config"), "unsupported @type %s: TLS termination is not implemented yet", ts.GetTypedConfig().GetTypeUrl())
+			}
+			t, err := d.TLS(ts, config.Join(path, "transport_socket"))
+			if err != nil {
+				return nil, err
+			}
+			c.transport = t
+		}
+	}
+	filters := fc.GetFilters()
+	if len(filters) == 0 {
+		return nil, config.Errorf(config.Join(path, "filters"), "filter chain has no filters")
+	}
+	for i, f := range filters {
+		p := config.Index(config.Join(path, "filters"), i)
+		if err := config.CheckFields(f, p, "name", "typed_config"); err != nil {
+			return nil, err
+		}
+		tc := f.GetTypedConfig()
+		var err error
+		switch tc.GetTypeUrl() {
+		case "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager":
+			c.hcm, err = compileHCM(tc, config.Join(p, "typed_config"), d)
+			if err == nil {
+				c.h2 = newH2Server(c.hcm)
+			}
+		case "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy":
+			c.tcp, err = compileTCPProxy(tc, config.Join(p, "typed_config"), d)
+		default:
+			return nil, config.Errorf(config.Join(p, "typed_config"), "unsupported @type %s (network filter %q)", tc.GetTypeUrl(), f.GetName())
+		}
+		if err != nil {
+			return nil, err
+		}
+		if i != len(filters)-1 {
+			return nil, config.Errorf(p, "%q is a terminal filter and must be the last in the chain", f.GetName())
+		}
+	}
+	return c, nil
+}
+
+// socketAddress renders a listener address as host:port.
+func socketAddress(a *corev3.Address, path string) (string, error) {
+	sa := a.GetSocketAddress()
+	if sa == nil {
+		return "", config.Unsupported(path, "this address type (pipe, internal)", "socket_address")
+	}
+	if err := config.CheckFields(sa, config.Join(path, "socket_address"), "address", "port_value", "protocol", "ipv4_compat"); err != nil {
+		return "", err
+	}
+	if sa.GetProtocol() != corev3.SocketAddress_TCP {
+		return "", config.Unsupported(config.Join(path, "socket_address.protocol"), "UDP listeners", "TCP")
+	}
+	if _, err := netip.ParseAddr(sa.GetAddress()); err != nil {
+		return "", config.Errorf(config.Join(path, "socket_address.address"), "%q is not an IP address (listeners bind to IPs)", sa.GetAddress())
+	}
+	return net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))), nil
+}
+
+// Bind opens the listening socket. ln may be an existing socket to take
+// over (an in-place update keeps the socket).
+func (l *Listener) Bind() error {
+	ln, err := net.Listen("tcp", l.Address)
+	if err != nil {
+		return fmt.Errorf("listener %q: bind %s: %w", l.Name, l.Address, err)
+	}
+	l.ln = ln
+	return nil
+}
+
+// BoundAddress returns the address the socket is bound to (useful with port 0).
+func (l *Listener) BoundAddress() string {
+	if l.ln == nil {
+		return l.Address
+	}
+	return l.ln.Addr().String()
+}
+
+// Serve accepts connections until the listener is closed.
+func (l *Listener) Serve() {
+	var delay time.Duration
+	for {
+		conn, err := l.ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Out of file descriptors and the like: back off, keep serving.
+			if delay == 0 {
+				delay = 5 * time.Millisecond
+			} else if delay < time.Second {
+				delay *= 2
+			}
+			l.log.Error("accept failed", "listener", l.Name, "error", err)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+		l.wg.Add(1)
+		go l.handle(conn)
+	}
+}
+
+func (l *Listener) handle(conn net.Conn) {
+	defer l.wg.Done()
+	start := time.Now()
+	l.stats.cxTotal.Inc()
+	l.stats.cxActive.Inc()
+	cs := l.chains.Load()
+	tc := &trackedConn{Conn: conn}
+	defer func() {
+		if r := recover(); r != nil {
+			l.deps.Panics.Inc()
+			l.log.Error("panic while serving a connection; the connection is closed, the server keeps serving",
+				"listener", l.Name, "remote", conn.RemoteAddr().String(), "panic", r, "stack", string(debug.Stack()))
+		}
+		conn.Close()
+		l.untrack(tc)
+		l.stats.cxActive.Dec()
+		l.stats.cxDestroy.Inc()
+		l.stats.cxLength.Record(float64(time.Since(start).Milliseconds()))
+	}()
+	chain := cs.pick()
+	if chain == nil {
+		l.stats.noChain.Inc()
+		return
+	}
+	tc.chain = chain
+	if !l.track(tc) {
+		return
+	}
+	if chain.transport != nil {
+		tlsConn, err := chain.transport.Server(conn)
+		if err != nil {
+			return
+		}
+		tc.Conn = tlsConn
+		conn = tlsConn
+	}
+	switch {
+	case chain.hcm != nil:
+		serveHTTP(chain, tc, l.deps)
+	case chain.tcp != nil:
+		chain.tcp.serve(tc, l.deps)
+	}
+}
+
+func (cs *chainSet) pick() *filterChain {
+	if len(cs.chains) > 0 {
+		return cs.chains[0]
+	}
+	return cs.def
+}
+
+func (l *Listener) track(tc *trackedConn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.draining.Load() && l.ln == nil {
+		return false
+	}
+	l.conns[tc] = struct{}{}
+	return true
+}
+
+func (l *Listener) untrack(tc *trackedConn) {
+	l.mu.Lock()
+	delete(l.conns, tc)
+	l.mu.Unlock()
+}
+
+// Update swaps in the filter chains of a changed listener with the same
+// address: new connections use them; existing connections on chains that
+// changed are drained over drainTime.
+func (l *Listener) Update(next *Listener, drainTime time.Duration) {
+	old := l.chains.Load()
+	l.chains.Store(next.chains.Load())
+	l.Proto, l.VersionInfo, l.LastUpdated = next.Proto, next.VersionInfo, next.LastUpdated
+	l.drainConns(func(tc *trackedConn) bool {
+		for _, c := range old.chains {
+			if c == tc.chain {
+				return true
+			}
+		}
+		return old.def == tc.chain
+	}, drainTime)
+}
+
+// Drain stops accepting, asks every connection to finish and close, and
+// force-closes what remains after drainTime. It returns when all
+// connections are gone.
+func (l *Listener) Drain(drainTime time.Duration) {
+	l.draining.Store(true)
+	if l.ln != nil {
+		l.ln.Close()
+	}
+	l.drainConns(func(*trackedConn) bool { return true }, drainTime)
+	l.wg.Wait()
+}
+
+// StopAccepting closes the socket but leaves connections alone.
+func (l *Listener) StopAccepting() {
+	if l.ln != nil {
+		l.ln.Close()
+	}
+}
+
+func (l *Listener) drainConns(match func(*trackedConn) bool, drainTime time.Duration) {
+	l.mu.Lock()
+	var victims []*trackedConn
+	for tc := range l.conns {
+		if match(tc) {
+			victims = append(victims, tc)
+		}
+	}
+	l.mu.Unlock()
+	for _, tc := range victims {
+		if tc.drain != nil {
+			tc.drain()
+		}
+	}
+	if len(victims) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), drainTime)
+	defer cancel()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		l.mu.Lock()
+		left := 0
+		for _, tc := range victims {
+			if _, ok := l.conns[tc]; ok {
+				left++
+			}
+		}
+		l.mu.Unlock()
+		if left == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			for _, tc := range victims {
+				tc.Conn.Close()
+			}
+			return
+		case <-tick.C:
+		}
+	}
+}

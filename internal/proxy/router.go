@@ -1,0 +1,900 @@
+package proxy
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+
+	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/http1"
+	"github.com/legateproxy/legate/internal/route"
+	"github.com/legateproxy/legate/internal/streaminfo"
+	"github.com/legateproxy/legate/internal/upstream"
+)
+
+// failKind classifies a failed upstream attempt.
+type failKind uint8
+
+const (
+	failNone failKind = iota
+	failConnect
+	failReset     // connection closed or reset before the response head
+	failTimeout   // global timeout
+	failPerTry    // per-try timeout
+	failOverflow  // circuit breaker
+	failProtocol  // malformed upstream response
+	failNoHealthy // no host to pick
+	failDownstream
+)
+
+// retryBufferLimit bounds the request body kept for retries and mirrors
+// (Envoy's default per_connection_buffer_limit_bytes).
+const retryBufferLimit = 1 << 20
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b }}
+
+// attempt is the state of the upstream exchange of one request.
+type attempt struct {
+	cl        *upstream.Cluster
+	wc        *route.WeightedCluster
+	policy    *route.RetryPolicy
+	retryOn   route.RetryOn
+	retries   uint32
+	body      []byte // buffered request body (replayable), when bodyMode == bodyBuffered
+	bodyMode  uint8
+	deadline  time.Time
+	perTry    time.Duration
+	lb        upstream.LBContext
+	tried     [4]*upstream.Host
+	path      string
+	authority string
+	// result of the last attempt
+	host    *upstream.Host
+	cc      *upstream.ClientConn
+	head    http1.ResponseHead
+	fail    failKind
+	failErr error
+	sentAt  time.Time
+	h2      *h2Attempt
+}
+
+const (
+	bodyNone uint8 = iota
+	bodyBuffered
+	bodyStream
+)
+
+// forward sends the request to the route's cluster, with retries, and
+// relays the response.
+func (s *stream) forward() {
+	a := s.rt.Action
+	ref, name, wc := a.PickCluster(&s.req)
+	var cl *upstream.Cluster
+	if ref != nil {
+		cl = ref.Get()
+	} else if name != "" {
+		cl = s.d.Clusters.Get(name)
+	}
+	if cl == nil {
+		s.cfg.stats.noCluster.Inc()
+		s.localReply(a.NotFoundStatus, "", "cluster_not_found", streaminfo.NoClusterFound)
+		return
+	}
+	s.info.UpstreamCluster = cl.Name
+	if !cl.TryStartRequest() {
+		s.localReply(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow", "upstream_reset_before_response_started{overflow}", streaminfo.UpstreamOverflow)
+		return
+	}
+	defer cl.EndRequest()
+
+	at := &attempt{cl: cl, wc: wc}
+	s.setupAttempt(at, a)
+	if s.upgrade != "" {
+		s.forwardUpgrade(at)
+		return
+	}
+	s.prepareUpstreamHeaders(at, a)
+	if !s.planBody(at) {
+		return
+	}
+	s.mirror(a, at)
+	s.info.LastDownstreamRxByte = s.info.Since()
+	for {
+		s.info.UpstreamRequestAttemptCount++
+		if s.rt.VHost.IncludeAttemptCount {
+			s.req.Map.Set("x-envoy-attempt-count", strconv.Itoa(s.info.UpstreamRequestAttemptCount))
+		}
+		s.runAttempt(at)
+		if !s.shouldRetry(at) {
+			break
+		}
+		s.discardAttempt(at)
+		cl.Stats.RqRetry.Inc()
+		at.retries++
+		if !cl.TryRetry() {
+			s.finishFailure(at)
+			return
+		}
+		wait := backoff(at.policy, at.retries)
+		if !at.deadline.IsZero() && time.Now().Add(wait).After(at.deadline) {
+			cl.EndRetry()
+			at.fail = failTimeout
+			s.finishFailure(at)
+			return
+		}
+		time.Sleep(wait)
+		cl.EndRetry()
+	}
+	if at.fail != failNone {
+		s.finishFailure(at)
+		return
+	}
+	if at.retries > 0 {
+		cl.Stats.RqRetrySuccess.Inc()
+	}
+	s.relayResponse(at)
+}
+
+// setupAttempt resolves timeouts and the retry policy, honouring Envoy's
+// request headers (x-envoy-upstream-rq-timeout-ms, x-envoy-max-retries,
+// x-envoy-retry-on) from trusted requests; they were removed from external
+// ones by sanitization.
+func (s *stream) setupAttempt(at *attempt, a *route.RouteAction) {
+	m := &s.req.Map
+	timeout := a.Timeout
+	if v := m.Get("x-envoy-upstream-rq-timeout-ms"); v != "" {
+		if ms, err := strconv.ParseUint(v, 10, 32); err == nil {
+			timeout = time.Duration(ms) * time.Millisecond
+		}
+		m.Del("x-envoy-upstream-rq-timeout-ms")
+	}
+	if s.isGRPC && a.HonorGRPCTimeout() {
+		if d, ok := parseGRPCTimeout(m.Get("grpc-timeout")); ok {
+			if a.MaxGRPCTimeout > 0 && d > a.MaxGRPCTimeout {
+				d = a.MaxGRPCTimeout
+			}
+			timeout = max(d-a.GRPCTimeoutOffset, time.Millisecond)
+		}
+	}
+	at.policy = a.RetryPolicy
+	if at.policy == nil {
+		at.policy = s.rt.VHost.RetryPolicy
+	}
+	retryOn, grpcOn, maxRetries := m.Get("x-envoy-retry-on"), m.Get("x-envoy-retry-grpc-on"), m.Get("x-envoy-max-retries")
+	m.Del("x-envoy-retry-on")
+	m.Del("x-envoy-retry-grpc-on")
+	m.Del("x-envoy-max-retries")
+	if retryOn != "" || grpcOn != "" || maxRetries != "" {
+		policy := route.RetryPolicy{NumRetries: 1, BackoffBase: 25 * time.Millisecond, BackoffMax: 250 * time.Millisecond}
+		if at.policy != nil {
+			policy = *at.policy
+		}
+		for _, v := range []string{retryOn, grpcOn} {
+			on, _ := route.ParseRetryOn(v)
+			policy.On |= on
+		}
+		if n, err := strconv.ParseUint(maxRetries, 10, 32); err == nil {
+			policy.NumRetries = uint32(n)
+		}
+		at.policy = &policy
+	}
+	if v := m.Get("x-envoy-upstream-rq-per-try-timeout-ms"); v != "" {
+		if ms, err := strconv.ParseUint(v, 10, 32); err == nil && at.policy != nil {
+			p := *at.policy
+			p.PerTryTimeout = time.Duration(ms) * time.Millisecond
+			at.policy = &p
+		}
+		m.Del("x-envoy-upstream-rq-per-try-timeout-ms")
+	}
+	if at.policy != nil {
+		at.retryOn = at.policy.On
+		at.perTry = at.policy.PerTryTimeout
+	}
+	if timeout > 0 {
+		at.deadline = s.info.StartTime.Add(timeout)
+	}
+	// x-envoy-expected-rq-timeout-ms tells the upstream how long we wait.
+	expected := timeout
+	if at.perTry > 0 && (expected == 0 || at.perTry < expected) {
+		expected = at.perTry
+	}
+	if !s.cfg.suppressEnvoyHeaders && expected > 0 {
+		m.Set("x-envoy-expected-rq-timeout-ms", strconv.FormatInt(expected.Milliseconds(), 10))
+	}
+	if at.policy != nil && at.policy.PreviousHosts {
+		at.lb.MaxSelectAttempts = at.policy.HostSelectionMaxAttempts
+		if at.lb.MaxSelectAttempts == 0 {
+			at.lb.MaxSelectAttempts = 1
+		}
+	}
+	s.hashKey(at, a)
+}
+
+// parseGRPCTimeout parses a grpc-timeout header ("100m", "5S").
+func parseGRPCTimeout(v string) (time.Duration, bool) {
+	if len(v) < 2 {
+		return 0, false
+	}
+	n, err := strconv.ParseInt(v[:len(v)-1], 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	unit := map[byte]time.Duration{'H': time.Hour, 'M': time.Minute, 'S': time.Second, 'm': time.Millisecond, 'u': time.Microsecond, 'n': time.Nanosecond}[v[len(v)-1]]
+	if unit == 0 {
+		return 0, false
+	}
+	return time.Duration(n) * unit, true
+}
+
+// hashKey computes the request hash for ring hash / Maglev from the
+// route's hash policies, as Envoy's HashPolicyImpl.
+func (s *stream) hashKey(at *attempt, a *route.RouteAction) {
+	var hash uint64
+	have := false
+	for i := range a.HashPolicies {
+		hp := &a.HashPolicies[i]
+		var v string
+		var ok bool
+		switch hp.Kind {
+		case 0:
+			v, ok = s.req.Lookup(hp.Name)
+			if ok && hp.RegexRewrite != nil {
+				v = hp.RegexRewrite.ReplaceAllString(v, hp.RegexSubst)
+			}
+		case 1:
+			v, ok = cookieValue(s.req.Map.Values("cookie"), hp.Name)
+			if !ok && hp.HasTTL() {
+				v, ok = newCookieValue(s), true
+				s.setCookie(hp, v)
+			}
+		case 2:
+			v, ok = s.info.DownstreamRemote.Addr().String(), s.info.DownstreamRemote.IsValid()
+		case 3:
+			v, ok = queryValue(s.req.Path, hp.Name)
+		}
+		if ok {
+			h := xxhash.Sum64String(v)
+			if have {
+				hash = (hash<<1 | hash>>63) ^ h
+			} else {
+				hash = h
+			}
+			have = true
+		}
+		if hp.Terminal && have {
+			break
+		}
+	}
+	at.lb.HashKey, at.lb.HasHash = hash, have
+}
+
+func cookieValue(cookies []string, name string) (string, bool) {
+	for _, line := range cookies {
+		for _, part := range strings.Split(line, ";") {
+			k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
+			if ok && k == name {
+				return v, true
+			}
+		}
+	}
+	return "", false
+}
+
+func queryValue(path, name string) (string, bool) {
+	i := strings.IndexByte(path, '?')
+	if i < 0 {
+		return "", false
+	}
+	for _, kv := range strings.Split(path[i+1:], "&") {
+		k, v, _ := strings.Cut(kv, "=")
+		if k == name {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+func newCookieValue(s *stream) string {
+	return strconv.FormatUint(xxhash.Sum64String(s.info.DownstreamRemote.String()+strconv.FormatInt(time.Now().UnixNano(), 10)), 16)
+}
+
+// pendingCookie is set when a hash policy generated a cookie that the
+// response must carry.
+func (s *stream) setCookie(hp *route.HashPolicy, v string) {
+	c := hp.Name + "=\"" + v + "\"; Max-Age=" + strconv.FormatInt(int64(hp.CookieTTL.Seconds()), 10)
+	if hp.CookiePath != "" {
+		c += "; Path=" + hp.CookiePath
+	}
+	c += "; HttpOnly"
+	s.resp.Add("set-cookie", c)
+}
+
+// prepareUpstreamHeaders rewrites the path and host and applies the
+// request header mutations.
+func (s *stream) prepareUpstreamHeaders(at *attempt, a *route.RouteAction) {
+	m := &s.req.Map
+	at.path = s.req.Path
+	if p, changed := a.RewritePath(s.req.Path); changed {
+		m.Set("x-envoy-original-path", s.req.Path)
+		at.path = p
+	}
+	at.authority = s.req.Authority
+	switch {
+	case at.wc != nil && at.wc.HostRewrite != "":
+		at.authority = at.wc.HostRewrite
+	case a.HostRewrite != "":
+		at.authority = a.HostRewrite
+	case a.HostRewriteHeader != "":
+		if v := s.req.Get(a.HostRewriteHeader); v != "" {
+			at.authority = v
+		}
+	case a.HostRewritePath != nil:
+		at.authority = a.HostRewritePath.ReplaceAllString(stripQueryPath(s.req.Path), a.HostRewritePathSubst)
+	}
+	if at.authority != s.req.Authority && a.AppendXForwardedHost {
+		m.Append("x-forwarded-host", s.req.Authority)
+	}
+	s.scratch = s.table.ApplyRequest(s.rt, at.wc, m, &s.info, s.scratch)
+}
+
+func stripQueryPath(p string) string {
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		return p[:i]
+	}
+	return p
+}
+
+// planBody decides how the request body reaches the upstream: buffered
+// (replayable for retries and mirrors, up to 1 MiB) or streamed.
+func (s *stream) planBody(at *attempt) bool {
+	n := s.ds.bodyLength()
+	if n == 0 {
+		at.bodyMode = bodyNone
+		s.bodyConsumed = true
+		return true
+	}
+	replay := at.policy != nil || len(s.rt.Action.Mirrors) > 0
+	if !replay || n > retryBufferLimit {
+		at.bodyMode = bodyStream
+		return true
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, max(n, 0)))
+	lr := io.LimitReader(readerFunc(s.ds.readBody), retryBufferLimit+1)
+	if _, err := buf.ReadFrom(lr); err != nil {
+		s.bodyConsumed = true
+		s.closeConn = true
+		s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+		s.resp.Status = 0
+		return false
+	}
+	if buf.Len() > retryBufferLimit {
+		// Too large to replay: stream the rest after what was read.
+		at.body = buf.Bytes()
+		at.bodyMode = bodyStream
+		at.policy, at.retryOn = nil, 0
+		return true
+	}
+	s.bodyConsumed = true
+	s.info.BytesReceived = uint64(buf.Len())
+	at.body = buf.Bytes()
+	at.bodyMode = bodyBuffered
+	return true
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
+
+// runAttempt makes one attempt: pick a host, send, read the response head.
+func (s *stream) runAttempt(at *attempt) {
+	at.fail, at.failErr, at.cc, at.h2 = failNone, nil, nil, nil
+	at.lb.Exclude = at.lb.Exclude[:0]
+	if at.policy != nil && at.policy.PreviousHosts {
+		for _, h := range at.tried {
+			if h != nil {
+				at.lb.Exclude = append(at.lb.Exclude, h)
+			}
+		}
+	}
+	h := at.cl.Pick(&at.lb)
+	if h == nil {
+		at.cl.Stats.CxNoneHealthy.Inc()
+		at.fail = failNoHealthy
+		return
+	}
+	at.host = h
+	if n := s.info.UpstreamRequestAttemptCount; n <= len(at.tried) {
+		at.tried[n-1] = h
+	}
+	s.info.UpstreamHost = h.Address
+	s.info.UpstreamHostname = h.Hostname
+	at.cl.Stats.RqTotal.Inc()
+	h.HostStarted()
+	proto := at.cl.Protocol
+	if proto == upstream.UseDownstream {
+		proto = upstream.HTTP1
+		if s.info.Protocol == "HTTP/2" {
+			proto = upstream.HTTP2
+		}
+	}
+	tryDeadline := at.deadline
+	if at.perTry > 0 {
+		if d := time.Now().Add(at.perTry); tryDeadline.IsZero() || d.Before(tryDeadline) {
+			tryDeadline = d
+		}
+	}
+	if proto == upstream.HTTP2 {
+		s.attemptH2(at, tryDeadline)
+	} else {
+		s.attemptH1(at, tryDeadline)
+	}
+	if at.fail != failNone {
+		h.HostFinished(false, at.fail == failTimeout || at.fail == failPerTry)
+	}
+}
+
+// attemptH1 sends the request over a pooled HTTP/1.1 connection and reads
+// the response head. A reused connection that turns out closed before any
+// response byte is replaced once, transparently.
+func (s *stream) attemptH1(at *attempt, deadline time.Time) {
+	for try := 0; ; try++ {
+		cc, err := at.cl.Acquire(deadline, at.host)
+		if err != nil {
+			at.failErr = err
+			switch {
+			case errors.Is(err, upstream.ErrOverflow):
+				at.fail = failOverflow
+			case isTimeout(err) && !deadline.IsZero() && !time.Now().Before(deadline):
+				at.fail = s.timeoutKind(at, deadline)
+			default:
+				at.fail = failConnect
+			}
+			return
+		}
+		if !deadline.IsZero() {
+			cc.Conn.SetDeadline(deadline)
+		}
+		fail, ferr, resent := s.exchangeH1(at, cc)
+		if fail == failNone {
+			at.cc = cc
+			return
+		}
+		at.cl.Release(cc, false)
+		if fail == failReset && cc.Reused() && !resent && try == 0 && at.bodyMode != bodyStream {
+			continue // the upstream closed an idle connection: use a fresh one
+		}
+		at.fail, at.failErr = fail, ferr
+		if fail == failTimeout {
+			at.fail = s.timeoutKind(at, deadline)
+		}
+		return
+	}
+}
+
+func (s *stream) timeoutKind(at *attempt, deadline time.Time) failKind {
+	if !at.deadline.IsZero() && !deadline.Before(at.deadline) {
+		return failTimeout
+	}
+	return failPerTry
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) || errors.Is(err, errDeadline)
+}
+
+var errDeadline = errors.New("deadline exceeded")
+
+// exchangeH1 writes the request and reads the response head. resent
+// reports whether response bytes arrived (so a retry is not transparent).
+func (s *stream) exchangeH1(at *attempt, cc *upstream.ClientConn) (failKind, error, bool) {
+	framing, length := http1.NoBody, int64(0)
+	switch at.bodyMode {
+	case bodyBuffered:
+		framing, length = http1.Length, int64(len(at.body))
+	case bodyStream:
+		if n := s.ds.bodyLength(); n > 0 {
+			framing, length = http1.Length, n
+		} else {
+			framing, length = http1.Chunked, -1
+		}
+	}
+	w := http1.AppendRequestHead(cc.W[:0], s.req.Method, at.path, at.authority, &s.req.Map, framing, length, "")
+	at.sentAt = time.Now()
+	if s.info.FirstUpstreamTxByte == 0 {
+		s.info.FirstUpstreamTxByte = s.info.Since()
+	}
+	if at.bodyMode == bodyBuffered && len(w)+len(at.body) <= 64*1024 {
+		w = append(w, at.body...)
+		cc.W = w
+		if _, err := cc.Conn.Write(w); err != nil {
+			return writeFail(err), err, false
+		}
+	} else {
+		cc.W = w
+		if _, err := cc.Conn.Write(w); err != nil {
+			return writeFail(err), err, false
+		}
+		if at.bodyMode == bodyBuffered {
+			if _, err := cc.Conn.Write(at.body); err != nil {
+				return writeFail(err), err, false
+			}
+		} else if at.bodyMode == bodyStream {
+			if err := s.streamBodyH1(at, cc, framing == http1.Chunked); err != nil {
+				return writeFail(err), err, false
+			}
+		}
+	}
+	s.info.UpstreamBytesSent += uint64(len(w))
+	s.info.LastUpstreamTxByte = s.info.Since()
+	for {
+		head, err := cc.R.Head(64 * 1024)
+		if err != nil {
+			switch {
+			case isTimeout(err):
+				return failTimeout, err, cc.R.Buffered() > 0
+			case errors.Is(err, http1.ErrHeadersTooLarge):
+				return failProtocol, err, true
+			}
+			return failReset, err, cc.R.Buffered() > 0
+		}
+		at.head.Reset()
+		if err := http1.ParseResponse(head, &at.head, 0); err != nil {
+			return failProtocol, err, true
+		}
+		cc.R.Consume(len(head))
+		s.info.UpstreamBytesReceived += uint64(len(head))
+		if at.head.Status >= 100 && at.head.Status < 200 && at.head.Status != 101 {
+			cc.R.EndMessage() // 100 Continue and other informational responses are dropped
+			continue
+		}
+		if s.info.FirstUpstreamRxByte == 0 {
+			s.info.FirstUpstreamRxByte = s.info.Since()
+		}
+		return failNone, nil, true
+	}
+}
+
+func writeFail(err error) failKind {
+	if isTimeout(err) {
+		return failTimeout
+	}
+	return failReset
+}
+
+// streamBodyH1 copies the downstream body to the upstream connection.
+func (s *stream) streamBodyH1(at *attempt, cc *upstream.ClientConn, chunked bool) error {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	s.bodyConsumed = true
+	write := func(p []byte) error {
+		if len(p) == 0 {
+			return nil
+		}
+		if chunked {
+			cc.W = http1.AppendChunk(cc.W[:0], p)
+			_, err := cc.Conn.Write(cc.W)
+			return err
+		}
+		_, err := cc.Conn.Write(p)
+		return err
+	}
+	if len(at.body) > 0 {
+		if err := write(at.body); err != nil {
+			return err
+		}
+		s.info.BytesReceived += uint64(len(at.body))
+	}
+	if s.ds.bodyLength() > 0 || chunked {
+		for {
+			n, err := s.ds.readBody(buf)
+			if n > 0 {
+				s.info.BytesReceived += uint64(n)
+				if werr := write(buf[:n]); werr != nil {
+					return werr
+				}
+			}
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+				s.closeConn = true
+				return errDownstream
+			}
+		}
+	}
+	if chunked {
+		cc.W = http1.AppendLastChunk(cc.W[:0], s.ds.reqTrailers())
+		_, err := cc.Conn.Write(cc.W)
+		return err
+	}
+	return nil
+}
+
+var errDownstream = errors.New("downstream closed while sending the request body")
+
+// shouldRetry decides from the attempt's outcome and the retry policy.
+func (s *stream) shouldRetry(at *attempt) bool {
+	p := at.policy
+	if p == nil || at.retries >= p.NumRetries || at.bodyMode == bodyStream {
+		if p != nil && at.retries >= p.NumRetries && at.retries > 0 && s.retriable(at) {
+			s.info.SetFlag(streaminfo.UpstreamRetryLimitExceeded)
+		}
+		return false
+	}
+	if !at.deadline.IsZero() && !time.Now().Before(at.deadline) {
+		return false
+	}
+	return s.retriable(at)
+}
+
+// retriable reports whether the outcome matches the retry conditions.
+func (s *stream) retriable(at *attempt) bool {
+	on := at.retryOn
+	switch at.fail {
+	case failNone:
+		st := at.head.Status
+		switch {
+		case on&route.Retry5xx != 0 && st >= 500:
+			return true
+		case on&route.RetryGatewayError != 0 && (st == 502 || st == 503 || st == 504):
+			return true
+		case on&route.RetryRetriable4xx != 0 && st == 409:
+			return true
+		case on&route.RetryRetriableStatusCodes != 0:
+			for _, c := range at.policy.StatusCodes {
+				if int(c) == st {
+					return true
+				}
+			}
+		}
+		if on&route.RetryRetriableHeaders != 0 && at.policy.RetriableHeadersMatch(&at.head.Headers) {
+			return true
+		}
+		if on&(route.RetryGRPCCancelled|route.RetryGRPCDeadlineExceeded|route.RetryGRPCInternal|route.RetryGRPCResourceExhausted|route.RetryGRPCUnavailable) != 0 {
+			if gs := at.head.Headers.Get("grpc-status"); gs != "" {
+				code, _ := strconv.Atoi(gs)
+				switch {
+				case code == 1 && on&route.RetryGRPCCancelled != 0,
+					code == 4 && on&route.RetryGRPCDeadlineExceeded != 0,
+					code == 13 && on&route.RetryGRPCInternal != 0,
+					code == 8 && on&route.RetryGRPCResourceExhausted != 0,
+					code == 14 && on&route.RetryGRPCUnavailable != 0:
+					return true
+				}
+			}
+		}
+		return false
+	case failConnect:
+		return on&(route.Retry5xx|route.RetryGatewayError|route.RetryConnectFailure|route.RetryReset|route.RetryResetBeforeRequest) != 0
+	case failReset, failProtocol:
+		return on&(route.Retry5xx|route.RetryGatewayError|route.RetryReset) != 0
+	case failPerTry:
+		return on&(route.Retry5xx|route.RetryGatewayError|route.RetryReset) != 0
+	}
+	return false
+}
+
+// discardAttempt releases a response that will be retried.
+func (s *stream) discardAttempt(at *attempt) {
+	if at.h2 != nil {
+		at.host.HostFinished(false, false)
+		at.cl.Stats.RqStatus.Inc(at.head.Status)
+		at.h2.resp.Body.Close()
+		at.h2.cancel()
+		at.h2 = nil
+		return
+	}
+	if at.cc == nil {
+		return
+	}
+	at.host.HostFinished(false, false)
+	at.cl.Stats.RqStatus.Inc(at.head.Status)
+	// Read a small body so the connection can be reused; else close it.
+	fr, n := at.head.Framing(s.req.Method)
+	reusable := at.head.KeepAlive && (fr == http1.NoBody || (fr == http1.Length && n <= 16*1024))
+	if reusable && fr == http1.Length {
+		var br http1.BodyReader
+		br.Reset(at.cc.R, fr, n)
+		if _, err := io.Copy(io.Discard, &br); err != nil {
+			reusable = false
+		}
+	}
+	at.cc.Conn.SetDeadline(time.Time{})
+	at.cl.Release(at.cc, reusable)
+	at.cc = nil
+}
+
+// backoff returns Envoy's jittered exponential back-off for retry n.
+func backoff(p *route.RetryPolicy, n uint32) time.Duration {
+	base, maxI := 25*time.Millisecond, 250*time.Millisecond
+	if p != nil {
+		base, maxI = p.BackoffBase, p.BackoffMax
+	}
+	upper := base
+	for i := uint32(1); i < n && upper < maxI; i++ {
+		upper *= 2
+	}
+	if upper > maxI {
+		upper = maxI
+	}
+	return time.Duration(rand.Int64N(int64(upper) + 1))
+}
+
+// finishFailure answers with the local reply for a failed attempt.
+func (s *stream) finishFailure(at *attempt) {
+	const prefix = "upstream connect error or disconnect/reset before headers. "
+	cs := at.cl.Stats
+	switch at.fail {
+	case failNoHealthy:
+		s.localReply(503, "no healthy upstream", "no_healthy_upstream", streaminfo.NoHealthyUpstream)
+	case failOverflow:
+		s.localReply(503, prefix+"reset reason: overflow", "upstream_reset_before_response_started{overflow}", streaminfo.UpstreamOverflow)
+	case failConnect:
+		reason := ""
+		if at.failErr != nil {
+			reason = transportFailure(at.failErr)
+			s.info.UpstreamTransportFailureReason = reason
+		}
+		body := prefix + "reset reason: remote connection failure"
+		if reason != "" {
+			body += ", transport failure reason: " + reason
+		}
+		s.localReply(503, body, "upstream_reset_before_response_started{remote_connection_failure}", streaminfo.UpstreamConnectionFailure)
+	case failReset:
+		cs.RqRxReset.Inc()
+		s.localReply(503, prefix+"reset reason: connection termination", "upstream_reset_before_response_started{connection_termination}", streaminfo.UpstreamConnectionTermination)
+	case failProtocol:
+		s.localReply(502, prefix+"reset reason: protocol error", "upstream_reset_before_response_started{protocol_error}", streaminfo.UpstreamProtocolError)
+	case failTimeout:
+		cs.RqTimeout.Inc()
+		s.localReply(504, "upstream request timeout", "upstream_response_timeout", streaminfo.UpstreamRequestTimeout)
+	case failPerTry:
+		cs.RqPerTryTimeout.Inc()
+		s.localReply(504, "upstream request timeout", "upstream_per_try_timeout", streaminfo.UpstreamRequestTimeout)
+	case failDownstream:
+		s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+	}
+}
+
+// transportFailure renders a connect error as Envoy's transport failure
+// reason ("delayed connect error: 111" for a refused connection).
+func transportFailure(err error) string {
+	var se *os.SyscallError
+	if errors.As(err, &se) {
+		if errno, ok := se.Err.(interface{ Error() string }); ok {
+			_ = errno
+		}
+	}
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "connection refused"):
+		return "delayed connect error: Connection refused"
+	case errors.Is(err, upstream.ErrConnectTimeout) || strings.Contains(msg, "timeout"):
+		return "connect timeout"
+	}
+	return msg
+}
+
+// relayResponse writes the upstream response to the client.
+func (s *stream) relayResponse(at *attempt) {
+	if at.h2 != nil {
+		s.relayH2(at)
+		return
+	}
+	cc, head := at.cc, &at.head
+	cl := at.cl
+	s.resp.Status = head.Status
+	s.resp.Map.CopyFrom(&head.Headers)
+	stripHopByHop(&s.resp.Map)
+	s.finishUpstreamHeaders(at)
+	fr, n := head.Framing(s.req.Method)
+	length := int64(-1)
+	switch fr {
+	case http1.NoBody:
+		length = 0
+		if s.req.Method == "HEAD" && head.ContentLength >= 0 {
+			length = head.ContentLength
+		}
+	case http1.Length:
+		length = n
+	}
+	s.respStarted = true
+	if s.info.FirstDownstreamTxByte == 0 {
+		s.info.FirstDownstreamTxByte = s.info.Since()
+	}
+	endStream := fr == http1.NoBody
+	if err := s.ds.writeHead(head.Status, &s.resp.Map, length, endStream); err != nil {
+		s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+		cc.Conn.SetDeadline(time.Time{})
+		cl.Release(cc, false)
+		at.host.HostFinished(false, false)
+		return
+	}
+	ok := true
+	var trailers *headers.Map
+	if !endStream {
+		var br http1.BodyReader
+		br.Reset(cc.R, fr, n)
+		ok = s.copyBody(&br, fr != http1.Length, at)
+		if ok && fr == http1.Chunked && br.Trailers().Len() > 0 {
+			trailers = br.Trailers()
+		}
+	}
+	s.info.LastUpstreamRxByte = s.info.Since()
+	if ok {
+		s.ds.finish(trailers)
+	} else {
+		s.closeConn = true
+		s.ds.finish(nil)
+	}
+	s.info.LastDownstreamTxByte = s.info.Since()
+	cc.Conn.SetDeadline(time.Time{})
+	cl.Release(cc, ok && head.KeepAlive && fr != http1.ToClose)
+	cl.Stats.RqStatus.Inc(head.Status)
+	cl.Stats.RqTime.Record(float64(time.Since(at.sentAt).Microseconds()) / 1000)
+	at.host.HostFinished(ok && head.Status < 500, false)
+	s.drainRequestBody()
+}
+
+// finishUpstreamHeaders adds Envoy's response headers and the route's
+// response mutations.
+func (s *stream) finishUpstreamHeaders(at *attempt) {
+	m := &s.resp.Map
+	if !s.cfg.suppressEnvoyHeaders {
+		m.Set("x-envoy-upstream-service-time", strconv.FormatInt(time.Since(at.sentAt).Milliseconds(), 10))
+	}
+	if s.rt.VHost.IncludeAttemptCountResp {
+		m.Set("x-envoy-attempt-count", strconv.Itoa(s.info.UpstreamRequestAttemptCount))
+	}
+	s.scratch = s.table.ApplyResponse(s.rt, at.wc, m, &s.info, s.scratch)
+	s.finalizeResponseHeaders()
+}
+
+// copyBody relays a response body; streaming bodies (chunked, until
+// close) are flushed as they arrive.
+func (s *stream) copyBody(src io.Reader, stream bool, at *attempt) bool {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	buf := *bp
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			s.info.BytesSent += uint64(n)
+			if werr := s.ds.writeBody(buf[:n]); werr != nil {
+				s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+				return false
+			}
+			if stream {
+				if werr := s.ds.flush(); werr != nil {
+					s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+					return false
+				}
+			}
+		}
+		if err == io.EOF {
+			return true
+		}
+		if err != nil {
+			if isTimeout(err) {
+				at.cl.Stats.RqTimeout.Inc()
+				s.info.SetFlag(streaminfo.UpstreamRequestTimeout)
+			} else {
+				s.info.SetFlag(streaminfo.UpstreamConnectionTermination)
+			}
+			s.cfg.stats.rqReset.Inc()
+			return false
+		}
+	}
+}

@@ -1,0 +1,290 @@
+package route
+
+import (
+	"math/rand/v2"
+	"regexp"
+	"strconv"
+	"strings"
+
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+
+	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/headers"
+)
+
+// pathKind is how a route matches the path.
+type pathKind uint8
+
+const (
+	pathPrefix pathKind = iota
+	pathExact
+	pathRegex
+	pathSeparatedPrefix
+	pathConnect
+)
+
+// Match is a compiled RouteMatch.
+type Match struct {
+	kind          pathKind
+	value         string // prefix or exact path (lower case when !caseSensitive)
+	re            *regexp.Regexp
+	caseSensitive bool
+	headers       []headerMatcher
+	query         []queryMatcher
+	grpc          bool
+	fraction      uint32 // runtime_fraction numerator per million; 0 means always (when !hasFraction)
+	hasFraction   bool
+}
+
+// matches reports whether the request matches.
+func (m *Match) matches(r *headers.Request) bool {
+	path := r.Path
+	switch m.kind {
+	case pathConnect:
+		if r.Method != "CONNECT" {
+			return false
+		}
+	case pathPrefix:
+		if !hasPrefix(path, m.value, m.caseSensitive) {
+			return false
+		}
+	case pathExact:
+		if !equalPath(stripQuery(path), m.value, m.caseSensitive) {
+			return false
+		}
+	case pathSeparatedPrefix:
+		p := stripQuery(path)
+		if !hasPrefix(p, m.value, m.caseSensitive) {
+			return false
+		}
+		if len(p) > len(m.value) && p[len(m.value)] != '/' {
+			return false
+		}
+	case pathRegex:
+		if !m.re.MatchString(stripQuery(path)) {
+			return false
+		}
+	}
+	if r.Method == "CONNECT" && m.kind != pathConnect {
+		// Only connect_matcher routes match CONNECT requests.
+		return false
+	}
+	if m.grpc && !strings.HasPrefix(r.Map.Get("content-type"), "application/grpc") {
+		return false
+	}
+	for i := range m.headers {
+		if !m.headers[i].matches(r) {
+			return false
+		}
+	}
+	if len(m.query) > 0 {
+		q := rawQuery(path)
+		for i := range m.query {
+			if !m.query[i].matches(q) {
+				return false
+			}
+		}
+	}
+	if m.hasFraction && rand.Uint32N(1_000_000) >= m.fraction {
+		return false
+	}
+	return true
+}
+
+func stripQuery(p string) string {
+	if i := strings.IndexAny(p, "?#"); i >= 0 {
+		return p[:i]
+	}
+	return p
+}
+
+func rawQuery(p string) string {
+	if i := strings.IndexByte(p, '?'); i >= 0 {
+		q := p[i+1:]
+		if j := strings.IndexByte(q, '#'); j >= 0 {
+			q = q[:j]
+		}
+		return q
+	}
+	return ""
+}
+
+func hasPrefix(s, prefix string, caseSensitive bool) bool {
+	if caseSensitive {
+		return strings.HasPrefix(s, prefix)
+	}
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
+}
+
+func equalPath(s, v string, caseSensitive bool) bool {
+	if caseSensitive {
+		return s == v
+	}
+	return strings.EqualFold(s, v)
+}
+
+// stringMatcher is a compiled envoy.type.matcher.v3.StringMatcher.
+type stringMatcher struct {
+	kind       uint8 // 0 exact, 1 prefix, 2 suffix, 3 contains, 4 regex
+	value      string
+	re         *regexp.Regexp
+	ignoreCase bool
+}
+
+func (s *stringMatcher) match(v string) bool {
+	switch s.kind {
+	case 0:
+		if s.ignoreCase {
+			return strings.EqualFold(v, s.value)
+		}
+		return v == s.value
+	case 1:
+		return hasPrefix(v, s.value, !s.ignoreCase)
+	case 2:
+		if len(v) < len(s.value) {
+			return false
+		}
+		if s.ignoreCase {
+			return strings.EqualFold(v[len(v)-len(s.value):], s.value)
+		}
+		return strings.HasSuffix(v, s.value)
+	case 3:
+		if s.ignoreCase {
+			return strings.Contains(strings.ToLower(v), s.value)
+		}
+		return strings.Contains(v, s.value)
+	default:
+		return s.re.MatchString(v)
+	}
+}
+
+func compileStringMatcher(sm *matcherv3.StringMatcher, path string) (stringMatcher, error) {
+	if err := config.CheckFields(sm, path, "exact", "prefix", "suffix", "contains", "safe_regex", "ignore_case"); err != nil {
+		return stringMatcher{}, err
+	}
+	out := stringMatcher{ignoreCase: sm.GetIgnoreCase()}
+	switch p := sm.GetMatchPattern().(type) {
+	case *matcherv3.StringMatcher_Exact:
+		out.kind, out.value = 0, p.Exact
+	case *matcherv3.StringMatcher_Prefix:
+		out.kind, out.value = 1, p.Prefix
+	case *matcherv3.StringMatcher_Suffix:
+		out.kind, out.value = 2, p.Suffix
+	case *matcherv3.StringMatcher_Contains:
+		out.kind, out.value = 3, p.Contains
+		if out.ignoreCase {
+			out.value = strings.ToLower(out.value)
+		}
+	case *matcherv3.StringMatcher_SafeRegex:
+		re, err := compileRegex(p.SafeRegex, config.Join(path, "safe_regex"))
+		if err != nil {
+			return out, err
+		}
+		if out.ignoreCase {
+			re = regexp.MustCompile("(?i)" + re.String())
+		}
+		out.kind, out.re = 4, re
+	default:
+		return out, config.Errorf(path, "string matcher has no pattern")
+	}
+	return out, nil
+}
+
+// compileRegex compiles a RegexMatcher as a full-string match (Envoy's
+// safe_regex must match the whole value). RE2 and Go's regexp share syntax.
+func compileRegex(rm *matcherv3.RegexMatcher, path string) (*regexp.Regexp, error) {
+	if err := config.CheckFields(rm, path, "google_re2", "regex"); err != nil {
+		return nil, err
+	}
+	re, err := regexp.Compile("^(?:" + rm.GetRegex() + ")$")
+	if err != nil {
+		return nil, config.Errorf(config.Join(path, "regex"), "invalid regex %q: %v", rm.GetRegex(), err)
+	}
+	return re, nil
+}
+
+// headerMatcher is a compiled HeaderMatcher.
+type headerMatcher struct {
+	name           string
+	kind           uint8 // 0 string, 1 present, 2 range
+	sm             stringMatcher
+	present        bool
+	lo, hi         int64
+	invert         bool
+	missingAsEmpty bool
+}
+
+func (h *headerMatcher) matches(r *headers.Request) bool {
+	vals := r.Values(h.name)
+	var v string
+	ok := len(vals) > 0
+	if len(vals) == 1 {
+		v = vals[0]
+	} else if len(vals) > 1 {
+		v = strings.Join(vals, ",") // Envoy matches multiple values joined by ","
+	}
+	if !ok && h.missingAsEmpty {
+		ok = true
+	}
+	var res bool
+	switch h.kind {
+	case 1:
+		res = ok == h.present
+	case 2:
+		if ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			res = err == nil && n >= h.lo && n < h.hi
+		}
+	default:
+		res = ok && h.sm.match(v)
+	}
+	if h.invert {
+		// An inverted matcher on a missing header matches, except for
+		// present_match, whose inversion is plain negation.
+		return !res
+	}
+	return res
+}
+
+// queryMatcher is a compiled QueryParameterMatcher.
+type queryMatcher struct {
+	name    string
+	present bool
+	sm      *stringMatcher
+}
+
+func (q *queryMatcher) matches(query string) bool {
+	for query != "" {
+		var kv string
+		if i := strings.IndexByte(query, '&'); i >= 0 {
+			kv, query = query[:i], query[i+1:]
+		} else {
+			kv, query = query, ""
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		if k != q.name {
+			continue
+		}
+		if q.sm == nil {
+			return true
+		}
+		return q.sm.match(v)
+	}
+	return false
+}
+
+// fractionPerMillion converts a FractionalPercent to parts per million.
+func fractionPerMillion(f *typev3.FractionalPercent) uint32 {
+	n := f.GetNumerator()
+	switch f.GetDenominator() {
+	case typev3.FractionalPercent_HUNDRED:
+		n *= 10000
+	case typev3.FractionalPercent_TEN_THOUSAND:
+		n *= 100
+	}
+	if n > 1_000_000 {
+		n = 1_000_000
+	}
+	return n
+}

@@ -1,0 +1,334 @@
+// Package route compiles an Envoy RouteConfiguration into an immutable
+// table and matches requests against it: virtual hosts by domain (exact,
+// *.suffix, prefix*, *), then the first route whose match (path prefix,
+// exact, regex, separated prefix; headers; query parameters; gRPC;
+// runtime fraction) accepts the request. A matched route carries its
+// action (forward to a cluster, redirect, direct response) and the header
+// mutations of every level.
+//
+// Matching never allocates and takes no locks: a Table is read-only once
+// compiled, and clusters are referenced through upstream.Ref handles.
+package route
+
+import (
+	"regexp"
+	"strings"
+	"time"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+
+	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/streaminfo"
+	"github.com/legateproxy/legate/internal/upstream"
+)
+
+// Table is a compiled RouteConfiguration.
+type Table struct {
+	Name  string
+	Proto *routev3.RouteConfiguration
+
+	exact      map[string]*VirtualHost
+	suffixes   []wildcardSet // "*.example.com" by suffix length, longest first
+	prefixes   []wildcardSet // "api.*" by prefix length, longest first
+	star       *VirtualHost
+	ignorePort bool
+
+	Mutations        Mutations // route-config level
+	mostSpecificWins bool
+	// ClusterNames lists every cluster a route names (for validation and CDS).
+	ClusterNames []string
+}
+
+type wildcardSet struct {
+	n     int
+	hosts map[string]*VirtualHost
+}
+
+// VirtualHost is a compiled virtual host.
+type VirtualHost struct {
+	Name      string
+	Routes    []*Route
+	Mutations Mutations
+	// RetryPolicy is the virtual host's default retry policy (nil if none).
+	RetryPolicy             *RetryPolicy
+	IncludeAttemptCount     bool
+	IncludeAttemptCountResp bool
+	RequireTLS              routev3.VirtualHost_TlsRequirementType
+}
+
+// ActionKind is what a route does.
+type ActionKind uint8
+
+// Route actions.
+const (
+	Forward ActionKind = iota
+	Redirect
+	DirectResponse
+	NonForwarding
+)
+
+// Route is a compiled route.
+type Route struct {
+	Name      string
+	match     Match
+	Kind      ActionKind
+	Action    *RouteAction
+	Redirect  *RedirectAction
+	Direct    *DirectResponseAction
+	Mutations Mutations
+	VHost     *VirtualHost
+	// Decorator is the route's decorator operation, if any.
+	Decorator string
+}
+
+// RouteAction is a compiled RouteAction (forward to a cluster).
+type RouteAction struct {
+	Cluster              *upstream.Ref
+	ClusterHeader        string
+	Weighted             []WeightedCluster
+	totalWeight          uint64
+	NotFoundStatus       int // cluster_not_found_response_code (503 default)
+	PrefixRewrite        string
+	hasPrefixRewrite     bool
+	RegexRewrite         *regexp.Regexp
+	RegexSubst           string
+	HostRewrite          string // host_rewrite_literal
+	AutoHostRewrite      bool
+	HostRewriteHeader    string
+	HostRewritePath      *regexp.Regexp
+	HostRewritePathSubst string
+	Timeout              time.Duration // 0 disables
+	IdleTimeout          time.Duration // per-route stream idle timeout; <0 unset
+	RetryPolicy          *RetryPolicy
+	Mirrors              []Mirror
+	HashPolicies         []HashPolicy
+	// Upgrades maps an upgrade type (lower case) to whether this route allows it;
+	// types not present fall back to the connection manager's upgrade_configs.
+	Upgrades             map[string]bool
+	MaxGRPCTimeout       time.Duration
+	hasMaxGRPCTimeout    bool
+	GRPCTimeoutOffset    time.Duration
+	AppendXForwardedHost bool
+	// matched prefix, for prefix_rewrite
+	matchPrefix   string
+	matchKind     pathKind
+	caseSensitive bool
+}
+
+// WeightedCluster is one entry of weighted_clusters.
+type WeightedCluster struct {
+	Cluster       *upstream.Ref
+	ClusterHeader string
+	Weight        uint64
+	Mutations     Mutations
+	HostRewrite   string
+}
+
+// Mirror is a request_mirror_policies entry.
+type Mirror struct {
+	Cluster    *upstream.Ref
+	PerMillion uint32 // sampling; 1e6 = always
+}
+
+// HashPolicy is a compiled hash_policy entry.
+type HashPolicy struct {
+	Kind         uint8 // 0 header, 1 cookie, 2 source ip, 3 query parameter
+	Name         string
+	Terminal     bool
+	CookieTTL    time.Duration
+	hasTTL       bool
+	CookiePath   string
+	RegexRewrite *regexp.Regexp
+	RegexSubst   string
+}
+
+// HasTTL reports whether a cookie policy should set the cookie.
+func (h *HashPolicy) HasTTL() bool { return h.hasTTL }
+
+// RetryPolicy is a compiled retry policy.
+type RetryPolicy struct {
+	On                       RetryOn
+	NumRetries               uint32
+	PerTryTimeout            time.Duration
+	PerTryIdleTimeout        time.Duration
+	StatusCodes              []uint32
+	BackoffBase              time.Duration
+	BackoffMax               time.Duration
+	PreviousHosts            bool
+	HostSelectionMaxAttempts int
+	RetriableHeaders         []headerMatcher
+}
+
+// RetryOn is a set of retry conditions.
+type RetryOn uint32
+
+// Retry conditions (retry_on names in comments).
+const (
+	Retry5xx                   RetryOn = 1 << iota // 5xx
+	RetryGatewayError                              // gateway-error
+	RetryReset                                     // reset
+	RetryConnectFailure                            // connect-failure
+	RetryRetriable4xx                              // retriable-4xx
+	RetryRefusedStream                             // refused-stream
+	RetryRetriableStatusCodes                      // retriable-status-codes
+	RetryRetriableHeaders                          // retriable-headers
+	RetryEnvoyRateLimited                          // envoy-ratelimited
+	RetryResetBeforeRequest                        // reset-before-request
+	RetryGRPCCancelled                             // cancelled
+	RetryGRPCDeadlineExceeded                      // deadline-exceeded
+	RetryGRPCInternal                              // internal
+	RetryGRPCResourceExhausted                     // resource-exhausted
+	RetryGRPCUnavailable                           // unavailable
+)
+
+var retryOnNames = map[string]RetryOn{
+	"5xx": Retry5xx, "gateway-error": RetryGatewayError, "reset": RetryReset,
+	"connect-failure": RetryConnectFailure, "retriable-4xx": RetryRetriable4xx,
+	"refused-stream": RetryRefusedStream, "retriable-status-codes": RetryRetriableStatusCodes,
+	"retriable-headers": RetryRetriableHeaders, "envoy-ratelimited": RetryEnvoyRateLimited,
+	"reset-before-request": RetryResetBeforeRequest,
+	"cancelled":            RetryGRPCCancelled, "deadline-exceeded": RetryGRPCDeadlineExceeded,
+	"internal": RetryGRPCInternal, "resource-exhausted": RetryGRPCResourceExhausted,
+	"unavailable": RetryGRPCUnavailable,
+	// http3-post-connect-failure has no effect without HTTP/3 upstreams.
+	"http3-post-connect-failure": 0,
+}
+
+// ParseRetryOn parses a comma-separated retry_on value; unknown names are
+// returned as bad.
+func ParseRetryOn(s string) (on RetryOn, bad []string) {
+	for _, p := range strings.Split(s, ",") {
+		p = strings.TrimSpace(p)
+		if p == "" {
+			continue
+		}
+		v, ok := retryOnNames[p]
+		if !ok {
+			bad = append(bad, p)
+			continue
+		}
+		on |= v
+	}
+	return on, bad
+}
+
+// RetriableHeadersMatch reports whether a response's headers match any
+// retriable_headers matcher.
+func (p *RetryPolicy) RetriableHeadersMatch(resp *headers.Map) bool {
+	r := headers.Request{Map: *resp}
+	for i := range p.RetriableHeaders {
+		if p.RetriableHeaders[i].matches(&r) {
+			return true
+		}
+	}
+	return false
+}
+
+// RedirectAction is a compiled redirect.
+type RedirectAction struct {
+	Scheme        string // "" keeps the request's
+	Host          string
+	Port          string
+	Path          string // path_redirect
+	hasPath       bool
+	PrefixRewrite string
+	hasPrefix     bool
+	RegexRewrite  *regexp.Regexp
+	RegexSubst    string
+	Status        int
+	StripQuery    bool
+}
+
+// DirectResponseAction is a compiled direct response.
+type DirectResponseAction struct {
+	Status int
+	Body   []byte
+}
+
+// Mutations are header additions and removals at one level.
+type Mutations struct {
+	ReqAdd     []HeaderOp
+	ReqRemove  []string
+	RespAdd    []HeaderOp
+	RespRemove []string
+}
+
+// Empty reports whether there is nothing to do.
+func (m *Mutations) Empty() bool {
+	return len(m.ReqAdd) == 0 && len(m.ReqRemove) == 0 && len(m.RespAdd) == 0 && len(m.RespRemove) == 0
+}
+
+// AppendAction is how a header is added.
+type AppendAction uint8
+
+// Header append actions (HeaderValueOption.append_action).
+const (
+	AppendIfExistsOrAdd AppendAction = iota
+	AddIfAbsent
+	OverwriteIfExistsOrAdd
+	OverwriteIfExists
+)
+
+// Value renders a header value, with %VARIABLE% substitutions.
+type Value interface {
+	Append(dst []byte, info *streaminfo.Info) []byte
+}
+
+// HeaderOp adds one header.
+type HeaderOp struct {
+	Name      string
+	Value     Value
+	literal   string
+	isLiteral bool
+	Action    AppendAction
+	KeepEmpty bool
+}
+
+// Apply applies one level's additions/removals to a header map. Removals
+// happen first, as in Envoy.
+func applyOps(m *headers.Map, add []HeaderOp, remove []string, info *streaminfo.Info, buf []byte) []byte {
+	for _, name := range remove {
+		m.Del(name)
+	}
+	for i := range add {
+		op := &add[i]
+		var v string
+		if op.isLiteral {
+			v = op.literal
+		} else {
+			start := len(buf)
+			buf = op.Value.Append(buf, info)
+			v = string(buf[start:])
+		}
+		if v == "" && !op.KeepEmpty {
+			continue
+		}
+		switch op.Action {
+		case AppendIfExistsOrAdd:
+			m.Add(op.Name, v)
+		case AddIfAbsent:
+			m.SetDefault(op.Name, v)
+		case OverwriteIfExistsOrAdd:
+			m.Set(op.Name, v)
+		case OverwriteIfExists:
+			if m.Has(op.Name) {
+				m.Set(op.Name, v)
+			}
+		}
+	}
+	return buf
+}
+
+// MatchPrefix returns the prefix or path the route matched on ("" for
+// regex and connect matches); redirects' prefix_rewrite replaces it.
+func (r *Route) MatchPrefix() string {
+	if r.match.kind == pathPrefix || r.match.kind == pathExact || r.match.kind == pathSeparatedPrefix {
+		return r.match.value
+	}
+	return ""
+}
+
+// HonorGRPCTimeout reports whether the grpc-timeout request header sets
+// the route timeout (max_stream_duration.grpc_timeout_header_max or the
+// deprecated max_grpc_timeout is configured).
+func (a *RouteAction) HonorGRPCTimeout() bool { return a.hasMaxGRPCTimeout }
