@@ -43,6 +43,10 @@ type Deps struct {
 	ConnIDs *atomic.Uint64
 	// Panics counts recovered panics (server.panics).
 	Panics *stats.Counter
+	// GlobalConnLimit caps downstream connections across listeners
+	// (runtime overload.global_downstream_max_connections); 0 is no cap.
+	GlobalConnLimit uint64
+	globalConns     atomic.Int64
 }
 
 // ServerTransport wraps accepted connections (TLS termination).
@@ -81,6 +85,9 @@ type Listener struct {
 	Address     string
 	VersionInfo string
 	LastUpdated time.Time
+	// ConnLimit caps this listener's connections (runtime
+	// envoy.resource_limits.listener.<name>.connection_limit); 0 is no cap.
+	ConnLimit uint64
 
 	deps   *Deps
 	ln     net.Listener
@@ -255,12 +262,26 @@ func socketAddress(a *corev3.Address, path string) (string, error) {
 // Bind opens the listening socket. ln may be an existing socket to take
 // over (an in-place update keeps the socket).
 func (l *Listener) Bind() error {
-	ln, err := net.Listen("tcp", l.Address)
+	ln, err := net.Listen(l.network(), l.Address)
 	if err != nil {
 		return fmt.Errorf("listener %q: bind %s: %w", l.Name, l.Address, err)
 	}
 	l.ln = ln
 	return nil
+}
+
+// network picks the socket family as Envoy binds: an IPv4 address binds
+// IPv4 only; an IPv6 address binds IPv6 only unless ipv4_compat is set.
+func (l *Listener) network() string {
+	sa := l.Proto.GetAddress().GetSocketAddress()
+	ip, err := netip.ParseAddr(sa.GetAddress())
+	if err != nil || ip.Is4() {
+		return "tcp4"
+	}
+	if sa.GetIpv4Compat() {
+		return "tcp"
+	}
+	return "tcp6"
 }
 
 // BoundAddress returns the address the socket is bound to (useful with port 0).
@@ -298,6 +319,11 @@ func (l *Listener) Serve() {
 
 func (l *Listener) handle(conn net.Conn) {
 	defer l.wg.Done()
+	if !l.admit() {
+		conn.Close()
+		return
+	}
+	defer l.deps.globalConns.Add(-1)
 	start := time.Now()
 	l.stats.cxTotal.Inc()
 	l.stats.cxActive.Inc()
@@ -338,6 +364,19 @@ func (l *Listener) handle(conn net.Conn) {
 	case chain.tcp != nil:
 		chain.tcp.serve(tc, l.deps)
 	}
+}
+
+// admit applies the connection limits; Envoy closes connections over the
+// limit at once and counts them in downstream_cx_overflow.
+func (l *Listener) admit() bool {
+	n := l.deps.globalConns.Add(1)
+	if (l.deps.GlobalConnLimit > 0 && uint64(n) > l.deps.GlobalConnLimit) ||
+		(l.ConnLimit > 0 && uint64(l.stats.cxActive.Value()) >= l.ConnLimit) {
+		l.deps.globalConns.Add(-1)
+		l.stats.cxOverflow.Inc()
+		return false
+	}
+	return true
 }
 
 func (cs *chainSet) pick() *filterChain {

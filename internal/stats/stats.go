@@ -282,3 +282,12 @@ func (sc *StatusCounters) Inc(status int) {
 func itoa3(n int) string {
 	return string([]byte{byte('0' + n/100), byte('0' + n/10%10), byte('0' + n%10)})
 }
+
+// ResetCounters sets every counter to zero (admin /reset_counters).
+func (s *Store) ResetCounters() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.counters {
+		c.v.Store(0)
+	}
+}

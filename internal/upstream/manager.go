@@ -165,3 +165,14 @@ func (c *Cluster) SetLoadAssignment(la *endpointv3.ClusterLoadAssignment) error 
 	}
 	return nil
 }
+
+// Register adds a compiled cluster without starting it (static clusters
+// are started together by the server, which then waits for them).
+func (m *Manager) Register(c *Cluster) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.clusters[c.Name] = c
+	if r := m.refs[c.Name]; r != nil {
+		r.p.Store(c)
+	}
+}

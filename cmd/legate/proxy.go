@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/legateproxy/legate/internal/admin"
+	"github.com/legateproxy/legate/internal/server"
+)
+
+func init() {
+	register("proxy", "run the proxy on an Envoy v3 bootstrap (same flags as envoy)", runProxy)
+	register("validate", "check Envoy bootstrap files: legate validate FILE...", runValidate)
+}
+
+// proxyFlags are Envoy's command-line options.
+type proxyFlags struct {
+	configPath, configYAML, mode, logLevel, componentLogLevel, logPath, logFormat string
+	serviceNode, serviceCluster, serviceZone                                       string
+	drainTime, parentShutdown                                                      int
+	concurrency                                                                    int
+	drainStrategy                                                                  string
+	ignored                                                                        map[string]*string
+}
+
+func newProxyFlags(name string) (*flag.FlagSet, *proxyFlags) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	f := &proxyFlags{ignored: map[string]*string{}}
+	for _, n := range []string{"c", "config-path"} {
+		fs.StringVar(&f.configPath, n, "", "path to the Envoy bootstrap (YAML, JSON, .pb, .pb_text)")
+	}
+	fs.StringVar(&f.configYAML, "config-yaml", "", "YAML bootstrap merged over the file")
+	fs.StringVar(&f.mode, "mode", "serve", "serve or validate")
+	for _, n := range []string{"l", "log-level"} {
+		fs.StringVar(&f.logLevel, n, "info", "trace, debug, info, warning, error, critical, off")
+	}
+	fs.StringVar(&f.componentLogLevel, "component-log-level", "", "comma-separated component:level (applied to the single legate logger)")
+	fs.StringVar(&f.logPath, "log-path", "", "write logs to this file instead of stderr")
+	fs.StringVar(&f.logFormat, "log-format", "", "accepted for compatibility; legate logs with log/slog's text format")
+	fs.StringVar(&f.serviceNode, "service-node", "", "node id (overrides node.id)")
+	fs.StringVar(&f.serviceCluster, "service-cluster", "", "node cluster (overrides node.cluster)")
+	fs.StringVar(&f.serviceZone, "service-zone", "", "node zone (overrides node.locality.zone)")
+	fs.IntVar(&f.drainTime, "drain-time-s", 600, "seconds to drain connections on shutdown and listener changes")
+	fs.IntVar(&f.parentShutdown, "parent-shutdown-time-s", 900, "accepted for compatibility (no hot restart)")
+	fs.StringVar(&f.drainStrategy, "drain-strategy", "gradual", "gradual or immediate")
+	fs.IntVar(&f.concurrency, "concurrency", 0, "worker threads: sets GOMAXPROCS (0 keeps the Go default)")
+	// Hot-restart and tuning flags that have no meaning here are accepted so
+	// Envoy command lines (e.g. in Kubernetes manifests) run unchanged.
+	for _, n := range []string{"base-id", "restart-epoch", "file-flush-interval-msec", "local-address-ip-version", "cpuset-threads", "socket-path", "socket-mode"} {
+		f.ignored[n] = fs.String(n, "", "accepted for compatibility, no effect")
+	}
+	for _, n := range []string{"disable-hot-restart", "use-dynamic-base-id", "enable-mutex-tracing", "allow-unknown-static-fields", "reject-unknown-dynamic-fields", "ignore-unknown-dynamic-fields", "enable-core-dump", "disable-extensions"} {
+		fs.Bool(n, false, "accepted for compatibility, no effect")
+	}
+	return fs, f
+}
+
+func newLogger(level string, w io.Writer) (*slog.Logger, *slog.LevelVar, error) {
+	lv := new(slog.LevelVar)
+	l, ok := admin.ParseLevel(level)
+	if !ok {
+		return nil, nil, fmt.Errorf("unknown log level %q (trace, debug, info, warning, error, critical, off)", level)
+	}
+	lv.Set(l)
+	h := slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})
+	return slog.New(h), lv, nil
+}
+
+func runProxy(args []string) int {
+	fs, f := newProxyFlags("legate proxy")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "legate proxy: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	var logOut io.Writer = os.Stderr
+	if f.logPath != "" {
+		lf, err := os.OpenFile(f.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "legate proxy: --log-path: %v\n", err)
+			return 1
+		}
+		defer lf.Close()
+		logOut = lf
+	}
+	level := f.logLevel
+	if f.componentLogLevel != "" {
+		// Legate has one logger: the most verbose component level wins.
+		for _, kv := range strings.Split(f.componentLogLevel, ",") {
+			if _, lvl, ok := strings.Cut(kv, ":"); ok {
+				if a, ok1 := admin.ParseLevel(lvl); ok1 {
+					if b, ok2 := admin.ParseLevel(level); ok2 && a < b {
+						level = lvl
+					}
+				}
+			}
+		}
+	}
+	log, lv, err := newLogger(level, logOut)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "legate proxy: %v\n", err)
+		return 1
+	}
+	slog.SetDefault(log)
+	if f.concurrency > 0 {
+		runtime.GOMAXPROCS(f.concurrency)
+	}
+	switch f.mode {
+	case "serve", "validate", "init_only":
+	default:
+		fmt.Fprintf(os.Stderr, "legate proxy: --mode must be serve, validate or init_only, got %q\n", f.mode)
+		return 1
+	}
+	opts := server.Options{
+		ConfigPath: f.configPath, ConfigYAML: f.configYAML,
+		ServiceNode: f.serviceNode, ServiceCluster: f.serviceCluster, ServiceZone: f.serviceZone,
+		DrainTime: time.Duration(f.drainTime) * time.Second,
+		Log: log, LogLevel: lv, Version: version, CommandLine: os.Args,
+	}
+	if f.drainStrategy == "immediate" {
+		opts.DrainTime = 0
+	}
+	srv, err := server.Load(opts)
+	for _, w := range srv.Warnings {
+		log.Warn("config: " + w.String())
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "error initializing configuration '%s': %v\n", f.configPath, err)
+		return 1
+	}
+	if f.mode == "validate" {
+		fmt.Printf("configuration '%s' OK\n", f.configPath)
+		return 0
+	}
+	if err := srv.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "legate proxy: %v\n", err)
+		srv.Shutdown(context.Background())
+		return 1
+	}
+	if f.mode == "init_only" {
+		srv.Shutdown(context.Background())
+		return 0
+	}
+	log.Info("legate proxy started", "version", version, "admin", srv.AdminAddress(), "listeners", srv.ListenerAddresses())
+	return waitAndShutdown(srv, log)
+}
+
+// waitAndShutdown serves until SIGTERM/SIGINT or /quitquitquit, then
+// drains: listeners stop accepting and in-flight requests get up to
+// --drain-time-s to finish. SIGUSR1 reopens access logs.
+func waitAndShutdown(srv *server.Server, log *slog.Logger) int {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGHUP)
+	defer signal.Stop(sigs)
+	for {
+		select {
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGUSR1:
+				server.ReopenAccessLogs()
+				log.Info("reopened access logs")
+				continue
+			case syscall.SIGHUP:
+				continue // as Envoy, SIGHUP is ignored
+			}
+			log.Info("caught signal; draining", "signal", sig.String())
+		case <-srv.Done():
+			log.Info("quit requested through the admin API")
+		}
+		srv.Shutdown(context.Background())
+		log.Info("exiting")
+		return 0
+	}
+}
+
+// runValidate checks each file as `legate proxy --mode validate -c FILE`.
+func runValidate(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprintln(os.Stderr, "usage: legate validate FILE...")
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	code := 0
+	for _, p := range args {
+		srv, err := server.Load(server.Options{ConfigPath: p, Log: log, LogLevel: new(slog.LevelVar)})
+		for _, w := range srv.Warnings {
+			fmt.Fprintf(os.Stderr, "%s: warning: %s\n", p, w)
+		}
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "%s: error: %v\n", p, err)
+			code = 1
+			continue
+		}
+		fmt.Printf("%s: OK\n", p)
+	}
+	return code
+}

@@ -1,0 +1,357 @@
+// Package admin serves Envoy's admin API (the `admin:` block of the
+// bootstrap): /ready, /server_info, /stats (text, JSON, Prometheus),
+// /clusters, /config_dump, /listeners, /healthcheck/fail|ok,
+// /drain_listeners, /quitquitquit, /logging, /reset_counters and the index.
+// Endpoints that change state require POST, as in Envoy.
+package admin
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/legateproxy/legate/internal/stats"
+)
+
+// Server is what the admin API reads and controls.
+type Server interface {
+	// State is LIVE, DRAINING, PRE_INITIALIZING or INITIALIZING.
+	State() string
+	ServerInfo() proto.Message
+	ConfigDump(resource string, includeEDS bool) (proto.Message, error)
+	// WriteClusters renders /clusters (text or JSON).
+	WriteClusters(w io.Writer, jsonFormat bool) error
+	// Listeners returns name → bound address.
+	Listeners() [][2]string
+	SetHealthCheckFailed(failed bool)
+	DrainListeners(inboundOnly, graceful bool)
+	Quit()
+	LogLevel() *slog.LevelVar
+	Certs() proto.Message
+}
+
+// Admin is the running admin HTTP server.
+type Admin struct {
+	srv       Server
+	stats     *stats.Store
+	hs        *http.Server
+	ln        net.Listener
+	log       *slog.Logger
+	mux       *http.ServeMux
+	index     []endpoint
+	accessLog io.Writer
+}
+
+type endpoint struct {
+	path, help string
+	mutates    bool
+}
+
+// New returns an admin server for srv.
+func New(srv Server, st *stats.Store, log *slog.Logger, accessLog io.Writer) *Admin {
+	a := &Admin{srv: srv, stats: st, log: log, mux: http.NewServeMux(), accessLog: accessLog}
+	a.handle("/", "print the admin endpoints", false, a.handleIndex)
+	a.handle("/help", "print the admin endpoints", false, a.handleIndex)
+	a.handle("/ready", "print server state, 200 when LIVE", false, a.handleReady)
+	a.handle("/server_info", "print server version, state, uptime and options", false, a.handleServerInfo)
+	a.handle("/stats", "print server stats (filter=, format=json|prometheus|text, usedonly, type=)", false, a.handleStats)
+	a.handle("/stats/prometheus", "print server stats in Prometheus format", false, a.handlePrometheus)
+	a.handle("/clusters", "upstream cluster status (format=json)", false, a.handleClusters)
+	a.handle("/config_dump", "dump current config (resource=, include_eds)", false, a.handleConfigDump)
+	a.handle("/listeners", "print listener addresses (format=json)", false, a.handleListeners)
+	a.handle("/certs", "print certificates in use", false, a.handleCerts)
+	a.handle("/healthcheck/fail", "cause the server to fail health checks", true, a.handleHCFail)
+	a.handle("/healthcheck/ok", "cause the server to pass health checks", true, a.handleHCOK)
+	a.handle("/drain_listeners", "drain listeners (inboundonly, graceful)", true, a.handleDrain)
+	a.handle("/quitquitquit", "exit the server", true, a.handleQuit)
+	a.handle("/logging", "query or change log levels (level=, <logger>=)", true, a.handleLogging)
+	a.handle("/reset_counters", "reset all counters to zero", true, a.handleResetCounters)
+	return a
+}
+
+func (a *Admin) handle(path, help string, mutates bool, h http.HandlerFunc) {
+	a.index = append(a.index, endpoint{path, help, mutates})
+	a.mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+		if path == "/" && r.URL.Path != "/" {
+			http.Error(w, "invalid path. admin commands are:\n"+a.indexText(), http.StatusNotFound)
+			return
+		}
+		if mutates && r.Method != http.MethodPost && !(path == "/logging" && r.Method == http.MethodGet && r.URL.RawQuery == "") {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			io.WriteString(w, "This endpoint requires POST\n")
+			return
+		}
+		h(w, r)
+		if a.accessLog != nil {
+			fmt.Fprintf(a.accessLog, "[%s] \"%s %s %s\" - - - \"%s\"\n", time.Now().UTC().Format("2006-01-02T15:04:05.000Z"), r.Method, r.URL.RequestURI(), r.Proto, r.RemoteAddr)
+		}
+	})
+}
+
+// Listen binds the admin address; Serve then serves it.
+func (a *Admin) Listen(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("admin: bind %s: %w", addr, err)
+	}
+	a.ln = ln
+	a.hs = &http.Server{Handler: a.mux, ReadHeaderTimeout: 10 * time.Second}
+	return nil
+}
+
+// Addr returns the bound address.
+func (a *Admin) Addr() string { return a.ln.Addr().String() }
+
+// Serve serves until Close.
+func (a *Admin) Serve() {
+	if err := a.hs.Serve(a.ln); err != nil && err != http.ErrServerClosed {
+		a.log.Error("admin server failed", "error", err)
+	}
+}
+
+// Close stops the admin server.
+func (a *Admin) Close() {
+	if a.hs != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		a.hs.Shutdown(ctx)
+	}
+}
+
+// Handler returns the admin HTTP handler (for tests).
+func (a *Admin) Handler() http.Handler { return a.mux }
+
+func (a *Admin) indexText() string {
+	var b strings.Builder
+	for _, e := range a.index {
+		if e.path == "/help" {
+			continue
+		}
+		fmt.Fprintf(&b, "  %s: %s\n", e.path, e.help)
+	}
+	return b.String()
+}
+
+func (a *Admin) handleIndex(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("content-type", "text/plain; charset=UTF-8")
+	io.WriteString(w, "admin commands are:\n"+a.indexText())
+}
+
+func (a *Admin) handleReady(w http.ResponseWriter, r *http.Request) {
+	st := a.srv.State()
+	w.Header().Set("content-type", "text/plain; charset=UTF-8")
+	if st != "LIVE" {
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}
+	io.WriteString(w, st+"\n")
+}
+
+func writeProto(w http.ResponseWriter, m proto.Message) {
+	b, err := protojson.MarshalOptions{Multiline: true, Indent: " ", UseProtoNames: true}.Marshal(m)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("content-type", "application/json")
+	w.Write(b)
+	io.WriteString(w, "\n")
+}
+
+func (a *Admin) handleServerInfo(w http.ResponseWriter, r *http.Request) {
+	writeProto(w, a.srv.ServerInfo())
+}
+
+func (a *Admin) filter(r *http.Request) (stats.Filter, error) {
+	q := r.URL.Query()
+	f := stats.Filter{Type: q.Get("type")}
+	_, f.UsedOnly = q["usedonly"]
+	if v := q.Get("filter"); v != "" {
+		re, err := regexp.Compile(v)
+		if err != nil {
+			return f, fmt.Errorf("invalid regex in filter=: %w", err)
+		}
+		f.Regex = re
+	}
+	return f, nil
+}
+
+func (a *Admin) handleStats(w http.ResponseWriter, r *http.Request) {
+	f, err := a.filter(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	switch r.URL.Query().Get("format") {
+	case "json":
+		w.Header().Set("content-type", "application/json")
+		a.stats.WriteJSON(w, f)
+	case "prometheus":
+		w.Header().Set("content-type", "text/plain; version=0.0.4")
+		a.stats.WritePrometheus(w, f)
+	case "", "text":
+		w.Header().Set("content-type", "text/plain; charset=UTF-8")
+		a.stats.WriteText(w, f)
+	default:
+		http.Error(w, "usage: /stats?format=(html|active-html|json|prometheus|text)", http.StatusBadRequest)
+	}
+}
+
+func (a *Admin) handlePrometheus(w http.ResponseWriter, r *http.Request) {
+	f, err := a.filter(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	w.Header().Set("content-type", "text/plain; version=0.0.4")
+	a.stats.WritePrometheus(w, f)
+}
+
+func (a *Admin) handleClusters(w http.ResponseWriter, r *http.Request) {
+	js := r.URL.Query().Get("format") == "json"
+	if js {
+		w.Header().Set("content-type", "application/json")
+	} else {
+		w.Header().Set("content-type", "text/plain; charset=UTF-8")
+	}
+	a.srv.WriteClusters(w, js)
+}
+
+func (a *Admin) handleConfigDump(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	_, eds := q["include_eds"]
+	m, err := a.srv.ConfigDump(q.Get("resource"), eds)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	writeProto(w, m)
+}
+
+func (a *Admin) handleListeners(w http.ResponseWriter, r *http.Request) {
+	ls := a.srv.Listeners()
+	if r.URL.Query().Get("format") == "json" {
+		type sa struct {
+			Address   string `json:"address"`
+			PortValue int    `json:"port_value"`
+		}
+		type ls1 struct {
+			Name         string        `json:"name"`
+			LocalAddress map[string]sa `json:"local_address"`
+		}
+		var out struct {
+			ListenerStatuses []ls1 `json:"listener_statuses"`
+		}
+		for _, l := range ls {
+			host, port, _ := net.SplitHostPort(l[1])
+			var p int
+			fmt.Sscan(port, &p)
+			out.ListenerStatuses = append(out.ListenerStatuses, ls1{Name: l[0], LocalAddress: map[string]sa{"socket_address": {host, p}}})
+		}
+		w.Header().Set("content-type", "application/json")
+		json.NewEncoder(w).Encode(out)
+		return
+	}
+	w.Header().Set("content-type", "text/plain; charset=UTF-8")
+	for _, l := range ls {
+		fmt.Fprintf(w, "%s::%s\n", l[0], l[1])
+	}
+}
+
+func (a *Admin) handleCerts(w http.ResponseWriter, r *http.Request) {
+	writeProto(w, a.srv.Certs())
+}
+
+func (a *Admin) handleHCFail(w http.ResponseWriter, r *http.Request) {
+	a.srv.SetHealthCheckFailed(true)
+	io.WriteString(w, "OK\n")
+}
+
+func (a *Admin) handleHCOK(w http.ResponseWriter, r *http.Request) {
+	a.srv.SetHealthCheckFailed(false)
+	io.WriteString(w, "OK\n")
+}
+
+func (a *Admin) handleDrain(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	_, inbound := q["inboundonly"]
+	_, graceful := q["graceful"]
+	a.srv.DrainListeners(inbound, graceful)
+	io.WriteString(w, "OK\n")
+}
+
+func (a *Admin) handleQuit(w http.ResponseWriter, r *http.Request) {
+	io.WriteString(w, "OK\n")
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	go a.srv.Quit()
+}
+
+// Envoy's log level names.
+var levels = map[string]slog.Level{
+	"trace": slog.LevelDebug - 4, "debug": slog.LevelDebug, "info": slog.LevelInfo,
+	"warning": slog.LevelWarn, "warn": slog.LevelWarn, "error": slog.LevelError,
+	"critical": slog.LevelError + 4, "off": slog.LevelError + 8,
+}
+
+// ParseLevel converts an Envoy log level name.
+func ParseLevel(s string) (slog.Level, bool) {
+	l, ok := levels[strings.ToLower(s)]
+	return l, ok
+}
+
+// LevelName renders a level with Envoy's names.
+func LevelName(l slog.Level) string {
+	best, name := slog.Level(-100), "info"
+	for n, v := range levels {
+		if v <= l && v > best && n != "warn" {
+			best, name = v, n
+		}
+	}
+	return name
+}
+
+func (a *Admin) handleLogging(w http.ResponseWriter, r *http.Request) {
+	lv := a.srv.LogLevel()
+	q := r.URL.Query()
+	if v := q.Get("level"); v != "" {
+		l, ok := ParseLevel(v)
+		if !ok {
+			http.Error(w, "error: unknown logger level "+v, http.StatusNotFound)
+			return
+		}
+		lv.Set(l)
+	} else if len(q) > 0 {
+		// Per-logger levels: Legate has one logger; accept the request for
+		// any Envoy logger name and apply it globally, as documented.
+		names := make([]string, 0, len(q))
+		for k := range q {
+			names = append(names, k)
+		}
+		sort.Strings(names)
+		l, ok := ParseLevel(q.Get(names[0]))
+		if !ok {
+			http.Error(w, "error: unknown logger level "+q.Get(names[0]), http.StatusNotFound)
+			return
+		}
+		lv.Set(l)
+	}
+	io.WriteString(w, "active loggers:\n")
+	fmt.Fprintf(w, "  legate: %s\n", LevelName(lv.Level()))
+}
+
+func (a *Admin) handleResetCounters(w http.ResponseWriter, r *http.Request) {
+	a.stats.ResetCounters()
+	io.WriteString(w, "OK\n")
+}

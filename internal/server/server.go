@@ -1,0 +1,500 @@
+// Package server is one Legate proxy instance: it turns a validated
+// bootstrap into running clusters, listeners and the admin API, and owns
+// the lifecycle (initialization, health-check failing, draining, exit).
+//
+// Config flows one way: config.LoadBootstrap → Compile (clusters first,
+// then listeners, each through the same compile functions that xDS
+// updates use) → Start (bind, serve).
+package server
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/legateproxy/legate/internal/admin"
+	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/proxy"
+	"github.com/legateproxy/legate/internal/stats"
+	"github.com/legateproxy/legate/internal/upstream"
+)
+
+// Options are the command-line settings of a proxy instance.
+type Options struct {
+	ConfigPath     string
+	ConfigYAML     string
+	ServiceNode    string
+	ServiceCluster string
+	ServiceZone    string
+	DrainTime      time.Duration
+	Log            *slog.Logger
+	LogLevel       *slog.LevelVar
+	Version        string
+	CommandLine    []string
+}
+
+// Server is a running (or compiled, in validate mode) proxy.
+type Server struct {
+	opts      Options
+	Bootstrap *bootstrapv3.Bootstrap
+	Warnings  []config.Warning
+	Stats     *stats.Store
+	Clusters  *upstream.Manager
+	log       *slog.Logger
+	deps      *proxy.Deps
+
+	mu        sync.Mutex
+	listeners []*proxy.Listener
+	admin     *admin.Admin
+	adminLog  io.WriteCloser
+
+	start          time.Time
+	state          atomic.Value // string
+	hcFailed       atomic.Bool
+	quit           chan struct{}
+	quitOnce       sync.Once
+	staticClusters []*upstream.Cluster
+	serverStats    serverStats
+}
+
+type serverStats struct {
+	live, uptime, concurrency, state *stats.Gauge
+	listenersActive                  *stats.Gauge
+	panics                           *stats.Counter
+}
+
+// Load reads and compiles the configuration without side effects (no
+// sockets, no DNS, no health checks), as `--mode validate` needs.
+func Load(opts Options) (*Server, error) {
+	if opts.Log == nil {
+		opts.Log = slog.Default()
+	}
+	b, warns, err := config.LoadBootstrap(opts.ConfigPath, opts.ConfigYAML)
+	s := &Server{opts: opts, Warnings: warns, log: opts.Log, quit: make(chan struct{}), start: time.Now()}
+	if err != nil {
+		return s, err
+	}
+	s.Bootstrap = b
+	if opts.ServiceNode != "" || opts.ServiceCluster != "" || opts.ServiceZone != "" {
+		if b.Node == nil {
+			b.Node = &corev3.Node{}
+		}
+		if opts.ServiceNode != "" {
+			b.Node.Id = opts.ServiceNode
+		}
+		if opts.ServiceCluster != "" {
+			b.Node.Cluster = opts.ServiceCluster
+		}
+		if opts.ServiceZone != "" {
+			if b.Node.Locality == nil {
+				b.Node.Locality = &corev3.Locality{}
+			}
+			b.Node.Locality.Zone = opts.ServiceZone
+		}
+	}
+	s.state.Store("PRE_INITIALIZING")
+	if err := s.compile(); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+// compile checks the bootstrap's fields and compiles static resources.
+func (s *Server) compile() error {
+	b := s.Bootstrap
+	if err := config.CheckFields(b, "", "node", "static_resources", "admin", "layered_runtime", "dynamic_resources",
+		"stats_config", "stats_flush_interval", "cluster_manager", "overload_manager", "watchdog", "watchdogs",
+		"enable_dispatcher_stats", "header_prefix", "use_tcp_for_dns_lookups", "typed_dns_resolver_config",
+		"node_context_params", "stats_server_version_override", "default_socket_interface",
+		"bootstrap_extensions", "fatal_actions", "hds_config", "stats_sinks"); err != nil {
+		return err
+	}
+	if len(b.GetStatsSinks()) > 0 {
+		return config.Unsupported("stats_sinks", "stats sinks (statsd, metrics_service)", "scrape /stats/prometheus instead")
+	}
+	if b.GetHdsConfig() != nil {
+		return config.Unsupported("hds_config", "health discovery service")
+	}
+	if len(b.GetBootstrapExtensions()) > 0 {
+		return config.Unsupported("bootstrap_extensions", "bootstrap extensions")
+	}
+	if b.GetHeaderPrefix() != "" {
+		return config.Unsupported("header_prefix", "a custom header prefix (x-envoy- is fixed)")
+	}
+	rl, err := runtimeFrom(b.GetLayeredRuntime())
+	if err != nil {
+		return err
+	}
+	if err := checkOverload(b); err != nil {
+		return err
+	}
+	if sc := b.GetStatsConfig(); sc != nil {
+		if err := config.CheckFields(sc, "stats_config", "use_all_default_tags"); err != nil {
+			return err
+		}
+	}
+	if b.GetDynamicResources() != nil {
+		return config.Unsupported("dynamic_resources", "dynamic_resources (xDS)")
+	}
+	s.Stats = stats.NewStore()
+	s.serverStats = serverStats{
+		live: s.Stats.Gauge("server.live"), uptime: s.Stats.Gauge("server.uptime"),
+		concurrency: s.Stats.Gauge("server.concurrency"), state: s.Stats.Gauge("server.state"),
+		listenersActive: s.Stats.Gauge("listener_manager.total_listeners_active"),
+		panics:          s.Stats.Counter("server.panics"),
+	}
+	s.Clusters = upstream.NewManager(upstream.Deps{Stats: s.Stats, Log: s.log})
+	host, _ := os.Hostname()
+	s.deps = &proxy.Deps{
+		Stats: s.Stats, Clusters: s.Clusters, Log: s.log, Hostname: host,
+		ConnIDs: new(atomic.Uint64), Panics: s.serverStats.panics,
+		AccessLogs:      accessLogCompiler(s),
+		CompileValue:    headerValueCompiler(),
+		GlobalConnLimit: rl.globalConns,
+	}
+	// Clusters first: routes validate the cluster names they use.
+	names := map[string]bool{}
+	for i, pc := range b.GetStaticResources().GetClusters() {
+		p := config.Index("static_resources.clusters", i)
+		if names[pc.GetName()] {
+			return config.Errorf(config.Join(p, "name"), "duplicate cluster name %q", pc.GetName())
+		}
+		names[pc.GetName()] = true
+		c, err := upstream.Compile(pc, p, s.Clusters.Deps())
+		if err != nil {
+			return err
+		}
+		s.staticClusters = append(s.staticClusters, c)
+		s.Clusters.Register(c)
+	}
+	lnames := map[string]bool{}
+	for i, pl := range b.GetStaticResources().GetListeners() {
+		p := config.Index("static_resources.listeners", i)
+		if lnames[pl.GetName()] && pl.GetName() != "" {
+			return config.Errorf(config.Join(p, "name"), "duplicate listener name %q", pl.GetName())
+		}
+		lnames[pl.GetName()] = true
+		l, err := proxy.CompileListener(pl, p, s.deps)
+		if err != nil {
+			return err
+		}
+		l.ConnLimit = rl.listenerConns[l.Name]
+		s.listeners = append(s.listeners, l)
+	}
+	if len(b.GetStaticResources().GetSecrets()) > 0 {
+		return config.Unsupported("static_resources.secrets", "static secrets (TLS is not implemented yet)")
+	}
+	if a := b.GetAdmin(); a != nil {
+		if err := config.CheckFields(a, "admin", "address", "access_log_path", "access_log", "profile_path", "socket_options", "ignore_global_conn_limit"); err != nil {
+			return err
+		}
+		if len(a.GetAccessLog()) > 0 {
+			return config.Unsupported("admin.access_log", "admin access_log loggers", "access_log_path")
+		}
+		if a.GetAddress() != nil {
+			if a.GetAddress().GetSocketAddress() == nil {
+				return config.Unsupported("admin.address", "a non-socket admin address")
+			}
+		}
+	}
+	return nil
+}
+
+// Start binds the listeners and the admin address, starts the clusters
+// (waiting for their initialization, as Envoy does before listening) and
+// begins serving.
+func (s *Server) Start() error {
+	s.state.Store("INITIALIZING")
+	for _, c := range s.staticClusters {
+		c.Start()
+	}
+	deadline := time.After(15 * time.Second)
+	for _, c := range s.staticClusters {
+		select {
+		case <-c.Ready():
+		case <-deadline:
+			s.log.Warn("cluster initialization is taking long; starting listeners anyway", "cluster", c.Name)
+		}
+	}
+	if a := s.Bootstrap.GetAdmin(); a.GetAddress() != nil {
+		var w io.WriteCloser
+		if p := a.GetAccessLogPath(); p != "" && p != "/dev/null" {
+			f, err := os.OpenFile(p, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+			if err != nil {
+				return fmt.Errorf("admin.access_log_path: %w", err)
+			}
+			w = f
+			s.adminLog = f
+		}
+		s.admin = admin.New(s, s.Stats, s.log, w)
+		sa := a.GetAddress().GetSocketAddress()
+		if err := s.admin.Listen(fmt.Sprintf("%s:%d", bracket(sa.GetAddress()), sa.GetPortValue())); err != nil {
+			return err
+		}
+		go s.admin.Serve()
+	}
+	for _, l := range s.listeners {
+		if err := l.Bind(); err != nil {
+			s.closeListeners()
+			return err
+		}
+	}
+	for _, l := range s.listeners {
+		go l.Serve()
+	}
+	s.serverStats.listenersActive.Set(int64(len(s.listeners)))
+	s.serverStats.concurrency.Set(1)
+	s.state.Store("LIVE")
+	s.serverStats.live.Set(1)
+	go s.tick()
+	return nil
+}
+
+func bracket(h string) string {
+	for i := 0; i < len(h); i++ {
+		if h[i] == ':' {
+			return "[" + h + "]"
+		}
+	}
+	return h
+}
+
+func (s *Server) tick() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+			s.serverStats.uptime.Set(int64(time.Since(s.start).Seconds()))
+		}
+	}
+}
+
+func (s *Server) closeListeners() {
+	for _, l := range s.listeners {
+		l.StopAccepting()
+	}
+}
+
+// AdminAddress returns the bound admin address, or "".
+func (s *Server) AdminAddress() string {
+	if s.admin == nil {
+		return ""
+	}
+	return s.admin.Addr()
+}
+
+// ListenerAddresses returns the bound address of each listener by name.
+func (s *Server) ListenerAddresses() map[string]string {
+	out := map[string]string{}
+	for _, l := range s.listeners {
+		out[l.Name] = l.BoundAddress()
+	}
+	return out
+}
+
+// Done is closed when the server is asked to quit (/quitquitquit).
+func (s *Server) Done() <-chan struct{} { return s.quit }
+
+// Shutdown stops accepting, lets in-flight requests finish for up to the
+// drain time, then closes everything.
+func (s *Server) Shutdown(ctx context.Context) {
+	s.state.Store("DRAINING")
+	s.serverStats.live.Set(0)
+	drain := s.opts.DrainTime
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < drain {
+		drain = time.Until(dl)
+	}
+	var wg sync.WaitGroup
+	for _, l := range s.listeners {
+		wg.Add(1)
+		go func(l *proxy.Listener) {
+			defer wg.Done()
+			l.Drain(drain)
+		}(l)
+	}
+	wg.Wait()
+	if s.admin != nil {
+		s.admin.Close()
+	}
+	if s.adminLog != nil {
+		s.adminLog.Close()
+	}
+	s.Clusters.CloseAll()
+	closeAccessLogs()
+	s.quitOnce.Do(func() { close(s.quit) })
+}
+
+// --- admin.Server ---
+
+// State reports the server state for /ready and /server_info.
+func (s *Server) State() string {
+	st := s.state.Load().(string)
+	if st == "LIVE" && s.hcFailed.Load() {
+		return "DRAINING"
+	}
+	return st
+}
+
+// ServerInfo renders /server_info.
+func (s *Server) ServerInfo() proto.Message {
+	st := adminv3.ServerInfo_LIVE
+	switch s.State() {
+	case "DRAINING":
+		st = adminv3.ServerInfo_DRAINING
+	case "PRE_INITIALIZING":
+		st = adminv3.ServerInfo_PRE_INITIALIZING
+	case "INITIALIZING":
+		st = adminv3.ServerInfo_INITIALIZING
+	}
+	up := durationpb.New(time.Since(s.start).Truncate(time.Second))
+	return &adminv3.ServerInfo{
+		Version:            "legate/" + s.opts.Version + "/envoy-compatible",
+		State:              st,
+		UptimeCurrentEpoch: up,
+		UptimeAllEpochs:    up,
+		HotRestartVersion:  "disabled",
+		CommandLineOptions: &adminv3.CommandLineOptions{
+			ConfigPath:     s.opts.ConfigPath,
+			ConfigYaml:     s.opts.ConfigYAML,
+			ServiceNode:    s.opts.ServiceNode,
+			ServiceCluster: s.opts.ServiceCluster,
+			DrainTime:      durationpb.New(s.opts.DrainTime),
+			LogLevel:       admin.LevelName(s.opts.LogLevel.Level()),
+			Mode:           adminv3.CommandLineOptions_Serve,
+			Concurrency:    1,
+		},
+		Node: s.Bootstrap.GetNode(),
+	}
+}
+
+// ConfigDump renders /config_dump.
+func (s *Server) ConfigDump(resource string, includeEDS bool) (proto.Message, error) {
+	now := timestamppb.New(s.start)
+	cd := &adminv3.ConfigDump{}
+	add := func(m proto.Message) {
+		a, _ := anypb.New(m)
+		cd.Configs = append(cd.Configs, a)
+	}
+	add(&adminv3.BootstrapConfigDump{Bootstrap: s.Bootstrap, LastUpdated: now})
+	ccd := &adminv3.ClustersConfigDump{}
+	for _, c := range s.Clusters.Clusters() {
+		if c.AddedViaAPI {
+			a, _ := anypb.New(c.Proto)
+			ccd.DynamicActiveClusters = append(ccd.DynamicActiveClusters, &adminv3.ClustersConfigDump_DynamicCluster{
+				VersionInfo: c.VersionInfo, Cluster: a, LastUpdated: timestamppb.New(c.LastUpdated)})
+		} else {
+			a, _ := anypb.New(c.Proto)
+			ccd.StaticClusters = append(ccd.StaticClusters, &adminv3.ClustersConfigDump_StaticCluster{Cluster: a, LastUpdated: timestamppb.New(c.LastUpdated)})
+		}
+	}
+	add(ccd)
+	lcd := &adminv3.ListenersConfigDump{}
+	s.mu.Lock()
+	for _, l := range s.listeners {
+		a, _ := anypb.New(l.Proto)
+		lcd.StaticListeners = append(lcd.StaticListeners, &adminv3.ListenersConfigDump_StaticListener{Listener: a, LastUpdated: timestamppb.New(l.LastUpdated)})
+	}
+	s.mu.Unlock()
+	add(lcd)
+	add(&adminv3.RoutesConfigDump{})
+	add(&adminv3.SecretsConfigDump{})
+	if resource != "" {
+		return filterDump(cd, resource)
+	}
+	return cd, nil
+}
+
+// filterDump keeps only the repeated field named resource of each dump,
+// as /config_dump?resource= does.
+func filterDump(cd *adminv3.ConfigDump, resource string) (proto.Message, error) {
+	out := &adminv3.ConfigDump{}
+	for _, a := range cd.Configs {
+		m, err := a.UnmarshalNew()
+		if err != nil {
+			continue
+		}
+		fd := m.ProtoReflect().Descriptor().Fields().ByName(protoName(resource))
+		if fd == nil || !fd.IsList() {
+			continue
+		}
+		l := m.ProtoReflect().Get(fd).List()
+		for i := 0; i < l.Len(); i++ {
+			e, _ := anypb.New(l.Get(i).Message().Interface())
+			out.Configs = append(out.Configs, e)
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("no resource %q in the config dump (try static_clusters, dynamic_active_clusters, static_listeners)", resource)
+}
+
+// WriteClusters renders /clusters.
+func (s *Server) WriteClusters(w io.Writer, jsonFormat bool) error {
+	return s.Clusters.WriteClusters(w, jsonFormat)
+}
+
+// Listeners lists the listeners with their bound addresses.
+func (s *Server) Listeners() [][2]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([][2]string, 0, len(s.listeners))
+	for _, l := range s.listeners {
+		out = append(out, [2]string{l.Name, l.BoundAddress()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i][0] < out[j][0] })
+	return out
+}
+
+// SetHealthCheckFailed implements /healthcheck/fail and /healthcheck/ok.
+func (s *Server) SetHealthCheckFailed(failed bool) {
+	s.hcFailed.Store(failed)
+	if failed {
+		s.serverStats.live.Set(0)
+	} else if s.state.Load() == "LIVE" {
+		s.serverStats.live.Set(1)
+	}
+}
+
+// DrainListeners implements /drain_listeners: listeners stop accepting
+// and their connections are drained over the drain time (graceful) or at
+// once.
+func (s *Server) DrainListeners(inboundOnly, graceful bool) {
+	drain := time.Duration(0)
+	if graceful {
+		drain = s.opts.DrainTime
+	}
+	s.mu.Lock()
+	ls := append([]*proxy.Listener(nil), s.listeners...)
+	s.mu.Unlock()
+	for _, l := range ls {
+		if inboundOnly && l.Proto.GetTrafficDirection() == corev3.TrafficDirection_OUTBOUND {
+			continue
+		}
+		go l.Drain(drain)
+	}
+}
+
+// Quit implements /quitquitquit.
+func (s *Server) Quit() { s.quitOnce.Do(func() { close(s.quit) }) }
+
+// LogLevel is the process log level.
+func (s *Server) LogLevel() *slog.LevelVar { return s.opts.LogLevel }
+
+// Certs implements /certs (no TLS contexts yet).
+func (s *Server) Certs() proto.Message { return &adminv3.Certificates{} }
