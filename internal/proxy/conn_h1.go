@@ -60,8 +60,9 @@ func serveHTTP(chain *filterChain, tc *trackedConn, d *Deps) {
 	defer st.cxHTTP1Active.Dec()
 	c := h1Pool.Get().(*h1conn)
 	c.init(cfg, d, conn, r, cs)
-	tc.drain = c.drain
+	tc.setDrain(c.drain)
 	c.serve()
+	tc.setDrain(nil)
 	c.release()
 	h1Pool.Put(c)
 }
@@ -192,6 +193,7 @@ func (c *h1conn) serve() {
 		}
 		st.cxRxBytes.Add(uint64(len(raw)))
 		c.head.Reset()
+		c.head.Minor = 1
 		if err := http1.ParseRequest(raw, &c.head, cfg.maxHeadersCount); err != nil {
 			c.protocolError(err)
 			return
@@ -245,6 +247,8 @@ func (c *h1conn) readError(err error) {
 	st := c.cfg.stats
 	switch {
 	case errors.Is(err, http1.ErrHeadersTooLarge):
+		c.head.Reset()
+		c.head.Minor = 1
 		st.cxHeadersTooLarge.Inc()
 		c.rawReply(431, "http1.headers_too_large")
 	case errors.Is(err, os.ErrDeadlineExceeded):
@@ -253,6 +257,8 @@ func (c *h1conn) readError(err error) {
 			return
 		}
 		if c.r.Buffered() > 0 {
+			c.head.Reset()
+			c.head.Minor = 1
 			st.rqHeadersTimeout.Inc()
 			c.rawReply(408, "request_header_timeout")
 			return
@@ -344,7 +350,7 @@ func (c *h1conn) writeHead(status int, h *headers.Map, length int64, endStream b
 		f = http1.NoBody
 	case length >= 0:
 		f = http1.Length
-	case c.head.Minor == 0:
+	case c.respMinor() == 0:
 		f = http1.ToClose
 		closeConn = true
 	default:
@@ -358,7 +364,7 @@ func (c *h1conn) writeHead(status int, h *headers.Map, length int64, endStream b
 	if closeConn {
 		c.closeAfter = true
 	}
-	c.w = http1.AppendResponseHead(c.w, c.head.Minor, status, h, f, length, closeConn)
+	c.w = http1.AppendResponseHead(c.w, c.respMinor(), status, h, f, length, closeConn)
 	if endStream && !c.chunked {
 		return c.flush()
 	}
@@ -416,6 +422,15 @@ func (c *h1conn) flush() error {
 		c.writeErr = err
 	}
 	return err
+}
+
+// respMinor is the HTTP/1 minor version of responses: HTTP/1.0 only to
+// HTTP/1.0 requests that accept_http_10 admits (as Envoy), else HTTP/1.1.
+func (c *h1conn) respMinor() int {
+	if c.head.Minor == 0 && c.cfg.acceptHTTP10 && c.head.Method != "" {
+		return 0
+	}
+	return 1
 }
 
 func (c *h1conn) hijack() (net.Conn, []byte, bool) {

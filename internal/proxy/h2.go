@@ -41,7 +41,7 @@ func newH2Server(cfg *hcmConfig) *h2Server {
 var h2Streams = sync.Pool{New: func() any { return &h2stream{} }}
 
 func (h *h2Server) serve(conn net.Conn, cs *connState, d *Deps, tc *trackedConn) {
-	tc.drain = func() {
+	tc.setDrain(func() {
 		cs.draining.Store(true)
 		h.shutdown.Do(func() {
 			go func() {
@@ -50,7 +50,8 @@ func (h *h2Server) serve(conn net.Conn, cs *connState, d *Deps, tc *trackedConn)
 				h.base.Shutdown(ctx)
 			}()
 		})
-	}
+	})
+	defer tc.setDrain(nil)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hs := h2Streams.Get().(*h2stream)
 		hs.w, hs.r = w, r

@@ -106,8 +106,26 @@ type Listener struct {
 type trackedConn struct {
 	net.Conn
 	chain *filterChain
-	// drain asks the connection to finish its current exchange and close.
+	mu    sync.Mutex
+	// drain asks the connection to finish its current exchange and close;
+	// set and cleared under mu by the codec that serves the connection.
 	drain func()
+}
+
+// setDrain installs (or, with nil, removes) the drain callback.
+func (tc *trackedConn) setDrain(f func()) {
+	tc.mu.Lock()
+	tc.drain = f
+	tc.mu.Unlock()
+}
+
+// startDrain runs the drain callback if the connection still has one.
+func (tc *trackedConn) startDrain() {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if tc.drain != nil {
+		tc.drain()
+	}
 }
 
 // CompileListener validates a listener definition and compiles its filter
@@ -448,9 +466,7 @@ func (l *Listener) drainConns(match func(*trackedConn) bool, drainTime time.Dura
 	}
 	l.mu.Unlock()
 	for _, tc := range victims {
-		if tc.drain != nil {
-			tc.drain()
-		}
+		tc.startDrain()
 	}
 	if len(victims) == 0 {
 		return

@@ -138,7 +138,7 @@ func (s *stream) forward() {
 		s.finishFailure(at)
 		return
 	}
-	if at.retries > 0 {
+	if at.retries > 0 && !s.info.ResponseFlags.Has(streaminfo.UpstreamRetryLimitExceeded) {
 		cl.Stats.RqRetrySuccess.Inc()
 	}
 	s.relayResponse(at)

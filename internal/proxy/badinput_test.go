@@ -1,0 +1,137 @@
+package proxy_test
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/legateproxy/legate/internal/testutil"
+)
+
+// rawExchange writes raw bytes to the proxy and returns everything it
+// answers until it closes the connection (or 2 s pass).
+func rawExchange(t *testing.T, addr, raw string) string {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := io.WriteString(conn, raw); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(conn)
+	return string(b)
+}
+
+func TestMalformedRequests(t *testing.T) {
+	var seen []string
+	u := testutil.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen = append(seen, r.Method+" "+r.URL.Path)
+		io.Copy(io.Discard, r.Body)
+		w.Write([]byte("ok"))
+	}))
+	p := start(t, cfg{
+		hcm:      "max_request_headers_kb: 8",
+		vhosts:   vhost("{match: {prefix: /}, route: {cluster: u}}"),
+		clusters: "[" + staticCluster("u", "", u.Addr) + "]",
+	})
+	cases := []struct {
+		name, raw, status string
+	}{
+		{"content-length with transfer-encoding (smuggling)", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n", "HTTP/1.1 400"},
+		{"two content-lengths", "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab", "HTTP/1.1 400"},
+		{"space before colon", "GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding : chunked\r\n\r\n", "HTTP/1.1 400"},
+		{"obsolete line folding", "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n", "HTTP/1.1 400"},
+		{"unknown transfer coding", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", "HTTP/1.1 501"},
+		{"oversized headers", "GET / HTTP/1.1\r\nHost: a\r\nX-Big: " + strings.Repeat("x", 9000) + "\r\n\r\n", "HTTP/1.1 431"},
+		{"garbage", "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", "HTTP/1.1 400"},
+		{"missing host", "GET / HTTP/1.1\r\n\r\n", "HTTP/1.1 400"},
+		{"bad chunk size", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", ""},
+		{"http/1.0 refused by default", "GET / HTTP/1.0\r\n\r\n", "HTTP/1.1 426"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			out := rawExchange(t, p.Addr("http"), tc.raw)
+			if tc.status != "" && !strings.HasPrefix(out, tc.status) {
+				t.Fatalf("got %q, want %s", firstLine(out), tc.status)
+			}
+			if tc.status != "" && !strings.Contains(strings.ToLower(out), "connection: close") && tc.status != "HTTP/1.1 426" {
+				t.Errorf("the connection must be closed after a protocol error:\n%s", out)
+			}
+		})
+	}
+	for _, s := range seen {
+		if strings.Contains(s, "smuggled") {
+			t.Fatalf("a smuggled request reached the upstream: %v", seen)
+		}
+	}
+	// The proxy still serves after all of that.
+	if code, _, body := testutil.Get(t, testutil.Client(), p.URL("http", "/fine")); code != 200 || body != "ok" {
+		t.Fatalf("proxy stopped serving: %d %q", code, body)
+	}
+	if n := p.Stat(t, "http.ingress.downstream_cx_protocol_error"); n < 6 {
+		t.Errorf("downstream_cx_protocol_error = %d, want ≥ 6", n)
+	}
+}
+
+func firstLine(s string) string {
+	l, _, _ := strings.Cut(s, "\r\n")
+	return l
+}
+
+func TestHTTP10AndPipelining(t *testing.T) {
+	u := testutil.StartUpstream(t, testutil.EchoHandler("u"))
+	p := start(t, cfg{
+		hcm:      "http_protocol_options: {accept_http_10: true, default_host_for_http_10: legacy.example}",
+		vhosts:   vhost("{match: {prefix: /}, route: {cluster: u}}"),
+		clusters: "[" + staticCluster("u", "", u.Addr) + "]",
+	})
+	out := rawExchange(t, p.Addr("http"), "GET /old HTTP/1.0\r\n\r\n")
+	if !strings.HasPrefix(out, "HTTP/1.0 200") || !strings.Contains(out, "host=legacy.example") {
+		t.Fatalf("HTTP/1.0 request: %q", out)
+	}
+	// Three pipelined requests on one connection are answered in order.
+	conn, err := net.Dial("tcp", p.Addr("http"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+	br := bufio.NewReader(conn)
+	for i := 1; i <= 3; i++ {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("response %d: %v", i, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(b), "path=/"+string(rune('0'+i))) {
+			t.Fatalf("response %d out of order: %s", i, b)
+		}
+	}
+}
+
+func TestSlowClientIdleTimeout(t *testing.T) {
+	u := testutil.StartUpstream(t, testutil.EchoHandler("u"))
+	p := start(t, cfg{
+		hcm:      "common_http_protocol_options: {idle_timeout: 0.2s}",
+		vhosts:   vhost("{match: {prefix: /}, route: {cluster: u}}"),
+		clusters: "[" + staticCluster("u", "", u.Addr) + "]",
+	})
+	conn, err := net.Dial("tcp", p.Addr("http"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: a\r\n") // never finished
+	conn.SetReadDeadline(time.Now().Add(3 * time.Second))
+	b, _ := io.ReadAll(conn)
+	if !strings.HasPrefix(string(b), "HTTP/1.1 408") {
+		t.Fatalf("a slow client gets 408, got %q", b)
+	}
+}
