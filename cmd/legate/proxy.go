@@ -25,11 +25,11 @@ func init() {
 // proxyFlags are Envoy's command-line options.
 type proxyFlags struct {
 	configPath, configYAML, mode, logLevel, componentLogLevel, logPath, logFormat string
-	serviceNode, serviceCluster, serviceZone                                       string
-	drainTime, parentShutdown                                                      int
-	concurrency                                                                    int
-	drainStrategy                                                                  string
-	ignored                                                                        map[string]*string
+	serviceNode, serviceCluster, serviceZone                                      string
+	drainTime, parentShutdown                                                     int
+	concurrency                                                                   int
+	drainStrategy                                                                 string
+	ignored                                                                       map[string]*string
 }
 
 func newProxyFlags(name string) (*flag.FlagSet, *proxyFlags) {
@@ -126,7 +126,7 @@ func runProxy(args []string) int {
 		ConfigPath: f.configPath, ConfigYAML: f.configYAML,
 		ServiceNode: f.serviceNode, ServiceCluster: f.serviceCluster, ServiceZone: f.serviceZone,
 		DrainTime: time.Duration(f.drainTime) * time.Second,
-		Log: log, LogLevel: lv, Version: version, CommandLine: os.Args,
+		Log:       log, LogLevel: lv, Version: version, CommandLine: os.Args,
 	}
 	if f.drainStrategy == "immediate" {
 		opts.DrainTime = 0

@@ -5,8 +5,8 @@ package testutil
 
 import (
 	"bytes"
-	"crypto/tls"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"log/slog"
