@@ -118,10 +118,16 @@ func (h *h2stream) writeHead(status int, m *headers.Map, length int64, endStream
 		if f.Name == "content-length" || f.Name == "connection" || f.Name == "transfer-encoding" || f.Name == "keep-alive" {
 			continue
 		}
-		hdr[f.Name] = append(hdr[f.Name], f.Value)
+		// Canonical keys: net/http's HTTP/2 server looks up Content-Type,
+		// Content-Length and Date by them and would add its own otherwise.
+		k := http.CanonicalHeaderKey(f.Name)
+		hdr[k] = append(hdr[k], f.Value)
+	}
+	if _, ok := hdr["Content-Type"]; !ok {
+		hdr["Content-Type"] = nil // no sniffing: Envoy never invents a content-type
 	}
 	if length >= 0 && status != 204 && status != 304 {
-		hdr["content-length"] = []string{strconv.FormatInt(length, 10)}
+		hdr["Content-Length"] = []string{strconv.FormatInt(length, 10)}
 	}
 	if status < 200 {
 		status = 502 // informational and upgrade responses do not exist in HTTP/2
