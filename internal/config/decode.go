@@ -245,9 +245,10 @@ func (d *decoder) field(n *yaml.Node, fd protoreflect.FieldDescriptor, path stri
 		return m
 	case fd.IsList():
 		if n.Kind != yaml.SequenceNode {
-			// Envoy's JSON parser rejects a scalar for a repeated field; so do we.
-			d.errorf(n, path, "expected a list, got %s", kindName(n))
-			return nil
+			// Envoy's (protobuf C++) JSON parser takes a single value for a
+			// repeated field as a one-element list; so do we, with a warning.
+			d.warnf(n, path, "a single value where a list is expected: taken as a one-element list (write it as [ ... ])")
+			n = &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Line: n.Line, Content: []*yaml.Node{n}}
 		}
 		l := make([]any, 0, len(n.Content))
 		for i, e := range n.Content {

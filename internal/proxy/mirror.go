@@ -24,15 +24,23 @@ func (s *stream) mirror(a *route.RouteAction, at *attempt) {
 	}
 	for i := range a.Mirrors {
 		m := &a.Mirrors[i]
-		if m.Cluster == nil || !m.MirrorSampled() {
+		if !m.MirrorSampled() {
 			continue
 		}
-		cl := m.Cluster.Get()
+		var cl *upstream.Cluster
+		if m.Cluster != nil {
+			cl = m.Cluster.Get()
+		} else if name := s.req.Get(m.ClusterHeader); name != "" {
+			cl = s.d.Clusters.Get(name)
+		}
 		if cl == nil {
 			continue
 		}
-		host, _ := splitHostPort(at.authority)
-		authority := host + "-shadow"
+		authority := at.authority
+		if !m.NoShadowSuffix {
+			host, port := splitHostPort(at.authority)
+			authority = host + "-shadow" + port
+		}
 		req := headers.Request{Method: s.req.Method, Path: at.path, Authority: authority, Map: s.req.Map.Clone()}
 		req.Path = strings.Clone(req.Path)
 		req.Method = strings.Clone(req.Method)

@@ -18,6 +18,9 @@ import (
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/headers"
 	"github.com/legateproxy/legate/internal/upstream"
+
+	// retry_host_predicate previous_hosts is resolved by @type.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 )
 
 // Options are what compiling a route table needs.
@@ -473,10 +476,15 @@ func (c *compiler) routeAction(a *routev3.RouteAction, path string, m *Match) (*
 	}
 	for i, mp := range a.GetRequestMirrorPolicies() {
 		mpp := config.Index(config.Join(path, "request_mirror_policies"), i)
-		if err := config.CheckFields(mp, mpp, "cluster", "runtime_fraction", "trace_sampled"); err != nil {
+		if err := config.CheckFields(mp, mpp, "cluster", "cluster_header", "runtime_fraction", "trace_sampled", "disable_shadow_host_suffix_append"); err != nil {
 			return nil, err
 		}
-		mr := Mirror{Cluster: c.ref(mp.GetCluster(), config.Join(mpp, "cluster")), PerMillion: 1_000_000}
+		mr := Mirror{PerMillion: 1_000_000, NoShadowSuffix: mp.GetDisableShadowHostSuffixAppend()}
+		if mp.GetCluster() != "" {
+			mr.Cluster = c.ref(mp.GetCluster(), config.Join(mpp, "cluster"))
+		} else {
+			mr.ClusterHeader = headers.Lower(mp.GetClusterHeader())
+		}
 		if rf := mp.GetRuntimeFraction(); rf != nil {
 			mr.PerMillion = fractionPerMillion(rf.GetDefaultValue())
 		}

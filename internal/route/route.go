@@ -126,8 +126,11 @@ type WeightedCluster struct {
 
 // Mirror is a request_mirror_policies entry.
 type Mirror struct {
-	Cluster    *upstream.Ref
-	PerMillion uint32 // sampling; 1e6 = always
+	Cluster       *upstream.Ref
+	ClusterHeader string // cluster named by this request header, when Cluster is nil
+	PerMillion    uint32 // sampling; 1e6 = always
+	// NoShadowSuffix keeps the host unchanged (disable_shadow_host_suffix_append).
+	NoShadowSuffix bool
 }
 
 // HashPolicy is a compiled hash_policy entry.
