@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/legateproxy/legate/internal/admin"
+	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/server"
 )
 
@@ -193,8 +194,8 @@ func runValidate(args []string) int {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	code := 0
 	for _, p := range args {
-		srv, err := server.Load(server.Options{ConfigPath: p, Log: log, LogLevel: new(slog.LevelVar)})
-		for _, w := range srv.Warnings {
+		warns, err := validateFile(p, log)
+		for _, w := range warns {
 			fmt.Fprintf(os.Stderr, "%s: warning: %s\n", p, w)
 		}
 		if err != nil {
@@ -205,4 +206,14 @@ func runValidate(args []string) int {
 		fmt.Printf("%s: OK\n", p)
 	}
 	return code
+}
+
+// validateFile checks a bootstrap, or an xDS resource file (a file whose
+// top level is a DiscoveryResponse with resources:).
+func validateFile(p string, log *slog.Logger) ([]config.Warning, error) {
+	if server.IsResourceFile(p) {
+		return server.ValidateResourceFile(p, log)
+	}
+	srv, err := server.Load(server.Options{ConfigPath: p, Log: log, LogLevel: new(slog.LevelVar)})
+	return srv.Warnings, err
 }

@@ -303,7 +303,7 @@ func compileHCM(tc *anypb.Any, path string, d *Deps) (*hcmConfig, error) {
 	switch rs := h.GetRouteSpecifier().(type) {
 	case *hcmv3.HttpConnectionManager_RouteConfig:
 		t, err := route.Compile(rs.RouteConfig, config.Join(path, "route_config"), route.Options{
-			Clusters: d.Clusters, CompileValue: d.CompileValue, ValidateClusters: true,
+			Clusters: d.Clusters, CompileValue: d.CompileValue, ValidateClusters: !d.SkipClusterValidation,
 		})
 		if err != nil {
 			return nil, err

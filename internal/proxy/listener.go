@@ -47,6 +47,9 @@ type Deps struct {
 	// (runtime overload.global_downstream_max_connections); 0 is no cap.
 	GlobalConnLimit uint64
 	globalConns     atomic.Int64
+	// SkipClusterValidation compiles inline route configs without checking
+	// that their clusters exist (validating a resource file on its own).
+	SkipClusterValidation bool
 }
 
 // ServerTransport wraps accepted connections (TLS termination).

@@ -1,0 +1,77 @@
+package server
+
+import (
+	"fmt"
+	"os"
+
+	"gopkg.in/yaml.v3"
+	"log/slog"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+
+	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/proxy"
+	"github.com/legateproxy/legate/internal/stats"
+	"github.com/legateproxy/legate/internal/upstream"
+)
+
+// ValidateResourceFile checks an xDS resource file (a DiscoveryResponse, as
+// path_config_source files are) by compiling each resource, without side
+// effects. Route configs inside listeners are checked without resolving
+// cluster names, which another file provides.
+func ValidateResourceFile(path string, log *slog.Logger) ([]config.Warning, error) {
+	dr := &discoveryv3.DiscoveryResponse{}
+	warns, err := config.DecodeResourceFile(path, dr)
+	if err != nil {
+		return warns, err
+	}
+	if err := config.Validate(dr, ""); err != nil {
+		return warns, err
+	}
+	st := stats.NewStore()
+	cm := upstream.NewManager(upstream.Deps{Stats: st, Log: log})
+	s := &Server{log: log}
+	deps := &proxy.Deps{Stats: st, Clusters: cm, Log: log, AccessLogs: accessLogCompiler(s), CompileValue: headerValueCompiler()}
+	for i, a := range dr.GetResources() {
+		p := config.Index("resources", i)
+		m, err := a.UnmarshalNew()
+		if err != nil {
+			return warns, config.Errorf(p, "decode %s: %v", a.GetTypeUrl(), err)
+		}
+		switch r := m.(type) {
+		case *clusterv3.Cluster:
+			if _, err := upstream.Compile(r, p, cm.Deps()); err != nil {
+				return warns, err
+			}
+		case *listenerv3.Listener:
+			deps.SkipClusterValidation = true
+			if _, err := proxy.CompileListener(r, p, deps); err != nil {
+				return warns, err
+			}
+		default:
+			return warns, config.Errorf(p, "resource type %s is not supported in resource files", a.GetTypeUrl())
+		}
+	}
+	if len(dr.GetResources()) == 0 {
+		return warns, fmt.Errorf("%s: no resources", path)
+	}
+	return warns, nil
+}
+
+// IsResourceFile reports whether a config file is an xDS resource file
+// (top-level resources: or version_info:) rather than a bootstrap.
+func IsResourceFile(path string) bool {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	var top map[string]any
+	if yaml.Unmarshal(data, &top) != nil {
+		return false
+	}
+	_, r := top["resources"]
+	_, sr := top["static_resources"]
+	return r && !sr
+}
