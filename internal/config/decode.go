@@ -469,6 +469,9 @@ func (d *decoder) wellKnownAny(n *yaml.Node, md protoreflect.MessageDescriptor, 
 			}
 		}
 	}
+	if md.FullName() == "google.protobuf.Empty" && len(rest) == 0 {
+		return map[string]any{}
+	}
 	if md.FullName() == "google.protobuf.Struct" {
 		inner := &yaml.Node{Kind: yaml.MappingNode}
 		for _, p := range rest {
