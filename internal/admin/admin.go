@@ -6,6 +6,7 @@
 package admin
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -157,19 +158,26 @@ func (a *Admin) handleReady(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, st+"\n")
 }
 
-func writeProto(w http.ResponseWriter, m proto.Message) {
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: " ", UseProtoNames: true}.Marshal(m)
+// writeProto renders a message as indented proto JSON (protojson's own
+// indentation is deliberately unstable, so it is re-indented here).
+func writeProto(w http.ResponseWriter, m proto.Message, emitDefaults bool) {
+	b, err := protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: emitDefaults}.Marshal(m)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, b, "", " "); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	out.WriteByte('\n')
 	w.Header().Set("content-type", "application/json")
-	w.Write(b)
-	io.WriteString(w, "\n")
+	w.Write(out.Bytes())
 }
 
 func (a *Admin) handleServerInfo(w http.ResponseWriter, r *http.Request) {
-	writeProto(w, a.srv.ServerInfo())
+	writeProto(w, a.srv.ServerInfo(), true)
 }
 
 func (a *Admin) filter(r *http.Request) (stats.Filter, error) {
@@ -235,7 +243,7 @@ func (a *Admin) handleConfigDump(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
 	}
-	writeProto(w, m)
+	writeProto(w, m, false)
 }
 
 func (a *Admin) handleListeners(w http.ResponseWriter, r *http.Request) {
@@ -269,7 +277,7 @@ func (a *Admin) handleListeners(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Admin) handleCerts(w http.ResponseWriter, r *http.Request) {
-	writeProto(w, a.srv.Certs())
+	writeProto(w, a.srv.Certs(), false)
 }
 
 func (a *Admin) handleHCFail(w http.ResponseWriter, r *http.Request) {
