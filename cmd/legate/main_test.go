@@ -1,0 +1,189 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/legateproxy/legate/internal/testutil"
+)
+
+var legateBin string
+
+// TestMain builds the legate binary once for the command-line tests.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "legate-bin")
+	if err != nil {
+		panic(err)
+	}
+	legateBin = filepath.Join(dir, "legate")
+	out, err := exec.Command("go", "build", "-race", "-o", legateBin, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build legate: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func writeFile(t *testing.T, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "envoy.yaml")
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestValidateExitCodes(t *testing.T) {
+	good := writeFile(t, `static_resources: {clusters: [{name: a, type: STATIC, load_assignment: {cluster_name: a, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 1}}}}]}]}}]}`)
+	bad := writeFile(t, `static_resources: {clusters: [{name: a, type: STATIC, outlier_detectionn: {}}]}`)
+	cases := []struct {
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{[]string{"proxy", "--mode", "validate", "-c", good}, 0, "configuration '" + good + "' OK", ""},
+		{[]string{"proxy", "--mode", "validate", "-c", bad}, 1, "", `static_resources.clusters[0].outlier_detectionn (line 1): unknown field "outlier_detectionn"`},
+		{[]string{"validate", good, bad}, 1, good + ": OK", bad + ": error:"},
+		{[]string{"version"}, 0, "legate ", ""},
+	}
+	for _, tc := range cases {
+		cmd := exec.Command(legateBin, tc.args...)
+		var so, se strings.Builder
+		cmd.Stdout, cmd.Stderr = &so, &se
+		err := cmd.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		if code != tc.code || !strings.Contains(so.String(), tc.stdout) || !strings.Contains(se.String(), tc.stderr) {
+			t.Errorf("legate %v: exit %d (want %d)\nstdout: %s\nstderr: %s", tc.args, code, tc.code, so.String(), se.String())
+		}
+	}
+}
+
+func TestConfigUpgradePrintsValidV3(t *testing.T) {
+	seed := filepath.Join(testutil.SharedDir(t), "conformance", "seed-configs", "seed001__envoy-v2-nginx-comparison.yaml")
+	out, err := exec.Command(legateBin, "config", "upgrade", seed).Output()
+	if err != nil {
+		t.Fatalf("config upgrade: %v", err)
+	}
+	s := string(out)
+	for _, want := range []string{"typed_config:", "'@type': type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager", "load_assignment:"} {
+		if !strings.Contains(s, want) {
+			t.Errorf("upgraded config lacks %q:\n%s", want, s)
+		}
+	}
+	if strings.Contains(s, "hosts:") || strings.Contains(s, "\n    config:") {
+		t.Errorf("upgraded config still has v2 fields:\n%s", s)
+	}
+	// The printed config validates without any upgrade warning.
+	p := writeFile(t, s)
+	cmd := exec.Command(legateBin, "validate", p)
+	var se strings.Builder
+	cmd.Stderr = &se
+	if err := cmd.Run(); err != nil || strings.Contains(se.String(), "warning") {
+		t.Fatalf("upgraded config: %v\n%s", err, se.String())
+	}
+}
+
+// TestSIGTERMDrains starts the binary, holds a slow request in flight,
+// sends SIGTERM and checks that the request completes, new connections are
+// refused, and the process exits 0.
+func TestSIGTERMDrains(t *testing.T) {
+	release := make(chan struct{})
+	u := testutil.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		w.Write([]byte("done"))
+	}))
+	host, port := u.Host()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	lh, lp, _ := net.SplitHostPort(addr)
+	cfgPath := writeFile(t, fmt.Sprintf(`
+static_resources:
+  listeners:
+  - name: l
+    address: {socket_address: {address: %s, port_value: %s}}
+    filter_chains: [{filters: [{name: envoy.filters.network.http_connection_manager, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: s, route_config: {virtual_hosts: [{name: v, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: u}}]}]}, http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]}}]}]
+  clusters: [{name: u, type: STATIC, load_assignment: {cluster_name: u, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: %s, port_value: %s}}}}]}]}}]
+`, lh, lp, host, port))
+	cmd := exec.Command(legateBin, "proxy", "-c", cfgPath, "--drain-time-s", "10")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logs := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			logs <- sc.Text()
+		}
+		close(logs)
+	}()
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	}, "proxy did not start")
+	result := make(chan string, 1)
+	go func() {
+		resp, err := http.Get("http://" + addr + "/slow")
+		if err != nil {
+			result <- "error: " + err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		result <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	time.Sleep(200 * time.Millisecond) // the request is now waiting on the upstream
+	cmd.Process.Signal(syscall.SIGTERM)
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	}, "listener still accepting after SIGTERM")
+	close(release)
+	if got := <-result; got != "200 done" {
+		t.Fatalf("in-flight request during drain: %s", got)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("proxy did not exit after draining")
+	}
+	var all []string
+	for l := range logs {
+		all = append(all, l)
+	}
+	if !regexp.MustCompile(`caught signal; draining`).MatchString(strings.Join(all, "\n")) {
+		t.Errorf("no drain log line:\n%s", strings.Join(all, "\n"))
+	}
+}
