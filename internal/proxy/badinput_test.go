@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,9 +31,12 @@ func rawExchange(t *testing.T, addr, raw string) string {
 }
 
 func TestMalformedRequests(t *testing.T) {
+	var mu sync.Mutex
 	var seen []string
 	u := testutil.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
 		seen = append(seen, r.Method+" "+r.URL.Path)
+		mu.Unlock()
 		io.Copy(io.Discard, r.Body)
 		w.Write([]byte("ok"))
 	}))
@@ -66,6 +70,8 @@ func TestMalformedRequests(t *testing.T) {
 			}
 		})
 	}
+	mu.Lock()
+	defer mu.Unlock()
 	for _, s := range seen {
 		if strings.Contains(s, "smuggled") {
 			t.Fatalf("a smuggled request reached the upstream: %v", seen)

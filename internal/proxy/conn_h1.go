@@ -305,6 +305,7 @@ func (c *h1conn) rawReply(status int, detail string) {
 	s.bodyConsumed = true
 	c.closeAfter = true
 	s.finalizeResponseHeaders()
+	c.cfg.stats.rqStatus.Inc(status)
 	c.writeHead(status, &s.resp.Map, 0, true)
 	c.finish(nil)
 	s.done()

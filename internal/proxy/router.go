@@ -820,6 +820,10 @@ func (s *stream) relayResponse(at *attempt) {
 		s.info.FirstDownstreamTxByte = s.info.Since()
 	}
 	endStream := fr == http1.NoBody
+	// As Envoy, response codes are counted when the headers pass through,
+	// before they reach the client.
+	cl.Stats.RqStatus.Inc(head.Status)
+	s.cfg.stats.rqStatus.Inc(head.Status)
 	if err := s.ds.writeHead(head.Status, &s.resp.Map, length, endStream); err != nil {
 		s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
 		cc.Conn.SetDeadline(time.Time{})
@@ -847,7 +851,6 @@ func (s *stream) relayResponse(at *attempt) {
 	s.info.LastDownstreamTxByte = s.info.Since()
 	cc.Conn.SetDeadline(time.Time{})
 	cl.Release(cc, ok && head.KeepAlive && fr != http1.ToClose)
-	cl.Stats.RqStatus.Inc(head.Status)
 	cl.Stats.RqTime.Record(float64(time.Since(at.sentAt).Microseconds()) / 1000)
 	at.host.HostFinished(ok && head.Status < 500, false)
 	s.drainRequestBody()

@@ -156,6 +156,8 @@ func (s *stream) relayH2(at *attempt) {
 	noBody := length == 0 && len(resp.Trailer) == 0
 	s.respStarted = true
 	s.info.FirstDownstreamTxByte = s.info.Since()
+	at.cl.Stats.RqStatus.Inc(resp.StatusCode)
+	s.cfg.stats.rqStatus.Inc(resp.StatusCode)
 	if err := s.ds.writeHead(resp.StatusCode, &s.resp.Map, length, noBody && s.req.Method != "HEAD"); err != nil {
 		s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
 		at.host.HostFinished(false, false)
@@ -183,7 +185,6 @@ func (s *stream) relayH2(at *attempt) {
 	}
 	s.ds.finish(trailers)
 	s.info.LastDownstreamTxByte = s.info.Since()
-	at.cl.Stats.RqStatus.Inc(resp.StatusCode)
 	at.cl.Stats.RqTime.Record(float64(time.Since(at.sentAt).Microseconds()) / 1000)
 	at.host.HostFinished(ok && resp.StatusCode < 500, false)
 	s.drainRequestBody()

@@ -165,9 +165,6 @@ func (s *stream) done() {
 	st.rqCompleted.Inc()
 	s.info.Done = s.info.Since()
 	s.info.ResponseCode = s.resp.Status
-	if s.resp.Status > 0 {
-		st.rqStatus.Inc(s.resp.Status)
-	}
 	st.rqTime.Record(float64(s.info.Done.Microseconds()) / 1000)
 	for _, l := range s.cfg.accessLogs {
 		l.Log(&s.info)
@@ -371,6 +368,7 @@ func (s *stream) redirectToHTTPS() {
 func (s *stream) sendResponse(body []byte) {
 	s.finalizeResponseHeaders()
 	s.respStarted = true
+	s.cfg.stats.rqStatus.Inc(s.resp.Status)
 	if err := s.ds.writeHead(s.resp.Status, &s.resp.Map, int64(len(body)), len(body) == 0); err != nil {
 		s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
 		return

@@ -75,6 +75,8 @@ func (s *stream) forwardUpgrade(at *attempt) {
 	s.finishUpstreamHeaders(at)
 	s.resp.Map.Del("date")
 	s.respStarted = true
+	at.cl.Stats.RqStatus.Inc(101)
+	s.cfg.stats.rqStatus.Inc(101)
 	if err := s.ds.writeHead(101, &s.resp.Map, 0, false); err != nil {
 		at.cl.Release(cc, false)
 		h.HostFinished(false, false)
@@ -100,7 +102,6 @@ func (s *stream) forwardUpgrade(at *attempt) {
 	s.closeConn = true
 	s.bodyConsumed = true
 	at.cl.Release(cc, false)
-	at.cl.Stats.RqStatus.Inc(101)
 	h.HostFinished(true, false)
 }
 
