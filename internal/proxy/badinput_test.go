@@ -71,12 +71,12 @@ func TestMalformedRequests(t *testing.T) {
 		})
 	}
 	mu.Lock()
-	defer mu.Unlock()
 	for _, s := range seen {
 		if strings.Contains(s, "smuggled") {
-			t.Fatalf("a smuggled request reached the upstream: %v", seen)
+			t.Errorf("a smuggled request reached the upstream: %v", seen)
 		}
 	}
+	mu.Unlock()
 	// The proxy still serves after all of that.
 	if code, _, body := testutil.Get(t, testutil.Client(), p.URL("http", "/fine")); code != 200 || body != "ok" {
 		t.Fatalf("proxy stopped serving: %d %q", code, body)
