@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"regexp"
 	"sort"
 	"strings"
@@ -78,6 +79,13 @@ func New(srv Server, st *stats.Store, log *slog.Logger, accessLog io.Writer) *Ad
 	a.handle("/quitquitquit", "exit the server", true, a.handleQuit)
 	a.handle("/logging", "query or change log levels (level=, <logger>=)", true, a.handleLogging)
 	a.handle("/reset_counters", "reset all counters to zero", true, a.handleResetCounters)
+	// Go's profiler (Envoy's /cpuprofiler and /heapprofiler have no Go
+	// equivalent; pprof is what Go operators use).
+	a.index = append(a.index, endpoint{path: "/debug/pprof/", help: "Go runtime profiles (pprof)"})
+	a.mux.HandleFunc("/debug/pprof/", pprof.Index)
+	a.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	a.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	a.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	return a
 }
 

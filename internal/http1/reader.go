@@ -15,6 +15,7 @@ import (
 // hold no buffer.
 type Reader struct {
 	src  io.Reader
+	bufp *[]byte // pooled buffer, nil when buf is not from the pool
 	buf  []byte
 	r, w int
 	pin  int // bytes [0:pin) belong to the current message's head
@@ -27,7 +28,7 @@ func NewReader(src io.Reader) *Reader { return &Reader{src: src} }
 // Reset points r at a new source, dropping any buffered input.
 func (r *Reader) Reset(src io.Reader) {
 	r.Release()
-	*r = Reader{src: src, buf: r.buf}
+	*r = Reader{src: src, buf: r.buf, bufp: r.bufp}
 }
 
 const bufSize = 4096
@@ -40,16 +41,18 @@ func (r *Reader) Buffered() int { return r.w - r.r }
 // Release returns the buffer to the pool if nothing is buffered. Call it
 // when the connection goes idle.
 func (r *Reader) Release() {
-	if r.buf != nil && r.r == r.w && r.pin == 0 && cap(r.buf) == bufSize {
-		b := r.buf[:bufSize]
-		bufPool.Put(&b)
-		r.buf, r.r, r.w = nil, 0, 0
+	if r.buf != nil && r.r == r.w && r.pin == 0 {
+		if r.bufp != nil {
+			bufPool.Put(r.bufp)
+		}
+		r.buf, r.bufp, r.r, r.w = nil, nil, 0, 0
 	}
 }
 
 func (r *Reader) ensureBuf() {
 	if r.buf == nil {
-		r.buf = *(bufPool.Get().(*[]byte))
+		r.bufp = bufPool.Get().(*[]byte)
+		r.buf = *r.bufp
 		r.r, r.w = 0, 0
 	}
 }
@@ -75,7 +78,7 @@ func (r *Reader) fill(limit int) error {
 			}
 			nb := make([]byte, size)
 			copy(nb, r.buf[:r.w])
-			r.buf = nb // the old buffer is not pooled: strings may point at it
+			r.buf, r.bufp = nb, nil // the old buffer is not pooled: strings may point at it
 		}
 	}
 	n, err := r.src.Read(r.buf[r.w:])

@@ -11,6 +11,7 @@ import (
 
 	"github.com/legateproxy/legate/internal/headers"
 	"github.com/legateproxy/legate/internal/http1"
+	"github.com/legateproxy/legate/internal/netx"
 )
 
 var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
@@ -20,7 +21,7 @@ var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
 // configured) and serves requests until the connection ends.
 func serveHTTP(chain *filterChain, tc *trackedConn, d *Deps) {
 	cfg := chain.hcm
-	conn := tc.Conn
+	conn := netx.Wrap(tc.Conn)
 	cs := newConnState(conn, d)
 	st := cfg.stats
 	st.cxTotal.Inc()

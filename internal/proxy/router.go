@@ -96,7 +96,8 @@ func (s *stream) forward() {
 	}
 	defer cl.EndRequest()
 
-	at := &attempt{cl: cl, wc: wc}
+	at := &s.at
+	at.cl, at.wc = cl, wc
 	s.setupAttempt(at, a)
 	if s.upgrade != "" {
 		s.forwardUpgrade(at)
@@ -208,7 +209,11 @@ func (s *stream) setupAttempt(at *attempt, a *route.RouteAction) {
 		expected = at.perTry
 	}
 	if !s.cfg.suppressEnvoyHeaders && expected > 0 {
-		m.Set("x-envoy-expected-rq-timeout-ms", strconv.FormatInt(expected.Milliseconds(), 10))
+		v := a.TimeoutMs
+		if expected != a.Timeout {
+			v = strconv.FormatInt(expected.Milliseconds(), 10)
+		}
+		m.Set("x-envoy-expected-rq-timeout-ms", v)
 	}
 	if at.policy != nil && at.policy.PreviousHosts {
 		at.lb.MaxSelectAttempts = at.policy.HostSelectionMaxAttempts
@@ -834,9 +839,9 @@ func (s *stream) relayResponse(at *attempt) {
 	ok := true
 	var trailers *headers.Map
 	if !endStream {
-		var br http1.BodyReader
+		br := &s.respBody
 		br.Reset(cc.R, fr, n)
-		ok = s.copyBody(&br, fr != http1.Length, at)
+		ok = s.copyBody(br, fr != http1.Length, at)
 		if ok && fr == http1.Chunked && br.Trailers().Len() > 0 {
 			trailers = br.Trailers()
 		}

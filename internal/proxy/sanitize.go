@@ -30,13 +30,37 @@ var internalOnlyHeaders = map[string]bool{
 // stripHopByHop removes connection-specific headers and the headers the
 // Connection header nominates. te: trailers is kept (gRPC needs it).
 func stripHopByHop(m *headers.Map) {
-	if conn := m.Joined("connection"); conn != "" {
-		for _, tok := range strings.Split(conn, ",") {
-			tok = strings.ToLower(strings.TrimSpace(tok))
+	var nominated [4]string
+	var overflow []string
+	n := 0
+	for _, f := range m.Fields() {
+		if f.Name != "connection" {
+			continue
+		}
+		conn := f.Value
+		for conn != "" {
+			var tok string
+			if i := strings.IndexByte(conn, ','); i >= 0 {
+				tok, conn = conn[:i], conn[i+1:]
+			} else {
+				tok, conn = conn, ""
+			}
+			tok = headers.Lower(strings.TrimSpace(tok))
 			if tok != "" && tok != "close" && tok != "keep-alive" && tok != "upgrade" {
-				m.Del(tok)
+				if n < len(nominated) {
+					nominated[n] = tok
+					n++
+				} else {
+					overflow = append(overflow, tok)
+				}
 			}
 		}
+	}
+	for _, tok := range nominated[:n] {
+		m.Del(tok)
+	}
+	for _, tok := range overflow {
+		m.Del(tok)
 	}
 	te := m.Get("te")
 	for _, h := range hopByHop {

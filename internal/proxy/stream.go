@@ -87,14 +87,27 @@ type stream struct {
 	bodyConsumed bool
 	// closeConn asks the codec to close the connection after this response.
 	closeConn bool
+
+	// at is the upstream exchange state, reused across requests.
+	at attempt
+	// respBody reads an HTTP/1 upstream response body.
+	respBody http1.BodyReader
 }
 
+// reset clears the stream for the next request, keeping the storage of
+// its header maps and buffers so a steady connection allocates nothing.
 func (s *stream) reset() {
 	req, resp := s.req, s.resp
 	req.Reset()
 	resp.Reset()
 	scratch := s.scratch[:0]
-	*s = stream{cfg: s.cfg, conn: s.conn, ds: s.ds, d: s.d, req: req, resp: resp, scratch: scratch}
+	head := s.at.head
+	head.Reset()
+	exclude := s.at.lb.Exclude[:0]
+	rb := s.respBody
+	*s = stream{cfg: s.cfg, conn: s.conn, ds: s.ds, d: s.d, req: req, resp: resp, scratch: scratch, respBody: rb}
+	s.at.head = head
+	s.at.lb.Exclude = exclude
 }
 
 // serve runs the request through the connection manager: validation,

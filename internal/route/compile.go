@@ -361,6 +361,7 @@ func (c *compiler) routeAction(a *routev3.RouteAction, path string, m *Match) (*
 		caseSensitive:        m.caseSensitive,
 		AppendXForwardedHost: a.GetAppendXForwardedHost(),
 	}
+	ra.TimeoutMs = strconv.FormatInt(ra.Timeout.Milliseconds(), 10)
 	if a.GetIdleTimeout() != nil {
 		ra.IdleTimeout = a.GetIdleTimeout().AsDuration()
 	}

@@ -98,10 +98,13 @@ type RouteAction struct {
 	HostRewritePath      *regexp.Regexp
 	HostRewritePathSubst string
 	Timeout              time.Duration // 0 disables
-	IdleTimeout          time.Duration // per-route stream idle timeout; <0 unset
-	RetryPolicy          *RetryPolicy
-	Mirrors              []Mirror
-	HashPolicies         []HashPolicy
+	// TimeoutMs is Timeout in milliseconds as text, precomputed for the
+	// x-envoy-expected-rq-timeout-ms header.
+	TimeoutMs    string
+	IdleTimeout  time.Duration // per-route stream idle timeout; <0 unset
+	RetryPolicy  *RetryPolicy
+	Mirrors      []Mirror
+	HashPolicies []HashPolicy
 	// Upgrades maps an upgrade type (lower case) to whether this route allows it;
 	// types not present fall back to the connection manager's upgrade_configs.
 	Upgrades             map[string]bool

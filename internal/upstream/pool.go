@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/legateproxy/legate/internal/http1"
+	"github.com/legateproxy/legate/internal/netx"
 )
 
 // ClientConn is one HTTP/1.1 connection to an upstream host, owned by one
@@ -143,6 +144,7 @@ func (c *Cluster) dial(deadline time.Time, h *Host) (*ClientConn, error) {
 		}
 		return nil, &ConnectError{Err: err}
 	}
+	conn = netx.Wrap(conn)
 	if c.transport != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), c.connectTimeout)
 		conn, err = c.transport.Client(ctx, conn, h)
