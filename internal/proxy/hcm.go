@@ -314,7 +314,7 @@ func compileHCM(tc *anypb.Any, path string, d *Deps) (*hcmConfig, error) {
 		if d.RDS == nil {
 			return nil, config.Unsupported(config.Join(path, "rds"), "RDS without dynamic_resources")
 		}
-		p, err := d.RDS(rs.Rds, config.Join(path, "rds"))
+		p, err := d.RDS(rs.Rds, c.statPrefix, config.Join(path, "rds"))
 		if err != nil {
 			return nil, err
 		}

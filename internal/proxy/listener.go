@@ -34,7 +34,7 @@ type Deps struct {
 	// CompileValue compiles header values with %VARIABLE% substitutions.
 	CompileValue func(text string) (route.Value, error)
 	// RDS subscribes to a route configuration; nil when there is no xDS.
-	RDS func(rds *hcmv3.Rds, path string) (*atomic.Pointer[route.Table], error)
+	RDS func(rds *hcmv3.Rds, statPrefix, path string) (*atomic.Pointer[route.Table], error)
 	// TLS compiles a downstream transport socket; nil rejects TLS.
 	TLS func(ts *corev3.TransportSocket, path string) (ServerTransport, error)
 	// Hostname is this machine's name (%HOSTNAME%).
@@ -278,6 +278,19 @@ func socketAddress(a *corev3.Address, path string) (string, error) {
 		return "", config.Errorf(config.Join(path, "socket_address.address"), "%q is not an IP address (listeners bind to IPs)", sa.GetAddress())
 	}
 	return net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))), nil
+}
+
+// RoutesReady reports whether every HTTP filter chain has a route table
+// (listeners warm until RDS delivers them).
+func (l *Listener) RoutesReady() bool {
+	cs := l.chains.Load()
+	all := append([]*filterChain{cs.def}, cs.chains...)
+	for _, c := range all {
+		if c != nil && c.hcm != nil && c.hcm.routes.Load() == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // Bind opens the listening socket. ln may be an existing socket to take

@@ -417,16 +417,16 @@ func (s *stream) runAttempt(at *attempt) {
 		return
 	}
 	at.host = h
-	if s.rt.Action.AutoHostRewrite && h.Hostname != "" {
+	if s.rt.Action.AutoHostRewrite && h.Hostname() != "" {
 		// auto_host_rewrite: the Host is the chosen host's name (DNS clusters,
 		// or endpoints with a hostname).
-		at.authority = h.Hostname
+		at.authority = h.Hostname()
 	}
 	if n := s.info.UpstreamRequestAttemptCount; n <= len(at.tried) {
 		at.tried[n-1] = h
 	}
 	s.info.UpstreamHost = h.Address
-	s.info.UpstreamHostname = h.Hostname
+	s.info.UpstreamHostname = h.Hostname()
 	at.cl.Stats.RqTotal.Inc()
 	h.HostStarted()
 	proto := at.cl.Protocol

@@ -69,6 +69,7 @@ type Server struct {
 	quitOnce       sync.Once
 	staticClusters []*upstream.Cluster
 	serverStats    serverStats
+	dyn            *dynamic
 }
 
 type serverStats struct {
@@ -147,9 +148,6 @@ func (s *Server) compile() error {
 			return err
 		}
 	}
-	if b.GetDynamicResources() != nil {
-		return config.Unsupported("dynamic_resources", "dynamic_resources (xDS)")
-	}
 	s.Stats = stats.NewStore()
 	s.serverStats = serverStats{
 		live: s.Stats.Gauge("server.live"), uptime: s.Stats.Gauge("server.uptime"),
@@ -180,6 +178,11 @@ func (s *Server) compile() error {
 		}
 		s.staticClusters = append(s.staticClusters, c)
 		s.Clusters.Register(c)
+	}
+	if dr := b.GetDynamicResources(); dr != nil {
+		if err := s.setupDynamic(dr); err != nil {
+			return err
+		}
 	}
 	lnames := map[string]bool{}
 	for i, pl := range b.GetStaticResources().GetListeners() {
@@ -256,7 +259,11 @@ func (s *Server) Start() error {
 	for _, l := range s.listeners {
 		go l.Serve()
 	}
-	s.serverStats.listenersActive.Set(int64(len(s.listeners)))
+	if s.dyn != nil {
+		s.dyn.start()
+		s.dyn.waitInitial()
+	}
+	s.refreshListenerStats()
 	s.serverStats.concurrency.Set(1)
 	s.state.Store("LIVE")
 	s.serverStats.live.Set(1)
@@ -286,6 +293,32 @@ func (s *Server) tick() {
 	}
 }
 
+// staticListeners returns the listeners from static_resources.
+func (s *Server) staticListeners() []*proxy.Listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*proxy.Listener(nil), s.listeners...)
+}
+
+// allListeners returns static and active dynamic listeners.
+func (s *Server) allListeners() []*proxy.Listener {
+	out := s.staticListeners()
+	if s.dyn != nil {
+		s.dyn.mu.Lock()
+		for _, dl := range s.dyn.listeners {
+			if !dl.warming {
+				out = append(out, dl.l)
+			}
+		}
+		s.dyn.mu.Unlock()
+	}
+	return out
+}
+
+func (s *Server) refreshListenerStats() {
+	s.serverStats.listenersActive.Set(int64(len(s.allListeners())))
+}
+
 func (s *Server) closeListeners() {
 	for _, l := range s.listeners {
 		l.StopAccepting()
@@ -303,7 +336,7 @@ func (s *Server) AdminAddress() string {
 // ListenerAddresses returns the bound address of each listener by name.
 func (s *Server) ListenerAddresses() map[string]string {
 	out := map[string]string{}
-	for _, l := range s.listeners {
+	for _, l := range s.allListeners() {
 		out[l.Name] = l.BoundAddress()
 	}
 	return out
@@ -321,8 +354,11 @@ func (s *Server) Shutdown(ctx context.Context) {
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < drain {
 		drain = time.Until(dl)
 	}
+	if s.dyn != nil {
+		s.dyn.stop()
+	}
 	var wg sync.WaitGroup
-	for _, l := range s.listeners {
+	for _, l := range s.allListeners() {
 		wg.Add(1)
 		go func(l *proxy.Listener) {
 			defer wg.Done()
@@ -404,6 +440,9 @@ func (s *Server) ConfigDump(resource string, includeEDS bool) (proto.Message, er
 			ccd.StaticClusters = append(ccd.StaticClusters, &adminv3.ClustersConfigDump_StaticCluster{Cluster: a, LastUpdated: timestamppb.New(c.LastUpdated)})
 		}
 	}
+	if s.dyn != nil {
+		s.dyn.dumpClusters(ccd)
+	}
 	add(ccd)
 	lcd := &adminv3.ListenersConfigDump{}
 	s.mu.Lock()
@@ -412,9 +451,17 @@ func (s *Server) ConfigDump(resource string, includeEDS bool) (proto.Message, er
 		lcd.StaticListeners = append(lcd.StaticListeners, &adminv3.ListenersConfigDump_StaticListener{Listener: a, LastUpdated: timestamppb.New(l.LastUpdated)})
 	}
 	s.mu.Unlock()
+	rcd := &adminv3.RoutesConfigDump{}
+	if s.dyn != nil {
+		s.dyn.dumpListeners(lcd)
+		s.dyn.dumpRoutes(rcd)
+	}
 	add(lcd)
-	add(&adminv3.RoutesConfigDump{})
+	add(rcd)
 	add(&adminv3.SecretsConfigDump{})
+	if includeEDS && s.dyn != nil {
+		add(s.dyn.dumpEndpoints())
+	}
 	if resource != "" {
 		return filterDump(cd, resource)
 	}
@@ -479,10 +526,7 @@ func (s *Server) DrainListeners(inboundOnly, graceful bool) {
 	if graceful {
 		drain = s.opts.DrainTime
 	}
-	s.mu.Lock()
-	ls := append([]*proxy.Listener(nil), s.listeners...)
-	s.mu.Unlock()
-	for _, l := range ls {
+	for _, l := range s.allListeners() {
 		if inboundOnly && l.Proto.GetTrafficDirection() == corev3.TrafficDirection_OUTBOUND {
 			continue
 		}

@@ -225,7 +225,7 @@ func (c *Cluster) setHosts(hosts []*Host) {
 	for _, h := range hosts {
 		if old, ok := c.byAddr[h.Address]; ok {
 			// Keep the running host; take the new weight, priority, metadata.
-			old.Weight, old.Priority, old.Locality, old.Metadata, old.Hostname = h.Weight, h.Priority, h.Locality, h.Metadata, h.Hostname
+			old.cfg.Store(h.cfg.Load())
 			old.setFlag(FlagFailedEDSHealth, h.flags.Load()&FlagFailedEDSHealth != 0)
 			old.setFlag(FlagDegradedEDS, h.flags.Load()&FlagDegradedEDS != 0)
 			h = old

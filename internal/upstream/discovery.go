@@ -82,17 +82,11 @@ func hostsFromAssignment(la *endpointv3.ClusterLoadAssignment, path string) ([]e
 }
 
 func (e endpointSpec) toHost(ip netip.Addr) *Host {
-	h := &Host{
-		Address:  net.JoinHostPort(ip.String(), strconv.Itoa(int(e.port))),
-		Hostname: e.hostname,
-		Weight:   e.weight,
-		Priority: e.priority,
-		Locality: e.locality,
-		Metadata: e.metadata,
+	cfg := HostConfig{Hostname: e.hostname, Weight: e.weight, Priority: e.priority, Locality: e.locality, Metadata: e.metadata}
+	if cfg.Hostname == "" && e.host != ip.String() {
+		cfg.Hostname = e.host
 	}
-	if h.Hostname == "" && e.host != ip.String() {
-		h.Hostname = e.host
-	}
+	h := newHost(net.JoinHostPort(ip.String(), strconv.Itoa(int(e.port))), cfg)
 	if e.unhealthy {
 		h.flags.Store(FlagFailedEDSHealth)
 	}

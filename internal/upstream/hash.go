@@ -34,12 +34,12 @@ func newHashTable(hosts []*Host, cfg *lbConfig) hashTable {
 func normalizedWeights(hosts []*Host) ([]float64, float64, float64) {
 	var sum float64
 	for _, h := range hosts {
-		sum += float64(max(h.Weight, 1))
+		sum += float64(max(h.Weight(), 1))
 	}
 	ws := make([]float64, len(hosts))
 	minW, maxW := 1.0, 0.0
 	for i, h := range hosts {
-		ws[i] = float64(max(h.Weight, 1)) / sum
+		ws[i] = float64(max(h.Weight(), 1)) / sum
 		minW = math.Min(minW, ws[i])
 		maxW = math.Max(maxW, ws[i])
 	}

@@ -23,13 +23,9 @@ const (
 type Host struct {
 	// Address is what is dialed ("ip:port"), also the /clusters key.
 	Address string
-	// Hostname is the name the endpoint was configured with (DNS clusters,
-	// endpoint.hostname); auto_host_rewrite uses it.
-	Hostname string
-	Weight   uint32
-	Priority uint32
-	Locality *corev3.Locality
-	Metadata *corev3.Metadata
+	// cfg holds the attributes an update may change while requests read
+	// them; it is replaced, never modified.
+	cfg atomic.Pointer[HostConfig]
 
 	flags    atomic.Uint32
 	activeRq atomic.Int64
@@ -37,6 +33,35 @@ type Host struct {
 	stats *HostStats
 	pool  *pool
 }
+
+// HostConfig are a host's configured attributes.
+type HostConfig struct {
+	// Hostname is the name the endpoint was configured with (DNS clusters,
+	// endpoint.hostname); auto_host_rewrite uses it.
+	Hostname string
+	Weight   uint32
+	Priority uint32
+	Locality *corev3.Locality
+	Metadata *corev3.Metadata
+}
+
+func newHost(addr string, cfg HostConfig) *Host {
+	h := &Host{Address: addr}
+	h.cfg.Store(&cfg)
+	return h
+}
+
+// Config returns the host's current attributes.
+func (h *Host) Config() *HostConfig { return h.cfg.Load() }
+
+// Hostname returns the configured host name ("" if none).
+func (h *Host) Hostname() string { return h.cfg.Load().Hostname }
+
+// Weight returns the load-balancing weight.
+func (h *Host) Weight() uint32 { return h.cfg.Load().Weight }
+
+// Priority returns the priority level.
+func (h *Host) Priority() uint32 { return h.cfg.Load().Priority }
 
 // HostStats are per-host counters shown by /clusters.
 type HostStats struct {

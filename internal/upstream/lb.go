@@ -78,8 +78,8 @@ func buildHostSet(hosts []*Host, cfg *lbConfig) *hostSet {
 	hs := &hostSet{all: hosts}
 	maxP := uint32(0)
 	for _, h := range hosts {
-		if h.Priority > maxP {
-			maxP = h.Priority
+		if h.Priority() > maxP {
+			maxP = h.Priority()
 		}
 	}
 	if len(hosts) == 0 {
@@ -90,7 +90,7 @@ func buildHostSet(hosts []*Host, cfg *lbConfig) *hostSet {
 		hs.prios[i] = &prioSet{}
 	}
 	for _, h := range hosts {
-		p := hs.prios[h.Priority]
+		p := hs.prios[h.Priority()]
 		p.hosts = append(p.hosts, h)
 		if h.Healthy() {
 			p.healthy = append(p.healthy, h)
@@ -215,7 +215,7 @@ func leastRequest(hosts []*Host, cfg *lbConfig) *Host {
 		h := hosts[rand.IntN(len(hosts))]
 		// Envoy: with equal weights the fewest active requests wins; with
 		// unequal weights the weight is divided by (active+1)^bias.
-		score := float64(h.Weight) / math.Pow(float64(h.activeRq.Load()+1), cfg.activeRqBias)
+		score := float64(h.Weight()) / math.Pow(float64(h.activeRq.Load()+1), cfg.activeRqBias)
 		if score > bestScore {
 			best, bestScore = h, score
 		}
@@ -243,10 +243,10 @@ func newWRR(hosts []*Host) wrr {
 	equal := true
 	g := uint64(0)
 	for _, h := range hosts {
-		if h.Weight != hosts[0].Weight {
+		if h.Weight() != hosts[0].Weight() {
 			equal = false
 		}
-		g = gcd(g, uint64(max(h.Weight, 1)))
+		g = gcd(g, uint64(max(h.Weight(), 1)))
 	}
 	if equal {
 		return w
@@ -254,7 +254,7 @@ func newWRR(hosts []*Host) wrr {
 	weights := make([]int64, len(hosts))
 	var total int64
 	for i, h := range hosts {
-		weights[i] = int64(uint64(max(h.Weight, 1)) / g)
+		weights[i] = int64(uint64(max(h.Weight(), 1)) / g)
 		total += weights[i]
 	}
 	if total > maxSeq { // scale down, keeping every host at least once

@@ -54,14 +54,14 @@ func (m *Manager) WriteClusters(w io.Writer, jsonFormat bool) error {
 			} {
 				fmt.Fprintf(w, "%s%s::%d\n", pre, kv.k, kv.v)
 			}
-			fmt.Fprintf(w, "%shostname::%s\n", pre, h.Hostname)
+			fmt.Fprintf(w, "%shostname::%s\n", pre, h.Hostname())
 			fmt.Fprintf(w, "%shealth_flags::%s\n", pre, h.HealthFlagsString())
-			fmt.Fprintf(w, "%sweight::%d\n", pre, h.Weight)
-			fmt.Fprintf(w, "%sregion::%s\n", pre, h.Locality.GetRegion())
-			fmt.Fprintf(w, "%szone::%s\n", pre, h.Locality.GetZone())
-			fmt.Fprintf(w, "%ssub_zone::%s\n", pre, h.Locality.GetSubZone())
+			fmt.Fprintf(w, "%sweight::%d\n", pre, h.Weight())
+			fmt.Fprintf(w, "%sregion::%s\n", pre, h.Config().Locality.GetRegion())
+			fmt.Fprintf(w, "%szone::%s\n", pre, h.Config().Locality.GetZone())
+			fmt.Fprintf(w, "%ssub_zone::%s\n", pre, h.Config().Locality.GetSubZone())
 			fmt.Fprintf(w, "%scanary::false\n", pre)
-			fmt.Fprintf(w, "%spriority::%d\n", pre, h.Priority)
+			fmt.Fprintf(w, "%spriority::%d\n", pre, h.Priority())
 			fmt.Fprintf(w, "%ssuccess_rate::-1\n", pre)
 			fmt.Fprintf(w, "%slocal_origin_success_rate::-1\n", pre)
 		}
@@ -92,10 +92,10 @@ func (c *Cluster) status() *adminv3.ClusterStatus {
 		hs := &adminv3.HostStatus{
 			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
 				Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p)}}}},
-			Weight:   h.Weight,
-			Hostname: h.Hostname,
-			Priority: h.Priority,
-			Locality: h.Locality,
+			Weight:   h.Weight(),
+			Hostname: h.Hostname(),
+			Priority: h.Priority(),
+			Locality: h.Config().Locality,
 			HealthStatus: &adminv3.HostHealthStatus{
 				FailedActiveHealthCheck: f&FlagFailedActiveHC != 0,
 				FailedOutlierCheck:      f&FlagFailedOutlier != 0,
