@@ -87,7 +87,7 @@ func TestConfigUpgradePrintsValidV3(t *testing.T) {
 			t.Errorf("upgraded config lacks %q:\n%s", want, s)
 		}
 	}
-	if strings.Contains(s, "hosts:") || strings.Contains(s, "\n    config:") {
+	if regexp.MustCompile(`(?m)^\s+(hosts|config):`).MatchString(s) {
 		t.Errorf("upgraded config still has v2 fields:\n%s", s)
 	}
 	// The printed config validates without any upgrade warning.

@@ -180,7 +180,14 @@ func (d *decoder) upgradeV2(n *yaml.Node, md protoreflect.MessageDescriptor, pat
 		}
 	}
 	if canon, ok := canonicalNames[name]; ok {
-		d.warnf(nameNode, join(path, "name"), "deprecated v2 name %q: use %q", name, canon)
+		d.warnf(nameNode, join(path, "name"), "deprecated v2 name %q upgraded to %q", name, canon)
+		// The v3 form carries the canonical name (the type comes from
+		// typed_config, so only names in logs and the config dump change).
+		for i, p := range ps {
+			if p.key == "name" {
+				ps[i].value = scalar(nameNode.Line, canon)
+			}
+		}
 	}
 	typeFor := func() string {
 		if md.FullName() == "envoy.config.core.v3.TransportSocket" && (name == "tls" || name == "envoy.transport_sockets.tls") {

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 
@@ -287,4 +288,14 @@ func fractionPerMillion(f *typev3.FractionalPercent) uint32 {
 		n = 1_000_000
 	}
 	return n
+}
+
+// CompileHeaderMatcher compiles a HeaderMatcher for use outside route
+// tables (access-log header filters).
+func CompileHeaderMatcher(h *routev3.HeaderMatcher, path string) (func(*headers.Request) bool, error) {
+	hm, err := compileHeaderMatcher(h, path)
+	if err != nil {
+		return nil, err
+	}
+	return hm.matches, nil
 }

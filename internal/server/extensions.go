@@ -3,7 +3,8 @@ package server
 import (
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 
-	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/accesslog"
+	"github.com/legateproxy/legate/internal/format"
 	"github.com/legateproxy/legate/internal/proxy"
 	"github.com/legateproxy/legate/internal/route"
 )
@@ -11,14 +12,31 @@ import (
 // accessLogCompiler returns the access-log compiler the proxy uses.
 func accessLogCompiler(s *Server) func([]*accesslogv3.AccessLog, string) ([]proxy.AccessLogger, error) {
 	return func(logs []*accesslogv3.AccessLog, path string) ([]proxy.AccessLogger, error) {
-		return nil, config.Unsupported(path, "access logs (not wired yet)")
+		ls, err := accesslog.Compile(logs, path, s.Stats)
+		if err != nil {
+			return nil, err
+		}
+		out := make([]proxy.AccessLogger, len(ls))
+		for i, l := range ls {
+			out[i] = l
+		}
+		return out, nil
 	}
 }
 
-// headerValueCompiler returns the header-value formatter.
-func headerValueCompiler() func(string) (route.Value, error) { return nil }
+// headerValueCompiler returns the header-value formatter (%VARIABLE%
+// substitutions in request_headers_to_add and friends).
+func headerValueCompiler() func(string) (route.Value, error) {
+	return func(text string) (route.Value, error) {
+		f, err := format.CompileHeaderValue(text)
+		if err != nil {
+			return nil, err
+		}
+		return f, nil
+	}
+}
 
-func closeAccessLogs() {}
+func closeAccessLogs() { accesslog.Flush() }
 
 // ReopenAccessLogs reopens every access log file (SIGUSR1).
-func ReopenAccessLogs() {}
+func ReopenAccessLogs() { accesslog.Reopen() }

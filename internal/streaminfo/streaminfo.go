@@ -8,7 +8,6 @@ package streaminfo
 import (
 	"crypto/x509"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/legateproxy/legate/internal/headers"
@@ -69,25 +68,32 @@ func (fs Flags) Has(f Flag) bool { return uint32(fs)&uint32(f) != 0 }
 
 // String renders the flags as %RESPONSE_FLAGS% does: short names joined by
 // commas, or "-" when none is set.
-func (fs Flags) String() string { return fs.render(flagShort) }
+func (fs Flags) String() string { return string(fs.AppendShort(nil)) }
 
 // Long renders the flags as %RESPONSE_FLAGS_LONG%.
-func (fs Flags) Long() string { return fs.render(flagLong) }
+func (fs Flags) Long() string { return string(fs.AppendLong(nil)) }
 
-func (fs Flags) render(names []string) string {
+// AppendShort appends the %RESPONSE_FLAGS% rendering.
+func (fs Flags) AppendShort(dst []byte) []byte { return fs.appendNames(dst, flagShort) }
+
+// AppendLong appends the %RESPONSE_FLAGS_LONG% rendering.
+func (fs Flags) AppendLong(dst []byte) []byte { return fs.appendNames(dst, flagLong) }
+
+func (fs Flags) appendNames(dst []byte, names []string) []byte {
 	if fs == 0 {
-		return "-"
+		return append(dst, '-')
 	}
-	var b strings.Builder
+	first := true
 	for i := range names {
 		if uint32(fs)&(1<<i) != 0 {
-			if b.Len() > 0 {
-				b.WriteByte(',')
+			if !first {
+				dst = append(dst, ',')
 			}
-			b.WriteString(names[i])
+			dst = append(dst, names[i]...)
+			first = false
 		}
 	}
-	return b.String()
+	return dst
 }
 
 // TLSInfo describes a TLS connection.
