@@ -291,3 +291,17 @@ func (s *Store) ResetCounters() {
 		c.v.Store(0)
 	}
 }
+
+// Value returns the current value of a counter or gauge called name, and
+// whether it exists (without creating it).
+func (s *Store) Value(name string) (int64, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.counters[name]; c != nil {
+		return int64(c.Value()), true
+	}
+	if g := s.gauges[name]; g != nil {
+		return g.Value(), true
+	}
+	return 0, false
+}
