@@ -18,6 +18,11 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
+	// Listener filters and transport sockets resolved by @type.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
+
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/route"
 	"github.com/legateproxy/legate/internal/stats"
@@ -35,8 +40,9 @@ type Deps struct {
 	CompileValue func(text string) (route.Value, error)
 	// RDS subscribes to a route configuration; nil when there is no xDS.
 	RDS func(rds *hcmv3.Rds, statPrefix, path string) (*atomic.Pointer[route.Table], error)
-	// TLS compiles a downstream transport socket; nil rejects TLS.
-	TLS func(ts *corev3.TransportSocket, path string) (ServerTransport, error)
+	// TLS compiles a downstream transport socket; statPrefix is the
+	// listener's ssl stats prefix (listener.<addr>.ssl.). nil rejects TLS.
+	TLS func(ts *corev3.TransportSocket, path, statPrefix string) (ServerTransport, error)
 	// Hostname is this machine's name (%HOSTNAME%).
 	Hostname string
 	// ConnIDs numbers downstream connections.
@@ -61,6 +67,7 @@ type ServerTransport interface {
 // network filter.
 type filterChain struct {
 	name      string
+	match     chainMatch
 	transport ServerTransport
 	hcm       *hcmConfig
 	h2        *h2Server
@@ -95,6 +102,7 @@ type Listener struct {
 	deps   *Deps
 	ln     net.Listener
 	chains atomic.Pointer[chainSet]
+	insp   inspector
 	stats  listenerStats
 	log    *slog.Logger
 
@@ -149,10 +157,25 @@ func CompileListener(pl *listenerv3.Listener, path string, d *Deps) (*Listener, 
 	if err != nil {
 		return nil, err
 	}
+	insp := inspector{timeout: 15 * time.Second, continueOnTimeout: pl.GetContinueOnListenerFiltersTimeout()}
+	if pl.GetListenerFiltersTimeout() != nil {
+		insp.timeout = pl.GetListenerFiltersTimeout().AsDuration()
+		if insp.timeout == 0 {
+			insp.timeout = 24 * time.Hour // 0 disables the timeout
+		}
+	}
 	for i, lf := range pl.GetListenerFilters() {
 		p := config.Index(config.Join(path, "listener_filters"), i)
-		if lf.GetTypedConfig().GetTypeUrl() != "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector" || d.TLS == nil {
-			return nil, config.Errorf(config.Join(p, "typed_config"), "unsupported @type %s (listener filter %q)", lf.GetTypedConfig().GetTypeUrl(), lf.GetName())
+		if err := config.CheckFields(lf, p, "name", "typed_config"); err != nil {
+			return nil, err
+		}
+		switch lf.GetTypedConfig().GetTypeUrl() {
+		case "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector":
+			insp.tls = true
+		case "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector":
+			insp.http = true
+		default:
+			return nil, config.Errorf(config.Join(p, "typed_config"), "unsupported @type %s (listener filter %q; supported: tls_inspector, http_inspector)", lf.GetTypedConfig().GetTypeUrl(), lf.GetName())
 		}
 	}
 	l := &Listener{
@@ -175,32 +198,46 @@ func CompileListener(pl *listenerv3.Listener, path string, d *Deps) (*Listener, 
 		noChain: s.Counter("no_filter_chain_match"), cxOverflow: s.Counter("downstream_cx_overflow"),
 		cxActive: s.Gauge("downstream_cx_active"), cxLength: s.Histogram("downstream_cx_length_ms"),
 	}
-	cs, err := compileChains(pl, path, d)
+	cs, err := compileChains(pl, path, d, "listener."+prefix+".ssl.")
 	if err != nil {
 		return nil, err
 	}
+	// As Envoy, the TLS inspector is added when a chain matches on what
+	// only it can see.
+	for _, c := range cs.chains {
+		if len(c.match.serverNames) > 0 || c.match.transport == "tls" || len(c.match.alpn) > 0 {
+			insp.tls = true
+		}
+	}
+	l.insp = insp
 	l.chains.Store(cs)
 	return l, nil
 }
 
-func compileChains(pl *listenerv3.Listener, path string, d *Deps) (*chainSet, error) {
+func compileChains(pl *listenerv3.Listener, path string, d *Deps, sslPrefix string) (*chainSet, error) {
 	cs := &chainSet{}
+	seen := map[string]int{}
 	for i, fc := range pl.GetFilterChains() {
-		c, err := compileChain(fc, config.Index(config.Join(path, "filter_chains"), i), d)
+		p := config.Index(config.Join(path, "filter_chains"), i)
+		c, err := compileChain(fc, p, d, sslPrefix)
 		if err != nil {
 			return nil, err
 		}
+		if c.match, err = compileChainMatch(fc.GetFilterChainMatch(), config.Join(p, "filter_chain_match")); err != nil {
+			return nil, err
+		}
+		if prev, dup := seen[c.match.key()]; dup {
+			return nil, config.Errorf(config.Join(p, "filter_chain_match"), "multiple filter chains with the same matching rules are defined (filter_chains[%d] and [%d])", prev, i)
+		}
+		seen[c.match.key()] = i
 		cs.chains = append(cs.chains, c)
 	}
 	if dfc := pl.GetDefaultFilterChain(); dfc != nil {
-		c, err := compileChain(dfc, config.Join(path, "default_filter_chain"), d)
+		c, err := compileChain(dfc, config.Join(path, "default_filter_chain"), d, sslPrefix)
 		if err != nil {
 			return nil, err
 		}
 		cs.def = c
-	}
-	if len(cs.chains) > 1 {
-		return nil, config.Errorf(config.Join(path, "filter_chains"), "%d filter chains: choosing a filter chain by filter_chain_match is not supported yet; use one filter chain", len(cs.chains))
 	}
 	if len(cs.chains) == 0 && cs.def == nil {
 		return nil, config.Errorf(path, "listener has no filter chains")
@@ -208,14 +245,9 @@ func compileChains(pl *listenerv3.Listener, path string, d *Deps) (*chainSet, er
 	return cs, nil
 }
 
-func compileChain(fc *listenerv3.FilterChain, path string, d *Deps) (*filterChain, error) {
+func compileChain(fc *listenerv3.FilterChain, path string, d *Deps, sslPrefix string) (*filterChain, error) {
 	if err := config.CheckFields(fc, path, "filters", "filter_chain_match", "transport_socket", "name", "metadata", "transport_socket_connect_timeout"); err != nil {
 		return nil, err
-	}
-	if m := fc.GetFilterChainMatch(); m != nil {
-		if err := config.CheckFields(m, config.Join(path, "filter_chain_match")); err != nil {
-			return nil, err
-		}
 	}
 	c := &filterChain{name: fc.GetName()}
 	if ts := fc.GetTransportSocket(); ts != nil {
@@ -223,7 +255,7 @@ func compileChain(fc *listenerv3.FilterChain, path string, d *Deps) (*filterChai
 			if d.TLS == nil {
 				return nil, config.Errorf(config.Join(path, "transport_socket.typed_config"), "unsupported @type %s: TLS termination is not implemented yet", ts.GetTypedConfig().GetTypeUrl())
 			}
-			t, err := d.TLS(ts, config.Join(path, "transport_socket"))
+			t, err := d.TLS(ts, config.Join(path, "transport_socket"), sslPrefix)
 			if err != nil {
 				return nil, err
 			}
@@ -375,11 +407,17 @@ func (l *Listener) handle(conn net.Conn) {
 		l.stats.cxDestroy.Inc()
 		l.stats.cxLength.Record(float64(time.Since(start).Milliseconds()))
 	}()
-	chain := cs.pick()
+	inspected, facts, ok := l.insp.inspect(conn)
+	if !ok {
+		return // listener filters timed out
+	}
+	chain := cs.selectChain(facts)
 	if chain == nil {
 		l.stats.noChain.Inc()
 		return
 	}
+	tc.Conn = inspected
+	conn = inspected
 	tc.chain = chain
 	if !l.track(tc) {
 		return
@@ -411,13 +449,6 @@ func (l *Listener) admit() bool {
 		return false
 	}
 	return true
-}
-
-func (cs *chainSet) pick() *filterChain {
-	if len(cs.chains) > 0 {
-		return cs.chains[0]
-	}
-	return cs.def
 }
 
 func (l *Listener) track(tc *trackedConn) bool {

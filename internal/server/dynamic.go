@@ -60,6 +60,7 @@ type dynamic struct {
 
 	initialFetch time.Duration
 	ready        []<-chan struct{}
+	secretNames  map[string]bool
 }
 
 type dynCluster struct {

@@ -7,6 +7,7 @@ import (
 	"gopkg.in/yaml.v3"
 	"log/slog"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -31,9 +32,15 @@ func ValidateResourceFile(path string, log *slog.Logger) ([]config.Warning, erro
 		return warns, err
 	}
 	st := stats.NewStore()
-	cm := upstream.NewManager(upstream.Deps{Stats: st, Log: log})
-	s := &Server{log: log}
+	s := &Server{log: log, Stats: st}
+	cm := upstream.NewManager(upstream.Deps{Stats: st, Log: log, Transport: s.clusterTransport})
 	deps := &proxy.Deps{Stats: st, Clusters: cm, Log: log, AccessLogs: accessLogCompiler(s), CompileValue: headerValueCompiler()}
+	s.deps = deps
+	s.Bootstrap = &bootstrapv3.Bootstrap{}
+	if err := s.setupTLS(); err != nil {
+		return warns, err
+	}
+	defer s.secrets.Close()
 	for i, a := range dr.GetResources() {
 		p := config.Index("resources", i)
 		m, err := a.UnmarshalNew()

@@ -30,6 +30,7 @@ import (
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/proxy"
 	"github.com/legateproxy/legate/internal/stats"
+	"github.com/legateproxy/legate/internal/tlsx"
 	"github.com/legateproxy/legate/internal/upstream"
 )
 
@@ -70,6 +71,8 @@ type Server struct {
 	staticClusters []*upstream.Cluster
 	serverStats    serverStats
 	dyn            *dynamic
+	secrets        *tlsx.Store
+	sdsFiles       []*fileWatch
 }
 
 type serverStats struct {
@@ -155,7 +158,7 @@ func (s *Server) compile() error {
 		listenersActive: s.Stats.Gauge("listener_manager.total_listeners_active"),
 		panics:          s.Stats.Counter("server.panics"),
 	}
-	s.Clusters = upstream.NewManager(upstream.Deps{Stats: s.Stats, Log: s.log})
+	s.Clusters = upstream.NewManager(upstream.Deps{Stats: s.Stats, Log: s.log, Transport: s.clusterTransport})
 	host, _ := os.Hostname()
 	s.deps = &proxy.Deps{
 		Stats: s.Stats, Clusters: s.Clusters, Log: s.log, Hostname: host,
@@ -163,6 +166,9 @@ func (s *Server) compile() error {
 		AccessLogs:      accessLogCompiler(s),
 		CompileValue:    headerValueCompiler(),
 		GlobalConnLimit: rl.globalConns,
+	}
+	if err := s.setupTLS(); err != nil {
+		return err
 	}
 	// Clusters first: routes validate the cluster names they use.
 	names := map[string]bool{}
@@ -197,9 +203,6 @@ func (s *Server) compile() error {
 		}
 		l.ConnLimit = rl.listenerConns[l.Name]
 		s.listeners = append(s.listeners, l)
-	}
-	if len(b.GetStaticResources().GetSecrets()) > 0 {
-		return config.Unsupported("static_resources.secrets", "static secrets (TLS is not implemented yet)")
 	}
 	if a := b.GetAdmin(); a != nil {
 		if err := config.CheckFields(a, "admin", "address", "access_log_path", "access_log", "profile_path", "socket_options", "ignore_global_conn_limit"); err != nil {
@@ -258,6 +261,9 @@ func (s *Server) Start() error {
 	}
 	for _, l := range s.listeners {
 		go l.Serve()
+	}
+	for _, f := range s.sdsFiles {
+		f.start()
 	}
 	if s.dyn != nil {
 		s.dyn.start()
@@ -356,6 +362,12 @@ func (s *Server) Shutdown(ctx context.Context) {
 	}
 	if s.dyn != nil {
 		s.dyn.stop()
+	}
+	for _, f := range s.sdsFiles {
+		f.stop()
+	}
+	if s.secrets != nil {
+		s.secrets.Close()
 	}
 	var wg sync.WaitGroup
 	for _, l := range s.allListeners() {
@@ -539,6 +551,3 @@ func (s *Server) Quit() { s.quitOnce.Do(func() { close(s.quit) }) }
 
 // LogLevel is the process log level.
 func (s *Server) LogLevel() *slog.LevelVar { return s.opts.LogLevel }
-
-// Certs implements /certs (no TLS contexts yet).
-func (s *Server) Certs() proto.Message { return &adminv3.Certificates{} }

@@ -35,7 +35,7 @@ const (
 
 // TransportSocket wraps new upstream connections (TLS); nil means plain TCP.
 type TransportSocket interface {
-	Client(ctx context.Context, conn net.Conn, h *Host) (net.Conn, error)
+	Client(ctx context.Context, conn net.Conn) (net.Conn, error)
 	// ALPN returns the negotiated protocol of a wrapped connection, or "".
 	ALPN(conn net.Conn) string
 }

@@ -21,9 +21,10 @@ import (
 type Deps struct {
 	Stats *stats.Store
 	Log   *slog.Logger
-	// Transport builds the TLS transport socket of a cluster; nil means
-	// transport sockets are not supported.
-	Transport func(ts *corev3.TransportSocket, path string, c *clusterv3.Cluster) (TransportSocket, error)
+	// Transport builds the TLS transport socket of a cluster; alpn is the
+	// default ALPN for its protocol. nil means transport sockets are not
+	// supported.
+	Transport func(ts *corev3.TransportSocket, path string, c *clusterv3.Cluster, alpn []string) (TransportSocket, error)
 }
 
 const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -88,7 +89,11 @@ func Compile(pc *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) {
 		if deps.Transport == nil {
 			return nil, config.Unsupported(config.Join(path, "transport_socket"), "transport_socket")
 		}
-		t, err := deps.Transport(ts, config.Join(path, "transport_socket"), pc)
+		alpn := []string{"http/1.1"}
+		if c.Protocol == HTTP2 {
+			alpn = []string{"h2"}
+		}
+		t, err := deps.Transport(ts, config.Join(path, "transport_socket"), pc, alpn)
 		if err != nil {
 			return nil, err
 		}

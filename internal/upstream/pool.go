@@ -147,7 +147,7 @@ func (c *Cluster) dial(deadline time.Time, h *Host) (*ClientConn, error) {
 	conn = netx.Wrap(conn)
 	if c.transport != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), c.connectTimeout)
-		conn, err = c.transport.Client(ctx, conn, h)
+		conn, err = c.transport.Client(ctx, conn)
 		cancel()
 		if err != nil {
 			c.cx.Add(-1)

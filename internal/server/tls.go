@@ -1,0 +1,192 @@
+package server
+
+import (
+	"time"
+
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/proxy"
+	"github.com/legateproxy/legate/internal/tlsx"
+	"github.com/legateproxy/legate/internal/upstream"
+	xdsclient "github.com/legateproxy/legate/internal/xds/client"
+)
+
+const rawBufferType = "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+
+// setupTLS creates the secret store, installs static secrets and wires TLS
+// compilation into listeners and clusters.
+func (s *Server) setupTLS() error {
+	s.secrets = tlsx.NewStore(s.log)
+	for i, sp := range s.Bootstrap.GetStaticResources().GetSecrets() {
+		p := config.Index("static_resources.secrets", i)
+		if err := config.Validate(sp, p); err != nil {
+			return err
+		}
+		if err := s.secrets.Set(sp, "", p); err != nil {
+			return err
+		}
+	}
+	s.deps.TLS = func(ts *corev3.TransportSocket, path, statPrefix string) (proxy.ServerTransport, error) {
+		if ts.GetTypedConfig().GetTypeUrl() == rawBufferType {
+			return nil, nil
+		}
+		return tlsx.CompileServer(ts, path, tlsx.Deps{Store: s.secrets, SDS: s.sds, Stats: s.Stats.Scope(statPrefix)})
+	}
+	return nil
+}
+
+// clusterTransport compiles a cluster's UpstreamTlsContext.
+func (s *Server) clusterTransport(ts *corev3.TransportSocket, path string, c *clusterv3.Cluster, alpn []string) (upstream.TransportSocket, error) {
+	if ts.GetTypedConfig().GetTypeUrl() == rawBufferType {
+		return nil, nil
+	}
+	name := c.GetName()
+	if c.GetAltStatName() != "" {
+		name = c.GetAltStatName()
+	}
+	cc, err := tlsx.CompileClient(ts, path, tlsx.Deps{Store: s.secrets, SDS: s.sds, Stats: s.Stats.Scope("cluster." + name + ".ssl.")}, alpn)
+	if err != nil {
+		return nil, err
+	}
+	if !cc.HasValidation() {
+		s.log.Warn("upstream TLS without a validation_context: the server certificate is not verified (as in Envoy)", "cluster", c.GetName())
+	}
+	return cc, nil
+}
+
+// sds resolves an SdsSecretConfig: a static secret (no sds_config), a
+// watched file (path_config_source), or an SDS subscription (ads or
+// api_config_source).
+func (s *Server) sds(sc *tlsv3.SdsSecretConfig, path string) (*tlsx.Secret, error) {
+	if err := config.CheckFields(sc, path, "name", "sds_config"); err != nil {
+		return nil, err
+	}
+	name := sc.GetName()
+	cs := sc.GetSdsConfig()
+	if cs == nil {
+		sec := s.secrets.Get(name)
+		if sec.Proto() == nil {
+			return nil, config.Errorf(config.Join(path, "name"), "no static secret named %q (define it under static_resources.secrets, or give an sds_config)", name)
+		}
+		return sec, nil
+	}
+	sec := s.secrets.Get(name)
+	handler := xdsclient.HandlerFunc(func(version string, res map[string]*anypb.Any) error {
+		for n, a := range res {
+			sp := &tlsv3.Secret{}
+			if err := a.UnmarshalTo(sp); err != nil {
+				return config.Errorf("secret "+n, "decode: %v", err)
+			}
+			if err := config.Validate(sp, "secret "+n); err != nil {
+				return err
+			}
+			if err := tlsx.Validate(sp, "secret "+n); err != nil {
+				return err
+			}
+		}
+		for n, a := range res {
+			sp := &tlsv3.Secret{}
+			a.UnmarshalTo(sp)
+			if err := s.secrets.Set(sp, version, "secret "+n); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	switch {
+	case cs.GetPathConfigSource() != nil || cs.GetPath() != "":
+		// File-based SDS: read now (so the first handshake has it), then watch.
+		p := cs.GetPath()
+		if pcs := cs.GetPathConfigSource(); pcs != nil {
+			p = pcs.GetPath()
+		}
+		fw := &fileWatch{path: p, poll: 500 * time.Millisecond, handler: handler, stats: xdsclient.NewStats(s.Stats.Scope("sds." + name + ".")),
+			log: s.log.Warn, stopCh: make(chan struct{}), first: make(chan struct{})}
+		fw.check()
+		if sec.Proto() == nil {
+			return nil, config.Errorf(config.Join(path, "sds_config"), "SDS file %s does not provide secret %q", p, name)
+		}
+		s.sdsFiles = append(s.sdsFiles, fw)
+		return sec, nil
+	case cs.GetAds() != nil:
+		if s.dyn == nil || s.dyn.ads == nil {
+			return nil, config.Errorf(config.Join(path, "sds_config.ads"), "SDS over ads needs dynamic_resources.ads_config")
+		}
+		s.dyn.subscribeSecret(name, handler)
+		return sec, nil
+	case cs.GetApiConfigSource() != nil:
+		if s.dyn == nil {
+			s.dyn = &dynamic{s: s, initialFetch: 15 * time.Second}
+		}
+		c, err := s.dyn.newClient(cs.GetApiConfigSource(), config.Join(path, "sds_config.api_config_source"), xdsclient.SecretType)
+		if err != nil {
+			return nil, err
+		}
+		c.Subscribe(xdsclient.SecretType, []string{name}, handler, xdsclient.NewStats(s.Stats.Scope("sds."+name+".")))
+		return sec, nil
+	}
+	return nil, config.Unsupported(config.Join(path, "sds_config"), "this SDS config source", "path_config_source", "ads", "api_config_source")
+}
+
+// subscribeSecret adds a secret name to the ADS secret subscription.
+func (d *dynamic) subscribeSecret(name string, h xdsclient.Handler) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.secretNames == nil {
+		d.secretNames = map[string]bool{}
+		d.ads.Subscribe(xdsclient.SecretType, []string{}, h, nil)
+	}
+	d.secretNames[name] = true
+	names := make([]string, 0, len(d.secretNames))
+	for n := range d.secretNames {
+		names = append(names, n)
+	}
+	d.ads.SetNames(xdsclient.SecretType, names)
+}
+
+// Certs implements /certs: every certificate in use, with its validity.
+func (s *Server) Certs() proto.Message {
+	out := &adminv3.Certificates{}
+	if s.secrets == nil {
+		return out
+	}
+	for _, sec := range s.secrets.Secrets() {
+		certs, cas := sec.Certificates()
+		if len(certs) == 0 && len(cas) == 0 {
+			continue
+		}
+		c := &adminv3.Certificate{}
+		for _, x := range certs {
+			c.CertChain = append(c.CertChain, certDetails(x, sec.Name))
+		}
+		for _, x := range cas {
+			c.CaCert = append(c.CaCert, certDetails(x, sec.Name))
+		}
+		out.Certificates = append(out.Certificates, c)
+	}
+	return out
+}
+
+func certDetails(x *tlsx.CertInfo, path string) *adminv3.CertificateDetails {
+	d := &adminv3.CertificateDetails{
+		Path:                path,
+		SerialNumber:        x.Serial,
+		DaysUntilExpiration: uint64(max(0, int(time.Until(x.NotAfter).Hours()/24))),
+		ValidFrom:           timestamppb.New(x.NotBefore),
+		ExpirationTime:      timestamppb.New(x.NotAfter),
+	}
+	for _, n := range x.DNS {
+		d.SubjectAltNames = append(d.SubjectAltNames, &adminv3.SubjectAlternateName{Name: &adminv3.SubjectAlternateName_Dns{Dns: n}})
+	}
+	for _, n := range x.URIs {
+		d.SubjectAltNames = append(d.SubjectAltNames, &adminv3.SubjectAlternateName{Name: &adminv3.SubjectAlternateName_Uri{Uri: n}})
+	}
+	return d
+}

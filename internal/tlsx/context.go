@@ -1,0 +1,550 @@
+package tlsx
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/stats"
+	"github.com/legateproxy/legate/internal/streaminfo"
+)
+
+func inode(fi os.FileInfo) uint64 {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return st.Ino
+	}
+	return 0
+}
+
+// SDS resolves a named secret from an sds_config; the server provides it
+// (static secrets, files, or an SDS subscription).
+type SDS func(sc *tlsv3.SdsSecretConfig, path string) (*Secret, error)
+
+// Deps are what compiling a TLS context needs.
+type Deps struct {
+	Store *Store
+	SDS   SDS
+	Stats stats.Scope // e.g. listener.<addr>.ssl. or cluster.<name>.ssl.
+}
+
+// tlsStats are Envoy's ssl.* statistics.
+type tlsStats struct {
+	scope                                     stats.Scope
+	handshake, connErr, sessionReused, noCert *stats.Counter
+	failNoCert, failVerify, failSAN, failHash *stats.Counter
+}
+
+func newTLSStats(s stats.Scope) *tlsStats {
+	return &tlsStats{scope: s,
+		handshake: s.Counter("handshake"), connErr: s.Counter("connection_error"),
+		sessionReused: s.Counter("session_reused"), noCert: s.Counter("no_certificate"),
+		failNoCert: s.Counter("fail_verify_no_cert"), failVerify: s.Counter("fail_verify_error"),
+		failSAN: s.Counter("fail_verify_san"), failHash: s.Counter("fail_verify_cert_hash")}
+}
+
+func (s *tlsStats) done(st tls.ConnectionState) {
+	s.handshake.Inc()
+	if st.DidResume {
+		s.sessionReused.Inc()
+	}
+	if len(st.PeerCertificates) == 0 {
+		s.noCert.Inc()
+	}
+	s.scope.Counter("versions." + VersionName(st.Version)).Inc()
+	s.scope.Counter("ciphers." + CipherName(st.CipherSuite)).Inc()
+}
+
+func (s *tlsStats) verifyFailed(err error) {
+	switch err {
+	case errNoCert:
+		s.failNoCert.Inc()
+	case errVerifySAN:
+		s.failSAN.Inc()
+	case errVerifyHash:
+		s.failHash.Inc()
+	default:
+		s.failVerify.Inc()
+	}
+}
+
+// common is the compiled CommonTlsContext.
+type common struct {
+	certs      []*Secret
+	validation *Secret
+	sans       []sanMatcher
+	alpn       []string
+	base       tls.Config
+}
+
+func compileCommon(cc *tlsv3.CommonTlsContext, path string, d Deps, server bool) (*common, error) {
+	if err := config.CheckFields(cc, path, "tls_params", "tls_certificates", "tls_certificate_sds_secret_configs", "alpn_protocols",
+		"validation_context", "validation_context_sds_secret_config", "combined_validation_context"); err != nil {
+		return nil, err
+	}
+	c := &common{alpn: cc.GetAlpnProtocols()}
+	if err := applyParams(&c.base, cc.GetTlsParams(), config.Join(path, "tls_params"), server); err != nil {
+		return nil, err
+	}
+	for i, tc := range cc.GetTlsCertificates() {
+		p := config.Index(config.Join(path, "tls_certificates"), i)
+		sp := &tlsv3.Secret{Name: fmt.Sprintf("inline:%s", p), Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: tc}}
+		if err := d.Store.Set(sp, "", p); err != nil {
+			return nil, err
+		}
+		c.certs = append(c.certs, d.Store.Get(sp.Name))
+	}
+	for i, sc := range cc.GetTlsCertificateSdsSecretConfigs() {
+		sec, err := d.SDS(sc, config.Index(config.Join(path, "tls_certificate_sds_secret_configs"), i))
+		if err != nil {
+			return nil, err
+		}
+		c.certs = append(c.certs, sec)
+	}
+	var vc *tlsv3.CertificateValidationContext
+	var vsds *tlsv3.SdsSecretConfig
+	vpath := path
+	switch v := cc.GetValidationContextType().(type) {
+	case *tlsv3.CommonTlsContext_ValidationContext:
+		vc, vpath = v.ValidationContext, config.Join(path, "validation_context")
+	case *tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig:
+		vsds = v.ValidationContextSdsSecretConfig
+	case *tlsv3.CommonTlsContext_CombinedValidationContext:
+		p := config.Join(path, "combined_validation_context")
+		if err := config.CheckFields(v.CombinedValidationContext, p, "default_validation_context", "validation_context_sds_secret_config"); err != nil {
+			return nil, err
+		}
+		vc, vpath = v.CombinedValidationContext.GetDefaultValidationContext(), config.Join(p, "default_validation_context")
+		vsds = v.CombinedValidationContext.GetValidationContextSdsSecretConfig()
+	}
+	if vsds != nil {
+		sec, err := d.SDS(vsds, config.Join(path, "validation_context_sds_secret_config"))
+		if err != nil {
+			return nil, err
+		}
+		c.validation = sec
+	}
+	if vc != nil {
+		if c.validation != nil {
+			// combined: SANs etc. from the default context, the CA from SDS.
+			sans, err := compileSANMatchers(vc, vpath)
+			if err != nil {
+				return nil, err
+			}
+			c.sans = sans
+		} else {
+			sp := &tlsv3.Secret{Name: "inline:" + vpath, Type: &tlsv3.Secret_ValidationContext{ValidationContext: vc}}
+			if err := d.Store.Set(sp, "", vpath); err != nil {
+				return nil, err
+			}
+			c.validation = d.Store.Get(sp.Name)
+			sans, _ := compileSANMatchers(vc, vpath)
+			c.sans = sans
+		}
+	}
+	return c, nil
+}
+
+func (c *common) certificates() []tls.Certificate {
+	var out []tls.Certificate
+	for _, s := range c.certs {
+		if m := s.load(); m != nil {
+			for _, cert := range m.certs {
+				out = append(out, *cert)
+			}
+		}
+	}
+	return out
+}
+
+func (c *common) verifier(st *tlsStats) *verifier {
+	if c.validation == nil {
+		return nil
+	}
+	m := c.validation.load()
+	if m == nil {
+		return nil
+	}
+	sans := c.sans
+	if len(sans) == 0 && m.vc != nil {
+		sans, _ = compileSANMatchers(m.vc, "")
+	}
+	return &verifier{m: m, sans: sans, stats: st}
+}
+
+// ---- downstream ----
+
+// ServerContext is a compiled DownstreamTlsContext.
+type ServerContext struct {
+	common      *common
+	requireCert bool
+	requireSNI  bool
+	tickets     *Secret
+	noTickets   bool
+	stats       *tlsStats
+	cached      atomic.Pointer[cachedConfig]
+	// HandshakeTimeout bounds a handshake (slow or stuck clients).
+	HandshakeTimeout time.Duration
+}
+
+type cachedConfig struct {
+	key []*material
+	cfg *tls.Config
+}
+
+// CompileServer compiles a DownstreamTlsContext.
+func CompileServer(ts *corev3.TransportSocket, path string, d Deps) (*ServerContext, error) {
+	dtc := &tlsv3.DownstreamTlsContext{}
+	tp := config.Join(path, "typed_config")
+	if ts.GetTypedConfig().GetTypeUrl() != "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext" {
+		return nil, config.Errorf(tp, "unsupported @type %s (supported: DownstreamTlsContext, RawBuffer)", ts.GetTypedConfig().GetTypeUrl())
+	}
+	if err := anypb.UnmarshalTo(ts.GetTypedConfig(), dtc, unmarshalOpts); err != nil {
+		return nil, config.Errorf(tp, "decode: %v", err)
+	}
+	if err := config.CheckFields(dtc, tp, "common_tls_context", "require_client_certificate", "require_sni",
+		"session_ticket_keys", "session_ticket_keys_sds_secret_config", "disable_stateless_session_resumption",
+		"disable_stateful_session_resumption", "session_timeout", "full_scan_certs_on_sni_mismatch", "prefer_client_ciphers"); err != nil {
+		return nil, err
+	}
+	c, err := compileCommon(dtc.GetCommonTlsContext(), config.Join(tp, "common_tls_context"), d, true)
+	if err != nil {
+		return nil, err
+	}
+	if len(c.certs) == 0 {
+		return nil, config.Errorf(config.Join(tp, "common_tls_context"), "a server TLS context needs tls_certificates or tls_certificate_sds_secret_configs")
+	}
+	sc := &ServerContext{common: c, requireCert: dtc.GetRequireClientCertificate().GetValue(), requireSNI: dtc.GetRequireSni().GetValue(),
+		stats: newTLSStats(d.Stats), HandshakeTimeout: 10 * time.Second}
+	if sc.requireCert && c.validation == nil {
+		return nil, config.Errorf(config.Join(tp, "require_client_certificate"), "require_client_certificate needs a validation_context with trusted_ca")
+	}
+	switch k := dtc.GetSessionTicketKeysType().(type) {
+	case *tlsv3.DownstreamTlsContext_SessionTicketKeys:
+		sp := &tlsv3.Secret{Name: "inline:" + config.Join(tp, "session_ticket_keys"), Type: &tlsv3.Secret_SessionTicketKeys{SessionTicketKeys: k.SessionTicketKeys}}
+		if err := d.Store.Set(sp, "", config.Join(tp, "session_ticket_keys")); err != nil {
+			return nil, err
+		}
+		sc.tickets = d.Store.Get(sp.Name)
+	case *tlsv3.DownstreamTlsContext_SessionTicketKeysSdsSecretConfig:
+		sec, err := d.SDS(k.SessionTicketKeysSdsSecretConfig, config.Join(tp, "session_ticket_keys_sds_secret_config"))
+		if err != nil {
+			return nil, err
+		}
+		sc.tickets = sec
+	case *tlsv3.DownstreamTlsContext_DisableStatelessSessionResumption:
+		sc.noTickets = k.DisableStatelessSessionResumption
+	}
+	return sc, nil
+}
+
+// config returns the tls.Config for the current secret values, rebuilt
+// only when a secret changed.
+func (sc *ServerContext) config() (*tls.Config, error) {
+	key := make([]*material, 0, len(sc.common.certs)+2)
+	for _, s := range sc.common.certs {
+		key = append(key, s.load())
+	}
+	if sc.common.validation != nil {
+		key = append(key, sc.common.validation.load())
+	}
+	if sc.tickets != nil {
+		key = append(key, sc.tickets.load())
+	}
+	if c := sc.cached.Load(); c != nil && sameKey(c.key, key) {
+		return c.cfg, nil
+	}
+	certs := sc.common.certificates()
+	if len(certs) == 0 {
+		return nil, errNotReady
+	}
+	cfg := sc.common.base.Clone()
+	cfg.Certificates = certs
+	cfg.NextProtos = sc.common.alpn
+	cfg.SessionTicketsDisabled = sc.noTickets
+	if sc.tickets != nil {
+		if m := sc.tickets.load(); m != nil && len(m.keys) > 0 {
+			cfg.SetSessionTicketKeys(m.keys)
+		}
+	}
+	if v := sc.common.verifier(sc.stats); v != nil {
+		cfg.ClientAuth = tls.RequestClientCert
+		if sc.requireCert {
+			cfg.ClientAuth = tls.RequireAnyClientCert
+		}
+		if v.m.ca != nil && !v.m.vc.GetSuppressClientCaList() {
+			cfg.ClientCAs = v.m.ca
+		}
+		cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if len(raw) == 0 {
+				return nil // optional client certificate not given
+			}
+			if err := v.verify(raw, ""); err != nil {
+				sc.stats.verifyFailed(err)
+				return err
+			}
+			return nil
+		}
+	}
+	sc.cached.Store(&cachedConfig{key: key, cfg: cfg})
+	return cfg, nil
+}
+
+func sameKey(a, b []*material) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Server runs the TLS handshake on an accepted connection.
+func (sc *ServerContext) Server(conn net.Conn) (net.Conn, error) {
+	cfg, err := sc.config()
+	if err != nil {
+		sc.stats.connErr.Inc()
+		return nil, err
+	}
+	tc := tls.Server(conn, cfg)
+	if sc.HandshakeTimeout > 0 {
+		conn.SetDeadline(time.Now().Add(sc.HandshakeTimeout))
+	}
+	if err := tc.Handshake(); err != nil {
+		sc.stats.connErr.Inc()
+		if strings.Contains(err.Error(), "didn't provide a certificate") {
+			sc.stats.failNoCert.Inc()
+		}
+		return nil, err
+	}
+	conn.SetDeadline(time.Time{})
+	st := tc.ConnectionState()
+	if sc.requireSNI && st.ServerName == "" {
+		sc.stats.connErr.Inc()
+		tc.Close()
+		return nil, fmt.Errorf("require_sni: client sent no SNI")
+	}
+	sc.stats.done(st)
+	return &Conn{Conn: tc, st: st}, nil
+}
+
+// Certificates returns the leaf certificates in use (admin /certs).
+func (sc *ServerContext) Certificates() []*x509.Certificate { return leaves(sc.common) }
+
+// CA returns the validation CA certificates in use.
+func (sc *ServerContext) CA() []*x509.Certificate { return caCerts(sc.common) }
+
+func leaves(c *common) []*x509.Certificate {
+	var out []*x509.Certificate
+	for _, cert := range c.certificates() {
+		if cert.Leaf != nil {
+			out = append(out, cert.Leaf)
+		}
+	}
+	return out
+}
+
+func caCerts(c *common) []*x509.Certificate {
+	if c.validation == nil {
+		return nil
+	}
+	m := c.validation.load()
+	if m == nil {
+		return nil
+	}
+	var out []*x509.Certificate
+	rest := m.caPEM
+	for len(rest) > 0 {
+		var cert *x509.Certificate
+		cert, rest = nextPEMCert(rest)
+		if cert == nil {
+			break
+		}
+		out = append(out, cert)
+	}
+	return out
+}
+
+// Conn is an established TLS connection with what access logs and
+// filter-chain selection need.
+type Conn struct {
+	*tls.Conn
+	st tls.ConnectionState
+}
+
+// NegotiatedProtocol returns the ALPN protocol.
+func (c *Conn) NegotiatedProtocol() string { return c.st.NegotiatedProtocol }
+
+// TLSInfo describes the connection for streaminfo, and the SNI.
+func (c *Conn) TLSInfo() (*streaminfo.TLSInfo, string) {
+	info := &streaminfo.TLSInfo{Version: VersionName(c.st.Version), Cipher: CipherName(c.st.CipherSuite)}
+	if len(c.st.PeerCertificates) > 0 {
+		p := c.st.PeerCertificates[0]
+		info.PeerCert = p
+		info.PeerSubject = p.Subject.String()
+		info.PeerIssuer = p.Issuer.String()
+		info.PeerDNSSAN = p.DNSNames
+		for _, u := range p.URIs {
+			info.PeerURISAN = append(info.PeerURISAN, u.String())
+		}
+		info.PeerSerial = strings.ToLower(p.SerialNumber.Text(16))
+		info.PeerFingerprint = hex.EncodeToString(sha256Sum(p.Raw))
+	}
+	return info, c.st.ServerName
+}
+
+// CloseWrite half-closes the TLS stream.
+func (c *Conn) CloseWrite() error { return c.Conn.CloseWrite() }
+
+// ---- upstream ----
+
+// ClientContext is a compiled UpstreamTlsContext.
+type ClientContext struct {
+	common *common
+	sni    string
+	alpn   []string
+	stats  *tlsStats
+	base   *tls.Config
+	cached atomic.Pointer[cachedConfig]
+	cache  tls.ClientSessionCache
+}
+
+// CompileClient compiles an UpstreamTlsContext. defaultALPN is used when
+// the context names none (h2 for HTTP/2 clusters, as Envoy).
+func CompileClient(ts *corev3.TransportSocket, path string, d Deps, defaultALPN []string) (*ClientContext, error) {
+	utc := &tlsv3.UpstreamTlsContext{}
+	tp := config.Join(path, "typed_config")
+	if ts.GetTypedConfig().GetTypeUrl() != "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext" {
+		return nil, config.Errorf(tp, "unsupported @type %s (supported: UpstreamTlsContext, RawBuffer)", ts.GetTypedConfig().GetTypeUrl())
+	}
+	if err := anypb.UnmarshalTo(ts.GetTypedConfig(), utc, unmarshalOpts); err != nil {
+		return nil, config.Errorf(tp, "decode: %v", err)
+	}
+	if err := config.CheckFields(utc, tp, "common_tls_context", "sni", "allow_renegotiation", "max_session_keys"); err != nil {
+		return nil, err
+	}
+	c, err := compileCommon(utc.GetCommonTlsContext(), config.Join(tp, "common_tls_context"), d, false)
+	if err != nil {
+		return nil, err
+	}
+	cc := &ClientContext{common: c, sni: utc.GetSni(), alpn: c.alpn, stats: newTLSStats(d.Stats)}
+	if len(cc.alpn) == 0 {
+		cc.alpn = defaultALPN
+	}
+	keys := 1
+	if v := utc.GetMaxSessionKeys(); v != nil {
+		keys = int(v.GetValue())
+	}
+	if keys > 0 {
+		cc.cache = tls.NewLRUClientSessionCache(keys * 64)
+	}
+	return cc, nil
+}
+
+func (cc *ClientContext) config() *tls.Config {
+	key := []*material{}
+	for _, s := range cc.common.certs {
+		key = append(key, s.load())
+	}
+	if cc.common.validation != nil {
+		key = append(key, cc.common.validation.load())
+	}
+	if c := cc.cached.Load(); c != nil && sameKey(c.key, key) {
+		return c.cfg
+	}
+	cfg := cc.common.base.Clone()
+	cfg.Certificates = cc.common.certificates()
+	cfg.NextProtos = cc.alpn
+	cfg.ServerName = cc.sni
+	cfg.ClientSessionCache = cc.cache
+	// As Envoy, the server certificate is checked only as the validation
+	// context says; with none, it is not checked.
+	cfg.InsecureSkipVerify = true
+	if v := cc.common.verifier(cc.stats); v != nil {
+		cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
+			if err := v.verify(raw, cc.sni); err != nil {
+				cc.stats.verifyFailed(err)
+				return err
+			}
+			return nil
+		}
+	}
+	cc.cached.Store(&cachedConfig{key: key, cfg: cfg})
+	return cfg
+}
+
+// Client runs the TLS handshake on a new upstream connection.
+func (cc *ClientContext) Client(ctx context.Context, conn net.Conn) (net.Conn, error) {
+	tc := tls.Client(conn, cc.config())
+	if err := tc.HandshakeContext(ctx); err != nil {
+		cc.stats.connErr.Inc()
+		return nil, fmt.Errorf("TLS handshake: %w", err)
+	}
+	st := tc.ConnectionState()
+	cc.stats.done(st)
+	return &Conn{Conn: tc, st: st}, nil
+}
+
+// ALPN returns the protocol negotiated on an upstream connection.
+func (cc *ClientContext) ALPN(conn net.Conn) string {
+	if c, ok := conn.(*Conn); ok {
+		return c.st.NegotiatedProtocol
+	}
+	return ""
+}
+
+// HasValidation reports whether the context verifies the peer.
+func (cc *ClientContext) HasValidation() bool { return cc.common.validation != nil }
+
+// CertInfo describes a certificate for the admin API.
+type CertInfo struct {
+	Serial              string
+	NotBefore, NotAfter time.Time
+	DNS, URIs           []string
+}
+
+func certInfo(c *x509.Certificate) *CertInfo {
+	ci := &CertInfo{Serial: strings.ToLower(c.SerialNumber.Text(16)), NotBefore: c.NotBefore, NotAfter: c.NotAfter, DNS: c.DNSNames}
+	for _, u := range c.URIs {
+		ci.URIs = append(ci.URIs, u.String())
+	}
+	return ci
+}
+
+// Certificates returns the secret's certificates and CA certificates.
+func (s *Secret) Certificates() (certs, cas []*CertInfo) {
+	m := s.load()
+	if m == nil {
+		return nil, nil
+	}
+	for _, c := range m.certs {
+		if c.Leaf != nil {
+			certs = append(certs, certInfo(c.Leaf))
+		}
+	}
+	rest := m.caPEM
+	for len(rest) > 0 {
+		var c *x509.Certificate
+		c, rest = nextPEMCert(rest)
+		if c == nil {
+			break
+		}
+		cas = append(cas, certInfo(c))
+	}
+	return certs, cas
+}
