@@ -374,11 +374,12 @@ func (d *dynamic) updateClusters(version string, resources map[string]*anypb.Any
 			if la := d.edsLast[edsServiceName(n.c.Proto)]; la != nil {
 				n.c.SetLoadAssignment(la)
 			}
-			d.warming[name] = n.c
-			go d.warmCluster(n.c)
-		} else {
-			d.s.Clusters.Put(n.c, 0)
 		}
+		// Every new or changed cluster warms (EDS endpoints, first DNS
+		// resolution, first health-check round) before it replaces the
+		// running one, so no request meets an empty cluster.
+		d.warming[name] = n.c
+		go d.warmCluster(n.c)
 	}
 	for name, dc := range d.clusters {
 		if _, ok := resources[name]; !ok {
@@ -438,9 +439,9 @@ func (d *dynamic) edsNames() []string {
 	return out
 }
 
-// warmCluster starts an EDS cluster and makes it active once it has its
-// endpoints (or initial_fetch_timeout passes); the previous cluster of
-// that name keeps serving until then.
+// warmCluster starts a cluster and makes it active once it is initialized
+// (or initial_fetch_timeout passes); the previous cluster of that name
+// keeps serving until then.
 func (d *dynamic) warmCluster(c *upstream.Cluster) {
 	d.s.Clusters.Put(c, d.initialFetch)
 	d.mu.Lock()
