@@ -127,6 +127,8 @@ type h1conn struct {
 	writeErr   error
 	mu         sync.Mutex // guards idle for drain
 	idle       bool
+	// readDeadline is the request_timeout deadline for reading the body.
+	readDeadline time.Time
 }
 
 var h1Pool = sync.Pool{New: func() any { return &h1conn{} }}
@@ -186,6 +188,19 @@ func (c *h1conn) serve() {
 			}
 		}
 		c.conn.SetReadDeadline(deadline)
+		if cfg.requestHeadersTimeout > 0 && c.r.Buffered() == 0 {
+			// request_headers_timeout runs from the request's first byte.
+			if _, err := c.r.Peek(1); err != nil {
+				c.setIdle(false)
+				c.readError(err)
+				return
+			}
+			hd := time.Now().Add(cfg.requestHeadersTimeout)
+			if deadline.IsZero() || hd.Before(deadline) {
+				c.conn.SetReadDeadline(hd)
+			}
+		}
+		reqStart := time.Now()
 		raw, err := c.r.Head(cfg.maxHeaderBytes)
 		c.setIdle(false)
 		if err != nil {
@@ -201,10 +216,22 @@ func (c *h1conn) serve() {
 		}
 		c.r.Consume(len(raw))
 		st.rqHTTP1.Inc()
+		var dl time.Time
 		if cfg.streamIdleTimeout > 0 {
-			c.conn.SetDeadline(time.Now().Add(cfg.streamIdleTimeout))
-		} else {
-			c.conn.SetDeadline(time.Time{})
+			dl = time.Now().Add(cfg.streamIdleTimeout)
+		}
+		c.readDeadline = time.Time{}
+		if cfg.requestTimeout > 0 {
+			// request_timeout bounds receiving the whole request.
+			c.readDeadline = reqStart.Add(cfg.requestTimeout)
+			if dl.IsZero() || c.readDeadline.Before(dl) {
+				c.conn.SetReadDeadline(c.readDeadline)
+				c.conn.SetWriteDeadline(dl)
+				dl = time.Time{}
+			}
+		}
+		if !dl.IsZero() || cfg.requestTimeout == 0 {
+			c.conn.SetDeadline(dl)
 		}
 		if c.serveOne() {
 			return
@@ -314,7 +341,14 @@ func (c *h1conn) rawReply(status int, detail string) {
 
 // --- downstream implementation ---
 
-func (c *h1conn) readBody(p []byte) (int, error) { return c.body.Read(p) }
+func (c *h1conn) readBody(p []byte) (int, error) {
+	n, err := c.body.Read(p)
+	if err != nil && !c.readDeadline.IsZero() && errors.Is(err, os.ErrDeadlineExceeded) {
+		c.cfg.stats.rqTimeout.Inc()
+		return n, errRequestTimeout
+	}
+	return n, err
+}
 
 func (c *h1conn) bodyLength() int64 {
 	switch c.body.Framing() {

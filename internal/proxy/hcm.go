@@ -78,6 +78,7 @@ type hcmConfig struct {
 	upgrades              map[string]bool // upgrade type (lower case) → enabled
 	suppressEnvoyHeaders  bool
 	addUserAgent          bool
+	nodeID, nodeCluster   string
 	proxy100Continue      bool
 	appendXFP             bool
 
@@ -157,6 +158,9 @@ func compileHCM(tc *anypb.Any, path string, d *Deps) (*hcmConfig, error) {
 	}
 	if h.GetForwardClientCertDetails() != hcmv3.HttpConnectionManager_SANITIZE {
 		return nil, config.Unsupported(config.Join(path, "forward_client_cert_details"), h.GetForwardClientCertDetails().String(), "SANITIZE")
+	}
+	if h.GetProxy_100Continue() {
+		return nil, config.Unsupported(config.Join(path, "proxy_100_continue"), "proxy_100_continue (Legate answers 100-continue itself, as Envoy's default)")
 	}
 	if h.GetAppendXForwardedPort() {
 		return nil, config.Unsupported(config.Join(path, "append_x_forwarded_port"), "append_x_forwarded_port")

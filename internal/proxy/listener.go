@@ -45,6 +45,8 @@ type Deps struct {
 	TLS func(ts *corev3.TransportSocket, path, statPrefix string) (ServerTransport, error)
 	// Hostname is this machine's name (%HOSTNAME%).
 	Hostname string
+	// NodeID and NodeCluster identify this proxy (add_user_agent).
+	NodeID, NodeCluster string
 	// ConnIDs numbers downstream connections.
 	ConnIDs *atomic.Uint64
 	// Panics counts recovered panics (server.panics).

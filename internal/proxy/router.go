@@ -34,7 +34,18 @@ const (
 	failProtocol  // malformed upstream response
 	failNoHealthy // no host to pick
 	failDownstream
+	failRequestTimeout // request_timeout expired while the body was read
+	failIdle           // the stream (or route) idle timeout expired
 )
+
+// idleTimeout is the route's idle_timeout, or the connection manager's
+// stream_idle_timeout (0 disables).
+func (s *stream) idleTimeout() time.Duration {
+	if s.rt != nil && s.rt.Action != nil && s.rt.Action.IdleTimeout >= 0 {
+		return s.rt.Action.IdleTimeout
+	}
+	return s.cfg.streamIdleTimeout
+}
 
 // retryBufferLimit bounds the request body kept for retries and mirrors
 // (Envoy's default per_connection_buffer_limit_bytes).
@@ -65,6 +76,9 @@ type attempt struct {
 	failErr error
 	sentAt  time.Time
 	h2      *h2Attempt
+	// idleBound is set when the idle timeout, not the route timeout, bounds
+	// the upstream deadline (so it restarts with each read of the body).
+	idleBound bool
 }
 
 const (
@@ -375,6 +389,11 @@ func (s *stream) planBody(at *attempt) bool {
 	buf := bytes.NewBuffer(make([]byte, 0, max(n, 0)))
 	lr := io.LimitReader(readerFunc(s.ds.readBody), retryBufferLimit+1)
 	if _, err := buf.ReadFrom(lr); err != nil {
+		if errors.Is(err, errRequestTimeout) {
+			s.bodyConsumed = true
+			s.localReply(408, "request timeout", "request_overall_timeout", 0)
+			return false
+		}
 		s.bodyConsumed = true
 		s.closeConn = true
 		s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
@@ -470,15 +489,29 @@ func (s *stream) attemptH1(at *attempt, deadline time.Time) {
 			}
 			return
 		}
-		if !deadline.IsZero() {
-			cc.Conn.SetDeadline(deadline)
+		connDeadline, idleBound := deadline, false
+		if idle := s.idleTimeout(); idle > 0 {
+			if d := time.Now().Add(idle); connDeadline.IsZero() || d.Before(connDeadline) {
+				connDeadline, idleBound = d, true
+			}
 		}
+		if !connDeadline.IsZero() {
+			cc.Conn.SetDeadline(connDeadline)
+		}
+		at.idleBound = idleBound
 		fail, ferr, resent := s.exchangeH1(at, cc)
+		if fail == failTimeout && idleBound {
+			fail = failIdle
+		}
 		if fail == failNone {
 			at.cc = cc
 			return
 		}
 		at.cl.Release(cc, false)
+		if errors.Is(ferr, errRequestTimeout) {
+			at.fail, at.failErr = failRequestTimeout, ferr
+			return
+		}
 		if fail == failReset && cc.Reused() && !resent && try == 0 && at.bodyMode != bodyStream {
 			continue // the upstream closed an idle connection: use a fresh one
 		}
@@ -618,8 +651,11 @@ func (s *stream) streamBodyH1(at *attempt, cc *upstream.ClientConn, chunked bool
 				break
 			}
 			if err != nil {
-				s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
 				s.closeConn = true
+				if errors.Is(err, errRequestTimeout) {
+					return errRequestTimeout
+				}
+				s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
 				return errDownstream
 			}
 		}
@@ -775,6 +811,11 @@ func (s *stream) finishFailure(at *attempt) {
 		s.localReply(504, "upstream request timeout", "upstream_per_try_timeout", streaminfo.UpstreamRequestTimeout)
 	case failDownstream:
 		s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+	case failRequestTimeout:
+		s.localReply(408, "request timeout", "request_overall_timeout", 0)
+	case failIdle:
+		s.cfg.stats.rqIdleTimeout.Inc()
+		s.localReply(408, "stream timeout", "stream_idle_timeout", streaminfo.StreamIdleTimeout)
 	}
 }
 
@@ -881,7 +922,16 @@ func (s *stream) copyBody(src io.Reader, stream bool, at *attempt) bool {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
+	idle := s.idleTimeout()
 	for {
+		if idle > 0 && at.cc != nil && at.idleBound {
+			// The idle timeout restarts with every read of the body.
+			d := time.Now().Add(idle)
+			if !at.deadline.IsZero() && at.deadline.Before(d) {
+				d = at.deadline
+			}
+			at.cc.Conn.SetReadDeadline(d)
+		}
 		n, err := src.Read(buf)
 		if n > 0 {
 			s.info.BytesSent += uint64(n)

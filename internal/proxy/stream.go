@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -248,6 +249,12 @@ func (s *stream) decodeHeaders() (int, string) {
 	if c.via != "" {
 		r.Map.Append("via", c.via)
 	}
+	if c.addUserAgent && c.nodeCluster != "" {
+		// add_user_agent: the local service cluster and node, as Envoy.
+		r.Map.Set("x-envoy-downstream-service-cluster", c.nodeCluster)
+		r.Map.Set("x-envoy-downstream-service-node", c.nodeID)
+		r.Map.SetDefault("user-agent", c.nodeCluster)
+	}
 	if r.Map.Has("expect") && !c.proxy100Continue {
 		r.Map.Del("expect")
 	}
@@ -414,6 +421,9 @@ func (s *stream) finalizeResponseHeaders() {
 		s.closeConn = true
 	}
 }
+
+// errRequestTimeout is the request_timeout expiring while the body is read.
+var errRequestTimeout = errors.New("request timeout")
 
 // drainRequestBody discards an unread request body so the connection can
 // be reused; a large one closes the connection instead.

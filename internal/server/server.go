@@ -162,6 +162,7 @@ func (s *Server) compile() error {
 	host, _ := os.Hostname()
 	s.deps = &proxy.Deps{
 		Stats: s.Stats, Clusters: s.Clusters, Log: s.log, Hostname: host,
+		NodeID: b.GetNode().GetId(), NodeCluster: b.GetNode().GetCluster(),
 		ConnIDs: new(atomic.Uint64), Panics: s.serverStats.panics,
 		AccessLogs:      accessLogCompiler(s),
 		CompileValue:    headerValueCompiler(),

@@ -118,6 +118,10 @@ type Cluster struct {
 	// IdleTimeout closes pooled connections unused this long (upstream
 	// common_http_protocol_options.idle_timeout, 1h by default).
 	IdleTimeout time.Duration
+	// keepAlive is upstream_connection_options.tcp_keepalive.
+	keepAlive net.KeepAliveConfig
+	// closeOnHCFail closes a host's connections when it fails health checks.
+	closeOnHCFail bool
 
 	hosts     atomic.Pointer[hostSet]
 	cx        atomic.Int64 // HTTP/1 connections, for max_connections

@@ -44,7 +44,7 @@ func Compile(pc *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) {
 		// metadata (used by matchers only), cleanup interval, warm-on-init.
 		"per_connection_buffer_limit_bytes", "upstream_connection_options", "metadata", "cleanup_interval",
 		"wait_for_warm_on_init", "close_connections_on_host_health_failure", "ignore_health_on_host_removal",
-		"track_cluster_stats", "dns_jitter",
+		"track_cluster_stats", "dns_jitter", "respect_dns_ttl",
 	); err != nil {
 		return nil, err
 	}
@@ -112,6 +112,25 @@ func Compile(pc *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) {
 	if err := c.compileDiscovery(pc, path); err != nil {
 		return nil, err
 	}
+	if uco := pc.GetUpstreamConnectionOptions(); uco != nil {
+		p := config.Join(path, "upstream_connection_options")
+		if err := config.CheckFields(uco, p, "tcp_keepalive"); err != nil {
+			return nil, err
+		}
+		if ka := uco.GetTcpKeepalive(); ka != nil {
+			c.keepAlive = net.KeepAliveConfig{Enable: true, Count: -1, Idle: -1, Interval: -1}
+			if v := ka.GetKeepaliveProbes(); v != nil {
+				c.keepAlive.Count = int(v.GetValue())
+			}
+			if v := ka.GetKeepaliveTime(); v != nil {
+				c.keepAlive.Idle = time.Duration(v.GetValue()) * time.Second
+			}
+			if v := ka.GetKeepaliveInterval(); v != nil {
+				c.keepAlive.Interval = time.Duration(v.GetValue()) * time.Second
+			}
+		}
+	}
+	c.closeOnHCFail = pc.GetCloseConnectionsOnHostHealthFailure()
 	if c.Protocol != HTTP1 {
 		c.h2 = newH2Client(c)
 	}
@@ -368,6 +387,12 @@ func newDNSDiscovery(pc *clusterv3.Cluster, specs []endpointSpec, path string) (
 		for _, a := range cfg.GetResolvers() {
 			servers = append(servers, sockAddr(a))
 		}
+	}
+	if pc.GetDnsJitter() != nil {
+		d.jitter = pc.GetDnsJitter().AsDuration()
+	}
+	if pc.GetRespectDnsTtl() {
+		d.ttl = newTTLResolver(servers, pc.GetUseTcpForDnsLookups())
 	}
 	if len(servers) > 0 {
 		useTCP := pc.GetUseTcpForDnsLookups()

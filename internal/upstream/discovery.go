@@ -119,6 +119,9 @@ type dnsDiscovery struct {
 	resolver    *net.Resolver
 	timeout     time.Duration
 	last        [][]*Host // per spec, the hosts of its last good resolution
+	// ttl resolves with TTLs when respect_dns_ttl is set.
+	ttl    *ttlResolver
+	jitter time.Duration // dns_jitter
 }
 
 func (d *dnsDiscovery) run(c *Cluster) {
@@ -149,8 +152,12 @@ func (d *dnsDiscovery) resolveOnce(c *Cluster) time.Duration {
 	}
 	var hosts []*Host
 	failed := false
+	var minTTL time.Duration
 	for i, s := range d.specs {
-		ips, err := d.lookup(s.host)
+		ips, ttl, err := d.lookup(s.host)
+		if ttl > 0 && (minTTL == 0 || ttl < minTTL) {
+			minTTL = ttl
+		}
 		if err != nil {
 			failed = true
 			c.log.Warn("DNS resolution failed", "cluster", c.Name, "name", s.host, "error", err)
@@ -188,19 +195,33 @@ func (d *dnsDiscovery) resolveOnce(c *Cluster) time.Duration {
 	if failed {
 		return d.failRefresh
 	}
-	return d.refresh
+	next := d.refresh
+	if d.ttl != nil && minTTL > 0 {
+		next = minTTL // respect_dns_ttl: refresh when the records expire
+	}
+	if d.jitter > 0 {
+		next += time.Duration(rand.Int64N(int64(d.jitter)))
+	}
+	return next
 }
 
-func (d *dnsDiscovery) lookup(name string) ([]netip.Addr, error) {
+func (d *dnsDiscovery) lookup(name string) ([]netip.Addr, time.Duration, error) {
 	if ip, err := netip.ParseAddr(name); err == nil {
-		return []netip.Addr{ip}, nil
+		return []netip.Addr{ip}, 0, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), d.timeout)
 	defer cancel()
 	var v4, v6 []netip.Addr
-	addrs, err := d.resolver.LookupNetIP(ctx, "ip", name)
+	var addrs []netip.Addr
+	var ttl time.Duration
+	var err error
+	if d.ttl != nil {
+		addrs, ttl, err = d.ttl.lookup(ctx, name, "ip")
+	} else {
+		addrs, err = d.resolver.LookupNetIP(ctx, "ip", name)
+	}
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
 	for _, a := range addrs {
 		a = a.Unmap()
@@ -230,9 +251,9 @@ func (d *dnsDiscovery) lookup(name string) ([]netip.Addr, error) {
 		}
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("no %s addresses for %s", d.family, name)
+		return nil, 0, fmt.Errorf("no %s addresses for %s", d.family, name)
 	}
-	return out, nil
+	return out, ttl, nil
 }
 
 // jitter returns d plus up to pct percent of random extra.

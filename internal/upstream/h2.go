@@ -45,7 +45,7 @@ func (c *Cluster) dialH2(ctx context.Context, addr string) (net.Conn, error) {
 		}
 	}
 	start := time.Now()
-	d := net.Dialer{Timeout: c.connectTimeout}
+	d := net.Dialer{Timeout: c.connectTimeout, KeepAliveConfig: c.keepAlive}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		c.Stats.cxConnectFail.Inc()

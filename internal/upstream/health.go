@@ -220,6 +220,9 @@ func (hk *healthChecker) mark(h *Host, failed bool) {
 		hk.c.healthChanged()
 	}
 	if failed {
+		if hk.c.closeOnHCFail {
+			hk.c.closeIdle(h, 0)
+		}
 		hk.c.log.Warn("host marked unhealthy by active health check", "cluster", hk.c.Name, "host", h.Address)
 	} else {
 		hk.c.log.Info("host marked healthy by active health check", "cluster", hk.c.Name, "host", h.Address)

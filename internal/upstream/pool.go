@@ -131,7 +131,7 @@ func (c *Cluster) Acquire(deadline time.Time, h *Host) (*ClientConn, error) {
 func (c *Cluster) dial(deadline time.Time, h *Host) (*ClientConn, error) {
 	c.cx.Add(1)
 	start := time.Now()
-	d := net.Dialer{Timeout: c.connectTimeout, Deadline: deadline}
+	d := net.Dialer{Timeout: c.connectTimeout, Deadline: deadline, KeepAliveConfig: c.keepAlive}
 	conn, err := d.Dial("tcp", h.Address)
 	if err != nil {
 		c.cx.Add(-1)
@@ -173,7 +173,7 @@ func (c *Cluster) Release(cc *ClientConn, reusable bool) {
 		c.Stats.cxMaxRequests.Inc()
 		reusable = false
 	}
-	if !reusable || cc.R.Buffered() > 0 || c.closed() {
+	if !reusable || cc.R.Buffered() > 0 || c.closed() || (c.closeOnHCFail && !cc.host.Healthy()) {
 		c.closeConn(cc, true)
 		// A waiter can now dial.
 		c.wakeWaiterToDial(cc.host)
