@@ -505,6 +505,20 @@ func (l *Listener) StopAccepting() {
 	}
 }
 
+// DrainConnections asks every current connection to close after its
+// in-flight request, without waiting (the listener keeps accepting).
+func (l *Listener) DrainConnections() {
+	l.mu.Lock()
+	victims := make([]*trackedConn, 0, len(l.conns))
+	for tc := range l.conns {
+		victims = append(victims, tc)
+	}
+	l.mu.Unlock()
+	for _, tc := range victims {
+		tc.startDrain()
+	}
+}
+
 func (l *Listener) drainConns(match func(*trackedConn) bool, drainTime time.Duration) {
 	l.mu.Lock()
 	var victims []*trackedConn

@@ -21,6 +21,7 @@ import (
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -526,6 +527,15 @@ func (s *Server) SetHealthCheckFailed(failed bool) {
 	s.hcFailed.Store(failed)
 	if failed {
 		s.serverStats.live.Set(0)
+		// As Envoy, failing health checks starts draining the connections
+		// of listeners with drain_type DEFAULT: responses carry
+		// "connection: close" and idle connections are closed, so clients
+		// move elsewhere while in-flight requests finish.
+		for _, l := range s.allListeners() {
+			if l.Proto.GetDrainType() == listenerv3.Listener_DEFAULT {
+				l.DrainConnections()
+			}
+		}
 	} else if s.state.Load() == "LIVE" {
 		s.serverStats.live.Set(1)
 	}
