@@ -86,7 +86,7 @@ func sendShadow(cl *upstream.Cluster, req *headers.Request, body []byte, timeout
 		h.HostFinished(resp.StatusCode < 500, false)
 		return
 	}
-	cc, err := cl.Acquire(deadline, h)
+	cc, err := cl.Acquire(deadline, h, "")
 	if err != nil {
 		h.HostFinished(false, false)
 		return

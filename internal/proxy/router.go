@@ -476,7 +476,7 @@ func (s *stream) runAttempt(at *attempt) {
 // response byte is replaced once, transparently.
 func (s *stream) attemptH1(at *attempt, deadline time.Time) {
 	for try := 0; ; try++ {
-		cc, err := at.cl.Acquire(deadline, at.host)
+		cc, err := at.cl.Acquire(deadline, at.host, s.upstreamSNI(at))
 		if err != nil {
 			at.failErr = err
 			switch {
@@ -960,4 +960,20 @@ func (s *stream) copyBody(src io.Reader, stream bool, at *attempt) bool {
 			return false
 		}
 	}
+}
+
+// upstreamSNI is the TLS server name for auto_sni clusters: the request's
+// host (or the override header), without the port.
+func (s *stream) upstreamSNI(at *attempt) string {
+	if !at.cl.AutoSNI {
+		return ""
+	}
+	name := at.authority
+	if at.cl.AutoSNIHeader != "" {
+		if v := s.req.Get(at.cl.AutoSNIHeader); v != "" {
+			name = v
+		}
+	}
+	host, _ := splitHostPort(name)
+	return host
 }

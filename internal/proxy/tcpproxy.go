@@ -125,7 +125,7 @@ func (c *tcpProxyConfig) serve(tc *trackedConn, d *Deps) {
 		}
 		info.UpstreamHost = h.Address
 		info.UpstreamRequestAttemptCount++
-		cc, err := cl.Acquire(time.Time{}, h)
+		cc, err := cl.Acquire(time.Time{}, h, "")
 		if err == nil {
 			up = cc.Conn
 			h.HostStarted()

@@ -27,7 +27,7 @@ func (s *stream) forwardUpgrade(at *attempt) {
 	s.info.UpstreamHost = h.Address
 	at.cl.Stats.RqTotal.Inc()
 	h.HostStarted()
-	cc, err := at.cl.Acquire(at.deadline, h)
+	cc, err := at.cl.Acquire(at.deadline, h, s.upstreamSNI(at))
 	if err != nil {
 		h.HostFinished(false, false)
 		at.fail, at.failErr = failConnect, err

@@ -415,13 +415,15 @@ func (c *Conn) CloseWrite() error { return c.Conn.CloseWrite() }
 
 // ClientContext is a compiled UpstreamTlsContext.
 type ClientContext struct {
-	common *common
-	sni    string
-	alpn   []string
-	stats  *tlsStats
-	base   *tls.Config
-	cached atomic.Pointer[cachedConfig]
-	cache  tls.ClientSessionCache
+	// sanValidation checks the certificate against the SNI (auto_san_validation).
+	sanValidation bool
+	common        *common
+	sni           string
+	alpn          []string
+	stats         *tlsStats
+	base          *tls.Config
+	cached        atomic.Pointer[cachedConfig]
+	cache         tls.ClientSessionCache
 }
 
 // CompileClient compiles an UpstreamTlsContext. defaultALPN is used when
@@ -489,8 +491,33 @@ func (cc *ClientContext) config() *tls.Config {
 }
 
 // Client runs the TLS handshake on a new upstream connection.
-func (cc *ClientContext) Client(ctx context.Context, conn net.Conn) (net.Conn, error) {
-	tc := tls.Client(conn, cc.config())
+func (cc *ClientContext) Client(ctx context.Context, conn net.Conn, sni string) (net.Conn, error) {
+	cfg := cc.config()
+	if sni != "" && sni != cfg.ServerName {
+		cfg = cfg.Clone()
+		cfg.ServerName = sni
+	}
+	if cc.sanValidation && cfg.ServerName != "" {
+		// auto_san_validation: the certificate must be valid for the SNI.
+		name, verify := cfg.ServerName, cfg.VerifyPeerCertificate
+		cfg = cfg.Clone()
+		cfg.VerifyPeerCertificate = func(raw [][]byte, chains [][]*x509.Certificate) error {
+			if verify != nil {
+				if err := verify(raw, chains); err != nil {
+					return err
+				}
+			}
+			leaf, err := x509.ParseCertificate(raw[0])
+			if err == nil {
+				err = leaf.VerifyHostname(name)
+			}
+			if err != nil {
+				cc.stats.failSAN.Inc()
+			}
+			return err
+		}
+	}
+	tc := tls.Client(conn, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		cc.stats.connErr.Inc()
 		return nil, fmt.Errorf("TLS handshake: %w", err)
@@ -507,6 +534,9 @@ func (cc *ClientContext) ALPN(conn net.Conn) string {
 	}
 	return ""
 }
+
+// SetSANValidation turns on auto_san_validation.
+func (cc *ClientContext) SetSANValidation(on bool) { cc.sanValidation = on }
 
 // HasValidation reports whether the context verifies the peer.
 func (cc *ClientContext) HasValidation() bool { return cc.common.validation != nil }

@@ -35,7 +35,9 @@ const (
 
 // TransportSocket wraps new upstream connections (TLS); nil means plain TCP.
 type TransportSocket interface {
-	Client(ctx context.Context, conn net.Conn) (net.Conn, error)
+	// Client runs the handshake; sni overrides the configured server name
+	// when set (auto_sni).
+	Client(ctx context.Context, conn net.Conn, sni string) (net.Conn, error)
 	// ALPN returns the negotiated protocol of a wrapped connection, or "".
 	ALPN(conn net.Conn) string
 }
@@ -122,6 +124,12 @@ type Cluster struct {
 	keepAlive net.KeepAliveConfig
 	// closeOnHCFail closes a host's connections when it fails health checks.
 	closeOnHCFail bool
+	// AutoSNI sets the TLS server name from the request's host
+	// (upstream_http_protocol_options.auto_sni); AutoSNIHeader names the
+	// header to take it from instead (override_auto_sni_header).
+	AutoSNI           bool
+	AutoSNIHeader     string
+	autoSANValidation bool
 
 	hosts     atomic.Pointer[hostSet]
 	cx        atomic.Int64 // HTTP/1 connections, for max_connections

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/headers"
 	"github.com/legateproxy/legate/internal/stats"
 )
 
@@ -96,6 +97,9 @@ func Compile(pc *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) {
 		t, err := deps.Transport(ts, config.Join(path, "transport_socket"), pc, alpn)
 		if err != nil {
 			return nil, err
+		}
+		if v, ok := t.(interface{ SetSANValidation(bool) }); ok {
+			v.SetSANValidation(c.autoSANValidation)
 		}
 		c.transport = t
 	}
@@ -254,6 +258,17 @@ func (c *Cluster) compileProtocol(pc *clusterv3.Cluster, path string) error {
 		if cp := opts.GetCommonHttpProtocolOptions(); cp != nil {
 			if err := c.commonHTTP(cp, config.Join(p, "common_http_protocol_options")); err != nil {
 				return err
+			}
+		}
+		if uho := opts.GetUpstreamHttpProtocolOptions(); uho != nil {
+			up := config.Join(p, "upstream_http_protocol_options")
+			if err := config.CheckFields(uho, up, "auto_sni", "auto_san_validation", "override_auto_sni_header"); err != nil {
+				return err
+			}
+			c.AutoSNI, c.AutoSNIHeader = uho.GetAutoSni(), headers.Lower(uho.GetOverrideAutoSniHeader())
+			c.autoSANValidation = uho.GetAutoSanValidation()
+			if c.AutoSNI && c.Protocol == HTTP2 {
+				return config.Unsupported(config.Join(up, "auto_sni"), "auto_sni with HTTP/2 upstreams")
 			}
 		}
 	}

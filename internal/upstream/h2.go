@@ -58,7 +58,7 @@ func (c *Cluster) dialH2(ctx context.Context, addr string) (net.Conn, error) {
 		return nil, &ConnectError{Err: err}
 	}
 	if c.transport != nil && host != nil {
-		if conn, err = c.transport.Client(ctx, conn); err != nil {
+		if conn, err = c.transport.Client(ctx, conn, ""); err != nil {
 			c.Stats.cxConnectFail.Inc()
 			return nil, &ConnectError{Err: err}
 		}

@@ -275,7 +275,7 @@ func httpCheck(c *Cluster, hc *corev3.HealthCheck_HttpHealthCheck, path string) 
 			conn.SetDeadline(dl)
 		}
 		if c.transport != nil {
-			if conn, err = c.transport.Client(ctx, conn); err != nil {
+			if conn, err = c.transport.Client(ctx, conn, ""); err != nil {
 				return false, true
 			}
 		}

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -32,6 +33,8 @@ type Host struct {
 
 	stats *HostStats
 	pool  *pool
+	// sniPools holds per-SNI pools (auto_sni), by server name.
+	sniPools sync.Map
 }
 
 // HostConfig are a host's configured attributes.

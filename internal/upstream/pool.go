@@ -23,7 +23,9 @@ type ClientConn struct {
 
 	host      *Host
 	cluster   *Cluster
+	pool      *pool
 	requests  uint32
+	sni       string
 	idleSince time.Time
 	reused    bool
 }
@@ -61,8 +63,11 @@ const idleCheckAfter = 500 * time.Millisecond
 // the cluster's max_connections allows, or else it waits as a pending
 // request (bounded by max_pending_requests) until one is released or ctx
 // ends.
-func (c *Cluster) Acquire(deadline time.Time, h *Host) (*ClientConn, error) {
-	p := h.pool
+//
+// sni selects the pool of connections made with that TLS server name
+// (auto_sni); "" is the host's default pool.
+func (c *Cluster) Acquire(deadline time.Time, h *Host, sni string) (*ClientConn, error) {
+	p := h.poolFor(sni)
 	for {
 		p.mu.Lock()
 		n := len(p.idle)
@@ -82,7 +87,7 @@ func (c *Cluster) Acquire(deadline time.Time, h *Host) (*ClientConn, error) {
 	}
 	if c.cx.Load() < int64(c.breakers.maxConnections) {
 		p.mu.Unlock()
-		return c.dial(deadline, h)
+		return c.dial(deadline, h, p, sni)
 	}
 	// Pending: wait for a connection to come back.
 	if c.rqPending.Value() >= int64(c.breakers.maxPending) {
@@ -128,7 +133,7 @@ func (c *Cluster) Acquire(deadline time.Time, h *Host) (*ClientConn, error) {
 	}
 }
 
-func (c *Cluster) dial(deadline time.Time, h *Host) (*ClientConn, error) {
+func (c *Cluster) dial(deadline time.Time, h *Host, p *pool, sni string) (*ClientConn, error) {
 	c.cx.Add(1)
 	start := time.Now()
 	d := net.Dialer{Timeout: c.connectTimeout, Deadline: deadline, KeepAliveConfig: c.keepAlive}
@@ -147,7 +152,7 @@ func (c *Cluster) dial(deadline time.Time, h *Host) (*ClientConn, error) {
 	conn = netx.Wrap(conn)
 	if c.transport != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), c.connectTimeout)
-		conn, err = c.transport.Client(ctx, conn)
+		conn, err = c.transport.Client(ctx, conn, sni)
 		cancel()
 		if err != nil {
 			c.cx.Add(-1)
@@ -162,7 +167,7 @@ func (c *Cluster) dial(deadline time.Time, h *Host) (*ClientConn, error) {
 	c.Stats.cxActive.Inc()
 	h.stats.CxTotal.Add(1)
 	h.stats.CxActive.Add(1)
-	return &ClientConn{Conn: conn, R: http1.NewReader(conn), host: h, cluster: c}, nil
+	return &ClientConn{Conn: conn, R: http1.NewReader(conn), host: h, cluster: c, pool: p, sni: sni}, nil
 }
 
 // Release returns a connection after a request. reusable says the exchange
@@ -176,13 +181,13 @@ func (c *Cluster) Release(cc *ClientConn, reusable bool) {
 	if !reusable || cc.R.Buffered() > 0 || c.closed() || (c.closeOnHCFail && !cc.host.Healthy()) {
 		c.closeConn(cc, true)
 		// A waiter can now dial.
-		c.wakeWaiterToDial(cc.host)
+		c.wakeWaiterToDial(cc)
 		return
 	}
 	cc.R.EndMessage()
 	cc.R.Release()
 	cc.idleSince = time.Now()
-	p := cc.host.pool
+	p := cc.pool
 	p.mu.Lock()
 	if len(p.waiters) > 0 {
 		ch := p.waiters[0]
@@ -197,8 +202,8 @@ func (c *Cluster) Release(cc *ClientConn, reusable bool) {
 
 // wakeWaiterToDial lets the first pending request dial a connection of its
 // own after one closed.
-func (c *Cluster) wakeWaiterToDial(h *Host) {
-	p := h.pool
+func (c *Cluster) wakeWaiterToDial(old *ClientConn) {
+	p, h := old.pool, old.host
 	p.mu.Lock()
 	if len(p.waiters) == 0 {
 		p.mu.Unlock()
@@ -208,7 +213,7 @@ func (c *Cluster) wakeWaiterToDial(h *Host) {
 	p.waiters = p.waiters[1:]
 	p.mu.Unlock()
 	go func() {
-		cc, err := c.dial(time.Time{}, h)
+		cc, err := c.dial(time.Time{}, h, p, old.sni)
 		if err != nil {
 			close(ch)
 			return
@@ -232,7 +237,12 @@ func (c *Cluster) closeConn(cc *ClientConn, local bool) {
 
 // closeIdle closes every idle connection of h (host removal, shutdown).
 func (c *Cluster) closeIdle(h *Host, olderThan time.Duration) {
-	p := h.pool
+	for _, p := range h.allPools() {
+		c.closeIdlePool(p, olderThan)
+	}
+}
+
+func (c *Cluster) closeIdlePool(p *pool, olderThan time.Duration) {
 	p.mu.Lock()
 	keep := p.idle[:0]
 	var drop []*ClientConn
@@ -274,4 +284,25 @@ func alive(conn net.Conn) bool {
 		return true
 	})
 	return ok
+}
+
+// poolFor returns the host's pool for a TLS server name.
+func (h *Host) poolFor(sni string) *pool {
+	if sni == "" {
+		return h.pool
+	}
+	if p, ok := h.sniPools.Load(sni); ok {
+		return p.(*pool)
+	}
+	p, _ := h.sniPools.LoadOrStore(sni, &pool{})
+	return p.(*pool)
+}
+
+func (h *Host) allPools() []*pool {
+	out := []*pool{h.pool}
+	h.sniPools.Range(func(_, v any) bool {
+		out = append(out, v.(*pool))
+		return true
+	})
+	return out
 }
