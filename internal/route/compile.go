@@ -258,7 +258,7 @@ func (c *compiler) match(pm *routev3.RouteMatch, path string) (Match, error) {
 		}
 		m.kind, m.re = pathRegex, re
 	case *routev3.RouteMatch_ConnectMatcher_:
-		m.kind = pathConnect
+		return m, config.Unsupported(config.Join(path, "connect_matcher"), "CONNECT tunnelling (connect_matcher)")
 	default:
 		return m, config.Errorf(path, "route match has no path specifier (prefix, path, safe_regex, path_separated_prefix or connect_matcher)")
 	}
