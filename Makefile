@@ -34,3 +34,7 @@ test-short:
 
 bench:
 	bench/run.sh
+
+# docs regenerates docs/compatibility.md from the conformance corpus.
+docs:
+	go test -count=1 ./test/conformance -run TestCompatibility -update

@@ -80,7 +80,6 @@ type hcmConfig struct {
 	addUserAgent          bool
 	nodeID, nodeCluster   string
 	proxy100Continue      bool
-	appendXFP             bool
 
 	h2MaxConcurrentStreams uint32
 	h2InitialStreamWindow  uint32

@@ -97,7 +97,7 @@ static_resources:
     address: {socket_address: {address: "::1", port_value: 0}}
     filter_chains: [{filters: [%s]}]
   clusters: [%s]
-`, fmt.Sprintf(`{name: hcm, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: v6, server_name: legate-edge,
+`, (`{name: hcm, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: v6, server_name: legate-edge,
   route_config: {virtual_hosts: [{name: v, domains: ['*'], routes: [{match: {prefix: /}, route: {cluster: u}}]}]},
   http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]}}`),
 		staticCluster("u", "", net.JoinHostPort(h, port))), nil)

@@ -19,12 +19,6 @@ import (
 	"github.com/legateproxy/legate/internal/testutil"
 )
 
-// indent re-indents a YAML block.
-func indent(s string, n int) string {
-	pad := strings.Repeat(" ", n)
-	return pad + strings.ReplaceAll(strings.TrimSpace(s), "\n", "\n"+pad)
-}
-
 func pemInline(b []byte) string { return fmt.Sprintf("{inline_string: %q}", string(b)) }
 
 const hcmPrefix = `{name: envoy.filters.network.http_connection_manager, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: %s, codec_type: AUTO,

@@ -250,9 +250,8 @@ func (h *headerMatcher) matches(r *headers.Request) bool {
 
 // queryMatcher is a compiled QueryParameterMatcher.
 type queryMatcher struct {
-	name    string
-	present bool
-	sm      *stringMatcher
+	name string
+	sm   *stringMatcher // nil: present_match
 }
 
 func (q *queryMatcher) matches(query string) bool {

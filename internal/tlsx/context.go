@@ -421,7 +421,6 @@ type ClientContext struct {
 	sni           string
 	alpn          []string
 	stats         *tlsStats
-	base          *tls.Config
 	cached        atomic.Pointer[cachedConfig]
 	cache         tls.ClientSessionCache
 }
