@@ -9,6 +9,7 @@ package conformance
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -92,15 +93,42 @@ func serve(t *testing.T, path string) string {
 	if len(names) == 0 {
 		return "started (no listeners)"
 	}
-	addr := srv.ListenerAddresses()[names[0]]
-	c := &http.Client{Timeout: 3 * time.Second}
-	resp, err := c.Get("http://" + strings.Replace(addr, "0.0.0.0", "127.0.0.1", 1) + "/")
-	if err != nil {
-		return "started; GET / on " + names[0] + ": connection error (not HTTP or TLS)"
+	addr := strings.Replace(srv.ListenerAddresses()[names[0]], "0.0.0.0", "127.0.0.1", 1)
+	label := names[0]
+	if label == "" {
+		label = "the first listener"
 	}
-	resp.Body.Close()
-	return fmt.Sprintf("started; GET / on %s → %d", names[0], resp.StatusCode)
+	c := &http.Client{Timeout: 3 * time.Second}
+	resp, err := c.Get("http://" + addr + "/")
+	if err == nil {
+		resp.Body.Close()
+		return fmt.Sprintf("started; GET / on %s → %d", label, resp.StatusCode)
+	}
+	// A TLS listener: try each SNI the config names (and none), as a client
+	// that does not verify the example's certificate would.
+	snis := []string{""}
+	for _, m := range serverNames.FindAllStringSubmatch(string(data), -1) {
+		snis = append(snis, m[1])
+	}
+	for _, sni := range snis {
+		tc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{ServerName: sni, InsecureSkipVerify: true},
+		}}
+		resp, err := tc.Get("https://" + addr + "/")
+		if err != nil {
+			continue
+		}
+		resp.Body.Close()
+		if sni == "" {
+			sni = "none"
+		}
+		return fmt.Sprintf("started; GET https:// on %s (SNI %s) → %d", label, sni, resp.StatusCode)
+	}
+	return "started; GET / on " + label + ": no HTTP response over TCP or TLS (a TCP proxy listener, or TLS requiring a client certificate)"
 }
+
+// serverNames finds the SNI names a config's filter chains match on.
+var serverNames = regexp.MustCompile(`server_names:\s*(?:\[\s*|-\s*)?"?([A-Za-z0-9.*-]+)`)
 
 func firstLine(s string) string {
 	l, _, _ := strings.Cut(s, "\n")
