@@ -1,0 +1,286 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	"github.com/legateproxy/legate/internal/controller"
+	"github.com/legateproxy/legate/internal/controller/source"
+	"github.com/legateproxy/legate/internal/controller/status"
+	"github.com/legateproxy/legate/internal/controller/xdsgen"
+	xdsserver "github.com/legateproxy/legate/internal/xds/server"
+)
+
+func init() {
+	register("controller", "run the control plane: Kubernetes (or a manifests folder) → xDS", runController)
+	register("bootstrap", "print a proxy bootstrap that points at a controller", runBootstrap)
+}
+
+// controllerFlags are legate controller's options (Contour's names where
+// Contour has the same option).
+type controllerFlags struct {
+	kubeconfig, manifests, xdsAddress, httpAddress, ingressClass, rootNamespaces string
+	envoyHTTPAddress, statusAddress, fallbackCert, watchNamespace, logLevel      string
+	leaderElect                                                                  bool
+	leaderNamespace, leaderName                                                  string
+	httpPort, httpsPort                                                          int
+}
+
+func runController(args []string) int {
+	fs := flag.NewFlagSet("legate controller", flag.ContinueOnError)
+	f := &controllerFlags{}
+	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config when running in a Pod)")
+	fs.StringVar(&f.manifests, "manifests", "", "read objects from YAML files in this folder instead of Kubernetes, and watch it")
+	fs.StringVar(&f.xdsAddress, "xds-address", "0.0.0.0:8001", "xDS gRPC listen address")
+	fs.StringVar(&f.httpAddress, "http-address", "0.0.0.0:8000", "metrics, health and debug HTTP address")
+	fs.IntVar(&f.httpPort, "http-port", 8080, "port of the HTTP listener programmed into proxies")
+	fs.IntVar(&f.httpsPort, "https-port", 8443, "port of the HTTPS listener programmed into proxies")
+	fs.StringVar(&f.envoyHTTPAddress, "envoy-listen-address", "0.0.0.0", "address the proxies' listeners bind")
+	fs.StringVar(&f.ingressClass, "ingress-class", "", "serve only Ingresses/HTTPProxies of this class (default: no class, \"legate\" or \"contour\")")
+	fs.StringVar(&f.rootNamespaces, "root-namespaces", "", "comma-separated namespaces where root HTTPProxies are allowed (default: all)")
+	fs.StringVar(&f.statusAddress, "ingress-status-address", "", "address written to Ingress and HTTPProxy status.loadBalancer")
+	fs.StringVar(&f.fallbackCert, "fallback-certificate", "", "namespace/name of the Secret served to clients without SNI by virtual hosts that enable it")
+	fs.StringVar(&f.watchNamespace, "watch-namespace", "", "watch only this namespace (default: all)")
+	fs.BoolVar(&f.leaderElect, "leader-elect", false, "elect a leader among replicas; only the leader writes status (all serve xDS)")
+	fs.StringVar(&f.leaderNamespace, "leader-election-namespace", "", "namespace of the leader election Lease (default: $POD_NAMESPACE or legate-system)")
+	fs.StringVar(&f.leaderName, "leader-election-name", "legate-controller", "name of the leader election Lease")
+	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warning, error")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	log, _, err := newLogger(f.logLevel, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "legate controller:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := f.run(ctx, log, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "legate controller:", err)
+		return 1
+	}
+	return 0
+}
+
+// run starts everything and blocks until ctx ends. started, if set, gets
+// the bound addresses (for tests).
+func (f *controllerFlags) run(ctx context.Context, log *slog.Logger, started func(xds, http string)) error {
+	if f.manifests != "" && f.kubeconfig != "" {
+		return errors.New("--manifests and --kubeconfig are exclusive: read objects from a folder or from a cluster")
+	}
+	opt := controller.Options{Log: log, Registry: prometheus.NewRegistry()}
+	opt.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	opt.XDS = xdsgen.Options{HTTPAddress: f.envoyHTTPAddress, HTTPPort: uint32(f.httpPort), HTTPSPort: uint32(f.httpsPort)}
+	opt.Model.IngressClass = f.ingressClass
+	if f.rootNamespaces != "" {
+		for _, ns := range strings.Split(f.rootNamespaces, ",") {
+			opt.Model.RootNamespaces = append(opt.Model.RootNamespaces, strings.TrimSpace(ns))
+		}
+	}
+	if f.fallbackCert != "" {
+		ns, name, ok := strings.Cut(f.fallbackCert, "/")
+		if !ok {
+			return fmt.Errorf("--fallback-certificate %q: use namespace/name", f.fallbackCert)
+		}
+		opt.Model.FallbackCertificate = &types.NamespacedName{Namespace: ns, Name: name}
+		opt.XDS.FallbackSecret = ns + "/" + name + "/cert"
+	}
+
+	store := source.NewStore()
+	xs := xdsserver.New(log, xdsserver.NewMetrics(opt.Registry))
+	xl, err := net.Listen("tcp", f.xdsAddress)
+	if err != nil {
+		return fmt.Errorf("xDS listener: %w", err)
+	}
+	hl, err := net.Listen("tcp", f.httpAddress)
+	if err != nil {
+		xl.Close()
+		return fmt.Errorf("HTTP listener: %w", err)
+	}
+
+	if f.manifests != "" {
+		if err := source.WatchManifests(ctx, f.manifests, store, log, time.Second); err != nil {
+			return err
+		}
+	} else {
+		cfg, err := kubeConfig(f.kubeconfig)
+		if err != nil {
+			return err
+		}
+		client, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			return fmt.Errorf("kubernetes client: %w", err)
+		}
+		dyn, err := dynamic.NewForConfig(cfg)
+		if err != nil {
+			return fmt.Errorf("kubernetes client: %w", err)
+		}
+		k := &source.Kube{Client: client, Dynamic: dyn, Log: log, Namespace: f.watchNamespace}
+		if err := k.Run(ctx, store); err != nil {
+			return err
+		}
+		opt.Status = &status.Writer{Client: client, Dynamic: dyn, Log: log, Address: f.statusAddress}
+		if f.leaderElect {
+			le, err := f.leaderElector(client, log)
+			if err != nil {
+				return err
+			}
+			opt.IsLeader = le.IsLeader
+			go func() {
+				for ctx.Err() == nil {
+					le.Run(ctx)
+				}
+			}()
+		}
+	}
+	c := controller.New(store, xs, opt)
+	if opt.IsLeader != nil {
+		// A new leader writes status at once.
+		go func() {
+			was := false
+			for ctx.Err() == nil {
+				time.Sleep(time.Second)
+				is := opt.IsLeader()
+				if is && !was {
+					store.Touch()
+				}
+				was = is
+			}
+		}()
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- xs.Serve(ctx, xl) }()
+	go func() { errs <- c.ServeHTTP(ctx, hl, opt.Registry) }()
+	go c.Run(ctx)
+	log.Info("controller started", "xds", xl.Addr().String(), "http", hl.Addr().String(), "source", sourceName(f))
+	if started != nil {
+		started(xl.Addr().String(), hl.Addr().String())
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errs:
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+}
+
+func sourceName(f *controllerFlags) string {
+	if f.manifests != "" {
+		return "manifests " + f.manifests
+	}
+	if f.kubeconfig != "" {
+		return "kubeconfig " + f.kubeconfig
+	}
+	return "in-cluster"
+}
+
+func kubeConfig(path string) (*rest.Config, error) {
+	if path != "" {
+		cfg, err := clientcmd.BuildConfigFromFlags("", path)
+		if err != nil {
+			return nil, fmt.Errorf("kubeconfig %s: %w", path, err)
+		}
+		return cfg, nil
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		return nil, fmt.Errorf("no --kubeconfig and not in a cluster (%w): pass --kubeconfig FILE, or --manifests DIR to run without Kubernetes", err)
+	}
+	return cfg, nil
+}
+
+func (f *controllerFlags) leaderElector(client kubernetes.Interface, log *slog.Logger) (*leaderelection.LeaderElector, error) {
+	ns := f.leaderNamespace
+	if ns == "" {
+		ns = os.Getenv("POD_NAMESPACE")
+	}
+	if ns == "" {
+		ns = "legate-system"
+	}
+	id, _ := os.Hostname()
+	id += "_" + strconv.Itoa(os.Getpid())
+	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, ns, f.leaderName, client.CoreV1(), client.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: id})
+	if err != nil {
+		return nil, fmt.Errorf("leader election: %w", err)
+	}
+	return leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock: lock, LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
+		ReleaseOnCancel: true, Name: f.leaderName,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(context.Context) { log.Info("became leader: writing status", "lease", ns+"/"+f.leaderName) },
+			OnStoppedLeading: func() { log.Info("lost leadership: no longer writing status") },
+		},
+	})
+}
+
+func splitHostPort(s, flagName string) (string, int, error) {
+	h, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, fmt.Errorf("--%s %q: %w (use HOST:PORT)", flagName, s, err)
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, fmt.Errorf("--%s %q: bad port", flagName, s)
+	}
+	return h, port, nil
+}
+
+func runBootstrap(args []string) int {
+	fs := flag.NewFlagSet("legate bootstrap", flag.ContinueOnError)
+	xdsAddr := fs.String("xds-address", "legate-controller:8001", "controller xDS address HOST:PORT")
+	adminAddr := fs.String("admin-address", "127.0.0.1:9001", "proxy admin address HOST:PORT")
+	nodeID := fs.String("node-id", "", "node id (default: $POD_NAME, or the host name)")
+	cluster := fs.String("node-cluster", "legate", "node cluster")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	xh, xp, err := splitHostPort(*xdsAddr, "xds-address")
+	if err == nil {
+		var ah string
+		var ap int
+		ah, ap, err = splitHostPort(*adminAddr, "admin-address")
+		if err == nil {
+			id := *nodeID
+			if id == "" {
+				id = os.Getenv("POD_NAME")
+			}
+			if id == "" {
+				id, _ = os.Hostname()
+			}
+			out := controller.Bootstrap(xh, xp, ah, ap, id, *cluster)
+			if fs.NArg() > 0 {
+				err = os.WriteFile(fs.Arg(0), []byte(out), 0o644)
+			} else {
+				_, err = os.Stdout.WriteString(out)
+			}
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "legate bootstrap:", err)
+		return 1
+	}
+	return 0
+}

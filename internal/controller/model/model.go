@@ -1,0 +1,198 @@
+// Package model turns the Kubernetes objects the controller reads into a
+// proxy-neutral model — virtual hosts, routes, clusters and secrets —
+// with Contour's HTTPProxy and Ingress semantics, plus the status of every
+// HTTPProxy and Ingress. It knows nothing of xDS: package xdsgen renders
+// the model as Envoy resources.
+package model
+
+import (
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Model is the result of one build.
+type Model struct {
+	// Insecure virtual hosts, served on the HTTP listener, by fqdn ("*"
+	// for Ingress rules without a host and default backends).
+	Insecure map[string]*VirtualHost
+	// Secure virtual hosts, served on the HTTPS listener by SNI.
+	Secure map[string]*SecureVirtualHost
+	// Clusters by name.
+	Clusters map[string]*Cluster
+	// Secrets referenced by secure virtual hosts and clusters, by SDS name.
+	Secrets map[string]*Secret
+	// ServicePorts lists every Service port, for proxyless gRPC listeners.
+	ServicePorts []*ServicePort
+	// Status of each HTTPProxy and Ingress.
+	Proxies   map[types.NamespacedName]*ProxyStatus
+	Ingresses map[types.NamespacedName]*IngressStatus
+}
+
+// VirtualHost is a set of routes for one domain.
+type VirtualHost struct {
+	Name   string
+	Routes []*Route
+}
+
+// SecureVirtualHost is a TLS virtual host: terminated (Secret set, with
+// routes or a TCP proxy) or passed through (TCPProxy set, Secret nil).
+type SecureVirtualHost struct {
+	VirtualHost
+	Secret      *Secret
+	MinVersion  string // "1.2" or "1.3"
+	MaxVersion  string
+	Passthrough bool
+	TCPProxy    *TCPProxy
+	// Client certificate validation.
+	ClientCA             *Secret
+	ClientCRL            *Secret
+	SkipClientValidation bool
+	OptionalClientCert   bool
+	CRLOnlyLeaf          bool
+	FallbackCertificate  bool
+}
+
+// TCPProxy forwards connections to weighted clusters.
+type TCPProxy struct {
+	Clusters []WeightedCluster
+}
+
+// PathMatch is how a route matches the path.
+type PathMatch struct {
+	Kind  string // "prefix", "segment" (prefix on / boundaries), "exact" or "regex"
+	Value string
+}
+
+// HeaderMatch matches a header as Contour's header conditions do.
+type HeaderMatch struct {
+	Name                string
+	Kind                string // "present", "exact", "contains", "regex"
+	Value               string
+	Invert              bool
+	IgnoreCase          bool
+	TreatMissingAsEmpty bool
+}
+
+// QueryMatch matches a query parameter.
+type QueryMatch struct {
+	Name       string
+	Kind       string // "present", "exact", "prefix", "suffix", "contains", "regex"
+	Value      string
+	IgnoreCase bool
+}
+
+// WeightedCluster is a cluster with a weight and per-service header policy.
+type WeightedCluster struct {
+	Cluster         *Cluster
+	Weight          uint32
+	RequestHeaders  *HeadersPolicy
+	ResponseHeaders *HeadersPolicy
+}
+
+// HeadersPolicy sets and removes headers.
+type HeadersPolicy struct {
+	Set    []KV
+	Remove []string
+	// HostRewrite is a "Host" entry of Set, applied as a host rewrite.
+	HostRewrite string
+}
+
+// KV is a header name and value.
+type KV struct{ Name, Value string }
+
+// Retry is a route's retry policy.
+type Retry struct {
+	NumRetries    uint32
+	PerTryTimeout time.Duration
+	RetryOn       string
+	StatusCodes   []uint32
+}
+
+// Redirect is a route that answers with a redirect.
+type Redirect struct {
+	Scheme, Host, Path, Prefix string
+	Port                       uint32
+	Code                       int // 301 or 302
+}
+
+// Direct is a route that answers with a fixed response.
+type Direct struct {
+	Status int
+	Body   string
+}
+
+// HashPolicy is one input of a hashing load balancer.
+type HashPolicy struct {
+	Header   string
+	Query    string
+	SourceIP bool
+	Cookie   string // Contour's Cookie strategy: X-Contour-Session-Affinity
+	Terminal bool
+}
+
+// Route is one route of a virtual host.
+type Route struct {
+	Path            PathMatch
+	Headers         []HeaderMatch
+	Query           []QueryMatch
+	Clusters        []WeightedCluster
+	Mirrors         []*Cluster
+	Websocket       bool
+	HTTPSRedirect   bool // on the insecure listener, for a TLS vhost
+	Timeout         *time.Duration
+	IdleTimeout     *time.Duration
+	Retry           *Retry
+	HashPolicies    []HashPolicy
+	PrefixRewrite   string
+	RequestHeaders  *HeadersPolicy
+	ResponseHeaders *HeadersPolicy
+	Redirect        *Redirect
+	Direct          *Direct
+}
+
+// Cluster is an upstream: a Service port with the policies that shape it.
+type Cluster struct {
+	Name        string
+	Service     types.NamespacedName
+	Port        corev1.ServicePort
+	EDSName     string // namespace/service/port-name
+	Protocol    string // "", "h2", "h2c", "tls"
+	LBPolicy    string // ROUND_ROBIN, LEAST_REQUEST, RANDOM, RING_HASH
+	HealthCheck *HealthCheck
+	// Upstream TLS validation.
+	UpstreamCA   *Secret
+	SubjectNames []string
+	SNI          string
+	// IdleConnTimeout closes idle upstream connections (timeoutPolicy.idleConnection).
+	IdleConnTimeout time.Duration
+	// ExternalName is the DNS name of a type ExternalName Service.
+	ExternalName string
+}
+
+// HealthCheck is an active HTTP or TCP health check.
+type HealthCheck struct {
+	HTTP               bool
+	Path, Host         string
+	Interval, Timeout  time.Duration
+	Unhealthy, Healthy uint32
+	ExpectedStatuses   [][2]int64
+}
+
+// Secret is a certificate and key, or a CA bundle (and CRL).
+type Secret struct {
+	Name   string // SDS name: namespace/name/kind
+	Object types.NamespacedName
+	Cert   []byte
+	Key    []byte
+	CA     []byte
+	CRL    []byte
+}
+
+// ServicePort is one port of a Service, for proxyless gRPC clients.
+type ServicePort struct {
+	Service types.NamespacedName
+	Port    corev1.ServicePort
+	Cluster *Cluster
+}

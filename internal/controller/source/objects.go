@@ -1,0 +1,193 @@
+// Package source collects the Kubernetes objects the controller reads —
+// Services, EndpointSlices, Secrets, Ingresses, HTTPProxies and
+// TLSCertificateDelegations — from a cluster (informers) or from a folder
+// of manifests, into a Store that the model builder reads as a snapshot.
+package source
+
+import (
+	"reflect"
+	"sync"
+
+	contourv1 "github.com/legateproxy/legate/api/projectcontour/v1"
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Objects is one consistent view of every object the controller reads,
+// keyed by namespace/name. Builders must treat it as read-only.
+type Objects struct {
+	Services       map[types.NamespacedName]*corev1.Service
+	EndpointSlices map[types.NamespacedName]*discoveryv1.EndpointSlice
+	Secrets        map[types.NamespacedName]*corev1.Secret
+	Ingresses      map[types.NamespacedName]*networkingv1.Ingress
+	HTTPProxies    map[types.NamespacedName]*contourv1.HTTPProxy
+	Delegations    map[types.NamespacedName]*contourv1.TLSCertificateDelegation
+}
+
+// NewObjects returns an empty Objects.
+func NewObjects() *Objects {
+	return &Objects{
+		Services:       map[types.NamespacedName]*corev1.Service{},
+		EndpointSlices: map[types.NamespacedName]*discoveryv1.EndpointSlice{},
+		Secrets:        map[types.NamespacedName]*corev1.Secret{},
+		Ingresses:      map[types.NamespacedName]*networkingv1.Ingress{},
+		HTTPProxies:    map[types.NamespacedName]*contourv1.HTTPProxy{},
+		Delegations:    map[types.NamespacedName]*contourv1.TLSCertificateDelegation{},
+	}
+}
+
+// Kind says which part of the model an object change touches.
+type Kind int
+
+// The kinds of change. Endpoints changes only need new EDS resources.
+const (
+	KindNone Kind = iota
+	KindEndpoints
+	KindConfig
+)
+
+// Store is the controller's object cache. Sources write to it; the
+// controller takes a Snapshot to build from. Every change bumps a
+// generation and notifies the Changed channel (coalesced).
+type Store struct {
+	mu      sync.Mutex
+	objs    *Objects
+	pending Kind
+	changed chan struct{}
+}
+
+// NewStore returns an empty store.
+func NewStore() *Store {
+	return &Store{objs: NewObjects(), changed: make(chan struct{}, 1)}
+}
+
+// Changed receives a value after one or more changes since the last Take.
+func (s *Store) Changed() <-chan struct{} { return s.changed }
+
+// Take returns a shallow copy of the objects (maps copied, objects shared
+// and never mutated) and the widest kind of change since the last Take.
+func (s *Store) Take() (*Objects, Kind) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o := NewObjects()
+	copyMap(o.Services, s.objs.Services)
+	copyMap(o.EndpointSlices, s.objs.EndpointSlices)
+	copyMap(o.Secrets, s.objs.Secrets)
+	copyMap(o.Ingresses, s.objs.Ingresses)
+	copyMap(o.HTTPProxies, s.objs.HTTPProxies)
+	copyMap(o.Delegations, s.objs.Delegations)
+	k := s.pending
+	s.pending = KindNone
+	return o, k
+}
+
+func onlyEndpointsDiffer(a, b *Objects) bool {
+	return reflect.DeepEqual(a.Services, b.Services) && reflect.DeepEqual(a.Secrets, b.Secrets) &&
+		reflect.DeepEqual(a.Ingresses, b.Ingresses) && reflect.DeepEqual(a.HTTPProxies, b.HTTPProxies) &&
+		reflect.DeepEqual(a.Delegations, b.Delegations)
+}
+
+func copyMap[V any](dst, src map[types.NamespacedName]V) {
+	for k, v := range src {
+		dst[k] = v
+	}
+}
+
+// Upsert adds or replaces an object. Objects of other types are ignored
+// and reported false.
+func (s *Store) Upsert(obj any) bool { return s.apply(obj, false) }
+
+// Delete removes an object.
+func (s *Store) Delete(obj any) bool { return s.apply(obj, true) }
+
+// Touch asks for a full rebuild without any object change (to retry a
+// failed status write).
+func (s *Store) Touch() {
+	s.mu.Lock()
+	s.pending = KindConfig
+	s.mu.Unlock()
+	s.notify()
+}
+
+// Replace swaps the whole content (the manifests source reloads a folder).
+// When only EndpointSlices differ, the change is an endpoints change.
+func (s *Store) Replace(o *Objects) {
+	s.mu.Lock()
+	kind := KindConfig
+	if onlyEndpointsDiffer(s.objs, o) {
+		kind = KindEndpoints
+	}
+	s.objs = o
+	s.pending = max(s.pending, kind)
+	s.mu.Unlock()
+	s.notify()
+}
+
+func (s *Store) apply(obj any, del bool) bool {
+	s.mu.Lock()
+	var kind Kind
+	switch o := obj.(type) {
+	case *corev1.Service:
+		kind = set(s.objs.Services, key(o.Namespace, o.Name), o, del, KindConfig)
+	case *discoveryv1.EndpointSlice:
+		kind = set(s.objs.EndpointSlices, key(o.Namespace, o.Name), o, del, KindEndpoints)
+	case *corev1.Secret:
+		if !usefulSecret(o) {
+			s.mu.Unlock()
+			return false
+		}
+		kind = set(s.objs.Secrets, key(o.Namespace, o.Name), o, del, KindConfig)
+	case *networkingv1.Ingress:
+		kind = set(s.objs.Ingresses, key(o.Namespace, o.Name), o, del, KindConfig)
+	case *contourv1.HTTPProxy:
+		kind = set(s.objs.HTTPProxies, key(o.Namespace, o.Name), o, del, KindConfig)
+	case *contourv1.TLSCertificateDelegation:
+		kind = set(s.objs.Delegations, key(o.Namespace, o.Name), o, del, KindConfig)
+	default:
+		s.mu.Unlock()
+		return false
+	}
+	if kind > s.pending {
+		s.pending = kind
+	}
+	s.mu.Unlock()
+	s.notify()
+	return true
+}
+
+func (s *Store) notify() {
+	select {
+	case s.changed <- struct{}{}:
+	default:
+	}
+}
+
+func set[V any](m map[types.NamespacedName]V, k types.NamespacedName, v V, del bool, kind Kind) Kind {
+	if del {
+		delete(m, k)
+	} else {
+		m[k] = v
+	}
+	return kind
+}
+
+func key(ns, name string) types.NamespacedName {
+	return types.NamespacedName{Namespace: ns, Name: name}
+}
+
+// usefulSecret keeps only Secrets that can hold a certificate, a key or a
+// CA bundle: kubernetes.io/tls, or Opaque with ca.crt (client validation
+// and upstream validation CAs).
+func usefulSecret(s *corev1.Secret) bool {
+	switch s.Type {
+	case corev1.SecretTypeTLS:
+		return true
+	case corev1.SecretTypeOpaque, "":
+		_, ca := s.Data["ca.crt"]
+		_, crl := s.Data["crl.pem"]
+		return ca || crl
+	}
+	return false
+}

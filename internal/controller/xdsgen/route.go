@@ -1,0 +1,170 @@
+package xdsgen
+
+import (
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/legateproxy/legate/internal/controller/model"
+)
+
+func pathMatch(p model.PathMatch) *routev3.RouteMatch {
+	m := &routev3.RouteMatch{}
+	switch p.Kind {
+	case "exact":
+		m.PathSpecifier = &routev3.RouteMatch_Path{Path: p.Value}
+	case "regex":
+		m.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: p.Value}}
+	case "segment":
+		m.PathSpecifier = &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: p.Value}
+	default:
+		m.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: p.Value}
+	}
+	return m
+}
+
+func stringMatch(kind, value string, ignoreCase bool) *matcherv3.StringMatcher {
+	sm := &matcherv3.StringMatcher{IgnoreCase: ignoreCase}
+	switch kind {
+	case "exact":
+		sm.MatchPattern = &matcherv3.StringMatcher_Exact{Exact: value}
+	case "prefix":
+		sm.MatchPattern = &matcherv3.StringMatcher_Prefix{Prefix: value}
+	case "suffix":
+		sm.MatchPattern = &matcherv3.StringMatcher_Suffix{Suffix: value}
+	case "contains":
+		sm.MatchPattern = &matcherv3.StringMatcher_Contains{Contains: value}
+	case "regex":
+		sm.IgnoreCase = false
+		sm.MatchPattern = &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: value}}
+	}
+	return sm
+}
+
+func headerValues(h *model.HeadersPolicy) ([]*corev3.HeaderValueOption, []string) {
+	if h == nil {
+		return nil, nil
+	}
+	var add []*corev3.HeaderValueOption
+	for _, kv := range h.Set {
+		add = append(add, &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: kv.Name, Value: kv.Value},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		})
+	}
+	return add, h.Remove
+}
+
+func route(r *model.Route) *routev3.Route {
+	out := &routev3.Route{Match: pathMatch(r.Path)}
+	for _, h := range r.Headers {
+		hm := &routev3.HeaderMatcher{Name: h.Name, InvertMatch: h.Invert, TreatMissingHeaderAsEmpty: h.TreatMissingAsEmpty}
+		if h.Kind == "present" {
+			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
+		} else {
+			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_StringMatch{StringMatch: stringMatch(h.Kind, h.Value, h.IgnoreCase)}
+		}
+		out.Match.Headers = append(out.Match.Headers, hm)
+	}
+	for _, q := range r.Query {
+		qm := &routev3.QueryParameterMatcher{Name: q.Name}
+		if q.Kind == "present" {
+			qm.QueryParameterMatchSpecifier = &routev3.QueryParameterMatcher_PresentMatch{PresentMatch: true}
+		} else {
+			qm.QueryParameterMatchSpecifier = &routev3.QueryParameterMatcher_StringMatch{StringMatch: stringMatch(q.Kind, q.Value, q.IgnoreCase)}
+		}
+		out.Match.QueryParameters = append(out.Match.QueryParameters, qm)
+	}
+	out.RequestHeadersToAdd, out.RequestHeadersToRemove = headerValues(r.RequestHeaders)
+	out.ResponseHeadersToAdd, out.ResponseHeadersToRemove = headerValues(r.ResponseHeaders)
+
+	switch {
+	case r.HTTPSRedirect:
+		out.Action = &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{
+			SchemeRewriteSpecifier: &routev3.RedirectAction_HttpsRedirect{HttpsRedirect: true},
+			ResponseCode:           routev3.RedirectAction_MOVED_PERMANENTLY,
+		}}
+		out.RequestHeadersToAdd, out.RequestHeadersToRemove, out.ResponseHeadersToAdd, out.ResponseHeadersToRemove = nil, nil, nil, nil
+		return out
+	case r.Redirect != nil:
+		red := &routev3.RedirectAction{HostRedirect: r.Redirect.Host, PortRedirect: r.Redirect.Port}
+		if r.Redirect.Scheme != "" {
+			red.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: r.Redirect.Scheme}
+		}
+		if r.Redirect.Code == 301 {
+			red.ResponseCode = routev3.RedirectAction_MOVED_PERMANENTLY
+		} else {
+			red.ResponseCode = routev3.RedirectAction_FOUND
+		}
+		if r.Redirect.Path != "" {
+			red.PathRewriteSpecifier = &routev3.RedirectAction_PathRedirect{PathRedirect: r.Redirect.Path}
+		} else if r.Redirect.Prefix != "" {
+			red.PathRewriteSpecifier = &routev3.RedirectAction_PrefixRewrite{PrefixRewrite: r.Redirect.Prefix}
+		}
+		out.Action = &routev3.Route_Redirect{Redirect: red}
+		return out
+	case r.Direct != nil:
+		dr := &routev3.DirectResponseAction{Status: uint32(r.Direct.Status)}
+		if r.Direct.Body != "" {
+			dr.Body = &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: r.Direct.Body}}
+		}
+		out.Action = &routev3.Route_DirectResponse{DirectResponse: dr}
+		return out
+	}
+
+	ra := &routev3.RouteAction{PrefixRewrite: r.PrefixRewrite}
+	if len(r.Clusters) == 1 && r.Clusters[0].RequestHeaders == nil && r.Clusters[0].ResponseHeaders == nil {
+		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: r.Clusters[0].Cluster.Name}
+	} else {
+		wc := &routev3.WeightedCluster{}
+		for _, c := range r.Clusters {
+			cw := &routev3.WeightedCluster_ClusterWeight{Name: c.Cluster.Name, Weight: wrapperspb.UInt32(c.Weight)}
+			cw.RequestHeadersToAdd, cw.RequestHeadersToRemove = headerValues(c.RequestHeaders)
+			cw.ResponseHeadersToAdd, cw.ResponseHeadersToRemove = headerValues(c.ResponseHeaders)
+			if c.RequestHeaders != nil && c.RequestHeaders.HostRewrite != "" {
+				cw.HostRewriteSpecifier = &routev3.WeightedCluster_ClusterWeight_HostRewriteLiteral{HostRewriteLiteral: c.RequestHeaders.HostRewrite}
+			}
+			wc.Clusters = append(wc.Clusters, cw)
+		}
+		ra.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: wc}
+	}
+	if r.RequestHeaders != nil && r.RequestHeaders.HostRewrite != "" {
+		ra.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: r.RequestHeaders.HostRewrite}
+	}
+	if r.Timeout != nil {
+		ra.Timeout = dur(*r.Timeout)
+	}
+	if r.IdleTimeout != nil {
+		ra.IdleTimeout = dur(*r.IdleTimeout)
+	}
+	if r.Retry != nil {
+		rp := &routev3.RetryPolicy{RetryOn: r.Retry.RetryOn, NumRetries: wrapperspb.UInt32(r.Retry.NumRetries), RetriableStatusCodes: r.Retry.StatusCodes}
+		if r.Retry.PerTryTimeout > 0 {
+			rp.PerTryTimeout = dur(r.Retry.PerTryTimeout)
+		}
+		ra.RetryPolicy = rp
+	}
+	for _, h := range r.HashPolicies {
+		hp := &routev3.RouteAction_HashPolicy{Terminal: h.Terminal}
+		switch {
+		case h.Header != "":
+			hp.PolicySpecifier = &routev3.RouteAction_HashPolicy_Header_{Header: &routev3.RouteAction_HashPolicy_Header{HeaderName: h.Header}}
+		case h.Query != "":
+			hp.PolicySpecifier = &routev3.RouteAction_HashPolicy_QueryParameter_{QueryParameter: &routev3.RouteAction_HashPolicy_QueryParameter{Name: h.Query}}
+		case h.SourceIP:
+			hp.PolicySpecifier = &routev3.RouteAction_HashPolicy_ConnectionProperties_{ConnectionProperties: &routev3.RouteAction_HashPolicy_ConnectionProperties{SourceIp: true}}
+		case h.Cookie != "":
+			hp.PolicySpecifier = &routev3.RouteAction_HashPolicy_Cookie_{Cookie: &routev3.RouteAction_HashPolicy_Cookie{Name: h.Cookie, Ttl: dur(0), Path: "/"}}
+		}
+		ra.HashPolicy = append(ra.HashPolicy, hp)
+	}
+	for _, m := range r.Mirrors {
+		ra.RequestMirrorPolicies = append(ra.RequestMirrorPolicies, &routev3.RouteAction_RequestMirrorPolicy{Cluster: m.Name})
+	}
+	if r.Websocket {
+		ra.UpgradeConfigs = []*routev3.RouteAction_UpgradeConfig{{UpgradeType: "websocket", Enabled: wrapperspb.Bool(true)}}
+	}
+	out.Action = &routev3.Route_Route{Route: ra}
+	return out
+}

@@ -1,0 +1,259 @@
+// Package server is the controller's xDS management server: go-control-
+// plane's gRPC server (ADS, state-of-the-world and delta, and the per-type
+// services) over its snapshot cache, with two groups of clients — proxies
+// (Envoy or Legate) and proxyless gRPC clients — and per-type versions
+// derived from content, so that a type is pushed only when it changed.
+//
+// It also fixes a go-control-plane behaviour: the snapshot cache answers a
+// NACK by re-sending the same rejected version at once, forever. Here a
+// NACKed version counts as delivered until the resources change.
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/proto"
+
+	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
+	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
+	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+)
+
+// The two client groups.
+const (
+	GroupProxy     = "proxy"
+	GroupProxyless = "grpc"
+)
+
+// Group tells which resources a node gets: gRPC clients (user agent
+// "gRPC ...", or node metadata PROXYLESS=true) get the proxyless set.
+func Group(n *corev3.Node) string {
+	if n == nil {
+		return GroupProxy
+	}
+	if strings.HasPrefix(strings.ToLower(n.GetUserAgentName()), "grpc") {
+		return GroupProxyless
+	}
+	if v := n.GetMetadata().GetFields()["PROXYLESS"]; v != nil && v.GetBoolValue() {
+		return GroupProxyless
+	}
+	return GroupProxy
+}
+
+type groupHash struct{}
+
+func (groupHash) ID(n *corev3.Node) string { return Group(n) }
+
+// Metrics are the server's Prometheus metrics.
+type Metrics struct {
+	Pushes    *prometheus.CounterVec // by type
+	NACKs     *prometheus.CounterVec // by type
+	Connected prometheus.Gauge
+}
+
+// NewMetrics registers the server's metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Pushes:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "legate_xds_pushes_total", Help: "xDS responses sent, by resource type."}, []string{"type"}),
+		NACKs:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "legate_xds_nacks_total", Help: "xDS NACKs received, by resource type."}, []string{"type"}),
+		Connected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "legate_xds_connected_streams", Help: "Open xDS streams."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.Pushes, m.NACKs, m.Connected)
+	}
+	return m
+}
+
+// Server serves xDS from snapshots set by the controller.
+type Server struct {
+	log     *slog.Logger
+	cache   cachev3.SnapshotCache
+	metrics *Metrics
+	grpc    *grpc.Server
+
+	mu       sync.Mutex
+	nonces   map[string]string // response nonce -> version (bounded)
+	order    []string
+	versions map[string]map[resourcev3.Type]string // group -> type -> version
+	streams  atomic.Int64
+	nacks    map[string]string // last NACK per node/type, for the debug endpoint
+}
+
+// New returns a server; metrics may be nil.
+func New(log *slog.Logger, metrics *Metrics) *Server {
+	if metrics == nil {
+		metrics = NewMetrics(nil)
+	}
+	s := &Server{log: log, metrics: metrics, nonces: map[string]string{}, versions: map[string]map[resourcev3.Type]string{}, nacks: map[string]string{}}
+	s.cache = cachev3.NewSnapshotCache(false, groupHash{}, nil)
+	return s
+}
+
+// Versions returns the current version of each type for a group.
+func (s *Server) Versions(group string) map[resourcev3.Type]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[resourcev3.Type]string{}
+	for k, v := range s.versions[group] {
+		out[k] = v
+	}
+	return out
+}
+
+// NACKs returns the last error detail per node and type.
+func (s *Server) NACKs() map[string]string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]string{}
+	for k, v := range s.nacks {
+		out[k] = v
+	}
+	return out
+}
+
+// Version is a content hash of resources: equal content, equal version.
+func Version(rs []types.Resource) string {
+	h := sha256.New()
+	mo := proto.MarshalOptions{Deterministic: true}
+	for _, r := range rs {
+		b, _ := mo.Marshal(r)
+		h.Write([]byte(cachev3.GetResourceName(r)))
+		h.Write([]byte{0})
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// Set replaces a group's resources. Types whose content did not change
+// keep their version and are not pushed again.
+func (s *Server) Set(ctx context.Context, group string, resources map[resourcev3.Type][]types.Resource) error {
+	snap := &cachev3.Snapshot{}
+	vers := map[resourcev3.Type]string{}
+	for typ, rs := range resources {
+		v := Version(rs)
+		vers[typ] = v
+		snap.Resources[cachev3.GetResponseType(typ)] = cachev3.NewResources(v, rs)
+	}
+	s.mu.Lock()
+	s.versions[group] = vers
+	s.mu.Unlock()
+	return s.cache.SetSnapshot(ctx, group, snap)
+}
+
+// nackCache wraps the snapshot cache: a state-of-the-world request that
+// carries error_detail is treated as if the rejected version had been
+// accepted, so the cache waits for the next change instead of re-sending.
+type nackCache struct {
+	cachev3.SnapshotCache
+	s *Server
+}
+
+func (c nackCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, out chan cachev3.Response) (func(), error) {
+	if req.GetErrorDetail() != nil {
+		c.s.mu.Lock()
+		v := c.s.nonces[req.GetResponseNonce()]
+		c.s.mu.Unlock()
+		if v != "" {
+			req = proto.Clone(req).(*discoveryv3.DiscoveryRequest)
+			req.VersionInfo = v
+		}
+	}
+	return c.SnapshotCache.CreateWatch(req, sub, out)
+}
+
+func shortType(t string) string { return t[strings.LastIndexByte(t, '.')+1:] }
+
+func (s *Server) callbacks() serverv3.Callbacks {
+	return serverv3.CallbackFuncs{
+		StreamOpenFunc: func(context.Context, int64, string) error {
+			s.metrics.Connected.Set(float64(s.streams.Add(1)))
+			return nil
+		},
+		StreamClosedFunc: func(int64, *corev3.Node) { s.metrics.Connected.Set(float64(s.streams.Add(-1))) },
+		DeltaStreamOpenFunc: func(context.Context, int64, string) error {
+			s.metrics.Connected.Set(float64(s.streams.Add(1)))
+			return nil
+		},
+		DeltaStreamClosedFunc: func(int64, *corev3.Node) { s.metrics.Connected.Set(float64(s.streams.Add(-1))) },
+		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
+			if e := req.GetErrorDetail(); e != nil {
+				s.nack(req.GetNode(), req.GetTypeUrl(), e.GetMessage())
+			}
+			return nil
+		},
+		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+			if e := req.GetErrorDetail(); e != nil {
+				s.nack(req.GetNode(), req.GetTypeUrl(), e.GetMessage())
+			}
+			return nil
+		},
+		StreamResponseFunc: func(_ context.Context, _ int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
+			s.metrics.Pushes.WithLabelValues(shortType(resp.GetTypeUrl())).Inc()
+			s.mu.Lock()
+			s.nonces[resp.GetNonce()] = resp.GetVersionInfo()
+			s.order = append(s.order, resp.GetNonce())
+			if len(s.order) > 100000 {
+				for _, n := range s.order[:50000] {
+					delete(s.nonces, n)
+				}
+				s.order = append([]string(nil), s.order[50000:]...)
+			}
+			s.mu.Unlock()
+		},
+		StreamDeltaResponseFunc: func(_ int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
+			s.metrics.Pushes.WithLabelValues(shortType(resp.GetTypeUrl())).Inc()
+		},
+	}
+}
+
+func (s *Server) nack(n *corev3.Node, typ, msg string) {
+	s.metrics.NACKs.WithLabelValues(shortType(typ)).Inc()
+	s.mu.Lock()
+	s.nacks[n.GetId()+" "+shortType(typ)] = msg
+	s.mu.Unlock()
+	s.log.Warn("xDS client rejected resources (NACK); it keeps its last good config", "node", n.GetId(), "type", shortType(typ), "error", msg)
+}
+
+// Serve serves ADS and the per-type xDS services on l until ctx ends.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	xs := serverv3.NewServer(ctx, nackCache{s.cache, s}, s.callbacks())
+	g := grpc.NewServer(
+		grpc.MaxConcurrentStreams(1<<20),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(g, xs)
+	clusterservice.RegisterClusterDiscoveryServiceServer(g, xs)
+	endpointservice.RegisterEndpointDiscoveryServiceServer(g, xs)
+	listenerservice.RegisterListenerDiscoveryServiceServer(g, xs)
+	routeservice.RegisterRouteDiscoveryServiceServer(g, xs)
+	secretservice.RegisterSecretDiscoveryServiceServer(g, xs)
+	s.mu.Lock()
+	s.grpc = g
+	s.mu.Unlock()
+	go func() {
+		<-ctx.Done()
+		g.Stop()
+	}()
+	return g.Serve(l)
+}

@@ -1,0 +1,119 @@
+// Package controller tests legate controller end to end: objects from a
+// manifests folder or a real kube-apiserver, the xDS it serves, and real
+// proxies (Legate's, and grpc-go's xDS client) that follow it.
+package controller
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/legateproxy/legate/internal/controller"
+	"github.com/legateproxy/legate/internal/controller/model"
+	"github.com/legateproxy/legate/internal/controller/source"
+	"github.com/legateproxy/legate/internal/controller/status"
+	"github.com/legateproxy/legate/internal/controller/xdsgen"
+	"github.com/legateproxy/legate/internal/testutil"
+	xdsserver "github.com/legateproxy/legate/internal/xds/server"
+)
+
+// cp is a controller running in the test process.
+type cp struct {
+	c         *controller.Controller
+	xds       *xdsserver.Server
+	xdsAddr   string
+	httpAddr  string
+	httpPort  int
+	httpsPort int
+	store     *source.Store
+}
+
+type cpOptions struct {
+	model  model.Options
+	status *status.Writer
+	listen string // address the proxies' listeners bind (default 127.0.0.1)
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// startCP wires store → controller → xDS server as `legate controller` does.
+func startCP(t testing.TB, st *source.Store, o cpOptions) *cp {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if o.listen == "" {
+		o.listen = "127.0.0.1"
+	}
+	reg := prometheus.NewRegistry()
+	log := testLogger(t)
+	x := &cp{store: st, httpPort: freePort(t), httpsPort: freePort(t)}
+	x.xds = xdsserver.New(log, xdsserver.NewMetrics(reg))
+	x.c = controller.New(st, x.xds, controller.Options{
+		Model: o.model, Status: o.status, Log: log, Registry: reg,
+		XDS: xdsgen.Options{HTTPAddress: o.listen, HTTPPort: uint32(x.httpPort), HTTPSPort: uint32(x.httpsPort)},
+	})
+	xl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.xdsAddr, x.httpAddr = xl.Addr().String(), hl.Addr().String()
+	go x.xds.Serve(ctx, xl)
+	go x.c.ServeHTTP(ctx, hl, reg)
+	go x.c.Run(ctx)
+	testutil.Eventually(t, 10*time.Second, x.c.Ready, "controller never built its first configuration")
+	return x
+}
+
+// startProxy runs Legate's proxy on the bootstrap `legate bootstrap` prints.
+func startProxy(t testing.TB, x *cp) *testutil.Proxy {
+	t.Helper()
+	h, p, _ := net.SplitHostPort(x.xdsAddr)
+	var port int
+	fmt.Sscan(p, &port)
+	y := controller.Bootstrap(h, port, "127.0.0.1", 0, "test-proxy", "legate")
+	return testutil.StartProxy(t, y, nil)
+}
+
+// writeFile writes a manifest atomically (rename), as a ConfigMap mount
+// or an editor would.
+func writeFile(t testing.TB, dir, name, content string) {
+	t.Helper()
+	tmp := filepath.Join(dir, "."+name+".tmp")
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		t.Fatal(err)
+	}
+}
