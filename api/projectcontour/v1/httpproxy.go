@@ -322,7 +322,7 @@ type RemoteJWKS struct {
 // CORSPolicy answers cross-origin requests.
 type CORSPolicy struct {
 	// +optional
-	AllowCredentials bool `json:"allowCredentials,omitempty"`
+	AllowCredentials bool     `json:"allowCredentials,omitempty"`
 	AllowOrigin      []string `json:"allowOrigin"`
 	AllowMethods     []string `json:"allowMethods"`
 	// +optional

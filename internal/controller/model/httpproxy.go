@@ -260,8 +260,12 @@ func (b *builder) root(p *contourv1.HTTPProxy) {
 	}
 
 	routes := b.routes(p, nil, nil, st, vh.TLS != nil)
-	if len(st.Errors) > 0 {
-		return
+	// As Contour: a broken include makes the root invalid but its other
+	// routes are still served (the include's paths answer 502).
+	for _, e := range st.Errors {
+		if e.Type != ErrInclude {
+			return
+		}
 	}
 	if svh != nil {
 		sv := b.secure(fqdn)
@@ -389,12 +393,18 @@ func (b *builder) routes(p *contourv1.HTTPProxy, conds []contourv1.MatchConditio
 		seen[sig] = true
 		key := types.NamespacedName{Namespace: ns, Name: inc.Name}
 		child := b.objs.HTTPProxies[key]
+		badGateway := func() {
+			pm, hs, qs, _ := matches(append(slices.Clone(conds), inc.Conditions...))
+			out = append(out, builtRoute{route: &Route{Path: pm, Headers: hs, Query: qs, Direct: &Direct{Status: 502}}})
+		}
 		if child == nil {
 			st.errorf(ErrInclude, "IncludeNotFound", "include %s not found", key)
+			badGateway()
 			continue
 		}
 		if child.Spec.VirtualHost != nil {
 			st.errorf(ErrInclude, "RootIncludesRoot", "root httpproxy cannot include another root httpproxy (%s)", key)
+			badGateway()
 			continue
 		}
 		cst := b.status(child)

@@ -1,0 +1,295 @@
+package xdsgen
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/legateproxy/legate/internal/controller/model"
+	"github.com/legateproxy/legate/internal/controller/source"
+)
+
+const baseObjects = `
+apiVersion: v1
+kind: Service
+metadata: {name: s1, namespace: default}
+spec: {ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: s2, namespace: default, annotations: {projectcontour.io/upstream-protocol.h2c: "80"}}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: s1-x, namespace: default, labels: {kubernetes.io/service-name: s1}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+- {addresses: [10.0.0.2], conditions: {ready: true}, zone: z1}
+- {addresses: [10.0.0.1], conditions: {ready: true}, zone: z1}
+- {addresses: [10.0.0.3], conditions: {ready: false}}
+`
+
+// render builds the model and xDS from manifests and returns every
+// resource as JSON (one string), plus the model.
+func render(t *testing.T, manifests string) (string, *model.Model) {
+	t.Helper()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "objs.yaml"), []byte(baseObjects+"---\n"+manifests), 0o644)
+	objs, err := source.LoadManifests(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := model.Build(objs, model.Options{})
+	r := Build(m, Options{})
+	var msgs []proto.Message
+	for _, x := range r.Listeners {
+		msgs = append(msgs, x)
+	}
+	for _, x := range r.Routes {
+		msgs = append(msgs, x)
+	}
+	for _, x := range r.Clusters {
+		msgs = append(msgs, x)
+	}
+	for _, x := range Endpoints(m, objs) {
+		msgs = append(msgs, x)
+	}
+	var b strings.Builder
+	for _, msg := range msgs {
+		a, _ := anypb.New(msg)
+		j, _ := protojson.MarshalOptions{}.Marshal(a)
+		// protojson randomizes spacing: compact it for stable matching.
+		var c bytes.Buffer
+		json.Compact(&c, j)
+		b.Write(c.Bytes())
+		b.WriteByte('\n')
+	}
+	for _, x := range r.Listeners {
+		if err := x.ValidateAll(); err != nil {
+			t.Errorf("listener %s fails Envoy's validation: %v", x.Name, err)
+		}
+	}
+	for _, x := range r.Clusters {
+		if err := x.ValidateAll(); err != nil {
+			t.Errorf("cluster %s fails Envoy's validation: %v", x.Name, err)
+		}
+	}
+	for _, x := range r.Routes {
+		if err := x.ValidateAll(); err != nil {
+			t.Errorf("route config %s fails Envoy's validation: %v", x.Name, err)
+		}
+	}
+	return b.String(), m
+}
+
+func proxy(spec string) string {
+	return "apiVersion: projectcontour.io/v1\nkind: HTTPProxy\nmetadata: {name: p, namespace: default}\nspec:\n" + spec
+}
+
+// TestHTTPProxyFeatures applies one HTTPProxy per capability and checks
+// the xDS served (as JSON fragments) and the status.
+func TestHTTPProxyFeatures(t *testing.T) {
+	for _, tc := range []struct {
+		name, spec string
+		want       []string // JSON fragments that must appear
+		status     string   // currentStatus of default/p
+		desc       string   // substring of the description
+	}{
+		{"prefix and header conditions", `
+  virtualhost: {fqdn: a.example.com}
+  routes:
+  - conditions: [{prefix: /api}, {header: {name: x-os, contains: ios}}]
+    services: [{name: s1, port: 80}]`,
+			[]string{`"domains":["a.example.com","a.example.com:*"]`, `"prefix":"/api"`, `"name":"x-os","stringMatch":{"contains":"ios"}`, `"cluster":"default/s1/80/da39a3ee5e"`}, "valid", "Valid HTTPProxy"},
+		{"exact, regex and query parameter", `
+  virtualhost: {fqdn: a.example.com}
+  routes:
+  - conditions: [{exact: /exact}]
+    services: [{name: s1, port: 80}]
+  - conditions: [{regex: '/r/[0-9]+'}, {queryParameter: {name: os, exact: other, ignoreCase: true}}]
+    services: [{name: s1, port: 80}]`,
+			[]string{`"path":"/exact"`, `"safeRegex":{"regex":"/r/[0-9]+"}`, `"queryParameters":[{"name":"os","stringMatch":{"exact":"other","ignoreCase":true}}]`}, "valid", ""},
+		{"notpresent and notexact headers", `
+  virtualhost: {fqdn: a.example.com}
+  routes:
+  - conditions: [{header: {name: x-a, notpresent: true}}, {header: {name: x-b, notexact: v}}]
+    services: [{name: s1, port: 80}]`,
+			[]string{`{"name":"x-a","presentMatch":true,"invertMatch":true}`, `{"name":"x-b","stringMatch":{"exact":"v"},"invertMatch":true}`}, "valid", ""},
+		{"weights, mirror and h2c by annotation", `
+  virtualhost: {fqdn: a.example.com}
+  routes:
+  - services: [{name: s1, port: 80, weight: 90}, {name: s2, port: 80, weight: 10}, {name: s1, port: 80, mirror: true}]`,
+			[]string{`"weightedClusters":{"clusters":[{"name":"default/s1/80/da39a3ee5e","weight":90},{"name":"default/s2/80/`, `"requestMirrorPolicies":[{"cluster":"default/s1/80/da39a3ee5e"}]`, `"http2ProtocolOptions":{}`}, "valid", ""},
+		{"headers policies and host rewrite", `
+  virtualhost: {fqdn: a.example.com}
+  routes:
+  - services: [{name: s1, port: 80, responseHeadersPolicy: {set: [{name: X-Svc, value: s1}]}}]
+    requestHeadersPolicy: {set: [{name: X-Foo, value: "100%"}, {name: Host, value: internal.example.com}], remove: [X-Baz]}`,
+			[]string{`"requestHeadersToAdd":[{"header":{"key":"X-Foo","value":"100%%"},"appendAction":"OVERWRITE_IF_EXISTS_OR_ADD"}]`, `"requestHeadersToRemove":["X-Baz"]`, `"hostRewriteLiteral":"internal.example.com"`, `"responseHeadersToAdd":[{"header":{"key":"X-Svc","value":"s1"}`}, "valid", ""},
+		{"timeouts, retries, websockets", `
+  virtualhost: {fqdn: a.example.com}
+  routes:
+  - timeoutPolicy: {response: 1s, idle: infinity, idleConnection: 60s}
+    retryPolicy: {count: 3, perTryTimeout: 150ms, retryOn: [5xx, gateway-error], retriableStatusCodes: [503]}
+    enableWebsockets: true
+    services: [{name: s1, port: 80}]`,
+			[]string{`"timeout":"1s"`, `"idleTimeout":"0s"`, `"retryOn":"5xx,gateway-error","numRetries":3,"perTryTimeout":"0.150s","retriableStatusCodes":[503]`, `"upgradeConfigs":[{"upgradeType":"websocket","enabled":true}]`, `"commonHttpProtocolOptions":{"idleTimeout":"60s"}`}, "valid", ""},
+		{"path rewrite", `
+  virtualhost: {fqdn: a.example.com}
+  routes:
+  - conditions: [{prefix: /old}]
+    pathRewritePolicy: {replacePrefix: [{replacement: /new}]}
+    services: [{name: s1, port: 80}]`,
+			[]string{`"prefixRewrite":"/new"`}, "valid", ""},
+		{"redirect and direct response", `
+  virtualhost: {fqdn: a.example.com}
+  routes:
+  - conditions: [{prefix: /r}]
+    requestRedirectPolicy: {scheme: https, hostname: www.example.com, port: 8443, statusCode: 301, path: /x}
+  - conditions: [{prefix: /d}]
+    directResponsePolicy: {statusCode: 418, body: teapot}`,
+			[]string{`"redirect":{"schemeRedirect":"https","hostRedirect":"www.example.com","portRedirect":8443,"pathRedirect":"/x"}`, `"directResponse":{"status":418,"body":{"inlineString":"teapot"}}`}, "valid", ""},
+		{"load balancer strategies", `
+  virtualhost: {fqdn: a.example.com}
+  routes:
+  - conditions: [{prefix: /c}]
+    loadBalancerPolicy: {strategy: Cookie}
+    services: [{name: s1, port: 80}]
+  - conditions: [{prefix: /h}]
+    loadBalancerPolicy: {strategy: RequestHash, requestHashPolicies: [{headerHashOptions: {headerName: X-Id}, terminal: true}, {hashSourceIP: true}]}
+    services: [{name: s1, port: 80}]
+  - conditions: [{prefix: /l}]
+    loadBalancerPolicy: {strategy: WeightedLeastRequest}
+    services: [{name: s1, port: 80}]`,
+			[]string{`"cookie":{"name":"X-Contour-Session-Affinity","ttl":"0s","path":"/"}`, `{"header":{"headerName":"X-Id"},"terminal":true}`, `"connectionProperties":{"sourceIp":true}`, `"lbPolicy":"RING_HASH"`, `"lbPolicy":"LEAST_REQUEST"`}, "valid", ""},
+		{"health check", `
+  virtualhost: {fqdn: a.example.com}
+  routes:
+  - healthCheckPolicy: {path: /healthz, intervalSeconds: 7, expectedStatuses: [{start: 200, end: 400}]}
+    services: [{name: s1, port: 80}]`,
+			[]string{`"healthChecks":[{"timeout":"2s","interval":"7s","unhealthyThreshold":3,"healthyThreshold":2,"httpHealthCheck":{"host":"contour-envoy-healthcheck","path":"/healthz","expectedStatuses":[{"start":"200","end":"400"}]}}]`}, "valid", ""},
+		{"endpoints: ready only, sorted, one locality per zone with weight", `
+  virtualhost: {fqdn: a.example.com}
+  routes: [{services: [{name: s1, port: 80}]}]`,
+			[]string{`"clusterName":"default/s1/http","endpoints":[{"locality":{"zone":"z1"},"lbEndpoints":[{"endpoint":{"address":{"socketAddress":{"address":"10.0.0.1","portValue":8080}}},"loadBalancingWeight":1},{"endpoint":{"address":{"socketAddress":{"address":"10.0.0.2","portValue":8080}}},"loadBalancingWeight":1}],"loadBalancingWeight":1}]`}, "valid", ""},
+		{"missing service", `
+  virtualhost: {fqdn: a.example.com}
+  routes: [{services: [{name: nope, port: 80}]}]`,
+			nil, "invalid", `Spec.Routes unresolved service reference: service "default/nope" not found`},
+		{"missing port", `
+  virtualhost: {fqdn: a.example.com}
+  routes: [{services: [{name: s1, port: 81}]}]`,
+			nil, "invalid", `port "81" on service "default/s1" not matched`},
+		{"two prefixes", `
+  virtualhost: {fqdn: a.example.com}
+  routes: [{conditions: [{prefix: /a}, {prefix: /b}], services: [{name: s1, port: 80}]}]`,
+			nil, "invalid", "more than one path condition"},
+		{"unsupported CORS is reported, not ignored", `
+  virtualhost: {fqdn: a.example.com, corsPolicy: {allowOrigin: ["*"], allowMethods: [GET]}}
+  routes: [{services: [{name: s1, port: 80}]}]`,
+			nil, "invalid", "CORS is not implemented by Legate"},
+		{"TLS secret missing", `
+  virtualhost: {fqdn: a.example.com, tls: {secretName: nope}}
+  routes: [{services: [{name: s1, port: 80}]}]`,
+			nil, "invalid", `Spec.VirtualHost.TLS Secret "nope" is invalid: Secret not found`},
+		{"tcpproxy without TLS", `
+  virtualhost: {fqdn: a.example.com}
+  tcpproxy: {services: [{name: s1, port: 80}]}`,
+			nil, "invalid", "Spec.TCPProxy requires that either Spec.TLS.Passthrough or Spec.TLS.SecretName be set"},
+		{"TLS passthrough", `
+  virtualhost: {fqdn: a.example.com, tls: {passthrough: true}}
+  tcpproxy: {services: [{name: s1, port: 80}]}`,
+			[]string{`"filterChainMatch":{"serverNames":["a.example.com"]}`, `"@type":"type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy","statPrefix":"tcp/a.example.com","cluster":"default/s1/80/da39a3ee5e"`, `envoy.filters.listener.tls_inspector`}, "valid", ""},
+		{"nothing defined", `
+  virtualhost: {fqdn: a.example.com}`,
+			nil, "invalid", "HTTPProxy.Spec must have at least one Route, Include, or a TCPProxy"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, m := render(t, proxy(tc.spec))
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("xDS lacks %s\n--- got:\n%s", w, out)
+				}
+			}
+			var st *model.ProxyStatus
+			for _, s := range m.Proxies {
+				st = s
+			}
+			if st == nil {
+				t.Fatal("no status")
+			}
+			if st.Current() != tc.status || !strings.Contains(st.Description(), tc.desc) {
+				t.Errorf("status = %s %q, want %s containing %q", st.Current(), st.Description(), tc.status, tc.desc)
+			}
+			if tc.status != "valid" && strings.Contains(out, "a.example.com") {
+				t.Errorf("an invalid HTTPProxy must not be served:\n%s", out)
+			}
+		})
+	}
+}
+
+// TestIncludes covers delegation: conditions are prepended, cycles and
+// missing includes are reported, unreachable proxies are orphaned.
+func TestIncludes(t *testing.T) {
+	out, m := render(t, `
+apiVersion: projectcontour.io/v1
+kind: HTTPProxy
+metadata: {name: root, namespace: default}
+spec:
+  virtualhost: {fqdn: a.example.com}
+  includes:
+  - {name: blog, namespace: marketing, conditions: [{prefix: /blog}]}
+  - {name: missing, conditions: [{prefix: /m}]}
+---
+apiVersion: projectcontour.io/v1
+kind: HTTPProxy
+metadata: {name: blog, namespace: marketing}
+spec:
+  routes:
+  - conditions: [{prefix: /info}]
+    services: [{name: s1, port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: s1, namespace: marketing}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: projectcontour.io/v1
+kind: HTTPProxy
+metadata: {name: a, namespace: default}
+spec:
+  includes: [{name: b}]
+---
+apiVersion: projectcontour.io/v1
+kind: HTTPProxy
+metadata: {name: b, namespace: default}
+spec:
+  includes: [{name: a}]
+`)
+	if !strings.Contains(out, `"match":{"prefix":"/m"},"directResponse":{"status":502}`) {
+		t.Errorf("a missing include should answer 502 on its paths:\n%s", out)
+	}
+	if !strings.Contains(out, `"prefix":"/blog/info"`) || !strings.Contains(out, `"cluster":"marketing/s1/80/da39a3ee5e"`) {
+		t.Errorf("included route missing:\n%s", out)
+	}
+	want := map[string]string{
+		"default/root":   "include default/missing not found",
+		"marketing/blog": "Valid HTTPProxy",
+		"default/a":      "not part of a delegation chain",
+		"default/b":      "not part of a delegation chain",
+	}
+	for k, st := range m.Proxies {
+		if w, ok := want[k.String()]; ok && !strings.Contains(st.Description(), w) {
+			t.Errorf("%s: %s %q, want %q", k, st.Current(), st.Description(), w)
+		}
+	}
+}
