@@ -9,7 +9,7 @@ export KUBEBUILDER_ASSETS ?= $(KUBE_BIN_DIR)
 TOOLS_BIN := $(LEGATE_CACHE)/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: build quickstart deps lint test test-short bench docs
+.PHONY: build quickstart deps lint test test-short bench docs generate
 
 build:
 	go build -o bin/legate ./cmd/legate
@@ -38,3 +38,8 @@ bench:
 # docs regenerates docs/compatibility.md from the conformance corpus.
 docs:
 	go test -count=1 ./test/conformance -run TestCompatibility -update
+
+# generate regenerates the DeepCopy methods and the CRDs from api/ (controller-gen).
+generate:
+	GOBIN=$(TOOLS_BIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@v0.21.0
+	controller-gen object paths=./api/... crd:crdVersions=v1 output:crd:dir=./deploy/crds
