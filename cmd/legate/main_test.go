@@ -187,3 +187,92 @@ static_resources:
 		t.Errorf("no drain log line:\n%s", strings.Join(all, "\n"))
 	}
 }
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestControllerAndBootstrap runs the commands a user runs without
+// Kubernetes: legate controller --manifests, legate bootstrap, legate
+// validate on its output, and legate proxy on it, then a request through.
+func TestControllerAndBootstrap(t *testing.T) {
+	up := testutil.StartUpstream(t, testutil.EchoHandler("demo"))
+	host, port := up.Host()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "app.yaml"), []byte(fmt.Sprintf(`
+apiVersion: v1
+kind: Service
+metadata: {name: demo}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: demo-1, labels: {kubernetes.io/service-name: demo}}
+addressType: IPv4
+ports: [{name: http, port: %s}]
+endpoints: [{addresses: [%q]}]
+---
+apiVersion: projectcontour.io/v1
+kind: HTTPProxy
+metadata: {name: demo}
+spec:
+  virtualhost: {fqdn: demo.example.com}
+  routes: [{services: [{name: demo, port: 80}]}]
+`, port, host)), 0o644)
+
+	xdsPort, httpPort, listenPort := freePort(t), freePort(t), freePort(t)
+	ctl := exec.Command(legateBin, "controller", "--manifests", dir,
+		"--xds-address", fmt.Sprintf("127.0.0.1:%d", xdsPort), "--http-address", fmt.Sprintf("127.0.0.1:%d", httpPort),
+		"--envoy-listen-address", "127.0.0.1", "--http-port", fmt.Sprint(listenPort))
+	ctl.Stderr = os.Stderr
+	if err := ctl.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { ctl.Process.Signal(syscall.SIGTERM); ctl.Wait() }()
+
+	boot := filepath.Join(t.TempDir(), "envoy.yaml")
+	if out, err := exec.Command(legateBin, "bootstrap", "--xds-address", fmt.Sprintf("127.0.0.1:%d", xdsPort),
+		"--admin-address", "127.0.0.1:0", "--node-id", "cli-test", boot).CombinedOutput(); err != nil {
+		t.Fatalf("legate bootstrap: %v\n%s", err, out)
+	}
+	if out, err := exec.Command(legateBin, "validate", boot).CombinedOutput(); err != nil {
+		t.Fatalf("legate validate on the bootstrap: %v\n%s", err, out)
+	}
+	px := exec.Command(legateBin, "proxy", "-c", boot, "--drain-time-s", "1")
+	px.Stderr = os.Stderr
+	if err := px.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { px.Process.Signal(syscall.SIGTERM); px.Wait() }()
+
+	testutil.Eventually(t, 15*time.Second, func() bool {
+		req, _ := http.NewRequest("GET", fmt.Sprintf("http://127.0.0.1:%d/", listenPort), nil)
+		req.Host = "demo.example.com"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200 && resp.Header.Get("x-upstream") == "demo"
+	}, "request through controller-fed proxy never succeeded")
+	for path, want := range map[string]string{"/readyz": "ok", "/metrics": "legate_xds_pushes_total", "/debug/model": `"Status": "valid"`} {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d%s", httpPort, path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), want) {
+			t.Errorf("controller %s lacks %q:\n%.500s", path, want, b)
+		}
+	}
+	if out, err := exec.Command(legateBin, "controller", "--manifests", dir, "--kubeconfig", "x").CombinedOutput(); err == nil || !strings.Contains(string(out), "exclusive") {
+		t.Errorf("--manifests with --kubeconfig: %v %s", err, out)
+	}
+}
