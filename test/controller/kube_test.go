@@ -299,6 +299,32 @@ spec:
 		len(b.Conditions) != 1 || b.Conditions[0].Status != metav1.ConditionFalse || len(b.Conditions[0].Errors) != 1 || b.Conditions[0].Errors[0].Reason != "ServiceUnresolvedReference" {
 		t.Errorf("broken status = %+v", b)
 	}
+	// Every Contour example got a status; invalid ones say why, with a reason.
+	testutil.Eventually(t, 15*time.Second, func() bool {
+		list, err := dyn.Resource(contourv1.HTTPProxyGVR).Namespace("").List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false
+		}
+		for i := range list.Items {
+			if obj, _ := source.FromUnstructured(&list.Items[i]); obj.(*contourv1.HTTPProxy).Status.CurrentStatus == "" {
+				return false
+			}
+		}
+		return true
+	}, "some HTTPProxies never got a status")
+	list, _ := dyn.Resource(contourv1.HTTPProxyGVR).Namespace("").List(ctx, metav1.ListOptions{})
+	counts := map[string]int{}
+	for i := range list.Items {
+		obj, _ := source.FromUnstructured(&list.Items[i])
+		p := obj.(*contourv1.HTTPProxy)
+		counts[p.Status.CurrentStatus]++
+		if p.Status.CurrentStatus == "invalid" && (len(p.Status.Conditions) == 0 || len(p.Status.Conditions[0].Errors) == 0 || p.Status.Conditions[0].Errors[0].Reason == "") {
+			t.Errorf("%s/%s invalid without a reason: %+v", p.Namespace, p.Name, p.Status)
+		}
+		t.Logf("%s/%s: %s — %s", p.Namespace, p.Name, p.Status.CurrentStatus, p.Status.Description)
+	}
+	t.Logf("HTTPProxy statuses: %v", counts)
+
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		ing, _ := client.NetworkingV1().Ingresses(ns).Get(ctx, "ing", metav1.GetOptions{})
 		return len(ing.Status.LoadBalancer.Ingress) == 1 && ing.Status.LoadBalancer.Ingress[0].IP == "203.0.113.7"

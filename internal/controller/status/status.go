@@ -111,7 +111,7 @@ func (w *Writer) Write(ctx context.Context, m *model.Model, objs *source.Objects
 		}
 		_, err = w.Dynamic.Resource(contourv1.HTTPProxyGVR).Namespace(p.Namespace).UpdateStatus(ctx, &unstructured.Unstructured{Object: raw}, metav1.UpdateOptions{})
 		if err != nil {
-			err = fmt.Errorf("HTTPProxy %s status: %w", key, err)
+			err = fmt.Errorf("status of HTTPProxy %s: %w", key, err)
 		}
 		note(err)
 	}
@@ -131,7 +131,7 @@ func (w *Writer) Write(ctx context.Context, m *model.Model, objs *source.Objects
 		cp.Status.LoadBalancer = want
 		_, err := w.Client.NetworkingV1().Ingresses(ing.Namespace).UpdateStatus(ctx, cp, metav1.UpdateOptions{})
 		if err != nil {
-			err = fmt.Errorf("Ingress %s status: %w", key, err)
+			err = fmt.Errorf("status of Ingress %s: %w", key, err)
 		}
 		note(err)
 	}

@@ -32,7 +32,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	clusterservice "github.com/envoyproxy/go-control-plane/envoy/service/cluster/v3"
-	discoverygrpc "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	endpointservice "github.com/envoyproxy/go-control-plane/envoy/service/endpoint/v3"
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
@@ -242,7 +241,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
-	discoverygrpc.RegisterAggregatedDiscoveryServiceServer(g, xs)
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, xs)
 	clusterservice.RegisterClusterDiscoveryServiceServer(g, xs)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(g, xs)
 	listenerservice.RegisterListenerDiscoveryServiceServer(g, xs)
