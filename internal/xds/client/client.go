@@ -385,22 +385,7 @@ func (c *Client) runSotW(ctx context.Context) error {
 		}
 	}
 	c.connected.Set(1)
-	recvErr := make(chan error, 1)
-	resps := make(chan *discoveryv3.DiscoveryResponse)
-	go func() {
-		for {
-			r, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case resps <- r:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	resps, recvErr := receive(ctx, stream.Recv)
 	for {
 		select {
 		case <-ctx.Done():
@@ -579,22 +564,7 @@ func (c *Client) runDelta(ctx context.Context) error {
 		}
 	}
 	c.connected.Set(1)
-	recvErr := make(chan error, 1)
-	resps := make(chan *discoveryv3.DeltaDiscoveryResponse)
-	go func() {
-		for {
-			r, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case resps <- r:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	resps, recvErr := receive(ctx, stream.Recv)
 	for {
 		select {
 		case <-ctx.Done():
@@ -797,4 +767,26 @@ func equalSets(a, b map[string]bool) bool {
 
 func shortType(t string) string {
 	return t[strings.LastIndexByte(t, '.')+1:]
+}
+
+// receive runs a stream's Recv in a goroutine, delivering responses on one
+// channel and the first error on the other, until ctx ends.
+func receive[T any](ctx context.Context, recv func() (T, error)) (<-chan T, <-chan error) {
+	resps := make(chan T)
+	errs := make(chan error, 1)
+	go func() {
+		for {
+			r, err := recv()
+			if err != nil {
+				errs <- err
+				return
+			}
+			select {
+			case resps <- r:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return resps, errs
 }
