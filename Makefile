@@ -39,7 +39,9 @@ bench:
 docs:
 	go test -count=1 ./test/conformance -run TestCompatibility -update
 
-# generate regenerates the DeepCopy methods and the CRDs from api/ (controller-gen).
+# generate regenerates the DeepCopy methods and the CRDs from api/ (controller-gen),
+# then deploy/quickstart.yaml and the Helm chart's CRDs.
 generate:
 	GOBIN=$(TOOLS_BIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@v0.21.0
 	controller-gen object paths=./api/... crd:crdVersions=v1 output:crd:dir=./deploy/crds
+	scripts/gen-quickstart.sh

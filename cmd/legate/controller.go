@@ -252,32 +252,40 @@ func runBootstrap(args []string) int {
 	fs := flag.NewFlagSet("legate bootstrap", flag.ContinueOnError)
 	xdsAddr := fs.String("xds-address", "legate-controller:8001", "controller xDS address HOST:PORT")
 	adminAddr := fs.String("admin-address", "127.0.0.1:9001", "proxy admin address HOST:PORT")
+	healthAddr := fs.String("health-address", "", "HOST:PORT of a listener serving /ready and /stats from the admin API (e.g. 0.0.0.0:8002 for kubelet probes)")
 	nodeID := fs.String("node-id", "", "node id (default: $POD_NAME, or the host name)")
 	cluster := fs.String("node-cluster", "legate", "node cluster")
+	delta := fs.Bool("delta", false, "use incremental xDS (DELTA_GRPC)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	xh, xp, err := splitHostPort(*xdsAddr, "xds-address")
-	if err == nil {
-		var ah string
-		var ap int
-		ah, ap, err = splitHostPort(*adminAddr, "admin-address")
-		if err == nil {
-			id := *nodeID
-			if id == "" {
-				id = os.Getenv("POD_NAME")
-			}
-			if id == "" {
-				id, _ = os.Hostname()
-			}
-			out := controller.Bootstrap(xh, xp, ah, ap, id, *cluster)
-			if fs.NArg() > 0 {
-				err = os.WriteFile(fs.Arg(0), []byte(out), 0o644)
-			} else {
-				_, err = os.Stdout.WriteString(out)
+	err := func() error {
+		o := controller.BootstrapOptions{NodeID: *nodeID, Cluster: *cluster, Delta: *delta}
+		var err error
+		if o.XDSHost, o.XDSPort, err = splitHostPort(*xdsAddr, "xds-address"); err != nil {
+			return err
+		}
+		if o.AdminHost, o.AdminPort, err = splitHostPort(*adminAddr, "admin-address"); err != nil {
+			return err
+		}
+		if *healthAddr != "" {
+			if o.HealthHost, o.HealthPort, err = splitHostPort(*healthAddr, "health-address"); err != nil {
+				return err
 			}
 		}
-	}
+		if o.NodeID == "" {
+			o.NodeID = os.Getenv("POD_NAME")
+		}
+		if o.NodeID == "" {
+			o.NodeID, _ = os.Hostname()
+		}
+		out := controller.Bootstrap(o)
+		if fs.NArg() > 0 {
+			return os.WriteFile(fs.Arg(0), []byte(out), 0o644)
+		}
+		_, err = os.Stdout.WriteString(out)
+		return err
+	}()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "legate bootstrap:", err)
 		return 1

@@ -1,11 +1,38 @@
 package controller
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
+
+// BootstrapOptions describe the proxy bootstrap `legate bootstrap` prints.
+type BootstrapOptions struct {
+	XDSHost   string
+	XDSPort   int
+	AdminHost string
+	AdminPort int
+	NodeID    string
+	Cluster   string
+	// HealthPort, when set, adds a static listener on HealthHost:HealthPort
+	// that serves the admin API's /ready and /stats (read-only) to kubelet
+	// probes and Prometheus, so the admin API itself can stay on loopback
+	// (Contour's port 8002).
+	HealthHost string
+	HealthPort int
+	// Delta selects incremental xDS (DELTA_GRPC) instead of state of the world.
+	Delta bool
+}
 
 // Bootstrap returns a proxy bootstrap (YAML) whose ADS points at a
-// controller, as `contour bootstrap` writes for Envoy.
-func Bootstrap(xdsHost string, xdsPort int, adminHost string, adminPort int, nodeID, cluster string) string {
-	return fmt.Sprintf(`# Bootstrap for legate proxy (or Envoy) fed by legate controller.
+// controller, as `contour bootstrap` writes for Envoy. Legate and Envoy
+// both accept it.
+func Bootstrap(o BootstrapOptions) string {
+	api := "GRPC"
+	if o.Delta {
+		api = "DELTA_GRPC"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `# Bootstrap for legate proxy (or Envoy) fed by legate controller.
 node:
   id: %q
   cluster: %q
@@ -14,7 +41,7 @@ admin:
     socket_address: { address: %q, port_value: %d }
 dynamic_resources:
   ads_config:
-    api_type: GRPC
+    api_type: %s
     transport_api_version: V3
     grpc_services:
     - envoy_grpc: { cluster_name: legate-controller }
@@ -37,5 +64,50 @@ static_resources:
         - endpoint:
             address:
               socket_address: { address: %q, port_value: %d }
-`, nodeID, cluster, adminHost, adminPort, xdsHost, xdsPort)
+`, o.NodeID, o.Cluster, o.AdminHost, o.AdminPort, api, o.XDSHost, o.XDSPort)
+	if o.HealthPort > 0 {
+		admin := o.AdminHost
+		if admin == "0.0.0.0" || admin == "" {
+			admin = "127.0.0.1"
+		}
+		host := o.HealthHost
+		if host == "" {
+			host = "0.0.0.0"
+		}
+		fmt.Fprintf(&b, `  - name: legate-admin
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: legate-admin
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: { address: %q, port_value: %d }
+  listeners:
+  - name: health-and-stats
+    address:
+      socket_address: { address: %q, port_value: %d }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: health-and-stats
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+          route_config:
+            virtual_hosts:
+            - name: admin
+              domains: ["*"]
+              routes:
+              - match: { path: /ready, headers: [{ name: ":method", string_match: { exact: GET } }] }
+                route: { cluster: legate-admin }
+              - match: { prefix: /stats, headers: [{ name: ":method", string_match: { exact: GET } }] }
+                route: { cluster: legate-admin }
+`, admin, o.AdminPort, host, o.HealthPort)
+	}
+	return b.String()
 }

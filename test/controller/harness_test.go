@@ -101,7 +101,7 @@ func startProxy(t testing.TB, x *cp) *testutil.Proxy {
 	h, p, _ := net.SplitHostPort(x.xdsAddr)
 	var port int
 	fmt.Sscan(p, &port)
-	y := controller.Bootstrap(h, port, "127.0.0.1", 0, "test-proxy", "legate")
+	y := controller.Bootstrap(controller.BootstrapOptions{XDSHost: h, XDSPort: port, AdminHost: "127.0.0.1", NodeID: "test-proxy", Cluster: "legate"})
 	return testutil.StartProxy(t, y, nil)
 }
 

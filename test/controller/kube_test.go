@@ -22,13 +22,12 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	contourv1 "github.com/legateproxy/legate/api/projectcontour/v1"
 	"github.com/legateproxy/legate/internal/controller/source"
 	"github.com/legateproxy/legate/internal/controller/status"
 	"github.com/legateproxy/legate/internal/testutil"
+	"github.com/legateproxy/legate/internal/testutil/kubetest"
 )
 
 // Backends of the Kubernetes tests listen on TEST-NET-1 addresses: the API
@@ -63,37 +62,6 @@ func inNetns(t *testing.T) bool {
 		t.Fatalf("test in network namespace failed: %v", err)
 	}
 	return false
-}
-
-func kubeAssets(t *testing.T) string {
-	dir := os.Getenv("KUBEBUILDER_ASSETS")
-	if dir == "" {
-		home, _ := os.UserHomeDir()
-		dir = filepath.Join(home, ".cache", "legate", "kube-bin-v1.36.3")
-	}
-	for _, b := range []string{"kube-apiserver", "etcd"} {
-		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
-			t.Fatalf("%s not found in %s: run scripts/deps.sh (make deps) to build the Kubernetes test binaries", b, dir)
-		}
-	}
-	return dir
-}
-
-// startAPIServer runs a real kube-apiserver + etcd with Legate's CRDs.
-func startAPIServer(t *testing.T) *rest.Config {
-	env := &envtest.Environment{
-		BinaryAssetsDirectory: kubeAssets(t),
-		CRDDirectoryPaths:     []string{filepath.Join(testutil.RepoRoot(t), "deploy", "crds")},
-		ErrorIfCRDPathMissing: true,
-	}
-	// No default route inside the test's network namespace: advertise loopback.
-	env.ControlPlane.GetAPIServer().Configure().Set("advertise-address", "127.0.0.1")
-	cfg, err := env.Start()
-	if err != nil {
-		t.Fatalf("start kube-apiserver: %v", err)
-	}
-	t.Cleanup(func() { env.Stop() })
-	return cfg
 }
 
 func mustCreate[T any](t *testing.T, f func(context.Context, T, metav1.CreateOptions) (T, error), obj T) T {
@@ -159,7 +127,7 @@ func TestKubernetes(t *testing.T) {
 	if !inNetns(t) {
 		return
 	}
-	cfg := startAPIServer(t)
+	_, cfg := kubetest.StartAPIServer(t)
 	client := kubernetes.NewForConfigOrDie(cfg)
 	dyn := dynamic.NewForConfigOrDie(cfg)
 	ctx := context.Background()

@@ -2,6 +2,7 @@ package source
 
 import (
 	"bytes"
+	"encoding/json"
 	"context"
 	"errors"
 	"fmt"
@@ -72,16 +73,27 @@ func decodeInto(st *Store, data []byte) error {
 		if len(bytes.TrimSpace(raw.Raw)) == 0 || string(bytes.TrimSpace(raw.Raw)) == "null" {
 			continue
 		}
-		obj, gvk, err := decoder.Decode(raw.Raw, nil, nil)
+		data, err := upgradeIngress(raw.Raw)
+		if err != nil {
+			return fmt.Errorf("document %d: %w", i+1, err)
+		}
+		obj, gvk, err := decoder.Decode(data, nil, nil)
+		if gvk != nil && gvk.Kind == "List" && gvk.Group == "" {
+			err = nil
+		}
 		if err != nil {
 			if runtime.IsNotRegisteredError(err) {
 				continue // a kind the controller does not read
 			}
 			return fmt.Errorf("document %d: %w", i+1, err)
 		}
-		if list, ok := obj.(interface{ GetItems() []runtime.RawExtension }); ok && strings.HasSuffix(gvk.Kind, "List") {
-			for _, item := range list.GetItems() {
-				if err := decodeInto(st, item.Raw); err != nil {
+		if gvk.Kind == "List" {
+			var list struct{ Items []json.RawMessage }
+			if err := json.Unmarshal(data, &list); err != nil {
+				return fmt.Errorf("document %d: %w", i+1, err)
+			}
+			for _, item := range list.Items {
+				if err := decodeInto(st, item); err != nil {
 					return err
 				}
 			}
@@ -174,4 +186,60 @@ func WatchManifests(ctx context.Context, dir string, st *Store, log *slog.Logger
 		}
 	}()
 	return nil
+}
+
+// upgradeIngress rewrites an Ingress of the removed v1beta1 APIs
+// (extensions/v1beta1, networking.k8s.io/v1beta1 — still in tutorials)
+// into networking.k8s.io/v1: serviceName/servicePort become
+// service.name/port, spec.backend becomes spec.defaultBackend, and paths
+// without a pathType get ImplementationSpecific. Other documents are
+// returned unchanged.
+func upgradeIngress(doc []byte) ([]byte, error) {
+	var tm struct{ APIVersion, Kind string }
+	if err := json.Unmarshal(doc, &tm); err != nil || tm.Kind != "Ingress" ||
+		(tm.APIVersion != "extensions/v1beta1" && tm.APIVersion != "networking.k8s.io/v1beta1") {
+		return doc, nil
+	}
+	var m map[string]any
+	if err := json.Unmarshal(doc, &m); err != nil {
+		return nil, err
+	}
+	m["apiVersion"] = "networking.k8s.io/v1"
+	backend := func(b any) any {
+		old, ok := b.(map[string]any)
+		if !ok {
+			return b
+		}
+		svc := map[string]any{"name": old["serviceName"]}
+		switch p := old["servicePort"].(type) {
+		case string:
+			svc["port"] = map[string]any{"name": p}
+		default:
+			svc["port"] = map[string]any{"number": p}
+		}
+		return map[string]any{"service": svc}
+	}
+	spec, _ := m["spec"].(map[string]any)
+	if spec != nil {
+		if b, ok := spec["backend"]; ok {
+			spec["defaultBackend"] = backend(b)
+			delete(spec, "backend")
+		}
+		rules, _ := spec["rules"].([]any)
+		for _, r := range rules {
+			http, _ := r.(map[string]any)["http"].(map[string]any)
+			if http == nil {
+				continue
+			}
+			paths, _ := http["paths"].([]any)
+			for _, p := range paths {
+				pm := p.(map[string]any)
+				pm["backend"] = backend(pm["backend"])
+				if _, ok := pm["pathType"]; !ok {
+					pm["pathType"] = "ImplementationSpecific"
+				}
+			}
+		}
+	}
+	return json.Marshal(m)
 }
