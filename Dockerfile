@@ -2,6 +2,8 @@
 # Legate image: a static binary on a distroless base, run as non-root.
 #   docker build -t ghcr.io/legateproxy/legate:dev .
 #   docker run --rm -v $PWD/envoy.yaml:/etc/envoy/envoy.yaml ghcr.io/legateproxy/legate:dev proxy -c /etc/envoy/envoy.yaml
+
+# build compiles a static legate binary.
 FROM golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
