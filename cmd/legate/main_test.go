@@ -112,9 +112,7 @@ func TestSIGTERMDrains(t *testing.T) {
 		w.Write([]byte("done"))
 	}))
 	host, port := u.Host()
-	ln, _ := net.Listen("tcp", "127.0.0.1:0")
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	lh, lp, _ := net.SplitHostPort(addr)
 	cfgPath := writeFile(t, fmt.Sprintf(`
 static_resources:
@@ -188,15 +186,7 @@ static_resources:
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { return testutil.FreePort(t) }
 
 // TestControllerAndBootstrap runs the commands a user runs without
 // Kubernetes: legate controller --manifests, legate bootstrap, legate

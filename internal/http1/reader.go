@@ -15,20 +15,43 @@ import (
 // hold no buffer.
 type Reader struct {
 	src  io.Reader
-	bufp *[]byte // pooled buffer, nil when buf is not from the pool
-	buf  []byte
-	r, w int
-	pin  int // bytes [0:pin) belong to the current message's head
-	err  error
+	lazy LazyReader // src, when it can read without holding a buffer
+	// acquire and release are r's buffer hooks for lazy reads.
+	acquire func() []byte
+	release func()
+	bufp    *[]byte // pooled buffer, nil when buf is not from the pool
+	buf     []byte
+	r, w    int
+	pin     int // bytes [0:pin) belong to the current message's head
+	err     error
+}
+
+// LazyReader is a source that takes a read buffer only when input is
+// ready (netx.Conn), so a Reader waiting on an idle connection holds no
+// buffer.
+type LazyReader interface {
+	ReadLazy(acquire func() []byte, release func()) (int, error)
 }
 
 // NewReader returns a Reader over src.
-func NewReader(src io.Reader) *Reader { return &Reader{src: src} }
+func NewReader(src io.Reader) *Reader {
+	r := &Reader{}
+	r.acquire = func() []byte { r.ensureBuf(); return r.buf[r.w:] }
+	r.release = r.Release
+	r.setSrc(src)
+	return r
+}
+
+func (r *Reader) setSrc(src io.Reader) {
+	r.src = src
+	r.lazy, _ = src.(LazyReader)
+}
 
 // Reset points r at a new source, dropping any buffered input.
 func (r *Reader) Reset(src io.Reader) {
 	r.Release()
-	*r = Reader{src: src, buf: r.buf, bufp: r.bufp}
+	*r = Reader{buf: r.buf, bufp: r.bufp, acquire: r.acquire, release: r.release}
+	r.setSrc(src)
 }
 
 const bufSize = 4096
@@ -62,6 +85,16 @@ func (r *Reader) ensureBuf() {
 func (r *Reader) fill(limit int) error {
 	if r.err != nil {
 		return r.err
+	}
+	if r.buf == nil && r.lazy != nil {
+		// Idle: take a buffer only once the socket is readable.
+		n, err := r.lazy.ReadLazy(r.acquire, r.release)
+		r.w += n
+		if err != nil && n == 0 {
+			r.err = err
+			return err
+		}
+		return nil
 	}
 	r.ensureBuf()
 	if r.w == len(r.buf) {

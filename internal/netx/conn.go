@@ -26,6 +26,9 @@ type Conn struct {
 	rn      int
 	rerr    error
 	readFn  func(fd uintptr) bool
+	lazyFn  func(fd uintptr) bool
+	acquire func() []byte
+	release func()
 	wbuf    []byte
 	wn      int
 	werr    error
@@ -45,6 +48,7 @@ func Wrap(c net.Conn) net.Conn {
 	}
 	x := &Conn{Conn: c, rc: rc}
 	x.readFn = x.doRead
+	x.lazyFn = x.doLazyRead
 	x.writeFn = x.doWrite
 	return x
 }
@@ -68,6 +72,34 @@ func (c *Conn) doRead(fd uintptr) bool {
 			return true
 		}
 	}
+}
+
+// doLazyRead takes the buffer only for the read attempt and gives it back
+// if the socket has nothing to read, so a parked connection holds none.
+func (c *Conn) doLazyRead(fd uintptr) bool {
+	c.rbuf = c.acquire()
+	if c.doRead(fd) {
+		return true
+	}
+	c.rbuf = nil
+	c.release()
+	return false
+}
+
+// ReadLazy reads into a buffer obtained from acquire just before each read
+// attempt; when the socket would block, release is called and the
+// goroutine parks without a buffer. An idle keep-alive connection then
+// costs no buffer memory. acquire and release must not change between
+// calls on one Conn (they are kept to avoid allocating).
+func (c *Conn) ReadLazy(acquire func() []byte, release func()) (int, error) {
+	c.acquire, c.release, c.rn, c.rerr = acquire, release, 0, nil
+	if err := c.rc.Read(c.lazyFn); err != nil {
+		c.rbuf = nil
+		return 0, mapErr(err)
+	}
+	n, err := c.rn, c.rerr
+	c.rbuf = nil
+	return n, err
 }
 
 // Read reads into p.

@@ -301,6 +301,10 @@ func cookieValue(cookies []string, name string) (string, bool) {
 		for _, part := range strings.Split(line, ";") {
 			k, v, ok := strings.Cut(strings.TrimSpace(part), "=")
 			if ok && k == name {
+				// As Envoy, a quoted value is hashed without its quotes.
+				if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+					v = v[1 : len(v)-1]
+				}
 				return v, true
 			}
 		}
@@ -329,12 +333,17 @@ func newCookieValue(s *stream) string {
 // pendingCookie is set when a hash policy generated a cookie that the
 // response must carry.
 func (s *stream) setCookie(hp *route.HashPolicy, v string) {
-	c := hp.Name + "=\"" + v + "\"; Max-Age=" + strconv.FormatInt(int64(hp.CookieTTL.Seconds()), 10)
+	c := hp.Name + "=\"" + v + "\""
+	// A zero ttl makes a session cookie (no Max-Age), as Envoy does; this
+	// is Contour's Cookie load-balancing strategy.
+	if hp.CookieTTL > 0 {
+		c += "; Max-Age=" + strconv.FormatInt(int64(hp.CookieTTL.Seconds()), 10)
+	}
 	if hp.CookiePath != "" {
 		c += "; Path=" + hp.CookiePath
 	}
 	c += "; HttpOnly"
-	s.resp.Add("set-cookie", c)
+	s.newCookie = c
 }
 
 // prepareUpstreamHeaders rewrites the path and host and applies the
@@ -465,6 +474,16 @@ func (s *stream) runAttempt(at *attempt) {
 		s.attemptH2(at, tryDeadline)
 	} else {
 		s.attemptH1(at, tryDeadline)
+	}
+	switch at.fail {
+	case failNone:
+		h.OutlierResult(int(at.head.Status))
+	case failConnect:
+		h.OutlierResult(upstream.ResultConnectFailed)
+	case failTimeout, failPerTry:
+		h.OutlierResult(upstream.ResultTimeout)
+	case failReset, failProtocol:
+		h.OutlierResult(upstream.ResultReset)
 	}
 	if at.fail != failNone {
 		h.HostFinished(false, at.fail == failTimeout || at.fail == failPerTry)
@@ -848,6 +867,9 @@ func (s *stream) relayResponse(at *attempt) {
 	cl := at.cl
 	s.resp.Status = head.Status
 	s.resp.Map.CopyFrom(&head.Headers)
+	if s.newCookie != "" {
+		s.resp.Add("set-cookie", s.newCookie)
+	}
 	stripHopByHop(&s.resp.Map)
 	s.finishUpstreamHeaders(at)
 	fr, n := head.Framing(s.req.Method)

@@ -145,6 +145,9 @@ func (s *stream) relayH2(at *attempt) {
 	defer resp.Body.Close()
 	s.resp.Status = resp.StatusCode
 	s.resp.Map.CopyFrom(&at.head.Headers)
+	if s.newCookie != "" {
+		s.resp.Add("set-cookie", s.newCookie)
+	}
 	stripHopByHop(&s.resp.Map)
 	s.finishUpstreamHeaders(at)
 	length := resp.ContentLength

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -254,4 +255,34 @@ func (p *Proxy) Stat(t testing.TB, name string) int64 {
 		return -1
 	}
 	return v
+}
+
+var (
+	portMu    sync.Mutex
+	portsUsed = map[int]bool{}
+)
+
+// FreePort returns a TCP port on 127.0.0.1 that is free now and outside
+// the kernel's ephemeral range (32768-60999 by default), so that nothing
+// binding port 0 (an admin API, a client socket) can take it before the
+// test binds it. Ports are drawn at random per process.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	portMu.Lock()
+	defer portMu.Unlock()
+	for i := 0; i < 1000; i++ {
+		p := 20000 + rand.IntN(12000)
+		if portsUsed[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		portsUsed[p] = true
+		return p
+	}
+	t.Fatal("no free port in 20000-31999")
+	return 0
 }

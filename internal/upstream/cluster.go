@@ -141,6 +141,7 @@ type Cluster struct {
 	byAddr   map[string]*Host
 	discover discovery
 	health   *healthChecker
+	outlier  *outlierDetector
 	stop     chan struct{}
 	stopOnce sync.Once
 	log      *slog.Logger
@@ -245,6 +246,7 @@ func (c *Cluster) setHosts(hosts []*Host) {
 			changed = true
 			h.stats = &HostStats{}
 			h.pool = &pool{}
+			h.od = c.outlier
 			if c.health != nil {
 				h.flags.Store(h.flags.Load() | FlagFailedActiveHC | FlagPendingActiveHC)
 			}
@@ -258,6 +260,9 @@ func (c *Cluster) setHosts(hosts []*Host) {
 	for addr, h := range c.byAddr {
 		if _, ok := next[addr]; !ok {
 			c.closeIdle(h, 0)
+			if c.outlier != nil {
+				c.outlier.removed(h)
+			}
 		}
 	}
 	c.byAddr = next

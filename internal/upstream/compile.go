@@ -40,7 +40,7 @@ func Compile(pc *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) {
 		"typed_extension_protocol_options", "http2_protocol_options", "http_protocol_options",
 		"common_http_protocol_options", "max_requests_per_connection",
 		"common_lb_config", "least_request_lb_config", "round_robin_lb_config", "ring_hash_lb_config", "maglev_lb_config",
-		"health_checks", "circuit_breakers", "transport_socket", "eds_cluster_config",
+		"health_checks", "circuit_breakers", "transport_socket", "eds_cluster_config", "outlier_detection",
 		// no behavioural effect here: buffer limits (we stream), TCP keepalive,
 		// metadata (used by matchers only), cleanup interval, warm-on-init.
 		"per_connection_buffer_limit_bytes", "upstream_connection_options", "metadata", "cleanup_interval",
@@ -102,6 +102,13 @@ func Compile(pc *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) {
 			v.SetSANValidation(c.autoSANValidation)
 		}
 		c.transport = t
+	}
+	if od := pc.GetOutlierDetection(); od != nil {
+		cfg, err := compileOutlier(od, config.Join(path, "outlier_detection"))
+		if err != nil {
+			return nil, err
+		}
+		c.outlier = &outlierDetector{cfg: cfg, c: c, stats: newOutlierStats(scope.Scope("outlier_detection.")), now: time.Now}
 	}
 	if hcs := pc.GetHealthChecks(); len(hcs) > 0 {
 		if len(hcs) > 1 {
@@ -437,6 +444,9 @@ func sockAddr(a *corev3.Address) string {
 // Start begins discovery and health checking.
 func (c *Cluster) Start() {
 	go c.discover.run(c)
+	if c.outlier != nil {
+		go c.outlier.run()
+	}
 	go func() {
 		t := time.NewTicker(10 * time.Second)
 		defer t.Stop()

@@ -33,6 +33,10 @@ type Host struct {
 
 	stats *HostStats
 	pool  *pool
+	// od is the cluster's outlier detector (nil without outlier_detection);
+	// outlier is this host's state in it.
+	od      *outlierDetector
+	outlier atomic.Pointer[outlierHost]
 	// sniPools holds per-SNI pools (auto_sni), by server name.
 	sniPools sync.Map
 }

@@ -1,0 +1,194 @@
+package proxy_test
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/legateproxy/legate/internal/testutil"
+)
+
+// TestOutlierDetection covers passive health: consecutive 5xx eject a
+// host (stats, /clusters flag, traffic avoids it), it returns after the
+// ejection time; success-rate ejection; local-origin failures counted
+// separately with split_external_local_origin_errors.
+func TestOutlierDetection(t *testing.T) {
+	var failing atomic.Bool
+	failing.Store(true)
+	mk := func(name string, flaky bool) *testutil.Upstream {
+		return testutil.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if flaky && failing.Load() {
+				w.WriteHeader(500)
+				return
+			}
+			w.Write([]byte(name))
+		}))
+	}
+	a, b, bad := mk("a", false), mk("b", false), mk("bad", true)
+	p := start(t, cfg{
+		vhosts: vhost("{match: {prefix: /}, route: {cluster: od}}"),
+		clusters: "[" + staticCluster("od", "outlier_detection: {consecutive_5xx: 3, interval: 0.2s, base_ejection_time: 1s, max_ejection_percent: 50}",
+			a.Addr, b.Addr, bad.Addr) + "]",
+	})
+	c := testutil.Client()
+	fails := 0
+	for i := 0; i < 30; i++ {
+		if code, _, _ := testutil.Get(t, c, p.URL("http", "/")); code == 500 {
+			fails++
+		}
+	}
+	if fails != 3 {
+		t.Errorf("%d requests failed before the ejection, want exactly consecutive_5xx = 3", fails)
+	}
+	if got := p.Stat(t, "cluster.od.outlier_detection.ejections_enforced_consecutive_5xx"); got != 1 {
+		t.Errorf("ejections_enforced_consecutive_5xx = %d, want 1", got)
+	}
+	if got := p.Stat(t, "cluster.od.outlier_detection.ejections_active"); got != 1 {
+		t.Errorf("ejections_active = %d, want 1", got)
+	}
+	_, _, clusters := testutil.Get(t, c, "http://"+p.Admin+"/clusters")
+	if !strings.Contains(clusters, bad.Addr+"::health_flags::/failed_outlier_check") {
+		t.Errorf("/clusters does not flag the ejected host:\n%s", clusters)
+	}
+	// Recovered: back after base_ejection_time, traffic returns.
+	failing.Store(false)
+	testutil.Eventually(t, 5*time.Second, func() bool { return p.Stat(t, "cluster.od.outlier_detection.ejections_active") == 0 }, "host never returned from ejection")
+	hits := bad.Hits()
+	for i := 0; i < 9; i++ {
+		testutil.Get(t, c, p.URL("http", "/"))
+	}
+	if bad.Hits() == hits {
+		t.Error("the returned host gets no traffic")
+	}
+}
+
+func TestOutlierSuccessRateAndLocalOrigin(t *testing.T) {
+	var n atomic.Int64
+	ok := func(name string) *testutil.Upstream { return testutil.StartUpstream(t, testutil.EchoHandler(name)) }
+	a, b := ok("a"), ok("b")
+	half := testutil.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1)%2 == 0 {
+			w.WriteHeader(503)
+			return
+		}
+		w.Write([]byte("half"))
+	}))
+	// A port nothing listens on: connection refused (local origin).
+	dead := fmt.Sprintf("127.0.0.1:%d", testutil.FreePort(t))
+	p := start(t, cfg{
+		vhosts: vhost("{match: {prefix: /sr}, route: {cluster: sr}}", "{match: {prefix: /lo}, route: {cluster: lo, retry_policy: {retry_on: connect-failure, num_retries: 3}}}"),
+		clusters: "[" + staticCluster("sr", "outlier_detection: {interval: 0.5s, base_ejection_time: 30s, max_ejection_percent: 50, enforcing_consecutive_5xx: 0, "+
+			"success_rate_minimum_hosts: 3, success_rate_request_volume: 20, success_rate_stdev_factor: 1000}", a.Addr, b.Addr, half.Addr) + ", " +
+			staticCluster("lo", "outlier_detection: {split_external_local_origin_errors: true, consecutive_local_origin_failure: 2, interval: 1s, base_ejection_time: 30s, max_ejection_percent: 50}", a.Addr, dead) + "]",
+	})
+	c := testutil.Client()
+	// Success rate: about 30 requests per host within one interval.
+	for i := 0; i < 90; i++ {
+		testutil.Get(t, c, p.URL("http", "/sr"))
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		return p.Stat(t, "cluster.sr.outlier_detection.ejections_enforced_success_rate") == 1
+	}, "the host failing half its requests was not ejected by success rate")
+	for i := 0; i < 20; i++ {
+		if code, _, body := testutil.Get(t, c, p.URL("http", "/sr")); code != 200 || body == "half" {
+			t.Fatalf("request after success-rate ejection = %d %q", code, body)
+		}
+	}
+	// Local origin: connection refusals eject the dead host; retries hide them.
+	for i := 0; i < 10; i++ {
+		if code, _, _ := testutil.Get(t, c, p.URL("http", "/lo")); code != 200 {
+			t.Fatalf("request %d = %d; connect-failure retries should reach the live host", i, code)
+		}
+	}
+	if got := p.Stat(t, "cluster.lo.outlier_detection.ejections_enforced_consecutive_local_origin_failure"); got != 1 {
+		t.Errorf("ejections_enforced_consecutive_local_origin_failure = %d, want 1", got)
+	}
+	if got := p.Stat(t, "cluster.lo.outlier_detection.ejections_enforced_consecutive_5xx"); got != 0 {
+		t.Errorf("split local-origin errors were counted as 5xx: %d", got)
+	}
+}
+
+// TestCircuitBreakerOverflow: max_requests 1 with one slow request in
+// flight → the next is a local 503 with flag UO and x-envoy-overloaded,
+// counted in upstream_rq_pending_overflow.
+func TestCircuitBreakerOverflow(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	up := testutil.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			<-release
+		}
+		w.Write([]byte("ok"))
+	}))
+	defer once.Do(func() { close(release) })
+	p := start(t, cfg{
+		hcm:      `access_log: [{name: envoy.access_loggers.stdout, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog}}]`,
+		vhosts:   vhost("{match: {prefix: /}, route: {cluster: cb}}"),
+		clusters: "[" + staticCluster("cb", "circuit_breakers: {thresholds: [{max_requests: 1, max_pending_requests: 1, max_connections: 1}]}", up.Addr) + "]",
+	})
+	c := testutil.Client()
+	done := make(chan int)
+	go func() {
+		code, _, _ := testutil.Get(t, c, p.URL("http", "/slow"))
+		done <- code
+	}()
+	testutil.Eventually(t, 5*time.Second, func() bool { return p.Stat(t, "cluster.cb.upstream_rq_active") == 1 }, "slow request never started")
+	code, hdr, body := testutil.Get(t, testutil.Client(), p.URL("http", "/fast"))
+	if code != 503 || hdr.Get("x-envoy-overloaded") != "true" {
+		t.Errorf("request over max_requests = %d (x-envoy-overloaded %q) %q, want 503 with x-envoy-overloaded: true", code, hdr.Get("x-envoy-overloaded"), body)
+	}
+	if got := p.Stat(t, "cluster.cb.upstream_rq_pending_overflow"); got != 1 {
+		t.Errorf("upstream_rq_pending_overflow = %d, want 1", got)
+	}
+	once.Do(func() { close(release) })
+	if code := <-done; code != 200 {
+		t.Errorf("slow request = %d", code)
+	}
+	if code, _, _ := testutil.Get(t, c, p.URL("http", "/fast")); code != 200 {
+		t.Errorf("after the slow request, a request = %d, want 200", code)
+	}
+}
+
+// TestCookieAffinity is Contour's Cookie strategy: ring hash on a cookie
+// with ttl 0 → the proxy sets a session cookie (no Max-Age), and requests
+// that carry it stick to one host.
+func TestCookieAffinity(t *testing.T) {
+	ups := []*testutil.Upstream{}
+	var addrs []string
+	for _, n := range []string{"a", "b", "c"} {
+		u := testutil.StartUpstream(t, testutil.EchoHandler(n))
+		ups = append(ups, u)
+		addrs = append(addrs, u.Addr)
+	}
+	p := start(t, cfg{
+		vhosts:   vhost("{match: {prefix: /}, route: {cluster: sticky, hash_policy: [{cookie: {name: X-Contour-Session-Affinity, ttl: 0s, path: /}}]}}"),
+		clusters: "[" + staticCluster("sticky", "lb_policy: RING_HASH", addrs...) + "]",
+	})
+	c := testutil.Client()
+	_, hdr, body := testutil.Get(t, c, p.URL("http", "/"))
+	sc := hdr.Get("Set-Cookie")
+	if !strings.HasPrefix(sc, "X-Contour-Session-Affinity=") || strings.Contains(sc, "Max-Age") || !strings.Contains(sc, "Path=/") {
+		t.Fatalf("Set-Cookie = %q, want a session cookie X-Contour-Session-Affinity with Path=/", sc)
+	}
+	first := upstreamOf(body)
+	cookie := strings.SplitN(sc, ";", 2)[0]
+	for i := 0; i < 20; i++ {
+		_, h, b := testutil.Get(t, c, p.URL("http", "/"), "Cookie", cookie)
+		if upstreamOf(b) != first {
+			t.Fatalf("request %d with the cookie went to %q, the first to %q", i, upstreamOf(b), first)
+		}
+		if h.Get("Set-Cookie") != "" {
+			t.Fatalf("a request that carries the cookie got a new one: %q", h.Get("Set-Cookie"))
+		}
+	}
+}
+
+// upstreamOf returns the "upstream=<name>" line of an echo response.
+func upstreamOf(body string) string {
+	l, _, _ := strings.Cut(body, "\n")
+	return l
+}
