@@ -157,12 +157,9 @@ func TestCircuitBreakerOverflow(t *testing.T) {
 // with ttl 0 → the proxy sets a session cookie (no Max-Age), and requests
 // that carry it stick to one host.
 func TestCookieAffinity(t *testing.T) {
-	ups := []*testutil.Upstream{}
 	var addrs []string
 	for _, n := range []string{"a", "b", "c"} {
-		u := testutil.StartUpstream(t, testutil.EchoHandler(n))
-		ups = append(ups, u)
-		addrs = append(addrs, u.Addr)
+		addrs = append(addrs, testutil.StartUpstream(t, testutil.EchoHandler(n)).Addr)
 	}
 	p := start(t, cfg{
 		vhosts:   vhost("{match: {prefix: /}, route: {cluster: sticky, hash_policy: [{cookie: {name: X-Contour-Session-Affinity, ttl: 0s, path: /}}]}}"),
