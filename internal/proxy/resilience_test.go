@@ -2,6 +2,13 @@ package proxy_test
 
 import (
 	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"net/http"
 	"strings"
 	"sync"
@@ -188,4 +195,54 @@ func TestCookieAffinity(t *testing.T) {
 func upstreamOf(body string) string {
 	l, _, _ := strings.Cut(body, "\n")
 	return l
+}
+
+// TestGRPCAndHTTP2HealthChecks: grpc_health_check (grpc.health.v1 with a
+// service name) ejects a NOT_SERVING host and restores it, writing Envoy's
+// health check events to event_log_path; an HTTP health check with
+// codec_client_type HTTP2 reaches an h2c upstream over HTTP/2.
+func TestGRPCAndHTTP2HealthChecks(t *testing.T) {
+	type backend struct {
+		addr string
+		hs   *health.Server
+	}
+	mk := func() backend {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := grpc.NewServer()
+		hs := health.NewServer()
+		hs.SetServingStatus("echo", healthpb.HealthCheckResponse_SERVING)
+		healthpb.RegisterHealthServer(s, hs)
+		go s.Serve(l)
+		t.Cleanup(s.Stop)
+		return backend{l.Addr().String(), hs}
+	}
+	a, b := mk(), mk()
+	var h2seen atomic.Bool
+	h2up := testutil.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" && r.ProtoMajor == 2 {
+			h2seen.Store(true)
+		}
+	}))
+	events := filepath.Join(t.TempDir(), "hc-events.log")
+	p := start(t, cfg{
+		vhosts: vhost("{match: {prefix: /}, route: {cluster: g}}"),
+		clusters: "[" + staticCluster("g", "typed_extension_protocol_options: {envoy.extensions.upstreams.http.v3.HttpProtocolOptions: {'@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions, explicit_http_config: {http2_protocol_options: {}}}}, "+
+			"health_checks: [{timeout: 1s, interval: 0.1s, no_traffic_interval: 0.1s, unhealthy_threshold: 2, healthy_threshold: 1, event_log_path: "+events+", grpc_health_check: {service_name: echo}}]", a.addr, b.addr) + ", " +
+			staticCluster("h2", "health_checks: [{timeout: 1s, interval: 0.1s, no_traffic_interval: 0.1s, unhealthy_threshold: 1, healthy_threshold: 1, http_health_check: {path: /healthz, codec_client_type: HTTP2}}]", h2up.Addr) + "]",
+	})
+	testutil.Eventually(t, 5*time.Second, func() bool { return p.Stat(t, "cluster.g.membership_healthy") == 2 }, "gRPC-checked hosts never healthy")
+	b.hs.SetServingStatus("echo", healthpb.HealthCheckResponse_NOT_SERVING)
+	testutil.Eventually(t, 5*time.Second, func() bool { return p.Stat(t, "cluster.g.membership_healthy") == 1 }, "NOT_SERVING host not ejected")
+	b.hs.SetServingStatus("echo", healthpb.HealthCheckResponse_SERVING)
+	testutil.Eventually(t, 5*time.Second, func() bool { return p.Stat(t, "cluster.g.membership_healthy") == 2 }, "host not restored")
+	log, _ := os.ReadFile(events)
+	for _, want := range []string{`"health_checker_type":"GRPC"`, `"eject_unhealthy_event":{"failure_type":"ACTIVE"`, `"add_healthy_event":{"first_check":false}`, `"cluster_name":"g"`} {
+		if !strings.Contains(string(log), want) {
+			t.Errorf("event log lacks %s:\n%s", want, log)
+		}
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return p.Stat(t, "cluster.h2.membership_healthy") == 1 && h2seen.Load() }, "HTTP/2 health check never reached the h2c upstream over HTTP/2")
 }

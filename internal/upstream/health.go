@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	datav3 "github.com/envoyproxy/go-control-plane/envoy/data/core/v3"
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -42,7 +44,10 @@ type healthChecker struct {
 	unhealthyThr                                                       uint32
 	healthyThr                                                         uint32
 	check                                                              func(ctx context.Context, h *Host) (ok bool, network bool)
-	alwaysLog                                                          bool
+	// forget releases per-host state of the checker (gRPC connections).
+	forget                      func(h *Host)
+	alwaysLog, alwaysLogSuccess bool
+	events                      *eventLog
 
 	mu      sync.Mutex
 	running map[*Host]chan struct{}
@@ -57,7 +62,7 @@ type hostHC struct {
 func newHealthChecker(c *Cluster, hc *corev3.HealthCheck, path string) (*healthChecker, error) {
 	if err := config.CheckFields(hc, path, "timeout", "interval", "interval_jitter", "interval_jitter_percent",
 		"unhealthy_threshold", "healthy_threshold", "no_traffic_interval", "unhealthy_interval",
-		"healthy_edge_interval", "unhealthy_edge_interval", "http_health_check", "tcp_health_check",
+		"healthy_edge_interval", "unhealthy_edge_interval", "http_health_check", "tcp_health_check", "grpc_health_check",
 		"always_log_health_check_failures", "reuse_connection", "event_log_path", "always_log_health_check_success"); err != nil {
 		return nil, err
 	}
@@ -71,15 +76,16 @@ func newHealthChecker(c *Cluster, hc *corev3.HealthCheck, path string) (*healthC
 		return def
 	}
 	hk := &healthChecker{
-		c:            c,
-		timeout:      hc.GetTimeout().AsDuration(),
-		interval:     hc.GetInterval().AsDuration(),
-		jitter:       hc.GetIntervalJitter().AsDuration(),
-		jitterPct:    float64(hc.GetIntervalJitterPercent()),
-		unhealthyThr: hc.GetUnhealthyThreshold().GetValue(),
-		healthyThr:   hc.GetHealthyThreshold().GetValue(),
-		alwaysLog:    hc.GetAlwaysLogHealthCheckFailures(),
-		running:      map[*Host]chan struct{}{},
+		c:                c,
+		timeout:          hc.GetTimeout().AsDuration(),
+		interval:         hc.GetInterval().AsDuration(),
+		jitter:           hc.GetIntervalJitter().AsDuration(),
+		jitterPct:        float64(hc.GetIntervalJitterPercent()),
+		unhealthyThr:     hc.GetUnhealthyThreshold().GetValue(),
+		healthyThr:       hc.GetHealthyThreshold().GetValue(),
+		alwaysLog:        hc.GetAlwaysLogHealthCheckFailures(),
+		alwaysLogSuccess: hc.GetAlwaysLogHealthCheckSuccess(),
+		running:          map[*Host]chan struct{}{},
 	}
 	if hc.GetNoTrafficInterval() != nil {
 		hk.noTraffic = d(hc.GetNoTrafficInterval(), 60*time.Second)
@@ -108,8 +114,28 @@ func newHealthChecker(c *Cluster, hc *corev3.HealthCheck, path string) (*healthC
 			return nil, err
 		}
 		hk.check = chk
+	case hc.GetGrpcHealthCheck() != nil:
+		chk, forget, err := grpcCheck(c, hc.GetGrpcHealthCheck(), config.Join(path, "grpc_health_check"))
+		if err != nil {
+			return nil, err
+		}
+		hk.check, hk.forget = chk, forget
 	default:
-		return nil, config.Unsupported(path, "this health checker", "http_health_check", "tcp_health_check")
+		return nil, config.Unsupported(path, "this health checker", "http_health_check", "tcp_health_check", "grpc_health_check")
+	}
+	if p := hc.GetEventLogPath(); p != "" {
+		kind := datav3.HealthCheckerType_HTTP
+		switch {
+		case hc.GetTcpHealthCheck() != nil:
+			kind = datav3.HealthCheckerType_TCP
+		case hc.GetGrpcHealthCheck() != nil:
+			kind = datav3.HealthCheckerType_GRPC
+		}
+		ev, err := openEventLog(c, p, config.Join(path, "event_log_path"), kind)
+		if err != nil {
+			return nil, err
+		}
+		hk.events = ev
 	}
 	return hk, nil
 }
@@ -132,6 +158,9 @@ func (hk *healthChecker) setHosts(hosts []*Host) {
 		if !keep[h] {
 			close(stop)
 			delete(hk.running, h)
+			if hk.forget != nil {
+				hk.forget(h)
+			}
 		}
 	}
 	if len(hosts) == 0 {
@@ -167,7 +196,10 @@ func (hk *healthChecker) loop(h *Host, stop chan struct{}) {
 			// successful check is required during initialization).
 			if !wasHealthy && (first || st.successes >= hk.healthyThr) {
 				hk.mark(h, false)
+				hk.events.added(h, first)
 				next = hk.healthyEdge
+			} else if hk.alwaysLogSuccess {
+				hk.events.succeeded(h)
 			}
 		} else {
 			hk.c.Stats.hc.failure.Inc()
@@ -179,8 +211,12 @@ func (hk *healthChecker) loop(h *Host, stop chan struct{}) {
 			if hk.alwaysLog || wasHealthy {
 				hk.c.log.Warn("health check failed", "cluster", hk.c.Name, "host", h.Address, "consecutive_failures", st.failures)
 			}
+			if hk.alwaysLog || first {
+				hk.events.failed(h, first)
+			}
 			if wasHealthy && st.failures >= hk.unhealthyThr {
 				hk.mark(h, true)
+				hk.events.ejected(h)
 				next = hk.unhealthyEdge
 			}
 		}
@@ -237,8 +273,10 @@ func httpCheck(c *Cluster, hc *corev3.HealthCheck_HttpHealthCheck, path string) 
 	if err := config.CheckFields(hc, path, "host", "path", "expected_statuses", "request_headers_to_add", "request_headers_to_remove", "codec_client_type"); err != nil {
 		return nil, err
 	}
-	if hc.GetCodecClientType() != 0 && hc.GetCodecClientType().String() != "HTTP1" {
-		return nil, config.Unsupported(config.Join(path, "codec_client_type"), hc.GetCodecClientType().String(), "HTTP1")
+	switch hc.GetCodecClientType().String() {
+	case "HTTP1", "HTTP2":
+	default:
+		return nil, config.Unsupported(config.Join(path, "codec_client_type"), hc.GetCodecClientType().String(), "HTTP1", "HTTP2")
 	}
 	host := hc.GetHost()
 	if host == "" {
@@ -262,6 +300,18 @@ func httpCheck(c *Cluster, hc *corev3.HealthCheck_HttpHealthCheck, path string) 
 	}
 	for _, a := range hc.GetRequestHeadersToAdd() {
 		hdrs.Add(headers.Lower(a.GetHeader().GetKey()), a.GetHeader().GetValue())
+	}
+	if hc.GetCodecClientType().String() == "HTTP2" {
+		h2hdrs := http.Header{}
+		hdrs.Range(func(k, v string) bool { h2hdrs.Add(k, v); return true })
+		return h2Check(c, host, hc.GetPath(), h2hdrs, func(code int) bool {
+			for _, rg := range ranges {
+				if int64(code) >= rg.lo && int64(code) < rg.hi {
+					return true
+				}
+			}
+			return false
+		}), nil
 	}
 	req := http1.AppendRequestHead(nil, "GET", hc.GetPath(), host, &hdrs, http1.NoBody, 0, "")
 	return func(ctx context.Context, h *Host) (bool, bool) {
