@@ -52,10 +52,10 @@ func (s *stream) mirror(a *route.RouteAction, at *attempt) {
 
 // sendShadow performs one mirrored request and discards the response.
 func sendShadow(cl *upstream.Cluster, req *headers.Request, body []byte, timeout time.Duration, downstreamH2 bool) {
-	if !cl.TryStartRequest() {
+	if !cl.TryStartRequest(upstream.PriorityDefault) {
 		return
 	}
-	defer cl.EndRequest()
+	defer cl.EndRequest(upstream.PriorityDefault)
 	h := cl.Pick(nil)
 	if h == nil {
 		return

@@ -246,3 +246,144 @@ func TestGRPCAndHTTP2HealthChecks(t *testing.T) {
 	}
 	testutil.Eventually(t, 5*time.Second, func() bool { return p.Stat(t, "cluster.h2.membership_healthy") == 1 && h2seen.Load() }, "HTTP/2 health check never reached the h2c upstream over HTTP/2")
 }
+
+func endpoint(addr, extra string) string {
+	h, p, _ := net.SplitHostPort(addr)
+	if extra != "" {
+		extra = ", " + extra
+	}
+	return fmt.Sprintf("{endpoint: {address: {socket_address: {address: %s, port_value: %s}}}%s}", h, p, extra)
+}
+
+// TestPrioritiesPanicAndRetryHosts covers priority failover with EDS-style
+// health_status, the healthy panic threshold, and retry_host_predicate
+// previous_hosts.
+func TestPrioritiesPanicAndRetryHosts(t *testing.T) {
+	a := testutil.StartUpstream(t, testutil.EchoHandler("a"))
+	b := testutil.StartUpstream(t, testutil.EchoHandler("b"))
+	c := testutil.StartUpstream(t, testutil.EchoHandler("c"))
+	bad := testutil.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" {
+			w.WriteHeader(503)
+			return
+		}
+		w.WriteHeader(503)
+		w.Write([]byte("bad"))
+	}))
+	sick := func(name string) *testutil.Upstream {
+		return testutil.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/healthz" {
+				w.WriteHeader(503)
+				return
+			}
+			w.Write([]byte("upstream=" + name + "\n"))
+		}))
+	}
+	s1, s2 := sick("s1"), sick("s2")
+	p := start(t, cfg{
+		vhosts: vhost(
+			"{match: {prefix: /prio}, route: {cluster: prio}}",
+			"{match: {prefix: /panic}, route: {cluster: panic}}",
+			"{match: {prefix: /retry}, route: {cluster: retry, retry_policy: {retry_on: 5xx, num_retries: 2, retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts, typed_config: {'@type': type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate}}], host_selection_retry_max_attempts: 5}}}",
+		),
+		clusters: fmt.Sprintf(`[
+  {name: prio, connect_timeout: 1s, type: STATIC, load_assignment: {cluster_name: prio, endpoints: [
+    {priority: 0, lb_endpoints: [%s, %s]},
+    {priority: 1, lb_endpoints: [%s]}]}},
+  {name: panic, connect_timeout: 1s, type: STATIC, common_lb_config: {healthy_panic_threshold: {value: 50}},
+   health_checks: [{timeout: 1s, interval: 0.1s, no_traffic_interval: 0.1s, unhealthy_threshold: 1, healthy_threshold: 1, http_health_check: {path: /healthz}}],
+   load_assignment: {cluster_name: panic, endpoints: [{lb_endpoints: [%s, %s]}]}},
+  {name: retry, connect_timeout: 1s, type: STATIC, lb_policy: RANDOM, load_assignment: {cluster_name: retry, endpoints: [{lb_endpoints: [%s, %s]}]}}
+]`, endpoint(a.Addr, "health_status: UNHEALTHY"), endpoint(bad.Addr, "health_status: DRAINING"), endpoint(b.Addr, ""),
+			endpoint(s1.Addr, ""), endpoint(s2.Addr, ""),
+			endpoint(bad.Addr, ""), endpoint(c.Addr, "")),
+	})
+	cl := testutil.Client()
+	// Priority 0 has no healthy host (UNHEALTHY, DRAINING): all to priority 1.
+	for i := 0; i < 10; i++ {
+		if _, _, body := testutil.Get(t, cl, p.URL("http", "/prio")); upstreamOf(body) != "upstream=b" {
+			t.Fatalf("request %d went to %q, want the priority 1 host b", i, upstreamOf(body))
+		}
+	}
+	// Every host fails its health check: below the panic threshold the
+	// balancer uses all hosts anyway.
+	testutil.Eventually(t, 5*time.Second, func() bool { return p.Stat(t, "cluster.panic.membership_healthy") == 0 }, "hosts never failed their checks")
+	seen := map[string]int{}
+	for i := 0; i < 10; i++ {
+		code, _, body := testutil.Get(t, cl, p.URL("http", "/panic"))
+		if code != 200 {
+			t.Fatalf("panic mode request = %d", code)
+		}
+		seen[upstreamOf(body)]++
+	}
+	if len(seen) != 2 || p.Stat(t, "cluster.panic.lb_healthy_panic") < 10 {
+		t.Errorf("panic mode spread %v, lb_healthy_panic = %d", seen, p.Stat(t, "cluster.panic.lb_healthy_panic"))
+	}
+	// previous_hosts: a retry never goes back to the host that failed.
+	for i := 0; i < 30; i++ {
+		if code, _, body := testutil.Get(t, cl, p.URL("http", "/retry")); code != 200 || upstreamOf(body) != "upstream=c" {
+			t.Fatalf("request %d = %d %q: the retry went back to the failed host", i, code, upstreamOf(body))
+		}
+	}
+}
+
+// TestCircuitBreakerPrioritiesAndBudget: a HIGH-priority route uses the
+// HIGH thresholds (open while DEFAULT is full), circuit_breakers gauges
+// report open breakers and remaining capacity, and a retry budget caps
+// retries.
+func TestCircuitBreakerPrioritiesAndBudget(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	up := testutil.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, "/slow") {
+			<-release
+		}
+		if strings.HasPrefix(r.URL.Path, "/fail") {
+			w.WriteHeader(503)
+			return
+		}
+		w.Write([]byte("ok"))
+	}))
+	defer once.Do(func() { close(release) })
+	p := start(t, cfg{
+		vhosts: vhost(
+			"{match: {prefix: /high}, route: {cluster: cb, priority: HIGH}}",
+			"{match: {prefix: /fail}, route: {cluster: budget, retry_policy: {retry_on: 5xx, num_retries: 5, retry_back_off: {base_interval: 0.2s, max_interval: 0.2s}}}}",
+			"{match: {prefix: /}, route: {cluster: cb}}"),
+		clusters: "[" + staticCluster("cb", "circuit_breakers: {thresholds: [{max_requests: 1, track_remaining: true}, {priority: HIGH, max_requests: 5}]}", up.Addr) + ", " +
+			staticCluster("budget", "circuit_breakers: {thresholds: [{retry_budget: {budget_percent: {value: 0}, min_retry_concurrency: 1}}]}", up.Addr) + "]",
+	})
+	c := testutil.Client()
+	done := make(chan int)
+	go func() {
+		code, _, _ := testutil.Get(t, c, p.URL("http", "/slow"))
+		done <- code
+	}()
+	testutil.Eventually(t, 5*time.Second, func() bool { return p.Stat(t, "cluster.cb.circuit_breakers.default.rq_open") == 1 }, "rq_open never set")
+	if got := p.Stat(t, "cluster.cb.circuit_breakers.default.remaining_rq"); got != 0 {
+		t.Errorf("remaining_rq = %d, want 0", got)
+	}
+	if code, _, _ := testutil.Get(t, testutil.Client(), p.URL("http", "/x")); code != 503 {
+		t.Errorf("DEFAULT request while full = %d, want 503", code)
+	}
+	if code, _, _ := testutil.Get(t, testutil.Client(), p.URL("http", "/high")); code != 200 {
+		t.Errorf("HIGH request while DEFAULT is full = %d, want 200 (HIGH thresholds)", code)
+	}
+	once.Do(func() { close(release) })
+	<-done
+	testutil.Eventually(t, 5*time.Second, func() bool { return p.Stat(t, "cluster.budget.circuit_breakers.default.rq_open") == 0 && p.Stat(t, "cluster.cb.circuit_breakers.default.rq_open") == 0 }, "rq_open never cleared")
+	// Budget 0% with min concurrency 1: two concurrent failing requests,
+	// only one retry may be in back-off at a time.
+	var wg sync.WaitGroup
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			testutil.Get(t, testutil.Client(), p.URL("http", "/fail"))
+		}()
+	}
+	wg.Wait()
+	if got := p.Stat(t, "cluster.budget.upstream_rq_retry_overflow"); got == 0 {
+		t.Errorf("upstream_rq_retry_overflow = 0: the retry budget did not cap concurrent retries")
+	}
+}

@@ -104,11 +104,15 @@ func (s *stream) forward() {
 		return
 	}
 	s.info.UpstreamCluster = cl.Name
-	if !cl.TryStartRequest() {
+	prio := upstream.PriorityDefault
+	if a.HighPriority {
+		prio = upstream.PriorityHigh
+	}
+	if !cl.TryStartRequest(prio) {
 		s.localReply(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow", "upstream_reset_before_response_started{overflow}", streaminfo.UpstreamOverflow)
 		return
 	}
-	defer cl.EndRequest()
+	defer cl.EndRequest(prio)
 
 	at := &s.at
 	at.cl, at.wc = cl, wc
@@ -132,22 +136,23 @@ func (s *stream) forward() {
 		if !s.shouldRetry(at) {
 			break
 		}
+		if !cl.TryRetry(prio) {
+			// Retry overflow: as Envoy, the client gets this attempt's
+			// outcome (the upstream response, or the local failure).
+			break
+		}
 		s.discardAttempt(at)
 		cl.Stats.RqRetry.Inc()
 		at.retries++
-		if !cl.TryRetry() {
-			s.finishFailure(at)
-			return
-		}
 		wait := backoff(at.policy, at.retries)
 		if !at.deadline.IsZero() && time.Now().Add(wait).After(at.deadline) {
-			cl.EndRetry()
+			cl.EndRetry(prio)
 			at.fail = failTimeout
 			s.finishFailure(at)
 			return
 		}
 		time.Sleep(wait)
-		cl.EndRetry()
+		cl.EndRetry(prio)
 	}
 	if at.fail != failNone {
 		s.finishFailure(at)

@@ -381,9 +381,8 @@ func (c *compiler) routeAction(a *routev3.RouteAction, path string, m *Match) (*
 	if a.GetGrpcTimeoutOffset() != nil {
 		ra.GRPCTimeoutOffset = a.GetGrpcTimeoutOffset().AsDuration()
 	}
-	if a.GetPriority() != corev3.RoutingPriority_DEFAULT {
-		return nil, config.Unsupported(config.Join(path, "priority"), "priority "+a.GetPriority().String(), "DEFAULT")
-	}
+	// priority HIGH selects the clusters' HIGH circuit-breaker thresholds.
+	ra.HighPriority = a.GetPriority() == corev3.RoutingPriority_HIGH
 	switch a.GetClusterNotFoundResponseCode() {
 	case routev3.RouteAction_SERVICE_UNAVAILABLE:
 		ra.NotFoundStatus = 503

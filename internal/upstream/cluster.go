@@ -94,9 +94,59 @@ func newStats(s stats.Scope) *Stats {
 	}
 }
 
-// breakers are the default-priority circuit breaker thresholds.
+// breakers are one priority's circuit breaker thresholds and the
+// requests and retries counted against them.
 type breakers struct {
 	maxConnections, maxPending, maxRequests, maxRetries uint32
+	// retryBudget, when set, replaces maxRetries with a share of the active
+	// and pending requests (at least minRetryConcurrency).
+	retryBudget         float64 // percent
+	minRetryConcurrency uint32
+	hasBudget           bool
+	trackRemaining      bool
+
+	rqActive, retries atomic.Int64
+	gauges            breakerGauges
+}
+
+// breakerGauges are circuit_breakers.<priority>.* as Envoy names them.
+type breakerGauges struct {
+	cxOpen, pendingOpen, rqOpen, retryOpen                        *stats.Gauge
+	remainingCx, remainingPending, remainingRq, remainingRetries *stats.Gauge
+}
+
+func newBreakerGauges(s stats.Scope) breakerGauges {
+	return breakerGauges{
+		cxOpen: s.Gauge("cx_open"), pendingOpen: s.Gauge("rq_pending_open"), rqOpen: s.Gauge("rq_open"), retryOpen: s.Gauge("rq_retry_open"),
+		remainingCx: s.Gauge("remaining_cx"), remainingPending: s.Gauge("remaining_pending"),
+		remainingRq: s.Gauge("remaining_rq"), remainingRetries: s.Gauge("remaining_retries"),
+	}
+}
+
+// Priority selects a circuit-breaker priority (route priority).
+type Priority uint8
+
+// Routing priorities.
+const (
+	PriorityDefault Priority = iota
+	PriorityHigh
+)
+
+func (c *Cluster) breakersFor(p Priority) *breakers {
+	if p == PriorityHigh {
+		return &c.highBreakers
+	}
+	return &c.breakers
+}
+
+func setOpen(g *stats.Gauge, open bool) {
+	v := int64(0)
+	if open {
+		v = 1
+	}
+	if g.Value() != v {
+		g.Set(v)
+	}
 }
 
 // Cluster is a compiled, running cluster.
@@ -115,6 +165,7 @@ type Cluster struct {
 	maxRequestsPerConn uint32
 	lb                 lbConfig
 	breakers           breakers
+	highBreakers       breakers
 	transport          TransportSocket
 	h2                 *h2Client
 	// IdleTimeout closes pooled connections unused this long (upstream
@@ -172,36 +223,78 @@ func (c *Cluster) Ready() <-chan struct{} { return c.ready }
 
 func (c *Cluster) markReady() { c.readyOnce.Do(func() { close(c.ready) }) }
 
-// TryStartRequest counts a request against max_requests; false means the
-// circuit breaker is open (503 UO).
-func (c *Cluster) TryStartRequest() bool {
-	if c.rqActive.Add(1) > int64(c.breakers.maxRequests) {
-		c.rqActive.Add(-1)
+// TryStartRequest counts a request against the priority's max_requests;
+// false means the circuit breaker is open (503 UO).
+func (c *Cluster) TryStartRequest(p Priority) bool {
+	b := c.breakersFor(p)
+	n := b.rqActive.Add(1)
+	if n > int64(b.maxRequests) {
+		b.rqActive.Add(-1)
 		c.Stats.RqPendingOverflowInc()
 		return false
+	}
+	if n == int64(b.maxRequests) {
+		setOpen(b.gauges.rqOpen, true)
+	}
+	if b.trackRemaining {
+		b.gauges.remainingRq.Set(int64(b.maxRequests) - n)
 	}
 	c.Stats.RqActive.Inc()
 	return true
 }
 
 // EndRequest releases what TryStartRequest took.
-func (c *Cluster) EndRequest() {
-	c.rqActive.Add(-1)
+func (c *Cluster) EndRequest(p Priority) {
+	b := c.breakersFor(p)
+	n := b.rqActive.Add(-1)
+	if n == int64(b.maxRequests)-1 {
+		setOpen(b.gauges.rqOpen, false)
+	}
+	if b.trackRemaining {
+		b.gauges.remainingRq.Set(int64(b.maxRequests) - n)
+	}
 	c.Stats.RqActive.Dec()
 }
 
-// TryRetry counts a retry against max_retries; false means overflow.
-func (c *Cluster) TryRetry() bool {
-	if c.retries.Add(1) > int64(c.breakers.maxRetries) {
-		c.retries.Add(-1)
+// maxRetries is the priority's retry limit: max_retries, or the retry
+// budget's share of active and pending requests.
+func (c *Cluster) maxRetries(b *breakers) int64 {
+	if !b.hasBudget {
+		return int64(b.maxRetries)
+	}
+	budget := int64(b.retryBudget * float64(b.rqActive.Load()+c.rqPending.Value()) / 100)
+	return max(budget, int64(b.minRetryConcurrency))
+}
+
+// TryRetry counts a retry against the priority's retry limit; false means
+// overflow (upstream_rq_retry_overflow).
+func (c *Cluster) TryRetry(p Priority) bool {
+	b := c.breakersFor(p)
+	limit := c.maxRetries(b)
+	n := b.retries.Add(1)
+	if n > limit {
+		b.retries.Add(-1)
 		c.Stats.RqRetryOverflow.Inc()
+		setOpen(b.gauges.retryOpen, true)
 		return false
+	}
+	setOpen(b.gauges.retryOpen, n >= limit)
+	if b.trackRemaining {
+		b.gauges.remainingRetries.Set(limit - n)
 	}
 	return true
 }
 
 // EndRetry releases what TryRetry took.
-func (c *Cluster) EndRetry() { c.retries.Add(-1) }
+func (c *Cluster) EndRetry(p Priority) {
+	b := c.breakersFor(p)
+	n := b.retries.Add(-1)
+	limit := c.maxRetries(b)
+	setOpen(b.gauges.retryOpen, n >= limit)
+	if b.trackRemaining {
+		b.gauges.remainingRetries.Set(limit - n)
+	}
+}
 
 // RqPendingOverflowInc counts a request refused by a circuit breaker.
 func (s *Stats) RqPendingOverflowInc() { s.rqPendingOverflow.Inc() }

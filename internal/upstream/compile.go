@@ -70,7 +70,6 @@ func Compile(pc *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) {
 		ready:          make(chan struct{}),
 		log:            log,
 		LastUpdated:    time.Now(),
-		breakers:       breakers{maxConnections: 1024, maxPending: 1024, maxRequests: 1024, maxRetries: 3},
 		lb: lbConfig{choiceCount: 2, activeRqBias: 1, panicThreshold: 50, overprovision: 1.4,
 			ringMin: 1024, ringMax: 8 * 1024 * 1024, maglevSize: 65537},
 	}
@@ -83,7 +82,7 @@ func Compile(pc *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) {
 	if err := c.compileProtocol(pc, path); err != nil {
 		return nil, err
 	}
-	if err := c.compileBreakers(pc.GetCircuitBreakers(), config.Join(path, "circuit_breakers")); err != nil {
+	if err := c.compileBreakers(pc.GetCircuitBreakers(), config.Join(path, "circuit_breakers"), scope); err != nil {
 		return nil, err
 	}
 	if ts := pc.GetTransportSocket(); ts != nil {
@@ -295,32 +294,59 @@ func (c *Cluster) commonHTTP(cp *corev3.HttpProtocolOptions, path string) error 
 	return nil
 }
 
-func (c *Cluster) compileBreakers(cb *clusterv3.CircuitBreakers, path string) error {
-	if cb == nil {
-		return nil
+func (c *Cluster) compileBreakers(cb *clusterv3.CircuitBreakers, path string, scope stats.Scope) error {
+	def := func(b *breakers, name string) {
+		b.maxConnections, b.maxPending, b.maxRequests, b.maxRetries = 1024, 1024, 1024, 3
+		b.gauges = newBreakerGauges(scope.Scope("circuit_breakers." + name + "."))
 	}
-	if err := config.CheckFields(cb, path, "thresholds"); err != nil {
-		return err
-	}
-	for i, t := range cb.GetThresholds() {
-		p := config.Index(config.Join(path, "thresholds"), i)
-		if err := config.CheckFields(t, p, "priority", "max_connections", "max_pending_requests", "max_requests", "max_retries", "track_remaining"); err != nil {
+	def(&c.breakers, "default")
+	def(&c.highBreakers, "high")
+	if cb != nil {
+		if err := config.CheckFields(cb, path, "thresholds"); err != nil {
 			return err
 		}
-		if t.GetPriority() != corev3.RoutingPriority_DEFAULT {
-			continue // HIGH priority applies to routes with priority HIGH, which we do not route yet
+		for i, t := range cb.GetThresholds() {
+			p := config.Index(config.Join(path, "thresholds"), i)
+			if err := config.CheckFields(t, p, "priority", "max_connections", "max_pending_requests", "max_requests", "max_retries", "track_remaining", "retry_budget"); err != nil {
+				return err
+			}
+			b := &c.breakers
+			if t.GetPriority() == corev3.RoutingPriority_HIGH {
+				b = &c.highBreakers
+			}
+			if v := t.GetMaxConnections(); v != nil {
+				b.maxConnections = v.GetValue()
+			}
+			if v := t.GetMaxPendingRequests(); v != nil {
+				b.maxPending = v.GetValue()
+			}
+			if v := t.GetMaxRequests(); v != nil {
+				b.maxRequests = v.GetValue()
+			}
+			if v := t.GetMaxRetries(); v != nil {
+				b.maxRetries = v.GetValue()
+			}
+			if rb := t.GetRetryBudget(); rb != nil {
+				if err := config.CheckFields(rb, config.Join(p, "retry_budget"), "budget_percent", "min_retry_concurrency"); err != nil {
+					return err
+				}
+				b.hasBudget, b.retryBudget, b.minRetryConcurrency = true, 20, 3
+				if v := rb.GetBudgetPercent(); v != nil {
+					b.retryBudget = v.GetValue()
+				}
+				if v := rb.GetMinRetryConcurrency(); v != nil {
+					b.minRetryConcurrency = v.GetValue()
+				}
+			}
+			b.trackRemaining = t.GetTrackRemaining()
 		}
-		if v := t.GetMaxConnections(); v != nil {
-			c.breakers.maxConnections = v.GetValue()
-		}
-		if v := t.GetMaxPendingRequests(); v != nil {
-			c.breakers.maxPending = v.GetValue()
-		}
-		if v := t.GetMaxRequests(); v != nil {
-			c.breakers.maxRequests = v.GetValue()
-		}
-		if v := t.GetMaxRetries(); v != nil {
-			c.breakers.maxRetries = v.GetValue()
+	}
+	for _, b := range []*breakers{&c.breakers, &c.highBreakers} {
+		if b.trackRemaining {
+			b.gauges.remainingCx.Set(int64(b.maxConnections))
+			b.gauges.remainingPending.Set(int64(b.maxPending))
+			b.gauges.remainingRq.Set(int64(b.maxRequests))
+			b.gauges.remainingRetries.Set(int64(b.maxRetries))
 		}
 	}
 	return nil

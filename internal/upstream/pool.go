@@ -89,10 +89,12 @@ func (c *Cluster) Acquire(deadline time.Time, h *Host, sni string) (*ClientConn,
 		p.mu.Unlock()
 		return c.dial(deadline, h, p, sni)
 	}
+	setOpen(c.breakers.gauges.cxOpen, true)
 	// Pending: wait for a connection to come back.
 	if c.rqPending.Value() >= int64(c.breakers.maxPending) {
 		p.mu.Unlock()
 		c.Stats.rqPendingOverflow.Inc()
+		setOpen(c.breakers.gauges.pendingOpen, true)
 		return nil, ErrOverflow
 	}
 	ch := make(chan *ClientConn, 1)
@@ -101,7 +103,10 @@ func (c *Cluster) Acquire(deadline time.Time, h *Host, sni string) (*ClientConn,
 	c.Stats.cxOverflow.Inc()
 	c.Stats.rqPendingTotal.Inc()
 	c.rqPending.Inc()
-	defer c.rqPending.Dec()
+	defer func() {
+		c.rqPending.Dec()
+		setOpen(c.breakers.gauges.pendingOpen, c.rqPending.Value() >= int64(c.breakers.maxPending))
+	}()
 	var expire <-chan time.Time
 	if !deadline.IsZero() {
 		t := time.NewTimer(time.Until(deadline))
@@ -134,12 +139,14 @@ func (c *Cluster) Acquire(deadline time.Time, h *Host, sni string) (*ClientConn,
 }
 
 func (c *Cluster) dial(deadline time.Time, h *Host, p *pool, sni string) (*ClientConn, error) {
-	c.cx.Add(1)
+	if n := c.cx.Add(1); c.breakers.trackRemaining {
+		c.breakers.gauges.remainingCx.Set(int64(c.breakers.maxConnections) - n)
+	}
 	start := time.Now()
 	d := net.Dialer{Timeout: c.connectTimeout, Deadline: deadline, KeepAliveConfig: c.keepAlive}
 	conn, err := d.Dial("tcp", h.Address)
 	if err != nil {
-		c.cx.Add(-1)
+		c.cxDone()
 		c.Stats.cxConnectFail.Inc()
 		h.stats.CxConnectFail.Add(1)
 		var ne net.Error
@@ -155,7 +162,7 @@ func (c *Cluster) dial(deadline time.Time, h *Host, p *pool, sni string) (*Clien
 		conn, err = c.transport.Client(ctx, conn, sni)
 		cancel()
 		if err != nil {
-			c.cx.Add(-1)
+			c.cxDone()
 			c.Stats.cxConnectFail.Inc()
 			h.stats.CxConnectFail.Add(1)
 			return nil, &ConnectError{Err: err}
@@ -224,7 +231,7 @@ func (c *Cluster) wakeWaiterToDial(old *ClientConn) {
 
 func (c *Cluster) closeConn(cc *ClientConn, local bool) {
 	cc.Conn.Close()
-	c.cx.Add(-1)
+	c.cxDone()
 	c.Stats.cxActive.Dec()
 	c.Stats.cxDestroy.Inc()
 	if local {
@@ -305,4 +312,15 @@ func (h *Host) allPools() []*pool {
 		return true
 	})
 	return out
+}
+
+// cxDone counts a closed upstream connection.
+func (c *Cluster) cxDone() {
+	n := c.cx.Add(-1)
+	if n == int64(c.breakers.maxConnections)-1 {
+		setOpen(c.breakers.gauges.cxOpen, false)
+	}
+	if c.breakers.trackRemaining {
+		c.breakers.gauges.remainingCx.Set(int64(c.breakers.maxConnections) - n)
+	}
 }

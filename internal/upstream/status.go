@@ -33,11 +33,12 @@ func (m *Manager) WriteClusters(w io.Writer, jsonFormat bool) error {
 	for _, c := range cls {
 		n := c.Name
 		fmt.Fprintf(w, "%s::observability_name::%s\n", n, n)
-		for _, p := range []string{"default_priority", "high_priority"} {
-			fmt.Fprintf(w, "%s::%s::max_connections::%d\n", n, p, c.breakers.maxConnections)
-			fmt.Fprintf(w, "%s::%s::max_pending_requests::%d\n", n, p, c.breakers.maxPending)
-			fmt.Fprintf(w, "%s::%s::max_requests::%d\n", n, p, c.breakers.maxRequests)
-			fmt.Fprintf(w, "%s::%s::max_retries::%d\n", n, p, c.breakers.maxRetries)
+		for i, p := range []string{"default_priority", "high_priority"} {
+			b := c.breakersFor(Priority(i))
+			fmt.Fprintf(w, "%s::%s::max_connections::%d\n", n, p, b.maxConnections)
+			fmt.Fprintf(w, "%s::%s::max_pending_requests::%d\n", n, p, b.maxPending)
+			fmt.Fprintf(w, "%s::%s::max_requests::%d\n", n, p, b.maxRequests)
+			fmt.Fprintf(w, "%s::%s::max_retries::%d\n", n, p, b.maxRetries)
 		}
 		fmt.Fprintf(w, "%s::added_via_api::%t\n", n, c.AddedViaAPI)
 		for _, h := range c.Hosts() {
