@@ -111,7 +111,7 @@ type breakers struct {
 
 // breakerGauges are circuit_breakers.<priority>.* as Envoy names them.
 type breakerGauges struct {
-	cxOpen, pendingOpen, rqOpen, retryOpen                        *stats.Gauge
+	cxOpen, pendingOpen, rqOpen, retryOpen                       *stats.Gauge
 	remainingCx, remainingPending, remainingRq, remainingRetries *stats.Gauge
 }
 
@@ -182,11 +182,13 @@ type Cluster struct {
 	AutoSNIHeader     string
 	autoSANValidation bool
 
-	hosts     atomic.Pointer[hostSet]
-	cx        atomic.Int64 // HTTP/1 connections, for max_connections
-	rqPending *stats.Gauge
-	rqActive  atomic.Int64
-	retries   atomic.Int64
+	hosts atomic.Pointer[hostSet]
+	// slowStartTimer is set while a slow-start rebuild is scheduled.
+	slowStartTimer atomic.Bool
+	cx             atomic.Int64 // HTTP/1 connections, for max_connections
+	rqPending      *stats.Gauge
+	rqActive       atomic.Int64
+	retries        atomic.Int64
 
 	mu       sync.Mutex // guards host-set rebuilds
 	byAddr   map[string]*Host
@@ -340,6 +342,9 @@ func (c *Cluster) setHosts(hosts []*Host) {
 			h.stats = &HostStats{}
 			h.pool = &pool{}
 			h.od = c.outlier
+			if c.lb.slowStart > 0 && c.health == nil {
+				h.slowStartFrom.Store(time.Now().UnixNano())
+			}
 			if c.health != nil {
 				h.flags.Store(h.flags.Load() | FlagFailedActiveHC | FlagPendingActiveHC)
 			}
@@ -368,10 +373,23 @@ func (c *Cluster) setHosts(hosts []*Host) {
 	}
 }
 
-// rebuild swaps in a new host set built from hosts.
+// rebuild swaps in a new host set built from hosts. While hosts are in
+// slow start it is rebuilt every twentieth of the window, so their
+// round-robin weights ramp up.
 func (c *Cluster) rebuild(hosts []*Host) {
 	hs := buildHostSet(hosts, &c.lb)
 	c.hosts.Store(hs)
+	if c.lb.inSlowStart(hosts, time.Now()) && c.slowStartTimer.CompareAndSwap(false, true) {
+		step := max(c.lb.slowStart/20, 50*time.Millisecond)
+		time.AfterFunc(step, func() {
+			c.slowStartTimer.Store(false)
+			select {
+			case <-c.stop:
+			default:
+				c.healthChanged()
+			}
+		})
+	}
 	healthy, degraded := 0, 0
 	for _, h := range hosts {
 		if h.Healthy() {

@@ -165,7 +165,10 @@ func (c *Cluster) compileLB(pc *clusterv3.Cluster, path string) error {
 	}
 	if lr := pc.GetLeastRequestLbConfig(); lr != nil {
 		p := config.Join(path, "least_request_lb_config")
-		if err := config.CheckFields(lr, p, "choice_count", "active_request_bias"); err != nil {
+		if err := config.CheckFields(lr, p, "choice_count", "active_request_bias", "slow_start_config"); err != nil {
+			return err
+		}
+		if err := c.compileSlowStart(lr.GetSlowStartConfig(), config.Join(p, "slow_start_config")); err != nil {
 			return err
 		}
 		if v := lr.GetChoiceCount(); v != nil {
@@ -176,7 +179,10 @@ func (c *Cluster) compileLB(pc *clusterv3.Cluster, path string) error {
 		}
 	}
 	if rr := pc.GetRoundRobinLbConfig(); rr != nil {
-		if err := config.CheckFields(rr, config.Join(path, "round_robin_lb_config")); err != nil {
+		if err := config.CheckFields(rr, config.Join(path, "round_robin_lb_config"), "slow_start_config"); err != nil {
+			return err
+		}
+		if err := c.compileSlowStart(rr.GetSlowStartConfig(), config.Join(path, "round_robin_lb_config.slow_start_config")); err != nil {
 			return err
 		}
 	}
@@ -206,8 +212,16 @@ func (c *Cluster) compileLB(pc *clusterv3.Cluster, path string) error {
 	}
 	if cl := pc.GetCommonLbConfig(); cl != nil {
 		p := config.Join(path, "common_lb_config")
-		if err := config.CheckFields(cl, p, "healthy_panic_threshold", "update_merge_window"); err != nil {
+		if err := config.CheckFields(cl, p, "healthy_panic_threshold", "update_merge_window", "locality_weighted_lb_config"); err != nil {
 			return err
+		}
+		if cl.GetLocalityWeightedLbConfig() != nil {
+			switch c.lb.policy {
+			case RoundRobin, LeastRequest, Random:
+				c.lb.localityWeighted = true
+			default:
+				return config.Errorf(config.Join(p, "locality_weighted_lb_config"), "locality-weighted load balancing works with ROUND_ROBIN, LEAST_REQUEST and RANDOM, not %s (as Envoy)", pc.GetLbPolicy())
+			}
 		}
 		if v := cl.GetHealthyPanicThreshold(); v != nil {
 			c.lb.panicThreshold = v.GetValue()
@@ -485,4 +499,29 @@ func (c *Cluster) Start() {
 			}
 		}
 	}()
+}
+
+// compileSlowStart reads slow_start_config (round robin, least request):
+// new hosts ramp from min_weight_percent to their full weight over the
+// window, as (time in window / window)^(1/aggression).
+func (c *Cluster) compileSlowStart(ss *clusterv3.Cluster_SlowStartConfig, path string) error {
+	if ss == nil {
+		return nil
+	}
+	if err := config.CheckFields(ss, path, "slow_start_window", "aggression", "min_weight_percent"); err != nil {
+		return err
+	}
+	c.lb.slowStart = ss.GetSlowStartWindow().AsDuration()
+	c.lb.aggression = 1
+	if a := ss.GetAggression(); a != nil {
+		c.lb.aggression = a.GetDefaultValue()
+		if c.lb.aggression <= 0 {
+			return config.Errorf(config.Join(path, "aggression"), "must be positive")
+		}
+	}
+	c.lb.minWeightPct = 10
+	if m := ss.GetMinWeightPercent(); m != nil {
+		c.lb.minWeightPct = m.GetValue()
+	}
+	return nil
 }

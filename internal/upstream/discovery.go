@@ -39,6 +39,7 @@ type endpointSpec struct {
 	weight              uint32
 	priority            uint32
 	locality            *corev3.Locality
+	localityWeight      uint32
 	metadata            *corev3.Metadata
 	unhealthy, degraded bool
 	hostname            string
@@ -71,7 +72,7 @@ func hostsFromAssignment(la *endpointv3.ClusterLoadAssignment, path string) ([]e
 			hs := lbe.GetHealthStatus()
 			out = append(out, endpointSpec{
 				host: sa.GetAddress(), port: sa.GetPortValue(), weight: w, priority: le.GetPriority(),
-				locality: le.GetLocality(), metadata: lbe.GetMetadata(),
+				locality: le.GetLocality(), localityWeight: le.GetLoadBalancingWeight().GetValue(), metadata: lbe.GetMetadata(),
 				unhealthy: hs == corev3.HealthStatus_UNHEALTHY || hs == corev3.HealthStatus_DRAINING || hs == corev3.HealthStatus_TIMEOUT,
 				degraded:  hs == corev3.HealthStatus_DEGRADED,
 				hostname:  ep.GetHostname(),
@@ -82,7 +83,7 @@ func hostsFromAssignment(la *endpointv3.ClusterLoadAssignment, path string) ([]e
 }
 
 func (e endpointSpec) toHost(ip netip.Addr) *Host {
-	cfg := HostConfig{Hostname: e.hostname, Weight: e.weight, Priority: e.priority, Locality: e.locality, Metadata: e.metadata}
+	cfg := HostConfig{Hostname: e.hostname, Weight: e.weight, Priority: e.priority, Locality: e.locality, LocalityWeight: e.localityWeight, Metadata: e.metadata}
 	if cfg.Hostname == "" && e.host != ip.String() {
 		cfg.Hostname = e.host
 	}

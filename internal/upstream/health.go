@@ -252,6 +252,10 @@ func (hk *healthChecker) loop(h *Host, stop chan struct{}) {
 }
 
 func (hk *healthChecker) mark(h *Host, failed bool) {
+	if !failed && hk.c.lb.slowStart > 0 && h.slowStartFrom.Load() == 0 {
+		// With active health checks, slow start begins at the first pass.
+		h.slowStartFrom.Store(time.Now().UnixNano())
+	}
 	if h.setFlag(FlagFailedActiveHC, failed) {
 		hk.c.healthChanged()
 	}

@@ -37,6 +37,9 @@ type Host struct {
 	// outlier is this host's state in it.
 	od      *outlierDetector
 	outlier atomic.Pointer[outlierHost]
+	// slowStartFrom is when the host's slow start began (unix nanoseconds):
+	// its creation, or its first passed health check.
+	slowStartFrom atomic.Int64
 	// sniPools holds per-SNI pools (auto_sni), by server name.
 	sniPools sync.Map
 }
@@ -49,7 +52,9 @@ type HostConfig struct {
 	Weight   uint32
 	Priority uint32
 	Locality *corev3.Locality
-	Metadata *corev3.Metadata
+	// LocalityWeight is the locality's load_balancing_weight (0 if unset).
+	LocalityWeight uint32
+	Metadata       *corev3.Metadata
 }
 
 func newHost(addr string, cfg HostConfig) *Host {

@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"sync/atomic"
+	"time"
 )
 
 // LBPolicy is a cluster's load-balancing policy.
@@ -51,6 +52,44 @@ type lbConfig struct {
 	ringMin        uint64
 	ringMax        uint64
 	maglevSize     uint64
+	// localityWeighted picks a locality by its weight × availability first
+	// (common_lb_config.locality_weighted_lb_config).
+	localityWeighted bool
+	// Slow start: hosts younger than the window get a reduced weight.
+	slowStart    time.Duration
+	aggression   float64
+	minWeightPct float64
+}
+
+// slowStartFactor is the share of its weight a host gets now (1 outside
+// slow start).
+func (cfg *lbConfig) slowStartFactor(h *Host, now time.Time) float64 {
+	if cfg.slowStart <= 0 {
+		return 1
+	}
+	since := h.slowStartFrom.Load()
+	if since == 0 {
+		return 1
+	}
+	elapsed := now.Sub(time.Unix(0, since))
+	if elapsed >= cfg.slowStart {
+		return 1
+	}
+	f := math.Max(float64(elapsed), float64(time.Millisecond)) / float64(cfg.slowStart)
+	return math.Max(cfg.minWeightPct/100, math.Pow(f, 1/cfg.aggression))
+}
+
+// inSlowStart reports whether any host is still ramping up.
+func (cfg *lbConfig) inSlowStart(hosts []*Host, now time.Time) bool {
+	if cfg.slowStart <= 0 {
+		return false
+	}
+	for _, h := range hosts {
+		if cfg.slowStartFactor(h, now) < 1 {
+			return true
+		}
+	}
+	return false
 }
 
 // hostSet is an immutable view of a cluster's hosts with the structures
@@ -72,6 +111,17 @@ type prioSet struct {
 	rrOK    wrr
 	hashAll hashTable
 	hashOK  hashTable
+	// Locality-weighted balancing: localities and the weighted sequences
+	// that pick one (healthy mode and panic mode).
+	locs          []*localitySet
+	locOK, locAll wrr
+}
+
+// localitySet is the hosts of one locality within a priority.
+type localitySet struct {
+	hosts, healthy []*Host
+	rrAll, rrOK    wrr
+	weight         uint32
 }
 
 func buildHostSet(hosts []*Host, cfg *lbConfig) *hostSet {
@@ -100,11 +150,14 @@ func buildHostSet(hosts []*Host, cfg *lbConfig) *hostSet {
 	health := make([]float64, len(hs.prios))
 	total := 0.0
 	for i, p := range hs.prios {
-		p.rrAll = newWRR(p.hosts)
-		p.rrOK = newWRR(p.healthy)
+		p.rrAll = newWRRFor(p.hosts, cfg)
+		p.rrOK = newWRRFor(p.healthy, cfg)
 		if cfg.policy == RingHash || cfg.policy == Maglev {
 			p.hashAll = newHashTable(p.hosts, cfg)
 			p.hashOK = newHashTable(p.healthy, cfg)
+		}
+		if cfg.localityWeighted {
+			p.buildLocalities(cfg)
 		}
 		if len(p.hosts) > 0 {
 			health[i] = math.Min(100, cfg.overprovision*100*float64(len(p.healthy))/float64(len(p.hosts)))
@@ -186,6 +239,19 @@ func (hs *hostSet) pickOnce(cfg *lbConfig, ctx *LBContext, attempt uint64) *Host
 	if hs.panic || len(hosts) == 0 {
 		hosts, rr, ht = p.hosts, &p.rrAll, &p.hashAll
 	}
+	if cfg.localityWeighted && len(p.locs) > 0 {
+		seq, healthy := &p.locOK, true
+		if hs.panic || len(p.healthy) == 0 {
+			seq, healthy = &p.locAll, false
+		}
+		if seq.total > 0 {
+			l := p.locs[seq.nextIndex()]
+			hosts, rr = l.healthy, &l.rrOK
+			if !healthy {
+				hosts, rr = l.hosts, &l.rrAll
+			}
+		}
+	}
 	if len(hosts) == 0 {
 		return nil
 	}
@@ -205,33 +271,73 @@ func (hs *hostSet) pickOnce(cfg *lbConfig, ctx *LBContext, attempt uint64) *Host
 	}
 }
 
+// leastRequest picks as Envoy's LEAST_REQUEST: with equal weights, the
+// host with fewer active requests among choice_count random ones (P2C);
+// with unequal weights (or hosts in slow start), a weighted choice by
+// weight / (active requests + 1)^active_request_bias.
 func leastRequest(hosts []*Host, cfg *lbConfig) *Host {
 	if len(hosts) == 1 {
 		return hosts[0]
 	}
-	var best *Host
-	bestScore := -1.0
-	for i := 0; i < cfg.choiceCount; i++ {
-		h := hosts[rand.IntN(len(hosts))]
-		// Envoy: with equal weights the fewest active requests wins; with
-		// unequal weights the weight is divided by (active+1)^bias.
-		score := float64(h.Weight()) / math.Pow(float64(h.activeRq.Load()+1), cfg.activeRqBias)
-		if score > bestScore {
-			best, bestScore = h, score
+	equal := cfg.slowStart <= 0
+	for _, h := range hosts[1:] {
+		if !equal {
+			break
+		}
+		equal = h.Weight() == hosts[0].Weight()
+	}
+	if equal {
+		var best *Host
+		for i := 0; i < cfg.choiceCount; i++ {
+			h := hosts[rand.IntN(len(hosts))]
+			if best == nil || h.activeRq.Load() < best.activeRq.Load() {
+				best = h
+			}
+		}
+		return best
+	}
+	now := time.Now()
+	score := func(h *Host) float64 {
+		w := float64(max(h.Weight(), 1)) * cfg.slowStartFactor(h, now)
+		return w / math.Pow(float64(h.activeRq.Load()+1), cfg.activeRqBias)
+	}
+	total := 0.0
+	for _, h := range hosts {
+		total += score(h)
+	}
+	r := rand.Float64() * total
+	for _, h := range hosts {
+		if r -= score(h); r < 0 {
+			return h
 		}
 	}
-	return best
+	return hosts[len(hosts)-1]
 }
 
 // wrr is a lock-free weighted round robin: hosts of equal weight are
 // visited in turn; unequal weights use a precomputed smooth weighted
 // sequence (as nginx's) so the pick is one atomic increment.
 type wrr struct {
-	ctr *atomic.Uint64
-	seq []uint16 // indexes into hosts; nil when all weights are equal
+	ctr   *atomic.Uint64
+	seq   []uint16 // indexes into hosts; nil when all weights are equal
+	total int      // for weight sequences built by newWeightSeq: the sum of weights (0: nothing to pick)
 }
 
 const maxSeq = 1 << 14
+
+// newWRRFor builds the round robin of hosts, with slow-start weights when
+// some host is ramping up.
+func newWRRFor(hosts []*Host, cfg *lbConfig) wrr {
+	now := time.Now()
+	if !cfg.inSlowStart(hosts, now) {
+		return newWRR(hosts)
+	}
+	ws := make([]float64, len(hosts))
+	for i, h := range hosts {
+		ws[i] = float64(max(h.Weight(), 1)) * cfg.slowStartFactor(h, now)
+	}
+	return newWeightSeq(ws)
+}
 
 func newWRR(hosts []*Host) wrr {
 	w := wrr{ctr: new(atomic.Uint64)}
@@ -283,6 +389,9 @@ func newWRR(hosts []*Host) wrr {
 }
 
 func (w *wrr) next(hosts []*Host) *Host {
+	if w.total > 0 {
+		return hosts[w.nextIndex()]
+	}
 	n := w.ctr.Add(1)
 	if w.seq == nil {
 		return hosts[n%uint64(len(hosts))]
@@ -295,4 +404,83 @@ func gcd(a, b uint64) uint64 {
 		a, b = b, a%b
 	}
 	return a
+}
+
+// buildLocalities groups a priority's hosts by locality and prepares the
+// locality choice as Envoy's locality-weighted balancing: each locality's
+// effective weight is its load_balancing_weight × min(1, overprovisioning
+// × healthy/total); localities without a weight are not used.
+func (p *prioSet) buildLocalities(cfg *lbConfig) {
+	byKey := map[string]*localitySet{}
+	var keys []string
+	for _, h := range p.hosts {
+		hc := h.Config()
+		k := hc.Locality.GetRegion() + "/" + hc.Locality.GetZone() + "/" + hc.Locality.GetSubZone()
+		l := byKey[k]
+		if l == nil {
+			l = &localitySet{weight: hc.LocalityWeight}
+			byKey[k] = l
+			keys = append(keys, k)
+		}
+		l.hosts = append(l.hosts, h)
+		if h.Healthy() {
+			l.healthy = append(l.healthy, h)
+		}
+	}
+	var ok, all []float64
+	for _, k := range keys {
+		l := byKey[k]
+		l.rrAll, l.rrOK = newWRR(l.hosts), newWRR(l.healthy)
+		p.locs = append(p.locs, l)
+		avail := math.Min(1, cfg.overprovision*float64(len(l.healthy))/float64(len(l.hosts)))
+		ok = append(ok, float64(l.weight)*avail)
+		all = append(all, float64(l.weight))
+	}
+	p.locOK, p.locAll = newWeightSeq(ok), newWeightSeq(all)
+}
+
+// newWeightSeq builds a smooth weighted sequence over indexes by weight
+// (weights are scaled to integers); zero weights are never picked.
+func newWeightSeq(weights []float64) wrr {
+	w := wrr{ctr: new(atomic.Uint64)}
+	sum := 0.0
+	for _, x := range weights {
+		sum += x
+	}
+	if sum <= 0 {
+		return w
+	}
+	iw := make([]int64, len(weights))
+	var total int64
+	for i, x := range weights {
+		iw[i] = int64(math.Round(x * 1000 / sum))
+		total += iw[i]
+	}
+	if total == 0 {
+		return w
+	}
+	cur := make([]int64, len(weights))
+	w.seq = make([]uint16, total)
+	for s := range w.seq {
+		best := -1
+		for i := range weights {
+			if iw[i] == 0 {
+				continue
+			}
+			cur[i] += iw[i]
+			if best < 0 || cur[i] > cur[best] {
+				best = i
+			}
+		}
+		cur[best] -= total
+		w.seq[s] = uint16(best)
+	}
+	w.total = int(total)
+	w.ctr.Store(rand.Uint64N(uint64(total)))
+	return w
+}
+
+// nextIndex returns the next index of a weight sequence.
+func (w *wrr) nextIndex() int {
+	return int(w.seq[w.ctr.Add(1)%uint64(len(w.seq))])
 }

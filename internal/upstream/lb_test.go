@@ -3,6 +3,9 @@ package upstream
 import (
 	"fmt"
 	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -68,5 +71,74 @@ func TestHashConsistency(t *testing.T) {
 			}
 			t.Logf("%s: %d of %d keys moved after removing 1 of %d hosts (%d were on it)", tc.name, moved, keys, n, onRemoved)
 		})
+	}
+}
+
+// TestLocalityWeighted checks Envoy's locality-weighted balancing: a
+// locality's share is its weight × min(1, 1.4 × healthy/total).
+func TestLocalityWeighted(t *testing.T) {
+	mk := func(i int, zone string, w uint32) *Host {
+		return newHost(fmt.Sprintf("10.0.1.%d:80", i), HostConfig{Weight: 1, Locality: &corev3.Locality{Zone: zone}, LocalityWeight: w})
+	}
+	hosts := []*Host{mk(1, "a", 3), mk(2, "a", 3), mk(3, "b", 1), mk(4, "b", 1), mk(5, "c", 0)}
+	cfg := lbConfig{policy: RoundRobin, panicThreshold: 50, overprovision: 1.4, localityWeighted: true}
+	share := func(hs *hostSet) map[string]float64 {
+		n := map[string]int{}
+		const picks = 10000
+		for i := 0; i < picks; i++ {
+			n[hs.pick(&cfg, nil).Config().Locality.GetZone()]++
+		}
+		out := map[string]float64{}
+		for k, v := range n {
+			out[k] = float64(v) / picks
+		}
+		return out
+	}
+	got := share(buildHostSet(hosts, &cfg))
+	if d := got["a"] - 0.75; d > 0.02 || d < -0.02 || got["c"] != 0 {
+		t.Errorf("shares %v, want a 0.75, b 0.25, c (no weight) 0", got)
+	}
+	hosts[0].setFlag(FlagFailedActiveHC, true)
+	got = share(buildHostSet(hosts, &cfg))
+	// a: 3 × min(1, 1.4 × 1/2) = 2.1; b: 1 → a gets 2.1/3.1.
+	if d := got["a"] - 2.1/3.1; d > 0.02 || d < -0.02 {
+		t.Errorf("with one of a's hosts unhealthy: shares %v, want a %.3f", got, 2.1/3.1)
+	}
+}
+
+// TestSlowStart: a new host's round-robin and least-request weight ramps
+// from min_weight_percent, following (elapsed/window)^(1/aggression).
+func TestSlowStart(t *testing.T) {
+	hosts := testHosts(2)
+	old, young := hosts[0], hosts[1]
+	for _, policy := range []LBPolicy{RoundRobin, LeastRequest} {
+		cfg := lbConfig{policy: policy, choiceCount: 2, activeRqBias: 1, panicThreshold: 50, overprovision: 1.4,
+			slowStart: 10 * time.Second, aggression: 1, minWeightPct: 10}
+		share := func() float64 {
+			hs := buildHostSet(hosts, &cfg)
+			n := 0
+			const picks = 20000
+			for i := 0; i < picks; i++ {
+				if hs.pick(&cfg, nil) == young {
+					n++
+				}
+			}
+			return float64(n) / picks
+		}
+		young.slowStartFrom.Store(time.Now().UnixNano())
+		// Just added: min_weight_percent 10% → 0.1/(1+0.1).
+		if s := share(); s < 0.06 || s > 0.13 {
+			t.Errorf("policy %d: a just-added host gets %.3f of picks, want about 0.09", policy, s)
+		}
+		young.slowStartFrom.Store(time.Now().Add(-5 * time.Second).UnixNano())
+		// Half the window: 0.5/(1+0.5).
+		if s := share(); s < 0.28 || s > 0.39 {
+			t.Errorf("policy %d: a host halfway through slow start gets %.3f, want about 0.33", policy, s)
+		}
+		young.slowStartFrom.Store(time.Now().Add(-11 * time.Second).UnixNano())
+		if s := share(); s < 0.45 || s > 0.55 {
+			t.Errorf("policy %d: after the window the host gets %.3f, want 0.5", policy, s)
+		}
+		_ = old
 	}
 }

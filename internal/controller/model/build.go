@@ -192,6 +192,7 @@ type clusterSpec struct {
 	ca           *Secret
 	subjectNames []string
 	idle         time.Duration
+	slowStart    *SlowStart
 }
 
 func (cs clusterSpec) hash() string {
@@ -210,6 +211,9 @@ func (cs clusterSpec) hash() string {
 	}
 	if cs.idle > 0 {
 		fmt.Fprintf(&b, "idle=%s;", cs.idle)
+	}
+	if cs.slowStart != nil {
+		fmt.Fprintf(&b, "slowstart=%+v;", *cs.slowStart)
 	}
 	sum := sha1.Sum([]byte(b.String()))
 	return hex.EncodeToString(sum[:])[:10]
@@ -266,7 +270,7 @@ func (b *builder) cluster(svc *corev1.Service, p corev1.ServicePort, cs clusterS
 	}
 	c := &Cluster{
 		Name: name, Service: key, Port: p, EDSName: eds, Protocol: cs.protocol, LBPolicy: lb,
-		HealthCheck: cs.hc, UpstreamCA: cs.ca, SubjectNames: cs.subjectNames, IdleConnTimeout: cs.idle,
+		HealthCheck: cs.hc, UpstreamCA: cs.ca, SubjectNames: cs.subjectNames, IdleConnTimeout: cs.idle, SlowStart: cs.slowStart,
 	}
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		c.ExternalName = svc.Spec.ExternalName

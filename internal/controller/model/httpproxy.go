@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"strconv"
 	"regexp"
 	"slices"
 	"strings"
@@ -132,9 +133,6 @@ func unsupportedRoute(st *ProxyStatus, r *contourv1.Route) bool {
 	for _, s := range r.Services {
 		if len(s.CookieRewritePolicies) > 0 {
 			st.errorf(ErrService, "NotImplemented", "service %q cookieRewritePolicies: cookie rewriting is not implemented by Legate", s.Name)
-		}
-		if s.SlowStartPolicy != nil {
-			st.errorf(ErrService, "NotImplemented", "service %q slowStartPolicy: slow start is not implemented by Legate", s.Name)
 		}
 		if s.HealthPort != 0 && s.HealthPort != s.Port {
 			st.errorf(ErrService, "NotImplemented", "service %q healthPort: health checks on another port are not implemented by Legate", s.Name)
@@ -739,6 +737,14 @@ func (b *builder) route(p *contourv1.HTTPProxy, r *contourv1.Route, conds []cont
 			continue
 		}
 		cs := clusterSpec{protocol: annotatedProtocol(svc, port), lb: lb, hc: hc, idle: idleConn}
+		if ss := s.SlowStartPolicy; ss != nil {
+			sl, err := slowStart(ss, lb)
+			if err != nil {
+				st.errorf(ErrService, "SlowStartInvalid", "service %q: %s", s.Name, err)
+				return nil
+			}
+			cs.slowStart = sl
+		}
 		if s.Protocol != nil {
 			cs.protocol = *s.Protocol
 		}
@@ -860,4 +866,31 @@ func orDefault(v, d uint32) uint32 {
 		return d
 	}
 	return v
+}
+
+// slowStart converts a Contour SlowStartPolicy (RoundRobin and
+// WeightedLeastRequest only, as Contour).
+func slowStart(p *contourv1.SlowStartPolicy, lb string) (*SlowStart, error) {
+	if lb != "ROUND_ROBIN" && lb != "LEAST_REQUEST" {
+		return nil, fmt.Errorf("slow start is only supported with RoundRobin or WeightedLeastRequest load balancer strategy")
+	}
+	w, err := time.ParseDuration(p.Window)
+	if err != nil || w <= 0 {
+		return nil, fmt.Errorf("error parsing window: %q is not a positive duration", p.Window)
+	}
+	out := &SlowStart{Window: w, Aggression: 1, MinWeightPercent: 10}
+	if p.Aggression != "" {
+		a, err := strconv.ParseFloat(p.Aggression, 64)
+		if err != nil || a <= 0 {
+			return nil, fmt.Errorf("error parsing aggression: %q is not a positive number", p.Aggression)
+		}
+		out.Aggression = a
+	}
+	if p.MinimumWeightPercent > 0 {
+		if p.MinimumWeightPercent > 100 {
+			return nil, fmt.Errorf("minWeightPercent %d is above 100", p.MinimumWeightPercent)
+		}
+		out.MinWeightPercent = float64(p.MinimumWeightPercent)
+	}
+	return out, nil
 }

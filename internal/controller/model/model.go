@@ -169,6 +169,15 @@ type Cluster struct {
 	IdleConnTimeout time.Duration
 	// ExternalName is the DNS name of a type ExternalName Service.
 	ExternalName string
+	// SlowStart ramps new endpoints up (round robin, least request).
+	SlowStart *SlowStart
+}
+
+// SlowStart is a slow_start_config.
+type SlowStart struct {
+	Window           time.Duration
+	Aggression       float64
+	MinWeightPercent float64
 }
 
 // HealthCheck is an active HTTP or TCP health check.

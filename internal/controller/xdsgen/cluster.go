@@ -36,6 +36,18 @@ func cluster(c *model.Cluster) *clusterv3.Cluster {
 		ConnectTimeout: dur(connectTimeout),
 		LbPolicy:       lbPolicies[c.LBPolicy],
 	}
+	if ss := c.SlowStart; ss != nil {
+		cfg := &clusterv3.Cluster_SlowStartConfig{
+			SlowStartWindow:  dur(ss.Window),
+			Aggression:       &corev3.RuntimeDouble{DefaultValue: ss.Aggression, RuntimeKey: "legate.slow_start.aggression"},
+			MinWeightPercent: &typev3.Percent{Value: ss.MinWeightPercent},
+		}
+		if c.LBPolicy == "LEAST_REQUEST" {
+			out.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: &clusterv3.Cluster_LeastRequestLbConfig{SlowStartConfig: cfg}}
+		} else {
+			out.LbConfig = &clusterv3.Cluster_RoundRobinLbConfig_{RoundRobinLbConfig: &clusterv3.Cluster_RoundRobinLbConfig{SlowStartConfig: cfg}}
+		}
+	}
 	if c.ExternalName != "" {
 		out.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
 		out.LoadAssignment = &endpointv3.ClusterLoadAssignment{ClusterName: c.Name, Endpoints: []*endpointv3.LocalityLbEndpoints{{

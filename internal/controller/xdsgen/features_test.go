@@ -181,6 +181,17 @@ func TestHTTPProxyFeatures(t *testing.T) {
   virtualhost: {fqdn: a.example.com}
   routes: [{services: [{name: s1, port: 80}]}]`,
 			[]string{`"clusterName":"default/s1/http","endpoints":[{"locality":{"zone":"z1"},"lbEndpoints":[{"endpoint":{"address":{"socketAddress":{"address":"10.0.0.1","portValue":8080}}},"loadBalancingWeight":1},{"endpoint":{"address":{"socketAddress":{"address":"10.0.0.2","portValue":8080}}},"loadBalancingWeight":1}],"loadBalancingWeight":1}]`}, "valid", ""},
+		{"slow start", `
+  virtualhost: {fqdn: a.example.com}
+  routes:
+  - services: [{name: s1, port: 80, slowStartPolicy: {window: 10s, aggression: "1.5", minWeightPercent: 5}}]`,
+			[]string{`"roundRobinLbConfig":{"slowStartConfig":{"slowStartWindow":"10s","aggression":{"defaultValue":1.5`, `"minWeightPercent":{"value":5}`}, "valid", ""},
+		{"slow start needs round robin or least request", `
+  virtualhost: {fqdn: a.example.com}
+  routes:
+  - loadBalancerPolicy: {strategy: Random}
+    services: [{name: s1, port: 80, slowStartPolicy: {window: 10s}}]`,
+			nil, "invalid", "slow start is only supported with RoundRobin or WeightedLeastRequest"},
 		{"missing service", `
   virtualhost: {fqdn: a.example.com}
   routes: [{services: [{name: nope, port: 80}]}]`,
