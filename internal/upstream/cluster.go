@@ -187,8 +187,6 @@ type Cluster struct {
 	slowStartTimer atomic.Bool
 	cx             atomic.Int64 // HTTP/1 connections, for max_connections
 	rqPending      *stats.Gauge
-	rqActive       atomic.Int64
-	retries        atomic.Int64
 
 	mu       sync.Mutex // guards host-set rebuilds
 	byAddr   map[string]*Host

@@ -39,6 +39,7 @@ type healthChecker struct {
 	c                                                                  *Cluster
 	timeout                                                            time.Duration
 	interval, noTraffic, unhealthyInterval, healthyEdge, unhealthyEdge time.Duration
+	noTrafficHealthy                                                   time.Duration
 	jitter                                                             time.Duration
 	jitterPct                                                          float64
 	unhealthyThr                                                       uint32
@@ -61,7 +62,7 @@ type hostHC struct {
 
 func newHealthChecker(c *Cluster, hc *corev3.HealthCheck, path string) (*healthChecker, error) {
 	if err := config.CheckFields(hc, path, "timeout", "interval", "interval_jitter", "interval_jitter_percent",
-		"unhealthy_threshold", "healthy_threshold", "no_traffic_interval", "unhealthy_interval",
+		"unhealthy_threshold", "healthy_threshold", "no_traffic_interval", "no_traffic_healthy_interval", "unhealthy_interval",
 		"healthy_edge_interval", "unhealthy_edge_interval", "http_health_check", "tcp_health_check", "grpc_health_check",
 		"always_log_health_check_failures", "reuse_connection", "event_log_path", "always_log_health_check_success"); err != nil {
 		return nil, err
@@ -92,6 +93,7 @@ func newHealthChecker(c *Cluster, hc *corev3.HealthCheck, path string) (*healthC
 	} else {
 		hk.noTraffic = 60 * time.Second
 	}
+	hk.noTrafficHealthy = d(hc.GetNoTrafficHealthyInterval(), hk.noTraffic)
 	hk.unhealthyInterval = d(hc.GetUnhealthyInterval(), hk.interval)
 	hk.healthyEdge = d(hc.GetHealthyEdgeInterval(), hk.unhealthyInterval)
 	hk.unhealthyEdge = d(hc.GetUnhealthyEdgeInterval(), hk.unhealthyInterval)
@@ -231,6 +233,8 @@ func (hk *healthChecker) loop(h *Host, stop chan struct{}) {
 			switch {
 			case h.flags.Load()&FlagFailedActiveHC != 0:
 				next = hk.unhealthyInterval
+			case hk.c.Stats.RqTotal.Value() == 0 && h.Healthy():
+				next = hk.noTrafficHealthy
 			case hk.c.Stats.RqTotal.Value() == 0:
 				next = hk.noTraffic
 			default:
