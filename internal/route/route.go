@@ -84,7 +84,7 @@ type Route struct {
 // RouteAction is a compiled RouteAction (forward to a cluster).
 type RouteAction struct {
 	// HighPriority routes use the HIGH circuit-breaker thresholds.
-	HighPriority bool
+	HighPriority         bool
 	Cluster              *upstream.Ref
 	ClusterHeader        string
 	Weighted             []WeightedCluster
