@@ -371,7 +371,9 @@ func TestCircuitBreakerPrioritiesAndBudget(t *testing.T) {
 	}
 	once.Do(func() { close(release) })
 	<-done
-	testutil.Eventually(t, 5*time.Second, func() bool { return p.Stat(t, "cluster.budget.circuit_breakers.default.rq_open") == 0 && p.Stat(t, "cluster.cb.circuit_breakers.default.rq_open") == 0 }, "rq_open never cleared")
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		return p.Stat(t, "cluster.budget.circuit_breakers.default.rq_open") == 0 && p.Stat(t, "cluster.cb.circuit_breakers.default.rq_open") == 0
+	}, "rq_open never cleared")
 	// Budget 0% with min concurrency 1: two concurrent failing requests,
 	// only one retry may be in back-off at a time.
 	var wg sync.WaitGroup

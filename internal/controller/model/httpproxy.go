@@ -2,9 +2,9 @@ package model
 
 import (
 	"fmt"
-	"strconv"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
