@@ -9,6 +9,7 @@ import (
 
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/streaminfo"
 )
 
 // compileYAML compiles a RouteConfiguration given in YAML.
@@ -206,4 +207,35 @@ virtual_hosts:
 		r := req(method, authority, path, strings.ToLower(hk), hv)
 		tbl.Route(r)
 	})
+}
+
+// BenchmarkHeaderMutation applies route, virtual host and route
+// configuration header additions and removals.
+func BenchmarkHeaderMutation(b *testing.B) {
+	tbl := compileYAML(b, `
+request_headers_to_add: [{header: {key: x-global, value: g}}]
+virtual_hosts:
+- name: v
+  domains: ["*"]
+  request_headers_to_add: [{header: {key: x-vhost, value: v}}]
+  routes:
+  - match: {prefix: /}
+    direct_response: {status: 200}
+    request_headers_to_add: [{header: {key: x-route, value: r}, append_action: OVERWRITE_IF_EXISTS_OR_ADD}]
+    request_headers_to_remove: [x-internal]
+`)
+	r := req("GET", "example.com", "/items")
+	rt := tbl.Route(r)
+	info := &streaminfo.Info{}
+	var buf []byte
+	var m headers.Map
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		m.Reset()
+		m.Add("x-internal", "1")
+		buf = tbl.ApplyRequest(rt, nil, &m, info, buf[:0])
+	}
+	if !m.Has("x-route") || m.Has("x-internal") {
+		b.Fatal("mutations not applied")
+	}
 }

@@ -142,3 +142,24 @@ func TestSlowStart(t *testing.T) {
 		_ = old
 	}
 }
+
+// BenchmarkPick is one load-balancer pick per policy over 10 hosts.
+func BenchmarkPick(b *testing.B) {
+	for _, tc := range []struct {
+		name   string
+		policy LBPolicy
+	}{{"round_robin", RoundRobin}, {"least_request", LeastRequest}, {"random", Random}, {"ring_hash", RingHash}, {"maglev", Maglev}} {
+		cfg := lbConfig{policy: tc.policy, choiceCount: 2, activeRqBias: 1, panicThreshold: 50, overprovision: 1.4, ringMin: 1024, ringMax: 8 << 20, maglevSize: 65537}
+		hs := buildHostSet(testHosts(10), &cfg)
+		ctx := &LBContext{HashKey: 12345, HasHash: true}
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				ctx.HashKey++
+				if hs.pick(&cfg, ctx) == nil {
+					b.Fatal("no host")
+				}
+			}
+		})
+	}
+}
