@@ -40,6 +40,8 @@ type cpOptions struct {
 	model  model.Options
 	status *status.Writer
 	listen string // address the proxies' listeners bind (default 127.0.0.1)
+	// isLeader gates status writes (leader election); nil writes always.
+	isLeader func() bool
 }
 
 func freePort(t testing.TB) int { return testutil.FreePort(t) }
@@ -68,7 +70,7 @@ func startCP(t testing.TB, st *source.Store, o cpOptions) *cp {
 	x := &cp{store: st, httpPort: freePort(t), httpsPort: freePort(t)}
 	x.xds = xdsserver.New(log, xdsserver.NewMetrics(reg))
 	x.c = controller.New(st, x.xds, controller.Options{
-		Model: o.model, Status: o.status, Log: log, Registry: reg,
+		Model: o.model, Status: o.status, IsLeader: o.isLeader, Log: log, Registry: reg,
 		XDS: xdsgen.Options{HTTPAddress: o.listen, HTTPPort: uint32(x.httpPort), HTTPSPort: uint32(x.httpsPort)},
 	})
 	xl, err := net.Listen("tcp", "127.0.0.1:0")
@@ -88,12 +90,15 @@ func startCP(t testing.TB, st *source.Store, o cpOptions) *cp {
 }
 
 // startProxy runs Legate's proxy on the bootstrap `legate bootstrap` prints.
-func startProxy(t testing.TB, x *cp) *testutil.Proxy {
+func startProxy(t testing.TB, x *cp) *testutil.Proxy { return startProxyWith(t, x, false) }
+
+// startProxyWith is startProxy with incremental (delta) xDS when delta is set.
+func startProxyWith(t testing.TB, x *cp, delta bool) *testutil.Proxy {
 	t.Helper()
 	h, p, _ := net.SplitHostPort(x.xdsAddr)
 	var port int
 	fmt.Sscan(p, &port)
-	y := controller.Bootstrap(controller.BootstrapOptions{XDSHost: h, XDSPort: port, AdminHost: "127.0.0.1", NodeID: "test-proxy", Cluster: "legate"})
+	y := controller.Bootstrap(controller.BootstrapOptions{XDSHost: h, XDSPort: port, AdminHost: "127.0.0.1", NodeID: "test-proxy", Cluster: "legate", Delta: delta})
 	return testutil.StartProxy(t, y, nil)
 }
 

@@ -22,6 +22,8 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
 	contourv1 "github.com/legateproxy/legate/api/projectcontour/v1"
 	"github.com/legateproxy/legate/internal/controller/source"
@@ -327,4 +329,77 @@ spec:
 	})
 	testutil.Eventually(t, 10*time.Second, func() bool { return proxyStatus(t, dyn, ns, "broken").CurrentStatus == "valid" }, "status never turned valid")
 	_ = base64.StdEncoding
+}
+
+// TestLeaderElection runs two controller replicas on one Lease: both serve
+// xDS, only the leader writes status (each would write its own address),
+// and when the leader stops the other takes over.
+func TestLeaderElection(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the Kubernetes test binaries")
+	}
+	_, cfg := kubetest.StartAPIServer(t)
+	client := kubernetes.NewForConfigOrDie(cfg)
+	dyn := dynamic.NewForConfigOrDie(cfg)
+	ctx := context.Background()
+	for _, ns := range []string{"legate-system", "app"} {
+		mustCreate(t, client.CoreV1().Namespaces().Create, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})
+	}
+	if err := applyYAML(t, dyn, "app", "apiVersion: projectcontour.io/v1\nkind: HTTPProxy\nmetadata: {name: p}\nspec: {virtualhost: {fqdn: p.example.com}, routes: [{conditions: [{prefix: /}], directResponsePolicy: {statusCode: 200}}]}\n"); err != nil {
+		t.Fatal(err)
+	}
+	type replica struct {
+		cancel context.CancelFunc
+		le     *leaderelection.LeaderElector
+		x      *cp
+	}
+	start := func(id, addr string) *replica {
+		rctx, cancel := context.WithCancel(ctx)
+		t.Cleanup(cancel) // before the API server stops: its watches end first
+		lock, err := resourcelock.New(resourcelock.LeasesResourceLock, "legate-system", "legate-controller", client.CoreV1(), client.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{Lock: lock, LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 200 * time.Millisecond,
+			ReleaseOnCancel: true, Callbacks: leaderelection.LeaderCallbacks{OnStartedLeading: func(context.Context) {}, OnStoppedLeading: func() {}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := source.NewStore()
+		if err := (&source.Kube{Client: client, Dynamic: dyn, Log: testLogger(t)}).Run(rctx, st); err != nil {
+			t.Fatal(err)
+		}
+		r := &replica{cancel: cancel, le: le}
+		r.x = startCP(t, st, cpOptions{status: &status.Writer{Client: client, Dynamic: dyn, Log: testLogger(t), Address: addr}, isLeader: le.IsLeader})
+		go le.Run(rctx)
+		// A new leader writes at once (as legate controller does).
+		go func() {
+			for rctx.Err() == nil && !le.IsLeader() {
+				time.Sleep(100 * time.Millisecond)
+			}
+			st.Touch()
+		}()
+		return r
+	}
+	a := start("a", "203.0.113.1")
+	testutil.Eventually(t, 10*time.Second, a.le.IsLeader, "replica a never became leader")
+	b := start("b", "203.0.113.2")
+	lbIP := func() string {
+		s := proxyStatus(t, dyn, "app", "p")
+		if len(s.LoadBalancer.Ingress) == 0 {
+			return ""
+		}
+		return s.LoadBalancer.Ingress[0].IP
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return lbIP() == "203.0.113.1" }, "the leader never wrote status")
+	b.x.store.Touch() // the follower rebuilds; it must not write
+	time.Sleep(time.Second)
+	if ip := lbIP(); ip != "203.0.113.1" || b.le.IsLeader() {
+		t.Fatalf("status written by the follower (%s) or two leaders", ip)
+	}
+	if !b.x.c.Ready() {
+		t.Error("the follower does not serve xDS")
+	}
+	a.cancel() // the leader stops and releases the Lease
+	testutil.Eventually(t, 15*time.Second, func() bool { return b.le.IsLeader() && lbIP() == "203.0.113.2" }, "the follower never took over")
 }

@@ -222,3 +222,47 @@ spec:
 	}
 	_ = p
 }
+
+// TestDeltaXDS: a proxy on incremental xDS (DELTA_GRPC) follows the
+// controller as a state-of-the-world one does, including a removal.
+func TestDeltaXDS(t *testing.T) {
+	a := testutil.StartUpstream(t, testutil.EchoHandler("a"))
+	dir := t.TempDir()
+	writeFile(t, dir, "objs.yaml", services("svc-a")+slice("svc-a", a.Addr)+`---
+apiVersion: projectcontour.io/v1
+kind: HTTPProxy
+metadata: {name: one, namespace: default}
+spec:
+  virtualhost: {fqdn: one.example.com}
+  routes: [{services: [{name: svc-a, port: 80}]}]
+`)
+	st := source.NewStore()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := source.WatchManifests(ctx, dir, st, testLogger(t), 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	x := startCP(t, st, cpOptions{})
+	startProxyWith(t, x, true)
+	base := fmt.Sprintf("http://127.0.0.1:%d", x.httpPort)
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		code, body, _ := get(t, base+"/", "one.example.com")
+		return code == 200 && strings.Contains(body, "upstream=a")
+	}, "delta proxy never routed one.example.com")
+	writeFile(t, dir, "objs.yaml", services("svc-a")+slice("svc-a", a.Addr)+`---
+apiVersion: projectcontour.io/v1
+kind: HTTPProxy
+metadata: {name: two, namespace: default}
+spec:
+  virtualhost: {fqdn: two.example.com}
+  routes: [{services: [{name: svc-a, port: 80}]}]
+`)
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		c1, _, _ := get(t, base+"/", "one.example.com")
+		c2, _, _ := get(t, base+"/", "two.example.com")
+		return c1 == 404 && c2 == 200
+	}, "delta proxy never followed the HTTPProxy replacement")
+	if n := x.xds.NACKs(); len(n) > 0 {
+		t.Errorf("NACKs: %v", n)
+	}
+}
