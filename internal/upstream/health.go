@@ -323,15 +323,11 @@ func httpCheck(c *Cluster, hc *corev3.HealthCheck_HttpHealthCheck, path string) 
 	}
 	req := http1.AppendRequestHead(nil, "GET", hc.GetPath(), host, &hdrs, http1.NoBody, 0, "")
 	return func(ctx context.Context, h *Host) (bool, bool) {
-		d := net.Dialer{}
-		conn, err := d.DialContext(ctx, "tcp", h.Address)
+		conn, err := dialCheck(ctx, h)
 		if err != nil {
 			return false, true
 		}
 		defer conn.Close()
-		if dl, ok := ctx.Deadline(); ok {
-			conn.SetDeadline(dl)
-		}
 		if c.transport != nil {
 			if conn, err = c.transport.Client(ctx, conn, ""); err != nil {
 				return false, true
@@ -390,15 +386,11 @@ func tcpCheck(hc *corev3.HealthCheck_TcpHealthCheck, path string) (func(context.
 		want = append(want, b)
 	}
 	return func(ctx context.Context, h *Host) (bool, bool) {
-		d := net.Dialer{}
-		conn, err := d.DialContext(ctx, "tcp", h.Address)
+		conn, err := dialCheck(ctx, h)
 		if err != nil {
 			return false, true
 		}
 		defer conn.Close()
-		if dl, ok := ctx.Deadline(); ok {
-			conn.SetDeadline(dl)
-		}
 		if len(send) > 0 {
 			if _, err := conn.Write(send); err != nil {
 				return false, true
@@ -430,4 +422,17 @@ func tcpCheck(hc *corev3.HealthCheck_TcpHealthCheck, path string) (func(context.
 			}
 		}
 	}, nil
+}
+
+// dialCheck connects to a host for one health check, with the check's
+// deadline on the connection.
+func dialCheck(ctx context.Context, h *Host) (net.Conn, error) {
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", h.Address)
+	if err != nil {
+		return nil, err
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	return conn, nil
 }
