@@ -38,7 +38,7 @@ func TestOutlierDetection(t *testing.T) {
 	a, b, bad := mk("a", false), mk("b", false), mk("bad", true)
 	p := start(t, cfg{
 		vhosts: vhost("{match: {prefix: /}, route: {cluster: od}}"),
-		clusters: "[" + staticCluster("od", "outlier_detection: {consecutive_5xx: 3, interval: 0.2s, base_ejection_time: 1s, max_ejection_percent: 50}",
+		clusters: "[" + staticCluster("od", "outlier_detection: {consecutive_5xx: 3, interval: 0.2s, base_ejection_time: 3s, max_ejection_percent: 50}",
 			a.Addr, b.Addr, bad.Addr) + "]",
 	})
 	c := testutil.Client()
@@ -63,7 +63,7 @@ func TestOutlierDetection(t *testing.T) {
 	}
 	// Recovered: back after base_ejection_time, traffic returns.
 	failing.Store(false)
-	testutil.Eventually(t, 5*time.Second, func() bool { return p.Stat(t, "cluster.od.outlier_detection.ejections_active") == 0 }, "host never returned from ejection")
+	testutil.Eventually(t, 10*time.Second, func() bool { return p.Stat(t, "cluster.od.outlier_detection.ejections_active") == 0 }, "host never returned from ejection")
 	hits := bad.Hits()
 	for i := 0; i < 9; i++ {
 		testutil.Get(t, c, p.URL("http", "/"))
@@ -93,11 +93,12 @@ func TestOutlierSuccessRateAndLocalOrigin(t *testing.T) {
 			staticCluster("lo", "outlier_detection: {split_external_local_origin_errors: true, consecutive_local_origin_failure: 2, interval: 1s, base_ejection_time: 30s, max_ejection_percent: 50}", a.Addr, dead) + "]",
 	})
 	c := testutil.Client()
-	// Success rate: about 30 requests per host within one interval.
-	for i := 0; i < 90; i++ {
-		testutil.Get(t, c, p.URL("http", "/sr"))
-	}
-	testutil.Eventually(t, 5*time.Second, func() bool {
+	// Success rate: keep sending (about 30 requests per host per round)
+	// until an interval has seen enough volume on every host.
+	testutil.Eventually(t, 15*time.Second, func() bool {
+		for i := 0; i < 90; i++ {
+			testutil.Get(t, c, p.URL("http", "/sr"))
+		}
 		return p.Stat(t, "cluster.sr.outlier_detection.ejections_enforced_success_rate") == 1
 	}, "the host failing half its requests was not ejected by success rate")
 	for i := 0; i < 20; i++ {
