@@ -59,13 +59,95 @@ func serveHTTP(chain *filterChain, tc *trackedConn, d *Deps) {
 	st.cxHTTP1.Inc()
 	st.cxHTTP1Active.Inc()
 	defer st.cxHTTP1Active.Dec()
-	c := h1Pool.Get().(*h1conn)
-	c.init(cfg, d, conn, r, cs)
-	tc.setDrain(c.drain)
-	c.serve()
-	tc.setDrain(nil)
-	c.release()
-	h1Pool.Put(c)
+	idle := &h1idle{cfg: cfg, conn: conn, r: r, cs: cs}
+	tc.setDrain(idle.drain)
+	defer tc.setDrain(nil)
+	for {
+		// Between requests the connection holds no h1conn (its stream and
+		// header maps go back to the pool) and no read buffer.
+		if !idle.wait() {
+			return
+		}
+		c := h1Pool.Get().(*h1conn)
+		c.init(cfg, d, conn, r, cs)
+		more := c.serve()
+		c.release()
+		h1Pool.Put(c)
+		if !more {
+			return
+		}
+	}
+}
+
+// h1idle is what an HTTP/1 connection keeps while it waits for its next
+// request: enough to honour the idle timeout, max_connection_duration
+// and drains.
+type h1idle struct {
+	cfg     *hcmConfig
+	conn    net.Conn
+	r       *http1.Reader
+	cs      *connState
+	mu      sync.Mutex
+	waiting bool
+}
+
+// deadline is when an idle connection closes: the idle timeout, or the
+// end of max_connection_duration if sooner.
+func idleDeadline(cfg *hcmConfig, cs *connState) time.Time {
+	var deadline time.Time
+	if cfg.idleTimeout > 0 {
+		deadline = time.Now().Add(cfg.idleTimeout)
+	}
+	if cfg.maxConnDuration > 0 {
+		if end := cs.start.Add(cfg.maxConnDuration); deadline.IsZero() || end.Before(deadline) {
+			deadline = end
+		}
+	}
+	return deadline
+}
+
+// wait returns once the next request's first byte is buffered, or false
+// when the connection must close (idle timeout, drain, peer closed).
+func (w *h1idle) wait() bool {
+	if w.r.Buffered() > 0 {
+		return true
+	}
+	st := w.cfg.stats
+	if w.cs.draining.Load() {
+		st.cxDrainClose.Inc()
+		return false
+	}
+	w.mu.Lock()
+	w.waiting = true
+	w.mu.Unlock()
+	w.conn.SetReadDeadline(idleDeadline(w.cfg, w.cs))
+	_, err := w.r.Peek(1)
+	w.mu.Lock()
+	w.waiting = false
+	w.mu.Unlock()
+	if err == nil {
+		return true
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		if w.cs.draining.Load() {
+			st.cxDrainClose.Inc()
+		} else {
+			st.cxIdleTimeout.Inc()
+		}
+	}
+	return false
+}
+
+// drain asks the connection to close after the current request, and wakes
+// it if it is waiting for one.
+func (w *h1idle) drain() {
+	w.cs.draining.Store(true)
+	w.mu.Lock()
+	waiting := w.waiting
+	w.mu.Unlock()
+	if waiting {
+		w.conn.SetReadDeadline(time.Now())
+	}
 }
 
 // sniffH2 reads until it can tell whether the connection starts with the
@@ -125,8 +207,6 @@ type h1conn struct {
 	closeAfter bool
 	hijacked   bool
 	writeErr   error
-	mu         sync.Mutex // guards idle for drain
-	idle       bool
 	// readDeadline is the request_timeout deadline for reading the body.
 	readDeadline time.Time
 }
@@ -150,51 +230,19 @@ func (c *h1conn) release() {
 	c.cfg, c.d, c.conn, c.r, c.cs = nil, nil, nil, nil, nil
 }
 
-// drain asks the connection to close after the current request, and wakes
-// it if it is idle.
-func (c *h1conn) drain() {
-	c.cs.draining.Store(true)
-	c.mu.Lock()
-	idle := c.idle
-	conn := c.conn
-	c.mu.Unlock()
-	if idle && conn != nil {
-		conn.SetReadDeadline(time.Now())
-	}
-}
-
-func (c *h1conn) setIdle(v bool) {
-	c.mu.Lock()
-	c.idle = v
-	c.mu.Unlock()
-}
-
-func (c *h1conn) serve() {
+// serve reads and serves requests while input is buffered (the first
+// byte of a request is buffered when it is called). It returns true when
+// the connection stays open to wait for its next request, false when it
+// must close.
+func (c *h1conn) serve() bool {
 	cfg := c.cfg
 	st := cfg.stats
 	for {
-		if c.cs.draining.Load() && c.r.Buffered() == 0 {
-			st.cxDrainClose.Inc()
-			return
-		}
-		c.setIdle(c.r.Buffered() == 0)
-		var deadline time.Time
-		if cfg.idleTimeout > 0 {
-			deadline = time.Now().Add(cfg.idleTimeout)
-		}
-		if cfg.maxConnDuration > 0 {
-			if end := c.cs.start.Add(cfg.maxConnDuration); deadline.IsZero() || end.Before(deadline) {
-				deadline = end
-			}
-		}
+		deadline := idleDeadline(cfg, c.cs)
 		c.conn.SetReadDeadline(deadline)
-		if cfg.requestHeadersTimeout > 0 && c.r.Buffered() == 0 {
-			// request_headers_timeout runs from the request's first byte.
-			if _, err := c.r.Peek(1); err != nil {
-				c.setIdle(false)
-				c.readError(err)
-				return
-			}
+		if cfg.requestHeadersTimeout > 0 {
+			// request_headers_timeout runs from the request's first byte,
+			// which is here.
 			hd := time.Now().Add(cfg.requestHeadersTimeout)
 			if deadline.IsZero() || hd.Before(deadline) {
 				c.conn.SetReadDeadline(hd)
@@ -202,17 +250,16 @@ func (c *h1conn) serve() {
 		}
 		reqStart := time.Now()
 		raw, err := c.r.Head(cfg.maxHeaderBytes)
-		c.setIdle(false)
 		if err != nil {
 			c.readError(err)
-			return
+			return false
 		}
 		st.cxRxBytes.Add(uint64(len(raw)))
 		c.head.Reset()
 		c.head.Minor = 1
 		if err := http1.ParseRequest(raw, &c.head, cfg.maxHeadersCount); err != nil {
 			c.protocolError(err)
-			return
+			return false
 		}
 		c.r.Consume(len(raw))
 		st.rqHTTP1.Inc()
@@ -234,11 +281,12 @@ func (c *h1conn) serve() {
 			c.conn.SetDeadline(dl)
 		}
 		if c.serveOne() {
-			return
+			return false
 		}
 		c.r.EndMessage()
 		if c.r.Buffered() == 0 {
 			c.r.Release()
+			return true
 		}
 	}
 }
