@@ -274,6 +274,12 @@ func (d *dynamic) start() {
 	for _, c := range d.allClients() {
 		c.Start()
 	}
+	// Files load once, in order — clusters before listeners, as Envoy
+	// initializes CDS before LDS — so a listener whose routes name a
+	// file-defined cluster is not rejected at start-up; then they are watched.
+	for _, f := range d.files {
+		f.check()
+	}
 	for _, f := range d.files {
 		f.start()
 	}
