@@ -41,7 +41,6 @@ docs:
 
 # generate regenerates the DeepCopy methods and the CRDs from api/ (controller-gen),
 # then deploy/quickstart.yaml and the Helm chart's CRDs.
-generate:
-	GOBIN=$(TOOLS_BIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@v0.21.0
+generate: deps
 	controller-gen object paths=./api/... crd:crdVersions=v1 output:crd:dir=./deploy/crds
 	scripts/gen-quickstart.sh

@@ -30,6 +30,7 @@ gotool() { # gotool NAME MODULE@VERSION
   fi
 }
 gotool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
+gotool controller-gen sigs.k8s.io/controller-tools/cmd/controller-gen@v0.21.0
 for hook in "$root"/scripts/deps.d/*.sh; do
   [ -e "$hook" ] || continue
   bash "$hook"

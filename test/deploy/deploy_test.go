@@ -281,3 +281,34 @@ func TestManifests(t *testing.T) {
 		t.Errorf("controller may delete services (err %v): RBAC is wider than needed", err)
 	}
 }
+
+// TestCRDsFresh regenerates the CRDs from api/ with controller-gen and
+// compares them with deploy/crds.
+func TestCRDsFresh(t *testing.T) {
+	root := testutil.RepoRoot(t)
+	gen, err := exec.LookPath("controller-gen")
+	if err != nil {
+		home, _ := os.UserHomeDir()
+		gen = filepath.Join(home, ".cache", "legate", "bin", "controller-gen")
+		if _, err := os.Stat(gen); err != nil {
+			t.Fatalf("controller-gen not found: run scripts/deps.sh (make deps)")
+		}
+	}
+	out := t.TempDir()
+	cmd := exec.Command(gen, "crd:crdVersions=v1", "paths=./api/...", "output:crd:dir="+out)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("controller-gen: %v\n%s", err, b)
+	}
+	files, _ := filepath.Glob(filepath.Join(out, "*.yaml"))
+	if len(files) == 0 {
+		t.Fatal("controller-gen wrote no CRDs")
+	}
+	for _, f := range files {
+		want, _ := os.ReadFile(f)
+		got, err := os.ReadFile(filepath.Join(root, "deploy", "crds", filepath.Base(f)))
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("deploy/crds/%s is stale: run make generate", filepath.Base(f))
+		}
+	}
+}
