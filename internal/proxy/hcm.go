@@ -47,9 +47,13 @@ type hcmConfig struct {
 	accessLogs []AccessLogger
 	stats      *hcmStats
 
-	useRemoteAddress   bool
-	xffTrustedHops     int
-	skipXFFAppend      bool
+	useRemoteAddress bool
+	xffTrustedHops   int
+	skipXFFAppend    bool
+	// xfcc is forward_client_cert_details; xfccSet lists the
+	// set_current_client_cert_details fields to add.
+	xfcc               hcmv3.HttpConnectionManager_ForwardClientCertDetails
+	xfccSet            xfccFields
 	via                string
 	generateRequestID  bool
 	preserveExternalID bool
@@ -155,8 +159,12 @@ func compileHCM(tc *anypb.Any, path string, d *Deps) (*hcmConfig, error) {
 	); err != nil {
 		return nil, err
 	}
-	if h.GetForwardClientCertDetails() != hcmv3.HttpConnectionManager_SANITIZE {
-		return nil, config.Unsupported(config.Join(path, "forward_client_cert_details"), h.GetForwardClientCertDetails().String(), "SANITIZE")
+	var xfccSet xfccFields
+	if sc := h.GetSetCurrentClientCertDetails(); sc != nil {
+		if err := config.CheckFields(sc, config.Join(path, "set_current_client_cert_details"), "subject", "cert", "chain", "dns", "uri"); err != nil {
+			return nil, err
+		}
+		xfccSet = xfccFields{subject: sc.GetSubject().GetValue(), cert: sc.GetCert(), chain: sc.GetChain(), dns: sc.GetDns(), uri: sc.GetUri()}
 	}
 	if h.GetProxy_100Continue() {
 		return nil, config.Unsupported(config.Join(path, "proxy_100_continue"), "proxy_100_continue (Legate answers 100-continue itself, as Envoy's default)")
@@ -165,6 +173,8 @@ func compileHCM(tc *anypb.Any, path string, d *Deps) (*hcmConfig, error) {
 		return nil, config.Unsupported(config.Join(path, "append_x_forwarded_port"), "append_x_forwarded_port")
 	}
 	c := &hcmConfig{
+		xfcc:                   h.GetForwardClientCertDetails(),
+		xfccSet:                xfccSet,
 		statPrefix:             h.GetStatPrefix(),
 		useRemoteAddress:       h.GetUseRemoteAddress().GetValue(),
 		xffTrustedHops:         int(h.GetXffNumTrustedHops()),

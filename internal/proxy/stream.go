@@ -244,6 +244,7 @@ func (s *stream) decodeHeaders() (int, string) {
 	s.isGRPC = strings.HasPrefix(r.Map.Get("content-type"), "application/grpc")
 	stripHopByHop(&r.Map)
 	s.remoteAddress()
+	s.clientCertHeader()
 	if c.generateRequestID {
 		if id := r.Map.Get("x-request-id"); id == "" || (s.external && !c.preserveExternalID && c.useRemoteAddress) {
 			r.Map.Set("x-request-id", newRequestID())

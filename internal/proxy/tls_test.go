@@ -2,7 +2,9 @@ package proxy_test
 
 import (
 	"bufio"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"net"
@@ -308,3 +310,54 @@ func TestUpstreamTLS(t *testing.T) {
 }
 
 func bufioReader(r io.Reader) *bufio.Reader { return bufio.NewReader(r) }
+
+// TestForwardClientCert: x-forwarded-client-cert as Envoy — stripped by
+// default (SANITIZE) so clients cannot forge it, and set from the verified
+// client certificate with SANITIZE_SET and set_current_client_cert_details.
+func TestForwardClientCert(t *testing.T) {
+	ca := testutil.NewCA(t, "xfcc-ca")
+	server := ca.Issue(t, "srv.example.com", "srv.example.com")
+	client := ca.Issue(t, "client", "spiffe://cluster.local/ns/default/sa/frontend", "client.example.com")
+	up := testutil.StartUpstream(t, testutil.EchoHandler("up"))
+	uh, upp, _ := net.SplitHostPort(up.Addr)
+	hcm := func(prefix, extra string) string {
+		return fmt.Sprintf(`{name: envoy.filters.network.http_connection_manager, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: %s, %s
+  http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}],
+  route_config: {virtual_hosts: [{name: v, domains: ['*'], routes: [{match: {prefix: /}, route: {cluster: up}}]}]}}}`, prefix, extra)
+	}
+	y := fmt.Sprintf(`
+static_resources:
+  listeners:
+  - name: plain
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains: [{filters: [%s]}]
+  - name: mtls
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters: [%s]
+      transport_socket: {name: envoy.transport_sockets.tls, typed_config: {"@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext, require_client_certificate: true, common_tls_context: {tls_certificates: [{certificate_chain: %s, private_key: %s}], validation_context: {trusted_ca: %s}}}}
+  clusters:
+  - {name: up, type: STATIC, load_assignment: {cluster_name: up, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: %s, port_value: %s}}}}]}]}}
+`, hcm("plain", ""), hcm("mtls", "forward_client_cert_details: SANITIZE_SET, set_current_client_cert_details: {subject: true, uri: true, dns: true},"),
+		pemInline(server.CertPEM), pemInline(server.KeyPEM), pemInline(ca.CertPEM), uh, upp)
+	p := testutil.StartProxy(t, y, nil)
+	forged := "Hash=forged;Subject=\"CN=admin\""
+	_, _, body := testutil.Get(t, testutil.Client(), "http://"+p.Addr("plain")+"/", "x-forwarded-client-cert", forged)
+	if strings.Contains(body, "x-forwarded-client-cert") {
+		t.Errorf("a forged x-forwarded-client-cert reached the upstream on a plain listener:\n%s", body)
+	}
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{ServerName: "srv.example.com", RootCAs: ca.Pool, Certificates: []tls.Certificate{client.TLS}}}}
+	req, _ := http.NewRequest("GET", "https://"+p.Addr("mtls")+"/", nil)
+	req.Header.Set("x-forwarded-client-cert", forged)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	sum := sha256.Sum256(client.Cert.Raw)
+	want := fmt.Sprintf(`header:x-forwarded-client-cert=Hash=%s;Subject="CN=client";URI=spiffe://cluster.local/ns/default/sa/frontend;DNS=client.example.com`, hex.EncodeToString(sum[:]))
+	if !strings.Contains(string(b), want+"\n") {
+		t.Errorf("upstream saw:\n%s\nwant the line %s", b, want)
+	}
+}

@@ -98,10 +98,12 @@ func (fs Flags) appendNames(dst []byte, names []string) []byte {
 
 // TLSInfo describes a TLS connection.
 type TLSInfo struct {
-	Version         string // "TLSv1.3"
-	Cipher          string
-	SessionID       string
-	PeerCert        *x509.Certificate
+	Version   string // "TLSv1.3"
+	Cipher    string
+	SessionID string
+	PeerCert  *x509.Certificate
+	// PeerChain is the rest of the chain the client presented.
+	PeerChain       []*x509.Certificate
 	PeerSubject     string
 	PeerIssuer      string
 	LocalSubject    string

@@ -396,6 +396,7 @@ func (c *Conn) TLSInfo() (*streaminfo.TLSInfo, string) {
 	if len(c.st.PeerCertificates) > 0 {
 		p := c.st.PeerCertificates[0]
 		info.PeerCert = p
+		info.PeerChain = c.st.PeerCertificates[1:]
 		info.PeerSubject = p.Subject.String()
 		info.PeerIssuer = p.Issuer.String()
 		info.PeerDNSSAN = p.DNSNames

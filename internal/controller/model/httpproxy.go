@@ -210,8 +210,8 @@ func (b *builder) root(p *contourv1.HTTPProxy) {
 			}
 		}
 		if cv := t.ClientValidation; cv != nil && !t.Passthrough {
-			if cv.ForwardClientCertificate != nil {
-				st.errorf(ErrTLS, "NotImplemented", "Spec.VirtualHost.TLS.ClientValidation.ForwardClientCertificate: x-forwarded-client-cert is not implemented by Legate")
+			if f := cv.ForwardClientCertificate; f != nil {
+				svh.ForwardClientCert = &ClientCertDetails{Subject: f.Subject, Cert: f.Cert, Chain: f.Chain, DNS: f.DNS, URI: f.URI}
 			}
 			svh.SkipClientValidation = cv.SkipClientCertValidation
 			svh.OptionalClientCert = cv.OptionalClientCertificate
@@ -270,6 +270,7 @@ func (b *builder) root(p *contourv1.HTTPProxy) {
 		sv.Secret, sv.MinVersion, sv.MaxVersion = svh.Secret, svh.MinVersion, svh.MaxVersion
 		sv.ClientCA, sv.ClientCRL, sv.SkipClientValidation, sv.OptionalClientCert, sv.CRLOnlyLeaf = svh.ClientCA, svh.ClientCRL, svh.SkipClientValidation, svh.OptionalClientCert, svh.CRLOnlyLeaf
 		sv.FallbackCertificate = svh.FallbackCertificate
+		sv.ForwardClientCert = svh.ForwardClientCert
 		for _, r := range routes {
 			sv.Routes = append(sv.Routes, r.route)
 		}

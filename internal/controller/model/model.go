@@ -52,6 +52,14 @@ type SecureVirtualHost struct {
 	OptionalClientCert   bool
 	CRLOnlyLeaf          bool
 	FallbackCertificate  bool
+	// ForwardClientCert sets x-forwarded-client-cert from the verified
+	// client certificate (clientValidation.forwardClientCertificate).
+	ForwardClientCert *ClientCertDetails
+}
+
+// ClientCertDetails selects the x-forwarded-client-cert fields.
+type ClientCertDetails struct {
+	Subject, Cert, Chain, DNS, URI bool
 }
 
 // TCPProxy forwards connections to weighted clusters.

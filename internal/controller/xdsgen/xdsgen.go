@@ -101,6 +101,12 @@ func routerFilter() *hcmv3.HttpFilter {
 }
 
 func hcmFilter(statPrefix, routes string) *listenerv3.Filter {
+	return hcmFilterWith(statPrefix, routes, nil)
+}
+
+// hcmFilterWith is hcmFilter with x-forwarded-client-cert set from the
+// client certificate when fcc is not nil.
+func hcmFilterWith(statPrefix, routes string, fcc *model.ClientCertDetails) *listenerv3.Filter {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix,
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
@@ -110,6 +116,11 @@ func hcmFilter(statPrefix, routes string) *listenerv3.Filter {
 		UseRemoteAddress: wrapperspb.Bool(true),
 		NormalizePath:    wrapperspb.Bool(true),
 		MergeSlashes:     false,
+	}
+	if fcc != nil {
+		hcm.ForwardClientCertDetails = hcmv3.HttpConnectionManager_SANITIZE_SET
+		hcm.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{
+			Subject: wrapperspb.Bool(fcc.Subject), Cert: fcc.Cert, Chain: fcc.Chain, Dns: fcc.DNS, Uri: fcc.URI}
 	}
 	return &listenerv3.Filter{Name: "envoy.filters.network.http_connection_manager",
 		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)}}
@@ -269,7 +280,7 @@ func httpsListener(m *model.Model, opt Options) (*listenerv3.Listener, []*routev
 			fc.Filters = []*listenerv3.Filter{tcpProxyFilter("tcp/"+n, vh.TCPProxy)}
 		default:
 			fc.TransportSocket = downstreamTLS(vh, vh.Secret.Name, []string{"h2", "http/1.1"})
-			fc.Filters = []*listenerv3.Filter{hcmFilter(HTTPSListener, secureRoutePrefix+n)}
+			fc.Filters = []*listenerv3.Filter{hcmFilterWith(HTTPSListener, secureRoutePrefix+n, vh.ForwardClientCert)}
 			routes = append(routes, routeConfig(secureRoutePrefix+n, map[string]*model.VirtualHost{n: &vh.VirtualHost}, false))
 			if vh.FallbackCertificate {
 				fallback[n] = &vh.VirtualHost
