@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -50,6 +51,8 @@ type hcmConfig struct {
 	useRemoteAddress bool
 	xffTrustedHops   int
 	skipXFFAppend    bool
+	// underscores is headers_with_underscores_action.
+	underscores corev3.HttpProtocolOptions_HeadersWithUnderscoresAction
 	// xfcc is forward_client_cert_details; xfccSet lists the
 	// set_current_client_cert_details fields to add.
 	xfcc               hcmv3.HttpConnectionManager_ForwardClientCertDetails
@@ -102,6 +105,7 @@ type hcmStats struct {
 	rqStatus                                                                                          *stats.StatusCounters
 	rqTime, cxLengthMs                                                                                *stats.Histogram
 	noRoute, noCluster, rqDirectResponse, rqRedirect                                                  *stats.Counter
+	cxOverloadDisableKeepalive, rqRejectedUnderscores, droppedUnderscores                             *stats.Counter
 	// router stats (http.<prefix>.rq_*): Envoy names them under the HCM prefix.
 	rqReset, rqTotalRouter *stats.Counter
 }
@@ -131,6 +135,8 @@ func newHCMStats(s stats.Scope) *hcmStats {
 		rqStatus:         stats.NewStatusCounters(s, "downstream_rq", false),
 		rqTime:           s.Histogram("downstream_rq_time"), cxLengthMs: s.Histogram("downstream_cx_length_ms"),
 		noRoute: s.Counter("no_route"), noCluster: s.Counter("no_cluster"),
+		cxOverloadDisableKeepalive: s.Counter("downstream_cx_overload_disable_keepalive"),
+		rqRejectedUnderscores:      s.Counter("requests_rejected_with_underscores_in_headers"), droppedUnderscores: s.Counter("dropped_headers_with_underscores"),
 		rqDirectResponse: s.Counter("rq_direct_response"), rqRedirect: s.Counter("rq_redirect"),
 		rqReset: s.Counter("rq_reset_after_downstream_response_started"), rqTotalRouter: s.Counter("rq_total"),
 	}
@@ -244,9 +250,7 @@ func compileHCM(tc *anypb.Any, path string, d *Deps) (*hcmConfig, error) {
 		if v := cp.GetMaxHeadersCount(); v != nil {
 			c.maxHeadersCount = int(v.GetValue())
 		}
-		if cp.GetHeadersWithUnderscoresAction() != 0 {
-			return nil, config.Unsupported(config.Join(p, "headers_with_underscores_action"), cp.GetHeadersWithUnderscoresAction().String(), "ALLOW")
-		}
+		c.underscores = cp.GetHeadersWithUnderscoresAction()
 		if cp.GetMaxStreamDuration() != nil {
 			return nil, config.Unsupported(config.Join(p, "max_stream_duration"), "max_stream_duration")
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/legateproxy/legate/internal/overload"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -55,6 +56,8 @@ type Deps struct {
 	// (runtime overload.global_downstream_max_connections); 0 is no cap.
 	GlobalConnLimit uint64
 	globalConns     atomic.Int64
+	// Overload is the overload manager (nil without one).
+	Overload *overload.Manager
 	// SkipClusterValidation compiles inline route configs without checking
 	// that their clusters exist (validating a resource file on its own).
 	SkipClusterValidation bool

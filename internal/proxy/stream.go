@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"errors"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/legateproxy/legate/internal/overload"
 	"io"
 	"net"
 	"net/netip"
@@ -138,6 +140,17 @@ func (s *stream) serve() {
 		s.localReply(code, "", detail, 0)
 		return
 	}
+	if s.d.Overload != nil {
+		if s.d.Overload.Active(overload.StopAcceptingRequests) {
+			st.rqOverloadClose.Inc()
+			s.localReply(503, "envoy overloaded", "overload", streaminfo.OverloadManager)
+			return
+		}
+		if s.d.Overload.Active(overload.DisableHTTPKeepalive) && s.info.Protocol != "HTTP/2" {
+			st.cxOverloadDisableKeepalive.Inc()
+			s.closeConn = true
+		}
+	}
 	s.table = c.routes.Load()
 	if s.table == nil {
 		st.noRoute.Inc()
@@ -204,6 +217,27 @@ func (s *stream) decodeHeaders() (int, string) {
 	}
 	if r.Authority == "" && r.Method != "CONNECT" {
 		return 400, "missing_host_header"
+	}
+	if c.underscores != corev3.HttpProtocolOptions_ALLOW {
+		// headers_with_underscores_action, as Envoy: reject the request
+		// (and close the connection) or drop the headers.
+		bad := false
+		r.Map.DelFunc(func(f headers.Field) bool {
+			if !strings.Contains(f.Name, "_") {
+				return false
+			}
+			bad = true
+			if c.underscores == corev3.HttpProtocolOptions_DROP_HEADER {
+				c.stats.droppedUnderscores.Inc()
+				return true
+			}
+			return false
+		})
+		if bad && c.underscores == corev3.HttpProtocolOptions_REJECT_REQUEST {
+			c.stats.rqRejectedUnderscores.Inc()
+			s.closeConn = true
+			return 400, "unexpected_underscore"
+		}
 	}
 	if r.Method != "CONNECT" && (r.Path == "" || (r.Path[0] != '/' && !(r.Path == "*" && r.Method == "OPTIONS"))) {
 		c.stats.rqNonRelativePath.Inc()

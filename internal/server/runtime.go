@@ -70,18 +70,5 @@ func flatten(prefix string, s *structpb.Struct, out map[string]*structpb.Value) 
 	}
 }
 
-// checkOverload rejects overload manager settings: Legate has no overload
-// manager yet.
-func checkOverload(b *bootstrapv3.Bootstrap) error {
-	if om := b.GetOverloadManager(); om != nil {
-		empty := true
-		om.ProtoReflect().Range(func(protoreflect.FieldDescriptor, protoreflect.Value) bool { empty = false; return false })
-		if !empty {
-			return config.Unsupported("overload_manager", "the overload manager (resource monitors and overload actions)")
-		}
-	}
-	return nil
-}
-
 // protoName converts a resource query parameter to a field name.
 func protoName(s string) protoreflect.Name { return protoreflect.Name(s) }

@@ -10,6 +10,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"github.com/legateproxy/legate/internal/overload"
 	"io"
 	"log/slog"
 	"os"
@@ -51,6 +52,7 @@ type Options struct {
 
 // Server is a running (or compiled, in validate mode) proxy.
 type Server struct {
+	overload  *overload.Manager
 	opts      Options
 	Bootstrap *bootstrapv3.Bootstrap
 	Warnings  []config.Warning
@@ -144,9 +146,6 @@ func (s *Server) compile() error {
 	if err != nil {
 		return err
 	}
-	if err := checkOverload(b); err != nil {
-		return err
-	}
 	if sc := b.GetStatsConfig(); sc != nil {
 		if err := config.CheckFields(sc, "stats_config", "use_all_default_tags"); err != nil {
 			return err
@@ -159,6 +158,11 @@ func (s *Server) compile() error {
 		listenersActive: s.Stats.Gauge("listener_manager.total_listeners_active"),
 		panics:          s.Stats.Counter("server.panics"),
 	}
+	om, err := overload.Compile(b.GetOverloadManager(), s.Stats, s.log)
+	if err != nil {
+		return err
+	}
+	s.overload = om
 	s.Clusters = upstream.NewManager(upstream.Deps{Stats: s.Stats, Log: s.log, Transport: s.clusterTransport})
 	host, _ := os.Hostname()
 	s.deps = &proxy.Deps{
@@ -168,6 +172,7 @@ func (s *Server) compile() error {
 		AccessLogs:      accessLogCompiler(s),
 		CompileValue:    headerValueCompiler(),
 		GlobalConnLimit: rl.globalConns,
+		Overload:        om,
 	}
 	if err := s.setupTLS(); err != nil {
 		return err
@@ -227,6 +232,7 @@ func (s *Server) compile() error {
 // begins serving.
 func (s *Server) Start() error {
 	s.state.Store("INITIALIZING")
+	s.overload.Start()
 	for _, c := range s.staticClusters {
 		c.Start()
 	}
@@ -357,6 +363,7 @@ func (s *Server) Done() <-chan struct{} { return s.quit }
 // drain time, then closes everything.
 func (s *Server) Shutdown(ctx context.Context) {
 	s.state.Store("DRAINING")
+	s.overload.Stop()
 	s.serverStats.live.Set(0)
 	drain := s.opts.DrainTime
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < drain {

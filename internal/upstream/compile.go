@@ -385,7 +385,12 @@ func (c *Cluster) compileDiscovery(pc *clusterv3.Cluster, path string) error {
 			}
 		}
 	}
-	switch t := pc.GetClusterDiscoveryType().(type) {
+	dt := pc.GetClusterDiscoveryType()
+	if dt == nil {
+		// No type at all: STATIC, the enum's default, as Envoy reads it.
+		dt = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}
+	}
+	switch t := dt.(type) {
 	case *clusterv3.Cluster_Type:
 		switch t.Type {
 		case clusterv3.Cluster_STATIC:
