@@ -51,6 +51,8 @@ type hcmConfig struct {
 	useRemoteAddress bool
 	xffTrustedHops   int
 	skipXFFAppend    bool
+	// filters are the HTTP filters before the router.
+	filters []httpFilter
 	// underscores is headers_with_underscores_action.
 	underscores corev3.HttpProtocolOptions_HeadersWithUnderscoresAction
 	// xfcc is forward_client_cert_details; xfccSet lists the
@@ -302,7 +304,7 @@ func compileHCM(tc *anypb.Any, path string, d *Deps) (*hcmConfig, error) {
 		}
 		c.upgrades[t] = en
 	}
-	if err := c.compileFilters(h.GetHttpFilters(), config.Join(path, "http_filters")); err != nil {
+	if err := c.compileFilters(h.GetHttpFilters(), config.Join(path, "http_filters"), d.Stats); err != nil {
 		return nil, err
 	}
 	scope := d.Stats.Scope("http." + stats.SanitizeName(c.statPrefix) + ".")
@@ -343,9 +345,10 @@ func compileHCM(tc *anypb.Any, path string, d *Deps) (*hcmConfig, error) {
 	return c, nil
 }
 
-// compileFilters checks the HTTP filter chain: the router must be last;
-// other filters are not implemented yet and are rejected by name and type.
-func (c *hcmConfig) compileFilters(fs []*hcmv3.HttpFilter, path string) error {
+// compileFilters compiles the HTTP filter chain: the router must be last;
+// filters Legate implements run before it, others are rejected by name and
+// type (or skipped when is_optional).
+func (c *hcmConfig) compileFilters(fs []*hcmv3.HttpFilter, path string, stStore *stats.Store) error {
 	if len(fs) == 0 {
 		return config.Errorf(path, "http_filters is empty: the router filter (envoy.filters.http.router) is required")
 	}
@@ -356,10 +359,24 @@ func (c *hcmConfig) compileFilters(fs []*hcmv3.HttpFilter, path string) error {
 		}
 		url := f.GetTypedConfig().GetTypeUrl()
 		if url != routerTypeURL {
+			if f.GetDisabled() {
+				continue // disabled by default; route-level enabling is not supported
+			}
+			hf, known, err := compileHTTPFilter(f.GetTypedConfig(), config.Join(p, "typed_config"), stStore)
+			if err != nil {
+				return err
+			}
+			if known {
+				if i == len(fs)-1 {
+					return config.Errorf(p, "the router filter must be the last HTTP filter")
+				}
+				c.filters = append(c.filters, hf)
+				continue
+			}
 			if f.GetIsOptional() {
 				continue // Envoy skips optional filters it does not know
 			}
-			return config.Errorf(config.Join(p, "typed_config"), "unsupported @type %s (HTTP filter %q): legate implements only envoy.filters.http.router so far", url, f.GetName())
+			return config.Errorf(config.Join(p, "typed_config"), "unsupported @type %s (HTTP filter %q): legate implements envoy.filters.http.router and envoy.filters.http.local_ratelimit so far", url, f.GetName())
 		}
 		if i != len(fs)-1 {
 			return config.Errorf(p, "the router filter must be the last HTTP filter")
