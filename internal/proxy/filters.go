@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	healthcheckv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/health_check/v3"
+	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/route"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -24,10 +27,13 @@ type httpFilter interface {
 const localRateLimitTypeURL = "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit"
 
 // compileHTTPFilter compiles one non-router HTTP filter by @type.
-func compileHTTPFilter(tc *anypb.Any, path string, st *stats.Store) (httpFilter, bool, error) {
+func compileHTTPFilter(tc *anypb.Any, path string, d *Deps) (httpFilter, bool, error) {
 	switch tc.GetTypeUrl() {
 	case localRateLimitTypeURL:
-		f, err := compileLocalRateLimit(tc, path, st)
+		f, err := compileLocalRateLimit(tc, path, d.Stats)
+		return f, true, err
+	case healthCheckTypeURL:
+		f, err := compileHealthCheck(tc, path, d)
 		return f, true, err
 	}
 	return nil, false, nil
@@ -160,3 +166,75 @@ func (b *tokenBucket) take(max, perFill int64, interval time.Duration) bool {
 	b.tokens--
 	return true
 }
+
+const healthCheckTypeURL = "type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck"
+
+// healthCheckFilter is envoy.filters.http.health_check: requests matching
+// its headers are answered by the proxy itself — 200 while the server
+// passes health checks (and the listed clusters have enough healthy
+// hosts), 503 once /healthcheck/fail was called or the server drains. In
+// pass_through_mode they go upstream unless the server is failing.
+type healthCheckFilter struct {
+	passThrough bool
+	matchers    []func(*headers.Request) bool
+	minHealthy  map[string]float64
+	d           *Deps
+}
+
+func compileHealthCheck(tc *anypb.Any, path string, d *Deps) (*healthCheckFilter, error) {
+	cfg := &healthcheckv3.HealthCheck{}
+	if err := tc.UnmarshalTo(cfg); err != nil {
+		return nil, config.Errorf(path, "decode HealthCheck: %v", err)
+	}
+	if err := cfg.ValidateAll(); err != nil {
+		return nil, config.Errorf(path, "%v", err)
+	}
+	if err := config.CheckFields(cfg, path, "pass_through_mode", "headers", "cluster_min_healthy_percentages", "cache_time"); err != nil {
+		return nil, err
+	}
+	f := &healthCheckFilter{passThrough: cfg.GetPassThroughMode().GetValue(), minHealthy: map[string]float64{}, d: d}
+	for i, h := range cfg.GetHeaders() {
+		m, err := route.CompileHeaderMatcher(h, config.Index(config.Join(path, "headers"), i))
+		if err != nil {
+			return nil, err
+		}
+		f.matchers = append(f.matchers, m)
+	}
+	for name, p := range cfg.GetClusterMinHealthyPercentages() {
+		f.minHealthy[name] = p.GetValue()
+	}
+	return f, nil
+}
+
+func (f *healthCheckFilter) decode(s *stream) bool {
+	for _, m := range f.matchers {
+		if !m(&s.req) {
+			return false
+		}
+	}
+	failing := f.d.HealthCheckFailing != nil && f.d.HealthCheckFailing()
+	if failing {
+		s.replyHeaders = immediateHCFail
+		s.localReply(503, "", "health_check_failed", streaminfo.FailedLocalHealthCheck)
+		return true
+	}
+	if f.passThrough {
+		return false
+	}
+	for name, min := range f.minHealthy {
+		c := f.d.Clusters.Get(name)
+		if c == nil {
+			s.localReply(503, "", "health_check_cluster_missing", 0)
+			return true
+		}
+		total := len(c.Hosts())
+		if total == 0 || float64(c.HealthyCount())*100/float64(total) < min {
+			s.localReply(503, "", "health_check_cluster_unhealthy", 0)
+			return true
+		}
+	}
+	s.localReply(200, "", "health_check_ok", 0)
+	return true
+}
+
+var immediateHCFail = []*corev3.HeaderValueOption{{Header: &corev3.HeaderValue{Key: "x-envoy-immediate-health-check-fail", Value: "true"}}}

@@ -304,7 +304,7 @@ func compileHCM(tc *anypb.Any, path string, d *Deps) (*hcmConfig, error) {
 		}
 		c.upgrades[t] = en
 	}
-	if err := c.compileFilters(h.GetHttpFilters(), config.Join(path, "http_filters"), d.Stats); err != nil {
+	if err := c.compileFilters(h.GetHttpFilters(), config.Join(path, "http_filters"), d); err != nil {
 		return nil, err
 	}
 	scope := d.Stats.Scope("http." + stats.SanitizeName(c.statPrefix) + ".")
@@ -348,7 +348,7 @@ func compileHCM(tc *anypb.Any, path string, d *Deps) (*hcmConfig, error) {
 // compileFilters compiles the HTTP filter chain: the router must be last;
 // filters Legate implements run before it, others are rejected by name and
 // type (or skipped when is_optional).
-func (c *hcmConfig) compileFilters(fs []*hcmv3.HttpFilter, path string, stStore *stats.Store) error {
+func (c *hcmConfig) compileFilters(fs []*hcmv3.HttpFilter, path string, d *Deps) error {
 	if len(fs) == 0 {
 		return config.Errorf(path, "http_filters is empty: the router filter (envoy.filters.http.router) is required")
 	}
@@ -362,7 +362,7 @@ func (c *hcmConfig) compileFilters(fs []*hcmv3.HttpFilter, path string, stStore 
 			if f.GetDisabled() {
 				continue // disabled by default; route-level enabling is not supported
 			}
-			hf, known, err := compileHTTPFilter(f.GetTypedConfig(), config.Join(p, "typed_config"), stStore)
+			hf, known, err := compileHTTPFilter(f.GetTypedConfig(), config.Join(p, "typed_config"), d)
 			if err != nil {
 				return err
 			}
@@ -376,7 +376,7 @@ func (c *hcmConfig) compileFilters(fs []*hcmv3.HttpFilter, path string, stStore 
 			if f.GetIsOptional() {
 				continue // Envoy skips optional filters it does not know
 			}
-			return config.Errorf(config.Join(p, "typed_config"), "unsupported @type %s (HTTP filter %q): legate implements envoy.filters.http.router and envoy.filters.http.local_ratelimit so far", url, f.GetName())
+			return config.Errorf(config.Join(p, "typed_config"), "unsupported @type %s (HTTP filter %q): legate implements envoy.filters.http.router, local_ratelimit and health_check so far", url, f.GetName())
 		}
 		if i != len(fs)-1 {
 			return config.Errorf(p, "the router filter must be the last HTTP filter")

@@ -56,6 +56,9 @@ type Deps struct {
 	// (runtime overload.global_downstream_max_connections); 0 is no cap.
 	GlobalConnLimit uint64
 	globalConns     atomic.Int64
+	// HealthCheckFailing reports /healthcheck/fail or draining (the
+	// health_check HTTP filter answers 503 then).
+	HealthCheckFailing func() bool
 	// Overload is the overload manager (nil without one).
 	Overload *overload.Manager
 	// SkipClusterValidation compiles inline route configs without checking

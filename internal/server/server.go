@@ -174,6 +174,7 @@ func (s *Server) compile() error {
 		GlobalConnLimit: rl.globalConns,
 		Overload:        om,
 	}
+	s.deps.HealthCheckFailing = func() bool { return s.State() != "LIVE" }
 	if err := s.setupTLS(); err != nil {
 		return err
 	}
