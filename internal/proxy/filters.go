@@ -192,6 +192,9 @@ func compileHealthCheck(tc *anypb.Any, path string, d *Deps) (*healthCheckFilter
 	if err := config.CheckFields(cfg, path, "pass_through_mode", "headers", "cluster_min_healthy_percentages", "cache_time"); err != nil {
 		return nil, err
 	}
+	if cfg.GetCacheTime() != nil {
+		return nil, config.Unsupported(config.Join(path, "cache_time"), "cache_time (caching pass-through health check responses)")
+	}
 	f := &healthCheckFilter{passThrough: cfg.GetPassThroughMode().GetValue(), minHealthy: map[string]float64{}, d: d}
 	for i, h := range cfg.GetHeaders() {
 		m, err := route.CompileHeaderMatcher(h, config.Index(config.Join(path, "headers"), i))

@@ -535,7 +535,7 @@ func TestLocalRateLimit(t *testing.T) {
 func TestHealthCheckFilter(t *testing.T) {
 	up := testutil.StartUpstream(t, testutil.EchoHandler("up"))
 	p := start(t, cfg{
-		hcm: `http_filters: [{name: envoy.filters.http.health_check, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck, pass_through_mode: false, headers: [{name: ":path", string_match: {exact: /healthz}}], cluster_min_healthy_percentages: {up: {value: 100}}}}, {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]`,
+		hcm:      `http_filters: [{name: envoy.filters.http.health_check, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck, pass_through_mode: false, headers: [{name: ":path", string_match: {exact: /healthz}}], cluster_min_healthy_percentages: {up: {value: 100}}}}, {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]`,
 		vhosts:   vhost("{match: {prefix: /}, route: {cluster: up}}"),
 		clusters: "[" + staticCluster("up", "", up.Addr) + "]",
 	})
