@@ -1,87 +1,140 @@
-// Command benchrun compares Legate with nginx and HAProxy on this machine,
-// in one run: the same upstream (an nginx returning a fixed 100-byte
-// body), equivalent proxy configs (one worker, keep-alive to the
-// upstream), measured alternately over several rounds. It reports
-// requests/s, latency, proxy CPU-microseconds per request (from
-// /proc/PID/stat), RSS after load and memory per idle connection, with
-// ratios, as a table and as JSON + markdown under bench/results/.
+// Command benchrun compares Legate with nginx and HAProxy on this machine.
 //
-// Run it with `make bench` (bench/run.sh installs what is missing).
+// It starts one upstream (nginx, one worker, answering every request with
+// the same fixed 100-byte body), then each proxy in turn with equivalent
+// configurations (one worker / thread, keep-alive to the upstream, access
+// log off; a second pass with an access log to a file), and drives them
+// with wrk (HTTP/1.1) and h2load (HTTP/2 cleartext, prior knowledge),
+// alternating the proxies within each round (A B C A B C …) and reporting
+// medians over the rounds. The load generator is pinned to one CPU and the
+// proxy and upstream to another (taskset), when the machine allows.
+//
+// For every scenario and proxy it records requests/s, p50/p99 latency,
+// the proxy's CPU-microseconds per request (utime+stime of all of its
+// processes from /proc/PID/stat), its RSS after the load, and separately
+// its memory per idle keep-alive connection (bench/cmd/idleconns holding
+// 5,000 connections). It prints a markdown report with the ratios
+// Legate/nginx and Legate/HAProxy and writes it, with the same data as
+// JSON, to bench/results/latest.{md,json}.
+//
+// Everything listens on 127.0.0.1, on free ports picked in 18100–18999.
+// Every process it starts is stopped by PID when it exits, also on
+// SIGINT/SIGTERM. Run it with `make bench` (bench/run.sh installs the
+// tools and builds bin/legate, bin/benchrun and bin/idleconns).
 package main
 
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"text/template"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
-// Ports on 127.0.0.1 used by the run.
-const (
-	portUpstream = 18080
-	portH1       = 18081 // + proxy index
-	portH2       = 18091 // + proxy index
+var (
+	duration  = flag.Duration("duration", 5*time.Second, "duration of each measurement")
+	rounds    = flag.Int("rounds", 3, "rounds; medians over them are reported")
+	outDir    = flag.String("out", "bench/results", "directory for latest.json and latest.md")
+	legateBin = flag.String("legate", "bin/legate", "legate binary")
+	idleBin   = flag.String("idleconns", "bin/idleconns", "idleconns binary (bench/cmd/idleconns)")
+	idleN     = flag.Int("idle-conns", 5000, "idle connections for the memory measurement (0 skips it)")
+	pin       = flag.Bool("pin", true, "pin the load generator to one CPU and the proxy and upstream to another (taskset)")
+	only      = flag.String("scenarios", "", "comma-separated scenario names to run (default: all)")
 )
 
-var body100 = strings.Repeat("x", 99) + "\n"
+// body is the upstream's response body: 100 bytes.
+var body = strings.Repeat("x", 99) + "\n"
 
-type proxy struct {
-	Name  string
-	Index int
-	start func(dir string, accessLog bool) (*exec.Cmd, error)
-	h2    bool
-}
+// clockTicks is USER_HZ, the unit of utime and stime in /proc/PID/stat;
+// it is 100 on every Linux architecture Go supports.
+const clockTicks = 100
 
+// scenario is one load pattern.
 type scenario struct {
 	Name    string
-	Tool    string // wrk or h2load
+	Tool    string // "wrk" or "h2load"
 	Conns   int
-	Close   bool
-	Log     bool
-	Streams int
+	Streams int  // h2load: concurrent streams per connection
+	Close   bool // wrk: Connection: close on every request
+	Log     bool // the proxies write an access log
 }
 
-// Result is one proxy in one scenario (medians over rounds).
+var allScenarios = []scenario{
+	{Name: "h1-keepalive-8", Tool: "wrk", Conns: 8},
+	{Name: "h1-keepalive-64", Tool: "wrk", Conns: 64},
+	{Name: "h1-keepalive-256", Tool: "wrk", Conns: 256},
+	{Name: "h1-conn-per-request-8", Tool: "wrk", Conns: 8, Close: true},
+	{Name: "h2c-16x10", Tool: "h2load", Conns: 16, Streams: 10},
+	{Name: "h1-keepalive-64-accesslog", Tool: "wrk", Conns: 64, Log: true},
+}
+
+// Sample is one measurement of one proxy in one scenario.
+type Sample struct {
+	Round             int     `json:"round"`
+	Requests          int64   `json:"requests"`
+	RPS               float64 `json:"requests_per_second"`
+	P50ms             float64 `json:"p50_ms"`
+	P99ms             float64 `json:"p99_ms"`
+	CPUusPerReq       float64 `json:"proxy_cpu_us_per_request"`
+	UpstreamCPUusReq  float64 `json:"upstream_cpu_us_per_request"`
+	ClientCPU         float64 `json:"load_generator_cpu_fraction"`
+	RSSKiB            int64   `json:"rss_kib_after_load"`
+	Non2xx            int64   `json:"non_2xx"`
+	SocketErrors      int64   `json:"socket_errors"`
+	UpstreamConns     int64   `json:"upstream_connections_opened"`
+	UpstreamRequests  int64   `json:"upstream_requests"`
+	AccessLogLines    int64   `json:"access_log_lines,omitempty"`
+	accessLogExpected bool
+}
+
+// Result is one proxy in one scenario: medians over the rounds.
 type Result struct {
-	Proxy       string  `json:"proxy"`
-	Scenario    string  `json:"scenario"`
-	RPS         float64 `json:"requests_per_second"`
-	P50ms       float64 `json:"p50_ms"`
-	P99ms       float64 `json:"p99_ms"`
-	CPUusPerReq float64 `json:"proxy_cpu_us_per_request"`
-	RSSKiB      int64   `json:"rss_kib_after_load"`
-	Errors      int64   `json:"errors"`
-	Skipped     string  `json:"skipped,omitempty"`
-	rounds      []sample
+	Proxy            string   `json:"proxy"`
+	Scenario         string   `json:"scenario"`
+	RPS              float64  `json:"requests_per_second"`
+	RPSSpread        float64  `json:"requests_per_second_spread"` // (max-min)/median over the rounds
+	P50ms            float64  `json:"p50_ms"`
+	P99ms            float64  `json:"p99_ms"`
+	CPUusPerReq      float64  `json:"proxy_cpu_us_per_request"`
+	RSSKiB           int64    `json:"rss_kib_after_load"`
+	UpstreamConns    int64    `json:"upstream_connections_opened"`
+	Errors           int64    `json:"errors"` // non-2xx + socket errors, summed over the rounds
+	Skipped          string   `json:"skipped,omitempty"`
+	Rounds           []Sample `json:"rounds,omitempty"`
+	failedOnceReason string
 }
 
-type sample struct {
-	rps, p50, p99, cpu float64
-	rss, errs          int64
-}
-
-// Report is the whole run.
-type Report struct {
-	Date        string             `json:"date"`
-	Machine     map[string]string  `json:"machine"`
-	Method      string             `json:"method"`
-	Results     []*Result          `json:"results"`
-	IdleKiBConn map[string]float64 `json:"idle_memory_kib_per_connection"`
-	Ratios      []Ratio            `json:"ratios"`
+// Idle is the memory-per-idle-connection measurement of one proxy.
+type Idle struct {
+	Proxy      string  `json:"proxy"`
+	Conns      int     `json:"connections"`
+	RSSBefore  int64   `json:"rss_kib_before"`
+	RSSAfter   int64   `json:"rss_kib_after"`
+	KiBPerConn float64 `json:"kib_per_connection"`
+	Error      string  `json:"error,omitempty"`
 }
 
 // Ratio compares Legate with a peer in one scenario.
@@ -92,73 +145,387 @@ type Ratio struct {
 	CPUPerReq float64 `json:"legate_cpu_per_request_over_peer"`
 }
 
+// Report is the whole run.
+type Report struct {
+	Date      string            `json:"date"`
+	Seconds   float64           `json:"wall_seconds"`
+	Machine   map[string]string `json:"machine"`
+	Method    string            `json:"method"`
+	Results   []*Result         `json:"results"`
+	Ratios    []Ratio           `json:"ratios"`
+	Idle      []Idle            `json:"idle_memory"`
+	Notes     []string          `json:"notes"`
+	Proxies   []string          `json:"proxies"`
+	Scenarios []string          `json:"scenarios"`
+}
+
+func main() {
+	flag.Parse()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		s := <-sig
+		interrupted.Store(true)
+		fmt.Fprintf(os.Stderr, "benchrun: %v: stopping everything it started\n", s)
+		stopAll()
+		time.Sleep(3 * time.Second) // let run return and clean up, but no longer
+		os.Exit(130)
+	}()
+	defer func() {
+		if r := recover(); r != nil {
+			stopAll()
+			panic(r)
+		}
+	}()
+	err := run()
+	stopAll()
+	if interrupted.Load() {
+		os.Exit(130)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "benchrun:", err)
+		os.Exit(1)
+	}
+}
+
+// ---------------------------------------------------------------------
+// Processes: every one started is tracked and stopped by PID.
+
+type child struct {
+	name  string
+	cmd   *exec.Cmd
+	done  chan struct{}
+	out   string // file with its stdout and stderr ("" when captured)
+	start uint64 // starttime from /proc/PID/stat
+	known []stat // descendants seen so far (nginx's workers), stopped with it
+}
+
+// procs returns ch's process and its descendants, and remembers the
+// descendants so that stop can end them even if ch exits first.
+func (ch *child) procs() []stat {
+	t := tree(ch.cmd.Process.Pid)
+	mu.Lock()
+	defer mu.Unlock()
+	for _, d := range t {
+		if d.pid != ch.cmd.Process.Pid && !slices.ContainsFunc(ch.known, func(k stat) bool { return k.pid == d.pid && k.start == d.start }) {
+			ch.known = append(ch.known, d)
+		}
+	}
+	return t
+}
+
 var (
-	duration = flag.Duration("duration", 5*time.Second, "duration of each measurement")
-	rounds   = flag.Int("rounds", 3, "rounds (medians are reported)")
-	outDir   = flag.String("out", "bench/results", "where latest.json and latest.md go")
-	legate   = flag.String("legate", "bin/legate", "legate binary")
-	idleN    = flag.Int("idle-conns", 5000, "idle connections for the memory measurement")
-	pin      = flag.Bool("pin", true, "pin the load generator to CPU 0 and servers to CPU 1 (taskset)")
+	mu       sync.Mutex
+	children = map[int]*child{}
+	stopping bool
+
+	// interrupted is set on SIGINT/SIGTERM/SIGHUP.
+	interrupted atomic.Bool
+	errStopped  = errors.New("interrupted")
 )
 
-var started []*exec.Cmd
+// cpus is where the load generator and the servers run ("" = anywhere).
+var clientCPU, serverCPU string
+
+// command builds a command pinned to cpu when pinning is on.
+func command(cpu, name string, args ...string) *exec.Cmd {
+	var c *exec.Cmd
+	if cpu != "" {
+		c = exec.Command("taskset", append([]string{"-c", cpu, name}, args...)...)
+	} else {
+		c = exec.Command(name, args...)
+	}
+	// Own process group, so a terminal's ^C reaches benchrun (which stops
+	// everything in order) rather than each server; and SIGKILL if
+	// benchrun dies without cleaning up.
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	return c
+}
+
+// launch starts c with its output going to the file out (when not empty)
+// and tracks it.
+func launch(name string, c *exec.Cmd, out string) (*child, error) {
+	if out != "" {
+		f, err := os.Create(out)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		c.Stdout, c.Stderr = f, f
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if stopping {
+		return nil, fmt.Errorf("stopping")
+	}
+	if err := c.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	ch := &child{name: name, cmd: c, done: make(chan struct{}), out: out}
+	if st, ok := readStat(c.Process.Pid); ok {
+		ch.start = st.start
+	}
+	children[c.Process.Pid] = ch
+	go func() {
+		_ = c.Wait()
+		close(ch.done)
+	}()
+	return ch, nil
+}
+
+// stop ends ch and whatever it forked (nginx's workers): SIGTERM to the
+// PID, SIGKILL after 5 s, then SIGKILL to any descendant still alive.
+func stop(ch *child) {
+	if ch == nil {
+		return
+	}
+	pid := ch.cmd.Process.Pid
+	ch.procs() // a last look for descendants
+	mu.Lock()
+	desc := slices.Clone(ch.known)
+	mu.Unlock()
+	select {
+	case <-ch.done:
+	default:
+		_ = ch.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-ch.done:
+		case <-time.After(5 * time.Second):
+			_ = ch.cmd.Process.Kill()
+			<-ch.done
+		}
+	}
+	for _, d := range desc {
+		deadline := time.Now().Add(2 * time.Second)
+		for {
+			st, ok := readStat(d.pid)
+			if !ok || st.start != d.start {
+				break // gone (or the PID was reused)
+			}
+			if time.Now().After(deadline) {
+				_ = syscall.Kill(d.pid, syscall.SIGKILL)
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	mu.Lock()
+	delete(children, pid)
+	mu.Unlock()
+}
 
 func stopAll() {
-	for _, c := range started {
-		if c.Process != nil {
-			c.Process.Signal(syscall.SIGTERM)
-		}
+	mu.Lock()
+	stopping = true
+	var all []*child
+	for _, ch := range children {
+		all = append(all, ch)
 	}
-	deadline := time.Now().Add(3 * time.Second)
-	for _, c := range started {
-		if c.Process == nil {
+	mu.Unlock()
+	var wg sync.WaitGroup
+	for _, ch := range all {
+		wg.Add(1)
+		go func() { defer wg.Done(); stop(ch) }()
+	}
+	wg.Wait()
+}
+
+// exited reports whether ch has exited, with the tail of its output.
+func exited(ch *child) error {
+	select {
+	case <-ch.done:
+		tail := ""
+		if ch.out != "" {
+			b, _ := os.ReadFile(ch.out)
+			if len(b) > 2000 {
+				b = b[len(b)-2000:]
+			}
+			tail = "\n" + string(b)
+		}
+		return fmt.Errorf("%s exited: %v%s", ch.name, ch.cmd.ProcessState, tail)
+	default:
+		return nil
+	}
+}
+
+// runTool runs a load generator to completion and returns its output and
+// the CPU time it used.
+func runTool(name string, c *exec.Cmd) ([]byte, time.Duration, error) {
+	var out bytes.Buffer
+	c.Stdout, c.Stderr = &out, &out
+	ch, err := launch(name, c, "")
+	if err != nil {
+		return nil, 0, err
+	}
+	<-ch.done
+	mu.Lock()
+	delete(children, c.Process.Pid)
+	mu.Unlock()
+	cpu := c.ProcessState.UserTime() + c.ProcessState.SystemTime()
+	if !c.ProcessState.Success() {
+		return out.Bytes(), cpu, fmt.Errorf("%s: %v\n%s", name, c.ProcessState, out.Bytes())
+	}
+	return out.Bytes(), cpu, nil
+}
+
+// ---------------------------------------------------------------------
+// /proc
+
+type stat struct {
+	pid, ppid    int
+	utime, stime int64
+	start        uint64
+}
+
+func readStat(pid int) (stat, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return stat{}, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 > len(b) {
+		return stat{}, false
+	}
+	f := strings.Fields(string(b[i+2:])) // f[0] is field 3 (state)
+	if len(f) < 20 {
+		return stat{}, false
+	}
+	s := stat{pid: pid}
+	s.ppid, _ = strconv.Atoi(f[1])
+	s.utime, _ = strconv.ParseInt(f[11], 10, 64)
+	s.stime, _ = strconv.ParseInt(f[12], 10, 64)
+	s.start, _ = strconv.ParseUint(f[19], 10, 64)
+	return s, true
+}
+
+// tree returns root and its descendants (taskset execs its command, so
+// the root is the server itself; nginx's master forks its workers).
+func tree(root int) []stat {
+	ents, _ := os.ReadDir("/proc")
+	kids := map[int][]stat{}
+	var out []stat
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
 			continue
 		}
-		done := make(chan struct{})
-		go func(c *exec.Cmd) { c.Wait(); close(done) }(c)
-		select {
-		case <-done:
-		case <-time.After(time.Until(deadline)):
-			c.Process.Kill()
+		st, ok := readStat(pid)
+		if !ok {
+			continue
 		}
+		if pid == root {
+			out = append(out, st)
+		}
+		kids[st.ppid] = append(kids[st.ppid], st)
 	}
-	started = nil
+	if len(out) == 0 {
+		return nil
+	}
+	for i := 0; i < len(out); i++ {
+		out = append(out, kids[out[i].pid]...)
+	}
+	return out
 }
 
-func onCPU(cpu string, name string, args ...string) *exec.Cmd {
-	if *pin {
-		if _, err := exec.LookPath("taskset"); err == nil && runtime.NumCPU() >= 2 {
-			return exec.Command("taskset", append([]string{"-c", cpu, name}, args...)...)
+// cpuTicks is utime+stime of the processes, in clock ticks.
+func cpuTicks(ps []stat) int64 {
+	var t int64
+	for _, p := range ps {
+		if st, ok := readStat(p.pid); ok && st.start == p.start {
+			t += st.utime + st.stime
 		}
 	}
-	return exec.Command(name, args...)
+	return t
 }
 
-func startCmd(c *exec.Cmd, logf string) error {
-	f, err := os.Create(logf)
+// rssKiB sums VmRSS over the processes (nginx: master + worker).
+func rssKiB(ps []stat) int64 {
+	var total int64
+	for _, p := range ps {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(p.pid) + "/status")
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+				n, _ := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+				total += n
+			}
+		}
+	}
+	return total
+}
+
+// allowedCPUs parses Cpus_allowed_list of this process ("0-1,4").
+func allowedCPUs() []int {
+	b, err := os.ReadFile("/proc/self/status")
 	if err != nil {
-		return err
+		return nil
 	}
-	c.Stdout, c.Stderr = f, f
-	if err := c.Start(); err != nil {
-		return err
+	var cpus []int
+	for _, l := range strings.Split(string(b), "\n") {
+		v, ok := strings.CutPrefix(l, "Cpus_allowed_list:")
+		if !ok {
+			continue
+		}
+		for _, part := range strings.Split(strings.TrimSpace(v), ",") {
+			lo, hi, isRange := strings.Cut(part, "-")
+			a, err1 := strconv.Atoi(lo)
+			z := a
+			var err2 error
+			if isRange {
+				z, err2 = strconv.Atoi(hi)
+			}
+			if err1 != nil || err2 != nil {
+				return nil
+			}
+			for c := a; c <= z; c++ {
+				cpus = append(cpus, c)
+			}
+		}
 	}
-	started = append(started, c)
-	return nil
+	return cpus
 }
 
-func waitPort(port int) error {
-	deadline := time.Now().Add(10 * time.Second)
+// ---------------------------------------------------------------------
+// Ports
+
+// freePorts picks n ports on 127.0.0.1 in 18100–18999 that nothing
+// listens on (18081/18082 are the quickstart's backends).
+func freePorts(n int) ([]int, error) {
+	var out []int
+	for p := 18100; p < 19000 && len(out) < n; p++ {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		_ = l.Close()
+		out = append(out, p)
+	}
+	if len(out) < n {
+		return nil, fmt.Errorf("only %d free ports in 127.0.0.1:18100-18999, need %d", len(out), n)
+	}
+	return out, nil
+}
+
+func waitPort(ch *child, port int) error {
+	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err := exited(ch); err != nil {
+			return err
+		}
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
 		if err == nil {
-			c.Close()
+			_ = c.Close()
 			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("nothing listens on 127.0.0.1:%d after 10 s", port)
+	return fmt.Errorf("%s: nothing listens on 127.0.0.1:%d after 15 s", ch.name, port)
 }
+
+// ---------------------------------------------------------------------
+// Configurations
 
 func render(path, tmpl string, data any) error {
 	var b bytes.Buffer
@@ -168,7 +535,12 @@ func render(path, tmpl string, data any) error {
 	return os.WriteFile(path, b.Bytes(), 0o644)
 }
 
-const nginxUpstreamConf = `worker_processes 1;
+// The upstream: one nginx worker, a fixed body, long keep-alive (nginx's
+// default keepalive_requests of 1000 would make every proxy reconnect),
+// and stub_status so that the run can count the connections and requests
+// each proxy sends it.
+const upstreamConf = `worker_processes 1;
+worker_rlimit_nofile 16000;
 daemon off;
 pid {{.Dir}}/upstream.pid;
 error_log {{.Dir}}/upstream-error.log warn;
@@ -178,31 +550,39 @@ http {
   keepalive_requests 1000000;
   keepalive_timeout 300s;
   server {
-    listen 127.0.0.1:{{.Port}} reuseport backlog=4096;
+    listen 127.0.0.1:{{.Port}} backlog=4096;
+    location = /upstream_status { stub_status; }
     location / { default_type text/plain; return 200 "{{.Body}}"; }
   }
 }
 `
 
-const nginxProxyConf = `worker_processes 1;
+// nginx as a proxy: one worker, an upstream keep-alive pool, HTTP/1.1 to
+// the upstream with the Connection header cleared (what keeps the pool
+// in use), access log buffered like Envoy's (64 KiB / 1 s flush).
+const nginxConf = `worker_processes 1;
 worker_rlimit_nofile 16000;
 daemon off;
 pid {{.Dir}}/nginx.pid;
 error_log {{.Dir}}/nginx-error.log warn;
 events { worker_connections 15000; }
 http {
-  {{if .Log}}access_log {{.Dir}}/nginx-access.log;{{else}}access_log off;{{end}}
+  {{if .Log}}access_log {{.AccessLog}} combined buffer=64k flush=1s;{{else}}access_log off;{{end}}
   keepalive_requests 1000000;
   keepalive_timeout 300s;
-  upstream backend { server 127.0.0.1:{{.Upstream}}; keepalive 256; keepalive_requests 1000000; }
+  upstream backend { server 127.0.0.1:{{.Upstream}}; keepalive 256; keepalive_requests 1000000; keepalive_timeout 300s; }
   server {
     listen 127.0.0.1:{{.H1}} backlog=4096;
-    listen 127.0.0.1:{{.H2}} http2 backlog=4096;
+    {{if .H2}}listen 127.0.0.1:{{.H2}} http2 backlog=4096;{{end}}
     location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
 }
 `
 
+// HAProxy: one thread, keep-alive on both sides, connection reuse across
+// client connections (http-reuse always, as nginx's and Legate's pools).
+// It cannot write a file itself: the access log goes to stdout, which is
+// redirected to a file.
 const haproxyConf = `global
   nbthread 1
   maxconn 8000
@@ -219,16 +599,19 @@ defaults
   option httplog{{end}}
 frontend fe
   bind 127.0.0.1:{{.H1}}
-  bind 127.0.0.1:{{.H2}} proto h2
+  {{if .H2}}bind 127.0.0.1:{{.H2}} proto h2{{end}}
   default_backend be
 backend be
   server s1 127.0.0.1:{{.Upstream}}
 `
 
+// Legate: an Envoy v3 bootstrap, one listener per port (codec AUTO serves
+// HTTP/1.1 and h2c with prior knowledge on either), no request-ID
+// generation (the others generate none), a STATIC cluster.
 const legateConf = `static_resources:
   listeners:
-  {{range .Ports}}
-  - name: l{{.}}
+{{- range .Ports}}
+  - name: listener_{{.}}
     address: {socket_address: {address: 127.0.0.1, port_value: {{.}}}}
     filter_chains:
     - filters:
@@ -238,130 +621,205 @@ const legateConf = `static_resources:
           stat_prefix: bench
           codec_type: AUTO
           generate_request_id: false
-          {{if $.Log}}access_log:
+{{- if $.Log}}
+          access_log:
           - name: envoy.access_loggers.file
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-              path: {{$.Dir}}/legate-access.log{{end}}
+              path: {{$.AccessLog}}
+{{- end}}
           route_config:
+            name: local
             virtual_hosts:
             - name: all
               domains: ["*"]
               routes:
               - match: {prefix: /}
-                route: {cluster: backend}
+                route: {cluster: upstream}
           http_filters:
           - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-  {{end}}
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+{{- end}}
   clusters:
-  - name: backend
+  - name: upstream
     type: STATIC
     connect_timeout: 1s
     load_assignment:
-      cluster_name: backend
+      cluster_name: upstream
       endpoints:
       - lb_endpoints:
         - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{.Upstream}}}}}
 `
 
-func proxies() []*proxy {
-	return []*proxy{
-		{Name: "legate", Index: 0, h2: true, start: func(dir string, log bool) (*exec.Cmd, error) {
-			cfg := filepath.Join(dir, "legate.yaml")
-			if err := render(cfg, legateConf, map[string]any{"Ports": []int{portH1, portH2}, "Upstream": portUpstream, "Log": log, "Dir": dir}); err != nil {
-				return nil, err
-			}
-			c := onCPU("1", *legate, "proxy", "-c", cfg, "--log-level", "warning", "--concurrency", "1")
-			return c, startCmd(c, filepath.Join(dir, "legate.out"))
-		}},
-		{Name: "nginx", Index: 1, h2: true, start: func(dir string, log bool) (*exec.Cmd, error) {
-			cfg := filepath.Join(dir, "nginx.conf")
-			if err := render(cfg, nginxProxyConf, map[string]any{"H1": portH1 + 1, "H2": portH2 + 1, "Upstream": portUpstream, "Log": log, "Dir": dir}); err != nil {
-				return nil, err
-			}
-			c := onCPU("1", "nginx", "-c", cfg, "-e", filepath.Join(dir, "nginx-error.log"))
-			return c, startCmd(c, filepath.Join(dir, "nginx.out"))
-		}},
-		{Name: "haproxy", Index: 2, h2: true, start: func(dir string, log bool) (*exec.Cmd, error) {
-			cfg := filepath.Join(dir, "haproxy.cfg")
-			if err := render(cfg, haproxyConf, map[string]any{"H1": portH1 + 2, "H2": portH2 + 2, "Upstream": portUpstream, "Log": log}); err != nil {
-				return nil, err
-			}
-			c := onCPU("1", "haproxy", "-db", "-f", cfg)
-			if log {
-				f, err := os.Create(filepath.Join(dir, "haproxy-access.log"))
-				if err != nil {
-					return nil, err
-				}
-				c.Stdout, c.Stderr = f, f
-				if err := c.Start(); err != nil {
-					return nil, err
-				}
-				started = append(started, c)
-				return c, nil
-			}
-			return c, startCmd(c, filepath.Join(dir, "haproxy.out"))
-		}},
-	}
+// proxy is one proxy under test.
+type proxy struct {
+	Name      string
+	H1, H2    int
+	noH2      string // why HTTP/2 is not measured ("" if it is)
+	accessLog string
+	dir       string
+	upstream  int
+	start     func(p *proxy, log bool) (*child, error)
 }
 
-// pids returns pid and its descendants (nginx's workers, taskset's child).
-func pids(root int) []int {
-	out := []int{root}
-	ents, _ := os.ReadDir("/proc")
-	children := map[int][]int{}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-		ppid, _ := strconv.Atoi(f[1])
-		children[ppid] = append(children[ppid], pid)
+func (p *proxy) h2Port() int {
+	if p.noH2 != "" {
+		return 0
 	}
-	for i := 0; i < len(out); i++ {
-		out = append(out, children[out[i]]...)
-	}
-	return out
+	return p.H2
 }
 
-// cpuTicks is utime+stime of the processes, in clock ticks (1/100 s).
-func cpuTicks(ps []int) int64 {
-	var t int64
-	for _, p := range ps {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
-		u, _ := strconv.ParseInt(f[11], 10, 64)
-		s, _ := strconv.ParseInt(f[12], 10, 64)
-		t += u + s
+func startLegate(p *proxy, log bool) (*child, error) {
+	cfg := filepath.Join(p.dir, "legate.yaml")
+	ports := []int{p.H1}
+	if p.h2Port() != 0 {
+		ports = append(ports, p.H2)
 	}
-	return t
+	if err := render(cfg, legateConf, map[string]any{"Ports": ports, "Upstream": p.upstream, "Log": log, "AccessLog": p.accessLog}); err != nil {
+		return nil, err
+	}
+	c := command(serverCPU, *legateBin, "proxy", "-c", cfg, "--log-level", "warn", "--concurrency", "1", "--drain-time-s", "1")
+	c.Env = append(os.Environ(), "GOMAXPROCS=1")
+	return launch("legate", c, filepath.Join(p.dir, "legate.out"))
 }
 
-func rssKiB(ps []int) int64 {
-	var total int64
-	for _, p := range ps {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", p))
-		if err != nil {
-			continue
-		}
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "VmRSS:") {
-				v, _ := strconv.ParseInt(strings.Fields(l)[1], 10, 64)
-				total += v
-			}
+func startNginx(p *proxy, log bool) (*child, error) {
+	cfg := filepath.Join(p.dir, "nginx.conf")
+	if err := render(cfg, nginxConf, map[string]any{"H1": p.H1, "H2": p.h2Port(), "Upstream": p.upstream, "Log": log, "AccessLog": p.accessLog, "Dir": p.dir}); err != nil {
+		return nil, err
+	}
+	c := command(serverCPU, "nginx", "-c", cfg, "-e", filepath.Join(p.dir, "nginx-error.log"))
+	return launch("nginx", c, filepath.Join(p.dir, "nginx.out"))
+}
+
+func startHAProxy(p *proxy, log bool) (*child, error) {
+	cfg := filepath.Join(p.dir, "haproxy.cfg")
+	if err := render(cfg, haproxyConf, map[string]any{"H1": p.H1, "H2": p.h2Port(), "Upstream": p.upstream, "Log": log}); err != nil {
+		return nil, err
+	}
+	c := command(serverCPU, "haproxy", "-db", "-f", cfg)
+	out := filepath.Join(p.dir, "haproxy.out")
+	if log {
+		out = p.accessLog // stdout carries the access log
+	}
+	return launch("haproxy", c, out)
+}
+
+// nginxH2 says why nginx cannot serve h2c, or "".
+func nginxH2() string {
+	out, err := exec.Command("nginx", "-V").CombinedOutput()
+	if err != nil {
+		return "nginx -V failed"
+	}
+	if !bytes.Contains(out, []byte("--with-http_v2_module")) {
+		return "this nginx is built without http_v2_module"
+	}
+	return ""
+}
+
+// haproxyH2 says why HAProxy cannot serve h2c (proto h2 needs 1.9), or "".
+func haproxyH2() string {
+	out, _ := exec.Command("haproxy", "-v").CombinedOutput()
+	m := regexp.MustCompile(`version (\d+)\.(\d+)`).FindSubmatch(out)
+	if m == nil {
+		return "unknown HAProxy version"
+	}
+	major, _ := strconv.Atoi(string(m[1]))
+	minor, _ := strconv.Atoi(string(m[2]))
+	if major < 1 || (major == 1 && minor < 9) {
+		return "HAProxy before 1.9 has no proto h2 on bind"
+	}
+	return ""
+}
+
+// up starts p and checks that it proxies: a 200 with the upstream's body
+// over HTTP/1.1, and over h2c when measured. A failing h2c check turns
+// HTTP/2 off for p with the reason.
+func (p *proxy) up(log bool) (*child, error) {
+	if log {
+		_ = os.Remove(p.accessLog)
+	}
+	ch, err := p.start(p, log)
+	if err != nil {
+		return nil, err
+	}
+	ports := []int{p.H1}
+	if p.h2Port() != 0 {
+		ports = append(ports, p.H2)
+	}
+	for _, port := range ports {
+		if err := waitPort(ch, port); err != nil {
+			stop(ch)
+			return nil, err
 		}
 	}
-	return total
+	if err := check(&http.Client{Transport: &http.Transport{}}, p.H1); err != nil {
+		stop(ch)
+		return nil, fmt.Errorf("%s does not proxy over HTTP/1.1: %w", p.Name, err)
+	}
+	if p.h2Port() != 0 {
+		h2c := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, network, addr)
+		}}
+		if err := check(&http.Client{Transport: h2c}, p.H2); err != nil {
+			p.noH2 = "h2c with prior knowledge failed: " + err.Error()
+			fmt.Fprintf(os.Stderr, "%s: %s; HTTP/2 is skipped for it\n", p.Name, p.noH2)
+		}
+		h2c.CloseIdleConnections()
+	}
+	return ch, nil
 }
+
+func check(c *http.Client, port int) error {
+	c.Timeout = 5 * time.Second
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 || string(b) != body {
+		return fmt.Errorf("got %d with a %d-byte body, want 200 with the upstream's %d bytes", resp.StatusCode, len(b), len(body))
+	}
+	c.CloseIdleConnections()
+	return nil
+}
+
+// upstreamCounters reads the upstream's stub_status: connections
+// accepted and requests served so far, each including the status request
+// itself and its connection.
+func upstreamCounters(port int) (accepts, requests int64, err error) {
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/upstream_status", port))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, 0, err
+	}
+	// "Active connections: 1 \nserver accepts handled requests\n 10 10 12 \n..."
+	lines := strings.Split(string(b), "\n")
+	if len(lines) < 3 {
+		return 0, 0, fmt.Errorf("stub_status: %q", b)
+	}
+	f := strings.Fields(lines[2])
+	if len(f) < 3 {
+		return 0, 0, fmt.Errorf("stub_status: %q", b)
+	}
+	accepts, _ = strconv.ParseInt(f[0], 10, 64)
+	requests, _ = strconv.ParseInt(f[2], 10, 64)
+	return accepts, requests, nil
+}
+
+// ---------------------------------------------------------------------
+// Load generators
 
 var (
 	reWrkReqs = regexp.MustCompile(`(\d+) requests in`)
@@ -369,12 +827,12 @@ var (
 	reWrkErr  = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
 	reWrkSock = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
 	reWrkLat  = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$`)
-	reH2Reqs  = regexp.MustCompile(`requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored`)
+	reH2Reqs  = regexp.MustCompile(`requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored`)
 	reH2RPS   = regexp.MustCompile(`finished in [\d.]+\w+, ([\d.]+) req/s`)
-	reH2Lat   = regexp.MustCompile(`time for request:\s+[\d.]+\w+\s+[\d.]+\w+\s+([\d.]+)(us|ms|s)`)
+	reH2Codes = regexp.MustCompile(`status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx`)
 )
 
-func ms(v, unit string) float64 {
+func toMS(v, unit string) float64 {
 	f, _ := strconv.ParseFloat(v, 64)
 	switch unit {
 	case "us":
@@ -385,300 +843,519 @@ func ms(v, unit string) float64 {
 	return f
 }
 
-// load runs the load generator and returns requests done, rps, p50, p99 and errors.
-func load(sc scenario, port int) (int64, float64, float64, float64, int64, error) {
-	secs := strconv.Itoa(int(duration.Seconds()))
+// loadResult is what a load generator reports.
+type loadResult struct {
+	requests     int64
+	rps          float64
+	p50, p99     float64
+	non2xx, sock int64
+	clientCPU    float64
+}
+
+func load(sc scenario, port int, dir string) (loadResult, error) {
+	var r loadResult
+	secs := int(duration.Round(time.Second).Seconds())
+	if secs < 1 {
+		secs = 1
+	}
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
-	var c *exec.Cmd
 	if sc.Tool == "h2load" {
-		c = onCPU("0", "h2load", "-D", secs, "-c", strconv.Itoa(sc.Conns), "-m", strconv.Itoa(sc.Streams), "-t", "1", url)
-	} else {
-		args := []string{"-t", "1", "-c", strconv.Itoa(sc.Conns), "-d", secs + "s", "--latency", "--timeout", "5s"}
-		if sc.Close {
-			args = append(args, "-H", "Connection: close")
+		logf := filepath.Join(dir, "h2load.log")
+		_ = os.Remove(logf)
+		defer os.Remove(logf)
+		c := command(clientCPU, "h2load", "-D", strconv.Itoa(secs), "-c", strconv.Itoa(sc.Conns), "-m", strconv.Itoa(sc.Streams), "-t", "1", "--log-file="+logf, url)
+		out, cpu, err := runTool("h2load", c)
+		if err != nil {
+			return r, err
 		}
-		c = onCPU("0", "wrk", append(args, url)...)
-	}
-	out, err := c.CombinedOutput()
-	if err != nil {
-		return 0, 0, 0, 0, 0, fmt.Errorf("%s: %v\n%s", sc.Tool, err, out)
-	}
-	s := string(out)
-	if sc.Tool == "h2load" {
+		s := string(out)
 		m := reH2Reqs.FindStringSubmatch(s)
 		if m == nil {
-			return 0, 0, 0, 0, 0, fmt.Errorf("h2load output not understood:\n%s", s)
+			return r, fmt.Errorf("h2load output not understood:\n%s", s)
 		}
-		done, _ := strconv.ParseInt(m[2], 10, 64)
-		failed, _ := strconv.ParseInt(m[3], 10, 64)
-		errored, _ := strconv.ParseInt(m[4], 10, 64)
-		rps := 0.0
-		if r := reH2RPS.FindStringSubmatch(s); r != nil {
-			rps, _ = strconv.ParseFloat(r[1], 64)
+		r.requests, _ = strconv.ParseInt(m[3], 10, 64)
+		failed, _ := strconv.ParseInt(m[5], 10, 64)
+		errored, _ := strconv.ParseInt(m[6], 10, 64)
+		if x := reH2RPS.FindStringSubmatch(s); x != nil {
+			r.rps, _ = strconv.ParseFloat(x[1], 64)
 		}
-		mean := 0.0
-		if l := reH2Lat.FindStringSubmatch(s); l != nil {
-			mean = ms(l[1], l[2])
+		if x := reH2Codes.FindStringSubmatch(s); x != nil {
+			for _, v := range x[2:] {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				r.non2xx += n
+			}
 		}
-		return done, rps, mean, 0, failed + errored, nil
+		// failed counts non-2xx responses and stream errors (errored).
+		r.sock = max(errored, failed-r.non2xx)
+		r.p50, r.p99, err = h2Percentiles(logf)
+		if err != nil {
+			return r, err
+		}
+		r.clientCPU = cpu.Seconds() / float64(secs)
+		return r, nil
 	}
-	m := reWrkReqs.FindStringSubmatch(s)
-	r := reWrkRPS.FindStringSubmatch(s)
-	if m == nil || r == nil {
-		return 0, 0, 0, 0, 0, fmt.Errorf("wrk output not understood:\n%s", s)
+	args := []string{"-t", "1", "-c", strconv.Itoa(sc.Conns), "-d", strconv.Itoa(secs) + "s", "--latency", "--timeout", "5s"}
+	if sc.Close {
+		args = append(args, "-H", "Connection: close")
 	}
-	n, _ := strconv.ParseInt(m[1], 10, 64)
-	rps, _ := strconv.ParseFloat(r[1], 64)
-	var errs int64
+	out, cpu, err := runTool("wrk", command(clientCPU, "wrk", append(args, url)...))
+	if err != nil {
+		return r, err
+	}
+	s := string(out)
+	m, x := reWrkReqs.FindStringSubmatch(s), reWrkRPS.FindStringSubmatch(s)
+	if m == nil || x == nil {
+		return r, fmt.Errorf("wrk output not understood:\n%s", s)
+	}
+	r.requests, _ = strconv.ParseInt(m[1], 10, 64)
+	r.rps, _ = strconv.ParseFloat(x[1], 64)
 	if e := reWrkErr.FindStringSubmatch(s); e != nil {
-		errs, _ = strconv.ParseInt(e[1], 10, 64)
+		r.non2xx, _ = strconv.ParseInt(e[1], 10, 64)
 	}
 	if e := reWrkSock.FindStringSubmatch(s); e != nil {
 		for _, v := range e[1:] {
-			x, _ := strconv.ParseInt(v, 10, 64)
-			errs += x
+			n, _ := strconv.ParseInt(v, 10, 64)
+			r.sock += n
 		}
 	}
-	var p50, p99 float64
 	for _, l := range reWrkLat.FindAllStringSubmatch(s, -1) {
 		if l[1] == "50" {
-			p50 = ms(l[2], l[3])
+			r.p50 = toMS(l[2], l[3])
 		} else {
-			p99 = ms(l[2], l[3])
+			r.p99 = toMS(l[2], l[3])
 		}
 	}
-	return n, rps, p50, p99, errs, nil
+	r.clientCPU = cpu.Seconds() / float64(secs)
+	return r, nil
 }
+
+// h2Percentiles reads h2load's --log-file (start µs, status, duration µs
+// per request) and returns p50 and p99 in milliseconds.
+func h2Percentiles(path string) (float64, float64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer f.Close()
+	var d []float64
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Split(sc.Text(), "\t")
+		if len(fs) < 3 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(fs[2], 64); err == nil {
+			d = append(d, v/1000)
+		}
+	}
+	if len(d) == 0 {
+		return 0, 0, fmt.Errorf("h2load wrote no request log")
+	}
+	sort.Float64s(d)
+	pct := func(q float64) float64 { return d[min(len(d)-1, int(q*float64(len(d))))] }
+	return pct(0.50), pct(0.99), sc.Err()
+}
+
+func countLines(path string) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	var n int64
+	buf := make([]byte, 1<<20)
+	for {
+		k, err := f.Read(buf)
+		n += int64(bytes.Count(buf[:k], []byte{'\n'}))
+		if err != nil {
+			return n
+		}
+	}
+}
+
+// measure runs one scenario against a running proxy.
+func measure(p *proxy, ch *child, sc scenario, upstreamPID []stat, upPort int) (Sample, error) {
+	var s Sample
+	ps := ch.procs()
+	port := p.H1
+	if sc.Tool == "h2load" {
+		port = p.H2
+	}
+	acc0, req0, err := upstreamCounters(upPort)
+	if err != nil {
+		return s, fmt.Errorf("upstream: %w", err)
+	}
+	lines0 := countLines(p.accessLog)
+	t0, u0 := cpuTicks(ps), cpuTicks(upstreamPID)
+	r, err := load(sc, port, p.dir)
+	if err != nil {
+		return s, err
+	}
+	t1, u1 := cpuTicks(ps), cpuTicks(upstreamPID)
+	s.RSSKiB = rssKiB(ps)
+	acc1, req1, err := upstreamCounters(upPort)
+	if err != nil {
+		return s, fmt.Errorf("upstream: %w", err)
+	}
+	if err := exited(ch); err != nil {
+		return s, err
+	}
+	s.Requests, s.RPS, s.P50ms, s.P99ms = r.requests, r.rps, r.p50, r.p99
+	s.Non2xx, s.SocketErrors, s.ClientCPU = r.non2xx, r.sock, r.clientCPU
+	// The deltas include the first status request and its connection.
+	s.UpstreamConns, s.UpstreamRequests = acc1-acc0-1, req1-req0-1
+	if r.requests > 0 {
+		us := 1e6 / float64(clockTicks)
+		s.CPUusPerReq = float64(t1-t0) * us / float64(r.requests)
+		s.UpstreamCPUusReq = float64(u1-u0) * us / float64(r.requests)
+	}
+	if sc.Log {
+		time.Sleep(1500 * time.Millisecond) // Legate's and nginx's access logs flush every second
+		s.AccessLogLines = countLines(p.accessLog) - lines0
+		s.accessLogExpected = true
+	}
+	return s, nil
+}
+
+// idle measures p's memory per idle keep-alive connection on a fresh
+// process: RSS before and after idleconns opened n connections and made
+// one request on each.
+func idle(p *proxy, n int) Idle {
+	res := Idle{Proxy: p.Name, Conns: n}
+	fail := func(err error) Idle { res.Error = err.Error(); return res }
+	ch, err := p.up(false)
+	if err != nil {
+		return fail(err)
+	}
+	defer stop(ch)
+	time.Sleep(500 * time.Millisecond)
+	ps := ch.procs()
+	res.RSSBefore = rssKiB(ps)
+	c := command(clientCPU, *idleBin, "-addr", fmt.Sprintf("127.0.0.1:%d", p.H1), "-n", strconv.Itoa(n), "-stdin")
+	stdin, err := c.StdinPipe()
+	if err != nil {
+		return fail(err)
+	}
+	stdout, err := c.StdoutPipe()
+	if err != nil {
+		return fail(err)
+	}
+	errf := filepath.Join(p.dir, "idleconns.err")
+	f, err := os.Create(errf)
+	if err != nil {
+		return fail(err)
+	}
+	defer f.Close()
+	c.Stderr = f
+	ic, err := launch("idleconns", c, "")
+	if err != nil {
+		return fail(err)
+	}
+	defer stop(ic)
+	defer stdin.Close()
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	if !strings.HasPrefix(line, "ready ") {
+		<-ic.done
+		b, _ := os.ReadFile(errf)
+		return fail(fmt.Errorf("idleconns: %s", strings.TrimSpace(string(b))))
+	}
+	time.Sleep(time.Second)
+	res.RSSAfter = rssKiB(ch.procs())
+	res.KiBPerConn = float64(res.RSSAfter-res.RSSBefore) / float64(n)
+	return res
+}
+
+// ---------------------------------------------------------------------
 
 func median(v []float64) float64 {
 	if len(v) == 0 {
 		return 0
 	}
-	s := append([]float64(nil), v...)
+	s := slices.Clone(v)
 	sort.Float64s(s)
+	if len(s)%2 == 0 {
+		return (s[len(s)/2-1] + s[len(s)/2]) / 2
+	}
 	return s[len(s)/2]
 }
 
-// idleMemory opens n keep-alive connections, sends one request on each,
-// and returns the proxy's RSS growth per connection in KiB.
-func idleMemory(ps []int, port, n int) (float64, error) {
-	var lim syscall.Rlimit
-	syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
-	if lim.Cur < uint64(n+1000) {
-		lim.Cur = min(uint64(n+1000), lim.Max)
-		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
-	}
-	runtime.GC()
-	time.Sleep(300 * time.Millisecond)
-	before := rssKiB(ps)
-	conns := make([]net.Conn, 0, n)
-	defer func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}()
-	req := []byte("GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
-	buf := make([]byte, 4096)
-	for i := 0; i < n; i++ {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second)
-		if err != nil {
-			return 0, fmt.Errorf("connection %d: %w", i, err)
-		}
-		conns = append(conns, c)
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.Write(req); err != nil {
-			return 0, err
-		}
-		if _, err := c.Read(buf); err != nil {
-			return 0, fmt.Errorf("connection %d: %w", i, err)
-		}
-	}
-	time.Sleep(time.Second)
-	after := rssKiB(ps)
-	return float64(after-before) / float64(n), nil
-}
-
 func machine() map[string]string {
-	m := map[string]string{"cpus": strconv.Itoa(runtime.NumCPU()), "go": runtime.Version()}
+	m := map[string]string{"nproc": strconv.Itoa(runtime.NumCPU())}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		sc := bufio.NewScanner(bytes.NewReader(b))
-		for sc.Scan() {
-			if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-				m["cpu"] = strings.TrimSpace(v)
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m["cpu_model"] = strings.TrimSpace(v)
 				break
 			}
 		}
 	}
-	var u syscall.Utsname
-	if syscall.Uname(&u) == nil {
-		b := make([]byte, 0, 65)
-		for _, c := range u.Release {
-			if c == 0 {
-				break
-			}
-			b = append(b, byte(c))
-		}
-		m["kernel"] = string(b)
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m["kernel"] = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		m["loadavg_at_start"] = strings.Join(strings.Fields(string(b))[:3], " ")
 	}
 	ver := func(name string, args ...string) string {
-		out, _ := exec.Command(name, args...).CombinedOutput()
+		out, err := exec.Command(name, args...).CombinedOutput()
 		l, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+		if l == "" && err != nil {
+			return "unavailable: " + err.Error()
+		}
 		return l
 	}
 	m["nginx"] = ver("nginx", "-v")
 	m["haproxy"] = ver("haproxy", "-v")
 	m["wrk"] = ver("wrk", "-v")
 	m["h2load"] = ver("h2load", "--version")
-	m["legate"] = ver(*legate, "version")
-	m["pinning"] = fmt.Sprintf("%v (load generator on CPU 0; proxy and upstream on CPU 1)", *pin)
+	m["go"] = ver("go", "version")
+	if strings.HasPrefix(m["go"], "unavailable") {
+		m["go"] = runtime.Version() + " (benchrun's)"
+	}
+	m["legate"] = ver(*legateBin, "version")
+	if clientCPU != "" {
+		m["pinning"] = fmt.Sprintf("taskset: load generator on CPU %s; proxy and upstream on CPU %s", clientCPU, serverCPU)
+	} else {
+		m["pinning"] = "none (taskset missing, fewer than 2 allowed CPUs, or -pin=false)"
+	}
 	return m
 }
 
-func main() {
-	flag.Parse()
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	go func() { <-sig; stopAll(); os.Exit(130) }()
-	defer stopAll()
-	if err := run(); err != nil {
-		stopAll()
-		fmt.Fprintln(os.Stderr, "benchrun:", err)
-		os.Exit(1)
-	}
-}
-
 func run() error {
-	dir, err := os.MkdirTemp("", "legate-bench")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	for _, p := range []int{portUpstream, portH1, portH1 + 1, portH1 + 2, portH2, portH2 + 1, portH2 + 2} {
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
-			c.Close()
-			return fmt.Errorf("port %d on 127.0.0.1 is in use: stop what listens there", p)
+	begin := time.Now()
+	for _, tool := range []string{"nginx", "haproxy", "wrk", *legateBin, *idleBin} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s: %w (bench/run.sh installs and builds what is needed)", tool, err)
 		}
 	}
-	if err := render(filepath.Join(dir, "upstream.conf"), nginxUpstreamConf, map[string]any{"Port": portUpstream, "Body": strings.TrimSuffix(body100, "\n") + `\n`, "Dir": dir}); err != nil {
-		return err
+	// Children inherit the limit: nginx and HAProxy raise theirs as root,
+	// Go raises its own, and idleconns needs 5,000+.
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) == nil && lim.Cur < lim.Max {
+		lim.Cur = lim.Max
+		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
 	}
-	up := onCPU("1", "nginx", "-c", filepath.Join(dir, "upstream.conf"), "-e", filepath.Join(dir, "upstream-error.log"))
-	if err := startCmd(up, filepath.Join(dir, "upstream.out")); err != nil {
-		return err
-	}
-	if err := waitPort(portUpstream); err != nil {
-		return err
-	}
-
-	scenarios := []scenario{
-		{Name: "h1-keepalive-8", Tool: "wrk", Conns: 8},
-		{Name: "h1-keepalive-64", Tool: "wrk", Conns: 64},
-		{Name: "h1-keepalive-256", Tool: "wrk", Conns: 256},
-		{Name: "h1-conn-per-request-8", Tool: "wrk", Conns: 8, Close: true},
-		{Name: "h2c-16x10", Tool: "h2load", Conns: 16, Streams: 10},
-		{Name: "h1-keepalive-64-accesslog", Tool: "wrk", Conns: 64, Log: true},
-	}
-	ps := proxies()
-	results := map[string]*Result{}
-	rep := &Report{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine(), IdleKiBConn: map[string]float64{},
-		Method: fmt.Sprintf("%d rounds of %s per scenario, proxies alternated within each round (A B C A B C ...); medians. "+
-			"Upstream: nginx, 1 worker, fixed %d-byte body, keep-alive. Proxies: 1 worker/thread each, keep-alive to the upstream, "+
-			"access log off unless the scenario says accesslog. Latency: wrk --latency percentiles; h2load reports no percentiles, so its mean is shown as p50 and p99 is empty. CPU = utime+stime of the proxy's processes from /proc/PID/stat over the run, per completed request.",
-			*rounds, *duration, len(body100))}
-	for _, logOn := range []bool{false, true} {
-		for round := 0; round < *rounds; round++ {
-			for _, p := range ps {
-				cmd, err := p.start(dir, logOn)
-				if err != nil {
-					return fmt.Errorf("start %s: %w", p.Name, err)
-				}
-				if err := waitPort(portH1 + p.Index); err != nil {
-					return fmt.Errorf("%s: %w", p.Name, err)
-				}
-				pp := pids(cmd.Process.Pid)
-				for _, sc := range scenarios {
-					if sc.Log != logOn {
-						continue
-					}
-					key := p.Name + "/" + sc.Name
-					r := results[key]
-					if r == nil {
-						r = &Result{Proxy: p.Name, Scenario: sc.Name}
-						results[key] = r
-						rep.Results = append(rep.Results, r)
-					}
-					port := portH1 + p.Index
-					if sc.Tool == "h2load" {
-						port = portH2 + p.Index
-					}
-					t0 := cpuTicks(pp)
-					n, rps, p50, p99, errs, err := load(sc, port)
-					if err != nil {
-						r.Skipped = err.Error()
-						continue
-					}
-					t1 := cpuTicks(pp)
-					cpu := 0.0
-					if n > 0 {
-						cpu = float64(t1-t0) * 1e4 / float64(n) // ticks are 10 ms = 1e4 µs
-					}
-					r.rounds = append(r.rounds, sample{rps, p50, p99, cpu, rssKiB(pp), errs})
-					fmt.Fprintf(os.Stderr, "round %d %-8s %-26s %9.0f req/s  p50 %6.2f ms  p99 %6.2f ms  %6.1f CPU-µs/req  errors %d\n",
-						round+1, p.Name, sc.Name, rps, p50, p99, cpu, errs)
-				}
-				if !logOn && round == 0 {
-					kib, err := idleMemory(pp, portH1+p.Index, *idleN)
-					if err != nil {
-						fmt.Fprintf(os.Stderr, "idle memory for %s: %v\n", p.Name, err)
-					} else {
-						rep.IdleKiBConn[p.Name] = kib
-						fmt.Fprintf(os.Stderr, "%s: %.2f KiB per idle connection (%d connections)\n", p.Name, kib, *idleN)
-					}
-				}
-				cmd.Process.Signal(syscall.SIGTERM)
-				done := make(chan struct{})
-				go func() { cmd.Wait(); close(done) }()
-				select {
-				case <-done:
-				case <-time.After(5 * time.Second):
-					cmd.Process.Kill()
-					<-done
-				}
-				if p.Name == "nginx" {
-					time.Sleep(200 * time.Millisecond) // nginx workers exit after the master
-				}
+	if *pin {
+		if _, err := exec.LookPath("taskset"); err == nil {
+			if cpus := allowedCPUs(); len(cpus) >= 2 {
+				clientCPU, serverCPU = strconv.Itoa(cpus[0]), strconv.Itoa(cpus[1])
 			}
 		}
 	}
-	for _, r := range rep.Results {
-		var rps, p50, p99, cpu []float64
-		for _, s := range r.rounds {
-			rps, p50, p99, cpu = append(rps, s.rps), append(p50, s.p50), append(p99, s.p99), append(cpu, s.cpu)
-			r.Errors += s.errs
-			r.RSSKiB = max(r.RSSKiB, s.rss)
+	scenarios := allScenarios
+	if *only != "" {
+		want := strings.Split(*only, ",")
+		scenarios = slices.DeleteFunc(slices.Clone(allScenarios), func(s scenario) bool { return !slices.Contains(want, s.Name) })
+		if len(scenarios) == 0 {
+			return fmt.Errorf("no scenario among %q", *only)
 		}
-		r.RPS, r.P50ms, r.P99ms, r.CPUusPerReq = median(rps), median(p50), median(p99), median(cpu)
+	}
+	dir, err := os.MkdirTemp("", "legate-bench-")
+	if err != nil {
+		return err
+	}
+	keep := true
+	defer func() {
+		if keep && !interrupted.Load() {
+			fmt.Fprintf(os.Stderr, "benchrun: configurations and logs kept in %s\n", dir)
+		} else {
+			_ = os.RemoveAll(dir)
+		}
+	}()
+	ports, err := freePorts(7)
+	if err != nil {
+		return err
+	}
+	upPort := ports[0]
+
+	noH2 := ""
+	if _, err := exec.LookPath("h2load"); err != nil {
+		noH2 = "h2load is not installed"
+	}
+	mk := func(name string, i int, start func(*proxy, bool) (*child, error), why string) *proxy {
+		if noH2 != "" {
+			why = noH2
+		}
+		return &proxy{Name: name, H1: ports[1+2*i], H2: ports[2+2*i], noH2: why, dir: dir, upstream: upPort,
+			accessLog: filepath.Join(dir, name+"-access.log"), start: start}
+	}
+	proxies := []*proxy{
+		mk("legate", 0, startLegate, ""),
+		mk("nginx", 1, startNginx, nginxH2()),
+		mk("haproxy", 2, startHAProxy, haproxyH2()),
+	}
+
+	rep := &Report{Date: time.Now().UTC().Format(time.RFC3339), Machine: machine()}
+	for _, p := range proxies {
+		rep.Proxies = append(rep.Proxies, p.Name)
 	}
 	for _, sc := range scenarios {
+		rep.Scenarios = append(rep.Scenarios, sc.Name)
+	}
+	rep.Method = fmt.Sprintf("%d rounds of %s per scenario; the proxies alternate within each round (%s, %s, ...), each started fresh per round, and medians over the rounds are reported. "+
+		"Upstream: nginx, 1 worker, fixed %d-byte body, keep-alive. Proxies: 1 worker / thread each (Legate GOMAXPROCS=1), keep-alive to the upstream, access log off except in *-accesslog scenarios (then to a file). "+
+		"Load: wrk -t1 (HTTP/1.1; percentiles from --latency), h2load -t1 (h2c prior knowledge; percentiles from its per-request log). "+
+		"CPU: utime+stime of the proxy's processes (/proc/PID/stat) over the run divided by completed requests. RSS: VmRSS of the proxy's processes after the load. "+
+		"Idle memory: RSS growth of a fresh proxy while bench/cmd/idleconns holds %d keep-alive connections that each made one request.",
+		*rounds, *duration, strings.Join(rep.Proxies, ", "), strings.Join(rep.Proxies, ", "), len(body), *idleN)
+
+	// The upstream.
+	if err := render(filepath.Join(dir, "upstream.conf"), upstreamConf, map[string]any{"Port": upPort, "Body": strings.TrimSuffix(body, "\n") + `\n`, "Dir": dir}); err != nil {
+		return err
+	}
+	up, err := launch("upstream nginx", command(serverCPU, "nginx", "-c", filepath.Join(dir, "upstream.conf"), "-e", filepath.Join(dir, "upstream-error.log")), filepath.Join(dir, "upstream.out"))
+	if err != nil {
+		return err
+	}
+	if err := waitPort(up, upPort); err != nil {
+		return err
+	}
+	if err := check(&http.Client{Transport: &http.Transport{}}, upPort); err != nil {
+		return fmt.Errorf("upstream: %w", err)
+	}
+	upPIDs := up.procs()
+	fmt.Fprintf(os.Stderr, "benchrun: upstream on 127.0.0.1:%d; %s; legate :%d/:%d, nginx :%d/:%d, haproxy :%d/:%d (HTTP/1.1 / h2c)\n",
+		upPort, rep.Machine["pinning"], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6])
+
+	// Memory per idle connection, each on a fresh process.
+	if *idleN > 0 {
+		for _, p := range proxies {
+			r := idle(p, *idleN)
+			if interrupted.Load() {
+				return errStopped
+			}
+			rep.Idle = append(rep.Idle, r)
+			if r.Error != "" {
+				fmt.Fprintf(os.Stderr, "idle %-8s %s\n", p.Name, r.Error)
+				rep.Notes = append(rep.Notes, fmt.Sprintf("idle-connection memory of %s not measured: %s", p.Name, r.Error))
+			} else {
+				fmt.Fprintf(os.Stderr, "idle %-8s RSS %d → %d KiB with %d connections: %.2f KiB/connection\n", p.Name, r.RSSBefore, r.RSSAfter, r.Conns, r.KiBPerConn)
+			}
+		}
+	}
+
+	results := map[string]*Result{}
+	get := func(p *proxy, sc scenario) *Result {
+		k := p.Name + "/" + sc.Name
+		if results[k] == nil {
+			results[k] = &Result{Proxy: p.Name, Scenario: sc.Name}
+		}
+		return results[k]
+	}
+	for _, logOn := range []bool{false, true} {
+		var scs []scenario
+		for _, sc := range scenarios {
+			if sc.Log == logOn {
+				scs = append(scs, sc)
+			}
+		}
+		if len(scs) == 0 {
+			continue
+		}
+		for round := 1; round <= *rounds; round++ {
+			for _, p := range proxies {
+				ch, err := p.up(logOn)
+				if err != nil {
+					return err
+				}
+				for _, sc := range scs {
+					if interrupted.Load() {
+						return errStopped
+					}
+					r := get(p, sc)
+					if sc.Tool == "h2load" && p.noH2 != "" {
+						r.Skipped = p.noH2
+						continue
+					}
+					s, err := measure(p, ch, sc, upPIDs, upPort)
+					if err != nil {
+						if interrupted.Load() {
+							return errStopped
+						}
+						fmt.Fprintf(os.Stderr, "round %d %-8s %-26s failed: %v\n", round, p.Name, sc.Name, err)
+						r.failedOnceReason = err.Error()
+						if exited(ch) != nil {
+							return err
+						}
+						continue
+					}
+					s.Round = round
+					r.Rounds = append(r.Rounds, s)
+					fmt.Fprintf(os.Stderr, "round %d %-8s %-26s %8.0f req/s  p50 %6.2f ms  p99 %6.2f ms  %5.1f CPU-µs/req  RSS %6d KiB  upstream conns %5d  errors %d\n",
+						round, p.Name, sc.Name, s.RPS, s.P50ms, s.P99ms, s.CPUusPerReq, s.RSSKiB, s.UpstreamConns, s.Non2xx+s.SocketErrors)
+				}
+				stop(ch)
+			}
+		}
+	}
+
+	// Medians, ratios, notes.
+	for _, sc := range scenarios {
+		for _, p := range proxies {
+			r := results[p.Name+"/"+sc.Name]
+			if r == nil {
+				continue
+			}
+			rep.Results = append(rep.Results, r)
+			if len(r.Rounds) == 0 {
+				if r.Skipped == "" {
+					r.Skipped = "failed: " + r.failedOnceReason
+				}
+				rep.Notes = append(rep.Notes, fmt.Sprintf("%s / %s not measured: %s", sc.Name, p.Name, firstLine(r.Skipped)))
+				continue
+			}
+			var rps, p50, p99, cpu, rss, upc []float64
+			for _, s := range r.Rounds {
+				rps, p50, p99, cpu = append(rps, s.RPS), append(p50, s.P50ms), append(p99, s.P99ms), append(cpu, s.CPUusPerReq)
+				rss, upc = append(rss, float64(s.RSSKiB)), append(upc, float64(s.UpstreamConns))
+				r.Errors += s.Non2xx + s.SocketErrors
+				if s.ClientCPU > 0.95 {
+					rep.Notes = append(rep.Notes, fmt.Sprintf("%s / %s round %d: the load generator used %.0f%% of its CPU, so this figure may be limited by the client", sc.Name, p.Name, s.Round, 100*s.ClientCPU))
+				}
+				if s.Requests > 0 && float64(s.UpstreamRequests) < 0.98*float64(s.Requests) {
+					rep.Notes = append(rep.Notes, fmt.Sprintf("%s / %s round %d: the upstream saw %d requests for %d completed by the client", sc.Name, p.Name, s.Round, s.UpstreamRequests, s.Requests))
+				}
+				if s.accessLogExpected && float64(s.AccessLogLines) < 0.98*float64(s.Requests) {
+					rep.Notes = append(rep.Notes, fmt.Sprintf("%s / %s round %d: %d access-log lines for %d requests", sc.Name, p.Name, s.Round, s.AccessLogLines, s.Requests))
+				}
+			}
+			r.RPS, r.P50ms, r.P99ms, r.CPUusPerReq = median(rps), median(p50), median(p99), median(cpu)
+			r.RSSKiB, r.UpstreamConns = int64(median(rss)), int64(median(upc))
+			if r.RPS > 0 {
+				r.RPSSpread = (slices.Max(rps) - slices.Min(rps)) / r.RPS
+			}
+			if r.Errors > 0 {
+				rep.Notes = append(rep.Notes, fmt.Sprintf("%s / %s: %d errors (non-2xx responses or socket errors) over %d rounds", sc.Name, p.Name, r.Errors, len(r.Rounds)))
+			}
+		}
 		l := results["legate/"+sc.Name]
 		for _, peer := range []string{"nginx", "haproxy"} {
 			o := results[peer+"/"+sc.Name]
-			if l == nil || o == nil || o.RPS == 0 || o.CPUusPerReq == 0 {
+			if l == nil || o == nil || l.RPS == 0 || o.RPS == 0 || o.CPUusPerReq == 0 {
 				continue
 			}
 			rep.Ratios = append(rep.Ratios, Ratio{Scenario: sc.Name, Peer: peer, RPS: l.RPS / o.RPS, CPUPerReq: l.CPUusPerReq / o.CPUusPerReq})
 		}
 	}
+	rep.Seconds = time.Since(begin).Round(time.Second).Seconds()
+
 	md := markdown(rep)
 	fmt.Print(md)
 	if err := os.MkdirAll(*outDir, 0o755); err != nil {
 		return err
 	}
-	j, _ := json.MarshalIndent(rep, "", "  ")
+	j, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
 	if err := os.WriteFile(filepath.Join(*outDir, "latest.json"), append(j, '\n'), 0o644); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(*outDir, "latest.md"), []byte(md), 0o644)
+	if err := os.WriteFile(filepath.Join(*outDir, "latest.md"), []byte(md), 0o644); err != nil {
+		return err
+	}
+	keep = false
+	fmt.Fprintf(os.Stderr, "benchrun: wrote %s and %s in %s\n", filepath.Join(*outDir, "latest.md"), filepath.Join(*outDir, "latest.json"), time.Since(begin).Round(time.Second))
+	return nil
 }
 
 func markdown(rep *Report) string {
@@ -692,24 +1369,69 @@ func markdown(rep *Report) string {
 	for _, k := range keys {
 		fmt.Fprintf(&b, "- %s: %s\n", k, rep.Machine[k])
 	}
-	fmt.Fprintf(&b, "\n%s\n\n", rep.Method)
-	b.WriteString("| scenario | proxy | requests/s | p50 ms | p99 ms | proxy CPU µs/request | RSS after load KiB | errors |\n|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "- run took: %.0f s\n\n%s\n\n", rep.Seconds, rep.Method)
+
+	res := map[string]*Result{}
 	for _, r := range rep.Results {
-		if r.Skipped != "" && len(r.rounds) == 0 {
-			fmt.Fprintf(&b, "| %s | %s | skipped: %s | | | | | |\n", r.Scenario, r.Proxy, strings.ReplaceAll(firstLine(r.Skipped), "|", "/"))
+		res[r.Proxy+"/"+r.Scenario] = r
+	}
+	ratio := map[string]Ratio{}
+	for _, r := range rep.Ratios {
+		ratio[r.Scenario+"/"+r.Peer] = r
+	}
+	cell := func(p, sc string, f func(*Result) string) string {
+		r := res[p+"/"+sc]
+		if r == nil || len(r.Rounds) == 0 {
+			return "skipped"
+		}
+		return f(r)
+	}
+	rat := func(sc, peer string, f func(Ratio) float64) string {
+		r, ok := ratio[sc+"/"+peer]
+		if !ok {
+			return "–"
+		}
+		return fmt.Sprintf("%.2f", f(r))
+	}
+	b.WriteString("## Summary\n\nRequests/s (higher is better) and proxy CPU-µs per request (lower is better), medians; ratios are Legate / peer.\n\n")
+	b.WriteString("| scenario | legate req/s | nginx req/s | haproxy req/s | legate/nginx | legate/haproxy | legate CPU-µs/req | nginx CPU-µs/req | haproxy CPU-µs/req | legate/nginx | legate/haproxy |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, sc := range rep.Scenarios {
+		rps := func(r *Result) string { return fmt.Sprintf("%.0f", r.RPS) }
+		cpu := func(r *Result) string { return fmt.Sprintf("%.1f", r.CPUusPerReq) }
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", sc,
+			cell("legate", sc, rps), cell("nginx", sc, rps), cell("haproxy", sc, rps),
+			rat(sc, "nginx", func(r Ratio) float64 { return r.RPS }), rat(sc, "haproxy", func(r Ratio) float64 { return r.RPS }),
+			cell("legate", sc, cpu), cell("nginx", sc, cpu), cell("haproxy", sc, cpu),
+			rat(sc, "nginx", func(r Ratio) float64 { return r.CPUPerReq }), rat(sc, "haproxy", func(r Ratio) float64 { return r.CPUPerReq }))
+	}
+
+	b.WriteString("\n## Detail\n\nSpread is (max − min) / median of requests/s over the rounds. Upstream conns: connections the upstream accepted from the proxy during one run (keep-alive keeps it near the pool size). Errors: non-2xx responses + socket errors, summed over the rounds.\n\n")
+	b.WriteString("| scenario | proxy | req/s | spread | p50 ms | p99 ms | CPU-µs/req | RSS after load KiB | upstream conns | errors |\n|---|---|--:|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, r := range rep.Results {
+		if len(r.Rounds) == 0 {
+			fmt.Fprintf(&b, "| %s | %s | skipped: %s | | | | | | | |\n", r.Scenario, r.Proxy, strings.ReplaceAll(firstLine(r.Skipped), "|", "/"))
 			continue
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %.2f | %.1f | %d | %d |\n", r.Scenario, r.Proxy, r.RPS, r.P50ms, r.P99ms, r.CPUusPerReq, r.RSSKiB, r.Errors)
+		fmt.Fprintf(&b, "| %s | %s | %.0f | %.1f%% | %.3f | %.3f | %.1f | %d | %d | %d |\n", r.Scenario, r.Proxy, r.RPS, 100*r.RPSSpread, r.P50ms, r.P99ms, r.CPUusPerReq, r.RSSKiB, r.UpstreamConns, r.Errors)
 	}
-	b.WriteString("\n## Legate relative to its peers\n\n| scenario | peer | requests/s ratio (higher is better) | CPU per request ratio (lower is better) |\n|---|---|---|---|\n")
-	for _, r := range rep.Ratios {
-		fmt.Fprintf(&b, "| %s | %s | %.2f | %.2f |\n", r.Scenario, r.Peer, r.RPS, r.CPUPerReq)
-	}
-	b.WriteString("\n## Memory per idle keep-alive connection\n\n| proxy | KiB per connection |\n|---|---|\n")
-	for _, p := range []string{"legate", "nginx", "haproxy"} {
-		if v, ok := rep.IdleKiBConn[p]; ok {
-			fmt.Fprintf(&b, "| %s | %.2f |\n", p, v)
+
+	if len(rep.Idle) > 0 {
+		b.WriteString("\n## Memory per idle keep-alive connection\n\n| proxy | connections | RSS before KiB | RSS with connections KiB | KiB per connection |\n|---|--:|--:|--:|--:|\n")
+		for _, r := range rep.Idle {
+			if r.Error != "" {
+				fmt.Fprintf(&b, "| %s | %d | failed: %s | | |\n", r.Proxy, r.Conns, strings.ReplaceAll(firstLine(r.Error), "|", "/"))
+				continue
+			}
+			fmt.Fprintf(&b, "| %s | %d | %d | %d | %.2f |\n", r.Proxy, r.Conns, r.RSSBefore, r.RSSAfter, r.KiBPerConn)
 		}
+	}
+	b.WriteString("\n## Notes\n\n")
+	if len(rep.Notes) == 0 {
+		b.WriteString("- every proxy answered every request with a 200 (no non-2xx responses, no socket errors); nothing skipped.\n")
+	}
+	for _, n := range rep.Notes {
+		fmt.Fprintf(&b, "- %s\n", n)
 	}
 	return b.String()
 }
