@@ -9,7 +9,7 @@ export KUBEBUILDER_ASSETS ?= $(KUBE_BIN_DIR)
 TOOLS_BIN := $(LEGATE_CACHE)/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: build quickstart deps lint test test-short bench docs generate
+.PHONY: build quickstart deps lint test test-short bench docs generate catalog
 
 build:
 	go build -o bin/legate ./cmd/legate
@@ -35,9 +35,17 @@ test-short:
 bench:
 	bench/run.sh
 
-# docs regenerates docs/compatibility.md from the conformance corpus.
+# docs regenerates docs/compatibility.md from the conformance corpus and
+# docs/extensions.md from the extension registry.
 docs:
 	go test -count=1 ./test/conformance -run TestCompatibility -update
+	go test -count=1 ./internal/server -run TestExtensionsDoc -update
+
+# catalog regenerates the catalog of Envoy's extension types from
+# go-control-plane (after upgrading it; tools/gencatalog is its own module).
+catalog:
+	tools/gencatalog/gen-imports.sh
+	cd tools/gencatalog && go run . > ../../internal/extension/catalog/catalog_gen.go
 
 # generate regenerates the DeepCopy methods and the CRDs from api/ (controller-gen),
 # then deploy/quickstart.yaml and the Helm chart's CRDs.

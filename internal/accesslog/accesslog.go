@@ -16,18 +16,12 @@ import (
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/format"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/streaminfo"
-)
-
-const (
-	fileType   = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog"
-	stdoutType = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog"
-	stderrType = "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StderrAccessLog"
 )
 
 // Logger is one configured access log.
@@ -77,77 +71,82 @@ func compileOne(al *accesslogv3.AccessLog, path string, st *stats.Store) (*Logge
 		}
 		l.filter = fl
 	}
-	tc := al.GetTypedConfig()
 	tp := config.Join(path, "typed_config")
-	var err error
-	switch tc.GetTypeUrl() {
-	case fileType:
-		fl := &filev3.FileAccessLog{}
-		if err := anypb.UnmarshalTo(tc, fl, unmarshalOpts); err != nil {
-			return nil, config.Errorf(tp, "decode: %v", err)
-		}
-		if err := config.CheckFields(fl, tp, "path", "log_format", "format", "json_format", "typed_json_format"); err != nil {
-			return nil, err
-		}
-		switch f := fl.GetAccessLogFormat().(type) {
-		case *filev3.FileAccessLog_LogFormat:
-			l.entry, err = format.FromSubstitutionFormatString(f.LogFormat, config.Join(tp, "log_format"))
-		case *filev3.FileAccessLog_Format:
-			var tf *format.Formatter
-			if tf, err = format.Compile(f.Format); err == nil {
-				l.entry = format.Text{F: tf}
-			}
-		case *filev3.FileAccessLog_JsonFormat:
-			l.entry, err = format.CompileJSON(f.JsonFormat, false)
-		case *filev3.FileAccessLog_TypedJsonFormat:
-			l.entry, err = format.CompileJSON(f.TypedJsonFormat, false)
-		default:
-			l.entry, err = defaultEntry()
-		}
-		if err != nil {
-			return nil, config.Errorf(tp, "%v", err)
-		}
-		l.out, err = openWriter(fl.GetPath(), st)
-		if err != nil {
-			return nil, config.Errorf(config.Join(tp, "path"), "%v", err)
-		}
-	case stdoutType, stderrType:
-		var lf interface {
-			GetLogFormat() *corev3.SubstitutionFormatString
-		}
-		if tc.GetTypeUrl() == stdoutType {
-			m := &streamv3.StdoutAccessLog{}
-			if err := anypb.UnmarshalTo(tc, m, unmarshalOpts); err != nil {
-				return nil, config.Errorf(tp, "decode: %v", err)
-			}
-			if err := config.CheckFields(m, tp, "log_format"); err != nil {
-				return nil, err
-			}
-			lf = m
-			l.out, _ = openWriter("/dev/stdout", st)
-		} else {
-			m := &streamv3.StderrAccessLog{}
-			if err := anypb.UnmarshalTo(tc, m, unmarshalOpts); err != nil {
-				return nil, config.Errorf(tp, "decode: %v", err)
-			}
-			if err := config.CheckFields(m, tp, "log_format"); err != nil {
-				return nil, err
-			}
-			lf = m
-			l.out, _ = openWriter("/dev/stderr", st)
-		}
-		if f := lf.GetLogFormat(); f != nil {
-			l.entry, err = format.FromSubstitutionFormatString(f, config.Join(tp, "log_format"))
-		} else {
-			l.entry, err = defaultEntry()
-		}
-		if err != nil {
-			return nil, err
-		}
-	default:
-		return nil, config.Errorf(tp, "unsupported @type %s (access logger %q; supported: file, stdout, stderr)", tc.GetTypeUrl(), al.GetName())
+	r, err := extension.Lookup(extension.AccessLogger, al.GetTypedConfig(), tp)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.Ext.Factory.(loggerFactory)(r.Config, l, st, tp); err != nil {
+		return nil, err
 	}
 	return l, nil
+}
+
+// loggerFactory compiles an access logger's typed_config into l.
+type loggerFactory func(cfg proto.Message, l *Logger, st *stats.Store, path string) error
+
+func init() {
+	extension.Register(extension.Extension{Name: "envoy.access_loggers.file", Aliases: []string{"envoy.file_access_log"},
+		Category: extension.AccessLogger, Config: &filev3.FileAccessLog{}, Factory: loggerFactory(compileFile)})
+	extension.Register(extension.Extension{Name: "envoy.access_loggers.stdout", Category: extension.AccessLogger,
+		Config: &streamv3.StdoutAccessLog{}, Factory: loggerFactory(func(cfg proto.Message, l *Logger, st *stats.Store, path string) error {
+			return compileStream(cfg.(*streamv3.StdoutAccessLog), "/dev/stdout", l, st, path)
+		})})
+	extension.Register(extension.Extension{Name: "envoy.access_loggers.stderr", Category: extension.AccessLogger,
+		Config: &streamv3.StderrAccessLog{}, Factory: loggerFactory(func(cfg proto.Message, l *Logger, st *stats.Store, path string) error {
+			return compileStream(cfg.(*streamv3.StderrAccessLog), "/dev/stderr", l, st, path)
+		})})
+}
+
+func compileFile(msg proto.Message, l *Logger, st *stats.Store, tp string) error {
+	fl := msg.(*filev3.FileAccessLog)
+	if err := config.CheckFields(fl, tp, "path", "log_format", "format", "json_format", "typed_json_format"); err != nil {
+		return err
+	}
+	var err error
+	switch f := fl.GetAccessLogFormat().(type) {
+	case *filev3.FileAccessLog_LogFormat:
+		l.entry, err = format.FromSubstitutionFormatString(f.LogFormat, config.Join(tp, "log_format"))
+	case *filev3.FileAccessLog_Format:
+		var tf *format.Formatter
+		if tf, err = format.Compile(f.Format); err == nil {
+			l.entry = format.Text{F: tf}
+		}
+	case *filev3.FileAccessLog_JsonFormat:
+		l.entry, err = format.CompileJSON(f.JsonFormat, false)
+	case *filev3.FileAccessLog_TypedJsonFormat:
+		l.entry, err = format.CompileJSON(f.TypedJsonFormat, false)
+	default:
+		l.entry, err = defaultEntry()
+	}
+	if err != nil {
+		return config.Errorf(tp, "%v", err)
+	}
+	l.out, err = openWriter(fl.GetPath(), st)
+	if err != nil {
+		return config.Errorf(config.Join(tp, "path"), "%v", err)
+	}
+	return nil
+}
+
+// streamLog is StdoutAccessLog or StderrAccessLog.
+type streamLog interface {
+	proto.Message
+	GetLogFormat() *corev3.SubstitutionFormatString
+}
+
+func compileStream(m streamLog, dev string, l *Logger, st *stats.Store, tp string) error {
+	if err := config.CheckFields(m, tp, "log_format"); err != nil {
+		return err
+	}
+	l.out, _ = openWriter(dev, st)
+	var err error
+	if f := m.GetLogFormat(); f != nil {
+		l.entry, err = format.FromSubstitutionFormatString(f, config.Join(tp, "log_format"))
+	} else {
+		l.entry, err = defaultEntry()
+	}
+	return err
 }
 
 func defaultEntry() (format.Entry, error) {
@@ -281,5 +280,3 @@ func Reopen() {
 		old.Close()
 	}
 }
-
-var unmarshalOpts = proto.UnmarshalOptions{}

@@ -12,6 +12,9 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"gopkg.in/yaml.v3"
+
+	// TypedStruct holds the configs of types Legate does not link.
+	_ "github.com/cncf/xds/go/xds/type/v3"
 )
 
 // Warning is a non-fatal remark about a config, such as a v2-era field that
@@ -68,26 +71,39 @@ func (l ErrorList) Unwrap() []error { return l }
 // with one warning each. root names the message in error paths ("" for a
 // bootstrap, whose fields are then top-level paths).
 func Decode(data []byte, msg proto.Message, root string) ([]Warning, error) {
+	w, _, err := decode(data, msg, root, false)
+	return w, err
+}
+
+// DecodeLines is Decode that also returns the source line of every field.
+func DecodeLines(data []byte, msg proto.Message, root string) ([]Warning, Lines, error) {
+	return decode(data, msg, root, true)
+}
+
+func decode(data []byte, msg proto.Message, root string, withLines bool) ([]Warning, Lines, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
-		return nil, fmt.Errorf("parse YAML/JSON: %w", err)
+		return nil, nil, fmt.Errorf("parse YAML/JSON: %w", err)
 	}
 	d := &decoder{}
+	if withLines {
+		d.lines = Lines{}
+	}
 	var tree any = map[string]any{}
 	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 && !isNull(doc.Content[0]) {
 		tree = d.message(doc.Content[0], msg.ProtoReflect().Descriptor(), root)
 	}
 	if len(d.errs) > 0 {
-		return d.warnings, d.errs
+		return d.warnings, d.lines, d.errs
 	}
 	js, err := json.Marshal(tree)
 	if err != nil {
-		return d.warnings, fmt.Errorf("internal: re-encode config: %w", err)
+		return d.warnings, d.lines, fmt.Errorf("internal: re-encode config: %w", err)
 	}
 	if err := (protojson.UnmarshalOptions{}).Unmarshal(js, msg); err != nil {
-		return d.warnings, fmt.Errorf("%s: %w", orRoot(root), err)
+		return d.warnings, d.lines, fmt.Errorf("%s: %w", orRoot(root), err)
 	}
-	return d.warnings, nil
+	return d.warnings, d.lines, nil
 }
 
 func orRoot(p string) string {
@@ -102,6 +118,62 @@ func orRoot(p string) string {
 type decoder struct {
 	warnings []Warning
 	errs     ErrorList
+	// lines records the source line of every field, by path.
+	lines Lines
+}
+
+// Located is an error at a config path with a line that Lines.Annotate
+// may fill in (errors of other packages, such as the extension registry's).
+type Located interface {
+	Location() (path string, line *int)
+}
+
+// Lines maps config paths (static_resources.clusters[0].name) to the line
+// of the source file they were read from, so that errors found later —
+// when the config is compiled — can name the line too.
+type Lines map[string]int
+
+// Annotate adds source lines to the FieldErrors in err that lack one: the
+// line of the error's path, or of its nearest parent that has one.
+func (l Lines) Annotate(err error) error {
+	if len(l) == 0 || err == nil {
+		return err
+	}
+	var walk func(error)
+	walk = func(e error) {
+		switch v := e.(type) {
+		case *FieldError:
+			if v.Line == 0 {
+				v.Line = l.find(v.Path)
+			}
+		case ErrorList:
+			for _, x := range v {
+				walk(x)
+			}
+		case Located:
+			if p, line := v.Location(); *line == 0 {
+				*line = l.find(p)
+			}
+		case interface{ Unwrap() error }:
+			walk(v.Unwrap())
+		}
+	}
+	walk(err)
+	return err
+}
+
+func (l Lines) find(p string) int {
+	for p != "" {
+		if n, ok := l[p]; ok {
+			return n
+		}
+		i := strings.LastIndexAny(p, ".[")
+		if i <= 0 {
+			return 0
+		}
+		p = p[:i]
+	}
+	return 0
 }
 
 func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
@@ -220,6 +292,9 @@ func (d *decoder) message(n *yaml.Node, md protoreflect.MessageDescriptor, path 
 			continue
 		}
 		fpath = join(path, string(fd.Name()))
+		if d.lines != nil {
+			d.lines[fpath] = p.kn.Line
+		}
 		if v := d.field(p.value, fd, fpath); v != nil {
 			out[fd.JSONName()] = v
 		}
@@ -237,6 +312,9 @@ func (d *decoder) field(n *yaml.Node, fd protoreflect.FieldDescriptor, path stri
 		}
 		m := map[string]any{}
 		for _, p := range pairs(n) {
+			if d.lines != nil {
+				d.lines[path+"["+strconv.Quote(p.key)+"]"] = p.kn.Line
+			}
 			if v := d.single(p.value, fd.MapValue(), path+"["+strconv.Quote(p.key)+"]"); v != nil {
 				m[p.key] = v
 			}
@@ -253,6 +331,9 @@ func (d *decoder) field(n *yaml.Node, fd protoreflect.FieldDescriptor, path stri
 		for i, e := range n.Content {
 			if ignored(e) {
 				continue
+			}
+			if d.lines != nil {
+				d.lines[index(path, i)] = e.Line
 			}
 			if v := d.single(e, fd, index(path, i)); v != nil {
 				l = append(l, v)
@@ -436,8 +517,15 @@ func (d *decoder) anyValue(n *yaml.Node, path string) any {
 	})
 	mt, err := protoregistry.GlobalTypes.FindMessageByURL(url)
 	if err != nil {
-		d.errorf(n, path, "unsupported @type %s: legate does not implement this extension", url)
-		return nil
+		// A type Legate does not link (an Envoy extension it does not
+		// implement, or a typo) is kept, losslessly, as a TypedStruct: the
+		// extension registry reports it where it is used, so that an
+		// is_optional filter can still be skipped as Envoy does.
+		inner := &yaml.Node{Kind: yaml.MappingNode, Line: n.Line, Column: n.Column}
+		for _, p := range rest {
+			inner.Content = append(inner.Content, p.kn, p.value)
+		}
+		return map[string]any{"@type": typePrefix + "xds.type.v3.TypedStruct", "type_url": url, "value": generic(inner)}
 	}
 	md := mt.Descriptor()
 	if wk := d.wellKnownAny(n, md, rest, path); wk != nil {

@@ -24,52 +24,63 @@ import (
 // overlay YAML merged over it by protobuf merge rules (scalars replaced,
 // repeated fields appended). Either may be empty, not both.
 func LoadBootstrap(path, overlay string) (*bootstrapv3.Bootstrap, []Warning, error) {
+	b, w, _, err := LoadBootstrapLines(path, overlay)
+	return b, w, err
+}
+
+// LoadBootstrapLines is LoadBootstrap that also returns the source lines
+// of the file's fields (for Lines.Annotate on later compile errors).
+func LoadBootstrapLines(path, overlay string) (*bootstrapv3.Bootstrap, []Warning, Lines, error) {
 	if path == "" && overlay == "" {
-		return nil, nil, fmt.Errorf("no configuration: give a file with -c/--config-path or a YAML string with --config-yaml")
+		return nil, nil, nil, fmt.Errorf("no configuration: give a file with -c/--config-path or a YAML string with --config-yaml")
 	}
 	b := &bootstrapv3.Bootstrap{}
 	var warns []Warning
+	var lines Lines
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
-			return nil, nil, fmt.Errorf("read config: %w", err)
+			return nil, nil, nil, fmt.Errorf("read config: %w", err)
 		}
-		w, err := decodeFile(path, data, b)
-		warns = append(warns, w...)
+		w, l, err := decodeFile(path, data, b)
+		warns, lines = append(warns, w...), l
 		if err != nil {
-			return nil, warns, err
+			return nil, warns, lines, err
 		}
 	}
 	if overlay != "" {
 		o := &bootstrapv3.Bootstrap{}
-		w, err := Decode([]byte(overlay), o, "")
+		w, l, err := DecodeLines([]byte(overlay), o, "")
 		warns = append(warns, w...)
 		if err != nil {
-			return nil, warns, fmt.Errorf("--config-yaml: %w", err)
+			return nil, warns, lines, fmt.Errorf("--config-yaml: %w", err)
+		}
+		if path == "" {
+			lines = l
 		}
 		proto.Merge(b, o)
 	}
 	if err := Validate(b, ""); err != nil {
-		return nil, warns, err
+		return nil, warns, lines, lines.Annotate(err)
 	}
-	return b, warns, nil
+	return b, warns, lines, nil
 }
 
 // decodeFile decodes data into msg according to the file's extension.
-func decodeFile(path string, data []byte, msg proto.Message) ([]Warning, error) {
+func decodeFile(path string, data []byte, msg proto.Message) ([]Warning, Lines, error) {
 	switch strings.ToLower(filepath.Ext(path)) {
 	case ".pb":
 		if err := proto.Unmarshal(data, msg); err != nil {
-			return nil, fmt.Errorf("%s: decode binary proto: %w", path, err)
+			return nil, nil, fmt.Errorf("%s: decode binary proto: %w", path, err)
 		}
-		return nil, nil
+		return nil, nil, nil
 	case ".pb_text":
 		if err := prototext.Unmarshal(data, msg); err != nil {
-			return nil, fmt.Errorf("%s: decode text proto: %w", path, err)
+			return nil, nil, fmt.Errorf("%s: decode text proto: %w", path, err)
 		}
-		return nil, nil
+		return nil, nil, nil
 	}
-	return Decode(data, msg, "")
+	return DecodeLines(data, msg, "")
 }
 
 // DecodeResourceFile reads a file that holds one resource of msg's type, or
@@ -79,5 +90,6 @@ func DecodeResourceFile(path string, msg proto.Message) ([]Warning, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	return decodeFile(path, data, msg)
+	w, _, err := decodeFile(path, data, msg)
+	return w, err
 }

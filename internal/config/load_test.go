@@ -1,6 +1,7 @@
 package config
 
 import (
+	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,7 +70,7 @@ static_resources:
 			wantErr: `static_resources.clusters[0].type (line 4): unknown value "dynamic" for enum envoy.config.cluster.v3.Cluster.DiscoveryType`,
 		},
 		{
-			name: "unsupported typed_config names path and type",
+			name: "a type legate does not link is kept as a TypedStruct",
 			yaml: `
 static_resources:
   listeners:
@@ -79,7 +80,16 @@ static_resources:
       - name: x
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.nonexistent.v3.X`,
-			wantErr: "static_resources.listeners[0].filter_chains[0].filters[0].typed_config (line 9): unsupported @type type.googleapis.com/envoy.extensions.filters.network.nonexistent.v3.X",
+			check: func(t *testing.T, b *bootstrapv3.Bootstrap) {
+				a := b.GetStaticResources().GetListeners()[0].GetFilterChains()[0].GetFilters()[0].GetTypedConfig()
+				ts := &xdstypev3.TypedStruct{}
+				if err := a.UnmarshalTo(ts); err != nil {
+					t.Fatalf("typed_config is %s, want a TypedStruct: %v", a.GetTypeUrl(), err)
+				}
+				if ts.GetTypeUrl() != "type.googleapis.com/envoy.extensions.filters.network.nonexistent.v3.X" {
+					t.Fatalf("TypedStruct type_url = %q", ts.GetTypeUrl())
+				}
+			},
 		},
 		{
 			name: "v2 config, hosts and envoy.router upgraded with warnings",
@@ -123,7 +133,7 @@ static_resources:
 		{
 			name:    "validation error has a snake_case path",
 			yaml:    "static_resources:\n  clusters:\n  - name: ''\n",
-			wantErr: "static_resources.clusters[0].name: value length must be at least 1 runes",
+			wantErr: "static_resources.clusters[0].name (line 3): value length must be at least 1 runes",
 		},
 	}
 	for _, tc := range cases {

@@ -293,6 +293,10 @@ func field(name, arg string) (fieldFn, error) {
 		return str(func(i *streaminfo.Info) string { return i.VirtualHostName }), nil
 	case "HOSTNAME":
 		return str(func(i *streaminfo.Info) string { return i.Hostname }), nil
+	case "DYNAMIC_METADATA":
+		return dynamicMetadata(arg)
+	case "FILTER_STATE":
+		return filterState(arg)
 	case "DOWNSTREAM_TLS_VERSION", "DOWNSTREAM_TLS_CIPHER", "DOWNSTREAM_TLS_SESSION_ID", "DOWNSTREAM_PEER_SUBJECT",
 		"DOWNSTREAM_PEER_ISSUER", "DOWNSTREAM_LOCAL_SUBJECT", "DOWNSTREAM_PEER_URI_SAN", "DOWNSTREAM_PEER_DNS_SAN",
 		"DOWNSTREAM_PEER_FINGERPRINT_256", "DOWNSTREAM_PEER_SERIAL":

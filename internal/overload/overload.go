@@ -22,6 +22,7 @@ import (
 	fixedheapv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/fixed_heap/v3"
 
 	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/stats"
 )
 
@@ -83,10 +84,11 @@ func Compile(om *overloadv3.OverloadManager, st *stats.Store, log *slog.Logger) 
 		if err := config.CheckFields(rm, p, "name", "typed_config"); err != nil {
 			return nil, err
 		}
-		var fh fixedheapv3.FixedHeapConfig
-		if rm.GetTypedConfig() == nil || rm.GetTypedConfig().UnmarshalTo(&fh) != nil {
-			return nil, config.Errorf(config.Join(p, "typed_config"), "unsupported resource monitor %q (%s): Legate implements %s (FixedHeapConfig)", rm.GetName(), rm.GetTypedConfig().GetTypeUrl(), fixedHeap)
+		r, err := extension.Lookup(extension.ResourceMonitor, rm.GetTypedConfig(), config.Join(p, "typed_config"))
+		if err != nil {
+			return nil, err
 		}
+		fh := r.Config.(*fixedheapv3.FixedHeapConfig)
 		if fh.GetMaxHeapSizeBytes() == 0 {
 			return nil, config.Errorf(config.Join(p, "typed_config.max_heap_size_bytes"), "must be positive")
 		}
@@ -169,6 +171,11 @@ func (m *Manager) Stop() {
 	if m != nil {
 		close(m.stop)
 	}
+}
+
+func init() {
+	extension.Register(extension.Extension{Name: fixedHeap, Category: extension.ResourceMonitor,
+		Config: &fixedheapv3.FixedHeapConfig{}, Factory: struct{}{}})
 }
 
 var samples = []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"}}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"net/netip"
@@ -11,10 +12,11 @@ import (
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/extension"
+	"github.com/legateproxy/legate/internal/httpfilter"
 	"github.com/legateproxy/legate/internal/route"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/streaminfo"
@@ -52,7 +54,10 @@ type hcmConfig struct {
 	xffTrustedHops   int
 	skipXFFAppend    bool
 	// filters are the HTTP filters before the router.
-	filters []httpFilter
+	filters []httpFilterEntry
+	// bufferLimit bounds what filters buffer (the listener's
+	// per_connection_buffer_limit_bytes; routes may set their own).
+	bufferLimit int64
 	// underscores is headers_with_underscores_action.
 	underscores corev3.HttpProtocolOptions_HeadersWithUnderscoresAction
 	// xfcc is forward_client_cert_details; xfccSet lists the
@@ -110,6 +115,8 @@ type hcmStats struct {
 	cxOverloadDisableKeepalive, rqRejectedUnderscores, droppedUnderscores                             *stats.Counter
 	// router stats (http.<prefix>.rq_*): Envoy names them under the HCM prefix.
 	rqReset, rqTotalRouter *stats.Counter
+	// rsTooLarge counts responses buffered over the limit by a filter.
+	rsTooLarge *stats.Counter
 }
 
 func newHCMStats(s stats.Scope) *hcmStats {
@@ -141,17 +148,12 @@ func newHCMStats(s stats.Scope) *hcmStats {
 		rqRejectedUnderscores:      s.Counter("requests_rejected_with_underscores_in_headers"), droppedUnderscores: s.Counter("dropped_headers_with_underscores"),
 		rqDirectResponse: s.Counter("rq_direct_response"), rqRedirect: s.Counter("rq_redirect"),
 		rqReset: s.Counter("rq_reset_after_downstream_response_started"), rqTotalRouter: s.Counter("rq_total"),
+		rsTooLarge: s.Counter("rs_too_large"),
 	}
 }
 
-const routerTypeURL = "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-
 // compileHCM compiles an HttpConnectionManager typed config.
-func compileHCM(tc *anypb.Any, path string, d *Deps) (*hcmConfig, error) {
-	h := &hcmv3.HttpConnectionManager{}
-	if err := tc.UnmarshalTo(h); err != nil {
-		return nil, config.Errorf(path, "decode HttpConnectionManager: %v", err)
-	}
+func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *Deps) (*hcmConfig, error) {
 	if err := config.CheckFields(h, path, "codec_type", "stat_prefix", "route_config", "rds", "http_filters",
 		"access_log", "use_remote_address", "xff_num_trusted_hops", "skip_xff_append", "via",
 		"generate_request_id", "preserve_external_request_id", "always_set_request_id_in_response",
@@ -208,6 +210,7 @@ func compileHCM(tc *anypb.Any, path string, d *Deps) (*hcmConfig, error) {
 		proxy100Continue:       h.GetProxy_100Continue(),
 		internalDefault:        h.GetInternalAddressConfig() == nil,
 		upgrades:               map[string]bool{},
+		bufferLimit:            defaultBufferLimit,
 		h2MaxConcurrentStreams: 2147483647,
 	}
 	if c.serverName == "" {
@@ -323,6 +326,7 @@ func compileHCM(tc *anypb.Any, path string, d *Deps) (*hcmConfig, error) {
 	case *hcmv3.HttpConnectionManager_RouteConfig:
 		t, err := route.Compile(rs.RouteConfig, config.Join(path, "route_config"), route.Options{
 			Clusters: d.Clusters, CompileValue: d.CompileValue, ValidateClusters: !d.SkipClusterValidation,
+			PerFilterConfig: d.PerFilterConfig,
 		})
 		if err != nil {
 			return nil, err
@@ -345,52 +349,103 @@ func compileHCM(tc *anypb.Any, path string, d *Deps) (*hcmConfig, error) {
 	return c, nil
 }
 
-// compileFilters compiles the HTTP filter chain: the router must be last;
-// filters Legate implements run before it, others are rejected by name and
-// type (or skipped when is_optional).
+// compileFilters compiles the HTTP filter chain through the extension
+// registry. The router must be last; an empty list means the router alone,
+// as in Envoy. A filter Legate does not implement is an error naming it,
+// unless it is_optional (Envoy then skips it).
 func (c *hcmConfig) compileFilters(fs []*hcmv3.HttpFilter, path string, d *Deps) error {
-	if len(fs) == 0 {
-		return config.Errorf(path, "http_filters is empty: the router filter (envoy.filters.http.router) is required")
-	}
+	ctx := d.filterContext("http." + stats.SanitizeName(c.statPrefix) + ".")
+	sawRouter := len(fs) == 0
+	seen := map[string]int{}
 	for i, f := range fs {
 		p := config.Index(path, i)
 		if err := config.CheckFields(f, p, "name", "typed_config", "is_optional", "disabled"); err != nil {
 			return err
 		}
-		url := f.GetTypedConfig().GetTypeUrl()
-		if url != routerTypeURL {
-			if f.GetDisabled() {
-				continue // disabled by default; route-level enabling is not supported
-			}
-			hf, known, err := compileHTTPFilter(f.GetTypedConfig(), config.Join(p, "typed_config"), d)
-			if err != nil {
-				return err
-			}
-			if known {
-				if i == len(fs)-1 {
-					return config.Errorf(p, "the router filter must be the last HTTP filter")
+		if prev, dup := seen[f.GetName()]; dup && f.GetName() != "" {
+			return config.Errorf(config.Join(p, "name"), "HTTP filter name %q is already used by http_filters[%d]: names must be unique (they key typed_per_filter_config)", f.GetName(), prev)
+		}
+		seen[f.GetName()] = i
+		if sawRouter {
+			return config.Errorf(p, "the router filter must be the last HTTP filter (found %q after it)", f.GetName())
+		}
+		tp := config.Join(p, "typed_config")
+		tc := f.GetTypedConfig()
+		if tc == nil {
+			// A bare v2-style name still selects the extension.
+			e := extension.ByName(extension.HTTPFilter, f.GetName())
+			if e == nil {
+				if f.GetIsOptional() {
+					continue
 				}
-				c.filters = append(c.filters, hf)
+				return config.Errorf(tp, "HTTP filter %q has no typed_config", f.GetName())
+			}
+			tc, _ = anypb.New(e.Config)
+		}
+		r, err := extension.Lookup(extension.HTTPFilter, tc, tp)
+		if err != nil {
+			if f.GetIsOptional() && isNotImplemented(err) {
+				d.Log.Warn("optional HTTP filter skipped: not implemented by legate", "filter", f.GetName(), "type", tc.GetTypeUrl())
 				continue
 			}
-			if f.GetIsOptional() {
-				continue // Envoy skips optional filters it does not know
-			}
-			return config.Errorf(config.Join(p, "typed_config"), "unsupported @type %s (HTTP filter %q): legate implements envoy.filters.http.router, local_ratelimit and health_check so far", url, f.GetName())
-		}
-		if i != len(fs)-1 {
-			return config.Errorf(p, "the router filter must be the last HTTP filter")
-		}
-		r := &routerv3.Router{}
-		if err := f.GetTypedConfig().UnmarshalTo(r); err != nil {
-			return config.Errorf(p, "decode Router: %v", err)
-		}
-		if err := config.CheckFields(r, config.Join(p, "typed_config"), "suppress_envoy_headers", "dynamic_stats", "start_child_span", "respect_expected_rq_timeout"); err != nil {
 			return err
 		}
-		c.suppressEnvoyHeaders = r.GetSuppressEnvoyHeaders()
+		fac := r.Ext.Factory.(httpfilter.Factory)
+		if fac.Terminal {
+			if i != len(fs)-1 {
+				return config.Errorf(p, "the router filter must be the last HTTP filter")
+			}
+			sawRouter = true
+			rc := r.Config.(*routerv3.Router)
+			if err := config.CheckFields(rc, tp, "suppress_envoy_headers", "dynamic_stats", "start_child_span", "respect_expected_rq_timeout"); err != nil {
+				return err
+			}
+			c.suppressEnvoyHeaders = rc.GetSuppressEnvoyHeaders()
+			continue
+		}
+		fc, err := fac.Compile(ctx, r.Config, tp)
+		if err != nil {
+			return err
+		}
+		c.filters = append(c.filters, httpFilterEntry{name: f.GetName(), cfg: fc, disabled: f.GetDisabled()})
+	}
+	if !sawRouter {
+		return config.Errorf(path, "the last HTTP filter must be the router (envoy.filters.http.router)")
 	}
 	return nil
+}
+
+// isNotImplemented reports an extension Legate lacks (or an unknown type).
+func isNotImplemented(err error) bool {
+	var ni *extension.NotImplementedError
+	var ut *extension.UnknownTypeError
+	return errors.As(err, &ni) || errors.As(err, &ut)
+}
+
+// routerFactory registers the router: the terminal HTTP filter, which the
+// connection manager runs itself (router.go).
+func init() {
+	httpfilter.Register("envoy.filters.http.router", []string{"envoy.router"}, &routerv3.Router{}, nil,
+		httpfilter.Factory{Terminal: true}, "")
+}
+
+// PerFilterConfig compiles a typed_per_filter_config message through the
+// registry: the HTTP filter whose per-route type it is.
+func (d *Deps) PerFilterConfig(name string, a *anypb.Any, path string) (any, error) {
+	r, err := extension.LookupPerRoute(a, path)
+	if err != nil {
+		return nil, err
+	}
+	fac := r.Ext.Factory.(httpfilter.Factory)
+	if fac.CompilePerRoute == nil {
+		return nil, config.Errorf(path, "HTTP filter %s has no per-route config", r.Ext.Name)
+	}
+	return fac.CompilePerRoute(d.filterContext(""), r.Config, path)
+}
+
+// filterContext is the compile context of HTTP filters.
+func (d *Deps) filterContext(prefix string) *httpfilter.Context {
+	return &httpfilter.Context{Stats: d.Stats, StatPrefix: prefix, Clusters: d.Clusters, Log: d.Log, HealthCheckFailing: d.HealthCheckFailing}
 }
 
 // accessLogsFor compiles access logs through Deps (shared by tcp_proxy).
@@ -403,5 +458,3 @@ func accessLogsFor(d *Deps, logs []*accesslogv3.AccessLog, path string) ([]Acces
 	}
 	return d.AccessLogs(logs, path)
 }
-
-var _ = proto.Clone

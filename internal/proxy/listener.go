@@ -19,12 +19,13 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
-	// Listener filters and transport sockets resolved by @type.
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
+	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/route"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/upstream"
@@ -64,6 +65,56 @@ type Deps struct {
 	// SkipClusterValidation compiles inline route configs without checking
 	// that their clusters exist (validating a resource file on its own).
 	SkipClusterValidation bool
+}
+
+// listenerFilterFactory applies a listener filter's config to the
+// listener's inspector.
+type listenerFilterFactory func(cfg proto.Message, insp *inspector, path string) error
+
+// networkFilterFactory compiles a (terminal) network filter into a chain.
+type networkFilterFactory func(cfg proto.Message, c *filterChain, d *Deps, path string) error
+
+func init() {
+	extension.Register(extension.Extension{Name: "envoy.filters.listener.tls_inspector", Aliases: []string{"envoy.listener.tls_inspector"},
+		Category: extension.ListenerFilter, Config: &tlsinspectorv3.TlsInspector{},
+		Factory: listenerFilterFactory(func(cfg proto.Message, insp *inspector, path string) error {
+			if err := config.CheckFields(cfg, path, "enable_ja3_fingerprinting", "enable_ja4_fingerprinting"); err != nil {
+				return err
+			}
+			insp.tls = true
+			return nil
+		}), Notes: "JA3/JA4 fingerprints are accepted but not computed"})
+	extension.Register(extension.Extension{Name: "envoy.filters.listener.http_inspector", Aliases: []string{"envoy.listener.http_inspector"},
+		Category: extension.ListenerFilter, Config: &httpinspectorv3.HttpInspector{},
+		Factory: listenerFilterFactory(func(cfg proto.Message, insp *inspector, path string) error {
+			insp.http = true
+			return nil
+		})})
+	extension.Register(extension.Extension{Name: "envoy.filters.network.http_connection_manager", Aliases: []string{"envoy.http_connection_manager"},
+		Category: extension.NetworkFilter, Config: &hcmv3.HttpConnectionManager{},
+		Factory: networkFilterFactory(func(cfg proto.Message, c *filterChain, d *Deps, path string) error {
+			h, err := compileHCM(cfg.(*hcmv3.HttpConnectionManager), path, d)
+			if err != nil {
+				return err
+			}
+			c.hcm, c.h2 = h, newH2Server(h)
+			return nil
+		})})
+	extension.Register(extension.Extension{Name: "envoy.filters.network.tcp_proxy", Aliases: []string{"envoy.tcp_proxy"},
+		Category: extension.NetworkFilter, Config: &tcpproxyv3.TcpProxy{},
+		Factory: networkFilterFactory(func(cfg proto.Message, c *filterChain, d *Deps, path string) error {
+			t, err := compileTCPProxy(cfg.(*tcpproxyv3.TcpProxy), path, d)
+			c.tcp = t
+			return err
+		})})
+}
+
+// setBufferLimit applies the listener's per_connection_buffer_limit_bytes
+// to what HTTP filters may buffer.
+func (c *filterChain) setBufferLimit(pl *listenerv3.Listener) {
+	if c.hcm != nil && pl.GetPerConnectionBufferLimitBytes() != nil {
+		c.hcm.bufferLimit = int64(pl.GetPerConnectionBufferLimitBytes().GetValue())
+	}
 }
 
 // ServerTransport wraps accepted connections (TLS termination).
@@ -177,13 +228,12 @@ func CompileListener(pl *listenerv3.Listener, path string, d *Deps) (*Listener, 
 		if err := config.CheckFields(lf, p, "name", "typed_config"); err != nil {
 			return nil, err
 		}
-		switch lf.GetTypedConfig().GetTypeUrl() {
-		case "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector":
-			insp.tls = true
-		case "type.googleapis.com/envoy.extensions.filters.listener.http_inspector.v3.HttpInspector":
-			insp.http = true
-		default:
-			return nil, config.Errorf(config.Join(p, "typed_config"), "unsupported @type %s (listener filter %q; supported: tls_inspector, http_inspector)", lf.GetTypedConfig().GetTypeUrl(), lf.GetName())
+		r, err := extension.Lookup(extension.ListenerFilter, lf.GetTypedConfig(), config.Join(p, "typed_config"))
+		if err != nil {
+			return nil, err
+		}
+		if err := r.Ext.Factory.(listenerFilterFactory)(r.Config, &insp, config.Join(p, "typed_config")); err != nil {
+			return nil, err
 		}
 	}
 	l := &Listener{
@@ -231,6 +281,7 @@ func compileChains(pl *listenerv3.Listener, path string, d *Deps, sslPrefix stri
 		if err != nil {
 			return nil, err
 		}
+		c.setBufferLimit(pl)
 		if c.match, err = compileChainMatch(fc.GetFilterChainMatch(), config.Join(p, "filter_chain_match")); err != nil {
 			return nil, err
 		}
@@ -245,6 +296,7 @@ func compileChains(pl *listenerv3.Listener, path string, d *Deps, sslPrefix stri
 		if err != nil {
 			return nil, err
 		}
+		c.setBufferLimit(pl)
 		cs.def = c
 	}
 	if len(cs.chains) == 0 && cs.def == nil {
@@ -259,10 +311,15 @@ func compileChain(fc *listenerv3.FilterChain, path string, d *Deps, sslPrefix st
 	}
 	c := &filterChain{name: fc.GetName()}
 	if ts := fc.GetTransportSocket(); ts != nil {
-		if ts.GetTypedConfig().GetTypeUrl() != "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer" {
-			if d.TLS == nil {
-				return nil, config.Errorf(config.Join(path, "transport_socket.typed_config"), "unsupported @type %s: TLS termination is not implemented yet", ts.GetTypedConfig().GetTypeUrl())
+		if d.TLS == nil {
+			r, err := extension.Lookup(extension.DownstreamTransportSocket, ts.GetTypedConfig(), config.Join(path, "transport_socket.typed_config"))
+			if err != nil {
+				return nil, err
 			}
+			if r.Ext.Name != "envoy.transport_sockets.raw_buffer" {
+				return nil, config.Errorf(config.Join(path, "transport_socket"), "TLS termination is not available here")
+			}
+		} else {
 			t, err := d.TLS(ts, config.Join(path, "transport_socket"), sslPrefix)
 			if err != nil {
 				return nil, err
@@ -279,19 +336,11 @@ func compileChain(fc *listenerv3.FilterChain, path string, d *Deps, sslPrefix st
 		if err := config.CheckFields(f, p, "name", "typed_config"); err != nil {
 			return nil, err
 		}
-		tc := f.GetTypedConfig()
-		var err error
-		switch tc.GetTypeUrl() {
-		case "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager":
-			c.hcm, err = compileHCM(tc, config.Join(p, "typed_config"), d)
-			if err == nil {
-				c.h2 = newH2Server(c.hcm)
-			}
-		case "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy":
-			c.tcp, err = compileTCPProxy(tc, config.Join(p, "typed_config"), d)
-		default:
-			return nil, config.Errorf(config.Join(p, "typed_config"), "unsupported @type %s (network filter %q)", tc.GetTypeUrl(), f.GetName())
+		r, err := extension.Lookup(extension.NetworkFilter, f.GetTypedConfig(), config.Join(p, "typed_config"))
+		if err != nil {
+			return nil, err
 		}
+		err = r.Ext.Factory.(networkFilterFactory)(r.Config, c, d, config.Join(p, "typed_config"))
 		if err != nil {
 			return nil, err
 		}

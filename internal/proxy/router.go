@@ -91,7 +91,7 @@ const (
 // relays the response.
 func (s *stream) forward() {
 	a := s.rt.Action
-	ref, name, wc := a.PickCluster(&s.req)
+	ref, name, wc := s.pickRef, s.pickName, s.wc
 	var cl *upstream.Cluster
 	if ref != nil {
 		cl = ref.Get()
@@ -389,7 +389,7 @@ func stripQueryPath(p string) string {
 // planBody decides how the request body reaches the upstream: buffered
 // (replayable for retries and mirrors, up to 1 MiB) or streamed.
 func (s *stream) planBody(at *attempt) bool {
-	n := s.ds.bodyLength()
+	n := s.bodyLength()
 	if n == 0 {
 		at.bodyMode = bodyNone
 		s.bodyConsumed = true
@@ -401,7 +401,7 @@ func (s *stream) planBody(at *attempt) bool {
 		return true
 	}
 	buf := bytes.NewBuffer(make([]byte, 0, max(n, 0)))
-	lr := io.LimitReader(readerFunc(s.ds.readBody), retryBufferLimit+1)
+	lr := io.LimitReader(readerFunc(s.readBody), retryBufferLimit+1)
 	if _, err := buf.ReadFrom(lr); err != nil {
 		if errors.Is(err, errRequestTimeout) {
 			s.bodyConsumed = true
@@ -569,7 +569,7 @@ func (s *stream) exchangeH1(at *attempt, cc *upstream.ClientConn) (failKind, err
 	case bodyBuffered:
 		framing, length = http1.Length, int64(len(at.body))
 	case bodyStream:
-		if n := s.ds.bodyLength(); n > 0 {
+		if n := s.bodyLength(); n > 0 {
 			framing, length = http1.Length, n
 		} else {
 			framing, length = http1.Chunked, -1
@@ -662,9 +662,9 @@ func (s *stream) streamBodyH1(at *attempt, cc *upstream.ClientConn, chunked bool
 		}
 		s.info.BytesReceived += uint64(len(at.body))
 	}
-	if s.ds.bodyLength() > 0 || chunked {
+	if s.bodyLength() > 0 || chunked {
 		for {
-			n, err := s.ds.readBody(buf)
+			n, err := s.readBody(buf)
 			if n > 0 {
 				s.info.BytesReceived += uint64(n)
 				if werr := write(buf[:n]); werr != nil {
@@ -869,6 +869,8 @@ func (s *stream) relayResponse(at *attempt) {
 		return
 	}
 	cc, head := at.cc, &at.head
+	// As Envoy, %RESPONSE_CODE_DETAILS% of a proxied response.
+	s.info.ResponseCodeDetails = "via_upstream"
 	cl := at.cl
 	s.resp.Status = head.Status
 	s.resp.Map.CopyFrom(&head.Headers)
@@ -897,8 +899,10 @@ func (s *stream) relayResponse(at *attempt) {
 	// before they reach the client.
 	cl.Stats.RqStatus.Inc(head.Status)
 	s.cfg.stats.rqStatus.Inc(head.Status)
-	if err := s.ds.writeHead(head.Status, &s.resp.Map, length, endStream); err != nil {
-		s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+	if err := s.encodeHead(length, endStream); err != nil {
+		if !errors.Is(err, errReplaced) {
+			s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+		}
 		cc.Conn.SetDeadline(time.Time{})
 		cl.Release(cc, false)
 		at.host.HostFinished(false, false)
@@ -916,10 +920,10 @@ func (s *stream) relayResponse(at *attempt) {
 	}
 	s.info.LastUpstreamRxByte = s.info.Since()
 	if ok {
-		s.ds.finish(trailers)
+		s.encodeFinish(trailers)
 	} else {
 		s.closeConn = true
-		s.ds.finish(nil)
+		s.encodeFinish(nil)
 	}
 	s.info.LastDownstreamTxByte = s.info.Since()
 	cc.Conn.SetDeadline(time.Time{})
@@ -962,13 +966,17 @@ func (s *stream) copyBody(src io.Reader, stream bool, at *attempt) bool {
 		n, err := src.Read(buf)
 		if n > 0 {
 			s.info.BytesSent += uint64(n)
-			if werr := s.ds.writeBody(buf[:n]); werr != nil {
-				s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+			if werr := s.encodeBody(buf[:n]); werr != nil {
+				if !errors.Is(werr, errReplaced) {
+					s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+				}
 				return false
 			}
 			if stream {
-				if werr := s.ds.flush(); werr != nil {
-					s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+				if werr := s.encodeFlush(); werr != nil {
+					if !errors.Is(werr, errReplaced) {
+						s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+					}
 					return false
 				}
 			}

@@ -57,7 +57,7 @@ func (s *stream) attemptH2(at *attempt, deadline time.Time) {
 			r = io.MultiReader(bytes.NewReader(at.body), r)
 		}
 		req.Body = io.NopCloser(r)
-		req.ContentLength = s.ds.bodyLength()
+		req.ContentLength = s.bodyLength()
 		if req.ContentLength < 0 {
 			req.ContentLength = -1
 		}
@@ -106,7 +106,7 @@ func (s *stream) attemptH2(at *attempt, deadline time.Time) {
 
 // countingRead reads the downstream body and counts it.
 func (s *stream) countingRead(p []byte) (int, error) {
-	n, err := s.ds.readBody(p)
+	n, err := s.readBody(p)
 	s.info.BytesReceived += uint64(n)
 	if err != nil && err != io.EOF {
 		s.closeConn = true
@@ -144,6 +144,8 @@ func (s *stream) relayH2(at *attempt) {
 	resp := h.resp
 	defer resp.Body.Close()
 	s.resp.Status = resp.StatusCode
+	// As Envoy, %RESPONSE_CODE_DETAILS% of a proxied response.
+	s.info.ResponseCodeDetails = "via_upstream"
 	s.resp.Map.CopyFrom(&at.head.Headers)
 	if s.newCookie != "" {
 		s.resp.Add("set-cookie", s.newCookie)
@@ -161,8 +163,10 @@ func (s *stream) relayH2(at *attempt) {
 	s.info.FirstDownstreamTxByte = s.info.Since()
 	at.cl.Stats.RqStatus.Inc(resp.StatusCode)
 	s.cfg.stats.rqStatus.Inc(resp.StatusCode)
-	if err := s.ds.writeHead(resp.StatusCode, &s.resp.Map, length, noBody && s.req.Method != "HEAD"); err != nil {
-		s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+	if err := s.encodeHead(length, noBody && s.req.Method != "HEAD"); err != nil {
+		if !errors.Is(err, errReplaced) {
+			s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+		}
 		at.host.HostFinished(false, false)
 		return
 	}
@@ -186,7 +190,7 @@ func (s *stream) relayH2(at *attempt) {
 	if !ok {
 		s.closeConn = true
 	}
-	s.ds.finish(trailers)
+	s.encodeFinish(trailers)
 	s.info.LastDownstreamTxByte = s.info.Since()
 	at.cl.Stats.RqTime.Record(float64(time.Since(at.sentAt).Microseconds()) / 1000)
 	at.host.HostFinished(ok && resp.StatusCode < 500, false)

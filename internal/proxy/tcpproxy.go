@@ -6,7 +6,6 @@ import (
 	"time"
 
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/stats"
@@ -29,11 +28,7 @@ type tcpStats struct {
 	cxTotal, noRoute, idleTimeout, rxBytes, txBytes, connectFail *stats.Counter
 }
 
-func compileTCPProxy(tc *anypb.Any, path string, d *Deps) (*tcpProxyConfig, error) {
-	t := &tcpv3.TcpProxy{}
-	if err := tc.UnmarshalTo(t); err != nil {
-		return nil, config.Errorf(path, "decode TcpProxy: %v", err)
-	}
+func compileTCPProxy(t *tcpv3.TcpProxy, path string, d *Deps) (*tcpProxyConfig, error) {
 	if err := config.CheckFields(t, path, "stat_prefix", "cluster", "weighted_clusters", "idle_timeout", "access_log",
 		"max_connect_attempts", "access_log_flush_interval"); err != nil {
 		return nil, err

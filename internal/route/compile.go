@@ -14,14 +14,25 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/headers"
 	"github.com/legateproxy/legate/internal/upstream"
 
-	// retry_host_predicate previous_hosts is resolved by @type.
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+
+	"github.com/legateproxy/legate/internal/extension"
 )
+
+// retryHostPredicate is the factory of a retry host predicate: it sets
+// the policy's behaviour.
+type retryHostPredicate func(p *RetryPolicy)
+
+func init() {
+	extension.Register(extension.Extension{Name: "envoy.retry_host_predicates.previous_hosts", Category: extension.RetryHostPredicate,
+		Config: &previoushostsv3.PreviousHostsPredicate{}, Factory: retryHostPredicate(func(p *RetryPolicy) { p.PreviousHosts = true })})
+}
 
 // Options are what compiling a route table needs.
 type Options struct {
@@ -33,9 +44,10 @@ type Options struct {
 	// table does not say otherwise (true for inline route configs, false for
 	// RDS, as in Envoy).
 	ValidateClusters bool
-	// PerFilterConfig validates typed_per_filter_config entries; nil
-	// rejects any entry.
-	PerFilterConfig func(name string, typeURL string, path string) error
+	// PerFilterConfig compiles one typed_per_filter_config message for the
+	// HTTP filter named name (through the extension registry); nil rejects
+	// any entry.
+	PerFilterConfig func(name string, cfg *anypb.Any, path string) (any, error)
 }
 
 // Compile builds a Table from a RouteConfiguration.
@@ -54,10 +66,10 @@ func Compile(rc *routev3.RouteConfiguration, path string, opts Options) (*Table,
 		ignorePort:       rc.GetIgnorePortInHostMatching(),
 		mostSpecificWins: rc.GetMostSpecificHeaderMutationsWins(),
 	}
-	if err := c.checkPerFilter(rc.GetTypedPerFilterConfig(), config.Join(path, "typed_per_filter_config")); err != nil {
+	var err error
+	if t.PerFilter, err = c.perFilter(rc.GetTypedPerFilterConfig(), config.Join(path, "typed_per_filter_config")); err != nil {
 		return nil, err
 	}
-	var err error
 	if t.Mutations, err = c.mutations(rc, path); err != nil {
 		return nil, err
 	}
@@ -74,6 +86,7 @@ func Compile(rc *routev3.RouteConfiguration, path string, opts Options) (*Table,
 		if err != nil {
 			return nil, err
 		}
+		vh.table = t
 		for j, d := range pvh.GetDomains() {
 			dp := config.Index(config.Join(vp, "domains"), j)
 			d = strings.ToLower(d)
@@ -149,16 +162,18 @@ func (c *compiler) virtualHost(pvh *routev3.VirtualHost, path string) (*VirtualH
 		"typed_per_filter_config", "metadata", "per_request_buffer_limit_bytes", "request_body_buffer_limit"); err != nil {
 		return nil, err
 	}
-	if err := c.checkPerFilter(pvh.GetTypedPerFilterConfig(), config.Join(path, "typed_per_filter_config")); err != nil {
+	pf, err := c.perFilter(pvh.GetTypedPerFilterConfig(), config.Join(path, "typed_per_filter_config"))
+	if err != nil {
 		return nil, err
 	}
 	vh := &VirtualHost{
+		PerFilter:               pf,
+		BufferLimit:             bufferLimit(pvh.GetPerRequestBufferLimitBytes(), pvh.GetRequestBodyBufferLimit()),
 		Name:                    pvh.GetName(),
 		IncludeAttemptCount:     pvh.GetIncludeRequestAttemptCount(),
 		IncludeAttemptCountResp: pvh.GetIncludeAttemptCountInResponse(),
 		RequireTLS:              pvh.GetRequireTls(),
 	}
-	var err error
 	if vh.Mutations, err = c.mutations(pvh, path); err != nil {
 		return nil, err
 	}
@@ -177,18 +192,55 @@ func (c *compiler) virtualHost(pvh *routev3.VirtualHost, path string) (*VirtualH
 	return vh, nil
 }
 
-func (c *compiler) checkPerFilter(m map[string]*anypb.Any, path string) error {
-	for name, a := range m {
-		p := fmt.Sprintf("%s[%q]", path, name)
-		if c.opts.PerFilterConfig == nil {
-			return config.Errorf(p, "unsupported @type %s: per-filter config for filter %q, which legate does not implement", a.GetTypeUrl(), name)
-		}
-		if err := c.opts.PerFilterConfig(name, a.GetTypeUrl(), p); err != nil {
-			return err
-		}
+// perFilter compiles typed_per_filter_config: each entry is a filter's
+// per-route config message, or an envoy.config.route.v3.FilterConfig that
+// wraps one (with disabled and is_optional).
+func (c *compiler) perFilter(m map[string]*anypb.Any, path string) (map[string]*FilterConfig, error) {
+	if len(m) == 0 {
+		return nil, nil
 	}
-	return nil
+	out := make(map[string]*FilterConfig, len(m))
+	names := make([]string, 0, len(m))
+	for name := range m {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		a := m[name]
+		p := fmt.Sprintf("%s[%q]", path, name)
+		fc := &FilterConfig{}
+		optional := false
+		if a.GetTypeUrl() == filterConfigType {
+			w := &routev3.FilterConfig{}
+			if err := a.UnmarshalTo(w); err != nil {
+				return nil, config.Errorf(p, "decode FilterConfig: %v", err)
+			}
+			if err := config.CheckFields(w, p, "config", "is_optional", "disabled"); err != nil {
+				return nil, err
+			}
+			fc.Disabled, optional = w.GetDisabled(), w.GetIsOptional()
+			a = w.GetConfig()
+			p = config.Join(p, "config")
+		}
+		if a != nil {
+			if c.opts.PerFilterConfig == nil {
+				return nil, config.Errorf(p, "per-filter config for filter %q (@type %s) is not supported here", name, a.GetTypeUrl())
+			}
+			v, err := c.opts.PerFilterConfig(name, a, p)
+			if err != nil {
+				if optional {
+					continue // as Envoy: an optional config of an unknown filter is ignored
+				}
+				return nil, err
+			}
+			fc.Config = v
+		}
+		out[name] = fc
+	}
+	return out, nil
 }
+
+const filterConfigType = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 
 func (c *compiler) route(pr *routev3.Route, path string, vh *VirtualHost) (*Route, error) {
 	if err := config.CheckFields(pr, path, "name", "match", "route", "redirect", "direct_response", "non_forwarding_action",
@@ -196,10 +248,12 @@ func (c *compiler) route(pr *routev3.Route, path string, vh *VirtualHost) (*Rout
 		"decorator", "typed_per_filter_config", "metadata", "per_request_buffer_limit_bytes", "request_body_buffer_limit", "stat_prefix"); err != nil {
 		return nil, err
 	}
-	if err := c.checkPerFilter(pr.GetTypedPerFilterConfig(), config.Join(path, "typed_per_filter_config")); err != nil {
+	pf, err := c.perFilter(pr.GetTypedPerFilterConfig(), config.Join(path, "typed_per_filter_config"))
+	if err != nil {
 		return nil, err
 	}
-	rt := &Route{Name: pr.GetName(), VHost: vh, Decorator: pr.GetDecorator().GetOperation()}
+	rt := &Route{Name: pr.GetName(), VHost: vh, Decorator: pr.GetDecorator().GetOperation(), PerFilter: pf,
+		BufferLimit: bufferLimit(pr.GetPerRequestBufferLimitBytes(), pr.GetRequestBodyBufferLimit())}
 	m, err := c.match(pr.GetMatch(), config.Join(path, "match"))
 	if err != nil {
 		return nil, err
@@ -413,16 +467,16 @@ func (c *compiler) routeAction(a *routev3.RouteAction, path string, m *Match) (*
 			if w.GetMetadataMatch() != nil {
 				return nil, config.Unsupported(config.Join(cp, "metadata_match"), "subset load balancing (metadata_match)")
 			}
-			if err := c.checkPerFilter(w.GetTypedPerFilterConfig(), config.Join(cp, "typed_per_filter_config")); err != nil {
+			pf, err := c.perFilter(w.GetTypedPerFilterConfig(), config.Join(cp, "typed_per_filter_config"))
+			if err != nil {
 				return nil, err
 			}
-			wc := WeightedCluster{Weight: uint64(w.GetWeight().GetValue()), HostRewrite: w.GetHostRewriteLiteral()}
+			wc := WeightedCluster{Weight: uint64(w.GetWeight().GetValue()), HostRewrite: w.GetHostRewriteLiteral(), PerFilter: pf}
 			if w.GetName() != "" {
 				wc.Cluster = c.ref(w.GetName(), config.Join(cp, "name"))
 			} else {
 				wc.ClusterHeader = headers.Lower(w.GetClusterHeader())
 			}
-			var err error
 			if wc.Mutations, err = c.mutations(w, cp); err != nil {
 				return nil, err
 			}
@@ -604,16 +658,18 @@ func (c *compiler) retryPolicy(rp *routev3.RetryPolicy, path string) (*RetryPoli
 	}
 	for i, hp := range rp.GetRetryHostPredicate() {
 		pp := config.Index(config.Join(path, "retry_host_predicate"), i)
-		switch hp.GetTypedConfig().GetTypeUrl() {
-		case "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate":
-			p.PreviousHosts = true
-		default:
-			if hp.GetName() == "envoy.retry_host_predicates.previous_hosts" && hp.GetTypedConfig() == nil {
-				p.PreviousHosts = true
+		if hp.GetTypedConfig() == nil {
+			// A bare name (v2 configs) still selects the predicate.
+			if e := extension.ByName(extension.RetryHostPredicate, hp.GetName()); e != nil {
+				e.Factory.(retryHostPredicate)(p)
 				continue
 			}
-			return nil, config.Errorf(pp, "unsupported @type %s (supported: envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate)", hp.GetTypedConfig().GetTypeUrl())
 		}
+		r, err := extension.Lookup(extension.RetryHostPredicate, hp.GetTypedConfig(), config.Join(pp, "typed_config"))
+		if err != nil {
+			return nil, err
+		}
+		r.Ext.Factory.(retryHostPredicate)(p)
 	}
 	for i, h := range rp.GetRetriableHeaders() {
 		hm, err := compileHeaderMatcher(h, config.Index(config.Join(path, "retriable_headers"), i))
@@ -787,4 +843,17 @@ func (c *compiler) headerOps(opts []*corev3.HeaderValueOption, path string) ([]H
 		out = append(out, op)
 	}
 	return out, nil
+}
+
+// bufferLimit is a route's or virtual host's request buffer limit
+// (request_body_buffer_limit, or the deprecated per_request_buffer_limit_bytes);
+// 0 when unset.
+func bufferLimit(old *wrapperspb.UInt32Value, v *wrapperspb.UInt64Value) int64 {
+	if v != nil {
+		return int64(v.GetValue())
+	}
+	if old != nil {
+		return int64(old.GetValue())
+	}
+	return 0
 }

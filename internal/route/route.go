@@ -37,6 +37,56 @@ type Table struct {
 	mostSpecificWins bool
 	// ClusterNames lists every cluster a route names (for validation and CDS).
 	ClusterNames []string
+	// PerFilter is the route configuration's typed_per_filter_config.
+	PerFilter map[string]*FilterConfig
+}
+
+// FilterConfig is one typed_per_filter_config entry, compiled by the
+// filter's factory.
+type FilterConfig struct {
+	// Config is the compiled per-route config (nil when the entry only
+	// enables or disables the filter).
+	Config any
+	// Disabled turns the filter off for this scope (FilterConfig.disabled).
+	Disabled bool
+}
+
+// PerFilterConfig returns the most specific typed_per_filter_config entry
+// for the filter named name, as Envoy looks it up: the weighted cluster
+// (wc, may be nil), the route, the virtual host, the route configuration.
+func PerFilterConfig(rt *Route, wc *WeightedCluster, name string) *FilterConfig {
+	if rt == nil {
+		return nil
+	}
+	if wc != nil {
+		if fc := wc.PerFilter[name]; fc != nil {
+			return fc
+		}
+	}
+	if fc := rt.PerFilter[name]; fc != nil {
+		return fc
+	}
+	if vh := rt.VHost; vh != nil {
+		if fc := vh.PerFilter[name]; fc != nil {
+			return fc
+		}
+		if vh.table != nil {
+			return vh.table.PerFilter[name]
+		}
+	}
+	return nil
+}
+
+// RequestBufferLimit is the route's (or its virtual host's) request body
+// buffer limit, 0 when neither sets one.
+func (rt *Route) RequestBufferLimit() int64 {
+	if rt.BufferLimit > 0 {
+		return rt.BufferLimit
+	}
+	if rt.VHost != nil {
+		return rt.VHost.BufferLimit
+	}
+	return 0
 }
 
 type wildcardSet struct {
@@ -54,6 +104,11 @@ type VirtualHost struct {
 	IncludeAttemptCount     bool
 	IncludeAttemptCountResp bool
 	RequireTLS              routev3.VirtualHost_TlsRequirementType
+	// PerFilter is the virtual host's typed_per_filter_config.
+	PerFilter map[string]*FilterConfig
+	// BufferLimit is request_body_buffer_limit (0 unset).
+	BufferLimit int64
+	table       *Table
 }
 
 // ActionKind is what a route does.
@@ -79,6 +134,10 @@ type Route struct {
 	VHost     *VirtualHost
 	// Decorator is the route's decorator operation, if any.
 	Decorator string
+	// PerFilter is the route's typed_per_filter_config.
+	PerFilter map[string]*FilterConfig
+	// BufferLimit is request_body_buffer_limit (0 unset).
+	BufferLimit int64
 }
 
 // RouteAction is a compiled RouteAction (forward to a cluster).
@@ -127,6 +186,8 @@ type WeightedCluster struct {
 	Weight        uint64
 	Mutations     Mutations
 	HostRewrite   string
+	// PerFilter is the weighted cluster's typed_per_filter_config.
+	PerFilter map[string]*FilterConfig
 }
 
 // Mirror is a request_mirror_policies entry.

@@ -28,6 +28,9 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	// Every extension implemented outside the core packages.
+	_ "github.com/legateproxy/legate/internal/filters/all"
+
 	"github.com/legateproxy/legate/internal/admin"
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/proxy"
@@ -90,7 +93,7 @@ func Load(opts Options) (*Server, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	b, warns, err := config.LoadBootstrap(opts.ConfigPath, opts.ConfigYAML)
+	b, warns, lines, err := config.LoadBootstrapLines(opts.ConfigPath, opts.ConfigYAML)
 	s := &Server{opts: opts, Warnings: warns, log: opts.Log, quit: make(chan struct{}), start: time.Now()}
 	if err != nil {
 		return s, err
@@ -115,7 +118,8 @@ func Load(opts Options) (*Server, error) {
 	}
 	s.state.Store("PRE_INITIALIZING")
 	if err := s.compile(); err != nil {
-		return s, err
+		// Compile errors name config paths; give them source lines too.
+		return s, lines.Annotate(err)
 	}
 	return s, nil
 }

@@ -18,8 +18,6 @@ import (
 	xdsclient "github.com/legateproxy/legate/internal/xds/client"
 )
 
-const rawBufferType = "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
-
 // setupTLS creates the secret store, installs static secrets and wires TLS
 // compilation into listeners and clusters.
 func (s *Server) setupTLS() error {
@@ -34,8 +32,8 @@ func (s *Server) setupTLS() error {
 		}
 	}
 	s.deps.TLS = func(ts *corev3.TransportSocket, path, statPrefix string) (proxy.ServerTransport, error) {
-		if ts.GetTypedConfig().GetTypeUrl() == rawBufferType {
-			return nil, nil
+		if raw, err := tlsx.IsRawBuffer(ts, path, false); raw || err != nil {
+			return nil, err
 		}
 		return tlsx.CompileServer(ts, path, tlsx.Deps{Store: s.secrets, SDS: s.sds, Stats: s.Stats.Scope(statPrefix)})
 	}
@@ -44,8 +42,8 @@ func (s *Server) setupTLS() error {
 
 // clusterTransport compiles a cluster's UpstreamTlsContext.
 func (s *Server) clusterTransport(ts *corev3.TransportSocket, path string, c *clusterv3.Cluster, alpn []string) (upstream.TransportSocket, error) {
-	if ts.GetTypedConfig().GetTypeUrl() == rawBufferType {
-		return nil, nil
+	if raw, err := tlsx.IsRawBuffer(ts, path, true); raw || err != nil {
+		return nil, err
 	}
 	name := c.GetName()
 	if c.GetAltStatName() != "" {

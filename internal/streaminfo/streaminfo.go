@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"time"
 
+	"google.golang.org/protobuf/types/known/structpb"
+
 	"github.com/legateproxy/legate/internal/headers"
 )
 
@@ -158,7 +160,41 @@ type Info struct {
 
 	// Hostname is the proxy's host name (%HOSTNAME%).
 	Hostname string
+
+	// DynamicMetadata is what filters publish for later filters, the
+	// router and access logs (%DYNAMIC_METADATA%), by namespace — by
+	// convention the filter's name.
+	DynamicMetadata map[string]*structpb.Struct
+	// FilterState is data filters share by key (%FILTER_STATE%).
+	FilterState map[string]FilterStateValue
 	// Node identity for %ENVOY_NODE%-style operators is not tracked.
+}
+
+// FilterStateValue is a filter-state object; String is its serialized form.
+type FilterStateValue interface{ String() string }
+
+// SetDynamicMetadata merges fields into a namespace of the dynamic
+// metadata, as Envoy's setDynamicMetadata.
+func (i *Info) SetDynamicMetadata(ns string, fields map[string]*structpb.Value) {
+	if i.DynamicMetadata == nil {
+		i.DynamicMetadata = map[string]*structpb.Struct{}
+	}
+	st := i.DynamicMetadata[ns]
+	if st == nil {
+		st = &structpb.Struct{Fields: map[string]*structpb.Value{}}
+		i.DynamicMetadata[ns] = st
+	}
+	for k, v := range fields {
+		st.Fields[k] = v
+	}
+}
+
+// SetFilterState stores a filter-state object.
+func (i *Info) SetFilterState(key string, v FilterStateValue) {
+	if i.FilterState == nil {
+		i.FilterState = map[string]FilterStateValue{}
+	}
+	i.FilterState[key] = v
 }
 
 // SetFlag sets a response flag.

@@ -14,10 +14,11 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	rawbufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/streaminfo"
 )
@@ -204,15 +205,58 @@ type cachedConfig struct {
 	cfg *tls.Config
 }
 
+func init() {
+	for _, c := range []extension.Category{extension.DownstreamTransportSocket, extension.UpstreamTransportSocket} {
+		extension.Register(extension.Extension{Name: "envoy.transport_sockets.raw_buffer", Aliases: []string{"raw_buffer"},
+			Category: c, Config: &rawbufferv3.RawBuffer{}, Factory: rawBuffer})
+	}
+	extension.Register(extension.Extension{Name: "envoy.transport_sockets.tls", Aliases: []string{"tls"},
+		Category: extension.DownstreamTransportSocket, Config: &tlsv3.DownstreamTlsContext{}, Factory: tlsSocket,
+		Notes: "crypto/tls: cipher suites and curves Go implements; no private key providers, OCSP policy or custom handshakers"})
+	extension.Register(extension.Extension{Name: "envoy.transport_sockets.tls", Aliases: []string{"tls"},
+		Category: extension.UpstreamTransportSocket, Config: &tlsv3.UpstreamTlsContext{}, Factory: tlsSocket})
+}
+
+// The factories of transport sockets are markers: CompileServer and
+// CompileClient build TLS; raw_buffer is plaintext.
+type socketKind uint8
+
+const (
+	rawBuffer socketKind = iota
+	tlsSocket
+)
+
+// IsRawBuffer resolves a transport socket through the registry and
+// reports whether it is plaintext (raw_buffer); an @type that is neither
+// raw_buffer nor TLS is an error naming it.
+func IsRawBuffer(ts *corev3.TransportSocket, path string, upstream bool) (bool, error) {
+	cat := extension.DownstreamTransportSocket
+	if upstream {
+		cat = extension.UpstreamTransportSocket
+	}
+	if ts.GetTypedConfig() == nil {
+		// A bare name (v2 configs) selects the socket.
+		if e := extension.ByName(cat, ts.GetName()); e != nil {
+			return e.Factory == rawBuffer, nil
+		}
+	}
+	r, err := extension.Lookup(cat, ts.GetTypedConfig(), config.Join(path, "typed_config"))
+	if err != nil {
+		return false, err
+	}
+	return r.Ext.Factory == rawBuffer, nil
+}
+
 // CompileServer compiles a DownstreamTlsContext.
 func CompileServer(ts *corev3.TransportSocket, path string, d Deps) (*ServerContext, error) {
-	dtc := &tlsv3.DownstreamTlsContext{}
 	tp := config.Join(path, "typed_config")
-	if ts.GetTypedConfig().GetTypeUrl() != "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext" {
-		return nil, config.Errorf(tp, "unsupported @type %s (supported: DownstreamTlsContext, RawBuffer)", ts.GetTypedConfig().GetTypeUrl())
+	r, err := extension.Lookup(extension.DownstreamTransportSocket, ts.GetTypedConfig(), tp)
+	if err != nil {
+		return nil, err
 	}
-	if err := anypb.UnmarshalTo(ts.GetTypedConfig(), dtc, unmarshalOpts); err != nil {
-		return nil, config.Errorf(tp, "decode: %v", err)
+	dtc, ok := r.Config.(*tlsv3.DownstreamTlsContext)
+	if !ok {
+		return nil, config.Errorf(tp, "@type %s is not a TLS context", r.Ext.TypeURL())
 	}
 	if err := config.CheckFields(dtc, tp, "common_tls_context", "require_client_certificate", "require_sni",
 		"session_ticket_keys", "session_ticket_keys_sds_secret_config", "disable_stateless_session_resumption",
@@ -429,13 +473,14 @@ type ClientContext struct {
 // CompileClient compiles an UpstreamTlsContext. defaultALPN is used when
 // the context names none (h2 for HTTP/2 clusters, as Envoy).
 func CompileClient(ts *corev3.TransportSocket, path string, d Deps, defaultALPN []string) (*ClientContext, error) {
-	utc := &tlsv3.UpstreamTlsContext{}
 	tp := config.Join(path, "typed_config")
-	if ts.GetTypedConfig().GetTypeUrl() != "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext" {
-		return nil, config.Errorf(tp, "unsupported @type %s (supported: UpstreamTlsContext, RawBuffer)", ts.GetTypedConfig().GetTypeUrl())
+	r, err := extension.Lookup(extension.UpstreamTransportSocket, ts.GetTypedConfig(), tp)
+	if err != nil {
+		return nil, err
 	}
-	if err := anypb.UnmarshalTo(ts.GetTypedConfig(), utc, unmarshalOpts); err != nil {
-		return nil, config.Errorf(tp, "decode: %v", err)
+	utc, ok := r.Config.(*tlsv3.UpstreamTlsContext)
+	if !ok {
+		return nil, config.Errorf(tp, "@type %s is not a TLS context", r.Ext.TypeURL())
 	}
 	if err := config.CheckFields(utc, tp, "common_tls_context", "sni", "allow_renegotiation", "max_session_keys"); err != nil {
 		return nil, err

@@ -4,11 +4,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
-
-	"google.golang.org/protobuf/proto"
 )
-
-var unmarshalOpts = proto.UnmarshalOptions{}
 
 func nextPEMCert(b []byte) (*x509.Certificate, []byte) {
 	for {

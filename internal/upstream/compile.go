@@ -11,9 +11,9 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	cares "github.com/envoyproxy/go-control-plane/envoy/extensions/network/dns_resolver/cares/v3"
 	httpopts "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/headers"
 	"github.com/legateproxy/legate/internal/stats"
 )
@@ -29,6 +29,14 @@ type Deps struct {
 }
 
 const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+func init() {
+	extension.Register(extension.Extension{Name: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions", Category: extension.UpstreamOptions,
+		Config: &httpopts.HttpProtocolOptions{}, Factory: struct{}{}})
+	extension.Register(extension.Extension{Name: "envoy.network.dns_resolver.cares", Category: extension.DNSResolver,
+		Config: &cares.CaresDnsResolverConfig{}, Factory: struct{}{},
+		Notes: "resolved with Go's resolver against the configured servers; c-ares options that change behaviour are refused"})
+}
 
 // Compile validates a cluster definition and builds a (not yet started)
 // Cluster. path locates the cluster in error messages.
@@ -244,13 +252,14 @@ func (c *Cluster) compileProtocol(pc *clusterv3.Cluster, path string) error {
 	}
 	for key, a := range pc.GetTypedExtensionProtocolOptions() {
 		p := fmt.Sprintf("%s.typed_extension_protocol_options[%q]", path, key)
-		if a.GetTypeUrl() != "type.googleapis.com/"+httpProtocolOptionsKey {
-			return config.Errorf(p, "unsupported @type %s", a.GetTypeUrl())
+		r, err := extension.Lookup(extension.UpstreamOptions, a, p)
+		if err != nil {
+			return err
 		}
-		opts := &httpopts.HttpProtocolOptions{}
-		if err := anypb.UnmarshalTo(a, opts, protoUnmarshal); err != nil {
-			return config.Errorf(p, "decode: %v", err)
+		if key != httpProtocolOptionsKey {
+			return config.Errorf(p, "the key of HttpProtocolOptions must be %s", httpProtocolOptionsKey)
 		}
+		opts := r.Config.(*httpopts.HttpProtocolOptions)
 		if err := config.CheckFields(opts, p, "explicit_http_config", "use_downstream_protocol_config", "auto_config",
 			"common_http_protocol_options", "upstream_http_protocol_options"); err != nil {
 			return err
@@ -444,10 +453,11 @@ func newDNSDiscovery(pc *clusterv3.Cluster, specs []endpointSpec, path string) (
 	}
 	if tc := pc.GetTypedDnsResolverConfig(); tc != nil {
 		p := config.Join(path, "typed_dns_resolver_config")
-		cfg := &cares.CaresDnsResolverConfig{}
-		if err := anypb.UnmarshalTo(tc.GetTypedConfig(), cfg, protoUnmarshal); err != nil {
-			return nil, config.Errorf(p, "unsupported DNS resolver %s (only envoy.network.dns_resolver.cares)", tc.GetTypedConfig().GetTypeUrl())
+		r, err := extension.Lookup(extension.DNSResolver, tc.GetTypedConfig(), config.Join(p, "typed_config"))
+		if err != nil {
+			return nil, err
 		}
+		cfg := r.Config.(*cares.CaresDnsResolverConfig)
 		if err := config.CheckFields(cfg, config.Join(p, "typed_config"), "resolvers", "dns_resolver_options", "use_resolvers_as_fallback", "filter_unroutable_families"); err != nil {
 			return nil, err
 		}

@@ -8,12 +8,9 @@ import (
 	"time"
 
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/legateproxy/legate/internal/config"
 )
-
-var protoUnmarshal = proto.UnmarshalOptions{}
 
 // Ref is a stable handle on a cluster by name. Routes hold Refs, so a
 // cluster can be added, replaced or removed without recompiling routes;

@@ -190,7 +190,7 @@ func TestCompatibility(t *testing.T) {
 			if !pathed.MatchString(o.reason) {
 				t.Errorf("%s: rejection does not name a config path: %q", o.file, o.reason)
 			}
-			if !strings.Contains(o.reason, "not supported") && !strings.Contains(o.reason, "unsupported") && !strings.Contains(o.reason, "does not implement") {
+			if !strings.Contains(o.reason, "not supported") && !strings.Contains(o.reason, "unsupported") && !strings.Contains(o.reason, "not implemented by legate") {
 				t.Errorf("%s: rejected for something other than an unsupported feature (a parse bug?): %s", o.file, o.reason)
 			}
 		}
@@ -273,7 +273,7 @@ func render(outs []outcome) string {
 }
 
 var (
-	typeRe  = regexp.MustCompile(`unsupported @type type\.googleapis\.com/([A-Za-z0-9_.]+)`)
+	typeRe  = regexp.MustCompile(`@type ([A-Za-z0-9_.]+) \(Envoy extension [a-z0-9_.]+\) is not implemented by legate`)
 	fieldRe = regexp.MustCompile(`field ([A-Za-z0-9_.]+) is not supported`)
 	whatRe  = regexp.MustCompile(`: (.+?) is not supported by legate`)
 )

@@ -1,0 +1,10 @@
+// Package all links every extension Legate implements outside the core
+// packages: importing it registers them. Adding an HTTP filter means a
+// folder under internal/filters/http and one import here.
+package all
+
+import (
+	// HTTP filters.
+	_ "github.com/legateproxy/legate/internal/filters/http/health_check"
+	_ "github.com/legateproxy/legate/internal/filters/http/local_ratelimit"
+)

@@ -1,0 +1,216 @@
+// Package httpfilter is Envoy's HTTP filter API for Legate: the interfaces
+// an HTTP filter implements (decode and encode callbacks for headers, data
+// and trailers, returning Continue or a stop status), the callbacks the
+// connection manager gives it (the route, per-route config, local replies,
+// stream info with dynamic metadata and filter state), and the factory a
+// filter registers with the extension registry.
+//
+// The model follows Envoy's filter manager (source/common/http/
+// filter_manager.cc) with one difference that comes from Legate running
+// each stream on its own goroutine: a filter that needs an asynchronous
+// answer (an authorization service, a JWKS fetch) simply blocks in its
+// callback and then returns Continue or sends a local reply; there is no
+// continueDecoding(). Stop statuses are for waiting on more body data.
+//
+// A filter lives in its own folder, internal/filters/http/<name>, and
+// registers itself in init (see Register).
+package httpfilter
+
+import (
+	"log/slog"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/legateproxy/legate/internal/extension"
+	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/route"
+	"github.com/legateproxy/legate/internal/stats"
+	"github.com/legateproxy/legate/internal/streaminfo"
+	"github.com/legateproxy/legate/internal/upstream"
+)
+
+// Status is what a filter callback returns.
+type Status uint8
+
+const (
+	// Continue passes the headers or data on to the next filter.
+	Continue Status = iota
+	// StopIteration, from a headers callback, holds the headers back: the
+	// filter's data callback still receives the body, and a Continue from
+	// it releases the headers and the data. At the end of the stream the
+	// headers are released in any case.
+	StopIteration
+	// StopAndBuffer, from a data callback, keeps the data: the next data
+	// callback receives it again with the new data appended (Envoy's
+	// StopIterationAndBuffer with decodingBuffer()). A buffer over the
+	// limit ends the stream with 413 (request) or 500 (response), as Envoy.
+	StopAndBuffer
+	// StopNoBuffer, from a data callback, consumes the data: nothing is
+	// passed on (the filter keeps what it needs itself).
+	StopNoBuffer
+)
+
+// Filter is one filter instance for one stream. It implements any of the
+// interfaces below; the manager calls only what it implements, so a filter
+// without a data callback costs nothing on the body.
+type Filter any
+
+// DecoderHeaders sees the request headers, before the router.
+type DecoderHeaders interface {
+	DecodeHeaders(h *headers.Request, endStream bool) Status
+}
+
+// DecoderData sees the request body.
+type DecoderData interface {
+	DecodeData(b *Buffer, endStream bool) Status
+}
+
+// DecoderTrailers sees the request trailers.
+type DecoderTrailers interface {
+	DecodeTrailers(t *headers.Map) Status
+}
+
+// EncoderHeaders sees the response headers (from the upstream or a local
+// reply), in reverse filter order.
+type EncoderHeaders interface {
+	EncodeHeaders(h *headers.Response, endStream bool) Status
+}
+
+// EncoderData sees the response body.
+type EncoderData interface {
+	EncodeData(b *Buffer, endStream bool) Status
+}
+
+// EncoderTrailers sees the response trailers.
+type EncoderTrailers interface {
+	EncodeTrailers(t *headers.Map) Status
+}
+
+// Destroyer is told when the stream ends (Envoy's onDestroy).
+type Destroyer interface {
+	OnDestroy()
+}
+
+// Buffer is body data handed to a data callback. A filter may change it in
+// place (Set, Append); a filter that changes the size of a request body
+// should update or remove content-length, as in Envoy.
+type Buffer struct{ b []byte }
+
+// Bytes returns the data.
+func (b *Buffer) Bytes() []byte { return b.b }
+
+// Len is the data's length.
+func (b *Buffer) Len() int { return len(b.b) }
+
+// Set replaces the data.
+func (b *Buffer) Set(p []byte) { b.b = append(b.b[:0], p...) }
+
+// Append adds data at the end.
+func (b *Buffer) Append(p []byte) { b.b = append(b.b, p...) }
+
+// Reset empties the buffer, keeping its storage.
+func (b *Buffer) Reset() { b.b = b.b[:0] }
+
+// Drain removes n bytes from the front.
+func (b *Buffer) Drain(n int) { b.b = append(b.b[:0], b.b[min(n, len(b.b)):]...) }
+
+// LocalReply describes a response the proxy generates itself.
+type LocalReply struct {
+	// Details is %RESPONSE_CODE_DETAILS% (e.g. "rbac_access_denied").
+	Details string
+	// Flag is a response flag to set (0 for none).
+	Flag streaminfo.Flag
+	// Headers are added to the reply.
+	Headers []HeaderValue
+	// GRPCStatus, when set, is the grpc-status of a reply to a gRPC
+	// request (else it is derived from the HTTP status, as Envoy).
+	GRPCStatus *int
+}
+
+// HeaderValue is one header to add.
+type HeaderValue struct {
+	Key, Value string
+	// Append adds a value rather than replacing existing ones.
+	Append bool
+}
+
+// Callbacks is what the connection manager offers a filter for its stream.
+type Callbacks interface {
+	// Route is the route the request matched (nil when none). It is
+	// resolved before the filters run.
+	Route() *route.Route
+	// ClearRouteCache re-resolves the route, after a filter changed what
+	// routing looks at (headers, path).
+	ClearRouteCache()
+	// PerRouteConfig is the most specific per-route config for this
+	// filter (weighted cluster, route, virtual host, route configuration),
+	// as compiled by its factory's CompilePerRoute; nil when none.
+	PerRouteConfig() any
+	// SendLocalReply answers the request from the proxy; the reply passes
+	// through the encoder filters. The filter then returns any status: the
+	// stream is over.
+	SendLocalReply(status int, body string, r LocalReply)
+	// StreamInfo is the stream's record: addresses, TLS, timings, dynamic
+	// metadata (SetDynamicMetadata) and filter state, read by later
+	// filters, the router and access logs.
+	StreamInfo() *streaminfo.Info
+	// RequestHeaders and ResponseHeaders are the stream's header maps (the
+	// response is empty until the encode side starts).
+	RequestHeaders() *headers.Request
+	ResponseHeaders() *headers.Response
+	// ConnectionState returns a value kept per downstream connection
+	// under key, created by create on first use.
+	ConnectionState(key any, create func() any) any
+	// Log is the filter's logger.
+	Log() *slog.Logger
+}
+
+// Config is a compiled filter configuration, shared by every stream of
+// the connection managers that use it. NewFilter makes the filter for one
+// stream; a filter with no per-stream state may return a shared value.
+type Config interface {
+	NewFilter(cb Callbacks) Filter
+}
+
+// ConfigFunc adapts a function to Config.
+type ConfigFunc func(cb Callbacks) Filter
+
+// NewFilter calls f.
+func (f ConfigFunc) NewFilter(cb Callbacks) Filter { return f(cb) }
+
+// Context is what compiling a filter config can use.
+type Context struct {
+	// Stats is the server's stats store; StatPrefix is the connection
+	// manager's scope ("http.<stat_prefix>."), empty for per-route
+	// configs compiled with a route table.
+	Stats      *stats.Store
+	StatPrefix string
+	// Clusters is the cluster manager (for side calls and health).
+	Clusters *upstream.Manager
+	Log      *slog.Logger
+	// HealthCheckFailing reports /healthcheck/fail or draining.
+	HealthCheckFailing func() bool
+}
+
+// Scope is the stats scope under the connection manager's prefix.
+func (c *Context) Scope(name string) stats.Scope { return c.Stats.Scope(c.StatPrefix + name) }
+
+// Factory compiles one HTTP filter type; it is the Factory of an
+// extension.HTTPFilter registration.
+type Factory struct {
+	// Compile compiles the filter's typed_config (validated already).
+	Compile func(ctx *Context, cfg proto.Message, path string) (Config, error)
+	// CompilePerRoute compiles its typed_per_filter_config message, if it
+	// has one.
+	CompilePerRoute func(ctx *Context, cfg proto.Message, path string) (any, error)
+	// Terminal marks the router, which must be last.
+	Terminal bool
+}
+
+// Register registers an HTTP filter: name is Envoy's
+// (envoy.filters.http.x), cfg the prototype of its typed_config and
+// perRoute that of its per-route config (nil if none).
+func Register(name string, aliases []string, cfg, perRoute proto.Message, f Factory, notes string) {
+	extension.Register(extension.Extension{Name: name, Aliases: aliases, Category: extension.HTTPFilter,
+		Config: cfg, PerRoute: perRoute, Factory: f, Notes: notes})
+}
