@@ -146,6 +146,12 @@ type Callbacks interface {
 	// filter (weighted cluster, route, virtual host, route configuration),
 	// as compiled by its factory's CompilePerRoute; nil when none.
 	PerRouteConfig() any
+	// AllPerRouteConfigs is every per-route config for this filter, most
+	// specific first (for filters that merge them, as CORS does).
+	AllPerRouteConfigs() []any
+	// SetDecoderBufferLimit sets how much request body the filters may
+	// buffer for this stream (a buffer filter's max_request_bytes).
+	SetDecoderBufferLimit(n int64)
 	// SendLocalReply answers the request from the proxy; the reply passes
 	// through the encoder filters. The filter then returns any status: the
 	// stream is over.

@@ -499,6 +499,20 @@ func (sl *filterSlot) PerRouteConfig() any {
 	return nil
 }
 
+func (sl *filterSlot) AllPerRouteConfigs() []any {
+	var buf [4]*route.FilterConfig
+	fcs := route.AllPerFilterConfigs(sl.s.rt, sl.s.wc, sl.entry.name, buf[:0])
+	out := make([]any, 0, len(fcs))
+	for _, fc := range fcs {
+		if fc.Config != nil {
+			out = append(out, fc.Config)
+		}
+	}
+	return out
+}
+
+func (sl *filterSlot) SetDecoderBufferLimit(n int64) { sl.s.fm.limit = n }
+
 func (sl *filterSlot) SendLocalReply(status int, body string, r httpfilter.LocalReply) {
 	s := sl.s
 	s.replyHeaders = r.Headers

@@ -10,8 +10,11 @@ import (
 	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/legateproxy/legate/internal/config"
@@ -326,7 +329,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *Deps) (*hcmConfi
 	case *hcmv3.HttpConnectionManager_RouteConfig:
 		t, err := route.Compile(rs.RouteConfig, config.Join(path, "route_config"), route.Options{
 			Clusters: d.Clusters, CompileValue: d.CompileValue, ValidateClusters: !d.SkipClusterValidation,
-			PerFilterConfig: d.PerFilterConfig,
+			PerFilterConfig: d.PerFilterConfig, CompileCors: d.CompileCors,
 		})
 		if err != nil {
 			return nil, err
@@ -441,6 +444,25 @@ func (d *Deps) PerFilterConfig(name string, a *anypb.Any, path string) (any, err
 		return nil, config.Errorf(path, "HTTP filter %s has no per-route config", r.Ext.Name)
 	}
 	return fac.CompilePerRoute(d.filterContext(""), r.Config, path)
+}
+
+// CompileCors compiles a route's or virtual host's deprecated cors field
+// as the CORS filter's per-route config (the same fields as
+// envoy.extensions.filters.http.cors.v3.CorsPolicy).
+func (d *Deps) CompileCors(p *routev3.CorsPolicy, path string) (any, error) {
+	js, err := protojson.Marshal(p)
+	if err != nil {
+		return nil, config.Errorf(path, "%v", err)
+	}
+	cp := &corsv3.CorsPolicy{}
+	if err := protojson.Unmarshal(js, cp); err != nil {
+		return nil, config.Errorf(path, "%v", err)
+	}
+	a, err := anypb.New(cp)
+	if err != nil {
+		return nil, config.Errorf(path, "%v", err)
+	}
+	return d.PerFilterConfig("envoy.filters.http.cors", a, path)
 }
 
 // filterContext is the compile context of HTTP filters.

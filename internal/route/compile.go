@@ -48,6 +48,9 @@ type Options struct {
 	// HTTP filter named name (through the extension registry); nil rejects
 	// any entry.
 	PerFilterConfig func(name string, cfg *anypb.Any, path string) (any, error)
+	// CompileCors compiles the deprecated cors field of a virtual host or
+	// route action (as the CORS filter's per-route config); nil rejects it.
+	CompileCors func(p *routev3.CorsPolicy, path string) (any, error)
 }
 
 // Compile builds a Table from a RouteConfiguration.
@@ -159,7 +162,11 @@ func (c *compiler) virtualHost(pvh *routev3.VirtualHost, path string) (*VirtualH
 	if err := config.CheckFields(pvh, path, "name", "domains", "routes", "require_tls",
 		"request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove",
 		"retry_policy", "include_request_attempt_count", "include_attempt_count_in_response",
-		"typed_per_filter_config", "metadata", "per_request_buffer_limit_bytes", "request_body_buffer_limit"); err != nil {
+		"typed_per_filter_config", "metadata", "per_request_buffer_limit_bytes", "request_body_buffer_limit", "cors"); err != nil {
+		return nil, err
+	}
+	vcors, err := c.cors(pvh.GetCors(), config.Join(path, "cors"))
+	if err != nil {
 		return nil, err
 	}
 	pf, err := c.perFilter(pvh.GetTypedPerFilterConfig(), config.Join(path, "typed_per_filter_config"))
@@ -168,6 +175,7 @@ func (c *compiler) virtualHost(pvh *routev3.VirtualHost, path string) (*VirtualH
 	}
 	vh := &VirtualHost{
 		PerFilter:               pf,
+		Cors:                    vcors,
 		BufferLimit:             bufferLimit(pvh.GetPerRequestBufferLimitBytes(), pvh.GetRequestBodyBufferLimit()),
 		Name:                    pvh.GetName(),
 		IncludeAttemptCount:     pvh.GetIncludeRequestAttemptCount(),
@@ -242,6 +250,17 @@ func (c *compiler) perFilter(m map[string]*anypb.Any, path string) (map[string]*
 
 const filterConfigType = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 
+// cors compiles a deprecated cors field through Options.CompileCors.
+func (c *compiler) cors(p *routev3.CorsPolicy, path string) (any, error) {
+	if p == nil {
+		return nil, nil
+	}
+	if c.opts.CompileCors == nil {
+		return nil, config.Unsupported(path, "cors here")
+	}
+	return c.opts.CompileCors(p, path)
+}
+
 func (c *compiler) route(pr *routev3.Route, path string, vh *VirtualHost) (*Route, error) {
 	if err := config.CheckFields(pr, path, "name", "match", "route", "redirect", "direct_response", "non_forwarding_action",
 		"request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove",
@@ -266,6 +285,9 @@ func (c *compiler) route(pr *routev3.Route, path string, vh *VirtualHost) (*Rout
 	case *routev3.Route_Route:
 		rt.Kind = Forward
 		if rt.Action, err = c.routeAction(a.Route, config.Join(path, "route"), &m); err != nil {
+			return nil, err
+		}
+		if rt.Cors, err = c.cors(a.Route.GetCors(), config.Join(path, "route.cors")); err != nil {
 			return nil, err
 		}
 	case *routev3.Route_Redirect:
@@ -404,7 +426,7 @@ func (c *compiler) routeAction(a *routev3.RouteAction, path string, m *Match) (*
 		"prefix_rewrite", "regex_rewrite", "host_rewrite_literal", "auto_host_rewrite", "host_rewrite_header",
 		"host_rewrite_path_regex", "timeout", "idle_timeout", "retry_policy", "request_mirror_policies", "hash_policy",
 		"upgrade_configs", "max_grpc_timeout", "grpc_timeout_offset", "append_x_forwarded_host", "priority",
-		"max_stream_duration"); err != nil {
+		"max_stream_duration", "cors"); err != nil {
 		return nil, err
 	}
 	ra := &RouteAction{

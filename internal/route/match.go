@@ -160,6 +160,16 @@ func (s *stringMatcher) match(v string) bool {
 	}
 }
 
+// CompileStringMatcher compiles an envoy.type.matcher.v3.StringMatcher
+// (exact, prefix, suffix, contains, safe_regex as a full match, ignore_case).
+func CompileStringMatcher(sm *matcherv3.StringMatcher, path string) (func(string) bool, error) {
+	m, err := compileStringMatcher(sm, path)
+	if err != nil {
+		return nil, err
+	}
+	return m.match, nil
+}
+
 func compileStringMatcher(sm *matcherv3.StringMatcher, path string) (stringMatcher, error) {
 	if err := config.CheckFields(sm, path, "exact", "prefix", "suffix", "contains", "safe_regex", "ignore_case"); err != nil {
 		return stringMatcher{}, err

@@ -77,6 +77,30 @@ func PerFilterConfig(rt *Route, wc *WeightedCluster, name string) *FilterConfig 
 	return nil
 }
 
+// AllPerFilterConfigs returns every typed_per_filter_config entry for the
+// filter named name, most specific first (Envoy's getAllPerFilterConfig,
+// for filters such as CORS that merge them field by field).
+func AllPerFilterConfigs(rt *Route, wc *WeightedCluster, name string, dst []*FilterConfig) []*FilterConfig {
+	if rt == nil {
+		return dst
+	}
+	if wc != nil && wc.PerFilter[name] != nil {
+		dst = append(dst, wc.PerFilter[name])
+	}
+	if fc := rt.PerFilter[name]; fc != nil {
+		dst = append(dst, fc)
+	}
+	if vh := rt.VHost; vh != nil {
+		if fc := vh.PerFilter[name]; fc != nil {
+			dst = append(dst, fc)
+		}
+		if vh.table != nil && vh.table.PerFilter[name] != nil {
+			dst = append(dst, vh.table.PerFilter[name])
+		}
+	}
+	return dst
+}
+
 // RequestBufferLimit is the route's (or its virtual host's) request body
 // buffer limit, 0 when neither sets one.
 func (rt *Route) RequestBufferLimit() int64 {
@@ -106,6 +130,8 @@ type VirtualHost struct {
 	RequireTLS              routev3.VirtualHost_TlsRequirementType
 	// PerFilter is the virtual host's typed_per_filter_config.
 	PerFilter map[string]*FilterConfig
+	// Cors is the virtual host's deprecated cors field (see Route.Cors).
+	Cors any
 	// BufferLimit is request_body_buffer_limit (0 unset).
 	BufferLimit int64
 	table       *Table
@@ -138,6 +164,9 @@ type Route struct {
 	PerFilter map[string]*FilterConfig
 	// BufferLimit is request_body_buffer_limit (0 unset).
 	BufferLimit int64
+	// Cors is the route's deprecated cors field, compiled by the CORS
+	// filter (Options.CompileCors); nil when unset.
+	Cors any
 }
 
 // RouteAction is a compiled RouteAction (forward to a cluster).

@@ -693,7 +693,7 @@ func (d *dynamic) updateRoutes(version string, resources map[string]*anypb.Any) 
 		if unchanged {
 			continue
 		}
-		t, err := route.Compile(rc, "route_configuration "+name, route.Options{Clusters: d.s.Clusters, CompileValue: d.s.deps.CompileValue, PerFilterConfig: d.s.deps.PerFilterConfig})
+		t, err := route.Compile(rc, "route_configuration "+name, route.Options{Clusters: d.s.Clusters, CompileValue: d.s.deps.CompileValue, PerFilterConfig: d.s.deps.PerFilterConfig, CompileCors: d.s.deps.CompileCors})
 		if err != nil {
 			errs = append(errs, err)
 			continue

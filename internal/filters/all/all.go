@@ -5,6 +5,8 @@ package all
 
 import (
 	// HTTP filters.
+	_ "github.com/legateproxy/legate/internal/filters/http/cors"
 	_ "github.com/legateproxy/legate/internal/filters/http/health_check"
 	_ "github.com/legateproxy/legate/internal/filters/http/local_ratelimit"
+	_ "github.com/legateproxy/legate/internal/filters/http/rbac"
 )

@@ -1,0 +1,161 @@
+// Package rbac is envoy.filters.http.rbac: role-based access control of
+// requests (internal/filters/common/rbac), with shadow rules that only
+// count and record, per-route RBACPerRoute, a 403 "RBAC: access denied"
+// with rbac_access_denied_matched_policy[...] details, Envoy's stats and
+// its dynamic metadata.
+package rbac
+
+import (
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/legateproxy/legate/internal/config"
+	engine "github.com/legateproxy/legate/internal/filters/common/rbac"
+	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/httpfilter"
+	"github.com/legateproxy/legate/internal/stats"
+)
+
+// Name is the filter's name and its dynamic-metadata namespace.
+const Name = "envoy.filters.http.rbac"
+
+func init() {
+	httpfilter.Register(Name, nil, &rbacv3.RBAC{}, &rbacv3.RBACPerRoute{},
+		httpfilter.Factory{Compile: compile, CompilePerRoute: compilePerRoute},
+		"CEL conditions, custom matchers and per-rule stats are not implemented")
+}
+
+// rules are one RBAC config's engines.
+type rules struct {
+	enforced, shadow *engine.Engine
+	off              bool // RBACPerRoute without rbac: disabled on the route
+}
+
+type filterConfig struct {
+	rules
+	allowed, denied, shadowAllowed, shadowDenied, logged, notLogged *stats.Counter
+}
+
+func compileRules(r *rbacv3.RBAC, path string) (rules, error) {
+	if err := config.CheckFields(r, path, "rules", "matcher", "shadow_rules", "shadow_matcher",
+		"shadow_rules_stat_prefix", "rules_stat_prefix", "track_per_rule_stats"); err != nil {
+		return rules{}, err
+	}
+	if r.GetTrackPerRuleStats() {
+		return rules{}, config.Unsupported(config.Join(path, "track_per_rule_stats"), "per-rule stats")
+	}
+	var out rules
+	var err error
+	if r.GetMatcher() != nil {
+		out.enforced, err = engine.CompileMatcher(r.GetMatcher(), config.Join(path, "matcher"))
+	} else {
+		out.enforced, err = engine.Compile(r.GetRules(), config.Join(path, "rules"))
+	}
+	if err != nil {
+		return rules{}, err
+	}
+	if r.GetShadowMatcher() != nil {
+		out.shadow, err = engine.CompileMatcher(r.GetShadowMatcher(), config.Join(path, "shadow_matcher"))
+	} else {
+		out.shadow, err = engine.Compile(r.GetShadowRules(), config.Join(path, "shadow_rules"))
+	}
+	return out, err
+}
+
+func compile(ctx *httpfilter.Context, msg proto.Message, path string) (httpfilter.Config, error) {
+	r := msg.(*rbacv3.RBAC)
+	rs, err := compileRules(r, path)
+	if err != nil {
+		return nil, err
+	}
+	sc := ctx.Scope("rbac.")
+	p, sp := r.GetRulesStatPrefix(), r.GetShadowRulesStatPrefix()
+	return &filterConfig{rules: rs,
+		allowed: sc.Counter(p + "allowed"), denied: sc.Counter(p + "denied"),
+		shadowAllowed: sc.Counter(sp + "shadow_allowed"), shadowDenied: sc.Counter(sp + "shadow_denied"),
+		logged: sc.Counter(p + "logged"), notLogged: sc.Counter(p + "not_logged"),
+	}, nil
+}
+
+func compilePerRoute(_ *httpfilter.Context, msg proto.Message, path string) (any, error) {
+	pr := msg.(*rbacv3.RBACPerRoute)
+	if err := config.CheckFields(pr, path, "rbac"); err != nil {
+		return nil, err
+	}
+	if pr.GetRbac() == nil {
+		return &rules{off: true}, nil
+	}
+	rs, err := compileRules(pr.GetRbac(), config.Join(path, "rbac"))
+	return &rs, err
+}
+
+func (c *filterConfig) NewFilter(cb httpfilter.Callbacks) httpfilter.Filter {
+	return &filter{cfg: c, cb: cb}
+}
+
+type filter struct {
+	cfg *filterConfig
+	cb  httpfilter.Callbacks
+}
+
+func (f *filter) DecodeHeaders(h *headers.Request, _ bool) httpfilter.Status {
+	rs := &f.cfg.rules
+	if pr, ok := f.cb.PerRouteConfig().(*rules); ok {
+		if pr.off {
+			return httpfilter.Continue
+		}
+		rs = pr
+	}
+	info := f.cb.StreamInfo()
+	c := &engine.Ctx{Req: h, Info: info}
+	if rs.shadow != nil {
+		res := rs.shadow.Check(c)
+		result := "allowed"
+		if res.Allowed {
+			f.cfg.shadowAllowed.Inc()
+		} else {
+			f.cfg.shadowDenied.Inc()
+			result = "denied"
+		}
+		md := map[string]*structpb.Value{"shadow_engine_result": structpb.NewStringValue(result)}
+		if res.Policy != "" {
+			md["shadow_effective_policy_id"] = structpb.NewStringValue(res.Policy)
+		}
+		info.SetDynamicMetadata(Name, md)
+	}
+	if rs.enforced == nil {
+		return httpfilter.Continue
+	}
+	res := rs.enforced.Check(c)
+	if rs.enforced.IsLog() {
+		// A LOG engine never denies; it hints the access logs.
+		info.SetDynamicMetadata("envoy.common", map[string]*structpb.Value{"access_log_hint": structpb.NewBoolValue(res.Log)})
+		if res.Log {
+			f.cfg.logged.Inc()
+		} else {
+			f.cfg.notLogged.Inc()
+		}
+		return httpfilter.Continue
+	}
+	result := "allowed"
+	if !res.Allowed {
+		result = "denied"
+	}
+	md := map[string]*structpb.Value{"enforced_engine_result": structpb.NewStringValue(result)}
+	if res.Policy != "" {
+		md["enforced_effective_policy_id"] = structpb.NewStringValue(res.Policy)
+	}
+	info.SetDynamicMetadata(Name, md)
+	if res.Allowed {
+		f.cfg.allowed.Inc()
+		return httpfilter.Continue
+	}
+	f.cfg.denied.Inc()
+	policy := res.Policy
+	if policy == "" {
+		policy = "none"
+	}
+	f.cb.SendLocalReply(403, "RBAC: access denied", httpfilter.LocalReply{Details: "rbac_access_denied_matched_policy[" + policy + "]"})
+	return httpfilter.StopIteration
+}
