@@ -8,7 +8,6 @@
 package matcher
 
 import (
-
 	xdscorev3 "github.com/cncf/xds/go/xds/core/v3"
 	xdsmatcherv3 "github.com/cncf/xds/go/xds/type/matcher/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -311,4 +310,3 @@ func (t *tree) lookup(v string) *onMatch {
 	}
 	return nil
 }
-
