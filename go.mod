@@ -3,10 +3,12 @@ module github.com/legateproxy/legate
 go 1.26.8
 
 require (
+	github.com/andybalholm/brotli v1.3.0
 	github.com/cespare/xxhash/v2 v2.3.0
 	github.com/cncf/xds/go v0.0.0-20260202195803-dba9d589def2
 	github.com/envoyproxy/go-control-plane v0.14.0
 	github.com/envoyproxy/go-control-plane/envoy v1.40.0
+	github.com/klauspost/compress v1.18.1
 	github.com/moby/buildkit v0.26.3
 	github.com/prometheus/client_golang v1.23.2
 	golang.org/x/net v0.62.0

@@ -65,6 +65,8 @@ const (
 	Formatter                 Category = "envoy.formatter"
 	UpstreamOptions           Category = "envoy.upstream_options"
 	HealthChecker             Category = "envoy.health_checkers"
+	CompressionCompressor     Category = "envoy.compression.compressor"
+	CompressionDecompressor   Category = "envoy.compression.decompressor"
 )
 
 // Categories lists every category, in the order docs/extensions.md shows them.
@@ -73,6 +75,7 @@ var Categories = []Category{
 	DownstreamTransportSocket, UpstreamTransportSocket, AccessLogger, AccessLogFilter, Tracer, StatSink,
 	ResourceMonitor, LoadBalancingPolicy, ClusterType, RetryHostPredicate, RetryPriority,
 	MatchingInput, MatchingAction, DNSResolver, Bootstrap, Formatter, UpstreamOptions, HealthChecker,
+	CompressionCompressor, CompressionDecompressor,
 }
 
 // Extension is one implemented extension.

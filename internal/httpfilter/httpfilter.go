@@ -167,6 +167,9 @@ type Callbacks interface {
 	// ConnectionState returns a value kept per downstream connection
 	// under key, created by create on first use.
 	ConnectionState(key any, create func() any) any
+	// ResetStream ends the stream abnormally once what was sent is out: the
+	// connection is closed (an HTTP/1 body ends without its last chunk).
+	ResetStream()
 	// Log is the filter's logger.
 	Log() *slog.Logger
 }

@@ -72,7 +72,9 @@ type fm struct {
 	// direct when a local reply replaced it (it then bypasses them).
 	encoding, direct bool
 	// replaced is set once such a local reply was sent.
-	replaced  bool
+	replaced bool
+	// reset is set when a filter reset the stream.
+	reset     bool
 	headSent  bool
 	encLength int64
 	limit     int64
@@ -416,6 +418,10 @@ func (s *stream) encodeFinish(trailers *headers.Map) error {
 			return err
 		}
 	}
+	if m.reset {
+		// No clean end: the codec closes the connection (closeConn).
+		return s.ds.flush()
+	}
 	return s.ds.finish(trailers)
 }
 
@@ -509,6 +515,11 @@ func (sl *filterSlot) AllPerRouteConfigs() []any {
 		}
 	}
 	return out
+}
+
+func (sl *filterSlot) ResetStream() {
+	sl.s.closeConn = true
+	sl.s.fm.reset = true
 }
 
 func (sl *filterSlot) SetDecoderBufferLimit(n int64) { sl.s.fm.limit = n }

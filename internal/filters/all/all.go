@@ -5,7 +5,9 @@ package all
 
 import (
 	// HTTP filters.
+	_ "github.com/legateproxy/legate/internal/filters/http/compressor"
 	_ "github.com/legateproxy/legate/internal/filters/http/cors"
+	_ "github.com/legateproxy/legate/internal/filters/http/decompressor"
 	_ "github.com/legateproxy/legate/internal/filters/http/health_check"
 	_ "github.com/legateproxy/legate/internal/filters/http/local_ratelimit"
 	_ "github.com/legateproxy/legate/internal/filters/http/rbac"
