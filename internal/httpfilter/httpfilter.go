@@ -21,6 +21,7 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
+	"github.com/legateproxy/legate/internal/asyncclient"
 	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/headers"
 	"github.com/legateproxy/legate/internal/route"
@@ -199,6 +200,8 @@ type Context struct {
 	Log      *slog.Logger
 	// HealthCheckFailing reports /healthcheck/fail or draining.
 	HealthCheckFailing func() bool
+	// Async makes side calls (HTTP and gRPC) through the cluster manager.
+	Async *asyncclient.Client
 }
 
 // Scope is the stats scope under the connection manager's prefix.

@@ -24,6 +24,7 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/legateproxy/legate/internal/asyncclient"
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/route"
@@ -60,6 +61,8 @@ type Deps struct {
 	// HealthCheckFailing reports /healthcheck/fail or draining (the
 	// health_check HTTP filter answers 503 then).
 	HealthCheckFailing func() bool
+	// Async makes filters' side calls through the cluster manager.
+	Async *asyncclient.Client
 	// Overload is the overload manager (nil without one).
 	Overload *overload.Manager
 	// SkipClusterValidation compiles inline route configs without checking

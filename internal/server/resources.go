@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"github.com/legateproxy/legate/internal/asyncclient"
 	"os"
 
 	"gopkg.in/yaml.v3"
@@ -34,7 +35,7 @@ func ValidateResourceFile(path string, log *slog.Logger) ([]config.Warning, erro
 	st := stats.NewStore()
 	s := &Server{log: log, Stats: st}
 	cm := upstream.NewManager(upstream.Deps{Stats: st, Log: log, Transport: s.clusterTransport})
-	deps := &proxy.Deps{Stats: st, Clusters: cm, Log: log, AccessLogs: accessLogCompiler(s), CompileValue: headerValueCompiler()}
+	deps := &proxy.Deps{Stats: st, Clusters: cm, Log: log, AccessLogs: accessLogCompiler(s), CompileValue: headerValueCompiler(), Async: asyncclient.New(cm)}
 	s.deps = deps
 	s.Bootstrap = &bootstrapv3.Bootstrap{}
 	if err := s.setupTLS(); err != nil {

@@ -32,6 +32,7 @@ import (
 	_ "github.com/legateproxy/legate/internal/filters/all"
 
 	"github.com/legateproxy/legate/internal/admin"
+	"github.com/legateproxy/legate/internal/asyncclient"
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/proxy"
 	"github.com/legateproxy/legate/internal/stats"
@@ -179,6 +180,7 @@ func (s *Server) compile() error {
 		Overload:        om,
 	}
 	s.deps.HealthCheckFailing = func() bool { return s.State() != "LIVE" }
+	s.deps.Async = asyncclient.New(s.Clusters)
 	if err := s.setupTLS(); err != nil {
 		return err
 	}

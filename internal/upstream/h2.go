@@ -25,7 +25,7 @@ func newH2Client(c *Cluster) *h2Client {
 		ReadIdleTimeout:    0,
 		IdleConnTimeout:    c.IdleTimeout,
 		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return c.dialH2(ctx, addr)
+			return c.DialHost(ctx, addr)
 		},
 	}
 	return &h2Client{t: t}
@@ -33,8 +33,10 @@ func newH2Client(c *Cluster) *h2Client {
 
 func (h *h2Client) close() { h.t.CloseIdleConnections() }
 
-// dialH2 opens a counted connection for the HTTP/2 transport.
-func (c *Cluster) dialH2(ctx context.Context, addr string) (net.Conn, error) {
+// DialHost opens a counted connection to one of the cluster's hosts (by
+// address), over the cluster's transport socket: the HTTP/2 transport and
+// the async client (side calls of filters) dial through it.
+func (c *Cluster) DialHost(ctx context.Context, addr string) (net.Conn, error) {
 	var host *Host
 	if hs := c.hosts.Load(); hs != nil {
 		for _, h := range hs.all {
