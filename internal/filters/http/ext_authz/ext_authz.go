@@ -584,4 +584,3 @@ func (f *filter) checkHTTP(ctx context.Context, h *headers.Request, body []byte)
 	}
 	return out, nil
 }
-
