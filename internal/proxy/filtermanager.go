@@ -400,16 +400,24 @@ func (s *stream) encodeFinish(trailers *headers.Map) error {
 	if !m.enc || m.direct {
 		return s.ds.finish(trailers)
 	}
-	if m.encData {
-		if err := s.encodeDataFrom(len(m.slots)-1, nil, true); err != nil {
-			return err
-		}
-	}
+	// Trailers first: as in Envoy, a filter sees the last data without
+	// end_stream when trailers follow, so one holding the headers (the
+	// gRPC bridges) can still change them from the trailers; the end of
+	// the body then releases everything.
 	if trailers != nil && trailers.Len() > 0 {
+		s.info.RespTrailers = trailers
 		for k := len(m.slots) - 1; k >= 0; k-- {
 			if sl := &m.slots[k]; sl.encT != nil {
 				sl.encT.EncodeTrailers(trailers)
+				if m.direct {
+					return errReplaced
+				}
 			}
+		}
+	}
+	if m.encData {
+		if err := s.encodeDataFrom(len(m.slots)-1, nil, true); err != nil {
+			return err
 		}
 	}
 	if !m.headSent {
@@ -464,13 +472,12 @@ func (s *stream) encodeDataFrom(start int, data []byte, end bool) error {
 		}
 		if k+1 == m.encStop {
 			m.encStop = 0
-			if end {
-				m.encLength = int64(len(data))
-			}
 			if !s.encodeHeadersFrom(k-1, false) {
 				return errReplaced
 			}
-			if m.encStop > 0 {
+			if m.encStop > 0 || end {
+				// At the end of the body the head goes out after the
+				// last filter, with the exact length.
 				continue
 			}
 			if err := s.writeHeadNow(false); err != nil {
@@ -482,6 +489,9 @@ func (s *stream) encodeDataFrom(start int, data []byte, end bool) error {
 		return nil
 	}
 	if !m.headSent {
+		if end {
+			m.encLength = int64(len(data))
+		}
 		if err := s.writeHeadNow(false); err != nil {
 			return err
 		}
