@@ -41,6 +41,9 @@ type Server interface {
 	Quit()
 	LogLevel() *slog.LevelVar
 	Certs() proto.Message
+	// RuntimeDump renders /runtime; RuntimeModify sets admin-layer keys.
+	RuntimeDump() map[string]any
+	RuntimeModify(kv map[string]string) error
 }
 
 // Admin is the running admin HTTP server.
@@ -79,6 +82,8 @@ func New(srv Server, st *stats.Store, log *slog.Logger, accessLog io.Writer) *Ad
 	a.handle("/quitquitquit", "exit the server", true, a.handleQuit)
 	a.handle("/logging", "query or change log levels (level=, <logger>=)", true, a.handleLogging)
 	a.handle("/reset_counters", "reset all counters to zero", true, a.handleResetCounters)
+	a.handle("/runtime", "print runtime values", false, a.handleRuntime)
+	a.handle("/runtime_modify", "set runtime values in the admin layer (key=value; an empty value removes the key)", true, a.handleRuntimeModify)
 	// Go's profiler (Envoy's /cpuprofiler and /heapprofiler have no Go
 	// equivalent; pprof is what Go operators use).
 	a.index = append(a.index, endpoint{path: "/debug/pprof/", help: "Go runtime profiles (pprof)"})
@@ -365,6 +370,32 @@ func (a *Admin) handleLogging(w http.ResponseWriter, r *http.Request) {
 	}
 	io.WriteString(w, "active loggers:\n")
 	fmt.Fprintf(w, "  legate: %s\n", LevelName(lv.Level()))
+}
+
+func (a *Admin) handleRuntime(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	b, _ := json.MarshalIndent(a.srv.RuntimeDump(), "", "  ")
+	w.Write(append(b, '\n'))
+}
+
+func (a *Admin) handleRuntimeModify(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	kv := map[string]string{}
+	for k, vs := range r.Form {
+		kv[k] = vs[len(vs)-1]
+	}
+	if len(kv) == 0 {
+		http.Error(w, "usage: /runtime_modify?key1=value1&key2=value2", http.StatusBadRequest)
+		return
+	}
+	if err := a.srv.RuntimeModify(kv); err != nil {
+		http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	io.WriteString(w, "OK\n")
 }
 
 func (a *Admin) handleResetCounters(w http.ResponseWriter, r *http.Request) {

@@ -25,6 +25,7 @@ import (
 	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/headers"
 	"github.com/legateproxy/legate/internal/route"
+	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/streaminfo"
 	"github.com/legateproxy/legate/internal/upstream"
@@ -202,6 +203,8 @@ type Context struct {
 	HealthCheckFailing func() bool
 	// Async makes side calls (HTTP and gRPC) through the cluster manager.
 	Async *asyncclient.Client
+	// Runtime is the layered runtime; read its Snapshot per request.
+	Runtime *runtime.Loader
 }
 
 // Scope is the stats scope under the connection manager's prefix.

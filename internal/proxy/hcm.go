@@ -467,7 +467,7 @@ func (d *Deps) CompileCors(p *routev3.CorsPolicy, path string) (any, error) {
 
 // filterContext is the compile context of HTTP filters.
 func (d *Deps) filterContext(prefix string) *httpfilter.Context {
-	return &httpfilter.Context{Stats: d.Stats, StatPrefix: prefix, Clusters: d.Clusters, Log: d.Log, HealthCheckFailing: d.HealthCheckFailing, Async: d.Async}
+	return &httpfilter.Context{Stats: d.Stats, StatPrefix: prefix, Clusters: d.Clusters, Log: d.Log, HealthCheckFailing: d.HealthCheckFailing, Async: d.Async, Runtime: d.Runtime}
 }
 
 // accessLogsFor compiles access logs through Deps (shared by tcp_proxy).

@@ -28,6 +28,7 @@ import (
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/route"
+	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/upstream"
 )
@@ -63,6 +64,8 @@ type Deps struct {
 	HealthCheckFailing func() bool
 	// Async makes filters' side calls through the cluster manager.
 	Async *asyncclient.Client
+	// Runtime is the layered runtime (nil: no runtime values).
+	Runtime *runtime.Loader
 	// Overload is the overload manager (nil without one).
 	Overload *overload.Manager
 	// SkipClusterValidation compiles inline route configs without checking

@@ -35,6 +35,7 @@ import (
 	"github.com/legateproxy/legate/internal/asyncclient"
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/proxy"
+	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/tlsx"
 	"github.com/legateproxy/legate/internal/upstream"
@@ -62,8 +63,10 @@ type Server struct {
 	Warnings  []config.Warning
 	Stats     *stats.Store
 	Clusters  *upstream.Manager
-	log       *slog.Logger
-	deps      *proxy.Deps
+	// Runtime is the layered runtime (layered_runtime).
+	Runtime *runtime.Loader
+	log     *slog.Logger
+	deps    *proxy.Deps
 
 	mu        sync.Mutex
 	listeners []*proxy.Listener
@@ -147,10 +150,12 @@ func (s *Server) compile() error {
 	if b.GetHeaderPrefix() != "" {
 		return config.Unsupported("header_prefix", "a custom header prefix (x-envoy- is fixed)")
 	}
-	rl, err := runtimeFrom(b.GetLayeredRuntime())
+	rt, err := runtime.New(b.GetLayeredRuntime(), s.log)
 	if err != nil {
 		return err
 	}
+	s.Runtime = rt
+	rl := limitsFrom(rt)
 	if sc := b.GetStatsConfig(); sc != nil {
 		if err := config.CheckFields(sc, "stats_config", "use_all_default_tags"); err != nil {
 			return err
@@ -180,6 +185,7 @@ func (s *Server) compile() error {
 		Overload:        om,
 	}
 	s.deps.HealthCheckFailing = func() bool { return s.State() != "LIVE" }
+	s.deps.Runtime = rt
 	s.deps.Async = asyncclient.New(s.Clusters)
 	if err := s.setupTLS(); err != nil {
 		return err
@@ -240,6 +246,7 @@ func (s *Server) compile() error {
 func (s *Server) Start() error {
 	s.state.Store("INITIALIZING")
 	s.overload.Start()
+	s.Runtime.Start()
 	for _, c := range s.staticClusters {
 		c.Start()
 	}
@@ -371,6 +378,7 @@ func (s *Server) Done() <-chan struct{} { return s.quit }
 func (s *Server) Shutdown(ctx context.Context) {
 	s.state.Store("DRAINING")
 	s.overload.Stop()
+	s.Runtime.Stop()
 	s.serverStats.live.Set(0)
 	drain := s.opts.DrainTime
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < drain {

@@ -9,6 +9,7 @@ import (
 	_ "github.com/legateproxy/legate/internal/filters/http/cors"
 	_ "github.com/legateproxy/legate/internal/filters/http/decompressor"
 	_ "github.com/legateproxy/legate/internal/filters/http/ext_authz"
+	_ "github.com/legateproxy/legate/internal/filters/http/fault"
 	_ "github.com/legateproxy/legate/internal/filters/http/grpc_http1_bridge"
 	_ "github.com/legateproxy/legate/internal/filters/http/grpc_web"
 	_ "github.com/legateproxy/legate/internal/filters/http/health_check"
