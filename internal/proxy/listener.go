@@ -123,6 +123,22 @@ func (c *filterChain) setBufferLimit(pl *listenerv3.Listener) {
 	}
 }
 
+// listenerMeta is the config of a listener after updates.
+type listenerMeta struct {
+	proto   *listenerv3.Listener
+	version string
+	updated time.Time
+}
+
+// Current returns the listener's current config, version and update time
+// (safe to call while the listener is updated).
+func (l *Listener) Current() (*listenerv3.Listener, string, time.Time) {
+	if m := l.meta.Load(); m != nil {
+		return m.proto, m.version, m.updated
+	}
+	return l.Proto, l.VersionInfo, l.LastUpdated
+}
+
 // ServerTransport wraps accepted connections (TLS termination).
 type ServerTransport interface {
 	Server(conn net.Conn) (net.Conn, error)
@@ -144,6 +160,8 @@ type filterChain struct {
 type chainSet struct {
 	chains []*filterChain
 	def    *filterChain
+	// insp is the listener filters that choose among the chains.
+	insp inspector
 }
 
 // listenerStats are the listener.<address>.* statistics.
@@ -166,8 +184,10 @@ type Listener struct {
 
 	deps   *Deps
 	ln     net.Listener
+	// chains is what an update swaps whole: the filter chains and the
+	// listener filters that pick among them; meta what /config_dump shows.
 	chains atomic.Pointer[chainSet]
-	insp   inspector
+	meta   atomic.Pointer[listenerMeta]
 	stats  listenerStats
 	log    *slog.Logger
 
@@ -273,7 +293,7 @@ func CompileListener(pl *listenerv3.Listener, path string, d *Deps) (*Listener, 
 			insp.tls = true
 		}
 	}
-	l.insp = insp
+	cs.insp = insp
 	l.chains.Store(cs)
 	return l, nil
 }
@@ -470,7 +490,7 @@ func (l *Listener) handle(conn net.Conn) {
 		l.stats.cxDestroy.Inc()
 		l.stats.cxLength.Record(float64(time.Since(start).Milliseconds()))
 	}()
-	inspected, facts, ok := l.insp.inspect(conn)
+	inspected, facts, ok := cs.insp.inspect(conn)
 	if !ok {
 		return // listener filters timed out
 	}
@@ -535,8 +555,10 @@ func (l *Listener) untrack(tc *trackedConn) {
 // changed are drained over drainTime.
 func (l *Listener) Update(next *Listener, drainTime time.Duration) {
 	old := l.chains.Load()
+	// One swap: chains and their listener filters together (an update that
+	// adds a server_names chain brings the TLS inspector with it).
 	l.chains.Store(next.chains.Load())
-	l.Proto, l.VersionInfo, l.LastUpdated = next.Proto, next.VersionInfo, next.LastUpdated
+	l.meta.Store(&listenerMeta{proto: next.Proto, version: next.VersionInfo, updated: next.LastUpdated})
 	l.drainConns(func(tc *trackedConn) bool {
 		for _, c := range old.chains {
 			if c == tc.chain {

@@ -838,8 +838,9 @@ func (d *dynamic) dumpListeners(lcd *adminv3.ListenersConfigDump) {
 	lcd.VersionInfo = d.ldsVersion
 	for _, name := range sortedKeys(d.listeners) {
 		dl := d.listeners[name]
-		a, _ := anypb.New(dl.l.Proto)
-		st := &adminv3.ListenersConfigDump_DynamicListenerState{VersionInfo: dl.version, Listener: a, LastUpdated: timestamppb.New(dl.l.LastUpdated)}
+		pl, _, updated := dl.l.Current()
+		a, _ := anypb.New(pl)
+		st := &adminv3.ListenersConfigDump_DynamicListenerState{VersionInfo: dl.version, Listener: a, LastUpdated: timestamppb.New(updated)}
 		e := &adminv3.ListenersConfigDump_DynamicListener{Name: name}
 		if dl.warming {
 			e.WarmingState = st

@@ -554,7 +554,7 @@ func (s *Server) SetHealthCheckFailed(failed bool) {
 		// "connection: close" and idle connections are closed, so clients
 		// move elsewhere while in-flight requests finish.
 		for _, l := range s.allListeners() {
-			if l.Proto.GetDrainType() == listenerv3.Listener_DEFAULT {
+			if pl, _, _ := l.Current(); pl.GetDrainType() == listenerv3.Listener_DEFAULT {
 				l.DrainConnections()
 			}
 		}
@@ -572,7 +572,7 @@ func (s *Server) DrainListeners(inboundOnly, graceful bool) {
 		drain = s.opts.DrainTime
 	}
 	for _, l := range s.allListeners() {
-		if inboundOnly && l.Proto.GetTrafficDirection() == corev3.TrafficDirection_OUTBOUND {
+		if pl, _, _ := l.Current(); inboundOnly && pl.GetTrafficDirection() == corev3.TrafficDirection_OUTBOUND {
 			continue
 		}
 		go l.Drain(drain)
