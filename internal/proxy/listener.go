@@ -182,8 +182,8 @@ type Listener struct {
 	// envoy.resource_limits.listener.<name>.connection_limit); 0 is no cap.
 	ConnLimit uint64
 
-	deps   *Deps
-	ln     net.Listener
+	deps *Deps
+	ln   net.Listener
 	// chains is what an update swaps whole: the filter chains and the
 	// listener filters that pick among them; meta what /config_dump shows.
 	chains atomic.Pointer[chainSet]
