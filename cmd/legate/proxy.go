@@ -30,6 +30,7 @@ type proxyFlags struct {
 	drainTime, parentShutdown                                                     int
 	concurrency                                                                   int
 	drainStrategy                                                                 string
+	enablePprof                                                                   bool
 	ignored                                                                       map[string]*string
 }
 
@@ -54,6 +55,7 @@ func newProxyFlags(name string) (*flag.FlagSet, *proxyFlags) {
 	fs.IntVar(&f.parentShutdown, "parent-shutdown-time-s", 900, "accepted for compatibility (no hot restart)")
 	fs.StringVar(&f.drainStrategy, "drain-strategy", "gradual", "gradual or immediate")
 	fs.IntVar(&f.concurrency, "concurrency", 0, "worker threads: sets GOMAXPROCS (0 keeps the Go default)")
+	fs.BoolVar(&f.enablePprof, "enable-pprof", false, "serve Go's /debug/pprof/ profiles on the admin address (off by default: Envoy has no such endpoint)")
 	// Hot-restart and tuning flags that have no meaning here are accepted so
 	// Envoy command lines (e.g. in Kubernetes manifests) run unchanged.
 	for _, n := range []string{"base-id", "restart-epoch", "file-flush-interval-msec", "local-address-ip-version", "cpuset-threads", "socket-path", "socket-mode"} {
@@ -128,6 +130,7 @@ func runProxy(args []string) int {
 		ServiceNode: f.serviceNode, ServiceCluster: f.serviceCluster, ServiceZone: f.serviceZone,
 		DrainTime: time.Duration(f.drainTime) * time.Second,
 		Log:       log, LogLevel: lv, Version: version, CommandLine: os.Args,
+		EnablePprof: f.enablePprof,
 	}
 	if f.drainStrategy == "immediate" {
 		opts.DrainTime = 0

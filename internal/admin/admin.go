@@ -64,7 +64,9 @@ type endpoint struct {
 }
 
 // New returns an admin server for srv.
-func New(srv Server, st *stats.Store, log *slog.Logger, accessLog io.Writer) *Admin {
+// pprof adds Go's /debug/pprof/ profiles (off unless --enable-pprof: a
+// CPU profile or trace on an admin port is a way to load the server).
+func New(srv Server, st *stats.Store, log *slog.Logger, accessLog io.Writer, pprofOn bool) *Admin {
 	a := &Admin{srv: srv, stats: st, log: log, mux: http.NewServeMux(), accessLog: accessLog}
 	a.handle("/", "print the admin endpoints", false, a.handleIndex)
 	a.handle("/help", "print the admin endpoints", false, a.handleIndex)
@@ -85,12 +87,14 @@ func New(srv Server, st *stats.Store, log *slog.Logger, accessLog io.Writer) *Ad
 	a.handle("/runtime", "print runtime values", false, a.handleRuntime)
 	a.handle("/runtime_modify", "set runtime values in the admin layer (key=value; an empty value removes the key)", true, a.handleRuntimeModify)
 	// Go's profiler (Envoy's /cpuprofiler and /heapprofiler have no Go
-	// equivalent; pprof is what Go operators use).
-	a.index = append(a.index, endpoint{path: "/debug/pprof/", help: "Go runtime profiles (pprof)"})
-	a.mux.HandleFunc("/debug/pprof/", pprof.Index)
-	a.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	a.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	a.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	// equivalent; pprof is what Go operators use), only when asked for.
+	if pprofOn {
+		a.index = append(a.index, endpoint{path: "/debug/pprof/", help: "Go runtime profiles (pprof; --enable-pprof)"})
+		a.mux.HandleFunc("/debug/pprof/", pprof.Index)
+		a.mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		a.mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		a.mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	}
 	return a
 }
 

@@ -120,6 +120,8 @@ type hcmStats struct {
 	rqReset, rqTotalRouter *stats.Counter
 	// rsTooLarge counts responses buffered over the limit by a filter.
 	rsTooLarge *stats.Counter
+	// rqInvalidAuthority counts requests refused for their Host/:authority.
+	rqInvalidAuthority *stats.Counter
 }
 
 func newHCMStats(s stats.Scope) *hcmStats {
@@ -151,7 +153,7 @@ func newHCMStats(s stats.Scope) *hcmStats {
 		rqRejectedUnderscores:      s.Counter("requests_rejected_with_underscores_in_headers"), droppedUnderscores: s.Counter("dropped_headers_with_underscores"),
 		rqDirectResponse: s.Counter("rq_direct_response"), rqRedirect: s.Counter("rq_redirect"),
 		rqReset: s.Counter("rq_reset_after_downstream_response_started"), rqTotalRouter: s.Counter("rq_total"),
-		rsTooLarge: s.Counter("rs_too_large"),
+		rsTooLarge: s.Counter("rs_too_large"), rqInvalidAuthority: s.Counter("downstream_rq_invalid_authority"),
 	}
 }
 

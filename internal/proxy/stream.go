@@ -265,6 +265,25 @@ func (s *stream) decodeHeaders() (int, string) {
 	if r.Authority == "" && r.Method != "CONNECT" {
 		return 400, "missing_host_header"
 	}
+	// RFC 9110 §4.2 and RFC 3986 §3.2: an authority is host[:port] — no
+	// whitespace, "/", "?", "#" or userinfo ("@"); a lenient backend could
+	// read another host out of one (as nginx, 400).
+	if !validAuthority(r.Authority) {
+		c.stats.rqInvalidAuthority.Inc()
+		s.closeConn = true
+		return 400, "invalid_authority"
+	}
+	if s.info.Protocol == "HTTP/2" {
+		// RFC 9113 §8.2.1 and §8.3.1: what becomes an HTTP/1 request line
+		// upstream must be a token method and a target without whitespace
+		// or control bytes, or one request could smuggle another.
+		if !validMethod(r.Method) {
+			return 400, "http2.invalid.method"
+		}
+		if !validTarget(r.Path) {
+			return 400, "http2.invalid.path"
+		}
+	}
 	if c.underscores != corev3.HttpProtocolOptions_ALLOW {
 		// headers_with_underscores_action, as Envoy: reject the request
 		// (and close the connection) or drop the headers.
@@ -344,6 +363,46 @@ func (s *stream) decodeHeaders() (int, string) {
 		r.Map.Del("expect")
 	}
 	return 0, ""
+}
+
+// validAuthority reports whether a is a host[:port] (a reg-name, an IPv4
+// address or a bracketed IPv6 literal, RFC 3986 §3.2.2).
+func validAuthority(a string) bool {
+	for i := 0; i < len(a); i++ {
+		c := a[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("-._~!$&'()*+,;=:[]%", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validMethod reports whether m is an RFC 9110 §5.6.2 token.
+func validMethod(m string) bool {
+	if m == "" {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		c := m[i]
+		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// validTarget reports whether a request target has no whitespace,
+// control or non-ASCII bytes.
+func validTarget(p string) bool {
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // processHost applies strip_*_host_port and strip_trailing_host_dot.

@@ -53,6 +53,8 @@ type Options struct {
 	LogLevel       *slog.LevelVar
 	Version        string
 	CommandLine    []string
+	// EnablePprof serves Go's /debug/pprof/ on the admin address.
+	EnablePprof bool
 }
 
 // Server is a running (or compiled, in validate mode) proxy.
@@ -268,7 +270,7 @@ func (s *Server) Start() error {
 			w = f
 			s.adminLog = f
 		}
-		s.admin = admin.New(s, s.Stats, s.log, w)
+		s.admin = admin.New(s, s.Stats, s.log, w, s.opts.EnablePprof)
 		sa := a.GetAddress().GetSocketAddress()
 		if err := s.admin.Listen(fmt.Sprintf("%s:%d", bracket(sa.GetAddress()), sa.GetPortValue())); err != nil {
 			return err
