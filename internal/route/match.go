@@ -39,6 +39,18 @@ type Match struct {
 }
 
 // matches reports whether the request matches.
+// CompileRouteMatch compiles a RouteMatch on its own (for filters whose
+// rules match requests as routes do, such as jwt_authn): path, headers,
+// query parameters, grpc.
+func CompileRouteMatch(pm *routev3.RouteMatch, path string) (func(*headers.Request) bool, error) {
+	c := &compiler{clusters: map[string]bool{}}
+	m, err := c.match(pm, path)
+	if err != nil {
+		return nil, err
+	}
+	return m.matches, nil
+}
+
 func (m *Match) matches(r *headers.Request) bool {
 	path := r.Path
 	switch m.kind {

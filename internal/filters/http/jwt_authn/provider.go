@@ -1,0 +1,373 @@
+package jwt_authn
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/legateproxy/legate/internal/asyncclient"
+	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/httpfilter"
+	"github.com/legateproxy/legate/internal/route"
+	"github.com/legateproxy/legate/internal/stats"
+)
+
+type claimHeader struct{ header, claim string }
+
+type provider struct {
+	name                 string
+	issuer               string
+	audiences            []string
+	subjects             func(string) bool
+	requireExp           bool
+	maxLifetime          time.Duration
+	skew                 time.Duration
+	forward              bool
+	locations            []tokenLocation
+	forwardPayloadHeader string
+	padForwardPayload    bool
+	payloadInMetadata    string
+	claimToHeaders       []claimHeader
+	clearRouteCache      bool
+	jwks                 *jwks
+}
+
+// allAlgorithms are the JWS algorithms Envoy's jwt_authn accepts.
+var allAlgorithms = []jose.SignatureAlgorithm{jose.RS256, jose.RS384, jose.RS512, jose.PS256, jose.PS384, jose.PS512,
+	jose.ES256, jose.ES384, jose.ES512, jose.EdDSA, jose.HS256, jose.HS384, jose.HS512}
+
+func compileProvider(ctx *httpfilter.Context, name string, p *jwtv3.JwtProvider, path string, sc stats.Scope) (*provider, error) {
+	if err := config.CheckFields(p, path, "issuer", "audiences", "subjects", "require_expiration", "max_lifetime", "remote_jwks", "local_jwks",
+		"forward", "from_headers", "from_params", "from_cookies", "forward_payload_header", "pad_forward_payload_header",
+		"payload_in_metadata", "clock_skew_seconds", "jwt_cache_config", "claim_to_headers", "clear_route_cache"); err != nil {
+		return nil, err
+	}
+	pr := &provider{name: name, issuer: p.GetIssuer(), audiences: p.GetAudiences(), requireExp: p.GetRequireExpiration(),
+		skew: 60 * time.Second, forward: p.GetForward(), forwardPayloadHeader: headers.Lower(p.GetForwardPayloadHeader()),
+		padForwardPayload: p.GetPadForwardPayloadHeader(), payloadInMetadata: p.GetPayloadInMetadata(), clearRouteCache: p.GetClearRouteCache()}
+	if p.GetClockSkewSeconds() != 0 {
+		pr.skew = time.Duration(p.GetClockSkewSeconds()) * time.Second
+	}
+	if p.GetMaxLifetime() != nil {
+		pr.maxLifetime = p.GetMaxLifetime().AsDuration()
+	}
+	if p.GetSubjects() != nil {
+		m, err := route.CompileStringMatcher(p.GetSubjects(), config.Join(path, "subjects"))
+		if err != nil {
+			return nil, err
+		}
+		pr.subjects = m
+	}
+	for _, h := range p.GetFromHeaders() {
+		pr.locations = append(pr.locations, tokenLocation{header: headers.Lower(h.GetName()), prefix: h.GetValuePrefix()})
+	}
+	for _, q := range p.GetFromParams() {
+		pr.locations = append(pr.locations, tokenLocation{param: q})
+	}
+	for _, c := range p.GetFromCookies() {
+		pr.locations = append(pr.locations, tokenLocation{cookie: c})
+	}
+	if len(pr.locations) == 0 {
+		// Envoy's defaults: Authorization: Bearer <token>, ?access_token=.
+		pr.locations = []tokenLocation{{header: "authorization", prefix: "Bearer "}, {param: "access_token"}}
+	}
+	for i, ch := range p.GetClaimToHeaders() {
+		if ch.GetHeaderName() == "" || ch.GetClaimName() == "" {
+			return nil, config.Errorf(config.Index(config.Join(path, "claim_to_headers"), i), "header_name and claim_name are required")
+		}
+		pr.claimToHeaders = append(pr.claimToHeaders, claimHeader{headers.Lower(ch.GetHeaderName()), ch.GetClaimName()})
+	}
+	var err error
+	switch {
+	case p.GetLocalJwks() != nil:
+		pr.jwks, err = localJWKS(p.GetLocalJwks(), config.Join(path, "local_jwks"))
+	case p.GetRemoteJwks() != nil:
+		pr.jwks, err = remoteJWKS(ctx, p.GetRemoteJwks(), config.Join(path, "remote_jwks"), sc)
+	default:
+		err = config.Errorf(path, "a provider needs local_jwks or remote_jwks")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return pr, nil
+}
+
+// jwks is a provider's key set: fixed, or fetched and cached.
+type jwks struct {
+	keys atomic.Pointer[jose.JSONWebKeySet]
+	// remote
+	async      *asyncclient.Client
+	uri        *jwksURI
+	cluster    string
+	timeout    time.Duration
+	cacheFor   time.Duration
+	asyncFetch bool
+	mu         sync.Mutex
+	fetchedAt  time.Time
+	started    atomic.Bool
+	ok, failed *stats.Counter
+}
+
+type jwksURI struct{ raw, host string }
+
+func parseJWKS(b []byte) (*jose.JSONWebKeySet, error) {
+	var set jose.JSONWebKeySet
+	if err := json.Unmarshal(b, &set); err != nil {
+		// A single JWK (not a set) is accepted too.
+		var k jose.JSONWebKey
+		if err2 := json.Unmarshal(b, &k); err2 != nil {
+			return nil, fmt.Errorf("not a JWKS: %w", err)
+		}
+		set.Keys = []jose.JSONWebKey{k}
+	}
+	if len(set.Keys) == 0 {
+		return nil, fmt.Errorf("the JWKS has no keys")
+	}
+	return &set, nil
+}
+
+func localJWKS(ds *corev3.DataSource, path string) (*jwks, error) {
+	var b []byte
+	switch {
+	case ds.GetInlineString() != "":
+		b = []byte(ds.GetInlineString())
+	case len(ds.GetInlineBytes()) > 0:
+		b = ds.GetInlineBytes()
+	case ds.GetFilename() != "":
+		var err error
+		if b, err = os.ReadFile(ds.GetFilename()); err != nil {
+			return nil, config.Errorf(config.Join(path, "filename"), "%v", err)
+		}
+	default:
+		return nil, config.Errorf(path, "empty JWKS data source")
+	}
+	set, err := parseJWKS(b)
+	if err != nil {
+		return nil, config.Errorf(path, "%v", err)
+	}
+	j := &jwks{}
+	j.keys.Store(set)
+	return j, nil
+}
+
+func remoteJWKS(ctx *httpfilter.Context, r *jwtv3.RemoteJwks, path string, sc stats.Scope) (*jwks, error) {
+	if err := config.CheckFields(r, path, "http_uri", "cache_duration", "async_fetch", "retry_policy"); err != nil {
+		return nil, err
+	}
+	hu := r.GetHttpUri()
+	if hu == nil || hu.GetCluster() == "" {
+		return nil, config.Errorf(config.Join(path, "http_uri"), "http_uri with a cluster is required")
+	}
+	host := hu.GetUri()
+	if i := strings.Index(host, "://"); i >= 0 {
+		host = host[i+3:]
+	}
+	if i := strings.IndexByte(host, '/'); i >= 0 {
+		host = host[:i]
+	}
+	j := &jwks{async: ctx.Async, uri: &jwksURI{raw: hu.GetUri(), host: host}, cluster: hu.GetCluster(), timeout: time.Second,
+		cacheFor: 5 * time.Minute, asyncFetch: r.GetAsyncFetch() != nil,
+		ok: sc.Counter("jwks_fetch_success"), failed: sc.Counter("jwks_fetch_failed")}
+	if hu.GetTimeout() != nil {
+		j.timeout = hu.GetTimeout().AsDuration()
+	}
+	if r.GetCacheDuration() != nil {
+		j.cacheFor = r.GetCacheDuration().AsDuration()
+	}
+	return j, nil
+}
+
+// get returns the keys, fetching them when there are none or they are
+// stale (async_fetch refreshes in the background instead).
+func (j *jwks) get() (*jose.JSONWebKeySet, error) {
+	if j.async == nil {
+		return j.keys.Load(), nil
+	}
+	if j.asyncFetch && j.started.CompareAndSwap(false, true) {
+		go j.refreshLoop()
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if k := j.keys.Load(); k != nil && (j.asyncFetch || time.Since(j.fetchedAt) < j.cacheFor) {
+		return k, nil
+	}
+	if err := j.fetch(); err != nil {
+		if k := j.keys.Load(); k != nil {
+			return k, nil // stale keys beat none
+		}
+		return nil, err
+	}
+	return j.keys.Load(), nil
+}
+
+func (j *jwks) refreshLoop() {
+	for {
+		j.mu.Lock()
+		err := j.fetch()
+		j.mu.Unlock()
+		wait := j.cacheFor
+		if err != nil {
+			wait = time.Second // Envoy's failed_refetch_duration default
+		}
+		time.Sleep(wait)
+	}
+}
+
+func (j *jwks) fetch() error {
+	ctx, cancel := context.WithTimeout(context.Background(), j.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", j.uri.raw, nil)
+	if err != nil {
+		j.failed.Inc()
+		return err
+	}
+	req.Host = j.uri.host
+	resp, err := j.async.Do(ctx, j.cluster, req)
+	if err != nil {
+		j.failed.Inc()
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil || resp.StatusCode != 200 {
+		j.failed.Inc()
+		return fmt.Errorf("JWKS fetch: status %d: %v", resp.StatusCode, err)
+	}
+	set, err := parseJWKS(b)
+	if err != nil {
+		j.failed.Inc()
+		return err
+	}
+	j.keys.Store(set)
+	j.fetchedAt = time.Now()
+	j.ok.Inc()
+	return nil
+}
+
+// verify checks a token against the provider and returns its payload.
+func (p *provider) verify(token string, audiences []string) (map[string]any, []byte, error) {
+	if strings.Count(token, ".") != 2 {
+		return nil, nil, errVerification("Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections")
+	}
+	sig, err := jose.ParseSigned(token, allAlgorithms)
+	if err != nil {
+		return nil, nil, errVerification("Jwt header is an invalid JSON")
+	}
+	rawPayload, err := base64.RawURLEncoding.DecodeString(strings.Split(token, ".")[1])
+	if err != nil {
+		return nil, nil, errVerification("Jwt payload is an invalid Base64")
+	}
+	var claims map[string]any
+	dec := json.NewDecoder(strings.NewReader(string(rawPayload)))
+	if err := dec.Decode(&claims); err != nil {
+		return nil, nil, errVerification("Jwt payload is an invalid JSON")
+	}
+	// Claims first, as Envoy: a token for another issuer goes no further.
+	if iss, _ := claims["iss"].(string); p.issuer != "" && iss != p.issuer {
+		return nil, nil, errVerification("Jwt issuer is not configured")
+	}
+	now := time.Now()
+	exp, hasExp := number(claims["exp"])
+	if !hasExp && p.requireExp {
+		return nil, nil, errVerification("Jwt is expired")
+	}
+	if hasExp && now.After(time.Unix(int64(exp), 0).Add(p.skew)) {
+		return nil, nil, errVerification("Jwt is expired")
+	}
+	if nbf, ok := number(claims["nbf"]); ok && now.Add(p.skew).Before(time.Unix(int64(nbf), 0)) {
+		return nil, nil, errVerification("Jwt not yet valid")
+	}
+	if p.maxLifetime > 0 {
+		iat, ok := number(claims["iat"])
+		if !ok || !hasExp || time.Duration(exp-iat)*time.Second > p.maxLifetime {
+			return nil, nil, errVerification("Jwt is expired")
+		}
+	}
+	if len(audiences) > 0 && !audienceOK(claims["aud"], audiences) {
+		return nil, nil, &jwtError{msg: "Audiences in Jwt are not allowed", forbidden: true}
+	}
+	if p.subjects != nil {
+		if sub, _ := claims["sub"].(string); !p.subjects(sub) {
+			return nil, nil, errVerification("Jwt subject is not allowed")
+		}
+	}
+	keys, err := p.jwks.get()
+	if err != nil || keys == nil {
+		return nil, nil, errVerification("Jwks remote fetch is failed")
+	}
+	if len(sig.Signatures) != 1 {
+		return nil, nil, errVerification("Jwt verification fails")
+	}
+	h := sig.Signatures[0].Header
+	candidates := keys.Keys
+	if h.KeyID != "" {
+		candidates = keys.Key(h.KeyID)
+	}
+	matched := false
+	for i := range candidates {
+		k := &candidates[i]
+		if k.Algorithm != "" && k.Algorithm != h.Algorithm {
+			continue
+		}
+		matched = true
+		if _, err := sig.Verify(k.Key); err == nil {
+			return claims, rawPayload, nil
+		}
+	}
+	if !matched {
+		return nil, nil, errVerification("Jwks doesn't have key to match kid or alg from Jwt")
+	}
+	return nil, nil, errVerification("Jwt verification fails")
+}
+
+func number(v any) (float64, bool) {
+	switch x := v.(type) {
+	case float64:
+		return x, true
+	case json.Number:
+		f, err := x.Float64()
+		return f, err == nil
+	}
+	return 0, false
+}
+
+func audienceOK(aud any, allowed []string) bool {
+	var got []string
+	switch x := aud.(type) {
+	case string:
+		got = []string{x}
+	case []any:
+		for _, e := range x {
+			if s, ok := e.(string); ok {
+				got = append(got, s)
+			}
+		}
+	}
+	for _, a := range got {
+		for _, w := range allowed {
+			// As Envoy, a scheme and a trailing slash do not matter.
+			if trimAud(a) == trimAud(w) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func trimAud(a string) string {
+	a = strings.TrimPrefix(strings.TrimPrefix(a, "https://"), "http://")
+	return strings.TrimSuffix(a, "/")
+}
