@@ -12,6 +12,7 @@ require (
 	github.com/klauspost/compress v1.18.1
 	github.com/moby/buildkit v0.26.3
 	github.com/prometheus/client_golang v1.23.2
+	github.com/yuin/gopher-lua v1.1.2
 	golang.org/x/net v0.62.0
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1
 	google.golang.org/grpc v1.85.0

@@ -161,6 +161,10 @@ var pathed = regexp.MustCompile(`^(\(root\)|[a-z_]+(\[[^\]]+\])?(\.[a-z_0-9]+(\[
 func certFiles(t *testing.T) string {
 	dir := t.TempDir()
 	os.MkdirAll(filepath.Join(dir, "certs"), 0o755)
+	// The Lua example's container mounts lib/mylibrary.lua, which its
+	// script requires.
+	os.MkdirAll(filepath.Join(dir, "lib"), 0o755)
+	os.WriteFile(filepath.Join(dir, "lib", "mylibrary.lua"), []byte("local M = {}\nfunction M.foobar() return \"bar\" end\nreturn M\n"), 0o644)
 	ca := testutil.NewCA(t, "conformance-ca")
 	os.WriteFile(filepath.Join(dir, "certs", "cacert.pem"), ca.CertPEM, 0o644)
 	for _, name := range []string{"server", "client", "domain1", "domain2"} {

@@ -15,5 +15,6 @@ import (
 	_ "github.com/legateproxy/legate/internal/filters/http/health_check"
 	_ "github.com/legateproxy/legate/internal/filters/http/jwt_authn"
 	_ "github.com/legateproxy/legate/internal/filters/http/local_ratelimit"
+	_ "github.com/legateproxy/legate/internal/filters/http/lua"
 	_ "github.com/legateproxy/legate/internal/filters/http/rbac"
 )
