@@ -7,7 +7,9 @@ package accesslog
 
 import (
 	"fmt"
+	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -178,16 +180,23 @@ func openWriter(path string, st *stats.Store) (*writer, error) {
 	if w := writers[path]; w != nil {
 		return w, nil
 	}
-	f, err := openFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("open access log %s: %w (check the directory exists and is writable)", path, err)
+	// Compiling a config has no side effects: the file is opened (and
+	// created) when the first entry is written; here only its directory
+	// is checked, so a wrong path is still a config error, as in Envoy.
+	if path != "/dev/stdout" && path != "/dev/stderr" {
+		if fi, err := os.Stat(filepath.Dir(path)); err != nil || !fi.IsDir() {
+			if err == nil {
+				err = fmt.Errorf("not a directory")
+			}
+			return nil, fmt.Errorf("open access log %s: %w (check the directory exists and is writable)", path, err)
+		}
 	}
 	s := st
 	if s == nil {
 		s = stats.NewStore()
 	}
 	sc := s.Scope("access_log_file.")
-	w := &writer{path: path, f: f,
+	w := &writer{path: path,
 		buffered: sc.Counter("write_buffered"), completed: sc.Counter("write_completed"),
 		flushedByTimer: sc.Counter("flushed_by_timer"), reopenFailed: sc.Counter("reopen_failed")}
 	writers[path] = w
@@ -224,6 +233,18 @@ func (w *writer) flush() bool {
 	}
 	b := w.buf
 	w.buf = make([]byte, 0, cap(b))
+	if w.f == nil {
+		f, err := openFile(w.path)
+		if err != nil {
+			// Entries are dropped (bounded memory), the failure logged
+			// and counted; the next flush tries again.
+			w.mu.Unlock()
+			w.reopenFailed.Inc()
+			slog.Error("access log cannot be opened; entries are dropped", "path", w.path, "error", err)
+			return false
+		}
+		w.f = f
+	}
 	f := w.f
 	w.mu.Unlock()
 	f.Write(b)
@@ -277,6 +298,8 @@ func Reopen() {
 		old := w.f
 		w.f = f
 		w.mu.Unlock()
-		old.Close()
+		if old != nil {
+			old.Close()
+		}
 	}
 }

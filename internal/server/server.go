@@ -37,6 +37,7 @@ import (
 	"github.com/legateproxy/legate/internal/proxy"
 	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/stats"
+	"github.com/legateproxy/legate/internal/statsink"
 	"github.com/legateproxy/legate/internal/tlsx"
 	"github.com/legateproxy/legate/internal/upstream"
 )
@@ -67,6 +68,7 @@ type Server struct {
 	Clusters  *upstream.Manager
 	// Runtime is the layered runtime (layered_runtime).
 	Runtime *runtime.Loader
+	sinks   *statsink.Flusher
 	log     *slog.Logger
 	deps    *proxy.Deps
 
@@ -140,9 +142,7 @@ func (s *Server) compile() error {
 		"bootstrap_extensions", "fatal_actions", "hds_config", "stats_sinks"); err != nil {
 		return err
 	}
-	if len(b.GetStatsSinks()) > 0 {
-		return config.Unsupported("stats_sinks", "stats sinks (statsd, metrics_service)", "scrape /stats/prometheus instead")
-	}
+
 	if b.GetHdsConfig() != nil {
 		return config.Unsupported("hds_config", "health discovery service")
 	}
@@ -176,6 +176,9 @@ func (s *Server) compile() error {
 	}
 	s.overload = om
 	s.Clusters = upstream.NewManager(upstream.Deps{Stats: s.Stats, Log: s.log, Transport: s.clusterTransport})
+	if s.sinks, err = statsink.Compile(b, s.Stats, s.Clusters, s.log); err != nil {
+		return err
+	}
 	host, _ := os.Hostname()
 	s.deps = &proxy.Deps{
 		Stats: s.Stats, Clusters: s.Clusters, Log: s.log, Hostname: host,
@@ -249,6 +252,7 @@ func (s *Server) Start() error {
 	s.state.Store("INITIALIZING")
 	s.overload.Start()
 	s.Runtime.Start()
+	s.sinks.Start()
 	for _, c := range s.staticClusters {
 		c.Start()
 	}
@@ -381,6 +385,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 	s.state.Store("DRAINING")
 	s.overload.Stop()
 	s.Runtime.Stop()
+	s.sinks.Stop()
 	s.serverStats.live.Set(0)
 	drain := s.opts.DrainTime
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < drain {
