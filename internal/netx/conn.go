@@ -38,11 +38,21 @@ type Conn struct {
 // Wrap returns c with raw-syscall I/O when c is a TCP connection, or c
 // unchanged otherwise (TLS, pipes).
 func Wrap(c net.Conn) net.Conn {
-	tc, ok := c.(*net.TCPConn)
-	if !ok {
+	var sc syscall.Conn
+	switch t := c.(type) {
+	case *net.TCPConn:
+		sc = t
+	case interface {
+		syscall.Conn
+		// TCPSocket marks wrappers that add no buffering of their own
+		// (a restored original destination), so raw reads see all.
+		TCPSocket()
+	}:
+		sc = t
+	default:
 		return c
 	}
-	rc, err := tc.SyscallConn()
+	rc, err := sc.SyscallConn()
 	if err != nil {
 		return c
 	}

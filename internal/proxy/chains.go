@@ -229,6 +229,9 @@ func rangeScore(ranges []netip.Prefix, a netip.Addr) (bool, int) {
 // transport protocol) and http_inspector (HTTP version as ALPN).
 type inspector struct {
 	tls, http bool
+	// origDst restores the original destination (listener filter
+	// original_dst) before chains are matched.
+	origDst bool
 	timeout   time.Duration
 	// continueOnTimeout serves a connection whose first bytes do not come
 	// in time with what is known (continue_on_listener_filters_timeout).
@@ -238,6 +241,15 @@ type inspector struct {
 // inspect peeks at the first bytes; the returned connection replays them.
 func (in *inspector) inspect(conn net.Conn) (net.Conn, connFacts, bool) {
 	var f connFacts
+	if in.origDst {
+		// As Envoy's original_dst: without a NAT record the connection
+		// keeps its local address.
+		if a, ok := originalDst(conn); ok {
+			if cur, _ := conn.LocalAddr().(*net.TCPAddr); cur == nil || cur.AddrPort() != a {
+				conn = &origDstConn{Conn: conn, local: net.TCPAddrFromAddrPort(a)}
+			}
+		}
+	}
 	if a, ok := conn.LocalAddr().(*net.TCPAddr); ok {
 		f.dst = a.AddrPort()
 	}

@@ -20,6 +20,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
 	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
+	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/proto"
@@ -90,6 +91,15 @@ func init() {
 			insp.tls = true
 			return nil
 		}), Notes: "JA3/JA4 fingerprints are accepted but not computed"})
+	extension.Register(extension.Extension{Name: "envoy.filters.listener.original_dst", Aliases: []string{"envoy.listener.original_dst"},
+		Category: extension.ListenerFilter, Config: &origdstv3.OriginalDst{},
+		Factory: listenerFilterFactory(func(cfg proto.Message, insp *inspector, path string) error {
+			if err := config.CheckFields(cfg, path); err != nil {
+				return err
+			}
+			insp.origDst = true
+			return nil
+		}), Notes: "SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST (Linux); use_original_dst hand-off between listeners is not implemented"})
 	extension.Register(extension.Extension{Name: "envoy.filters.listener.http_inspector", Aliases: []string{"envoy.listener.http_inspector"},
 		Category: extension.ListenerFilter, Config: &httpinspectorv3.HttpInspector{},
 		Factory: listenerFilterFactory(func(cfg proto.Message, insp *inspector, path string) error {

@@ -234,6 +234,14 @@ func (s *stream) setupAttempt(at *attempt, a *route.RouteAction) {
 		}
 		m.Set("x-envoy-expected-rq-timeout-ms", v)
 	}
+	if od := at.cl.OrigDst; od != nil {
+		// ORIGINAL_DST: the connection's (restored) destination, or the
+		// request's header with use_http_header.
+		at.lb.OriginalDst = s.conn.local
+		if od.UseHTTPHeader {
+			at.lb.OriginalDstHeader = s.req.Map.Get(od.HeaderName)
+		}
+	}
 	if at.policy != nil && at.policy.PreviousHosts {
 		at.lb.MaxSelectAttempts = at.policy.HostSelectionMaxAttempts
 		if at.lb.MaxSelectAttempts == 0 {

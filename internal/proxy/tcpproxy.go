@@ -112,8 +112,9 @@ func (c *tcpProxyConfig) serve(tc *trackedConn, d *Deps) {
 	}
 	info.UpstreamCluster = cl.Name
 	var up net.Conn
+	lb := &upstream.LBContext{OriginalDst: cs.local} // for ORIGINAL_DST clusters
 	for a := 0; a < max(c.maxAttempts, 1); a++ {
-		h := cl.Pick(nil)
+		h := cl.Pick(lb)
 		if h == nil {
 			info.SetFlag(streaminfo.NoHealthyUpstream)
 			return

@@ -198,7 +198,9 @@ type Cluster struct {
 	log      *slog.Logger
 	ready    chan struct{} // closed when initialized (first resolution, first HC round)
 	// EDS is set for clusters whose hosts come from SetLoadAssignment.
-	EDS       bool
+	EDS bool
+	// OrigDst is set for ORIGINAL_DST clusters.
+	OrigDst   *OrigDst
 	readyOnce sync.Once
 }
 
@@ -210,6 +212,9 @@ func (c *Cluster) HealthyCount() int { return c.hosts.Load().healthyCount }
 
 // Pick chooses a host for a request, or returns nil when there is none.
 func (c *Cluster) Pick(ctx *LBContext) *Host {
+	if c.OrigDst != nil {
+		return c.OrigDst.pick(ctx)
+	}
 	hs := c.hosts.Load()
 	if hs.panic && len(hs.all) > 0 {
 		c.Stats.LBHealthyPanic.Inc()
@@ -414,6 +419,9 @@ func (c *Cluster) healthChanged() {
 func (c *Cluster) Close() {
 	c.stopOnce.Do(func() {
 		close(c.stop)
+		if c.OrigDst != nil {
+			close(c.OrigDst.stop)
+		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		for _, h := range c.byAddr {

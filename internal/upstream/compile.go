@@ -53,7 +53,7 @@ func Compile(pc *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) {
 		// metadata (used by matchers only), cleanup interval, warm-on-init.
 		"per_connection_buffer_limit_bytes", "upstream_connection_options", "metadata", "cleanup_interval",
 		"wait_for_warm_on_init", "close_connections_on_host_health_failure", "ignore_health_on_host_removal",
-		"track_cluster_stats", "dns_jitter", "respect_dns_ttl",
+		"track_cluster_stats", "dns_jitter", "respect_dns_ttl", "original_dst_lb_config",
 	); err != nil {
 		return nil, err
 	}
@@ -168,6 +168,10 @@ func (c *Cluster) compileLB(pc *clusterv3.Cluster, path string) error {
 		c.lb.policy = RingHash
 	case clusterv3.Cluster_MAGLEV:
 		c.lb.policy = Maglev
+	case clusterv3.Cluster_CLUSTER_PROVIDED:
+		if pc.GetType() != clusterv3.Cluster_ORIGINAL_DST {
+			return config.Errorf(config.Join(path, "lb_policy"), "CLUSTER_PROVIDED is only for clusters that choose their hosts themselves (type ORIGINAL_DST)")
+		}
 	default:
 		return config.Unsupported(config.Join(path, "lb_policy"), pc.GetLbPolicy().String(), "ROUND_ROBIN", "LEAST_REQUEST", "RANDOM", "RING_HASH", "MAGLEV")
 	}
@@ -417,8 +421,13 @@ func (c *Cluster) compileDiscovery(pc *clusterv3.Cluster, path string) error {
 		case clusterv3.Cluster_EDS:
 			c.discover = &edsDiscovery{}
 			c.EDS = true
+		case clusterv3.Cluster_ORIGINAL_DST:
+			if err := c.compileOrigDst(pc, path); err != nil {
+				return err
+			}
+			c.discover = staticDiscovery{}
 		default:
-			return config.Unsupported(config.Join(path, "type"), t.Type.String(), "STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS")
+			return config.Unsupported(config.Join(path, "type"), t.Type.String(), "STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST")
 		}
 	default:
 		return config.Unsupported(config.Join(path, "cluster_type"), "cluster_type extensions", "type: STATIC|STRICT_DNS|LOGICAL_DNS|EDS")
@@ -499,6 +508,9 @@ func sockAddr(a *corev3.Address) string {
 // Start begins discovery and health checking.
 func (c *Cluster) Start() {
 	go c.discover.run(c)
+	if c.OrigDst != nil {
+		c.OrigDst.start()
+	}
 	if c.outlier != nil {
 		go c.outlier.run()
 	}

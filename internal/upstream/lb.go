@@ -3,6 +3,7 @@ package upstream
 import (
 	"math"
 	"math/rand/v2"
+	"net/netip"
 	"sync/atomic"
 	"time"
 )
@@ -28,6 +29,11 @@ type LBContext struct {
 	// MaxSelectAttempts bounds re-picks that avoid them.
 	Exclude           []*Host
 	MaxSelectAttempts int
+	// OriginalDst is the downstream connection's (restored) destination and
+	// OriginalDstHeader the request's original-destination header, for
+	// ORIGINAL_DST clusters.
+	OriginalDst       netip.AddrPort
+	OriginalDstHeader string
 }
 
 func (c *LBContext) excluded(h *Host) bool {
