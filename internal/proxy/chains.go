@@ -232,7 +232,7 @@ type inspector struct {
 	// origDst restores the original destination (listener filter
 	// original_dst) before chains are matched.
 	origDst bool
-	timeout   time.Duration
+	timeout time.Duration
 	// continueOnTimeout serves a connection whose first bytes do not come
 	// in time with what is known (continue_on_listener_filters_timeout).
 	continueOnTimeout bool
