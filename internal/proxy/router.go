@@ -451,6 +451,9 @@ func (s *stream) runAttempt(at *attempt) {
 			}
 		}
 	}
+	if at.cl.DFP != nil {
+		at.lb.Authority = at.authority
+	}
 	h := at.cl.Pick(&at.lb)
 	if h == nil {
 		at.cl.Stats.CxNoneHealthy.Inc()

@@ -199,8 +199,10 @@ type Cluster struct {
 	ready    chan struct{} // closed when initialized (first resolution, first HC round)
 	// EDS is set for clusters whose hosts come from SetLoadAssignment.
 	EDS bool
-	// OrigDst is set for ORIGINAL_DST clusters.
+	// OrigDst is set for ORIGINAL_DST clusters, DFP for dynamic forward
+	// proxy clusters.
 	OrigDst   *OrigDst
+	DFP       *DFP
 	readyOnce sync.Once
 }
 
@@ -214,6 +216,9 @@ func (c *Cluster) HealthyCount() int { return c.hosts.Load().healthyCount }
 func (c *Cluster) Pick(ctx *LBContext) *Host {
 	if c.OrigDst != nil {
 		return c.OrigDst.pick(ctx)
+	}
+	if c.DFP != nil {
+		return c.DFP.pick(ctx)
 	}
 	hs := c.hosts.Load()
 	if hs.panic && len(hs.all) > 0 {

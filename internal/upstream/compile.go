@@ -53,7 +53,7 @@ func Compile(pc *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) {
 		// metadata (used by matchers only), cleanup interval, warm-on-init.
 		"per_connection_buffer_limit_bytes", "upstream_connection_options", "metadata", "cleanup_interval",
 		"wait_for_warm_on_init", "close_connections_on_host_health_failure", "ignore_health_on_host_removal",
-		"track_cluster_stats", "dns_jitter", "respect_dns_ttl", "original_dst_lb_config",
+		"track_cluster_stats", "dns_jitter", "respect_dns_ttl", "original_dst_lb_config", "cluster_type",
 	); err != nil {
 		return nil, err
 	}
@@ -169,7 +169,7 @@ func (c *Cluster) compileLB(pc *clusterv3.Cluster, path string) error {
 	case clusterv3.Cluster_MAGLEV:
 		c.lb.policy = Maglev
 	case clusterv3.Cluster_CLUSTER_PROVIDED:
-		if pc.GetType() != clusterv3.Cluster_ORIGINAL_DST {
+		if pc.GetType() != clusterv3.Cluster_ORIGINAL_DST && pc.GetClusterType() == nil {
 			return config.Errorf(config.Join(path, "lb_policy"), "CLUSTER_PROVIDED is only for clusters that choose their hosts themselves (type ORIGINAL_DST)")
 		}
 	default:
@@ -429,8 +429,18 @@ func (c *Cluster) compileDiscovery(pc *clusterv3.Cluster, path string) error {
 		default:
 			return config.Unsupported(config.Join(path, "type"), t.Type.String(), "STATIC", "STRICT_DNS", "LOGICAL_DNS", "EDS", "ORIGINAL_DST")
 		}
+	case *clusterv3.Cluster_ClusterType:
+		cp := config.Join(path, "cluster_type")
+		r, err := extension.Lookup(extension.ClusterType, t.ClusterType.GetTypedConfig(), config.Join(cp, "typed_config"))
+		if err != nil {
+			return err
+		}
+		if err := r.Ext.Factory.(clusterTypeFactory)(r.Config, c, config.Join(cp, "typed_config")); err != nil {
+			return err
+		}
+		c.discover = staticDiscovery{}
 	default:
-		return config.Unsupported(config.Join(path, "cluster_type"), "cluster_type extensions", "type: STATIC|STRICT_DNS|LOGICAL_DNS|EDS")
+		return config.Unsupported(config.Join(path, "cluster_type"), "this discovery type", "type: STATIC|STRICT_DNS|LOGICAL_DNS|EDS|ORIGINAL_DST", "cluster_type")
 	}
 	return nil
 }

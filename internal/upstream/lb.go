@@ -34,6 +34,9 @@ type LBContext struct {
 	// ORIGINAL_DST clusters.
 	OriginalDst       netip.AddrPort
 	OriginalDstHeader string
+	// Authority is the upstream host[:port], for dynamic forward proxy
+	// clusters.
+	Authority string
 }
 
 func (c *LBContext) excluded(h *Host) bool {

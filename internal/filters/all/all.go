@@ -8,6 +8,7 @@ import (
 	_ "github.com/legateproxy/legate/internal/filters/http/compressor"
 	_ "github.com/legateproxy/legate/internal/filters/http/cors"
 	_ "github.com/legateproxy/legate/internal/filters/http/decompressor"
+	_ "github.com/legateproxy/legate/internal/filters/http/dynamic_forward_proxy"
 	_ "github.com/legateproxy/legate/internal/filters/http/ext_authz"
 	_ "github.com/legateproxy/legate/internal/filters/http/fault"
 	_ "github.com/legateproxy/legate/internal/filters/http/grpc_http1_bridge"
