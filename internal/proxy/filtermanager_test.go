@@ -3,7 +3,6 @@ package proxy_test
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -134,21 +133,7 @@ access_log: [{name: envoy.access_loggers.file, typed_config: {"@type": type.goog
 
 func do(t *testing.T, method, url, body string, hdr ...string) (int, http.Header, string) {
 	t.Helper()
-	var r io.Reader
-	if body != "" {
-		r = strings.NewReader(body)
-	}
-	req, _ := http.NewRequest(method, url, r)
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := testutil.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, string(b)
+	return testutil.Do(t, testutil.Client(), method, url, body, hdr...)
 }
 
 func TestFilterManagerOrderAndEncode(t *testing.T) {

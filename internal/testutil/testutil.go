@@ -181,7 +181,18 @@ func H2CClient() *http.Client {
 // Get performs a GET and returns status, headers and body.
 func Get(t testing.TB, c *http.Client, url string, hdr ...string) (int, http.Header, string) {
 	t.Helper()
-	req, err := http.NewRequest("GET", url, nil)
+	return Do(t, c, "GET", url, "", hdr...)
+}
+
+// Do sends one request (hdr are name, value pairs; "host" sets the
+// authority) and returns the status, headers and body.
+func Do(t testing.TB, c *http.Client, method, url, body string, hdr ...string) (int, http.Header, string) {
+	t.Helper()
+	var rb io.Reader
+	if body != "" {
+		rb = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, url, rb)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,12 +205,12 @@ func Get(t testing.TB, c *http.Client, url string, hdr ...string) (int, http.Hea
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
+		t.Fatalf("%s %s: %v", method, url, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("GET %s: read body: %v", url, err)
+		t.Fatalf("%s %s: read body: %v", method, url, err)
 	}
 	return resp.StatusCode, resp.Header, string(b)
 }

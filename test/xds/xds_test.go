@@ -370,7 +370,7 @@ func TestNACKKeepsLastGoodConfig(t *testing.T) {
 	cp.push(t, w)
 	testutil.Eventually(t, 10*time.Second, func() bool { return len(cp.nackMessages()) > 0 }, "no NACK reached the control plane")
 	msg := cp.nackMessages()[0]
-	if !strings.Contains(msg, "cluster backend.lb_policy: CLUSTER_PROVIDED is not supported by legate") {
+	if !strings.Contains(msg, "cluster backend.lb_policy: CLUSTER_PROVIDED is only for clusters that choose their hosts themselves") {
 		t.Errorf("NACK error_detail does not name the field: %q", msg)
 	}
 	if n := p.Stat(t, "cluster_manager.cds.update_rejected"); n < 1 {

@@ -2,7 +2,6 @@ package ext_authz_test
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -109,17 +108,7 @@ static_resources:
 
 func do(t *testing.T, method, url, body string, hdr ...string) (int, http.Header, string) {
 	t.Helper()
-	req, _ := http.NewRequest(method, url, strings.NewReader(body))
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := testutil.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, resp.Header, string(b)
+	return testutil.Do(t, testutil.Client(), method, url, body, hdr...)
 }
 
 func TestExtAuthzGRPC(t *testing.T) {

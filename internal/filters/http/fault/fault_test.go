@@ -72,17 +72,8 @@ static_resources:
 
 func get(t *testing.T, u string, hdr ...string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest("GET", u, nil)
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := testutil.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	code, _, body := testutil.Get(t, testutil.Client(), u, hdr...)
+	return code, body
 }
 
 // setRuntime writes a runtime tree and swaps the symlink to it, as the
