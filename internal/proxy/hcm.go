@@ -23,6 +23,7 @@ import (
 	"github.com/legateproxy/legate/internal/route"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/streaminfo"
+	"github.com/legateproxy/legate/internal/tracing"
 )
 
 // AccessLogger writes one entry per finished request or connection.
@@ -58,6 +59,8 @@ type hcmConfig struct {
 	skipXFFAppend    bool
 	// filters are the HTTP filters before the router.
 	filters []httpFilterEntry
+	// tracing is the connection manager's tracing (nil: none).
+	tracing *tracing.Config
 	// bufferLimit bounds what filters buffer (the listener's
 	// per_connection_buffer_limit_bytes; routes may set their own).
 	bufferLimit int64
@@ -168,7 +171,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *Deps) (*hcmConfi
 		"normalize_path", "merge_slashes", "path_with_escaped_slashes_action", "upgrade_configs",
 		"strip_any_host_port", "strip_matching_host_port", "strip_trailing_host_dot", "add_user_agent",
 		"proxy_100_continue", "forward_client_cert_details", "set_current_client_cert_details",
-		"append_x_forwarded_port", "stream_error_on_invalid_http_message",
+		"append_x_forwarded_port", "stream_error_on_invalid_http_message", "tracing",
 		// no behavioural effect here: buffering and flush tuning
 		"access_log_flush_interval", "flush_access_log_on_new_request", "stream_flush_timeout",
 	); err != nil {
@@ -314,6 +317,14 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *Deps) (*hcmConfi
 	}
 	if err := c.compileFilters(h.GetHttpFilters(), config.Join(path, "http_filters"), d); err != nil {
 		return nil, err
+	}
+	if t := h.GetTracing(); t != nil {
+		tc, err := tracing.Compile(t, config.Join(path, "tracing"), &tracing.Context{Stats: d.Stats, Async: d.Async,
+			Node: &corev3.Node{Id: d.NodeID, Cluster: d.NodeCluster}, Hostname: d.Hostname}, false)
+		if err != nil {
+			return nil, err
+		}
+		c.tracing = tc
 	}
 	scope := d.Stats.Scope("http." + stats.SanitizeName(c.statPrefix) + ".")
 	c.stats = newHCMStats(scope)

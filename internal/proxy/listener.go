@@ -131,6 +131,10 @@ func (c *filterChain) setBufferLimit(pl *listenerv3.Listener) {
 	if c.hcm != nil && pl.GetPerConnectionBufferLimitBytes() != nil {
 		c.hcm.bufferLimit = int64(pl.GetPerConnectionBufferLimitBytes().GetValue())
 	}
+	// As Envoy, an OUTBOUND listener's spans are egress (client) spans.
+	if c.hcm != nil && c.hcm.tracing != nil {
+		c.hcm.tracing.SetEgress(pl.GetTrafficDirection() == corev3.TrafficDirection_OUTBOUND)
+	}
 }
 
 // listenerMeta is the config of a listener after updates.

@@ -1,0 +1,255 @@
+package tracing
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/legateproxy/legate/internal/asyncclient"
+	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/extension"
+	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/stats"
+)
+
+func init() {
+	extension.Register(extension.Extension{Name: "envoy.tracers.zipkin", Category: extension.Tracer, Config: &tracev3.ZipkinConfig{},
+		Factory: Factory(compileZipkin), Notes: "HTTP_JSON (Zipkin v2); B3 multi and single headers"})
+}
+
+// zipkin is the Zipkin driver: B3 propagation, v2 JSON spans sent in
+// batches to a collector cluster, off the request path.
+type zipkin struct {
+	async                                                   *asyncclient.Client
+	cluster                                                 string
+	endpoint                                                string
+	host                                                    string
+	id128                                                   bool
+	shared                                                  bool
+	service                                                 string
+	minFlush                                                int
+	interval                                                time.Duration
+	mu                                                      sync.Mutex
+	pending                                                 []map[string]any
+	started                                                 bool
+	sent, reportsSent, reportsFailed, dropped, timerFlushed *stats.Counter
+}
+
+func compileZipkin(ctx *Context, msg proto.Message, path string) (Driver, error) {
+	c := msg.(*tracev3.ZipkinConfig)
+	if err := config.CheckFields(c, path, "collector_cluster", "collector_endpoint", "trace_id_128bit", "shared_span_context",
+		"collector_endpoint_version", "collector_hostname", "split_spans_for_request"); err != nil {
+		return nil, err
+	}
+	if c.GetCollectorEndpointVersion() != tracev3.ZipkinConfig_HTTP_JSON && c.GetCollectorEndpointVersion() != tracev3.ZipkinConfig_DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE {
+		return nil, config.Unsupported(config.Join(path, "collector_endpoint_version"), c.GetCollectorEndpointVersion().String(), "HTTP_JSON")
+	}
+	if c.GetSplitSpansForRequest() {
+		return nil, config.Unsupported(config.Join(path, "split_spans_for_request"), "split_spans_for_request")
+	}
+	sc := ctx.Stats.Scope("tracing.zipkin.")
+	z := &zipkin{async: ctx.Async, cluster: c.GetCollectorCluster(), endpoint: c.GetCollectorEndpoint(), host: c.GetCollectorHostname(),
+		id128: c.GetTraceId_128Bit(), shared: c.GetSharedSpanContext() == nil || c.GetSharedSpanContext().GetValue(),
+		service: ctx.Node.GetCluster(), minFlush: 5, interval: 5 * time.Second,
+		sent: sc.Counter("spans_sent"), reportsSent: sc.Counter("reports_sent"), reportsFailed: sc.Counter("reports_failed"),
+		dropped: sc.Counter("reports_dropped"), timerFlushed: sc.Counter("timer_flushed")}
+	if z.host == "" {
+		z.host = z.cluster
+	}
+	if z.service == "" {
+		z.service = "envoy" // Envoy uses the node's cluster name
+	}
+	return z, nil
+}
+
+// SetFlush sets the batch size and interval (runtime tracing.zipkin.*).
+func (z *zipkin) SetFlush(n int, d time.Duration) { z.minFlush, z.interval = n, d }
+
+func newID(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+type zspan struct {
+	z                      *zipkin
+	traceID, id, parent    string
+	sampled, debug, shared bool
+	name, kind             string
+	start                  time.Time
+	tags                   map[string]string
+}
+
+// Start reads B3 (x-b3-* or the single b3 header) and begins the span:
+// with shared_span_context a server span keeps the caller's span id.
+func (z *zipkin) Start(req *headers.Request, name string, egress, sampled bool) Span {
+	s := &zspan{z: z, name: name, kind: "SERVER", start: time.Now(), sampled: sampled, tags: map[string]string{}}
+	if egress {
+		s.kind = "CLIENT"
+	}
+	traceID, spanID, parent, smp := req.Map.Get("x-b3-traceid"), req.Map.Get("x-b3-spanid"), req.Map.Get("x-b3-parentspanid"), req.Map.Get("x-b3-sampled")
+	if b3 := req.Map.Get("b3"); b3 != "" && traceID == "" {
+		// b3: {traceid}-{spanid}[-{sampled}[-{parentspanid}]], or just a
+		// sampling state.
+		parts := strings.Split(b3, "-")
+		switch {
+		case len(parts) == 1:
+			smp = parts[0]
+		case len(parts) >= 2:
+			traceID, spanID = parts[0], parts[1]
+			if len(parts) >= 3 {
+				smp = parts[2]
+			}
+			if len(parts) >= 4 {
+				parent = parts[3]
+			}
+		}
+	}
+	switch smp {
+	case "1", "true", "d":
+		s.sampled = true
+		s.debug = smp == "d" || req.Map.Get("x-b3-flags") == "1"
+	case "0", "false":
+		s.sampled = false
+	}
+	if validHex(traceID) && validHex(spanID) {
+		s.traceID = traceID
+		if z.shared && !egress {
+			s.id, s.parent, s.shared = spanID, parent, true
+		} else {
+			s.id, s.parent = newID(8), spanID
+		}
+	} else {
+		s.traceID, s.id = newID(8), newID(8)
+		if z.id128 {
+			s.traceID = newID(16)
+		}
+	}
+	return s
+}
+
+func validHex(s string) bool {
+	if len(s) != 16 && len(s) != 32 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+func (s *zspan) Inject(m *headers.Map) {
+	m.Set("x-b3-traceid", s.traceID)
+	m.Set("x-b3-spanid", s.id)
+	if s.parent != "" {
+		m.Set("x-b3-parentspanid", s.parent)
+	} else {
+		m.Del("x-b3-parentspanid")
+	}
+	if s.sampled {
+		m.Set("x-b3-sampled", "1")
+	} else {
+		m.Set("x-b3-sampled", "0")
+	}
+	m.Del("b3")
+}
+
+func (s *zspan) SetTag(k, v string) { s.tags[k] = v }
+
+func (s *zspan) Sampled() bool { return s.sampled }
+
+func (s *zspan) Finish() {
+	if !s.sampled {
+		return
+	}
+	span := map[string]any{
+		"traceId": s.traceID, "id": s.id, "name": s.name, "kind": s.kind,
+		"timestamp": s.start.UnixMicro(), "duration": max(time.Since(s.start).Microseconds(), 1),
+		"localEndpoint": map[string]any{"serviceName": s.z.service},
+		"tags":          s.tags,
+	}
+	if s.parent != "" {
+		span["parentId"] = s.parent
+	}
+	if s.shared {
+		span["shared"] = true
+	}
+	if s.debug {
+		span["debug"] = true
+	}
+	s.z.add(span)
+}
+
+// add queues a span; a full batch is sent at once, the rest by the timer.
+// The queue is bounded: spans beyond it are dropped and counted.
+func (z *zipkin) add(span map[string]any) {
+	z.mu.Lock()
+	if !z.started {
+		z.started = true
+		go z.timer()
+	}
+	if len(z.pending) >= 10000 {
+		z.mu.Unlock()
+		z.dropped.Inc()
+		return
+	}
+	z.pending = append(z.pending, span)
+	var batch []map[string]any
+	if len(z.pending) >= z.minFlush {
+		batch, z.pending = z.pending, nil
+	}
+	z.mu.Unlock()
+	if batch != nil {
+		go z.send(batch)
+	}
+}
+
+func (z *zipkin) timer() {
+	for {
+		time.Sleep(z.interval)
+		z.mu.Lock()
+		batch := z.pending
+		z.pending = nil
+		z.mu.Unlock()
+		if len(batch) > 0 {
+			z.timerFlushed.Inc()
+			z.send(batch)
+		}
+	}
+}
+
+func (z *zipkin) send(batch []map[string]any) {
+	body, err := json.Marshal(batch)
+	if err != nil {
+		z.reportsFailed.Inc()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "POST", "http://"+z.host+z.endpoint, bytes.NewReader(body))
+	if err != nil {
+		z.reportsFailed.Inc()
+		return
+	}
+	req.Host = z.host
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := z.async.Do(ctx, z.cluster, req)
+	if err != nil {
+		z.reportsFailed.Inc()
+		return
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		z.reportsFailed.Inc()
+		return
+	}
+	z.reportsSent.Inc()
+	z.sent.Add(uint64(len(batch)))
+}
