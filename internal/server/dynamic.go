@@ -338,13 +338,29 @@ func (d *dynamic) updateClusters(version string, resources map[string]*anypb.Any
 	var next []compiled
 	var errs config.ErrorList
 	names := sortedKeys(resources)
+	// What is known of each name, read under the lock (warmCluster
+	// changes it concurrently).
+	type known struct {
+		dynamic bool
+		raw     []byte
+	}
+	state := make(map[string]known, len(names))
+	d.mu.Lock()
+	for _, name := range names {
+		k := known{dynamic: d.clusters[name] != nil || d.warming[name] != nil}
+		if cur := d.clusters[name]; cur != nil {
+			k.raw = cur.raw
+		}
+		state[name] = k
+	}
+	d.mu.Unlock()
 	for _, name := range names {
 		a := resources[name]
-		if d.s.Clusters.Get(name) != nil && d.clusters[name] == nil && d.warming[name] == nil {
+		if d.s.Clusters.Get(name) != nil && !state[name].dynamic {
 			errs = append(errs, config.Errorf("cluster "+name, "a static cluster of that name exists"))
 			continue
 		}
-		if cur := d.clusters[name]; cur != nil && string(cur.raw) == string(a.GetValue()) {
+		if raw := state[name].raw; raw != nil && string(raw) == string(a.GetValue()) {
 			continue // unchanged: nothing is rebuilt
 		}
 		pc := &clusterv3.Cluster{}
@@ -449,12 +465,19 @@ func (d *dynamic) edsNames() []string {
 // (or initial_fetch_timeout passes); the previous cluster of that name
 // keeps serving until then.
 func (d *dynamic) warmCluster(c *upstream.Cluster) {
-	d.s.Clusters.Put(c, d.initialFetch)
+	upstream.Warm(c, d.initialFetch)
 	d.mu.Lock()
-	if d.warming[c.Name] == c {
-		delete(d.warming, c.Name)
+	defer d.mu.Unlock()
+	// Only the newest version of a cluster that is still wanted goes in: a
+	// cluster removed while it warmed, or replaced by a later update that
+	// warmed faster, is dropped (it would otherwise come back, or undo the
+	// newer update).
+	if d.warming[c.Name] != c {
+		c.Close()
+		return
 	}
-	d.mu.Unlock()
+	delete(d.warming, c.Name)
+	d.s.Clusters.Install(c)
 }
 
 // --- EDS ---

@@ -81,6 +81,13 @@ func (m *Manager) Clusters() []*Cluster {
 // closing) any previous one once c is initialized or warmTimeout passes.
 // In-flight requests on the old cluster finish on their connections.
 func (m *Manager) Put(c *Cluster, warmTimeout time.Duration) {
+	Warm(c, warmTimeout)
+	m.Install(c)
+}
+
+// Warm starts c and waits until it is initialized or warmTimeout passes
+// (0: no wait).
+func Warm(c *Cluster, warmTimeout time.Duration) {
 	c.Start()
 	if warmTimeout > 0 {
 		select {
@@ -88,6 +95,11 @@ func (m *Manager) Put(c *Cluster, warmTimeout time.Duration) {
 		case <-time.After(warmTimeout):
 		}
 	}
+}
+
+// Install makes a started cluster the one of its name (closing the one it
+// replaces).
+func (m *Manager) Install(c *Cluster) {
 	m.mu.Lock()
 	old := m.clusters[c.Name]
 	m.clusters[c.Name] = c

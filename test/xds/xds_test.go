@@ -6,6 +6,7 @@ package xds
 import (
 	"context"
 	"fmt"
+	"google.golang.org/protobuf/proto"
 	"io"
 	"net"
 	"net/http"
@@ -113,6 +114,9 @@ type world struct {
 	routes        []*routev3.Route
 	clusterLB     clusterv3.Cluster_LbPolicy
 	extraListener string
+	// slowCluster adds an EDS cluster whose endpoints never come (it
+	// warms until initial_fetch_timeout).
+	slowCluster string
 }
 
 func endpointsOf(addrs []string) *endpointv3.ClusterLoadAssignment {
@@ -170,8 +174,14 @@ func (w *world) snapshot(t *testing.T) *cachev3.Snapshot {
 	if w.extraListener != "" {
 		listeners = append(listeners, listener("extra", w.extraListener, "local"))
 	}
+	clusters := []types.Resource{cl}
+	if w.slowCluster != "" {
+		slow := proto.Clone(cl).(*clusterv3.Cluster)
+		slow.Name = w.slowCluster
+		clusters = append(clusters, slow)
+	}
 	snap, err := cachev3.NewSnapshot(fmt.Sprint(w.version), map[resourcev3.Type][]types.Resource{
-		resourcev3.ClusterType:  {cl},
+		resourcev3.ClusterType:  clusters,
 		resourcev3.EndpointType: {endpointsOf(w.endpoints)},
 		resourcev3.RouteType:    {rc},
 		resourcev3.ListenerType: listeners,
@@ -390,6 +400,29 @@ func TestNACKKeepsLastGoodConfig(t *testing.T) {
 		_, body, _ := getQuiet(url)
 		return body == "b1"
 	}, "the fixed update was not applied")
+}
+
+// Regression: a cluster removed while it was still warming came back
+// once its warm wait ended (and then blocked re-adding that name).
+func TestClusterRemovedWhileWarming(t *testing.T) {
+	cp := startControlPlane(t, "")
+	backends := upstreams(t, 1)
+	w := &world{listen: freeAddr(t), endpoints: backends}
+	cp.push(t, w)
+	b := strings.Replace(bootstrap(cp.addr, false), "cds_config: {ads: {}, resource_api_version: V3}", "cds_config: {ads: {}, resource_api_version: V3, initial_fetch_timeout: 1s}", 1)
+	p := testutil.StartProxy(t, b, nil)
+	url := "http://" + w.listen + "/"
+	testutil.Eventually(t, 10*time.Second, func() bool { code, _, _ := getQuiet(url); return code == 200 }, "proxy never served")
+	w.slowCluster = "slow"
+	cp.push(t, w) // "slow" warms: its endpoints never come
+	time.Sleep(200 * time.Millisecond)
+	w.slowCluster = ""
+	cp.push(t, w)               // removed before its warm wait ends
+	time.Sleep(2 * time.Second) // past initial_fetch_timeout
+	_, _, body := testutil.Get(t, testutil.Client(), "http://"+p.Admin+"/clusters")
+	if strings.Contains(body, "slow::") {
+		t.Fatalf("the removed cluster came back after warming:\n%s", body)
+	}
 }
 
 func TestControlPlaneRestart(t *testing.T) {
