@@ -17,39 +17,71 @@ import (
 // h2Server serves HTTP/2 (cleartext by prior knowledge, or over TLS with
 // ALPN h2) for one filter chain, with golang.org/x/net/http2 as the codec.
 type h2Server struct {
-	cfg      *hcmConfig
+	cfg *hcmConfig
+	mu  sync.Mutex
+	gen *h2Gen
+}
+
+// h2Gen is one generation of the codec: the connections it serves get
+// GOAWAY together when one of them is drained; later connections get a
+// new generation, so a drain after /healthcheck/ok (or a second one)
+// still reaches them.
+type h2Gen struct {
 	srv      *http2.Server
 	base     *http.Server
 	shutdown sync.Once
 }
 
 func newH2Server(cfg *hcmConfig) *h2Server {
-	h := &h2Server{cfg: cfg}
-	h.srv = &http2.Server{
+	return &h2Server{cfg: cfg, gen: newH2Gen(cfg)}
+}
+
+func newH2Gen(cfg *hcmConfig) *h2Gen {
+	g := &h2Gen{}
+	g.srv = &http2.Server{
 		MaxConcurrentStreams:         cfg.h2MaxConcurrentStreams,
 		MaxUploadBufferPerStream:     int32(max(cfg.h2InitialStreamWindow, 65535)),
 		MaxUploadBufferPerConnection: int32(max(cfg.h2InitialConnWindow, 1<<20)),
 		IdleTimeout:                  cfg.idleTimeout,
 		MaxReadFrameSize:             1 << 20,
 	}
-	h.base = &http.Server{MaxHeaderBytes: cfg.maxHeaderBytes}
+	g.base = &http.Server{MaxHeaderBytes: cfg.maxHeaderBytes}
 	// ConfigureServer registers graceful shutdown (GOAWAY) with base.
-	http2.ConfigureServer(h.base, h.srv)
-	return h
+	http2.ConfigureServer(g.base, g.srv)
+	return g
+}
+
+// current returns the generation new connections join.
+func (h *h2Server) current() *h2Gen {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.gen
+}
+
+// drain sends GOAWAY to the connections of g, once, and starts a new
+// generation for the connections that come after.
+func (h *h2Server) drain(g *h2Gen) {
+	h.mu.Lock()
+	if h.gen == g {
+		h.gen = newH2Gen(h.cfg)
+	}
+	h.mu.Unlock()
+	g.shutdown.Do(func() {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), h.cfg.drainTimeout)
+			defer cancel()
+			g.base.Shutdown(ctx)
+		}()
+	})
 }
 
 var h2Streams = sync.Pool{New: func() any { return &h2stream{} }}
 
 func (h *h2Server) serve(conn net.Conn, cs *connState, d *Deps, tc *trackedConn) {
+	g := h.current()
 	tc.setDrain(func() {
 		cs.draining.Store(true)
-		h.shutdown.Do(func() {
-			go func() {
-				ctx, cancel := context.WithTimeout(context.Background(), h.cfg.drainTimeout)
-				defer cancel()
-				h.base.Shutdown(ctx)
-			}()
-		})
+		h.drain(g)
 	})
 	defer tc.setDrain(nil)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -74,7 +106,7 @@ func (h *h2Server) serve(conn net.Conn, cs *connState, d *Deps, tc *trackedConn)
 		hs.w, hs.r, hs.trailers = nil, nil, headers.Map{}
 		h2Streams.Put(hs)
 	})
-	h.srv.ServeConn(conn, &http2.ServeConnOpts{Handler: handler, BaseConfig: h.base})
+	g.srv.ServeConn(conn, &http2.ServeConnOpts{Handler: handler, BaseConfig: g.base})
 }
 
 // h2stream is the downstream side of one HTTP/2 request.
