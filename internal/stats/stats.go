@@ -251,7 +251,9 @@ type StatusCounters struct {
 	prefix  string
 	classes [6]*Counter
 	perCode bool
-	codes   sync.Map // int -> *Counter
+	// codes holds the per-code counters, indexed by status-100; allocated
+	// on first use (no boxing of status codes per request).
+	codes atomic.Pointer[[900]atomic.Pointer[Counter]]
 }
 
 // NewStatusCounters creates the class counters under scope+prefix.
@@ -271,12 +273,19 @@ func (sc *StatusCounters) Inc(status int) {
 	if !sc.perCode || status < 100 || status > 999 {
 		return
 	}
-	if c, ok := sc.codes.Load(status); ok {
-		c.(*Counter).Inc()
-		return
+	tab := sc.codes.Load()
+	if tab == nil {
+		sc.codes.CompareAndSwap(nil, new([900]atomic.Pointer[Counter]))
+		tab = sc.codes.Load()
 	}
-	c, _ := sc.codes.LoadOrStore(status, sc.scope.Counter(sc.prefix+"_"+itoa3(status)))
-	c.(*Counter).Inc()
+	slot := &tab[status-100]
+	c := slot.Load()
+	if c == nil {
+		// Store's Counter is idempotent by name: racing callers get the same.
+		c = sc.scope.Counter(sc.prefix + "_" + itoa3(status))
+		slot.Store(c)
+	}
+	c.Inc()
 }
 
 func itoa3(n int) string {

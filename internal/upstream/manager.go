@@ -29,7 +29,7 @@ func (r *Ref) Get() *Cluster { return r.p.Load() }
 // Manager owns the running clusters.
 type Manager struct {
 	deps     Deps
-	mu       sync.Mutex
+	mu       sync.RWMutex
 	clusters map[string]*Cluster
 	refs     map[string]*Ref
 }
@@ -57,8 +57,9 @@ func (m *Manager) Ref(name string) *Ref {
 
 // Get returns the running cluster called name, or nil.
 func (m *Manager) Get(name string) *Cluster {
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	// A read lock: cluster_header routes look clusters up per request.
+	m.mu.RLock()
+	defer m.mu.RUnlock()
 	return m.clusters[name]
 }
 
@@ -67,12 +68,12 @@ func (m *Manager) Has(name string) bool { return m.Get(name) != nil }
 
 // Clusters returns the running clusters sorted by name.
 func (m *Manager) Clusters() []*Cluster {
-	m.mu.Lock()
+	m.mu.RLock()
 	out := make([]*Cluster, 0, len(m.clusters))
 	for _, c := range m.clusters {
 		out = append(out, c)
 	}
-	m.mu.Unlock()
+	m.mu.RUnlock()
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
