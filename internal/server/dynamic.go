@@ -401,12 +401,14 @@ func (d *dynamic) updateClusters(version string, resources map[string]*anypb.Any
 		// resolution, first health-check round) before it replaces the
 		// running one, so no request meets an empty cluster.
 		d.warming[name] = n.c
+		d.s.Clusters.SetWarming(name, true)
 		go d.warmCluster(n.c)
 	}
 	for name, dc := range d.clusters {
 		if _, ok := resources[name]; !ok {
 			delete(d.clusters, name)
 			delete(d.warming, name)
+			d.s.Clusters.SetWarming(name, false)
 			d.s.Clusters.Remove(name)
 			_ = dc
 		}
@@ -478,6 +480,7 @@ func (d *dynamic) warmCluster(c *upstream.Cluster) {
 	}
 	delete(d.warming, c.Name)
 	d.s.Clusters.Install(c)
+	d.s.Clusters.SetWarming(c.Name, false)
 }
 
 // --- EDS ---
@@ -492,6 +495,12 @@ func (d *dynamic) updateEndpoints(version string, resources map[string]*anypb.An
 			continue
 		}
 		if err := config.Validate(la, "cluster_load_assignment "+name); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		// Validated whole before anything applies: a bad assignment NACKs
+		// the update without a partial apply.
+		if err := upstream.ValidateLoadAssignment(la, "cluster_load_assignment "+name); err != nil {
 			errs = append(errs, err)
 			continue
 		}

@@ -32,11 +32,14 @@ type Manager struct {
 	mu       sync.RWMutex
 	clusters map[string]*Cluster
 	refs     map[string]*Ref
+	// warming are clusters accepted over CDS that are not active yet:
+	// routes may name them (Envoy validates against warming clusters too).
+	warming map[string]bool
 }
 
 // NewManager returns an empty cluster manager.
 func NewManager(deps Deps) *Manager {
-	return &Manager{deps: deps, clusters: map[string]*Cluster{}, refs: map[string]*Ref{}}
+	return &Manager{deps: deps, clusters: map[string]*Cluster{}, refs: map[string]*Ref{}, warming: map[string]bool{}}
 }
 
 // Deps returns the dependencies clusters are compiled with.
@@ -64,7 +67,22 @@ func (m *Manager) Get(name string) *Cluster {
 }
 
 // Has reports whether a cluster called name exists.
-func (m *Manager) Has(name string) bool { return m.Get(name) != nil }
+func (m *Manager) Has(name string) bool {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.clusters[name] != nil || m.warming[name]
+}
+
+// SetWarming marks a name as accepted and warming (or not any more).
+func (m *Manager) SetWarming(name string, warming bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if warming {
+		m.warming[name] = true
+	} else {
+		delete(m.warming, name)
+	}
+}
 
 // Clusters returns the running clusters sorted by name.
 func (m *Manager) Clusters() []*Cluster {
@@ -150,6 +168,21 @@ func (edsDiscovery) run(*Cluster) {}
 
 // SetLoadAssignment replaces an EDS cluster's endpoints. Only this
 // cluster's host set is rebuilt.
+// ValidateLoadAssignment checks an EDS assignment as SetLoadAssignment
+// would, without applying it: an xDS update is validated whole before any
+// of it applies.
+func ValidateLoadAssignment(la *endpointv3.ClusterLoadAssignment, path string) error {
+	specs, err := hostsFromAssignment(la, path)
+	if err != nil {
+		return err
+	}
+	if err := config.CheckFields(la, path, "cluster_name", "endpoints", "policy"); err != nil {
+		return err
+	}
+	_, err = staticHosts(specs, path)
+	return err
+}
+
 func (c *Cluster) SetLoadAssignment(la *endpointv3.ClusterLoadAssignment) error {
 	if !c.EDS {
 		return fmt.Errorf("cluster %s is not an EDS cluster", c.Name)
