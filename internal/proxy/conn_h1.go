@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"bytes"
 	"errors"
 	"io"
@@ -415,6 +416,8 @@ func (c *h1conn) bodyLength() int64 {
 }
 
 func (c *h1conn) reqTrailers() *headers.Map { return c.body.Trailers() }
+
+func (c *h1conn) context() context.Context { return context.Background() }
 
 func (c *h1conn) protocol() string {
 	if c.head.Minor == 0 {

@@ -144,6 +144,8 @@ func (h *h2stream) reqTrailers() *headers.Map { return &h.trailers }
 
 func (h *h2stream) protocol() string { return "HTTP/2" }
 
+func (h *h2stream) context() context.Context { return h.r.Context() }
+
 func (h *h2stream) writeHead(status int, m *headers.Map, length int64, endStream bool) error {
 	hdr := h.w.Header()
 	for _, f := range m.Fields() {

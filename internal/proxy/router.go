@@ -151,7 +151,18 @@ func (s *stream) forward() {
 			s.finishFailure(at)
 			return
 		}
-		time.Sleep(wait)
+		// The back-off ends early when the client goes away: pending retries
+		// are cancelled, as Envoy resets the upstream request.
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-s.ds.context().Done():
+			t.Stop()
+			cl.EndRetry(prio)
+			s.cfg.stats.rqRxReset.Inc()
+			s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+			return
+		}
 		cl.EndRetry(prio)
 	}
 	if at.fail != failNone {

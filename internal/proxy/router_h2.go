@@ -24,9 +24,12 @@ type h2Attempt struct {
 
 // attemptH2 sends the request over the cluster's HTTP/2 connection.
 func (s *stream) attemptH2(at *attempt, deadline time.Time) {
-	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	// The client's context: a client that resets its stream resets the
+	// upstream one at once, as Envoy.
+	ctx, cancel := context.WithCancel(s.ds.context())
 	if !deadline.IsZero() {
-		ctx, cancel = context.WithDeadline(ctx, deadline)
+		cancel()
+		ctx, cancel = context.WithDeadline(s.ds.context(), deadline)
 	}
 	req := &http.Request{
 		Method:     s.req.Method,

@@ -3,10 +3,12 @@ package proxy_test
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -193,4 +195,37 @@ func TestHTTP2DrainAfterHealthcheckOK(t *testing.T) {
 	if !waitGoAway(t, c2, 5*time.Second) {
 		t.Fatal("a connection opened after /healthcheck/ok got no GOAWAY on the next drain")
 	}
+}
+
+// Regression: when the client went away (an HTTP/2 stream reset) the
+// retry chain went on upstream; now the back-off ends and no retry goes out.
+func TestClientResetCancelsRetries(t *testing.T) {
+	var hits atomic.Int64
+	up := testutil.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		w.WriteHeader(503)
+	}))
+	p := start(t, cfg{
+		vhosts: vhost(`{match: {prefix: /}, route: {cluster: c, timeout: 30s, retry_policy: {retry_on: 5xx, num_retries: 20,
+			retry_back_off: {base_interval: 0.3s, max_interval: 0.3s}}}}`),
+		clusters: "[" + staticCluster("c", "", up.Addr) + "]",
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", p.URL("http", "/"), nil)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if resp, err := testutil.H2CClient().Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	testutil.Eventually(t, 5*time.Second, func() bool { return hits.Load() >= 2 }, "no retries started")
+	cancel() // RST_STREAM
+	<-done
+	at := hits.Load()
+	time.Sleep(time.Second) // three more back-offs would have passed
+	if n := hits.Load(); n > at+1 {
+		t.Errorf("upstream got %d requests after the client reset (at %d)", n-at, at)
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return p.Stat(t, "http.ingress.downstream_rq_rx_reset") >= 1 }, "downstream_rq_rx_reset not counted")
 }

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/legateproxy/legate/internal/overload"
@@ -73,6 +74,9 @@ type downstream interface {
 	// hijack hands over the connection after a 101 response (HTTP/1 only).
 	hijack() (net.Conn, []byte, bool)
 	protocol() string
+	// context is done when the client has gone (an HTTP/2 stream reset or
+	// a closed connection); HTTP/1 returns a context that never ends.
+	context() context.Context
 }
 
 // stream is one request being served. HTTP/1 connections reuse one stream
