@@ -1,8 +1,8 @@
 package proxy
 
 import (
-	"context"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"net"
