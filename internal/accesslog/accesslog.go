@@ -164,6 +164,8 @@ type writer struct {
 	mu   sync.Mutex
 	f    *os.File
 	buf  []byte
+	// failing is set while the file cannot be opened (logged once).
+	failing bool
 	// stats: access_log_file.* as Envoy.
 	buffered, completed, flushedByTimer, reopenFailed *stats.Counter
 }
@@ -236,14 +238,22 @@ func (w *writer) flush() bool {
 	if w.f == nil {
 		f, err := openFile(w.path)
 		if err != nil {
-			// Entries are dropped (bounded memory), the failure logged
-			// and counted; the next flush tries again.
+			// Entries are dropped (bounded memory) and counted; the next
+			// flush tries again. The failure is logged once, not every
+			// second, until the file opens.
+			first := !w.failing
+			w.failing = true
 			w.mu.Unlock()
 			w.reopenFailed.Inc()
-			slog.Error("access log cannot be opened; entries are dropped", "path", w.path, "error", err)
+			if first {
+				slog.Error("access log cannot be opened; entries are dropped until it can (counter access_log_file.reopen_failed)", "path", w.path, "error", err)
+			}
 			return false
 		}
-		w.f = f
+		if w.failing {
+			slog.Info("access log opened after failures", "path", w.path)
+		}
+		w.f, w.failing = f, false
 	}
 	f := w.f
 	w.mu.Unlock()

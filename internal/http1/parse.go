@@ -154,7 +154,7 @@ func ParseRequest(b []byte, h *RequestHead, maxHeaders int) error {
 		return perr(400, "http1.codec_error") // HTTP/0.9 simple request
 	}
 	method, target, version := line[:sp1], line[sp1+1:sp2], line[sp2+1:]
-	if !isToken(method) {
+	if !IsToken(method) {
 		return perr(400, "http1.invalid_method")
 	}
 	if len(target) == 0 || !validTarget(target) {
@@ -494,9 +494,11 @@ func hasPrefixFold(b []byte, p string) bool {
 	return len(b) >= len(p) && equalFold(str(b[:len(p)]), p)
 }
 
-func isToken(b []byte) bool {
-	for _, c := range b {
-		if !tokenTable[c] {
+// IsToken reports whether b is a non-empty RFC 9110 §5.6.2 token (a
+// method, a header name).
+func IsToken[T ~string | ~[]byte](b T) bool {
+	for i := 0; i < len(b); i++ {
+		if !tokenTable[b[i]] {
 			return false
 		}
 	}

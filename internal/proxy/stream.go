@@ -295,7 +295,7 @@ func (s *stream) decodeHeaders() (int, string) {
 		// RFC 9113 §8.2.1 and §8.3.1: what becomes an HTTP/1 request line
 		// upstream must be a token method and a target without whitespace
 		// or control bytes, or one request could smuggle another.
-		if !validMethod(r.Method) {
+		if !http1.IsToken(r.Method) {
 			return 400, "http2.invalid.method"
 		}
 		if !validTarget(r.Path) {
@@ -392,20 +392,6 @@ func validAuthority(a string) bool {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
 		case strings.IndexByte("-._~!$&'()*+,;=:[]%", c) >= 0:
 		default:
-			return false
-		}
-	}
-	return true
-}
-
-// validMethod reports whether m is an RFC 9110 §5.6.2 token.
-func validMethod(m string) bool {
-	if m == "" {
-		return false
-	}
-	for i := 0; i < len(m); i++ {
-		c := m[i]
-		if c <= ' ' || c >= 0x7f || strings.IndexByte("\"(),/:;<=>?@[\\]{}", c) >= 0 {
 			return false
 		}
 	}

@@ -2,11 +2,11 @@ package proxy
 
 import (
 	"crypto/x509"
-	"encoding/pem"
-	"net/url"
 	"strings"
 
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+
+	"github.com/legateproxy/legate/internal/streaminfo"
 )
 
 // xfccFields are the set_current_client_cert_details fields.
@@ -54,18 +54,11 @@ func (s *stream) clientCertDetails() string {
 	var b strings.Builder
 	b.WriteString("Hash=")
 	b.WriteString(t.PeerFingerprint)
-	pemOf := func(certs ...*x509.Certificate) string {
-		var p []byte
-		for _, c := range certs {
-			p = append(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-		}
-		return url.QueryEscape(string(p))
-	}
 	if f.cert {
-		b.WriteString(`;Cert="` + pemOf(t.PeerCert) + `"`)
+		b.WriteString(`;Cert="` + streaminfo.URLEncodedPEM(t.PeerCert) + `"`)
 	}
 	if f.chain {
-		b.WriteString(`;Chain="` + pemOf(append([]*x509.Certificate{t.PeerCert}, t.PeerChain...)...) + `"`)
+		b.WriteString(`;Chain="` + streaminfo.URLEncodedPEM(append([]*x509.Certificate{t.PeerCert}, t.PeerChain...)...) + `"`)
 	}
 	if f.subject {
 		b.WriteString(`;Subject="` + strings.ReplaceAll(t.PeerSubject, `"`, `\"`) + `"`)

@@ -7,7 +7,9 @@ package streaminfo
 
 import (
 	"crypto/x509"
+	"encoding/pem"
 	"net/netip"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
@@ -211,4 +213,20 @@ func (i *Info) Since() time.Duration {
 		d = 1
 	}
 	return d
+}
+
+// pemEscaper is Envoy's URL encoding of a PEM certificate
+// (urlEncodedPemEncodedPeerCertificate): only newline, space, '+', '/' and
+// '=' are escaped — a space is %20, not the '+' of query encoding.
+var pemEscaper = strings.NewReplacer("\n", "%0A", " ", "%20", "+", "%2B", "/", "%2F", "=", "%3D")
+
+// URLEncodedPEM renders certificates as concatenated PEM blocks, URL
+// encoded as Envoy does for XFCC Cert/Chain and ext_authz's
+// source.certificate.
+func URLEncodedPEM(certs ...*x509.Certificate) string {
+	var p []byte
+	for _, c := range certs {
+		p = append(p, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return pemEscaper.Replace(string(p))
 }

@@ -332,6 +332,12 @@ func (h *Host) HostFinished(success, timeout bool) {
 	}
 }
 
+// adopt gives a new host of c its own stats and connection pool and c's
+// outlier detector.
+func (c *Cluster) adopt(h *Host) {
+	h.stats, h.pool, h.od = &HostStats{}, &pool{}, c.outlier
+}
+
 // setHosts replaces the host list (keeping Host objects whose address is
 // unchanged) and rebuilds the host set. Called with c.mu held.
 func (c *Cluster) setHosts(hosts []*Host) {
@@ -347,9 +353,7 @@ func (c *Cluster) setHosts(hosts []*Host) {
 			h = old
 		} else {
 			changed = true
-			h.stats = &HostStats{}
-			h.pool = &pool{}
-			h.od = c.outlier
+			c.adopt(h)
 			if c.lb.slowStart > 0 && c.health == nil {
 				h.slowStartFrom.Store(time.Now().UnixNano())
 			}

@@ -2,11 +2,13 @@ package upstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -30,13 +32,24 @@ func init() {
 
 // DNSCache is a dynamic forward proxy's DNS cache, shared by name between
 // the filter that resolves a request's host and the cluster that uses it.
+// It resolves through the same TTL-aware resolver as STRICT_DNS clusters.
 type DNSCache struct {
 	Name     string
-	resolver *net.Resolver
+	resolver *ttlResolver
 	family   string // "ip4", "ip6" or "ip"
-	refresh  time.Duration
-	timeout  time.Duration
-	maxHosts int
+	// refresh is dns_refresh_rate, minRefresh dns_min_refresh_rate: a
+	// resolved host is re-resolved after its DNS TTL, but no sooner than
+	// minRefresh (Envoy's DnsCacheConfig docs); without a TTL (an
+	// /etc/hosts answer) after refresh. failRefresh is
+	// dns_failure_refresh_rate's base interval (default: refresh).
+	refresh, minRefresh, failRefresh time.Duration
+	timeout                          time.Duration
+	// hostTTL is host_ttl: a host unused that long is dropped, making room
+	// under max_hosts.
+	hostTTL    time.Duration
+	maxHosts   int
+	maxPending int64 // dns_cache_circuit_breaker.max_pending_requests
+	pending    atomic.Int64
 
 	mu      sync.Mutex
 	entries map[string]*dnsEntry
@@ -46,8 +59,18 @@ type dnsEntry struct {
 	addrs    []netip.Addr
 	err      error
 	resolved time.Time
+	fresh    time.Duration // how long the answer stands
+	used     time.Time     // guarded by DNSCache.mu
 	done     chan struct{}
 }
+
+// Resolve's overload errors: the cache holds max_hosts hosts none of which
+// is idle past host_ttl, or more requests wait for resolution than
+// dns_cache_circuit_breaker.max_pending_requests allows.
+var (
+	ErrDNSCacheOverflow = errors.New("DNS cache overflow")
+	ErrPendingOverflow  = errors.New("dynamic forward proxy pending request overflow")
+)
 
 var (
 	cachesMu sync.Mutex
@@ -61,13 +84,21 @@ func DNSCacheFor(c *dnscachev3.DnsCacheConfig, path string) (*DNSCache, error) {
 		"dns_failure_refresh_rate", "disable_dns_refresh_on_failure"); err != nil {
 		return nil, err
 	}
+	if c.GetDisableDnsRefreshOnFailure() {
+		return nil, config.Unsupported(config.Join(path, "disable_dns_refresh_on_failure"), "disable_dns_refresh_on_failure")
+	}
+	if cb := c.GetDnsCacheCircuitBreaker(); cb != nil {
+		if err := config.CheckFields(cb, config.Join(path, "dns_cache_circuit_breaker"), "max_pending_requests"); err != nil {
+			return nil, err
+		}
+	}
 	cachesMu.Lock()
 	defer cachesMu.Unlock()
 	if dc := caches[c.GetName()]; dc != nil {
 		return dc, nil
 	}
-	dc := &DNSCache{Name: c.GetName(), resolver: net.DefaultResolver, family: "ip", refresh: time.Minute, timeout: 5 * time.Second,
-		maxHosts: 1024, entries: map[string]*dnsEntry{}}
+	dc := &DNSCache{Name: c.GetName(), family: "ip", refresh: time.Minute, minRefresh: 5 * time.Second, timeout: 5 * time.Second,
+		hostTTL: 5 * time.Minute, maxHosts: 1024, maxPending: 1024, entries: map[string]*dnsEntry{}}
 	switch c.GetDnsLookupFamily() {
 	case clusterv3.Cluster_V4_ONLY:
 		dc.family = "ip4"
@@ -77,87 +108,121 @@ func DNSCacheFor(c *dnscachev3.DnsCacheConfig, path string) (*DNSCache, error) {
 	if d := c.GetDnsRefreshRate(); d != nil {
 		dc.refresh = d.AsDuration()
 	}
+	if d := c.GetDnsMinRefreshRate(); d != nil {
+		dc.minRefresh = d.AsDuration()
+	}
+	dc.failRefresh = dc.refresh
+	if d := c.GetDnsFailureRefreshRate().GetBaseInterval(); d != nil {
+		dc.failRefresh = d.AsDuration()
+	}
+	if d := c.GetHostTtl(); d != nil {
+		dc.hostTTL = d.AsDuration()
+	}
 	if d := c.GetDnsQueryTimeout(); d != nil {
 		dc.timeout = d.AsDuration()
 	}
 	if v := c.GetMaxHosts(); v != nil {
 		dc.maxHosts = int(v.GetValue())
 	}
+	if v := c.GetDnsCacheCircuitBreaker().GetMaxPendingRequests(); v != nil {
+		dc.maxPending = int64(v.GetValue())
+	}
+	var servers []string
 	if tc := c.GetTypedDnsResolverConfig(); tc != nil {
 		r, err := extension.Lookup(extension.DNSResolver, tc.GetTypedConfig(), config.Join(path, "typed_dns_resolver_config.typed_config"))
 		if err != nil {
 			return nil, err
 		}
-		var servers []string
 		for _, a := range r.Config.(*cares.CaresDnsResolverConfig).GetResolvers() {
 			servers = append(servers, sockAddr(a))
 		}
-		if len(servers) > 0 {
-			dc.resolver = resolverFor(servers)
-		}
 	}
+	dc.resolver = newTTLResolver(servers, c.GetUseTcpForDnsLookups())
 	caches[c.GetName()] = dc
 	return dc, nil
 }
 
-func resolverFor(servers []string) *net.Resolver {
-	i := 0
-	var mu sync.Mutex
-	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		mu.Lock()
-		s := servers[i%len(servers)]
-		i++
-		mu.Unlock()
-		var d net.Dialer
-		return d.DialContext(ctx, network, s)
-	}}
-}
-
 // Resolve returns the addresses of host (a name or an IP literal),
-// resolving it once for every caller and caching the answer for the
-// refresh rate.
+// resolving it once for every caller and caching the answer as long as
+// its TTL (or the refresh rates) allow.
 func (dc *DNSCache) Resolve(ctx context.Context, host string) ([]netip.Addr, error) {
 	if a, err := netip.ParseAddr(host); err == nil {
 		return []netip.Addr{a.Unmap()}, nil
 	}
+	now := time.Now()
 	dc.mu.Lock()
 	e := dc.entries[host]
-	if e != nil && e.done != nil {
+	if e != nil {
+		e.used = now
 		select {
 		case <-e.done:
-			if time.Since(e.resolved) < dc.refresh {
+			if now.Sub(e.resolved) < e.fresh {
 				dc.mu.Unlock()
 				return e.addrs, e.err
 			}
 		default:
 			dc.mu.Unlock()
-			select {
-			case <-e.done:
-				return e.addrs, e.err
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
+			return dc.wait(ctx, e)
 		}
 	}
 	if e == nil && len(dc.entries) >= dc.maxHosts {
-		dc.mu.Unlock()
-		return nil, fmt.Errorf("DNS cache %s is full (max_hosts %d)", dc.Name, dc.maxHosts)
+		dc.evictIdle(now)
 	}
-	ne := &dnsEntry{done: make(chan struct{})}
+	if e == nil && len(dc.entries) >= dc.maxHosts {
+		dc.mu.Unlock()
+		return nil, fmt.Errorf("DNS cache %s holds max_hosts %d: %w", dc.Name, dc.maxHosts, ErrDNSCacheOverflow)
+	}
+	ne := &dnsEntry{done: make(chan struct{}), used: now}
 	dc.entries[host] = ne
 	dc.mu.Unlock()
+	go dc.resolve(ne, host)
+	return dc.wait(ctx, ne)
+}
+
+// wait waits for e's resolution, counted against max_pending_requests.
+func (dc *DNSCache) wait(ctx context.Context, e *dnsEntry) ([]netip.Addr, error) {
+	if dc.pending.Add(1) > dc.maxPending {
+		dc.pending.Add(-1)
+		return nil, ErrPendingOverflow
+	}
+	defer dc.pending.Add(-1)
+	select {
+	case <-e.done:
+		return e.addrs, e.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (dc *DNSCache) resolve(e *dnsEntry, host string) {
 	rctx, cancel := context.WithTimeout(context.Background(), dc.timeout)
-	ips, err := dc.resolver.LookupNetIP(rctx, dc.family, host)
+	ips, ttl, err := dc.resolver.lookup(rctx, host, dc.family)
 	cancel()
 	for i := range ips {
 		ips[i] = ips[i].Unmap()
 	}
-	if err == nil && len(ips) == 0 {
-		err = fmt.Errorf("no addresses for %s", host)
+	e.fresh = dc.refresh
+	switch {
+	case err != nil:
+		e.fresh = dc.failRefresh
+	case ttl > 0:
+		e.fresh = max(ttl, dc.minRefresh)
 	}
-	ne.addrs, ne.err, ne.resolved = ips, err, time.Now()
-	close(ne.done)
-	return ips, err
+	e.addrs, e.err, e.resolved = ips, err, time.Now()
+	close(e.done)
+}
+
+// evictIdle drops resolved hosts unused for host_ttl; dc.mu is held.
+func (dc *DNSCache) evictIdle(now time.Time) {
+	for h, e := range dc.entries {
+		select {
+		case <-e.done:
+			if now.Sub(e.used) >= dc.hostTTL {
+				delete(dc.entries, h)
+			}
+		default:
+		}
+	}
 }
 
 // DFP is a dynamic forward proxy cluster: a request's host (its
@@ -213,7 +278,7 @@ func (d *DFP) pick(ctx *LBContext) *Host {
 	h := d.hosts[addr]
 	if h == nil {
 		h = newHost(addr, HostConfig{Weight: 1, Hostname: host})
-		h.stats, h.pool, h.od = &HostStats{}, &pool{}, d.c.outlier
+		d.c.adopt(h)
 		d.hosts[addr] = h
 		d.c.Stats.membershipChange.Inc()
 	}

@@ -87,7 +87,7 @@ func (o *OrigDst) pick(ctx *LBContext) *Host {
 	h := o.hosts[dst]
 	if h == nil {
 		h = newHost(dst.String(), HostConfig{Weight: 1})
-		h.stats, h.pool, h.od = &HostStats{}, &pool{}, o.c.outlier
+		o.c.adopt(h)
 		o.hosts[dst] = h
 		o.c.Stats.membershipChange.Inc()
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/legateproxy/legate/internal/headers"
 	"github.com/legateproxy/legate/internal/httpfilter"
 	"github.com/legateproxy/legate/internal/route"
+	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/streaminfo"
 )
@@ -37,7 +38,7 @@ var defaultTypes = []string{"text/html", "text/plain", "text/css", "application/
 	"text/xml", "application/xhtml+xml"}
 
 type direction struct {
-	enabled  bool
+	enabled  runtime.FeatureFlag
 	minLen   int64
 	types    map[string]bool
 	matchers []func(string) bool
@@ -76,18 +77,14 @@ type filterConfig struct {
 	tooSmall, notCompressedEtag, gzipH *stats.Counter
 }
 
-func enabledFlag(f *corev3.RuntimeFeatureFlag) bool {
-	return f == nil || f.GetDefaultValue() == nil || f.GetDefaultValue().GetValue()
-}
-
-func compileDirection(c *compressorv3.Compressor_CommonDirectionConfig, path string, def direction) (direction, error) {
+func compileDirection(rt *runtime.Loader, c *compressorv3.Compressor_CommonDirectionConfig, path string, def direction) (direction, error) {
 	if c == nil {
 		return def, nil
 	}
 	if err := config.CheckFields(c, path, "enabled", "min_content_length", "content_type", "content_type_matcher"); err != nil {
 		return direction{}, err
 	}
-	d := direction{enabled: enabledFlag(c.GetEnabled()), minLen: 30, types: def.types}
+	d := direction{enabled: runtime.NewFeatureFlag(rt, c.GetEnabled()), minLen: 30, types: def.types}
 	if c.GetMinContentLength() != nil {
 		d.minLen = int64(c.GetMinContentLength().GetValue())
 	}
@@ -135,7 +132,7 @@ func compile(ctx *httpfilter.Context, msg proto.Message, path string) (httpfilte
 	}
 	f := &filterConfig{lib: lib, chooseFirst: c.GetChooseFirst(), uncompressible: map[int]bool{}}
 	// The deprecated top-level fields apply without response_direction_config.
-	legacy := direction{enabled: enabledFlag(c.GetRuntimeEnabled()), minLen: 30, types: typeSet(defaultTypes)}
+	legacy := direction{enabled: runtime.NewFeatureFlag(ctx.Runtime, c.GetRuntimeEnabled()), minLen: 30, types: typeSet(defaultTypes)}
 	if c.GetContentLength() != nil {
 		legacy.minLen = int64(c.GetContentLength().GetValue())
 	}
@@ -153,8 +150,8 @@ func compile(ctx *httpfilter.Context, msg proto.Message, path string) (httpfilte
 		if rd.GetStatusHeaderEnabled() {
 			return nil, config.Unsupported(config.Join(rp, "status_header_enabled"), "status_header_enabled")
 		}
-		if f.resp, err = compileDirection(rd.GetCommonConfig(), config.Join(rp, "common_config"),
-			direction{enabled: true, minLen: 30, types: typeSet(defaultTypes)}); err != nil {
+		if f.resp, err = compileDirection(ctx.Runtime, rd.GetCommonConfig(), config.Join(rp, "common_config"),
+			direction{enabled: runtime.NewFeatureFlag(ctx.Runtime, nil), minLen: 30, types: typeSet(defaultTypes)}); err != nil {
 			return nil, err
 		}
 		f.disableOnEtag, f.weakenEtag, f.removeAcceptEncoding = rd.GetDisableOnEtagHeader(), rd.GetWeakenEtagOnCompress(), rd.GetRemoveAcceptEncodingHeader()
@@ -167,8 +164,8 @@ func compile(ctx *httpfilter.Context, msg proto.Message, path string) (httpfilte
 		if err := config.CheckFields(rq, rp, "common_config"); err != nil {
 			return nil, err
 		}
-		if f.req, err = compileDirection(rq.GetCommonConfig(), config.Join(rp, "common_config"),
-			direction{enabled: true, minLen: 30, types: typeSet(defaultTypes)}); err != nil {
+		if f.req, err = compileDirection(ctx.Runtime, rq.GetCommonConfig(), config.Join(rp, "common_config"),
+			direction{enabled: runtime.NewFeatureFlag(ctx.Runtime, nil), minLen: 30, types: typeSet(defaultTypes)}); err != nil {
 			return nil, err
 		}
 	}
@@ -278,17 +275,17 @@ func (f *filter) DecodeHeaders(h *headers.Request, end bool) httpfilter.Status {
 		return httpfilter.Continue
 	}
 	f.acceptEncoding, f.hasAccept = h.Map.Joined("accept-encoding"), h.Map.Has("accept-encoding")
-	if f.cfg.resp.enabled && remove {
+	if f.cfg.resp.enabled.Enabled() && remove {
 		h.Map.Del("accept-encoding")
 	}
 	// Request compression.
 	rq := &f.cfg.req
-	if rq.enabled && !end && !h.Map.Has("content-encoding") && rq.typeAllowed(h.Map.Get("content-type")) && lengthOK(h.Map.Get("content-length"), rq.minLen) {
+	if rq.enabled.Enabled() && !end && !h.Map.Has("content-encoding") && rq.typeAllowed(h.Map.Get("content-type")) && lengthOK(h.Map.Get("content-length"), rq.minLen) {
 		h.Map.Del("content-length")
 		h.Map.Set("content-encoding", f.lib.Encoding)
 		f.reqComp = f.lib.New()
 		f.cfg.reqSt.compressed.Inc()
-	} else if rq.enabled {
+	} else if rq.enabled.Enabled() {
 		f.cfg.reqSt.notCompressed.Inc()
 	}
 	return httpfilter.Continue
@@ -322,7 +319,7 @@ func lengthOK(cl string, min int64) bool {
 
 func (f *filter) EncodeHeaders(h *headers.Response, end bool) httpfilter.Status {
 	c := f.cfg
-	if f.off || !c.resp.enabled {
+	if f.off || !c.resp.enabled.Enabled() {
 		c.st.notCompressed.Inc()
 		return httpfilter.Continue
 	}

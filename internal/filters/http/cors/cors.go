@@ -11,10 +11,10 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/legateproxy/legate/internal/config"
-	"github.com/legateproxy/legate/internal/filters/http/local_ratelimit"
 	"github.com/legateproxy/legate/internal/headers"
 	"github.com/legateproxy/legate/internal/httpfilter"
 	"github.com/legateproxy/legate/internal/route"
+	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/stats"
 )
 
@@ -46,7 +46,7 @@ type Policy struct {
 	hasOrigins                                      bool
 	methods, headers, expose, maxAge                string
 	credentials, privateNetwork, forwardNotMatching *bool
-	enabled, shadow                                 *local_ratelimit.Fraction
+	enabled, shadow                                 *runtime.Fractional
 }
 
 func boolp(b interface{ GetValue() bool }, set bool) *bool {
@@ -57,15 +57,15 @@ func boolp(b interface{ GetValue() bool }, set bool) *bool {
 	return &v
 }
 
-func fraction(p *corev3.RuntimeFractionalPercent) *local_ratelimit.Fraction {
+func fraction(rt *runtime.Loader, p *corev3.RuntimeFractionalPercent) *runtime.Fractional {
 	if p == nil {
 		return nil
 	}
-	f := local_ratelimit.FractionOf(p)
+	f := runtime.NewFractional(rt, p)
 	return &f
 }
 
-func compilePolicy(_ *httpfilter.Context, msg proto.Message, path string) (any, error) {
+func compilePolicy(ctx *httpfilter.Context, msg proto.Message, path string) (any, error) {
 	p := msg.(*corsv3.CorsPolicy)
 	if err := config.CheckFields(p, path, "allow_origin_string_match", "allow_methods", "allow_headers", "expose_headers",
 		"max_age", "allow_credentials", "filter_enabled", "shadow_enabled", "allow_private_network_access",
@@ -77,7 +77,7 @@ func compilePolicy(_ *httpfilter.Context, msg proto.Message, path string) (any, 
 		credentials:        boolp(p.GetAllowCredentials(), p.GetAllowCredentials() != nil),
 		privateNetwork:     boolp(p.GetAllowPrivateNetworkAccess(), p.GetAllowPrivateNetworkAccess() != nil),
 		forwardNotMatching: boolp(p.GetForwardNotMatchingPreflights(), p.GetForwardNotMatchingPreflights() != nil),
-		enabled:            fraction(p.GetFilterEnabled()), shadow: fraction(p.GetShadowEnabled()),
+		enabled:            fraction(ctx.Runtime, p.GetFilterEnabled()), shadow: fraction(ctx.Runtime, p.GetShadowEnabled()),
 	}
 	for i, sm := range p.GetAllowOriginStringMatch() {
 		m, err := route.CompileStringMatcher(sm, config.Index(config.Join(path, "allow_origin_string_match"), i))

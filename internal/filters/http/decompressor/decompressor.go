@@ -8,7 +8,6 @@ import (
 	"errors"
 	"strings"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	decompressorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/decompressor/v3"
 	"google.golang.org/protobuf/proto"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/legateproxy/legate/internal/filters/compression"
 	"github.com/legateproxy/legate/internal/headers"
 	"github.com/legateproxy/legate/internal/httpfilter"
+	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/stats"
 )
 
@@ -26,7 +26,8 @@ func init() {
 }
 
 type side struct {
-	enabled, ignoreNoTransform                                                bool
+	enabled                                                                   runtime.FeatureFlag
+	ignoreNoTransform                                                         bool
 	decompressed, notDecompressed, compressedBytes, uncompressedBytes, errors *stats.Counter
 }
 
@@ -36,17 +37,13 @@ type filterConfig struct {
 	advertise bool
 }
 
-func enabled(f *corev3.RuntimeFeatureFlag) bool {
-	return f == nil || f.GetDefaultValue() == nil || f.GetDefaultValue().GetValue()
-}
-
-func compileSide(cc *decompressorv3.Decompressor_CommonDirectionConfig, path string, sc func(string) *stats.Counter) (side, error) {
-	s := side{enabled: true}
+func compileSide(rt *runtime.Loader, cc *decompressorv3.Decompressor_CommonDirectionConfig, path string, sc func(string) *stats.Counter) (side, error) {
+	s := side{enabled: runtime.NewFeatureFlag(rt, nil)}
 	if cc != nil {
 		if err := config.CheckFields(cc, path, "enabled", "ignore_no_transform_header"); err != nil {
 			return s, err
 		}
-		s.enabled, s.ignoreNoTransform = enabled(cc.GetEnabled()), cc.GetIgnoreNoTransformHeader()
+		s.enabled, s.ignoreNoTransform = runtime.NewFeatureFlag(rt, cc.GetEnabled()), cc.GetIgnoreNoTransformHeader()
 	}
 	s.decompressed, s.notDecompressed = sc("decompressed"), sc("not_decompressed")
 	s.compressedBytes, s.uncompressedBytes, s.errors = sc("total_compressed_bytes"), sc("total_uncompressed_bytes"), sc("decompression_errors")
@@ -88,10 +85,10 @@ func compile(ctx *httpfilter.Context, msg proto.Message, path string) (httpfilte
 		}
 	}
 	reqScope, respScope := ctx.Scope(base+"request."), ctx.Scope(base+"response.")
-	if f.req, err = compileSide(rq.GetCommonConfig(), config.Join(path, "request_direction_config.common_config"), reqScope.Counter); err != nil {
+	if f.req, err = compileSide(ctx.Runtime, rq.GetCommonConfig(), config.Join(path, "request_direction_config.common_config"), reqScope.Counter); err != nil {
 		return nil, err
 	}
-	if f.resp, err = compileSide(rs.GetCommonConfig(), config.Join(path, "response_direction_config.common_config"), respScope.Counter); err != nil {
+	if f.resp, err = compileSide(ctx.Runtime, rs.GetCommonConfig(), config.Join(path, "response_direction_config.common_config"), respScope.Counter); err != nil {
 		return nil, err
 	}
 	return f, nil
@@ -142,7 +139,7 @@ func noTransform(m *headers.Map) bool {
 
 func (f *filter) DecodeHeaders(h *headers.Request, end bool) httpfilter.Status {
 	c := f.cfg
-	if c.resp.enabled && c.advertise {
+	if c.resp.enabled.Enabled() && c.advertise {
 		// Let the upstream compress: the response will be decoded here.
 		if v := h.Map.Joined("accept-encoding"); v == "" {
 			h.Map.Set("accept-encoding", c.lib.Encoding)
@@ -150,7 +147,7 @@ func (f *filter) DecodeHeaders(h *headers.Request, end bool) httpfilter.Status {
 			h.Map.Set("accept-encoding", v+","+c.lib.Encoding)
 		}
 	}
-	if !c.req.enabled || end {
+	if !c.req.enabled.Enabled() || end {
 		return httpfilter.Continue
 	}
 	if (c.req.ignoreNoTransform || !noTransform(&h.Map)) && strip(&h.Map, c.lib.Encoding) {
@@ -192,7 +189,7 @@ func (f *filter) DecodeData(b *httpfilter.Buffer, end bool) httpfilter.Status {
 
 func (f *filter) EncodeHeaders(h *headers.Response, end bool) httpfilter.Status {
 	c := f.cfg
-	if !c.resp.enabled || end {
+	if !c.resp.enabled.Enabled() || end {
 		return httpfilter.Continue
 	}
 	if (c.resp.ignoreNoTransform || !noTransform(&h.Map)) && strip(&h.Map, c.lib.Encoding) {

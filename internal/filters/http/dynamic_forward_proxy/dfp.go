@@ -7,6 +7,7 @@ package dynamic_forward_proxy
 
 import (
 	"context"
+	"errors"
 	"net"
 
 	dfpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/dynamic_forward_proxy/v3"
@@ -77,7 +78,17 @@ func (f *filter) DecodeHeaders(h *headers.Request, _ bool) httpfilter.Status {
 	if hn, _, err := net.SplitHostPort(host); err == nil {
 		host = hn
 	}
-	if _, err := cl.DFP.Cache.Resolve(context.Background(), host); err != nil {
+	_, err := cl.DFP.Cache.Resolve(context.Background(), host)
+	// Envoy's proxy_filter local replies: overflow of the cache or of its
+	// circuit breaker, else a failed resolution (flag DF).
+	switch {
+	case errors.Is(err, upstream.ErrPendingOverflow):
+		f.cb.SendLocalReply(503, "Dynamic forward proxy pending request overflow", httpfilter.LocalReply{Details: "dynamic_forward_proxy_pending_request_overflow"})
+		return httpfilter.StopIteration
+	case errors.Is(err, upstream.ErrDNSCacheOverflow):
+		f.cb.SendLocalReply(503, "DNS cache overflow", httpfilter.LocalReply{Details: "dns_cache_overflow"})
+		return httpfilter.StopIteration
+	case err != nil:
 		f.cb.Log().Info("dynamic forward proxy: DNS resolution failed", "host", host, "error", err)
 		f.cb.SendLocalReply(503, "DNS resolution failure", httpfilter.LocalReply{Details: "dns_resolution_failure", Flag: streaminfo.DNSResolutionFailed})
 		return httpfilter.StopIteration

@@ -462,6 +462,9 @@ func (f *filter) checkRequest(h *headers.Request, body []byte) *authv3.CheckRequ
 		} else {
 			source.Principal = t.PeerSubject
 		}
+		if c.peerCert {
+			source.Certificate = streaminfo.URLEncodedPEM(t.PeerCert)
+		}
 	}
 	ctxExt := map[string]string{}
 	if f.route != nil {

@@ -106,6 +106,7 @@ static_resources:
                   remote_jwks:
                     http_uri: {uri: "http://jwks.example/keys", cluster: jwks, timeout: 2s}
                     cache_duration: 300s
+                    retry_policy: {num_retries: 2, retry_back_off: {base_interval: 0.01s}}
                   from_headers: [{name: x-remote-token}]
                   forward: true
               rules:
@@ -137,7 +138,11 @@ func TestJWTAuthn(t *testing.T) {
 	)
 	var fetches atomic.Int64
 	jwksSrv := testutil.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fetches.Add(1)
+		if fetches.Add(1) == 1 {
+			// The first fetch fails: retry_policy must retry it.
+			http.Error(w, "warming up", http.StatusServiceUnavailable)
+			return
+		}
 		if r.Host != "jwks.example" || r.URL.Path != "/keys" {
 			http.Error(w, "wrong JWKS request", 404)
 			return
@@ -214,8 +219,11 @@ func TestJWTAuthn(t *testing.T) {
 			t.Errorf("%s: www-authenticate %q", c.name, h.Get("www-authenticate"))
 		}
 	}
-	if n := fetches.Load(); n != 1 {
-		t.Errorf("JWKS fetched %d times, want 1 (cached for cache_duration)", n)
+	if n := fetches.Load(); n != 2 {
+		t.Errorf("JWKS fetched %d times, want 2 (one 503, one retry, then cached for cache_duration)", n)
+	}
+	if n := p.Stat(t, "http.ingress.jwt_authn.jwks_fetch_failed"); n != 0 {
+		t.Errorf("jwks_fetch_failed = %d, want 0 (the retry succeeded)", n)
 	}
 	if n := p.Stat(t, "http.ingress.jwt_authn.jwks_fetch_success"); n != 1 {
 		t.Errorf("jwks_fetch_success = %d", n)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"strings"
@@ -115,10 +116,16 @@ type jwks struct {
 	timeout    time.Duration
 	cacheFor   time.Duration
 	asyncFetch bool
-	mu         sync.Mutex
-	fetchedAt  time.Time
-	started    atomic.Bool
-	ok, failed *stats.Counter
+	// refetchAfterFailure is async_fetch.failed_refetch_duration.
+	refetchAfterFailure time.Duration
+	// retries and backoff are retry_policy: extra attempts after a
+	// connect failure, reset or 5xx (Envoy's default retry_on for JWKS).
+	retries       int
+	base, maxBack time.Duration
+	mu            sync.Mutex
+	fetchedAt     time.Time
+	started       atomic.Bool
+	ok, failed    *stats.Counter
 }
 
 type jwksURI struct{ raw, host string }
@@ -187,7 +194,60 @@ func remoteJWKS(ctx *httpfilter.Context, r *jwtv3.RemoteJwks, path string, sc st
 	if r.GetCacheDuration() != nil {
 		j.cacheFor = r.GetCacheDuration().AsDuration()
 	}
+	j.refetchAfterFailure = time.Second
+	if af := r.GetAsyncFetch(); af != nil {
+		if err := config.CheckFields(af, config.Join(path, "async_fetch"), "fast_listener", "failed_refetch_duration"); err != nil {
+			return nil, err
+		}
+		if d := af.GetFailedRefetchDuration(); d != nil {
+			j.refetchAfterFailure = d.AsDuration()
+		}
+	}
+	if rp := r.GetRetryPolicy(); rp != nil {
+		if err := compileRetry(j, rp, config.Join(path, "retry_policy")); err != nil {
+			return nil, err
+		}
+	}
 	return j, nil
+}
+
+// compileRetry reads a core RetryPolicy as Envoy's jwt_authn does:
+// num_retries defaults to 1, retry_on to "5xx,gateway-error,
+// connect-failure,reset", retry_back_off to 1 s base and 10× that at most.
+func compileRetry(j *jwks, rp *corev3.RetryPolicy, path string) error {
+	if err := config.CheckFields(rp, path, "num_retries", "retry_on", "retry_back_off"); err != nil {
+		return err
+	}
+	for _, on := range strings.Split(rp.GetRetryOn(), ",") {
+		switch strings.TrimSpace(on) {
+		case "", "5xx", "gateway-error", "connect-failure", "reset":
+		default:
+			return config.Errorf(config.Join(path, "retry_on"), "retry_on %q is not implemented for JWKS fetches; use 5xx, gateway-error, connect-failure or reset", on)
+		}
+	}
+	j.retries = 1
+	if n := rp.GetNumRetries(); n != nil {
+		j.retries = int(n.GetValue())
+	}
+	j.base = time.Second
+	if b := rp.GetRetryBackOff(); b != nil {
+		if b.GetBaseInterval() != nil {
+			j.base = b.GetBaseInterval().AsDuration()
+		}
+		if b.GetMaxInterval() != nil {
+			j.maxBack = b.GetMaxInterval().AsDuration()
+		}
+	}
+	if j.base <= 0 {
+		return config.Errorf(config.Join(path, "retry_back_off.base_interval"), "base_interval must be positive")
+	}
+	if j.maxBack == 0 {
+		j.maxBack = 10 * j.base
+	}
+	if j.maxBack < j.base {
+		return config.Errorf(config.Join(path, "retry_back_off.max_interval"), "max_interval must not be less than base_interval")
+	}
+	return nil
 }
 
 // get returns the keys, fetching them when there are none or they are
@@ -220,41 +280,59 @@ func (j *jwks) refreshLoop() {
 		j.mu.Unlock()
 		wait := j.cacheFor
 		if err != nil {
-			wait = time.Second // Envoy's failed_refetch_duration default
+			wait = j.refetchAfterFailure
 		}
 		time.Sleep(wait)
 	}
 }
 
+// fetch fetches the JWKS, retrying per retry_policy with Envoy's
+// jittered exponential back-off.
 func (j *jwks) fetch() error {
+	back := j.base
+	for attempt := 0; ; attempt++ {
+		retriable, err := j.fetchOnce()
+		if err == nil || !retriable || attempt >= j.retries {
+			if err != nil {
+				j.failed.Inc()
+			}
+			return err
+		}
+		time.Sleep(time.Duration(rand.Int64N(int64(back)) + 1))
+		back = min(2*back, j.maxBack)
+	}
+}
+
+// fetchOnce makes one attempt; retriable says whether retry_on covers
+// the failure (connect failure, reset or a 5xx).
+func (j *jwks) fetchOnce() (retriable bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), j.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, "GET", j.uri.raw, nil)
 	if err != nil {
-		j.failed.Inc()
-		return err
+		return false, err
 	}
 	req.Host = j.uri.host
 	resp, err := j.async.Do(ctx, j.cluster, req)
 	if err != nil {
-		j.failed.Inc()
-		return err
+		return true, err
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil || resp.StatusCode != 200 {
-		j.failed.Inc()
-		return fmt.Errorf("JWKS fetch: status %d: %v", resp.StatusCode, err)
+	if err != nil {
+		return true, fmt.Errorf("JWKS fetch: reading the body: %w", err)
+	}
+	if resp.StatusCode != 200 {
+		return resp.StatusCode >= 500, fmt.Errorf("JWKS fetch: status %d", resp.StatusCode)
 	}
 	set, err := parseJWKS(b)
 	if err != nil {
-		j.failed.Inc()
-		return err
+		return false, err
 	}
 	j.keys.Store(set)
 	j.fetchedAt = time.Now()
 	j.ok.Inc()
-	return nil
+	return false, nil
 }
 
 // verify checks a token against the provider and returns its payload.

@@ -4,18 +4,17 @@
 package local_ratelimit
 
 import (
-	"math/rand/v2"
 	"sync"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	localrlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
-	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/headers"
 	"github.com/legateproxy/legate/internal/httpfilter"
+	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/streaminfo"
 )
@@ -31,7 +30,7 @@ type limiter struct {
 	status                 int
 	maxTokens, perFill     int64
 	fillInterval           time.Duration
-	enabled, enforced      Fraction
+	enabled, enforced      runtime.Fractional
 	perConnection          bool
 	respHeaders, reqHeader []httpfilter.HeaderValue
 	bucket                 *bucket
@@ -40,35 +39,6 @@ type limiter struct {
 	// configured is false for a filter without a token bucket, which
 	// limits only on routes that configure one.
 	configured bool
-}
-
-// Fraction is a RuntimeFractionalPercent's default value (runtime
-// overrides are not read).
-type Fraction struct{ Num, Den uint32 }
-
-// FractionOf reads a RuntimeFractionalPercent; unset is 0 %, as Envoy
-// treats an unset filter_enabled / filter_enforced for safety.
-func FractionOf(p *corev3.RuntimeFractionalPercent) Fraction {
-	if p == nil {
-		return Fraction{0, 100}
-	}
-	d := p.GetDefaultValue()
-	den := uint32(100)
-	switch d.GetDenominator() {
-	case typev3.FractionalPercent_TEN_THOUSAND:
-		den = 10000
-	case typev3.FractionalPercent_MILLION:
-		den = 1000000
-	}
-	return Fraction{d.GetNumerator(), den}
-}
-
-// Roll draws against the fraction.
-func (f Fraction) Roll() bool {
-	if f.Num >= f.Den {
-		return true
-	}
-	return f.Num > 0 && rand.Uint32N(f.Den) < f.Num
 }
 
 func headerValues(hs []*corev3.HeaderValueOption) []httpfilter.HeaderValue {
@@ -93,7 +63,7 @@ func build(ctx *httpfilter.Context, msg proto.Message, path string) (*limiter, e
 	}
 	f := &limiter{
 		status: 429, perFill: 1,
-		enabled: FractionOf(cfg.GetFilterEnabled()), enforced: FractionOf(cfg.GetFilterEnforced()),
+		enabled: runtime.NewFractional(ctx.Runtime, cfg.GetFilterEnabled()), enforced: runtime.NewFractional(ctx.Runtime, cfg.GetFilterEnforced()),
 		perConnection: cfg.GetLocalRateLimitPerDownstreamConnection(),
 		respHeaders:   headerValues(cfg.GetResponseHeadersToAdd()), reqHeader: headerValues(cfg.GetRequestHeadersToAddWhenNotEnforced()),
 	}

@@ -45,6 +45,12 @@ func (co *coroutine) resume(fn *glua.LFunction, args ...glua.LValue) {
 	defer cancel()
 	co.th.SetContext(ctx)
 	st, err, vals := co.f.L.Resume(co.th, fn, args...)
+	if co.h.reqHeadersChanged && co.f.cfg.clearRoute {
+		// clear_route_cache, as Envoy: changed request headers re-pick
+		// the route (once per run of the script, not per change).
+		co.h.reqHeadersChanged = false
+		co.f.cb.ClearRouteCache()
+	}
 	switch {
 	case err != nil:
 		co.done = true

@@ -26,6 +26,9 @@ type handle struct {
 	end      bool
 	body     *httpfilter.Buffer
 	trailers *headers.Map
+	// reqHeadersChanged is set when the script changes the request
+	// headers; the coroutine then clears the route cache once.
+	reqHeadersChanged bool
 }
 
 // errResponded ends a script after respond().
@@ -75,6 +78,16 @@ func (h *handle) bodyUserdata(L *glua.LState) glua.LValue {
 type headerObj struct {
 	req  *headers.Request
 	resp *headers.Response
+	// h is the handle whose request headers these are (nil for trailers
+	// and responses): changing them may change the route.
+	h *handle
+}
+
+// changed records a request header change for clear_route_cache.
+func (o *headerObj) changed() {
+	if o.h != nil && o.req != nil {
+		o.h.reqHeadersChanged = true
+	}
 }
 
 func (o *headerObj) m() *headers.Map {
@@ -139,6 +152,20 @@ func (o *headerObj) fields() [][2]string {
 	return out
 }
 
+// setHeader is headers:add / headers:replace: pseudo-headers set the
+// request or response field, others go through put.
+func setHeader(put func(*headers.Map, string, string)) glua.LGFunction {
+	return func(L *glua.LState) int {
+		o := check[*headerObj](L, tHeaders)
+		k, v := strings.ToLower(L.CheckString(2)), L.CheckString(3)
+		if !o.set(k, v) {
+			put(o.m(), k, v)
+		}
+		o.changed()
+		return 0
+	}
+}
+
 func newHeaders(L *glua.LState, o *headerObj) glua.LValue {
 	ud := L.NewUserData()
 	ud.Value = o
@@ -170,7 +197,7 @@ func registerTypes(L *glua.LState) {
 	methods(L, tHandle, map[string]glua.LGFunction{
 		"headers": func(L *glua.LState) int {
 			h := check[*handle](L, tHandle)
-			L.Push(newHeaders(L, &headerObj{req: h.req, resp: h.resp}))
+			L.Push(newHeaders(L, &headerObj{req: h.req, resp: h.resp, h: h}))
 			return 1
 		},
 		"body": func(L *glua.LState) int {
@@ -307,25 +334,12 @@ func registerTypes(L *glua.LState) {
 			L.Push(glua.LNumber(len(o.values(strings.ToLower(L.CheckString(2))))))
 			return 1
 		},
-		"add": func(L *glua.LState) int {
-			o := check[*headerObj](L, tHeaders)
-			k, v := strings.ToLower(L.CheckString(2)), L.CheckString(3)
-			if !o.set(k, v) {
-				o.m().Add(k, v)
-			}
-			return 0
-		},
-		"replace": func(L *glua.LState) int {
-			o := check[*headerObj](L, tHeaders)
-			k, v := strings.ToLower(L.CheckString(2)), L.CheckString(3)
-			if !o.set(k, v) {
-				o.m().Set(k, v)
-			}
-			return 0
-		},
+		"add":     setHeader((*headers.Map).Add),
+		"replace": setHeader((*headers.Map).Set),
 		"remove": func(L *glua.LState) int {
 			o := check[*headerObj](L, tHeaders)
 			o.m().Del(strings.ToLower(L.CheckString(2)))
+			o.changed()
 			return 0
 		},
 		"setHttp1ReasonPhrase": func(L *glua.LState) int { return 0 },

@@ -113,7 +113,7 @@ func compile(ctx *httpfilter.Context, msg proto.Message, path string) (httpfilte
 	if err := config.CheckFields(c, path, "inline_code", "default_source_code", "source_codes", "stat_prefix", "clear_route_cache"); err != nil {
 		return nil, err
 	}
-	f := &filterConfig{named: map[string]*script{}, async: ctx.Async, clearRoute: c.GetClearRouteCache() != nil && c.GetClearRouteCache().GetValue()}
+	f := &filterConfig{named: map[string]*script{}, async: ctx.Async, clearRoute: c.GetClearRouteCache() == nil || c.GetClearRouteCache().GetValue()}
 	if c.GetDefaultSourceCode() != nil || c.GetInlineCode() != "" {
 		s, err := compileScript(c.GetDefaultSourceCode(), c.GetInlineCode(), "default", config.Join(path, "default_source_code"))
 		if err != nil {
