@@ -81,6 +81,9 @@ type headerObj struct {
 	// h is the handle whose request headers these are (nil for trailers
 	// and responses): changing them may change the route.
 	h *handle
+	// trailers is set for a trailers object: the stream's own map, so
+	// what the script adds or removes reaches the stream.
+	trailers *headers.Map
 }
 
 // changed records a request header change for clear_route_cache.
@@ -91,6 +94,9 @@ func (o *headerObj) changed() {
 }
 
 func (o *headerObj) m() *headers.Map {
+	if o.trailers != nil {
+		return o.trailers
+	}
 	if o.req != nil {
 		return &o.req.Map
 	}
@@ -98,6 +104,9 @@ func (o *headerObj) m() *headers.Map {
 }
 
 func (o *headerObj) values(k string) []string {
+	if o.trailers != nil {
+		return o.trailers.Values(k)
+	}
 	if o.req != nil {
 		if v, ok := o.req.Lookup(k); ok && (strings.HasPrefix(k, ":") || k == "host") {
 			return []string{v}
@@ -111,6 +120,9 @@ func (o *headerObj) values(k string) []string {
 }
 
 func (o *headerObj) set(k, v string) bool {
+	if o.trailers != nil {
+		return false
+	}
 	if o.req != nil {
 		switch k {
 		case ":path":
@@ -138,12 +150,14 @@ func (o *headerObj) set(k, v string) bool {
 // fields lists every header (pseudo-headers first), for pairs().
 func (o *headerObj) fields() [][2]string {
 	var out [][2]string
-	if o.req != nil {
+	switch {
+	case o.trailers != nil:
+	case o.req != nil:
 		out = append(out, [2]string{":authority", o.req.Authority}, [2]string{":path", o.req.Path}, [2]string{":method", o.req.Method})
 		if o.req.Scheme != "" {
 			out = append(out, [2]string{":scheme", o.req.Scheme})
 		}
-	} else {
+	default:
 		out = append(out, [2]string{":status", strconv.Itoa(o.resp.Status)})
 	}
 	for _, f := range o.m().Fields() {
@@ -236,11 +250,7 @@ func registerTypes(L *glua.LState) {
 				L.Push(glua.LNil)
 				return 1
 			}
-			if h.req != nil {
-				L.Push(newHeaders(L, &headerObj{req: &headers.Request{Map: *h.trailers}}))
-			} else {
-				L.Push(newHeaders(L, &headerObj{resp: &headers.Response{Map: *h.trailers}}))
-			}
+			L.Push(newHeaders(L, &headerObj{trailers: h.trailers}))
 			return 1
 		},
 		"streamInfo": func(L *glua.LState) int {

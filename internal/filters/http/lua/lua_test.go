@@ -45,6 +45,21 @@ static_resources:
                         function envoy_on_response(response_handle)
                           response_handle:headers():add("header_key_1", "header_value_1")
                         end
+              - match: {prefix: "/trailers"}
+                route: {cluster: side}
+                typed_per_filter_config:
+                  lua:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute
+                    source_code:
+                      inline_string: |
+                        function envoy_on_response(response_handle)
+                          response_handle:body()
+                          local t = response_handle:trailers()
+                          if t ~= nil then
+                            t:add("x-lua-trailer", "added")
+                            t:remove("x-drop")
+                          end
+                        end
               - match: {prefix: "/off"}
                 route: {cluster: backend}
                 typed_per_filter_config:
@@ -128,6 +143,13 @@ func TestLua(t *testing.T) {
 	t.Chdir(dir)
 	up := testutil.StartUpstream(t, testutil.EchoHandler("backend"))
 	side := testutil.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/trailers" {
+			w.Header().Set("Trailer", "X-Keep, X-Drop")
+			io.WriteString(w, "with trailers")
+			w.Header().Set("X-Keep", "kept")
+			w.Header().Set("X-Drop", "dropped")
+			return
+		}
 		io.WriteString(w, "side-"+r.Host)
 	}))
 	_, bport := up.Host()
@@ -188,6 +210,16 @@ func TestLua(t *testing.T) {
 	}
 	if !strings.Contains(body, "body=HELLO LUA") {
 		t.Errorf("the script's setBytes did not reach the upstream:\n%s", body)
+	}
+	// The script's trailer changes reach the client.
+	resp, err = testutil.H2CClient().Get(p.URL("http", "/trailers"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "with trailers" || resp.Trailer.Get("x-keep") != "kept" || resp.Trailer.Get("x-lua-trailer") != "added" || resp.Trailer.Get("x-drop") != "" {
+		t.Errorf("trailers: %q %v", b, resp.Trailer)
 	}
 	// clear_route_cache (default true): the header the script adds picks
 	// another route.
