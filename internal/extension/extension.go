@@ -317,6 +317,19 @@ var (
 // (protoc-gen-validate rules, including nested Anys). It returns the
 // message's type name.
 func Unpack(a *anypb.Any, path string) (string, proto.Message, error) {
+	name, msg, err := Decode(a, path)
+	if err != nil {
+		return name, msg, err
+	}
+	if err := config.Validate(msg, path); err != nil {
+		return name, nil, err
+	}
+	return name, msg, nil
+}
+
+// Decode is Unpack without validation, for code that only reads a
+// message already validated when it was compiled.
+func Decode(a *anypb.Any, path string) (string, proto.Message, error) {
 	url := a.GetTypeUrl()
 	var st *structpb.Struct
 	switch url {
@@ -352,9 +365,6 @@ func Unpack(a *anypb.Any, path string) (string, proto.Message, error) {
 		}
 	} else if err := proto.Unmarshal(a.GetValue(), msg); err != nil {
 		return name, nil, config.Errorf(path, "decode %s: %v", name, err)
-	}
-	if err := config.Validate(msg, path); err != nil {
-		return name, nil, err
 	}
 	return name, msg, nil
 }

@@ -409,19 +409,6 @@ func socketAddress(a *corev3.Address, path string) (string, error) {
 	return net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))), nil
 }
 
-// RoutesReady reports whether every HTTP filter chain has a route table
-// (listeners warm until RDS delivers them).
-func (l *Listener) RoutesReady() bool {
-	cs := l.chains.Load()
-	all := append([]*filterChain{cs.def}, cs.chains...)
-	for _, c := range all {
-		if c != nil && c.hcm != nil && c.hcm.routes.Load() == nil {
-			return false
-		}
-	}
-	return true
-}
-
 // Bind opens the listening socket. ln may be an existing socket to take
 // over (an in-place update keeps the socket).
 func (l *Listener) Bind() error {

@@ -4,11 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
+	"net/http"
 	"sort"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
@@ -19,10 +18,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/metadata"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -31,336 +27,316 @@ import (
 	"github.com/legateproxy/legate/internal/proxy"
 	"github.com/legateproxy/legate/internal/route"
 	"github.com/legateproxy/legate/internal/stats"
+	"github.com/legateproxy/legate/internal/tlsx"
 	"github.com/legateproxy/legate/internal/upstream"
 	xdsclient "github.com/legateproxy/legate/internal/xds/client"
+	"github.com/legateproxy/legate/internal/xds/refs"
+	"github.com/legateproxy/legate/internal/xds/source"
 )
 
-// dynamic holds what xDS (or watched files) configure: the subscriptions,
-// the handlers that compile and apply each type, and the warming state.
+// dynamic holds what xDS (or watched files, or REST polls) configure. Every
+// type follows one path: the transport hands the type's handler the
+// complete current set; the handler decodes and validates every resource
+// and compiles it into a value with no side effects — any error rejects
+// the whole update (NACK) and nothing changes; only then is the update
+// applied, and the subscriptions it implies (RDS for the accepted
+// listeners, EDS and SDS for the accepted clusters and listeners) follow
+// the accepted set: added, changed and removed (see reconcileLocked).
 type dynamic struct {
-	s   *Server
-	ads *xdsclient.Client
-	// clients by config source, for non-ADS gRPC sources.
-	clients []*xdsclient.Client
-	files   []*fileWatch
+	s       *Server
+	sources *source.Manager
+	// serial runs one handler at a time (compile and apply), as Envoy's
+	// main thread does: a compile never races another update's apply.
+	serial sync.Mutex
 
-	mu sync.Mutex
+	cdsSource, ldsSource *corev3.ConfigSource
+	ready                []<-chan struct{} // first CDS and LDS responses
+	initialFetch         time.Duration     // bound on the initial CDS/LDS fetch
+
+	eds, rds, sds *source.Watches
+
+	mu         sync.Mutex
+	generation uint64
+	// static are the dependencies of static_resources (RDS of static
+	// listeners, EDS of static EDS clusters, SDS of both).
+	static []refs.Ref
 	// CDS
-	clusters      map[string]*dynCluster // active dynamic clusters by name
-	warming       map[string]*upstream.Cluster
-	edsSubscriber func(names []string)
-	edsLast       map[string]*endpointv3.ClusterLoadAssignment // by service name
-	cdsVersion    string
+	clusters   map[string]*dynCluster // active dynamic clusters by name
+	warming    map[string]*dynCluster // warming, by name (newest only)
+	edsLast    map[string]*endpointv3.ClusterLoadAssignment
+	cdsVersion string
 	// LDS
 	listeners  map[string]*dynListener
 	ldsVersion string
-	// RDS
-	routes        map[string]*routeSub // by route config name
-	rdsSubscriber func(names []string)
-
-	initialFetch time.Duration
-	ready        []<-chan struct{}
-	secretNames  map[string]bool
+	// RDS: route tables by route configuration name, shared by every HCM
+	// that names it.
+	routes map[string]*routeSub
 }
 
+// dynCluster is one accepted dynamic cluster, warming or active.
 type dynCluster struct {
 	c       *upstream.Cluster
 	raw     []byte // serialized proto, to skip unchanged clusters
 	version string
+	deps    []refs.Ref
+	gen     uint64 // when it was accepted
 }
 
+// dynListener is one accepted dynamic listener, warming or active.
 type dynListener struct {
 	l       *proxy.Listener
 	raw     []byte
 	version string
 	warming bool
+	deps    []refs.Ref
+	gen     uint64
+	// warmed is closed when warming ends (serving, or failed to bind).
+	warmed chan struct{}
 }
 
+// routeSub is one route configuration's table and its RDS state.
 type routeSub struct {
 	ptr     *atomic.Pointer[route.Table]
 	stats   *xdsclient.Stats
 	version string
 	updated time.Time
 	raw     []byte
+	ready   chan struct{} // closed at the first accepted table
+	once    sync.Once
 }
 
-// setupDynamic validates dynamic_resources and prepares the subscriptions
-// (they start with Start).
-func (s *Server) setupDynamic(dr *bootstrapv3.Bootstrap_DynamicResources) error {
+func (rs *routeSub) markReady() { rs.once.Do(func() { close(rs.ready) }) }
+
+// newDynamic creates the xDS state of a server; staticClusters are the
+// names of static_resources.clusters (xDS servers are reached through
+// them).
+func newDynamic(s *Server, staticClusters map[string]bool) *dynamic {
+	d := &dynamic{s: s, clusters: map[string]*dynCluster{}, warming: map[string]*dynCluster{},
+		edsLast: map[string]*endpointv3.ClusterLoadAssignment{}, listeners: map[string]*dynListener{},
+		routes: map[string]*routeSub{}, initialFetch: source.DefaultInitialFetchTimeout}
+	d.sources = source.New(source.Options{Node: s.Bootstrap.GetNode(), Stats: s.Stats, Log: s.log,
+		Clusters: clusterAccess{s, &sync.Map{}}, StaticCluster: func(n string) bool { return staticClusters[n] }})
+	d.eds = source.NewWatches(xdsclient.EndpointType, xdsclient.HandlerFunc(d.updateEndpoints), nil)
+	d.rds = source.NewWatches(xdsclient.RouteType, xdsclient.HandlerFunc(d.updateRoutes), nil)
+	d.sds = source.NewWatches(xdsclient.SecretType, xdsclient.HandlerFunc(d.updateSecrets), nil)
+	return d
+}
+
+// setupDynamic validates dynamic_resources: the ADS stream (created now,
+// so static clusters can take SDS over it) and the CDS and LDS sources
+// (subscribed by start).
+func (d *dynamic) setupDynamic(dr *bootstrapv3.Bootstrap_DynamicResources) error {
 	if err := config.CheckFields(dr, "dynamic_resources", "lds_config", "cds_config", "ads_config"); err != nil {
 		return err
 	}
-	d := &dynamic{s: s, clusters: map[string]*dynCluster{}, warming: map[string]*upstream.Cluster{},
-		edsLast: map[string]*endpointv3.ClusterLoadAssignment{}, listeners: map[string]*dynListener{},
-		routes: map[string]*routeSub{}, initialFetch: 15 * time.Second}
-	s.dyn = d
-	s.deps.RDS = d.rdsProvider
 	if ac := dr.GetAdsConfig(); ac != nil {
-		c, err := d.newClient(ac, "dynamic_resources.ads_config", "")
-		if err != nil {
+		if err := d.sources.SetADS(ac, "dynamic_resources.ads_config"); err != nil {
 			return err
 		}
-		d.ads = c
 	}
-	cdsHandler := xdsclient.HandlerFunc(d.updateClusters)
-	ldsHandler := xdsclient.HandlerFunc(d.updateListeners)
 	if cs := dr.GetCdsConfig(); cs != nil {
-		sub, err := d.source(cs, "dynamic_resources.cds_config", xdsclient.ClusterType)
-		if err != nil {
+		if err := d.sources.Check(cs, "dynamic_resources.cds_config", xdsclient.ClusterType); err != nil {
 			return err
 		}
-		sub(nil, cdsHandler, xdsclient.NewStats(s.Stats.Scope("cluster_manager.cds.")))
+		d.cdsSource = cs
+		d.initialFetch = source.InitialFetchTimeout(cs)
 	}
-	if d.ads != nil {
-		// EDS clusters take their endpoints from the ADS stream (their
-		// eds_config is checked when they are compiled).
-		d.ads.Subscribe(xdsclient.EndpointType, []string{}, xdsclient.HandlerFunc(d.updateEndpoints), nil)
-		d.edsSubscriber = func(names []string) { d.ads.SetNames(xdsclient.EndpointType, names) }
-	}
-	if ls := dr.GetLdsConfig(); ls != nil {
-		sub, err := d.source(ls, "dynamic_resources.lds_config", xdsclient.ListenerType)
-		if err != nil {
+	if cs := dr.GetLdsConfig(); cs != nil {
+		if err := d.sources.Check(cs, "dynamic_resources.lds_config", xdsclient.ListenerType); err != nil {
 			return err
 		}
-		sub(nil, ldsHandler, xdsclient.NewStats(s.Stats.Scope("listener_manager.lds.")))
+		d.ldsSource = cs
+		if cs.GetInitialFetchTimeout() != nil {
+			d.initialFetch = source.InitialFetchTimeout(cs)
+		}
 	}
 	return nil
 }
 
-// subscribeFunc subscribes a type on a config source (nil names: wildcard).
-type subscribeFunc func(names []string, h xdsclient.Handler, st *xdsclient.Stats)
-
-func (d *dynamic) allClients() []*xdsclient.Client {
-	out := append([]*xdsclient.Client(nil), d.clients...)
-	if d.ads != nil {
-		out = append(out, d.ads)
+// start subscribes the static resources' dependencies and CDS then LDS
+// (Envoy's initialization order), then connects every transport.
+func (d *dynamic) start(staticClusters []*upstream.Cluster, staticListeners []*proxy.Listener) {
+	d.mu.Lock()
+	for _, c := range staticClusters {
+		d.static = append(d.static, clusterDeps(c.Proto)...)
 	}
-	return out
+	for _, l := range staticListeners {
+		pl, _, _ := l.Current()
+		d.static = append(d.static, refs.Of(pl)...)
+	}
+	d.reconcileLocked()
+	d.mu.Unlock()
+	if d.cdsSource != nil {
+		d.subscribeWildcard(d.cdsSource, "dynamic_resources.cds_config", xdsclient.ClusterType, d.updateClusters, "cluster_manager.cds.")
+	}
+	if d.ldsSource != nil {
+		d.subscribeWildcard(d.ldsSource, "dynamic_resources.lds_config", xdsclient.ListenerType, d.updateListeners, "listener_manager.lds.")
+	}
+	d.sources.Start()
 }
 
-// source returns how to subscribe to a ConfigSource: on the ADS stream,
-// on its own gRPC stream, or by watching a file.
-func (d *dynamic) source(cs *corev3.ConfigSource, path, typeURL string) (subscribeFunc, error) {
-	if err := config.CheckFields(cs, path, "ads", "path", "path_config_source", "api_config_source", "initial_fetch_timeout", "resource_api_version", "self", "authorities"); err != nil {
-		return nil, err
+func (d *dynamic) subscribeWildcard(cs *corev3.ConfigSource, path, typeURL string, h xdsclient.HandlerFunc, statPrefix string) {
+	t, err := d.sources.Resolve(cs, path, typeURL)
+	if err != nil { // checked by setupDynamic
+		d.s.log.Error("xDS source", "path", path, "error", err)
+		return
 	}
-	if cs.GetResourceApiVersion() != corev3.ApiVersion_V3 && cs.GetResourceApiVersion() != corev3.ApiVersion_AUTO {
-		return nil, config.Unsupported(config.Join(path, "resource_api_version"), cs.GetResourceApiVersion().String(), "V3")
-	}
-	if cs.GetInitialFetchTimeout() != nil {
-		d.initialFetch = cs.GetInitialFetchTimeout().AsDuration()
-	}
-	switch spec := cs.GetConfigSourceSpecifier().(type) {
-	case *corev3.ConfigSource_Ads:
-		if d.ads == nil {
-			return nil, config.Errorf(config.Join(path, "ads"), "ads: {} needs dynamic_resources.ads_config")
-		}
-		return func(names []string, h xdsclient.Handler, st *xdsclient.Stats) {
-			d.ads.Subscribe(typeURL, names, h, st)
-			d.ready = append(d.ready, d.ads.Received(typeURL))
-		}, nil
-	case *corev3.ConfigSource_Self:
-		if d.ads == nil {
-			return nil, config.Errorf(config.Join(path, "self"), "self: {} is only supported on an ADS connection")
-		}
-		return func(names []string, h xdsclient.Handler, st *xdsclient.Stats) {
-			d.ads.Subscribe(typeURL, names, h, st)
-		}, nil
-	case *corev3.ConfigSource_Path:
-		return d.fileSource(spec.Path, 0, path), nil
-	case *corev3.ConfigSource_PathConfigSource:
-		p := config.Join(path, "path_config_source")
-		if err := config.CheckFields(spec.PathConfigSource, p, "path", "watched_directory", "poll_interval"); err != nil {
-			return nil, err
-		}
-		poll := time.Duration(0)
-		if spec.PathConfigSource.GetPollInterval() != nil {
-			poll = spec.PathConfigSource.GetPollInterval().AsDuration()
-		}
-		return d.fileSource(spec.PathConfigSource.GetPath(), poll, p), nil
-	case *corev3.ConfigSource_ApiConfigSource:
-		c, err := d.newClient(spec.ApiConfigSource, config.Join(path, "api_config_source"), typeURL)
-		if err != nil {
-			return nil, err
-		}
-		return func(names []string, h xdsclient.Handler, st *xdsclient.Stats) {
-			c.Subscribe(typeURL, names, h, st)
-			if names == nil {
-				d.ready = append(d.ready, c.Received(typeURL))
+	t.Subscribe(typeURL, nil, h, xdsclient.NewStats(d.s.Stats.Scope(statPrefix)))
+	d.ready = append(d.ready, t.Received(typeURL))
+}
+
+// waitStatic waits, bounded by each source's initial_fetch_timeout, for
+// what static listeners need before they accept: their RDS route tables
+// and SDS secrets (Envoy's init manager holds them likewise).
+func (d *dynamic) waitStatic() {
+	d.mu.Lock()
+	deps := append([]refs.Ref(nil), d.static...)
+	d.mu.Unlock()
+	d.waitDeps(deps)
+}
+
+// waitDeps waits for RDS tables and SDS secrets to arrive, each bounded by
+// its source's initial_fetch_timeout (0: no bound... as Envoy, which then
+// waits forever; Legate caps it at 15 s so a typo cannot hang start-up).
+func (d *dynamic) waitDeps(deps []refs.Ref) {
+	for _, r := range deps {
+		var ch <-chan struct{}
+		switch r.TypeURL {
+		case xdsclient.RouteType:
+			d.mu.Lock()
+			if rs := d.routes[r.Name]; rs != nil {
+				ch = rs.ready
 			}
-		}, nil
-	}
-	return nil, config.Errorf(path, "config source has no specifier (ads, path_config_source or api_config_source)")
-}
-
-// newClient builds an xDS client for an ApiConfigSource (GRPC or DELTA_GRPC).
-func (d *dynamic) newClient(ac *corev3.ApiConfigSource, path, service string) (*xdsclient.Client, error) {
-	if err := config.CheckFields(ac, path, "api_type", "transport_api_version", "grpc_services", "set_node_on_first_message_only", "refresh_delay", "request_timeout", "rate_limit_settings"); err != nil {
-		return nil, err
-	}
-	delta := false
-	switch ac.GetApiType() {
-	case corev3.ApiConfigSource_GRPC, corev3.ApiConfigSource_AGGREGATED_GRPC:
-	case corev3.ApiConfigSource_DELTA_GRPC, corev3.ApiConfigSource_AGGREGATED_DELTA_GRPC:
-		delta = true
-	default:
-		return nil, config.Unsupported(config.Join(path, "api_type"), ac.GetApiType().String(), "GRPC", "DELTA_GRPC")
-	}
-	if len(ac.GetGrpcServices()) != 1 {
-		return nil, config.Errorf(config.Join(path, "grpc_services"), "exactly one grpc_services entry is supported, got %d", len(ac.GetGrpcServices()))
-	}
-	gs := ac.GetGrpcServices()[0]
-	gp := config.Index(config.Join(path, "grpc_services"), 0)
-	if err := config.CheckFields(gs, gp, "envoy_grpc", "google_grpc", "timeout", "initial_metadata"); err != nil {
-		return nil, err
-	}
-	var conn *grpc.ClientConn
-	var err error
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	if len(gs.GetInitialMetadata()) > 0 {
-		md := []string{}
-		for _, kv := range gs.GetInitialMetadata() {
-			md = append(md, kv.GetKey(), kv.GetValue())
+			d.mu.Unlock()
+		case xdsclient.SecretType:
+			ch = d.s.secrets.Get(r.Name).Ready()
 		}
-		opts = append(opts, grpc.WithStreamInterceptor(metadataInterceptor(md)))
-	}
-	switch {
-	case gs.GetEnvoyGrpc() != nil:
-		name := gs.GetEnvoyGrpc().GetClusterName()
-		cl := d.s.Clusters.Get(name)
-		if cl == nil {
-			return nil, config.Errorf(config.Join(gp, "envoy_grpc.cluster_name"), "xDS cluster %q must be a static cluster", name)
+		if ch == nil {
+			continue
 		}
-		if cl.Protocol == upstream.HTTP1 {
-			d.s.log.Warn("xDS cluster does not configure HTTP/2; gRPC needs it (using HTTP/2 anyway)", "cluster", name)
+		timeout := source.InitialFetchTimeout(r.Source)
+		if timeout <= 0 {
+			timeout = source.DefaultInitialFetchTimeout
 		}
-		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-			h := cl.Pick(nil)
-			if h == nil {
-				return nil, fmt.Errorf("xDS cluster %q has no healthy host", name)
-			}
-			var dl net.Dialer
-			return dl.DialContext(ctx, "tcp", h.Address)
-		}))
-		conn, err = grpc.NewClient("passthrough:///"+name, opts...)
-	case gs.GetGoogleGrpc() != nil:
-		g := gs.GetGoogleGrpc()
-		if g.GetChannelCredentials() != nil || len(g.GetCallCredentials()) > 0 {
-			return nil, config.Unsupported(config.Join(gp, "google_grpc.channel_credentials"), "google_grpc credentials")
+		t := time.NewTimer(timeout)
+		select {
+		case <-ch:
+		case <-t.C:
+			d.s.log.Warn("initial fetch timed out; continuing without it", "type", shortType(r.TypeURL), "name", r.Name, "initial_fetch_timeout", timeout)
 		}
-		conn, err = grpc.NewClient(g.GetTargetUri(), opts...)
-	default:
-		return nil, config.Errorf(gp, "grpc service needs envoy_grpc or google_grpc")
-	}
-	if err != nil {
-		return nil, config.Errorf(gp, "gRPC client: %v", err)
-	}
-	c := xdsclient.New(xdsclient.Options{Conn: conn, Node: d.s.Bootstrap.GetNode(), Delta: delta, Service: service, Stats: d.s.Stats, Log: d.s.log})
-	if service != "" {
-		d.clients = append(d.clients, c)
-	}
-	return c, nil
-}
-
-func metadataInterceptor(kv []string) grpc.StreamClientInterceptor {
-	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-		ctx = metadataAppend(ctx, kv)
-		return streamer(ctx, desc, cc, method, opts...)
+		t.Stop()
 	}
 }
 
-// start connects the clients and file watchers.
-func (d *dynamic) start() {
-	for _, c := range d.allClients() {
-		c.Start()
-	}
-	// Files load once, in order — clusters before listeners, as Envoy
-	// initializes CDS before LDS — so a listener whose routes name a
-	// file-defined cluster is not rejected at start-up; then they are watched.
-	for _, f := range d.files {
-		f.check()
-	}
-	for _, f := range d.files {
-		f.start()
-	}
-}
-
-// waitInitial waits for the first CDS and LDS responses, bounded by
-// initial_fetch_timeout, as Envoy's initialization does.
+// waitInitial waits for the first CDS and LDS responses, then for the
+// listeners they brought to warm, bounded by initial_fetch_timeout, as
+// Envoy's initialization does.
 func (d *dynamic) waitInitial() {
-	deadline := time.After(d.initialFetch)
+	deadline := time.NewTimer(d.initialFetch)
+	defer deadline.Stop()
 	for _, ch := range d.ready {
 		select {
 		case <-ch:
-		case <-deadline:
+		case <-deadline.C:
 			d.s.log.Warn("initial xDS fetch timed out; continuing without it", "initial_fetch_timeout", d.initialFetch)
 			return
 		}
 	}
-	// Listeners warming for their routes get the same bound.
-	end := time.Now().Add(d.initialFetch)
-	for time.Now().Before(end) {
-		d.mu.Lock()
-		warming := 0
-		for _, dl := range d.listeners {
-			if dl.warming {
-				warming++
-			}
+	d.mu.Lock()
+	var warming []*dynListener
+	for _, dl := range d.listeners {
+		if dl.warming {
+			warming = append(warming, dl)
 		}
-		d.mu.Unlock()
-		if warming == 0 {
+	}
+	d.mu.Unlock()
+	for _, dl := range warming {
+		select {
+		case <-dl.warmed:
+		case <-deadline.C:
 			return
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
-func (d *dynamic) stop() {
-	for _, c := range d.allClients() {
-		c.Stop()
+func (d *dynamic) stop() { d.sources.Stop() }
+
+// reconcileLocked makes the RDS, EDS and SDS subscriptions exactly those
+// the static resources and the accepted (active or warming) dynamic
+// listeners and clusters depend on, and drops route tables no listener
+// names any more. Called after every accepted update.
+func (d *dynamic) reconcileLocked() {
+	deps := append([]refs.Ref(nil), d.static...)
+	for _, dl := range d.listeners {
+		deps = append(deps, dl.deps...)
 	}
-	for _, f := range d.files {
-		f.stop()
+	for _, dc := range d.clusters {
+		deps = append(deps, dc.deps...)
 	}
+	for _, dc := range d.warming {
+		deps = append(deps, dc.deps...)
+	}
+	want := map[string]map[source.Transport][]string{}
+	routes := map[string]bool{}
+	for _, r := range deps {
+		t, err := d.sources.Resolve(r.Source, shortType(r.TypeURL)+" "+r.Name, r.TypeURL)
+		if err != nil { // checked when the resource compiled
+			d.s.log.Error("xDS dependency has a bad config source", "type", shortType(r.TypeURL), "name", r.Name, "error", err)
+			continue
+		}
+		if want[r.TypeURL] == nil {
+			want[r.TypeURL] = map[source.Transport][]string{}
+		}
+		want[r.TypeURL][t] = append(want[r.TypeURL][t], r.Name)
+		if r.TypeURL == xdsclient.RouteType {
+			routes[r.Name] = true
+		}
+	}
+	for name := range d.routes {
+		if !routes[name] {
+			delete(d.routes, name)
+		}
+	}
+	d.rds.Set(want[xdsclient.RouteType])
+	d.eds.Set(want[xdsclient.EndpointType])
+	d.sds.Set(want[xdsclient.SecretType])
+}
+
+// clusterDeps are a cluster's EDS and SDS dependencies.
+func clusterDeps(pc *clusterv3.Cluster) []refs.Ref {
+	deps := refs.Of(pc)
+	if r, ok := refs.EDS(pc); ok {
+		deps = append(deps, r)
+	}
+	return deps
 }
 
 // --- CDS ---
 
 // updateClusters applies a complete set of dynamic clusters: compile all
 // (rejecting the whole update on any error), then add or replace changed
-// ones — EDS clusters warm until their endpoints arrive — and remove the
+// ones — each warms (EDS endpoints, SDS secrets, first DNS resolution and
+// health check round) before it replaces the running one — and remove the
 // ones that are gone.
 func (d *dynamic) updateClusters(version string, resources map[string]*anypb.Any) error {
-	type compiled struct {
-		c   *upstream.Cluster
-		raw []byte
-	}
-	var next []compiled
+	d.serial.Lock()
+	defer d.serial.Unlock()
+	var next []*dynCluster
 	var errs config.ErrorList
-	names := sortedKeys(resources)
-	// What is known of each name, read under the lock (warmCluster
-	// changes it concurrently).
-	type known struct {
-		dynamic bool
-		raw     []byte
-	}
-	state := make(map[string]known, len(names))
-	d.mu.Lock()
-	for _, name := range names {
-		k := known{dynamic: d.clusters[name] != nil || d.warming[name] != nil}
-		if cur := d.clusters[name]; cur != nil {
-			k.raw = cur.raw
-		}
-		state[name] = k
-	}
-	d.mu.Unlock()
-	for _, name := range names {
+	for _, name := range sortedKeys(resources) {
 		a := resources[name]
-		if d.s.Clusters.Get(name) != nil && !state[name].dynamic {
+		// The newest accepted version of the name: warming, else active.
+		d.mu.Lock()
+		newest := d.warming[name]
+		if newest == nil {
+			newest = d.clusters[name]
+		}
+		d.mu.Unlock()
+		if d.s.Clusters.Get(name) != nil && newest == nil {
 			errs = append(errs, config.Errorf("cluster "+name, "a static cluster of that name exists"))
 			continue
 		}
-		if raw := state[name].raw; raw != nil && string(raw) == string(a.GetValue()) {
+		if newest != nil && string(newest.raw) == string(a.GetValue()) {
 			continue // unchanged: nothing is rebuilt
 		}
 		pc := &clusterv3.Cluster{}
@@ -382,62 +358,63 @@ func (d *dynamic) updateClusters(version string, resources map[string]*anypb.Any
 			continue
 		}
 		c.AddedViaAPI, c.VersionInfo = true, version
-		next = append(next, compiled{c, a.GetValue()})
+		next = append(next, &dynCluster{c: c, raw: a.GetValue(), version: version, deps: clusterDeps(pc)})
 	}
 	if len(errs) > 0 {
 		return errs
 	}
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	d.cdsVersion = version
-	for _, n := range next {
-		name := n.c.Name
-		d.clusters[name] = &dynCluster{c: n.c, raw: n.raw, version: version}
-		if n.c.EDS {
-			if la := d.edsLast[edsServiceName(n.c.Proto)]; la != nil {
-				n.c.SetLoadAssignment(la)
+	for _, dc := range next {
+		d.generation++
+		dc.gen = d.generation
+		name := dc.c.Name
+		if dc.c.EDS {
+			if la := d.edsLast[edsServiceName(dc.c.Proto)]; la != nil {
+				dc.c.SetLoadAssignment(la)
 			}
 		}
-		// Every new or changed cluster warms (EDS endpoints, first DNS
-		// resolution, first health-check round) before it replaces the
-		// running one, so no request meets an empty cluster.
-		d.warming[name] = n.c
+		// Every new or changed cluster warms before it replaces the
+		// running one, so no request meets an empty cluster; a newer
+		// version replaces one still warming (which warmCluster then
+		// closes).
+		d.warming[name] = dc
 		d.s.Clusters.SetWarming(name, true)
-		go d.warmCluster(n.c)
 	}
-	for name, dc := range d.clusters {
+	for name := range d.clusters {
 		if _, ok := resources[name]; !ok {
 			delete(d.clusters, name)
-			delete(d.warming, name)
-			d.s.Clusters.SetWarming(name, false)
 			d.s.Clusters.Remove(name)
-			_ = dc
 		}
 	}
-	eds := d.edsNames()
-	d.mu.Unlock()
-	if d.edsSubscriber != nil {
-		d.edsSubscriber(eds)
+	for name := range d.warming {
+		if _, ok := resources[name]; !ok {
+			delete(d.warming, name)
+			d.s.Clusters.SetWarming(name, false)
+		}
+	}
+	d.reconcileLocked()
+	for _, dc := range next {
+		go d.warmCluster(dc)
 	}
 	return nil
 }
 
-// checkEDSConfig accepts eds_config sources that go where CDS goes.
+// checkEDSConfig checks an EDS cluster's eds_config source.
 func (d *dynamic) checkEDSConfig(pc *clusterv3.Cluster, path string) error {
 	ec := pc.GetEdsClusterConfig()
-	if ec == nil {
+	if pc.GetType() != clusterv3.Cluster_EDS {
 		return nil
 	}
-	if err := config.CheckFields(ec, config.Join(path, "eds_cluster_config"), "eds_config", "service_name"); err != nil {
+	p := config.Join(path, "eds_cluster_config")
+	if ec == nil || ec.GetEdsConfig() == nil {
+		return config.Errorf(config.Join(p, "eds_config"), "an EDS cluster needs eds_cluster_config.eds_config")
+	}
+	if err := config.CheckFields(ec, p, "eds_config", "service_name"); err != nil {
 		return err
 	}
-	cs := ec.GetEdsConfig()
-	if cs.GetAds() == nil && cs.GetSelf() == nil {
-		return config.Unsupported(config.Join(path, "eds_cluster_config.eds_config"), "this EDS config source", "ads: {}")
-	}
-	if d.ads == nil {
-		return config.Errorf(config.Join(path, "eds_cluster_config.eds_config"), "EDS over ads needs dynamic_resources.ads_config")
-	}
-	return nil
+	return d.sources.Check(ec.GetEdsConfig(), config.Join(p, "eds_config"), xdsclient.EndpointType)
 }
 
 func edsServiceName(pc *clusterv3.Cluster) string {
@@ -447,45 +424,37 @@ func edsServiceName(pc *clusterv3.Cluster) string {
 	return pc.GetName()
 }
 
-// edsNames lists the service names of every EDS cluster (active or warming).
-func (d *dynamic) edsNames() []string {
-	set := map[string]bool{}
-	for _, dc := range d.clusters {
-		if dc.c.EDS {
-			set[edsServiceName(dc.c.Proto)] = true
-		}
-	}
-	out := make([]string, 0, len(set))
-	for n := range set {
-		out = append(out, n)
-	}
-	sort.Strings(out)
-	return out
-}
-
 // warmCluster starts a cluster and makes it active once it is initialized
-// (or initial_fetch_timeout passes); the previous cluster of that name
-// keeps serving until then.
-func (d *dynamic) warmCluster(c *upstream.Cluster) {
-	upstream.Warm(c, d.initialFetch)
+// — its SDS secrets and EDS endpoints arrived, or each source's
+// initial_fetch_timeout passed — while the previous cluster of that name
+// keeps serving.
+func (d *dynamic) warmCluster(dc *dynCluster) {
+	d.waitDeps(dc.deps)
+	timeout := d.initialFetch
+	if r, ok := refs.EDS(dc.c.Proto); ok {
+		timeout = source.InitialFetchTimeout(r.Source)
+	}
+	upstream.Warm(dc.c, timeout)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	// Only the newest version of a cluster that is still wanted goes in: a
-	// cluster removed while it warmed, or replaced by a later update that
-	// warmed faster, is dropped (it would otherwise come back, or undo the
-	// newer update).
-	if d.warming[c.Name] != c {
-		c.Close()
+	// Only the newest accepted version of a cluster that is still wanted
+	// goes in: one removed or replaced while it warmed is dropped (it
+	// would otherwise come back, or undo the newer update).
+	if d.warming[dc.c.Name] != dc {
+		dc.c.Close()
 		return
 	}
-	delete(d.warming, c.Name)
-	d.s.Clusters.Install(c)
-	d.s.Clusters.SetWarming(c.Name, false)
+	delete(d.warming, dc.c.Name)
+	d.clusters[dc.c.Name] = dc
+	d.s.Clusters.Install(dc.c)
+	d.s.Clusters.SetWarming(dc.c.Name, false)
 }
 
 // --- EDS ---
 
 func (d *dynamic) updateEndpoints(version string, resources map[string]*anypb.Any) error {
+	d.serial.Lock()
+	defer d.serial.Unlock()
 	las := map[string]*endpointv3.ClusterLoadAssignment{}
 	var errs config.ErrorList
 	for _, name := range sortedKeys(resources) {
@@ -509,42 +478,56 @@ func (d *dynamic) updateEndpoints(version string, resources map[string]*anypb.An
 	if len(errs) > 0 {
 		return errs
 	}
-	d.mu.Lock()
-	var targets []struct {
+	type target struct {
 		c  *upstream.Cluster
 		la *endpointv3.ClusterLoadAssignment
 	}
+	var targets []target
+	d.mu.Lock()
 	for name, la := range las {
 		if prev := d.edsLast[name]; prev != nil && proto.Equal(prev, la) {
 			continue // unchanged endpoints: nothing to rebuild
 		}
 		d.edsLast[name] = la
-		for _, dc := range d.clusters {
-			if dc.c.EDS && edsServiceName(dc.c.Proto) == name {
-				targets = append(targets, struct {
-					c  *upstream.Cluster
-					la *endpointv3.ClusterLoadAssignment
-				}{dc.c, la})
-			}
+		for _, c := range d.edsClustersLocked(name) {
+			targets = append(targets, target{c, la})
 		}
 	}
 	d.mu.Unlock()
 	for _, t := range targets {
 		if err := t.c.SetLoadAssignment(t.la); err != nil {
-			return config.Errorf("cluster_load_assignment "+t.la.GetClusterName(), "%v", err)
+			// Validated above; a failure here is a bug, not bad input.
+			d.s.log.Error("EDS assignment failed to apply", "cluster", t.c.Name, "error", err)
 		}
 	}
 	return nil
 }
 
+// edsClustersLocked returns the EDS clusters (static, active and warming
+// dynamic) fed by a service name.
+func (d *dynamic) edsClustersLocked(service string) []*upstream.Cluster {
+	var out []*upstream.Cluster
+	for _, c := range d.s.staticClusters {
+		if c.EDS && edsServiceName(c.Proto) == service {
+			out = append(out, c)
+		}
+	}
+	for _, m := range []map[string]*dynCluster{d.clusters, d.warming} {
+		for _, dc := range m {
+			if dc.c.EDS && edsServiceName(dc.c.Proto) == service {
+				out = append(out, dc.c)
+			}
+		}
+	}
+	return out
+}
+
 // --- LDS ---
 
 func (d *dynamic) updateListeners(version string, resources map[string]*anypb.Any) error {
-	type compiled struct {
-		l   *proxy.Listener
-		raw []byte
-	}
-	var next []compiled
+	d.serial.Lock()
+	defer d.serial.Unlock()
+	var next []*dynListener
 	var errs config.ErrorList
 	addrs := map[string]string{}
 	for _, l := range d.s.staticListeners() {
@@ -552,13 +535,16 @@ func (d *dynamic) updateListeners(version string, resources map[string]*anypb.An
 	}
 	for _, name := range sortedKeys(resources) {
 		a := resources[name]
+		d.mu.Lock()
+		cur := d.listeners[name]
+		d.mu.Unlock()
+		if cur != nil && string(cur.raw) == string(a.GetValue()) {
+			addrs[cur.l.Address] = name
+			continue
+		}
 		pl := &listenerv3.Listener{}
 		if err := a.UnmarshalTo(pl); err != nil {
 			errs = append(errs, config.Errorf("listener "+name, "decode: %v", err))
-			continue
-		}
-		if cur := d.listeners[name]; cur != nil && string(cur.raw) == string(a.GetValue()) {
-			addrs[cur.l.Address] = name
 			continue
 		}
 		if err := config.Validate(pl, "listener "+name); err != nil {
@@ -576,30 +562,36 @@ func (d *dynamic) updateListeners(version string, resources map[string]*anypb.An
 		}
 		addrs[l.Address] = name
 		l.VersionInfo = version
-		next = append(next, compiled{l, a.GetValue()})
+		next = append(next, &dynListener{l: l, raw: a.GetValue(), version: version, deps: refs.Of(pl)})
 	}
 	if len(errs) > 0 {
+		d.mu.Lock()
+		d.reconcileLocked() // drops route tables only the rejected listeners named
+		d.mu.Unlock()
 		return errs
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.ldsVersion = version
-	for _, n := range next {
-		name := n.l.Name
+	var warm []*dynListener
+	for _, dl := range next {
+		d.generation++
+		dl.gen = d.generation
+		name := dl.l.Name
 		cur := d.listeners[name]
-		if cur != nil && cur.l.Address == n.l.Address && !cur.warming {
+		if cur != nil && cur.l.Address == dl.l.Address && !cur.warming {
 			// In-place update: the socket stays; connections on the old
 			// filter chains drain.
-			go cur.l.Update(n.l, d.s.opts.DrainTime)
-			cur.raw, cur.version = n.raw, version
+			go cur.l.Update(dl.l, d.s.opts.DrainTime)
+			cur.raw, cur.version, cur.deps, cur.gen = dl.raw, version, dl.deps, dl.gen
 			continue
 		}
 		if cur != nil {
 			go cur.l.Drain(d.s.opts.DrainTime)
 		}
-		dl := &dynListener{l: n.l, raw: n.raw, version: version, warming: true}
+		dl.warming, dl.warmed = true, make(chan struct{})
 		d.listeners[name] = dl
-		go d.warmListener(dl)
+		warm = append(warm, dl)
 	}
 	for name, dl := range d.listeners {
 		if _, ok := resources[name]; !ok {
@@ -607,21 +599,23 @@ func (d *dynamic) updateListeners(version string, resources map[string]*anypb.An
 			go dl.l.Drain(d.s.opts.DrainTime)
 		}
 	}
-	d.updateRDSNamesLocked()
+	d.reconcileLocked()
+	for _, dl := range warm {
+		go d.warmListener(dl)
+	}
 	return nil
 }
 
-// warmListener binds a new listener once its routes have arrived (or
-// initial_fetch_timeout passes), as Envoy warms listeners.
+// warmListener binds a new listener once its RDS route tables and SDS
+// secrets have arrived (or their initial_fetch_timeout passes), as Envoy
+// warms listeners.
 func (d *dynamic) warmListener(dl *dynListener) {
-	end := time.Now().Add(d.initialFetch)
-	for time.Now().Before(end) && !dl.l.RoutesReady() {
-		time.Sleep(5 * time.Millisecond)
-	}
+	defer close(dl.warmed)
+	d.waitDeps(dl.deps)
 	d.mu.Lock()
 	if d.listeners[dl.l.Name] != dl {
 		d.mu.Unlock()
-		return // replaced while warming
+		return // replaced or removed while warming
 	}
 	d.mu.Unlock()
 	if err := bindWithRetry(dl.l); err != nil {
@@ -629,6 +623,7 @@ func (d *dynamic) warmListener(dl *dynListener) {
 		d.mu.Lock()
 		if d.listeners[dl.l.Name] == dl {
 			delete(d.listeners, dl.l.Name)
+			d.reconcileLocked()
 		}
 		d.mu.Unlock()
 		return
@@ -655,17 +650,19 @@ func bindWithRetry(l *proxy.Listener) error {
 
 // --- RDS ---
 
-// rdsProvider returns the shared route table pointer for an HCM's rds
-// config, creating the subscription for its name.
+// rdsProvider returns the route table pointer for an HCM's rds config,
+// shared by every HCM that names the route configuration. It only checks
+// the config source: the subscription follows once the listener is
+// accepted (reconcileLocked).
 func (d *dynamic) rdsProvider(rds *hcmv3.Rds, statPrefix, path string) (*atomic.Pointer[route.Table], error) {
 	if err := config.CheckFields(rds, path, "config_source", "route_config_name"); err != nil {
 		return nil, err
 	}
-	cs := rds.GetConfigSource()
-	if cs.GetAds() == nil && cs.GetSelf() == nil {
-		if cs.GetPathConfigSource() == nil && cs.GetPath() == "" && cs.GetApiConfigSource() == nil {
-			return nil, config.Errorf(config.Join(path, "config_source"), "RDS config source needs ads, path_config_source or api_config_source")
-		}
+	if rds.GetConfigSource() == nil {
+		return nil, config.Errorf(config.Join(path, "config_source"), "rds needs a config_source")
+	}
+	if err := d.sources.Check(rds.GetConfigSource(), config.Join(path, "config_source"), xdsclient.RouteType); err != nil {
+		return nil, err
 	}
 	name := rds.GetRouteConfigName()
 	d.mu.Lock()
@@ -673,42 +670,32 @@ func (d *dynamic) rdsProvider(rds *hcmv3.Rds, statPrefix, path string) (*atomic.
 	if rs := d.routes[name]; rs != nil {
 		return rs.ptr, nil
 	}
-	rs := &routeSub{ptr: &atomic.Pointer[route.Table]{}, stats: xdsclient.NewStats(d.s.Stats.Scope("http." + stats.SanitizeName(statPrefix) + ".rds." + stats.SanitizeName(name) + "."))}
+	// Envoy's RDS statistics: http.<stat_prefix>.rds.<route_config_name>.*
+	rs := &routeSub{ptr: &atomic.Pointer[route.Table]{}, ready: make(chan struct{}),
+		stats: xdsclient.NewStats(d.s.Stats.Scope("http." + stats.SanitizeName(statPrefix) + ".rds." + stats.SanitizeName(name) + "."))}
 	d.routes[name] = rs
-	if cs.GetAds() == nil && cs.GetSelf() == nil {
-		// A file or its own gRPC stream for this route config.
-		sub, err := d.source(cs, config.Join(path, "config_source"), xdsclient.RouteType)
-		if err != nil {
-			return nil, err
-		}
-		sub([]string{name}, xdsclient.HandlerFunc(d.updateRoutes), rs.stats)
-		return rs.ptr, nil
-	}
-	if d.rdsSubscriber == nil && d.ads != nil {
-		d.ads.Subscribe(xdsclient.RouteType, []string{}, xdsclient.HandlerFunc(d.updateRoutes), rs.stats)
-		d.rdsSubscriber = func(names []string) { d.ads.SetNames(xdsclient.RouteType, names) }
-	}
 	return rs.ptr, nil
 }
 
-// updateRDSNamesLocked subscribes to exactly the route configs that the
-// current listeners use.
-func (d *dynamic) updateRDSNamesLocked() {
-	if d.rdsSubscriber == nil {
-		return
-	}
-	names := make([]string, 0, len(d.routes))
-	for n := range d.routes {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	go d.rdsSubscriber(names)
-}
-
 func (d *dynamic) updateRoutes(version string, resources map[string]*anypb.Any) error {
+	d.serial.Lock()
+	defer d.serial.Unlock()
+	d.mu.Lock()
+	subs := map[string]*routeSub{}
+	for name := range resources {
+		if rs := d.routes[name]; rs != nil {
+			subs[name] = rs
+			rs.stats.Attempt.Inc()
+		}
+	}
+	d.mu.Unlock()
 	tables := map[string]*route.Table{}
 	var errs config.ErrorList
-	for _, name := range sortedKeys(resources) {
+	for _, name := range sortedKeys(subs) {
+		rs := subs[name]
+		if string(rs.raw) == string(resources[name].GetValue()) {
+			continue // unchanged
+		}
 		rc := &routev3.RouteConfiguration{}
 		if err := resources[name].UnmarshalTo(rc); err != nil {
 			errs = append(errs, config.Errorf("route_configuration "+name, "decode: %v", err))
@@ -716,13 +703,6 @@ func (d *dynamic) updateRoutes(version string, resources map[string]*anypb.Any) 
 		}
 		if err := config.Validate(rc, "route_configuration "+name); err != nil {
 			errs = append(errs, err)
-			continue
-		}
-		d.mu.Lock()
-		rs := d.routes[name]
-		unchanged := rs != nil && string(rs.raw) == string(resources[name].GetValue())
-		d.mu.Unlock()
-		if unchanged {
 			continue
 		}
 		t, err := route.Compile(rc, "route_configuration "+name, route.Options{Clusters: d.s.Clusters, CompileValue: d.s.deps.CompileValue, PerFilterConfig: d.s.deps.PerFilterConfig, CompileCors: d.s.deps.CompileCors})
@@ -733,115 +713,67 @@ func (d *dynamic) updateRoutes(version string, resources map[string]*anypb.Any) 
 		tables[name] = t
 	}
 	if len(errs) > 0 {
+		for _, rs := range subs {
+			rs.stats.Rejected.Inc()
+		}
 		return errs
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for name, t := range tables {
-		rs := d.routes[name]
-		if rs == nil {
-			continue
+	now := time.Now()
+	for name, rs := range subs {
+		rs.stats.Success.Inc()
+		if t := tables[name]; t != nil {
+			rs.ptr.Store(t)
+			rs.version, rs.updated, rs.raw = version, now, resources[name].GetValue()
 		}
-		rs.ptr.Store(t)
-		rs.version, rs.updated, rs.raw = version, time.Now(), resources[name].GetValue()
+		rs.markReady()
 	}
 	return nil
 }
 
-// --- files ---
+// --- SDS ---
 
-// fileWatch delivers an xDS resource file (a DiscoveryResponse) to a
-// handler whenever the file changes, as Envoy's path_config_source: an
-// atomic move into place is the expected way to update it.
-type fileWatch struct {
-	path    string
-	poll    time.Duration
-	handler xdsclient.Handler
-	stats   *xdsclient.Stats
-	log     func(msg string, args ...any)
-	stopCh  chan struct{}
-	last    string
-	first   chan struct{}
-	once    sync.Once
-}
-
-func (d *dynamic) fileSource(path string, poll time.Duration, cfgPath string) subscribeFunc {
-	return func(names []string, h xdsclient.Handler, st *xdsclient.Stats) {
-		if poll <= 0 {
-			poll = 200 * time.Millisecond
+// updateSecrets validates every secret of the update, then installs them.
+func (d *dynamic) updateSecrets(version string, resources map[string]*anypb.Any) error {
+	d.serial.Lock()
+	defer d.serial.Unlock()
+	secrets := make(map[string]*tlsv3.Secret, len(resources))
+	var errs config.ErrorList
+	for _, n := range sortedKeys(resources) {
+		sp := &tlsv3.Secret{}
+		if err := resources[n].UnmarshalTo(sp); err != nil {
+			errs = append(errs, config.Errorf("secret "+n, "decode: %v", err))
+			continue
 		}
-		fw := &fileWatch{path: path, poll: poll, handler: h, stats: st, log: d.s.log.Warn, stopCh: make(chan struct{}), first: make(chan struct{})}
-		d.files = append(d.files, fw)
-		d.ready = append(d.ready, fw.first)
+		if err := config.Validate(sp, "secret "+n); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if err := tlsx.Validate(sp, "secret "+n); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		secrets[n] = sp
 	}
-}
-
-func (f *fileWatch) start() { go f.run() }
-
-func (f *fileWatch) stop() { close(f.stopCh) }
-
-func (f *fileWatch) run() {
-	for {
-		f.check()
-		select {
-		case <-f.stopCh:
-			return
-		case <-time.After(f.poll):
+	if len(errs) > 0 {
+		return errs
+	}
+	for _, n := range sortedKeys(secrets) {
+		if err := d.s.secrets.Set(secrets[n], version, "secret "+n); err != nil {
+			return err
 		}
 	}
+	return nil
 }
 
-// check reloads the file when its identity (inode, size, mtime) changed.
-func (f *fileWatch) check() {
-	fi, err := os.Stat(f.path)
-	if err != nil {
-		f.once.Do(func() { close(f.first) })
-		return
-	}
-	id := fmt.Sprintf("%v/%d/%d", fileIdentity(fi), fi.Size(), fi.ModTime().UnixNano())
-	if id == f.last {
-		return
-	}
-	f.last = id
-	if f.stats != nil {
-		f.stats.Attempt.Inc()
-	}
-	dr := &discoveryv3.DiscoveryResponse{}
-	if _, err := config.DecodeResourceFile(f.path, dr); err != nil {
-		f.reject(err)
-		return
-	}
-	res := map[string]*anypb.Any{}
-	for _, a := range dr.GetResources() {
-		m, err := a.UnmarshalNew()
-		if err != nil {
-			f.reject(err)
-			return
-		}
-		name, err := xdsclient.NameOf(m)
-		if err != nil {
-			f.reject(err)
-			return
-		}
-		res[name] = a
-	}
-	if err := f.handler.Update(dr.GetVersionInfo(), res); err != nil {
-		f.reject(err)
-		return
-	}
-	if f.stats != nil {
-		f.stats.Success.Inc()
-	}
-	f.once.Do(func() { close(f.first) })
+// checkSDS checks an SDS secret's config source (the subscription follows
+// once the listener or cluster is accepted).
+func (d *dynamic) checkSDS(cs *corev3.ConfigSource, path string) error {
+	return d.sources.Check(cs, path, xdsclient.SecretType)
 }
 
-func (f *fileWatch) reject(err error) {
-	if f.stats != nil {
-		f.stats.Rejected.Inc()
-	}
-	f.log("config file update rejected; the last good config keeps serving", "path", f.path, "error", err)
-	f.once.Do(func() { close(f.first) })
-}
+// --- helpers ---
 
 func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
@@ -852,16 +784,16 @@ func sortedKeys[V any](m map[string]V) []string {
 	return out
 }
 
-func metadataAppend(ctx context.Context, kv []string) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, kv...)
+func shortType(t string) string {
+	for i := len(t) - 1; i >= 0; i-- {
+		if t[i] == '.' {
+			return t[i+1:]
+		}
+	}
+	return t
 }
 
-func fileIdentity(fi os.FileInfo) uint64 {
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return st.Ino
-	}
-	return 0
-}
+// --- config dump ---
 
 // dumpListeners adds the dynamic listeners to a config dump.
 func (d *dynamic) dumpListeners(lcd *adminv3.ListenersConfigDump) {
@@ -889,7 +821,7 @@ func (d *dynamic) dumpClusters(ccd *adminv3.ClustersConfigDump) {
 	defer d.mu.Unlock()
 	ccd.VersionInfo = d.cdsVersion
 	for _, name := range sortedKeys(d.warming) {
-		c := d.warming[name]
+		c := d.warming[name].c
 		a, _ := anypb.New(c.Proto)
 		ccd.DynamicWarmingClusters = append(ccd.DynamicWarmingClusters, &adminv3.ClustersConfigDump_DynamicCluster{
 			VersionInfo: c.VersionInfo, Cluster: a, LastUpdated: timestamppb.New(c.LastUpdated)})
@@ -922,4 +854,35 @@ func (d *dynamic) dumpEndpoints() *adminv3.EndpointsConfigDump {
 		ecd.DynamicEndpointConfigs = append(ecd.DynamicEndpointConfigs, &adminv3.EndpointsConfigDump_DynamicEndpointConfig{EndpointConfig: a})
 	}
 	return ecd
+}
+
+// clusterAccess gives xDS transports the cluster manager: gRPC streams
+// and REST polls go to a host of a static cluster over its transport
+// socket.
+type clusterAccess struct {
+	s *Server
+	// warned holds the xDS clusters warned about for lacking HTTP/2.
+	warned *sync.Map
+}
+
+func (a clusterAccess) DialCluster(ctx context.Context, name string) (net.Conn, error) {
+	cl := a.s.Clusters.Get(name)
+	if cl == nil {
+		return nil, fmt.Errorf("xDS cluster %q does not exist", name)
+	}
+	if cl.Protocol != upstream.HTTP2 {
+		if _, warned := a.warned.LoadOrStore(cl, true); !warned {
+			a.s.log.Warn("xDS cluster does not configure HTTP/2; gRPC needs it (using HTTP/2 anyway)", "cluster", name)
+		}
+	}
+	h := cl.Pick(&upstream.LBContext{})
+	if h == nil {
+		cl.Stats.CxNoneHealthy.Inc()
+		return nil, fmt.Errorf("xDS cluster %q has no healthy host", name)
+	}
+	return cl.DialHost(ctx, h.Address)
+}
+
+func (a clusterAccess) Do(ctx context.Context, cluster string, req *http.Request) (*http.Response, error) {
+	return a.s.deps.Async.Do(ctx, cluster, req)
 }

@@ -86,7 +86,6 @@ type Server struct {
 	serverStats    serverStats
 	dyn            *dynamic
 	secrets        *tlsx.Store
-	sdsFiles       []*fileWatch
 }
 
 type serverStats struct {
@@ -192,6 +191,20 @@ func (s *Server) compile() error {
 	s.deps.HealthCheckFailing = func() bool { return s.State() != "LIVE" }
 	s.deps.Runtime = rt
 	s.deps.Async = asyncclient.New(s.Clusters)
+	// The xDS sources come before anything that names one: static
+	// clusters may take SDS secrets or EDS endpoints over ADS, and static
+	// listeners RDS.
+	staticNames := map[string]bool{}
+	for _, pc := range b.GetStaticResources().GetClusters() {
+		staticNames[pc.GetName()] = true
+	}
+	s.dyn = newDynamic(s, staticNames)
+	s.deps.RDS = s.dyn.rdsProvider
+	if dr := b.GetDynamicResources(); dr != nil {
+		if err := s.dyn.setupDynamic(dr); err != nil {
+			return err
+		}
+	}
 	if err := s.setupTLS(); err != nil {
 		return err
 	}
@@ -203,17 +216,15 @@ func (s *Server) compile() error {
 			return config.Errorf(config.Join(p, "name"), "duplicate cluster name %q", pc.GetName())
 		}
 		names[pc.GetName()] = true
+		if err := s.dyn.checkEDSConfig(pc, p); err != nil {
+			return err
+		}
 		c, err := upstream.Compile(pc, p, s.Clusters.Deps())
 		if err != nil {
 			return err
 		}
 		s.staticClusters = append(s.staticClusters, c)
 		s.Clusters.Register(c)
-	}
-	if dr := b.GetDynamicResources(); dr != nil {
-		if err := s.setupDynamic(dr); err != nil {
-			return err
-		}
 	}
 	lnames := map[string]bool{}
 	for i, pl := range b.GetStaticResources().GetListeners() {
@@ -256,6 +267,9 @@ func (s *Server) Start() error {
 	for _, c := range s.staticClusters {
 		c.Start()
 	}
+	// xDS connects now: static EDS clusters wait for their endpoints and
+	// static listeners for their RDS and SDS resources.
+	s.dyn.start(s.staticClusters, s.listeners)
 	deadline := time.After(15 * time.Second)
 	for _, c := range s.staticClusters {
 		select {
@@ -281,6 +295,7 @@ func (s *Server) Start() error {
 		}
 		go s.admin.Serve()
 	}
+	s.dyn.waitStatic()
 	for _, l := range s.listeners {
 		if err := l.Bind(); err != nil {
 			s.closeListeners()
@@ -290,13 +305,7 @@ func (s *Server) Start() error {
 	for _, l := range s.listeners {
 		go l.Serve()
 	}
-	for _, f := range s.sdsFiles {
-		f.start()
-	}
-	if s.dyn != nil {
-		s.dyn.start()
-		s.dyn.waitInitial()
-	}
+	s.dyn.waitInitial()
 	s.refreshListenerStats()
 	s.serverStats.concurrency.Set(1)
 	s.state.Store("LIVE")
@@ -393,9 +402,6 @@ func (s *Server) Shutdown(ctx context.Context) {
 	}
 	if s.dyn != nil {
 		s.dyn.stop()
-	}
-	for _, f := range s.sdsFiles {
-		f.stop()
 	}
 	if s.secrets != nil {
 		s.secrets.Close()

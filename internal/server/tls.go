@@ -8,14 +8,12 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/proxy"
 	"github.com/legateproxy/legate/internal/tlsx"
 	"github.com/legateproxy/legate/internal/upstream"
-	xdsclient "github.com/legateproxy/legate/internal/xds/client"
 )
 
 // setupTLS creates the secret store, installs static secrets and wires TLS
@@ -59,9 +57,12 @@ func (s *Server) clusterTransport(ts *corev3.TransportSocket, path string, c *cl
 	return cc, nil
 }
 
-// sds resolves an SdsSecretConfig: a static secret (no sds_config), a
-// watched file (path_config_source), or an SDS subscription (ads or
-// api_config_source).
+// sds resolves an SdsSecretConfig to the secret's slot in the store: a
+// static secret (no sds_config), or one that SDS fills — from a watched
+// file, the ADS stream, its own gRPC stream or REST. Only the config
+// source is checked here; the subscription follows once the listener or
+// cluster that names the secret is accepted, and they warm until it
+// arrives.
 func (s *Server) sds(sc *tlsv3.SdsSecretConfig, path string) (*tlsx.Secret, error) {
 	if err := config.CheckFields(sc, path, "name", "sds_config"); err != nil {
 		return nil, err
@@ -75,78 +76,10 @@ func (s *Server) sds(sc *tlsv3.SdsSecretConfig, path string) (*tlsx.Secret, erro
 		}
 		return sec, nil
 	}
-	sec := s.secrets.Get(name)
-	handler := xdsclient.HandlerFunc(func(version string, res map[string]*anypb.Any) error {
-		for n, a := range res {
-			sp := &tlsv3.Secret{}
-			if err := a.UnmarshalTo(sp); err != nil {
-				return config.Errorf("secret "+n, "decode: %v", err)
-			}
-			if err := config.Validate(sp, "secret "+n); err != nil {
-				return err
-			}
-			if err := tlsx.Validate(sp, "secret "+n); err != nil {
-				return err
-			}
-		}
-		for n, a := range res {
-			sp := &tlsv3.Secret{}
-			a.UnmarshalTo(sp)
-			if err := s.secrets.Set(sp, version, "secret "+n); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	switch {
-	case cs.GetPathConfigSource() != nil || cs.GetPath() != "":
-		// File-based SDS: read now (so the first handshake has it), then watch.
-		p := cs.GetPath()
-		if pcs := cs.GetPathConfigSource(); pcs != nil {
-			p = pcs.GetPath()
-		}
-		fw := &fileWatch{path: p, poll: 500 * time.Millisecond, handler: handler, stats: xdsclient.NewStats(s.Stats.Scope("sds." + name + ".")),
-			log: s.log.Warn, stopCh: make(chan struct{}), first: make(chan struct{})}
-		fw.check()
-		if sec.Proto() == nil {
-			return nil, config.Errorf(config.Join(path, "sds_config"), "SDS file %s does not provide secret %q", p, name)
-		}
-		s.sdsFiles = append(s.sdsFiles, fw)
-		return sec, nil
-	case cs.GetAds() != nil:
-		if s.dyn == nil || s.dyn.ads == nil {
-			return nil, config.Errorf(config.Join(path, "sds_config.ads"), "SDS over ads needs dynamic_resources.ads_config")
-		}
-		s.dyn.subscribeSecret(name, handler)
-		return sec, nil
-	case cs.GetApiConfigSource() != nil:
-		if s.dyn == nil {
-			s.dyn = &dynamic{s: s, initialFetch: 15 * time.Second}
-		}
-		c, err := s.dyn.newClient(cs.GetApiConfigSource(), config.Join(path, "sds_config.api_config_source"), xdsclient.SecretType)
-		if err != nil {
-			return nil, err
-		}
-		c.Subscribe(xdsclient.SecretType, []string{name}, handler, xdsclient.NewStats(s.Stats.Scope("sds."+name+".")))
-		return sec, nil
+	if err := s.dyn.checkSDS(cs, config.Join(path, "sds_config")); err != nil {
+		return nil, err
 	}
-	return nil, config.Unsupported(config.Join(path, "sds_config"), "this SDS config source", "path_config_source", "ads", "api_config_source")
-}
-
-// subscribeSecret adds a secret name to the ADS secret subscription.
-func (d *dynamic) subscribeSecret(name string, h xdsclient.Handler) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.secretNames == nil {
-		d.secretNames = map[string]bool{}
-		d.ads.Subscribe(xdsclient.SecretType, []string{}, h, nil)
-	}
-	d.secretNames[name] = true
-	names := make([]string, 0, len(d.secretNames))
-	for n := range d.secretNames {
-		names = append(names, n)
-	}
-	d.ads.SetNames(xdsclient.SecretType, names)
+	return s.secrets.Get(name), nil
 }
 
 // Certs implements /certs: every certificate in use, with its validity.

@@ -331,9 +331,18 @@ func (sc *ServerContext) config() (*tls.Config, error) {
 		if v.m.ca != nil && !v.m.vc.GetSuppressClientCaList() {
 			cfg.ClientCAs = v.m.ca
 		}
-		cfg.VerifyPeerCertificate = func(raw [][]byte, _ [][]*x509.Certificate) error {
-			if len(raw) == 0 {
+		// VerifyConnection, not VerifyPeerCertificate: Go runs it on
+		// resumed sessions too, so a ticket issued before a CA rotation
+		// (same session_ticket_keys) cannot bring back a client the new
+		// validation context refuses. Envoy gets this from the session ID
+		// context it derives from the validation config.
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
 				return nil // optional client certificate not given
+			}
+			raw := make([][]byte, len(cs.PeerCertificates))
+			for i, c := range cs.PeerCertificates {
+				raw[i] = c.Raw
 			}
 			if err := v.verify(raw, ""); err != nil {
 				sc.stats.verifyFailed(err)
@@ -467,7 +476,7 @@ type ClientContext struct {
 	alpn          []string
 	stats         *tlsStats
 	cached        atomic.Pointer[cachedConfig]
-	cache         tls.ClientSessionCache
+	cacheSize     int // session cache entries; 0 disables resumption
 }
 
 // CompileClient compiles an UpstreamTlsContext. defaultALPN is used when
@@ -497,9 +506,7 @@ func CompileClient(ts *corev3.TransportSocket, path string, d Deps, defaultALPN 
 	if v := utc.GetMaxSessionKeys(); v != nil {
 		keys = int(v.GetValue())
 	}
-	if keys > 0 {
-		cc.cache = tls.NewLRUClientSessionCache(keys * 64)
-	}
+	cc.cacheSize = keys * 64
 	return cc, nil
 }
 
@@ -518,7 +525,14 @@ func (cc *ClientContext) config() *tls.Config {
 	cfg.Certificates = cc.common.certificates()
 	cfg.NextProtos = cc.alpn
 	cfg.ServerName = cc.sni
-	cfg.ClientSessionCache = cc.cache
+	if cc.cacheSize > 0 {
+		// A new session cache with every change of certificates or
+		// validation context: Go does not verify the peer again on a
+		// resumed session, so sessions from before a CA rotation must not
+		// resume (Envoy's new SSL_CTX on a context update has the same
+		// effect).
+		cfg.ClientSessionCache = tls.NewLRUClientSessionCache(cc.cacheSize)
+	}
 	// As Envoy, the server certificate is checked only as the validation
 	// context says; with none, it is not checked.
 	cfg.InsecureSkipVerify = true

@@ -46,6 +46,7 @@ type controlPlane struct {
 	nacks []string // error_detail messages seen
 	acks  int
 	reqs  int
+	names map[string][]string // last resource names asked for, by type
 }
 
 func startControlPlane(t *testing.T, addr string) *controlPlane {
@@ -75,6 +76,12 @@ func (cp *controlPlane) listen(t *testing.T, addr string) {
 	cb := serverv3.CallbackFuncs{
 		StreamRequestFunc: func(_ int64, r *discoveryv3.DiscoveryRequest) error {
 			cp.note(r.GetErrorDetail().GetMessage(), r.GetResponseNonce() != "")
+			cp.mu.Lock()
+			if cp.names == nil {
+				cp.names = map[string][]string{}
+			}
+			cp.names[r.GetTypeUrl()] = r.GetResourceNames()
+			cp.mu.Unlock()
 			return nil
 		},
 		StreamDeltaRequestFunc: func(_ int64, r *discoveryv3.DeltaDiscoveryRequest) error {
@@ -98,6 +105,13 @@ func (cp *controlPlane) note(nack string, isResponse bool) {
 	} else if isResponse {
 		cp.acks++
 	}
+}
+
+// lastNames returns the resource names of the type's latest request.
+func (cp *controlPlane) lastNames(typeURL string) []string {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return append([]string(nil), cp.names[typeURL]...)
 }
 
 func (cp *controlPlane) nackMessages() []string {
@@ -138,15 +152,23 @@ func sockAddr(h string, p uint32) *corev3.Address {
 }
 
 func listener(name, addr, routeName string) *listenerv3.Listener {
+	return listenerFrom(name, addr, routeName, adsSource())
+}
+
+func adsSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{ResourceApiVersion: corev3.ApiVersion_V3, ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}
+}
+
+// listenerFrom is an HTTP listener whose routes come over RDS from src.
+func listenerFrom(name, addr, routeName string, src *corev3.ConfigSource) *listenerv3.Listener {
 	h, p, _ := net.SplitHostPort(addr)
 	var port uint32
 	fmt.Sscan(p, &port)
 	router, _ := anypb.New(&routerv3.Router{})
 	hcm := &hcmv3.HttpConnectionManager{
-		StatPrefix: name,
-		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: routeName,
-			ConfigSource: &corev3.ConfigSource{ResourceApiVersion: corev3.ApiVersion_V3, ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}}},
-		HttpFilters: []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
+		StatPrefix:     name,
+		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: routeName, ConfigSource: src}},
+		HttpFilters:    []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}},
 	}
 	tc, _ := anypb.New(hcm)
 	return &listenerv3.Listener{Name: name, Address: sockAddr(h, port), FilterChains: []*listenerv3.FilterChain{{
