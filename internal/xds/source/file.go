@@ -34,12 +34,12 @@ type file struct {
 	checking sync.Mutex
 	mu       sync.Mutex
 	handler  xdsclient.Handler
-	stats   *xdsclient.Stats
-	last    string
-	first   chan struct{}
-	once    sync.Once
-	stopCh  chan struct{}
-	started bool
+	stats    *xdsclient.Stats
+	last     string
+	first    chan struct{}
+	once     sync.Once
+	stopCh   chan struct{}
+	started  bool
 }
 
 func newFile(path string, poll time.Duration, log *slog.Logger) *file {
