@@ -172,7 +172,7 @@ func waitAndShutdown(srv *server.Server, log *slog.Logger) int {
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGUSR1:
-				server.ReopenAccessLogs()
+				srv.ReopenAccessLogs()
 				log.Info("reopened access logs")
 				continue
 			case syscall.SIGHUP:

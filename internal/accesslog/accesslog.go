@@ -3,6 +3,8 @@
 // formatted on the request path into a shared, buffered writer per file,
 // which a background flusher writes out every second (Envoy's
 // file_flush_interval) or when 64 KiB accumulate; SIGUSR1 reopens files.
+// The writers belong to a Files set that one server owns (Envoy's access
+// log manager), so two servers in a process do not share files or stats.
 package accesslog
 
 import (
@@ -47,15 +49,15 @@ func (l *Logger) Log(info *streaminfo.Info) {
 	bufPool.Put(bp)
 }
 
-// Compile compiles an access_log list.
-func Compile(logs []*accesslogv3.AccessLog, path string, st *stats.Store) ([]*Logger, error) {
+// Compile compiles an access_log list; file sinks come from files.
+func Compile(logs []*accesslogv3.AccessLog, path string, files *Files) ([]*Logger, error) {
 	var out []*Logger
 	for i, al := range logs {
 		p := config.Index(path, i)
 		if err := config.CheckFields(al, p, "name", "typed_config", "filter"); err != nil {
 			return nil, err
 		}
-		l, err := compileOne(al, p, st)
+		l, err := compileOne(al, p, files)
 		if err != nil {
 			return nil, err
 		}
@@ -64,7 +66,7 @@ func Compile(logs []*accesslogv3.AccessLog, path string, st *stats.Store) ([]*Lo
 	return out, nil
 }
 
-func compileOne(al *accesslogv3.AccessLog, path string, st *stats.Store) (*Logger, error) {
+func compileOne(al *accesslogv3.AccessLog, path string, files *Files) (*Logger, error) {
 	l := &Logger{}
 	if f := al.GetFilter(); f != nil {
 		fl, err := compileFilter(f, config.Join(path, "filter"))
@@ -78,29 +80,29 @@ func compileOne(al *accesslogv3.AccessLog, path string, st *stats.Store) (*Logge
 	if err != nil {
 		return nil, err
 	}
-	if err := r.Ext.Factory.(loggerFactory)(r.Config, l, st, tp); err != nil {
+	if err := r.Ext.Factory.(loggerFactory)(r.Config, l, files, tp); err != nil {
 		return nil, err
 	}
 	return l, nil
 }
 
 // loggerFactory compiles an access logger's typed_config into l.
-type loggerFactory func(cfg proto.Message, l *Logger, st *stats.Store, path string) error
+type loggerFactory func(cfg proto.Message, l *Logger, files *Files, path string) error
 
 func init() {
 	extension.Register(extension.Extension{Name: "envoy.access_loggers.file", Aliases: []string{"envoy.file_access_log"},
 		Category: extension.AccessLogger, Config: &filev3.FileAccessLog{}, Factory: loggerFactory(compileFile)})
 	extension.Register(extension.Extension{Name: "envoy.access_loggers.stdout", Category: extension.AccessLogger,
-		Config: &streamv3.StdoutAccessLog{}, Factory: loggerFactory(func(cfg proto.Message, l *Logger, st *stats.Store, path string) error {
-			return compileStream(cfg.(*streamv3.StdoutAccessLog), "/dev/stdout", l, st, path)
+		Config: &streamv3.StdoutAccessLog{}, Factory: loggerFactory(func(cfg proto.Message, l *Logger, files *Files, path string) error {
+			return compileStream(cfg.(*streamv3.StdoutAccessLog), "/dev/stdout", l, files, path)
 		})})
 	extension.Register(extension.Extension{Name: "envoy.access_loggers.stderr", Category: extension.AccessLogger,
-		Config: &streamv3.StderrAccessLog{}, Factory: loggerFactory(func(cfg proto.Message, l *Logger, st *stats.Store, path string) error {
-			return compileStream(cfg.(*streamv3.StderrAccessLog), "/dev/stderr", l, st, path)
+		Config: &streamv3.StderrAccessLog{}, Factory: loggerFactory(func(cfg proto.Message, l *Logger, files *Files, path string) error {
+			return compileStream(cfg.(*streamv3.StderrAccessLog), "/dev/stderr", l, files, path)
 		})})
 }
 
-func compileFile(msg proto.Message, l *Logger, st *stats.Store, tp string) error {
+func compileFile(msg proto.Message, l *Logger, files *Files, tp string) error {
 	fl := msg.(*filev3.FileAccessLog)
 	if err := config.CheckFields(fl, tp, "path", "log_format", "format", "json_format", "typed_json_format"); err != nil {
 		return err
@@ -124,7 +126,7 @@ func compileFile(msg proto.Message, l *Logger, st *stats.Store, tp string) error
 	if err != nil {
 		return config.Errorf(tp, "%v", err)
 	}
-	l.out, err = openWriter(fl.GetPath(), st)
+	l.out, err = files.open(fl.GetPath())
 	if err != nil {
 		return config.Errorf(config.Join(tp, "path"), "%v", err)
 	}
@@ -137,11 +139,11 @@ type streamLog interface {
 	GetLogFormat() *corev3.SubstitutionFormatString
 }
 
-func compileStream(m streamLog, dev string, l *Logger, st *stats.Store, tp string) error {
+func compileStream(m streamLog, dev string, l *Logger, files *Files, tp string) error {
 	if err := config.CheckFields(m, tp, "log_format"); err != nil {
 		return err
 	}
-	l.out, _ = openWriter(dev, st)
+	l.out, _ = files.open(dev)
 	var err error
 	if f := m.GetLogFormat(); f != nil {
 		l.entry, err = format.FromSubstitutionFormatString(f, config.Join(tp, "log_format"))
@@ -170,16 +172,31 @@ type writer struct {
 	buffered, completed, flushedByTimer, reopenFailed *stats.Counter
 }
 
-var (
-	writersMu sync.Mutex
-	writers   = map[string]*writer{}
-	flusher   sync.Once
-)
+// Files is one server's set of access-log writers, one per path, and
+// their flusher.
+type Files struct {
+	st      *stats.Store
+	mu      sync.Mutex
+	writers map[string]*writer
+	started bool
+	stop    chan struct{}
+	done    chan struct{}
+}
 
-func openWriter(path string, st *stats.Store) (*writer, error) {
-	writersMu.Lock()
-	defer writersMu.Unlock()
-	if w := writers[path]; w != nil {
+// NewFiles returns an empty set whose writers count in st
+// (access_log_file.*).
+func NewFiles(st *stats.Store) *Files {
+	if st == nil {
+		st = stats.NewStore()
+	}
+	return &Files{st: st, writers: map[string]*writer{}, stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// open returns the writer of a path, shared by every logger that names it.
+func (fs *Files) open(path string) (*writer, error) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if w := fs.writers[path]; w != nil {
 		return w, nil
 	}
 	// Compiling a config has no side effects: the file is opened (and
@@ -193,16 +210,15 @@ func openWriter(path string, st *stats.Store) (*writer, error) {
 			return nil, fmt.Errorf("open access log %s: %w (check the directory exists and is writable)", path, err)
 		}
 	}
-	s := st
-	if s == nil {
-		s = stats.NewStore()
-	}
-	sc := s.Scope("access_log_file.")
+	sc := fs.st.Scope("access_log_file.")
 	w := &writer{path: path,
 		buffered: sc.Counter("write_buffered"), completed: sc.Counter("write_completed"),
 		flushedByTimer: sc.Counter("flushed_by_timer"), reopenFailed: sc.Counter("reopen_failed")}
-	writers[path] = w
-	flusher.Do(func() { go flushLoop() })
+	fs.writers[path] = w
+	if !fs.started {
+		fs.started = true
+		go fs.flushLoop()
+	}
 	return w, nil
 }
 
@@ -262,39 +278,66 @@ func (w *writer) flush() bool {
 	return true
 }
 
-func flushLoop() {
+func (fs *Files) flushLoop() {
+	defer close(fs.done)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	for range t.C {
-		for _, w := range allWriters() {
-			if w.flush() {
-				w.flushedByTimer.Inc()
+	for {
+		select {
+		case <-fs.stop:
+			return
+		case <-t.C:
+			for _, w := range fs.all() {
+				if w.flush() {
+					w.flushedByTimer.Inc()
+				}
 			}
 		}
 	}
 }
 
-func allWriters() []*writer {
-	writersMu.Lock()
-	defer writersMu.Unlock()
-	out := make([]*writer, 0, len(writers))
-	for _, w := range writers {
+func (fs *Files) all() []*writer {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	out := make([]*writer, 0, len(fs.writers))
+	for _, w := range fs.writers {
 		out = append(out, w)
 	}
 	return out
 }
 
-// Flush writes every buffered entry out (shutdown, tests).
-func Flush() {
-	for _, w := range allWriters() {
+// Flush writes every buffered entry out (tests).
+func (fs *Files) Flush() {
+	for _, w := range fs.all() {
 		w.flush()
+	}
+}
+
+// Close flushes, stops the flusher and closes the files (shutdown).
+func (fs *Files) Close() {
+	fs.mu.Lock()
+	started := fs.started
+	fs.started = true // no flusher may start after Close
+	fs.mu.Unlock()
+	if started {
+		close(fs.stop)
+		<-fs.done
+	}
+	for _, w := range fs.all() {
+		w.flush()
+		w.mu.Lock()
+		if w.f != nil && w.f != os.Stdout && w.f != os.Stderr {
+			w.f.Close()
+		}
+		w.f = nil
+		w.mu.Unlock()
 	}
 }
 
 // Reopen closes and reopens every access log file (SIGUSR1, after log
 // rotation), flushing first.
-func Reopen() {
-	for _, w := range allWriters() {
+func (fs *Files) Reopen() {
+	for _, w := range fs.all() {
 		w.flush()
 		if w.path == "/dev/stdout" || w.path == "/dev/stderr" {
 			continue

@@ -51,7 +51,9 @@ filter:
     - status_code_filter: {comparison: {op: GE, value: {default_value: 500, runtime_key: x}}}
     - and_filter: {filters: [{duration_filter: {comparison: {op: GE, value: {default_value: 100, runtime_key: y}}}}, {header_filter: {header: {name: user-agent, string_match: {prefix: slow}}}}]}
     - response_flag_filter: {flags: [UH]}`)
-	ls, err := Compile(logs, "access_log", stats.NewStore())
+	files := NewFiles(stats.NewStore())
+	defer files.Close()
+	ls, err := Compile(logs, "access_log", files)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +63,7 @@ filter:
 	l.Log(info(200, 150, 0, "slowclient"))                                  // slow and UA matches
 	l.Log(info(200, 150, 0, "curl"))                                        // slow but UA does not match
 	l.Log(info(200, 1, streaminfo.Flags(streaminfo.NoHealthyUpstream), "")) // UH
-	Flush()
+	files.Flush()
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -72,9 +74,9 @@ filter:
 	}
 	// Reopen (log rotation): the old file moves away, new entries go to a new file.
 	os.Rename(path, path+".1")
-	Reopen()
+	files.Reopen()
 	l.Log(info(500, 1, 0, "x"))
-	Flush()
+	files.Flush()
 	b, _ = os.ReadFile(path)
 	if string(b) != "500 1 - x\n" {
 		t.Fatalf("after reopen: %q", b)
@@ -88,7 +90,7 @@ func TestRejectedLoggers(t *testing.T) {
 		{`{name: x, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /tmp/x.log}, filter: {traceable_filter: {}}}`, "access_log[0].filter.traceable_filter: traceable_filter (Legate does not trace) is not supported"},
 	}
 	for _, tc := range cases {
-		_, err := Compile(hcmLogs(t, tc.yaml), "access_log", stats.NewStore())
+		_, err := Compile(hcmLogs(t, tc.yaml), "access_log", NewFiles(nil))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s:\n got %v\nwant %s", tc.yaml, err, tc.want)
 		}
@@ -99,7 +101,9 @@ func BenchmarkLogDefault(b *testing.B) {
 	dir := b.TempDir()
 	al := &accesslogv3.AccessLog{}
 	config.Decode([]byte(`{name: f, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: `+filepath.Join(dir, "a.log")+`}}`), al, "")
-	ls, err := Compile([]*accesslogv3.AccessLog{al}, "access_log", stats.NewStore())
+	files := NewFiles(nil)
+	defer files.Close()
+	ls, err := Compile([]*accesslogv3.AccessLog{al}, "access_log", files)
 	if err != nil {
 		b.Fatal(err)
 	}

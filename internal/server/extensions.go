@@ -12,7 +12,7 @@ import (
 // accessLogCompiler returns the access-log compiler the proxy uses.
 func accessLogCompiler(s *Server) func([]*accesslogv3.AccessLog, string) ([]proxy.AccessLogger, error) {
 	return func(logs []*accesslogv3.AccessLog, path string) ([]proxy.AccessLogger, error) {
-		ls, err := accesslog.Compile(logs, path, s.Stats)
+		ls, err := accesslog.Compile(logs, path, s.logFiles)
 		if err != nil {
 			return nil, err
 		}
@@ -36,7 +36,9 @@ func headerValueCompiler() func(string) (route.Value, error) {
 	}
 }
 
-func closeAccessLogs() { accesslog.Flush() }
-
 // ReopenAccessLogs reopens every access log file (SIGUSR1).
-func ReopenAccessLogs() { accesslog.Reopen() }
+func (s *Server) ReopenAccessLogs() {
+	if s.logFiles != nil {
+		s.logFiles.Reopen()
+	}
+}

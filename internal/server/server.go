@@ -31,6 +31,7 @@ import (
 	// Every extension implemented outside the core packages.
 	_ "github.com/legateproxy/legate/internal/filters/all"
 
+	"github.com/legateproxy/legate/internal/accesslog"
 	"github.com/legateproxy/legate/internal/admin"
 	"github.com/legateproxy/legate/internal/asyncclient"
 	"github.com/legateproxy/legate/internal/config"
@@ -86,6 +87,8 @@ type Server struct {
 	serverStats    serverStats
 	dyn            *dynamic
 	secrets        *tlsx.Store
+	// logFiles are the access-log files this server writes.
+	logFiles *accesslog.Files
 }
 
 type serverStats struct {
@@ -179,6 +182,7 @@ func (s *Server) compile() error {
 		return err
 	}
 	host, _ := os.Hostname()
+	s.logFiles = accesslog.NewFiles(s.Stats)
 	s.deps = &proxy.Deps{
 		Stats: s.Stats, Clusters: s.Clusters, Log: s.log, Hostname: host,
 		NodeID: b.GetNode().GetId(), NodeCluster: b.GetNode().GetCluster(),
@@ -422,7 +426,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 		s.adminLog.Close()
 	}
 	s.Clusters.CloseAll()
-	closeAccessLogs()
+	s.logFiles.Close()
 	s.quitOnce.Do(func() { close(s.quit) })
 }
 
