@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -24,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
+	"github.com/legateproxy/legate/internal/certgen"
 	"github.com/legateproxy/legate/internal/controller"
 	"github.com/legateproxy/legate/internal/controller/source"
 	"github.com/legateproxy/legate/internal/controller/status"
@@ -44,6 +46,10 @@ type controllerFlags struct {
 	leaderElect                                                                  bool
 	leaderNamespace, leaderName                                                  string
 	httpPort, httpsPort                                                          int
+	// xDS TLS: the serving certificate and key, and the CA of the
+	// proxies' client certificates; insecure serves plaintext.
+	xdsCA, xdsCert, xdsKey, stateDir string
+	insecure                         bool
 }
 
 func runController(args []string) int {
@@ -65,6 +71,17 @@ func runController(args []string) int {
 	fs.StringVar(&f.leaderNamespace, "leader-election-namespace", "", "namespace of the leader election Lease (default: $POD_NAMESPACE or legate-system)")
 	fs.StringVar(&f.leaderName, "leader-election-name", "legate-controller", "name of the leader election Lease")
 	fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warning, error")
+	for _, n := range []string{"xds-ca-file", "contour-cafile"} {
+		fs.StringVar(&f.xdsCA, n, "", "CA file that signs the proxies' client certificates (xDS mTLS)")
+	}
+	for _, n := range []string{"xds-cert-file", "contour-cert-file"} {
+		fs.StringVar(&f.xdsCert, n, "", "the controller's xDS serving certificate file")
+	}
+	for _, n := range []string{"xds-key-file", "contour-key-file"} {
+		fs.StringVar(&f.xdsKey, n, "", "the controller's xDS serving key file")
+	}
+	fs.StringVar(&f.stateDir, "state-dir", "", "where certificates are created when no --xds-*-file is given (default $LEGATE_STATE_DIR, $XDG_STATE_HOME/legate or ~/.local/state/legate)")
+	fs.BoolVar(&f.insecure, "insecure", false, "serve xDS in plaintext without client authentication (any client gets every resource, private keys included)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -168,8 +185,18 @@ func (f *controllerFlags) run(ctx context.Context, log *slog.Logger, started fun
 			}
 		}()
 	}
+	tlsFiles, err := f.xdsTLS(log)
+	if err != nil {
+		xl.Close()
+		hl.Close()
+		return err
+	}
 	errs := make(chan error, 2)
-	go func() { errs <- xs.Serve(ctx, xl) }()
+	if tlsFiles == nil {
+		go func() { errs <- xs.Serve(ctx, xl) }()
+	} else {
+		go func() { errs <- xs.ServeTLS(ctx, xl, *tlsFiles) }()
+	}
 	go func() { errs <- c.ServeHTTP(ctx, hl, opt.Registry) }()
 	go c.Run(ctx)
 	log.Info("controller started", "xds", xl.Addr().String(), "http", hl.Addr().String(), "source", sourceName(f))
@@ -185,6 +212,43 @@ func (f *controllerFlags) run(ctx context.Context, log *slog.Logger, started fun
 		}
 		return err
 	}
+}
+
+// xdsTLS decides how xDS is served: with the given certificate files,
+// with ones generated in the state directory when none are given, or —
+// only with --insecure — in plaintext.
+func (f *controllerFlags) xdsTLS(log *slog.Logger) (*xdsserver.TLSFiles, error) {
+	given := f.xdsCA != "" || f.xdsCert != "" || f.xdsKey != ""
+	if f.insecure {
+		if given {
+			return nil, errors.New("--insecure with --xds-*-file: choose one")
+		}
+		log.Warn("serving xDS in plaintext without client authentication (--insecure): any client that reaches the xDS port gets every resource, private keys included")
+		return nil, nil
+	}
+	if given {
+		if f.xdsCA == "" || f.xdsCert == "" || f.xdsKey == "" {
+			return nil, errors.New("xDS TLS needs all of --xds-ca-file, --xds-cert-file and --xds-key-file")
+		}
+		return &xdsserver.TLSFiles{CA: f.xdsCA, Cert: f.xdsCert, Key: f.xdsKey}, nil
+	}
+	state := f.stateDir
+	if state == "" {
+		var err error
+		if state, err = certgen.StateDir(); err != nil {
+			return nil, fmt.Errorf("%w (or pass --xds-ca-file, --xds-cert-file and --xds-key-file, or --insecure)", err)
+		}
+	}
+	dir := certgen.XDSDir(state)
+	created, err := certgen.Ensure(dir, certgen.Options{Namespace: os.Getenv("POD_NAMESPACE")})
+	if err != nil {
+		return nil, fmt.Errorf("xDS certificates in %s: %w (pass --xds-*-file, or --insecure)", dir, err)
+	}
+	if created {
+		log.Info("created xDS certificates; `legate bootstrap` on this machine uses them", "dir", dir)
+	}
+	return &xdsserver.TLSFiles{CA: filepath.Join(dir, certgen.CAFile), Cert: filepath.Join(dir, certgen.ControllerCertFile),
+		Key: filepath.Join(dir, certgen.ControllerKeyFile)}, nil
 }
 
 func sourceName(f *controllerFlags) string {
@@ -256,12 +320,28 @@ func runBootstrap(args []string) int {
 	nodeID := fs.String("node-id", "", "node id (default: $POD_NAME, or the host name)")
 	cluster := fs.String("node-cluster", "legate", "node cluster")
 	delta := fs.Bool("delta", false, "use incremental xDS (DELTA_GRPC)")
+	var caFile, certFile, keyFile string
+	for _, n := range []string{"xds-ca-file", "envoy-cafile"} {
+		fs.StringVar(&caFile, n, "", "CA file that signs the controller's certificate")
+	}
+	for _, n := range []string{"xds-cert-file", "envoy-cert-file"} {
+		fs.StringVar(&certFile, n, "", "the proxy's xDS client certificate file")
+	}
+	for _, n := range []string{"xds-key-file", "envoy-key-file"} {
+		fs.StringVar(&keyFile, n, "", "the proxy's xDS client key file")
+	}
+	serverName := fs.String("xds-server-name", certgen.ServerName, "name verified in the controller's certificate (and sent as SNI)")
+	stateDir := fs.String("state-dir", "", "where a local controller keeps its generated certificates (default as legate controller)")
+	insecure := fs.Bool("insecure", false, "connect to a controller started with --insecure (plaintext)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	err := func() error {
 		o := controller.BootstrapOptions{NodeID: *nodeID, Cluster: *cluster, Delta: *delta}
 		var err error
+		if o.TLS, err = bootstrapTLS(caFile, certFile, keyFile, *serverName, *stateDir, *insecure); err != nil {
+			return err
+		}
 		if o.XDSHost, o.XDSPort, err = splitHostPort(*xdsAddr, "xds-address"); err != nil {
 			return err
 		}
@@ -291,4 +371,45 @@ func runBootstrap(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// bootstrapTLS picks the proxy's xDS client certificate: the files given,
+// or those a controller on this machine created in its state directory.
+func bootstrapTLS(ca, cert, key, serverName, stateDir string, insecure bool) (*controller.BootstrapTLS, error) {
+	given := ca != "" || cert != "" || key != ""
+	if insecure {
+		if given {
+			return nil, errors.New("--insecure with --xds-*-file: choose one")
+		}
+		return nil, nil
+	}
+	if given {
+		if ca == "" || cert == "" || key == "" {
+			return nil, errors.New("xDS TLS needs all of --xds-ca-file, --xds-cert-file and --xds-key-file")
+		}
+		return &controller.BootstrapTLS{CAFile: ca, CertFile: cert, KeyFile: key, ServerName: serverName}, nil
+	}
+	if stateDir == "" {
+		var err error
+		if stateDir, err = certgen.StateDir(); err != nil {
+			return nil, err
+		}
+	}
+	dir := certgen.XDSDir(stateDir)
+	// A controller started a moment ago (`legate controller … &` then
+	// `legate bootstrap`) may still be writing them.
+	for i := 0; i < 50 && !certgen.Has(dir); i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !certgen.Has(dir) {
+		return nil, fmt.Errorf("no xDS client certificate: pass --xds-ca-file, --xds-cert-file and --xds-key-file (in Kubernetes, from the Secret `legate certgen` made), start legate controller on this machine first (it creates them in %s), or use --insecure for a controller started with --insecure", dir)
+	}
+	abs := func(n string) string {
+		p, err := filepath.Abs(filepath.Join(dir, n))
+		if err != nil {
+			return filepath.Join(dir, n)
+		}
+		return p
+	}
+	return &controller.BootstrapTLS{CAFile: abs(certgen.CAFile), CertFile: abs(certgen.ProxyCertFile), KeyFile: abs(certgen.ProxyKeyFile), ServerName: serverName}, nil
 }

@@ -220,6 +220,21 @@ spec:
 	ctl := exec.Command(legateBin, "controller", "--manifests", dir,
 		"--xds-address", fmt.Sprintf("127.0.0.1:%d", xdsPort), "--http-address", fmt.Sprintf("127.0.0.1:%d", httpPort),
 		"--envoy-listen-address", "127.0.0.1", "--http-port", fmt.Sprint(listenPort))
+	// The state directory where the controller creates the xDS mTLS
+	// certificates and where `legate bootstrap` finds them (the same
+	// commands as the walk-through; only the directory is private).
+	state := t.TempDir()
+	env := append(os.Environ(), "LEGATE_STATE_DIR="+state)
+	bootCmd := func(args ...string) *exec.Cmd {
+		c := exec.Command(legateBin, append([]string{"bootstrap", "--xds-address", fmt.Sprintf("127.0.0.1:%d", xdsPort),
+			"--admin-address", "127.0.0.1:0", "--node-id", "cli-test"}, args...)...)
+		c.Env = env
+		return c
+	}
+	if out, err := bootCmd().CombinedOutput(); err == nil || !strings.Contains(string(out), "no xDS client certificate") {
+		t.Errorf("legate bootstrap before any certificate exists should say how to get one: %v\n%s", err, out)
+	}
+	ctl.Env = env
 	ctl.Stderr = os.Stderr
 	if err := ctl.Start(); err != nil {
 		t.Fatal(err)
@@ -227,9 +242,15 @@ spec:
 	defer func() { ctl.Process.Signal(syscall.SIGTERM); ctl.Wait() }()
 
 	boot := filepath.Join(t.TempDir(), "envoy.yaml")
-	if out, err := exec.Command(legateBin, "bootstrap", "--xds-address", fmt.Sprintf("127.0.0.1:%d", xdsPort),
-		"--admin-address", "127.0.0.1:0", "--node-id", "cli-test", boot).CombinedOutput(); err != nil {
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(state, "xds-certs", "proxy.key"))
+		return err == nil
+	}, "the controller did not create its xDS certificates in the state directory")
+	if out, err := bootCmd(boot).CombinedOutput(); err != nil {
 		t.Fatalf("legate bootstrap: %v\n%s", err, out)
+	}
+	if b, _ := os.ReadFile(boot); !strings.Contains(string(b), "UpstreamTlsContext") || !strings.Contains(string(b), "proxy.crt") {
+		t.Errorf("the bootstrap does not use the proxy's xDS client certificate:\n%s", b)
 	}
 	if out, err := exec.Command(legateBin, "validate", boot).CombinedOutput(); err != nil {
 		t.Fatalf("legate validate on the bootstrap: %v\n%s", err, out)

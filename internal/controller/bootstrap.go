@@ -21,6 +21,17 @@ type BootstrapOptions struct {
 	HealthPort int
 	// Delta selects incremental xDS (DELTA_GRPC) instead of state of the world.
 	Delta bool
+	// TLS secures the xDS connection with the proxy's client certificate
+	// (nil: plaintext, for a controller run with --insecure).
+	TLS *BootstrapTLS
+}
+
+// BootstrapTLS are the files of the proxy's side of xDS mTLS.
+type BootstrapTLS struct {
+	CAFile, CertFile, KeyFile string
+	// ServerName is sent as SNI and must be a DNS name of the
+	// controller's certificate.
+	ServerName string
 }
 
 // Bootstrap returns a proxy bootstrap (YAML) whose ADS points at a
@@ -57,14 +68,14 @@ static_resources:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
         explicit_http_config:
           http2_protocol_options: {}
-    load_assignment:
+%s    load_assignment:
       cluster_name: legate-controller
       endpoints:
       - lb_endpoints:
         - endpoint:
             address:
               socket_address: { address: %q, port_value: %d }
-`, o.NodeID, o.Cluster, o.AdminHost, o.AdminPort, api, o.XDSHost, o.XDSPort)
+`, o.NodeID, o.Cluster, o.AdminHost, o.AdminPort, api, transportSocket(o.TLS), o.XDSHost, o.XDSPort)
 	if o.HealthPort > 0 {
 		admin := o.AdminHost
 		if admin == "0.0.0.0" || admin == "" {
@@ -110,4 +121,30 @@ static_resources:
 `, admin, o.AdminPort, host, o.HealthPort)
 	}
 	return b.String()
+}
+
+// transportSocket is the xDS cluster's mTLS client context, as Contour's
+// bootstrap writes it for Envoy: the proxy's certificate, the CA, and
+// the controller's name checked in its certificate. The files are
+// watched, so a rotated Secret mount takes effect on the next connection.
+func transportSocket(t *BootstrapTLS) string {
+	if t == nil {
+		return ""
+	}
+	return fmt.Sprintf(`    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+        sni: %q
+        common_tls_context:
+          alpn_protocols: [h2]
+          tls_certificates:
+          - certificate_chain: { filename: %q }
+            private_key: { filename: %q }
+          validation_context:
+            trusted_ca: { filename: %q }
+            match_typed_subject_alt_names:
+            - san_type: DNS
+              matcher: { exact: %q }
+`, t.ServerName, t.CertFile, t.KeyFile, t.CAFile, t.ServerName)
 }

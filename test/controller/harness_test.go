@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/legateproxy/legate/internal/certgen"
 	"github.com/legateproxy/legate/internal/controller"
 	"github.com/legateproxy/legate/internal/controller/model"
 	"github.com/legateproxy/legate/internal/controller/source"
@@ -34,6 +35,10 @@ type cp struct {
 	httpPort  int
 	httpsPort int
 	store     *source.Store
+	reg       *prometheus.Registry
+	// tls, when set, is the certificate set xDS is served with (mTLS).
+	tls *certgen.Set
+	dir string // where tls's files are
 }
 
 type cpOptions struct {
@@ -42,6 +47,9 @@ type cpOptions struct {
 	listen string // address the proxies' listeners bind (default 127.0.0.1)
 	// isLeader gates status writes (leader election); nil writes always.
 	isLeader func() bool
+	// mtls serves xDS over TLS with client authentication, with a fresh
+	// certificate set (as `legate controller` does by default).
+	mtls bool
 }
 
 func freePort(t testing.TB) int { return testutil.FreePort(t) }
@@ -67,7 +75,7 @@ func startCP(t testing.TB, st *source.Store, o cpOptions) *cp {
 	}
 	reg := prometheus.NewRegistry()
 	log := testLogger(t)
-	x := &cp{store: st, httpPort: freePort(t), httpsPort: freePort(t)}
+	x := &cp{store: st, httpPort: freePort(t), httpsPort: freePort(t), reg: reg}
 	x.xds = xdsserver.New(log, xdsserver.NewMetrics(reg))
 	x.c = controller.New(st, x.xds, controller.Options{
 		Model: o.model, Status: o.status, IsLeader: o.isLeader, Log: log, Registry: reg,
@@ -82,7 +90,20 @@ func startCP(t testing.TB, st *source.Store, o cpOptions) *cp {
 		t.Fatal(err)
 	}
 	x.xdsAddr, x.httpAddr = xl.Addr().String(), hl.Addr().String()
-	go x.xds.Serve(ctx, xl)
+	if o.mtls {
+		set, err := certgen.Generate(certgen.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		x.tls, x.dir = set, t.TempDir()
+		if err := set.Write(x.dir); err != nil {
+			t.Fatal(err)
+		}
+		files := xdsserver.TLSFiles{CA: filepath.Join(x.dir, certgen.CAFile), Cert: filepath.Join(x.dir, certgen.ControllerCertFile), Key: filepath.Join(x.dir, certgen.ControllerKeyFile)}
+		go x.xds.ServeTLS(ctx, xl, files)
+	} else {
+		go x.xds.Serve(ctx, xl)
+	}
 	go x.c.ServeHTTP(ctx, hl, reg)
 	go x.c.Run(ctx)
 	testutil.Eventually(t, 10*time.Second, x.c.Ready, "controller never built its first configuration")
@@ -98,7 +119,12 @@ func startProxyWith(t testing.TB, x *cp, delta bool) *testutil.Proxy {
 	h, p, _ := net.SplitHostPort(x.xdsAddr)
 	var port int
 	fmt.Sscan(p, &port)
-	y := controller.Bootstrap(controller.BootstrapOptions{XDSHost: h, XDSPort: port, AdminHost: "127.0.0.1", NodeID: "test-proxy", Cluster: "legate", Delta: delta})
+	o := controller.BootstrapOptions{XDSHost: h, XDSPort: port, AdminHost: "127.0.0.1", NodeID: "test-proxy", Cluster: "legate", Delta: delta}
+	if x.tls != nil {
+		o.TLS = &controller.BootstrapTLS{CAFile: filepath.Join(x.dir, certgen.CAFile), CertFile: filepath.Join(x.dir, certgen.ProxyCertFile),
+			KeyFile: filepath.Join(x.dir, certgen.ProxyKeyFile), ServerName: certgen.ServerName}
+	}
+	y := controller.Bootstrap(o)
 	return testutil.StartProxy(t, y, nil)
 }
 

@@ -32,6 +32,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/legateproxy/legate/internal/certgen"
 	"github.com/legateproxy/legate/internal/controller/model"
 	"github.com/legateproxy/legate/internal/controller/source"
 	"github.com/legateproxy/legate/internal/controller/status"
@@ -273,6 +274,35 @@ func TestManifests(t *testing.T) {
 		t.Error("leader election with the quickstart RBAC never acquired the Lease")
 	}
 	lcancel()
+	// The certgen Job's ServiceAccount writes the xDS mTLS Secrets the
+	// controller and proxies mount; a second run keeps them.
+	cg := rest.CopyConfig(cfg)
+	cg.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:legate-system:legate-certgen"}
+	cgClient := kubernetes.NewForConfigOrDie(cg)
+	set, err := certgen.Generate(certgen.Options{Namespace: "legate-system"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := certgen.WriteSecrets(ctx, cgClient, "legate-system", set, false); err != nil || !strings.Contains(msg, "wrote") {
+		t.Fatalf("certgen with the quickstart RBAC: %q %v", msg, err)
+	}
+	again, _ := certgen.Generate(certgen.Options{Namespace: "legate-system"})
+	if msg, err := certgen.WriteSecrets(ctx, cgClient, "legate-system", again, false); err != nil || !strings.Contains(msg, "kept") {
+		t.Errorf("a second certgen run should keep the Secrets: %q %v", msg, err)
+	}
+	for _, name := range []string{certgen.ControllerSecret, certgen.ProxySecret} {
+		sec, err := client.CoreV1().Secrets("legate-system").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Errorf("Secret %s: %v", name, err)
+			continue
+		}
+		if sec.Type != corev1.SecretTypeTLS || len(sec.Data["ca.crt"]) == 0 || string(sec.Data["ca.crt"]) != string(set.CA) {
+			t.Errorf("Secret %s: type %s, ca.crt from the first run: %v", name, sec.Type, string(sec.Data["ca.crt"]) == string(set.CA))
+		}
+	}
+	if _, err := cgClient.CoreV1().Secrets("default").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("certgen may list Secrets in other namespaces (err %v)", err)
+	}
 	// Least privilege: nothing beyond what the controller needs.
 	if _, err := client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("controller may list pods (err %v): RBAC is wider than needed", err)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	corev1 "k8s.io/api/core/v1"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -104,6 +105,17 @@ func decodeInto(st *Store, data []byte) error {
 			SetNamespace(string)
 		}); ok && m.GetNamespace() == "" {
 			m.SetNamespace("default")
+		}
+		if sec, ok := obj.(*corev1.Secret); ok && len(sec.StringData) > 0 {
+			// What the API server does on write: stringData is merged into
+			// data (and wins), so a manifest with stringData reads as applied.
+			if sec.Data == nil {
+				sec.Data = map[string][]byte{}
+			}
+			for k, v := range sec.StringData {
+				sec.Data[k] = []byte(v)
+			}
+			sec.StringData = nil
 		}
 		st.Upsert(obj)
 	}

@@ -68,6 +68,8 @@ type Metrics struct {
 	Pushes    *prometheus.CounterVec // by type
 	NACKs     *prometheus.CounterVec // by type
 	Connected prometheus.Gauge
+	// Rejected counts connections refused at the TLS handshake, by reason.
+	Rejected *prometheus.CounterVec
 }
 
 // NewMetrics registers the server's metrics with reg.
@@ -76,9 +78,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Pushes:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "legate_xds_pushes_total", Help: "xDS responses sent, by resource type."}, []string{"type"}),
 		NACKs:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "legate_xds_nacks_total", Help: "xDS NACKs received, by resource type."}, []string{"type"}),
 		Connected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "legate_xds_connected_streams", Help: "Open xDS streams."}),
+		Rejected:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "legate_xds_rejected_connections_total", Help: "xDS connections refused at the TLS handshake (no or bad client certificate, plaintext), by reason."}, []string{"reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Pushes, m.NACKs, m.Connected)
+		reg.MustRegister(m.Pushes, m.NACKs, m.Connected, m.Rejected)
 	}
 	return m
 }
@@ -107,6 +110,9 @@ func New(log *slog.Logger, metrics *Metrics) *Server {
 	s.cache = cachev3.NewSnapshotCache(false, groupHash{}, nil)
 	return s
 }
+
+// Metrics returns the server's metrics.
+func (s *Server) Metrics() *Metrics { return s.metrics }
 
 // Versions returns the current version of each type for a group.
 func (s *Server) Versions(group string) map[resourcev3.Type]string {
@@ -233,14 +239,31 @@ func (s *Server) nack(n *corev3.Node, typ, msg string) {
 	s.log.Warn("xDS client rejected resources (NACK); it keeps its last good config", "node", n.GetId(), "type", shortType(typ), "error", msg)
 }
 
-// Serve serves ADS and the per-type xDS services on l until ctx ends.
+// Serve serves ADS and the per-type xDS services on l, in plaintext,
+// until ctx ends (tests, and `legate controller --insecure`).
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	return s.serve(ctx, l)
+}
+
+// ServeTLS is Serve over TLS with client authentication: only proxies
+// with a certificate the CA in files signed get a stream; every refused
+// connection is logged and counted (legate_xds_rejected_connections_total).
+func (s *Server) ServeTLS(ctx context.Context, l net.Listener, files TLSFiles) error {
+	creds, err := s.serverCreds(files)
+	if err != nil {
+		return err
+	}
+	return s.serve(ctx, l, grpc.Creds(creds))
+}
+
+func (s *Server) serve(ctx context.Context, l net.Listener, extra ...grpc.ServerOption) error {
 	xs := serverv3.NewServer(ctx, nackCache{s.cache, s}, s.callbacks())
-	g := grpc.NewServer(
+	opts := append([]grpc.ServerOption{
 		grpc.MaxConcurrentStreams(1<<20),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	}, extra...)
+	g := grpc.NewServer(opts...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, xs)
 	clusterservice.RegisterClusterDiscoveryServiceServer(g, xs)
 	endpointservice.RegisterEndpointDiscoveryServiceServer(g, xs)
