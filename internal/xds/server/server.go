@@ -259,7 +259,7 @@ func (s *Server) ServeTLS(ctx context.Context, l net.Listener, files TLSFiles) e
 func (s *Server) serve(ctx context.Context, l net.Listener, extra ...grpc.ServerOption) error {
 	xs := serverv3.NewServer(ctx, nackCache{s.cache, s}, s.callbacks())
 	opts := append([]grpc.ServerOption{
-		grpc.MaxConcurrentStreams(1<<20),
+		grpc.MaxConcurrentStreams(1 << 20),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}, extra...)
