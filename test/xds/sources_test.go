@@ -157,7 +157,8 @@ static_resources:
 	// The proxy sends the version it holds: unchanged polls are 304s.
 	testutil.Eventually(t, 5*time.Second, func() bool { return rs.code(http.StatusNotModified) > 0 }, "no poll carried the held version (never a 304)")
 	// A cluster Legate rejects: update_rejected, the last good config stays.
-	push(backends[:1], clusterv3.Cluster_CLUSTER_PROVIDED)
+	// (Endpoints unchanged: EDS is a separate resource and would apply.)
+	push(backends[1:], clusterv3.Cluster_CLUSTER_PROVIDED)
 	testutil.Eventually(t, 10*time.Second, func() bool { return p.Stat(t, "cluster_manager.cds.update_rejected") >= 1 }, "the bad REST update was not rejected")
 	for i := 0; i < 5; i++ {
 		if c, b, _ := getQuiet(url); c != 200 || b != "b1" {
