@@ -179,6 +179,7 @@ type Files struct {
 	mu      sync.Mutex
 	writers map[string]*writer
 	started bool
+	closed  bool
 	stop    chan struct{}
 	done    chan struct{}
 }
@@ -316,10 +317,10 @@ func (fs *Files) Flush() {
 // Close flushes, stops the flusher and closes the files (shutdown).
 func (fs *Files) Close() {
 	fs.mu.Lock()
-	started := fs.started
-	fs.started = true // no flusher may start after Close
+	started, closed := fs.started, fs.closed
+	fs.started, fs.closed = true, true // no flusher may start after Close
 	fs.mu.Unlock()
-	if started {
+	if started && !closed {
 		close(fs.stop)
 		<-fs.done
 	}

@@ -188,7 +188,12 @@ func parseChunkSize(line []byte) (int64, bool) {
 			goto rest
 		}
 		digits++
-		if digits > 15 {
+		// Leading zeros are valid (RFC 9112 §7.1: chunk-size = 1*HEXDIG);
+		// only significant digits count toward the 60-bit bound.
+		if n == 0 && v == 0 {
+			continue
+		}
+		if n>>56 != 0 {
 			return 0, false
 		}
 		n = n<<4 | int64(v)

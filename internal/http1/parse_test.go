@@ -240,3 +240,29 @@ func TestSerialize(t *testing.T) {
 		t.Fatalf("%q", got)
 	}
 }
+
+func TestChunkSize(t *testing.T) {
+	for _, tc := range []struct {
+		line string
+		n    int64
+		ok   bool
+	}{
+		{"1a", 26, true},
+		{"1A;name=value", 26, true},
+		{"0", 0, true},
+		{"000", 0, true},
+		{"0000000000000000000000001a", 26, true}, // leading zeros are valid (RFC 9112 §7.1)
+		{"fffffffffffffff", 1<<60 - 1, true},
+		{"ffffffffffffffff", 0, false}, // beyond 60 bits
+		{"FFFFFFFFFFFFFFFFF1", 0, false},
+		{"", 0, false},
+		{"-1", 0, false},
+		{"1a x", 0, false},
+		{"1a \t", 26, true},
+	} {
+		n, ok := parseChunkSize([]byte(tc.line))
+		if n != tc.n || ok != tc.ok {
+			t.Errorf("parseChunkSize(%q) = %d %v, want %d %v", tc.line, n, ok, tc.n, tc.ok)
+		}
+	}
+}

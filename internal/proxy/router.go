@@ -27,15 +27,16 @@ type failKind uint8
 const (
 	failNone failKind = iota
 	failConnect
-	failReset     // connection closed or reset before the response head
-	failTimeout   // global timeout
-	failPerTry    // per-try timeout
-	failOverflow  // circuit breaker
-	failProtocol  // malformed upstream response
-	failNoHealthy // no host to pick
-	failDownstream
-	failRequestTimeout // request_timeout expired while the body was read
-	failIdle           // the stream (or route) idle timeout expired
+	failReset              // connection closed or reset before the response head
+	failTimeout            // global timeout
+	failPerTry             // per-try timeout
+	failOverflow           // circuit breaker
+	failProtocol           // malformed upstream response
+	failNoHealthy          // no host to pick
+	failDownstream         // the client went away while the request was sent
+	failDownstreamProtocol // the client's request body was malformed
+	failRequestTimeout     // request_timeout expired while the body was read
+	failIdle               // the stream (or route) idle timeout expired
 )
 
 // idleTimeout is the route's idle_timeout, or the connection manager's
@@ -429,6 +430,12 @@ func (s *stream) planBody(at *attempt) bool {
 		}
 		s.bodyConsumed = true
 		s.closeConn = true
+		var pe *http1.ProtocolError
+		if errors.As(err, &pe) {
+			// A malformed body is the client's fault: 400, flag DPE.
+			s.localReply(400, "Bad Request", pe.Detail, streaminfo.DownstreamProtocolError)
+			return false
+		}
 		s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
 		s.resp.Status = 0
 		return false
@@ -512,7 +519,13 @@ func (s *stream) runAttempt(at *attempt) {
 	case failReset, failProtocol:
 		h.OutlierResult(upstream.ResultReset)
 	}
-	if at.fail != failNone {
+	switch at.fail {
+	case failNone:
+	case failDownstream, failDownstreamProtocol:
+		// Client faults are not the host's (Envoy does not count them
+		// in outlier detection either).
+		h.HostAbandoned()
+	default:
 		h.HostFinished(false, at.fail == failTimeout || at.fail == failPerTry)
 	}
 }
@@ -554,8 +567,15 @@ func (s *stream) attemptH1(at *attempt, deadline time.Time) {
 			return
 		}
 		at.cl.Release(cc, false)
-		if errors.Is(ferr, errRequestTimeout) {
+		switch {
+		case errors.Is(ferr, errRequestTimeout):
 			at.fail, at.failErr = failRequestTimeout, ferr
+			return
+		case errors.Is(ferr, errDownstreamProtocol):
+			at.fail, at.failErr = failDownstreamProtocol, ferr
+			return
+		case errors.Is(ferr, errDownstream):
+			at.fail, at.failErr = failDownstream, ferr
 			return
 		}
 		if fail == failReset && cc.Reused() && !resent && try == 0 && at.bodyMode != bodyStream {
@@ -701,6 +721,10 @@ func (s *stream) streamBodyH1(at *attempt, cc *upstream.ClientConn, chunked bool
 				if errors.Is(err, errRequestTimeout) {
 					return errRequestTimeout
 				}
+				var pe *http1.ProtocolError
+				if errors.As(err, &pe) {
+					return &downstreamProtocolError{pe}
+				}
 				s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
 				return errDownstream
 			}
@@ -715,6 +739,19 @@ func (s *stream) streamBodyH1(at *attempt, cc *upstream.ClientConn, chunked bool
 }
 
 var errDownstream = errors.New("downstream closed while sending the request body")
+
+// errDownstreamProtocol matches a downstreamProtocolError.
+var errDownstreamProtocol = errors.New("malformed downstream request body")
+
+// downstreamProtocolError is a request body the client framed wrongly
+// (a bad chunk size, say), found while it was streamed upstream.
+type downstreamProtocolError struct{ pe *http1.ProtocolError }
+
+func (e *downstreamProtocolError) Error() string {
+	return errDownstreamProtocol.Error() + ": " + e.pe.Error()
+}
+func (e *downstreamProtocolError) Is(target error) bool { return target == errDownstreamProtocol }
+func (e *downstreamProtocolError) Unwrap() error        { return e.pe }
 
 // shouldRetry decides from the attempt's outcome and the retry policy.
 func (s *stream) shouldRetry(at *attempt) bool {
@@ -857,6 +894,16 @@ func (s *stream) finishFailure(at *attempt) {
 		s.localReply(504, "upstream request timeout", "upstream_per_try_timeout", streaminfo.UpstreamRequestTimeout)
 	case failDownstream:
 		s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+	case failDownstreamProtocol:
+		// As Envoy's codec error on a request body: 400, flag DPE, the
+		// connection closes; the upstream request was reset.
+		details := "http1.codec_error"
+		var pe *http1.ProtocolError
+		if errors.As(at.failErr, &pe) && pe.Detail != "" {
+			details = pe.Detail
+		}
+		s.closeConn = true
+		s.localReply(400, "Bad Request", details, streaminfo.DownstreamProtocolError)
 	case failRequestTimeout:
 		s.localReply(408, "request timeout", "request_overall_timeout", 0)
 	case failIdle:

@@ -85,6 +85,8 @@ func (s *stream) attemptH2(at *attempt, deadline time.Time) {
 			at.fail, at.failErr = failConnect, err
 		case ctx.Err() != nil || isTimeout(err):
 			at.fail = s.timeoutKind(at, deadline)
+		case errors.Is(err, errDownstreamProtocol):
+			at.fail, at.failErr = failDownstreamProtocol, err
 		case errors.Is(err, errDownstream):
 			at.fail = failDownstream
 		default:
@@ -113,6 +115,11 @@ func (s *stream) countingRead(p []byte) (int, error) {
 	s.info.BytesReceived += uint64(n)
 	if err != nil && err != io.EOF {
 		s.closeConn = true
+		var pe *http1.ProtocolError
+		if errors.As(err, &pe) {
+			return n, &downstreamProtocolError{pe}
+		}
+		s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
 		return n, errDownstream
 	}
 	return n, err

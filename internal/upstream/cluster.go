@@ -332,6 +332,14 @@ func (h *Host) HostFinished(success, timeout bool) {
 	}
 }
 
+// HostAbandoned ends a request the downstream gave up on (it closed, or
+// sent a malformed body): neither a success nor an error of the host, so
+// a client fault never counts against it.
+func (h *Host) HostAbandoned() {
+	h.activeRq.Add(-1)
+	h.stats.RqActive.Add(-1)
+}
+
 // adopt gives a new host of c its own stats and connection pool and c's
 // outlier detector.
 func (c *Cluster) adopt(h *Host) {
