@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/legateproxy/legate/internal/testutil"
 )
@@ -45,9 +46,12 @@ static_resources:
 	testutil.Get(t, testutil.Client(), p2.URL("main", "/"), "x-who", "two")
 	testutil.Get(t, testutil.Client(), p2.URL("main", "/"), "x-who", "two")
 	testutil.Get(t, testutil.Client(), p1.URL("main", "/"), "x-who", "one")
-	if n := p2.Stat(t, "access_log_file.write_buffered"); n != 2 {
-		t.Errorf("server two: access_log_file.write_buffered = %d, want its own 2", n)
-	}
+	// The entry is written as the stream ends, just after the response.
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		return p2.Stat(t, "access_log_file.write_buffered") == 2 && p1.Stat(t, "access_log_file.write_buffered") == 1
+	}, "each server should count its own entries (want 2 and 1): got %d and %d",
+		p2.Stat(t, "access_log_file.write_buffered"), p1.Stat(t, "access_log_file.write_buffered"))
+	time.Sleep(100 * time.Millisecond)
 	if n := p1.Stat(t, "access_log_file.write_buffered"); n != 1 {
 		t.Errorf("server one: access_log_file.write_buffered = %d, want its own 1", n)
 	}
