@@ -106,7 +106,16 @@ func (h *h2Server) serve(conn net.Conn, cs *connState, d *Deps, tc *trackedConn)
 		hs.w, hs.r, hs.trailers = nil, nil, headers.Map{}
 		h2Streams.Put(hs)
 	})
-	g.srv.ServeConn(conn, &http2.ServeConnOpts{Handler: handler, BaseConfig: g.base})
+	// The flood guard sits between the connection and the codec.
+	limits := h.cfg.h2Limits
+	if rt := d.Runtime; rt != nil {
+		snap := rt.Snapshot()
+		limits.prematureTotal = snap.Integer("overload.premature_reset_total_stream_count", limits.prematureTotal)
+		limits.prematureLifetime = time.Duration(snap.Integer("overload.premature_reset_min_stream_lifetime_seconds", uint64(limits.prematureLifetime/time.Second))) * time.Second
+	}
+	guard := newH2Guard(conn, limits, h.cfg.h2Stats)
+	g.srv.ServeConn(guard, &http2.ServeConnOpts{Handler: handler, BaseConfig: g.base})
+	guard.wait()
 }
 
 // h2stream is the downstream side of one HTTP/2 request.

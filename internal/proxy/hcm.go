@@ -104,6 +104,10 @@ type hcmConfig struct {
 	h2MaxConcurrentStreams uint32
 	h2InitialStreamWindow  uint32
 	h2InitialConnWindow    uint32
+	// h2Limits are the HTTP/2 flood limits (http2_protocol_options);
+	// the premature-reset ones are read from the runtime per connection.
+	h2Limits h2Limits
+	h2Stats  *h2GuardStats
 }
 
 // hcmStats are the http.<stat_prefix>.* statistics.
@@ -220,6 +224,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *Deps) (*hcmConfi
 		upgrades:               map[string]bool{},
 		bufferLimit:            defaultBufferLimit,
 		h2MaxConcurrentStreams: 2147483647,
+		h2Limits:               defaultH2Limits,
 	}
 	if c.serverName == "" {
 		c.serverName = "envoy"
@@ -281,8 +286,18 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *Deps) (*hcmConfi
 	}
 	if h2 := h.GetHttp2ProtocolOptions(); h2 != nil {
 		p := config.Join(path, "http2_protocol_options")
-		if err := config.CheckFields(h2, p, "max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size", "hpack_table_size", "allow_connect", "connection_keepalive"); err != nil {
+		if err := config.CheckFields(h2, p, "max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size", "hpack_table_size", "allow_connect", "connection_keepalive",
+			"max_consecutive_inbound_frames_with_empty_payload", "max_inbound_priority_frames_per_stream", "max_inbound_window_update_frames_per_data_frame_sent"); err != nil {
 			return nil, err
+		}
+		if v := h2.GetMaxConsecutiveInboundFramesWithEmptyPayload(); v != nil {
+			c.h2Limits.maxEmpty = v.GetValue()
+		}
+		if v := h2.GetMaxInboundPriorityFramesPerStream(); v != nil {
+			c.h2Limits.maxPriority = v.GetValue()
+		}
+		if v := h2.GetMaxInboundWindowUpdateFramesPerDataFrameSent(); v != nil {
+			c.h2Limits.maxWindowUpdate = max(v.GetValue(), 1) // Envoy: at least 1
 		}
 		if v := h2.GetMaxConcurrentStreams(); v != nil {
 			c.h2MaxConcurrentStreams = v.GetValue()
@@ -328,6 +343,10 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *Deps) (*hcmConfi
 	}
 	scope := d.Stats.Scope("http." + stats.SanitizeName(c.statPrefix) + ".")
 	c.stats = newHCMStats(scope)
+	// Envoy roots its HTTP/2 codec statistics at http2.
+	c.h2Stats = &h2GuardStats{rxReset: d.Stats.Counter("http2.rx_reset"), emptyFlood: d.Stats.Counter("http2.inbound_empty_frames_flood"),
+		priorityFlood: d.Stats.Counter("http2.inbound_priority_frames_flood"), windowUpdateFlood: d.Stats.Counter("http2.inbound_window_update_frames_flood"),
+		prematureResets: scope.Counter("downstream_rq_too_many_premature_resets")}
 	if len(h.GetAccessLog()) > 0 {
 		if d.AccessLogs == nil {
 			return nil, config.Unsupported(config.Join(path, "access_log"), "access logs")
