@@ -171,6 +171,17 @@ func (r *Reader) Consume(n int) {
 	r.pin = r.r
 }
 
+// Inject puts bytes read from the source elsewhere (a background read
+// that watched for the peer closing) back in front of the input. The
+// reader must be empty and unpinned (between messages).
+func (r *Reader) Inject(b []byte) {
+	if r.r != r.w || r.pin != 0 {
+		panic("http1: Inject with buffered or pinned input")
+	}
+	r.ensureBuf()
+	r.r, r.w = 0, copy(r.buf, b)
+}
+
 // EndMessage unpins the finished message's head; its strings are dead.
 func (r *Reader) EndMessage() { r.pin = 0 }
 

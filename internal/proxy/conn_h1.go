@@ -210,7 +210,36 @@ type h1conn struct {
 	writeErr   error
 	// readDeadline is the request_timeout deadline for reading the body.
 	readDeadline time.Time
+
+	// The close watcher (see watchClose): a per-connection timer that,
+	// once a request has waited watchDelay for its upstream, reads the
+	// connection in the background to notice the client closing.
+	watchMu    sync.Mutex
+	watchState uint8
+	watchTimer *time.Timer
+	watchDone  chan struct{}
+	watchGone  func()
+	pending    []byte // bytes of a pipelined next request the watcher read
+	// ctx is the request's context, made on first use and cancelled when
+	// the client goes (ctxGone).
+	ctx     context.Context
+	cancel  context.CancelFunc
+	ctxGone bool
 }
+
+const (
+	watchIdle uint8 = iota
+	watchArmed
+	watchRunning
+)
+
+// watchDelay is how long a request waits for its upstream before its
+// connection is watched for the client closing: fast requests never pay
+// for the background read.
+const watchDelay = 10 * time.Millisecond
+
+// aLongTimeAgo interrupts a blocked read (net/http uses the same trick).
+var aLongTimeAgo = time.Unix(1, 0)
 
 var h1Pool = sync.Pool{New: func() any { return &h1conn{} }}
 
@@ -221,6 +250,10 @@ func (c *h1conn) init(cfg *hcmConfig, d *Deps, conn net.Conn, r *http1.Reader, c
 }
 
 func (c *h1conn) release() {
+	if c.watchTimer != nil {
+		c.watchTimer.Stop()
+		c.watchTimer = nil
+	}
 	c.r.Release()
 	c.st.reset()
 	c.st.cfg, c.st.conn, c.st.ds, c.st.d = nil, nil, nil, nil
@@ -281,10 +314,12 @@ func (c *h1conn) serve() bool {
 		if !dl.IsZero() || cfg.requestTimeout == 0 {
 			c.conn.SetDeadline(dl)
 		}
-		if c.serveOne() {
+		closeConn := c.serveOne()
+		c.r.EndMessage()
+		c.endRequest()
+		if closeConn {
 			return false
 		}
-		c.r.EndMessage()
 		if c.r.Buffered() == 0 {
 			c.r.Release()
 			return true
@@ -417,7 +452,105 @@ func (c *h1conn) bodyLength() int64 {
 
 func (c *h1conn) reqTrailers() *headers.Map { return c.body.Trailers() }
 
-func (c *h1conn) context() context.Context { return context.Background() }
+func (c *h1conn) context() context.Context {
+	c.watchMu.Lock()
+	defer c.watchMu.Unlock()
+	if c.ctx == nil {
+		c.ctx, c.cancel = context.WithCancel(context.Background())
+		if c.ctxGone {
+			c.cancel()
+		}
+	}
+	return c.ctx
+}
+
+// watchClose arms the close watcher for the current request. It only
+// runs once the request body has been read and nothing else is buffered
+// (a pipelined request already proves the client is there).
+func (c *h1conn) watchClose(gone func()) func() {
+	if !c.body.Done() || c.r.Buffered() > 0 || c.hijacked {
+		return noStop
+	}
+	c.watchMu.Lock()
+	c.watchGone = gone
+	c.watchState = watchArmed
+	if c.watchTimer == nil {
+		c.watchTimer = time.AfterFunc(watchDelay, c.watchRead)
+	} else {
+		c.watchTimer.Reset(watchDelay)
+	}
+	c.watchMu.Unlock()
+	return c.stopWatch
+}
+
+// watchRead runs on the timer's goroutine: a blocking read that ends
+// with the client's bytes (a pipelined request, kept for later), its
+// close, or stopWatch interrupting it.
+func (c *h1conn) watchRead() {
+	c.watchMu.Lock()
+	if c.watchState != watchArmed {
+		c.watchMu.Unlock()
+		return
+	}
+	c.watchState = watchRunning
+	done := make(chan struct{})
+	c.watchDone = done
+	conn, gone := c.conn, c.watchGone
+	c.watchMu.Unlock()
+	defer close(done)
+	var b [1]byte
+	n, err := conn.Read(b[:])
+	if n > 0 {
+		c.watchMu.Lock()
+		c.pending = append(c.pending[:0], b[0])
+		c.watchMu.Unlock()
+		return
+	}
+	if err != nil && !isTimeout(err) {
+		// The client closed (or reset) the connection mid-request.
+		c.watchMu.Lock()
+		c.ctxGone = true
+		if c.cancel != nil {
+			c.cancel()
+		}
+		c.watchMu.Unlock()
+		gone()
+	}
+}
+
+// stopWatch disarms the watcher, interrupting a read in progress.
+func (c *h1conn) stopWatch() {
+	c.watchMu.Lock()
+	switch c.watchState {
+	case watchArmed:
+		c.watchTimer.Stop()
+	case watchRunning:
+		done := c.watchDone
+		c.watchMu.Unlock()
+		c.conn.SetReadDeadline(aLongTimeAgo)
+		<-done
+		c.conn.SetReadDeadline(time.Time{})
+		c.watchMu.Lock()
+	}
+	c.watchState, c.watchGone = watchIdle, nil
+	c.watchMu.Unlock()
+}
+
+// endRequest resets the per-request watcher state; a byte the watcher
+// read goes back in front of the input.
+func (c *h1conn) endRequest() {
+	c.watchMu.Lock()
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.ctx, c.cancel, c.ctxGone = nil, nil, false
+	pending := c.pending
+	c.pending = c.pending[:0]
+	c.watchMu.Unlock()
+	if len(pending) > 0 {
+		c.r.Inject(pending)
+	}
+}
 
 func (c *h1conn) protocol() string {
 	if c.head.Minor == 0 {

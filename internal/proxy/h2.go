@@ -155,6 +155,11 @@ func (h *h2stream) protocol() string { return "HTTP/2" }
 
 func (h *h2stream) context() context.Context { return h.r.Context() }
 
+// watchClose is not needed on HTTP/2: a reset cancels the context.
+func (h *h2stream) watchClose(func()) func() { return noStop }
+
+func noStop() {}
+
 func (h *h2stream) writeHead(status int, m *headers.Map, length int64, endStream bool) error {
 	hdr := h.w.Header()
 	for _, f := range m.Fields() {

@@ -125,6 +125,9 @@ type hcmStats struct {
 	cxOverloadDisableKeepalive, rqRejectedUnderscores, droppedUnderscores                             *stats.Counter
 	// router stats (http.<prefix>.rq_*): Envoy names them under the HCM prefix.
 	rqReset, rqTotalRouter *stats.Counter
+	// cxDestroyRemoteActiveRq counts connections the client closed with a
+	// request in progress.
+	cxDestroyRemoteActiveRq *stats.Counter
 	// rsTooLarge counts responses buffered over the limit by a filter.
 	rsTooLarge *stats.Counter
 	// rqInvalidAuthority counts requests refused for their Host/:authority.
@@ -136,7 +139,8 @@ func newHCMStats(s stats.Scope) *hcmStats {
 		rqTotal: s.Counter("downstream_rq_total"), rqHTTP1: s.Counter("downstream_rq_http1_total"),
 		rqHTTP2: s.Counter("downstream_rq_http2_total"), rqWS: s.Counter("downstream_rq_ws_on_non_ws_route"),
 		rqRxReset: s.Counter("downstream_rq_rx_reset"), rqTxReset: s.Counter("downstream_rq_tx_reset"),
-		rqNonRelativePath: s.Counter("downstream_rq_non_relative_path"), rqTooLarge: s.Counter("downstream_rq_too_large"),
+		cxDestroyRemoteActiveRq: s.Counter("downstream_cx_destroy_remote_active_rq"),
+		rqNonRelativePath:       s.Counter("downstream_rq_non_relative_path"), rqTooLarge: s.Counter("downstream_rq_too_large"),
 		rqTimeout: s.Counter("downstream_rq_timeout"), rqIdleTimeout: s.Counter("downstream_rq_idle_timeout"),
 		rqHeadersTimeout:     s.Counter("downstream_rq_header_timeout"),
 		rqFailedPathNorm:     s.Counter("downstream_rq_failed_path_normalization"),

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
@@ -80,6 +81,20 @@ type attempt struct {
 	// idleBound is set when the idle timeout, not the route timeout, bounds
 	// the upstream deadline (so it restarts with each read of the body).
 	idleBound bool
+	// live is the HTTP/1 upstream connection of the exchange in progress
+	// (downstreamGone interrupts it); gone is set once the client left.
+	live atomic.Pointer[upstream.ClientConn]
+	gone atomic.Bool
+}
+
+// downstreamGone is called (from the close watcher's goroutine) when the
+// client closed its connection mid-request: the upstream exchange in
+// progress is cut and the stream ends without retries (flag DC).
+func (s *stream) downstreamGone() {
+	s.at.gone.Store(true)
+	if cc := s.at.live.Load(); cc != nil {
+		cc.Conn.SetDeadline(aLongTimeAgo)
+	}
 }
 
 const (
@@ -128,6 +143,10 @@ func (s *stream) forward() {
 	}
 	s.mirror(a, at)
 	s.info.LastDownstreamRxByte = s.info.Since()
+	// A client that goes away while the request waits ends it: the
+	// upstream request is reset and no retry follows, as in Envoy.
+	stop := s.ds.watchClose(s.downstreamGone)
+	defer stop()
 	for {
 		s.info.UpstreamRequestAttemptCount++
 		if s.rt.VHost.IncludeAttemptCount {
@@ -509,6 +528,17 @@ func (s *stream) runAttempt(at *attempt) {
 	} else {
 		s.attemptH1(at, tryDeadline)
 	}
+	if at.gone.Load() {
+		// The client left during the attempt: whatever the upstream did,
+		// it is not the host's fault and nothing is retried.
+		if at.fail == failNone {
+			s.releaseAttempt(at)
+		}
+		at.fail = failDownstream
+		s.cfg.stats.cxDestroyRemoteActiveRq.Inc()
+		at.cl.Stats.CxDestroyLocalWithActiveRq.Inc()
+		s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+	}
 	switch at.fail {
 	case failNone:
 		h.OutlierResult(int(at.head.Status))
@@ -558,7 +588,12 @@ func (s *stream) attemptH1(at *attempt, deadline time.Time) {
 			cc.Conn.SetDeadline(connDeadline)
 		}
 		at.idleBound = idleBound
+		at.live.Store(cc)
+		if at.gone.Load() {
+			cc.Conn.SetDeadline(aLongTimeAgo) // the client left before the exchange began
+		}
 		fail, ferr, resent := s.exchangeH1(at, cc)
+		at.live.Store(nil)
 		if fail == failTimeout && idleBound {
 			fail = failIdle
 		}
@@ -813,6 +848,19 @@ func (s *stream) retriable(at *attempt) bool {
 		return on&(route.Retry5xx|route.RetryGatewayError|route.RetryReset) != 0
 	}
 	return false
+}
+
+// releaseAttempt drops an attempt's response unread: the client left.
+func (s *stream) releaseAttempt(at *attempt) {
+	if at.h2 != nil {
+		at.h2.resp.Body.Close()
+		at.h2.cancel()
+		at.h2 = nil
+	}
+	if at.cc != nil {
+		at.cl.Release(at.cc, false)
+		at.cc = nil
+	}
 }
 
 // discardAttempt releases a response that will be retried.

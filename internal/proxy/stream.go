@@ -75,8 +75,13 @@ type downstream interface {
 	hijack() (net.Conn, []byte, bool)
 	protocol() string
 	// context is done when the client has gone (an HTTP/2 stream reset or
-	// a closed connection); HTTP/1 returns a context that never ends.
+	// a closed connection).
 	context() context.Context
+	// watchClose starts noticing, while the request waits for its
+	// upstream, that the client closed the connection; gone is then
+	// called (from another goroutine). The returned func stops watching.
+	// HTTP/2 streams learn it from their reset (context).
+	watchClose(gone func()) (stop func())
 }
 
 // stream is one request being served. HTTP/1 connections reuse one stream

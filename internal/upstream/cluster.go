@@ -46,11 +46,14 @@ type TransportSocket interface {
 type Stats struct {
 	RqTotal, RqCompleted, RqTimeout, RqPerTryTimeout, RqRetry, RqRetrySuccess *stats.Counter
 	RqRetryOverflow, RqRxReset, RqTxReset, RqCancelled, RqMaintenance         *stats.Counter
-	CxNoneHealthy, LBHealthyPanic                                             *stats.Counter
-	RqActive                                                                  *stats.Gauge
-	RqStatus                                                                  *stats.StatusCounters
-	RqTime                                                                    *stats.Histogram
-	CxRxBytes, CxTxBytes                                                      *stats.Counter
+	// CxDestroyLocalWithActiveRq counts upstream connections closed by the
+	// proxy with a request on them (the client went away).
+	CxDestroyLocalWithActiveRq    *stats.Counter
+	CxNoneHealthy, LBHealthyPanic *stats.Counter
+	RqActive                      *stats.Gauge
+	RqStatus                      *stats.StatusCounters
+	RqTime                        *stats.Histogram
+	CxRxBytes, CxTxBytes          *stats.Counter
 
 	cxTotal, cxHTTP1Total, cxHTTP2Total, cxConnectFail, cxConnectTimeout              *stats.Counter
 	cxDestroy, cxDestroyLocal, cxDestroyRemote, cxMaxRequests, cxOverflow             *stats.Counter
@@ -68,7 +71,8 @@ func newStats(s stats.Scope) *Stats {
 		RqTimeout: s.Counter("upstream_rq_timeout"), RqPerTryTimeout: s.Counter("upstream_rq_per_try_timeout"),
 		RqRetry: s.Counter("upstream_rq_retry"), RqRetrySuccess: s.Counter("upstream_rq_retry_success"),
 		RqRetryOverflow: s.Counter("upstream_rq_retry_overflow"), RqRxReset: s.Counter("upstream_rq_rx_reset"),
-		RqTxReset: s.Counter("upstream_rq_tx_reset"), RqCancelled: s.Counter("upstream_rq_cancelled"),
+		CxDestroyLocalWithActiveRq: s.Counter("upstream_cx_destroy_local_with_active_rq"),
+		RqTxReset:                  s.Counter("upstream_rq_tx_reset"), RqCancelled: s.Counter("upstream_rq_cancelled"),
 		RqMaintenance: s.Counter("upstream_rq_maintenance_mode"),
 		CxNoneHealthy: s.Counter("upstream_cx_none_healthy"), LBHealthyPanic: s.Counter("lb_healthy_panic"),
 		RqActive:  s.Gauge("upstream_rq_active"),
