@@ -10,11 +10,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/streaminfo"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"regexp"
 	"sort"
 	"strings"
@@ -56,6 +59,8 @@ type Admin struct {
 	mux       *http.ServeMux
 	index     []endpoint
 	accessLog io.Writer
+	// loggers are admin.access_log's access loggers.
+	loggers []Logger
 }
 
 type endpoint struct {
@@ -110,11 +115,77 @@ func (a *Admin) handle(path, help string, mutates bool, h http.HandlerFunc) {
 			io.WriteString(w, "This endpoint requires POST\n")
 			return
 		}
-		h(w, r)
+		if len(a.loggers) == 0 {
+			h(w, r)
+		} else {
+			rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+			start := time.Now()
+			h(rec, r)
+			a.logRequest(r, rec, start)
+		}
 		if a.accessLog != nil {
 			fmt.Fprintf(a.accessLog, "[%s] \"%s %s %s\" - - - \"%s\"\n", time.Now().UTC().Format("2006-01-02T15:04:05.000Z"), r.Method, r.URL.RequestURI(), r.Proto, r.RemoteAddr)
 		}
 	})
+}
+
+// Logger is an access logger (admin.access_log).
+type Logger interface{ Log(*streaminfo.Info) }
+
+// SetAccessLoggers sets admin.access_log's loggers; they see each admin
+// request as a stream (method, path, status, bytes, duration, peer).
+func (a *Admin) SetAccessLoggers(l []Logger) { a.loggers = l }
+
+// statusRecorder notes a response's status and size.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+	bytes  uint64
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	r.status = code
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += uint64(n)
+	return n, err
+}
+
+func (r *statusRecorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (a *Admin) logRequest(r *http.Request, rec *statusRecorder, start time.Time) {
+	req := &headers.Request{Method: r.Method, Scheme: "http", Authority: r.Host, Path: r.URL.RequestURI()}
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			req.Map.Add(headers.Lower(k), v)
+		}
+	}
+	resp := &headers.Response{Status: rec.status}
+	for k, vs := range rec.Header() {
+		for _, v := range vs {
+			resp.Map.Add(headers.Lower(k), v)
+		}
+	}
+	info := &streaminfo.Info{StartTime: start, Done: time.Since(start), Protocol: r.Proto, Request: req, Response: resp,
+		ResponseCode: rec.status, BytesSent: rec.bytes, ResponseCodeDetails: "admin_filter_response"}
+	if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+		info.DownstreamRemote, info.DownstreamDirectRemote = ap, ap
+	}
+	if la, ok := r.Context().Value(http.LocalAddrContextKey).(net.Addr); ok {
+		if ap, err := netip.ParseAddrPort(la.String()); err == nil {
+			info.DownstreamLocal = ap
+		}
+	}
+	for _, l := range a.loggers {
+		l.Log(info)
+	}
 }
 
 // Listen binds the admin address; Serve then serves it.

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	overloadv3 "github.com/envoyproxy/go-control-plane/envoy/config/overload/v3"
+	downstreamconnectionsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
 	fixedheapv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/fixed_heap/v3"
 
 	"github.com/legateproxy/legate/internal/config"
@@ -41,6 +42,18 @@ type Manager struct {
 	actions  map[string]*action
 	log      *slog.Logger
 	stop     chan struct{}
+	// maxConns is envoy.resource_monitors.global_downstream_max_connections'
+	// max_active_downstream_connections (0: none).
+	maxConns uint64
+}
+
+// MaxDownstreamConnections is the global downstream connection limit of
+// the downstream_connections monitor (0: none). Safe on a nil Manager.
+func (m *Manager) MaxDownstreamConnections() uint64 {
+	if m == nil {
+		return 0
+	}
+	return m.maxConns
 }
 
 type monitor struct {
@@ -79,6 +92,7 @@ func Compile(om *overloadv3.OverloadManager, st *stats.Store, log *slog.Logger) 
 		m.refresh = d.AsDuration()
 	}
 	byName := map[string]*monitor{}
+	proactive := map[string]bool{}
 	for i, rm := range om.GetResourceMonitors() {
 		p := config.Index(config.Join(path, "resource_monitors"), i)
 		if err := config.CheckFields(rm, p, "name", "typed_config"); err != nil {
@@ -87,6 +101,17 @@ func Compile(om *overloadv3.OverloadManager, st *stats.Store, log *slog.Logger) 
 		r, err := extension.Lookup(extension.ResourceMonitor, rm.GetTypedConfig(), config.Join(p, "typed_config"))
 		if err != nil {
 			return nil, err
+		}
+		if dc, ok := r.Config.(*downstreamconnectionsv3.DownstreamConnectionsConfig); ok {
+			// A proactive monitor: the limit applies as connections are
+			// accepted (listeners with ignore_global_conn_limit excepted),
+			// counted in downstream_cx_overflow.
+			if dc.GetMaxActiveDownstreamConnections() <= 0 {
+				return nil, config.Errorf(config.Join(p, "typed_config.max_active_downstream_connections"), "must be positive")
+			}
+			m.maxConns = uint64(dc.GetMaxActiveDownstreamConnections())
+			proactive[rm.GetName()] = true
+			continue
 		}
 		fh := r.Config.(*fixedheapv3.FixedHeapConfig)
 		if fh.GetMaxHeapSizeBytes() == 0 {
@@ -111,6 +136,9 @@ func Compile(om *overloadv3.OverloadManager, st *stats.Store, log *slog.Logger) 
 		for j, tr := range a.GetTriggers() {
 			tp := config.Index(config.Join(p, "triggers"), j)
 			mon := byName[tr.GetName()]
+			if proactive[tr.GetName()] {
+				return nil, config.Unsupported(config.Join(tp, "name"), "triggers on the downstream_connections monitor (it limits connections itself)")
+			}
 			if mon == nil {
 				return nil, config.Errorf(config.Join(tp, "name"), "no resource monitor named %q", tr.GetName())
 			}
@@ -176,6 +204,9 @@ func (m *Manager) Stop() {
 func init() {
 	extension.Register(extension.Extension{Name: fixedHeap, Category: extension.ResourceMonitor,
 		Config: &fixedheapv3.FixedHeapConfig{}, Factory: struct{}{}})
+	extension.Register(extension.Extension{Name: "envoy.resource_monitors.global_downstream_max_connections",
+		Aliases: []string{"envoy.resource_monitors.downstream_connections"}, Category: extension.ResourceMonitor,
+		Config: &downstreamconnectionsv3.DownstreamConnectionsConfig{}, Factory: struct{}{}})
 }
 
 var samples = []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"}}

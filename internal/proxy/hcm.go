@@ -339,7 +339,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *Deps) (*hcmConfi
 	}
 	if t := h.GetTracing(); t != nil {
 		tc, err := tracing.Compile(t, config.Join(path, "tracing"), &tracing.Context{Stats: d.Stats, Async: d.Async,
-			Node: &corev3.Node{Id: d.NodeID, Cluster: d.NodeCluster}, Hostname: d.Hostname}, false)
+			Node: &corev3.Node{Id: d.NodeID, Cluster: d.NodeCluster}, Hostname: d.Hostname, Default: d.DefaultTracer}, false)
 		if err != nil {
 			return nil, err
 		}

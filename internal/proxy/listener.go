@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	"github.com/legateproxy/legate/internal/overload"
 	"log/slog"
 	"net"
@@ -69,6 +70,8 @@ type Deps struct {
 	Runtime *runtime.Loader
 	// Overload is the overload manager (nil without one).
 	Overload *overload.Manager
+	// DefaultTracer is the bootstrap's tracing.http (nil: none).
+	DefaultTracer *tracev3.Tracing_Http
 	// SkipClusterValidation compiles inline route configs without checking
 	// that their clusters exist (validating a resource file on its own).
 	SkipClusterValidation bool
@@ -195,6 +198,9 @@ type Listener struct {
 	// ConnLimit caps this listener's connections (runtime
 	// envoy.resource_limits.listener.<name>.connection_limit); 0 is no cap.
 	ConnLimit uint64
+	// ignoreGlobal is ignore_global_conn_limit: the global limit does not
+	// refuse this listener's connections (Istio's stats and health ports).
+	ignoreGlobal bool
 
 	deps *Deps
 	ln   net.Listener
@@ -277,14 +283,15 @@ func CompileListener(pl *listenerv3.Listener, path string, d *Deps) (*Listener, 
 		}
 	}
 	l := &Listener{
-		Name:        pl.GetName(),
-		Proto:       pl,
-		Address:     addr,
-		LastUpdated: time.Now(),
-		deps:        d,
-		conns:       map[*trackedConn]struct{}{},
-		closed:      make(chan struct{}),
-		log:         d.Log,
+		Name:         pl.GetName(),
+		Proto:        pl,
+		Address:      addr,
+		LastUpdated:  time.Now(),
+		deps:         d,
+		conns:        map[*trackedConn]struct{}{},
+		closed:       make(chan struct{}),
+		log:          d.Log,
+		ignoreGlobal: pl.GetIgnoreGlobalConnLimit(),
 	}
 	prefix := pl.GetStatPrefix()
 	if prefix == "" {
@@ -526,7 +533,7 @@ func (l *Listener) handle(conn net.Conn) {
 // limit at once and counts them in downstream_cx_overflow.
 func (l *Listener) admit() bool {
 	n := l.deps.globalConns.Add(1)
-	if (l.deps.GlobalConnLimit > 0 && uint64(n) > l.deps.GlobalConnLimit) ||
+	if (l.deps.GlobalConnLimit > 0 && uint64(n) > l.deps.GlobalConnLimit && !l.ignoreGlobal) ||
 		(l.ConnLimit > 0 && uint64(l.stats.cxActive.Value()) >= l.ConnLimit) {
 		l.deps.globalConns.Add(-1)
 		l.stats.cxOverflow.Inc()

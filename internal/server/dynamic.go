@@ -232,7 +232,12 @@ func (d *dynamic) waitDeps(deps []refs.Ref) {
 // listeners they brought to warm, bounded by initial_fetch_timeout, as
 // Envoy's initialization does.
 func (d *dynamic) waitInitial() {
-	deadline := time.NewTimer(d.initialFetch)
+	var deadline *time.Timer
+	if d.initialFetch > 0 {
+		deadline = time.NewTimer(d.initialFetch)
+	} else {
+		deadline = time.NewTimer(time.Duration(1<<63 - 1)) // 0s: no bound
+	}
 	defer deadline.Stop()
 	for _, ch := range d.ready {
 		select {

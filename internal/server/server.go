@@ -10,6 +10,8 @@ package server
 import (
 	"context"
 	"fmt"
+	metricsv3 "github.com/envoyproxy/go-control-plane/envoy/config/metrics/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"github.com/legateproxy/legate/internal/overload"
 	"io"
 	"log/slog"
@@ -36,6 +38,7 @@ import (
 	"github.com/legateproxy/legate/internal/asyncclient"
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/proxy"
+	"github.com/legateproxy/legate/internal/route"
 	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/statsink"
@@ -89,6 +92,8 @@ type Server struct {
 	secrets        *tlsx.Store
 	// logFiles are the access-log files this server writes.
 	logFiles *accesslog.Files
+	// adminLoggers are admin.access_log's loggers.
+	adminLoggers []admin.Logger
 }
 
 type serverStats struct {
@@ -141,15 +146,29 @@ func (s *Server) compile() error {
 		"stats_config", "stats_flush_interval", "cluster_manager", "overload_manager", "watchdog", "watchdogs",
 		"enable_dispatcher_stats", "header_prefix", "use_tcp_for_dns_lookups", "typed_dns_resolver_config",
 		"node_context_params", "stats_server_version_override", "default_socket_interface",
-		"bootstrap_extensions", "fatal_actions", "hds_config", "stats_sinks"); err != nil {
+		"bootstrap_extensions", "fatal_actions", "hds_config", "stats_sinks",
+		// No behavioural effect: Legate creates stats when first used anyway.
+		"deferred_stat_options",
+		"tracing", "application_log_config"); err != nil {
 		return err
+	}
+	if t := b.GetTracing(); t != nil {
+		if err := config.CheckFields(t, "tracing", "http"); err != nil {
+			return err
+		}
+	}
+	if alc := b.GetApplicationLogConfig(); alc != nil {
+		// Envoy's own log lines; Legate's are log/slog's. Not request
+		// behaviour, so a warning says what is not applied.
+		s.Warnings = append(s.Warnings, config.Warning{Path: "application_log_config",
+			Message: "legate writes its own log lines (log/slog text format); application_log_config is not applied"})
 	}
 
 	if b.GetHdsConfig() != nil {
 		return config.Unsupported("hds_config", "health discovery service")
 	}
-	if len(b.GetBootstrapExtensions()) > 0 {
-		return config.Unsupported("bootstrap_extensions", "bootstrap extensions")
+	if err := s.compileBootstrapExtensions(b); err != nil {
+		return err
 	}
 	if b.GetHeaderPrefix() != "" {
 		return config.Unsupported("header_prefix", "a custom header prefix (x-envoy- is fixed)")
@@ -160,12 +179,10 @@ func (s *Server) compile() error {
 	}
 	s.Runtime = rt
 	rl := limitsFrom(rt)
-	if sc := b.GetStatsConfig(); sc != nil {
-		if err := config.CheckFields(sc, "stats_config", "use_all_default_tags"); err != nil {
-			return err
-		}
-	}
 	s.Stats = stats.NewStore()
+	if err := configureStats(s.Stats, b.GetStatsConfig()); err != nil {
+		return err
+	}
 	s.serverStats = serverStats{
 		live: s.Stats.Gauge("server.live"), uptime: s.Stats.Gauge("server.uptime"),
 		concurrency: s.Stats.Gauge("server.concurrency"), state: s.Stats.Gauge("server.state"),
@@ -177,7 +194,13 @@ func (s *Server) compile() error {
 		return err
 	}
 	s.overload = om
-	s.Clusters = upstream.NewManager(upstream.Deps{Stats: s.Stats, Log: s.log, Transport: s.clusterTransport})
+	if cm := b.GetClusterManager(); cm != nil {
+		if err := config.CheckFields(cm, "cluster_manager", "local_cluster_name"); err != nil {
+			return err
+		}
+	}
+	s.Clusters = upstream.NewManager(upstream.Deps{Stats: s.Stats, Log: s.log, Transport: s.clusterTransport,
+		LocalCluster: b.GetClusterManager().GetLocalClusterName()})
 	if s.sinks, err = statsink.Compile(b, s.Stats, s.Clusters, s.log); err != nil {
 		return err
 	}
@@ -189,10 +212,11 @@ func (s *Server) compile() error {
 		ConnIDs: new(atomic.Uint64), Panics: s.serverStats.panics,
 		AccessLogs:      accessLogCompiler(s),
 		CompileValue:    headerValueCompiler(),
-		GlobalConnLimit: rl.globalConns,
+		GlobalConnLimit: globalConnLimit(om, rl.globalConns),
 		Overload:        om,
 	}
 	s.deps.HealthCheckFailing = func() bool { return s.State() != "LIVE" }
+	s.deps.DefaultTracer = b.GetTracing().GetHttp()
 	s.deps.Runtime = rt
 	s.deps.Async = asyncclient.New(s.Clusters)
 	// The xDS sources come before anything that names one: static
@@ -230,6 +254,10 @@ func (s *Server) compile() error {
 		s.staticClusters = append(s.staticClusters, c)
 		s.Clusters.Register(c)
 	}
+	if n := b.GetClusterManager().GetLocalClusterName(); n != "" && !names[n] {
+		// As Envoy: the local cluster must be a static cluster.
+		return config.Errorf("cluster_manager.local_cluster_name", "no static cluster named %q", n)
+	}
 	lnames := map[string]bool{}
 	for i, pl := range b.GetStaticResources().GetListeners() {
 		p := config.Index("static_resources.listeners", i)
@@ -249,7 +277,13 @@ func (s *Server) compile() error {
 			return err
 		}
 		if len(a.GetAccessLog()) > 0 {
-			return config.Unsupported("admin.access_log", "admin access_log loggers", "access_log_path")
+			ls, err := accesslog.Compile(a.GetAccessLog(), "admin.access_log", s.logFiles)
+			if err != nil {
+				return err
+			}
+			for _, l := range ls {
+				s.adminLoggers = append(s.adminLoggers, l)
+			}
 		}
 		if a.GetAddress() != nil {
 			if a.GetAddress().GetSocketAddress() == nil {
@@ -293,6 +327,7 @@ func (s *Server) Start() error {
 			s.adminLog = f
 		}
 		s.admin = admin.New(s, s.Stats, s.log, w, s.opts.EnablePprof)
+		s.admin.SetAccessLoggers(s.adminLoggers)
 		sa := a.GetAddress().GetSocketAddress()
 		if err := s.admin.Listen(fmt.Sprintf("%s:%d", bracket(sa.GetAddress()), sa.GetPortValue())); err != nil {
 			return err
@@ -309,13 +344,31 @@ func (s *Server) Start() error {
 	for _, l := range s.listeners {
 		go l.Serve()
 	}
-	s.dyn.waitInitial()
-	s.refreshListenerStats()
 	s.serverStats.concurrency.Set(1)
-	s.state.Store("LIVE")
-	s.serverStats.live.Set(1)
 	go s.tick()
+	if s.dyn.initialFetch == 0 && len(s.dyn.ready) > 0 {
+		// initial_fetch_timeout: 0s disables the bound (Istio's
+		// bootstrap): as Envoy, initialization waits for the first CDS/LDS
+		// responses however long they take; meanwhile the server is
+		// INITIALIZING (/ready answers 503) and serves what is bound.
+		go func() {
+			s.dyn.waitInitial()
+			s.goLive()
+		}()
+		return nil
+	}
+	s.dyn.waitInitial()
+	s.goLive()
 	return nil
+}
+
+// goLive ends initialization.
+func (s *Server) goLive() {
+	s.refreshListenerStats()
+	s.state.CompareAndSwap("INITIALIZING", "LIVE")
+	if s.State() == "LIVE" {
+		s.serverStats.live.Set(1)
+	}
 }
 
 func bracket(h string) string {
@@ -601,3 +654,88 @@ func (s *Server) Quit() { s.quitOnce.Do(func() { close(s.quit) }) }
 
 // LogLevel is the process log level.
 func (s *Server) LogLevel() *slog.LevelVar { return s.opts.LogLevel }
+
+// configureStats applies stats_config: custom tags (stats_tags),
+// use_all_default_tags and the stats_matcher.
+func configureStats(st *stats.Store, sc *metricsv3.StatsConfig) error {
+	if sc == nil {
+		return nil
+	}
+	if err := config.CheckFields(sc, "stats_config", "use_all_default_tags", "stats_tags", "stats_matcher"); err != nil {
+		return err
+	}
+	var rules []stats.TagRule
+	for i, t := range sc.GetStatsTags() {
+		p := config.Index("stats_config.stats_tags", i)
+		switch {
+		case t.GetFixedValue() != "":
+			rules = append(rules, stats.FixedTag(t.GetTagName(), t.GetFixedValue()))
+		case t.GetRegex() != "":
+			r, err := stats.NewTagRule(t.GetTagName(), t.GetRegex())
+			if err != nil {
+				return config.Errorf(config.Join(p, "regex"), "%v", err)
+			}
+			rules = append(rules, r)
+		default:
+			// Envoy: a default tag name with no regex takes Envoy's regex.
+			r, ok := stats.DefaultTagRule(t.GetTagName())
+			if !ok {
+				return config.Errorf(p, "tag %q has no regex or fixed_value and is not one of Envoy's default tags", t.GetTagName())
+			}
+			rules = append(rules, r)
+		}
+	}
+	useDefaults := sc.GetUseAllDefaultTags() == nil || sc.GetUseAllDefaultTags().GetValue()
+	var include func(string) bool
+	if m := sc.GetStatsMatcher(); m != nil {
+		p := "stats_config.stats_matcher"
+		compile := func(list *matcherv3.ListStringMatcher, lp string) (func(string) bool, error) {
+			var ms []func(string) bool
+			for i, sm := range list.GetPatterns() {
+				f, err := route.CompileStringMatcher(sm, config.Index(config.Join(lp, "patterns"), i))
+				if err != nil {
+					return nil, err
+				}
+				ms = append(ms, f)
+			}
+			return func(name string) bool {
+				for _, f := range ms {
+					if f(name) {
+						return true
+					}
+				}
+				return false
+			}, nil
+		}
+		switch sm := m.GetStatsMatcher().(type) {
+		case *metricsv3.StatsMatcher_RejectAll:
+			if sm.RejectAll {
+				include = func(string) bool { return false }
+			}
+		case *metricsv3.StatsMatcher_InclusionList:
+			f, err := compile(sm.InclusionList, config.Join(p, "inclusion_list"))
+			if err != nil {
+				return err
+			}
+			include = f
+		case *metricsv3.StatsMatcher_ExclusionList:
+			f, err := compile(sm.ExclusionList, config.Join(p, "exclusion_list"))
+			if err != nil {
+				return err
+			}
+			include = func(name string) bool { return !f(name) }
+		}
+	}
+	st.Configure(rules, useDefaults, include)
+	return nil
+}
+
+// globalConnLimit is the downstream_connections monitor's limit, else the
+// runtime's overload.global_downstream_max_connections (Envoy prefers the
+// monitor when both are set).
+func globalConnLimit(om *overload.Manager, runtimeLimit uint64) uint64 {
+	if n := om.MaxDownstreamConnections(); n > 0 {
+		return n
+	}
+	return runtimeLimit
+}

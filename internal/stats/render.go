@@ -238,13 +238,13 @@ func (s *Store) WritePrometheus(w io.Writer, f Filter) error {
 	}
 	for _, c := range snap.Counters {
 		if f.keep(c.name, c.Value() > 0, "Counters") {
-			n, tags := ExtractTags(c.name)
+			n, tags := s.ExtractTags(c.name)
 			add(promName(n), "counter", promLabels(tags, ""), strconv.FormatUint(c.Value(), 10))
 		}
 	}
 	for _, g := range snap.Gauges {
 		if f.keep(g.name, g.Value() != 0, "Gauges") {
-			n, tags := ExtractTags(g.name)
+			n, tags := s.ExtractTags(g.name)
 			add(promName(n), "gauge", promLabels(tags, ""), strconv.FormatInt(g.Value(), 10))
 		}
 	}
@@ -253,7 +253,7 @@ func (s *Store) WritePrometheus(w io.Writer, f Filter) error {
 		if !f.keep(h.name, h.Count() > 0, "Histograms") {
 			continue
 		}
-		n, tags := ExtractTags(h.name)
+		n, tags := s.ExtractTags(h.name)
 		pn := promName(n)
 		fm := fams[pn]
 		if fm == nil {

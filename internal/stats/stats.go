@@ -138,6 +138,9 @@ type Store struct {
 	counters   map[string]*Counter
 	gauges     map[string]*Gauge
 	histograms map[string]*Histogram
+	// tags is stats_config (tag rules, stats_matcher); nil: Envoy's
+	// default tags, every stat exposed.
+	tags atomic.Pointer[tagConfig]
 }
 
 // NewStore returns an empty store.
@@ -195,14 +198,22 @@ type Snapshot struct {
 func (s *Store) Snapshot() Snapshot {
 	s.mu.Lock()
 	var snap Snapshot
+	// Stats the stats_matcher rejects are not exposed anywhere (Envoy
+	// does not create them).
 	for _, c := range s.counters {
-		snap.Counters = append(snap.Counters, c)
+		if s.included(c.name) {
+			snap.Counters = append(snap.Counters, c)
+		}
 	}
 	for _, g := range s.gauges {
-		snap.Gauges = append(snap.Gauges, g)
+		if s.included(g.name) {
+			snap.Gauges = append(snap.Gauges, g)
+		}
 	}
 	for _, h := range s.histograms {
-		snap.Histograms = append(snap.Histograms, h)
+		if s.included(h.name) {
+			snap.Histograms = append(snap.Histograms, h)
+		}
 	}
 	s.mu.Unlock()
 	sort.Slice(snap.Counters, func(i, j int) bool { return snap.Counters[i].name < snap.Counters[j].name })

@@ -3,6 +3,7 @@ package stats
 import (
 	"bytes"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -66,5 +67,43 @@ func TestRender(t *testing.T) {
 	}
 	if q := h.Quantile(0.5); q < 1 || q > 5 {
 		t.Errorf("median %v out of its bucket", q)
+	}
+}
+
+func TestConfiguredTags(t *testing.T) {
+	st := NewStore()
+	lookahead, err := NewTagRule("http_conn_manager_listener_prefix", `^listener(?=\.).*?\.http\.(((?:[_.[:digit:]]*|[_\[\]aAbBcCdDeEfF[:digit:]]*))\.)`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cluster, _ := NewTagRule("cluster_name", `^cluster(\.(.+);)`)
+	if _, err := NewTagRule("x", `(?<=a)b`); err == nil {
+		t.Error("a lookbehind RE2 cannot run must be an error")
+	}
+	st.Configure([]TagRule{cluster, lookahead, FixedTag("mesh", "m1")}, false, func(n string) bool { return !strings.HasPrefix(n, "hidden.") })
+	for _, tc := range []struct {
+		in, name string
+		tags     string
+	}{
+		{"cluster.xds;.upstream_cx_total", "cluster.upstream_cx_total", "cluster_name=xds mesh=m1"},
+		{"listener.0.0.0.0_15006.http.10.0.0.1_80.downstream_rq_total", "listener.0.0.0.0_15006.http.downstream_rq_total", "http_conn_manager_listener_prefix=10.0.0.1_80 mesh=m1"},
+		// use_all_default_tags false: no envoy.cluster_name.
+		{"cluster.web.upstream_rq_total", "cluster.web.upstream_rq_total", "mesh=m1"},
+	} {
+		n, tags := st.ExtractTags(tc.in)
+		var got []string
+		for _, tg := range tags {
+			got = append(got, tg.Name+"="+tg.Value)
+		}
+		sort.Strings(got)
+		if n != tc.name || strings.Join(got, " ") != tc.tags {
+			t.Errorf("%s: %s %v, want %s %s", tc.in, n, got, tc.name, tc.tags)
+		}
+	}
+	st.Counter("hidden.x").Inc()
+	st.Counter("shown.x").Inc()
+	snap := st.Snapshot()
+	if len(snap.Counters) != 1 || snap.Counters[0].Name() != "shown.x" {
+		t.Errorf("stats_matcher: snapshot has %d counters", len(snap.Counters))
 	}
 }

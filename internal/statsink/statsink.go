@@ -204,7 +204,7 @@ func (f *Flusher) Flush() {
 		for _, l := range lines {
 			var b []byte
 			if s.dog {
-				name, tags := stats.ExtractTags(l.name)
+				name, tags := f.store.ExtractTags(l.name)
 				b = fmt.Appendf(nil, "%s.%s:%s|%s", s.prefix, name, l.value, l.kind)
 				for i, t := range tags {
 					sep := ","

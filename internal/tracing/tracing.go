@@ -13,6 +13,7 @@ import (
 	"strconv"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
@@ -48,6 +49,9 @@ type Context struct {
 	Async    *asyncclient.Client
 	Node     *corev3.Node
 	Hostname string
+	// Default is the bootstrap's tracing.http: the provider of connection
+	// managers whose tracing names none (Envoy's deprecated global tracer).
+	Default *tracev3.Tracing_Http
 }
 
 // Factory compiles a tracer config (the Factory of an extension.Tracer).
@@ -117,15 +121,18 @@ func Compile(t *hcmv3.HttpConnectionManager_Tracing, path string, ctx *Context, 
 		}
 		c.tags = append(c.tags, tag)
 	}
-	pv := t.GetProvider()
+	pv, pvPath := t.GetProvider(), config.Join(path, "provider")
 	if pv == nil {
-		return nil, config.Errorf(path, "tracing needs a provider (envoy.tracers.zipkin, …)")
+		pv, pvPath = ctx.Default, "tracing.http"
 	}
-	r, err := extension.Lookup(extension.Tracer, pv.GetTypedConfig(), config.Join(path, "provider.typed_config"))
+	if pv == nil {
+		return nil, config.Errorf(path, "tracing needs a provider (envoy.tracers.zipkin, …) here or in the bootstrap's tracing.http")
+	}
+	r, err := extension.Lookup(extension.Tracer, pv.GetTypedConfig(), config.Join(pvPath, "typed_config"))
 	if err != nil {
 		return nil, err
 	}
-	if c.driver, err = r.Ext.Factory.(Factory)(ctx, r.Config, config.Join(path, "provider.typed_config")); err != nil {
+	if c.driver, err = r.Ext.Factory.(Factory)(ctx, r.Config, config.Join(pvPath, "typed_config")); err != nil {
 		return nil, err
 	}
 	return c, nil

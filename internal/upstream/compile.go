@@ -26,6 +26,8 @@ type Deps struct {
 	// default ALPN for its protocol. nil means transport sockets are not
 	// supported.
 	Transport func(ts *corev3.TransportSocket, path string, c *clusterv3.Cluster, alpn []string) (TransportSocket, error)
+	// LocalCluster is cluster_manager.local_cluster_name.
+	LocalCluster string
 }
 
 const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -40,8 +42,14 @@ func init() {
 
 // Compile validates a cluster definition and builds a (not yet started)
 // Cluster. path locates the cluster in error messages.
-func Compile(pc *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) {
-	if err := config.CheckFields(pc, path,
+func Compile(orig *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) {
+	// load_balancing_policy becomes the lb_policy fields it stands for;
+	// the cluster keeps its original proto for the config dump.
+	pc, err := applyLBPolicy(orig, path, deps)
+	if err != nil {
+		return nil, err
+	}
+	if err := config.CheckFields(pc, path, "load_balancing_policy",
 		"name", "alt_stat_name", "type", "connect_timeout", "lb_policy", "load_assignment",
 		"dns_refresh_rate", "dns_failure_refresh_rate", "dns_lookup_family", "dns_resolvers",
 		"typed_dns_resolver_config", "use_tcp_for_dns_lookups",
@@ -68,7 +76,7 @@ func Compile(pc *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) {
 	scope := deps.Stats.Scope("cluster." + stats.SanitizeName(statName) + ".")
 	c := &Cluster{
 		Name:           pc.GetName(),
-		Proto:          pc,
+		Proto:          orig,
 		Stats:          newStats(scope),
 		connectTimeout: 5 * time.Second,
 		IdleTimeout:    time.Hour,

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -43,6 +44,7 @@ type endpointSpec struct {
 	metadata            *corev3.Metadata
 	unhealthy, degraded bool
 	hostname            string
+	pipe                string // a Unix socket path instead of host:port
 }
 
 // hostsFromAssignment turns a load assignment into endpoint specs.
@@ -55,19 +57,28 @@ func hostsFromAssignment(la *endpointv3.ClusterLoadAssignment, path string) ([]e
 			if ep == nil {
 				return nil, fmt.Errorf("%s: only endpoint (not endpoint_name) is supported", p)
 			}
+			w := lbe.GetLoadBalancingWeight().GetValue()
+			if w == 0 {
+				w = 1
+			}
+			if pipe := ep.GetAddress().GetPipe(); pipe != nil {
+				// A Unix domain socket (Istio's xds-grpc and sds-grpc).
+				if pipe.GetPath() == "" {
+					return nil, fmt.Errorf("%s.endpoint.address.pipe.path: empty", p)
+				}
+				out = append(out, endpointSpec{pipe: pipe.GetPath(), weight: w, priority: le.GetPriority(),
+					locality: le.GetLocality(), localityWeight: le.GetLoadBalancingWeight().GetValue(), metadata: lbe.GetMetadata()})
+				continue
+			}
 			sa := ep.GetAddress().GetSocketAddress()
 			if sa == nil {
-				return nil, fmt.Errorf("%s.endpoint.address: only socket_address is supported", p)
+				return nil, fmt.Errorf("%s.endpoint.address: socket_address or pipe is supported (not envoy_internal_address)", p)
 			}
 			if sa.GetProtocol() != corev3.SocketAddress_TCP {
 				return nil, fmt.Errorf("%s.endpoint.address.socket_address.protocol: only TCP is supported", p)
 			}
 			if _, ok := sa.GetPortSpecifier().(*corev3.SocketAddress_NamedPort); ok {
 				return nil, fmt.Errorf("%s.endpoint.address.socket_address.named_port: not supported; use port_value", p)
-			}
-			w := lbe.GetLoadBalancingWeight().GetValue()
-			if w == 0 {
-				w = 1
 			}
 			hs := lbe.GetHealthStatus()
 			out = append(out, endpointSpec{
@@ -101,6 +112,11 @@ func (e endpointSpec) toHost(ip netip.Addr) *Host {
 func staticHosts(specs []endpointSpec, path string) ([]*Host, error) {
 	hosts := make([]*Host, 0, len(specs))
 	for _, s := range specs {
+		if s.pipe != "" {
+			hosts = append(hosts, newHost(pipeAddress(s.pipe), HostConfig{Weight: s.weight, Priority: s.priority,
+				Locality: s.locality, LocalityWeight: s.localityWeight, Metadata: s.metadata}))
+			continue
+		}
 		ip, err := netip.ParseAddr(s.host)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %q is not an IP address: a STATIC or EDS cluster needs IP endpoints (use STRICT_DNS or LOGICAL_DNS for names)", path, s.host)
@@ -263,4 +279,16 @@ func jitter(d time.Duration, pct float64) time.Duration {
 		return d
 	}
 	return d + time.Duration(rand.Float64()*pct/100*float64(d))
+}
+
+// pipeAddress is how a Unix socket host's address is written: "unix:"
+// then the path ("@" starts an abstract socket, as in Envoy).
+func pipeAddress(path string) string { return "unix:" + path }
+
+// dialNetwork splits a host address into the network and address to dial.
+func dialNetwork(addr string) (string, string) {
+	if strings.HasPrefix(addr, "unix:") {
+		return "unix", addr[len("unix:"):]
+	}
+	return "tcp", addr
 }

@@ -48,7 +48,8 @@ func (c *Cluster) DialHost(ctx context.Context, addr string) (net.Conn, error) {
 	}
 	start := time.Now()
 	d := net.Dialer{Timeout: c.connectTimeout, KeepAliveConfig: c.keepAlive}
-	conn, err := d.DialContext(ctx, "tcp", addr)
+	network, address := dialNetwork(addr)
+	conn, err := d.DialContext(ctx, network, address)
 	if err != nil {
 		c.Stats.cxConnectFail.Inc()
 		if host != nil {

@@ -427,7 +427,8 @@ func tcpCheck(hc *corev3.HealthCheck_TcpHealthCheck, path string) (func(context.
 // dialCheck connects to a host for one health check, with the check's
 // deadline on the connection.
 func dialCheck(ctx context.Context, h *Host) (net.Conn, error) {
-	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", h.Address)
+	network, address := dialNetwork(h.Address)
+	conn, err := (&net.Dialer{}).DialContext(ctx, network, address)
 	if err != nil {
 		return nil, err
 	}

@@ -49,7 +49,8 @@ func grpcCheck(c *Cluster, hc *corev3.HealthCheck_GrpcHealthCheck, path string) 
 			return cc, nil
 		}
 		dial := func(ctx context.Context, addr string) (net.Conn, error) {
-			conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+			network, address := dialNetwork(addr)
+			conn, err := (&net.Dialer{}).DialContext(ctx, network, address)
 			if err != nil || c.transport == nil {
 				return conn, err
 			}

@@ -144,7 +144,8 @@ func (c *Cluster) dial(deadline time.Time, h *Host, p *pool, sni string) (*Clien
 	}
 	start := time.Now()
 	d := net.Dialer{Timeout: c.connectTimeout, Deadline: deadline, KeepAliveConfig: c.keepAlive}
-	conn, err := d.Dial("tcp", h.Address)
+	network, address := dialNetwork(h.Address)
+	conn, err := d.Dial(network, address)
 	if err != nil {
 		c.cxDone()
 		c.Stats.cxConnectFail.Inc()

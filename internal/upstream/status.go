@@ -90,9 +90,13 @@ func (c *Cluster) status() *adminv3.ClusterStatus {
 		} else if f&FlagDegradedEDS != 0 {
 			eds = corev3.HealthStatus_DEGRADED
 		}
+		addr := &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+			Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p)}}}}
+		if network, path := dialNetwork(h.Address); network == "unix" {
+			addr = &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: path}}}
+		}
 		hs := &adminv3.HostStatus{
-			Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-				Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p)}}}},
+			Address:  addr,
 			Weight:   h.Weight(),
 			Hostname: h.Hostname(),
 			Priority: h.Priority(),
