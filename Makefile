@@ -9,7 +9,7 @@ export KUBEBUILDER_ASSETS ?= $(KUBE_BIN_DIR)
 TOOLS_BIN := $(LEGATE_CACHE)/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: build quickstart deps lint test test-short bench docs generate catalog
+.PHONY: build quickstart deps lint test test-short bench soak docs generate catalog
 
 build:
 	go build -o bin/legate ./cmd/legate
@@ -34,6 +34,13 @@ test-short:
 
 bench:
 	bench/run.sh
+
+# soak runs legate proxy for SOAK_DURATION (default 30m) under load, config
+# churn, upstream kills and HTTP/2 floods, in a private network namespace,
+# and writes bench/results/soak.md (RSS over time, failed requests). Not in CI.
+soak: build
+	go build -o bin/soak ./bench/cmd/soak
+	unshare -rn sh -c 'ip link set lo up && bin/soak -duration $${SOAK_DURATION:-30m}'
 
 # docs regenerates docs/compatibility.md from the conformance corpus and
 # docs/extensions.md from the extension registry.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -160,16 +161,41 @@ func (h *h2stream) watchClose(func()) func() { return noStop }
 
 func noStop() {}
 
+// ownValues returns the fields' values as strings that own their bytes:
+// one allocation holds them all. Values parsed from an HTTP/1 upstream
+// point into that connection's read buffer, which is reused once the
+// upstream connection is released — but x/net/http2 encodes the HEADERS
+// (and trailers) when the handler ends, after that.
+func ownValues(fields []headers.Field) func(i int) string {
+	total := 0
+	for _, f := range fields {
+		total += len(f.Value)
+	}
+	var b strings.Builder
+	b.Grow(total)
+	for _, f := range fields {
+		b.WriteString(f.Value)
+	}
+	all := b.String()
+	offs := make([]int, len(fields)+1)
+	for i, f := range fields {
+		offs[i+1] = offs[i] + len(f.Value)
+	}
+	return func(i int) string { return all[offs[i]:offs[i+1]] }
+}
+
 func (h *h2stream) writeHead(status int, m *headers.Map, length int64, endStream bool) error {
 	hdr := h.w.Header()
-	for _, f := range m.Fields() {
+	fields := m.Fields()
+	value := ownValues(fields)
+	for i, f := range fields {
 		if f.Name == "content-length" || f.Name == "connection" || f.Name == "transfer-encoding" || f.Name == "keep-alive" {
 			continue
 		}
 		// Canonical keys: net/http's HTTP/2 server looks up Content-Type,
 		// Content-Length and Date by them and would add its own otherwise.
 		k := http.CanonicalHeaderKey(f.Name)
-		hdr[k] = append(hdr[k], f.Value)
+		hdr[k] = append(hdr[k], value(i))
 	}
 	if _, ok := hdr["Content-Type"]; !ok {
 		hdr["Content-Type"] = nil // no sniffing: Envoy never invents a content-type
@@ -192,8 +218,11 @@ func (h *h2stream) writeBody(p []byte) error {
 func (h *h2stream) finish(trailers *headers.Map) error {
 	if trailers != nil {
 		hdr := h.w.Header()
-		for _, f := range trailers.Fields() {
-			hdr[http.TrailerPrefix+f.Name] = append(hdr[http.TrailerPrefix+f.Name], f.Value)
+		fields := trailers.Fields()
+		value := ownValues(fields)
+		for i, f := range fields {
+			k := http.TrailerPrefix + f.Name // a new string
+			hdr[k] = append(hdr[k], value(i))
 		}
 	}
 	return nil

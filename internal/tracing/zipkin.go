@@ -92,7 +92,7 @@ type zspan struct {
 // Start reads B3 (x-b3-* or the single b3 header) and begins the span:
 // with shared_span_context a server span keeps the caller's span id.
 func (z *zipkin) Start(req *headers.Request, name string, egress, sampled bool) Span {
-	s := &zspan{z: z, name: name, kind: "SERVER", start: time.Now(), sampled: sampled, tags: map[string]string{}}
+	s := &zspan{z: z, name: strings.Clone(name), kind: "SERVER", start: time.Now(), sampled: sampled, tags: map[string]string{}}
 	if egress {
 		s.kind = "CLIENT"
 	}
@@ -122,6 +122,8 @@ func (z *zipkin) Start(req *headers.Request, name string, egress, sampled bool) 
 		s.sampled = false
 	}
 	if validHex(traceID) && validHex(spanID) {
+		// Copies: the span outlives the request's header bytes.
+		traceID, spanID, parent = strings.Clone(traceID), strings.Clone(spanID), strings.Clone(parent)
 		s.traceID = traceID
 		if z.shared && !egress {
 			s.id, s.parent, s.shared = spanID, parent, true
@@ -161,7 +163,9 @@ func (s *zspan) Inject(m *headers.Map) {
 	m.Del("b3")
 }
 
-func (s *zspan) SetTag(k, v string) { s.tags[k] = v }
+// SetTag copies the value: spans are exported after the request, whose
+// header bytes (http1's zero-copy parse) are reused by then.
+func (s *zspan) SetTag(k, v string) { s.tags[k] = strings.Clone(v) }
 
 func (s *zspan) Sampled() bool { return s.sampled }
 

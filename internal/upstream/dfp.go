@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -172,6 +173,10 @@ func (dc *DNSCache) Resolve(ctx context.Context, host string) ([]netip.Addr, err
 		dc.mu.Unlock()
 		return nil, fmt.Errorf("DNS cache %s holds max_hosts %d: %w", dc.Name, dc.maxHosts, ErrDNSCacheOverflow)
 	}
+	// The name usually comes from a request's Host header, whose bytes
+	// live only as long as the request (http1's zero-copy parse): the
+	// cache keeps its own copy.
+	host = strings.Clone(host)
 	ne := &dnsEntry{done: make(chan struct{}), used: now}
 	dc.entries[host] = ne
 	dc.mu.Unlock()
