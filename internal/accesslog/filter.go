@@ -29,6 +29,13 @@ func compare(op accesslogv3.ComparisonFilter_Op, v, ref int64) bool {
 }
 
 // compileFilter compiles Envoy's AccessLogFilter.
+// CompileFilter compiles an AccessLogFilter into a predicate over a
+// finished (or locally answered) stream; local_reply_config's mappers use
+// the same filters.
+func CompileFilter(f *accesslogv3.AccessLogFilter, path string) (func(*streaminfo.Info) bool, error) {
+	return compileFilter(f, path)
+}
+
 func compileFilter(f *accesslogv3.AccessLogFilter, path string) (filter, error) {
 	switch s := f.GetFilterSpecifier().(type) {
 	case *accesslogv3.AccessLogFilter_StatusCodeFilter:

@@ -218,6 +218,11 @@ func field(name, arg string) (fieldFn, error) {
 		}, nil
 	case "RESPONSE_CODE_DETAILS":
 		return str(func(i *streaminfo.Info) string { return i.ResponseCodeDetails }), nil
+	case "LOCAL_REPLY_BODY":
+		// The body of a local reply, for local_reply_config.body_format.
+		return func(dst []byte, info *streaminfo.Info) ([]byte, bool) {
+			return append(dst, info.LocalReplyBody...), true
+		}, nil
 	case "CONNECTION_TERMINATION_DETAILS":
 		return str(func(i *streaminfo.Info) string { return i.ConnTerminationDetails }), nil
 	case "RESPONSE_FLAGS":

@@ -108,6 +108,8 @@ type hcmConfig struct {
 	// the premature-reset ones are read from the runtime per connection.
 	h2Limits h2Limits
 	h2Stats  *h2GuardStats
+	// localReply is local_reply_config (nil: Envoy's plain replies).
+	localReply *localReplyConfig
 }
 
 // hcmStats are the http.<stat_prefix>.* statistics.
@@ -170,7 +172,7 @@ func newHCMStats(s stats.Scope) *hcmStats {
 
 // compileHCM compiles an HttpConnectionManager typed config.
 func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *Deps) (*hcmConfig, error) {
-	if err := config.CheckFields(h, path, "codec_type", "stat_prefix", "route_config", "rds", "http_filters",
+	if err := config.CheckFields(h, path, "codec_type", "stat_prefix", "route_config", "rds", "http_filters", "local_reply_config",
 		"access_log", "use_remote_address", "xff_num_trusted_hops", "skip_xff_append", "via",
 		"generate_request_id", "preserve_external_request_id", "always_set_request_id_in_response",
 		"internal_address_config", "server_name", "server_header_transformation", "max_request_headers_kb",
@@ -336,6 +338,13 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *Deps) (*hcmConfi
 	}
 	if err := c.compileFilters(h.GetHttpFilters(), config.Join(path, "http_filters"), d); err != nil {
 		return nil, err
+	}
+	if lr := h.GetLocalReplyConfig(); lr != nil {
+		cfg, err := compileLocalReply(lr, config.Join(path, "local_reply_config"), d)
+		if err != nil {
+			return nil, err
+		}
+		c.localReply = cfg
 	}
 	if t := h.GetTracing(); t != nil {
 		tc, err := tracing.Compile(t, config.Join(path, "tracing"), &tracing.Context{Stats: d.Stats, Async: d.Async,

@@ -513,12 +513,23 @@ func (s *stream) upgradeAllowed() bool {
 // directResponse answers from the route.
 func (s *stream) directResponse(d *route.DirectResponseAction) {
 	s.info.ResponseCodeDetails = "direct_response"
-	s.resp.Status = d.Status
-	if len(d.Body) > 0 {
+	status, body, ct := d.Status, d.Body, ""
+	if lr := s.cfg.localReply; lr != nil {
+		// Envoy sends direct responses as local replies, so
+		// local_reply_config applies to them too.
+		var b string
+		status, b, ct = lr.rewrite(s, status, string(body))
+		body = []byte(b)
+	}
+	s.resp.Status = status
+	switch {
+	case ct != "":
+		s.resp.Set("content-type", ct)
+	case len(body) > 0:
 		s.resp.Set("content-type", "text/plain")
 	}
 	s.scratch = s.table.ApplyResponse(s.rt, nil, &s.resp.Map, &s.info, s.scratch)
-	s.sendResponse(d.Body)
+	s.sendResponse(body)
 }
 
 // redirect answers with a redirect built from the route.
@@ -671,8 +682,16 @@ func (s *stream) localReply(status int, body, detail string, flag streaminfo.Fla
 		s.sendResponse(nil)
 		return
 	}
+	ct := ""
+	if lr := s.cfg.localReply; lr != nil {
+		status, body, ct = lr.rewrite(s, status, body)
+	}
 	s.resp.Status = status
-	if body != "" {
+	s.info.ResponseCode = status
+	switch {
+	case ct != "":
+		s.resp.Set("content-type", ct)
+	case body != "":
 		s.resp.Set("content-type", "text/plain")
 	}
 	if status >= 400 && (status == 400 || status == 408 || status == 413 || status == 431) {

@@ -11,6 +11,7 @@
 package route
 
 import (
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"regexp"
 	"strings"
 	"time"
@@ -430,3 +431,16 @@ func (r *Route) MatchPrefix() string {
 // the route timeout (max_stream_duration.grpc_timeout_header_max or the
 // deprecated max_grpc_timeout is configured).
 func (a *RouteAction) HonorGRPCTimeout() bool { return a.hasMaxGRPCTimeout }
+
+// CompileHeaderOps compiles a HeaderValueOption list outside a route
+// table (local_reply_config's mappers), with %VARIABLE% values compiled by
+// compileValue.
+func CompileHeaderOps(opts []*corev3.HeaderValueOption, path string, compileValue func(string) (Value, error)) ([]HeaderOp, error) {
+	c := &compiler{opts: Options{CompileValue: compileValue}}
+	return c.headerOps(opts, path)
+}
+
+// ApplyHeaderOps applies compiled additions to a header map.
+func ApplyHeaderOps(m *headers.Map, ops []HeaderOp, info *streaminfo.Info) {
+	applyOps(m, ops, nil, info, nil)
+}

@@ -138,6 +138,10 @@ type Info struct {
 	// Wire byte counts (headers included), for %*_WIRE_BYTES_*%.
 	UpstreamBytesSent, UpstreamBytesReceived uint64
 
+	// LocalReplyBody is the body of the local reply being formatted
+	// (%LOCAL_REPLY_BODY%).
+	LocalReplyBody string
+
 	ResponseCode                   int
 	ResponseFlags                  Flags
 	ResponseCodeDetails            string
