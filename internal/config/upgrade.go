@@ -1,7 +1,12 @@
 package config
 
 import (
+	udpaannotations "github.com/cncf/xds/go/udpa/annotations"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
 	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"gopkg.in/yaml.v3"
@@ -128,13 +133,38 @@ var v2TypeURLs = map[string]string{
 // changes it), or url unchanged.
 func upgradeTypeURL(url string, warn func(string)) string {
 	name := strings.TrimPrefix(url, typePrefix)
-	if v3, ok := v2TypeURLs[name]; ok {
+	v3, ok := v2TypeURLs[name]
+	if !ok {
+		v3, ok = previousTypes()[name]
+	}
+	if ok {
 		nu := typePrefix + v3
 		warn(nu)
 		return nu
 	}
 	return url
 }
+
+// previousTypes maps the v2 (and v2alpha, v3alpha) names of the v3
+// messages this binary links to their v3 names, read from the
+// udpa.annotations.versioning option each v3 message carries
+// (previous_message_type), so every linked type's old @type upgrades.
+var previousTypes = sync.OnceValue(func() map[string]string {
+	out := map[string]string{}
+	protoregistry.GlobalTypes.RangeMessages(func(mt protoreflect.MessageType) bool {
+		md := mt.Descriptor()
+		opts, ok := md.Options().(*descriptorpb.MessageOptions)
+		if !ok || opts == nil || !proto.HasExtension(opts, udpaannotations.E_Versioning) {
+			return true
+		}
+		v, _ := proto.GetExtension(opts, udpaannotations.E_Versioning).(*udpaannotations.VersioningAnnotation)
+		if prev := v.GetPreviousMessageType(); prev != "" {
+			out[prev] = string(md.FullName())
+		}
+		return true
+	})
+	return out
+})
 
 // typedConfigHolders are the messages that carry `name` + `typed_config` and,
 // in v2, `config`.

@@ -233,3 +233,31 @@ func TestJWTAuthn(t *testing.T) {
 		return strings.Contains(string(b), "/app 200 alice")
 	}, "the payload is not in the dynamic metadata")
 }
+
+// TestInvalidLocalJWKSLoads: as Envoy ("Invalid inline jwks"), a local
+// JWKS that does not parse — here Envoy's own docs example, whose folded
+// YAML puts newlines inside a key — is a warning, not a config error; the
+// provider then has no keys, so its tokens are rejected (401).
+func TestInvalidLocalJWKSLoads(t *testing.T) {
+	k := newKeys(t)
+	up := testutil.StartUpstream(t, testutil.EchoHandler("backend"))
+	_, bport := up.Host()
+	jwksSrv := testutil.StartUpstream(t, testutil.EchoHandler("unused"))
+	_, jport := jwksSrv.Host()
+	bad := `{"keys": [{"kty":"RSA", "n": "0vx7agoebGcQ\n    wu1RK7aPFFxuhDR1", "e":"AQAB", "kid":"rsa"}]}`
+	p := testutil.StartProxy(t, cfg, map[string]string{"Backend": bport, "JWKS": jport, "Log": filepath.Join(t.TempDir(), "a.log"), "LocalJWKS": strings.ReplaceAll(bad, "\n", "\\n")})
+	if !strings.Contains(p.Logs.String(), "invalid local JWKS") {
+		t.Errorf("no warning about the invalid JWKS:\n%s", p.Logs.String())
+	}
+	tok := sign(t, jose.RS256, k.rsa, "rsa", map[string]any{"iss": "https://issuer.example", "aud": "api.example", "exp": time.Now().Unix() + 600})
+	req, _ := http.NewRequest("GET", p.URL("http", "/"), nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := testutil.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Errorf("a token of a provider without keys: %d, want 401", resp.StatusCode)
+	}
+}

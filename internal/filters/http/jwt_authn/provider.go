@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -94,7 +95,7 @@ func compileProvider(ctx *httpfilter.Context, name string, p *jwtv3.JwtProvider,
 	var err error
 	switch {
 	case p.GetLocalJwks() != nil:
-		pr.jwks, err = localJWKS(p.GetLocalJwks(), config.Join(path, "local_jwks"))
+		pr.jwks, err = localJWKS(p.GetLocalJwks(), config.Join(path, "local_jwks"), ctx.Log)
 	case p.GetRemoteJwks() != nil:
 		pr.jwks, err = remoteJWKS(ctx, p.GetRemoteJwks(), config.Join(path, "remote_jwks"), sc)
 	default:
@@ -146,7 +147,7 @@ func parseJWKS(b []byte) (*jose.JSONWebKeySet, error) {
 	return &set, nil
 }
 
-func localJWKS(ds *corev3.DataSource, path string) (*jwks, error) {
+func localJWKS(ds *corev3.DataSource, path string, log *slog.Logger) (*jwks, error) {
 	var b []byte
 	switch {
 	case ds.GetInlineString() != "":
@@ -163,7 +164,12 @@ func localJWKS(ds *corev3.DataSource, path string) (*jwks, error) {
 	}
 	set, err := parseJWKS(b)
 	if err != nil {
-		return nil, config.Errorf(path, "%v", err)
+		// As Envoy ("Invalid inline jwks"): the config loads, the
+		// provider has no keys, so every token it would verify fails.
+		if log != nil {
+			log.Warn("jwt_authn: invalid local JWKS; the provider has no keys and rejects every token", "path", path, "error", err)
+		}
+		set = &jose.JSONWebKeySet{}
 	}
 	j := &jwks{}
 	j.keys.Store(set)
