@@ -17,5 +17,6 @@ import (
 	_ "github.com/legateproxy/legate/internal/filters/http/jwt_authn"
 	_ "github.com/legateproxy/legate/internal/filters/http/local_ratelimit"
 	_ "github.com/legateproxy/legate/internal/filters/http/lua"
+	_ "github.com/legateproxy/legate/internal/filters/http/match_delegate"
 	_ "github.com/legateproxy/legate/internal/filters/http/rbac"
 )
