@@ -879,3 +879,14 @@ func bufferLimit(old *wrapperspb.UInt32Value, v *wrapperspb.UInt64Value) int64 {
 	}
 	return 0
 }
+
+// CompileRegexRewrite compiles a RegexMatchAndSubstitute into a function
+// that rewrites a value (every match replaced, as Envoy's
+// regex_value_rewrite and regex_rewrite).
+func CompileRegexRewrite(rr *matcherv3.RegexMatchAndSubstitute, path string) (func(string) string, error) {
+	re, subst, err := compileSubst(rr, path)
+	if err != nil {
+		return nil, err
+	}
+	return func(s string) string { return re.ReplaceAllString(s, subst) }, nil
+}

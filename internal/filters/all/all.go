@@ -13,6 +13,7 @@ import (
 	_ "github.com/legateproxy/legate/internal/filters/http/fault"
 	_ "github.com/legateproxy/legate/internal/filters/http/grpc_http1_bridge"
 	_ "github.com/legateproxy/legate/internal/filters/http/grpc_web"
+	_ "github.com/legateproxy/legate/internal/filters/http/header_to_metadata"
 	_ "github.com/legateproxy/legate/internal/filters/http/health_check"
 	_ "github.com/legateproxy/legate/internal/filters/http/jwt_authn"
 	_ "github.com/legateproxy/legate/internal/filters/http/local_ratelimit"
