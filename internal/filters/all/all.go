@@ -20,4 +20,5 @@ import (
 	_ "github.com/legateproxy/legate/internal/filters/http/lua"
 	_ "github.com/legateproxy/legate/internal/filters/http/match_delegate"
 	_ "github.com/legateproxy/legate/internal/filters/http/rbac"
+	_ "github.com/legateproxy/legate/internal/filters/http/set_metadata"
 )
