@@ -12,6 +12,7 @@ package overload
 
 import (
 	"fmt"
+	"google.golang.org/protobuf/proto"
 	"log/slog"
 	"runtime/debug"
 	"runtime/metrics"
@@ -102,23 +103,14 @@ func Compile(om *overloadv3.OverloadManager, st *stats.Store, log *slog.Logger) 
 		if err != nil {
 			return nil, err
 		}
-		if dc, ok := r.Config.(*downstreamconnectionsv3.DownstreamConnectionsConfig); ok {
-			// A proactive monitor: the limit applies as connections are
-			// accepted (listeners with ignore_global_conn_limit excepted),
-			// counted in downstream_cx_overflow.
-			if dc.GetMaxActiveDownstreamConnections() <= 0 {
-				return nil, config.Errorf(config.Join(p, "typed_config.max_active_downstream_connections"), "must be positive")
-			}
-			m.maxConns = uint64(dc.GetMaxActiveDownstreamConnections())
+		mon, err := r.Ext.Factory.(monitorFactory)(m, rm.GetName(), r.Config, config.Join(p, "typed_config"), st)
+		if err != nil {
+			return nil, err
+		}
+		if mon == nil {
 			proactive[rm.GetName()] = true
 			continue
 		}
-		fh := r.Config.(*fixedheapv3.FixedHeapConfig)
-		if fh.GetMaxHeapSizeBytes() == 0 {
-			return nil, config.Errorf(config.Join(p, "typed_config.max_heap_size_bytes"), "must be positive")
-		}
-		mon := &monitor{name: rm.GetName(), maxBytes: fh.GetMaxHeapSizeBytes(),
-			gauge: st.Gauge("overload." + rm.GetName() + ".pressure"), failed: st.Counter("overload." + rm.GetName() + ".failed_updates")}
 		byName[rm.GetName()] = mon
 		m.monitors = append(m.monitors, mon)
 	}
@@ -157,6 +149,32 @@ func Compile(om *overloadv3.OverloadManager, st *stats.Store, log *slog.Logger) 
 		m.actions[a.GetName()] = act
 	}
 	return m, nil
+}
+
+// monitorFactory compiles a resource monitor (the Factory of an
+// extension.ResourceMonitor registration); a proactive monitor, which
+// limits as resources are taken rather than being sampled, returns nil.
+type monitorFactory func(m *Manager, name string, cfg proto.Message, path string, st *stats.Store) (*monitor, error)
+
+func fixedHeapMonitor(_ *Manager, name string, cfg proto.Message, path string, st *stats.Store) (*monitor, error) {
+	fh := cfg.(*fixedheapv3.FixedHeapConfig)
+	if fh.GetMaxHeapSizeBytes() == 0 {
+		return nil, config.Errorf(config.Join(path, "max_heap_size_bytes"), "must be positive")
+	}
+	return &monitor{name: name, maxBytes: fh.GetMaxHeapSizeBytes(),
+		gauge: st.Gauge("overload." + name + ".pressure"), failed: st.Counter("overload." + name + ".failed_updates")}, nil
+}
+
+// downstreamConnectionsMonitor is proactive: the limit applies as
+// connections are accepted (listeners with ignore_global_conn_limit
+// excepted), counted in downstream_cx_overflow.
+func downstreamConnectionsMonitor(m *Manager, _ string, cfg proto.Message, path string, _ *stats.Store) (*monitor, error) {
+	dc := cfg.(*downstreamconnectionsv3.DownstreamConnectionsConfig)
+	if dc.GetMaxActiveDownstreamConnections() <= 0 {
+		return nil, config.Errorf(config.Join(path, "max_active_downstream_connections"), "must be positive")
+	}
+	m.maxConns = uint64(dc.GetMaxActiveDownstreamConnections())
+	return nil, nil
 }
 
 // Active reports whether an action is on. Safe on a nil Manager.
@@ -203,10 +221,10 @@ func (m *Manager) Stop() {
 
 func init() {
 	extension.Register(extension.Extension{Name: fixedHeap, Category: extension.ResourceMonitor,
-		Config: &fixedheapv3.FixedHeapConfig{}, Factory: struct{}{}})
+		Config: &fixedheapv3.FixedHeapConfig{}, Factory: monitorFactory(fixedHeapMonitor)})
 	extension.Register(extension.Extension{Name: "envoy.resource_monitors.global_downstream_max_connections",
 		Aliases: []string{"envoy.resource_monitors.downstream_connections"}, Category: extension.ResourceMonitor,
-		Config: &downstreamconnectionsv3.DownstreamConnectionsConfig{}, Factory: struct{}{}})
+		Config: &downstreamconnectionsv3.DownstreamConnectionsConfig{}, Factory: monitorFactory(downstreamConnectionsMonitor)})
 }
 
 var samples = []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/heap/stacks:bytes"}}

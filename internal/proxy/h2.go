@@ -236,5 +236,3 @@ func (h *h2stream) flush() error {
 }
 
 func (h *h2stream) hijack() (net.Conn, []byte, bool) { return nil, nil, false }
-
-var _ = time.Second

@@ -86,7 +86,7 @@ func compileReplyFormat(f *corev3.SubstitutionFormatString, path string) (format
 	if err != nil {
 		return nil, "", err
 	}
-	ct := "text/plain; charset=UTF-8"
+	ct := "text/plain" // Envoy's ContentTypeValues.Text
 	if f.GetJsonFormat() != nil {
 		ct = "application/json"
 	}
@@ -124,18 +124,21 @@ func (lr *localReplyConfig) rewrite(s *stream, status int, body string) (int, st
 		if !m.match(info) {
 			continue
 		}
+		// Envoy's order: body, headers_to_add (where %RESPONSE_CODE% is
+		// still the original code), status_code, then the body format
+		// (which sees the rewritten code).
+		if m.body != nil {
+			body = *m.body
+		}
+		if len(m.headers) > 0 {
+			route.ApplyHeaderOps(&s.resp.Map, m.headers, info)
+		}
 		if m.status != 0 {
 			status = m.status
 			info.ResponseCode = status
 		}
-		if m.body != nil {
-			body = *m.body
-		}
 		if m.format != nil {
 			fmtEntry, ct = m.format, m.contentType
-		}
-		if len(m.headers) > 0 {
-			route.ApplyHeaderOps(&s.resp.Map, m.headers, info)
 		}
 		break
 	}

@@ -206,5 +206,3 @@ func (s *stream) relayH2(at *attempt) {
 	at.host.HostFinished(ok && resp.StatusCode < 500, false)
 	s.drainRequestBody()
 }
-
-var _ = http1.NoBody

@@ -819,5 +819,3 @@ func httpDate() string {
 }
 
 const http1TimeFormat = "Mon, 02 Jan 2006 15:04:05 GMT"
-
-var _ = http1.StatusText

@@ -11,7 +11,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"sync"
@@ -304,5 +303,3 @@ func ticketKey(b []byte) [32]byte {
 	copy(k[:], sha256Sum(b[16:]))
 	return k
 }
-
-var _ = fmt.Sprintf

@@ -14,18 +14,23 @@ import (
 	"github.com/legateproxy/legate/internal/extension"
 )
 
+// lbFactory applies a typed load-balancing policy to a copy of the
+// cluster (the Factory of an extension.LoadBalancingPolicy registration).
+type lbFactory func(out *clusterv3.Cluster, cfg proto.Message, path string, d Deps) error
+
 func init() {
 	for _, e := range []struct {
 		name string
 		cfg  proto.Message
+		f    lbFactory
 	}{
-		{"envoy.load_balancing_policies.round_robin", &roundrobinv3.RoundRobin{}},
-		{"envoy.load_balancing_policies.least_request", &leastrequestv3.LeastRequest{}},
-		{"envoy.load_balancing_policies.random", &randomv3.Random{}},
-		{"envoy.load_balancing_policies.ring_hash", &ringhashv3.RingHash{}},
-		{"envoy.load_balancing_policies.maglev", &maglevv3.Maglev{}},
+		{"envoy.load_balancing_policies.round_robin", &roundrobinv3.RoundRobin{}, roundRobinPolicy},
+		{"envoy.load_balancing_policies.least_request", &leastrequestv3.LeastRequest{}, leastRequestPolicy},
+		{"envoy.load_balancing_policies.random", &randomv3.Random{}, randomPolicy},
+		{"envoy.load_balancing_policies.ring_hash", &ringhashv3.RingHash{}, ringHashPolicy},
+		{"envoy.load_balancing_policies.maglev", &maglevv3.Maglev{}, maglevPolicy},
 	} {
-		extension.Register(extension.Extension{Name: e.name, Category: extension.LoadBalancingPolicy, Config: e.cfg, Factory: struct{}{}})
+		extension.Register(extension.Extension{Name: e.name, Category: extension.LoadBalancingPolicy, Config: e.cfg, Factory: e.f})
 	}
 }
 
@@ -58,7 +63,7 @@ func applyLBPolicy(pc *clusterv3.Cluster, path string, d Deps) (*clusterv3.Clust
 		}
 		out := proto.Clone(pc).(*clusterv3.Cluster)
 		out.LoadBalancingPolicy = nil
-		if err := lbFromTyped(out, r.Config, tp, d); err != nil {
+		if err := r.Ext.Factory.(lbFactory)(out, r.Config, tp, d); err != nil {
 			return nil, err
 		}
 		return out, nil
@@ -69,50 +74,58 @@ func applyLBPolicy(pc *clusterv3.Cluster, path string, d Deps) (*clusterv3.Clust
 	return nil, config.Errorf(config.Join(p, "policies"), "no policy")
 }
 
-func lbFromTyped(out *clusterv3.Cluster, cfg proto.Message, path string, d Deps) error {
-	switch c := cfg.(type) {
-	case *roundrobinv3.RoundRobin:
-		if err := config.CheckFields(c, path, "slow_start_config", "locality_lb_config"); err != nil {
-			return err
-		}
-		out.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
-		if c.GetSlowStartConfig() != nil {
-			out.LbConfig = &clusterv3.Cluster_RoundRobinLbConfig_{RoundRobinLbConfig: &clusterv3.Cluster_RoundRobinLbConfig{SlowStartConfig: slowStart(c.GetSlowStartConfig())}}
-		}
-		return localityConfig(out, c.GetLocalityLbConfig(), config.Join(path, "locality_lb_config"), d)
-	case *leastrequestv3.LeastRequest:
-		if err := config.CheckFields(c, path, "choice_count", "active_request_bias", "slow_start_config", "locality_lb_config"); err != nil {
-			return err
-		}
-		out.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
-		lr := &clusterv3.Cluster_LeastRequestLbConfig{ChoiceCount: c.GetChoiceCount(), ActiveRequestBias: c.GetActiveRequestBias(), SlowStartConfig: slowStart(c.GetSlowStartConfig())}
-		out.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: lr}
-		return localityConfig(out, c.GetLocalityLbConfig(), config.Join(path, "locality_lb_config"), d)
-	case *randomv3.Random:
-		if err := config.CheckFields(c, path, "locality_lb_config"); err != nil {
-			return err
-		}
-		out.LbPolicy = clusterv3.Cluster_RANDOM
-		return localityConfig(out, c.GetLocalityLbConfig(), config.Join(path, "locality_lb_config"), d)
-	case *ringhashv3.RingHash:
-		if err := config.CheckFields(c, path, "minimum_ring_size", "maximum_ring_size", "hash_function"); err != nil {
-			return err
-		}
-		if c.GetHashFunction() != ringhashv3.RingHash_XX_HASH && c.GetHashFunction() != ringhashv3.RingHash_DEFAULT_HASH {
-			return config.Unsupported(config.Join(path, "hash_function"), c.GetHashFunction().String(), "XX_HASH")
-		}
-		out.LbPolicy = clusterv3.Cluster_RING_HASH
-		rh := &clusterv3.Cluster_RingHashLbConfig{MinimumRingSize: c.GetMinimumRingSize(), MaximumRingSize: c.GetMaximumRingSize()}
-		out.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: rh}
-	case *maglevv3.Maglev:
-		if err := config.CheckFields(c, path, "table_size"); err != nil {
-			return err
-		}
-		out.LbPolicy = clusterv3.Cluster_MAGLEV
-		out.LbConfig = &clusterv3.Cluster_MaglevLbConfig_{MaglevLbConfig: &clusterv3.Cluster_MaglevLbConfig{TableSize: c.GetTableSize()}}
-	default:
-		return config.Unsupported(path, "this load-balancing policy")
+func roundRobinPolicy(out *clusterv3.Cluster, cfg proto.Message, path string, d Deps) error {
+	c := cfg.(*roundrobinv3.RoundRobin)
+	if err := config.CheckFields(c, path, "slow_start_config", "locality_lb_config"); err != nil {
+		return err
 	}
+	out.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
+	if c.GetSlowStartConfig() != nil {
+		out.LbConfig = &clusterv3.Cluster_RoundRobinLbConfig_{RoundRobinLbConfig: &clusterv3.Cluster_RoundRobinLbConfig{SlowStartConfig: slowStart(c.GetSlowStartConfig())}}
+	}
+	return localityConfig(out, c.GetLocalityLbConfig(), config.Join(path, "locality_lb_config"), d)
+}
+
+func leastRequestPolicy(out *clusterv3.Cluster, cfg proto.Message, path string, d Deps) error {
+	c := cfg.(*leastrequestv3.LeastRequest)
+	if err := config.CheckFields(c, path, "choice_count", "active_request_bias", "slow_start_config", "locality_lb_config"); err != nil {
+		return err
+	}
+	out.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+	lr := &clusterv3.Cluster_LeastRequestLbConfig{ChoiceCount: c.GetChoiceCount(), ActiveRequestBias: c.GetActiveRequestBias(), SlowStartConfig: slowStart(c.GetSlowStartConfig())}
+	out.LbConfig = &clusterv3.Cluster_LeastRequestLbConfig_{LeastRequestLbConfig: lr}
+	return localityConfig(out, c.GetLocalityLbConfig(), config.Join(path, "locality_lb_config"), d)
+}
+
+func randomPolicy(out *clusterv3.Cluster, cfg proto.Message, path string, d Deps) error {
+	c := cfg.(*randomv3.Random)
+	if err := config.CheckFields(c, path, "locality_lb_config"); err != nil {
+		return err
+	}
+	out.LbPolicy = clusterv3.Cluster_RANDOM
+	return localityConfig(out, c.GetLocalityLbConfig(), config.Join(path, "locality_lb_config"), d)
+}
+
+func ringHashPolicy(out *clusterv3.Cluster, cfg proto.Message, path string, _ Deps) error {
+	c := cfg.(*ringhashv3.RingHash)
+	if err := config.CheckFields(c, path, "minimum_ring_size", "maximum_ring_size", "hash_function"); err != nil {
+		return err
+	}
+	if c.GetHashFunction() != ringhashv3.RingHash_XX_HASH && c.GetHashFunction() != ringhashv3.RingHash_DEFAULT_HASH {
+		return config.Unsupported(config.Join(path, "hash_function"), c.GetHashFunction().String(), "XX_HASH")
+	}
+	out.LbPolicy = clusterv3.Cluster_RING_HASH
+	out.LbConfig = &clusterv3.Cluster_RingHashLbConfig_{RingHashLbConfig: &clusterv3.Cluster_RingHashLbConfig{MinimumRingSize: c.GetMinimumRingSize(), MaximumRingSize: c.GetMaximumRingSize()}}
+	return nil
+}
+
+func maglevPolicy(out *clusterv3.Cluster, cfg proto.Message, path string, _ Deps) error {
+	c := cfg.(*maglevv3.Maglev)
+	if err := config.CheckFields(c, path, "table_size"); err != nil {
+		return err
+	}
+	out.LbPolicy = clusterv3.Cluster_MAGLEV
+	out.LbConfig = &clusterv3.Cluster_MaglevLbConfig_{MaglevLbConfig: &clusterv3.Cluster_MaglevLbConfig{TableSize: c.GetTableSize()}}
 	return nil
 }
 

@@ -254,11 +254,8 @@ static_resources:
 		}(i%2 == 1)
 	}
 
-	var events []string
 	logf := func(format string, args ...any) {
-		line := time.Now().Format("15:04:05 ") + fmt.Sprintf(format, args...)
-		events = append(events, line)
-		fmt.Println(line)
+		fmt.Println(time.Now().Format("15:04:05 ") + fmt.Sprintf(format, args...))
 	}
 	var floods []string
 	type rssSample struct {

@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	commonfaultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
@@ -322,5 +321,3 @@ func (f *filter) OnDestroy() {
 		f.cfg.activeG.Set(f.cfg.active.Add(-1))
 	}
 }
-
-var _ = commonfaultv3.FaultDelay_HeaderDelay{}
