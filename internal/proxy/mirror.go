@@ -1,10 +1,7 @@
 package proxy
 
 import (
-	"bytes"
 	"io"
-	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -67,59 +64,23 @@ func sendShadow(cl *upstream.Cluster, req *headers.Request, body []byte, timeout
 		deadline = time.Now().Add(timeout)
 	}
 	proto := cl.Protocol
-	if proto == upstream.UseDownstream && downstreamH2 {
-		proto = upstream.HTTP2
-	}
-	if proto == upstream.HTTP2 {
-		hr := &http.Request{Method: req.Method, URL: &url.URL{Scheme: "http", Host: h.Address, Opaque: req.Path}, Host: req.Authority, Header: http.Header{}, Body: io.NopCloser(bytes.NewReader(body)), ContentLength: int64(len(body))}
-		for _, f := range req.Fields() {
-			hr.Header[f.Name] = append(hr.Header[f.Name], f.Value)
+	if proto == upstream.UseDownstream {
+		proto = upstream.HTTP1
+		if downstreamH2 {
+			proto = upstream.HTTP2
 		}
-		resp, err := cl.RoundTripH2(hr)
-		if err != nil {
-			h.HostFinished(false, false)
-			return
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		cl.Stats.RqStatus.Inc(resp.StatusCode)
-		h.HostFinished(resp.StatusCode < 500, false)
-		return
 	}
-	cc, err := cl.Acquire(deadline, h, "")
-	if err != nil {
+	ex := cl.Open(h, proto)
+	r := upstream.Request{Method: req.Method, Path: req.Path, Authority: req.Authority, Headers: &req.Map,
+		Body: body, Length: int64(len(body)), Deadline: deadline}
+	var head http1.ResponseHead
+	if err := ex.Send(&r, &head); err != nil {
+		ex.Close(false)
 		h.HostFinished(false, false)
 		return
 	}
-	if !deadline.IsZero() {
-		cc.Conn.SetDeadline(deadline)
-	}
-	framing := http1.NoBody
-	if len(body) > 0 {
-		framing = http1.Length
-	}
-	cc.W = http1.AppendRequestHead(cc.W[:0], req.Method, req.Path, req.Authority, &req.Map, framing, int64(len(body)), "")
-	cc.W = append(cc.W, body...)
-	ok := false
-	var status int
-	if _, err := cc.Conn.Write(cc.W); err == nil {
-		if head, err := cc.R.Head(64 * 1024); err == nil {
-			var rh http1.ResponseHead
-			if http1.ParseResponse(head, &rh, 0) == nil {
-				cc.R.Consume(len(head))
-				status = rh.Status
-				fr, n := rh.Framing(req.Method)
-				var br http1.BodyReader
-				br.Reset(cc.R, fr, n)
-				_, err := io.Copy(io.Discard, &br)
-				ok = err == nil && rh.KeepAlive && fr != http1.ToClose
-			}
-		}
-	}
-	cc.Conn.SetDeadline(time.Time{})
-	cl.Release(cc, ok)
-	if status > 0 {
-		cl.Stats.RqStatus.Inc(status)
-	}
-	h.HostFinished(ok && status < 500, false)
+	_, err := io.Copy(io.Discard, ex.Body())
+	ex.Close(err == nil)
+	cl.Stats.RqStatus.Inc(head.Status)
+	h.HostFinished(err == nil && head.Status < 500, false)
 }

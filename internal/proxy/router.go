@@ -72,28 +72,47 @@ type attempt struct {
 	authority string
 	// result of the last attempt
 	host    *upstream.Host
-	cc      *upstream.ClientConn
+	ex      upstream.Exchange // the exchange whose response head arrived
+	ureq    upstream.Request
 	head    http1.ResponseHead
 	fail    failKind
 	failErr error
 	sentAt  time.Time
-	h2      *h2Attempt
-	// idleBound is set when the idle timeout, not the route timeout, bounds
-	// the upstream deadline (so it restarts with each read of the body).
-	idleBound bool
-	// live is the HTTP/1 upstream connection of the exchange in progress
-	// (downstreamGone interrupts it); gone is set once the client left.
-	live atomic.Pointer[upstream.ClientConn]
-	gone atomic.Bool
+	// live is the exchange in progress (downstreamGone cancels it) from
+	// Open to Close; gone is set once the client left.
+	liveMu sync.Mutex
+	live   upstream.Exchange
+	gone   atomic.Bool
+}
+
+// setLive records the exchange in progress (nil: none) for downstreamGone.
+func (at *attempt) setLive(ex upstream.Exchange) {
+	at.liveMu.Lock()
+	at.live = ex
+	at.liveMu.Unlock()
+}
+
+// closeExchange ends the attempt's exchange; complete says the response
+// body was read to its end.
+func (at *attempt) closeExchange(complete bool) {
+	if at.ex == nil {
+		return
+	}
+	at.setLive(nil)
+	at.ex.Close(complete)
+	at.ex = nil
 }
 
 // downstreamGone is called (from the close watcher's goroutine) when the
 // client closed its connection mid-request: the upstream exchange in
 // progress is cut and the stream ends without retries (flag DC).
 func (s *stream) downstreamGone() {
-	s.at.gone.Store(true)
-	if cc := s.at.live.Load(); cc != nil {
-		cc.Conn.SetDeadline(aLongTimeAgo)
+	at := &s.at
+	at.liveMu.Lock()
+	defer at.liveMu.Unlock()
+	at.gone.Store(true)
+	if at.live != nil {
+		at.live.Cancel()
 	}
 }
 
@@ -479,7 +498,7 @@ func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 // runAttempt makes one attempt: pick a host, send, read the response head.
 func (s *stream) runAttempt(at *attempt) {
-	at.fail, at.failErr, at.cc, at.h2 = failNone, nil, nil, nil
+	at.fail, at.failErr, at.ex = failNone, nil, nil
 	at.lb.Exclude = at.lb.Exclude[:0]
 	if at.policy != nil && at.policy.PreviousHosts {
 		for _, h := range at.tried {
@@ -523,11 +542,7 @@ func (s *stream) runAttempt(at *attempt) {
 			tryDeadline = d
 		}
 	}
-	if proto == upstream.HTTP2 {
-		s.attemptH2(at, tryDeadline)
-	} else {
-		s.attemptH1(at, tryDeadline)
-	}
+	s.exchange(at, proto, tryDeadline)
 	if at.gone.Load() {
 		// The client left during the attempt: whatever the upstream did,
 		// it is not the host's fault and nothing is retried.
@@ -560,68 +575,72 @@ func (s *stream) runAttempt(at *attempt) {
 	}
 }
 
-// attemptH1 sends the request over a pooled HTTP/1.1 connection and reads
-// the response head. A reused connection that turns out closed before any
-// response byte is replaced once, transparently.
-func (s *stream) attemptH1(at *attempt, deadline time.Time) {
-	for try := 0; ; try++ {
-		cc, err := at.cl.Acquire(deadline, at.host, s.upstreamSNI(at))
-		if err != nil {
-			at.failErr = err
-			switch {
-			case errors.Is(err, upstream.ErrOverflow):
-				at.fail = failOverflow
-			case isTimeout(err) && !deadline.IsZero() && !time.Now().Before(deadline):
-				at.fail = s.timeoutKind(at, deadline)
-			default:
-				at.fail = failConnect
-			}
-			return
+// exchange sends the request to at.host and reads the response head; on
+// success at.ex holds the exchange for the relay.
+func (s *stream) exchange(at *attempt, proto upstream.Protocol, deadline time.Time) {
+	ex := at.cl.Open(at.host, proto)
+	at.setLive(ex)
+	r := &at.ureq
+	*r = upstream.Request{Method: s.req.Method, Path: at.path, Authority: at.authority, Headers: &s.req.Map,
+		Deadline: deadline, IdleTimeout: s.idleTimeout(), Ctx: s.ds.context(), SNI: s.upstreamSNI(at)}
+	switch at.bodyMode {
+	case bodyBuffered:
+		r.Body, r.Length = at.body, int64(len(at.body))
+	case bodyStream:
+		s.bodyConsumed = true
+		s.info.BytesReceived += uint64(len(at.body))
+		r.Body, r.Stream, r.Length, r.Trailers = at.body, readerFunc(s.countingRead), s.bodyLength(), s.ds.reqTrailers
+		if r.Length < 0 {
+			r.Length = -1
 		}
-		connDeadline, idleBound := deadline, false
-		if idle := s.idleTimeout(); idle > 0 {
-			if d := time.Now().Add(idle); connDeadline.IsZero() || d.Before(connDeadline) {
-				connDeadline, idleBound = d, true
-			}
-		}
-		if !connDeadline.IsZero() {
-			cc.Conn.SetDeadline(connDeadline)
-		}
-		at.idleBound = idleBound
-		at.live.Store(cc)
-		if at.gone.Load() {
-			cc.Conn.SetDeadline(aLongTimeAgo) // the client left before the exchange began
-		}
-		fail, ferr, resent := s.exchangeH1(at, cc)
-		at.live.Store(nil)
-		if fail == failTimeout && idleBound {
-			fail = failIdle
-		}
-		if fail == failNone {
-			at.cc = cc
-			return
-		}
-		at.cl.Release(cc, false)
-		switch {
-		case errors.Is(ferr, errRequestTimeout):
-			at.fail, at.failErr = failRequestTimeout, ferr
-			return
-		case errors.Is(ferr, errDownstreamProtocol):
-			at.fail, at.failErr = failDownstreamProtocol, ferr
-			return
-		case errors.Is(ferr, errDownstream):
-			at.fail, at.failErr = failDownstream, ferr
-			return
-		}
-		if fail == failReset && cc.Reused() && !resent && try == 0 && at.bodyMode != bodyStream {
-			continue // the upstream closed an idle connection: use a fresh one
-		}
-		at.fail, at.failErr = fail, ferr
-		if fail == failTimeout {
-			at.fail = s.timeoutKind(at, deadline)
-		}
+	}
+	at.sentAt = time.Now()
+	if s.info.FirstUpstreamTxByte == 0 {
+		s.info.FirstUpstreamTxByte = s.info.Since()
+	}
+	err := ex.Send(r, &at.head)
+	s.info.UpstreamBytesSent += uint64(ex.Sent())
+	s.info.UpstreamBytesReceived += uint64(ex.Received())
+	s.info.LastUpstreamTxByte = s.info.Since()
+	if err != nil {
+		at.setLive(nil)
+		ex.Close(false)
+		at.fail, at.failErr = s.failOf(at, err, deadline)
 		return
 	}
+	if s.info.FirstUpstreamRxByte == 0 {
+		s.info.FirstUpstreamRxByte = s.info.Since()
+	}
+	at.ex = ex
+}
+
+// failOf maps an exchange error to the router's failure kinds.
+func (s *stream) failOf(at *attempt, err error, deadline time.Time) (failKind, error) {
+	var ee *upstream.ExchangeError
+	if !errors.As(err, &ee) {
+		return failReset, err
+	}
+	switch ee.Kind {
+	case upstream.FailConnect:
+		return failConnect, ee.Err
+	case upstream.FailOverflow:
+		return failOverflow, ee.Err
+	case upstream.FailTimeout:
+		return s.timeoutKind(at, deadline), ee.Err
+	case upstream.FailIdle:
+		return failIdle, ee.Err
+	case upstream.FailProtocol:
+		return failProtocol, ee.Err
+	case upstream.FailSource:
+		switch {
+		case errors.Is(ee.Err, errRequestTimeout):
+			return failRequestTimeout, ee.Err
+		case errors.Is(ee.Err, errDownstreamProtocol):
+			return failDownstreamProtocol, ee.Err
+		}
+		return failDownstream, ee.Err
+	}
+	return failReset, ee.Err
 }
 
 func (s *stream) timeoutKind(at *attempt, deadline time.Time) failKind {
@@ -638,139 +657,24 @@ func isTimeout(err error) bool {
 
 var errDeadline = errors.New("deadline exceeded")
 
-// exchangeH1 writes the request and reads the response head. resent
-// reports whether response bytes arrived (so a retry is not transparent).
-func (s *stream) exchangeH1(at *attempt, cc *upstream.ClientConn) (failKind, error, bool) {
-	framing, length := http1.NoBody, int64(0)
-	switch at.bodyMode {
-	case bodyBuffered:
-		framing, length = http1.Length, int64(len(at.body))
-	case bodyStream:
-		if n := s.bodyLength(); n > 0 {
-			framing, length = http1.Length, n
-		} else {
-			framing, length = http1.Chunked, -1
+// countingRead reads the downstream body for the upstream exchange and
+// counts it; a failure says whose fault it is.
+func (s *stream) countingRead(p []byte) (int, error) {
+	n, err := s.readBody(p)
+	s.info.BytesReceived += uint64(n)
+	if err != nil && err != io.EOF {
+		s.closeConn = true
+		if errors.Is(err, errRequestTimeout) {
+			return n, errRequestTimeout
 		}
+		var pe *http1.ProtocolError
+		if errors.As(err, &pe) {
+			return n, &downstreamProtocolError{pe}
+		}
+		s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+		return n, errDownstream
 	}
-	w := http1.AppendRequestHead(cc.W[:0], s.req.Method, at.path, at.authority, &s.req.Map, framing, length, "")
-	at.sentAt = time.Now()
-	if s.info.FirstUpstreamTxByte == 0 {
-		s.info.FirstUpstreamTxByte = s.info.Since()
-	}
-	if at.bodyMode == bodyBuffered && len(w)+len(at.body) <= 64*1024 {
-		w = append(w, at.body...)
-		cc.W = w
-		if _, err := cc.Conn.Write(w); err != nil {
-			return writeFail(err), err, false
-		}
-	} else {
-		cc.W = w
-		if _, err := cc.Conn.Write(w); err != nil {
-			return writeFail(err), err, false
-		}
-		if at.bodyMode == bodyBuffered {
-			if _, err := cc.Conn.Write(at.body); err != nil {
-				return writeFail(err), err, false
-			}
-		} else if at.bodyMode == bodyStream {
-			if err := s.streamBodyH1(at, cc, framing == http1.Chunked); err != nil {
-				return writeFail(err), err, false
-			}
-		}
-	}
-	s.info.UpstreamBytesSent += uint64(len(w))
-	s.info.LastUpstreamTxByte = s.info.Since()
-	for {
-		head, err := cc.R.Head(64 * 1024)
-		if err != nil {
-			switch {
-			case isTimeout(err):
-				return failTimeout, err, cc.R.Buffered() > 0
-			case errors.Is(err, http1.ErrHeadersTooLarge):
-				return failProtocol, err, true
-			}
-			return failReset, err, cc.R.Buffered() > 0
-		}
-		at.head.Reset()
-		if err := http1.ParseResponse(head, &at.head, 0); err != nil {
-			return failProtocol, err, true
-		}
-		cc.R.Consume(len(head))
-		s.info.UpstreamBytesReceived += uint64(len(head))
-		if at.head.Status >= 100 && at.head.Status < 200 && at.head.Status != 101 {
-			cc.R.EndMessage() // 100 Continue and other informational responses are dropped
-			continue
-		}
-		if s.info.FirstUpstreamRxByte == 0 {
-			s.info.FirstUpstreamRxByte = s.info.Since()
-		}
-		return failNone, nil, true
-	}
-}
-
-func writeFail(err error) failKind {
-	if isTimeout(err) {
-		return failTimeout
-	}
-	return failReset
-}
-
-// streamBodyH1 copies the downstream body to the upstream connection.
-func (s *stream) streamBodyH1(at *attempt, cc *upstream.ClientConn, chunked bool) error {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	buf := *bp
-	s.bodyConsumed = true
-	write := func(p []byte) error {
-		if len(p) == 0 {
-			return nil
-		}
-		if chunked {
-			cc.W = http1.AppendChunk(cc.W[:0], p)
-			_, err := cc.Conn.Write(cc.W)
-			return err
-		}
-		_, err := cc.Conn.Write(p)
-		return err
-	}
-	if len(at.body) > 0 {
-		if err := write(at.body); err != nil {
-			return err
-		}
-		s.info.BytesReceived += uint64(len(at.body))
-	}
-	if s.bodyLength() > 0 || chunked {
-		for {
-			n, err := s.readBody(buf)
-			if n > 0 {
-				s.info.BytesReceived += uint64(n)
-				if werr := write(buf[:n]); werr != nil {
-					return werr
-				}
-			}
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				s.closeConn = true
-				if errors.Is(err, errRequestTimeout) {
-					return errRequestTimeout
-				}
-				var pe *http1.ProtocolError
-				if errors.As(err, &pe) {
-					return &downstreamProtocolError{pe}
-				}
-				s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
-				return errDownstream
-			}
-		}
-	}
-	if chunked {
-		cc.W = http1.AppendLastChunk(cc.W[:0], s.ds.reqTrailers())
-		_, err := cc.Conn.Write(cc.W)
-		return err
-	}
-	return nil
+	return n, err
 }
 
 var errDownstream = errors.New("downstream closed while sending the request body")
@@ -852,45 +756,19 @@ func (s *stream) retriable(at *attempt) bool {
 
 // releaseAttempt drops an attempt's response unread: the client left.
 func (s *stream) releaseAttempt(at *attempt) {
-	if at.h2 != nil {
-		at.h2.resp.Body.Close()
-		at.h2.cancel()
-		at.h2 = nil
-	}
-	if at.cc != nil {
-		at.cl.Release(at.cc, false)
-		at.cc = nil
-	}
+	at.closeExchange(false)
 }
 
 // discardAttempt releases a response that will be retried.
 func (s *stream) discardAttempt(at *attempt) {
-	if at.h2 != nil {
-		at.host.HostFinished(false, false)
-		at.cl.Stats.RqStatus.Inc(at.head.Status)
-		at.h2.resp.Body.Close()
-		at.h2.cancel()
-		at.h2 = nil
-		return
-	}
-	if at.cc == nil {
+	if at.ex == nil {
 		return
 	}
 	at.host.HostFinished(false, false)
 	at.cl.Stats.RqStatus.Inc(at.head.Status)
-	// Read a small body so the connection can be reused; else close it.
-	fr, n := at.head.Framing(s.req.Method)
-	reusable := at.head.KeepAlive && (fr == http1.NoBody || (fr == http1.Length && n <= 16*1024))
-	if reusable && fr == http1.Length {
-		var br http1.BodyReader
-		br.Reset(at.cc.R, fr, n)
-		if _, err := io.Copy(io.Discard, &br); err != nil {
-			reusable = false
-		}
-	}
-	at.cc.Conn.SetDeadline(time.Time{})
-	at.cl.Release(at.cc, reusable)
-	at.cc = nil
+	at.setLive(nil)
+	at.ex.Discard()
+	at.ex = nil
 }
 
 // backoff returns Envoy's jittered exponential back-off for retry n.
@@ -981,11 +859,7 @@ func transportFailure(err error) string {
 
 // relayResponse writes the upstream response to the client.
 func (s *stream) relayResponse(at *attempt) {
-	if at.h2 != nil {
-		s.relayH2(at)
-		return
-	}
-	cc, head := at.cc, &at.head
+	ex, head := at.ex, &at.head
 	// As Envoy, %RESPONSE_CODE_DETAILS% of a proxied response.
 	s.info.ResponseCodeDetails = "via_upstream"
 	cl := at.cl
@@ -996,22 +870,11 @@ func (s *stream) relayResponse(at *attempt) {
 	}
 	stripHopByHop(&s.resp.Map)
 	s.finishUpstreamHeaders(at)
-	fr, n := head.Framing(s.req.Method)
-	length := int64(-1)
-	switch fr {
-	case http1.NoBody:
-		length = 0
-		if s.req.Method == "HEAD" && head.ContentLength >= 0 {
-			length = head.ContentLength
-		}
-	case http1.Length:
-		length = n
-	}
+	length, endStream, streaming := ex.Framing(s.req.Method)
 	s.respStarted = true
 	if s.info.FirstDownstreamTxByte == 0 {
 		s.info.FirstDownstreamTxByte = s.info.Since()
 	}
-	endStream := fr == http1.NoBody
 	// As Envoy, response codes are counted when the headers pass through,
 	// before they reach the client.
 	cl.Stats.RqStatus.Inc(head.Status)
@@ -1020,31 +883,25 @@ func (s *stream) relayResponse(at *attempt) {
 		if !errors.Is(err, errReplaced) {
 			s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
 		}
-		cc.Conn.SetDeadline(time.Time{})
-		cl.Release(cc, false)
+		at.closeExchange(false)
 		at.host.HostFinished(false, false)
 		return
 	}
 	ok := true
 	var trailers *headers.Map
 	if !endStream {
-		br := &s.respBody
-		br.Reset(cc.R, fr, n)
-		ok = s.copyBody(br, fr != http1.Length, at)
-		if ok && fr == http1.Chunked && br.Trailers().Len() > 0 {
-			trailers = br.Trailers()
+		ok = s.copyBody(ex.Body(), streaming, at)
+		if ok {
+			trailers = ex.Trailers()
 		}
 	}
 	s.info.LastUpstreamRxByte = s.info.Since()
-	if ok {
-		s.encodeFinish(trailers)
-	} else {
+	if !ok {
 		s.closeConn = true
-		s.encodeFinish(nil)
 	}
+	s.encodeFinish(trailers)
 	s.info.LastDownstreamTxByte = s.info.Since()
-	cc.Conn.SetDeadline(time.Time{})
-	cl.Release(cc, ok && head.KeepAlive && fr != http1.ToClose)
+	at.closeExchange(ok)
 	cl.Stats.RqTime.Record(float64(time.Since(at.sentAt).Microseconds()) / 1000)
 	at.host.HostFinished(ok && head.Status < 500, false)
 	s.drainRequestBody()
@@ -1070,16 +927,7 @@ func (s *stream) copyBody(src io.Reader, stream bool, at *attempt) bool {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
-	idle := s.idleTimeout()
 	for {
-		if idle > 0 && at.cc != nil && at.idleBound {
-			// The idle timeout restarts with every read of the body.
-			d := time.Now().Add(idle)
-			if !at.deadline.IsZero() && at.deadline.Before(d) {
-				d = at.deadline
-			}
-			at.cc.Conn.SetReadDeadline(d)
-		}
 		n, err := src.Read(buf)
 		if n > 0 {
 			s.info.BytesSent += uint64(n)

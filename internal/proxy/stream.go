@@ -127,8 +127,6 @@ type stream struct {
 
 	// at is the upstream exchange state, reused across requests.
 	at attempt
-	// respBody reads an HTTP/1 upstream response body.
-	respBody http1.BodyReader
 }
 
 // reset clears the stream for the next request, keeping the storage of
@@ -141,10 +139,9 @@ func (s *stream) reset() {
 	head := s.at.head
 	head.Reset()
 	exclude := s.at.lb.Exclude[:0]
-	rb := s.respBody
 	s.endFilters()
 	f := s.fm
-	*s = stream{cfg: s.cfg, conn: s.conn, ds: s.ds, d: s.d, req: req, resp: resp, scratch: scratch, respBody: rb, fm: f}
+	*s = stream{cfg: s.cfg, conn: s.conn, ds: s.ds, d: s.d, req: req, resp: resp, scratch: scratch, fm: f}
 	s.at.head = head
 	s.at.lb.Exclude = exclude
 }

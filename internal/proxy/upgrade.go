@@ -5,7 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/legateproxy/legate/internal/http1"
 	"github.com/legateproxy/legate/internal/upstream"
 )
 
@@ -27,44 +26,20 @@ func (s *stream) forwardUpgrade(at *attempt) {
 	s.info.UpstreamHost = h.Address
 	at.cl.Stats.RqTotal.Inc()
 	h.HostStarted()
-	cc, err := at.cl.Acquire(at.deadline, h, s.upstreamSNI(at))
-	if err != nil {
-		h.HostFinished(false, false)
-		at.fail, at.failErr = failConnect, err
-		s.finishFailure(at)
-		return
-	}
-	if !at.deadline.IsZero() {
-		cc.Conn.SetDeadline(at.deadline)
-	}
+	ex := at.cl.Open(h, upstream.HTTP1)
 	s.req.Map.Set("upgrade", s.upgrade)
-	w := http1.AppendRequestHead(cc.W[:0], s.req.Method, at.path, at.authority, &s.req.Map, http1.NoBody, 0, "upgrade")
-	cc.W = w
+	at.ureq = upstream.Request{Method: s.req.Method, Path: at.path, Authority: at.authority, Headers: &s.req.Map,
+		Upgrade: s.upgrade, Deadline: at.deadline, SNI: s.upstreamSNI(at)}
 	at.sentAt = time.Now()
-	if _, err := cc.Conn.Write(w); err != nil {
-		at.cl.Release(cc, false)
-		h.HostFinished(false, false)
-		at.fail = failReset
+	if err := ex.Send(&at.ureq, &at.head); err != nil {
+		ex.Close(false)
+		at.fail, at.failErr = s.failOf(at, err, at.deadline)
+		h.HostFinished(false, at.fail == failTimeout)
 		s.finishFailure(at)
 		return
 	}
-	head, err := cc.R.Head(64 * 1024)
-	if err == nil {
-		err = http1.ParseResponse(head, &at.head, 0)
-	}
-	if err != nil {
-		at.cl.Release(cc, false)
-		h.HostFinished(false, isTimeout(err))
-		at.fail = failReset
-		if isTimeout(err) {
-			at.fail = failTimeout
-		}
-		s.finishFailure(at)
-		return
-	}
-	cc.R.Consume(len(head))
 	if at.head.Status != 101 {
-		at.cc = cc
+		at.ex = ex
 		s.relayResponse(at)
 		return
 	}
@@ -78,14 +53,14 @@ func (s *stream) forwardUpgrade(at *attempt) {
 	at.cl.Stats.RqStatus.Inc(101)
 	s.cfg.stats.rqStatus.Inc(101)
 	if err := s.ds.writeHead(101, &s.resp.Map, 0, false); err != nil {
-		at.cl.Release(cc, false)
+		ex.Close(false)
 		h.HostFinished(false, false)
 		return
 	}
 	s.ds.flush()
 	down, buffered, ok := s.ds.hijack()
 	if !ok {
-		at.cl.Release(cc, false)
+		ex.Close(false)
 		h.HostFinished(false, false)
 		return
 	}
@@ -93,15 +68,13 @@ func (s *stream) forwardUpgrade(at *attempt) {
 	st.cxUpgradesTotal.Inc()
 	st.cxUpgradesActive.Inc()
 	defer st.cxUpgradesActive.Dec()
-	cc.Conn.SetDeadline(time.Time{})
-	up := cc.Conn
-	upBuffered := cc.R.BufferedBytes()
+	up, upBuffered, _ := ex.Hijack()
 	sent, recv := splice(down, buffered, up, upBuffered, s.cfg.streamIdleTimeout)
 	s.info.BytesReceived += sent
 	s.info.BytesSent += recv
 	s.closeConn = true
 	s.bodyConsumed = true
-	at.cl.Release(cc, false)
+	ex.Close(false) // the spliced connection is not reused
 	h.HostFinished(true, false)
 }
 
@@ -154,5 +127,3 @@ func splice(down net.Conn, downBuf []byte, up net.Conn, upBuf []byte, idle time.
 	up.Close()
 	return toUp, toDown
 }
-
-var _ upstream.Protocol

@@ -95,9 +95,9 @@ func (cc *countedConn) Close() error {
 	return cc.Conn.Close()
 }
 
-// RoundTripH2 sends an HTTP/2 request to host h. req.URL's host must be
-// h.Address; req.Host carries the :authority.
-func (c *Cluster) RoundTripH2(req *http.Request) (*http.Response, error) {
+// roundTripH2 sends an HTTP/2 request to a host. req.URL's host must be
+// the host's address; req.Host carries the :authority.
+func (c *Cluster) roundTripH2(req *http.Request) (*http.Response, error) {
 	if c.h2 == nil {
 		return nil, &ConnectError{Err: net.ErrClosed}
 	}

@@ -8,7 +8,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"net/http"
 	"sync"
 	"time"
 
@@ -309,19 +308,17 @@ func httpCheck(c *Cluster, hc *corev3.HealthCheck_HttpHealthCheck, path string) 
 	for _, a := range hc.GetRequestHeadersToAdd() {
 		hdrs.Add(headers.Lower(a.GetHeader().GetKey()), a.GetHeader().GetValue())
 	}
-	if hc.GetCodecClientType().String() == "HTTP2" {
-		h2hdrs := http.Header{}
-		hdrs.Range(func(k, v string) bool { h2hdrs.Add(k, v); return true })
-		return h2Check(c, host, hc.GetPath(), h2hdrs, func(code int) bool {
-			for _, rg := range ranges {
-				if int64(code) >= rg.lo && int64(code) < rg.hi {
-					return true
-				}
+	expected := func(code int) bool {
+		for _, rg := range ranges {
+			if int64(code) >= rg.lo && int64(code) < rg.hi {
+				return true
 			}
-			return false
-		}), nil
+		}
+		return false
 	}
-	req := http1.AppendRequestHead(nil, "GET", hc.GetPath(), host, &hdrs, http1.NoBody, 0, "")
+	if hc.GetCodecClientType().String() == "HTTP2" {
+		return h2Check(c, host, hc.GetPath(), &hdrs, expected), nil
+	}
 	return func(ctx context.Context, h *Host) (bool, bool) {
 		conn, err := dialCheck(ctx, h)
 		if err != nil {
@@ -333,24 +330,17 @@ func httpCheck(c *Cluster, hc *corev3.HealthCheck_HttpHealthCheck, path string) 
 				return false, true
 			}
 		}
-		if _, err := conn.Write(req); err != nil {
-			return false, true
-		}
-		r := http1.NewReader(conn)
-		head, err := r.Head(64 * 1024)
-		if err != nil {
-			return false, true
+		ex := OpenConn(conn)
+		defer ex.Close(false)
+		req := Request{Method: "GET", Path: hc.GetPath(), Authority: host, Headers: &hdrs, Ctx: ctx}
+		if dl, ok := ctx.Deadline(); ok {
+			req.Deadline = dl
 		}
 		var resp http1.ResponseHead
-		if err := http1.ParseResponse(head, &resp, 0); err != nil {
+		if err := ex.Send(&req, &resp); err != nil {
 			return false, true
 		}
-		for _, rg := range ranges {
-			if int64(resp.Status) >= rg.lo && int64(resp.Status) < rg.hi {
-				return true, false
-			}
-		}
-		return false, false
+		return expected(resp.Status), false
 	}, nil
 }
 

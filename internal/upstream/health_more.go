@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"net"
-	"net/http"
 	"os"
 	"strconv"
 	"sync"
@@ -23,6 +22,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/http1"
 )
 
 // grpcCheck builds a gRPC health check (grpc.health.v1.Health/Check with
@@ -91,7 +92,8 @@ func grpcCheck(c *Cluster, hc *corev3.HealthCheck_GrpcHealthCheck, path string) 
 
 // h2Check performs an HTTP health check over HTTP/2 (codec_client_type
 // HTTP2): prior knowledge over TCP, or ALPN h2 through the cluster's TLS.
-func h2Check(c *Cluster, host, path string, hdrs http.Header, ok func(int) bool) func(context.Context, *Host) (bool, bool) {
+// Health checks keep their own connections, as Envoy's do.
+func h2Check(c *Cluster, host, path string, hdrs *headers.Map, ok func(int) bool) func(context.Context, *Host) (bool, bool) {
 	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
 		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
 		if err != nil || c.transport == nil {
@@ -100,20 +102,14 @@ func h2Check(c *Cluster, host, path string, hdrs http.Header, ok func(int) bool)
 		return c.transport.Client(ctx, conn, "")
 	}}
 	return func(ctx context.Context, h *Host) (bool, bool) {
-		req, err := http.NewRequestWithContext(ctx, "GET", "http://"+h.Address+path, nil)
-		if err != nil {
-			return false, false
-		}
-		req.Host = host
-		for k, v := range hdrs {
-			req.Header[k] = v
-		}
-		resp, err := tr.RoundTrip(req)
-		if err != nil {
+		ex := OpenH2(tr, h.Address)
+		defer ex.Close(false)
+		req := Request{Method: "GET", Path: path, Authority: host, Headers: hdrs, Ctx: ctx}
+		var resp http1.ResponseHead
+		if err := ex.Send(&req, &resp); err != nil {
 			return false, true
 		}
-		resp.Body.Close()
-		return ok(resp.StatusCode), false
+		return ok(resp.Status), false
 	}
 }
 

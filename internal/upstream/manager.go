@@ -31,7 +31,10 @@ type Manager struct {
 	deps     Deps
 	mu       sync.RWMutex
 	clusters map[string]*Cluster
-	refs     map[string]*Ref
+	// byName mirrors clusters for Get without a lock: cluster_header
+	// routes and side calls look clusters up per request.
+	byName sync.Map // string → *Cluster
+	refs   map[string]*Ref
 	// warming are clusters accepted over CDS that are not active yet:
 	// routes may name them (Envoy validates against warming clusters too).
 	warming map[string]bool
@@ -60,10 +63,10 @@ func (m *Manager) Ref(name string) *Ref {
 
 // Get returns the running cluster called name, or nil.
 func (m *Manager) Get(name string) *Cluster {
-	// A read lock: cluster_header routes look clusters up per request.
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	return m.clusters[name]
+	if c, ok := m.byName.Load(name); ok {
+		return c.(*Cluster)
+	}
+	return nil
 }
 
 // Has reports whether a cluster called name exists.
@@ -122,6 +125,7 @@ func (m *Manager) Install(c *Cluster) {
 	m.mu.Lock()
 	old := m.clusters[c.Name]
 	m.clusters[c.Name] = c
+	m.byName.Store(c.Name, c)
 	if r := m.refs[c.Name]; r != nil {
 		r.p.Store(c)
 	}
@@ -136,6 +140,7 @@ func (m *Manager) Remove(name string) {
 	m.mu.Lock()
 	old := m.clusters[name]
 	delete(m.clusters, name)
+	m.byName.Delete(name)
 	if r := m.refs[name]; r != nil {
 		r.p.Store(nil)
 	}
@@ -215,6 +220,7 @@ func (m *Manager) Register(c *Cluster) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.clusters[c.Name] = c
+	m.byName.Store(c.Name, c)
 	if r := m.refs[c.Name]; r != nil {
 		r.p.Store(c)
 	}
