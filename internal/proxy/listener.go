@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	"github.com/legateproxy/legate/internal/overload"
@@ -75,6 +73,12 @@ type Deps struct {
 	// SkipClusterValidation compiles inline route configs without checking
 	// that their clusters exist (validating a resource file on its own).
 	SkipClusterValidation bool
+	// Sockets is the server's table of listening sockets, which listeners
+	// on one address share (nil: every Bind opens a socket of its own).
+	Sockets *Sockets
+	// ListenerConnLimits are the runtime's per-listener connection limits
+	// (envoy.resource_limits.listener.<name>.connection_limit) by name.
+	ListenerConnLimits map[string]uint64
 }
 
 // listenerFilterFactory applies a listener filter's config to the
@@ -164,7 +168,10 @@ type ServerTransport interface {
 // filterChain is a compiled filter chain: a transport and one terminal
 // network filter.
 type filterChain struct {
-	name      string
+	name string
+	// proto is the chain's config: an in-place update keeps (and does not
+	// drain) a chain whose config is unchanged, as Envoy does.
+	proto     *listenerv3.FilterChain
 	match     chainMatch
 	transport ServerTransport
 	hcm       *hcmConfig
@@ -172,8 +179,10 @@ type filterChain struct {
 	tcp       *tcpProxyConfig
 }
 
-// chainSet is the filter chains of a listener; swapped atomically on an
-// in-place update.
+// chainSet is the filter chains of a listener and what derives from them;
+// swapped atomically on an in-place (filter-chain-only) update. Everything
+// else a Listener holds comes from listener-level fields, which only a full
+// update (a new Listener taking over the socket) changes.
 type chainSet struct {
 	chains []*filterChain
 	def    *filterChain
@@ -188,7 +197,22 @@ type listenerStats struct {
 	cxLength                                *stats.Histogram
 }
 
-// Listener is a running listener.
+// has reports whether c is one of the set's chains.
+func (cs *chainSet) has(c *filterChain) bool {
+	if c == cs.def {
+		return true
+	}
+	for _, x := range cs.chains {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+// Listener is a running listener. Its listener-level state (address,
+// limits, stats, listener filter settings) is fixed when it is compiled;
+// its filter chains sit behind an atomic pointer that Update swaps.
 type Listener struct {
 	Name        string
 	Proto       *listenerv3.Listener
@@ -196,14 +220,17 @@ type Listener struct {
 	VersionInfo string
 	LastUpdated time.Time
 	// ConnLimit caps this listener's connections (runtime
-	// envoy.resource_limits.listener.<name>.connection_limit); 0 is no cap.
+	// envoy.resource_limits.listener.<name>.connection_limit, from
+	// Deps.ListenerConnLimits); 0 is no cap.
 	ConnLimit uint64
 	// ignoreGlobal is ignore_global_conn_limit: the global limit does not
 	// refuse this listener's connections (Istio's stats and health ports).
 	ignoreGlobal bool
 
 	deps *Deps
-	ln   net.Listener
+	// sock is the listening socket, possibly shared with the listener this
+	// one replaces; set by Bind before Serve.
+	sock atomic.Pointer[Socket]
 	// chains is what an update swaps whole: the filter chains and the
 	// listener filters that pick among them; meta what /config_dump shows.
 	chains atomic.Pointer[chainSet]
@@ -211,11 +238,16 @@ type Listener struct {
 	stats  listenerStats
 	log    *slog.Logger
 
-	mu       sync.Mutex
-	conns    map[*trackedConn]struct{}
+	mu    sync.Mutex
+	conns map[*trackedConn]struct{}
+	// draining is set when the listener stops accepting (Drain,
+	// StopAccepting); a draining listener never attaches to its socket.
 	draining atomic.Bool
-	closed   chan struct{}
-	wg       sync.WaitGroup
+	stopOnce sync.Once
+	// closed is closed when the listener stops accepting.
+	closed chan struct{}
+	// wg counts the connections handed to this listener.
+	wg sync.WaitGroup
 }
 
 // trackedConn is a downstream connection with what is needed to drain it.
@@ -235,13 +267,16 @@ func (tc *trackedConn) setDrain(f func()) {
 	tc.mu.Unlock()
 }
 
-// startDrain runs the drain callback if the connection still has one.
-func (tc *trackedConn) startDrain() {
+// startDrain runs the drain callback if the connection has one, and
+// reports whether it did.
+func (tc *trackedConn) startDrain() bool {
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
 	if tc.drain != nil {
 		tc.drain()
+		return true
 	}
+	return false
 }
 
 // CompileListener validates a listener definition and compiles its filter
@@ -292,6 +327,7 @@ func CompileListener(pl *listenerv3.Listener, path string, d *Deps) (*Listener, 
 		closed:       make(chan struct{}),
 		log:          d.Log,
 		ignoreGlobal: pl.GetIgnoreGlobalConnLimit(),
+		ConnLimit:    d.ListenerConnLimits[pl.GetName()],
 	}
 	prefix := pl.GetStatPrefix()
 	if prefix == "" {
@@ -328,6 +364,7 @@ func compileChains(pl *listenerv3.Listener, path string, d *Deps, sslPrefix stri
 		if err != nil {
 			return nil, err
 		}
+		c.proto = fc
 		c.setBufferLimit(pl)
 		if c.match, err = compileChainMatch(fc.GetFilterChainMatch(), config.Join(p, "filter_chain_match")); err != nil {
 			return nil, err
@@ -343,6 +380,7 @@ func compileChains(pl *listenerv3.Listener, path string, d *Deps, sslPrefix stri
 		if err != nil {
 			return nil, err
 		}
+		c.proto = dfc
 		c.setBufferLimit(pl)
 		cs.def = c
 	}
@@ -416,14 +454,34 @@ func socketAddress(a *corev3.Address, path string) (string, error) {
 	return net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))), nil
 }
 
-// Bind opens the listening socket. ln may be an existing socket to take
-// over (an in-place update keeps the socket).
-func (l *Listener) Bind() error {
-	ln, err := net.Listen(l.network(), l.Address)
-	if err != nil {
-		return fmt.Errorf("listener %q: bind %s: %w", l.Name, l.Address, err)
+// Bind takes the listening socket from Deps.Sockets: the one already open
+// on the listener's address (held by a listener this one replaces), else a
+// new one. Bind before Serve; Drain or StopAccepting releases it.
+func (l *Listener) Bind() error { return l.BindReplacing(nil) }
+
+// BindReplacing is Bind for a listener that replaces prev: it shares prev's
+// socket when both have the same address, port 0 included (Envoy's full
+// listener update clones the socket of the listener it replaces), so the
+// address stays bound, with the same port, through the swap.
+func (l *Listener) BindReplacing(prev *Listener) error {
+	if l.sock.Load() != nil {
+		return nil
 	}
-	l.ln = ln
+	if prev != nil && prev.Address == l.Address && prev.network() == l.network() {
+		if s := prev.sock.Load(); s != nil && s.share() {
+			l.sock.Store(s)
+			return nil
+		}
+	}
+	t := l.deps.Sockets
+	if t == nil {
+		t = NewSockets(l.log)
+	}
+	s, err := t.Acquire(l.network(), l.Address)
+	if err != nil {
+		return fmt.Errorf("listener %q: %w", l.Name, err)
+	}
+	l.sock.Store(s)
 	return nil
 }
 
@@ -443,35 +501,28 @@ func (l *Listener) network() string {
 
 // BoundAddress returns the address the socket is bound to (useful with port 0).
 func (l *Listener) BoundAddress() string {
-	if l.ln == nil {
-		return l.Address
+	if s := l.sock.Load(); s != nil {
+		return s.Addr().String()
 	}
-	return l.ln.Addr().String()
+	return l.Address
 }
 
-// Serve accepts connections until the listener is closed.
+// Start attaches the listener to its socket: from now on the socket's
+// accept loop hands it every new connection, until a newer listener
+// attaches to the same socket or this one stops accepting. It reports
+// false when the listener is not bound or already stopped.
+func (l *Listener) Start() bool {
+	s := l.sock.Load()
+	return s != nil && s.attach(l)
+}
+
+// Serve starts the listener (see Start) and returns when it stops
+// accepting.
 func (l *Listener) Serve() {
-	var delay time.Duration
-	for {
-		conn, err := l.ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
-			}
-			// Out of file descriptors and the like: back off, keep serving.
-			if delay == 0 {
-				delay = 5 * time.Millisecond
-			} else if delay < time.Second {
-				delay *= 2
-			}
-			l.log.Error("accept failed", "listener", l.Name, "error", err)
-			time.Sleep(delay)
-			continue
-		}
-		delay = 0
-		l.wg.Add(1)
-		go l.handle(conn)
+	if !l.Start() {
+		return
 	}
+	<-l.closed
 }
 
 func (l *Listener) handle(conn net.Conn) {
@@ -510,9 +561,7 @@ func (l *Listener) handle(conn net.Conn) {
 	tc.Conn = inspected
 	conn = inspected
 	tc.chain = chain
-	if !l.track(tc) {
-		return
-	}
+	l.track(tc)
 	if chain.transport != nil {
 		tlsConn, err := chain.transport.Server(conn)
 		if err != nil {
@@ -542,14 +591,10 @@ func (l *Listener) admit() bool {
 	return true
 }
 
-func (l *Listener) track(tc *trackedConn) bool {
+func (l *Listener) track(tc *trackedConn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.draining.Load() && l.ln == nil {
-		return false
-	}
 	l.conns[tc] = struct{}{}
-	return true
 }
 
 func (l *Listener) untrack(tc *trackedConn) {
@@ -558,42 +603,79 @@ func (l *Listener) untrack(tc *trackedConn) {
 	l.mu.Unlock()
 }
 
-// Update swaps in the filter chains of a changed listener with the same
-// address: new connections use them; existing connections on chains that
-// changed are drained over drainTime.
-func (l *Listener) Update(next *Listener, drainTime time.Duration) {
-	old := l.chains.Load()
-	// One swap: chains and their listener filters together (an update that
-	// adds a server_names chain brings the TLS inspector with it).
-	l.chains.Store(next.chains.Load())
-	l.meta.Store(&listenerMeta{proto: next.Proto, version: next.VersionInfo, updated: next.LastUpdated})
-	l.drainConns(func(tc *trackedConn) bool {
-		for _, c := range old.chains {
-			if c == tc.chain {
-				return true
-			}
-		}
-		return old.def == tc.chain
-	}, drainTime)
+// FilterChainOnlyChange reports whether two configs of a listener differ
+// only in their filter chains, as Envoy's ListenerMessageUtil does: only
+// such a change is applied in place (Update); any other needs a new
+// Listener that takes the socket over and the old one drained.
+func FilterChainOnlyChange(a, b *listenerv3.Listener) bool {
+	strip := func(pl *listenerv3.Listener) *listenerv3.Listener {
+		c := proto.Clone(pl).(*listenerv3.Listener)
+		c.FilterChains, c.DefaultFilterChain, c.FilterChainMatcher = nil, nil, nil
+		return c
+	}
+	return proto.Equal(strip(a), strip(b))
 }
 
-// Drain stops accepting, asks every connection to finish and close, and
-// force-closes what remains after drainTime. It returns when all
-// connections are gone.
-func (l *Listener) Drain(drainTime time.Duration) {
-	l.draining.Store(true)
-	if l.ln != nil {
-		l.ln.Close()
+// Update applies a filter-chain-only change (FilterChainOnlyChange) of the
+// same listener in place: the chains and the listener filters that pick
+// among them are swapped in one store; a chain whose config is unchanged
+// is kept, with its connections, and connections on chains that are gone
+// are drained over drainTime (Envoy's in-place filter chain update). It
+// returns once the new chains are in place; the drain goes on in the
+// background. Any other change is a new Listener (BindReplacing, then
+// Drain the old one).
+func (l *Listener) Update(next *Listener, drainTime time.Duration) {
+	old := l.chains.Load()
+	cs := next.chains.Load()
+	cur, _, _ := l.Current()
+	// Chains compiled against other listener-level settings (buffer
+	// limits, traffic direction) are not the same chains.
+	if FilterChainOnlyChange(cur, next.Proto) {
+		keep := func(c *filterChain, from []*filterChain) *filterChain {
+			for _, o := range from {
+				if o != nil && proto.Equal(o.proto, c.proto) {
+					return o
+				}
+			}
+			return c
+		}
+		merged := &chainSet{insp: cs.insp}
+		for _, c := range cs.chains {
+			merged.chains = append(merged.chains, keep(c, old.chains))
+		}
+		if cs.def != nil {
+			merged.def = keep(cs.def, []*filterChain{old.def})
+		}
+		cs = merged
 	}
+	// One swap: chains and their listener filters together (an update that
+	// adds a server_names chain brings the TLS inspector with it).
+	l.chains.Store(cs)
+	l.meta.Store(&listenerMeta{proto: next.Proto, version: next.VersionInfo, updated: next.LastUpdated})
+	go l.drainConns(func(tc *trackedConn) bool { return tc.chain != nil && !cs.has(tc.chain) }, drainTime)
+}
+
+// Drain stops accepting (the listener detaches from its socket and
+// releases it: the socket closes unless a newer listener holds it), asks
+// every connection to finish and close, and force-closes what remains
+// after drainTime. It returns when all connections are gone.
+func (l *Listener) Drain(drainTime time.Duration) {
+	l.StopAccepting()
 	l.drainConns(func(*trackedConn) bool { return true }, drainTime)
 	l.wg.Wait()
 }
 
-// StopAccepting closes the socket but leaves connections alone.
+// StopAccepting stops handing new connections to this listener and
+// releases its socket, but leaves its connections alone.
 func (l *Listener) StopAccepting() {
-	if l.ln != nil {
-		l.ln.Close()
-	}
+	l.stopOnce.Do(func() {
+		l.draining.Store(true)
+		if s := l.sock.Load(); s != nil {
+			s.detach(l)
+			s.Release()
+		}
+		close(l.closed)
+	})
 }
 
 // DrainConnections asks every current connection to close after its
@@ -610,44 +692,47 @@ func (l *Listener) DrainConnections() {
 	}
 }
 
+// drainConns asks the matching connections to finish and close, and
+// force-closes those left after drainTime. The set is read again at every
+// tick: a connection handed to the listener just before it stopped
+// accepting (still in its listener filters when the drain began) is
+// drained too, as is one whose codec had not yet installed its drain
+// callback.
 func (l *Listener) drainConns(match func(*trackedConn) bool, drainTime time.Duration) {
-	l.mu.Lock()
-	var victims []*trackedConn
-	for tc := range l.conns {
-		if match(tc) {
-			victims = append(victims, tc)
+	deadline := time.Now().Add(drainTime)
+	var tick *time.Ticker
+	defer func() {
+		if tick != nil {
+			tick.Stop()
 		}
-	}
-	l.mu.Unlock()
-	for _, tc := range victims {
-		tc.startDrain()
-	}
-	if len(victims) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), drainTime)
-	defer cancel()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
+	}()
+	asked := map[*trackedConn]bool{}
 	for {
 		l.mu.Lock()
-		left := 0
-		for _, tc := range victims {
-			if _, ok := l.conns[tc]; ok {
-				left++
+		var left []*trackedConn
+		for tc := range l.conns {
+			if match(tc) {
+				left = append(left, tc)
 			}
 		}
 		l.mu.Unlock()
-		if left == 0 {
+		if len(left) == 0 {
 			return
 		}
-		select {
-		case <-ctx.Done():
-			for _, tc := range victims {
+		for _, tc := range left {
+			if !asked[tc] && tc.startDrain() {
+				asked[tc] = true
+			}
+		}
+		if !time.Now().Before(deadline) {
+			for _, tc := range left {
 				tc.Conn.Close()
 			}
 			return
-		case <-tick.C:
 		}
+		if tick == nil {
+			tick = time.NewTicker(20 * time.Millisecond)
+		}
+		<-tick.C
 	}
 }

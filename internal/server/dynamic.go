@@ -31,13 +31,15 @@ import (
 	"github.com/legateproxy/legate/internal/upstream"
 	xdsclient "github.com/legateproxy/legate/internal/xds/client"
 	"github.com/legateproxy/legate/internal/xds/refs"
+	"github.com/legateproxy/legate/internal/xds/resource"
 	"github.com/legateproxy/legate/internal/xds/source"
 )
 
 // dynamic holds what xDS (or watched files, or REST polls) configure. Every
-// type follows one path: the transport hands the type's handler the
-// complete current set; the handler decodes and validates every resource
-// and compiles it into a value with no side effects — any error rejects
+// type follows one path: the transport decodes and validates every
+// resource once (package resource) and hands the type's handler the
+// complete current set; the handler compiles every changed resource into a
+// value with no side effects — any error rejects
 // the whole update (NACK) and nothing changes; only then is the update
 // applied, and the subscriptions it implies (RDS for the accepted
 // listeners, EDS and SDS for the accepted clusters and listeners) follow
@@ -68,6 +70,8 @@ type dynamic struct {
 	// LDS
 	listeners  map[string]*dynListener
 	ldsVersion string
+	// stopped is set at shutdown: no listener starts serving after it.
+	stopped bool
 	// RDS: route tables by route configuration name, shared by every HCM
 	// that names it.
 	routes map[string]*routeSub
@@ -90,8 +94,13 @@ type dynListener struct {
 	warming bool
 	deps    []refs.Ref
 	gen     uint64
-	// warmed is closed when warming ends (serving, or failed to bind).
+	// warmed is closed when warming ends (serving, or replaced or removed
+	// first).
 	warmed chan struct{}
+	// replaces is, while l warms, the active listener of the same name it
+	// will replace: it keeps serving until l is warm, then drains (Envoy's
+	// full listener update).
+	replaces *proxy.Listener
 }
 
 // routeSub is one route configuration's table and its RDS state.
@@ -117,7 +126,7 @@ func newDynamic(s *Server, staticClusters map[string]bool) *dynamic {
 	d.sources = source.New(source.Options{Node: s.Bootstrap.GetNode(), Stats: s.Stats, Log: s.log,
 		Clusters: clusterAccess{s, &sync.Map{}}, StaticCluster: func(n string) bool { return staticClusters[n] }})
 	d.eds = source.NewWatches(xdsclient.EndpointType, xdsclient.HandlerFunc(d.updateEndpoints), nil)
-	d.rds = source.NewWatches(xdsclient.RouteType, xdsclient.HandlerFunc(d.updateRoutes), nil)
+	d.rds = source.NewWatches(xdsclient.RouteType, routesHandler{d}, nil)
 	d.sds = source.NewWatches(xdsclient.SecretType, xdsclient.HandlerFunc(d.updateSecrets), nil)
 	return d
 }
@@ -222,7 +231,7 @@ func (d *dynamic) waitDeps(deps []refs.Ref) {
 		select {
 		case <-ch:
 		case <-t.C:
-			d.s.log.Warn("initial fetch timed out; continuing without it", "type", shortType(r.TypeURL), "name", r.Name, "initial_fetch_timeout", timeout)
+			d.s.log.Warn("initial fetch timed out; continuing without it", "type", resource.ShortType(r.TypeURL), "name", r.Name, "initial_fetch_timeout", timeout)
 		}
 		t.Stop()
 	}
@@ -264,7 +273,19 @@ func (d *dynamic) waitInitial() {
 	}
 }
 
-func (d *dynamic) stop() { d.sources.Stop() }
+// stop ends the xDS subscriptions and releases the sockets of warming
+// listeners; no listener starts serving after it.
+func (d *dynamic) stop() {
+	d.sources.Stop()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.stopped = true
+	for _, dl := range d.listeners {
+		if dl.warming {
+			dl.l.StopAccepting()
+		}
+	}
+}
 
 // reconcileLocked makes the RDS, EDS and SDS subscriptions exactly those
 // the static resources and the accepted (active or warming) dynamic
@@ -284,9 +305,9 @@ func (d *dynamic) reconcileLocked() {
 	want := map[string]map[source.Transport][]string{}
 	routes := map[string]bool{}
 	for _, r := range deps {
-		t, err := d.sources.Resolve(r.Source, shortType(r.TypeURL)+" "+r.Name, r.TypeURL)
+		t, err := d.sources.Resolve(r.Source, resource.ShortType(r.TypeURL)+" "+r.Name, r.TypeURL)
 		if err != nil { // checked when the resource compiled
-			d.s.log.Error("xDS dependency has a bad config source", "type", shortType(r.TypeURL), "name", r.Name, "error", err)
+			d.s.log.Error("xDS dependency has a bad config source", "type", resource.ShortType(r.TypeURL), "name", r.Name, "error", err)
 			continue
 		}
 		if want[r.TypeURL] == nil {
@@ -323,13 +344,13 @@ func clusterDeps(pc *clusterv3.Cluster) []refs.Ref {
 // ones — each warms (EDS endpoints, SDS secrets, first DNS resolution and
 // health check round) before it replaces the running one — and remove the
 // ones that are gone.
-func (d *dynamic) updateClusters(version string, resources map[string]*anypb.Any) error {
+func (d *dynamic) updateClusters(version string, resources map[string]*resource.Decoded) error {
 	d.serial.Lock()
 	defer d.serial.Unlock()
 	var next []*dynCluster
 	var errs config.ErrorList
 	for _, name := range sortedKeys(resources) {
-		a := resources[name]
+		r := resources[name]
 		// The newest accepted version of the name: warming, else active.
 		d.mu.Lock()
 		newest := d.warming[name]
@@ -341,15 +362,11 @@ func (d *dynamic) updateClusters(version string, resources map[string]*anypb.Any
 			errs = append(errs, config.Errorf("cluster "+name, "a static cluster of that name exists"))
 			continue
 		}
-		if newest != nil && string(newest.raw) == string(a.GetValue()) {
+		if newest != nil && string(newest.raw) == string(r.Raw) {
 			continue // unchanged: nothing is rebuilt
 		}
-		pc := &clusterv3.Cluster{}
-		if err := a.UnmarshalTo(pc); err != nil {
-			errs = append(errs, config.Errorf("cluster "+name, "decode: %v", err))
-			continue
-		}
-		if err := config.Validate(pc, "cluster "+name); err != nil {
+		pc, err := resource.As[*clusterv3.Cluster](r)
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -363,7 +380,7 @@ func (d *dynamic) updateClusters(version string, resources map[string]*anypb.Any
 			continue
 		}
 		c.AddedViaAPI, c.VersionInfo = true, version
-		next = append(next, &dynCluster{c: c, raw: a.GetValue(), version: version, deps: clusterDeps(pc)})
+		next = append(next, &dynCluster{c: c, raw: r.Raw, version: version, deps: clusterDeps(pc)})
 	}
 	if len(errs) > 0 {
 		return errs
@@ -457,18 +474,14 @@ func (d *dynamic) warmCluster(dc *dynCluster) {
 
 // --- EDS ---
 
-func (d *dynamic) updateEndpoints(version string, resources map[string]*anypb.Any) error {
+func (d *dynamic) updateEndpoints(version string, resources map[string]*resource.Decoded) error {
 	d.serial.Lock()
 	defer d.serial.Unlock()
 	las := map[string]*endpointv3.ClusterLoadAssignment{}
 	var errs config.ErrorList
 	for _, name := range sortedKeys(resources) {
-		la := &endpointv3.ClusterLoadAssignment{}
-		if err := resources[name].UnmarshalTo(la); err != nil {
-			errs = append(errs, config.Errorf("cluster_load_assignment "+name, "decode: %v", err))
-			continue
-		}
-		if err := config.Validate(la, "cluster_load_assignment "+name); err != nil {
+		la, err := resource.As[*endpointv3.ClusterLoadAssignment](resources[name])
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -529,7 +542,7 @@ func (d *dynamic) edsClustersLocked(service string) []*upstream.Cluster {
 
 // --- LDS ---
 
-func (d *dynamic) updateListeners(version string, resources map[string]*anypb.Any) error {
+func (d *dynamic) updateListeners(version string, resources map[string]*resource.Decoded) error {
 	d.serial.Lock()
 	defer d.serial.Unlock()
 	var next []*dynListener
@@ -539,20 +552,16 @@ func (d *dynamic) updateListeners(version string, resources map[string]*anypb.An
 		addrs[l.Address] = l.Name
 	}
 	for _, name := range sortedKeys(resources) {
-		a := resources[name]
+		r := resources[name]
 		d.mu.Lock()
 		cur := d.listeners[name]
 		d.mu.Unlock()
-		if cur != nil && string(cur.raw) == string(a.GetValue()) {
+		if cur != nil && string(cur.raw) == string(r.Raw) {
 			addrs[cur.l.Address] = name
 			continue
 		}
-		pl := &listenerv3.Listener{}
-		if err := a.UnmarshalTo(pl); err != nil {
-			errs = append(errs, config.Errorf("listener "+name, "decode: %v", err))
-			continue
-		}
-		if err := config.Validate(pl, "listener "+name); err != nil {
+		pl, err := resource.As[*listenerv3.Listener](r)
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -561,13 +570,14 @@ func (d *dynamic) updateListeners(version string, resources map[string]*anypb.An
 			errs = append(errs, err)
 			continue
 		}
-		if other, dup := addrs[l.Address]; dup && other != name {
+		// Port 0 binds a new port for each listener: no conflict.
+		if other, dup := addrs[l.Address]; dup && other != name && !portZero(l.Address) {
 			errs = append(errs, config.Errorf("listener "+name, "address %s is already used by listener %q", l.Address, other))
 			continue
 		}
 		addrs[l.Address] = name
 		l.VersionInfo = version
-		next = append(next, &dynListener{l: l, raw: a.GetValue(), version: version, deps: refs.Of(pl)})
+		next = append(next, &dynListener{l: l, raw: r.Raw, version: version, deps: refs.Of(pl)})
 	}
 	if len(errs) > 0 {
 		d.mu.Lock()
@@ -575,24 +585,68 @@ func (d *dynamic) updateListeners(version string, resources map[string]*anypb.An
 		d.mu.Unlock()
 		return errs
 	}
+	defer d.s.refreshListenerStats() // after the unlock below
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	// Only a change of the filter chains of an active listener is applied
+	// in place (Envoy's "filter chain only update"); any other change — a
+	// listener-level setting, a listener still warming, a new name —
+	// makes a new listener, which warms and then takes over the socket.
+	inPlace := map[*dynListener]*dynListener{}
+	var bound []*proxy.Listener
+	for _, dl := range next {
+		cur := d.listeners[dl.l.Name]
+		if cur != nil && !cur.warming {
+			if pl, _, _ := cur.l.Current(); proxy.FilterChainOnlyChange(pl, dl.l.Proto) {
+				inPlace[dl] = cur
+				continue
+			}
+		}
+		// As Envoy, the socket is taken when the listener is added, before
+		// it warms: the one already open on the address (held by the
+		// listener this one replaces, or by one this update removes — a
+		// rename), else a new one. A bind error rejects the update with
+		// nothing changed.
+		var prev *proxy.Listener
+		if cur != nil {
+			prev = cur.l
+		}
+		if err := dl.l.BindReplacing(prev); err != nil {
+			errs = append(errs, fmt.Errorf("listener %s: %w", dl.l.Name, err))
+			continue
+		}
+		bound = append(bound, dl.l)
+	}
+	if len(errs) > 0 {
+		for _, l := range bound {
+			l.StopAccepting()
+		}
+		d.reconcileLocked()
+		return errs
+	}
 	d.ldsVersion = version
 	var warm []*dynListener
 	for _, dl := range next {
 		d.generation++
 		dl.gen = d.generation
 		name := dl.l.Name
-		cur := d.listeners[name]
-		if cur != nil && cur.l.Address == dl.l.Address && !cur.warming {
-			// In-place update: the socket stays; connections on the old
-			// filter chains drain.
-			go cur.l.Update(dl.l, d.s.opts.DrainTime)
+		if cur := inPlace[dl]; cur != nil {
+			// The socket and the listener stay; connections on chains that
+			// changed drain. Swapped now, in the order updates are accepted.
+			cur.l.Update(dl.l, d.s.opts.DrainTime)
 			cur.raw, cur.version, cur.deps, cur.gen = dl.raw, version, dl.deps, dl.gen
 			continue
 		}
-		if cur != nil {
-			go cur.l.Drain(d.s.opts.DrainTime)
+		if cur := d.listeners[name]; cur != nil {
+			if cur.warming {
+				// A newer version replaces one still warming, which never
+				// served: it lets go of its socket (dl holds it now); the
+				// active one it was to replace serves until dl is warm.
+				dl.replaces = cur.replaces
+				cur.l.StopAccepting()
+			} else {
+				dl.replaces = cur.l
+			}
 		}
 		dl.warming, dl.warmed = true, make(chan struct{})
 		d.listeners[name] = dl
@@ -600,8 +654,13 @@ func (d *dynamic) updateListeners(version string, resources map[string]*anypb.An
 	}
 	for name, dl := range d.listeners {
 		if _, ok := resources[name]; !ok {
+			// Removed: it stops accepting now and drains. Its socket closes
+			// unless a listener added in this update took it (a rename).
 			delete(d.listeners, name)
 			go dl.l.Drain(d.s.opts.DrainTime)
+			if dl.replaces != nil {
+				go dl.replaces.Drain(d.s.opts.DrainTime)
+			}
 		}
 	}
 	d.reconcileLocked()
@@ -611,46 +670,36 @@ func (d *dynamic) updateListeners(version string, resources map[string]*anypb.An
 	return nil
 }
 
-// warmListener binds a new listener once its RDS route tables and SDS
+// warmListener starts a new listener once its RDS route tables and SDS
 // secrets have arrived (or their initial_fetch_timeout passes), as Envoy
-// warms listeners.
+// warms listeners. Its socket was taken when it was accepted; from now on
+// new connections on it go to this listener, and the listener it replaces
+// (attached to the same socket when the address is the same) stops
+// accepting and drains: no connection is refused in between.
 func (d *dynamic) warmListener(dl *dynListener) {
 	defer close(dl.warmed)
 	d.waitDeps(dl.deps)
 	d.mu.Lock()
-	if d.listeners[dl.l.Name] != dl {
+	if d.listeners[dl.l.Name] != dl || d.stopped {
 		d.mu.Unlock()
-		return // replaced or removed while warming
+		return // replaced or removed while warming (its socket is released)
 	}
-	d.mu.Unlock()
-	if err := bindWithRetry(dl.l); err != nil {
-		d.s.log.Error("dynamic listener failed to bind", "listener", dl.l.Name, "error", err)
-		d.mu.Lock()
-		if d.listeners[dl.l.Name] == dl {
-			delete(d.listeners, dl.l.Name)
-			d.reconcileLocked()
-		}
-		d.mu.Unlock()
-		return
+	if !dl.l.Start() {
+		d.s.log.Error("dynamic listener could not start: its socket is closed", "listener", dl.l.Name)
 	}
-	go dl.l.Serve()
-	d.mu.Lock()
-	dl.warming = false
+	old := dl.replaces
+	dl.warming, dl.replaces = false, nil
 	d.mu.Unlock()
+	if old != nil {
+		go old.Drain(d.s.opts.DrainTime)
+	}
 	d.s.refreshListenerStats()
 }
 
-// bindWithRetry binds, retrying briefly while a draining listener on the
-// same address releases it.
-func bindWithRetry(l *proxy.Listener) error {
-	var err error
-	for i := 0; i < 50; i++ {
-		if err = l.Bind(); err == nil {
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return err
+// portZero reports whether a host:port address asks for any free port.
+func portZero(addr string) bool {
+	_, port, err := net.SplitHostPort(addr)
+	return err == nil && port == "0"
 }
 
 // --- RDS ---
@@ -682,7 +731,30 @@ func (d *dynamic) rdsProvider(rds *hcmv3.Rds, statPrefix, path string) (*atomic.
 	return rs.ptr, nil
 }
 
-func (d *dynamic) updateRoutes(version string, resources map[string]*anypb.Any) error {
+// routesHandler is the RDS handler: updateRoutes, and the per-route
+// statistics of updates the transport refused before it (a route
+// configuration that failed to decode).
+type routesHandler struct{ d *dynamic }
+
+// Update applies an RDS update (updateRoutes).
+func (h routesHandler) Update(version string, resources map[string]*resource.Decoded) error {
+	return h.d.updateRoutes(version, resources)
+}
+
+// Rejected counts a refused update in the statistics of each route
+// configuration it carried, as updateRoutes counts one it rejects.
+func (h routesHandler) Rejected(names []string) {
+	h.d.mu.Lock()
+	defer h.d.mu.Unlock()
+	for _, name := range names {
+		if rs := h.d.routes[name]; rs != nil {
+			rs.stats.Attempt.Inc()
+			rs.stats.Rejected.Inc()
+		}
+	}
+}
+
+func (d *dynamic) updateRoutes(version string, resources map[string]*resource.Decoded) error {
 	d.serial.Lock()
 	defer d.serial.Unlock()
 	d.mu.Lock()
@@ -698,15 +770,11 @@ func (d *dynamic) updateRoutes(version string, resources map[string]*anypb.Any) 
 	var errs config.ErrorList
 	for _, name := range sortedKeys(subs) {
 		rs := subs[name]
-		if string(rs.raw) == string(resources[name].GetValue()) {
+		if string(rs.raw) == string(resources[name].Raw) {
 			continue // unchanged
 		}
-		rc := &routev3.RouteConfiguration{}
-		if err := resources[name].UnmarshalTo(rc); err != nil {
-			errs = append(errs, config.Errorf("route_configuration "+name, "decode: %v", err))
-			continue
-		}
-		if err := config.Validate(rc, "route_configuration "+name); err != nil {
+		rc, err := resource.As[*routev3.RouteConfiguration](resources[name])
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -730,7 +798,7 @@ func (d *dynamic) updateRoutes(version string, resources map[string]*anypb.Any) 
 		rs.stats.Success.Inc()
 		if t := tables[name]; t != nil {
 			rs.ptr.Store(t)
-			rs.version, rs.updated, rs.raw = version, now, resources[name].GetValue()
+			rs.version, rs.updated, rs.raw = version, now, resources[name].Raw
 		}
 		rs.markReady()
 	}
@@ -740,18 +808,14 @@ func (d *dynamic) updateRoutes(version string, resources map[string]*anypb.Any) 
 // --- SDS ---
 
 // updateSecrets validates every secret of the update, then installs them.
-func (d *dynamic) updateSecrets(version string, resources map[string]*anypb.Any) error {
+func (d *dynamic) updateSecrets(version string, resources map[string]*resource.Decoded) error {
 	d.serial.Lock()
 	defer d.serial.Unlock()
 	secrets := make(map[string]*tlsv3.Secret, len(resources))
 	var errs config.ErrorList
 	for _, n := range sortedKeys(resources) {
-		sp := &tlsv3.Secret{}
-		if err := resources[n].UnmarshalTo(sp); err != nil {
-			errs = append(errs, config.Errorf("secret "+n, "decode: %v", err))
-			continue
-		}
-		if err := config.Validate(sp, "secret "+n); err != nil {
+		sp, err := resource.As[*tlsv3.Secret](resources[n])
+		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
@@ -789,15 +853,6 @@ func sortedKeys[V any](m map[string]V) []string {
 	return out
 }
 
-func shortType(t string) string {
-	for i := len(t) - 1; i >= 0; i-- {
-		if t[i] == '.' {
-			return t[i+1:]
-		}
-	}
-	return t
-}
-
 // --- config dump ---
 
 // dumpListeners adds the dynamic listeners to a config dump.
@@ -813,6 +868,12 @@ func (d *dynamic) dumpListeners(lcd *adminv3.ListenersConfigDump) {
 		e := &adminv3.ListenersConfigDump_DynamicListener{Name: name}
 		if dl.warming {
 			e.WarmingState = st
+			// As Envoy, a listener being replaced shows both states.
+			if old := dl.replaces; old != nil {
+				pl, version, updated := old.Current()
+				a, _ := anypb.New(pl)
+				e.ActiveState = &adminv3.ListenersConfigDump_DynamicListenerState{VersionInfo: version, Listener: a, LastUpdated: timestamppb.New(updated)}
+			}
 		} else {
 			e.ActiveState = st
 		}

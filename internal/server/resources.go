@@ -34,7 +34,7 @@ func ValidateResourceFile(path string, log *slog.Logger) ([]config.Warning, erro
 	}
 	st := stats.NewStore()
 	s := &Server{log: log, Stats: st}
-	cm := upstream.NewManager(upstream.Deps{Stats: st, Log: log, Transport: s.clusterTransport})
+	cm := upstream.NewManager(upstream.Deps{Stats: st, Log: log, Transport: s.clusterTransport, UpstreamFilters: s.upstreamFilters})
 	deps := &proxy.Deps{Stats: st, Clusters: cm, Log: log, AccessLogs: accessLogCompiler(s), CompileValue: headerValueCompiler(), Async: asyncclient.New(cm)}
 	s.deps = deps
 	s.Bootstrap = &bootstrapv3.Bootstrap{}

@@ -200,7 +200,7 @@ func (s *Server) compile() error {
 		}
 	}
 	s.Clusters = upstream.NewManager(upstream.Deps{Stats: s.Stats, Log: s.log, Transport: s.clusterTransport,
-		LocalCluster: b.GetClusterManager().GetLocalClusterName()})
+		LocalCluster: b.GetClusterManager().GetLocalClusterName(), UpstreamFilters: s.upstreamFilters})
 	if s.sinks, err = statsink.Compile(b, s.Stats, s.Clusters, s.log); err != nil {
 		return err
 	}
@@ -214,6 +214,11 @@ func (s *Server) compile() error {
 		CompileValue:    headerValueCompiler(),
 		GlobalConnLimit: globalConnLimit(om, rl.globalConns),
 		Overload:        om,
+		// One table of listening sockets for the server's listeners,
+		// static and dynamic: a listener replacing another on the same
+		// address takes its socket.
+		Sockets:            proxy.NewSockets(s.log),
+		ListenerConnLimits: rl.listenerConns,
 	}
 	s.deps.HealthCheckFailing = func() bool { return s.State() != "LIVE" }
 	s.deps.DefaultTracer = b.GetTracing().GetHttp()
@@ -259,6 +264,7 @@ func (s *Server) compile() error {
 		return config.Errorf("cluster_manager.local_cluster_name", "no static cluster named %q", n)
 	}
 	lnames := map[string]bool{}
+	laddrs := map[string]string{}
 	for i, pl := range b.GetStaticResources().GetListeners() {
 		p := config.Index("static_resources.listeners", i)
 		if lnames[pl.GetName()] && pl.GetName() != "" {
@@ -269,7 +275,13 @@ func (s *Server) compile() error {
 		if err != nil {
 			return err
 		}
-		l.ConnLimit = rl.listenerConns[l.Name]
+		// Listeners on one address would share its socket (the table hands
+		// the open one out): as Envoy, two listeners may not have the same
+		// address. Port 0 binds a new port for each.
+		if other, dup := laddrs[l.Address]; dup && !portZero(l.Address) {
+			return config.Errorf(config.Join(p, "address"), "address %s is already used by listener %q", l.Address, other)
+		}
+		laddrs[l.Address] = l.Name
 		s.listeners = append(s.listeners, l)
 	}
 	if a := b.GetAdmin(); a != nil {
@@ -342,7 +354,7 @@ func (s *Server) Start() error {
 		}
 	}
 	for _, l := range s.listeners {
-		go l.Serve()
+		l.Start() // bound just above: its socket's accept loop serves it now
 	}
 	s.serverStats.concurrency.Set(1)
 	go s.tick()
@@ -400,14 +412,19 @@ func (s *Server) staticListeners() []*proxy.Listener {
 	return append([]*proxy.Listener(nil), s.listeners...)
 }
 
-// allListeners returns static and active dynamic listeners.
+// allListeners returns static and active dynamic listeners: one per name
+// (a dynamic listener whose update warms is the active version it will
+// replace).
 func (s *Server) allListeners() []*proxy.Listener {
 	out := s.staticListeners()
 	if s.dyn != nil {
 		s.dyn.mu.Lock()
 		for _, dl := range s.dyn.listeners {
-			if !dl.warming {
+			switch {
+			case !dl.warming:
 				out = append(out, dl.l)
+			case dl.replaces != nil:
+				out = append(out, dl.replaces)
 			}
 		}
 		s.dyn.mu.Unlock()
@@ -602,12 +619,12 @@ func (s *Server) WriteClusters(w io.Writer, jsonFormat bool) error {
 	return s.Clusters.WriteClusters(w, jsonFormat)
 }
 
-// Listeners lists the listeners with their bound addresses.
+// Listeners lists the active listeners, static and dynamic, with their
+// bound addresses (/listeners).
 func (s *Server) Listeners() [][2]string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	out := make([][2]string, 0, len(s.listeners))
-	for _, l := range s.listeners {
+	ls := s.allListeners()
+	out := make([][2]string, 0, len(ls))
+	for _, l := range ls {
 		out = append(out, [2]string{l.Name, l.BoundAddress()})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i][0] < out[j][0] })

@@ -39,8 +39,8 @@ func TestListenerChangesDrain(t *testing.T) {
 			}
 		}
 		l := listener("main", mainAddr, "local")
-		// A listener-level change (its stat prefix): new filter chains on
-		// the same socket.
+		// A listener-level change (its stat prefix): a new listener takes
+		// over the socket and the old one drains.
 		l.StatPrefix = mainStatPrefix
 		res[resourcev3.ListenerType] = []types.Resource{l}
 		if withOther {

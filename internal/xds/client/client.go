@@ -1,10 +1,12 @@
 // Package client is the proxy's xDS client: it subscribes to resources on
 // a management server over gRPC — aggregated (ADS) or one stream per type,
-// state-of-the-world or delta — and hands each type's complete current set
-// to a handler, which compiles and applies it or rejects it. The client
-// then ACKs or NACKs (with error_detail) as Envoy does, keeps the last good
-// version when a response is rejected, and reconnects with jittered
-// back-off, resuming with the versions it holds.
+// state-of-the-world or delta — decodes each resource once (package
+// resource: unwrap, unmarshal, name, validate) and hands each type's
+// complete current set to a handler, which compiles and applies it or
+// rejects it; a resource that fails to decode rejects the response before
+// the handler sees it. The client then ACKs or NACKs (with error_detail) as
+// Envoy does, keeps the last good version when a response is rejected, and
+// reconnects with jittered back-off, resuming with the versions it holds.
 package client
 
 import (
@@ -12,9 +14,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"sort"
-	"strings"
 	"sync"
 	"time"
 
@@ -24,20 +26,21 @@ import (
 	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/stats"
+	"github.com/legateproxy/legate/internal/xds/resource"
 )
 
-// Type URLs of the resources the proxy consumes.
+// Type URLs of the resources the proxy consumes (those of package
+// resource, under the names the transports and handlers use).
 const (
-	ListenerType = "type.googleapis.com/envoy.config.listener.v3.Listener"
-	ClusterType  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
-	RouteType    = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
-	EndpointType = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
-	SecretType   = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+	ListenerType = resource.ListenerURL
+	ClusterType  = resource.ClusterURL
+	RouteType    = resource.RouteURL
+	EndpointType = resource.EndpointURL
+	SecretType   = resource.SecretURL
 )
 
 // typeOrder is the order in which subscriptions are (re)sent on a new ADS
@@ -47,17 +50,45 @@ var typeOrder = []string{ClusterType, EndpointType, ListenerType, RouteType, Sec
 // Handler applies the resources of one type.
 type Handler interface {
 	// Update receives the complete current set of the type's resources
-	// (after merging the response), keyed by name. An error rejects the
-	// response: the handler must not have applied any of it.
-	Update(version string, resources map[string]*anypb.Any) error
+	// (after merging the response), keyed by name, each decoded and
+	// validated once by the transport (resource.Type.Decode). An error
+	// rejects the response: the handler must not have applied any of it.
+	Update(version string, resources map[string]*resource.Decoded) error
 }
 
 // HandlerFunc adapts a function to Handler.
-type HandlerFunc func(version string, resources map[string]*anypb.Any) error
+type HandlerFunc func(version string, resources map[string]*resource.Decoded) error
 
 // Update calls f.
-func (f HandlerFunc) Update(version string, resources map[string]*anypb.Any) error {
+func (f HandlerFunc) Update(version string, resources map[string]*resource.Decoded) error {
 	return f(version, resources)
+}
+
+// Rejecter is implemented by a Handler that keeps statistics per resource
+// (RDS counts update_attempt and update_rejected per route configuration).
+// A transport that refuses an update before calling Update — one of its
+// resources failed to decode — calls Rejected instead, with the names the
+// update carried: those that decoded and those that failed under a name
+// that could be read.
+type Rejecter interface {
+	Rejected(names []string)
+}
+
+// Reject tells h, when it is a Rejecter, that an update was refused before
+// Update: decoded holds the update's resources that decoded, err is the
+// decode failure (resource.DecodeAll's error list, or one *resource.Error).
+func Reject(h Handler, decoded map[string]*resource.Decoded, err error) {
+	r, ok := h.(Rejecter)
+	if !ok {
+		return
+	}
+	names := make([]string, 0, len(decoded))
+	for n := range decoded {
+		names = append(names, n)
+	}
+	names = append(names, resource.FailedNames(err)...)
+	sort.Strings(names)
+	r.Rejected(names)
 }
 
 // Stats are one subscription's Envoy statistics (<prefix>update_attempt, …).
@@ -79,13 +110,14 @@ func NewStats(s stats.Scope) *Stats {
 // typeState is the client's view of one resource type.
 type typeState struct {
 	typeURL  string
+	decoder  resource.Type
 	handler  Handler
 	stats    *Stats
 	wildcard bool
 	names    map[string]bool
 	// accepted state
 	version   string
-	resources map[string]*anypb.Any
+	resources map[string]*resource.Decoded
 	versions  map[string]string // delta: per-resource versions
 	nonce     string
 	// LastUpdated and lastError describe the latest response.
@@ -163,8 +195,8 @@ func (c *Client) Subscribe(typeURL string, names []string, h Handler, st *Stats)
 		st = NewStats(stats.NewStore().Scope(""))
 	}
 	c.mu.Lock()
-	ts := &typeState{typeURL: typeURL, handler: h, stats: st, wildcard: names == nil, names: map[string]bool{},
-		resources: map[string]*anypb.Any{}, versions: map[string]string{}, received: make(chan struct{})}
+	ts := &typeState{typeURL: typeURL, decoder: resource.ForURL(typeURL), handler: h, stats: st, wildcard: names == nil, names: map[string]bool{},
+		resources: map[string]*resource.Decoded{}, versions: map[string]string{}, received: make(chan struct{})}
 	for _, n := range names {
 		ts.names[n] = true
 	}
@@ -216,19 +248,16 @@ func (c *Client) Received(typeURL string) <-chan struct{} {
 	return ch
 }
 
-// Resources returns the accepted resources of a type and their version.
-func (c *Client) Resources(typeURL string) (string, map[string]*anypb.Any, time.Time) {
+// Resources returns the accepted resources of a type, their version and
+// when the latest response arrived.
+func (c *Client) Resources(typeURL string) (string, map[string]*resource.Decoded, time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	ts := c.types[typeURL]
 	if ts == nil {
 		return "", nil, time.Time{}
 	}
-	out := make(map[string]*anypb.Any, len(ts.resources))
-	for k, v := range ts.resources {
-		out[k] = v
-	}
-	return ts.version, out, ts.lastUpdated
+	return ts.version, maps.Clone(ts.resources), ts.lastUpdated
 }
 
 func (c *Client) poke() {
@@ -431,41 +460,26 @@ func (c *Client) handleSotW(r *discoveryv3.DiscoveryResponse) *discoveryv3.Disco
 		return nil
 	}
 	ts.stats.Attempt.Inc()
-	// Listeners and clusters come as a complete set; other types may come
-	// partially and merge into what is held.
-	next := map[string]*anypb.Any{}
-	if ts.typeURL != ListenerType && ts.typeURL != ClusterType {
-		for k, v := range ts.resources {
-			next[k] = v
-		}
-	}
-	var decodeErr error
-	for _, a := range r.GetResources() {
-		a = unwrapResource(a)
-		if a.GetTypeUrl() != ts.typeURL {
-			decodeErr = fmt.Errorf("resource of type %s in a %s response", a.GetTypeUrl(), ts.typeURL)
-			break
-		}
-		name, err := resourceName(a)
-		if err != nil {
-			decodeErr = err
-			break
-		}
-		if !ts.wildcard && !ts.names[name] {
-			continue // not subscribed (any more)
-		}
-		next[name] = a
-	}
-	handler := ts.handler
 	fp := fingerprint(r.GetVersionInfo(), r.GetResources())
 	repeat := ts.rejectedErr != nil && ts.rejectedFP == fp
+	// Listeners and clusters come as a complete set; other types may come
+	// partially and merge into what is held.
+	var held map[string]*resource.Decoded
+	if !repeat && ts.typeURL != ListenerType && ts.typeURL != ClusterType {
+		held = maps.Clone(ts.resources)
+	}
+	// ts.names is replaced, never changed in place: it can be read unlocked.
+	handler, dec, wildcard, names, err := ts.handler, ts.decoder, ts.wildcard, ts.names, ts.rejectedErr
 	c.mu.Unlock()
 
-	err := decodeErr
-	if repeat {
-		err = ts.rejectedErr
-	} else if err == nil {
-		err = handler.Update(r.GetVersionInfo(), next)
+	var next map[string]*resource.Decoded
+	if !repeat {
+		next, err = decodeSotW(dec, r.GetResources(), held, wildcard, names)
+		if err != nil {
+			Reject(handler, next, err)
+		} else {
+			err = handler.Update(r.GetVersionInfo(), next)
+		}
 	}
 
 	c.mu.Lock()
@@ -481,7 +495,7 @@ func (c *Client) handleSotW(r *discoveryv3.DiscoveryResponse) *discoveryv3.Disco
 		req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
 		if !repeat {
 			c.log.Warn("xDS update rejected (NACK); the last good config keeps serving",
-				"type", shortType(ts.typeURL), "version", r.GetVersionInfo(), "error", err)
+				"type", resource.ShortType(ts.typeURL), "version", r.GetVersionInfo(), "error", err)
 		} else {
 			// Back off a little so a server re-sending the same rejected
 			// response cannot spin this loop.
@@ -501,8 +515,41 @@ func (c *Client) handleSotW(r *discoveryv3.DiscoveryResponse) *discoveryv3.Disco
 	if len(next) == 0 {
 		ts.stats.Empty.Inc()
 	}
-	c.log.Debug("xDS update accepted (ACK)", "type", shortType(ts.typeURL), "version", ts.version, "resources", len(next))
+	c.log.Debug("xDS update accepted (ACK)", "type", resource.ShortType(ts.typeURL), "version", ts.version, "resources", len(next))
 	return req
+}
+
+// decodeSotW decodes a state-of-the-world response's resources with t into
+// the set a handler gets: held (what is kept from before, for types that
+// may come partially; nil for none) plus every resource the subscription
+// names. A resource it does not name is skipped, even an invalid one, as
+// long as its name could be read; any other failure is in the returned
+// config.ErrorList, with the resources that did decode in the map.
+func decodeSotW(t resource.Type, list []*anypb.Any, held map[string]*resource.Decoded, wildcard bool, names map[string]bool) (map[string]*resource.Decoded, error) {
+	next := held
+	if next == nil {
+		next = make(map[string]*resource.Decoded, len(list))
+	}
+	var errs config.ErrorList
+	for _, a := range list {
+		d, err := t.Decode(a)
+		if err != nil {
+			var re *resource.Error
+			if !wildcard && errors.As(err, &re) && re.Name != "" && !names[re.Name] {
+				continue // not subscribed (any more)
+			}
+			errs = append(errs, err)
+			continue
+		}
+		if !wildcard && !names[d.Name] {
+			continue // not subscribed (any more)
+		}
+		next[d.Name] = d
+	}
+	if len(errs) > 0 {
+		return next, errs
+	}
+	return next, nil
 }
 
 // --- delta ---
@@ -632,38 +679,36 @@ func (c *Client) handleDelta(r *discoveryv3.DeltaDiscoveryResponse) *discoveryv3
 		return nil
 	}
 	ts.stats.Attempt.Inc()
-	next := make(map[string]*anypb.Any, len(ts.resources))
-	versions := make(map[string]string, len(ts.versions))
-	for k, v := range ts.resources {
-		next[k] = v
-		versions[k] = ts.versions[k]
-	}
-	var err error
+	next := maps.Clone(ts.resources)
+	versions := maps.Clone(ts.versions)
+	handler, dec := ts.handler, ts.decoder
+	c.mu.Unlock()
+	var errs config.ErrorList
 	for _, res := range r.GetResources() {
 		a := res.GetResource()
 		if a == nil {
 			continue // a name-only resource (on-demand heartbeat)
 		}
-		if a.GetTypeUrl() != ts.typeURL {
-			err = fmt.Errorf("resource of type %s in a %s response", a.GetTypeUrl(), ts.typeURL)
-			break
+		d, err := dec.Decode(a)
+		if err != nil {
+			errs = append(errs, err)
+			continue
 		}
-		name := res.GetName()
-		if name == "" {
-			if name, err = resourceName(a); err != nil {
-				break
-			}
+		if n := res.GetName(); n != "" {
+			d.Name = n // the delta protocol names resources itself
 		}
-		next[name] = a
-		versions[name] = res.GetVersion()
+		next[d.Name] = d
+		versions[d.Name] = res.GetVersion()
 	}
 	for _, n := range r.GetRemovedResources() {
 		delete(next, n)
 		delete(versions, n)
 	}
-	handler := ts.handler
-	c.mu.Unlock()
-	if err == nil {
+	var err error
+	if len(errs) > 0 {
+		err = errs
+		Reject(handler, next, err)
+	} else {
 		err = handler.Update(r.GetSystemVersionInfo(), next)
 	}
 	c.mu.Lock()
@@ -675,7 +720,7 @@ func (c *Client) handleDelta(r *discoveryv3.DeltaDiscoveryResponse) *discoveryv3
 		ts.stats.Rejected.Inc()
 		ts.lastError = err.Error()
 		req.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: err.Error()}
-		c.log.Warn("delta xDS update rejected (NACK); the last good config keeps serving", "type", shortType(ts.typeURL), "error", err)
+		c.log.Warn("delta xDS update rejected (NACK); the last good config keeps serving", "type", resource.ShortType(ts.typeURL), "error", err)
 		return req
 	}
 	ts.resources, ts.versions = next, versions
@@ -699,41 +744,6 @@ func fingerprint(version string, res []*anypb.Any) uint64 {
 		d.Write(a.GetValue())
 	}
 	return d.Sum64()
-}
-
-// unwrapResource accepts resources wrapped in envoy.service.discovery.v3.Resource.
-func unwrapResource(a *anypb.Any) *anypb.Any {
-	if a.GetTypeUrl() != "type.googleapis.com/envoy.service.discovery.v3.Resource" {
-		return a
-	}
-	r := &discoveryv3.Resource{}
-	if err := a.UnmarshalTo(r); err != nil || r.GetResource() == nil {
-		return a
-	}
-	return r.GetResource()
-}
-
-// resourceName extracts a resource's name (name, or cluster_name for a
-// ClusterLoadAssignment).
-func resourceName(a *anypb.Any) (string, error) {
-	m, err := a.UnmarshalNew()
-	if err != nil {
-		return "", fmt.Errorf("decode %s: %w", a.GetTypeUrl(), err)
-	}
-	return NameOf(m)
-}
-
-// NameOf returns a resource message's name.
-func NameOf(m proto.Message) (string, error) {
-	fields := m.ProtoReflect().Descriptor().Fields()
-	for _, f := range []protoreflect.Name{"name", "cluster_name"} {
-		if fd := fields.ByName(f); fd != nil && fd.Kind() == protoreflect.StringKind {
-			if n := m.ProtoReflect().Get(fd).String(); n != "" {
-				return n, nil
-			}
-		}
-	}
-	return "", errors.New("resource has no name")
 }
 
 func sortedNames(s map[string]bool) []string {
@@ -763,10 +773,6 @@ func equalSets(a, b map[string]bool) bool {
 		}
 	}
 	return true
-}
-
-func shortType(t string) string {
-	return t[strings.LastIndexByte(t, '.')+1:]
 }
 
 // receive runs a stream's Recv in a goroutine, delivering responses on one

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -16,8 +17,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/legateproxy/legate/internal/stats"
+	"github.com/legateproxy/legate/internal/xds/resource"
 )
 
 // scripted is an ADS server driven step by step by the test: it hands
@@ -107,7 +110,7 @@ type recorder struct {
 	last   []string
 }
 
-func (h *recorder) Update(version string, res map[string]*anypb.Any) error {
+func (h *recorder) Update(version string, res map[string]*resource.Decoded) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.calls++
@@ -213,5 +216,141 @@ func TestStateMachine(t *testing.T) {
 	}
 	if second.GetTypeUrl() != RouteType || second.GetVersionInfo() != "1" || !slices.Equal(second.GetResourceNames(), []string{"r2"}) {
 		t.Fatalf("resumed RDS request: %v", second)
+	}
+}
+
+// decodeRecorder is a handler that keeps what it was given, and the names
+// of the updates refused before it (Rejecter).
+type decodeRecorder struct {
+	updates  []map[string]*resource.Decoded
+	rejected [][]string
+}
+
+func (h *decodeRecorder) Update(_ string, res map[string]*resource.Decoded) error {
+	h.updates = append(h.updates, res)
+	return nil
+}
+
+func (h *decodeRecorder) Rejected(names []string) { h.rejected = append(h.rejected, names) }
+
+func packAll(t *testing.T, ms ...proto.Message) []*anypb.Any {
+	t.Helper()
+	var out []*anypb.Any
+	for _, m := range ms {
+		a, err := anypb.New(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+func cluster(name string, timeout time.Duration) *clusterv3.Cluster {
+	return &clusterv3.Cluster{Name: name, ConnectTimeout: durationpb.New(timeout)}
+}
+
+// TestDecodeOnce: the client decodes and validates every resource before
+// the handler, which gets decoded messages (a Resource wrapper unwrapped);
+// a resource that fails NACKs the response with every reason, the handler
+// never sees it, a Rejecter is told the update's names, and the last good
+// set stays.
+func TestDecodeOnce(t *testing.T) {
+	st := stats.NewStore()
+	c := New(Options{Stats: st})
+	h := &decodeRecorder{}
+	c.Subscribe(ClusterType, nil, h, NewStats(st.Scope("cds.")))
+
+	good := packAll(t, cluster("a", time.Second))[0]
+	wrapped := packAll(t, &discoveryv3.Resource{Name: "b", Resource: packAll(t, cluster("b", time.Second))[0]})[0]
+	req := c.handleSotW(&discoveryv3.DiscoveryResponse{TypeUrl: ClusterType, VersionInfo: "1", Nonce: "n1", Resources: []*anypb.Any{good, wrapped}})
+	if req.GetErrorDetail() != nil || len(h.updates) != 1 {
+		t.Fatalf("v1 not applied: %v, %d updates", req.GetErrorDetail(), len(h.updates))
+	}
+	got := h.updates[0]
+	if pc, _ := got["a"].Message.(*clusterv3.Cluster); pc.GetName() != "a" || string(got["a"].Raw) != string(good.GetValue()) {
+		t.Errorf("handler got %v for a", got["a"])
+	}
+	if pc, _ := got["b"].Message.(*clusterv3.Cluster); pc.GetName() != "b" {
+		t.Errorf("the wrapped cluster reached the handler as %v", got["b"])
+	}
+
+	// An invalid cluster and undecodable bytes: NACK with both reasons.
+	bad := append(packAll(t, cluster("a", time.Second), cluster("bad", 0)), &anypb.Any{TypeUrl: ClusterType, Value: []byte{0x0f}})
+	req = c.handleSotW(&discoveryv3.DiscoveryResponse{TypeUrl: ClusterType, VersionInfo: "2", Nonce: "n2", Resources: bad})
+	msg := req.GetErrorDetail().GetMessage()
+	if !strings.Contains(msg, "cluster bad.connect_timeout: value must be greater than 0s") || !strings.Contains(msg, "cluster resource: cannot decode envoy.config.cluster.v3.Cluster") {
+		t.Errorf("NACK error_detail %q does not give both reasons", msg)
+	}
+	if req.GetVersionInfo() != "1" || req.GetResponseNonce() != "n2" {
+		t.Errorf("NACK version %q nonce %q, want 1 and n2", req.GetVersionInfo(), req.GetResponseNonce())
+	}
+	if len(h.updates) != 1 {
+		t.Errorf("the handler saw a rejected update")
+	}
+	if len(h.rejected) != 1 || !slices.Equal(h.rejected[0], []string{"a", "bad"}) {
+		t.Errorf("Rejected got %v, want [[a bad]]", h.rejected)
+	}
+	if v, res, _ := c.Resources(ClusterType); v != "1" || len(res) != 2 || res["b"] == nil {
+		t.Errorf("after the NACK the client holds %s %v", v, res)
+	}
+	if n := st.Counter("cds.update_rejected").Value(); n != 1 {
+		t.Errorf("update_rejected = %d, want 1", n)
+	}
+}
+
+// TestDecodeNamedSubscription: a resource the subscription does not name
+// is skipped even when invalid, but one whose name cannot be read NACKs;
+// RDS merges into what it holds.
+func TestDecodeNamedSubscription(t *testing.T) {
+	c := New(Options{Stats: stats.NewStore()})
+	h := &decodeRecorder{}
+	c.Subscribe(RouteType, []string{"r1", "r2"}, h, nil)
+	invalid := &routev3.RouteConfiguration{Name: "unasked", VirtualHosts: []*routev3.VirtualHost{{Name: "vh"}}}
+	req := c.handleSotW(&discoveryv3.DiscoveryResponse{TypeUrl: RouteType, VersionInfo: "1", Nonce: "n1",
+		Resources: packAll(t, &routev3.RouteConfiguration{Name: "r1"}, invalid)})
+	if req.GetErrorDetail() != nil || len(h.updates) != 1 || len(h.updates[0]) != 1 || h.updates[0]["r1"] == nil {
+		t.Fatalf("r1 with an unasked invalid resource: %v, updates %v", req.GetErrorDetail(), h.updates)
+	}
+	req = c.handleSotW(&discoveryv3.DiscoveryResponse{TypeUrl: RouteType, VersionInfo: "2", Nonce: "n2",
+		Resources: packAll(t, &routev3.RouteConfiguration{Name: "r2"})})
+	if req.GetErrorDetail() != nil || len(h.updates) != 2 || len(h.updates[1]) != 2 {
+		t.Fatalf("r2 should merge with r1: %v, updates %v", req.GetErrorDetail(), h.updates)
+	}
+	req = c.handleSotW(&discoveryv3.DiscoveryResponse{TypeUrl: RouteType, VersionInfo: "3", Nonce: "n3",
+		Resources: packAll(t, &clusterv3.Cluster{Name: "r1"})})
+	if msg := req.GetErrorDetail().GetMessage(); !strings.Contains(msg, "in a RouteConfiguration response") {
+		t.Errorf("a cluster in an RDS response: NACK %q", msg)
+	}
+	if len(h.updates) != 2 || len(h.rejected) != 1 || !slices.Equal(h.rejected[0], []string{"r1", "r2"}) {
+		t.Errorf("updates %d, rejected %v: want 2 and [[r1 r2]]", len(h.updates), h.rejected)
+	}
+}
+
+// TestDecodeDelta: delta resources are decoded the same way, named by the
+// delta resource's name (else the message's); a bad one NACKs and nothing
+// changes.
+func TestDecodeDelta(t *testing.T) {
+	c := New(Options{Stats: stats.NewStore(), Delta: true})
+	h := &decodeRecorder{}
+	c.Subscribe(ClusterType, nil, h, nil)
+	res := func(name string, m proto.Message) *discoveryv3.Resource {
+		return &discoveryv3.Resource{Name: name, Version: "v", Resource: packAll(t, m)[0]}
+	}
+	req := c.handleDelta(&discoveryv3.DeltaDiscoveryResponse{TypeUrl: ClusterType, SystemVersionInfo: "1", Nonce: "n1",
+		Resources: []*discoveryv3.Resource{res("x", cluster("a", time.Second)), res("", cluster("b", time.Second))}})
+	if req.GetErrorDetail() != nil || len(h.updates) != 1 || h.updates[0]["x"] == nil || h.updates[0]["b"] == nil {
+		t.Fatalf("delta v1: %v, updates %v", req.GetErrorDetail(), h.updates)
+	}
+	req = c.handleDelta(&discoveryv3.DeltaDiscoveryResponse{TypeUrl: ClusterType, SystemVersionInfo: "2", Nonce: "n2",
+		Resources: []*discoveryv3.Resource{res("c", cluster("c", 0))}, RemovedResources: []string{"x"}})
+	if msg := req.GetErrorDetail().GetMessage(); !strings.Contains(msg, "cluster c.connect_timeout") || req.GetResponseNonce() != "n2" {
+		t.Errorf("delta NACK %q nonce %q", msg, req.GetResponseNonce())
+	}
+	if len(h.updates) != 1 || len(h.rejected) != 1 || !slices.Equal(h.rejected[0], []string{"b", "c"}) {
+		t.Errorf("updates %d, rejected %v: want 1 and [[b c]]", len(h.updates), h.rejected)
+	}
+	if _, held, _ := c.Resources(ClusterType); len(held) != 2 || held["x"] == nil {
+		t.Errorf("after the delta NACK the client holds %v", held)
 	}
 }

@@ -36,6 +36,8 @@ import (
 	listenerservice "github.com/envoyproxy/go-control-plane/envoy/service/listener/v3"
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+
+	"github.com/legateproxy/legate/internal/xds/resource"
 )
 
 // The two client groups.
@@ -186,8 +188,6 @@ func (c nackCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, o
 	return c.SnapshotCache.CreateWatch(req, sub, out)
 }
 
-func shortType(t string) string { return t[strings.LastIndexByte(t, '.')+1:] }
-
 func (s *Server) callbacks() serverv3.Callbacks {
 	return serverv3.CallbackFuncs{
 		StreamOpenFunc: func(context.Context, int64, string) error {
@@ -213,7 +213,7 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			return nil
 		},
 		StreamResponseFunc: func(_ context.Context, _ int64, _ *discoveryv3.DiscoveryRequest, resp *discoveryv3.DiscoveryResponse) {
-			s.metrics.Pushes.WithLabelValues(shortType(resp.GetTypeUrl())).Inc()
+			s.metrics.Pushes.WithLabelValues(resource.ShortType(resp.GetTypeUrl())).Inc()
 			s.mu.Lock()
 			s.nonces[resp.GetNonce()] = resp.GetVersionInfo()
 			s.order = append(s.order, resp.GetNonce())
@@ -226,17 +226,17 @@ func (s *Server) callbacks() serverv3.Callbacks {
 			s.mu.Unlock()
 		},
 		StreamDeltaResponseFunc: func(_ int64, _ *discoveryv3.DeltaDiscoveryRequest, resp *discoveryv3.DeltaDiscoveryResponse) {
-			s.metrics.Pushes.WithLabelValues(shortType(resp.GetTypeUrl())).Inc()
+			s.metrics.Pushes.WithLabelValues(resource.ShortType(resp.GetTypeUrl())).Inc()
 		},
 	}
 }
 
 func (s *Server) nack(n *corev3.Node, typ, msg string) {
-	s.metrics.NACKs.WithLabelValues(shortType(typ)).Inc()
+	s.metrics.NACKs.WithLabelValues(resource.ShortType(typ)).Inc()
 	s.mu.Lock()
-	s.nacks[n.GetId()+" "+shortType(typ)] = msg
+	s.nacks[n.GetId()+" "+resource.ShortType(typ)] = msg
 	s.mu.Unlock()
-	s.log.Warn("xDS client rejected resources (NACK); it keeps its last good config", "node", n.GetId(), "type", shortType(typ), "error", msg)
+	s.log.Warn("xDS client rejected resources (NACK); it keeps its last good config", "node", n.GetId(), "type", resource.ShortType(typ), "error", msg)
 }
 
 // Serve serves ADS and the per-type xDS services on l, in plaintext,

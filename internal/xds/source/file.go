@@ -9,10 +9,10 @@ import (
 	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/legateproxy/legate/internal/config"
 	xdsclient "github.com/legateproxy/legate/internal/xds/client"
+	"github.com/legateproxy/legate/internal/xds/resource"
 )
 
 // defaultPoll is how often a watched file is checked when
@@ -33,6 +33,7 @@ type file struct {
 	// checking serializes checks (Start's first read and the poller).
 	checking sync.Mutex
 	mu       sync.Mutex
+	decoder  resource.Type
 	handler  xdsclient.Handler
 	stats    *xdsclient.Stats
 	last     string
@@ -49,10 +50,11 @@ func newFile(path string, poll time.Duration, log *slog.Logger) *file {
 	return &file{path: path, poll: poll, log: log, first: make(chan struct{}), stopCh: make(chan struct{})}
 }
 
-// Subscribe sets the handler; a file carries one type, whatever its names.
-func (f *file) Subscribe(_ string, _ []string, h xdsclient.Handler, st *xdsclient.Stats) {
+// Subscribe sets the type and its handler; a file carries one type,
+// whatever its names.
+func (f *file) Subscribe(typeURL string, _ []string, h xdsclient.Handler, st *xdsclient.Stats) {
 	f.mu.Lock()
-	f.handler, f.stats = h, st
+	f.decoder, f.handler, f.stats = resource.ForURL(typeURL), h, st
 	f.last = "" // deliver the current content to the new handler
 	f.mu.Unlock()
 }
@@ -108,7 +110,7 @@ func (f *file) check() {
 	f.checking.Lock()
 	defer f.checking.Unlock()
 	f.mu.Lock()
-	h, last := f.handler, f.last
+	dec, h, last := f.decoder, f.handler, f.last
 	f.mu.Unlock()
 	if h == nil {
 		return
@@ -132,8 +134,10 @@ func (f *file) check() {
 	if f.stats != nil {
 		f.stats.Attempt.Inc()
 	}
-	version, res, err := readResources(f.path)
-	if err == nil {
+	version, res, err := readResources(f.path, dec)
+	if err != nil {
+		xdsclient.Reject(h, res, err)
+	} else {
 		err = h.Update(version, res)
 	}
 	if err != nil {
@@ -149,31 +153,16 @@ func (f *file) check() {
 
 func (f *file) done() { f.once.Do(func() { close(f.first) }) }
 
-// readResources decodes a resource file into resources by name.
-func readResources(path string) (string, map[string]*anypb.Any, error) {
+// readResources reads a resource file (a DiscoveryResponse) and decodes
+// its resources with t, by name. A decode failure returns the resources
+// that did decode with the error.
+func readResources(path string, t resource.Type) (string, map[string]*resource.Decoded, error) {
 	dr := &discoveryv3.DiscoveryResponse{}
 	if _, err := config.DecodeResourceFile(path, dr); err != nil {
 		return "", nil, err
 	}
-	res, err := byName(dr.GetResources())
+	res, err := resource.DecodeAll(t, dr.GetResources())
 	return dr.GetVersionInfo(), res, err
-}
-
-// byName keys resources by their names.
-func byName(list []*anypb.Any) (map[string]*anypb.Any, error) {
-	res := make(map[string]*anypb.Any, len(list))
-	for _, a := range list {
-		m, err := a.UnmarshalNew()
-		if err != nil {
-			return nil, fmt.Errorf("decode %s: %w", a.GetTypeUrl(), err)
-		}
-		name, err := xdsclient.NameOf(m)
-		if err != nil {
-			return nil, err
-		}
-		res[name] = a
-	}
-	return res, nil
 }
 
 func fileIdentity(fi os.FileInfo) uint64 {

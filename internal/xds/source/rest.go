@@ -18,6 +18,7 @@ import (
 
 	"github.com/legateproxy/legate/internal/config"
 	xdsclient "github.com/legateproxy/legate/internal/xds/client"
+	"github.com/legateproxy/legate/internal/xds/resource"
 )
 
 // restPaths are the REST-JSON endpoints of each type (the google.api.http
@@ -43,6 +44,7 @@ type rest struct {
 	cluster  string
 	path     string
 	typeURL  string
+	decoder  resource.Type
 	refresh  time.Duration
 	timeout  time.Duration
 	node     *corev3.Node
@@ -67,7 +69,7 @@ func (m *Manager) restClient(ac *corev3.ApiConfigSource, typeURL string) *rest {
 	if ac.GetRequestTimeout() != nil {
 		timeout = ac.GetRequestTimeout().AsDuration()
 	}
-	return &rest{cluster: ac.GetClusterNames()[0], path: restPaths[typeURL], typeURL: typeURL,
+	return &rest{cluster: ac.GetClusterNames()[0], path: restPaths[typeURL], typeURL: typeURL, decoder: resource.ForURL(typeURL),
 		refresh: ac.GetRefreshDelay().AsDuration(), timeout: timeout, node: m.opts.Node,
 		clusters: m.opts.Clusters, log: m.log, first: make(chan struct{}), kick: make(chan struct{}, 1)}
 }
@@ -177,8 +179,10 @@ func (r *rest) fetch(ctx context.Context) {
 		r.reject(st, err)
 		return
 	}
-	res, err := byName(dr.GetResources())
-	if err == nil {
+	res, err := resource.DecodeAll(r.decoder, dr.GetResources())
+	if err != nil {
+		xdsclient.Reject(h, res, err)
+	} else {
 		err = h.Update(dr.GetVersionInfo(), res)
 	}
 	if err != nil {
