@@ -220,6 +220,13 @@ type Factory struct {
 	CompilePerRoute func(ctx *Context, cfg proto.Message, path string) (any, error)
 	// Terminal marks the router, which must be last.
 	Terminal bool
+	// Upstream says the filter may also run in a cluster's upstream
+	// filter chain (HttpProtocolOptions.http_filters), once per upstream
+	// request, as Envoy's upstream HTTP filters do. There its callbacks'
+	// RequestHeaders and ResponseHeaders are the upstream request's.
+	Upstream bool
+	// UpstreamOnly says the filter runs only there (upstream_codec).
+	UpstreamOnly bool
 }
 
 // Register registers an HTTP filter: name is Envoy's

@@ -439,6 +439,9 @@ func (c *hcmConfig) compileFilters(fs []*hcmv3.HttpFilter, path string, d *Deps)
 			return err
 		}
 		fac := r.Ext.Factory.(httpfilter.Factory)
+		if fac.UpstreamOnly {
+			return config.Errorf(p, "%s is an upstream HTTP filter: it can only end a cluster's HttpProtocolOptions.http_filters", r.Ext.Name)
+		}
 		if fac.Terminal {
 			if i != len(fs)-1 {
 				return config.Errorf(p, "the router filter must be the last HTTP filter")

@@ -38,6 +38,7 @@ const (
 	failDownstreamProtocol // the client's request body was malformed
 	failRequestTimeout     // request_timeout expired while the body was read
 	failIdle               // the stream (or route) idle timeout expired
+	failLocalReply         // an upstream filter answered the request
 )
 
 // idleTimeout is the route's idle_timeout, or the connection manager's
@@ -566,8 +567,8 @@ func (s *stream) runAttempt(at *attempt) {
 	}
 	switch at.fail {
 	case failNone:
-	case failDownstream, failDownstreamProtocol:
-		// Client faults are not the host's (Envoy does not count them
+	case failDownstream, failDownstreamProtocol, failLocalReply:
+		// Client faults (and upstream filters' answers) are not the host's (Envoy does not count them
 		// in outlier detection either).
 		h.HostAbandoned()
 	default:
@@ -579,6 +580,9 @@ func (s *stream) runAttempt(at *attempt) {
 // success at.ex holds the exchange for the relay.
 func (s *stream) exchange(at *attempt, proto upstream.Protocol, deadline time.Time) {
 	ex := at.cl.Open(at.host, proto)
+	if ch, ok := at.cl.UpstreamFilters.(*upstreamChain); ok {
+		ex = s.filterExchange(ch, ex)
+	}
 	at.setLive(ex)
 	r := &at.ureq
 	*r = upstream.Request{Method: s.req.Method, Path: at.path, Authority: at.authority, Headers: &s.req.Map,
@@ -633,6 +637,8 @@ func (s *stream) failOf(at *attempt, err error, deadline time.Time) (failKind, e
 		return failProtocol, ee.Err
 	case upstream.FailSource:
 		switch {
+		case errors.Is(ee.Err, errUpstreamReplied):
+			return failLocalReply, ee.Err
 		case errors.Is(ee.Err, errRequestTimeout):
 			return failRequestTimeout, ee.Err
 		case errors.Is(ee.Err, errDownstreamProtocol):

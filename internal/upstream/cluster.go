@@ -205,9 +205,13 @@ type Cluster struct {
 	EDS bool
 	// OrigDst is set for ORIGINAL_DST clusters, DFP for dynamic forward
 	// proxy clusters.
-	OrigDst   *OrigDst
-	DFP       *DFP
-	readyOnce sync.Once
+	OrigDst *OrigDst
+	DFP     *DFP
+	// UpstreamFilters is the compiled upstream HTTP filter chain
+	// (HttpProtocolOptions.http_filters; nil: none), which the router runs
+	// around each upstream request.
+	UpstreamFilters any
+	readyOnce       sync.Once
 }
 
 // Hosts returns every host, in configuration order.

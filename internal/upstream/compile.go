@@ -9,6 +9,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	cares "github.com/envoyproxy/go-control-plane/envoy/extensions/network/dns_resolver/cares/v3"
 	httpopts "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 
@@ -28,6 +29,10 @@ type Deps struct {
 	Transport func(ts *corev3.TransportSocket, path string, c *clusterv3.Cluster, alpn []string) (TransportSocket, error)
 	// LocalCluster is cluster_manager.local_cluster_name.
 	LocalCluster string
+	// UpstreamFilters compiles a cluster's upstream HTTP filters
+	// (HttpProtocolOptions.http_filters) into its UpstreamFilters; nil
+	// refuses them.
+	UpstreamFilters func(cluster string, fs []*hcmv3.HttpFilter, path string) (any, error)
 }
 
 const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -95,7 +100,7 @@ func Compile(orig *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) 
 	if err := c.compileLB(pc, path); err != nil {
 		return nil, err
 	}
-	if err := c.compileProtocol(pc, path); err != nil {
+	if err := c.compileProtocol(pc, path, deps); err != nil {
 		return nil, err
 	}
 	if err := c.compileBreakers(pc.GetCircuitBreakers(), config.Join(path, "circuit_breakers"), scope); err != nil {
@@ -250,7 +255,7 @@ func (c *Cluster) compileLB(pc *clusterv3.Cluster, path string) error {
 	return nil
 }
 
-func (c *Cluster) compileProtocol(pc *clusterv3.Cluster, path string) error {
+func (c *Cluster) compileProtocol(pc *clusterv3.Cluster, path string, deps Deps) error {
 	if pc.GetHttp2ProtocolOptions() != nil {
 		c.Protocol = HTTP2
 	}
@@ -273,8 +278,19 @@ func (c *Cluster) compileProtocol(pc *clusterv3.Cluster, path string) error {
 		}
 		opts := r.Config.(*httpopts.HttpProtocolOptions)
 		if err := config.CheckFields(opts, p, "explicit_http_config", "use_downstream_protocol_config", "auto_config",
-			"common_http_protocol_options", "upstream_http_protocol_options"); err != nil {
+			"common_http_protocol_options", "upstream_http_protocol_options", "http_filters"); err != nil {
 			return err
+		}
+		if fs := opts.GetHttpFilters(); len(fs) > 0 {
+			fp := config.Join(p, "http_filters")
+			if deps.UpstreamFilters == nil {
+				return config.Errorf(fp, "upstream HTTP filters are not available here")
+			}
+			chain, err := deps.UpstreamFilters(c.Name, fs, fp)
+			if err != nil {
+				return err
+			}
+			c.UpstreamFilters = chain
 		}
 		switch pt := opts.GetUpstreamProtocolOptions().(type) {
 		case *httpopts.HttpProtocolOptions_ExplicitHttpConfig_:
