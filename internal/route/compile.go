@@ -821,50 +821,58 @@ func checkMutable(name, path string) error {
 func (c *compiler) headerOps(opts []*corev3.HeaderValueOption, path string) ([]HeaderOp, error) {
 	var out []HeaderOp
 	for i, o := range opts {
-		p := config.Index(path, i)
-		if err := config.CheckFields(o, p, "header", "append", "append_action", "keep_empty_value"); err != nil {
+		op, err := c.headerOp(o, config.Index(path, i))
+		if err != nil {
 			return nil, err
-		}
-		if err := checkMutable(o.GetHeader().GetKey(), config.Join(p, "header.key")); err != nil {
-			return nil, err
-		}
-		op := HeaderOp{Name: headers.Lower(o.GetHeader().GetKey()), KeepEmpty: o.GetKeepEmptyValue()}
-		if o.GetAppend() != nil {
-			if o.GetAppendAction() != corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
-				return nil, config.Errorf(p, "append and append_action are mutually exclusive")
-			}
-			if !o.GetAppend().GetValue() {
-				op.Action = OverwriteIfExistsOrAdd
-			}
-		} else {
-			switch o.GetAppendAction() {
-			case corev3.HeaderValueOption_ADD_IF_ABSENT:
-				op.Action = AddIfAbsent
-			case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD:
-				op.Action = OverwriteIfExistsOrAdd
-			case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS:
-				op.Action = OverwriteIfExists
-			}
-		}
-		v := o.GetHeader().GetValue()
-		if v == "" && len(o.GetHeader().GetRawValue()) > 0 {
-			v = string(o.GetHeader().GetRawValue())
-		}
-		if !strings.Contains(v, "%") {
-			op.literal, op.isLiteral = v, true
-		} else {
-			if c.opts.CompileValue == nil {
-				return nil, config.Errorf(config.Join(p, "header.value"), "header value substitutions are not available here")
-			}
-			val, err := c.opts.CompileValue(v)
-			if err != nil {
-				return nil, config.Errorf(config.Join(p, "header.value"), "%v", err)
-			}
-			op.Value = val
 		}
 		out = append(out, op)
 	}
 	return out, nil
+}
+
+// headerOp compiles one HeaderValueOption at path p.
+func (c *compiler) headerOp(o *corev3.HeaderValueOption, p string) (HeaderOp, error) {
+	if err := config.CheckFields(o, p, "header", "append", "append_action", "keep_empty_value"); err != nil {
+		return HeaderOp{}, err
+	}
+	if err := checkMutable(o.GetHeader().GetKey(), config.Join(p, "header.key")); err != nil {
+		return HeaderOp{}, err
+	}
+	op := HeaderOp{Name: headers.Lower(o.GetHeader().GetKey()), KeepEmpty: o.GetKeepEmptyValue()}
+	if o.GetAppend() != nil {
+		if o.GetAppendAction() != corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
+			return HeaderOp{}, config.Errorf(p, "append and append_action are mutually exclusive")
+		}
+		if !o.GetAppend().GetValue() {
+			op.Action = OverwriteIfExistsOrAdd
+		}
+	} else {
+		switch o.GetAppendAction() {
+		case corev3.HeaderValueOption_ADD_IF_ABSENT:
+			op.Action = AddIfAbsent
+		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD:
+			op.Action = OverwriteIfExistsOrAdd
+		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS:
+			op.Action = OverwriteIfExists
+		}
+	}
+	v := o.GetHeader().GetValue()
+	if v == "" && len(o.GetHeader().GetRawValue()) > 0 {
+		v = string(o.GetHeader().GetRawValue())
+	}
+	if !strings.Contains(v, "%") {
+		op.literal, op.isLiteral = v, true
+		return op, nil
+	}
+	if c.opts.CompileValue == nil {
+		return HeaderOp{}, config.Errorf(config.Join(p, "header.value"), "header value substitutions are not available here")
+	}
+	val, err := c.opts.CompileValue(v)
+	if err != nil {
+		return HeaderOp{}, config.Errorf(config.Join(p, "header.value"), "%v", err)
+	}
+	op.Value = val
+	return op, nil
 }
 
 // bufferLimit is a route's or virtual host's request buffer limit

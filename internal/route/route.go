@@ -440,6 +440,14 @@ func CompileHeaderOps(opts []*corev3.HeaderValueOption, path string, compileValu
 	return c.headerOps(opts, path)
 }
 
+// CompileHeaderOp compiles one HeaderValueOption at path (the header
+// mutation filter's append), with the checks and %VARIABLE% compilation of
+// CompileHeaderOps.
+func CompileHeaderOp(o *corev3.HeaderValueOption, path string, compileValue func(string) (Value, error)) (HeaderOp, error) {
+	c := &compiler{opts: Options{CompileValue: compileValue}}
+	return c.headerOp(o, path)
+}
+
 // ApplyHeaderOps applies compiled additions to a header map.
 func ApplyHeaderOps(m *headers.Map, ops []HeaderOp, info *streaminfo.Info) {
 	applyOps(m, ops, nil, info, nil)
