@@ -1,0 +1,102 @@
+// Helpers for the feature tests: render builds the model and the xDS
+// resources from manifests (on top of baseObjects) as JSON; proxy wraps an
+// HTTPProxy spec. One file per capability: httpproxy_test.go (HTTPProxy
+// fields → xDS, one case per field), includes_test.go (delegation),
+// client_validation_test.go (TLS client validation).
+
+package xdsgen
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/legateproxy/legate/internal/controller/model"
+	"github.com/legateproxy/legate/internal/controller/source"
+)
+
+const baseObjects = `
+apiVersion: v1
+kind: Service
+metadata: {name: s1, namespace: default}
+spec: {ports: [{name: http, port: 80, targetPort: 8080}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: s2, namespace: default, annotations: {projectcontour.io/upstream-protocol.h2c: "80"}}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: s1-x, namespace: default, labels: {kubernetes.io/service-name: s1}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+- {addresses: [10.0.0.2], conditions: {ready: true}, zone: z1}
+- {addresses: [10.0.0.1], conditions: {ready: true}, zone: z1}
+- {addresses: [10.0.0.3], conditions: {ready: false}}
+`
+
+// render builds the model and xDS from manifests and returns every
+// resource as JSON (one string), plus the model.
+func render(t *testing.T, manifests string) (string, *model.Model) {
+	t.Helper()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "objs.yaml"), []byte(baseObjects+"---\n"+manifests), 0o644)
+	objs, err := source.LoadManifests(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := model.Build(objs, model.Options{})
+	r := Build(m, Options{})
+	var msgs []proto.Message
+	for _, x := range r.Listeners {
+		msgs = append(msgs, x)
+	}
+	for _, x := range r.Routes {
+		msgs = append(msgs, x)
+	}
+	for _, x := range r.Clusters {
+		msgs = append(msgs, x)
+	}
+	for _, x := range Endpoints(m, objs) {
+		msgs = append(msgs, x)
+	}
+	var b strings.Builder
+	for _, msg := range msgs {
+		a, _ := anypb.New(msg)
+		j, _ := protojson.MarshalOptions{}.Marshal(a)
+		// protojson randomizes spacing: compact it for stable matching.
+		var c bytes.Buffer
+		json.Compact(&c, j)
+		b.Write(c.Bytes())
+		b.WriteByte('\n')
+	}
+	for _, x := range r.Listeners {
+		if err := x.ValidateAll(); err != nil {
+			t.Errorf("listener %s fails Envoy's validation: %v", x.Name, err)
+		}
+	}
+	for _, x := range r.Clusters {
+		if err := x.ValidateAll(); err != nil {
+			t.Errorf("cluster %s fails Envoy's validation: %v", x.Name, err)
+		}
+	}
+	for _, x := range r.Routes {
+		if err := x.ValidateAll(); err != nil {
+			t.Errorf("route config %s fails Envoy's validation: %v", x.Name, err)
+		}
+	}
+	return b.String(), m
+}
+
+func proxy(spec string) string {
+	return "apiVersion: projectcontour.io/v1\nkind: HTTPProxy\nmetadata: {name: p, namespace: default}\nspec:\n" + spec
+}
