@@ -18,6 +18,7 @@
 package extension
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -255,6 +256,14 @@ func (e *UnknownTypeError) Error() string {
 		msg += "; did you mean " + strings.Join(e.Suggest, " or ") + "?"
 	}
 	return msg
+}
+
+// Missing reports an extension Legate lacks (not implemented) or an
+// unknown type: what an is_optional filter may be skipped for.
+func Missing(err error) bool {
+	var ni *NotImplementedError
+	var ut *UnknownTypeError
+	return errors.As(err, &ni) || errors.As(err, &ut)
 }
 
 func at(p string, line int) string {

@@ -24,7 +24,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/legateproxy/legate/internal/config"
-	"github.com/legateproxy/legate/internal/proxy"
+	"github.com/legateproxy/legate/internal/hcm"
+	"github.com/legateproxy/legate/internal/listener"
 	"github.com/legateproxy/legate/internal/route"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/tlsx"
@@ -88,7 +89,7 @@ type dynCluster struct {
 
 // dynListener is one accepted dynamic listener, warming or active.
 type dynListener struct {
-	l       *proxy.Listener
+	l       *listener.Listener
 	raw     []byte
 	version string
 	warming bool
@@ -100,7 +101,7 @@ type dynListener struct {
 	// replaces is, while l warms, the active listener of the same name it
 	// will replace: it keeps serving until l is warm, then drains (Envoy's
 	// full listener update).
-	replaces *proxy.Listener
+	replaces *listener.Listener
 }
 
 // routeSub is one route configuration's table and its RDS state.
@@ -164,7 +165,7 @@ func (d *dynamic) setupDynamic(dr *bootstrapv3.Bootstrap_DynamicResources) error
 
 // start subscribes the static resources' dependencies and CDS then LDS
 // (Envoy's initialization order), then connects every transport.
-func (d *dynamic) start(staticClusters []*upstream.Cluster, staticListeners []*proxy.Listener) {
+func (d *dynamic) start(staticClusters []*upstream.Cluster, staticListeners []*listener.Listener) {
 	d.mu.Lock()
 	for _, c := range staticClusters {
 		d.static = append(d.static, clusterDeps(c.Proto)...)
@@ -565,7 +566,7 @@ func (d *dynamic) updateListeners(version string, resources map[string]*resource
 			errs = append(errs, err)
 			continue
 		}
-		l, err := proxy.CompileListener(pl, "listener "+name, d.s.deps)
+		l, err := listener.Compile(pl, "listener "+name, d.s.deps)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -593,11 +594,11 @@ func (d *dynamic) updateListeners(version string, resources map[string]*resource
 	// listener-level setting, a listener still warming, a new name —
 	// makes a new listener, which warms and then takes over the socket.
 	inPlace := map[*dynListener]*dynListener{}
-	var bound []*proxy.Listener
+	var bound []*listener.Listener
 	for _, dl := range next {
 		cur := d.listeners[dl.l.Name]
 		if cur != nil && !cur.warming {
-			if pl, _, _ := cur.l.Current(); proxy.FilterChainOnlyChange(pl, dl.l.Proto) {
+			if pl, _, _ := cur.l.Current(); listener.FilterChainOnlyChange(pl, dl.l.Proto) {
 				inPlace[dl] = cur
 				continue
 			}
@@ -607,7 +608,7 @@ func (d *dynamic) updateListeners(version string, resources map[string]*resource
 		// listener this one replaces, or by one this update removes — a
 		// rename), else a new one. A bind error rejects the update with
 		// nothing changed.
-		var prev *proxy.Listener
+		var prev *listener.Listener
 		if cur != nil {
 			prev = cur.l
 		}
@@ -704,11 +705,11 @@ func portZero(addr string) bool {
 
 // --- RDS ---
 
-// rdsProvider returns the route table pointer for an HCM's rds config,
+// RouteTable returns the route table pointer for an HCM's rds config,
 // shared by every HCM that names the route configuration. It only checks
 // the config source: the subscription follows once the listener is
 // accepted (reconcileLocked).
-func (d *dynamic) rdsProvider(rds *hcmv3.Rds, statPrefix, path string) (*atomic.Pointer[route.Table], error) {
+func (d *dynamic) RouteTable(rds *hcmv3.Rds, statPrefix, path string) (*atomic.Pointer[route.Table], error) {
 	if err := config.CheckFields(rds, path, "config_source", "route_config_name"); err != nil {
 		return nil, err
 	}
@@ -778,7 +779,7 @@ func (d *dynamic) updateRoutes(version string, resources map[string]*resource.De
 			errs = append(errs, err)
 			continue
 		}
-		t, err := route.Compile(rc, "route_configuration "+name, route.Options{Clusters: d.s.Clusters, CompileValue: d.s.deps.CompileValue, PerFilterConfig: d.s.deps.PerFilterConfig, CompileCors: d.s.deps.CompileCors})
+		t, err := route.Compile(rc, "route_configuration "+name, hcm.RouteOptions(d.s.deps))
 		if err != nil {
 			errs = append(errs, err)
 			continue

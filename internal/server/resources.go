@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"github.com/legateproxy/legate/internal/accesslog"
 	"github.com/legateproxy/legate/internal/asyncclient"
 	"os"
 
@@ -14,7 +15,7 @@ import (
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 
 	"github.com/legateproxy/legate/internal/config"
-	"github.com/legateproxy/legate/internal/proxy"
+	"github.com/legateproxy/legate/internal/listener"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/upstream"
 )
@@ -35,7 +36,7 @@ func ValidateResourceFile(path string, log *slog.Logger) ([]config.Warning, erro
 	st := stats.NewStore()
 	s := &Server{log: log, Stats: st}
 	cm := upstream.NewManager(upstream.Deps{Stats: st, Log: log, Transport: s.clusterTransport, UpstreamFilters: s.upstreamFilters})
-	deps := &proxy.Deps{Stats: st, Clusters: cm, Log: log, AccessLogs: accessLogCompiler(s), CompileValue: headerValueCompiler(), Async: asyncclient.New(cm)}
+	deps := &listener.Context{Stats: st, Clusters: cm, Log: log, LogFiles: accesslog.NewFiles(st), Async: asyncclient.New(cm)}
 	s.deps = deps
 	s.Bootstrap = &bootstrapv3.Bootstrap{}
 	if err := s.setupTLS(); err != nil {
@@ -55,7 +56,7 @@ func ValidateResourceFile(path string, log *slog.Logger) ([]config.Warning, erro
 			}
 		case *listenerv3.Listener:
 			deps.SkipClusterValidation = true
-			if _, err := proxy.CompileListener(r, p, deps); err != nil {
+			if _, err := listener.Compile(r, p, deps); err != nil {
 				return warns, err
 			}
 		default:

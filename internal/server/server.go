@@ -37,7 +37,7 @@ import (
 	"github.com/legateproxy/legate/internal/admin"
 	"github.com/legateproxy/legate/internal/asyncclient"
 	"github.com/legateproxy/legate/internal/config"
-	"github.com/legateproxy/legate/internal/proxy"
+	"github.com/legateproxy/legate/internal/listener"
 	"github.com/legateproxy/legate/internal/route"
 	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/stats"
@@ -74,10 +74,10 @@ type Server struct {
 	Runtime *runtime.Loader
 	sinks   *statsink.Flusher
 	log     *slog.Logger
-	deps    *proxy.Deps
+	deps    *listener.Context
 
 	mu        sync.Mutex
-	listeners []*proxy.Listener
+	listeners []*listener.Listener
 	admin     *admin.Admin
 	adminLog  io.WriteCloser
 
@@ -206,21 +206,20 @@ func (s *Server) compile() error {
 	}
 	host, _ := os.Hostname()
 	s.logFiles = accesslog.NewFiles(s.Stats)
-	s.deps = &proxy.Deps{
+	s.deps = &listener.Context{
 		Stats: s.Stats, Clusters: s.Clusters, Log: s.log, Hostname: host,
 		NodeID: b.GetNode().GetId(), NodeCluster: b.GetNode().GetCluster(),
 		ConnIDs: new(atomic.Uint64), Panics: s.serverStats.panics,
-		AccessLogs:      accessLogCompiler(s),
-		CompileValue:    headerValueCompiler(),
+		LogFiles:        s.logFiles,
 		GlobalConnLimit: globalConnLimit(om, rl.globalConns),
 		Overload:        om,
 		// One table of listening sockets for the server's listeners,
 		// static and dynamic: a listener replacing another on the same
 		// address takes its socket.
-		Sockets:            proxy.NewSockets(s.log),
+		Sockets:            listener.NewSockets(s.log),
 		ListenerConnLimits: rl.listenerConns,
 	}
-	s.deps.HealthCheckFailing = func() bool { return s.State() != "LIVE" }
+	s.deps.Health = s
 	s.deps.DefaultTracer = b.GetTracing().GetHttp()
 	s.deps.Runtime = rt
 	s.deps.Async = asyncclient.New(s.Clusters)
@@ -232,7 +231,7 @@ func (s *Server) compile() error {
 		staticNames[pc.GetName()] = true
 	}
 	s.dyn = newDynamic(s, staticNames)
-	s.deps.RDS = s.dyn.rdsProvider
+	s.deps.Routes = s.dyn
 	if dr := b.GetDynamicResources(); dr != nil {
 		if err := s.dyn.setupDynamic(dr); err != nil {
 			return err
@@ -271,7 +270,7 @@ func (s *Server) compile() error {
 			return config.Errorf(config.Join(p, "name"), "duplicate listener name %q", pl.GetName())
 		}
 		lnames[pl.GetName()] = true
-		l, err := proxy.CompileListener(pl, p, s.deps)
+		l, err := listener.Compile(pl, p, s.deps)
 		if err != nil {
 			return err
 		}
@@ -406,16 +405,16 @@ func (s *Server) tick() {
 }
 
 // staticListeners returns the listeners from static_resources.
-func (s *Server) staticListeners() []*proxy.Listener {
+func (s *Server) staticListeners() []*listener.Listener {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]*proxy.Listener(nil), s.listeners...)
+	return append([]*listener.Listener(nil), s.listeners...)
 }
 
 // allListeners returns static and active dynamic listeners: one per name
 // (a dynamic listener whose update warms is the active version it will
 // replace).
-func (s *Server) allListeners() []*proxy.Listener {
+func (s *Server) allListeners() []*listener.Listener {
 	out := s.staticListeners()
 	if s.dyn != nil {
 		s.dyn.mu.Lock()
@@ -483,7 +482,7 @@ func (s *Server) Shutdown(ctx context.Context) {
 	var wg sync.WaitGroup
 	for _, l := range s.allListeners() {
 		wg.Add(1)
-		go func(l *proxy.Listener) {
+		go func(l *listener.Listener) {
 			defer wg.Done()
 			l.Drain(drain)
 		}(l)
@@ -756,3 +755,7 @@ func globalConnLimit(om *overload.Manager, runtimeLimit uint64) uint64 {
 	}
 	return runtimeLimit
 }
+
+// HealthCheckFailing reports /healthcheck/fail or draining (the
+// health_check HTTP filter answers 503 then).
+func (s *Server) HealthCheckFailing() bool { return s.State() != "LIVE" }

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/legateproxy/legate/internal/config"
-	"github.com/legateproxy/legate/internal/proxy"
+	"github.com/legateproxy/legate/internal/listener"
 	"github.com/legateproxy/legate/internal/tlsx"
 	"github.com/legateproxy/legate/internal/upstream"
 )
@@ -29,13 +29,20 @@ func (s *Server) setupTLS() error {
 			return err
 		}
 	}
-	s.deps.TLS = func(ts *corev3.TransportSocket, path, statPrefix string) (proxy.ServerTransport, error) {
-		if raw, err := tlsx.IsRawBuffer(ts, path, false); raw || err != nil {
-			return nil, err
-		}
-		return tlsx.CompileServer(ts, path, tlsx.Deps{Store: s.secrets, SDS: s.sds, Stats: s.Stats.Scope(statPrefix)})
-	}
+	s.deps.TLS = downstreamTLS{s}
 	return nil
+}
+
+// downstreamTLS compiles listeners' DownstreamTlsContexts against the
+// server's secrets and SDS.
+type downstreamTLS struct{ s *Server }
+
+func (t downstreamTLS) DownstreamTransport(ts *corev3.TransportSocket, path, statPrefix string) (listener.ServerTransport, error) {
+	if raw, err := tlsx.IsRawBuffer(ts, path, false); raw || err != nil {
+		return nil, err
+	}
+	s := t.s
+	return tlsx.CompileServer(ts, path, tlsx.Deps{Store: s.secrets, SDS: s.sds, Stats: s.Stats.Scope(statPrefix)})
 }
 
 // clusterTransport compiles a cluster's UpstreamTlsContext.

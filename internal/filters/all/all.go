@@ -1,10 +1,12 @@
 // Package all links every extension Legate implements outside the core
 // packages: importing it registers them. Adding an HTTP filter means a
-// folder under internal/filters/http and one import here.
+// folder under internal/filters/http (network filters: internal/filters/
+// network) and one import here.
 package all
 
 import (
 	// HTTP filters.
+	_ "github.com/legateproxy/legate/internal/filters/http/buffer"
 	_ "github.com/legateproxy/legate/internal/filters/http/compressor"
 	_ "github.com/legateproxy/legate/internal/filters/http/cors"
 	_ "github.com/legateproxy/legate/internal/filters/http/decompressor"
@@ -13,6 +15,7 @@ import (
 	_ "github.com/legateproxy/legate/internal/filters/http/fault"
 	_ "github.com/legateproxy/legate/internal/filters/http/grpc_http1_bridge"
 	_ "github.com/legateproxy/legate/internal/filters/http/grpc_web"
+	_ "github.com/legateproxy/legate/internal/filters/http/header_mutation"
 	_ "github.com/legateproxy/legate/internal/filters/http/header_to_metadata"
 	_ "github.com/legateproxy/legate/internal/filters/http/health_check"
 	_ "github.com/legateproxy/legate/internal/filters/http/jwt_authn"
@@ -21,4 +24,8 @@ import (
 	_ "github.com/legateproxy/legate/internal/filters/http/match_delegate"
 	_ "github.com/legateproxy/legate/internal/filters/http/rbac"
 	_ "github.com/legateproxy/legate/internal/filters/http/set_metadata"
+
+	// Network filters (the HTTP connection manager registers itself in
+	// internal/hcm).
+	_ "github.com/legateproxy/legate/internal/filters/network/tcp_proxy"
 )

@@ -1,0 +1,164 @@
+// Package tcp_proxy is envoy.filters.network.tcp_proxy: a terminal
+// network filter that connects each downstream connection to a host of a
+// cluster (by name or weighted), with connect attempts, an idle timeout,
+// access logs and Envoy's tcp.<stat_prefix>.* stats.
+package tcp_proxy
+
+import (
+	"math/rand/v2"
+	"net"
+	"time"
+
+	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+
+	"google.golang.org/protobuf/proto"
+
+	"github.com/legateproxy/legate/internal/accesslog"
+	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/extension"
+	"github.com/legateproxy/legate/internal/listener"
+	"github.com/legateproxy/legate/internal/netx"
+	"github.com/legateproxy/legate/internal/stats"
+	"github.com/legateproxy/legate/internal/streaminfo"
+	"github.com/legateproxy/legate/internal/upstream"
+)
+
+// tcpProxyConfig is a compiled tcp_proxy network filter.
+type tcpProxyConfig struct {
+	clusters    []*upstream.Ref
+	weights     []uint64
+	total       uint64
+	idleTimeout time.Duration
+	maxAttempts int
+	accessLogs  []*accesslog.Logger
+	stats       tcpStats
+	hostname    string
+}
+
+type tcpStats struct {
+	cxTotal, noRoute, idleTimeout, rxBytes, txBytes, connectFail *stats.Counter
+}
+
+func init() {
+	extension.Register(extension.Extension{Name: "envoy.filters.network.tcp_proxy", Aliases: []string{"envoy.tcp_proxy"},
+		Category: extension.NetworkFilter, Config: &tcpv3.TcpProxy{},
+		Factory: listener.NetworkFilterFactory(func(ctx *listener.Context, cfg proto.Message, _ listener.ChainOptions, path string) (listener.NetworkFilter, error) {
+			return compileTCPProxy(cfg.(*tcpv3.TcpProxy), path, ctx)
+		})})
+}
+
+func compileTCPProxy(t *tcpv3.TcpProxy, path string, d *listener.Context) (*tcpProxyConfig, error) {
+	if err := config.CheckFields(t, path, "stat_prefix", "cluster", "weighted_clusters", "idle_timeout", "access_log",
+		"max_connect_attempts", "access_log_flush_interval"); err != nil {
+		return nil, err
+	}
+	c := &tcpProxyConfig{idleTimeout: time.Hour, maxAttempts: 1, hostname: d.Hostname}
+	if t.GetIdleTimeout() != nil {
+		c.idleTimeout = t.GetIdleTimeout().AsDuration()
+	}
+	if v := t.GetMaxConnectAttempts(); v != nil {
+		c.maxAttempts = int(v.GetValue())
+	}
+	switch cs := t.GetClusterSpecifier().(type) {
+	case *tcpv3.TcpProxy_Cluster:
+		c.clusters = []*upstream.Ref{d.Clusters.Ref(cs.Cluster)}
+		c.weights = []uint64{1}
+	case *tcpv3.TcpProxy_WeightedClusters:
+		for i, w := range cs.WeightedClusters.GetClusters() {
+			if err := config.CheckFields(w, config.Index(config.Join(path, "weighted_clusters.clusters"), i), "name", "weight"); err != nil {
+				return nil, err
+			}
+			c.clusters = append(c.clusters, d.Clusters.Ref(w.GetName()))
+			c.weights = append(c.weights, uint64(w.GetWeight()))
+		}
+	}
+	for _, w := range c.weights {
+		c.total += w
+	}
+	if c.total == 0 {
+		return nil, config.Errorf(path, "tcp_proxy needs a cluster or weighted_clusters with a positive weight")
+	}
+	for _, r := range c.clusters {
+		if !d.Clusters.Has(r.Name()) {
+			// As Envoy, an unknown cluster is not a config error for tcp_proxy
+			// (it may arrive by CDS); the connection is closed at run time.
+			continue
+		}
+	}
+	logs, err := d.AccessLogs(t.GetAccessLog(), config.Join(path, "access_log"))
+	if err != nil {
+		return nil, err
+	}
+	c.accessLogs = logs
+	s := d.Stats.Scope("tcp." + stats.SanitizeName(t.GetStatPrefix()) + ".")
+	c.stats = tcpStats{
+		cxTotal: s.Counter("downstream_cx_total"), noRoute: s.Counter("downstream_cx_no_route"),
+		idleTimeout: s.Counter("idle_timeout"), rxBytes: s.Counter("downstream_cx_rx_bytes_total"),
+		txBytes: s.Counter("downstream_cx_tx_bytes_total"), connectFail: s.Counter("upstream_flush_total"),
+	}
+	return c, nil
+}
+
+// ServeConn proxies one downstream connection to an upstream host.
+func (c *tcpProxyConfig) ServeConn(tc *listener.Conn) {
+	c.stats.cxTotal.Inc()
+	conn := tc.Conn
+	info := &streaminfo.Info{StartTime: time.Now(), DownstreamRemote: tc.Remote, DownstreamDirectRemote: tc.Remote,
+		DownstreamLocal: tc.Local, ConnectionID: tc.ID, Hostname: c.hostname, DownstreamTLS: tc.TLS, RequestedServerName: tc.SNI}
+	defer func() {
+		info.Done = info.Since()
+		for _, l := range c.accessLogs {
+			l.Log(info)
+		}
+	}()
+	ref := c.clusters[0]
+	if len(c.clusters) > 1 {
+		x := rand.Uint64N(c.total)
+		for i, w := range c.weights {
+			if x < w {
+				ref = c.clusters[i]
+				break
+			}
+			x -= w
+		}
+	}
+	cl := ref.Get()
+	if cl == nil {
+		c.stats.noRoute.Inc()
+		info.SetFlag(streaminfo.NoClusterFound)
+		return
+	}
+	info.UpstreamCluster = cl.Name
+	var up net.Conn
+	lb := &upstream.LBContext{OriginalDst: tc.Local} // for ORIGINAL_DST clusters
+	for a := 0; a < max(c.maxAttempts, 1); a++ {
+		h := cl.Pick(lb)
+		if h == nil {
+			info.SetFlag(streaminfo.NoHealthyUpstream)
+			return
+		}
+		info.UpstreamHost = h.Address
+		info.UpstreamRequestAttemptCount++
+		cc, err := cl.Acquire(time.Time{}, h, "")
+		if err == nil {
+			up = cc.Conn
+			h.HostStarted()
+			defer func() {
+				h.HostFinished(true, false)
+				cl.Release(cc, false)
+			}()
+			break
+		}
+		info.SetFlag(streaminfo.UpstreamConnectionFailure)
+	}
+	if up == nil {
+		return
+	}
+	if la, ok := up.LocalAddr().(*net.TCPAddr); ok {
+		info.UpstreamLocalAddress = la.String()
+	}
+	sent, recv := netx.Splice(conn, nil, up, nil, c.idleTimeout)
+	info.BytesReceived, info.BytesSent = sent, recv
+	c.stats.rxBytes.Add(sent)
+	c.stats.txBytes.Add(recv)
+}

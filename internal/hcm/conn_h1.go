@@ -1,0 +1,655 @@
+package hcm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"github.com/legateproxy/legate/internal/listener"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/http1"
+	"github.com/legateproxy/legate/internal/netx"
+)
+
+var h2Preface = listener.H2Preface
+
+// serveHTTP runs the HTTP connection manager on a connection: it picks the
+// codec (by ALPN, by the HTTP/2 preface for codec_type AUTO, or as
+// configured) and serves requests until the connection ends.
+func serveHTTP(f *hcmFilter, tc *listener.Conn) {
+	cfg, d := f.cfg, f.d
+	conn := netx.Wrap(tc.Conn)
+	cs := newConnState(tc)
+	st := cfg.stats
+	st.cxTotal.Inc()
+	st.cxActive.Inc()
+	defer func() {
+		st.cxActive.Dec()
+		st.cxDestroy.Inc()
+		st.cxLengthMs.Record(float64(time.Since(cs.start).Milliseconds()))
+	}()
+	r := http1.NewReader(conn)
+	useH2 := cfg.codec == codecHTTP2
+	if cfg.codec == codecAuto {
+		if a, ok := conn.(interface{ NegotiatedProtocol() string }); ok && a.NegotiatedProtocol() != "" {
+			useH2 = a.NegotiatedProtocol() == "h2"
+		} else {
+			if cfg.idleTimeout > 0 {
+				conn.SetReadDeadline(time.Now().Add(cfg.idleTimeout))
+			}
+			var err error
+			useH2, err = sniffH2(r)
+			if err != nil {
+				return
+			}
+		}
+	}
+	if useH2 {
+		st.cxHTTP2.Inc()
+		st.cxHTTP2Active.Inc()
+		defer st.cxHTTP2Active.Dec()
+		conn.SetReadDeadline(time.Time{})
+		pc := listener.NewPrefixConn(conn, r.BufferedBytes())
+		f.h2.serve(pc, cs, d, tc)
+		return
+	}
+	st.cxHTTP1.Inc()
+	st.cxHTTP1Active.Inc()
+	defer st.cxHTTP1Active.Dec()
+	idle := &h1idle{cfg: cfg, conn: conn, r: r, cs: cs}
+	tc.SetDrain(idle.drain)
+	defer tc.SetDrain(nil)
+	for {
+		// Between requests the connection holds no h1conn (its stream and
+		// header maps go back to the pool) and no read buffer.
+		if !idle.wait() {
+			return
+		}
+		c := h1Pool.Get().(*h1conn)
+		c.init(cfg, d, conn, r, cs)
+		more := c.serve()
+		c.release()
+		h1Pool.Put(c)
+		if !more {
+			return
+		}
+	}
+}
+
+// h1idle is what an HTTP/1 connection keeps while it waits for its next
+// request: enough to honour the idle timeout, max_connection_duration
+// and drains.
+type h1idle struct {
+	cfg     *hcmConfig
+	conn    net.Conn
+	r       *http1.Reader
+	cs      *connState
+	mu      sync.Mutex
+	waiting bool
+}
+
+// deadline is when an idle connection closes: the idle timeout, or the
+// end of max_connection_duration if sooner.
+func idleDeadline(cfg *hcmConfig, cs *connState) time.Time {
+	var deadline time.Time
+	if cfg.idleTimeout > 0 {
+		deadline = time.Now().Add(cfg.idleTimeout)
+	}
+	if cfg.maxConnDuration > 0 {
+		if end := cs.start.Add(cfg.maxConnDuration); deadline.IsZero() || end.Before(deadline) {
+			deadline = end
+		}
+	}
+	return deadline
+}
+
+// wait returns once the next request's first byte is buffered, or false
+// when the connection must close (idle timeout, drain, peer closed).
+func (w *h1idle) wait() bool {
+	if w.r.Buffered() > 0 {
+		return true
+	}
+	st := w.cfg.stats
+	if w.cs.draining.Load() {
+		st.cxDrainClose.Inc()
+		return false
+	}
+	w.mu.Lock()
+	w.waiting = true
+	w.mu.Unlock()
+	w.conn.SetReadDeadline(idleDeadline(w.cfg, w.cs))
+	_, err := w.r.Peek(1)
+	w.mu.Lock()
+	w.waiting = false
+	w.mu.Unlock()
+	if err == nil {
+		return true
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		if w.cs.draining.Load() {
+			st.cxDrainClose.Inc()
+		} else {
+			st.cxIdleTimeout.Inc()
+		}
+	}
+	return false
+}
+
+// drain asks the connection to close after the current request, and wakes
+// it if it is waiting for one.
+func (w *h1idle) drain() {
+	w.cs.draining.Store(true)
+	w.mu.Lock()
+	waiting := w.waiting
+	w.mu.Unlock()
+	if waiting {
+		w.conn.SetReadDeadline(time.Now())
+	}
+}
+
+// sniffH2 reads until it can tell whether the connection starts with the
+// HTTP/2 client preface.
+func sniffH2(r *http1.Reader) (bool, error) {
+	for {
+		b, err := r.Peek(len(h2Preface))
+		if err != nil {
+			return false, err
+		}
+		if !bytes.HasPrefix(h2Preface, b) {
+			return false, nil
+		}
+		if len(b) == len(h2Preface) {
+			return true, nil
+		}
+		if r.Buffered() >= len(h2Preface) {
+			return bytes.Equal(b, h2Preface), nil
+		}
+		// A prefix of the preface so far: wait for more bytes.
+		if err := r.ReadMore(); err != nil {
+			return false, err
+		}
+	}
+}
+
+// h1conn serves HTTP/1.1 requests on one downstream connection. It is
+// the downstream codec of its (single, reused) stream.
+type h1conn struct {
+	cfg  *hcmConfig
+	d    *listener.Context
+	conn net.Conn
+	r    *http1.Reader
+	cs   *connState
+	st   stream
+	head http1.RequestHead
+	body http1.BodyReader
+
+	w          []byte
+	chunked    bool
+	headOnly   bool
+	closeAfter bool
+	hijacked   bool
+	writeErr   error
+	// readDeadline is the request_timeout deadline for reading the body.
+	readDeadline time.Time
+
+	// The close watcher (see watchClose): a per-connection timer that,
+	// once a request has waited watchDelay for its upstream, reads the
+	// connection in the background to notice the client closing.
+	watchMu    sync.Mutex
+	watchState uint8
+	watchTimer *time.Timer
+	watchDone  chan struct{}
+	watchGone  func()
+	pending    []byte // bytes of a pipelined next request the watcher read
+	// ctx is the request's context, made on first use and cancelled when
+	// the client goes (ctxGone).
+	ctx     context.Context
+	cancel  context.CancelFunc
+	ctxGone bool
+}
+
+const (
+	watchIdle uint8 = iota
+	watchArmed
+	watchRunning
+)
+
+// watchDelay is how long a request waits for its upstream before its
+// connection is watched for the client closing: fast requests never pay
+// for the background read.
+const watchDelay = 10 * time.Millisecond
+
+// aLongTimeAgo interrupts a blocked read (net/http uses the same trick).
+var aLongTimeAgo = time.Unix(1, 0)
+
+var h1Pool = sync.Pool{New: func() any { return &h1conn{} }}
+
+func (c *h1conn) init(cfg *hcmConfig, d *listener.Context, conn net.Conn, r *http1.Reader, cs *connState) {
+	c.cfg, c.d, c.conn, c.r, c.cs = cfg, d, conn, r, cs
+	c.st.cfg, c.st.conn, c.st.ds, c.st.d = cfg, cs, c, d
+	c.hijacked, c.writeErr, c.closeAfter = false, nil, false
+}
+
+func (c *h1conn) release() {
+	if c.watchTimer != nil {
+		c.watchTimer.Stop()
+		c.watchTimer = nil
+	}
+	c.r.Release()
+	c.st.reset()
+	c.st.cfg, c.st.conn, c.st.ds, c.st.d = nil, nil, nil, nil
+	if cap(c.w) > 64*1024 {
+		c.w = nil
+	}
+	c.w = c.w[:0]
+	c.cfg, c.d, c.conn, c.r, c.cs = nil, nil, nil, nil, nil
+}
+
+// serve reads and serves requests while input is buffered (the first
+// byte of a request is buffered when it is called). It returns true when
+// the connection stays open to wait for its next request, false when it
+// must close.
+func (c *h1conn) serve() bool {
+	cfg := c.cfg
+	st := cfg.stats
+	for {
+		deadline := idleDeadline(cfg, c.cs)
+		c.conn.SetReadDeadline(deadline)
+		if cfg.requestHeadersTimeout > 0 {
+			// request_headers_timeout runs from the request's first byte,
+			// which is here.
+			hd := time.Now().Add(cfg.requestHeadersTimeout)
+			if deadline.IsZero() || hd.Before(deadline) {
+				c.conn.SetReadDeadline(hd)
+			}
+		}
+		reqStart := time.Now()
+		raw, err := c.r.Head(cfg.maxHeaderBytes)
+		if err != nil {
+			c.readError(err)
+			return false
+		}
+		st.cxRxBytes.Add(uint64(len(raw)))
+		c.head.Reset()
+		c.head.Minor = 1
+		if err := http1.ParseRequest(raw, &c.head, cfg.maxHeadersCount); err != nil {
+			c.protocolError(err)
+			return false
+		}
+		c.r.Consume(len(raw))
+		st.rqHTTP1.Inc()
+		var dl time.Time
+		if cfg.streamIdleTimeout > 0 {
+			dl = time.Now().Add(cfg.streamIdleTimeout)
+		}
+		c.readDeadline = time.Time{}
+		if cfg.requestTimeout > 0 {
+			// request_timeout bounds receiving the whole request.
+			c.readDeadline = reqStart.Add(cfg.requestTimeout)
+			if dl.IsZero() || c.readDeadline.Before(dl) {
+				c.conn.SetReadDeadline(c.readDeadline)
+				c.conn.SetWriteDeadline(dl)
+				dl = time.Time{}
+			}
+		}
+		if !dl.IsZero() || cfg.requestTimeout == 0 {
+			c.conn.SetDeadline(dl)
+		}
+		closeConn := c.serveOne()
+		c.r.EndMessage()
+		c.endRequest()
+		if closeConn {
+			return false
+		}
+		if c.r.Buffered() == 0 {
+			c.r.Release()
+			return true
+		}
+	}
+}
+
+// serveOne serves the parsed request and reports whether the connection
+// must close.
+func (c *h1conn) serveOne() bool {
+	h := &c.head
+	s := &c.st
+	s.reset()
+	s.req.Method, s.req.Path, s.req.Authority = h.Method, h.Path, h.Authority
+	s.req.Scheme = c.cs.scheme
+	s.req.Map.CopyFrom(&h.Headers)
+	f, n := h.Framing()
+	c.body.Reset(c.r, f, n)
+	c.chunked, c.headOnly = false, h.Method == "HEAD"
+	c.closeAfter = !h.KeepAlive
+	if h.Expect100 && f != http1.NoBody && !c.cfg.proxy100Continue {
+		c.w = append(c.w, "HTTP/1.1 100 Continue\r\n\r\n"...)
+		c.flush()
+	}
+	s.serve()
+	if !s.bodyConsumed && !c.body.Done() {
+		s.drainRequestBody()
+	}
+	if !c.body.Done() {
+		s.closeConn = true
+	}
+	return c.hijacked || c.writeErr != nil || s.closeConn || c.closeAfter
+}
+
+// readError handles a failure to read a request head.
+func (c *h1conn) readError(err error) {
+	st := c.cfg.stats
+	switch {
+	case errors.Is(err, http1.ErrHeadersTooLarge):
+		c.head.Reset()
+		c.head.Minor = 1
+		st.cxHeadersTooLarge.Inc()
+		c.rawReply(431, "http1.headers_too_large")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		if c.cs.draining.Load() {
+			st.cxDrainClose.Inc()
+			return
+		}
+		if c.r.Buffered() > 0 {
+			c.head.Reset()
+			c.head.Minor = 1
+			st.rqHeadersTimeout.Inc()
+			c.rawReply(408, "request_header_timeout")
+			return
+		}
+		st.cxIdleTimeout.Inc()
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		st.rqRxReset.Inc()
+	}
+}
+
+// protocolError answers a malformed request and closes.
+func (c *h1conn) protocolError(err error) {
+	st := c.cfg.stats
+	st.cxProtocolError.Inc()
+	var pe *http1.ProtocolError
+	status, detail := 400, "http1.codec_error"
+	if errors.As(err, &pe) {
+		status, detail = pe.Status, pe.Detail
+	}
+	if status == 431 {
+		st.cxHeadersTooLarge.Inc()
+	}
+	c.d.Log.Debug("rejected malformed HTTP/1 request", "remote", c.cs.remote.String(), "status", status, "detail", detail)
+	c.rawReply(status, detail)
+}
+
+// rawReply answers a request that could not be parsed (so no stream
+// exists): a local reply with connection: close, counted and logged.
+func (c *h1conn) rawReply(status int, detail string) {
+	s := &c.st
+	s.reset()
+	s.info.StartTime = time.Now()
+	s.info.Protocol = "HTTP/1.1"
+	s.info.Request = &s.req
+	s.info.Response = &s.resp
+	s.info.DownstreamRemote = c.cs.remote
+	s.info.DownstreamDirectRemote = c.cs.remote
+	s.info.DownstreamLocal = c.cs.local
+	c.cfg.stats.rqTotal.Inc()
+	c.cfg.stats.rqActive.Inc()
+	s.resp.Status = status
+	s.info.ResponseCodeDetails = detail
+	s.closeConn = true
+	s.bodyConsumed = true
+	c.closeAfter = true
+	s.finalizeResponseHeaders()
+	c.cfg.stats.rqStatus.Inc(status)
+	c.writeHead(status, &s.resp.Map, 0, true)
+	c.finish(nil)
+	s.done()
+}
+
+// --- downstream implementation ---
+
+func (c *h1conn) readBody(p []byte) (int, error) {
+	n, err := c.body.Read(p)
+	if err != nil && !c.readDeadline.IsZero() && errors.Is(err, os.ErrDeadlineExceeded) {
+		c.cfg.stats.rqTimeout.Inc()
+		return n, errRequestTimeout
+	}
+	return n, err
+}
+
+func (c *h1conn) bodyLength() int64 {
+	switch c.body.Framing() {
+	case http1.NoBody:
+		return 0
+	case http1.Length:
+		if c.body.Done() {
+			return 0
+		}
+		return c.body.Remaining()
+	}
+	if c.body.Done() {
+		return 0
+	}
+	return -1
+}
+
+func (c *h1conn) reqTrailers() *headers.Map { return c.body.Trailers() }
+
+func (c *h1conn) context() context.Context {
+	c.watchMu.Lock()
+	defer c.watchMu.Unlock()
+	if c.ctx == nil {
+		c.ctx, c.cancel = context.WithCancel(context.Background())
+		if c.ctxGone {
+			c.cancel()
+		}
+	}
+	return c.ctx
+}
+
+// watchClose arms the close watcher for the current request. It only
+// runs once the request body has been read and nothing else is buffered
+// (a pipelined request already proves the client is there).
+func (c *h1conn) watchClose(gone func()) func() {
+	if !c.body.Done() || c.r.Buffered() > 0 || c.hijacked {
+		return noStop
+	}
+	c.watchMu.Lock()
+	c.watchGone = gone
+	c.watchState = watchArmed
+	if c.watchTimer == nil {
+		c.watchTimer = time.AfterFunc(watchDelay, c.watchRead)
+	} else {
+		c.watchTimer.Reset(watchDelay)
+	}
+	c.watchMu.Unlock()
+	return c.stopWatch
+}
+
+// watchRead runs on the timer's goroutine: a blocking read that ends
+// with the client's bytes (a pipelined request, kept for later), its
+// close, or stopWatch interrupting it.
+func (c *h1conn) watchRead() {
+	c.watchMu.Lock()
+	if c.watchState != watchArmed {
+		c.watchMu.Unlock()
+		return
+	}
+	c.watchState = watchRunning
+	done := make(chan struct{})
+	c.watchDone = done
+	conn, gone := c.conn, c.watchGone
+	c.watchMu.Unlock()
+	defer close(done)
+	var b [1]byte
+	n, err := conn.Read(b[:])
+	if n > 0 {
+		c.watchMu.Lock()
+		c.pending = append(c.pending[:0], b[0])
+		c.watchMu.Unlock()
+		return
+	}
+	if err != nil && !isTimeout(err) {
+		// The client closed (or reset) the connection mid-request.
+		c.watchMu.Lock()
+		c.ctxGone = true
+		if c.cancel != nil {
+			c.cancel()
+		}
+		c.watchMu.Unlock()
+		gone()
+	}
+}
+
+// stopWatch disarms the watcher, interrupting a read in progress.
+func (c *h1conn) stopWatch() {
+	c.watchMu.Lock()
+	switch c.watchState {
+	case watchArmed:
+		c.watchTimer.Stop()
+	case watchRunning:
+		done := c.watchDone
+		c.watchMu.Unlock()
+		c.conn.SetReadDeadline(aLongTimeAgo)
+		<-done
+		c.conn.SetReadDeadline(time.Time{})
+		c.watchMu.Lock()
+	}
+	c.watchState, c.watchGone = watchIdle, nil
+	c.watchMu.Unlock()
+}
+
+// endRequest resets the per-request watcher state; a byte the watcher
+// read goes back in front of the input.
+func (c *h1conn) endRequest() {
+	c.watchMu.Lock()
+	if c.cancel != nil {
+		c.cancel()
+	}
+	c.ctx, c.cancel, c.ctxGone = nil, nil, false
+	pending := c.pending
+	c.pending = c.pending[:0]
+	c.watchMu.Unlock()
+	if len(pending) > 0 {
+		c.r.Inject(pending)
+	}
+}
+
+func (c *h1conn) protocol() string {
+	if c.head.Minor == 0 {
+		return "HTTP/1.0"
+	}
+	return "HTTP/1.1"
+}
+
+func (c *h1conn) writeHead(status int, h *headers.Map, length int64, endStream bool) error {
+	if c.writeErr != nil {
+		return c.writeErr
+	}
+	closeConn := c.closeAfter || c.st.closeConn || c.cs.draining.Load()
+	var f http1.Framing
+	switch {
+	case status < 200 || status == 204 || status == 304:
+		f = http1.NoBody
+	case length >= 0:
+		f = http1.Length
+	case c.respMinor() == 0:
+		f = http1.ToClose
+		closeConn = true
+	default:
+		f = http1.Chunked
+		c.chunked = true
+	}
+	if status == 101 {
+		c.w = http1.AppendUpgradeResponseHead(c.w, h, c.st.upgrade)
+		return nil
+	}
+	if closeConn {
+		c.closeAfter = true
+	}
+	c.w = http1.AppendResponseHead(c.w, c.respMinor(), status, h, f, length, closeConn)
+	if endStream && !c.chunked {
+		return c.flush()
+	}
+	return nil
+}
+
+func (c *h1conn) writeBody(p []byte) error {
+	if c.writeErr != nil {
+		return c.writeErr
+	}
+	if c.headOnly {
+		return nil
+	}
+	if c.chunked {
+		c.w = http1.AppendChunkHeader(c.w, len(p))
+	}
+	if len(c.w)+len(p) > 64*1024 && len(p) > 16*1024 {
+		// Large body: send what is pending, then the data straight.
+		if err := c.flush(); err != nil {
+			return err
+		}
+		if _, err := c.conn.Write(p); err != nil {
+			c.writeErr = err
+			return err
+		}
+		c.cfg.stats.cxTxBytes.Add(uint64(len(p)))
+	} else {
+		c.w = append(c.w, p...)
+	}
+	if c.chunked {
+		c.w = append(c.w, "\r\n"...)
+	}
+	if len(c.w) >= 32*1024 {
+		return c.flush()
+	}
+	return nil
+}
+
+func (c *h1conn) finish(trailers *headers.Map) error {
+	if c.chunked && !c.headOnly {
+		c.w = http1.AppendLastChunk(c.w, trailers)
+	}
+	return c.flush()
+}
+
+func (c *h1conn) flush() error {
+	if len(c.w) == 0 || c.writeErr != nil {
+		c.w = c.w[:0]
+		return c.writeErr
+	}
+	n, err := c.conn.Write(c.w)
+	c.cfg.stats.cxTxBytes.Add(uint64(n))
+	c.w = c.w[:0]
+	if err != nil {
+		c.writeErr = err
+	}
+	return err
+}
+
+// respMinor is the HTTP/1 minor version of responses: HTTP/1.0 only to
+// HTTP/1.0 requests that accept_http_10 admits (as Envoy), else HTTP/1.1.
+func (c *h1conn) respMinor() int {
+	if c.head.Minor == 0 && c.cfg.acceptHTTP10 && c.head.Method != "" {
+		return 0
+	}
+	return 1
+}
+
+func (c *h1conn) hijack() (net.Conn, []byte, bool) {
+	if err := c.flush(); err != nil {
+		return nil, nil, false
+	}
+	c.hijacked = true
+	c.conn.SetDeadline(time.Time{})
+	return c.conn, append([]byte(nil), c.r.BufferedBytes()...), true
+}
+
+// isTimeout reports a deadline error (a read bounded by SetReadDeadline).
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.Is(err, os.ErrDeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+}

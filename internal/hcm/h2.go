@@ -1,0 +1,239 @@
+package hcm
+
+import (
+	"context"
+	"github.com/legateproxy/legate/internal/listener"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/legateproxy/legate/internal/headers"
+)
+
+// h2Server serves HTTP/2 (cleartext by prior knowledge, or over TLS with
+// ALPN h2) for one filter chain, with golang.org/x/net/http2 as the codec.
+type h2Server struct {
+	cfg *hcmConfig
+	mu  sync.Mutex
+	gen *h2Gen
+}
+
+// h2Gen is one generation of the codec: the connections it serves get
+// GOAWAY together when one of them is drained; later connections get a
+// new generation, so a drain after /healthcheck/ok (or a second one)
+// still reaches them.
+type h2Gen struct {
+	srv      *http2.Server
+	base     *http.Server
+	shutdown sync.Once
+}
+
+func newH2Server(cfg *hcmConfig) *h2Server {
+	return &h2Server{cfg: cfg, gen: newH2Gen(cfg)}
+}
+
+func newH2Gen(cfg *hcmConfig) *h2Gen {
+	g := &h2Gen{}
+	g.srv = &http2.Server{
+		MaxConcurrentStreams:         cfg.h2MaxConcurrentStreams,
+		MaxUploadBufferPerStream:     int32(max(cfg.h2InitialStreamWindow, 65535)),
+		MaxUploadBufferPerConnection: int32(max(cfg.h2InitialConnWindow, 1<<20)),
+		IdleTimeout:                  cfg.idleTimeout,
+		MaxReadFrameSize:             1 << 20,
+	}
+	g.base = &http.Server{MaxHeaderBytes: cfg.maxHeaderBytes}
+	// ConfigureServer registers graceful shutdown (GOAWAY) with base.
+	http2.ConfigureServer(g.base, g.srv)
+	return g
+}
+
+// current returns the generation new connections join.
+func (h *h2Server) current() *h2Gen {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.gen
+}
+
+// drain sends GOAWAY to the connections of g, once, and starts a new
+// generation for the connections that come after.
+func (h *h2Server) drain(g *h2Gen) {
+	h.mu.Lock()
+	if h.gen == g {
+		h.gen = newH2Gen(h.cfg)
+	}
+	h.mu.Unlock()
+	g.shutdown.Do(func() {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), h.cfg.drainTimeout)
+			defer cancel()
+			g.base.Shutdown(ctx)
+		}()
+	})
+}
+
+var h2Streams = sync.Pool{New: func() any { return &h2stream{} }}
+
+func (h *h2Server) serve(conn net.Conn, cs *connState, d *listener.Context, tc *listener.Conn) {
+	g := h.current()
+	tc.SetDrain(func() {
+		cs.draining.Store(true)
+		h.drain(g)
+	})
+	defer tc.SetDrain(nil)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hs := h2Streams.Get().(*h2stream)
+		hs.w, hs.r = w, r
+		s := &hs.st
+		s.cfg, s.conn, s.ds, s.d = h.cfg, cs, hs, d
+		s.req.Method = r.Method
+		s.req.Authority = r.Host
+		s.req.Path = r.RequestURI
+		s.req.Scheme = cs.scheme
+		for k, vs := range r.Header {
+			lk := headers.Lower(k)
+			for _, v := range vs {
+				s.req.Map.Add(lk, v)
+			}
+		}
+		h.cfg.stats.rqHTTP2.Inc()
+		s.serve()
+		s.reset()
+		s.cfg, s.conn, s.ds, s.d = nil, nil, nil, nil
+		hs.w, hs.r, hs.trailers = nil, nil, headers.Map{}
+		h2Streams.Put(hs)
+	})
+	// The flood guard sits between the connection and the codec.
+	limits := h.cfg.h2Limits
+	if rt := d.Runtime; rt != nil {
+		snap := rt.Snapshot()
+		limits.prematureTotal = snap.Integer("overload.premature_reset_total_stream_count", limits.prematureTotal)
+		limits.prematureLifetime = time.Duration(snap.Integer("overload.premature_reset_min_stream_lifetime_seconds", uint64(limits.prematureLifetime/time.Second))) * time.Second
+	}
+	guard := newH2Guard(conn, limits, h.cfg.h2Stats)
+	g.srv.ServeConn(guard, &http2.ServeConnOpts{Handler: handler, BaseConfig: g.base})
+	guard.wait()
+}
+
+// h2stream is the downstream side of one HTTP/2 request.
+type h2stream struct {
+	st       stream
+	w        http.ResponseWriter
+	r        *http.Request
+	trailers headers.Map
+}
+
+func (h *h2stream) readBody(p []byte) (int, error) {
+	n, err := h.r.Body.Read(p)
+	if err == io.EOF {
+		for k, vs := range h.r.Trailer {
+			lk := headers.Lower(k)
+			for _, v := range vs {
+				h.trailers.Add(lk, v)
+			}
+		}
+	}
+	return n, err
+}
+
+func (h *h2stream) bodyLength() int64 {
+	if h.r.Body == nil || h.r.Body == http.NoBody {
+		return 0
+	}
+	if h.r.ContentLength >= 0 {
+		return h.r.ContentLength
+	}
+	return -1
+}
+
+func (h *h2stream) reqTrailers() *headers.Map { return &h.trailers }
+
+func (h *h2stream) protocol() string { return "HTTP/2" }
+
+func (h *h2stream) context() context.Context { return h.r.Context() }
+
+// watchClose is not needed on HTTP/2: a reset cancels the context.
+func (h *h2stream) watchClose(func()) func() { return noStop }
+
+func noStop() {}
+
+// ownValues returns the fields' values as strings that own their bytes:
+// one allocation holds them all. Values parsed from an HTTP/1 upstream
+// point into that connection's read buffer, which is reused once the
+// upstream connection is released — but x/net/http2 encodes the HEADERS
+// (and trailers) when the handler ends, after that.
+func ownValues(fields []headers.Field) func(i int) string {
+	total := 0
+	for _, f := range fields {
+		total += len(f.Value)
+	}
+	var b strings.Builder
+	b.Grow(total)
+	for _, f := range fields {
+		b.WriteString(f.Value)
+	}
+	all := b.String()
+	offs := make([]int, len(fields)+1)
+	for i, f := range fields {
+		offs[i+1] = offs[i] + len(f.Value)
+	}
+	return func(i int) string { return all[offs[i]:offs[i+1]] }
+}
+
+func (h *h2stream) writeHead(status int, m *headers.Map, length int64, endStream bool) error {
+	hdr := h.w.Header()
+	fields := m.Fields()
+	value := ownValues(fields)
+	for i, f := range fields {
+		if f.Name == "content-length" || f.Name == "connection" || f.Name == "transfer-encoding" || f.Name == "keep-alive" {
+			continue
+		}
+		// Canonical keys: net/http's HTTP/2 server looks up Content-Type,
+		// Content-Length and Date by them and would add its own otherwise.
+		k := http.CanonicalHeaderKey(f.Name)
+		hdr[k] = append(hdr[k], value(i))
+	}
+	if _, ok := hdr["Content-Type"]; !ok {
+		hdr["Content-Type"] = nil // no sniffing: Envoy never invents a content-type
+	}
+	if length >= 0 && status != 204 && status != 304 {
+		hdr["Content-Length"] = []string{strconv.FormatInt(length, 10)}
+	}
+	if status < 200 {
+		status = 502 // informational and upgrade responses do not exist in HTTP/2
+	}
+	h.w.WriteHeader(status)
+	return nil
+}
+
+func (h *h2stream) writeBody(p []byte) error {
+	_, err := h.w.Write(p)
+	return err
+}
+
+func (h *h2stream) finish(trailers *headers.Map) error {
+	if trailers != nil {
+		hdr := h.w.Header()
+		fields := trailers.Fields()
+		value := ownValues(fields)
+		for i, f := range fields {
+			k := http.TrailerPrefix + f.Name // a new string
+			hdr[k] = append(hdr[k], value(i))
+		}
+	}
+	return nil
+}
+
+func (h *h2stream) flush() error {
+	if f, ok := h.w.(http.Flusher); ok {
+		f.Flush()
+	}
+	return nil
+}
+
+func (h *h2stream) hijack() (net.Conn, []byte, bool) { return nil, nil, false }

@@ -1,0 +1,168 @@
+// Package listener is Envoy's listener for Legate: a listening socket
+// (shared by address between the listeners that hold it, reference
+// counted), the listener filters that inspect a new connection (TLS and
+// HTTP inspectors, original_dst), the filter chain chosen for it by
+// filter_chain_match, its transport socket, and the chain's terminal
+// network filter — the HTTP connection manager, tcp_proxy — found through
+// the extension registry (NetworkFilterFactory). It also keeps what a
+// listener needs to be updated in place or replaced without refusing a
+// connection, and to drain.
+//
+// Context is the typed compile context every listener, network filter and
+// HTTP filter of a server is compiled against; the server builds it once,
+// in dependency order (secrets, then xDS subscriptions, clusters,
+// listeners).
+package listener
+
+import (
+	"log/slog"
+	"net"
+	"sync/atomic"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/legateproxy/legate/internal/accesslog"
+	"github.com/legateproxy/legate/internal/asyncclient"
+	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/format"
+	"github.com/legateproxy/legate/internal/httpfilter"
+	"github.com/legateproxy/legate/internal/overload"
+	"github.com/legateproxy/legate/internal/route"
+	"github.com/legateproxy/legate/internal/runtime"
+	"github.com/legateproxy/legate/internal/stats"
+	"github.com/legateproxy/legate/internal/upstream"
+)
+
+// Context is what listeners and their filters compile against: the
+// server's services. Its zero value (with Stats, Clusters and Log set)
+// compiles configs that need no TLS, RDS, access log files or runtime.
+type Context struct {
+	Stats    *stats.Store
+	Clusters *upstream.Manager
+	Log      *slog.Logger
+	// LogFiles are the server's access log files (nil: access logs that
+	// write files are refused).
+	LogFiles *accesslog.Files
+	// Routes subscribes to route configurations (RDS); nil when there is
+	// no xDS.
+	Routes RouteSubscriber
+	// TLS compiles downstream transport sockets; nil refuses TLS.
+	TLS DownstreamTransports
+	// Health reports /healthcheck/fail and draining (the health_check
+	// HTTP filter answers 503 then); nil: always healthy.
+	Health HealthState
+	// Hostname is this machine's name (%HOSTNAME%).
+	Hostname string
+	// NodeID and NodeCluster identify this proxy (add_user_agent).
+	NodeID, NodeCluster string
+	// ConnIDs numbers downstream connections.
+	ConnIDs *atomic.Uint64
+	// Panics counts recovered panics (server.panics).
+	Panics *stats.Counter
+	// GlobalConnLimit caps downstream connections across listeners
+	// (runtime overload.global_downstream_max_connections); 0 is no cap.
+	GlobalConnLimit uint64
+	globalConns     atomic.Int64
+	// Async makes filters' side calls through the cluster manager.
+	Async *asyncclient.Client
+	// Runtime is the layered runtime (nil: no runtime values).
+	Runtime *runtime.Loader
+	// Overload is the overload manager (nil without one).
+	Overload *overload.Manager
+	// DefaultTracer is the bootstrap's tracing.http (nil: none).
+	DefaultTracer *tracev3.Tracing_Http
+	// SkipClusterValidation compiles inline route configs without checking
+	// that their clusters exist (validating a resource file on its own).
+	SkipClusterValidation bool
+	// Sockets is the server's table of listening sockets, which listeners
+	// on one address share (nil: every Bind opens a socket of its own).
+	Sockets *Sockets
+	// ListenerConnLimits are the runtime's per-listener connection limits
+	// (envoy.resource_limits.listener.<name>.connection_limit) by name.
+	ListenerConnLimits map[string]uint64
+}
+
+// RouteSubscriber provides the route table of an HCM's rds config: a
+// pointer the subscription fills once the listener is accepted.
+type RouteSubscriber interface {
+	RouteTable(rds *hcmv3.Rds, statPrefix, path string) (*atomic.Pointer[route.Table], error)
+}
+
+// DownstreamTransports compiles a filter chain's transport socket;
+// statPrefix is the listener's ssl stats prefix (listener.<addr>.ssl.).
+type DownstreamTransports interface {
+	DownstreamTransport(ts *corev3.TransportSocket, path, statPrefix string) (ServerTransport, error)
+}
+
+// HealthState says whether the server fails health checks.
+type HealthState interface {
+	HealthCheckFailing() bool
+}
+
+// ServerTransport wraps accepted connections (TLS termination).
+type ServerTransport interface {
+	Server(conn net.Conn) (net.Conn, error)
+}
+
+// AccessLogs compiles access_log entries against the server's log files.
+func (c *Context) AccessLogs(logs []*accesslogv3.AccessLog, path string) ([]*accesslog.Logger, error) {
+	if len(logs) == 0 {
+		return nil, nil
+	}
+	if c.LogFiles == nil {
+		return nil, config.Errorf(path, "access logs are not available here")
+	}
+	return accesslog.Compile(logs, path, c.LogFiles)
+}
+
+// CompileValue compiles a header value with %VARIABLE% substitutions.
+func (c *Context) CompileValue(text string) (route.Value, error) {
+	f, err := format.CompileHeaderValue(text)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// HealthCheckFailing reports /healthcheck/fail or draining.
+func (c *Context) HealthCheckFailing() bool {
+	return c.Health != nil && c.Health.HealthCheckFailing()
+}
+
+// HTTPFilterContext is the compile context of HTTP filters under the stats
+// prefix (http.<stat_prefix>. for a connection manager's, cluster.<name>.
+// for a cluster's upstream filters, "" for per-route configs).
+func (c *Context) HTTPFilterContext(prefix string) *httpfilter.Context {
+	return &httpfilter.Context{Stats: c.Stats, StatPrefix: prefix, Clusters: c.Clusters, Log: c.Log,
+		HealthCheckFailing: c.HealthCheckFailing, Async: c.Async, Runtime: c.Runtime}
+}
+
+// NetworkFilter is a filter chain's compiled terminal network filter.
+type NetworkFilter interface {
+	// ServeConn serves an accepted connection until it ends; the listener
+	// closes it afterwards.
+	ServeConn(c *Conn)
+}
+
+// ChainOptions are the listener-level settings a network filter compiles
+// with.
+type ChainOptions struct {
+	// BufferLimit is per_connection_buffer_limit_bytes (0: unset).
+	BufferLimit int64
+	// Outbound is traffic_direction OUTBOUND (egress spans).
+	Outbound bool
+}
+
+// NetworkFilterFactory compiles a network filter's typed config; it is the
+// Factory of an extension.NetworkFilter registration.
+type NetworkFilterFactory func(ctx *Context, cfg proto.Message, opts ChainOptions, path string) (NetworkFilter, error)
+
+// NetworkFilterFunc adapts a function to NetworkFilter.
+type NetworkFilterFunc func(c *Conn)
+
+// ServeConn calls f.
+func (f NetworkFilterFunc) ServeConn(c *Conn) { f(c) }

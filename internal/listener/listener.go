@@ -1,0 +1,677 @@
+package listener
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+
+	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
+	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/extension"
+	"github.com/legateproxy/legate/internal/stats"
+	"github.com/legateproxy/legate/internal/streaminfo"
+)
+
+// listenerFilterFactory applies a listener filter's config to the
+// listener's inspector.
+type listenerFilterFactory func(cfg proto.Message, insp *inspector, path string) error
+
+func init() {
+	extension.Register(extension.Extension{Name: "envoy.filters.listener.tls_inspector", Aliases: []string{"envoy.listener.tls_inspector"},
+		Category: extension.ListenerFilter, Config: &tlsinspectorv3.TlsInspector{},
+		Factory: listenerFilterFactory(func(cfg proto.Message, insp *inspector, path string) error {
+			if err := config.CheckFields(cfg, path, "enable_ja3_fingerprinting", "enable_ja4_fingerprinting"); err != nil {
+				return err
+			}
+			insp.tls = true
+			return nil
+		}), Notes: "JA3/JA4 fingerprints are accepted but not computed"})
+	extension.Register(extension.Extension{Name: "envoy.filters.listener.original_dst", Aliases: []string{"envoy.listener.original_dst"},
+		Category: extension.ListenerFilter, Config: &origdstv3.OriginalDst{},
+		Factory: listenerFilterFactory(func(cfg proto.Message, insp *inspector, path string) error {
+			if err := config.CheckFields(cfg, path); err != nil {
+				return err
+			}
+			insp.origDst = true
+			return nil
+		}), Notes: "SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST (Linux); use_original_dst hand-off between listeners is not implemented"})
+	extension.Register(extension.Extension{Name: "envoy.filters.listener.http_inspector", Aliases: []string{"envoy.listener.http_inspector"},
+		Category: extension.ListenerFilter, Config: &httpinspectorv3.HttpInspector{},
+		Factory: listenerFilterFactory(func(cfg proto.Message, insp *inspector, path string) error {
+			insp.http = true
+			return nil
+		})})
+}
+
+// chainOptions are the listener-level settings its chains compile with.
+func chainOptions(pl *listenerv3.Listener) ChainOptions {
+	o := ChainOptions{Outbound: pl.GetTrafficDirection() == corev3.TrafficDirection_OUTBOUND}
+	if v := pl.GetPerConnectionBufferLimitBytes(); v != nil {
+		o.BufferLimit = int64(v.GetValue())
+	}
+	return o
+}
+
+// listenerMeta is the config of a listener after updates.
+type listenerMeta struct {
+	proto   *listenerv3.Listener
+	version string
+	updated time.Time
+}
+
+// Current returns the listener's current config, version and update time
+// (safe to call while the listener is updated).
+func (l *Listener) Current() (*listenerv3.Listener, string, time.Time) {
+	if m := l.meta.Load(); m != nil {
+		return m.proto, m.version, m.updated
+	}
+	return l.Proto, l.VersionInfo, l.LastUpdated
+}
+
+// filterChain is a compiled filter chain: a transport and one terminal
+// network filter.
+type filterChain struct {
+	name string
+	// proto is the chain's config: an in-place update keeps (and does not
+	// drain) a chain whose config is unchanged, as Envoy does.
+	proto     *listenerv3.FilterChain
+	match     chainMatch
+	transport ServerTransport
+	// filter is the chain's terminal network filter.
+	filter NetworkFilter
+}
+
+// chainSet is the filter chains of a listener and what derives from them;
+// swapped atomically on an in-place (filter-chain-only) update. Everything
+// else a Listener holds comes from listener-level fields, which only a full
+// update (a new Listener taking over the socket) changes.
+type chainSet struct {
+	chains []*filterChain
+	def    *filterChain
+	// insp is the listener filters that choose among the chains.
+	insp inspector
+}
+
+// listenerStats are the listener.<address>.* statistics.
+type listenerStats struct {
+	cxTotal, cxDestroy, noChain, cxOverflow *stats.Counter
+	cxActive                                *stats.Gauge
+	cxLength                                *stats.Histogram
+}
+
+// has reports whether c is one of the set's chains.
+func (cs *chainSet) has(c *filterChain) bool {
+	if c == cs.def {
+		return true
+	}
+	for _, x := range cs.chains {
+		if x == c {
+			return true
+		}
+	}
+	return false
+}
+
+// Listener is a running listener. Its listener-level state (address,
+// limits, stats, listener filter settings) is fixed when it is compiled;
+// its filter chains sit behind an atomic pointer that Update swaps.
+type Listener struct {
+	Name        string
+	Proto       *listenerv3.Listener
+	Address     string
+	VersionInfo string
+	LastUpdated time.Time
+	// ConnLimit caps this listener's connections (runtime
+	// envoy.resource_limits.listener.<name>.connection_limit, from
+	// Deps.ListenerConnLimits); 0 is no cap.
+	ConnLimit uint64
+	// ignoreGlobal is ignore_global_conn_limit: the global limit does not
+	// refuse this listener's connections (Istio's stats and health ports).
+	ignoreGlobal bool
+
+	deps *Context
+	// sock is the listening socket, possibly shared with the listener this
+	// one replaces; set by Bind before Serve.
+	sock atomic.Pointer[Socket]
+	// chains is what an update swaps whole: the filter chains and the
+	// listener filters that pick among them; meta what /config_dump shows.
+	chains atomic.Pointer[chainSet]
+	meta   atomic.Pointer[listenerMeta]
+	stats  listenerStats
+	log    *slog.Logger
+
+	mu    sync.Mutex
+	conns map[*Conn]struct{}
+	// draining is set when the listener stops accepting (Drain,
+	// StopAccepting); a draining listener never attaches to its socket.
+	draining atomic.Bool
+	stopOnce sync.Once
+	// closed is closed when the listener stops accepting.
+	closed chan struct{}
+	// wg counts the connections handed to this listener.
+	wg sync.WaitGroup
+}
+
+// Conn is an accepted downstream connection as a network filter serves
+// it: the connection (TLS terminated, when the chain has TLS) and the
+// hook a drain uses to ask it to finish.
+type Conn struct {
+	net.Conn
+	// ID numbers the connection (%CONNECTION_ID%); Start is when it was
+	// accepted.
+	ID    uint64
+	Start time.Time
+	// Remote and Local are the connection's addresses (Local as
+	// original_dst restored it); TLS and SNI describe a TLS connection
+	// (nil and "" otherwise).
+	Remote, Local netip.AddrPort
+	TLS           *streaminfo.TLSInfo
+	SNI           string
+	chain         *filterChain
+	mu            sync.Mutex
+	// drain asks the connection to finish its current exchange and close;
+	// set and cleared under mu by the filter that serves the connection.
+	drain func()
+}
+
+// SetDrain installs (or, with nil, removes) the function a drain calls to
+// ask the connection to finish its current exchange and close.
+func (tc *Conn) SetDrain(f func()) {
+	tc.mu.Lock()
+	tc.drain = f
+	tc.mu.Unlock()
+}
+
+// describe fills the connection's identity and addresses.
+func (tc *Conn) describe(d *Context) {
+	if d.ConnIDs != nil {
+		tc.ID = d.ConnIDs.Add(1)
+	}
+	if a, ok := tc.Conn.RemoteAddr().(*net.TCPAddr); ok {
+		tc.Remote = a.AddrPort()
+	}
+	if a, ok := tc.Conn.LocalAddr().(*net.TCPAddr); ok {
+		tc.Local = a.AddrPort()
+	}
+	if t, ok := tc.Conn.(interface {
+		TLSInfo() (*streaminfo.TLSInfo, string)
+	}); ok {
+		tc.TLS, tc.SNI = t.TLSInfo()
+	}
+}
+
+// startDrain runs the drain callback if the connection has one, and
+// reports whether it did.
+func (tc *Conn) startDrain() bool {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	if tc.drain != nil {
+		tc.drain()
+		return true
+	}
+	return false
+}
+
+// Compile validates a listener definition and compiles its filter chains.
+// It does not bind the socket.
+func Compile(pl *listenerv3.Listener, path string, d *Context) (*Listener, error) {
+	if err := config.CheckFields(pl, path, "name", "address", "filter_chains", "default_filter_chain", "stat_prefix",
+		"listener_filters", "listener_filters_timeout", "continue_on_listener_filters_timeout", "drain_type",
+		// no behavioural effect here
+		"per_connection_buffer_limit_bytes", "metadata", "traffic_direction", "enable_reuse_port", "reuse_port",
+		"bind_to_port", "ignore_global_conn_limit", "tcp_backlog_size", "connection_balance_config",
+		"max_connections_to_accept_per_socket_event", "bypass_overload_manager"); err != nil {
+		return nil, err
+	}
+	if pl.GetBindToPort() != nil && !pl.GetBindToPort().GetValue() {
+		return nil, config.Unsupported(config.Join(path, "bind_to_port"), "bind_to_port: false")
+	}
+	addr, err := socketAddress(pl.GetAddress(), config.Join(path, "address"))
+	if err != nil {
+		return nil, err
+	}
+	insp := inspector{timeout: 15 * time.Second, continueOnTimeout: pl.GetContinueOnListenerFiltersTimeout()}
+	if pl.GetListenerFiltersTimeout() != nil {
+		insp.timeout = pl.GetListenerFiltersTimeout().AsDuration()
+		if insp.timeout == 0 {
+			insp.timeout = 24 * time.Hour // 0 disables the timeout
+		}
+	}
+	for i, lf := range pl.GetListenerFilters() {
+		p := config.Index(config.Join(path, "listener_filters"), i)
+		if err := config.CheckFields(lf, p, "name", "typed_config"); err != nil {
+			return nil, err
+		}
+		r, err := extension.Lookup(extension.ListenerFilter, lf.GetTypedConfig(), config.Join(p, "typed_config"))
+		if err != nil {
+			return nil, err
+		}
+		if err := r.Ext.Factory.(listenerFilterFactory)(r.Config, &insp, config.Join(p, "typed_config")); err != nil {
+			return nil, err
+		}
+	}
+	l := &Listener{
+		Name:         pl.GetName(),
+		Proto:        pl,
+		Address:      addr,
+		LastUpdated:  time.Now(),
+		deps:         d,
+		conns:        map[*Conn]struct{}{},
+		closed:       make(chan struct{}),
+		log:          d.Log,
+		ignoreGlobal: pl.GetIgnoreGlobalConnLimit(),
+		ConnLimit:    d.ListenerConnLimits[pl.GetName()],
+	}
+	prefix := pl.GetStatPrefix()
+	if prefix == "" {
+		prefix = stats.SanitizeName(addr)
+	}
+	s := d.Stats.Scope("listener." + prefix + ".")
+	l.stats = listenerStats{
+		cxTotal: s.Counter("downstream_cx_total"), cxDestroy: s.Counter("downstream_cx_destroy"),
+		noChain: s.Counter("no_filter_chain_match"), cxOverflow: s.Counter("downstream_cx_overflow"),
+		cxActive: s.Gauge("downstream_cx_active"), cxLength: s.Histogram("downstream_cx_length_ms"),
+	}
+	cs, err := compileChains(pl, path, d, "listener."+prefix+".ssl.")
+	if err != nil {
+		return nil, err
+	}
+	// As Envoy, the TLS inspector is added when a chain matches on what
+	// only it can see.
+	for _, c := range cs.chains {
+		if len(c.match.serverNames) > 0 || c.match.transport == "tls" || len(c.match.alpn) > 0 {
+			insp.tls = true
+		}
+	}
+	cs.insp = insp
+	l.chains.Store(cs)
+	return l, nil
+}
+
+func compileChains(pl *listenerv3.Listener, path string, d *Context, sslPrefix string) (*chainSet, error) {
+	cs := &chainSet{}
+	seen := map[string]int{}
+	for i, fc := range pl.GetFilterChains() {
+		p := config.Index(config.Join(path, "filter_chains"), i)
+		c, err := compileChain(fc, p, d, chainOptions(pl), sslPrefix)
+		if err != nil {
+			return nil, err
+		}
+		c.proto = fc
+		if c.match, err = compileChainMatch(fc.GetFilterChainMatch(), config.Join(p, "filter_chain_match")); err != nil {
+			return nil, err
+		}
+		if prev, dup := seen[c.match.key()]; dup {
+			return nil, config.Errorf(config.Join(p, "filter_chain_match"), "multiple filter chains with the same matching rules are defined (filter_chains[%d] and [%d])", prev, i)
+		}
+		seen[c.match.key()] = i
+		cs.chains = append(cs.chains, c)
+	}
+	if dfc := pl.GetDefaultFilterChain(); dfc != nil {
+		c, err := compileChain(dfc, config.Join(path, "default_filter_chain"), d, chainOptions(pl), sslPrefix)
+		if err != nil {
+			return nil, err
+		}
+		c.proto = dfc
+		cs.def = c
+	}
+	if len(cs.chains) == 0 && cs.def == nil {
+		return nil, config.Errorf(path, "listener has no filter chains")
+	}
+	return cs, nil
+}
+
+func compileChain(fc *listenerv3.FilterChain, path string, d *Context, opts ChainOptions, sslPrefix string) (*filterChain, error) {
+	if err := config.CheckFields(fc, path, "filters", "filter_chain_match", "transport_socket", "name", "metadata", "transport_socket_connect_timeout"); err != nil {
+		return nil, err
+	}
+	c := &filterChain{name: fc.GetName()}
+	if ts := fc.GetTransportSocket(); ts != nil {
+		if d.TLS == nil {
+			r, err := extension.Lookup(extension.DownstreamTransportSocket, ts.GetTypedConfig(), config.Join(path, "transport_socket.typed_config"))
+			if err != nil {
+				return nil, err
+			}
+			if r.Ext.Name != "envoy.transport_sockets.raw_buffer" {
+				return nil, config.Errorf(config.Join(path, "transport_socket"), "TLS termination is not available here")
+			}
+		} else {
+			t, err := d.TLS.DownstreamTransport(ts, config.Join(path, "transport_socket"), sslPrefix)
+			if err != nil {
+				return nil, err
+			}
+			c.transport = t
+		}
+	}
+	filters := fc.GetFilters()
+	if len(filters) == 0 {
+		return nil, config.Errorf(config.Join(path, "filters"), "filter chain has no filters")
+	}
+	for i, f := range filters {
+		p := config.Index(config.Join(path, "filters"), i)
+		if err := config.CheckFields(f, p, "name", "typed_config"); err != nil {
+			return nil, err
+		}
+		r, err := extension.Lookup(extension.NetworkFilter, f.GetTypedConfig(), config.Join(p, "typed_config"))
+		if err != nil {
+			return nil, err
+		}
+		if c.filter, err = r.Ext.Factory.(NetworkFilterFactory)(d, r.Config, opts, config.Join(p, "typed_config")); err != nil {
+			return nil, err
+		}
+		if i != len(filters)-1 {
+			return nil, config.Errorf(p, "%q is a terminal filter and must be the last in the chain", f.GetName())
+		}
+	}
+	return c, nil
+}
+
+// socketAddress renders a listener address as host:port.
+func socketAddress(a *corev3.Address, path string) (string, error) {
+	sa := a.GetSocketAddress()
+	if sa == nil {
+		return "", config.Unsupported(path, "this address type (pipe, internal)", "socket_address")
+	}
+	if err := config.CheckFields(sa, config.Join(path, "socket_address"), "address", "port_value", "protocol", "ipv4_compat"); err != nil {
+		return "", err
+	}
+	if sa.GetProtocol() != corev3.SocketAddress_TCP {
+		return "", config.Unsupported(config.Join(path, "socket_address.protocol"), "UDP listeners", "TCP")
+	}
+	if _, err := netip.ParseAddr(sa.GetAddress()); err != nil {
+		return "", config.Errorf(config.Join(path, "socket_address.address"), "%q is not an IP address (listeners bind to IPs)", sa.GetAddress())
+	}
+	return net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))), nil
+}
+
+// Bind takes the listening socket from Deps.Sockets: the one already open
+// on the listener's address (held by a listener this one replaces), else a
+// new one. Bind before Serve; Drain or StopAccepting releases it.
+func (l *Listener) Bind() error { return l.BindReplacing(nil) }
+
+// BindReplacing is Bind for a listener that replaces prev: it shares prev's
+// socket when both have the same address, port 0 included (Envoy's full
+// listener update clones the socket of the listener it replaces), so the
+// address stays bound, with the same port, through the swap.
+func (l *Listener) BindReplacing(prev *Listener) error {
+	if l.sock.Load() != nil {
+		return nil
+	}
+	if prev != nil && prev.Address == l.Address && prev.network() == l.network() {
+		if s := prev.sock.Load(); s != nil && s.share() {
+			l.sock.Store(s)
+			return nil
+		}
+	}
+	t := l.deps.Sockets
+	if t == nil {
+		t = NewSockets(l.log)
+	}
+	s, err := t.Acquire(l.network(), l.Address)
+	if err != nil {
+		return fmt.Errorf("listener %q: %w", l.Name, err)
+	}
+	l.sock.Store(s)
+	return nil
+}
+
+// network picks the socket family as Envoy binds: an IPv4 address binds
+// IPv4 only; an IPv6 address binds IPv6 only unless ipv4_compat is set.
+func (l *Listener) network() string {
+	sa := l.Proto.GetAddress().GetSocketAddress()
+	ip, err := netip.ParseAddr(sa.GetAddress())
+	if err != nil || ip.Is4() {
+		return "tcp4"
+	}
+	if sa.GetIpv4Compat() {
+		return "tcp"
+	}
+	return "tcp6"
+}
+
+// BoundAddress returns the address the socket is bound to (useful with port 0).
+func (l *Listener) BoundAddress() string {
+	if s := l.sock.Load(); s != nil {
+		return s.Addr().String()
+	}
+	return l.Address
+}
+
+// Start attaches the listener to its socket: from now on the socket's
+// accept loop hands it every new connection, until a newer listener
+// attaches to the same socket or this one stops accepting. It reports
+// false when the listener is not bound or already stopped.
+func (l *Listener) Start() bool {
+	s := l.sock.Load()
+	return s != nil && s.attach(l)
+}
+
+// Serve starts the listener (see Start) and returns when it stops
+// accepting.
+func (l *Listener) Serve() {
+	if !l.Start() {
+		return
+	}
+	<-l.closed
+}
+
+func (l *Listener) handle(conn net.Conn) {
+	defer l.wg.Done()
+	if !l.admit() {
+		conn.Close()
+		return
+	}
+	defer l.deps.globalConns.Add(-1)
+	start := time.Now()
+	l.stats.cxTotal.Inc()
+	l.stats.cxActive.Inc()
+	cs := l.chains.Load()
+	tc := &Conn{Conn: conn, Start: start}
+	defer func() {
+		if r := recover(); r != nil {
+			l.deps.Panics.Inc()
+			l.log.Error("panic while serving a connection; the connection is closed, the server keeps serving",
+				"listener", l.Name, "remote", conn.RemoteAddr().String(), "panic", r, "stack", string(debug.Stack()))
+		}
+		conn.Close()
+		l.untrack(tc)
+		l.stats.cxActive.Dec()
+		l.stats.cxDestroy.Inc()
+		l.stats.cxLength.Record(float64(time.Since(start).Milliseconds()))
+	}()
+	inspected, facts, ok := cs.insp.inspect(conn)
+	if !ok {
+		return // listener filters timed out
+	}
+	chain := cs.selectChain(facts)
+	if chain == nil {
+		l.stats.noChain.Inc()
+		return
+	}
+	tc.Conn = inspected
+	conn = inspected
+	tc.chain = chain
+	l.track(tc)
+	if chain.transport != nil {
+		tlsConn, err := chain.transport.Server(conn)
+		if err != nil {
+			return
+		}
+		tc.Conn = tlsConn
+		conn = tlsConn
+	}
+	tc.describe(l.deps)
+	chain.filter.ServeConn(tc)
+}
+
+// admit applies the connection limits; Envoy closes connections over the
+// limit at once and counts them in downstream_cx_overflow.
+func (l *Listener) admit() bool {
+	n := l.deps.globalConns.Add(1)
+	if (l.deps.GlobalConnLimit > 0 && uint64(n) > l.deps.GlobalConnLimit && !l.ignoreGlobal) ||
+		(l.ConnLimit > 0 && uint64(l.stats.cxActive.Value()) >= l.ConnLimit) {
+		l.deps.globalConns.Add(-1)
+		l.stats.cxOverflow.Inc()
+		return false
+	}
+	return true
+}
+
+func (l *Listener) track(tc *Conn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.conns[tc] = struct{}{}
+}
+
+func (l *Listener) untrack(tc *Conn) {
+	l.mu.Lock()
+	delete(l.conns, tc)
+	l.mu.Unlock()
+}
+
+// FilterChainOnlyChange reports whether two configs of a listener differ
+// only in their filter chains, as Envoy's ListenerMessageUtil does: only
+// such a change is applied in place (Update); any other needs a new
+// Listener that takes the socket over and the old one drained.
+func FilterChainOnlyChange(a, b *listenerv3.Listener) bool {
+	strip := func(pl *listenerv3.Listener) *listenerv3.Listener {
+		c := proto.Clone(pl).(*listenerv3.Listener)
+		c.FilterChains, c.DefaultFilterChain, c.FilterChainMatcher = nil, nil, nil
+		return c
+	}
+	return proto.Equal(strip(a), strip(b))
+}
+
+// Update applies a filter-chain-only change (FilterChainOnlyChange) of the
+// same listener in place: the chains and the listener filters that pick
+// among them are swapped in one store; a chain whose config is unchanged
+// is kept, with its connections, and connections on chains that are gone
+// are drained over drainTime (Envoy's in-place filter chain update). It
+// returns once the new chains are in place; the drain goes on in the
+// background. Any other change is a new Listener (BindReplacing, then
+// Drain the old one).
+func (l *Listener) Update(next *Listener, drainTime time.Duration) {
+	old := l.chains.Load()
+	cs := next.chains.Load()
+	cur, _, _ := l.Current()
+	// Chains compiled against other listener-level settings (buffer
+	// limits, traffic direction) are not the same chains.
+	if FilterChainOnlyChange(cur, next.Proto) {
+		keep := func(c *filterChain, from []*filterChain) *filterChain {
+			for _, o := range from {
+				if o != nil && proto.Equal(o.proto, c.proto) {
+					return o
+				}
+			}
+			return c
+		}
+		merged := &chainSet{insp: cs.insp}
+		for _, c := range cs.chains {
+			merged.chains = append(merged.chains, keep(c, old.chains))
+		}
+		if cs.def != nil {
+			merged.def = keep(cs.def, []*filterChain{old.def})
+		}
+		cs = merged
+	}
+	// One swap: chains and their listener filters together (an update that
+	// adds a server_names chain brings the TLS inspector with it).
+	l.chains.Store(cs)
+	l.meta.Store(&listenerMeta{proto: next.Proto, version: next.VersionInfo, updated: next.LastUpdated})
+	go l.drainConns(func(tc *Conn) bool { return tc.chain != nil && !cs.has(tc.chain) }, drainTime)
+}
+
+// Drain stops accepting (the listener detaches from its socket and
+// releases it: the socket closes unless a newer listener holds it), asks
+// every connection to finish and close, and force-closes what remains
+// after drainTime. It returns when all connections are gone.
+func (l *Listener) Drain(drainTime time.Duration) {
+	l.StopAccepting()
+	l.drainConns(func(*Conn) bool { return true }, drainTime)
+	l.wg.Wait()
+}
+
+// StopAccepting stops handing new connections to this listener and
+// releases its socket, but leaves its connections alone.
+func (l *Listener) StopAccepting() {
+	l.stopOnce.Do(func() {
+		l.draining.Store(true)
+		if s := l.sock.Load(); s != nil {
+			s.detach(l)
+			s.Release()
+		}
+		close(l.closed)
+	})
+}
+
+// DrainConnections asks every current connection to close after its
+// in-flight request, without waiting (the listener keeps accepting).
+func (l *Listener) DrainConnections() {
+	l.mu.Lock()
+	victims := make([]*Conn, 0, len(l.conns))
+	for tc := range l.conns {
+		victims = append(victims, tc)
+	}
+	l.mu.Unlock()
+	for _, tc := range victims {
+		tc.startDrain()
+	}
+}
+
+// drainConns asks the matching connections to finish and close, and
+// force-closes those left after drainTime. The set is read again at every
+// tick: a connection handed to the listener just before it stopped
+// accepting (still in its listener filters when the drain began) is
+// drained too, as is one whose codec had not yet installed its drain
+// callback.
+func (l *Listener) drainConns(match func(*Conn) bool, drainTime time.Duration) {
+	deadline := time.Now().Add(drainTime)
+	var tick *time.Ticker
+	defer func() {
+		if tick != nil {
+			tick.Stop()
+		}
+	}()
+	asked := map[*Conn]bool{}
+	for {
+		l.mu.Lock()
+		var left []*Conn
+		for tc := range l.conns {
+			if match(tc) {
+				left = append(left, tc)
+			}
+		}
+		l.mu.Unlock()
+		if len(left) == 0 {
+			return
+		}
+		for _, tc := range left {
+			if !asked[tc] && tc.startDrain() {
+				asked[tc] = true
+			}
+		}
+		if !time.Now().Before(deadline) {
+			for _, tc := range left {
+				tc.Conn.Close()
+			}
+			return
+		}
+		if tick == nil {
+			tick = time.NewTicker(20 * time.Millisecond)
+		}
+		<-tick.C
+	}
+}
