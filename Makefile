@@ -52,7 +52,8 @@ docs:
 # go-control-plane (after upgrading it; tools/gencatalog is its own module).
 catalog:
 	tools/gencatalog/gen-imports.sh
-	cd tools/gencatalog && go run . > ../../internal/extension/catalog/catalog_gen.go
+	cd tools/gencatalog && go run . > ../../internal/extension/catalog/catalog_gen.go.new
+	mv internal/extension/catalog/catalog_gen.go.new internal/extension/catalog/catalog_gen.go
 
 # generate regenerates the DeepCopy methods and the CRDs from api/ (controller-gen),
 # then deploy/quickstart.yaml and the Helm chart's CRDs.

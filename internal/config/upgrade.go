@@ -114,6 +114,13 @@ var canonicalNames = map[string]string{
 	"envoy.listener.proxy_protocol": "envoy.filters.listener.proxy_protocol",
 }
 
+// CanonicalName returns the v3 name of a deprecated v2 extension name
+// (envoy.buffer → envoy.filters.http.buffer), as the loader renames them.
+func CanonicalName(name string) (string, bool) {
+	c, ok := canonicalNames[name]
+	return c, ok
+}
+
 // v2TypeURLs maps v2 message names to their v3 successors.
 var v2TypeURLs = map[string]string{
 	"envoy.config.filter.network.http_connection_manager.v2.HttpConnectionManager": "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",

@@ -243,6 +243,14 @@ func (c *compiler) perFilter(m map[string]*anypb.Any, path string) (map[string]*
 			}
 			fc.Config = v
 		}
+		// The loader renames a deprecated v2 filter name in http_filters
+		// (envoy.buffer → envoy.filters.http.buffer): a per-route key with
+		// the old name must find that filter too.
+		if canon, ok := config.CanonicalName(name); ok {
+			if _, dup := m[canon]; !dup {
+				out[canon] = fc
+			}
+		}
 		out[name] = fc
 	}
 	return out, nil

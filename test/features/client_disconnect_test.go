@@ -22,6 +22,10 @@ import (
 // cancellation), and a retry chain stops; counted as
 // downstream_cx_destroy_remote_active_rq / upstream_cx_destroy_local_with_active_rq.
 func TestHTTP1ClientCloseCancelsUpstream(t *testing.T) {
+	// A security test: raw inputs and faults, in a network namespace of its own.
+	if !testutil.InNetns(t) {
+		return
+	}
 	var hits, cancelled atomic.Int64
 	u := testutil.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)
@@ -134,6 +138,10 @@ func countStatus(s, line string) int {
 // Regression: when the client went away (an HTTP/2 stream reset) the
 // retry chain went on upstream; now the back-off ends and no retry goes out.
 func TestClientResetCancelsRetries(t *testing.T) {
+	// A security test: raw inputs and faults, in a network namespace of its own.
+	if !testutil.InNetns(t) {
+		return
+	}
 	var hits atomic.Int64
 	up := testutil.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hits.Add(1)

@@ -67,6 +67,10 @@ func h2Status(t *testing.T, addr string, fields [][2]string) string {
 // Regression (HTTP/2 → HTTP/1.1 request-line injection): whitespace in
 // :method or :path was copied into the upstream request line.
 func TestHTTP2PseudoHeaderInjection(t *testing.T) {
+	// A security test: raw inputs and faults, in a network namespace of its own.
+	if !testutil.InNetns(t) {
+		return
+	}
 	up := testutil.StartUpstream(t, testutil.EchoHandler("u"))
 	p := start(t, cfg{
 		vhosts:   vhost(`{match: {prefix: /internal}, direct_response: {status: 403}}`, `{match: {prefix: /}, route: {cluster: c}}`),
@@ -94,6 +98,10 @@ func TestHTTP2PseudoHeaderInjection(t *testing.T) {
 
 // Regression (loose Host validation): RFC 9112 §3.2 / RFC 9110 §4.2.
 func TestHostValidation(t *testing.T) {
+	// A security test: raw inputs and faults, in a network namespace of its own.
+	if !testutil.InNetns(t) {
+		return
+	}
 	up := testutil.StartUpstream(t, testutil.EchoHandler("u"))
 	p := start(t, cfg{vhosts: vhost(`{match: {prefix: /}, route: {cluster: c}}`), clusters: "[" + staticCluster("c", "", up.Addr) + "]"})
 	for _, c := range []struct{ name, req, want string }{

@@ -46,6 +46,10 @@ func TestRequestAndIdleTimeouts(t *testing.T) {
 }
 
 func TestSlowClientIdleTimeout(t *testing.T) {
+	// A security test: raw inputs and faults, in a network namespace of its own.
+	if !testutil.InNetns(t) {
+		return
+	}
 	u := testutil.StartUpstream(t, testutil.EchoHandler("u"))
 	p := start(t, cfg{
 		hcm:      "common_http_protocol_options: {idle_timeout: 0.2s}",

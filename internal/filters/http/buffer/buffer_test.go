@@ -326,6 +326,19 @@ func TestConfig(t *testing.T) {
 	if code, _, body := testutil.Do(t, c, "POST", p.URL("http", "/"), strings.Repeat("x", 16)); code != 200 {
 		t.Fatalf("envoy.buffer with v2 config, 16 bytes: got %d %q, want 200", code, body)
 	}
+	// A per-route key with the v2 name finds the filter the loader renamed
+	// (it used to be silently not applied).
+	v2pr := strings.Replace(v2, `                typed_per_filter_config:
+                  envoy.filters.http.buffer:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute
+                    disabled: true`, `                typed_per_filter_config:
+                  envoy.buffer:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute
+                    disabled: true`, 1)
+	p = testutil.StartProxy(t, v2pr, map[string]string{"Host": h, "Port": port})
+	if code, _, body := testutil.Do(t, c, "POST", p.URL("http", "/disabled"), strings.Repeat("x", 17)); code != 200 {
+		t.Fatalf("per-route envoy.buffer disabled, 17 bytes: got %d %q, want 200 (the filter disabled on the route)", code, body)
+	}
 }
 
 // As an upstream HTTP filter (a cluster's HttpProtocolOptions.http_filters,
