@@ -15,6 +15,7 @@ import (
 
 	"github.com/legateproxy/legate/internal/admin"
 	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/server"
 )
 
@@ -26,6 +27,7 @@ func init() {
 // proxyFlags are Envoy's command-line options.
 type proxyFlags struct {
 	configPath, configYAML, mode, logLevel, componentLogLevel, logPath, logFormat string
+	disableExtensions                                                             string
 	serviceNode, serviceCluster, serviceZone                                      string
 	drainTime, parentShutdown                                                     int
 	concurrency                                                                   int
@@ -55,13 +57,14 @@ func newProxyFlags(name string) (*flag.FlagSet, *proxyFlags) {
 	fs.IntVar(&f.parentShutdown, "parent-shutdown-time-s", 900, "accepted for compatibility (no hot restart)")
 	fs.StringVar(&f.drainStrategy, "drain-strategy", "gradual", "gradual or immediate")
 	fs.IntVar(&f.concurrency, "concurrency", 0, "worker threads: sets GOMAXPROCS (0 keeps the Go default)")
+	fs.StringVar(&f.disableExtensions, "disable-extensions", "", "comma-separated extensions to disable, as Envoy: <category>/<name> or <name> (configs that use them fail as not implemented)")
 	fs.BoolVar(&f.enablePprof, "enable-pprof", false, "serve Go's /debug/pprof/ profiles on the admin address (off by default: Envoy has no such endpoint)")
 	// Hot-restart and tuning flags that have no meaning here are accepted so
 	// Envoy command lines (e.g. in Kubernetes manifests) run unchanged.
 	for _, n := range []string{"base-id", "restart-epoch", "file-flush-interval-msec", "local-address-ip-version", "cpuset-threads", "socket-path", "socket-mode"} {
 		f.ignored[n] = fs.String(n, "", "accepted for compatibility, no effect")
 	}
-	for _, n := range []string{"disable-hot-restart", "use-dynamic-base-id", "enable-mutex-tracing", "allow-unknown-static-fields", "reject-unknown-dynamic-fields", "ignore-unknown-dynamic-fields", "enable-core-dump", "disable-extensions"} {
+	for _, n := range []string{"disable-hot-restart", "use-dynamic-base-id", "enable-mutex-tracing", "allow-unknown-static-fields", "reject-unknown-dynamic-fields", "ignore-unknown-dynamic-fields", "enable-core-dump"} {
 		fs.Bool(n, false, "accepted for compatibility, no effect")
 	}
 	return fs, f
@@ -118,6 +121,19 @@ func runProxy(args []string) int {
 	slog.SetDefault(log)
 	if f.concurrency > 0 {
 		runtime.GOMAXPROCS(f.concurrency)
+	}
+	if f.disableExtensions != "" {
+		var names []string
+		for _, e := range strings.Split(f.disableExtensions, ",") {
+			// Envoy's form is <category>/<name>; the name alone is unique.
+			if _, n, ok := strings.Cut(strings.TrimSpace(e), "/"); ok {
+				e = n
+			}
+			if e = strings.TrimSpace(e); e != "" {
+				names = append(names, e)
+			}
+		}
+		extension.Disable(names...)
 	}
 	switch f.mode {
 	case "serve", "validate", "init_only":

@@ -9,6 +9,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/route"
 	"github.com/legateproxy/legate/internal/streaminfo"
 )
@@ -38,6 +39,11 @@ func CompileFilter(f *accesslogv3.AccessLogFilter, path string) (func(*streaminf
 
 func compileFilter(f *accesslogv3.AccessLogFilter, path string) (filter, error) {
 	switch s := f.GetFilterSpecifier().(type) {
+	case *accesslogv3.AccessLogFilter_ExtensionFilter:
+		// Extension filters (CEL, …) go through the registry.
+		if _, err := extension.Lookup(extension.AccessLogFilter, s.ExtensionFilter.GetTypedConfig(), config.Join(path, "extension_filter.typed_config")); err != nil {
+			return nil, err
+		}
 	case *accesslogv3.AccessLogFilter_StatusCodeFilter:
 		// There is no runtime layer: a runtime_key's default value applies.
 		c := s.StatusCodeFilter.GetComparison()

@@ -38,3 +38,28 @@ func TestLookupMissing(t *testing.T) {
 		t.Error("Missing of another error")
 	}
 }
+
+// TestLookupUnimplementedCategories: categories Legate registers nothing
+// in still tell Envoy's extensions ("not implemented") from typos.
+func TestLookupUnimplementedCategories(t *testing.T) {
+	for _, tc := range []struct {
+		cat Category
+		url string
+	}{
+		{Formatter, "envoy.extensions.formatter.cel.v3.Cel"},
+		{AccessLogFilter, "envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter"},
+		{RetryPriority, "envoy.extensions.retry.priority.previous_priorities.v3.PreviousPrioritiesConfig"},
+		{HealthChecker, "envoy.extensions.health_checkers.redis.v3.Redis"},
+	} {
+		_, err := Lookup(tc.cat, &anypb.Any{TypeUrl: "type.googleapis.com/" + tc.url}, "x.typed_config")
+		var ni *NotImplementedError
+		if !errors.As(err, &ni) {
+			t.Errorf("%s %s: error %v, want not implemented", tc.cat, tc.url, err)
+		}
+		_, err = Lookup(tc.cat, &anypb.Any{TypeUrl: "type.googleapis.com/" + tc.url + "x"}, "x.typed_config")
+		var ut *UnknownTypeError
+		if !errors.As(err, &ut) {
+			t.Errorf("%s %sx: error %v, want unknown @type", tc.cat, tc.url, err)
+		}
+	}
+}

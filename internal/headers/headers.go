@@ -189,16 +189,6 @@ func (m *Map) Range(fn func(name, value string) bool) {
 	}
 }
 
-// ByteSize returns the bytes the fields take on the wire in HTTP/1
-// ("name: value\r\n" each).
-func (m *Map) ByteSize() int {
-	n := 0
-	for _, f := range m.fields {
-		n += len(f.Name) + len(f.Value) + 4
-	}
-	return n
-}
-
 // HasToken reports whether the comma-separated header value v contains
 // token, compared case-insensitively (as Connection: keep-alive, Upgrade).
 func HasToken(v, token string) bool {

@@ -10,8 +10,10 @@
 //
 // Context is the typed compile context every listener, network filter and
 // HTTP filter of a server is compiled against; the server builds it once,
-// in dependency order (secrets, then xDS subscriptions, clusters,
-// listeners).
+// in dependency order: its services (stats, runtime, overload, the cluster
+// manager, access log files), then the xDS subscriptions (static clusters
+// may take EDS or SDS over them), the secrets (static and SDS), the
+// clusters, and last the listeners, whose routes name the clusters.
 package listener
 
 import (

@@ -136,7 +136,7 @@ type Listener struct {
 	LastUpdated time.Time
 	// ConnLimit caps this listener's connections (runtime
 	// envoy.resource_limits.listener.<name>.connection_limit, from
-	// Deps.ListenerConnLimits); 0 is no cap.
+	// Context.ListenerConnLimits); 0 is no cap.
 	ConnLimit uint64
 	// ignoreGlobal is ignore_global_conn_limit: the global limit does not
 	// refuse this listener's connections (Istio's stats and health ports).
@@ -397,7 +397,7 @@ func socketAddress(a *corev3.Address, path string) (string, error) {
 	return net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))), nil
 }
 
-// Bind takes the listening socket from Deps.Sockets: the one already open
+// Bind takes the listening socket from Context.Sockets: the one already open
 // on the listener's address (held by a listener this one replaces), else a
 // new one. Bind before Serve; Drain or StopAccepting releases it.
 func (l *Listener) Bind() error { return l.BindReplacing(nil) }

@@ -17,8 +17,8 @@ import (
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/headers"
-	"github.com/legateproxy/legate/internal/route"
 	"github.com/legateproxy/legate/internal/streaminfo"
+	"github.com/legateproxy/legate/internal/strmatch"
 )
 
 // Data is what inputs read: the request (nil for network matching), the
@@ -65,9 +65,32 @@ type tree struct {
 	maxLen int
 }
 
+// Options are what a matcher compiles with.
+type Options struct {
+	// Action compiles the actions of the on_match entries.
+	Action ActionCompiler
+	// Input, if set, vets every input's decoded typed_config at path
+	// before it compiles, for users that evaluate the matcher on part of
+	// the data only (Envoy's MatchTreeValidationVisitor: a route table
+	// matches on request headers alone).
+	Input func(cfg proto.Message, path string) error
+}
+
 // Compile compiles a matcher; action compiles the actions of its on_match
 // entries.
 func Compile(m *xdsmatcherv3.Matcher, path string, action ActionCompiler) (*Matcher, error) {
+	return CompileWith(m, path, Options{Action: action})
+}
+
+// CompileWith compiles a matcher with opts.
+func CompileWith(m *xdsmatcherv3.Matcher, path string, opts Options) (*Matcher, error) {
+	c := &compiler{opts: opts}
+	return c.matcher(m, path)
+}
+
+type compiler struct{ opts Options }
+
+func (c *compiler) matcher(m *xdsmatcherv3.Matcher, path string) (*Matcher, error) {
 	if err := config.CheckFields(m, path, "matcher_list", "matcher_tree", "on_no_match"); err != nil {
 		return nil, err
 	}
@@ -77,11 +100,11 @@ func Compile(m *xdsmatcherv3.Matcher, path string, action ActionCompiler) (*Matc
 		lp := config.Join(path, "matcher_list")
 		for i, fm := range t.MatcherList.GetMatchers() {
 			fp := config.Index(config.Join(lp, "matchers"), i)
-			p, err := compilePredicate(fm.GetPredicate(), config.Join(fp, "predicate"))
+			p, err := c.predicate(fm.GetPredicate(), config.Join(fp, "predicate"))
 			if err != nil {
 				return nil, err
 			}
-			om, err := compileOnMatch(fm.GetOnMatch(), config.Join(fp, "on_match"), action)
+			om, err := c.onMatch(fm.GetOnMatch(), config.Join(fp, "on_match"))
 			if err != nil {
 				return nil, err
 			}
@@ -90,7 +113,7 @@ func Compile(m *xdsmatcherv3.Matcher, path string, action ActionCompiler) (*Matc
 	case *xdsmatcherv3.Matcher_MatcherTree_:
 		tp := config.Join(path, "matcher_tree")
 		mt := t.MatcherTree
-		in, err := compileInput(mt.GetInput(), config.Join(tp, "input"))
+		in, err := c.input(mt.GetInput(), config.Join(tp, "input"))
 		if err != nil {
 			return nil, err
 		}
@@ -108,7 +131,7 @@ func Compile(m *xdsmatcherv3.Matcher, path string, action ActionCompiler) (*Matc
 			return nil, config.Unsupported(tp, "custom_match matcher trees", "exact_match_map", "prefix_match_map")
 		}
 		for k, v := range mm.GetMap() {
-			om, err := compileOnMatch(v, config.Join(mp, "map["+k+"]"), action)
+			om, err := c.onMatch(v, config.Join(mp, "map["+k+"]"))
 			if err != nil {
 				return nil, err
 			}
@@ -126,7 +149,7 @@ func Compile(m *xdsmatcherv3.Matcher, path string, action ActionCompiler) (*Matc
 		}
 	}
 	if m.GetOnNoMatch() != nil {
-		om, err := compileOnMatch(m.GetOnNoMatch(), config.Join(path, "on_no_match"), action)
+		om, err := c.onMatch(m.GetOnNoMatch(), config.Join(path, "on_no_match"))
 		if err != nil {
 			return nil, err
 		}
@@ -135,7 +158,7 @@ func Compile(m *xdsmatcherv3.Matcher, path string, action ActionCompiler) (*Matc
 	return out, nil
 }
 
-func compileOnMatch(om *xdsmatcherv3.Matcher_OnMatch, path string, action ActionCompiler) (*onMatch, error) {
+func (c *compiler) onMatch(om *xdsmatcherv3.Matcher_OnMatch, path string) (*onMatch, error) {
 	if om == nil {
 		return nil, config.Errorf(path, "on_match is required")
 	}
@@ -145,13 +168,13 @@ func compileOnMatch(om *xdsmatcherv3.Matcher_OnMatch, path string, action Action
 	out := &onMatch{keepMatching: om.GetKeepMatching()}
 	switch {
 	case om.GetMatcher() != nil:
-		sub, err := Compile(om.GetMatcher(), config.Join(path, "matcher"), action)
+		sub, err := c.matcher(om.GetMatcher(), config.Join(path, "matcher"))
 		if err != nil {
 			return nil, err
 		}
 		out.sub = sub
 	case om.GetAction() != nil:
-		a, err := action(om.GetAction(), config.Join(path, "action"))
+		a, err := c.opts.Action(om.GetAction(), config.Join(path, "action"))
 		if err != nil {
 			return nil, err
 		}
@@ -162,7 +185,7 @@ func compileOnMatch(om *xdsmatcherv3.Matcher_OnMatch, path string, action Action
 	return out, nil
 }
 
-func compilePredicate(p *xdsmatcherv3.Matcher_MatcherList_Predicate, path string) (predicate, error) {
+func (c *compiler) predicate(p *xdsmatcherv3.Matcher_MatcherList_Predicate, path string) (predicate, error) {
 	if p == nil {
 		return nil, config.Errorf(path, "predicate is required")
 	}
@@ -173,7 +196,7 @@ func compilePredicate(p *xdsmatcherv3.Matcher_MatcherList_Predicate, path string
 		if err := config.CheckFields(sp, spath, "input", "value_match"); err != nil {
 			return nil, err
 		}
-		in, err := compileInput(sp.GetInput(), config.Join(spath, "input"))
+		in, err := c.input(sp.GetInput(), config.Join(spath, "input"))
 		if err != nil {
 			return nil, err
 		}
@@ -186,7 +209,7 @@ func compilePredicate(p *xdsmatcherv3.Matcher_MatcherList_Predicate, path string
 			return ok && sm(v)
 		}, nil
 	case *xdsmatcherv3.Matcher_MatcherList_Predicate_OrMatcher:
-		ps, err := compilePredicates(t.OrMatcher.GetPredicate(), config.Join(path, "or_matcher.predicate"))
+		ps, err := c.predicates(t.OrMatcher.GetPredicate(), config.Join(path, "or_matcher.predicate"))
 		if err != nil {
 			return nil, err
 		}
@@ -199,7 +222,7 @@ func compilePredicate(p *xdsmatcherv3.Matcher_MatcherList_Predicate, path string
 			return false
 		}, nil
 	case *xdsmatcherv3.Matcher_MatcherList_Predicate_AndMatcher:
-		ps, err := compilePredicates(t.AndMatcher.GetPredicate(), config.Join(path, "and_matcher.predicate"))
+		ps, err := c.predicates(t.AndMatcher.GetPredicate(), config.Join(path, "and_matcher.predicate"))
 		if err != nil {
 			return nil, err
 		}
@@ -212,7 +235,7 @@ func compilePredicate(p *xdsmatcherv3.Matcher_MatcherList_Predicate, path string
 			return true
 		}, nil
 	case *xdsmatcherv3.Matcher_MatcherList_Predicate_NotMatcher:
-		inner, err := compilePredicate(t.NotMatcher, config.Join(path, "not_matcher"))
+		inner, err := c.predicate(t.NotMatcher, config.Join(path, "not_matcher"))
 		if err != nil {
 			return nil, err
 		}
@@ -221,14 +244,14 @@ func compilePredicate(p *xdsmatcherv3.Matcher_MatcherList_Predicate, path string
 	return nil, config.Errorf(path, "predicate has no match type")
 }
 
-func compilePredicates(ps []*xdsmatcherv3.Matcher_MatcherList_Predicate, path string) ([]predicate, error) {
+func (c *compiler) predicates(ps []*xdsmatcherv3.Matcher_MatcherList_Predicate, path string) ([]predicate, error) {
 	out := make([]predicate, 0, len(ps))
 	for i, p := range ps {
-		c, err := compilePredicate(p, config.Index(path, i))
+		cp, err := c.predicate(p, config.Index(path, i))
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, c)
+		out = append(out, cp)
 	}
 	return out, nil
 }
@@ -247,16 +270,25 @@ func compileXDSStringMatcher(sm *xdsmatcherv3.StringMatcher, path string) (func(
 	if err := protojson.Unmarshal(js, esm); err != nil {
 		return nil, config.Errorf(path, "%v", err)
 	}
-	return route.CompileStringMatcher(esm, path)
+	m, err := strmatch.Compile(esm, path)
+	if err != nil {
+		return nil, err
+	}
+	return m.Match, nil
 }
 
-func compileInput(tc *xdscorev3.TypedExtensionConfig, path string) (Input, error) {
+func (c *compiler) input(tc *xdscorev3.TypedExtensionConfig, path string) (Input, error) {
 	if tc == nil {
 		return nil, config.Errorf(path, "input is required")
 	}
 	r, err := extension.Lookup(extension.MatchingInput, tc.GetTypedConfig(), config.Join(path, "typed_config"))
 	if err != nil {
 		return nil, err
+	}
+	if c.opts.Input != nil {
+		if err := c.opts.Input(r.Config, config.Join(path, "typed_config")); err != nil {
+			return nil, err
+		}
 	}
 	return r.Ext.Factory.(InputFactory)(r.Config, config.Join(path, "typed_config"))
 }

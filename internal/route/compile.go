@@ -18,6 +18,7 @@ import (
 
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/strmatch"
 	"github.com/legateproxy/legate/internal/upstream"
 
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
@@ -147,11 +148,16 @@ type compiler struct {
 	opts     Options
 	clusters map[string]bool
 	refs     []clusterUse
+	// noValidate is > 0 while compiling routes whose clusters are not
+	// validated (a virtual host's matcher).
+	noValidate int
 }
 
 func (c *compiler) ref(name, path string) *upstream.Ref {
 	c.clusters[name] = true
-	c.refs = append(c.refs, clusterUse{name, path})
+	if c.noValidate == 0 {
+		c.refs = append(c.refs, clusterUse{name, path})
+	}
 	if c.opts.Clusters == nil {
 		return nil
 	}
@@ -162,7 +168,7 @@ func (c *compiler) virtualHost(pvh *routev3.VirtualHost, path string) (*VirtualH
 	if err := config.CheckFields(pvh, path, "name", "domains", "routes", "require_tls",
 		"request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove",
 		"retry_policy", "include_request_attempt_count", "include_attempt_count_in_response",
-		"typed_per_filter_config", "metadata", "per_request_buffer_limit_bytes", "request_body_buffer_limit", "cors"); err != nil {
+		"typed_per_filter_config", "metadata", "per_request_buffer_limit_bytes", "request_body_buffer_limit", "cors", "matcher"); err != nil {
 		return nil, err
 	}
 	vcors, err := c.cors(pvh.GetCors(), config.Join(path, "cors"))
@@ -187,6 +193,15 @@ func (c *compiler) virtualHost(pvh *routev3.VirtualHost, path string) (*VirtualH
 	}
 	if rp := pvh.GetRetryPolicy(); rp != nil {
 		if vh.RetryPolicy, err = c.retryPolicy(rp, config.Join(path, "retry_policy")); err != nil {
+			return nil, err
+		}
+	}
+	if m := pvh.GetMatcher(); m != nil {
+		mp := config.Join(path, "matcher")
+		if len(pvh.GetRoutes()) > 0 {
+			return nil, config.Errorf(mp, "cannot set both matcher and routes on virtual host")
+		}
+		if vh.matcher, err = c.vhostMatcher(m, mp, vh); err != nil {
 			return nil, err
 		}
 	}
@@ -236,8 +251,10 @@ func (c *compiler) perFilter(m map[string]*anypb.Any, path string) (map[string]*
 			}
 			v, err := c.opts.PerFilterConfig(name, a, p)
 			if err != nil {
-				if optional {
-					continue // as Envoy: an optional config of an unknown filter is ignored
+				if optional && extension.Missing(err) {
+					// As Envoy: an optional config of a filter it lacks is
+					// ignored; an invalid config of one it has is an error.
+					continue
 				}
 				return nil, err
 			}
@@ -333,7 +350,7 @@ func (c *compiler) match(pm *routev3.RouteMatch, path string) (Match, error) {
 	case *routev3.RouteMatch_PathSeparatedPrefix:
 		m.kind, m.value = pathSeparatedPrefix, p.PathSeparatedPrefix
 	case *routev3.RouteMatch_SafeRegex:
-		re, err := compileRegex(p.SafeRegex, config.Join(path, "safe_regex"))
+		re, err := strmatch.CompileRegex(p.SafeRegex, config.Join(path, "safe_regex"))
 		if err != nil {
 			return m, err
 		}
@@ -360,7 +377,7 @@ func (c *compiler) match(pm *routev3.RouteMatch, path string) (Match, error) {
 		}
 		qm := queryMatcher{name: q.GetName()}
 		if sm := q.GetStringMatch(); sm != nil {
-			s, err := compileStringMatcher(sm, config.Join(qp, "string_match"))
+			s, err := strmatch.Compile(sm, config.Join(qp, "string_match"))
 			if err != nil {
 				return m, err
 			}
@@ -392,25 +409,25 @@ func compileHeaderMatcher(h *routev3.HeaderMatcher, path string) (headerMatcher,
 	hm := headerMatcher{name: headers.Lower(h.GetName()), invert: h.GetInvertMatch(), missingAsEmpty: h.GetTreatMissingHeaderAsEmpty()}
 	switch s := h.GetHeaderMatchSpecifier().(type) {
 	case *routev3.HeaderMatcher_ExactMatch:
-		hm.sm = stringMatcher{kind: 0, value: s.ExactMatch}
+		hm.sm = strmatch.Exact(s.ExactMatch)
 	case *routev3.HeaderMatcher_SafeRegexMatch:
-		re, err := compileRegex(s.SafeRegexMatch, config.Join(path, "safe_regex_match"))
+		re, err := strmatch.CompileRegex(s.SafeRegexMatch, config.Join(path, "safe_regex_match"))
 		if err != nil {
 			return hm, err
 		}
-		hm.sm = stringMatcher{kind: 4, re: re}
+		hm.sm = strmatch.Regex(re)
 	case *routev3.HeaderMatcher_RangeMatch:
 		hm.kind, hm.lo, hm.hi = 2, s.RangeMatch.GetStart(), s.RangeMatch.GetEnd()
 	case *routev3.HeaderMatcher_PresentMatch:
 		hm.kind, hm.present = 1, s.PresentMatch
 	case *routev3.HeaderMatcher_PrefixMatch:
-		hm.sm = stringMatcher{kind: 1, value: s.PrefixMatch}
+		hm.sm = strmatch.Prefix(s.PrefixMatch)
 	case *routev3.HeaderMatcher_SuffixMatch:
-		hm.sm = stringMatcher{kind: 2, value: s.SuffixMatch}
+		hm.sm = strmatch.Suffix(s.SuffixMatch)
 	case *routev3.HeaderMatcher_ContainsMatch:
-		hm.sm = stringMatcher{kind: 3, value: s.ContainsMatch}
+		hm.sm = strmatch.Contains(s.ContainsMatch)
 	case *routev3.HeaderMatcher_StringMatch:
-		sm, err := compileStringMatcher(s.StringMatch, config.Join(path, "string_match"))
+		sm, err := strmatch.Compile(s.StringMatch, config.Join(path, "string_match"))
 		if err != nil {
 			return hm, err
 		}
@@ -652,6 +669,13 @@ func compileHashPolicy(hp *routev3.RouteAction_HashPolicy, path string) (HashPol
 }
 
 func (c *compiler) retryPolicy(rp *routev3.RetryPolicy, path string) (*RetryPolicy, error) {
+	if pr := rp.GetRetryPriority(); pr != nil {
+		// Through the registry, so a typo is "unknown @type" and Envoy's
+		// priority extensions "not implemented by legate".
+		if _, err := extension.Lookup(extension.RetryPriority, pr.GetTypedConfig(), config.Join(path, "retry_priority.typed_config")); err != nil {
+			return nil, err
+		}
+	}
 	if err := config.CheckFields(rp, path, "retry_on", "num_retries", "per_try_timeout", "per_try_idle_timeout",
 		"retriable_status_codes", "retry_back_off", "retry_host_predicate", "host_selection_retry_max_attempts",
 		"retriable_headers"); err != nil {

@@ -39,11 +39,15 @@ func (t *Table) VirtualHost(authority string) *VirtualHost {
 }
 
 // Route returns the first route of the request's virtual host that
-// matches, or nil (404 NR).
+// matches, or nil (404 NR). A virtual host with a matcher runs it on the
+// request headers first (vhmatcher.go); only its candidates are matched.
 func (t *Table) Route(r *headers.Request) *Route {
 	vh := t.VirtualHost(r.Authority)
 	if vh == nil {
 		return nil
+	}
+	if vh.matcher != nil {
+		return vh.matchRoute(r)
 	}
 	for _, rt := range vh.Routes {
 		if rt.match.matches(r) {

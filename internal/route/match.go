@@ -10,8 +10,8 @@ import (
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 
-	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/strmatch"
 )
 
 // pathKind is how a route matches the path.
@@ -137,101 +137,21 @@ func equalPath(s, v string, caseSensitive bool) bool {
 	return strings.EqualFold(s, v)
 }
 
-// stringMatcher is a compiled envoy.type.matcher.v3.StringMatcher.
-type stringMatcher struct {
-	kind       uint8 // 0 exact, 1 prefix, 2 suffix, 3 contains, 4 regex
-	value      string
-	re         *regexp.Regexp
-	ignoreCase bool
-}
-
-func (s *stringMatcher) match(v string) bool {
-	switch s.kind {
-	case 0:
-		if s.ignoreCase {
-			return strings.EqualFold(v, s.value)
-		}
-		return v == s.value
-	case 1:
-		return hasPrefix(v, s.value, !s.ignoreCase)
-	case 2:
-		if len(v) < len(s.value) {
-			return false
-		}
-		if s.ignoreCase {
-			return strings.EqualFold(v[len(v)-len(s.value):], s.value)
-		}
-		return strings.HasSuffix(v, s.value)
-	case 3:
-		if s.ignoreCase {
-			return strings.Contains(strings.ToLower(v), s.value)
-		}
-		return strings.Contains(v, s.value)
-	default:
-		return s.re.MatchString(v)
-	}
-}
-
 // CompileStringMatcher compiles an envoy.type.matcher.v3.StringMatcher
 // (exact, prefix, suffix, contains, safe_regex as a full match, ignore_case).
 func CompileStringMatcher(sm *matcherv3.StringMatcher, path string) (func(string) bool, error) {
-	m, err := compileStringMatcher(sm, path)
+	m, err := strmatch.Compile(sm, path)
 	if err != nil {
 		return nil, err
 	}
-	return m.match, nil
-}
-
-func compileStringMatcher(sm *matcherv3.StringMatcher, path string) (stringMatcher, error) {
-	if err := config.CheckFields(sm, path, "exact", "prefix", "suffix", "contains", "safe_regex", "ignore_case"); err != nil {
-		return stringMatcher{}, err
-	}
-	out := stringMatcher{ignoreCase: sm.GetIgnoreCase()}
-	switch p := sm.GetMatchPattern().(type) {
-	case *matcherv3.StringMatcher_Exact:
-		out.kind, out.value = 0, p.Exact
-	case *matcherv3.StringMatcher_Prefix:
-		out.kind, out.value = 1, p.Prefix
-	case *matcherv3.StringMatcher_Suffix:
-		out.kind, out.value = 2, p.Suffix
-	case *matcherv3.StringMatcher_Contains:
-		out.kind, out.value = 3, p.Contains
-		if out.ignoreCase {
-			out.value = strings.ToLower(out.value)
-		}
-	case *matcherv3.StringMatcher_SafeRegex:
-		re, err := compileRegex(p.SafeRegex, config.Join(path, "safe_regex"))
-		if err != nil {
-			return out, err
-		}
-		if out.ignoreCase {
-			re = regexp.MustCompile("(?i)" + re.String())
-		}
-		out.kind, out.re = 4, re
-	default:
-		return out, config.Errorf(path, "string matcher has no pattern")
-	}
-	return out, nil
-}
-
-// compileRegex compiles a RegexMatcher as a full-string match (Envoy's
-// safe_regex must match the whole value). RE2 and Go's regexp share syntax.
-func compileRegex(rm *matcherv3.RegexMatcher, path string) (*regexp.Regexp, error) {
-	if err := config.CheckFields(rm, path, "google_re2", "regex"); err != nil {
-		return nil, err
-	}
-	re, err := regexp.Compile("^(?:" + rm.GetRegex() + ")$")
-	if err != nil {
-		return nil, config.Errorf(config.Join(path, "regex"), "invalid regex %q: %v", rm.GetRegex(), err)
-	}
-	return re, nil
+	return m.Match, nil
 }
 
 // headerMatcher is a compiled HeaderMatcher.
 type headerMatcher struct {
 	name           string
 	kind           uint8 // 0 string, 1 present, 2 range
-	sm             stringMatcher
+	sm             strmatch.Matcher
 	present        bool
 	lo, hi         int64
 	invert         bool
@@ -260,7 +180,7 @@ func (h *headerMatcher) matches(r *headers.Request) bool {
 			res = err == nil && n >= h.lo && n < h.hi
 		}
 	default:
-		res = ok && h.sm.match(v)
+		res = ok && h.sm.Match(v)
 	}
 	if h.invert {
 		// An inverted matcher on a missing header matches, except for
@@ -273,7 +193,7 @@ func (h *headerMatcher) matches(r *headers.Request) bool {
 // queryMatcher is a compiled QueryParameterMatcher.
 type queryMatcher struct {
 	name string
-	sm   *stringMatcher // nil: present_match
+	sm   *strmatch.Matcher // nil: present_match
 }
 
 func (q *queryMatcher) matches(query string) bool {
@@ -291,7 +211,7 @@ func (q *queryMatcher) matches(query string) bool {
 		if q.sm == nil {
 			return true
 		}
-		return q.sm.match(v)
+		return q.sm.Match(v)
 	}
 	return false
 }

@@ -2,12 +2,15 @@
 // table and matches requests against it: virtual hosts by domain (exact,
 // *.suffix, prefix*, *), then the first route whose match (path prefix,
 // exact, regex, separated prefix; headers; query parameters; gRPC;
-// runtime fraction) accepts the request. A matched route carries its
-// action (forward to a cluster, redirect, direct response) and the header
-// mutations of every level.
+// runtime fraction) accepts the request — or, for a virtual host with a
+// matcher (the unified matcher API on the request headers), the first of
+// the routes its action names whose match accepts it. A matched route
+// carries its action (forward to a cluster, redirect, direct response) and
+// the header mutations of every level.
 //
-// Matching never allocates and takes no locks: a Table is read-only once
-// compiled, and clusters are referenced through upstream.Ref handles.
+// Matching takes no locks and allocates nothing (but the one input record
+// of a virtual host's matcher): a Table is read-only once compiled, and
+// clusters are referenced through upstream.Ref handles.
 package route
 
 import (
@@ -19,6 +22,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/matcher"
 	"github.com/legateproxy/legate/internal/streaminfo"
 	"github.com/legateproxy/legate/internal/upstream"
 )
@@ -121,7 +125,9 @@ type wildcardSet struct {
 
 // VirtualHost is a compiled virtual host.
 type VirtualHost struct {
-	Name      string
+	Name string
+	// Routes are the routes, matched in order (none when a matcher picks
+	// them).
 	Routes    []*Route
 	Mutations Mutations
 	// RetryPolicy is the virtual host's default retry policy (nil if none).
@@ -136,6 +142,9 @@ type VirtualHost struct {
 	// BufferLimit is request_body_buffer_limit (0 unset).
 	BufferLimit int64
 	table       *Table
+	// matcher is the virtual host's matcher (VirtualHost.matcher), whose
+	// actions are routeLists; nil when Routes are matched instead.
+	matcher *matcher.Matcher
 }
 
 // ActionKind is what a route does.

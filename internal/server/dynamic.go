@@ -463,7 +463,7 @@ func (d *dynamic) warmCluster(dc *dynCluster) {
 	// Only the newest accepted version of a cluster that is still wanted
 	// goes in: one removed or replaced while it warmed is dropped (it
 	// would otherwise come back, or undo the newer update).
-	if d.warming[dc.c.Name] != dc {
+	if cur := d.warming[dc.c.Name]; cur == nil || cur.gen != dc.gen {
 		dc.c.Close()
 		return
 	}
@@ -681,7 +681,7 @@ func (d *dynamic) warmListener(dl *dynListener) {
 	defer close(dl.warmed)
 	d.waitDeps(dl.deps)
 	d.mu.Lock()
-	if d.listeners[dl.l.Name] != dl || d.stopped {
+	if cur := d.listeners[dl.l.Name]; cur == nil || cur.gen != dl.gen || d.stopped {
 		d.mu.Unlock()
 		return // replaced or removed while warming (its socket is released)
 	}

@@ -71,9 +71,6 @@ func compileZipkin(ctx *Context, msg proto.Message, path string) (Driver, error)
 	return z, nil
 }
 
-// SetFlush sets the batch size and interval (runtime tracing.zipkin.*).
-func (z *zipkin) SetFlush(n int, d time.Duration) { z.minFlush, z.interval = n, d }
-
 func newID(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)

@@ -455,6 +455,9 @@ func (c *Cluster) Close() {
 		if c.h2 != nil {
 			c.h2.close()
 		}
+		if c.health != nil {
+			c.health.events.close()
+		}
 	})
 }
 

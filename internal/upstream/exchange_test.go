@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -256,5 +257,35 @@ func TestExchangeReplaysOnStaleConnection(t *testing.T) {
 		}
 		ex.Close(true)
 		time.Sleep(20 * time.Millisecond) // let the server's close arrive
+	}
+}
+
+// TestHealthEventLogHasNoCompileSideEffect: compiling a cluster (as a CDS
+// update that may be rejected, or validate mode) creates no event log file;
+// a missing directory is a config error naming the field.
+func TestHealthEventLogHasNoCompileSideEffect(t *testing.T) {
+	dir := t.TempDir()
+	events := dir + "/events.log"
+	compile := func(path string) error {
+		yaml := `name: c
+type: STATIC
+connect_timeout: 1s
+load_assignment: {cluster_name: c, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 1}}}}]}]}
+health_checks: [{timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_threshold: 1, event_log_path: "` + path + `", tcp_health_check: {}}]`
+		pc := &clusterv3.Cluster{}
+		if _, err := config.Decode([]byte(yaml), pc, "cluster"); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Compile(pc, "cluster", Deps{Stats: stats.NewStore()})
+		return err
+	}
+	if err := compile(events); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(events); !os.IsNotExist(err) {
+		t.Errorf("compiling the cluster created %s (stat: %v)", events, err)
+	}
+	if err := compile(dir + "/missing/events.log"); err == nil || !strings.Contains(err.Error(), "event_log_path") {
+		t.Errorf("error %v, want one naming event_log_path", err)
 	}
 }

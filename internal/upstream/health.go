@@ -14,6 +14,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 
 	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/headers"
 	"github.com/legateproxy/legate/internal/http1"
 	"github.com/legateproxy/legate/internal/stats"
@@ -60,6 +61,13 @@ type hostHC struct {
 }
 
 func newHealthChecker(c *Cluster, hc *corev3.HealthCheck, path string) (*healthChecker, error) {
+	if ch := hc.GetCustomHealthCheck(); ch != nil {
+		// Custom health checkers (redis, thrift, …) go through the
+		// registry: "not implemented by legate", or "unknown @type".
+		if _, err := extension.Lookup(extension.HealthChecker, ch.GetTypedConfig(), config.Join(path, "custom_health_check.typed_config")); err != nil {
+			return nil, err
+		}
+	}
 	if err := config.CheckFields(hc, path, "timeout", "interval", "interval_jitter", "interval_jitter_percent",
 		"unhealthy_threshold", "healthy_threshold", "no_traffic_interval", "no_traffic_healthy_interval", "unhealthy_interval",
 		"healthy_edge_interval", "unhealthy_edge_interval", "http_health_check", "tcp_health_check", "grpc_health_check",
@@ -132,7 +140,7 @@ func newHealthChecker(c *Cluster, hc *corev3.HealthCheck, path string) (*healthC
 		case hc.GetGrpcHealthCheck() != nil:
 			kind = datav3.HealthCheckerType_GRPC
 		}
-		ev, err := openEventLog(c, p, config.Join(path, "event_log_path"), kind)
+		ev, err := newEventLog(c, p, config.Join(path, "event_log_path"), kind)
 		if err != nil {
 			return nil, err
 		}

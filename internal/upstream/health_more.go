@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -114,20 +115,40 @@ func h2Check(c *Cluster, host, path string, hdrs *headers.Map, ok func(int) bool
 }
 
 // eventLog writes Envoy's health check events (envoy.data.core.v3.
-// HealthCheckEvent) as JSON lines to event_log_path.
+// HealthCheckEvent) as JSON lines to event_log_path. The file is opened at
+// the first event, not when the cluster compiles (a rejected update must
+// leave nothing behind), and closed with the cluster.
 type eventLog struct {
-	mu   sync.Mutex
-	f    *os.File
+	path string
 	kind datav3.HealthCheckerType
 	c    *Cluster
+	mu   sync.Mutex
+	f    *os.File
+	// openFailed is set once opening failed (logged once).
+	openFailed, closed bool
 }
 
-func openEventLog(c *Cluster, path, field string, kind datav3.HealthCheckerType) (*eventLog, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
-	if err != nil {
-		return nil, config.Errorf(field, "cannot open the health check event log: %v", err)
+// newEventLog checks event_log_path without creating it: its directory
+// must exist.
+func newEventLog(c *Cluster, path, field string, kind datav3.HealthCheckerType) (*eventLog, error) {
+	if st, err := os.Stat(filepath.Dir(path)); err != nil || !st.IsDir() {
+		return nil, config.Errorf(field, "the directory of the health check event log %q does not exist", path)
 	}
-	return &eventLog{f: f, kind: kind, c: c}, nil
+	return &eventLog{path: path, kind: kind, c: c}, nil
+}
+
+// close closes the file; later events are dropped.
+func (l *eventLog) close() {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.closed = true
+	if l.f != nil {
+		l.f.Close()
+		l.f = nil
+	}
 }
 
 func (l *eventLog) write(h *Host, set func(e *datav3.HealthCheckEvent)) {
@@ -155,6 +176,18 @@ func (l *eventLog) write(h *Host, set func(e *datav3.HealthCheckEvent)) {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed || l.openFailed {
+		return
+	}
+	if l.f == nil {
+		f, err := os.OpenFile(l.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			l.openFailed = true
+			l.c.log.Warn("cannot open the health check event log; its events are dropped", "cluster", l.c.Name, "path", l.path, "error", err)
+			return
+		}
+		l.f = f
+	}
 	if _, err := l.f.Write(append(b, '\n')); err != nil {
 		l.c.log.Warn("health check event log write failed", "cluster", l.c.Name, "error", err)
 	}

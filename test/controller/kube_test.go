@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"net"
 	"net/http"
@@ -328,7 +327,6 @@ spec:
 		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt(8080)}}},
 	})
 	testutil.Eventually(t, 10*time.Second, func() bool { return proxyStatus(t, dyn, ns, "broken").CurrentStatus == "valid" }, "status never turned valid")
-	_ = base64.StdEncoding
 }
 
 // TestLeaderElection runs two controller replicas on one Lease: both serve

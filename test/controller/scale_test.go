@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"context"
 	"fmt"
 	"runtime"
 	"strconv"
@@ -76,6 +75,5 @@ func BenchmarkScale1000HTTPProxies(b *testing.B) {
 		b.ReportMetric(eds.Seconds()*1000, "ms/eds-update")
 		b.Logf("%d HTTPProxies: first build %v, built+pushed+applied by the proxy in %v, heap +%.1f MB (controller and proxy in one process), endpoint update to proxy in %v",
 			n, build, pushed, float64(after.HeapAlloc-before.HeapAlloc)/(1<<20), eds)
-		_ = context.Background
 	}
 }
