@@ -25,7 +25,10 @@ const DefaultFormat = "[%START_TIME%] \"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PAT
 type op struct {
 	literal string
 	field   func(dst []byte, info *streaminfo.Info) ([]byte, bool)
-	maxLen  int // :Z truncation, 0 = none
+	// typed, when set, renders the value as a JSON value for json_format
+	// (Envoy's formatValue), for operators whose values are not strings.
+	typed  func(dst []byte, info *streaminfo.Info) ([]byte, bool)
+	maxLen int // :Z truncation, 0 = none
 }
 
 // Formatter is a compiled format string.
@@ -134,16 +137,6 @@ func (f *Formatter) Append(dst []byte, info *streaminfo.Info) []byte {
 // String renders the format as a string (for tests and header values).
 func (f *Formatter) String(info *streaminfo.Info) string { return string(f.Append(nil, info)) }
 
-// IsLiteral reports whether the format has no command operators.
-func (f *Formatter) IsLiteral() bool {
-	for _, o := range f.ops {
-		if o.field != nil {
-			return false
-		}
-	}
-	return true
-}
-
 // parseOperator compiles one %COMMAND(arg):Z% operator.
 func parseOperator(cmd string) (op, error) {
 	name, arg, maxLen := cmd, "", 0
@@ -159,11 +152,20 @@ func parseOperator(cmd string) (op, error) {
 		}
 		name, arg = name[:i], name[i+1:len(name)-1]
 	}
-	fn, err := field(name, arg)
+	var fn, typed fieldFn
+	var err error
+	switch name {
+	case "DYNAMIC_METADATA":
+		fn, typed, err = dynamicMetadata(arg)
+	case "FILTER_STATE":
+		fn, typed, err = filterState(arg)
+	default:
+		fn, err = field(name, arg)
+	}
 	if err != nil {
 		return op{}, fmt.Errorf("%w (in %%%s%%)", err, cmd)
 	}
-	return op{field: fn, maxLen: maxLen}, nil
+	return op{field: fn, typed: typed, maxLen: maxLen}, nil
 }
 
 type fieldFn = func(dst []byte, info *streaminfo.Info) ([]byte, bool)
@@ -298,10 +300,6 @@ func field(name, arg string) (fieldFn, error) {
 		return str(func(i *streaminfo.Info) string { return i.VirtualHostName }), nil
 	case "HOSTNAME":
 		return str(func(i *streaminfo.Info) string { return i.Hostname }), nil
-	case "DYNAMIC_METADATA":
-		return dynamicMetadata(arg)
-	case "FILTER_STATE":
-		return filterState(arg)
 	case "DOWNSTREAM_TLS_VERSION", "DOWNSTREAM_TLS_CIPHER", "DOWNSTREAM_TLS_SESSION_ID", "DOWNSTREAM_PEER_SUBJECT",
 		"DOWNSTREAM_PEER_ISSUER", "DOWNSTREAM_LOCAL_SUBJECT", "DOWNSTREAM_PEER_URI_SAN", "DOWNSTREAM_PEER_DNS_SAN",
 		"DOWNSTREAM_PEER_FINGERPRINT_256", "DOWNSTREAM_PEER_SERIAL":

@@ -114,3 +114,141 @@ func BenchmarkFormatDefault(b *testing.B) {
 		buf = f.Append(buf[:0], info)
 	}
 }
+
+// plainObject has only a string form (no typed form, no fields), like
+// filter-state objects Envoy cannot serialize as a proto.
+type plainObject string
+
+func (p plainObject) String() string { return string(p) }
+
+// addrObject has fields, as Envoy's address objects (ip, port).
+type addrObject struct{}
+
+func (addrObject) String() string { return "10.0.0.2:8080" }
+func (addrObject) Field(name string) (any, bool) {
+	switch name {
+	case "ip":
+		return "10.0.0.2", true
+	case "port":
+		return int64(8080), true
+	}
+	return nil, false
+}
+
+func metadataInfo() *streaminfo.Info {
+	info := sampleInfo()
+	ns, _ := structpb.NewStruct(map[string]any{
+		"tier": "gold", "weight": 5, "ratio": 1.5, "on": true, "none": nil,
+		"list": []any{"a", 1}, "nested": map[string]any{"zone": "z1", "n": 2}, "quote": `say "hi"`,
+	})
+	info.DynamicMetadata = map[string]*structpb.Struct{"acme": ns}
+	info.SetFilterState("tenant", streaminfo.StringObject("blue"))
+	info.SetFilterState("quoted", streaminfo.StringObject(`a"b\c`))
+	info.SetFilterState("plain.only", plainObject("registry"))
+	info.SetFilterState("addr", addrObject{})
+	return info
+}
+
+// TestMetadataAndFilterState: %DYNAMIC_METADATA(NS:KEY:...)% and
+// %FILTER_STATE(KEY:F:FIELD)% as Envoy renders them (stream_info_formatter.cc:
+// MetadataFormatter, FilterStateFormatter) in text formats.
+func TestMetadataAndFilterState(t *testing.T) {
+	info := metadataInfo()
+	cases := []struct{ format, want string }{
+		// A string as is; anything else as JSON; the namespace as an object.
+		{"%DYNAMIC_METADATA(acme:tier)%", "gold"},
+		{"%DYNAMIC_METADATA(acme:weight)%", "5"},
+		{"%DYNAMIC_METADATA(acme:ratio)%", "1.5"},
+		{"%DYNAMIC_METADATA(acme:on)%", "true"},
+		{"%DYNAMIC_METADATA(acme:list)%", `["a",1]`},
+		{"%DYNAMIC_METADATA(acme:nested)%", `{"n":2,"zone":"z1"}`},
+		{"%DYNAMIC_METADATA(acme:nested:zone)%", "z1"},
+		{"%DYNAMIC_METADATA(acme:quote)%", `say "hi"`},
+		{"%DYNAMIC_METADATA(acme:nested:zone):1%", "z"},
+		// Missing: namespace, key, path through a non-struct, null.
+		{"%DYNAMIC_METADATA(other)%", "-"},
+		{"%DYNAMIC_METADATA(other:tier)%", "-"},
+		{"%DYNAMIC_METADATA(acme:missing)%", "-"},
+		{"%DYNAMIC_METADATA(acme:tier:deeper)%", "-"},
+		{"%DYNAMIC_METADATA(acme:none)%", "-"},
+		// FILTER_STATE: TYPED (the default) is the typed form as JSON — a
+		// JSON string for a string object; PLAIN the string itself.
+		{"%FILTER_STATE(tenant)%", `"blue"`},
+		{"%FILTER_STATE(tenant:TYPED)%", `"blue"`},
+		{"%FILTER_STATE(tenant:PLAIN)%", "blue"},
+		{"%FILTER_STATE(quoted:TYPED)%", `"a\"b\\c"`},
+		{"%FILTER_STATE(quoted:PLAIN)%", `a"b\c`},
+		{"%FILTER_STATE(tenant:PLAIN):2%", "bl"},
+		{"%FILTER_STATE(tenant:TYPED):3%", `"bl`},
+		{"%FILTER_STATE(missing:PLAIN)%", "-"},
+		{"%FILTER_STATE(missing)%", "-"},
+		// An object without a typed form renders as missing for TYPED.
+		{"%FILTER_STATE(plain.only:PLAIN)%", "registry"},
+		{"%FILTER_STATE(plain.only)%", "-"},
+		// FIELD: string and integer fields; a string object has none.
+		{"%FILTER_STATE(addr:FIELD:ip)%", "10.0.0.2"},
+		{"%FILTER_STATE(addr:FIELD:port)%", "8080"},
+		{"%FILTER_STATE(addr:FIELD:zone)%", "-"},
+		{"%FILTER_STATE(tenant:FIELD:ip)%", "-"},
+		// Tokens after the third are ignored, as in Envoy.
+		{"%FILTER_STATE(addr:FIELD:port:extra)%", "8080"},
+	}
+	for _, tc := range cases {
+		f, err := Compile(tc.format)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.format, err)
+		}
+		if got := f.String(info); got != tc.want {
+			t.Errorf("%s: got %q want %q", tc.format, got, tc.want)
+		}
+	}
+	// Header values: missing is empty.
+	hv, _ := CompileHeaderValue("%FILTER_STATE(missing:PLAIN)%|%DYNAMIC_METADATA(acme:missing)%")
+	if got := hv.String(info); got != "|" {
+		t.Errorf("header value: %q", got)
+	}
+	for bad, want := range map[string]string{
+		"%FILTER_STATE()%":               "key cannot be empty",
+		"%FILTER_STATE(:PLAIN)%":         "key cannot be empty",
+		"%FILTER_STATE(k:RAW)%":          "only PLAIN/TYPED/FIELD",
+		"%FILTER_STATE(k:FIELD)%":        "FIELD should be used with the field name",
+		"%FILTER_STATE(k:PLAIN:ip)%":     "FIELD should be used with the field name",
+		"%FILTER_STATE(k:TYPED:ip)%":     "FIELD should be used with the field name",
+		"%DYNAMIC_METADATA()%":           "needs a namespace",
+		"%DYNAMIC_METADATA(:key)%":       "needs a namespace",
+		"%FILTER_STATE(k:FIELDS:port)%":  "only PLAIN/TYPED/FIELD",
+		"%FILTER_STATE(k:plain)%":        "only PLAIN/TYPED/FIELD",
+		"%DYNAMIC_METADATA(acme:tier:x%": "unterminated",
+		"%FILTER_STATE(k:PLAIN)%%FOO%":   "not supported field",
+	} {
+		if _, err := Compile(bad); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want an error containing %q", bad, err, want)
+		}
+	}
+}
+
+// TestJSONTypedValues: in json_format a lone %FILTER_STATE% (TYPED) or
+// %DYNAMIC_METADATA% operator is a JSON value (Envoy's formatValue), not a
+// string holding JSON; PLAIN and FIELD are strings.
+func TestJSONTypedValues(t *testing.T) {
+	s, _ := structpb.NewStruct(map[string]any{
+		"typed": "%FILTER_STATE(tenant)%", "plain": "%FILTER_STATE(tenant:PLAIN)%", "port": "%FILTER_STATE(addr:FIELD:port)%",
+		"missing": "%FILTER_STATE(missing)%", "untyped": "%FILTER_STATE(plain.only:TYPED)%",
+		"ns": "%DYNAMIC_METADATA(acme:nested)%", "weight": "%DYNAMIC_METADATA(acme:weight)%", "tier": "%DYNAMIC_METADATA(acme:tier)%",
+		"mixed": "t=%FILTER_STATE(tenant)%", "cut": "%DYNAMIC_METADATA(acme:tier):2%",
+	})
+	j, err := CompileJSON(s, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(j.Append(nil, metadataInfo()))
+	want := `{"cut":"go","missing":null,"mixed":"t=\"blue\"","ns":{"n":2,"zone":"z1"},"plain":"blue","port":"8080",` +
+		`"tier":"gold","typed":"blue","untyped":null,"weight":5}` + "\n"
+	if got != want {
+		t.Fatalf("got  %s\nwant %s", got, want)
+	}
+	j2, _ := CompileJSON(s, true)
+	if got := string(j2.Append(nil, metadataInfo())); strings.Contains(got, "missing") || strings.Contains(got, "untyped") {
+		t.Fatalf("omit_empty_values kept an empty typed value: %s", got)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/streaminfo"
 )
 
@@ -40,7 +41,10 @@ type jsonNode struct {
 	// leaf
 	f       *Formatter
 	numeric bool
-	raw     []byte // a literal JSON value (number, bool, null)
+	// typed renders a lone operator whose value is JSON (a filter
+	// state's typed form, dynamic metadata), as Envoy's formatValue.
+	typed fieldFn
+	raw   []byte // a literal JSON value (number, bool, null)
 }
 
 // CompileJSON compiles an Envoy json_format Struct.
@@ -78,7 +82,9 @@ func compileValue(v *structpb.Value) (*jsonNode, error) {
 			return nil, err
 		}
 		leaf := &jsonNode{f: f}
-		if len(f.ops) == 1 && f.ops[0].field != nil {
+		if len(f.ops) == 1 && f.ops[0].typed != nil && f.ops[0].maxLen == 0 {
+			leaf.typed = f.ops[0].typed
+		} else if len(f.ops) == 1 && f.ops[0].field != nil {
 			name := strings.TrimSuffix(strings.TrimPrefix(k.StringValue, "%"), "%")
 			if i := strings.IndexAny(name, "(:"); i >= 0 {
 				name = name[:i]
@@ -119,6 +125,15 @@ func (j *JSON) appendNode(dst []byte, n *jsonNode, info *streaminfo.Info) []byte
 		switch {
 		case c.raw != nil:
 			dst = append(dst, c.raw...)
+		case c.typed != nil:
+			var ok bool
+			if dst, ok = c.typed(dst, info); !ok {
+				if j.omitEmpty {
+					dst = dst[:mark]
+					continue
+				}
+				dst = append(dst, "null"...)
+			}
 		case c.f != nil:
 			start := len(dst)
 			dst = c.f.Append(dst, info)
@@ -160,6 +175,13 @@ func (t Text) Append(dst []byte, info *streaminfo.Info) []byte { return t.F.Appe
 
 // FromSubstitutionFormatString compiles Envoy's log_format message.
 func FromSubstitutionFormatString(s *corev3.SubstitutionFormatString, path string) (Entry, error) {
+	for i, f := range s.GetFormatters() {
+		// Formatter extensions (%REQ_WITHOUT_QUERY%, %METADATA%, CEL …)
+		// go through the registry: "not implemented", or "unknown @type".
+		if _, err := extension.Lookup(extension.Formatter, f.GetTypedConfig(), config.Join(config.Index(config.Join(path, "formatters"), i), "typed_config")); err != nil {
+			return nil, err
+		}
+	}
 	if err := config.CheckFields(s, path, "text_format", "text_format_source", "json_format", "omit_empty_values", "content_type"); err != nil {
 		return nil, err
 	}

@@ -176,8 +176,66 @@ type Info struct {
 	// Node identity for %ENVOY_NODE%-style operators is not tracked.
 }
 
-// FilterStateValue is a filter-state object; String is its serialized form.
+// FilterStateValue is a filter-state object (Envoy's FilterState::Object);
+// String is its serialized form (serializeAsString), which
+// %FILTER_STATE(KEY:PLAIN)%, filter-state matchers and RBAC read.
 type FilterStateValue interface{ String() string }
+
+// TypedFilterStateValue is a filter-state object with a typed form
+// (Envoy's serializeAsProto): %FILTER_STATE(KEY)% and
+// %FILTER_STATE(KEY:TYPED)% render it as JSON. An object without one
+// renders as missing there, as in Envoy.
+type TypedFilterStateValue interface {
+	FilterStateValue
+	// AppendJSON appends the typed form as one JSON value.
+	AppendJSON(dst []byte) []byte
+}
+
+// FieldFilterStateValue is a filter-state object with named fields
+// (Envoy's getField), for %FILTER_STATE(KEY:FIELD:NAME)%.
+type FieldFilterStateValue interface {
+	FilterStateValue
+	// Field returns a field's value, a string or an int64; ok is false
+	// when the object has no such field.
+	Field(name string) (v any, ok bool)
+}
+
+// StringObject is Envoy's generic string filter-state object (the
+// envoy.string factory, Router::StringAccessorImpl): its plain form is the
+// string, its typed form a google.protobuf.StringValue, which renders as a
+// JSON string.
+type StringObject string
+
+// String returns the string.
+func (s StringObject) String() string { return string(s) }
+
+// AppendJSON appends the string as a JSON string.
+func (s StringObject) AppendJSON(dst []byte) []byte { return AppendJSONString(dst, string(s)) }
+
+// AppendJSONString appends s as a JSON string: quotes, backslashes and
+// control characters escaped, other characters (UTF-8) as they are.
+func AppendJSONString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c == '\n':
+			dst = append(dst, '\\', 'n')
+		case c == '\r':
+			dst = append(dst, '\\', 'r')
+		case c == '\t':
+			dst = append(dst, '\\', 't')
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return append(dst, '"')
+}
 
 // SetDynamicMetadata merges fields into a namespace of the dynamic
 // metadata, as Envoy's setDynamicMetadata.

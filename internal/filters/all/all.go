@@ -23,6 +23,7 @@ import (
 	_ "github.com/legateproxy/legate/internal/filters/http/lua"
 	_ "github.com/legateproxy/legate/internal/filters/http/match_delegate"
 	_ "github.com/legateproxy/legate/internal/filters/http/rbac"
+	_ "github.com/legateproxy/legate/internal/filters/http/set_filter_state"
 	_ "github.com/legateproxy/legate/internal/filters/http/set_metadata"
 
 	// Network filters (the HTTP connection manager registers itself in
