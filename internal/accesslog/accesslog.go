@@ -90,7 +90,7 @@ func compileOne(al *accesslogv3.AccessLog, path string, files *Files) (*Logger, 
 type loggerFactory func(cfg proto.Message, l *Logger, files *Files, path string) error
 
 func init() {
-	extension.Register(extension.Extension{Name: "envoy.access_loggers.file", Aliases: []string{"envoy.file_access_log"},
+	extension.Register(extension.Extension{Name: "envoy.access_loggers.file",
 		Category: extension.AccessLogger, Config: &filev3.FileAccessLog{}, Factory: loggerFactory(compileFile)})
 	extension.Register(extension.Extension{Name: "envoy.access_loggers.stdout", Category: extension.AccessLogger,
 		Config: &streamv3.StdoutAccessLog{}, Factory: loggerFactory(func(cfg proto.Message, l *Logger, files *Files, path string) error {

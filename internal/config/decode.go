@@ -136,31 +136,59 @@ type Lines map[string]int
 // Annotate adds source lines to the FieldErrors in err that lack one: the
 // line of the error's path, or of its nearest parent that has one.
 func (l Lines) Annotate(err error) error {
-	if len(l) == 0 || err == nil {
+	if len(l) == 0 {
 		return err
 	}
+	return annotate(err, l.find)
+}
+
+// AnnotateAs is Annotate for errors whose paths start with from where the
+// file has the same fields under to: an xDS resource compiled as "cluster
+// foo" that was read from resources[2] of a file. It reports whether err
+// holds an error with a path at all (one a line can be given to).
+func (l Lines) AnnotateAs(err error, from, to string) bool {
+	located := false
+	annotate(err, func(p string) int {
+		located = true
+		rest, ok := strings.CutPrefix(p, from)
+		if !ok || rest != "" && rest[0] != '.' && rest[0] != '[' {
+			return 0
+		}
+		return l.find(to + rest)
+	})
+	return located
+}
+
+// annotate sets the line of each located error in err that lacks one.
+func annotate(err error, line func(path string) int) error {
 	var walk func(error)
 	walk = func(e error) {
 		switch v := e.(type) {
 		case *FieldError:
 			if v.Line == 0 {
-				v.Line = l.find(v.Path)
+				v.Line = line(v.Path)
 			}
 		case ErrorList:
 			for _, x := range v {
 				walk(x)
 			}
 		case Located:
-			if p, line := v.Location(); *line == 0 {
-				*line = l.find(p)
+			if p, l := v.Location(); *l == 0 {
+				*l = line(p)
 			}
 		case interface{ Unwrap() error }:
 			walk(v.Unwrap())
 		}
 	}
-	walk(err)
+	if err != nil {
+		walk(err)
+	}
 	return err
 }
+
+// Line returns the source line of a path, or of its nearest parent that
+// has one (0 if none does).
+func (l Lines) Line(path string) int { return l.find(path) }
 
 func (l Lines) find(p string) int {
 	for p != "" {

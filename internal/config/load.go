@@ -86,10 +86,16 @@ func decodeFile(path string, data []byte, msg proto.Message) ([]Warning, Lines, 
 // DecodeResourceFile reads a file that holds one resource of msg's type, or
 // (for path_config_source files) a DiscoveryResponse, as Envoy accepts.
 func DecodeResourceFile(path string, msg proto.Message) ([]Warning, error) {
+	w, _, err := DecodeResourceFileLines(path, msg)
+	return w, err
+}
+
+// DecodeResourceFileLines is DecodeResourceFile that also returns the
+// source lines of the file's fields (none for .pb and .pb_text files).
+func DecodeResourceFileLines(path string, msg proto.Message) ([]Warning, Lines, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+		return nil, nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	w, _, err := decodeFile(path, data, msg)
-	return w, err
+	return decodeFile(path, data, msg)
 }

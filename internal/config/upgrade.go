@@ -1,15 +1,17 @@
 package config
 
 import (
-	udpaannotations "github.com/cncf/xds/go/udpa/annotations"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/reflect/protoregistry"
-	"google.golang.org/protobuf/types/descriptorpb"
 	"strings"
 	"sync"
 
+	udpaannotations "github.com/cncf/xds/go/udpa/annotations"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
 	"gopkg.in/yaml.v3"
+
+	"github.com/legateproxy/legate/internal/extension/catalog"
 )
 
 // This file upgrades v2-era config forms, which still circulate in tutorials,
@@ -19,106 +21,25 @@ import (
 
 const typePrefix = "type.googleapis.com/"
 
-// extensionTypes maps an extension's name (v3 canonical names and the
-// deprecated v2 short names) to the @type of its typed_config. It is used
-// when a filter has a v2 `config:` block, or no config at all.
-var extensionTypes = map[string]string{
-	// network filters
-	"envoy.filters.network.http_connection_manager": "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-	"envoy.http_connection_manager":                 "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-	"envoy.filters.network.tcp_proxy":               "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-	"envoy.tcp_proxy":                               "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy",
-	"envoy.filters.network.echo":                    "envoy.extensions.filters.network.echo.v3.Echo",
-	"envoy.echo":                                    "envoy.extensions.filters.network.echo.v3.Echo",
-	"envoy.filters.network.rbac":                    "envoy.extensions.filters.network.rbac.v3.RBAC",
-	"envoy.filters.network.ext_authz":               "envoy.extensions.filters.network.ext_authz.v3.ExtAuthz",
-	"envoy.ext_authz":                               "envoy.extensions.filters.network.ext_authz.v3.ExtAuthz",
-	"envoy.filters.network.ratelimit":               "envoy.extensions.filters.network.ratelimit.v3.RateLimit",
-	"envoy.ratelimit":                               "envoy.extensions.filters.network.ratelimit.v3.RateLimit",
-	"envoy.filters.network.redis_proxy":             "envoy.extensions.filters.network.redis_proxy.v3.RedisProxy",
-	"envoy.redis_proxy":                             "envoy.extensions.filters.network.redis_proxy.v3.RedisProxy",
-	"envoy.filters.network.mongo_proxy":             "envoy.extensions.filters.network.mongo_proxy.v3.MongoProxy",
-	"envoy.mongo_proxy":                             "envoy.extensions.filters.network.mongo_proxy.v3.MongoProxy",
-	"envoy.filters.network.sni_cluster":             "envoy.extensions.filters.network.sni_cluster.v3.SniCluster",
-	// HTTP filters
-	"envoy.filters.http.router":               "envoy.extensions.filters.http.router.v3.Router",
-	"envoy.router":                            "envoy.extensions.filters.http.router.v3.Router",
-	"envoy.filters.http.cors":                 "envoy.extensions.filters.http.cors.v3.Cors",
-	"envoy.cors":                              "envoy.extensions.filters.http.cors.v3.Cors",
-	"envoy.filters.http.buffer":               "envoy.extensions.filters.http.buffer.v3.Buffer",
-	"envoy.buffer":                            "envoy.extensions.filters.http.buffer.v3.Buffer",
-	"envoy.filters.http.fault":                "envoy.extensions.filters.http.fault.v3.HTTPFault",
-	"envoy.fault":                             "envoy.extensions.filters.http.fault.v3.HTTPFault",
-	"envoy.filters.http.gzip":                 "envoy.extensions.filters.http.gzip.v3.Gzip",
-	"envoy.gzip":                              "envoy.extensions.filters.http.gzip.v3.Gzip",
-	"envoy.filters.http.health_check":         "envoy.extensions.filters.http.health_check.v3.HealthCheck",
-	"envoy.health_check":                      "envoy.extensions.filters.http.health_check.v3.HealthCheck",
-	"envoy.filters.http.lua":                  "envoy.extensions.filters.http.lua.v3.Lua",
-	"envoy.lua":                               "envoy.extensions.filters.http.lua.v3.Lua",
-	"envoy.filters.http.ext_authz":            "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
-	"envoy.filters.http.ratelimit":            "envoy.extensions.filters.http.ratelimit.v3.RateLimit",
-	"envoy.rate_limit":                        "envoy.extensions.filters.http.ratelimit.v3.RateLimit",
-	"envoy.filters.http.grpc_web":             "envoy.extensions.filters.http.grpc_web.v3.GrpcWeb",
-	"envoy.grpc_web":                          "envoy.extensions.filters.http.grpc_web.v3.GrpcWeb",
-	"envoy.filters.http.grpc_http1_bridge":    "envoy.extensions.filters.http.grpc_http1_bridge.v3.Config",
-	"envoy.grpc_http1_bridge":                 "envoy.extensions.filters.http.grpc_http1_bridge.v3.Config",
-	"envoy.filters.http.grpc_json_transcoder": "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
-	"envoy.grpc_json_transcoder":              "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
-	"envoy.filters.http.jwt_authn":            "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-	"envoy.filters.http.rbac":                 "envoy.extensions.filters.http.rbac.v3.RBAC",
-	"envoy.filters.http.local_ratelimit":      "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
-	"envoy.filters.http.compressor":           "envoy.extensions.filters.http.compressor.v3.Compressor",
-	// access loggers
-	"envoy.access_loggers.file":   "envoy.extensions.access_loggers.file.v3.FileAccessLog",
-	"envoy.file_access_log":       "envoy.extensions.access_loggers.file.v3.FileAccessLog",
-	"envoy.access_loggers.stdout": "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
-	"envoy.access_loggers.stderr": "envoy.extensions.access_loggers.stream.v3.StderrAccessLog",
-	// listener filters
-	"envoy.filters.listener.tls_inspector":  "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
-	"envoy.listener.tls_inspector":          "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
-	"envoy.filters.listener.http_inspector": "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
-	"envoy.listener.http_inspector":         "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector",
-	"envoy.filters.listener.original_dst":   "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
-	"envoy.listener.original_dst":           "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
-	"envoy.filters.listener.proxy_protocol": "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol",
-	"envoy.listener.proxy_protocol":         "envoy.extensions.filters.listener.proxy_protocol.v3.ProxyProtocol",
-	// transport sockets
-	"envoy.transport_sockets.raw_buffer": "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer",
-	"raw_buffer":                         "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer",
-}
-
-// canonicalNames maps deprecated v2 short names to their v3 names.
-var canonicalNames = map[string]string{
-	"envoy.http_connection_manager": "envoy.filters.network.http_connection_manager",
-	"envoy.tcp_proxy":               "envoy.filters.network.tcp_proxy",
-	"envoy.echo":                    "envoy.filters.network.echo",
-	"envoy.ext_authz":               "envoy.filters.network.ext_authz",
-	"envoy.ratelimit":               "envoy.filters.network.ratelimit",
-	"envoy.redis_proxy":             "envoy.filters.network.redis_proxy",
-	"envoy.mongo_proxy":             "envoy.filters.network.mongo_proxy",
-	"envoy.router":                  "envoy.filters.http.router",
-	"envoy.cors":                    "envoy.filters.http.cors",
-	"envoy.buffer":                  "envoy.filters.http.buffer",
-	"envoy.fault":                   "envoy.filters.http.fault",
-	"envoy.gzip":                    "envoy.filters.http.gzip",
-	"envoy.health_check":            "envoy.filters.http.health_check",
-	"envoy.lua":                     "envoy.filters.http.lua",
-	"envoy.rate_limit":              "envoy.filters.http.ratelimit",
-	"envoy.grpc_web":                "envoy.filters.http.grpc_web",
-	"envoy.grpc_http1_bridge":       "envoy.filters.http.grpc_http1_bridge",
-	"envoy.grpc_json_transcoder":    "envoy.filters.http.grpc_json_transcoder",
-	"envoy.file_access_log":         "envoy.access_loggers.file",
-	"envoy.listener.tls_inspector":  "envoy.filters.listener.tls_inspector",
-	"envoy.listener.http_inspector": "envoy.filters.listener.http_inspector",
-	"envoy.listener.original_dst":   "envoy.filters.listener.original_dst",
-	"envoy.listener.proxy_protocol": "envoy.filters.listener.proxy_protocol",
-}
+// The deprecated v2 extension names and the @type of every extension
+// name come from the extension catalog (internal/extension/catalog), which
+// the extension registry resolves names with too.
 
 // CanonicalName returns the v3 name of a deprecated v2 extension name
 // (envoy.buffer → envoy.filters.http.buffer), as the loader renames them.
+// A name deprecated for two extensions (envoy.ext_authz: the HTTP and the
+// network filter) is resolved as an HTTP filter's: route tables key
+// typed_per_filter_config by HTTP filter names.
 func CanonicalName(name string) (string, bool) {
-	c, ok := canonicalNames[name]
-	return c, ok
+	if c, ok := catalog.CanonicalName(catalog.HTTPFilters, name); ok {
+		return c, true
+	}
+	for _, v := range catalog.V2Names() {
+		if v.Name == name {
+			return v.V3, true
+		}
+	}
+	return "", false
 }
 
 // v2TypeURLs maps v2 message names to their v3 successors.
@@ -174,13 +95,13 @@ var previousTypes = sync.OnceValue(func() map[string]string {
 })
 
 // typedConfigHolders are the messages that carry `name` + `typed_config` and,
-// in v2, `config`.
-var typedConfigHolders = map[protoreflect.FullName]bool{
-	"envoy.config.listener.v3.Filter":                                        true,
-	"envoy.config.listener.v3.ListenerFilter":                                true,
-	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": true,
-	"envoy.config.accesslog.v3.AccessLog":                                    true,
-	"envoy.config.core.v3.TransportSocket":                                   true,
+// in v2, `config`, with the extension category their name is one of.
+var typedConfigHolders = map[protoreflect.FullName]string{
+	"envoy.config.listener.v3.Filter":                                        catalog.NetworkFilters,
+	"envoy.config.listener.v3.ListenerFilter":                                catalog.ListenerFilters,
+	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": catalog.HTTPFilters,
+	"envoy.config.accesslog.v3.AccessLog":                                    catalog.AccessLoggers,
+	"envoy.config.core.v3.TransportSocket":                                   catalog.TransportSockets,
 }
 
 // upgradeV2 rewrites the v2-era keys of one mapping into their v3 form.
@@ -201,7 +122,8 @@ func (d *decoder) upgradeV2(n *yaml.Node, md protoreflect.MessageDescriptor, pat
 			return mapping(v.Line, "text_format", v)
 		})
 	}
-	if !typedConfigHolders[md.FullName()] {
+	category, holder := typedConfigHolders[md.FullName()]
+	if !holder {
 		return ps
 	}
 	var name string
@@ -216,7 +138,9 @@ func (d *decoder) upgradeV2(n *yaml.Node, md protoreflect.MessageDescriptor, pat
 			hasTyped = true
 		}
 	}
-	if canon, ok := canonicalNames[name]; ok {
+	canonical := name
+	if canon, ok := catalog.CanonicalName(category, name); ok {
+		canonical = canon
 		d.warnf(nameNode, join(path, "name"), "deprecated v2 name %q upgraded to %q", name, canon)
 		// The v3 form carries the canonical name (the type comes from
 		// typed_config, so only names in logs and the config dump change).
@@ -227,13 +151,15 @@ func (d *decoder) upgradeV2(n *yaml.Node, md protoreflect.MessageDescriptor, pat
 		}
 	}
 	typeFor := func() string {
-		if md.FullName() == "envoy.config.core.v3.TransportSocket" && (name == "tls" || name == "envoy.transport_sockets.tls") {
+		if category == catalog.TransportSockets && canonical == "envoy.transport_sockets.tls" {
+			// The catalog cannot tell the side; the path can.
 			if strings.Contains(path, "filter_chain") || strings.Contains(path, "listener") {
 				return "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 			}
 			return "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
 		}
-		return extensionTypes[name]
+		t, _ := catalog.ConfigType(canonical)
+		return t
 	}
 	out := make([]pair, 0, len(ps)+1)
 	for _, p := range ps {

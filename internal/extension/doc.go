@@ -35,8 +35,8 @@ func Markdown() []byte {
 			pr = "`" + typeName(e.PerRoute) + "`"
 		}
 		name := "`" + e.Name + "`"
-		if len(e.Aliases) > 0 {
-			name += " (also `" + strings.Join(e.Aliases, "`, `") + "`)"
+		if other := e.OtherNames(); len(other) > 0 {
+			name += " (also `" + strings.Join(other, "`, `") + "`)"
 		}
 		fmt.Fprintf(&b, "| %s | %s | `%s` | %s | %s |\n", e.Category, name, typeName(e.Config), pr, e.Notes)
 	}

@@ -83,8 +83,9 @@ var Categories = []Category{
 type Extension struct {
 	// Name is Envoy's canonical name (envoy.filters.http.router).
 	Name string
-	// Aliases are deprecated names that mean the same extension (v2 names
-	// such as envoy.router).
+	// Aliases are other names that mean the same extension. Envoy's
+	// deprecated v2 names (envoy.router) need not be listed: the registry
+	// resolves them through the catalog's table (catalog.V2Names).
 	Aliases []string
 	// Category is where it plugs in.
 	Category Category
@@ -102,6 +103,40 @@ type Extension struct {
 
 // TypeURL is the @type URL of the extension's config.
 func (e *Extension) TypeURL() string { return typeURL(e.Config) }
+
+// OtherNames returns the other names the extension is found by: its
+// deprecated v2 names (from the catalog), then its Aliases.
+func (e *Extension) OtherNames() []string {
+	var out []string
+	seen := map[string]bool{}
+	cat := e.Category.envoyCategory()
+	for _, v := range catalog.V2Names() {
+		if v.Category == cat && v.V3 == e.Name && !seen[v.Name] {
+			seen[v.Name] = true
+			out = append(out, v.Name)
+		}
+	}
+	for _, a := range e.Aliases {
+		if !seen[a] {
+			seen[a] = true
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// envoyCategory is the category as Envoy names it, which the catalog's
+// deprecated names are kept by: the two sides of envoy.transport_sockets
+// are one, upstream HTTP filters are HTTP filters.
+func (c Category) envoyCategory() string {
+	switch c {
+	case DownstreamTransportSocket, UpstreamTransportSocket:
+		return catalog.TransportSockets
+	case UpstreamHTTPFilter:
+		return catalog.HTTPFilters
+	}
+	return string(c)
+}
 
 func typeURL(m proto.Message) string { return catalog.TypePrefix + typeName(m) }
 
@@ -132,6 +167,11 @@ func Register(e Extension) {
 	k := key{e.Category, typeName(e.Config)}
 	if prev, dup := byKey[k]; dup {
 		panic(fmt.Sprintf("extension: %s registered twice (%s and %s)", k.typ, prev.Name, e.Name))
+	}
+	for _, a := range e.Aliases {
+		if v3, ok := catalog.CanonicalName(e.Category.envoyCategory(), a); ok && v3 != e.Name {
+			panic(fmt.Sprintf("extension: alias %q of %s is Envoy's deprecated name of %s", a, e.Name, v3))
+		}
 	}
 	ep := &e
 	byKey[k] = ep
@@ -171,11 +211,17 @@ func All() []*Extension {
 	return out
 }
 
-// ByName returns the extension registered under a name (or alias).
+// ByName returns the extension registered under a name or alias, or the
+// one a deprecated v2 name of the category stands for (catalog.V2Names).
 func ByName(cat Category, name string) *Extension {
 	mu.RLock()
 	defer mu.RUnlock()
 	e := byName[key{cat, name}]
+	if e == nil {
+		if v3, ok := catalog.CanonicalName(cat.envoyCategory(), name); ok {
+			e = byName[key{cat, v3}]
+		}
+	}
 	if e != nil && disabled[e.Name] {
 		return nil
 	}

@@ -30,7 +30,7 @@ import (
 type listenerFilterFactory func(cfg proto.Message, insp *inspector, path string) error
 
 func init() {
-	extension.Register(extension.Extension{Name: "envoy.filters.listener.tls_inspector", Aliases: []string{"envoy.listener.tls_inspector"},
+	extension.Register(extension.Extension{Name: "envoy.filters.listener.tls_inspector",
 		Category: extension.ListenerFilter, Config: &tlsinspectorv3.TlsInspector{},
 		Factory: listenerFilterFactory(func(cfg proto.Message, insp *inspector, path string) error {
 			if err := config.CheckFields(cfg, path, "enable_ja3_fingerprinting", "enable_ja4_fingerprinting"); err != nil {
@@ -39,7 +39,7 @@ func init() {
 			insp.tls = true
 			return nil
 		}), Notes: "JA3/JA4 fingerprints are accepted but not computed"})
-	extension.Register(extension.Extension{Name: "envoy.filters.listener.original_dst", Aliases: []string{"envoy.listener.original_dst"},
+	extension.Register(extension.Extension{Name: "envoy.filters.listener.original_dst",
 		Category: extension.ListenerFilter, Config: &origdstv3.OriginalDst{},
 		Factory: listenerFilterFactory(func(cfg proto.Message, insp *inspector, path string) error {
 			if err := config.CheckFields(cfg, path); err != nil {
@@ -48,7 +48,7 @@ func init() {
 			insp.origDst = true
 			return nil
 		}), Notes: "SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST (Linux); use_original_dst hand-off between listeners is not implemented"})
-	extension.Register(extension.Extension{Name: "envoy.filters.listener.http_inspector", Aliases: []string{"envoy.listener.http_inspector"},
+	extension.Register(extension.Extension{Name: "envoy.filters.listener.http_inspector",
 		Category: extension.ListenerFilter, Config: &httpinspectorv3.HttpInspector{},
 		Factory: listenerFilterFactory(func(cfg proto.Message, insp *inspector, path string) error {
 			insp.http = true

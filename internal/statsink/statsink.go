@@ -33,9 +33,9 @@ import (
 type factory func(cfg proto.Message, path string) (*sink, error)
 
 func init() {
-	extension.Register(extension.Extension{Name: "envoy.stat_sinks.statsd", Aliases: []string{"envoy.statsd"}, Category: extension.StatSink,
+	extension.Register(extension.Extension{Name: "envoy.stat_sinks.statsd", Category: extension.StatSink,
 		Config: &metricsv3.StatsdSink{}, Factory: factory(compileStatsd), Notes: "histograms are sent as the interval's mean"})
-	extension.Register(extension.Extension{Name: "envoy.stat_sinks.dog_statsd", Aliases: []string{"envoy.dog_statsd"}, Category: extension.StatSink,
+	extension.Register(extension.Extension{Name: "envoy.stat_sinks.dog_statsd", Category: extension.StatSink,
 		Config: &metricsv3.DogStatsdSink{}, Factory: factory(compileDogStatsd), Notes: "histograms are sent as the interval's mean"})
 }
 

@@ -207,13 +207,13 @@ type cachedConfig struct {
 
 func init() {
 	for _, c := range []extension.Category{extension.DownstreamTransportSocket, extension.UpstreamTransportSocket} {
-		extension.Register(extension.Extension{Name: "envoy.transport_sockets.raw_buffer", Aliases: []string{"raw_buffer"},
+		extension.Register(extension.Extension{Name: "envoy.transport_sockets.raw_buffer",
 			Category: c, Config: &rawbufferv3.RawBuffer{}, Factory: rawBuffer})
 	}
-	extension.Register(extension.Extension{Name: "envoy.transport_sockets.tls", Aliases: []string{"tls"},
+	extension.Register(extension.Extension{Name: "envoy.transport_sockets.tls",
 		Category: extension.DownstreamTransportSocket, Config: &tlsv3.DownstreamTlsContext{}, Factory: tlsSocket,
 		Notes: "crypto/tls: cipher suites and curves Go implements; no private key providers, OCSP policy or custom handshakers"})
-	extension.Register(extension.Extension{Name: "envoy.transport_sockets.tls", Aliases: []string{"tls"},
+	extension.Register(extension.Extension{Name: "envoy.transport_sockets.tls",
 		Category: extension.UpstreamTransportSocket, Config: &tlsv3.UpstreamTlsContext{}, Factory: tlsSocket})
 }
 

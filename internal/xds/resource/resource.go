@@ -230,6 +230,16 @@ func (t *decoder[M]) Decode(a *anypb.Any) (*Decoded, error) {
 	return &Decoded{Name: name, Message: m, Raw: a.GetValue()}, nil
 }
 
+// Path is the path that names a resource of type t in errors ("listener
+// foo"): its decoder's validation errors start with it, and handlers compile
+// the resource under it.
+func Path(t Type, name string) string {
+	if p, ok := t.(interface{ path(string) string }); ok {
+		return p.path(name)
+	}
+	return ShortType(t.URL()) + " " + name
+}
+
 // path names a resource in an error: "listener foo", or "listener resource"
 // when its name is not known.
 func (t *decoder[M]) path(name string) string {

@@ -223,3 +223,16 @@ func TestShortType(t *testing.T) {
 		t.Errorf("ShortType = %q", got)
 	}
 }
+
+// TestPath: Path is the prefix of the decoder's own error paths, which
+// callers compile a resource under (and map back to a file's lines).
+func TestPath(t *testing.T) {
+	for typ, want := range map[Type]string{
+		Listener: "listener l", RouteConfiguration: "route_configuration l", Cluster: "cluster l",
+		ClusterLoadAssignment: "cluster_load_assignment l", Secret: "secret l", ForURL("type.googleapis.com/x.Y"): "Y l",
+	} {
+		if got := Path(typ, "l"); got != want {
+			t.Errorf("Path(%s) = %q, want %q", typ.URL(), got, want)
+		}
+	}
+}

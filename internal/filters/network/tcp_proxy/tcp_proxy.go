@@ -40,7 +40,7 @@ type tcpStats struct {
 }
 
 func init() {
-	extension.Register(extension.Extension{Name: "envoy.filters.network.tcp_proxy", Aliases: []string{"envoy.tcp_proxy"},
+	extension.Register(extension.Extension{Name: "envoy.filters.network.tcp_proxy",
 		Category: extension.NetworkFilter, Config: &tcpv3.TcpProxy{},
 		Factory: listener.NetworkFilterFactory(func(ctx *listener.Context, cfg proto.Message, _ listener.ChainOptions, path string) (listener.NetworkFilter, error) {
 			return compileTCPProxy(cfg.(*tcpv3.TcpProxy), path, ctx)
