@@ -2,9 +2,11 @@ package xds
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,10 +19,16 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
+	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/legateproxy/legate/internal/testutil"
@@ -298,4 +306,175 @@ func get(t *testing.T, url string) (int, string) {
 	t.Helper()
 	c, _, b := testutil.Get(t, testutil.Client(), url)
 	return c, b
+}
+
+// typedControlPlane is go-control-plane's server over one snapshot cache
+// with the aggregated service and the per-type RDS and SDS services; it
+// records the type of every stream opened ("" for ADS) and the NACKs.
+type typedControlPlane struct {
+	cache   cachev3.SnapshotCache
+	addr    string
+	mu      sync.Mutex
+	streams []string
+	nacks   []string
+}
+
+func startTypedControlPlane(t *testing.T) *typedControlPlane {
+	t.Helper()
+	cp := &typedControlPlane{cache: cachev3.NewSnapshotCache(false, cachev3.IDHash{}, nil)}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp.addr = ln.Addr().String()
+	srv := serverv3.NewServer(context.Background(), cp.cache, serverv3.CallbackFuncs{
+		StreamOpenFunc: func(_ context.Context, _ int64, typeURL string) error {
+			cp.mu.Lock()
+			cp.streams = append(cp.streams, typeURL)
+			cp.mu.Unlock()
+			return nil
+		},
+		StreamRequestFunc: func(_ int64, r *discoveryv3.DiscoveryRequest) error {
+			if m := r.GetErrorDetail().GetMessage(); m != "" {
+				cp.mu.Lock()
+				cp.nacks = append(cp.nacks, m)
+				cp.mu.Unlock()
+			}
+			return nil
+		},
+	})
+	g := grpc.NewServer()
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, srv)
+	routeservice.RegisterRouteDiscoveryServiceServer(g, srv)
+	secretservice.RegisterSecretDiscoveryServiceServer(g, srv)
+	go g.Serve(ln)
+	t.Cleanup(g.Stop)
+	return cp
+}
+
+// opened reports whether a stream of the type was opened.
+func (cp *typedControlPlane) opened(typeURL string) bool {
+	return slices.Contains(cp.streamTypes(), typeURL)
+}
+
+func (cp *typedControlPlane) streamTypes() []string {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return append([]string(nil), cp.streams...)
+}
+
+func (cp *typedControlPlane) nackMessages() []string {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return append([]string(nil), cp.nacks...)
+}
+
+func (cp *typedControlPlane) set(t *testing.T, version int, res map[resourcev3.Type][]types.Resource) {
+	t.Helper()
+	if err := cp.cache.SetSnapshot(context.Background(), nodeID, snapshotOf(t, version, res)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// grpcSource is a ConfigSource for a per-type gRPC stream to the xds
+// cluster (not ADS).
+func grpcSource() *corev3.ConfigSource {
+	return &corev3.ConfigSource{ResourceApiVersion: corev3.ApiVersion_V3, ConfigSourceSpecifier: &corev3.ConfigSource_ApiConfigSource{
+		ApiConfigSource: &corev3.ApiConfigSource{ApiType: corev3.ApiConfigSource_GRPC, TransportApiVersion: corev3.ApiVersion_V3,
+			GrpcServices: []*corev3.GrpcService{{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: "xds"}}}}}}}
+}
+
+// TestRouteSourceOverGRPCFromAnUpdate: an LDS update (over ADS) brings a
+// listener whose RDS config source is an api_config_source — a gRPC
+// stream of its own to the management server — that the bootstrap never
+// named. The proxy opens that RDS stream, the listener serves its routes
+// and follows their changes. (Before, the client of a source first named
+// after start was created but never started: the listener waited out its
+// initial fetch and had no routes.)
+func TestRouteSourceOverGRPCFromAnUpdate(t *testing.T) {
+	cp := startTypedControlPlane(t)
+	backends := upstreams(t, 2)
+	listen := freeAddr(t)
+	push := func(version int, backend string) {
+		cp.set(t, version, map[resourcev3.Type][]types.Resource{
+			resourcev3.ClusterType:  {staticCluster("backend", backend)},
+			resourcev3.ListenerType: {listenerFrom("main", listen, "late", grpcSource())},
+			resourcev3.RouteType:    {routeTo("late", "backend")},
+		})
+	}
+	push(1, backends[0])
+	p := testutil.StartProxy(t, bootstrap(cp.addr, false), nil)
+	url := "http://" + listen + "/"
+	testutil.Eventually(t, 10*time.Second, func() bool { _, b, _ := getQuiet(url); return b == "b0" },
+		"the listener does not serve the routes of its gRPC RDS source (NACKs: %v)", cp.nackMessages())
+	if !cp.opened(resourcev3.RouteType) {
+		t.Errorf("no RDS stream was opened (streams: %q): the routes did not come over their own api_config_source", cp.streamTypes())
+	}
+	if n := p.Stat(t, "http.main.rds.late.update_success"); n < 1 {
+		t.Errorf("http.main.rds.late.update_success = %d", n)
+	}
+	// The route configuration changes (the cluster it names moves to b1):
+	// the subscription keeps following.
+	push(2, backends[1])
+	testutil.Eventually(t, 10*time.Second, func() bool { _, b, _ := getQuiet(url); return b == "b1" }, "the update did not apply")
+	if msgs := cp.nackMessages(); len(msgs) != 0 {
+		t.Errorf("updates were NACKed: %v", msgs)
+	}
+}
+
+// TestSecretSourceOverGRPCFromAnUpdate: a CDS update (over ADS) brings a
+// cluster whose upstream TLS validation context is an SDS secret from an
+// api_config_source — a gRPC stream of its own — that nothing named at
+// start. The proxy opens that SDS stream, the cluster warms on the secret
+// and its TLS verifies with it: a secret with another CA then makes the
+// handshake fail.
+func TestSecretSourceOverGRPCFromAnUpdate(t *testing.T) {
+	ca := testutil.NewCA(t, "backend-ca")
+	other := testutil.NewCA(t, "other-ca")
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close") // every request a new handshake
+		w.Write([]byte("tls-backend"))
+	}))
+	backend.TLS = &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "backend", "backend.example.com").TLS}}
+	backend.StartTLS()
+	t.Cleanup(backend.Close)
+
+	cp := startTypedControlPlane(t)
+	listen := freeAddr(t)
+	tlsCluster := staticCluster("tls", backend.Listener.Addr().String())
+	utc, err := anypb.New(&tlsv3.UpstreamTlsContext{Sni: "backend.example.com", CommonTlsContext: &tlsv3.CommonTlsContext{
+		ValidationContextType: &tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig{ValidationContextSdsSecretConfig: &tlsv3.SdsSecretConfig{
+			Name: "backend_ca", SdsConfig: grpcSource()}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCluster.TransportSocket = &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: utc}}
+	push := func(version int, caPEM []byte) {
+		sec := &tlsv3.Secret{Name: "backend_ca", Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
+			TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: caPEM}}}}}
+		cp.set(t, version, map[resourcev3.Type][]types.Resource{
+			resourcev3.ClusterType:  {tlsCluster},
+			resourcev3.ListenerType: {listener("main", listen, "local")},
+			resourcev3.RouteType:    {routeTo("local", "tls")},
+			resourcev3.SecretType:   {sec},
+		})
+	}
+	push(1, ca.CertPEM)
+	p := testutil.StartProxy(t, bootstrap(cp.addr, false), nil)
+	url := "http://" + listen + "/"
+	testutil.Eventually(t, 10*time.Second, func() bool { c, b, _ := getQuiet(url); return c == 200 && b == "tls-backend" },
+		"the cluster's TLS does not verify with its SDS secret from a gRPC source (NACKs: %v)", cp.nackMessages())
+	if !cp.opened(resourcev3.SecretType) {
+		t.Errorf("no SDS stream was opened (streams: %q): the secret did not come over its own api_config_source", cp.streamTypes())
+	}
+	if n := p.Stat(t, "cluster.tls.ssl.handshake"); n < 1 {
+		t.Errorf("cluster.tls.ssl.handshake = %d", n)
+	}
+	// The secret is what verifies: another CA makes the handshake fail.
+	push(2, other.CertPEM)
+	testutil.Eventually(t, 10*time.Second, func() bool { c, _, _ := getQuiet(url); return c == 503 },
+		"a CA that did not sign the backend still verifies it: the SDS secret is not what verifies")
+	if msgs := cp.nackMessages(); len(msgs) != 0 {
+		t.Errorf("updates were NACKed: %v", msgs)
+	}
 }
