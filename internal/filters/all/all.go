@@ -6,6 +6,7 @@ package all
 
 import (
 	// HTTP filters.
+	_ "github.com/legateproxy/legate/internal/filters/http/aws_request_signing"
 	_ "github.com/legateproxy/legate/internal/filters/http/buffer"
 	_ "github.com/legateproxy/legate/internal/filters/http/compressor"
 	_ "github.com/legateproxy/legate/internal/filters/http/cors"
