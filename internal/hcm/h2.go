@@ -47,7 +47,11 @@ func newH2Gen(cfg *hcmConfig) *h2Gen {
 		IdleTimeout:                  cfg.idleTimeout,
 		MaxReadFrameSize:             1 << 20,
 	}
-	g.base = &http.Server{MaxHeaderBytes: cfg.maxHeaderBytes}
+	// The guard applies max_request_headers_kb and max_headers_count to
+	// each header block (a stream reset, as Envoy's codec); x/net's own
+	// limit sits above them so that its 431 never pre-empts that.
+	limits := h2GuardLimits(cfg)
+	g.base = &http.Server{MaxHeaderBytes: limits.codecMaxHeaderBytes()}
 	// ConfigureServer registers graceful shutdown (GOAWAY) with base.
 	http2.ConfigureServer(g.base, g.srv)
 	return g
@@ -109,7 +113,7 @@ func (h *h2Server) serve(conn net.Conn, cs *connState, d *listener.Context, tc *
 		h2Streams.Put(hs)
 	})
 	// The flood guard sits between the connection and the codec.
-	limits := h.cfg.h2Limits
+	limits := h2GuardLimits(h.cfg)
 	if rt := d.Runtime; rt != nil {
 		snap := rt.Snapshot()
 		limits.prematureTotal = snap.Integer("overload.premature_reset_total_stream_count", limits.prematureTotal)
@@ -118,6 +122,17 @@ func (h *h2Server) serve(conn net.Conn, cs *connState, d *listener.Context, tc *
 	guard := newH2Guard(conn, limits, h.cfg.h2Stats)
 	g.srv.ServeConn(guard, &http2.ServeConnOpts{Handler: handler, BaseConfig: g.base})
 	guard.wait()
+}
+
+// h2GuardLimits are the guard's limits for cfg: http2_protocol_options,
+// and the request header limits (max_request_headers_kb,
+// common_http_protocol_options.max_headers_count) Envoy's codec applies to
+// every header block.
+func h2GuardLimits(cfg *hcmConfig) h2Limits {
+	l := cfg.h2Limits
+	l.maxHeaderBytes = cfg.maxHeaderBytes
+	l.maxHeaders = cfg.maxHeadersCount
+	return l
 }
 
 // h2stream is the downstream side of one HTTP/2 request.

@@ -291,8 +291,16 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *listener.Context
 	if h2 := h.GetHttp2ProtocolOptions(); h2 != nil {
 		p := config.Join(path, "http2_protocol_options")
 		if err := config.CheckFields(h2, p, "max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size", "hpack_table_size", "allow_connect", "connection_keepalive",
-			"max_consecutive_inbound_frames_with_empty_payload", "max_inbound_priority_frames_per_stream", "max_inbound_window_update_frames_per_data_frame_sent"); err != nil {
+			"max_consecutive_inbound_frames_with_empty_payload", "max_inbound_priority_frames_per_stream", "max_inbound_window_update_frames_per_data_frame_sent",
+			"max_outbound_frames", "max_outbound_control_frames"); err != nil {
 			return nil, err
+		}
+		// Validation keeps both at least 1 (Envoy's bounds).
+		if v := h2.GetMaxOutboundFrames(); v != nil {
+			c.h2Limits.maxOutbound = v.GetValue()
+		}
+		if v := h2.GetMaxOutboundControlFrames(); v != nil {
+			c.h2Limits.maxOutboundControl = v.GetValue()
 		}
 		if v := h2.GetMaxConsecutiveInboundFramesWithEmptyPayload(); v != nil {
 			c.h2Limits.maxEmpty = v.GetValue()
@@ -357,7 +365,9 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *listener.Context
 	// Envoy roots its HTTP/2 codec statistics at http2.
 	c.h2Stats = &h2GuardStats{rxReset: d.Stats.Counter("http2.rx_reset"), emptyFlood: d.Stats.Counter("http2.inbound_empty_frames_flood"),
 		priorityFlood: d.Stats.Counter("http2.inbound_priority_frames_flood"), windowUpdateFlood: d.Stats.Counter("http2.inbound_window_update_frames_flood"),
-		prematureResets: scope.Counter("downstream_rq_too_many_premature_resets")}
+		outboundFlood: d.Stats.Counter("http2.outbound_flood"), outboundControlFlood: d.Stats.Counter("http2.outbound_control_flood"),
+		headerOverflow:  d.Stats.Counter("http2.header_overflow"),
+		prematureResets: scope.Counter("downstream_rq_too_many_premature_resets"), protocolError: c.stats.cxProtocolError}
 	if len(h.GetAccessLog()) > 0 {
 		logs, err := d.AccessLogs(h.GetAccessLog(), config.Join(path, "access_log"))
 		if err != nil {
