@@ -20,26 +20,25 @@ import (
 // ALPN h2) for one filter chain, with golang.org/x/net/http2 as the codec.
 type h2Server struct {
 	cfg *hcmConfig
-	mu  sync.Mutex
-	gen *h2Gen
 }
 
-// h2Gen is one generation of the codec: the connections it serves get
-// GOAWAY together when one of them is drained; later connections get a
-// new generation, so a drain after /healthcheck/ok (or a second one)
-// still reaches them.
-type h2Gen struct {
+// h2Conn is the codec of one connection: x/net's graceful shutdown
+// (GOAWAY) applies to every connection of one http2.Server, so each
+// connection gets its own, and a drain — a listener update of its chain,
+// max_connection_duration, /drain_listeners — reaches exactly the
+// connections it is for, as Envoy drains connection by connection.
+type h2Conn struct {
 	srv      *http2.Server
 	base     *http.Server
 	shutdown sync.Once
 }
 
 func newH2Server(cfg *hcmConfig) *h2Server {
-	return &h2Server{cfg: cfg, gen: newH2Gen(cfg)}
+	return &h2Server{cfg: cfg}
 }
 
-func newH2Gen(cfg *hcmConfig) *h2Gen {
-	g := &h2Gen{}
+func newH2Conn(cfg *hcmConfig) *h2Conn {
+	g := &h2Conn{}
 	g.srv = &http2.Server{
 		MaxConcurrentStreams:         cfg.h2MaxConcurrentStreams,
 		MaxUploadBufferPerStream:     int32(max(cfg.h2InitialStreamWindow, 65535)),
@@ -57,26 +56,17 @@ func newH2Gen(cfg *hcmConfig) *h2Gen {
 	return g
 }
 
-// current returns the generation new connections join.
-func (h *h2Server) current() *h2Gen {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.gen
-}
-
-// drain sends GOAWAY to the connections of g, once, and starts a new
-// generation for the connections that come after.
-func (h *h2Server) drain(g *h2Gen) {
-	h.mu.Lock()
-	if h.gen == g {
-		h.gen = newH2Gen(h.cfg)
-	}
-	h.mu.Unlock()
+// drain sends GOAWAY to the connection, once: its streams finish, new ones
+// are refused, and what is still open after the drain timeout is closed
+// (Envoy's drain sequence).
+func (h *h2Server) drain(g *h2Conn, conn net.Conn) {
 	g.shutdown.Do(func() {
 		go func() {
 			ctx, cancel := context.WithTimeout(context.Background(), h.cfg.drainTimeout)
 			defer cancel()
-			g.base.Shutdown(ctx)
+			if g.base.Shutdown(ctx) != nil {
+				conn.Close()
+			}
 		}()
 	})
 }
@@ -84,12 +74,22 @@ func (h *h2Server) drain(g *h2Gen) {
 var h2Streams = sync.Pool{New: func() any { return &h2stream{} }}
 
 func (h *h2Server) serve(conn net.Conn, cs *connState, d *listener.Context, tc *listener.Conn) {
-	g := h.current()
+	g := newH2Conn(h.cfg)
 	tc.SetDrain(func() {
 		cs.draining.Store(true)
-		h.drain(g)
+		h.drain(g, conn)
 	})
 	defer tc.SetDrain(nil)
+	if d := h.cfg.maxConnDuration; d > 0 {
+		// max_connection_duration: the connection is drained (GOAWAY, then
+		// closed after the drain timeout), as Envoy does for HTTP/2.
+		t := time.AfterFunc(time.Until(cs.start.Add(d)), func() {
+			h.cfg.stats.cxMaxDuration.Inc()
+			cs.draining.Store(true)
+			h.drain(g, conn)
+		})
+		defer t.Stop()
+	}
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hs := h2Streams.Get().(*h2stream)
 		hs.w, hs.r = w, r

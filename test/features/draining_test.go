@@ -72,3 +72,31 @@ func TestHTTP2DrainAfterHealthcheckOK(t *testing.T) {
 		t.Fatal("a connection opened after /healthcheck/ok got no GOAWAY on the next drain")
 	}
 }
+
+// An HTTP/2 connection is drained on its own: max_connection_duration
+// sends GOAWAY to the connection that reached it, not to the others on
+// the same filter chain (they used to share one codec generation, so one
+// connection's drain reached every connection opened before it).
+func TestHTTP2DrainIsPerConnection(t *testing.T) {
+	p := start(t, cfg{
+		hcm:    `common_http_protocol_options: {max_connection_duration: 1.5s}`,
+		vhosts: vhost(`{match: {prefix: /}, direct_response: {status: 200}}`), clusters: "[]",
+	})
+	first := h2Conn(t, p.Addr("http"))
+	time.Sleep(time.Second)
+	second := h2Conn(t, p.Addr("http"))
+	if !waitGoAway(t, first, 5*time.Second) {
+		t.Fatal("the connection that reached max_connection_duration got no GOAWAY")
+	}
+	// The second connection has about a second left: it must not have been
+	// drained with the first.
+	if waitGoAway(t, second, 300*time.Millisecond) {
+		t.Fatal("draining one HTTP/2 connection sent GOAWAY to another")
+	}
+	if !waitGoAway(t, second, 5*time.Second) {
+		t.Fatal("the second connection got no GOAWAY at its own max_connection_duration")
+	}
+	if got := p.Stat(t, "http.ingress.downstream_cx_max_duration_reached"); got != 2 {
+		t.Errorf("downstream_cx_max_duration_reached = %d, want 2", got)
+	}
+}
