@@ -24,3 +24,4 @@ C=$(go env GOMODCACHE)/github.com/envoyproxy/go-control-plane/contrib@$cver
     sed "s|$C|\t_ \"github.com/envoyproxy/go-control-plane/contrib|; s|\$|\"|"
   echo ')'
 } > imports_gen.go
+gofmt -w imports_gen.go
