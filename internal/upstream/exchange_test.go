@@ -289,3 +289,24 @@ health_checks: [{timeout: 1s, interval: 1s, unhealthy_threshold: 1, healthy_thre
 		t.Errorf("error %v, want one naming event_log_path", err)
 	}
 }
+
+// Regression: Manager.Get took the manager's lock, once per request on
+// cluster_header routes; it must not wait for a cluster update in
+// progress.
+func TestManagerGetTakesNoLock(t *testing.T) {
+	m := NewManager(Deps{Stats: stats.NewStore()})
+	c, _ := testCluster(t, "127.0.0.1:1", false)
+	m.Register(c)
+	m.mu.Lock() // an update holds the lock
+	got := make(chan *Cluster, 1)
+	go func() { got <- m.Get(c.Name) }()
+	select {
+	case cl := <-got:
+		if cl != c {
+			t.Errorf("Get returned %v, want the registered cluster", cl)
+		}
+	case <-time.After(2 * time.Second):
+		t.Error("Get waited for the manager's lock")
+	}
+	m.mu.Unlock()
+}

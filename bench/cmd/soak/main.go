@@ -34,11 +34,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -123,9 +125,20 @@ func ads() *corev3.ConfigSource {
 	return &corev3.ConfigSource{ResourceApiVersion: corev3.ApiVersion_V3, ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}}}
 }
 
+// failLog is the proxy's access log of failed requests (status >= 500):
+// the report explains each failure by its code, flags and details.
+var failLog = filepath.Join(os.TempDir(), fmt.Sprintf("soak-failures-%d.log", os.Getpid()))
+
+const failFormat = "%START_TIME% %RESPONSE_CODE% %RESPONSE_FLAGS% %RESPONSE_CODE_DETAILS% %UPSTREAM_HOST% %DURATION% %PROTOCOL%\n"
+
 func httpListener(name, addr string) *listenerv3.Listener {
 	router, _ := anypb.New(&routerv3.Router{})
+	fal, _ := anypb.New(&filev3.FileAccessLog{Path: failLog, AccessLogFormat: &filev3.FileAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
+		Format: &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: failFormat}}}}}})
+	failed := &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_StatusCodeFilter{StatusCodeFilter: &accesslogv3.StatusCodeFilter{
+		Comparison: &accesslogv3.ComparisonFilter{Op: accesslogv3.ComparisonFilter_GE, Value: &corev3.RuntimeUInt32{DefaultValue: 500, RuntimeKey: "soak.failed"}}}}}
 	hcm, _ := anypb.New(&hcmv3.HttpConnectionManager{StatPrefix: name, CodecType: hcmv3.HttpConnectionManager_AUTO,
+		AccessLog:      []*accesslogv3.AccessLog{{Name: "envoy.access_loggers.file", Filter: failed, ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: fal}}},
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: "routes", ConfigSource: ads()}},
 		HttpFilters:    []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: router}}}})
 	return &listenerv3.Listener{Name: name, Address: sockAddr(addr), FilterChains: []*listenerv3.FilterChain{{
@@ -274,6 +287,9 @@ static_resources:
 	defer sampler.Stop()
 	rss = append(rss, rssSample{0, rssKiB(proxy.Process.Pid)})
 	killed := 0
+	var kills []string
+	os.Remove(failLog)
+	defer os.Remove(failLog)
 loop:
 	for {
 		select {
@@ -287,6 +303,7 @@ loop:
 		case <-kill.C:
 			b := bs[killed%len(bs)]
 			killed++
+			kills = append(kills, fmt.Sprintf("%s %s (%s)", time.Now().UTC().Format("15:04:05.000"), b.name, b.addr))
 			b.stop()
 			go func() {
 				time.Sleep(3 * time.Second)
@@ -327,6 +344,35 @@ loop:
 	sort.Strings(rs)
 	if len(rs) > 0 {
 		b.WriteString("Failures:\n" + strings.Join(rs, "\n") + "\n\n")
+	}
+	// The proxy's own account of each failure (its access log of
+	// responses >= 500): code, response flags and details, with samples.
+	if data, err := os.ReadFile(failLog); err == nil && len(data) > 0 {
+		classes := map[string][]string{}
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 4 {
+				continue
+			}
+			k := strings.Join(f[1:4], " ")
+			classes[k] = append(classes[k], line)
+		}
+		var ks []string
+		for k := range classes {
+			ks = append(ks, k)
+		}
+		sort.Strings(ks)
+		b.WriteString("The proxy's access log of those failures (code, flags, details: count; first samples as `start code flags details upstream duration-ms protocol`):\n")
+		for _, k := range ks {
+			fmt.Fprintf(&b, "- `%s`: %d\n", k, len(classes[k]))
+			for i, l := range classes[k] {
+				if i == 3 {
+					break
+				}
+				fmt.Fprintf(&b, "  - `%s`\n", l)
+			}
+		}
+		b.WriteString("\nBackend kills (UTC, 3 s each): " + strings.Join(kills, "; ") + "\n\n")
 	}
 	b.WriteString("| t | RSS (MiB) |\n|---|---|\n")
 	for _, s := range rss {

@@ -32,6 +32,9 @@ type limiter struct {
 	fillInterval           time.Duration
 	enabled, enforced      runtime.Fractional
 	perConnection          bool
+	// newBucket makes a connection's bucket; made once at compile so a
+	// request allocates nothing (a closure per request escaped before).
+	newBucket func() any
 	respHeaders, reqHeader []httpfilter.HeaderValue
 	bucket                 *bucket
 	stEnabled, stEnforced  *stats.Counter
@@ -87,6 +90,8 @@ func build(ctx *httpfilter.Context, msg proto.Message, path string) (*limiter, e
 		return nil, config.Errorf(config.Join(path, "token_bucket.fill_interval"), "must be at least 50ms (as Envoy)")
 	}
 	f.bucket = newBucket(f.maxTokens)
+	n := f.maxTokens
+	f.newBucket = func() any { return newBucket(n) }
 	return f, nil
 }
 
@@ -132,7 +137,7 @@ func (f *filter) DecodeHeaders(h *headers.Request, _ bool) httpfilter.Status {
 	l.stEnabled.Inc()
 	b := l.bucket
 	if l.perConnection {
-		b = f.cb.ConnectionState(l, func() any { return newBucket(l.maxTokens) }).(*bucket)
+		b = f.cb.ConnectionState(l, l.newBucket).(*bucket)
 	}
 	if b.take(l.maxTokens, l.perFill, l.fillInterval) {
 		l.stOK.Inc()
