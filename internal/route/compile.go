@@ -2,6 +2,8 @@ package route
 
 import (
 	"fmt"
+	udpav1 "github.com/cncf/xds/go/udpa/type/v1"
+	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 	"os"
 	"regexp"
 	"sort"
@@ -233,10 +235,16 @@ func (c *compiler) perFilter(m map[string]*anypb.Any, path string) (map[string]*
 		p := fmt.Sprintf("%s[%q]", path, name)
 		fc := &FilterConfig{}
 		optional := false
-		if a.GetTypeUrl() == filterConfigType {
-			w := &routev3.FilterConfig{}
-			if err := a.UnmarshalTo(w); err != nil {
-				return nil, config.Errorf(p, "decode FilterConfig: %v", err)
+		if isFilterConfig(a) {
+			// Through the registry's decoder: a FilterConfig may come in a
+			// TypedStruct too.
+			_, msg, err := extension.Unpack(a, p)
+			if err != nil {
+				return nil, err
+			}
+			w, ok := msg.(*routev3.FilterConfig)
+			if !ok {
+				return nil, config.Errorf(p, "expected an envoy.config.route.v3.FilterConfig")
 			}
 			if err := config.CheckFields(w, p, "config", "is_optional", "disabled"); err != nil {
 				return nil, err
@@ -274,6 +282,22 @@ func (c *compiler) perFilter(m map[string]*anypb.Any, path string) (map[string]*
 }
 
 const filterConfigType = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
+
+// isFilterConfig reports an Any holding a FilterConfig, directly or as a
+// TypedStruct (xds.type.v3 or udpa.type.v1) whose type_url names it.
+func isFilterConfig(a *anypb.Any) bool {
+	switch a.GetTypeUrl() {
+	case filterConfigType:
+		return true
+	case "type.googleapis.com/xds.type.v3.TypedStruct":
+		ts := &xdstypev3.TypedStruct{}
+		return a.UnmarshalTo(ts) == nil && ts.GetTypeUrl() == filterConfigType
+	case "type.googleapis.com/udpa.type.v1.TypedStruct":
+		ts := &udpav1.TypedStruct{}
+		return a.UnmarshalTo(ts) == nil && ts.GetTypeUrl() == filterConfigType
+	}
+	return false
+}
 
 // cors compiles a deprecated cors field through Options.CompileCors.
 func (c *compiler) cors(p *routev3.CorsPolicy, path string) (any, error) {

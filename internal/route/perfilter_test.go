@@ -55,3 +55,30 @@ virtual_hosts:
 		})
 	}
 }
+
+// A FilterConfig may be given as a TypedStruct (as every Any may): it is
+// unwrapped into its fields, disabled included.
+func TestFilterConfigInTypedStruct(t *testing.T) {
+	opts := Options{PerFilterConfig: func(name string, a *anypb.Any, path string) (any, error) { return name, nil }}
+	y := `name: rc
+virtual_hosts:
+- name: vh
+  domains: ["*"]
+  routes:
+  - match: {prefix: /}
+    direct_response: {status: 200}
+typed_per_filter_config:
+  f: {"@type": type.googleapis.com/xds.type.v3.TypedStruct, type_url: type.googleapis.com/envoy.config.route.v3.FilterConfig, value: {disabled: true}}`
+	rc := &routev3.RouteConfiguration{}
+	if _, err := config.Decode([]byte(y), rc, "route_config"); err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := Compile(rc, "route_config", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fc := tbl.PerFilter["f"]
+	if fc == nil || !fc.Disabled {
+		t.Fatalf("per-filter config %+v, want the TypedStruct's FilterConfig with disabled: true", fc)
+	}
+}
