@@ -265,7 +265,16 @@ func LookupPerRoute(a *anypb.Any, path string) (Resolved, error) {
 	}
 	mu.RLock()
 	e := byRoute[url]
+	main := byKey[key{HTTPFilter, url}]
 	mu.RUnlock()
+	if e == nil && main != nil {
+		// An implemented filter's own config where its per-route config
+		// belongs: say so, rather than "not implemented".
+		if main.PerRoute == nil {
+			return Resolved{}, config.Errorf(path, "@type %s is the config of HTTP filter %s, which has no per-route config", url, main.Name)
+		}
+		return Resolved{}, config.Errorf(path, "@type %s is the config of HTTP filter %s; its per-route config is %s", url, main.Name, typeName(main.PerRoute))
+	}
 	if e == nil || disabled[e.Name] {
 		return Resolved{}, notImplemented(HTTPFilter, url, path, e != nil)
 	}

@@ -2,9 +2,12 @@ package extension
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // TestLookupMissing: an Envoy extension Legate lacks (core or contrib) is
@@ -61,5 +64,20 @@ func TestLookupUnimplementedCategories(t *testing.T) {
 		if !errors.As(err, &ut) {
 			t.Errorf("%s %sx: error %v, want unknown @type", tc.cat, tc.url, err)
 		}
+	}
+}
+
+// An implemented filter's own config given as a per-route config names
+// the filter and its per-route type (it used to say "not implemented").
+func TestLookupPerRouteWrongType(t *testing.T) {
+	Register(Extension{Name: "test.filter", Category: HTTPFilter, Config: &durationpb.Duration{}, PerRoute: &timestamppb.Timestamp{}, Factory: struct{}{}})
+	a, _ := anypb.New(&durationpb.Duration{})
+	_, err := LookupPerRoute(a, "typed_per_filter_config[\"test.filter\"]")
+	if err == nil || !strings.Contains(err.Error(), "is the config of HTTP filter test.filter; its per-route config is google.protobuf.Timestamp") {
+		t.Fatalf("error %v", err)
+	}
+	b, _ := anypb.New(&timestamppb.Timestamp{})
+	if _, err := LookupPerRoute(b, "p"); err != nil {
+		t.Fatalf("the per-route type: %v", err)
 	}
 }
