@@ -27,14 +27,14 @@ func init() {
 
 // limiter is one compiled LocalRateLimit.
 type limiter struct {
-	status                 int
-	maxTokens, perFill     int64
-	fillInterval           time.Duration
-	enabled, enforced      runtime.Fractional
-	perConnection          bool
+	status             int
+	maxTokens, perFill int64
+	fillInterval       time.Duration
+	enabled, enforced  runtime.Fractional
+	perConnection      bool
 	// newBucket makes a connection's bucket; made once at compile so a
 	// request allocates nothing (a closure per request escaped before).
-	newBucket func() any
+	newBucket              func() any
 	respHeaders, reqHeader []httpfilter.HeaderValue
 	bucket                 *bucket
 	stEnabled, stEnforced  *stats.Counter
