@@ -135,7 +135,7 @@ func compileFilter(f *accesslogv3.AccessLogFilter, path string) (filter, error) 
 			return false
 		}, nil
 	case *accesslogv3.AccessLogFilter_TraceableFilter:
-		return nil, config.Unsupported(config.Join(path, "traceable_filter"), "traceable_filter (Legate does not trace)")
+		return nil, config.Unsupported(config.Join(path, "traceable_filter"), "traceable_filter")
 	}
 	return nil, config.Unsupported(path, "this access log filter", "status_code_filter", "duration_filter", "not_health_check_filter",
 		"response_flag_filter", "header_filter", "grpc_status_filter", "runtime_filter", "and_filter", "or_filter")
