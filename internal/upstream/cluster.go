@@ -385,7 +385,7 @@ func (c *Cluster) setHosts(hosts []*Host) {
 	}
 	for addr, h := range c.byAddr {
 		if _, ok := next[addr]; !ok {
-			c.closeIdle(h, 0)
+			c.removeHost(h)
 			if c.outlier != nil {
 				c.outlier.removed(h)
 			}

@@ -310,3 +310,38 @@ func TestManagerGetTakesNoLock(t *testing.T) {
 	}
 	m.mu.Unlock()
 }
+
+// Regression (found by the soak): a connection in use when its host left
+// the host set (an EDS update) went back to the removed host's pool, where
+// nothing reused or swept it: the cluster's connection count only grew,
+// until max_connections made requests wait for a release that never came
+// (504 after the route timeout). It is closed on release now, and a
+// request pending on a removed host fails at once (to be retried).
+func TestRemovedHostConnectionsAreClosed(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(echoHandler))
+	defer srv.Close()
+	c, h := testCluster(t, srv.Listener.Addr().String(), false)
+	var m headers.Map
+	ex := c.Open(h, HTTP1)
+	req := Request{Method: "GET", Path: "/", Authority: "a", Headers: &m}
+	var head http1.ResponseHead
+	if err := ex.Send(&req, &head); err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(ex.Body())
+	if n := c.cx.Load(); n != 1 {
+		t.Fatalf("connections %d, want 1", n)
+	}
+	// The host leaves while its connection is still in use.
+	other := newHost("127.0.0.1:1", HostConfig{Weight: 1})
+	c.mu.Lock()
+	c.setHosts([]*Host{other})
+	c.mu.Unlock()
+	ex.Close(true)
+	if n := c.cx.Load(); n != 0 {
+		t.Errorf("after its host was removed, the released connection is still counted (%d open): it leaked into the removed host's pool", n)
+	}
+	if !h.removed.Load() {
+		t.Error("the host is not marked removed")
+	}
+}

@@ -40,6 +40,10 @@ type Host struct {
 	// slowStartFrom is when the host's slow start began (unix nanoseconds):
 	// its creation, or its first passed health check.
 	slowStartFrom atomic.Int64
+	// removed is set once the host left its cluster's host set: its
+	// connections are closed when released, not pooled (nothing would
+	// reuse or sweep them), and its pending requests are failed.
+	removed atomic.Bool
 	// sniPools holds per-SNI pools (auto_sni), by server name.
 	sniPools sync.Map
 }

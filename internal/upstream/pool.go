@@ -129,9 +129,11 @@ func (c *Cluster) Acquire(deadline time.Time, h *Host, sni string) (*ClientConn,
 			}
 		}
 		p.mu.Unlock()
-		select { // a release may have raced with the cancellation
-		case cc := <-ch:
-			c.Release(cc, true)
+		select { // a release (or a failure: closed) may have raced with the cancellation
+		case cc, ok := <-ch:
+			if ok {
+				c.Release(cc, true)
+			}
 		default:
 		}
 		return nil, context.DeadlineExceeded
@@ -186,7 +188,7 @@ func (c *Cluster) Release(cc *ClientConn, reusable bool) {
 		c.Stats.cxMaxRequests.Inc()
 		reusable = false
 	}
-	if !reusable || cc.R.Buffered() > 0 || c.closed() || (c.closeOnHCFail && !cc.host.Healthy()) {
+	if !reusable || cc.R.Buffered() > 0 || c.closed() || cc.host.removed.Load() || (c.closeOnHCFail && !cc.host.Healthy()) {
 		c.closeConn(cc, true)
 		// A waiter can now dial.
 		c.wakeWaiterToDial(cc)
@@ -241,6 +243,23 @@ func (c *Cluster) closeConn(cc *ClientConn, local bool) {
 		c.Stats.cxDestroyRemote.Inc()
 	}
 	cc.host.stats.CxActive.Add(-1)
+}
+
+// removeHost closes a removed host's idle connections and fails its
+// pending requests (they wait for a connection of this host, which no
+// longer comes; failed, they are retried on the hosts that remain).
+func (c *Cluster) removeHost(h *Host) {
+	h.removed.Store(true)
+	c.closeIdle(h, 0)
+	for _, p := range h.allPools() {
+		p.mu.Lock()
+		ws := p.waiters
+		p.waiters = nil
+		p.mu.Unlock()
+		for _, ch := range ws {
+			close(ch)
+		}
+	}
 }
 
 // closeIdle closes every idle connection of h (host removal, shutdown).

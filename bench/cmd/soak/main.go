@@ -289,7 +289,9 @@ static_resources:
 	killed := 0
 	var kills []string
 	os.Remove(failLog)
-	defer os.Remove(failLog)
+	if os.Getenv("SOAK_KEEP_FAILURES") == "" {
+		defer os.Remove(failLog)
+	}
 loop:
 	for {
 		select {
