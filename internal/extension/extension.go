@@ -391,6 +391,24 @@ func Unpack(a *anypb.Any, path string) (string, proto.Message, error) {
 	return name, msg, nil
 }
 
+// InnerType returns the type URL an Any carries: a TypedStruct's type_url,
+// else its own (what Decode will decode it as).
+func InnerType(a *anypb.Any) string {
+	switch a.GetTypeUrl() {
+	case typedStructV1:
+		ts := &udpav1.TypedStruct{}
+		if a.UnmarshalTo(ts) == nil {
+			return ts.GetTypeUrl()
+		}
+	case typedStructV3:
+		ts := &xdstypev3.TypedStruct{}
+		if a.UnmarshalTo(ts) == nil {
+			return ts.GetTypeUrl()
+		}
+	}
+	return a.GetTypeUrl()
+}
+
 // Decode is Unpack without validation, for code that only reads a
 // message already validated when it was compiled.
 func Decode(a *anypb.Any, path string) (string, proto.Message, error) {

@@ -67,7 +67,12 @@ type DecoderData interface {
 	DecodeData(b *Buffer, endStream bool) Status
 }
 
-// DecoderTrailers sees the request trailers.
+// DecoderTrailers sees the request trailers. A difference from Envoy:
+// the last request data reaches DecodeData with endStream true before the
+// trailers come (Envoy passes endStream false, then decodeTrailers), so a
+// filter that buffers until the end of the body needs no trailers case;
+// the status returned is not used, as no body follows. On the encode side
+// the order is Envoy's (trailers before the end of the body).
 type DecoderTrailers interface {
 	DecodeTrailers(t *headers.Map) Status
 }

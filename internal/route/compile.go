@@ -2,8 +2,6 @@ package route
 
 import (
 	"fmt"
-	udpav1 "github.com/cncf/xds/go/udpa/type/v1"
-	xdstypev3 "github.com/cncf/xds/go/xds/type/v3"
 	"os"
 	"regexp"
 	"sort"
@@ -283,21 +281,9 @@ func (c *compiler) perFilter(m map[string]*anypb.Any, path string) (map[string]*
 
 const filterConfigType = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 
-// isFilterConfig reports an Any holding a FilterConfig, directly or as a
-// TypedStruct (xds.type.v3 or udpa.type.v1) whose type_url names it.
-func isFilterConfig(a *anypb.Any) bool {
-	switch a.GetTypeUrl() {
-	case filterConfigType:
-		return true
-	case "type.googleapis.com/xds.type.v3.TypedStruct":
-		ts := &xdstypev3.TypedStruct{}
-		return a.UnmarshalTo(ts) == nil && ts.GetTypeUrl() == filterConfigType
-	case "type.googleapis.com/udpa.type.v1.TypedStruct":
-		ts := &udpav1.TypedStruct{}
-		return a.UnmarshalTo(ts) == nil && ts.GetTypeUrl() == filterConfigType
-	}
-	return false
-}
+// isFilterConfig reports an Any holding a FilterConfig, directly or in a
+// TypedStruct.
+func isFilterConfig(a *anypb.Any) bool { return extension.InnerType(a) == filterConfigType }
 
 // cors compiles a deprecated cors field through Options.CompileCors.
 func (c *compiler) cors(p *routev3.CorsPolicy, path string) (any, error) {

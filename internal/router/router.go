@@ -586,7 +586,13 @@ func (s *Stream) exchange(at *attempt, proto upstream.Protocol, deadline time.Ti
 	at.setLive(ex)
 	r := &at.ureq
 	*r = upstream.Request{Method: s.Req.Method, Path: at.path, Authority: at.authority, Headers: &s.Req.Map,
-		Deadline: deadline, IdleTimeout: s.idleTimeout(), Ctx: s.ds.Context(), SNI: s.upstreamSNI(at)}
+		Deadline: deadline, IdleTimeout: s.idleTimeout(), SNI: s.upstreamSNI(at)}
+	if proto == upstream.HTTP2 {
+		// An HTTP/2 stream ends with the client's context. An HTTP/1.1
+		// exchange is cut by Cancel (downstreamGone) instead: asking the
+		// HTTP/1 codec for a context would make one per request.
+		r.Ctx = s.ds.Context()
+	}
 	switch at.bodyMode {
 	case bodyBuffered:
 		r.Body, r.Length = at.body, int64(len(at.body))

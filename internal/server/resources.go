@@ -14,8 +14,6 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 	"gopkg.in/yaml.v3"
 
 	"github.com/legateproxy/legate/internal/accesslog"
@@ -53,7 +51,7 @@ func ValidateResourceFile(path string, log *slog.Logger) ([]config.Warning, erro
 	if len(list) == 0 {
 		return warns, fmt.Errorf("%s: no resources", path)
 	}
-	t := resource.ForURL(resourceType(list[0]))
+	t := resource.ForURL(resource.TypeURL(list[0]))
 	v, err := newFileValidator(log)
 	if err != nil {
 		return warns, err
@@ -90,18 +88,6 @@ func ValidateResourceFile(path string, log *slog.Logger) ([]config.Warning, erro
 		return warns, errs
 	}
 	return warns, nil
-}
-
-// resourceType is the type URL of a file's resource, inside its Resource
-// wrapper if it has one.
-func resourceType(a *anypb.Any) string {
-	if a.GetTypeUrl() == resource.WrapperURL {
-		w := &discoveryv3.Resource{}
-		if proto.Unmarshal(a.GetValue(), w) == nil && w.GetResource() != nil {
-			return w.GetResource().GetTypeUrl()
-		}
-	}
-	return a.GetTypeUrl()
 }
 
 // fileValidator compiles resources against a context of their own: no

@@ -218,7 +218,7 @@ func (e *h1Exchange) Send(req *Request, head *http1.ResponseHead) error {
 				connDeadline, idleBound = d, true
 			}
 		}
-		if !connDeadline.IsZero() || cc.reused {
+		if !connDeadline.IsZero() { // a released connection's deadline was cleared
 			cc.Conn.SetDeadline(connDeadline)
 		}
 		e.idleBound = idleBound

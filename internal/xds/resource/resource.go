@@ -197,6 +197,18 @@ type decoder[M proto.Message] struct {
 
 func (t *decoder[M]) URL() string { return t.url }
 
+// TypeURL returns the type URL of a resource, inside its Resource wrapper
+// if it has one (the decoder a file or response of it needs).
+func TypeURL(a *anypb.Any) string {
+	if a.GetTypeUrl() == WrapperURL {
+		w := &discoveryv3.Resource{}
+		if proto.Unmarshal(a.GetValue(), w) == nil && w.GetResource() != nil {
+			return w.GetResource().GetTypeUrl()
+		}
+	}
+	return a.GetTypeUrl()
+}
+
 func (t *decoder[M]) Decode(a *anypb.Any) (*Decoded, error) {
 	msgName := t.url[strings.LastIndexByte(t.url, '/')+1:]
 	name := ""
