@@ -10,8 +10,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"github.com/legateproxy/legate/internal/headers"
-	"github.com/legateproxy/legate/internal/streaminfo"
 	"io"
 	"log/slog"
 	"net"
@@ -23,10 +21,14 @@ import (
 	"strings"
 	"time"
 
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/memstat"
 	"github.com/legateproxy/legate/internal/stats"
+	"github.com/legateproxy/legate/internal/streaminfo"
 )
 
 // Server is what the admin API reads and controls.
@@ -81,6 +83,7 @@ func New(srv Server, st *stats.Store, log *slog.Logger, accessLog io.Writer, ppr
 	a.handle("/stats/prometheus", "print server stats in Prometheus format", false, a.handlePrometheus)
 	a.handle("/clusters", "upstream cluster status (format=json)", false, a.handleClusters)
 	a.handle("/config_dump", "dump current config (resource=, include_eds)", false, a.handleConfigDump)
+	a.handle("/memory", "print current allocation/heap usage", false, a.handleMemory)
 	a.handle("/listeners", "print listener addresses (format=json)", false, a.handleListeners)
 	a.handle("/certs", "print certificates in use", false, a.handleCerts)
 	a.handle("/healthcheck/fail", "cause the server to fail health checks", true, a.handleHCFail)
@@ -262,6 +265,14 @@ func writeProto(w http.ResponseWriter, m proto.Message, emitDefaults bool) {
 	out.WriteByte('\n')
 	w.Header().Set("content-type", "application/json")
 	w.Write(out.Bytes())
+}
+
+// handleMemory answers Envoy's /memory (admin.v3.Memory) from Go's
+// runtime; total_thread_cache has no Go counterpart and stays 0.
+func (a *Admin) handleMemory(w http.ResponseWriter, r *http.Request) {
+	m := memstat.Read()
+	writeProto(w, &adminv3.Memory{Allocated: m.Allocated, HeapSize: m.HeapSize, PageheapUnmapped: m.PageheapUnmapped,
+		PageheapFree: m.PageheapFree, TotalPhysicalBytes: m.Physical}, true)
 }
 
 func (a *Admin) handleServerInfo(w http.ResponseWriter, r *http.Request) {

@@ -3,6 +3,7 @@ package hcm
 import (
 	"context"
 	"errors"
+	"maps"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/legateproxy/legate/internal/listener"
 	"github.com/legateproxy/legate/internal/overload"
@@ -38,10 +39,15 @@ type connState struct {
 	// buckets holds per-connection token buckets (local rate limits with
 	// local_rate_limit_per_downstream_connection).
 	buckets sync.Map
+	// filterState is what listener and network filters recorded for the
+	// connection; every stream starts with it (Envoy's connection-lifespan
+	// filter state, shared with the streams).
+	filterState map[string]streaminfo.FilterStateValue
 }
 
 func newConnState(tc *listener.Conn) *connState {
-	cs := &connState{id: tc.ID, scheme: "http", start: tc.Start, remote: tc.Remote, local: tc.Local, tls: tc.TLS, sni: tc.SNI}
+	cs := &connState{id: tc.ID, scheme: "http", start: tc.Start, remote: tc.Remote, local: tc.Local, tls: tc.TLS, sni: tc.SNI,
+		filterState: tc.FilterState}
 	if tc.TLS != nil {
 		cs.scheme = "https"
 	}
@@ -150,6 +156,9 @@ func (s *stream) serve() {
 	s.info.DownstreamTLS = s.conn.tls
 	s.info.RequestedServerName = s.conn.sni
 	s.info.Hostname = s.d.Hostname
+	if len(s.conn.filterState) > 0 {
+		s.info.FilterState = maps.Clone(s.conn.filterState)
+	}
 	st.rqTotal.Inc()
 	st.rqActive.Inc()
 	defer s.done()

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"sync/atomic"
+	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -162,6 +163,52 @@ type ChainOptions struct {
 // NetworkFilterFactory compiles a network filter's typed config; it is the
 // Factory of an extension.NetworkFilter registration.
 type NetworkFilterFactory func(ctx *Context, cfg proto.Message, opts ChainOptions, path string) (NetworkFilter, error)
+
+// ConnFilter is a non-terminal network (read) filter — rbac,
+// connection_limit, local_ratelimit, ext_authz, sni_cluster: the chain's
+// filters before its terminal one run in order when a connection is
+// accepted (after TLS is terminated, so SNI and the peer certificate are
+// known), as Envoy's onNewConnection. A filter may look at the connection,
+// record filter state or metadata, wrap c.Conn (to see or limit its
+// bytes), or register work for the connection's end (c.OnClose). An error
+// closes the connection; the filter has counted and logged why.
+type ConnFilter interface {
+	OnNewConnection(c *Conn) error
+}
+
+// ConnFilterFunc adapts a function to ConnFilter.
+type ConnFilterFunc func(c *Conn) error
+
+// OnNewConnection calls f.
+func (f ConnFilterFunc) OnNewConnection(c *Conn) error { return f(c) }
+
+// ConnFilterFactory compiles a non-terminal network filter's typed config;
+// it is the Factory of an extension.NetworkFilter registration whose
+// filter is not terminal.
+type ConnFilterFactory func(ctx *Context, cfg proto.Message, opts ChainOptions, path string) (ConnFilter, error)
+
+// AcceptFilter is a listener filter that runs on an accepted connection
+// before its filter chain is chosen (proxy_protocol, local_ratelimit), in
+// listener_filters order and ahead of the peeking inspectors (tls and
+// http inspector, which read the bytes after it). It may replace c.Conn —
+// with one that reports other addresses (which filter_chain_match then
+// sees) or that replays bytes — and record filter state or metadata. An
+// error closes the connection; the filter has counted why.
+type AcceptFilter interface {
+	Accept(c *Conn) error
+}
+
+// AcceptFilterFunc adapts a function to AcceptFilter.
+type AcceptFilterFunc func(c *Conn) error
+
+// Accept calls f.
+func (f AcceptFilterFunc) Accept(c *Conn) error { return f(c) }
+
+// AcceptFilterFactory compiles a listener filter's typed config into an
+// AcceptFilter; it is the Factory of an extension.ListenerFilter
+// registration. timeout is the listener's listener_filters_timeout (0:
+// none), which a filter that reads from the connection honours.
+type AcceptFilterFactory func(ctx *Context, cfg proto.Message, timeout time.Duration, path string) (AcceptFilter, error)
 
 // NetworkFilterFunc adapts a function to NetworkFilter.
 type NetworkFilterFunc func(c *Conn)

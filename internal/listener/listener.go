@@ -18,6 +18,7 @@ import (
 	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/extension"
@@ -90,6 +91,8 @@ type filterChain struct {
 	proto     *listenerv3.FilterChain
 	match     chainMatch
 	transport ServerTransport
+	// conn are the chain's non-terminal network filters, in order.
+	conn []ConnFilter
 	// filter is the chain's terminal network filter.
 	filter NetworkFilter
 }
@@ -141,6 +144,9 @@ type Listener struct {
 	// ignoreGlobal is ignore_global_conn_limit: the global limit does not
 	// refuse this listener's connections (Istio's stats and health ports).
 	ignoreGlobal bool
+	// accept are the listener filters that run before chain selection
+	// (AcceptFilter), in listener_filters order.
+	accept []AcceptFilter
 
 	deps *Context
 	// sock is the listening socket, possibly shared with the listener this
@@ -180,11 +186,50 @@ type Conn struct {
 	Remote, Local netip.AddrPort
 	TLS           *streaminfo.TLSInfo
 	SNI           string
-	chain         *filterChain
-	mu            sync.Mutex
+	// FilterState is what listener and network filters record for the
+	// connection (Envoy's connection-lifespan filter state): the HTTP
+	// connection manager's streams and tcp_proxy read it.
+	FilterState map[string]streaminfo.FilterStateValue
+	// Metadata is the connection's dynamic metadata by namespace
+	// (proxy_protocol TLVs, network filters' results).
+	Metadata map[string]*structpb.Struct
+	chain    *filterChain
+	closers  []func()
+	mu       sync.Mutex
 	// drain asks the connection to finish its current exchange and close;
 	// set and cleared under mu by the filter that serves the connection.
 	drain func()
+}
+
+// SetFilterState records a filter-state value for the connection.
+func (tc *Conn) SetFilterState(key string, v streaminfo.FilterStateValue) {
+	if tc.FilterState == nil {
+		tc.FilterState = map[string]streaminfo.FilterStateValue{}
+	}
+	tc.FilterState[key] = v
+}
+
+// SetMetadata merges fields into the connection's dynamic metadata under
+// namespace ns.
+func (tc *Conn) SetMetadata(ns string, fields map[string]*structpb.Value) {
+	if tc.Metadata == nil {
+		tc.Metadata = map[string]*structpb.Struct{}
+	}
+	st := tc.Metadata[ns]
+	if st == nil {
+		st = &structpb.Struct{Fields: map[string]*structpb.Value{}}
+		tc.Metadata[ns] = st
+	}
+	for k, v := range fields {
+		st.Fields[k] = v
+	}
+}
+
+// OnClose registers f to run when the connection ends (a filter's
+// per-connection accounting: connection_limit's count, say). Filters call
+// it from the connection's own goroutine, before the terminal filter.
+func (tc *Conn) OnClose(f func()) {
+	tc.closers = append(tc.closers, f)
 }
 
 // SetDrain installs (or, with nil, removes) the function a drain calls to
@@ -250,6 +295,7 @@ func Compile(pl *listenerv3.Listener, path string, d *Context) (*Listener, error
 			insp.timeout = 24 * time.Hour // 0 disables the timeout
 		}
 	}
+	var accept []AcceptFilter
 	for i, lf := range pl.GetListenerFilters() {
 		p := config.Index(config.Join(path, "listener_filters"), i)
 		if err := config.CheckFields(lf, p, "name", "typed_config"); err != nil {
@@ -259,8 +305,23 @@ func Compile(pl *listenerv3.Listener, path string, d *Context) (*Listener, error
 		if err != nil {
 			return nil, err
 		}
-		if err := r.Ext.Factory.(listenerFilterFactory)(r.Config, &insp, config.Join(p, "typed_config")); err != nil {
-			return nil, err
+		switch f := r.Ext.Factory.(type) {
+		case listenerFilterFactory:
+			if err := f(r.Config, &insp, config.Join(p, "typed_config")); err != nil {
+				return nil, err
+			}
+		case AcceptFilterFactory:
+			var timeout time.Duration
+			if insp.timeout < 24*time.Hour {
+				timeout = insp.timeout
+			}
+			af, err := f(d, r.Config, timeout, config.Join(p, "typed_config"))
+			if err != nil {
+				return nil, err
+			}
+			accept = append(accept, af)
+		default:
+			return nil, config.Errorf(p, "listener filter %q has no listener-filter factory", r.Ext.Name)
 		}
 	}
 	l := &Listener{
@@ -274,6 +335,7 @@ func Compile(pl *listenerv3.Listener, path string, d *Context) (*Listener, error
 		log:          d.Log,
 		ignoreGlobal: pl.GetIgnoreGlobalConnLimit(),
 		ConnLimit:    d.ListenerConnLimits[pl.GetName()],
+		accept:       accept,
 	}
 	prefix := pl.GetStatPrefix()
 	if prefix == "" {
@@ -369,11 +431,27 @@ func compileChain(fc *listenerv3.FilterChain, path string, d *Context, opts Chai
 		if err != nil {
 			return nil, err
 		}
-		if c.filter, err = r.Ext.Factory.(NetworkFilterFactory)(d, r.Config, opts, config.Join(p, "typed_config")); err != nil {
-			return nil, err
-		}
-		if i != len(filters)-1 {
-			return nil, config.Errorf(p, "%q is a terminal filter and must be the last in the chain", f.GetName())
+		last := i == len(filters)-1
+		switch fac := r.Ext.Factory.(type) {
+		case NetworkFilterFactory:
+			if !last {
+				return nil, config.Errorf(p, "%q is a terminal filter and must be the last in the chain", f.GetName())
+			}
+			if c.filter, err = fac(d, r.Config, opts, config.Join(p, "typed_config")); err != nil {
+				return nil, err
+			}
+		case ConnFilterFactory:
+			// As Envoy: the last filter of a chain must be terminal.
+			if last {
+				return nil, config.Errorf(p, "non-terminal filter %q is the last filter in the chain; end it with a terminal filter (tcp_proxy, http_connection_manager, …)", r.Ext.Name)
+			}
+			cf, err := fac(d, r.Config, opts, config.Join(p, "typed_config"))
+			if err != nil {
+				return nil, err
+			}
+			c.conn = append(c.conn, cf)
+		default:
+			return nil, config.Errorf(p, "network filter %q has no network-filter factory", r.Ext.Name)
 		}
 	}
 	return c, nil
@@ -487,11 +565,21 @@ func (l *Listener) handle(conn net.Conn) {
 				"listener", l.Name, "remote", conn.RemoteAddr().String(), "panic", r, "stack", string(debug.Stack()))
 		}
 		conn.Close()
+		for i := len(tc.closers) - 1; i >= 0; i-- {
+			tc.closers[i]()
+		}
 		l.untrack(tc)
 		l.stats.cxActive.Dec()
 		l.stats.cxDestroy.Inc()
 		l.stats.cxLength.Record(float64(time.Since(start).Milliseconds()))
 	}()
+	for _, af := range l.accept {
+		if err := af.Accept(tc); err != nil {
+			l.log.Debug("listener filter closed the connection", "listener", l.Name, "remote", conn.RemoteAddr().String(), "error", err)
+			return
+		}
+	}
+	conn = tc.Conn
 	inspected, facts, ok := cs.insp.inspect(conn)
 	if !ok {
 		return // listener filters timed out
@@ -514,6 +602,12 @@ func (l *Listener) handle(conn net.Conn) {
 		conn = tlsConn
 	}
 	tc.describe(l.deps)
+	for _, cf := range chain.conn {
+		if err := cf.OnNewConnection(tc); err != nil {
+			l.log.Debug("network filter closed the connection", "listener", l.Name, "remote", tc.Remote.String(), "error", err)
+			return
+		}
+	}
 	chain.filter.ServeConn(tc)
 }
 

@@ -38,6 +38,7 @@ import (
 	"github.com/legateproxy/legate/internal/asyncclient"
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/listener"
+	"github.com/legateproxy/legate/internal/memstat"
 	"github.com/legateproxy/legate/internal/route"
 	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/stats"
@@ -99,7 +100,9 @@ type Server struct {
 type serverStats struct {
 	live, uptime, concurrency, state *stats.Gauge
 	listenersActive                  *stats.Gauge
-	panics                           *stats.Counter
+	// memory_* as Envoy's server stats (see internal/memstat).
+	memAllocated, memHeap, memPhysical *stats.Gauge
+	panics                             *stats.Counter
 }
 
 // Load reads and compiles the configuration without side effects (no
@@ -188,6 +191,8 @@ func (s *Server) compile() error {
 		concurrency: s.Stats.Gauge("server.concurrency"), state: s.Stats.Gauge("server.state"),
 		listenersActive: s.Stats.Gauge("listener_manager.total_listeners_active"),
 		panics:          s.Stats.Counter("server.panics"),
+		memAllocated:    s.Stats.Gauge("server.memory_allocated"), memHeap: s.Stats.Gauge("server.memory_heap_size"),
+		memPhysical: s.Stats.Gauge("server.memory_physical_size"),
 	}
 	om, err := overload.Compile(b.GetOverloadManager(), s.Stats, s.log)
 	if err != nil {
@@ -400,6 +405,10 @@ func (s *Server) tick() {
 			return
 		case <-t.C:
 			s.serverStats.uptime.Set(int64(time.Since(s.start).Seconds()))
+			m := memstat.Read()
+			s.serverStats.memAllocated.Set(int64(m.Allocated))
+			s.serverStats.memHeap.Set(int64(m.HeapSize))
+			s.serverStats.memPhysical.Set(int64(m.Physical))
 		}
 	}
 }

@@ -82,6 +82,18 @@ func TestAdminEndpoints(t *testing.T) {
 	if _, body := get("/server_info"); !strings.Contains(body, `"state": "LIVE"`) {
 		t.Errorf("/server_info: %s", body)
 	}
+	// /memory is Envoy's admin.v3.Memory (uint64 fields as JSON strings).
+	var mem struct {
+		Allocated string `json:"allocated"`
+	}
+	if _, body := get("/memory"); json.Unmarshal([]byte(body), &mem) != nil || mem.Allocated == "" || mem.Allocated == "0" ||
+		!strings.Contains(body, `"heap_size"`) || !strings.Contains(body, `"total_physical_bytes"`) {
+		t.Errorf("/memory: %s", body)
+	}
+	testutil.Eventually(t, 3e9, func() bool {
+		_, body := get("/stats?filter=server.memory_allocated")
+		return strings.HasPrefix(body, "server.memory_allocated: ") && !strings.HasPrefix(body, "server.memory_allocated: 0")
+	}, "server.memory_allocated never set")
 	if code := post("/logging?level=debug"); code != 200 {
 		t.Errorf("/logging: %d", code)
 	}

@@ -19,6 +19,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -43,6 +44,7 @@ import (
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	cachev3 "github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -156,12 +158,23 @@ func snapshot(v int, main, extra string, bs []*backend) (*cachev3.Snapshot, erro
 	cl := &clusterv3.Cluster{Name: "backend", ConnectTimeout: durationpb.New(time.Second),
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 		EdsClusterConfig:     &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ads()},
-		OutlierDetection:     &clusterv3.OutlierDetection{}}
+		OutlierDetection:     &clusterv3.OutlierDetection{},
+		// Envoy's default allows 3 concurrent retries per cluster: at a
+		// kill instant 8 workers fail together and most retries overflow
+		// (upstream_rq_retry_overflow), answering 503. Production configs
+		// raise it; so does the soak, so that a kill costs no request.
+		CircuitBreakers: &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxRetries: wrapperspb.UInt32(64)}}}}
+	prev, _ := anypb.New(&previoushostsv3.PreviousHostsPredicate{})
 	rc := &routev3.RouteConfiguration{Name: "routes", VirtualHosts: []*routev3.VirtualHost{{Name: "all", Domains: []string{"*"},
 		Routes: []*routev3.Route{{Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
 			Action: &routev3.Route_Route{Route: &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: "backend"},
-				Timeout:     durationpb.New(time.Duration(5+v%5) * time.Second),
-				RetryPolicy: &routev3.RetryPolicy{RetryOn: "connect-failure,reset,refused-stream,5xx", NumRetries: wrapperspb.UInt32(3)}}}}}}}}
+				Timeout: durationpb.New(time.Duration(5+v%5) * time.Second),
+				// A retry goes to another host (previous_hosts), as Envoy's
+				// docs advise: the killed backend is not tried twice.
+				RetryPolicy: &routev3.RetryPolicy{RetryOn: "connect-failure,reset,refused-stream,5xx", NumRetries: wrapperspb.UInt32(3),
+					RetryHostPredicate: []*routev3.RetryPolicy_RetryHostPredicate{{Name: "envoy.retry_host_predicates.previous_hosts",
+						ConfigType: &routev3.RetryPolicy_RetryHostPredicate_TypedConfig{TypedConfig: prev}}},
+					HostSelectionRetryMaxAttempts: 3}}}}}}}}
 	listeners := []types.Resource{httpListener("main", main)}
 	if v%4 < 2 {
 		listeners = append(listeners, httpListener("extra", extra))
@@ -244,7 +257,7 @@ static_resources:
 	if err := os.WriteFile(bootPath, []byte(boot), 0o644); err != nil {
 		return err
 	}
-	proxy := exec.Command(*legateBin, "proxy", "-c", bootPath, "--log-level", "warn", "--drain-time-s", "1")
+	proxy := exec.Command(*legateBin, "proxy", "-c", bootPath, "--log-level", "warn", "--drain-time-s", "1", "--enable-pprof")
 	proxy.Stderr = os.Stderr
 	if err := proxy.Start(); err != nil {
 		return err
@@ -272,10 +285,16 @@ static_resources:
 	}
 	var floods []string
 	type rssSample struct {
-		at  time.Duration
-		kib int64
+		at              time.Duration
+		kib, anon, file int64
+		mem             memory
 	}
 	var rss []rssSample
+	sampleNow := func(at time.Duration) rssSample {
+		st := procStatus(proxy.Process.Pid)
+		return rssSample{at, st["VmRSS"], st["RssAnon"], st["RssFile"], readMemory(adminAddr)}
+	}
+	var heapEarly string
 	start := time.Now()
 	churn := time.NewTicker(3 * time.Second)
 	kill := time.NewTicker(20 * time.Second)
@@ -285,7 +304,7 @@ static_resources:
 	defer kill.Stop()
 	defer flood.Stop()
 	defer sampler.Stop()
-	rss = append(rss, rssSample{0, rssKiB(proxy.Process.Pid)})
+	rss = append(rss, sampleNow(0))
 	killed := 0
 	var kills []string
 	os.Remove(failLog)
@@ -323,12 +342,19 @@ loop:
 			}
 			clientAborts(mainAddr, 20)
 		case <-sampler.C:
-			rss = append(rss, rssSample{time.Since(start), rssKiB(proxy.Process.Pid)})
+			rss = append(rss, sampleNow(time.Since(start)))
+			if heapEarly == "" && time.Since(start) >= 2*time.Minute {
+				heapEarly = heapTop(adminAddr)
+			}
 			logf("rss %d KiB, ok %d, failed %d, config v%d", rss[len(rss)-1].kib, st.ok.Load(), st.failed.Load(), version)
 		}
 	}
 	wg.Wait()
-	rss = append(rss, rssSample{time.Since(start), rssKiB(proxy.Process.Pid)})
+	rss = append(rss, sampleNow(time.Since(start)))
+	heapLate := heapTop(adminAddr)
+	counters := adminStats(adminAddr, "cluster.backend.upstream_rq_retry", "cluster.backend.upstream_cx_total", "cluster.backend.upstream_cx_active",
+		"cluster.backend.upstream_cx_destroy_local_with_active_rq", "cluster.backend.outlier_detection.ejections_enforced_total",
+		"http.main.downstream_cx_total", "http.main.downstream_cx_active", "http.main.downstream_rq_rx_reset", "http2.")
 
 	// Report.
 	var b bytes.Buffer
@@ -376,9 +402,23 @@ loop:
 		}
 		b.WriteString("\nBackend kills (UTC, 3 s each): " + strings.Join(kills, "; ") + "\n\n")
 	}
-	b.WriteString("| t | RSS (MiB) |\n|---|---|\n")
+	// RSS split as the kernel counts it (anonymous memory vs pages of the
+	// mapped binary), beside the Go runtime's own account (admin /memory):
+	// physical is what the runtime holds from the OS, allocated the live
+	// heap.
+	b.WriteString("| t | RSS (MiB) | RssAnon | RssFile | Go physical | Go heap size | Go allocated | goroutines |\n|---|---|---|---|---|---|---|---|\n")
+	mib := func(v uint64) float64 { return float64(v) / (1 << 20) }
 	for _, s := range rss {
-		fmt.Fprintf(&b, "| %s | %.1f |\n", s.at.Round(time.Second), float64(s.kib)/1024)
+		fmt.Fprintf(&b, "| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %d |\n", s.at.Round(time.Second), float64(s.kib)/1024,
+			float64(s.anon)/1024, float64(s.file)/1024, mib(s.mem.Physical), mib(s.mem.HeapSize), mib(s.mem.Allocated), s.mem.Goroutines)
+	}
+	if len(counters) > 0 {
+		b.WriteString("\nThe proxy's counters at the end:\n```\n" + strings.Join(counters, "\n") + "\n```\n")
+	}
+	for _, h := range []struct{ when, top string }{{"after 2 minutes", heapEarly}, {"at the end", heapLate}} {
+		if h.top != "" {
+			fmt.Fprintf(&b, "\nHeap in use %s (`go tool pprof -top -inuse_space`, first lines):\n```\n%s\n```\n", h.when, h.top)
+		}
 	}
 	fl := map[string]int{}
 	for _, f := range floods {
@@ -548,20 +588,89 @@ func clientAborts(addr string, n int) {
 	}
 }
 
-// rssKiB reads a process's resident set size.
-func rssKiB(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return -1
+// memory is the proxy's admin /memory answer, with its goroutine count.
+type memory struct {
+	Allocated, HeapSize, Physical uint64
+	Goroutines                    int
+}
+
+// readMemory asks the proxy's admin for /memory (Envoy's admin.v3.Memory,
+// uint64 as JSON strings) and the goroutine count from pprof.
+func readMemory(admin string) memory {
+	var m memory
+	var js struct {
+		Allocated string `json:"allocated"`
+		HeapSize  string `json:"heap_size"`
+		Physical  string `json:"total_physical_bytes"`
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") {
-			f := strings.Fields(line)
-			if len(f) >= 2 {
-				n, _ := strconv.ParseInt(f[1], 10, 64)
-				return n
+	if body := adminGet(admin, "/memory"); json.Unmarshal(body, &js) == nil {
+		m.Allocated, _ = strconv.ParseUint(js.Allocated, 10, 64)
+		m.HeapSize, _ = strconv.ParseUint(js.HeapSize, 10, 64)
+		m.Physical, _ = strconv.ParseUint(js.Physical, 10, 64)
+	}
+	// First line: "goroutine profile: total N".
+	if f := strings.Fields(strings.SplitN(string(adminGet(admin, "/debug/pprof/goroutine?debug=1")), "\n", 2)[0]); len(f) == 4 {
+		m.Goroutines, _ = strconv.Atoi(f[3])
+	}
+	return m
+}
+
+func adminGet(admin, path string) []byte {
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Get("http://" + admin + path)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return b
+}
+
+// adminStats returns the proxy's stats lines starting with any prefix.
+func adminStats(admin string, prefixes ...string) []string {
+	var out []string
+	for _, line := range strings.Split(string(adminGet(admin, "/stats")), "\n") {
+		for _, p := range prefixes {
+			if strings.HasPrefix(line, p) {
+				out = append(out, line)
+				break
 			}
 		}
 	}
-	return -1
+	return out
+}
+
+// heapTop is the top of the proxy's in-use heap profile, by go tool pprof.
+func heapTop(admin string) string {
+	out, err := exec.Command("go", "tool", "pprof", "-top", "-inuse_space", "-nodecount=15", *legateBin,
+		"http://"+admin+"/debug/pprof/heap").Output()
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(strings.TrimSpace(l), "flat ") {
+			lines = lines[max(0, i-2):]
+			break
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
+// procStatus reads a process's memory lines from /proc/PID/status, in KiB
+// (VmRSS, RssAnon, RssFile, …).
+func procStatus(pid int) map[string]int64 {
+	out := map[string]int64{}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return out
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 && f[2] == "kB" {
+			n, _ := strconv.ParseInt(f[1], 10, 64)
+			out[strings.TrimSuffix(f[0], ":")] = n
+		}
+	}
+	return out
 }
