@@ -26,8 +26,8 @@ func runCertgen(args []string) int {
 	namespace := fs.String("namespace", "", "namespace of the Secrets and of the controller's Service (default $POD_NAMESPACE or legate-system)")
 	overwrite := fs.Bool("overwrite", false, "replace existing certificates")
 	lifetime := fs.Duration("lifetime", 365*24*time.Hour, "certificate lifetime")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	ns := *namespace
 	if ns == "" {

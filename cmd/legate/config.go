@@ -8,7 +8,7 @@ import (
 )
 
 func init() {
-	register("config", "config tools: legate config upgrade FILE prints the v3 form of a v2-era config", runConfig)
+	registerPlain("config", "config tools: legate config upgrade FILE prints the v3 form of a v2-era config", "upgrade FILE", runConfig)
 }
 
 func runConfig(args []string) int {

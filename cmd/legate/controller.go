@@ -82,8 +82,8 @@ func runController(args []string) int {
 	}
 	fs.StringVar(&f.stateDir, "state-dir", "", "where certificates are created when no --xds-*-file is given (default $LEGATE_STATE_DIR, $XDG_STATE_HOME/legate or ~/.local/state/legate)")
 	fs.BoolVar(&f.insecure, "insecure", false, "serve xDS in plaintext without client authentication (any client gets every resource, private keys included)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	log, _, err := newLogger(f.logLevel, os.Stderr)
 	if err != nil {
@@ -333,8 +333,8 @@ func runBootstrap(args []string) int {
 	serverName := fs.String("xds-server-name", certgen.ServerName, "name verified in the controller's certificate (and sent as SNI)")
 	stateDir := fs.String("state-dir", "", "where a local controller keeps its generated certificates (default as legate controller)")
 	insecure := fs.Bool("insecure", false, "connect to a controller started with --insecure (plaintext)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	err := func() error {
 		o := controller.BootstrapOptions{NodeID: *nodeID, Cluster: *cluster, Delta: *delta}

@@ -20,8 +20,8 @@ func runDrain(args []string) int {
 	fs := flag.NewFlagSet("legate drain", flag.ContinueOnError)
 	admin := fs.String("admin-address", "127.0.0.1:9001", "proxy admin address HOST:PORT")
 	wait := fs.Duration("wait", 15*time.Second, "time to wait after failing health checks")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	c := &http.Client{Timeout: 5 * time.Second}
 	resp, err := c.Post("http://"+*admin+"/healthcheck/fail", "text/plain", nil)

@@ -18,15 +18,22 @@ func main() {
 
 // run dispatches to a subcommand and returns the process exit code.
 func run(args []string) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 || isHelp(args[0]) {
 		usage()
 		return 0
+	}
+	if args[0] == "--version" || args[0] == "-version" {
+		args = []string{"version"}
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "legate: unknown command %q\n\n", args[0])
 		usage()
 		return 2
+	}
+	if cmd.plain && len(args) > 1 && isHelp(args[1]) {
+		printUsage(args[0], cmd)
+		return 0
 	}
 	return cmd.run(args[1:])
 }

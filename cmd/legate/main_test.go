@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/legateproxy/legate/internal/testutil"
@@ -42,3 +43,27 @@ func writeFile(t *testing.T, content string) string {
 }
 
 func freePort(t *testing.T) int { return testutil.FreePort(t) }
+
+// Every subcommand answers -h and --help with its usage and exit code 0,
+// without doing its work (validate used to read a file named --help and
+// quickstart to start the demo); --version prints the version.
+func TestHelpOnEverySubcommand(t *testing.T) {
+	for name := range commands {
+		for _, h := range []string{"-h", "--help"} {
+			out, err := exec.Command(legateBin, name, h).CombinedOutput()
+			if err != nil {
+				t.Errorf("legate %s %s: %v\n%s", name, h, err, out)
+				continue
+			}
+			if !strings.Contains(strings.ToLower(string(out)), "usage") {
+				t.Errorf("legate %s %s printed no usage:\n%s", name, h, out)
+			}
+		}
+	}
+	for _, args := range [][]string{{"--version"}, {"version"}, {"proxy", "--version"}} {
+		out, err := exec.Command(legateBin, args...).CombinedOutput()
+		if err != nil || !strings.HasPrefix(string(out), "legate ") {
+			t.Errorf("legate %v: %v %q", args, err, out)
+		}
+	}
+}

@@ -14,14 +14,16 @@ import (
 	"time"
 
 	"github.com/legateproxy/legate/internal/admin"
+	"github.com/legateproxy/legate/internal/applog"
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/server"
+	"github.com/legateproxy/legate/internal/xds/resource"
 )
 
 func init() {
 	register("proxy", "run the proxy on an Envoy v3 bootstrap (same flags as envoy)", runProxy)
-	register("validate", "check Envoy bootstrap files: legate validate FILE...", runValidate)
+	registerPlain("validate", "check Envoy bootstrap files (and xDS resource files) as `legate proxy --mode validate` does", "FILE...", runValidate)
 }
 
 // proxyFlags are Envoy's command-line options.
@@ -32,7 +34,9 @@ type proxyFlags struct {
 	drainTime, parentShutdown                                                     int
 	concurrency                                                                   int
 	drainStrategy                                                                 string
-	enablePprof                                                                   bool
+	enablePprof, version                                                          bool
+	allowUnknownStatic, rejectUnknownDynamic, ignoreUnknownDynamic                bool
+	logEscaped                                                                    bool
 	ignored                                                                       map[string]*string
 }
 
@@ -49,7 +53,8 @@ func newProxyFlags(name string) (*flag.FlagSet, *proxyFlags) {
 	}
 	fs.StringVar(&f.componentLogLevel, "component-log-level", "", "comma-separated component:level (applied to the single legate logger)")
 	fs.StringVar(&f.logPath, "log-path", "", "write logs to this file instead of stderr")
-	fs.StringVar(&f.logFormat, "log-format", "", "accepted for compatibility; legate logs with log/slog's text format")
+	fs.StringVar(&f.logFormat, "log-format", "", "layout of log lines with Envoy's format flags (default \""+applog.DefaultFormat+"\")")
+	fs.BoolVar(&f.logEscaped, "log-format-escaped", false, "escape C-style escape sequences in log messages (one record, one line)")
 	fs.StringVar(&f.serviceNode, "service-node", "", "node id (overrides node.id)")
 	fs.StringVar(&f.serviceCluster, "service-cluster", "", "node cluster (overrides node.cluster)")
 	fs.StringVar(&f.serviceZone, "service-zone", "", "node zone (overrides node.locality.zone)")
@@ -58,33 +63,68 @@ func newProxyFlags(name string) (*flag.FlagSet, *proxyFlags) {
 	fs.StringVar(&f.drainStrategy, "drain-strategy", "gradual", "gradual or immediate")
 	fs.IntVar(&f.concurrency, "concurrency", 0, "worker threads: sets GOMAXPROCS (0 keeps the Go default)")
 	fs.StringVar(&f.disableExtensions, "disable-extensions", "", "comma-separated extensions to disable, as Envoy: <category>/<name> or <name> (configs that use them fail as not implemented)")
+	fs.BoolVar(&f.version, "version", false, "print the version and exit")
 	fs.BoolVar(&f.enablePprof, "enable-pprof", false, "serve Go's /debug/pprof/ profiles on the admin address (off by default: Envoy has no such endpoint)")
 	// Hot-restart and tuning flags that have no meaning here are accepted so
 	// Envoy command lines (e.g. in Kubernetes manifests) run unchanged.
 	for _, n := range []string{"base-id", "restart-epoch", "file-flush-interval-msec", "local-address-ip-version", "cpuset-threads", "socket-path", "socket-mode"} {
 		f.ignored[n] = fs.String(n, "", "accepted for compatibility, no effect")
 	}
-	for _, n := range []string{"disable-hot-restart", "use-dynamic-base-id", "enable-mutex-tracing", "allow-unknown-static-fields", "reject-unknown-dynamic-fields", "ignore-unknown-dynamic-fields", "enable-core-dump"} {
+	for _, n := range []string{"allow-unknown-static-fields", "allow-unknown-fields"} { // the second is Envoy's deprecated alias
+		fs.BoolVar(&f.allowUnknownStatic, n, false, "unknown fields in the bootstrap are warnings (server.static_unknown_fields), not errors")
+	}
+	fs.BoolVar(&f.rejectUnknownDynamic, "reject-unknown-dynamic-fields", false, "refuse (NACK) xDS resources with unknown fields; by default they are accepted with a warning (server.dynamic_unknown_fields)")
+	fs.BoolVar(&f.ignoreUnknownDynamic, "ignore-unknown-dynamic-fields", false, "accept xDS resources with unknown fields without a warning")
+	for _, n := range []string{"disable-hot-restart", "use-dynamic-base-id", "enable-mutex-tracing", "enable-core-dump"} {
 		fs.Bool(n, false, "accepted for compatibility, no effect")
 	}
 	return fs, f
 }
 
+// newLogger is a log/slog text logger (the controller's, Contour-like).
 func newLogger(level string, w io.Writer) (*slog.Logger, *slog.LevelVar, error) {
-	lv := new(slog.LevelVar)
-	l, ok := admin.ParseLevel(level)
-	if !ok {
-		return nil, nil, fmt.Errorf("unknown log level %q (trace, debug, info, warning, error, critical, off)", level)
+	lv, err := parseLevel(level)
+	if err != nil {
+		return nil, nil, err
 	}
-	lv.Set(l)
 	h := slog.NewTextHandler(w, &slog.HandlerOptions{Level: lv})
 	return slog.New(h), lv, nil
 }
 
+func parseLevel(level string) (*slog.LevelVar, error) {
+	lv := new(slog.LevelVar)
+	l, ok := admin.ParseLevel(level)
+	if !ok {
+		return nil, fmt.Errorf("unknown log level %q (trace, debug, info, warning, error, critical, off)", level)
+	}
+	lv.Set(l)
+	return lv, nil
+}
+
+// newProxyLogger is the proxy's logger: Envoy's log line layout
+// (--log-format, default applog.DefaultFormat), through a Swap so that the
+// bootstrap's application_log_config can take over.
+func newProxyLogger(level string, w io.Writer, format string, escaped bool) (*slog.Logger, *slog.LevelVar, *server.AppLog, error) {
+	lv, err := parseLevel(level)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	h, err := applog.New(w, applog.Options{Format: format, Escaped: escaped, Level: lv})
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("--log-format: %w", err)
+	}
+	sw := applog.NewSwap(h)
+	return slog.New(sw), lv, &server.AppLog{Swap: sw, Out: w, FormatFlag: format != "", Escaped: escaped}, nil
+}
+
 func runProxy(args []string) int {
 	fs, f := newProxyFlags("legate proxy")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	if f.version {
+		printVersion()
+		return 0
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "legate proxy: unexpected arguments %q\n", fs.Args())
@@ -113,7 +153,7 @@ func runProxy(args []string) int {
 			}
 		}
 	}
-	log, lv, err := newLogger(level, logOut)
+	log, lv, appLog, err := newProxyLogger(level, logOut, f.logFormat, f.logEscaped)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "legate proxy: %v\n", err)
 		return 1
@@ -146,7 +186,14 @@ func runProxy(args []string) int {
 		ServiceNode: f.serviceNode, ServiceCluster: f.serviceCluster, ServiceZone: f.serviceZone,
 		DrainTime: time.Duration(f.drainTime) * time.Second,
 		Log:       log, LogLevel: lv, Version: version, CommandLine: os.Args,
-		EnablePprof: f.enablePprof,
+		EnablePprof: f.enablePprof, AllowUnknownStaticFields: f.allowUnknownStatic, AppLog: appLog,
+	}
+	switch {
+	case f.rejectUnknownDynamic:
+		// As Envoy: with both flags, rejecting wins.
+		resource.SetUnknownFieldPolicy(resource.RejectUnknown)
+	case f.ignoreUnknownDynamic:
+		resource.SetUnknownFieldPolicy(resource.IgnoreUnknown)
 	}
 	if f.drainStrategy == "immediate" {
 		opts.DrainTime = 0

@@ -11,11 +11,11 @@ import (
 )
 
 func init() {
-	register("quickstart", "run the demo: the proxy on :10000 in front of two built-in backends", runQuickstart)
+	registerPlain("quickstart", "run the demo: the proxy on :10000 in front of two built-in backends", "", runQuickstart)
 }
 
 func runQuickstart(args []string) int {
-	log, lv, _ := newLogger("info", os.Stderr)
+	log, lv, _, _ := newProxyLogger("info", os.Stderr, "", false)
 	stop, err := quickstart.StartBackends()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "legate quickstart: %v\n", err)

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/legateproxy/legate/internal/applog"
 	"github.com/legateproxy/legate/internal/headers"
 	"github.com/legateproxy/legate/internal/memstat"
 	"github.com/legateproxy/legate/internal/stats"
@@ -406,28 +407,14 @@ func (a *Admin) handleQuit(w http.ResponseWriter, r *http.Request) {
 }
 
 // Envoy's log level names.
-var levels = map[string]slog.Level{
-	"trace": slog.LevelDebug - 4, "debug": slog.LevelDebug, "info": slog.LevelInfo,
-	"warning": slog.LevelWarn, "warn": slog.LevelWarn, "error": slog.LevelError,
-	"critical": slog.LevelError + 4, "off": slog.LevelError + 8,
-}
-
 // ParseLevel converts an Envoy log level name.
 func ParseLevel(s string) (slog.Level, bool) {
-	l, ok := levels[strings.ToLower(s)]
+	l, ok := applog.Levels[strings.ToLower(s)]
 	return l, ok
 }
 
 // LevelName renders a level with Envoy's names.
-func LevelName(l slog.Level) string {
-	best, name := slog.Level(-100), "info"
-	for n, v := range levels {
-		if v <= l && v > best && n != "warn" {
-			best, name = v, n
-		}
-	}
-	return name
-}
+func LevelName(l slog.Level) string { return applog.LevelName(l) }
 
 func (a *Admin) handleLogging(w http.ResponseWriter, r *http.Request) {
 	lv := a.srv.LogLevel()

@@ -23,6 +23,9 @@ type Warning struct {
 	Path    string // Envoy-style field path, e.g. static_resources.clusters[0].hosts
 	Line    int    // 1-based line in the source, 0 if unknown
 	Message string
+	// Unknown marks an unknown field let through by
+	// --allow-unknown-static-fields (server.static_unknown_fields).
+	Unknown bool
 }
 
 func (w Warning) String() string {
@@ -71,21 +74,21 @@ func (l ErrorList) Unwrap() []error { return l }
 // with one warning each. root names the message in error paths ("" for a
 // bootstrap, whose fields are then top-level paths).
 func Decode(data []byte, msg proto.Message, root string) ([]Warning, error) {
-	w, _, err := decode(data, msg, root, false)
+	w, _, err := decode(data, msg, root, false, false)
 	return w, err
 }
 
 // DecodeLines is Decode that also returns the source line of every field.
 func DecodeLines(data []byte, msg proto.Message, root string) ([]Warning, Lines, error) {
-	return decode(data, msg, root, true)
+	return decode(data, msg, root, true, false)
 }
 
-func decode(data []byte, msg proto.Message, root string, withLines bool) ([]Warning, Lines, error) {
+func decode(data []byte, msg proto.Message, root string, withLines, allowUnknown bool) ([]Warning, Lines, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		return nil, nil, fmt.Errorf("parse YAML/JSON: %w", err)
 	}
-	d := &decoder{}
+	d := &decoder{allowUnknown: allowUnknown}
 	if withLines {
 		d.lines = Lines{}
 	}
@@ -116,7 +119,10 @@ func orRoot(p string) string {
 // decoder walks a YAML tree alongside a protobuf descriptor and produces the
 // canonical proto3 JSON form that protojson accepts.
 type decoder struct {
-	warnings []Warning
+	// allowUnknown turns unknown fields into warnings (Envoy's
+	// --allow-unknown-static-fields): the field is dropped.
+	allowUnknown bool
+	warnings     []Warning
 	errs     ErrorList
 	// lines records the source line of every field, by path.
 	lines Lines
@@ -309,6 +315,11 @@ func (d *decoder) message(n *yaml.Node, md protoreflect.MessageDescriptor, path 
 		}
 		fpath := join(path, p.key)
 		if fd == nil {
+			if d.allowUnknown {
+				d.warnings = append(d.warnings, Warning{Path: fpath, Line: p.kn.Line, Unknown: true,
+					Message: fmt.Sprintf("unknown field %q in %s ignored (--allow-unknown-static-fields)", p.key, md.FullName())})
+				continue
+			}
 			d.errorf(p.kn, fpath, "unknown field %q in %s", p.key, md.FullName())
 			continue
 		}

@@ -38,7 +38,9 @@ import (
 	"github.com/legateproxy/legate/internal/asyncclient"
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/listener"
+	"github.com/legateproxy/legate/internal/applog"
 	"github.com/legateproxy/legate/internal/memstat"
+	"github.com/legateproxy/legate/internal/xds/resource"
 	"github.com/legateproxy/legate/internal/route"
 	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/stats"
@@ -61,6 +63,23 @@ type Options struct {
 	CommandLine    []string
 	// EnablePprof serves Go's /debug/pprof/ on the admin address.
 	EnablePprof bool
+	// AppLog is the process's application log, which the bootstrap's
+	// application_log_config re-formats at Start (nil: not applied).
+	AppLog *AppLog
+	// AllowUnknownStaticFields is --allow-unknown-static-fields: unknown
+	// fields in the bootstrap are warnings (server.static_unknown_fields).
+	AllowUnknownStaticFields bool
+}
+
+// AppLog is the application log the command line set up.
+type AppLog struct {
+	// Swap is the handler every logger writes through.
+	Swap *applog.Swap
+	// Out is where log lines go (stderr or --log-path).
+	Out io.Writer
+	// FormatFlag is set when --log-format was given; Escaped is
+	// --log-format-escaped.
+	FormatFlag, Escaped bool
 }
 
 // Server is a running (or compiled, in validate mode) proxy.
@@ -76,6 +95,9 @@ type Server struct {
 	sinks   *statsink.Flusher
 	log     *slog.Logger
 	deps    *listener.Context
+	// appLog is the handler application_log_config asks for, swapped in
+	// at Start.
+	appLog slog.Handler
 
 	mu        sync.Mutex
 	listeners []*listener.Listener
@@ -102,6 +124,10 @@ type serverStats struct {
 	listenersActive                  *stats.Gauge
 	// memory_* as Envoy's server stats (see internal/memstat).
 	memAllocated, memHeap, memPhysical *stats.Gauge
+	// static/dynamicUnknown count messages with unknown fields let through
+	// (Envoy's server.static_unknown_fields / dynamic_unknown_fields).
+	staticUnknown, dynamicUnknown *stats.Counter
+	dynamicSeen                   uint64
 	panics                             *stats.Counter
 }
 
@@ -111,7 +137,7 @@ func Load(opts Options) (*Server, error) {
 	if opts.Log == nil {
 		opts.Log = slog.Default()
 	}
-	b, warns, lines, err := config.LoadBootstrapLines(opts.ConfigPath, opts.ConfigYAML)
+	b, warns, lines, err := config.LoadBootstrapWith(opts.ConfigPath, opts.ConfigYAML, config.LoadOptions{AllowUnknownFields: opts.AllowUnknownStaticFields})
 	s := &Server{opts: opts, Warnings: warns, log: opts.Log, quit: make(chan struct{}), start: time.Now()}
 	if err != nil {
 		return s, err
@@ -161,10 +187,29 @@ func (s *Server) compile() error {
 		}
 	}
 	if alc := b.GetApplicationLogConfig(); alc != nil {
-		// Envoy's own log lines; Legate's are log/slog's. Not request
-		// behaviour, so a warning says what is not applied.
-		s.Warnings = append(s.Warnings, config.Warning{Path: "application_log_config",
-			Message: "legate writes its own log lines (log/slog text format); application_log_config is not applied"})
+		if err := config.CheckFields(alc, "application_log_config", "log_format"); err != nil {
+			return err
+		}
+		if s.opts.AppLog == nil {
+			// Nothing to apply it to (an embedding without Legate's log
+			// handler): say so rather than ignore it.
+			s.Warnings = append(s.Warnings, config.Warning{Path: "application_log_config",
+				Message: "this embedding writes its own log lines; application_log_config is not applied"})
+		} else {
+			if s.opts.AppLog.FormatFlag {
+				// Envoy refuses the two together.
+				return config.Errorf("application_log_config.log_format", "only one of ApplicationLogConfig.log_format or the --log-format option can be given")
+			}
+			var lv slog.Leveler = slog.LevelInfo
+			if s.opts.LogLevel != nil {
+				lv = s.opts.LogLevel
+			}
+			h, err := applog.FromConfig(alc, s.opts.AppLog.Out, lv, s.opts.AppLog.Escaped)
+			if err != nil {
+				return err
+			}
+			s.appLog = h
+		}
 	}
 
 	if b.GetHdsConfig() != nil {
@@ -192,7 +237,15 @@ func (s *Server) compile() error {
 		listenersActive: s.Stats.Gauge("listener_manager.total_listeners_active"),
 		panics:          s.Stats.Counter("server.panics"),
 		memAllocated:    s.Stats.Gauge("server.memory_allocated"), memHeap: s.Stats.Gauge("server.memory_heap_size"),
-		memPhysical: s.Stats.Gauge("server.memory_physical_size"),
+		memPhysical:   s.Stats.Gauge("server.memory_physical_size"),
+		staticUnknown: s.Stats.Counter("server.static_unknown_fields"), dynamicUnknown: s.Stats.Counter("server.dynamic_unknown_fields"),
+		// The policy and its count are process-wide; count from here.
+		dynamicSeen: resource.UnknownFieldsSeen.Load(),
+	}
+	for _, w := range s.Warnings {
+		if w.Unknown {
+			s.serverStats.staticUnknown.Inc()
+		}
 	}
 	om, err := overload.Compile(b.GetOverloadManager(), s.Stats, s.log)
 	if err != nil {
@@ -314,6 +367,9 @@ func (s *Server) compile() error {
 // (waiting for their initialization, as Envoy does before listening) and
 // begins serving.
 func (s *Server) Start() error {
+	if s.appLog != nil {
+		s.opts.AppLog.Swap.Set(s.appLog)
+	}
 	s.state.Store("INITIALIZING")
 	s.overload.Start()
 	s.Runtime.Start()
@@ -409,6 +465,10 @@ func (s *Server) tick() {
 			s.serverStats.memAllocated.Set(int64(m.Allocated))
 			s.serverStats.memHeap.Set(int64(m.HeapSize))
 			s.serverStats.memPhysical.Set(int64(m.Physical))
+			if n := resource.UnknownFieldsSeen.Load(); n > s.serverStats.dynamicSeen {
+				s.serverStats.dynamicUnknown.Add(n - s.serverStats.dynamicSeen)
+				s.serverStats.dynamicSeen = n
+			}
 		}
 	}
 }

@@ -17,7 +17,9 @@ package resource
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync/atomic"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
@@ -236,11 +238,44 @@ func (t *decoder[M]) Decode(a *anypb.Any) (*Decoded, error) {
 	if name == "" {
 		return nil, &Error{err: fmt.Errorf("%s resource has no name; set %s", t.kind, t.nameField)}
 	}
+	if u := config.UnknownFields(m); len(u) > 0 {
+		switch UnknownFieldPolicy(unknownPolicy.Load()) {
+		case RejectUnknown:
+			return nil, &Error{Name: name, err: fmt.Errorf("%s: unknown fields at %s (rejected: --reject-unknown-dynamic-fields)", t.path(name), strings.Join(u, ", "))}
+		case WarnUnknown:
+			UnknownFieldsSeen.Add(1)
+			slog.Warn("xDS resource has fields this proxy does not know; they are ignored", "resource", t.path(name), "fields", strings.Join(u, ", "))
+		}
+	}
 	if err := config.Validate(m, t.kind+" "+name); err != nil {
 		return nil, &Error{Name: name, err: err}
 	}
 	return &Decoded{Name: name, Message: m, Raw: a.GetValue()}, nil
 }
+
+// UnknownFieldPolicy is what Decode does with a resource that carries
+// fields its type does not define (sent by a management server built
+// against newer protos). It is process-wide, as Envoy's flags are.
+type UnknownFieldPolicy int32
+
+const (
+	// WarnUnknown accepts the resource, logs a warning and counts it in
+	// UnknownFieldsSeen (server.dynamic_unknown_fields): Envoy's default.
+	WarnUnknown UnknownFieldPolicy = iota
+	// RejectUnknown refuses it (NACK): --reject-unknown-dynamic-fields.
+	RejectUnknown
+	// IgnoreUnknown accepts it silently: --ignore-unknown-dynamic-fields.
+	IgnoreUnknown
+)
+
+var unknownPolicy atomic.Int32
+
+// SetUnknownFieldPolicy sets what Decode does with unknown fields.
+func SetUnknownFieldPolicy(p UnknownFieldPolicy) { unknownPolicy.Store(int32(p)) }
+
+// UnknownFieldsSeen counts resources accepted with unknown fields under
+// WarnUnknown; the server reports it as server.dynamic_unknown_fields.
+var UnknownFieldsSeen atomic.Uint64
 
 // Path is the path that names a resource of type t in errors ("listener
 // foo"): its decoder's validation errors start with it, and handlers compile
