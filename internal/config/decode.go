@@ -123,7 +123,7 @@ type decoder struct {
 	// --allow-unknown-static-fields): the field is dropped.
 	allowUnknown bool
 	warnings     []Warning
-	errs     ErrorList
+	errs         ErrorList
 	// lines records the source line of every field, by path.
 	lines Lines
 }

@@ -35,18 +35,18 @@ import (
 
 	"github.com/legateproxy/legate/internal/accesslog"
 	"github.com/legateproxy/legate/internal/admin"
+	"github.com/legateproxy/legate/internal/applog"
 	"github.com/legateproxy/legate/internal/asyncclient"
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/listener"
-	"github.com/legateproxy/legate/internal/applog"
 	"github.com/legateproxy/legate/internal/memstat"
-	"github.com/legateproxy/legate/internal/xds/resource"
 	"github.com/legateproxy/legate/internal/route"
 	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/statsink"
 	"github.com/legateproxy/legate/internal/tlsx"
 	"github.com/legateproxy/legate/internal/upstream"
+	"github.com/legateproxy/legate/internal/xds/resource"
 )
 
 // Options are the command-line settings of a proxy instance.
@@ -128,7 +128,7 @@ type serverStats struct {
 	// (Envoy's server.static_unknown_fields / dynamic_unknown_fields).
 	staticUnknown, dynamicUnknown *stats.Counter
 	dynamicSeen                   uint64
-	panics                             *stats.Counter
+	panics                        *stats.Counter
 }
 
 // Load reads and compiles the configuration without side effects (no
