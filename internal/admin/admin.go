@@ -198,9 +198,15 @@ func (a *Admin) Listen(addr string) error {
 	if err != nil {
 		return fmt.Errorf("admin: bind %s: %w", addr, err)
 	}
+	a.ListenOn(ln)
+	return nil
+}
+
+// ListenOn makes the admin server serve on ln, a socket bound elsewhere
+// (an admin address that is a pipe).
+func (a *Admin) ListenOn(ln net.Listener) {
 	a.ln = ln
 	a.hs = &http.Server{Handler: a.mux, ReadHeaderTimeout: 10 * time.Second}
-	return nil
 }
 
 // Addr returns the bound address.

@@ -6,6 +6,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -495,6 +496,11 @@ func (d *decoder) wellKnown(n *yaml.Node, md protoreflect.MessageDescriptor, pat
 		}
 		return &wkValue{generic(n)}
 	case "google.protobuf.Duration", "google.protobuf.Timestamp", "google.protobuf.FieldMask":
+		if n.Kind == yaml.MappingNode && md.FullName() != "google.protobuf.FieldMask" {
+			// The message form {seconds: 5, nanos: 0}, which Envoy's
+			// loader accepts as well as "5s".
+			return &wkValue{d.secondsNanos(n, md, path)}
+		}
 		if n.Kind != yaml.ScalarNode {
 			d.errorf(n, path, "expected a string such as \"1.5s\" for %s, got %s", md.Name(), kindName(n))
 			return &wkValue{}
@@ -512,6 +518,48 @@ func (d *decoder) wellKnown(n *yaml.Node, md protoreflect.MessageDescriptor, pat
 		return &wkValue{d.wrapper(n, protoreflect.StringKind, path)}
 	}
 	return nil
+}
+
+// secondsNanos converts the {seconds, nanos} form of a Duration or a
+// Timestamp to its JSON string.
+func (d *decoder) secondsNanos(n *yaml.Node, md protoreflect.MessageDescriptor, path string) any {
+	var sec, nanos int64
+	for _, p := range pairs(n) {
+		v := resolve(p.value)
+		x, err := strconv.ParseInt(v.Value, 10, 64)
+		if v.Kind != yaml.ScalarNode || err != nil {
+			d.errorf(p.value, join(path, p.key), "expected an integer, got %q", v.Value)
+			return nil
+		}
+		switch p.key {
+		case "seconds":
+			sec = x
+		case "nanos":
+			nanos = x
+		default:
+			d.errorf(p.kn, join(path, p.key), "unknown field %q in %s (seconds, nanos)", p.key, md.FullName())
+			return nil
+		}
+	}
+	if nanos <= -1e9 || nanos >= 1e9 || (sec > 0 && nanos < 0) || (sec < 0 && nanos > 0) {
+		d.errorf(n, path, "nanos %d out of range for seconds %d", nanos, sec)
+		return nil
+	}
+	if md.FullName() == "google.protobuf.Timestamp" {
+		return time.Unix(sec, nanos).UTC().Format(time.RFC3339Nano)
+	}
+	neg := sec < 0 || nanos < 0
+	if sec < 0 {
+		sec = -sec
+	}
+	if nanos < 0 {
+		nanos = -nanos
+	}
+	out := fmt.Sprintf("%d.%09ds", sec, nanos)
+	if neg {
+		out = "-" + out
+	}
+	return out
 }
 
 func (d *decoder) wrapper(n *yaml.Node, k protoreflect.Kind, path string) any {

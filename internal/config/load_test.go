@@ -24,6 +24,26 @@ func TestDecodeLeniencies(t *testing.T) {
 		check     func(t *testing.T, b *bootstrapv3.Bootstrap)
 	}{
 		{
+			name: "duration and timestamp as {seconds, nanos}",
+			yaml: `
+static_resources:
+  clusters:
+  - name: a
+    connect_timeout: {seconds: 2, nanos: 500000000}
+    dns_refresh_rate: {seconds: 7}`,
+			check: func(t *testing.T, b *bootstrapv3.Bootstrap) {
+				c := b.GetStaticResources().GetClusters()[0]
+				if c.GetConnectTimeout().AsDuration().Milliseconds() != 2500 || c.GetDnsRefreshRate().AsDuration().Seconds() != 7 {
+					t.Fatalf("durations: %v %v", c.GetConnectTimeout().AsDuration(), c.GetDnsRefreshRate().AsDuration())
+				}
+			},
+		},
+		{
+			name:    "duration mapping with a stray field",
+			yaml:    "static_resources:\n  clusters:\n  - name: a\n    connect_timeout: {seconds: 2, millis: 3}",
+			wantErr: `static_resources.clusters[0].connect_timeout.millis (line 4): unknown field "millis" in google.protobuf.Duration`,
+		},
+		{
 			name: "lowercase enum and camelCase field",
 			yaml: `
 staticResources:

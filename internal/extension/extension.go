@@ -68,6 +68,8 @@ const (
 	HealthChecker             Category = "envoy.health_checkers"
 	CompressionCompressor     Category = "envoy.compression.compressor"
 	CompressionDecompressor   Category = "envoy.compression.decompressor"
+	// Upstreams are the router's connection pools (Cluster.upstream_config).
+	Upstreams Category = "envoy.upstreams"
 )
 
 // Categories lists every category, in the order docs/extensions.md shows them.
@@ -76,7 +78,7 @@ var Categories = []Category{
 	DownstreamTransportSocket, UpstreamTransportSocket, AccessLogger, AccessLogFilter, Tracer, StatSink,
 	ResourceMonitor, LoadBalancingPolicy, ClusterType, RetryHostPredicate, RetryPriority,
 	MatchingInput, MatchingAction, DNSResolver, Bootstrap, Formatter, UpstreamOptions, HealthChecker,
-	CompressionCompressor, CompressionDecompressor,
+	CompressionCompressor, CompressionDecompressor, Upstreams,
 }
 
 // Extension is one implemented extension.

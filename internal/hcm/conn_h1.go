@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"github.com/legateproxy/legate/internal/listener"
+	"github.com/legateproxy/legate/internal/overload"
 	"io"
 	"net"
 	"os"
@@ -40,7 +41,7 @@ func serveHTTP(f *hcmFilter, tc *listener.Conn) {
 			useH2 = a.NegotiatedProtocol() == "h2"
 		} else {
 			if cfg.idleTimeout > 0 {
-				conn.SetReadDeadline(time.Now().Add(cfg.idleTimeout))
+				conn.SetReadDeadline(time.Now().Add(cfg.ov.Scale(overload.ConnIdle, cfg.idleTimeout)))
 			}
 			var err error
 			useH2, err = sniffH2(r)
@@ -98,10 +99,12 @@ type h1idle struct {
 func idleDeadline(cfg *hcmConfig, cs *connState) time.Time {
 	var deadline time.Time
 	if cfg.idleTimeout > 0 {
-		deadline = time.Now().Add(cfg.idleTimeout)
+		// Timers are scaled by reduce_timeouts when armed, as Envoy's
+		// scaled timers.
+		deadline = time.Now().Add(cfg.ov.Scale(overload.ConnIdle, cfg.idleTimeout))
 	}
 	if cfg.maxConnDuration > 0 {
-		if end := cs.start.Add(cfg.maxConnDuration); deadline.IsZero() || end.Before(deadline) {
+		if end := cs.start.Add(cfg.ov.Scale(overload.ConnMax, cfg.maxConnDuration)); deadline.IsZero() || end.Before(deadline) {
 			deadline = end
 		}
 	}
@@ -193,7 +196,10 @@ type h1conn struct {
 	headOnly   bool
 	closeAfter bool
 	hijacked   bool
-	writeErr   error
+	// tunnel is set once a 2xx answered a CONNECT: the response body is
+	// the tunnel's raw bytes.
+	tunnel   bool
+	writeErr error
 	// readDeadline is the request_timeout deadline for reading the body.
 	readDeadline time.Time
 
@@ -232,7 +238,7 @@ var h1Pool = sync.Pool{New: func() any { return &h1conn{} }}
 func (c *h1conn) init(cfg *hcmConfig, d *listener.Context, conn net.Conn, r *http1.Reader, cs *connState) {
 	c.cfg, c.d, c.conn, c.r, c.cs = cfg, d, conn, r, cs
 	c.st.cfg, c.st.conn, c.st.ds, c.st.d = cfg, cs, c, d
-	c.hijacked, c.writeErr, c.closeAfter = false, nil, false
+	c.hijacked, c.writeErr, c.closeAfter, c.tunnel = false, nil, false, false
 }
 
 func (c *h1conn) release() {
@@ -282,10 +288,20 @@ func (c *h1conn) serve() bool {
 			return false
 		}
 		c.r.Consume(len(raw))
+		if c.head.Method == "CONNECT" && (c.head.Chunked || c.head.ContentLength > 0) {
+			// RFC 9110 §9.3.6: content on a CONNECT has no defined
+			// semantics; Envoy's codec refuses it.
+			detail := "http1.body_disallowed"
+			if c.head.Chunked {
+				detail = "http1.invalid_transfer_encoding"
+			}
+			c.protocolError(&http1.ProtocolError{Status: 400, Detail: detail})
+			return false
+		}
 		st.rqHTTP1.Inc()
 		var dl time.Time
 		if cfg.streamIdleTimeout > 0 {
-			dl = time.Now().Add(cfg.streamIdleTimeout)
+			dl = time.Now().Add(cfg.ov.Scale(overload.StreamIdle, cfg.streamIdleTimeout))
 		}
 		c.readDeadline = time.Time{}
 		if cfg.requestTimeout > 0 {
@@ -323,6 +339,11 @@ func (c *h1conn) serveOne() bool {
 	s.req.Scheme = c.cs.scheme
 	s.req.Map.CopyFrom(&h.Headers)
 	f, n := h.Framing()
+	if h.Method == "CONNECT" {
+		// What follows a CONNECT's head is the tunnel's payload, until the
+		// connection closes (Envoy's codec hands it on as the body).
+		f, n = http1.ToClose, -1
+	}
 	c.body.Reset(c.r, f, n)
 	c.chunked, c.headOnly = false, h.Method == "HEAD"
 	c.closeAfter = !h.KeepAlive
@@ -393,7 +414,8 @@ func (c *h1conn) rawReply(status int, detail string) {
 	s.info.Request = &s.req
 	s.info.Response = &s.resp
 	s.info.DownstreamRemote = c.cs.remote
-	s.info.DownstreamDirectRemote = c.cs.remote
+	s.info.DownstreamDirectRemote = c.cs.directRemote()
+	s.info.DownstreamConnRemote = c.cs.remote
 	s.info.DownstreamLocal = c.cs.local
 	c.cfg.stats.rqTotal.Inc()
 	c.cfg.stats.rqActive.Inc()
@@ -567,6 +589,16 @@ func (c *h1conn) writeHead(status int, h *headers.Map, length int64, endStream b
 		c.w = http1.AppendUpgradeResponseHead(c.w, h, c.st.upgrade)
 		return nil
 	}
+	if c.head.Method == "CONNECT" && status >= 200 && status < 300 {
+		// RFC 9110 §9.3.6: a 2xx to CONNECT has no framing: the bytes that
+		// follow are the tunnel's, and the connection serves nothing after.
+		c.tunnel, c.chunked, c.closeAfter = true, false, true
+		c.w = http1.AppendResponseHead(c.w, 1, status, h, http1.NoBody, 0, false)
+		if endStream {
+			return c.flush()
+		}
+		return nil
+	}
 	if closeConn {
 		c.closeAfter = true
 	}
@@ -613,8 +645,32 @@ func (c *h1conn) finish(trailers *headers.Map) error {
 	if c.chunked && !c.headOnly {
 		c.w = http1.AppendLastChunk(c.w, trailers)
 	}
-	return c.flush()
+	err := c.flush()
+	if c.tunnel && err == nil {
+		// The upstream ended the tunnel: the client sees the end of its
+		// stream (a FIN) before the connection closes.
+		if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+	}
+	return err
 }
+
+// startTunnel: the connection now carries a tunnel, bounded by the
+// router's idle timeout rather than the request's deadlines.
+func (c *h1conn) startTunnel() {
+	c.readDeadline = time.Time{}
+	c.closeAfter = true
+	c.conn.SetDeadline(time.Time{})
+}
+
+// abortRead interrupts a read of the tunnel's payload, and a write to a
+// client that does not read: the tunnel is cut.
+func (c *h1conn) abortRead() { c.conn.SetDeadline(aLongTimeAgo) }
+
+// clientGone probes the connection: setting a deadline fails once it is
+// closed (the listener's drain closed it).
+func (c *h1conn) clientGone() bool { return c.conn.SetReadDeadline(time.Time{}) != nil }
 
 func (c *h1conn) flush() error {
 	if len(c.w) == 0 || c.writeErr != nil {

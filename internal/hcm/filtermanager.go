@@ -86,6 +86,25 @@ type fm struct {
 	// reqLength is the codec's request body length before any was read
 	// (the codec reports what remains).
 	reqLength int64
+	// added is a body a filter gave a request that had none (AddDecodedData
+	// from DecodeHeaders); addedFrom is the filter after it, the first to
+	// see it; addedReq says the request now has a body.
+	added     []byte
+	addedFrom int
+	addedReq  bool
+	// addedResp is a body a filter gave a response that had none
+	// (AddEncodedData from EncodeHeaders); addedRespTo is the filter before
+	// it, the first to see it.
+	addedResp   []byte
+	addedRespTo int
+	// addedTrailers are trailers a filter gave a response that had none
+	// (AddEncodedTrailers); respAdded says a header-only response got a
+	// body or trailers that way.
+	addedTrailers *headers.Map
+	respAdded     bool
+	// decodingAt and encodingAt are 1 + the index of the filter whose
+	// headers callback runs (0: none).
+	decodingAt, encodingAt int
 }
 
 // startFilters instantiates the stream's filters for its route.
@@ -148,6 +167,16 @@ func (s *stream) decodeFilters() bool {
 	if !s.decodeHeadersFrom(0) {
 		return false
 	}
+	if m.addedReq {
+		// A body a filter added goes through the later filters now, so
+		// that the router knows its length.
+		if err := s.pumpBody(); err != nil {
+			if !errors.Is(err, errFilterReplied) {
+				s.bodyReadFailed(err)
+			}
+			return false
+		}
+	}
 	for m.hdrStop > 0 {
 		if err := s.pumpBody(); err != nil {
 			if !errors.Is(err, errFilterReplied) {
@@ -163,15 +192,28 @@ func (s *stream) decodeFilters() bool {
 // filter that holds the headers back for body data.
 func (s *stream) decodeHeadersFrom(start int) bool {
 	m := &s.fm
-	end := m.reqLength == 0
+	end := m.reqLength == 0 && !m.addedReq
 	for k := start; k < len(m.slots); k++ {
 		sl := &m.slots[k]
 		if sl.decH == nil {
 			continue
 		}
+		m.decodingAt = k + 1
 		st := sl.decH.DecodeHeaders(&s.req, end)
+		m.decodingAt = 0
 		if s.respStarted {
 			return false
+		}
+		if m.added != nil && !m.addedReq {
+			if !end {
+				m.added = nil // only a header-only request takes a body
+			} else {
+				// The filter gave the header-only request a body (Envoy's
+				// addDecodedData from decodeHeaders): the filters after it
+				// see headers then that body, the upstream gets it.
+				end, m.addedReq, m.addedFrom = false, true, k+1
+				continue
+			}
 		}
 		if st == httpfilter.StopIteration && !end {
 			m.hdrStop = k + 1
@@ -189,6 +231,14 @@ func (s *stream) pumpBody() error {
 	m.bodyFiltered = true
 	if m.bodyQEnd {
 		return io.EOF
+	}
+	if m.addedReq {
+		// The body a filter added is the whole body (the client sent none).
+		data := m.added
+		m.added = nil
+		err := s.decodeDataFrom(m.addedFrom, data, true)
+		m.addedReq = false
+		return err
 	}
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
@@ -298,11 +348,14 @@ func (s *stream) bodyLength() int64 {
 	if !m.decData && !m.bodyFiltered {
 		return s.ds.bodyLength()
 	}
-	if m.reqLength == 0 {
-		return 0
-	}
 	if m.bodyQEnd {
 		return int64(len(m.bodyQ) - m.bodyQOff)
+	}
+	if m.addedReq {
+		return -1 // not yet through the later filters
+	}
+	if m.reqLength == 0 {
+		return 0
 	}
 	// As Envoy, the content-length the filters left in the headers frames
 	// the body upstream (a filter that changes the body's size updates or
@@ -350,6 +403,11 @@ func (s *stream) encodeHead(length int64, end bool) error {
 	if !s.encodeHeadersFrom(len(m.slots)-1, end) {
 		return errReplaced
 	}
+	if m.respAdded {
+		// The head goes out with the body a filter added, from
+		// encodeFinish (the router ends a header-only response there).
+		return nil
+	}
 	if m.encStop > 0 {
 		return nil
 	}
@@ -370,9 +428,19 @@ func (s *stream) encodeHeadersFrom(start int, end bool) bool {
 		if sl.encH == nil {
 			continue
 		}
+		m.encodingAt = k + 1
 		st := sl.encH.EncodeHeaders(&s.resp, end)
+		m.encodingAt = 0
 		if m.direct {
 			return false
+		}
+		if end && (m.addedResp != nil || m.addedTrailers != nil) {
+			// The filter gave the header-only response a body or trailers
+			// (Envoy's addEncodedData / addEncodedTrailers from
+			// encodeHeaders): the filters before it see headers, then that
+			// body.
+			end, m.respAdded, m.addedRespTo = false, true, k-1
+			continue
 		}
 		if st == httpfilter.StopIteration && !end {
 			m.encStop = k + 1
@@ -430,7 +498,13 @@ func (s *stream) encodeFinish(trailers *headers.Map) error {
 			}
 		}
 	}
-	if m.encData {
+	if m.respAdded {
+		data := m.addedResp
+		m.addedResp, m.respAdded = nil, false
+		if err := s.encodeDataFrom(m.addedRespTo, data, true); err != nil {
+			return err
+		}
+	} else if m.encData {
 		if err := s.encodeDataFrom(len(m.slots)-1, nil, true); err != nil {
 			return err
 		}
@@ -440,6 +514,11 @@ func (s *stream) encodeFinish(trailers *headers.Map) error {
 		if err := s.writeHeadNow(true); err != nil {
 			return err
 		}
+	}
+	if (trailers == nil || trailers.Len() == 0) && m.addedTrailers != nil && m.addedTrailers.Len() > 0 {
+		// Trailers a filter added to a response that had none.
+		trailers = m.addedTrailers
+		s.info.RespTrailers = trailers
 	}
 	if m.reset {
 		// No clean end: the codec closes the connection (closeConn).
@@ -523,6 +602,11 @@ func (sl *filterSlot) Route() *route.Route { return sl.s.rt }
 
 func (sl *filterSlot) ClearRouteCache() { sl.s.resolveRoute() }
 
+// RouteCluster is the cluster the stream's route picked (a weighted
+// cluster is picked once per resolution), as Envoy's clusterInfo(); the
+// rate limit filter charges its stats there.
+func (sl *filterSlot) RouteCluster() string { return sl.s.pickName }
+
 func (sl *filterSlot) PerRouteConfig() any {
 	if fc := route.PerFilterConfig(sl.s.rt, sl.s.wc, sl.entry.name); fc != nil {
 		return fc.Config
@@ -548,6 +632,50 @@ func (sl *filterSlot) ResetStream() {
 }
 
 func (sl *filterSlot) SetDecoderBufferLimit(n int64) { sl.s.fm.limit = n }
+
+// BufferLimit is the stream's buffer limit (Envoy's bufferLimit()): what
+// a filter that buffers by itself may hold; 0 is no limit.
+func (sl *filterSlot) BufferLimit() int64 { return sl.s.fm.limit }
+
+// AddDecodedData gives a header-only request a body, from the filter's
+// DecodeHeaders (Envoy's addDecodedData there): the filters after it see
+// it in DecodeData, with the end of the stream, and the upstream gets it.
+// Called at any other time, it does nothing.
+func (sl *filterSlot) AddDecodedData(p []byte) {
+	m := &sl.s.fm
+	if m.decodingAt == 0 || &m.slots[m.decodingAt-1] != sl {
+		return
+	}
+	m.added = append(m.added, p...)
+}
+
+// AddEncodedData gives a header-only response a body, from the filter's
+// EncodeHeaders (Envoy's addEncodedData there): the filters before it see
+// it in EncodeData, with the end of the stream. Called at any other time,
+// it does nothing (a filter changes the body in its EncodeData).
+func (sl *filterSlot) AddEncodedData(p []byte) {
+	m := &sl.s.fm
+	if m.encodingAt == 0 || &m.slots[m.encodingAt-1] != sl {
+		return
+	}
+	m.addedResp = append(m.addedResp, p...)
+	if m.addedResp == nil {
+		m.addedResp = []byte{} // an empty body still ends the head's stream later
+	}
+}
+
+// AddEncodedTrailers returns trailers for a response that has none
+// (Envoy's addEncodedTrailers), from EncodeHeaders of a header-only
+// response or EncodeData at the end of the stream: the response ends
+// with them (trailers the upstream sent win). The filters before this
+// one do not see them.
+func (sl *filterSlot) AddEncodedTrailers() *headers.Map {
+	m := &sl.s.fm
+	if m.addedTrailers == nil {
+		m.addedTrailers = &headers.Map{}
+	}
+	return m.addedTrailers
+}
 
 func (sl *filterSlot) SendLocalReply(status int, body string, r httpfilter.LocalReply) {
 	s := sl.s

@@ -3,6 +3,7 @@ package hcm
 import (
 	"context"
 	"github.com/legateproxy/legate/internal/listener"
+	"github.com/legateproxy/legate/internal/overload"
 	"io"
 	"net"
 	"net/http"
@@ -43,8 +44,10 @@ func newH2Conn(cfg *hcmConfig) *h2Conn {
 		MaxConcurrentStreams:         cfg.h2MaxConcurrentStreams,
 		MaxUploadBufferPerStream:     int32(max(cfg.h2InitialStreamWindow, 65535)),
 		MaxUploadBufferPerConnection: int32(max(cfg.h2InitialConnWindow, 1<<20)),
-		IdleTimeout:                  cfg.idleTimeout,
-		MaxReadFrameSize:             1 << 20,
+		// reduce_timeouts applies when the connection starts (x/net's
+		// server takes one idle timeout per connection).
+		IdleTimeout:      cfg.ov.Scale(overload.ConnIdle, cfg.idleTimeout),
+		MaxReadFrameSize: 1 << 20,
 	}
 	// The guard applies max_request_headers_kb and max_headers_count to
 	// each header block (a stream reset, as Envoy's codec); x/net's own
@@ -80,7 +83,7 @@ func (h *h2Server) serve(conn net.Conn, cs *connState, d *listener.Context, tc *
 		h.drain(g, conn)
 	})
 	defer tc.SetDrain(nil)
-	if d := h.cfg.maxConnDuration; d > 0 {
+	if d := h.cfg.ov.Scale(overload.ConnMax, h.cfg.maxConnDuration); d > 0 {
 		// max_connection_duration: the connection is drained (GOAWAY, then
 		// closed after the drain timeout), as Envoy does for HTTP/2.
 		t := time.AfterFunc(time.Until(cs.start.Add(d)), func() {
@@ -98,6 +101,11 @@ func (h *h2Server) serve(conn net.Conn, cs *connState, d *listener.Context, tc *
 		s.req.Method = r.Method
 		s.req.Authority = r.Host
 		s.req.Path = r.RequestURI
+		if r.Method == "CONNECT" && r.Header.Get(":protocol") == "" {
+			// RFC 9113 §8.5: a CONNECT has :authority and no :path (x/net
+			// gives the authority as the request URI, as HTTP/1 would).
+			s.req.Path = ""
+		}
 		s.req.Scheme = cs.scheme
 		for k, vs := range r.Header {
 			lk := headers.Lower(k)
@@ -252,3 +260,16 @@ func (h *h2stream) flush() error {
 }
 
 func (h *h2stream) hijack() (net.Conn, []byte, bool) { return nil, nil, false }
+
+// startTunnel: an HTTP/2 stream has no per-request deadlines to stop.
+func (h *h2stream) startTunnel() {}
+
+// clientGone: the stream's context ends with a reset or the connection.
+func (h *h2stream) clientGone() bool { return h.r.Context().Err() != nil }
+
+// abortRead closes the request body, which makes a blocked Read return.
+func (h *h2stream) abortRead() {
+	if h.r.Body != nil {
+		h.r.Body.Close()
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/legateproxy/legate/internal/listener"
+	"github.com/legateproxy/legate/internal/overload"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -39,6 +40,9 @@ const (
 // hcmConfig is a compiled HttpConnectionManager: immutable, shared by every
 // connection of the filter chain it belongs to.
 type hcmConfig struct {
+	// ov is the overload manager (nil without one): reduce_timeouts scales
+	// the idle and duration timers when they are armed.
+	ov         *overload.Manager
 	statPrefix string
 	codec      codecType
 	// routes is the route table, set once for an inline route_config or
@@ -199,6 +203,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *listener.Context
 		return nil, config.Unsupported(config.Join(path, "append_x_forwarded_port"), "append_x_forwarded_port")
 	}
 	c := &hcmConfig{
+		ov:                     d.Overload,
 		xfcc:                   h.GetForwardClientCertDetails(),
 		xfccSet:                xfccSet,
 		statPrefix:             h.GetStatPrefix(),
@@ -336,9 +341,11 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *listener.Context
 			return nil, err
 		}
 		en := u.GetEnabled() == nil || u.GetEnabled().GetValue()
+		// "CONNECT" enables CONNECT requests (RFC 9110 §9.3.6), which Envoy
+		// otherwise answers 403; routes then proxy or terminate them.
 		t := strings.ToLower(u.GetUpgradeType())
-		if t == "connect" {
-			return nil, config.Unsupported(up, "CONNECT upgrades")
+		if t == "connect-udp" {
+			return nil, config.Unsupported(config.Join(up, "upgrade_type"), "CONNECT-UDP (HTTP/3 and UDP tunnelling)")
 		}
 		c.upgrades[t] = en
 	}
@@ -354,7 +361,8 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *listener.Context
 	}
 	if t := h.GetTracing(); t != nil {
 		tc, err := tracing.Compile(t, config.Join(path, "tracing"), &tracing.Context{Stats: d.Stats, Async: d.Async,
-			Node: &corev3.Node{Id: d.NodeID, Cluster: d.NodeCluster}, Hostname: d.Hostname, Default: d.DefaultTracer}, false)
+			Node: &corev3.Node{Id: d.NodeID, Cluster: d.NodeCluster}, Hostname: d.Hostname, Default: d.DefaultTracer,
+			Runtime: d.Runtime, Log: d.Log, Clusters: d.Clusters}, false)
 		if err != nil {
 			return nil, err
 		}

@@ -3,11 +3,11 @@ package hcm
 import (
 	"context"
 	"errors"
-	"maps"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/legateproxy/legate/internal/listener"
 	"github.com/legateproxy/legate/internal/overload"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"strconv"
@@ -28,8 +28,11 @@ import (
 
 // connState is what every stream of one downstream connection shares.
 type connState struct {
-	id       uint64
-	remote   netip.AddrPort
+	id     uint64
+	remote netip.AddrPort
+	// direct is the socket's peer (a PROXY protocol header changes only
+	// remote): %DOWNSTREAM_DIRECT_REMOTE_ADDRESS%.
+	direct   netip.AddrPort
 	local    netip.AddrPort
 	tls      *streaminfo.TLSInfo
 	sni      string
@@ -45,8 +48,16 @@ type connState struct {
 	filterState map[string]streaminfo.FilterStateValue
 }
 
+// directRemote is the socket's peer, or remote when it is not known.
+func (cs *connState) directRemote() netip.AddrPort {
+	if cs.direct.IsValid() {
+		return cs.direct
+	}
+	return cs.remote
+}
+
 func newConnState(tc *listener.Conn) *connState {
-	cs := &connState{id: tc.ID, scheme: "http", start: tc.Start, remote: tc.Remote, local: tc.Local, tls: tc.TLS, sni: tc.SNI,
+	cs := &connState{id: tc.ID, scheme: "http", start: tc.Start, remote: tc.Remote, direct: tc.DirectRemote, local: tc.Local, tls: tc.TLS, sni: tc.SNI,
 		filterState: tc.FilterState}
 	if tc.TLS != nil {
 		cs.scheme = "https"
@@ -76,6 +87,18 @@ type downstream interface {
 	// context is done when the client has gone (an HTTP/2 stream reset or
 	// a closed connection).
 	context() context.Context
+	// startTunnel tells the codec the request's payload now is a tunnel
+	// (a CONNECT, or a POST relayed as TCP): the request deadlines
+	// (request_timeout, the stream idle deadline) stop, the router bounds
+	// the tunnel with its idle timeout, and an HTTP/1.1 connection closes
+	// after it.
+	startTunnel()
+	// abortRead makes a readBody blocked in another goroutine return (and
+	// later ones fail): the tunnel ended on the upstream side.
+	abortRead()
+	// clientGone reports whether the client's connection (or HTTP/2
+	// stream) is gone; only called while nothing reads it.
+	clientGone() bool
 	// watchClose starts noticing, while the request waits for its
 	// upstream, that the client closed the connection; gone is then
 	// called (from another goroutine). The returned func stops watching.
@@ -149,7 +172,8 @@ func (s *stream) serve() {
 	s.info.Protocol = s.ds.protocol()
 	s.info.Request = &s.req
 	s.info.Response = &s.resp
-	s.info.DownstreamDirectRemote = s.conn.remote
+	s.info.DownstreamDirectRemote = s.conn.directRemote()
+	s.info.DownstreamConnRemote = s.conn.remote
 	s.info.DownstreamRemote = s.conn.remote
 	s.info.DownstreamLocal = s.conn.local
 	s.info.ConnectionID = s.conn.id
@@ -250,7 +274,20 @@ func (s *stream) router() {
 		rs.Req, rs.Resp, rs.Info = &s.req, &s.resp, &s.info
 		rs.Route, rs.WC, rs.PickRef, rs.PickName, rs.Table = s.rt, s.wc, s.pickRef, s.pickName, s.table
 		rs.Upgrade, rs.IsGRPC, rs.Local = s.upgrade, s.isGRPC, s.conn.local
+		// spawn_upstream_span: the forwarded request gets a client span of
+		// its own, whose context goes upstream (Envoy's router spawns it).
+		var up tracing.Span
+		if s.span != nil && s.cfg.tracing.SpawnUpstream() {
+			up = s.cfg.tracing.StartUpstream(s.span, &s.req, s.pickName)
+		}
 		rs.Forward(s.cfg.router, s)
+		if up != nil {
+			status := 0
+			if s.info.ResponseCodeDetails == "via_upstream" {
+				status = s.resp.Status
+			}
+			s.cfg.tracing.FinishUpstream(up, &s.req, &s.info, status)
+		}
 	}
 }
 
@@ -286,7 +323,9 @@ func (s *stream) decodeHeaders() (int, string) {
 			r.Authority = c.defaultHostHTTP10
 		}
 	}
-	if r.Authority == "" && r.Method != "CONNECT" {
+	if r.Authority == "" {
+		// A CONNECT needs its target too (RFC 9110 §9.3.6: authority-form
+		// over HTTP/1.1, :authority over HTTP/2, RFC 9113 §8.5).
 		return 400, "missing_host_header"
 	}
 	// RFC 9110 §4.2 and RFC 3986 §3.2: an authority is host[:port] — no
@@ -349,7 +388,7 @@ func (s *stream) decodeHeaders() (int, string) {
 			r.Path = p
 		}
 	}
-	if c.normalizePath {
+	if c.normalizePath && r.Path != "" { // a CONNECT has no path to normalize
 		p, ok := normalizePath(r.Path)
 		if !ok {
 			c.stats.rqFailedPathNorm.Inc()
@@ -361,8 +400,12 @@ func (s *stream) decodeHeaders() (int, string) {
 		r.Path = mergeSlashes(r.Path)
 	}
 	s.processHost()
-	// Upgrades (WebSocket) arrive as Connection: upgrade + Upgrade.
-	if up := r.Get("upgrade"); up != "" && headers.HasToken(r.Get("connection"), "upgrade") {
+	// Upgrades (WebSocket) arrive as Connection: upgrade + Upgrade. As in
+	// Envoy, a CONNECT is the upgrade "CONNECT": upgrade_configs enable it
+	// (else 403) and the upgrade stats count it.
+	if r.Method == "CONNECT" {
+		s.upgrade = "connect"
+	} else if up := r.Get("upgrade"); up != "" && headers.HasToken(r.Get("connection"), "upgrade") {
 		s.upgrade = strings.ToLower(up)
 	}
 	s.isGRPC = strings.HasPrefix(r.Map.Get("content-type"), "application/grpc")
@@ -449,7 +492,10 @@ func (s *stream) remoteAddress() {
 		if !trusted.IsValid() {
 			trusted = s.conn.remote.Addr().Unmap()
 		}
-		if !c.skipXFFAppend {
+		// A peer with no IP address (a pipe, an internal listener's
+		// connection) is not appended, as Envoy's appendXff skips non-IP
+		// addresses.
+		if !c.skipXFFAppend && s.conn.remote.IsValid() {
 			ra := s.conn.remote.Addr().Unmap().String()
 			if xff == "" {
 				m.Set("x-forwarded-for", ra)
@@ -683,7 +729,9 @@ func (s *stream) localReply(status int, body, detail string, flag streaminfo.Fla
 	switch {
 	case ct != "":
 		s.resp.Set("content-type", ct)
-	case body != "":
+	case body != "" && s.resp.Get("content-type") == "":
+		// As Envoy's sendLocalReply: text/plain unless the filter that
+		// answered gave its own content-type.
 		s.resp.Set("content-type", "text/plain")
 	}
 	if status >= 400 && (status == 400 || status == 408 || status == 413 || status == 431) {
@@ -830,6 +878,9 @@ func (s *stream) Context() context.Context                { return s.ds.context(
 func (s *stream) WatchClose(gone func()) func()           { return s.ds.watchClose(gone) }
 func (s *stream) Flush() error                            { return s.ds.flush() }
 func (s *stream) Hijack() (net.Conn, []byte, bool)        { return s.ds.hijack() }
+func (s *stream) StartTunnel()                            { s.ds.startTunnel() }
+func (s *stream) AbortRead()                              { s.ds.abortRead() }
+func (s *stream) ClientGone() bool                        { return s.ds.clientGone() }
 
 func (s *stream) LocalReply(status int, body, details string, flag streaminfo.Flag) {
 	s.localReply(status, body, details, flag)

@@ -210,6 +210,10 @@ type Context struct {
 	Async *asyncclient.Client
 	// Runtime is the layered runtime; read its Snapshot per request.
 	Runtime *runtime.Loader
+	// NodeCluster is the proxy's service cluster (node.cluster or
+	// --service-cluster): Envoy's local_info().clusterName(), which the
+	// rate limit filter's source_cluster action sends.
+	NodeCluster string
 }
 
 // Scope is the stats scope under the connection manager's prefix.

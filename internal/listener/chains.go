@@ -85,7 +85,10 @@ func (cm chainMatch) key() string {
 
 // connFacts are what a connection offers to filter chain matching.
 type connFacts struct {
-	dst, src  netip.AddrPort
+	dst, src netip.AddrPort
+	// directSrc is the socket's peer when a listener filter (PROXY
+	// protocol) changed src; zero: src.
+	directSrc netip.AddrPort
 	sni       string
 	tls       bool
 	transport string // "tls" or "raw_buffer" when tls_inspector ran, else ""
@@ -143,7 +146,12 @@ func (cs *chainSet) selectChain(f connFacts) *filterChain {
 			}
 			return true, -1
 		},
-		func(c *filterChain) (bool, int) { return rangeScore(c.match.directSrc, f.src.Addr()) },
+		func(c *filterChain) (bool, int) { // direct source IP: the socket's peer
+			if f.directSrc.IsValid() {
+				return rangeScore(c.match.directSrc, f.directSrc.Addr())
+			}
+			return rangeScore(c.match.directSrc, f.src.Addr())
+		},
 		func(c *filterChain) (bool, int) { // source type
 			switch c.match.srcType {
 			case listenerv3.FilterChainMatch_SAME_IP_OR_LOOPBACK:

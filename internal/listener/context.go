@@ -141,7 +141,7 @@ func (c *Context) HealthCheckFailing() bool {
 // for a cluster's upstream filters, "" for per-route configs).
 func (c *Context) HTTPFilterContext(prefix string) *httpfilter.Context {
 	return &httpfilter.Context{Stats: c.Stats, StatPrefix: prefix, Clusters: c.Clusters, Log: c.Log,
-		HealthCheckFailing: c.HealthCheckFailing, Async: c.Async, Runtime: c.Runtime}
+		HealthCheckFailing: c.HealthCheckFailing, Async: c.Async, Runtime: c.Runtime, NodeCluster: c.NodeCluster}
 }
 
 // NetworkFilter is a filter chain's compiled terminal network filter.
@@ -193,7 +193,10 @@ type ConnFilterFactory func(ctx *Context, cfg proto.Message, opts ChainOptions, 
 // http inspector, which read the bytes after it). It may replace c.Conn —
 // with one that reports other addresses (which filter_chain_match then
 // sees) or that replays bytes — and record filter state or metadata. An
-// error closes the connection; the filter has counted why.
+// error closes the connection; the filter has counted why. A timeout
+// (an error wrapping os.ErrDeadlineExceeded) with
+// continue_on_listener_filters_timeout does not: the connection goes on,
+// and a filter that read bytes leaves c.Conn replaying them.
 type AcceptFilter interface {
 	Accept(c *Conn) error
 }

@@ -1,12 +1,13 @@
 package listener
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"runtime/debug"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,8 +23,10 @@ import (
 
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/extension"
+	"github.com/legateproxy/legate/internal/overload"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/streaminfo"
+	"github.com/legateproxy/legate/internal/userspace"
 )
 
 // listenerFilterFactory applies a listener filter's config to the
@@ -91,6 +94,8 @@ type filterChain struct {
 	proto     *listenerv3.FilterChain
 	match     chainMatch
 	transport ServerTransport
+	// connectTimeout is transport_socket_connect_timeout (0: none).
+	connectTimeout time.Duration
 	// conn are the chain's non-terminal network filters, in order.
 	conn []ConnFilter
 	// filter is the chain's terminal network filter.
@@ -111,8 +116,11 @@ type chainSet struct {
 // listenerStats are the listener.<address>.* statistics.
 type listenerStats struct {
 	cxTotal, cxDestroy, noChain, cxOverflow *stats.Counter
-	cxActive                                *stats.Gauge
-	cxLength                                *stats.Histogram
+	// overloadReject counts reject_incoming_connections closes;
+	// connectTimeout transport_socket_connect_timeout expiries.
+	overloadReject, connectTimeout *stats.Counter
+	cxActive                       *stats.Gauge
+	cxLength                       *stats.Histogram
 }
 
 // has reports whether c is one of the set's chains.
@@ -132,11 +140,19 @@ func (cs *chainSet) has(c *filterChain) bool {
 // limits, stats, listener filter settings) is fixed when it is compiled;
 // its filter chains sit behind an atomic pointer that Update swaps.
 type Listener struct {
-	Name        string
-	Proto       *listenerv3.Listener
-	Address     string
-	VersionInfo string
-	LastUpdated time.Time
+	Name  string
+	Proto *listenerv3.Listener
+	// Address is what the listener binds, as Envoy writes it: host:port,
+	// a pipe's path ("@" starts an abstract one), or envoy://<name>/ for
+	// an internal listener.
+	Address string
+	// sockNet and sockAddr are what the socket table binds: network
+	// ("tcp4", "tcp6", "tcp", "unix", "internal") and address (host:port,
+	// path, internal listener name); pipeMode is a pipe's mode.
+	sockNet, sockAddr string
+	pipeMode          os.FileMode
+	VersionInfo       string
+	LastUpdated       time.Time
 	// ConnLimit caps this listener's connections (runtime
 	// envoy.resource_limits.listener.<name>.connection_limit, from
 	// Context.ListenerConnLimits); 0 is no cap.
@@ -184,8 +200,13 @@ type Conn struct {
 	// original_dst restored it); TLS and SNI describe a TLS connection
 	// (nil and "" otherwise).
 	Remote, Local netip.AddrPort
-	TLS           *streaminfo.TLSInfo
-	SNI           string
+	// DirectRemote is the socket's own peer, which a PROXY protocol
+	// header does not change (Envoy's directRemoteAddress:
+	// %DOWNSTREAM_DIRECT_REMOTE_ADDRESS%, direct_source_prefix_ranges,
+	// RBAC direct_remote_ip); zero when unknown, then Remote is it.
+	DirectRemote netip.AddrPort
+	TLS          *streaminfo.TLSInfo
+	SNI          string
 	// FilterState is what listener and network filters record for the
 	// connection (Envoy's connection-lifespan filter state): the HTTP
 	// connection manager's streams and tcp_proxy read it.
@@ -222,6 +243,19 @@ func (tc *Conn) SetMetadata(ns string, fields map[string]*structpb.Value) {
 	}
 	for k, v := range fields {
 		st.Fields[k] = v
+	}
+}
+
+// mergePassthrough records what an internal connection carries.
+func (tc *Conn) mergePassthrough(pt *userspace.Passthrough) {
+	if pt == nil {
+		return
+	}
+	for ns, st := range pt.Metadata {
+		tc.SetMetadata(ns, st.GetFields())
+	}
+	for k, v := range pt.FilterState {
+		tc.SetFilterState(k, v)
 	}
 }
 
@@ -278,16 +312,17 @@ func Compile(pl *listenerv3.Listener, path string, d *Context) (*Listener, error
 		// no behavioural effect here
 		"per_connection_buffer_limit_bytes", "metadata", "traffic_direction", "enable_reuse_port", "reuse_port",
 		"bind_to_port", "ignore_global_conn_limit", "tcp_backlog_size", "connection_balance_config",
-		"max_connections_to_accept_per_socket_event", "bypass_overload_manager"); err != nil {
+		"max_connections_to_accept_per_socket_event", "bypass_overload_manager", "internal_listener"); err != nil {
 		return nil, err
 	}
 	if pl.GetBindToPort() != nil && !pl.GetBindToPort().GetValue() {
 		return nil, config.Unsupported(config.Join(path, "bind_to_port"), "bind_to_port: false")
 	}
-	addr, err := socketAddress(pl.GetAddress(), config.Join(path, "address"))
+	la, err := compileAddress(pl, path, d)
 	if err != nil {
 		return nil, err
 	}
+	addr := la.display
 	insp := inspector{timeout: 15 * time.Second, continueOnTimeout: pl.GetContinueOnListenerFiltersTimeout()}
 	if pl.GetListenerFiltersTimeout() != nil {
 		insp.timeout = pl.GetListenerFiltersTimeout().AsDuration()
@@ -328,6 +363,9 @@ func Compile(pl *listenerv3.Listener, path string, d *Context) (*Listener, error
 		Name:         pl.GetName(),
 		Proto:        pl,
 		Address:      addr,
+		sockNet:      la.network,
+		sockAddr:     la.address,
+		pipeMode:     la.mode,
 		LastUpdated:  time.Now(),
 		deps:         d,
 		conns:        map[*Conn]struct{}{},
@@ -339,12 +377,13 @@ func Compile(pl *listenerv3.Listener, path string, d *Context) (*Listener, error
 	}
 	prefix := pl.GetStatPrefix()
 	if prefix == "" {
-		prefix = stats.SanitizeName(addr)
+		prefix = stats.SanitizeName(la.statPrefix)
 	}
 	s := d.Stats.Scope("listener." + prefix + ".")
 	l.stats = listenerStats{
 		cxTotal: s.Counter("downstream_cx_total"), cxDestroy: s.Counter("downstream_cx_destroy"),
 		noChain: s.Counter("no_filter_chain_match"), cxOverflow: s.Counter("downstream_cx_overflow"),
+		overloadReject: s.Counter("downstream_cx_overload_reject"), connectTimeout: s.Counter("downstream_cx_transport_socket_connect_timeout"),
 		cxActive: s.Gauge("downstream_cx_active"), cxLength: s.Histogram("downstream_cx_length_ms"),
 	}
 	cs, err := compileChains(pl, path, d, "listener."+prefix+".ssl.")
@@ -400,7 +439,7 @@ func compileChain(fc *listenerv3.FilterChain, path string, d *Context, opts Chai
 	if err := config.CheckFields(fc, path, "filters", "filter_chain_match", "transport_socket", "name", "metadata", "transport_socket_connect_timeout"); err != nil {
 		return nil, err
 	}
-	c := &filterChain{name: fc.GetName()}
+	c := &filterChain{name: fc.GetName(), connectTimeout: fc.GetTransportSocketConnectTimeout().AsDuration()}
 	if ts := fc.GetTransportSocket(); ts != nil {
 		if d.TLS == nil {
 			r, err := extension.Lookup(extension.DownstreamTransportSocket, ts.GetTypedConfig(), config.Join(path, "transport_socket.typed_config"))
@@ -457,24 +496,6 @@ func compileChain(fc *listenerv3.FilterChain, path string, d *Context, opts Chai
 	return c, nil
 }
 
-// socketAddress renders a listener address as host:port.
-func socketAddress(a *corev3.Address, path string) (string, error) {
-	sa := a.GetSocketAddress()
-	if sa == nil {
-		return "", config.Unsupported(path, "this address type (pipe, internal)", "socket_address")
-	}
-	if err := config.CheckFields(sa, config.Join(path, "socket_address"), "address", "port_value", "protocol", "ipv4_compat"); err != nil {
-		return "", err
-	}
-	if sa.GetProtocol() != corev3.SocketAddress_TCP {
-		return "", config.Unsupported(config.Join(path, "socket_address.protocol"), "UDP listeners", "TCP")
-	}
-	if _, err := netip.ParseAddr(sa.GetAddress()); err != nil {
-		return "", config.Errorf(config.Join(path, "socket_address.address"), "%q is not an IP address (listeners bind to IPs)", sa.GetAddress())
-	}
-	return net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))), nil
-}
-
 // Bind takes the listening socket from Context.Sockets: the one already open
 // on the listener's address (held by a listener this one replaces), else a
 // new one. Bind before Serve; Drain or StopAccepting releases it.
@@ -488,7 +509,7 @@ func (l *Listener) BindReplacing(prev *Listener) error {
 	if l.sock.Load() != nil {
 		return nil
 	}
-	if prev != nil && prev.Address == l.Address && prev.network() == l.network() {
+	if prev != nil && prev.sockAddr == l.sockAddr && prev.sockNet == l.sockNet {
 		if s := prev.sock.Load(); s != nil && s.share() {
 			l.sock.Store(s)
 			return nil
@@ -498,26 +519,12 @@ func (l *Listener) BindReplacing(prev *Listener) error {
 	if t == nil {
 		t = NewSockets(l.log)
 	}
-	s, err := t.Acquire(l.network(), l.Address)
+	s, err := t.acquire(l.sockNet, l.sockAddr, l.pipeMode)
 	if err != nil {
 		return fmt.Errorf("listener %q: %w", l.Name, err)
 	}
 	l.sock.Store(s)
 	return nil
-}
-
-// network picks the socket family as Envoy binds: an IPv4 address binds
-// IPv4 only; an IPv6 address binds IPv6 only unless ipv4_compat is set.
-func (l *Listener) network() string {
-	sa := l.Proto.GetAddress().GetSocketAddress()
-	ip, err := netip.ParseAddr(sa.GetAddress())
-	if err != nil || ip.Is4() {
-		return "tcp4"
-	}
-	if sa.GetIpv4Compat() {
-		return "tcp"
-	}
-	return "tcp6"
 }
 
 // BoundAddress returns the address the socket is bound to (useful with port 0).
@@ -548,6 +555,12 @@ func (l *Listener) Serve() {
 
 func (l *Listener) handle(conn net.Conn) {
 	defer l.wg.Done()
+	if l.deps.Overload.Active(overload.RejectIncomingConnections) {
+		// As Envoy: accepted, then closed at once.
+		l.stats.overloadReject.Inc()
+		conn.Close()
+		return
+	}
 	if !l.admit() {
 		conn.Close()
 		return
@@ -558,6 +571,15 @@ func (l *Listener) handle(conn net.Conn) {
 	l.stats.cxActive.Inc()
 	cs := l.chains.Load()
 	tc := &Conn{Conn: conn, Start: start}
+	if a, ok := conn.RemoteAddr().(*net.TCPAddr); ok {
+		tc.DirectRemote = a.AddrPort()
+	}
+	if uc, ok := conn.(*userspace.Conn); ok {
+		// An internal connection: what the internal_upstream transport
+		// socket passed through becomes the connection's own dynamic
+		// metadata and filter state (Envoy's passthroughState mergeInto).
+		tc.mergePassthrough(uc.Passthrough())
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			l.deps.Panics.Inc()
@@ -575,6 +597,13 @@ func (l *Listener) handle(conn net.Conn) {
 	}()
 	for _, af := range l.accept {
 		if err := af.Accept(tc); err != nil {
+			if cs.insp.continueOnTimeout && errors.Is(err, os.ErrDeadlineExceeded) {
+				// continue_on_listener_filters_timeout: Envoy skips the
+				// listener filters left and serves the connection with
+				// what is known (the filter leaves the bytes it read to
+				// be read again).
+				break
+			}
 			l.log.Debug("listener filter closed the connection", "listener", l.Name, "remote", conn.RemoteAddr().String(), "error", err)
 			return
 		}
@@ -584,6 +613,7 @@ func (l *Listener) handle(conn net.Conn) {
 	if !ok {
 		return // listener filters timed out
 	}
+	facts.directSrc = tc.DirectRemote
 	chain := cs.selectChain(facts)
 	if chain == nil {
 		l.stats.noChain.Inc()
@@ -594,7 +624,21 @@ func (l *Listener) handle(conn net.Conn) {
 	tc.chain = chain
 	l.track(tc)
 	if chain.transport != nil {
+		var expired atomic.Bool
+		if chain.connectTimeout > 0 {
+			// transport_socket_connect_timeout (scaled by reduce_timeouts):
+			// a handshake not done in time closes the connection.
+			t := time.AfterFunc(l.deps.Overload.Scale(overload.TransportConnect, chain.connectTimeout), func() {
+				expired.Store(true)
+				conn.Close()
+			})
+			defer t.Stop()
+		}
 		tlsConn, err := chain.transport.Server(conn)
+		if expired.Load() {
+			l.stats.connectTimeout.Inc()
+			return
+		}
 		if err != nil {
 			return
 		}
@@ -602,6 +646,11 @@ func (l *Listener) handle(conn net.Conn) {
 		conn = tlsConn
 	}
 	tc.describe(l.deps)
+	if tc.SNI == "" {
+		// A chain that passes TLS through still knows the SNI the TLS
+		// inspector read (sni_cluster, RBAC requested_server_name).
+		tc.SNI = facts.sni
+	}
 	for _, cf := range chain.conn {
 		if err := cf.OnNewConnection(tc); err != nil {
 			l.log.Debug("network filter closed the connection", "listener", l.Name, "remote", tc.Remote.String(), "error", err)

@@ -6,8 +6,12 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/legateproxy/legate/internal/userspace"
 )
 
 // Sockets is one server's table of listening sockets, keyed by network and
@@ -23,6 +27,18 @@ type Sockets struct {
 	open map[string]*Socket
 	// Log reports accept errors (nil: slog.Default).
 	Log *slog.Logger
+	// Gate pauses every accept loop while it says so (the overload
+	// action stop_accepting_connections); nil never pauses.
+	Gate AcceptGate
+	// Internal is the server's internal listener registry (the
+	// envoy.bootstrap.internal_listener extension); nil: internal
+	// listeners are refused.
+	Internal *userspace.Registry
+}
+
+// AcceptGate says whether listeners should stop accepting for now.
+type AcceptGate interface {
+	StopAccepting() bool
 }
 
 // NewSockets returns an empty socket table.
@@ -44,13 +60,21 @@ type Socket struct {
 	started  bool
 }
 
-// Acquire returns the open socket for network ("tcp4", "tcp6", "tcp") and
-// address with one more reference, or binds a new one. Release each
+// Acquire returns the open socket for network ("tcp4", "tcp6", "tcp";
+// "unix" for a pipe's path; "internal" for an internal listener's name)
+// and address with one more reference, or binds a new one. Release each
 // successful Acquire.
 func (t *Sockets) Acquire(network, address string) (*Socket, error) {
+	return t.acquire(network, address, 0)
+}
+
+// acquire is Acquire with the mode a new pipe gets (0: the umask's).
+func (t *Sockets) acquire(network, address string, mode os.FileMode) (*Socket, error) {
 	key := network + " " + address
-	if ap, err := netip.ParseAddrPort(address); err != nil || ap.Port() == 0 {
-		key = "" // port 0: a new port each time, never shared
+	if network != "unix" && network != "internal" {
+		if ap, err := netip.ParseAddrPort(address); err != nil || ap.Port() == 0 {
+			key = "" // port 0: a new port each time, never shared
+		}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -58,7 +82,7 @@ func (t *Sockets) Acquire(network, address string) (*Socket, error) {
 		s.refs++
 		return s, nil
 	}
-	ln, err := net.Listen(network, address)
+	ln, err := t.listen(network, address, mode)
 	if err != nil {
 		return nil, fmt.Errorf("bind %s: %w", address, err)
 	}
@@ -71,6 +95,46 @@ func (t *Sockets) Acquire(network, address string) (*Socket, error) {
 		t.open[key] = s
 	}
 	return s, nil
+}
+
+// listen binds a new listening socket.
+func (t *Sockets) listen(network, address string, mode os.FileMode) (net.Listener, error) {
+	switch network {
+	case "internal":
+		if t.Internal == nil {
+			return nil, errors.New("internal listeners need the envoy.bootstrap.internal_listener bootstrap extension")
+		}
+		return t.Internal.Listen(address)
+	case "unix":
+		return ListenPipe(address, mode)
+	}
+	return net.Listen(network, address)
+}
+
+// ListenPipe binds a Unix socket (a listener's or the admin's pipe
+// address) as Envoy does: whatever socket file a previous run left at the
+// path is removed first, and a mode is applied after the bind. Envoy
+// unlinks any file there; only a socket is removed here, so a mistyped
+// path never deletes a regular file (the bind fails instead). "@" starts
+// an abstract socket, which has no file.
+func ListenPipe(path string, mode os.FileMode) (net.Listener, error) {
+	abstract := strings.HasPrefix(path, "@")
+	if !abstract {
+		if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			os.Remove(path)
+		}
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if mode != 0 && !abstract {
+		if err := os.Chmod(path, mode); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("failed to create socket with mode %#o: %w", mode, err)
+		}
+	}
+	return ln, nil
 }
 
 // Len returns the number of shared sockets open (for tests and debugging).
@@ -162,6 +226,11 @@ func (s *Socket) acceptLoop() {
 	}
 	var delay time.Duration
 	for {
+		for s.t.Gate != nil && s.t.Gate.StopAccepting() && !s.isClosed() {
+			// As Envoy: new connections wait in the kernel's backlog
+			// until the action turns off.
+			time.Sleep(50 * time.Millisecond)
+		}
 		conn, err := s.ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
@@ -180,6 +249,12 @@ func (s *Socket) acceptLoop() {
 		delay = 0
 		s.dispatch(conn)
 	}
+}
+
+func (s *Socket) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
 }
 
 // dispatch hands conn to the newest attached listener. With none attached

@@ -4,20 +4,26 @@
 // closing keep-alive connections, returning memory to the OS.
 //
 // Supported: the fixed_heap monitor (the Go heap and goroutine stacks
-// against max_heap_size_bytes), threshold and scaled triggers (a scaled
-// trigger counts as active from its saturation threshold), and the actions
-// shrink_heap, stop_accepting_requests and disable_http_keepalive. The hot
-// path reads one atomic flag per action.
+// against max_heap_size_bytes), cgroup_memory (the cgroup's memory use
+// against its limit), cpu_utilization (host or container CPU, smoothed as
+// Envoy does), the proactive downstream_connections monitor; threshold and
+// scaled triggers; the actions shrink_heap, stop_accepting_requests,
+// disable_http_keepalive, stop_accepting_connections,
+// reject_incoming_connections and reduce_timeouts (scaled timers). The hot
+// path reads one atomic value per action.
 package overload
 
 import (
 	"fmt"
-	"google.golang.org/protobuf/proto"
 	"log/slog"
 	"runtime/debug"
 	"runtime/metrics"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	overloadv3 "github.com/envoyproxy/go-control-plane/envoy/config/overload/v3"
 	downstreamconnectionsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
@@ -30,11 +36,39 @@ import (
 
 // The overload actions Legate implements.
 const (
-	ShrinkHeap            = "envoy.overload_actions.shrink_heap"
-	StopAcceptingRequests = "envoy.overload_actions.stop_accepting_requests"
-	DisableHTTPKeepalive  = "envoy.overload_actions.disable_http_keepalive"
-	fixedHeap             = "envoy.resource_monitors.fixed_heap"
+	ShrinkHeap                = "envoy.overload_actions.shrink_heap"
+	StopAcceptingRequests     = "envoy.overload_actions.stop_accepting_requests"
+	DisableHTTPKeepalive      = "envoy.overload_actions.disable_http_keepalive"
+	StopAcceptingConnections  = "envoy.overload_actions.stop_accepting_connections"
+	RejectIncomingConnections = "envoy.overload_actions.reject_incoming_connections"
+	ReduceTimeouts            = "envoy.overload_actions.reduce_timeouts"
+	fixedHeap                 = "envoy.resource_monitors.fixed_heap"
 )
+
+var implemented = []string{ShrinkHeap, StopAcceptingRequests, DisableHTTPKeepalive, StopAcceptingConnections, RejectIncomingConnections, ReduceTimeouts}
+
+// Timer is a timer reduce_timeouts scales (ScaleTimersOverloadActionConfig).
+type Timer int
+
+// The timers reduce_timeouts can scale.
+const (
+	// ConnIdle is the connection manager's idle_timeout.
+	ConnIdle Timer = Timer(overloadv3.ScaleTimersOverloadActionConfig_HTTP_DOWNSTREAM_CONNECTION_IDLE)
+	// StreamIdle is stream_idle_timeout.
+	StreamIdle Timer = Timer(overloadv3.ScaleTimersOverloadActionConfig_HTTP_DOWNSTREAM_STREAM_IDLE)
+	// TransportConnect is transport_socket_connect_timeout.
+	TransportConnect Timer = Timer(overloadv3.ScaleTimersOverloadActionConfig_TRANSPORT_SOCKET_CONNECT)
+	// ConnMax is max_connection_duration.
+	ConnMax Timer = Timer(overloadv3.ScaleTimersOverloadActionConfig_HTTP_DOWNSTREAM_CONNECTION_MAX)
+)
+
+// timerMin is a scaled timer's minimum: a duration or a percentage of
+// the configured one.
+type timerMin struct {
+	d       time.Duration
+	percent float64
+	isD     bool
+}
 
 // Manager runs the monitors and exposes the actions' state.
 type Manager struct {
@@ -58,24 +92,49 @@ func (m *Manager) MaxDownstreamConnections() uint64 {
 }
 
 type monitor struct {
-	name     string
-	maxBytes uint64
-	pressure atomic.Uint64 // math.Float64bits
+	name string
+	// read measures the pressure, 0 (idle) to 1 (at the limit) or beyond.
+	read     func() (float64, error)
+	pressure atomic.Uint64 // pressure × 1e6
 	gauge    *stats.Gauge  // overload.<name>.pressure, percent
 	failed   *stats.Counter
 }
 
 type trigger struct {
-	monitor   *monitor
-	threshold float64
+	monitor *monitor
+	// threshold (a threshold trigger) or scaling..saturation (scaled).
+	threshold, scaling, saturation float64
+	scaled                         bool
+}
+
+// value is the trigger's state for pressure p, 0 to 1: a threshold
+// trigger is 0 or 1; a scaled one rises linearly from its scaling to its
+// saturation threshold.
+func (t trigger) value(p float64) float64 {
+	switch {
+	case !t.scaled:
+		if p >= t.threshold {
+			return 1
+		}
+		return 0
+	case p >= t.saturation:
+		return 1
+	case p <= t.scaling:
+		return 0
+	}
+	return (p - t.scaling) / (t.saturation - t.scaling)
 }
 
 type action struct {
 	name     string
 	triggers []trigger
-	active   atomic.Bool
-	gauge    *stats.Gauge // overload.<name>.active
-	scale    *stats.Gauge // overload.<name>.scale_percent
+	// value is the action's state × 1e6 (the largest of its triggers'):
+	// binary actions are active at 1 (saturated), scaled timers shrink
+	// with it.
+	value  atomic.Uint64
+	timers map[Timer]timerMin
+	gauge  *stats.Gauge // overload.<name>.active
+	scale  *stats.Gauge // overload.<name>.scale_percent
 }
 
 // Compile validates an overload_manager and builds a (not started)
@@ -116,15 +175,16 @@ func Compile(om *overloadv3.OverloadManager, st *stats.Store, log *slog.Logger) 
 	}
 	for i, a := range om.GetActions() {
 		p := config.Index(config.Join(path, "actions"), i)
-		if err := config.CheckFields(a, p, "name", "triggers"); err != nil {
+		if err := config.CheckFields(a, p, "name", "triggers", "typed_config"); err != nil {
 			return nil, err
 		}
-		switch a.GetName() {
-		case ShrinkHeap, StopAcceptingRequests, DisableHTTPKeepalive:
-		default:
-			return nil, config.Errorf(config.Join(p, "name"), "unsupported overload action %q (Legate implements %s, %s, %s)", a.GetName(), ShrinkHeap, StopAcceptingRequests, DisableHTTPKeepalive)
+		if !slices.Contains(implemented, a.GetName()) {
+			return nil, config.Errorf(config.Join(p, "name"), "unsupported overload action %q (Legate implements %s)", a.GetName(), strings.Join(implemented, ", "))
 		}
 		act := &action{name: a.GetName(), gauge: st.Gauge("overload." + a.GetName() + ".active"), scale: st.Gauge("overload." + a.GetName() + ".scale_percent")}
+		if err := act.compileConfig(a, p); err != nil {
+			return nil, err
+		}
 		for j, tr := range a.GetTriggers() {
 			tp := config.Index(config.Join(p, "triggers"), j)
 			mon := byName[tr.GetName()]
@@ -139,8 +199,10 @@ func Compile(om *overloadv3.OverloadManager, st *stats.Store, log *slog.Logger) 
 			case *overloadv3.Trigger_Threshold:
 				t.threshold = x.Threshold.GetValue()
 			case *overloadv3.Trigger_Scaled:
-				// Binary actions: active from the saturation threshold.
-				t.threshold = x.Scaled.GetSaturationThreshold()
+				t.scaled, t.scaling, t.saturation = true, x.Scaled.GetScalingThreshold(), x.Scaled.GetSaturationThreshold()
+				if t.scaling >= t.saturation {
+					return nil, config.Errorf(config.Join(tp, "scaled"), "scaling_threshold (%g) must be below saturation_threshold (%g)", t.scaling, t.saturation)
+				}
 			default:
 				return nil, config.Errorf(tp, "a trigger needs threshold or scaled")
 			}
@@ -156,13 +218,88 @@ func Compile(om *overloadv3.OverloadManager, st *stats.Store, log *slog.Logger) 
 // limits as resources are taken rather than being sampled, returns nil.
 type monitorFactory func(m *Manager, name string, cfg proto.Message, path string, st *stats.Store) (*monitor, error)
 
+// compileConfig reads an action's typed_config: only reduce_timeouts has
+// one (ScaleTimersOverloadActionConfig).
+func (a *action) compileConfig(oa *overloadv3.OverloadAction, path string) error {
+	tc := oa.GetTypedConfig()
+	if a.name != ReduceTimeouts {
+		if tc != nil {
+			return config.Errorf(config.Join(path, "typed_config"), "%s takes no typed_config", a.name)
+		}
+		return nil
+	}
+	if tc == nil {
+		return config.Errorf(config.Join(path, "typed_config"), "%s needs a ScaleTimersOverloadActionConfig", a.name)
+	}
+	var sc overloadv3.ScaleTimersOverloadActionConfig
+	if err := tc.UnmarshalTo(&sc); err != nil {
+		return config.Errorf(config.Join(path, "typed_config"), "%s needs a envoy.config.overload.v3.ScaleTimersOverloadActionConfig: %v", a.name, err)
+	}
+	if err := config.Validate(&sc, config.Join(path, "typed_config")); err != nil {
+		return err
+	}
+	a.timers = map[Timer]timerMin{}
+	for i, t := range sc.GetTimerScaleFactors() {
+		tp := config.Index(config.Join(path, "typed_config.timer_scale_factors"), i)
+		tm := Timer(t.GetTimer())
+		switch tm {
+		case ConnIdle, StreamIdle, TransportConnect, ConnMax:
+		default:
+			return config.Unsupported(config.Join(tp, "timer"), "scaling "+t.GetTimer().String(), "HTTP_DOWNSTREAM_CONNECTION_IDLE", "HTTP_DOWNSTREAM_STREAM_IDLE", "TRANSPORT_SOCKET_CONNECT", "HTTP_DOWNSTREAM_CONNECTION_MAX")
+		}
+		var m timerMin
+		switch x := t.GetOverloadAdjust().(type) {
+		case *overloadv3.ScaleTimersOverloadActionConfig_ScaleTimer_MinTimeout:
+			m = timerMin{d: x.MinTimeout.AsDuration(), isD: true}
+		case *overloadv3.ScaleTimersOverloadActionConfig_ScaleTimer_MinScale:
+			m = timerMin{percent: x.MinScale.GetValue()}
+		}
+		a.timers[tm] = m
+	}
+	return nil
+}
+
+// Scale is d under the reduce_timeouts action, as Envoy's scaled timers:
+// the configured duration at scale 0, the timer's minimum when saturated,
+// linear between. Safe on a nil Manager.
+func (m *Manager) Scale(t Timer, d time.Duration) time.Duration {
+	if m == nil || d <= 0 {
+		return d
+	}
+	a := m.actions[ReduceTimeouts]
+	if a == nil {
+		return d
+	}
+	mn, ok := a.timers[t]
+	v := float64(a.value.Load()) / 1e6
+	if !ok || v == 0 {
+		return d
+	}
+	lo := mn.d
+	if !mn.isD {
+		lo = time.Duration(float64(d) * mn.percent / 100)
+	}
+	if lo >= d {
+		return d
+	}
+	return lo + time.Duration(float64(d-lo)*(1-v))
+}
+
 func fixedHeapMonitor(_ *Manager, name string, cfg proto.Message, path string, st *stats.Store) (*monitor, error) {
 	fh := cfg.(*fixedheapv3.FixedHeapConfig)
 	if fh.GetMaxHeapSizeBytes() == 0 {
 		return nil, config.Errorf(config.Join(path, "max_heap_size_bytes"), "must be positive")
 	}
-	return &monitor{name: name, maxBytes: fh.GetMaxHeapSizeBytes(),
-		gauge: st.Gauge("overload." + name + ".pressure"), failed: st.Counter("overload." + name + ".failed_updates")}, nil
+	max := float64(fh.GetMaxHeapSizeBytes())
+	return newMonitor(name, st, func() (float64, error) {
+		used, err := heapBytes()
+		return float64(used) / max, err
+	}), nil
+}
+
+func newMonitor(name string, st *stats.Store, read func() (float64, error)) *monitor {
+	return &monitor{name: name, read: read,
+		gauge: st.Gauge("overload." + name + ".pressure"), failed: st.Counter("overload." + name + ".failed_updates")}
 }
 
 // downstreamConnectionsMonitor is proactive: the limit applies as
@@ -177,14 +314,19 @@ func downstreamConnectionsMonitor(m *Manager, _ string, cfg proto.Message, path 
 	return nil, nil
 }
 
-// Active reports whether an action is on. Safe on a nil Manager.
+// Active reports whether an action is on (saturated). Safe on a nil
+// Manager.
 func (m *Manager) Active(name string) bool {
 	if m == nil {
 		return false
 	}
 	a := m.actions[name]
-	return a != nil && a.active.Load()
+	return a != nil && a.value.Load() >= 1e6
 }
+
+// StopAccepting reports whether listeners should stop accepting
+// connections (stop_accepting_connections).
+func (m *Manager) StopAccepting() bool { return m.Active(StopAcceptingConnections) }
 
 // Start samples the monitors every refresh_interval until Stop.
 func (m *Manager) Start() {
@@ -245,35 +387,37 @@ func heapBytes() (uint64, error) {
 }
 
 func (m *Manager) update() {
-	used, err := heapBytes()
 	for _, mon := range m.monitors {
+		p, err := mon.read()
 		if err != nil {
+			// As Envoy: a failed update keeps the last pressure.
 			mon.failed.Inc()
+			m.log.Debug("resource monitor update failed", "monitor", mon.name, "error", err)
 			continue
 		}
-		p := float64(used) / float64(mon.maxBytes)
-		mon.pressure.Store(uint64(p * 1e6))
+		mon.pressure.Store(uint64(max(p, 0) * 1e6))
 		mon.gauge.Set(int64(min(p, 1) * 100))
 	}
 	for _, a := range m.actions {
-		on := false
+		v := 0.0
 		for _, t := range a.triggers {
-			if float64(t.monitor.pressure.Load())/1e6 >= t.threshold {
-				on = true
-			}
+			v = max(v, t.value(float64(t.monitor.pressure.Load())/1e6))
 		}
-		if a.active.Swap(on) != on {
+		nv := uint64(v * 1e6)
+		was := a.value.Swap(nv) >= 1e6
+		on := nv >= 1e6
+		if was != on {
 			if on {
 				m.log.Warn("overload action on", "action", a.name)
 			} else {
 				m.log.Info("overload action off", "action", a.name)
 			}
 		}
-		v := int64(0)
+		active := int64(0)
 		if on {
-			v = 1
+			active = 1
 		}
-		a.gauge.Set(v)
-		a.scale.Set(v * 100)
+		a.gauge.Set(active)
+		a.scale.Set(int64(v * 100))
 	}
 }

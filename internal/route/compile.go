@@ -168,7 +168,12 @@ func (c *compiler) virtualHost(pvh *routev3.VirtualHost, path string) (*VirtualH
 	if err := config.CheckFields(pvh, path, "name", "domains", "routes", "require_tls",
 		"request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove",
 		"retry_policy", "include_request_attempt_count", "include_attempt_count_in_response",
-		"typed_per_filter_config", "metadata", "per_request_buffer_limit_bytes", "request_body_buffer_limit", "cors", "matcher"); err != nil {
+		"typed_per_filter_config", "metadata", "per_request_buffer_limit_bytes", "request_body_buffer_limit", "cors", "matcher",
+		"rate_limits"); err != nil {
+		return nil, err
+	}
+	vrl, err := CompileRateLimits(pvh.GetRateLimits(), config.Join(path, "rate_limits"), RateLimitOptions{})
+	if err != nil {
 		return nil, err
 	}
 	vcors, err := c.cors(pvh.GetCors(), config.Join(path, "cors"))
@@ -187,6 +192,7 @@ func (c *compiler) virtualHost(pvh *routev3.VirtualHost, path string) (*VirtualH
 		IncludeAttemptCount:     pvh.GetIncludeRequestAttemptCount(),
 		IncludeAttemptCountResp: pvh.GetIncludeAttemptCountInResponse(),
 		RequireTLS:              pvh.GetRequireTls(),
+		RateLimits:              vrl,
 	}
 	if vh.Mutations, err = c.mutations(pvh, path); err != nil {
 		return nil, err
@@ -307,7 +313,8 @@ func (c *compiler) route(pr *routev3.Route, path string, vh *VirtualHost) (*Rout
 		return nil, err
 	}
 	rt := &Route{Name: pr.GetName(), VHost: vh, Decorator: pr.GetDecorator().GetOperation(), PerFilter: pf,
-		BufferLimit: bufferLimit(pr.GetPerRequestBufferLimitBytes(), pr.GetRequestBodyBufferLimit())}
+		BufferLimit: bufferLimit(pr.GetPerRequestBufferLimitBytes(), pr.GetRequestBodyBufferLimit()),
+		Metadata:    routeMetadata(pr.GetMetadata())}
 	m, err := c.match(pr.GetMatch(), config.Join(path, "match"))
 	if err != nil {
 		return nil, err
@@ -369,7 +376,12 @@ func (c *compiler) match(pm *routev3.RouteMatch, path string) (Match, error) {
 		}
 		m.kind, m.re = pathRegex, re
 	case *routev3.RouteMatch_ConnectMatcher_:
-		return m, config.Unsupported(config.Join(path, "connect_matcher"), "CONNECT tunnelling (connect_matcher)")
+		// Envoy's ConnectMatcher has no fields: it matches CONNECT requests
+		// (which carry no path, RFC 9110 §9.3.6), and only it does.
+		if err := config.CheckFields(p.ConnectMatcher, config.Join(path, "connect_matcher")); err != nil {
+			return m, err
+		}
+		m.kind = pathConnect
 	default:
 		return m, config.Errorf(path, "route match has no path specifier (prefix, path, safe_regex, path_separated_prefix or connect_matcher)")
 	}
@@ -461,7 +473,7 @@ func (c *compiler) routeAction(a *routev3.RouteAction, path string, m *Match) (*
 		"prefix_rewrite", "regex_rewrite", "host_rewrite_literal", "auto_host_rewrite", "host_rewrite_header",
 		"host_rewrite_path_regex", "timeout", "idle_timeout", "retry_policy", "request_mirror_policies", "hash_policy",
 		"upgrade_configs", "max_grpc_timeout", "grpc_timeout_offset", "append_x_forwarded_host", "priority",
-		"max_stream_duration", "cors"); err != nil {
+		"max_stream_duration", "cors", "rate_limits", "include_vh_rate_limits"); err != nil {
 		return nil, err
 	}
 	ra := &RouteAction{
@@ -473,6 +485,11 @@ func (c *compiler) routeAction(a *routev3.RouteAction, path string, m *Match) (*
 		AppendXForwardedHost: a.GetAppendXForwardedHost(),
 	}
 	ra.TimeoutMs = strconv.FormatInt(ra.Timeout.Milliseconds(), 10)
+	var err error
+	if ra.RateLimits, err = CompileRateLimits(a.GetRateLimits(), config.Join(path, "rate_limits"), RateLimitOptions{}); err != nil {
+		return nil, err
+	}
+	ra.IncludeVHRateLimits = a.GetIncludeVhRateLimits().GetValue()
 	if a.GetIdleTimeout() != nil {
 		ra.IdleTimeout = a.GetIdleTimeout().AsDuration()
 	}
@@ -610,7 +627,7 @@ func (c *compiler) routeAction(a *routev3.RouteAction, path string, m *Match) (*
 	}
 	for i, uc := range a.GetUpgradeConfigs() {
 		up := config.Index(config.Join(path, "upgrade_configs"), i)
-		if err := config.CheckFields(uc, up, "upgrade_type", "enabled"); err != nil {
+		if err := config.CheckFields(uc, up, "upgrade_type", "enabled", "connect_config"); err != nil {
 			return nil, err
 		}
 		if ra.Upgrades == nil {
@@ -620,7 +637,28 @@ func (c *compiler) routeAction(a *routev3.RouteAction, path string, m *Match) (*
 		if uc.GetEnabled() != nil {
 			en = uc.GetEnabled().GetValue()
 		}
-		ra.Upgrades[strings.ToLower(uc.GetUpgradeType())] = en
+		t := strings.ToLower(uc.GetUpgradeType())
+		if _, dup := ra.Upgrades[t]; dup {
+			return nil, config.Errorf(config.Join(up, "upgrade_type"), "duplicate upgrade %s (as Envoy)", uc.GetUpgradeType())
+		}
+		ra.Upgrades[t] = en
+		if cc := uc.GetConnectConfig(); cc != nil {
+			ccp := config.Join(up, "connect_config")
+			if t != "connect" {
+				return nil, config.Errorf(ccp, "non-CONNECT upgrade type %s has a connect_config (as Envoy refuses)", uc.GetUpgradeType())
+			}
+			if err := config.CheckFields(cc, ccp, "allow_post", "proxy_protocol_config"); err != nil {
+				return nil, err
+			}
+			ra.Connect = &ConnectConfig{AllowPost: cc.GetAllowPost()}
+			if pp := cc.GetProxyProtocolConfig(); pp != nil {
+				ppp := config.Join(ccp, "proxy_protocol_config")
+				if err := config.CheckFields(pp, ppp, "version"); err != nil {
+					return nil, err
+				}
+				ra.Connect.ProxyProtocol = uint8(pp.GetVersion()) + 1 // V1 is 0 in the enum
+			}
+		}
 	}
 	return ra, nil
 }

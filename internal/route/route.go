@@ -141,7 +141,10 @@ type VirtualHost struct {
 	Cors any
 	// BufferLimit is request_body_buffer_limit (0 unset).
 	BufferLimit int64
-	table       *Table
+	// RateLimits is the virtual host's rate_limits (nil when none), read
+	// by the global rate limit filter.
+	RateLimits *RateLimitPolicy
+	table      *Table
 	// matcher is the virtual host's matcher (VirtualHost.matcher), whose
 	// actions are routeLists; nil when Routes are matched instead.
 	matcher *matcher.Matcher
@@ -177,6 +180,9 @@ type Route struct {
 	// Cors is the route's deprecated cors field, compiled by the CORS
 	// filter (Options.CompileCors); nil when unset.
 	Cors any
+	// Metadata is the route's metadata (nil when it has none), for rate
+	// limit actions with source ROUTE_ENTRY.
+	Metadata *corev3.Metadata
 }
 
 // RouteAction is a compiled RouteAction (forward to a cluster).
@@ -207,15 +213,34 @@ type RouteAction struct {
 	HashPolicies []HashPolicy
 	// Upgrades maps an upgrade type (lower case) to whether this route allows it;
 	// types not present fall back to the connection manager's upgrade_configs.
-	Upgrades             map[string]bool
+	Upgrades map[string]bool
+	// Connect is the CONNECT upgrade's connect_config (nil: a CONNECT is
+	// proxied as a request; set: the proxy terminates it and relays its
+	// payload as TCP).
+	Connect              *ConnectConfig
 	MaxGRPCTimeout       time.Duration
 	hasMaxGRPCTimeout    bool
 	GRPCTimeoutOffset    time.Duration
 	AppendXForwardedHost bool
+	// RateLimits is the route's rate_limits (nil when none).
+	RateLimits *RateLimitPolicy
+	// IncludeVHRateLimits is the deprecated include_vh_rate_limits: the
+	// virtual host's rate limits apply too.
+	IncludeVHRateLimits bool
 	// matched prefix, for prefix_rewrite
 	matchPrefix   string
 	matchKind     pathKind
 	caseSensitive bool
+}
+
+// ConnectConfig is a route's RouteAction.UpgradeConfig.connect_config.
+type ConnectConfig struct {
+	// AllowPost relays a POST's body as TCP too (allow_post).
+	AllowPost bool
+	// ProxyProtocol is proxy_protocol_config's version (1 or 2; 0: none):
+	// a PROXY protocol header of the downstream connection's addresses
+	// goes first on the TCP connection.
+	ProxyProtocol uint8
 }
 
 // WeightedCluster is one entry of weighted_clusters.

@@ -104,7 +104,7 @@ func TestCompileErrors(t *testing.T) {
 		{`virtual_hosts: [{name: a, domains: ["a*b"]}]`, `route_config.virtual_hosts[0].domains[0]: invalid domain "a*b"`},
 		{`virtual_hosts: [{name: a, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: c, retry_policy: {retry_on: "5xx,bogus"}}}]}]`, `retry_policy.retry_on: unknown retry_on value(s) bogus`},
 		{`virtual_hosts: [{name: a, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: c}, request_headers_to_add: [{header: {key: host, value: x}}]}]}]`, `"host" may not be modified`},
-		{`virtual_hosts: [{name: a, domains: ["*"], rate_limits: [{actions: [{remote_address: {}}]}]}]`, `route_config.virtual_hosts[0].rate_limits: field VirtualHost.rate_limits is not supported by legate`},
+		{`virtual_hosts: [{name: a, domains: ["*"], rate_limits: [{actions: [{extension: {name: x, typed_config: {"@type": type.googleapis.com/google.protobuf.Empty}}}]}]}]`, `route_config.virtual_hosts[0].rate_limits[0].actions[0].extension: field Action.extension is not supported by legate`},
 		{`virtual_hosts: [{name: a, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: c, prefix_rewrite: /x}, typed_per_filter_config: {envoy.filters.http.cors: {"@type": type.googleapis.com/google.protobuf.Empty}}}]}]`, `typed_per_filter_config["envoy.filters.http.cors"]: per-filter config for filter "envoy.filters.http.cors"`},
 	}
 	for _, tc := range cases {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/legateproxy/legate/internal/headers"
 	"github.com/legateproxy/legate/internal/http1"
+	"github.com/legateproxy/legate/internal/proxyproto"
 	"github.com/legateproxy/legate/internal/route"
 	"github.com/legateproxy/legate/internal/streaminfo"
 	"github.com/legateproxy/legate/internal/upstream"
@@ -153,6 +154,10 @@ func (s *Stream) forward() {
 	at := &s.at
 	at.cl, at.wc = cl, wc
 	s.setupAttempt(at, a)
+	if tcp := s.tcpUpstream(cl); tcp || s.Upgrade == "connect" {
+		s.forwardTunnel(at, tcp)
+		return
+	}
 	if s.Upgrade != "" {
 		s.forwardUpgrade(at)
 		return
@@ -290,7 +295,9 @@ func (s *Stream) setupAttempt(at *attempt, a *route.RouteAction) {
 		// request's header with use_http_header.
 		at.lb.OriginalDst = s.Local
 		if od.UseHTTPHeader {
-			at.lb.OriginalDstHeader = s.Req.Map.Get(od.HeaderName)
+			// Pseudo-headers too: terminate_http1_connect.yaml names
+			// :authority, the CONNECT target.
+			at.lb.OriginalDstHeader = s.Req.Get(od.HeaderName)
 		}
 	}
 	if at.policy != nil && at.policy.PreviousHosts {
@@ -586,7 +593,10 @@ func (s *Stream) exchange(at *attempt, proto upstream.Protocol, deadline time.Ti
 	at.setLive(ex)
 	r := &at.ureq
 	*r = upstream.Request{Method: s.Req.Method, Path: at.path, Authority: at.authority, Headers: &s.Req.Map,
-		Deadline: deadline, IdleTimeout: s.idleTimeout(), SNI: s.upstreamSNI(at)}
+		Deadline: deadline, IdleTimeout: s.idleTimeout(), SNI: s.upstreamSNI(at), ProxyProtocol: s.proxyProtocol(at)}
+	if at.cl.PassesFilterState() {
+		r.FilterState = s.Info.UpstreamSharedObjects()
+	}
 	if proto == upstream.HTTP2 {
 		// An HTTP/2 stream ends with the client's context. An HTTP/1.1
 		// exchange is cut by Cancel (downstreamGone) instead: asking the
@@ -972,6 +982,21 @@ func (s *Stream) copyBody(src io.Reader, stream bool, at *attempt) bool {
 			return false
 		}
 	}
+}
+
+// proxyProtocol is the downstream connection's PROXY protocol record for
+// a cluster whose transport socket sends PROXY headers (nil for others):
+// the listener filter's, or the connection's own addresses, as Envoy's
+// connection manager records them.
+func (s *Stream) proxyProtocol(at *attempt) *proxyproto.Data {
+	if !at.cl.SendsProxyProtocol() {
+		return nil
+	}
+	remote := s.Info.DownstreamConnRemote
+	if !remote.IsValid() {
+		remote = s.Info.DownstreamDirectRemote
+	}
+	return proxyproto.Downstream(s.Info.FilterState, remote, s.Info.DownstreamLocal)
 }
 
 // upstreamSNI is the TLS server name for auto_sni clusters: the request's

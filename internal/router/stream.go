@@ -3,7 +3,8 @@
 // route picked — timeouts (route, per try, x-envoy-upstream-rq-timeout-ms,
 // grpc-timeout), retries with Envoy's back-off and retry conditions,
 // hash policies, header rewrites and mutations, request mirrors, upgrades
-// (WebSocket) — through one upstream.Exchange per attempt, wrapped in the
+// (WebSocket), CONNECT proxied or terminated and TCP upstreams
+// (connect.go) — through one upstream.Exchange per attempt, wrapped in the
 // cluster's upstream HTTP filters, and relays the response through the
 // connection manager's encoder filters. Failures become Envoy's local
 // replies and response flags.
@@ -75,6 +76,18 @@ type Downstream interface {
 	Flush() error
 	// Hijack takes the connection after a 101 (HTTP/1 only).
 	Hijack() (net.Conn, []byte, bool)
+	// StartTunnel tells the codec the request's payload is a tunnel from
+	// now on (CONNECT, or a POST relayed as TCP): its request deadlines
+	// stop (the router's idle timeout bounds the tunnel) and an HTTP/1.1
+	// connection closes after it.
+	StartTunnel()
+	// AbortRead cuts the client's side of a tunnel: a ReadBody blocked in
+	// another goroutine returns and later ones fail (over HTTP/1.1, a
+	// blocked write to a client that does not read fails too).
+	AbortRead()
+	// ClientGone reports whether the client's connection (HTTP/2: its
+	// stream) is gone, probed while a tunnel waits on its upstream.
+	ClientGone() bool
 	// ConnectionState is a value kept per downstream connection.
 	ConnectionState(key any, create func() any) any
 }

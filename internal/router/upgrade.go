@@ -29,7 +29,7 @@ func (s *Stream) forwardUpgrade(at *attempt) {
 	ex := at.cl.Open(h, upstream.HTTP1)
 	s.Req.Map.Set("upgrade", s.Upgrade)
 	at.ureq = upstream.Request{Method: s.Req.Method, Path: at.path, Authority: at.authority, Headers: &s.Req.Map,
-		Upgrade: s.Upgrade, Deadline: at.deadline, SNI: s.upstreamSNI(at)}
+		Upgrade: s.Upgrade, Deadline: at.deadline, SNI: s.upstreamSNI(at), ProxyProtocol: s.proxyProtocol(at)}
 	at.sentAt = time.Now()
 	if err := ex.Send(&at.ureq, &at.head); err != nil {
 		ex.Close(false)

@@ -7,21 +7,29 @@ import (
 
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/extension"
+	"github.com/legateproxy/legate/internal/userspace"
 )
 
 // bootstrapFactory compiles a bootstrap extension's typed config.
 type bootstrapFactory func(s *Server, cfg proto.Message, path string) error
 
 func init() {
-	// Envoy's internal listener registry. Istio's and Envoy Gateway's
-	// bootstraps always carry it; it does nothing until a listener uses an
-	// internal address, which Legate refuses by name where it appears
-	// (listener.internal_listener, envoy_internal_address).
+	// Envoy's internal listener registry: listeners with internal_listener
+	// and cluster endpoints with an envoy_internal_address need it (Envoy
+	// refuses an internal listener without it).
 	extension.Register(extension.Extension{Name: "envoy.bootstrap.internal_listener", Category: extension.Bootstrap,
 		Config: &internallistenerv3.InternalListener{},
-		Notes:  "accepted; internal listeners themselves are not implemented (refused where a listener or address uses one)",
-		Factory: bootstrapFactory(func(_ *Server, cfg proto.Message, path string) error {
-			return config.CheckFields(cfg, path, "buffer_size_kb")
+		Notes:  "internal connections are in-process socketpairs; buffer_size_kb sets their socket buffers",
+		Factory: bootstrapFactory(func(s *Server, cfg proto.Message, path string) error {
+			if err := config.CheckFields(cfg, path, "buffer_size_kb"); err != nil {
+				return err
+			}
+			size := userspace.DefaultBufferSize
+			if v := cfg.(*internallistenerv3.InternalListener).GetBufferSizeKb(); v != nil {
+				size = int(v.GetValue()) * 1024
+			}
+			s.internal = userspace.NewRegistry(size)
+			return nil
 		})})
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/tlsx"
 	"github.com/legateproxy/legate/internal/upstream"
+	"github.com/legateproxy/legate/internal/userspace"
 	"github.com/legateproxy/legate/internal/xds/resource"
 )
 
@@ -105,7 +106,10 @@ func newFileValidator(log *slog.Logger) (*fileValidator, error) {
 	// Inline route configs name clusters of another file; RDS names
 	// route configurations of another file.
 	deps := &listener.Context{Stats: st, Clusters: cm, Log: log, LogFiles: accesslog.NewFiles(st), Async: asyncclient.New(cm),
-		SkipClusterValidation: true, Routes: fileRoutes{}}
+		SkipClusterValidation: true, Routes: fileRoutes{},
+		// The bootstrap (and its internal listener extension) is not
+		// known here: internal listeners are accepted; nothing binds.
+		Sockets: &listener.Sockets{Internal: userspace.NewRegistry(0)}}
 	s.deps = deps
 	s.Bootstrap = &bootstrapv3.Bootstrap{}
 	if err := s.setupTLS(); err != nil {

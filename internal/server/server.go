@@ -46,6 +46,7 @@ import (
 	"github.com/legateproxy/legate/internal/statsink"
 	"github.com/legateproxy/legate/internal/tlsx"
 	"github.com/legateproxy/legate/internal/upstream"
+	"github.com/legateproxy/legate/internal/userspace"
 	"github.com/legateproxy/legate/internal/xds/resource"
 )
 
@@ -117,6 +118,9 @@ type Server struct {
 	logFiles *accesslog.Files
 	// adminLoggers are admin.access_log's loggers.
 	adminLoggers []admin.Logger
+	// internal is the internal listener registry (bootstrap extension
+	// envoy.bootstrap.internal_listener); nil without it.
+	internal *userspace.Registry
 }
 
 type serverStats struct {
@@ -258,7 +262,8 @@ func (s *Server) compile() error {
 		}
 	}
 	s.Clusters = upstream.NewManager(upstream.Deps{Stats: s.Stats, Log: s.log, Transport: s.clusterTransport,
-		LocalCluster: b.GetClusterManager().GetLocalClusterName(), UpstreamFilters: s.upstreamFilters})
+		LocalCluster: b.GetClusterManager().GetLocalClusterName(), UpstreamFilters: s.upstreamFilters,
+		Internal: s.internal})
 	if s.sinks, err = statsink.Compile(b, s.Stats, s.Clusters, s.log); err != nil {
 		return err
 	}
@@ -277,7 +282,11 @@ func (s *Server) compile() error {
 		Sockets:            listener.NewSockets(s.log),
 		ListenerConnLimits: rl.listenerConns,
 	}
+	s.deps.Sockets.Internal = s.internal
 	s.deps.Health = s
+	if om != nil {
+		s.deps.Sockets.Gate = om // stop_accepting_connections
+	}
 	s.deps.DefaultTracer = b.GetTracing().GetHttp()
 	s.deps.Runtime = rt
 	s.deps.Async = asyncclient.New(s.Clusters)
@@ -355,8 +364,12 @@ func (s *Server) compile() error {
 			}
 		}
 		if a.GetAddress() != nil {
-			if a.GetAddress().GetSocketAddress() == nil {
-				return config.Unsupported("admin.address", "a non-socket admin address")
+			if p := a.GetAddress().GetPipe(); p != nil {
+				if err := listener.CheckPipe(p, "admin.address.pipe"); err != nil {
+					return err
+				}
+			} else if a.GetAddress().GetSocketAddress() == nil {
+				return config.Unsupported("admin.address", "an internal admin address", "socket_address", "pipe")
 			}
 		}
 	}
@@ -400,9 +413,17 @@ func (s *Server) Start() error {
 		}
 		s.admin = admin.New(s, s.Stats, s.log, w, s.opts.EnablePprof)
 		s.admin.SetAccessLoggers(s.adminLoggers)
-		sa := a.GetAddress().GetSocketAddress()
-		if err := s.admin.Listen(fmt.Sprintf("%s:%d", bracket(sa.GetAddress()), sa.GetPortValue())); err != nil {
-			return err
+		if p := a.GetAddress().GetPipe(); p != nil {
+			ln, err := listener.ListenPipe(p.GetPath(), os.FileMode(p.GetMode()))
+			if err != nil {
+				return fmt.Errorf("admin: bind %s: %w", p.GetPath(), err)
+			}
+			s.admin.ListenOn(ln)
+		} else {
+			sa := a.GetAddress().GetSocketAddress()
+			if err := s.admin.Listen(fmt.Sprintf("%s:%d", bracket(sa.GetAddress()), sa.GetPortValue())); err != nil {
+				return err
+			}
 		}
 		go s.admin.Serve()
 	}

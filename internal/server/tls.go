@@ -11,7 +11,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/listener"
+	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/tlsx"
 	"github.com/legateproxy/legate/internal/upstream"
 )
@@ -45,14 +47,29 @@ func (t downstreamTLS) DownstreamTransport(ts *corev3.TransportSocket, path, sta
 	return tlsx.CompileServer(ts, path, tlsx.Deps{Store: s.secrets, SDS: s.sds, Stats: s.Stats.Scope(statPrefix)})
 }
 
-// clusterTransport compiles a cluster's UpstreamTlsContext.
+// clusterTransport compiles a cluster's transport socket: raw_buffer
+// (nil), an UpstreamTlsContext, or an extension with an
+// upstream.TransportSocketFactory (upstream_proxy_protocol), which may
+// wrap another transport socket compiled here in turn.
 func (s *Server) clusterTransport(ts *corev3.TransportSocket, path string, c *clusterv3.Cluster, alpn []string) (upstream.TransportSocket, error) {
-	if raw, err := tlsx.IsRawBuffer(ts, path, true); raw || err != nil {
-		return nil, err
-	}
 	name := c.GetName()
 	if c.GetAltStatName() != "" {
 		name = c.GetAltStatName()
+	}
+	if ts.GetTypedConfig() != nil {
+		tp := config.Join(path, "typed_config")
+		if r, err := extension.Lookup(extension.UpstreamTransportSocket, ts.GetTypedConfig(), tp); err == nil {
+			if f, ok := r.Ext.Factory.(upstream.TransportSocketFactory); ok {
+				return f(r.Config, tp, upstream.TransportContext{Stats: s.Stats.Scope("cluster." + stats.SanitizeName(name) + "."),
+					ClusterMetadata: c.GetMetadata(),
+					Inner: func(inner *corev3.TransportSocket, p string) (upstream.TransportSocket, error) {
+						return s.clusterTransport(inner, p, c, alpn)
+					}})
+			}
+		}
+	}
+	if raw, err := tlsx.IsRawBuffer(ts, path, true); raw || err != nil {
+		return nil, err
 	}
 	cc, err := tlsx.CompileClient(ts, path, tlsx.Deps{Store: s.secrets, SDS: s.sds, Stats: s.Stats.Scope("cluster." + name + ".ssl.")}, alpn)
 	if err != nil {

@@ -158,11 +158,17 @@ type Info struct {
 
 	DownstreamRemote       netip.AddrPort // after XFF processing
 	DownstreamDirectRemote netip.AddrPort // the peer of the socket
-	DownstreamLocal        netip.AddrPort
-	ConnectionID           uint64
-	RequestedServerName    string
-	DownstreamTLS          *TLSInfo
-	UpstreamTLS            *TLSInfo
+
+	// DownstreamConnRemote is the connection's remote address: a PROXY
+	// protocol header's source, else the socket's peer, never
+	// x-forwarded-for (RBAC's source_ip); zero: DownstreamDirectRemote.
+	DownstreamConnRemote netip.AddrPort
+
+	DownstreamLocal     netip.AddrPort
+	ConnectionID        uint64
+	RequestedServerName string
+	DownstreamTLS       *TLSInfo
+	UpstreamTLS         *TLSInfo
 
 	// Hostname is the proxy's host name (%HOSTNAME%).
 	Hostname string
@@ -173,6 +179,11 @@ type Info struct {
 	DynamicMetadata map[string]*structpb.Struct
 	// FilterState is data filters share by key (%FILTER_STATE%).
 	FilterState map[string]FilterStateValue
+	// UpstreamShared holds the FilterState keys whose objects are shared
+	// with the upstream connection (set_filter_state's
+	// shared_with_upstream): an internal_upstream transport socket hands
+	// them to the internal listener.
+	UpstreamShared map[string]bool
 	// Node identity for %ENVOY_NODE%-style operators is not tracked.
 }
 
@@ -259,6 +270,34 @@ func (i *Info) SetFilterState(key string, v FilterStateValue) {
 		i.FilterState = map[string]FilterStateValue{}
 	}
 	i.FilterState[key] = v
+}
+
+// ShareWithUpstream marks (or, with false, unmarks) the filter-state
+// object under key as shared with the upstream connection.
+func (i *Info) ShareWithUpstream(key string, shared bool) {
+	if !shared {
+		delete(i.UpstreamShared, key)
+		return
+	}
+	if i.UpstreamShared == nil {
+		i.UpstreamShared = map[string]bool{}
+	}
+	i.UpstreamShared[key] = true
+}
+
+// UpstreamSharedObjects returns the filter-state objects shared with the
+// upstream connection, or nil when there are none.
+func (i *Info) UpstreamSharedObjects() map[string]FilterStateValue {
+	var out map[string]FilterStateValue
+	for k := range i.UpstreamShared {
+		if v, ok := i.FilterState[k]; ok && v != nil {
+			if out == nil {
+				out = map[string]FilterStateValue{}
+			}
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // SetFlag sets a response flag.

@@ -21,6 +21,7 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 
 	"github.com/legateproxy/legate/internal/stats"
+	"github.com/legateproxy/legate/internal/userspace"
 )
 
 // Protocol is the protocol used to talk to a cluster's hosts.
@@ -171,7 +172,13 @@ type Cluster struct {
 	breakers           breakers
 	highBreakers       breakers
 	transport          TransportSocket
-	h2                 *h2Client
+	// internal is the server's internal listener registry, which
+	// envoy_internal_address hosts are reached through (nil: none).
+	internal *userspace.Registry
+	// sendsPP: the transport socket writes a PROXY protocol header, so
+	// connections are pooled per downstream address pair (transport.go).
+	sendsPP bool
+	h2      *h2Client
 	// IdleTimeout closes pooled connections unused this long (upstream
 	// common_http_protocol_options.idle_timeout, 1h by default).
 	IdleTimeout time.Duration
@@ -207,6 +214,9 @@ type Cluster struct {
 	// proxy clusters.
 	OrigDst *OrigDst
 	DFP     *DFP
+	// UpstreamPool is the router's connection pool for the cluster
+	// (upstream_config; tunnel.go).
+	UpstreamPool UpstreamPool
 	// UpstreamFilters is the compiled upstream HTTP filter chain
 	// (HttpProtocolOptions.http_filters; nil: none), which the router runs
 	// around each upstream request.
@@ -471,5 +481,8 @@ func (c *Cluster) sweepIdle() {
 	c.mu.Unlock()
 	for _, h := range hosts {
 		c.closeIdle(h, c.IdleTimeout)
+		if c.perDownstreamPools() {
+			h.prunePools()
+		}
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/headers"
 	"github.com/legateproxy/legate/internal/stats"
+	"github.com/legateproxy/legate/internal/userspace"
 )
 
 // Deps are what compiling a cluster needs from the server.
@@ -33,6 +34,11 @@ type Deps struct {
 	// (HttpProtocolOptions.http_filters) into its UpstreamFilters; nil
 	// refuses them.
 	UpstreamFilters func(cluster string, fs []*hcmv3.HttpFilter, path string) (any, error)
+	// Internal is the server's internal listener registry, which
+	// envoy_internal_address endpoints connect to; nil (no
+	// envoy.bootstrap.internal_listener extension): connecting to one
+	// fails, as in Envoy.
+	Internal *userspace.Registry
 }
 
 const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -67,6 +73,7 @@ func Compile(orig *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) 
 		"per_connection_buffer_limit_bytes", "upstream_connection_options", "metadata", "cleanup_interval",
 		"wait_for_warm_on_init", "close_connections_on_host_health_failure", "ignore_health_on_host_removal",
 		"track_cluster_stats", "dns_jitter", "respect_dns_ttl", "original_dst_lb_config", "cluster_type",
+		"upstream_config",
 	); err != nil {
 		return nil, err
 	}
@@ -90,6 +97,7 @@ func Compile(orig *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) 
 		stop:           make(chan struct{}),
 		ready:          make(chan struct{}),
 		log:            log,
+		internal:       deps.Internal,
 		LastUpdated:    time.Now(),
 		lb: lbConfig{choiceCount: 2, activeRqBias: 1, panicThreshold: 50, overprovision: 1.4,
 			ringMin: 1024, ringMax: 8 * 1024 * 1024, maglevSize: 65537},
@@ -101,6 +109,9 @@ func Compile(orig *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) 
 		return nil, err
 	}
 	if err := c.compileProtocol(pc, path, deps); err != nil {
+		return nil, err
+	}
+	if err := c.compileUpstreamConfig(pc.GetUpstreamConfig(), config.Join(path, "upstream_config")); err != nil {
 		return nil, err
 	}
 	if err := c.compileBreakers(pc.GetCircuitBreakers(), config.Join(path, "circuit_breakers"), scope); err != nil {
@@ -120,6 +131,15 @@ func Compile(orig *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) 
 		}
 		if v, ok := t.(interface{ SetSANValidation(bool) }); ok {
 			v.SetSANValidation(c.autoSANValidation)
+		}
+		if pp, ok := t.(ProxyProtocolSender); ok && pp.SendsProxyProtocol() {
+			// Each downstream connection needs upstream connections of its
+			// own (their PROXY headers differ); only the HTTP/1.1 pool
+			// keeps them apart.
+			if c.Protocol != HTTP1 {
+				return nil, config.Unsupported(config.Join(path, "transport_socket"), "upstream_proxy_protocol on a cluster that may speak HTTP/2 upstream", "HTTP/1.1 clusters")
+			}
+			c.sendsPP = true
 		}
 		c.transport = t
 	}
@@ -480,6 +500,12 @@ func newDNSDiscovery(pc *clusterv3.Cluster, specs []endpointSpec, path string) (
 	}
 	if d.logical && len(specs) != 1 {
 		return nil, config.Errorf(config.Join(path, "load_assignment"), "LOGICAL_DNS clusters must have exactly one endpoint, got %d", len(specs))
+	}
+	for _, s := range specs {
+		if s.pipe != "" || s.internal != "" {
+			// Nothing to resolve: only socket addresses have names.
+			return nil, config.Errorf(config.Join(path, "load_assignment"), "a %s cluster resolves socket_address endpoints; %q is not one (use a STATIC cluster)", pc.GetType(), s.pipe+s.internal)
+		}
 	}
 	if pc.GetDnsRefreshRate() != nil {
 		d.refresh = pc.GetDnsRefreshRate().AsDuration()

@@ -256,7 +256,7 @@ func compileDFP(msg proto.Message, c *Cluster, path string) error {
 // DefaultPort is the port of an authority without one: 443 to a TLS
 // cluster, else 80, as Envoy.
 func (d *DFP) DefaultPort() string {
-	if d.c.transport != nil {
+	if secureTransport(d.c.transport) {
 		return "443"
 	}
 	return "80"

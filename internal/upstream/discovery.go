@@ -45,6 +45,9 @@ type endpointSpec struct {
 	unhealthy, degraded bool
 	hostname            string
 	pipe                string // a Unix socket path instead of host:port
+	// internal is an envoy_internal_address endpoint's host address
+	// (envoy://<listener>/<endpoint id>) instead of host:port.
+	internal string
 }
 
 // hostsFromAssignment turns a load assignment into endpoint specs.
@@ -61,18 +64,33 @@ func hostsFromAssignment(la *endpointv3.ClusterLoadAssignment, path string) ([]e
 			if w == 0 {
 				w = 1
 			}
+			hs := lbe.GetHealthStatus()
+			unhealthy := hs == corev3.HealthStatus_UNHEALTHY || hs == corev3.HealthStatus_DRAINING || hs == corev3.HealthStatus_TIMEOUT
+			degraded := hs == corev3.HealthStatus_DEGRADED
 			if pipe := ep.GetAddress().GetPipe(); pipe != nil {
 				// A Unix domain socket (Istio's xds-grpc and sds-grpc).
 				if pipe.GetPath() == "" {
 					return nil, fmt.Errorf("%s.endpoint.address.pipe.path: empty", p)
 				}
 				out = append(out, endpointSpec{pipe: pipe.GetPath(), weight: w, priority: le.GetPriority(),
-					locality: le.GetLocality(), localityWeight: le.GetLoadBalancingWeight().GetValue(), metadata: lbe.GetMetadata()})
+					locality: le.GetLocality(), localityWeight: le.GetLoadBalancingWeight().GetValue(), metadata: lbe.GetMetadata(),
+					unhealthy: unhealthy, degraded: degraded})
+				continue
+			}
+			if ia := ep.GetAddress().GetEnvoyInternalAddress(); ia != nil {
+				// An internal listener of this server (its name; the
+				// endpoint id tells endpoints of one listener apart).
+				if ia.GetServerListenerName() == "" {
+					return nil, fmt.Errorf("%s.endpoint.address.envoy_internal_address.server_listener_name: empty", p)
+				}
+				out = append(out, endpointSpec{internal: internalAddress(ia.GetServerListenerName(), ia.GetEndpointId()), weight: w, priority: le.GetPriority(),
+					locality: le.GetLocality(), localityWeight: le.GetLoadBalancingWeight().GetValue(), metadata: lbe.GetMetadata(), hostname: ep.GetHostname(),
+					unhealthy: unhealthy, degraded: degraded})
 				continue
 			}
 			sa := ep.GetAddress().GetSocketAddress()
 			if sa == nil {
-				return nil, fmt.Errorf("%s.endpoint.address: socket_address or pipe is supported (not envoy_internal_address)", p)
+				return nil, fmt.Errorf("%s.endpoint.address: socket_address, pipe or envoy_internal_address is required", p)
 			}
 			if sa.GetProtocol() != corev3.SocketAddress_TCP {
 				return nil, fmt.Errorf("%s.endpoint.address.socket_address.protocol: only TCP is supported", p)
@@ -80,13 +98,10 @@ func hostsFromAssignment(la *endpointv3.ClusterLoadAssignment, path string) ([]e
 			if _, ok := sa.GetPortSpecifier().(*corev3.SocketAddress_NamedPort); ok {
 				return nil, fmt.Errorf("%s.endpoint.address.socket_address.named_port: not supported; use port_value", p)
 			}
-			hs := lbe.GetHealthStatus()
 			out = append(out, endpointSpec{
 				host: sa.GetAddress(), port: sa.GetPortValue(), weight: w, priority: le.GetPriority(),
 				locality: le.GetLocality(), localityWeight: le.GetLoadBalancingWeight().GetValue(), metadata: lbe.GetMetadata(),
-				unhealthy: hs == corev3.HealthStatus_UNHEALTHY || hs == corev3.HealthStatus_DRAINING || hs == corev3.HealthStatus_TIMEOUT,
-				degraded:  hs == corev3.HealthStatus_DEGRADED,
-				hostname:  ep.GetHostname(),
+				unhealthy: unhealthy, degraded: degraded, hostname: ep.GetHostname(),
 			})
 		}
 	}
@@ -112,9 +127,20 @@ func (e endpointSpec) toHost(ip netip.Addr) *Host {
 func staticHosts(specs []endpointSpec, path string) ([]*Host, error) {
 	hosts := make([]*Host, 0, len(specs))
 	for _, s := range specs {
-		if s.pipe != "" {
-			hosts = append(hosts, newHost(pipeAddress(s.pipe), HostConfig{Weight: s.weight, Priority: s.priority,
-				Locality: s.locality, LocalityWeight: s.localityWeight, Metadata: s.metadata}))
+		if s.pipe != "" || s.internal != "" {
+			addr := s.internal
+			if s.pipe != "" {
+				addr = pipeAddress(s.pipe)
+			}
+			h := newHost(addr, HostConfig{Hostname: s.hostname, Weight: s.weight, Priority: s.priority,
+				Locality: s.locality, LocalityWeight: s.localityWeight, Metadata: s.metadata})
+			if s.unhealthy {
+				h.flags.Store(FlagFailedEDSHealth)
+			}
+			if s.degraded {
+				h.flags.Store(FlagDegradedEDS)
+			}
+			hosts = append(hosts, h)
 			continue
 		}
 		ip, err := netip.ParseAddr(s.host)

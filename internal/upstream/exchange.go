@@ -15,6 +15,8 @@ import (
 
 	"github.com/legateproxy/legate/internal/headers"
 	"github.com/legateproxy/legate/internal/http1"
+	"github.com/legateproxy/legate/internal/proxyproto"
+	"github.com/legateproxy/legate/internal/streaminfo"
 )
 
 // Request is what an Exchange sends to an upstream host. The caller owns
@@ -46,6 +48,14 @@ type Request struct {
 	Ctx context.Context
 	// SNI selects the auto_sni connection pool ("" is the host's default).
 	SNI string
+	// ProxyProtocol is the downstream connection's PROXY protocol record,
+	// for a cluster that sends PROXY headers (Cluster.SendsProxyProtocol;
+	// HTTP/1.1 only); nil otherwise.
+	ProxyProtocol *proxyproto.Data
+	// FilterState is the request's filter state, which an
+	// internal_upstream transport socket passes named objects of to the
+	// internal listener (HTTP/1.1 connections; nil: none).
+	FilterState map[string]streaminfo.FilterStateValue
 }
 
 // FailKind classifies why an exchange failed, in the terms the router's
@@ -200,7 +210,7 @@ func (e *h1Exchange) Send(req *Request, head *http1.ResponseHead) error {
 		cc := e.own
 		if cc == nil {
 			var err error
-			cc, err = e.cl.Acquire(req.Deadline, e.host, req.SNI)
+			cc, err = e.cl.AcquireWith(req.Deadline, e.host, ConnOptions{SNI: req.SNI, ProxyProtocol: req.ProxyProtocol, FilterState: req.FilterState})
 			if err != nil {
 				switch {
 				case errors.Is(err, ErrOverflow):

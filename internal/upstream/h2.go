@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"net"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -25,13 +26,23 @@ func newH2Client(c *Cluster) *h2Client {
 		ReadIdleTimeout:    0,
 		IdleConnTimeout:    c.IdleTimeout,
 		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			return c.DialHost(ctx, addr)
+			return c.DialHost(ctx, h2HostAddr(addr))
 		},
 	}
 	return &h2Client{t: t}
 }
 
 func (h *h2Client) close() { h.t.CloseIdleConnections() }
+
+// h2HostAddr undoes what the HTTP/2 transport makes of a host address
+// with no port (a pipe's "unix:<path>", an internal "envoy://…"): it
+// adds the scheme's port, bracketed.
+func h2HostAddr(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil && (strings.HasPrefix(h, "unix:") || strings.HasPrefix(h, internalScheme)) {
+		return h
+	}
+	return addr
+}
 
 // DialHost opens a counted connection to one of the cluster's hosts (by
 // address), over the cluster's transport socket: the HTTP/2 transport and
@@ -47,9 +58,7 @@ func (c *Cluster) DialHost(ctx context.Context, addr string) (net.Conn, error) {
 		}
 	}
 	start := time.Now()
-	d := net.Dialer{Timeout: c.connectTimeout, KeepAliveConfig: c.keepAlive}
-	network, address := dialNetwork(addr)
-	conn, err := d.DialContext(ctx, network, address)
+	conn, err := c.dialAddr(ctx, addr, host, ConnOptions{})
 	if err != nil {
 		c.Stats.cxConnectFail.Inc()
 		if host != nil {
@@ -61,6 +70,10 @@ func (c *Cluster) DialHost(ctx context.Context, addr string) (net.Conn, error) {
 		return nil, &ConnectError{Err: err}
 	}
 	if c.transport != nil && host != nil {
+		if DialInfoFrom(ctx) == nil {
+			// The transport socket learns the host it wraps a connection to.
+			ctx = WithDialInfo(ctx, &DialInfo{Host: host})
+		}
 		if conn, err = c.transport.Client(ctx, conn, ""); err != nil {
 			c.Stats.cxConnectFail.Inc()
 			return nil, &ConnectError{Err: err}

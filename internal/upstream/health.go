@@ -118,7 +118,7 @@ func newHealthChecker(c *Cluster, hc *corev3.HealthCheck, path string) (*healthC
 		}
 		hk.check = chk
 	case hc.GetTcpHealthCheck() != nil:
-		chk, err := tcpCheck(hc.GetTcpHealthCheck(), config.Join(path, "tcp_health_check"))
+		chk, err := tcpCheck(c, hc.GetTcpHealthCheck(), config.Join(path, "tcp_health_check"))
 		if err != nil {
 			return nil, err
 		}
@@ -299,7 +299,18 @@ func httpCheck(c *Cluster, hc *corev3.HealthCheck_HttpHealthCheck, path string) 
 	}
 	type rng struct{ lo, hi int64 }
 	var ranges []rng
-	for _, r := range hc.GetExpectedStatuses() {
+	for i, r := range hc.GetExpectedStatuses() {
+		// Envoy refuses these at load (a range without end would never
+		// match: end is exclusive).
+		p := config.Index(config.Join(path, "expected_statuses"), i)
+		switch {
+		case r.GetStart() >= r.GetEnd():
+			return nil, config.Errorf(p, "Invalid http status range: expecting start < end, but found start=%d and end=%d (end is exclusive: {start: 200, end: 201} accepts 200)", r.GetStart(), r.GetEnd())
+		case r.GetStart() < 100:
+			return nil, config.Errorf(p, "Invalid http status range: expecting start >= 100, but found start=%d", r.GetStart())
+		case r.GetEnd() > 600:
+			return nil, config.Errorf(p, "Invalid http status range: expecting end <= 600, but found end=%d", r.GetEnd())
+		}
 		ranges = append(ranges, rng{r.GetStart(), r.GetEnd()})
 	}
 	if len(ranges) == 0 {
@@ -328,7 +339,7 @@ func httpCheck(c *Cluster, hc *corev3.HealthCheck_HttpHealthCheck, path string) 
 		return h2Check(c, host, hc.GetPath(), &hdrs, expected), nil
 	}
 	return func(ctx context.Context, h *Host) (bool, bool) {
-		conn, err := dialCheck(ctx, h)
+		conn, err := dialCheck(ctx, c, h)
 		if err != nil {
 			return false, true
 		}
@@ -354,7 +365,7 @@ func httpCheck(c *Cluster, hc *corev3.HealthCheck_HttpHealthCheck, path string) 
 
 // tcpCheck builds a TCP health check: connect, send the payload, and expect
 // every receive payload in the response, in order.
-func tcpCheck(hc *corev3.HealthCheck_TcpHealthCheck, path string) (func(context.Context, *Host) (bool, bool), error) {
+func tcpCheck(c *Cluster, hc *corev3.HealthCheck_TcpHealthCheck, path string) (func(context.Context, *Host) (bool, bool), error) {
 	if err := config.CheckFields(hc, path, "send", "receive"); err != nil {
 		return nil, err
 	}
@@ -384,7 +395,7 @@ func tcpCheck(hc *corev3.HealthCheck_TcpHealthCheck, path string) (func(context.
 		want = append(want, b)
 	}
 	return func(ctx context.Context, h *Host) (bool, bool) {
-		conn, err := dialCheck(ctx, h)
+		conn, err := dialCheck(ctx, c, h)
 		if err != nil {
 			return false, true
 		}
@@ -424,9 +435,8 @@ func tcpCheck(hc *corev3.HealthCheck_TcpHealthCheck, path string) (func(context.
 
 // dialCheck connects to a host for one health check, with the check's
 // deadline on the connection.
-func dialCheck(ctx context.Context, h *Host) (net.Conn, error) {
-	network, address := dialNetwork(h.Address)
-	conn, err := (&net.Dialer{}).DialContext(ctx, network, address)
+func dialCheck(ctx context.Context, c *Cluster, h *Host) (net.Conn, error) {
+	conn, err := c.dialAddr(ctx, h.Address, h, ConnOptions{})
 	if err != nil {
 		return nil, err
 	}

@@ -51,8 +51,7 @@ func grpcCheck(c *Cluster, hc *corev3.HealthCheck_GrpcHealthCheck, path string) 
 			return cc, nil
 		}
 		dial := func(ctx context.Context, addr string) (net.Conn, error) {
-			network, address := dialNetwork(addr)
-			conn, err := (&net.Dialer{}).DialContext(ctx, network, address)
+			conn, err := c.dialAddr(ctx, addr, h, ConnOptions{})
 			if err != nil || c.transport == nil {
 				return conn, err
 			}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -21,11 +22,13 @@ type ClientConn struct {
 	// W is a reusable write buffer for serializing requests.
 	W []byte
 
-	host      *Host
-	cluster   *Cluster
-	pool      *pool
-	requests  uint32
-	sni       string
+	host     *Host
+	cluster  *Cluster
+	pool     *pool
+	requests uint32
+	// opts are what the connection was made with (a waiter that takes
+	// over a closed connection's turn dials with the same).
+	opts      ConnOptions
 	idleSince time.Time
 	reused    bool
 }
@@ -41,6 +44,9 @@ type pool struct {
 	mu      sync.Mutex
 	idle    []*ClientConn
 	waiters []chan *ClientConn
+	// dead marks a per-downstream pool the sweep removed from its host
+	// (prunePools): it takes no connections back.
+	dead bool
 }
 
 // Errors from Acquire.
@@ -67,9 +73,22 @@ const idleCheckAfter = 500 * time.Millisecond
 // sni selects the pool of connections made with that TLS server name
 // (auto_sni); "" is the host's default pool.
 func (c *Cluster) Acquire(deadline time.Time, h *Host, sni string) (*ClientConn, error) {
-	p := h.poolFor(sni)
+	return c.AcquireWith(deadline, h, ConnOptions{SNI: sni})
+}
+
+// AcquireWith is Acquire of a connection made with o: the pool is the one
+// of o's SNI and, when the cluster sends PROXY protocol headers, of o's
+// downstream connection.
+func (c *Cluster) AcquireWith(deadline time.Time, h *Host, o ConnOptions) (*ClientConn, error) {
+	key := c.poolKey(o)
+	p := h.poolFor(key)
 	for {
 		p.mu.Lock()
+		if p.dead {
+			p.mu.Unlock()
+			p = h.poolFor(key)
+			continue
+		}
 		n := len(p.idle)
 		if n == 0 {
 			break
@@ -87,7 +106,7 @@ func (c *Cluster) Acquire(deadline time.Time, h *Host, sni string) (*ClientConn,
 	}
 	if c.cx.Load() < int64(c.breakers.maxConnections) {
 		p.mu.Unlock()
-		return c.dial(deadline, h, p, sni)
+		return c.dial(deadline, h, p, o)
 	}
 	setOpen(c.breakers.gauges.cxOpen, true)
 	// Pending: wait for a connection to come back.
@@ -140,14 +159,12 @@ func (c *Cluster) Acquire(deadline time.Time, h *Host, sni string) (*ClientConn,
 	}
 }
 
-func (c *Cluster) dial(deadline time.Time, h *Host, p *pool, sni string) (*ClientConn, error) {
+func (c *Cluster) dial(deadline time.Time, h *Host, p *pool, o ConnOptions) (*ClientConn, error) {
 	if n := c.cx.Add(1); c.breakers.trackRemaining {
 		c.breakers.gauges.remainingCx.Set(int64(c.breakers.maxConnections) - n)
 	}
 	start := time.Now()
-	d := net.Dialer{Timeout: c.connectTimeout, Deadline: deadline, KeepAliveConfig: c.keepAlive}
-	network, address := dialNetwork(h.Address)
-	conn, err := d.Dial(network, address)
+	conn, err := c.dialDeadline(deadline, h, o)
 	if err != nil {
 		c.cxDone()
 		c.Stats.cxConnectFail.Inc()
@@ -162,7 +179,8 @@ func (c *Cluster) dial(deadline time.Time, h *Host, p *pool, sni string) (*Clien
 	conn = netx.Wrap(conn)
 	if c.transport != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), c.connectTimeout)
-		conn, err = c.transport.Client(ctx, conn, sni)
+		ctx = WithDialInfo(ctx, &DialInfo{Host: h, ProxyProtocol: o.ProxyProtocol})
+		conn, err = c.transport.Client(ctx, conn, o.SNI)
 		cancel()
 		if err != nil {
 			c.cxDone()
@@ -177,7 +195,7 @@ func (c *Cluster) dial(deadline time.Time, h *Host, p *pool, sni string) (*Clien
 	c.Stats.cxActive.Inc()
 	h.stats.CxTotal.Add(1)
 	h.stats.CxActive.Add(1)
-	return &ClientConn{Conn: conn, R: http1.NewReader(conn), host: h, cluster: c, pool: p, sni: sni}, nil
+	return &ClientConn{Conn: conn, R: http1.NewReader(conn), host: h, cluster: c, pool: p, opts: o}, nil
 }
 
 // Release returns a connection after a request. reusable says the exchange
@@ -199,6 +217,11 @@ func (c *Cluster) Release(cc *ClientConn, reusable bool) {
 	cc.idleSince = time.Now()
 	p := cc.pool
 	p.mu.Lock()
+	if p.dead {
+		p.mu.Unlock()
+		c.closeConn(cc, true)
+		return
+	}
 	if len(p.waiters) > 0 {
 		ch := p.waiters[0]
 		p.waiters = p.waiters[1:]
@@ -223,7 +246,7 @@ func (c *Cluster) wakeWaiterToDial(old *ClientConn) {
 	p.waiters = p.waiters[1:]
 	p.mu.Unlock()
 	go func() {
-		cc, err := c.dial(time.Time{}, h, p, old.sni)
+		cc, err := c.dial(time.Time{}, h, p, old.opts)
 		if err != nil {
 			close(ch)
 			return
@@ -323,6 +346,28 @@ func (h *Host) poolFor(sni string) *pool {
 	}
 	p, _ := h.sniPools.LoadOrStore(sni, &pool{})
 	return p.(*pool)
+}
+
+// prunePools removes the host's per-downstream pools (PROXY protocol
+// clusters: one per downstream address pair; internal_upstream clusters
+// passing filter state: one per set of values) that hold nothing, so that
+// they do not pile up over the downstream connections' lifetimes. A
+// removed pool is marked dead under its lock: one being acquired from
+// is looked up again, a connection released to it is closed.
+func (h *Host) prunePools() {
+	h.sniPools.Range(func(k, v any) bool {
+		if !strings.Contains(k.(string), "\x00proxy:") && !strings.Contains(k.(string), "\x00fs:") {
+			return true
+		}
+		p := v.(*pool)
+		p.mu.Lock()
+		if len(p.idle) == 0 && len(p.waiters) == 0 {
+			p.dead = true
+			h.sniPools.Delete(k)
+		}
+		p.mu.Unlock()
+		return true
+	})
 }
 
 func (h *Host) allPools() []*pool {

@@ -94,6 +94,9 @@ func (c *Cluster) status() *adminv3.ClusterStatus {
 			Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(p)}}}}
 		if network, path := dialNetwork(h.Address); network == "unix" {
 			addr = &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: path}}}
+		} else if ia, ok := parseInternal(h.Address); ok {
+			addr = &corev3.Address{Address: &corev3.Address_EnvoyInternalAddress{EnvoyInternalAddress: &corev3.EnvoyInternalAddress{
+				AddressNameSpecifier: &corev3.EnvoyInternalAddress_ServerListenerName{ServerListenerName: ia.Listener}, EndpointId: ia.Endpoint}}}
 		}
 		hs := &adminv3.HostStatus{
 			Address:  addr,

@@ -35,7 +35,7 @@ func TestCustomResponse(t *testing.T) {
 	}
 	filterMatcher := `{matcher_list: {matchers: [
 	    {predicate: ` + pred("HttpResponseStatusCodeMatchInput", "403") + `, on_match: {action: {name: wrap, typed_config: {` + localPolicy + `, body_format: {text_format: "wrapped: %LOCAL_REPLY_BODY%"}}}}},
-	    {predicate: ` + pred("HttpResponseStatusCodeMatchInput", "503") + `, on_match: {action: {name: down, typed_config: {` + localPolicy + `, body: {inline_string: "down"}, body_format: {text_format: "service %LOCAL_REPLY_BODY%!"}}}}},
+	    {predicate: ` + pred("HttpResponseStatusCodeMatchInput", "503") + `, on_match: {action: {name: down, typed_config: {` + localPolicy + `, body: {inline_string: "down"}, body_format: {text_format: "service %LOCAL_REPLY_BODY%!"}, response_headers_to_add: [{header: {key: content-type, value: application/json}}]}}}},
 	    {predicate: ` + pred("HttpResponseStatusCodeClassMatchInput", "4xx") + `, on_match: {action: {name: client, typed_config: {` + localPolicy + `, body: {inline_string: "client error"}, status_code: 299, response_headers_to_add: [{header: {key: x-custom, value: "%REQ(:PATH)%"}}]}}}}]}}`
 	routeMatcher := `{matcher_list: {matchers: [{predicate: ` + pred("HttpResponseStatusCodeMatchInput", "404") + `, on_match: {action: {name: nf, typed_config: {` + localPolicy + `, body: {inline_string: "no such page"}}}}}]}}`
 	p := start(t, cfg{
@@ -57,7 +57,10 @@ func TestCustomResponse(t *testing.T) {
 	}{
 		{"GET", "/status/401", nil, 299, "client error", [2]string{"x-custom", "/status/401"}},
 		{"GET", "/status/404", nil, 299, "client error", [2]string{"x-upstream", ""}},
-		{"GET", "/status/503", nil, 503, "service down!", [2]string{"x-upstream", ""}},
+		// The policy's own content-type is kept (Envoy sets text/plain only
+		// when none is given).
+		{"GET", "/status/503", nil, 503, "service down!", [2]string{"content-type", "application/json"}},
+		{"GET", "/status/401", nil, 299, "client error", [2]string{"content-type", "text/plain"}},
 		{"GET", "/status/200", nil, 200, "upstream body", [2]string{"x-upstream", "yes"}},
 		{"GET", "/status/500", nil, 500, "upstream body", [2]string{"x-upstream", "yes"}},
 		{"GET", "/special/404", nil, 404, "no such page", [2]string{"x-custom", ""}},

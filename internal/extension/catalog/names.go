@@ -26,9 +26,12 @@ var configTypes = map[string]string{
 	"envoy.filters.http.fault":                                  "envoy.extensions.filters.http.fault.v3.HTTPFault",
 	"envoy.filters.http.header_to_metadata":                     "envoy.extensions.filters.http.header_to_metadata.v3.Config",
 	"envoy.filters.http.jwt_authn":                              "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+	"envoy.filters.http.grpc_http1_reverse_bridge":              "envoy.extensions.filters.http.grpc_http1_reverse_bridge.v3.FilterConfig",
+	"envoy.filters.http.grpc_stats":                             "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
 	"envoy.filters.http.match_delegate":                         "envoy.extensions.common.matching.v3.ExtensionWithMatcher",
 	"envoy.filters.http.set_metadata":                           "envoy.extensions.filters.http.set_metadata.v3.Config",
 	"envoy.resource_monitors.global_downstream_max_connections": "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+	"envoy.transport_sockets.upstream_proxy_protocol":           "envoy.extensions.transport_sockets.proxy_protocol.v3.ProxyProtocolUpstreamTransport",
 }
 
 // sided are the names whose config message depends on the side of the

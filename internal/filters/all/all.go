@@ -19,6 +19,8 @@ import (
 	_ "github.com/legateproxy/legate/internal/filters/http/ext_authz"
 	_ "github.com/legateproxy/legate/internal/filters/http/fault"
 	_ "github.com/legateproxy/legate/internal/filters/http/grpc_http1_bridge"
+	_ "github.com/legateproxy/legate/internal/filters/http/grpc_http1_reverse_bridge"
+	_ "github.com/legateproxy/legate/internal/filters/http/grpc_json_transcoder"
 	_ "github.com/legateproxy/legate/internal/filters/http/grpc_stats"
 	_ "github.com/legateproxy/legate/internal/filters/http/grpc_web"
 	_ "github.com/legateproxy/legate/internal/filters/http/header_mutation"
@@ -29,11 +31,29 @@ import (
 	_ "github.com/legateproxy/legate/internal/filters/http/local_ratelimit"
 	_ "github.com/legateproxy/legate/internal/filters/http/lua"
 	_ "github.com/legateproxy/legate/internal/filters/http/match_delegate"
+	_ "github.com/legateproxy/legate/internal/filters/http/ratelimit"
 	_ "github.com/legateproxy/legate/internal/filters/http/rbac"
 	_ "github.com/legateproxy/legate/internal/filters/http/set_filter_state"
 	_ "github.com/legateproxy/legate/internal/filters/http/set_metadata"
 
 	// Network filters (the HTTP connection manager registers itself in
 	// internal/hcm).
+	_ "github.com/legateproxy/legate/internal/filters/network/connection_limit"
+	_ "github.com/legateproxy/legate/internal/filters/network/direct_response"
+	_ "github.com/legateproxy/legate/internal/filters/network/echo"
+	_ "github.com/legateproxy/legate/internal/filters/network/ext_authz"
+	_ "github.com/legateproxy/legate/internal/filters/network/local_ratelimit"
+	_ "github.com/legateproxy/legate/internal/filters/network/ratelimit"
+	_ "github.com/legateproxy/legate/internal/filters/network/rbac"
+	_ "github.com/legateproxy/legate/internal/filters/network/sni_cluster"
 	_ "github.com/legateproxy/legate/internal/filters/network/tcp_proxy"
+
+	// Listener filters (tls_inspector, http_inspector and original_dst are
+	// built into internal/listener).
+	_ "github.com/legateproxy/legate/internal/filters/listener/local_ratelimit"
+	_ "github.com/legateproxy/legate/internal/filters/listener/proxy_protocol"
+
+	// Upstream transport sockets (raw_buffer and tls are in internal/tlsx).
+	_ "github.com/legateproxy/legate/internal/filters/transport_sockets/internal_upstream"
+	_ "github.com/legateproxy/legate/internal/filters/transport_sockets/upstream_proxy_protocol"
 )

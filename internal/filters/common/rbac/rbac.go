@@ -17,6 +17,7 @@ import (
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/legateproxy/legate/internal/config"
@@ -107,10 +108,18 @@ func Compile(r *rbacv3.RBAC, path string) (*Engine, error) {
 // CompileMatcher compiles the matcher form: actions are
 // envoy.config.rbac.v3.Action.
 func CompileMatcher(m *xdsmatcherv3.Matcher, path string) (*Engine, error) {
+	return CompileMatcherWith(m, path, nil)
+}
+
+// CompileMatcherWith is CompileMatcher with a check of every input's
+// decoded typed_config (at its path) before it compiles: the network RBAC
+// filter refuses inputs a connection does not have, as Envoy's
+// ActionValidationVisitor does. A nil input accepts every input.
+func CompileMatcherWith(m *xdsmatcherv3.Matcher, path string, input func(cfg proto.Message, path string) error) (*Engine, error) {
 	if m == nil {
 		return nil, nil
 	}
-	mt, err := matcher.Compile(m, path, func(tc *xdscorev3.TypedExtensionConfig, p string) (any, error) {
+	mt, err := matcher.CompileWith(m, path, matcher.Options{Input: input, Action: func(tc *xdscorev3.TypedExtensionConfig, p string) (any, error) {
 		r, err := extension.Lookup(extension.MatchingAction, tc.GetTypedConfig(), config.Join(p, "typed_config"))
 		if err != nil {
 			return nil, err
@@ -120,7 +129,7 @@ func CompileMatcher(m *xdsmatcherv3.Matcher, path string) (*Engine, error) {
 			return nil, config.Errorf(p, "RBAC matcher actions must be envoy.config.rbac.v3.Action")
 		}
 		return a, nil
-	})
+	}})
 	if err != nil {
 		return nil, err
 	}
@@ -250,8 +259,14 @@ func principal(p *rbacv3.Principal, path string) (rule, error) {
 	case *rbacv3.Principal_Authenticated_:
 		return authenticated(r.Authenticated, config.Join(path, "authenticated"))
 	case *rbacv3.Principal_SourceIp:
-		// Without PROXY protocol, the source is the socket's peer.
-		return ipRule(r.SourceIp, config.Join(path, "source_ip"), func(i *streaminfo.Info) netip.AddrPort { return i.DownstreamDirectRemote })
+		// The connection's remote address: a PROXY protocol header's
+		// source, not x-forwarded-for (Envoy's ConnectionRemote).
+		return ipRule(r.SourceIp, config.Join(path, "source_ip"), func(i *streaminfo.Info) netip.AddrPort {
+			if i.DownstreamConnRemote.IsValid() {
+				return i.DownstreamConnRemote
+			}
+			return i.DownstreamDirectRemote
+		})
 	case *rbacv3.Principal_DirectRemoteIp:
 		return ipRule(r.DirectRemoteIp, config.Join(path, "direct_remote_ip"), func(i *streaminfo.Info) netip.AddrPort { return i.DownstreamDirectRemote })
 	case *rbacv3.Principal_RemoteIp:
@@ -299,8 +314,12 @@ func authenticated(a *rbacv3.Principal_Authenticated, path string) (rule, error)
 		}
 	}
 	return func(c *Ctx) bool {
+		// As Envoy's AuthenticatedMatcher: any TLS connection is
+		// "authenticated" (connection.ssl() is set), with or without a
+		// client certificate; principal_name then matches the peer's SANs
+		// and subject, which are empty without one.
 		t := c.Info.DownstreamTLS
-		if t == nil || t.PeerCert == nil {
+		if t == nil {
 			return false
 		}
 		if m == nil {
@@ -480,4 +499,18 @@ func filterState(m *matcherv3.FilterStateMatcher, path string) (rule, error) {
 		v, ok := c.Info.FilterState[key]
 		return ok && v != nil && f(v.String())
 	}, err
+}
+
+// MetadataMatcher compiles an envoy.type.matcher.v3.MetadataMatcher over
+// dynamic metadata by namespace, as the engine's metadata rules match it,
+// for filters that gate on metadata (network ext_authz's
+// filter_enabled_metadata).
+func MetadataMatcher(m *matcherv3.MetadataMatcher, path string) (func(md map[string]*structpb.Struct) bool, error) {
+	r, err := metadata(m, path)
+	if err != nil {
+		return nil, err
+	}
+	return func(md map[string]*structpb.Struct) bool {
+		return r(&Ctx{Info: &streaminfo.Info{DynamicMetadata: md}})
+	}, nil
 }

@@ -76,6 +76,18 @@ func TestPermissionsAndPrincipals(t *testing.T) {
 			t.Errorf("%s: allowed=%v, want %v (%+v)", c.name, got.Allowed, c.allowed, got)
 		}
 	}
+	// As Envoy's AuthenticatedMatcher, a TLS connection without a client
+	// certificate is authenticated; a plain one is not.
+	noCert := &Ctx{Info: &streaminfo.Info{DownstreamTLS: &streaminfo.TLSInfo{}}}
+	if !engineOf(t, allow("{any: true}", "{authenticated: {}}")).Check(noCert).Allowed {
+		t.Error("authenticated: {} did not match a TLS connection without a client certificate")
+	}
+	if engineOf(t, allow("{any: true}", `{authenticated: {principal_name: {exact: "CN=client"}}}`)).Check(noCert).Allowed {
+		t.Error("principal_name matched a connection without a certificate")
+	}
+	if engineOf(t, allow("{any: true}", "{authenticated: {}}")).Check(&Ctx{Info: &streaminfo.Info{}}).Allowed {
+		t.Error("authenticated: {} matched a plain connection")
+	}
 	// Network context: header rules never match without a request.
 	if engineOf(t, allow(`{header: {name: x-role, present_match: true}}`, "{any: true}")).Check(&Ctx{Info: info}).Allowed {
 		t.Error("a header permission matched a connection")

@@ -19,11 +19,13 @@
 //     omit_empty_values is set, as in Envoy);
 //   - read_only is deprecated and has no effect (Envoy no longer checks
 //     read-only filter state: a later write replaces the object);
-//   - shared_with_upstream copies the object into the upstream connection's
-//     filter state, for internal upstream connections and
-//     %UPSTREAM_FILTER_STATE%, neither of which Legate has
-//     (envoy_internal_address endpoints and the operator are refused); a
-//     string object does not key the connection pool: it has no effect;
+//   - shared_with_upstream (ONCE or TRANSITIVE) shares the object with the
+//     upstream connection: an internal_upstream transport socket hands it
+//     to the internal listener the connection goes to (whose connection's
+//     filter state then holds it), and connections are pooled by its
+//     value, as Envoy hashes it into the pool key; the two modes are the
+//     same here (a passed object is not shared further), and
+//     %UPSTREAM_FILTER_STATE% is not implemented;
 //   - the typed_per_filter_config form (the same Config) applies after the
 //     filter's own values, least specific first (route configuration,
 //     virtual host, route, weighted cluster), so the most specific wins;
@@ -77,6 +79,8 @@ type value struct {
 	key         string
 	format      format.Entry
 	skipIfEmpty bool
+	// shared is shared_with_upstream other than NONE.
+	shared bool
 }
 
 // values is a compiled on_request_headers list (also the per-route config).
@@ -133,7 +137,8 @@ func compileValues(list []*commonv3.FilterStateValue, path string) (values, erro
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, value{key: key, format: f, skipIfEmpty: v.GetSkipIfEmpty()})
+		out = append(out, value{key: key, format: f, skipIfEmpty: v.GetSkipIfEmpty(),
+			shared: v.GetSharedWithUpstream() != commonv3.FilterStateValue_NONE})
 	}
 	return out, nil
 }
@@ -146,6 +151,8 @@ func (vs values) apply(info *streaminfo.Info) {
 			continue
 		}
 		info.SetFilterState(v.key, streaminfo.StringObject(s))
+		// A later write replaces the object with its own sharing.
+		info.ShareWithUpstream(v.key, v.shared)
 	}
 }
 

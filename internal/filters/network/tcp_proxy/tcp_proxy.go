@@ -1,10 +1,14 @@
 // Package tcp_proxy is envoy.filters.network.tcp_proxy: a terminal
 // network filter that connects each downstream connection to a host of a
 // cluster (by name or weighted), with connect attempts, an idle timeout,
-// access logs and Envoy's tcp.<stat_prefix>.* stats.
+// access logs and Envoy's tcp.<stat_prefix>.* stats; with tunneling_config
+// the connection goes as the payload of an HTTP CONNECT or POST
+// (tunnel.go).
 package tcp_proxy
 
 import (
+	"cmp"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"time"
@@ -18,6 +22,7 @@ import (
 	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/listener"
 	"github.com/legateproxy/legate/internal/netx"
+	"github.com/legateproxy/legate/internal/proxyproto"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/streaminfo"
 	"github.com/legateproxy/legate/internal/upstream"
@@ -33,7 +38,19 @@ type tcpProxyConfig struct {
 	accessLogs  []*accesslog.Logger
 	stats       tcpStats
 	hostname    string
+	// weighted is weighted_clusters: then the per-connection cluster
+	// (filter state) is not consulted, as Envoy's getRouteFromEntries.
+	weighted bool
+	manager  *upstream.Manager
+	// tunnel is tunneling_config (tunnel.go): nil proxies raw TCP.
+	tunnel *tunnelConfig
+	log    *slog.Logger
 }
+
+// ClusterKey is the filter-state key of a connection's pre-selected
+// cluster (Envoy's TcpProxy::PerConnectionCluster: sni_cluster and
+// set_filter_state set it); it overrides the configured cluster.
+const ClusterKey = "envoy.tcp_proxy.cluster"
 
 type tcpStats struct {
 	cxTotal, noRoute, idleTimeout, rxBytes, txBytes, connectFail *stats.Counter
@@ -49,10 +66,10 @@ func init() {
 
 func compileTCPProxy(t *tcpv3.TcpProxy, path string, d *listener.Context) (*tcpProxyConfig, error) {
 	if err := config.CheckFields(t, path, "stat_prefix", "cluster", "weighted_clusters", "idle_timeout", "access_log",
-		"max_connect_attempts", "access_log_flush_interval"); err != nil {
+		"max_connect_attempts", "access_log_flush_interval", "tunneling_config"); err != nil {
 		return nil, err
 	}
-	c := &tcpProxyConfig{idleTimeout: time.Hour, maxAttempts: 1, hostname: d.Hostname}
+	c := &tcpProxyConfig{idleTimeout: time.Hour, maxAttempts: 1, hostname: d.Hostname, manager: d.Clusters}
 	if t.GetIdleTimeout() != nil {
 		c.idleTimeout = t.GetIdleTimeout().AsDuration()
 	}
@@ -64,6 +81,7 @@ func compileTCPProxy(t *tcpv3.TcpProxy, path string, d *listener.Context) (*tcpP
 		c.clusters = []*upstream.Ref{d.Clusters.Ref(cs.Cluster)}
 		c.weights = []uint64{1}
 	case *tcpv3.TcpProxy_WeightedClusters:
+		c.weighted = true
 		for i, w := range cs.WeightedClusters.GetClusters() {
 			if err := config.CheckFields(w, config.Index(config.Join(path, "weighted_clusters.clusters"), i), "name", "weight"); err != nil {
 				return nil, err
@@ -85,6 +103,13 @@ func compileTCPProxy(t *tcpv3.TcpProxy, path string, d *listener.Context) (*tcpP
 			continue
 		}
 	}
+	if tc := t.GetTunnelingConfig(); tc != nil {
+		tn, err := compileTunnel(tc, config.Join(path, "tunneling_config"))
+		if err != nil {
+			return nil, err
+		}
+		c.tunnel, c.log = tn, cmp.Or(d.Log, slog.Default())
+	}
 	logs, err := d.AccessLogs(t.GetAccessLog(), config.Join(path, "access_log"))
 	if err != nil {
 		return nil, err
@@ -103,8 +128,17 @@ func compileTCPProxy(t *tcpv3.TcpProxy, path string, d *listener.Context) (*tcpP
 func (c *tcpProxyConfig) ServeConn(tc *listener.Conn) {
 	c.stats.cxTotal.Inc()
 	conn := tc.Conn
-	info := &streaminfo.Info{StartTime: time.Now(), DownstreamRemote: tc.Remote, DownstreamDirectRemote: tc.Remote,
-		DownstreamLocal: tc.Local, ConnectionID: tc.ID, Hostname: c.hostname, DownstreamTLS: tc.TLS, RequestedServerName: tc.SNI}
+	// The access log sees the connection's own record: what listener and
+	// network filters left in its dynamic metadata and filter state
+	// (proxy_protocol TLVs), as Envoy's tcp_proxy logs the connection's
+	// stream info.
+	direct := tc.DirectRemote
+	if !direct.IsValid() {
+		direct = tc.Remote
+	}
+	info := &streaminfo.Info{StartTime: time.Now(), DownstreamRemote: tc.Remote, DownstreamDirectRemote: direct, DownstreamConnRemote: tc.Remote,
+		DownstreamLocal: tc.Local, ConnectionID: tc.ID, Hostname: c.hostname, DownstreamTLS: tc.TLS, RequestedServerName: tc.SNI,
+		DynamicMetadata: tc.Metadata, FilterState: tc.FilterState}
 	defer func() {
 		info.Done = info.Since()
 		for _, l := range c.accessLogs {
@@ -123,12 +157,20 @@ func (c *tcpProxyConfig) ServeConn(tc *listener.Conn) {
 		}
 	}
 	cl := ref.Get()
+	if v, ok := tc.FilterState[ClusterKey]; ok && v != nil && !c.weighted {
+		// An unknown pre-selected cluster is no route, as Envoy.
+		cl = c.manager.Get(v.String())
+	}
 	if cl == nil {
 		c.stats.noRoute.Inc()
 		info.SetFlag(streaminfo.NoClusterFound)
 		return
 	}
 	info.UpstreamCluster = cl.Name
+	if c.tunnel != nil {
+		c.serveTunnel(tc, info, cl)
+		return
+	}
 	var up net.Conn
 	lb := &upstream.LBContext{OriginalDst: tc.Local} // for ORIGINAL_DST clusters
 	for a := 0; a < max(c.maxAttempts, 1); a++ {
@@ -139,7 +181,13 @@ func (c *tcpProxyConfig) ServeConn(tc *listener.Conn) {
 		}
 		info.UpstreamHost = h.Address
 		info.UpstreamRequestAttemptCount++
-		cc, err := cl.Acquire(time.Time{}, h, "")
+		// The upstream connection is made for this downstream one: a
+		// PROXY protocol transport socket announces its addresses.
+		var opts upstream.ConnOptions
+		if cl.SendsProxyProtocol() {
+			opts.ProxyProtocol = proxyproto.Downstream(tc.FilterState, tc.Remote, tc.Local)
+		}
+		cc, err := cl.AcquireWith(time.Time{}, h, opts)
 		if err == nil {
 			up = cc.Conn
 			h.HostStarted()

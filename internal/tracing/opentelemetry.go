@@ -1,0 +1,720 @@
+package tracing
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	detectorsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/tracers/opentelemetry/resource_detectors/v3"
+	samplersv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/tracers/opentelemetry/samplers/v3"
+	coltracev1 "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	commonv1 "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcev1 "go.opentelemetry.io/proto/otlp/resource/v1"
+	otlptracev1 "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/legateproxy/legate/internal/asyncclient"
+	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/extension"
+	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/runtime"
+	"github.com/legateproxy/legate/internal/stats"
+)
+
+func init() {
+	extension.Register(extension.Extension{Name: "envoy.tracers.opentelemetry", Category: extension.Tracer, Config: &tracev3.OpenTelemetryConfig{},
+		Factory: Factory(compileOTel),
+		Notes: "W3C trace context; OTLP/gRPC (envoy_grpc) and OTLP/HTTP protobuf export; resource detectors environment and static_config; " +
+			"sampler always_on only; no custom exporter, google_grpc or formatters in http_service headers"})
+}
+
+// The OpenTelemetry tracer's defaults (Envoy's).
+const (
+	// otelServiceName is service.name when service_name is empty.
+	otelServiceName = "unknown_service:envoy"
+	// otelMaxCache is max_cache_size's default: spans buffered for export.
+	otelMaxCache = 1024
+	// otelMinFlush and otelFlushInterval are the runtime defaults of
+	// tracing.opentelemetry.min_flush_spans and flush_interval_ms.
+	otelMinFlush      = 5
+	otelFlushInterval = 5000
+	// otelExportTimeout bounds an export whose grpc_service sets no
+	// timeout, so that a collector that never answers holds no export
+	// slot forever (spans pile up to max_cache_size, then drop).
+	otelExportTimeout = 5 * time.Second
+	// otelSDKName and otelScopeName are telemetry.sdk.name and the
+	// instrumentation scope's name, as Envoy sets them.
+	otelSDKName   = "envoy"
+	otelScopeName = "envoy"
+)
+
+// otelExporter sends one ExportTraceServiceRequest.
+type otelExporter interface {
+	export(req *coltracev1.ExportTraceServiceRequest)
+}
+
+// otel is the OpenTelemetry driver: W3C trace context propagation, spans
+// buffered (bounded by max_cache_size) and exported in batches over
+// OTLP, off the request path.
+type otel struct {
+	exp      otelExporter
+	resource *resourcev1.Resource
+	scope    *commonv1.InstrumentationScope
+	alwaysOn bool
+	maxCache int
+	rt       *runtime.Loader
+	log      *slog.Logger
+
+	mu      sync.Mutex
+	pending []*otlptracev1.Span
+	running bool
+	kick    chan struct{}
+
+	sent, timerFlushed, dropped *stats.Counter
+}
+
+// compileOTel compiles an OpenTelemetryConfig: every field Envoy knows is
+// implemented or refused here with its path, none is ignored.
+func compileOTel(ctx *Context, msg proto.Message, path string) (Driver, error) {
+	c := msg.(*tracev3.OpenTelemetryConfig)
+	if err := config.CheckFields(c, path, "grpc_service", "http_service", "service_name", "resource_detectors", "sampler",
+		"max_cache_size", "set_telemetry_sdk_resource_attributes", "set_service_name_resource_attribute", "set_instrumentation_scope"); err != nil {
+		return nil, err
+	}
+	if c.GetGrpcService() != nil && c.GetHttpService() != nil {
+		return nil, config.Errorf(path, "OpenTelemetry Tracer cannot have both gRPC and HTTP exporters configured")
+	}
+	log := ctx.Log
+	if log == nil {
+		log = slog.Default()
+	}
+	sc := ctx.Stats.Scope("tracing.opentelemetry.")
+	o := &otel{maxCache: otelMaxCache, rt: ctx.Runtime, log: log, kick: make(chan struct{}, 1),
+		sent: sc.Counter("spans_sent"), timerFlushed: sc.Counter("timer_flushed"), dropped: sc.Counter("spans_dropped")}
+	if v := c.GetMaxCacheSize(); v != nil {
+		o.maxCache = int(v.GetValue())
+	}
+	var err error
+	switch {
+	case c.GetGrpcService() != nil:
+		o.exp, err = compileOTLPGRPC(ctx, c.GetGrpcService(), config.Join(path, "grpc_service"), log)
+	case c.GetHttpService() != nil:
+		o.exp, err = compileOTLPHTTP(ctx, c.GetHttpService(), config.Join(path, "http_service"), sc, log)
+	default:
+		// Envoy's docs: leaving both empty disables reporting.
+		log.Warn("the OpenTelemetry tracer has no exporter (grpc_service or http_service): its spans are not reported", "path", path)
+	}
+	if err != nil {
+		return nil, err
+	}
+	attrs, err := otelResource(c, path)
+	if err != nil {
+		return nil, err
+	}
+	o.resource = &resourcev1.Resource{Attributes: attrs}
+	if c.GetSetInstrumentationScope() == nil || c.GetSetInstrumentationScope().GetValue() {
+		o.scope = &commonv1.InstrumentationScope{Name: otelScopeName, Version: legateVersion()}
+	}
+	if s := c.GetSampler(); s != nil {
+		sp := config.Join(path, "sampler")
+		cfg, err := s.GetTypedConfig().UnmarshalNew()
+		if err != nil {
+			return nil, config.Errorf(config.Join(sp, "typed_config"), "%v", err)
+		}
+		switch cfg.(type) {
+		case *samplersv3.AlwaysOnSamplerConfig:
+			o.alwaysOn = true
+		default:
+			return nil, config.Unsupported(config.Join(sp, "typed_config"), "the sampler "+string(cfg.ProtoReflect().Descriptor().FullName()),
+				"envoy.tracers.opentelemetry.samplers.always_on")
+		}
+	}
+	return o, nil
+}
+
+// otelResource builds the resource attributes as Envoy's resource
+// provider does: service.name and telemetry.sdk.*, then each resource
+// detector's attributes in order, a later one overriding an earlier one.
+func otelResource(c *tracev3.OpenTelemetryConfig, path string) ([]*commonv1.KeyValue, error) {
+	attrs := map[string]string{}
+	if c.GetSetServiceNameResourceAttribute() == nil || c.GetSetServiceNameResourceAttribute().GetValue() {
+		attrs["service.name"] = or(c.GetServiceName(), otelServiceName)
+	}
+	if c.GetSetTelemetrySdkResourceAttributes() == nil || c.GetSetTelemetrySdkResourceAttributes().GetValue() {
+		// Envoy says cpp; this SDK is written in Go.
+		attrs["telemetry.sdk.language"] = "go"
+		attrs["telemetry.sdk.name"] = otelSDKName
+		attrs["telemetry.sdk.version"] = legateVersion()
+	}
+	for i, d := range c.GetResourceDetectors() {
+		dp := config.Index(config.Join(path, "resource_detectors"), i)
+		cfg, err := d.GetTypedConfig().UnmarshalNew()
+		if err != nil {
+			return nil, config.Errorf(config.Join(dp, "typed_config"), "%v", err)
+		}
+		switch dc := cfg.(type) {
+		case *detectorsv3.EnvironmentResourceDetectorConfig:
+			for k, v := range parseResourceAttributes(os.Getenv("OTEL_RESOURCE_ATTRIBUTES")) {
+				attrs[k] = v
+			}
+		case *detectorsv3.StaticConfigResourceDetectorConfig:
+			for k, v := range dc.GetAttributes() {
+				attrs[k] = v
+			}
+		default:
+			return nil, config.Unsupported(config.Join(dp, "typed_config"), "the resource detector "+string(cfg.ProtoReflect().Descriptor().FullName()),
+				"envoy.tracers.opentelemetry.resource_detectors.environment", "envoy.tracers.opentelemetry.resource_detectors.static_config")
+		}
+	}
+	keys := make([]string, 0, len(attrs))
+	for k := range attrs {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	kvs := make([]*commonv1.KeyValue, 0, len(keys))
+	for _, k := range keys {
+		kvs = append(kvs, stringKV(k, attrs[k]))
+	}
+	return kvs, nil
+}
+
+// parseResourceAttributes reads OTEL_RESOURCE_ATTRIBUTES: comma separated
+// key=value pairs, values percent-encoded (the OpenTelemetry SDK
+// environment spec). A malformed pair is skipped.
+func parseResourceAttributes(s string) map[string]string {
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if !ok || k == "" {
+			continue
+		}
+		if dv, err := percentDecode(v); err == nil {
+			v = dv
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func percentDecode(s string) (string, error) {
+	if !strings.Contains(s, "%") {
+		return s, nil
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '%' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+2 >= len(s) {
+			return "", fmt.Errorf("truncated escape in %q", s)
+		}
+		v, err := hex.DecodeString(s[i+1 : i+3])
+		if err != nil {
+			return "", fmt.Errorf("bad escape in %q: %w", s, err)
+		}
+		b.Write(v)
+		i += 2
+	}
+	return b.String(), nil
+}
+
+// legateVersion is telemetry.sdk.version and the scope's version.
+func legateVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+func stringKV(k, v string) *commonv1.KeyValue {
+	return &commonv1.KeyValue{Key: k, Value: &commonv1.AnyValue{Value: &commonv1.AnyValue_StringValue{StringValue: v}}}
+}
+
+func (o *otel) spawnsChildren() {}
+
+// otelSpan is one span. It is a plain struct until it is finished: an
+// unsampled span allocates no protobuf.
+type otelSpan struct {
+	o                *otel
+	traceID          [16]byte
+	id, parent       [8]byte
+	hasParent        bool
+	sampled          bool
+	kind             otlptracev1.Span_SpanKind
+	name, traceState string
+	start            time.Time
+	attrs            []*commonv1.KeyValue
+	status           otlptracev1.Status_StatusCode
+	finished         bool
+}
+
+// Start reads the W3C trace context (traceparent, tracestate) and begins
+// the span: in the caller's trace, as a child of its span, when the
+// traceparent is valid; as a new trace's root otherwise. A malformed
+// traceparent is ignored, and the tracestate with it, as the W3C Trace
+// Context spec says (Envoy answers it with a span that traces nothing).
+func (o *otel) Start(req *headers.Request, name string, egress, sampled bool) Span {
+	s := &otelSpan{o: o, name: strings.Clone(name), start: time.Now(), kind: otlptracev1.Span_SPAN_KIND_SERVER}
+	if egress {
+		s.kind = otlptracev1.Span_SPAN_KIND_CLIENT
+	}
+	s.id = newSpanID()
+	// Two traceparent fields are as malformed as one bad one.
+	if tp, ok := ParseTraceparent(req.Map.Get("traceparent")); ok && len(req.Map.Values("traceparent")) == 1 {
+		s.traceID, s.parent, s.hasParent = tp.TraceID, tp.SpanID, true
+		// The caller's decision, unless the connection manager said no
+		// (Envoy's applyTracingDecision); the always_on sampler samples
+		// whatever the caller said.
+		s.sampled = tp.Sampled && sampled
+		if o.alwaysOn {
+			s.sampled = sampled
+		}
+		// Several tracestate fields are one list (RFC 7230 3.2.2).
+		s.traceState = strings.Clone(strings.Join(req.Map.Values("tracestate"), ","))
+	} else {
+		s.traceID = newTraceID()
+		s.sampled = sampled
+	}
+	return s
+}
+
+// Traceparent is a parsed W3C traceparent header.
+type Traceparent struct {
+	TraceID [16]byte
+	SpanID  [8]byte
+	Sampled bool
+}
+
+// ParseTraceparent parses a W3C traceparent header
+// ("00-<32 hex trace-id>-<16 hex parent-id>-<2 hex flags>"), reporting
+// false for a malformed one: wrong length or separators, hex that is not
+// lower case, an all-zero trace or parent id, version ff, or version 00
+// with anything after the flags. A later version may append fields after
+// a '-' (the spec's forward compatibility).
+func ParseTraceparent(v string) (Traceparent, bool) {
+	var tp Traceparent
+	if len(v) < 55 || v[2] != '-' || v[35] != '-' || v[52] != '-' {
+		return tp, false
+	}
+	ver, tid, sid, flags := v[0:2], v[3:35], v[36:52], v[53:55]
+	if !lowerHex(ver) || !lowerHex(tid) || !lowerHex(sid) || !lowerHex(flags) || ver == "ff" {
+		return tp, false
+	}
+	if len(v) > 55 && (ver == "00" || v[55] != '-') {
+		return tp, false
+	}
+	hex.Decode(tp.TraceID[:], []byte(tid))
+	hex.Decode(tp.SpanID[:], []byte(sid))
+	if tp.TraceID == [16]byte{} || tp.SpanID == [8]byte{} {
+		return tp, false
+	}
+	f, _ := strconv.ParseUint(flags, 16, 8)
+	tp.Sampled = f&1 == 1
+	return tp, true
+}
+
+func lowerHex(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func newTraceID() (id [16]byte) {
+	for id == [16]byte{} {
+		putUint64(id[:8], rand.Uint64())
+		putUint64(id[8:], rand.Uint64())
+	}
+	return id
+}
+
+func newSpanID() (id [8]byte) {
+	for id == [8]byte{} {
+		putUint64(id[:], rand.Uint64())
+	}
+	return id
+}
+
+func putUint64(b []byte, v uint64) {
+	for i := 7; i >= 0; i-- {
+		b[i] = byte(v)
+		v >>= 8
+	}
+}
+
+// Inject writes traceparent (version 00, this span as the parent) and the
+// tracestate it carries.
+func (s *otelSpan) Inject(m *headers.Map) {
+	flags := "00"
+	if s.sampled {
+		flags = "01"
+	}
+	m.Set("traceparent", "00-"+hex.EncodeToString(s.traceID[:])+"-"+hex.EncodeToString(s.id[:])+"-"+flags)
+	if s.traceState != "" {
+		m.Set("tracestate", s.traceState)
+	} else {
+		m.Del("tracestate")
+	}
+}
+
+// SpawnChild starts the upstream request's span: a client span of the
+// same trace, this span its parent, with its sampling and tracestate.
+func (s *otelSpan) SpawnChild(name string) Span {
+	return &otelSpan{o: s.o, traceID: s.traceID, id: newSpanID(), parent: s.id, hasParent: true, sampled: s.sampled,
+		kind: otlptracev1.Span_SPAN_KIND_CLIENT, name: strings.Clone(name), traceState: s.traceState, start: time.Now()}
+}
+
+// SetOperation renames the span.
+func (s *otelSpan) SetOperation(name string) { s.name = strings.Clone(name) }
+
+// SetTag records a string attribute (a key set twice keeps the last
+// value) and derives the span's status as Envoy does: http.status_code
+// 5xx is an error, and so is 4xx on a client span; grpc.status_code maps
+// as the OpenTelemetry semantic conventions say. Values are copied: spans
+// are exported after the request's header bytes were reused.
+func (s *otelSpan) SetTag(k, v string) {
+	if k == "" {
+		return
+	}
+	switch k {
+	case "http.status_code":
+		if code, err := strconv.Atoi(v); err == nil && (code >= 500 || (code >= 400 && s.kind == otlptracev1.Span_SPAN_KIND_CLIENT)) {
+			s.status = otlptracev1.Status_STATUS_CODE_ERROR
+		}
+	case "grpc.status_code":
+		s.status = grpcStatusCode(s.kind, v)
+	}
+	for _, kv := range s.attrs {
+		if kv.Key == k {
+			kv.Value.Value = &commonv1.AnyValue_StringValue{StringValue: strings.Clone(v)}
+			return
+		}
+	}
+	s.attrs = append(s.attrs, stringKV(strings.Clone(k), strings.Clone(v)))
+}
+
+// grpcStatusCode maps a gRPC status to the span status
+// (https://opentelemetry.io/docs/specs/semconv/rpc/grpc/#grpc-status):
+// any non-OK code is an error on a client span; on a server span only
+// UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE and
+// DATA_LOSS are.
+func grpcStatusCode(kind otlptracev1.Span_SpanKind, v string) otlptracev1.Status_StatusCode {
+	code, err := strconv.ParseUint(v, 10, 32)
+	if err != nil {
+		return otlptracev1.Status_STATUS_CODE_UNSET
+	}
+	if kind == otlptracev1.Span_SPAN_KIND_CLIENT {
+		if code == 0 {
+			return otlptracev1.Status_STATUS_CODE_UNSET
+		}
+		return otlptracev1.Status_STATUS_CODE_ERROR
+	}
+	switch code {
+	case 2, 4, 12, 13, 14, 15:
+		return otlptracev1.Status_STATUS_CODE_ERROR
+	}
+	return otlptracev1.Status_STATUS_CODE_UNSET
+}
+
+// Sampled says the span is exported.
+func (s *otelSpan) Sampled() bool { return s.sampled }
+
+// Finish ends the span and queues a sampled one for export.
+func (s *otelSpan) Finish() {
+	if s.finished {
+		return
+	}
+	s.finished = true
+	if !s.sampled {
+		return
+	}
+	sp := &otlptracev1.Span{
+		TraceId: append([]byte(nil), s.traceID[:]...), SpanId: append([]byte(nil), s.id[:]...),
+		TraceState: s.traceState, Name: s.name, Kind: s.kind,
+		StartTimeUnixNano: uint64(s.start.UnixNano()), EndTimeUnixNano: uint64(time.Now().UnixNano()),
+		Attributes: s.attrs,
+	}
+	if s.hasParent {
+		sp.ParentSpanId = append([]byte(nil), s.parent[:]...)
+	}
+	if s.status != otlptracev1.Status_STATUS_CODE_UNSET {
+		sp.Status = &otlptracev1.Status{Code: s.status}
+	}
+	s.o.add(sp)
+}
+
+// add buffers a finished span. The buffer holds max_cache_size spans:
+// beyond that spans are dropped (spans_dropped), so a collector that is
+// slow or gone costs memory up to that bound and never blocks a request.
+// min_flush_spans buffered spans are sent at once, the rest every
+// flush_interval_ms; one export runs at a time.
+func (o *otel) add(sp *otlptracev1.Span) {
+	o.mu.Lock()
+	if len(o.pending) >= o.maxCache {
+		o.mu.Unlock()
+		o.dropped.Inc()
+		return
+	}
+	o.pending = append(o.pending, sp)
+	n := len(o.pending)
+	if !o.running {
+		o.running = true
+		go o.loop()
+	}
+	o.mu.Unlock()
+	if n >= o.minFlush() {
+		select {
+		case o.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (o *otel) minFlush() int {
+	return int(max(o.rt.Snapshot().Integer("tracing.opentelemetry.min_flush_spans", otelMinFlush), 1))
+}
+
+func (o *otel) flushInterval() time.Duration {
+	return time.Duration(max(o.rt.Snapshot().Integer("tracing.opentelemetry.flush_interval_ms", otelFlushInterval), 1)) * time.Millisecond
+}
+
+// loop exports batches: when min_flush_spans are buffered and when the
+// flush timer fires. It runs while spans are buffered and ends once a
+// timer tick finds none, so an idle tracer (or one replaced by a config
+// update) holds no goroutine.
+func (o *otel) loop() {
+	timer := time.NewTimer(o.flushInterval())
+	defer timer.Stop()
+	for {
+		byTimer := false
+		select {
+		case <-o.kick:
+		case <-timer.C:
+			byTimer = true
+		}
+		o.mu.Lock()
+		var batch []*otlptracev1.Span
+		if byTimer || len(o.pending) >= o.minFlush() {
+			batch, o.pending = o.pending, nil
+		}
+		if byTimer && len(batch) == 0 {
+			o.running = false
+			o.mu.Unlock()
+			return
+		}
+		o.mu.Unlock()
+		if byTimer {
+			o.timerFlushed.Inc()
+			timer.Reset(o.flushInterval())
+		}
+		if len(batch) > 0 {
+			o.flush(batch)
+		}
+	}
+}
+
+// flush exports one batch as one ResourceSpans (the tracer's resource)
+// with one ScopeSpans.
+func (o *otel) flush(batch []*otlptracev1.Span) {
+	if o.exp == nil {
+		return
+	}
+	req := &coltracev1.ExportTraceServiceRequest{ResourceSpans: []*otlptracev1.ResourceSpans{{
+		Resource:   o.resource,
+		ScopeSpans: []*otlptracev1.ScopeSpans{{Scope: o.scope, Spans: batch}},
+	}}}
+	o.sent.Add(uint64(len(batch)))
+	o.exp.export(req)
+}
+
+// otlpGRPC exports with TraceService.Export over an envoy_grpc cluster.
+type otlpGRPC struct {
+	async              *asyncclient.Client
+	cluster, authority string
+	timeout            time.Duration
+	md                 metadata.MD
+	log                *slog.Logger
+}
+
+func compileOTLPGRPC(ctx *Context, gs *corev3.GrpcService, path string, log *slog.Logger) (otelExporter, error) {
+	if err := config.CheckFields(gs, path, "envoy_grpc", "timeout", "initial_metadata"); err != nil {
+		return nil, err
+	}
+	// google_grpc is refused by CheckFields above.
+	eg := gs.GetEnvoyGrpc()
+	if eg == nil {
+		return nil, config.Errorf(path, "envoy_grpc is required")
+	}
+	if err := config.CheckFields(eg, config.Join(path, "envoy_grpc"), "cluster_name", "authority"); err != nil {
+		return nil, err
+	}
+	if eg.GetClusterName() == "" {
+		return nil, config.Errorf(config.Join(config.Join(path, "envoy_grpc"), "cluster_name"), "a cluster is required")
+	}
+	e := &otlpGRPC{async: ctx.Async, cluster: eg.GetClusterName(), authority: eg.GetAuthority(), timeout: otelExportTimeout, md: metadata.MD{}, log: log}
+	if t := gs.GetTimeout(); t != nil && t.AsDuration() > 0 {
+		e.timeout = t.AsDuration()
+	}
+	for _, m := range gs.GetInitialMetadata() {
+		e.md.Append(headers.Lower(m.GetKey()), m.GetValue())
+	}
+	return e, nil
+}
+
+// export runs in the tracer's flush loop, never on a request's path.
+// Envoy counts no failure of gRPC exports; they are logged.
+func (e *otlpGRPC) export(req *coltracev1.ExportTraceServiceRequest) {
+	ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
+	defer cancel()
+	if len(e.md) > 0 {
+		ctx = metadata.NewOutgoingContext(ctx, e.md)
+	}
+	cc, err := e.async.GRPC(e.cluster, e.authority)
+	if err == nil {
+		_, err = coltracev1.NewTraceServiceClient(cc).Export(ctx, req)
+	}
+	if err != nil {
+		e.log.Debug("OpenTelemetry gRPC export failed", "cluster", e.cluster, "error", err)
+	}
+}
+
+// otlpHTTP POSTs OTLP/HTTP protobuf to an http_service.
+type otlpHTTP struct {
+	async                    *asyncclient.Client
+	cluster, host, path      string
+	timeout                  time.Duration
+	headers                  []otelHeader
+	log                      *slog.Logger
+	reportsSent, success, ko *stats.Counter
+}
+
+type otelHeader struct {
+	name, value string
+	action      corev3.HeaderValueOption_HeaderAppendAction
+}
+
+func compileOTLPHTTP(ctx *Context, hs *corev3.HttpService, path string, sc stats.Scope, log *slog.Logger) (otelExporter, error) {
+	if err := config.CheckFields(hs, path, "http_uri", "request_headers_to_add"); err != nil {
+		return nil, err
+	}
+	up := config.Join(path, "http_uri")
+	u := hs.GetHttpUri()
+	if err := config.CheckFields(u, up, "uri", "cluster", "timeout"); err != nil {
+		return nil, err
+	}
+	if u.GetCluster() == "" {
+		return nil, config.Errorf(config.Join(up, "cluster"), "a cluster is required")
+	}
+	e := &otlpHTTP{async: ctx.Async, cluster: u.GetCluster(), timeout: u.GetTimeout().AsDuration(), log: log,
+		reportsSent: sc.Counter("http_reports_sent"), success: sc.Counter("http_reports_success"), ko: sc.Counter("http_reports_failed")}
+	if u.GetTimeout() == nil || e.timeout <= 0 {
+		return nil, config.Errorf(config.Join(up, "timeout"), "a timeout greater than 0 is required")
+	}
+	e.host, e.path = hostPath(u.GetUri())
+	for i, h := range hs.GetRequestHeadersToAdd() {
+		hp := config.Index(config.Join(path, "request_headers_to_add"), i)
+		if err := config.CheckFields(h, hp, "header", "append_action"); err != nil {
+			return nil, err
+		}
+		name, value := headers.Lower(h.GetHeader().GetKey()), h.GetHeader().GetValue()
+		if name == "" || strings.HasPrefix(name, ":") {
+			return nil, config.Errorf(config.Join(hp, "header.key"), "invalid header name %q", h.GetHeader().GetKey())
+		}
+		if strings.Contains(value, "%") {
+			return nil, config.Unsupported(config.Join(hp, "header.value"), "substitution formatters in OTLP export headers")
+		}
+		if len(h.GetHeader().GetRawValue()) > 0 {
+			return nil, config.Unsupported(config.Join(hp, "header.raw_value"), "raw_value")
+		}
+		e.headers = append(e.headers, otelHeader{name: name, value: value, action: h.GetAppendAction()})
+	}
+	return e, nil
+}
+
+// hostPath splits an http_uri's uri as Envoy's
+// Http::Utility::extractHostPathFromUri: the authority after "://" (or
+// from the start), the path from the first '/' after it ("/" if none).
+func hostPath(uri string) (host, path string) {
+	if i := strings.Index(uri, "://"); i >= 0 {
+		uri = uri[i+3:]
+	}
+	if i := strings.IndexByte(uri, '/'); i >= 0 {
+		return uri[:i], uri[i:]
+	}
+	return uri, "/"
+}
+
+// export POSTs the batch (OTLP/HTTP, binary protobuf), in the tracer's
+// flush loop. As Envoy, a response of any status counts as
+// http_reports_success (a status other than 2xx is logged), a request
+// that got no response as http_reports_failed.
+func (e *otlpHTTP) export(req *coltracev1.ExportTraceServiceRequest) {
+	body, err := proto.Marshal(req)
+	if err != nil {
+		e.log.Warn("OpenTelemetry export: cannot encode the request", "error", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
+	defer cancel()
+	hr, err := http.NewRequestWithContext(ctx, "POST", "http://"+e.host+e.path, bytes.NewReader(body))
+	if err != nil {
+		e.ko.Inc()
+		return
+	}
+	hr.Host = e.host
+	hr.Header.Set("Content-Type", "application/x-protobuf")
+	// The OTLP exporter spec's User-Agent, as Envoy's.
+	hr.Header.Set("User-Agent", "OTel-OTLP-Exporter-Envoy/"+legateVersion())
+	for _, h := range e.headers {
+		k := http.CanonicalHeaderKey(h.name)
+		_, exists := hr.Header[k]
+		switch h.action {
+		case corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD:
+			hr.Header.Add(k, h.value)
+		case corev3.HeaderValueOption_ADD_IF_ABSENT:
+			if !exists {
+				hr.Header.Set(k, h.value)
+			}
+		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD:
+			hr.Header.Set(k, h.value)
+		case corev3.HeaderValueOption_OVERWRITE_IF_EXISTS:
+			if exists {
+				hr.Header.Set(k, h.value)
+			}
+		}
+	}
+	e.reportsSent.Inc()
+	resp, err := e.async.Do(ctx, e.cluster, hr)
+	if err != nil {
+		e.ko.Inc()
+		e.log.Debug("OpenTelemetry HTTP export failed", "cluster", e.cluster, "error", err)
+		return
+	}
+	// Read the (small) answer so the connection can serve the next export.
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	e.success.Inc()
+	if resp.StatusCode/100 != 2 {
+		e.log.Warn("OpenTelemetry HTTP export: the collector answered "+strconv.Itoa(resp.StatusCode), "cluster", e.cluster)
+	}
+}
