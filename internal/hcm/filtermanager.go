@@ -260,7 +260,7 @@ func (s *stream) pumpBody() error {
 			for k := range m.slots {
 				if sl := &m.slots[k]; sl.decT != nil {
 					sl.decT.DecodeTrailers(t)
-					if s.respStarted {
+					if s.replied {
 						return errFilterReplied
 					}
 				}
@@ -279,7 +279,10 @@ func (s *stream) decodeDataFrom(start int, data []byte, end bool) error {
 		if sl.decD != nil {
 			sl.buf.Append(data)
 			st := sl.decD.DecodeData(&sl.buf, end)
-			if s.respStarted {
+			// Only a filter's own answer ends the request body: a proxied
+			// response may stream while the client still sends (gRPC
+			// bidirectional streams).
+			if s.replied {
 				return errFilterReplied
 			}
 			if !end {

@@ -200,3 +200,46 @@ func TestGRPCStats(t *testing.T) {
 		}
 	}
 }
+
+// A decoder filter (grpc_stats reads request messages) on a bidirectional
+// stream whose answers start before the client is done: each message is
+// answered before the next is sent. The request body must keep flowing
+// after the response started (it used to end with "a filter answered the
+// request" and a stream without trailers).
+func TestGRPCStatsBidiPingPong(t *testing.T) {
+	addr, _ := startGRPCStatsBackend(t)
+	h2 := "typed_extension_protocol_options: {envoy.extensions.upstreams.http.v3.HttpProtocolOptions: {'@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions, explicit_http_config: {http2_protocol_options: {}}}}"
+	p := start(t, cfg{
+		hcm: `http_filters: [{name: envoy.filters.http.grpc_stats, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.grpc_stats.v3.FilterConfig, stats_for_all_methods: true}},
+		  {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]`,
+		vhosts:   vhost("{match: {prefix: /, grpc: {}}, route: {cluster: grpc, timeout: 5s}}"),
+		clusters: "[" + staticCluster("grpc", h2, addr) + "]",
+	})
+	cc, err := grpc.NewClient(p.Addr("http"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := cc.NewStream(ctx, &grpc.StreamDesc{StreamName: "Chat", ClientStreams: true, ServerStreams: true}, "/test.Echo/Chat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 4; i++ {
+		if err := st.SendMsg(&healthpb.HealthCheckRequest{Service: fmt.Sprint(i)}); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+		var m healthpb.HealthCheckResponse
+		if err := st.RecvMsg(&m); err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+	}
+	st.CloseSend()
+	if err := st.RecvMsg(&healthpb.HealthCheckResponse{}); !errors.Is(err, io.EOF) {
+		t.Fatalf("end of stream: %v, want a clean end (trailers with status OK)", err)
+	}
+	if got := p.Stat(t, "cluster.grpc.grpc.test.Echo.Chat.request_message_count"); got != 4 {
+		t.Errorf("request_message_count = %d, want 4", got)
+	}
+}
