@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -146,39 +145,17 @@ func (j *Jaeger) Stop() {
 
 func (j *Jaeger) waitReady(timeout time.Duration) error {
 	c := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		select {
-		case <-j.done:
-			return fmt.Errorf("it exited")
-		default:
+	return pollReady(j.done, timeout, func() error {
+		if _, err := httpGet(c, "http://"+j.QueryAddr+"/api/services"); err != nil {
+			return err
 		}
-		last = func() error {
-			resp, err := c.Get("http://" + j.QueryAddr + "/api/services")
-			if err != nil {
+		for _, a := range []string{j.OTLPGRPCAddr, j.OTLPHTTPAddr} {
+			if err := tcpAccepts(a); err != nil {
 				return err
 			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				return fmt.Errorf("/api/services answered %d", resp.StatusCode)
-			}
-			for _, a := range []string{j.OTLPGRPCAddr, j.OTLPHTTPAddr} {
-				conn, err := net.DialTimeout("tcp", a, time.Second)
-				if err != nil {
-					return err
-				}
-				conn.Close()
-			}
-			return nil
-		}()
-		if last == nil {
-			return nil
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return last
+		return nil
+	})
 }
 
 // JaegerTrace is a trace as the query API returns it.

@@ -164,48 +164,21 @@ func (s *RateLimitService) Stop() {
 // and shows every domain, and its gRPC port accepts connections.
 func (s *RateLimitService) waitReady(domains []string, timeout time.Duration) error {
 	c := &http.Client{Timeout: time.Second}
-	deadline := time.Now().Add(timeout)
-	var last error
-	for time.Now().Before(deadline) {
-		select {
-		case <-s.rlsDone:
-			return fmt.Errorf("it exited")
-		default:
+	return pollReady(s.rlsDone, timeout, func() error {
+		if _, err := httpGet(c, "http://"+s.HTTPAddr+"/healthcheck"); err != nil {
+			return err
 		}
-		last = func() error {
-			resp, err := c.Get("http://" + s.HTTPAddr + "/healthcheck")
-			if err != nil {
-				return err
-			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode != 200 {
-				return fmt.Errorf("/healthcheck answered %d", resp.StatusCode)
-			}
-			resp, err = c.Get("http://" + s.DebugAddr + "/rlconfig")
-			if err != nil {
-				return err
-			}
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			for _, d := range domains {
-				if !strings.Contains(string(b), d) {
-					return fmt.Errorf("domain %q not loaded yet (/rlconfig: %q)", d, b)
-				}
-			}
-			conn, err := net.DialTimeout("tcp", s.GRPCAddr, time.Second)
-			if err != nil {
-				return err
-			}
-			conn.Close()
-			return nil
-		}()
-		if last == nil {
-			return nil
+		b, err := httpGet(c, "http://"+s.DebugAddr+"/rlconfig")
+		if err != nil {
+			return err
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return last
+		for _, d := range domains {
+			if !strings.Contains(string(b), d) {
+				return fmt.Errorf("domain %q not loaded yet (/rlconfig: %q)", d, b)
+			}
+		}
+		return tcpAccepts(s.GRPCAddr)
+	})
 }
 
 // waitRedis waits until redis answers PING.
