@@ -473,7 +473,7 @@ func (c *compiler) routeAction(a *routev3.RouteAction, path string, m *Match) (*
 		"prefix_rewrite", "regex_rewrite", "host_rewrite_literal", "auto_host_rewrite", "host_rewrite_header",
 		"host_rewrite_path_regex", "timeout", "idle_timeout", "retry_policy", "request_mirror_policies", "hash_policy",
 		"upgrade_configs", "max_grpc_timeout", "grpc_timeout_offset", "append_x_forwarded_host", "priority",
-		"max_stream_duration", "cors", "rate_limits", "include_vh_rate_limits"); err != nil {
+		"max_stream_duration", "cors", "rate_limits", "include_vh_rate_limits", "metadata_match"); err != nil {
 		return nil, err
 	}
 	ra := &RouteAction{
@@ -485,6 +485,11 @@ func (c *compiler) routeAction(a *routev3.RouteAction, path string, m *Match) (*
 		AppendXForwardedHost: a.GetAppendXForwardedHost(),
 	}
 	ra.TimeoutMs = strconv.FormatInt(ra.Timeout.Milliseconds(), 10)
+	// Only the envoy.lb namespace of metadata_match selects subsets; Envoy
+	// ignores the others.
+	if lb, ok := a.GetMetadataMatch().GetFilterMetadata()["envoy.lb"]; ok {
+		ra.MetadataMatch = upstream.NewMetadataMatch(lb)
+	}
 	var err error
 	if ra.RateLimits, err = CompileRateLimits(a.GetRateLimits(), config.Join(path, "rate_limits"), RateLimitOptions{}); err != nil {
 		return nil, err
@@ -538,14 +543,17 @@ func (c *compiler) routeAction(a *routev3.RouteAction, path string, m *Match) (*
 				"response_headers_to_add", "response_headers_to_remove", "host_rewrite_literal", "typed_per_filter_config", "metadata_match"); err != nil {
 				return nil, err
 			}
-			if w.GetMetadataMatch() != nil {
-				return nil, config.Unsupported(config.Join(cp, "metadata_match"), "subset load balancing (metadata_match)")
-			}
 			pf, err := c.perFilter(w.GetTypedPerFilterConfig(), config.Join(cp, "typed_per_filter_config"))
 			if err != nil {
 				return nil, err
 			}
-			wc := WeightedCluster{Weight: uint64(w.GetWeight().GetValue()), HostRewrite: w.GetHostRewriteLiteral(), PerFilter: pf}
+			wc := WeightedCluster{Weight: uint64(w.GetWeight().GetValue()), HostRewrite: w.GetHostRewriteLiteral(), PerFilter: pf,
+				MetadataMatch: ra.MetadataMatch}
+			// A weighted cluster's envoy.lb criteria are merged over the
+			// route's, its values winning (Envoy's WeightedClusterEntry).
+			if lb, ok := w.GetMetadataMatch().GetFilterMetadata()["envoy.lb"]; ok {
+				wc.MetadataMatch = ra.MetadataMatch.Merge(lb)
+			}
 			if w.GetName() != "" {
 				wc.Cluster = c.ref(w.GetName(), config.Join(cp, "name"))
 			} else {

@@ -227,6 +227,9 @@ type RouteAction struct {
 	// IncludeVHRateLimits is the deprecated include_vh_rate_limits: the
 	// virtual host's rate limits apply too.
 	IncludeVHRateLimits bool
+	// MetadataMatch is metadata_match's envoy.lb criteria (nil: none),
+	// which select the subset of a cluster with lb_subset_config.
+	MetadataMatch *upstream.MetadataMatch
 	// matched prefix, for prefix_rewrite
 	matchPrefix   string
 	matchKind     pathKind
@@ -252,6 +255,9 @@ type WeightedCluster struct {
 	HostRewrite   string
 	// PerFilter is the weighted cluster's typed_per_filter_config.
 	PerFilter map[string]*FilterConfig
+	// MetadataMatch is the route's metadata_match merged with the weighted
+	// cluster's (nil: neither has one).
+	MetadataMatch *upstream.MetadataMatch
 }
 
 // Mirror is a request_mirror_policies entry.

@@ -59,7 +59,10 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32*1024); return &b
 
 // attempt is the state of the upstream exchange of one request.
 type attempt struct {
-	cl        *upstream.Cluster
+	cl *upstream.Cluster
+	// agg is the route's aggregate cluster (nil: none); each attempt then
+	// sets cl to the child it picked.
+	agg       *upstream.Cluster
 	wc        *route.WeightedCluster
 	policy    *route.RetryPolicy
 	retryOn   route.RetryOn
@@ -153,6 +156,9 @@ func (s *Stream) forward() {
 
 	at := &s.at
 	at.cl, at.wc = cl, wc
+	if cl.Aggregate != nil {
+		at.agg = cl
+	}
 	s.setupAttempt(at, a)
 	if tcp := s.tcpUpstream(cl); tcp || s.Upgrade == "connect" {
 		s.forwardTunnel(at, tcp)
@@ -299,6 +305,12 @@ func (s *Stream) setupAttempt(at *attempt, a *route.RouteAction) {
 			// :authority, the CONNECT target.
 			at.lb.OriginalDstHeader = s.Req.Get(od.HeaderName)
 		}
+	}
+	// The subset load balancer's criteria: a weighted cluster's (already
+	// merged with the route's), else the route's.
+	at.lb.MetadataMatch = a.MetadataMatch
+	if at.wc != nil {
+		at.lb.MetadataMatch = at.wc.MetadataMatch
 	}
 	if at.policy != nil && at.policy.PreviousHosts {
 		at.lb.MaxSelectAttempts = at.policy.HostSelectionMaxAttempts
@@ -515,10 +527,23 @@ func (s *Stream) runAttempt(at *attempt) {
 			}
 		}
 	}
-	if at.cl.DFP != nil {
+	var h *upstream.Host
+	if at.agg != nil {
+		// Aggregate cluster: the child is chosen per attempt (Envoy's
+		// linearized priorities), and the rest of the attempt runs on the
+		// child's settings: its protocol, TLS, pools and stats.
+		at.cl = at.agg
 		at.lb.Authority = at.authority
+		child, ch := at.agg.Aggregate.PickChild(&at.lb, s.cfg.Clusters.Get)
+		if child != nil {
+			at.cl, h = child, ch
+		}
+	} else {
+		if at.cl.DFP != nil {
+			at.lb.Authority = at.authority
+		}
+		h = at.cl.Pick(&at.lb)
 	}
-	h := at.cl.Pick(&at.lb)
 	if h == nil {
 		at.cl.Stats.CxNoneHealthy.Inc()
 		at.fail = failNoHealthy

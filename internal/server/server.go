@@ -637,7 +637,7 @@ func (s *Server) ConfigDump(resource string, includeEDS bool) (proto.Message, er
 	now := timestamppb.New(s.start)
 	cd := &adminv3.ConfigDump{}
 	add := func(m proto.Message) {
-		a, _ := anypb.New(m)
+		a, _ := anypb.New(redacted(m))
 		cd.Configs = append(cd.Configs, a)
 	}
 	add(&adminv3.BootstrapConfigDump{Bootstrap: s.Bootstrap, LastUpdated: now})

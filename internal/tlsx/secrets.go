@@ -46,13 +46,24 @@ type material struct {
 	crl   []*x509.RevocationList
 	vc    *tlsv3.CertificateValidationContext
 	keys  [][32]byte // session_ticket_keys
-	files []string   // files the material was read from
+	// generic is a generic_secret's value.
+	generic []byte
+	files   []string // files the material was read from
 }
 
 // Ready returns a channel closed once the secret has a value.
 func (s *Secret) Ready() <-chan struct{} { return s.ready }
 
 func (s *Secret) load() *material { return s.cur.Load() }
+
+// Generic returns a generic secret's current value (generic_secret.secret),
+// or nil when the secret has no value or is of another type.
+func (s *Secret) Generic() []byte {
+	if m := s.load(); m != nil {
+		return m.generic
+	}
+	return nil
+}
 
 // Proto returns the secret's current definition (nil until set).
 func (s *Secret) Proto() *tlsv3.Secret { return s.proto.Load() }
@@ -172,7 +183,23 @@ func compileSecret(sp *tlsv3.Secret, path string) (*material, error) {
 			m.keys = append(m.keys, ticketKey(b))
 		}
 	case *tlsv3.Secret_GenericSecret:
-		return nil, config.Unsupported(config.Join(path, "generic_secret"), "generic secrets")
+		// Held for the extensions that name a generic secret; Envoy
+		// accepts them whether or not anything reads them.
+		gp := config.Join(path, "generic_secret")
+		if err := config.CheckFields(t.GenericSecret, gp, "secret"); err != nil {
+			return nil, err
+		}
+		if t.GenericSecret.GetSecret() == nil {
+			return nil, config.Errorf(config.Join(gp, "secret"), "a generic secret needs a value")
+		}
+		b, f, err := readData(t.GenericSecret.GetSecret(), config.Join(gp, "secret"))
+		if err != nil {
+			return nil, err
+		}
+		m.generic = b
+		if f != "" {
+			m.files = []string{f}
+		}
 	default:
 		return nil, config.Errorf(path, "secret %q has no value", sp.GetName())
 	}

@@ -194,6 +194,9 @@ type Cluster struct {
 	autoSANValidation bool
 
 	hosts atomic.Pointer[hostSet]
+	// subset is lb_subset_config (nil: none); its subsets are rebuilt
+	// with hosts.
+	subset *subsetConfig
 	// slowStartTimer is set while a slow-start rebuild is scheduled.
 	slowStartTimer atomic.Bool
 	cx             atomic.Int64 // HTTP/1 connections, for max_connections
@@ -214,6 +217,10 @@ type Cluster struct {
 	// proxy clusters.
 	OrigDst *OrigDst
 	DFP     *DFP
+	// Aggregate is set for aggregate clusters (envoy.clusters.aggregate):
+	// they have no hosts of their own; each attempt picks a child
+	// (aggregate.go).
+	Aggregate *Aggregate
 	// UpstreamPool is the router's connection pool for the cluster
 	// (upstream_config; tunnel.go).
 	UpstreamPool UpstreamPool
@@ -237,6 +244,9 @@ func (c *Cluster) Pick(ctx *LBContext) *Host {
 	}
 	if c.DFP != nil {
 		return c.DFP.pick(ctx)
+	}
+	if c.subset != nil {
+		return c.subset.pick(c, ctx)
 	}
 	hs := c.hosts.Load()
 	if hs.panic && len(hs.all) > 0 {
@@ -417,6 +427,9 @@ func (c *Cluster) setHosts(hosts []*Host) {
 func (c *Cluster) rebuild(hosts []*Host) {
 	hs := buildHostSet(hosts, &c.lb)
 	c.hosts.Store(hs)
+	if c.subset != nil {
+		c.subset.rebuild(hosts)
+	}
 	if c.lb.inSlowStart(hosts, time.Now()) && c.slowStartTimer.CompareAndSwap(false, true) {
 		step := max(c.lb.slowStart/20, 50*time.Millisecond)
 		time.AfterFunc(step, func() {

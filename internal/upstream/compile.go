@@ -73,7 +73,7 @@ func Compile(orig *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) 
 		"per_connection_buffer_limit_bytes", "upstream_connection_options", "metadata", "cleanup_interval",
 		"wait_for_warm_on_init", "close_connections_on_host_health_failure", "ignore_health_on_host_removal",
 		"track_cluster_stats", "dns_jitter", "respect_dns_ttl", "original_dst_lb_config", "cluster_type",
-		"upstream_config",
+		"upstream_config", "lb_subset_config",
 	); err != nil {
 		return nil, err
 	}
@@ -107,6 +107,16 @@ func Compile(orig *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) 
 	}
 	if err := c.compileLB(pc, path); err != nil {
 		return nil, err
+	}
+	if sc := pc.GetLbSubsetConfig(); sc != nil {
+		// As Envoy: subsets need hosts known in advance, so not with
+		// clusters that choose their hosts themselves.
+		if pc.GetLbPolicy() == clusterv3.Cluster_CLUSTER_PROVIDED || pc.GetType() == clusterv3.Cluster_ORIGINAL_DST || pc.GetClusterType() != nil {
+			return nil, config.Errorf(config.Join(path, "lb_subset_config"), "subset load balancing cannot be used with lb_policy %s or a cluster that provides its own load balancer", pc.GetLbPolicy())
+		}
+		if c.subset, err = compileSubset(sc, config.Join(path, "lb_subset_config"), c.lb, scope); err != nil {
+			return nil, err
+		}
 	}
 	if err := c.compileProtocol(pc, path, deps); err != nil {
 		return nil, err

@@ -37,6 +37,9 @@ type LBContext struct {
 	// Authority is the upstream host[:port], for dynamic forward proxy
 	// clusters.
 	Authority string
+	// MetadataMatch is the route's (or weighted cluster's) metadata_match,
+	// which selects the subset of clusters with lb_subset_config.
+	MetadataMatch *MetadataMatch
 }
 
 func (c *LBContext) excluded(h *Host) bool {

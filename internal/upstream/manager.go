@@ -63,6 +63,9 @@ func (m *Manager) Ref(name string) *Ref {
 
 // Get returns the running cluster called name, or nil.
 func (m *Manager) Get(name string) *Cluster {
+	if m == nil {
+		return nil
+	}
 	if c, ok := m.byName.Load(name); ok {
 		return c.(*Cluster)
 	}

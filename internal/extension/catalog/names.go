@@ -26,6 +26,7 @@ var configTypes = map[string]string{
 	"envoy.filters.http.fault":                                  "envoy.extensions.filters.http.fault.v3.HTTPFault",
 	"envoy.filters.http.header_to_metadata":                     "envoy.extensions.filters.http.header_to_metadata.v3.Config",
 	"envoy.filters.http.jwt_authn":                              "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+	"envoy.clusters.aggregate":                                  "envoy.extensions.clusters.aggregate.v3.ClusterConfig",
 	"envoy.filters.http.grpc_http1_reverse_bridge":              "envoy.extensions.filters.http.grpc_http1_reverse_bridge.v3.FilterConfig",
 	"envoy.filters.http.grpc_stats":                             "envoy.extensions.filters.http.grpc_stats.v3.FilterConfig",
 	"envoy.filters.http.match_delegate":                         "envoy.extensions.common.matching.v3.ExtensionWithMatcher",
