@@ -70,6 +70,10 @@ const (
 	CompressionDecompressor   Category = "envoy.compression.decompressor"
 	// Upstreams are the router's connection pools (Cluster.upstream_config).
 	Upstreams Category = "envoy.upstreams"
+	// OTelSampler and OTelResourceDetector plug into the OpenTelemetry
+	// tracer (OpenTelemetryConfig.sampler, resource_detectors).
+	OTelSampler          Category = "envoy.tracers.opentelemetry.samplers"
+	OTelResourceDetector Category = "envoy.tracers.opentelemetry.resource_detectors"
 )
 
 // Categories lists every category, in the order docs/extensions.md shows them.
@@ -78,7 +82,7 @@ var Categories = []Category{
 	DownstreamTransportSocket, UpstreamTransportSocket, AccessLogger, AccessLogFilter, Tracer, StatSink,
 	ResourceMonitor, LoadBalancingPolicy, ClusterType, RetryHostPredicate, RetryPriority,
 	MatchingInput, MatchingAction, DNSResolver, Bootstrap, Formatter, UpstreamOptions, HealthChecker,
-	CompressionCompressor, CompressionDecompressor, Upstreams,
+	CompressionCompressor, CompressionDecompressor, Upstreams, OTelSampler, OTelResourceDetector,
 }
 
 // Extension is one implemented extension.

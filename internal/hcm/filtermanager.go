@@ -650,6 +650,9 @@ func (sl *filterSlot) AddDecodedData(p []byte) {
 		return
 	}
 	m.added = append(m.added, p...)
+	if m.added == nil {
+		m.added = []byte{} // an empty body still gives the request a body
+	}
 }
 
 // AddEncodedData gives a header-only response a body, from the filter's

@@ -10,7 +10,6 @@ import (
 
 	"golang.org/x/net/http2/hpack"
 
-	"github.com/legateproxy/legate/internal/listener"
 	"github.com/legateproxy/legate/internal/stats"
 )
 
@@ -934,16 +933,8 @@ func (g *h2Guard) abort(code uint32) {
 // closeWrite shuts the write side of c, under the prefix of sniffed bytes
 // the connection manager may have put on it.
 func closeWrite(c net.Conn) {
-	for {
-		switch t := c.(type) {
-		case interface{ CloseWrite() error }:
-			t.CloseWrite()
-			return
-		case *listener.PrefixConn:
-			c = t.Conn
-		default:
-			return
-		}
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite() // PrefixConn and TLS forward it
 	}
 }
 

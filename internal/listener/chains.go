@@ -351,3 +351,12 @@ func (p *PrefixConn) Read(b []byte) (int, error) {
 	}
 	return p.Conn.Read(b)
 }
+
+// CloseWrite half-closes the connection underneath (a tunnel's FIN), when
+// it can.
+func (p *PrefixConn) CloseWrite() error {
+	if cw, ok := p.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return nil
+}

@@ -222,6 +222,21 @@ type Conn struct {
 	drain func()
 }
 
+// StreamInfo is a new record of the connection as network filters and
+// tcp_proxy's access log see it (Envoy's connection stream info): its
+// addresses — the source a PROXY protocol header gave, else the socket's
+// peer; the direct remote is always the socket's peer —, TLS, SNI and
+// what filters left in its metadata and filter state.
+func (tc *Conn) StreamInfo() *streaminfo.Info {
+	direct := tc.DirectRemote
+	if !direct.IsValid() {
+		direct = tc.Remote
+	}
+	return &streaminfo.Info{DownstreamLocal: tc.Local, DownstreamRemote: tc.Remote, DownstreamDirectRemote: direct,
+		DownstreamConnRemote: tc.Remote, DownstreamTLS: tc.TLS, RequestedServerName: tc.SNI, ConnectionID: tc.ID,
+		DynamicMetadata: tc.Metadata, FilterState: tc.FilterState}
+}
+
 // SetFilterState records a filter-state value for the connection.
 func (tc *Conn) SetFilterState(key string, v streaminfo.FilterStateValue) {
 	if tc.FilterState == nil {
@@ -624,18 +639,16 @@ func (l *Listener) handle(conn net.Conn) {
 	tc.chain = chain
 	l.track(tc)
 	if chain.transport != nil {
-		var expired atomic.Bool
+		var timer *time.Timer
 		if chain.connectTimeout > 0 {
 			// transport_socket_connect_timeout (scaled by reduce_timeouts):
 			// a handshake not done in time closes the connection.
-			t := time.AfterFunc(l.deps.Overload.Scale(overload.TransportConnect, chain.connectTimeout), func() {
-				expired.Store(true)
-				conn.Close()
-			})
-			defer t.Stop()
+			timer = time.AfterFunc(l.deps.Overload.Scale(overload.TransportConnect, chain.connectTimeout), func() { conn.Close() })
 		}
 		tlsConn, err := chain.transport.Server(conn)
-		if expired.Load() {
+		// The timer bounds only the handshake: stopped here, a connection
+		// that got through lives on; one it already closed is counted.
+		if timer != nil && !timer.Stop() {
 			l.stats.connectTimeout.Inc()
 			return
 		}

@@ -80,12 +80,13 @@ func readUint(path string) (uint64, error) {
 func cgroupMemoryMonitor(_ *Manager, name string, cfg proto.Message, path string, st *stats.Store) (*monitor, error) {
 	c := cfg.(*cgroupmemoryv3.CgroupMemoryConfig)
 	maxBytes := c.GetMaxMemoryBytes()
+	// The process's cgroup does not change: found once.
+	dir, v2 := ownCgroup("memory")
+	usageFile, limitFile := "memory.usage_in_bytes", "memory.limit_in_bytes"
+	if v2 {
+		usageFile, limitFile = "memory.current", "memory.max"
+	}
 	return newMonitor(name, st, func() (float64, error) {
-		dir, v2 := ownCgroup("memory")
-		usageFile, limitFile := "memory.usage_in_bytes", "memory.limit_in_bytes"
-		if v2 {
-			usageFile, limitFile = "memory.current", "memory.max"
-		}
 		used, err := readUint(filepath.Join(dir, usageFile))
 		if err != nil {
 			return 0, fmt.Errorf("cgroup memory usage: %w", err)

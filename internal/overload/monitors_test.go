@@ -109,6 +109,7 @@ func TestScaledTimers(t *testing.T) {
 	m := &Manager{actions: map[string]*action{ReduceTimeouts: {name: ReduceTimeouts,
 		timers: map[Timer]timerMin{ConnIdle: {d: time.Second, isD: true}, StreamIdle: {percent: 10}}}}, log: slog.Default()}
 	a := m.actions[ReduceTimeouts]
+	m.reduce = a
 	a.value.Store(0)
 	if got := m.Scale(ConnIdle, 11*time.Second); got != 11*time.Second {
 		t.Errorf("unscaled: %v", got)

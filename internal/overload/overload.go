@@ -80,6 +80,9 @@ type Manager struct {
 	// maxConns is envoy.resource_monitors.global_downstream_max_connections'
 	// max_active_downstream_connections (0: none).
 	maxConns uint64
+	// reduce and stopAccept are the actions read per request and per
+	// accept, resolved once (nil: not configured).
+	reduce, stopAccept *action
 }
 
 // MaxDownstreamConnections is the global downstream connection limit of
@@ -210,6 +213,7 @@ func Compile(om *overloadv3.OverloadManager, st *stats.Store, log *slog.Logger) 
 		}
 		m.actions[a.GetName()] = act
 	}
+	m.reduce, m.stopAccept = m.actions[ReduceTimeouts], m.actions[StopAcceptingConnections]
 	return m, nil
 }
 
@@ -266,7 +270,7 @@ func (m *Manager) Scale(t Timer, d time.Duration) time.Duration {
 	if m == nil || d <= 0 {
 		return d
 	}
-	a := m.actions[ReduceTimeouts]
+	a := m.reduce
 	if a == nil {
 		return d
 	}
@@ -325,8 +329,10 @@ func (m *Manager) Active(name string) bool {
 }
 
 // StopAccepting reports whether listeners should stop accepting
-// connections (stop_accepting_connections).
-func (m *Manager) StopAccepting() bool { return m.Active(StopAcceptingConnections) }
+// connections (stop_accepting_connections). Safe on a nil Manager.
+func (m *Manager) StopAccepting() bool {
+	return m != nil && m.stopAccept != nil && m.stopAccept.value.Load() >= 1e6
+}
 
 // Start samples the monitors every refresh_interval until Stop.
 func (m *Manager) Start() {

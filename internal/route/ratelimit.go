@@ -71,6 +71,8 @@ type RateLimitEntry struct {
 	// DisableKey, when set, turns the entry off unless the runtime key
 	// ratelimit.<DisableKey>.http_filter_enabled enables it.
 	DisableKey string
+	// DisableRuntimeKey is that runtime key, built once.
+	DisableRuntimeKey string
 	// ApplyOnStreamDone sends the descriptor when the stream completes
 	// (fire and forget) instead of before the request goes on.
 	ApplyOnStreamDone bool
@@ -186,6 +188,9 @@ func compileRateLimit(rl *routev3.RateLimit, path string, opts RateLimitOptions)
 		return nil, err
 	}
 	e := &RateLimitEntry{DisableKey: rl.GetDisableKey(), ApplyOnStreamDone: rl.GetApplyOnStreamDone()}
+	if e.DisableKey != "" {
+		e.DisableRuntimeKey = "ratelimit." + e.DisableKey + ".http_filter_enabled"
+	}
 	switch rl.GetXRatelimitOption() {
 	case routev3.RateLimit_OFF:
 		e.XRateLimit = XRateLimitOff

@@ -27,10 +27,34 @@ import (
 
 func init() {
 	extension.Register(extension.Extension{Name: "route", Category: extension.MatchingAction, Config: &routev3.Route{},
-		Factory: struct{}{}, Notes: "the action of a virtual host's matcher: one route, which must also match the request"})
+		Factory: routeAction(func(c *compiler, cfg proto.Message, path string, vh *VirtualHost) (routeList, error) {
+			rt, err := c.route(cfg.(*routev3.Route), path, vh)
+			if err != nil {
+				return nil, err
+			}
+			return routeList{rt}, nil
+		}), Notes: "the action of a virtual host's matcher: one route, which must also match the request"})
 	extension.Register(extension.Extension{Name: "route_match_action", Category: extension.MatchingAction, Config: &routev3.RouteList{},
-		Factory: struct{}{}, Notes: "the action of a virtual host's matcher: routes matched in order"})
+		Factory: routeAction(func(c *compiler, cfg proto.Message, path string, vh *VirtualHost) (routeList, error) {
+			rl := cfg.(*routev3.RouteList)
+			if err := config.CheckFields(rl, path, "routes"); err != nil {
+				return nil, err
+			}
+			var out routeList
+			for i, pr := range rl.GetRoutes() {
+				rt, err := c.route(pr, config.Index(config.Join(path, "routes"), i), vh)
+				if err != nil {
+					return nil, err
+				}
+				out = append(out, rt)
+			}
+			return out, nil
+		}), Notes: "the action of a virtual host's matcher: routes matched in order"})
 }
+
+// routeAction is the factory of a virtual host matcher's action: it
+// compiles the action's routes.
+type routeAction func(c *compiler, cfg proto.Message, path string, vh *VirtualHost) (routeList, error)
 
 // routeList is the compiled action of a virtual host's matcher: the
 // candidate routes, in order (one for a Route action).
@@ -48,29 +72,12 @@ func (c *compiler) vhostMatcher(m *xdsmatcherv3.Matcher, path string, vh *Virtua
 			if err != nil {
 				return nil, err
 			}
-			switch a := r.Config.(type) {
-			case *routev3.Route:
-				rt, err := c.route(a, tp, vh)
-				if err != nil {
-					return nil, err
-				}
-				return routeList{rt}, nil
-			case *routev3.RouteList:
-				if err := config.CheckFields(a, tp, "routes"); err != nil {
-					return nil, err
-				}
-				var out routeList
-				for i, pr := range a.GetRoutes() {
-					rt, err := c.route(pr, config.Index(config.Join(tp, "routes"), i), vh)
-					if err != nil {
-						return nil, err
-					}
-					out = append(out, rt)
-				}
-				return out, nil
+			f, ok := r.Ext.Factory.(routeAction)
+			if !ok {
+				return nil, config.Errorf(tp, "the action of a virtual host's matcher must be an envoy.config.route.v3.Route or envoy.config.route.v3.RouteList, not %s",
+					r.Config.ProtoReflect().Descriptor().FullName())
 			}
-			return nil, config.Errorf(tp, "the action of a virtual host's matcher must be an envoy.config.route.v3.Route or envoy.config.route.v3.RouteList, not %s",
-				r.Config.ProtoReflect().Descriptor().FullName())
+			return f(c, r.Config, tp, vh)
 		},
 	})
 }

@@ -72,10 +72,7 @@ func (s *Stream) forwardTunnel(at *attempt, tcp bool) {
 	s.ds.BodyConsumed()
 	s.Info.UpstreamRequestAttemptCount = 1
 	s.Info.LastDownstreamRxByte = s.Info.Since()
-	if at.cl.DFP != nil {
-		at.lb.Authority = at.authority
-	}
-	h := at.cl.Pick(&at.lb)
+	h := s.pick(at)
 	if h == nil {
 		at.cl.Stats.CxNoneHealthy.Inc()
 		at.fail = failNoHealthy

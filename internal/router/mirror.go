@@ -43,17 +43,19 @@ func (s *Stream) mirror(a *route.RouteAction, at *attempt) {
 		req.Method = strings.Clone(req.Method)
 		body := at.body
 		timeout := a.Timeout
-		go sendShadow(cl, &req, body, timeout, s.Info.Protocol == "HTTP/2")
+		go sendShadow(cl, s.cfg.Clusters.Get, &req, body, timeout, s.Info.Protocol == "HTTP/2")
 	}
 }
 
 // sendShadow performs one mirrored request and discards the response.
-func sendShadow(cl *upstream.Cluster, req *headers.Request, body []byte, timeout time.Duration, downstreamH2 bool) {
+func sendShadow(cl *upstream.Cluster, lookup func(string) *upstream.Cluster, req *headers.Request, body []byte, timeout time.Duration, downstreamH2 bool) {
 	if !cl.TryStartRequest(upstream.PriorityDefault) {
 		return
 	}
 	defer cl.EndRequest(upstream.PriorityDefault)
-	h := cl.Pick(nil)
+	// An aggregate mirror cluster sends to its chosen child, on the
+	// child's settings.
+	cl, h := cl.Choose(&upstream.LBContext{}, lookup)
 	if h == nil {
 		return
 	}

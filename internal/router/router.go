@@ -516,6 +516,19 @@ type readerFunc func([]byte) (int, error)
 
 func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
+// pick chooses the attempt's host. For an aggregate cluster the child is
+// chosen per attempt (Envoy's linearized priorities) and the rest of the
+// attempt runs on the child's settings: at.cl becomes the child.
+func (s *Stream) pick(at *attempt) *upstream.Host {
+	if at.agg != nil {
+		at.cl = at.agg
+	}
+	at.lb.Authority = at.authority // dynamic_forward_proxy resolves it
+	cl, h := at.cl.Choose(&at.lb, s.cfg.Clusters.Get)
+	at.cl = cl
+	return h
+}
+
 // runAttempt makes one attempt: pick a host, send, read the response head.
 func (s *Stream) runAttempt(at *attempt) {
 	at.fail, at.failErr, at.ex = failNone, nil, nil
@@ -527,23 +540,7 @@ func (s *Stream) runAttempt(at *attempt) {
 			}
 		}
 	}
-	var h *upstream.Host
-	if at.agg != nil {
-		// Aggregate cluster: the child is chosen per attempt (Envoy's
-		// linearized priorities), and the rest of the attempt runs on the
-		// child's settings: its protocol, TLS, pools and stats.
-		at.cl = at.agg
-		at.lb.Authority = at.authority
-		child, ch := at.agg.Aggregate.PickChild(&at.lb, s.cfg.Clusters.Get)
-		if child != nil {
-			at.cl, h = child, ch
-		}
-	} else {
-		if at.cl.DFP != nil {
-			at.lb.Authority = at.authority
-		}
-		h = at.cl.Pick(&at.lb)
-	}
+	h := s.pick(at)
 	if h == nil {
 		at.cl.Stats.CxNoneHealthy.Inc()
 		at.fail = failNoHealthy

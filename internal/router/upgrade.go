@@ -15,7 +15,7 @@ func (s *Stream) forwardUpgrade(at *attempt) {
 	a := s.Route.Action
 	s.prepareUpstreamHeaders(at, a)
 	s.Info.UpstreamRequestAttemptCount = 1
-	h := at.cl.Pick(&at.lb)
+	h := s.pick(at)
 	if h == nil {
 		at.cl.Stats.CxNoneHealthy.Inc()
 		at.fail = failNoHealthy

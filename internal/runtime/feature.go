@@ -37,6 +37,17 @@ func (f Fractional) Roll() bool {
 	return num > 0 && rand.Uint32N(den) < num
 }
 
+// FeatureEnabled is Envoy's Runtime::featureEnabled(key, def): the key's
+// value (def when unset) is a percentage, drawn against per call. rt may
+// be nil.
+func FeatureEnabled(rt *Loader, key string, def uint64) bool {
+	pct := rt.Snapshot().Integer(key, def)
+	if pct >= 100 {
+		return true
+	}
+	return pct > 0 && rand.Uint64N(100) < pct
+}
+
 // FeatureFlag is a compiled RuntimeFeatureFlag: a default boolean that the
 // runtime key overrides.
 type FeatureFlag struct {

@@ -246,6 +246,18 @@ func (s Scope) Store() *Store { return s.store }
 // Prefix returns the scope's prefix.
 func (s Scope) Prefix() string { return s.prefix }
 
+// JoinPrefix joins a stat prefix and a name as Envoy's statPrefixJoin:
+// with a dot between them unless the prefix is empty or ends in one.
+func JoinPrefix(prefix, token string) string {
+	switch {
+	case prefix == "":
+		return token
+	case prefix[len(prefix)-1] == '.':
+		return prefix + token
+	}
+	return prefix + "." + token
+}
+
 // SanitizeName makes a user-given name safe inside a stat name, as Envoy
 // does: ':' becomes '_' (so listener addresses read 0.0.0.0_8080).
 func SanitizeName(s string) string {

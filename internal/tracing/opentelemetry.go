@@ -39,9 +39,31 @@ import (
 func init() {
 	extension.Register(extension.Extension{Name: "envoy.tracers.opentelemetry", Category: extension.Tracer, Config: &tracev3.OpenTelemetryConfig{},
 		Factory: Factory(compileOTel),
-		Notes: "W3C trace context; OTLP/gRPC (envoy_grpc) and OTLP/HTTP protobuf export; resource detectors environment and static_config; " +
-			"sampler always_on only; no custom exporter, google_grpc or formatters in http_service headers"})
+		Notes: "W3C trace context; OTLP/gRPC (envoy_grpc) and OTLP/HTTP protobuf export; " +
+			"no custom exporter, google_grpc or formatters in http_service headers"})
+	extension.Register(extension.Extension{Name: "envoy.tracers.opentelemetry.samplers.always_on", Category: extension.OTelSampler,
+		Config: &samplersv3.AlwaysOnSamplerConfig{}, Factory: otelSampler(func(proto.Message) bool { return true })})
+	extension.Register(extension.Extension{Name: "envoy.tracers.opentelemetry.resource_detectors.environment", Category: extension.OTelResourceDetector,
+		Config: &detectorsv3.EnvironmentResourceDetectorConfig{}, Factory: otelDetector(func(_ proto.Message, attrs map[string]string) {
+			for k, v := range parseResourceAttributes(os.Getenv("OTEL_RESOURCE_ATTRIBUTES")) {
+				attrs[k] = v
+			}
+		})})
+	extension.Register(extension.Extension{Name: "envoy.tracers.opentelemetry.resource_detectors.static_config", Category: extension.OTelResourceDetector,
+		Config: &detectorsv3.StaticConfigResourceDetectorConfig{}, Factory: otelDetector(func(cfg proto.Message, attrs map[string]string) {
+			for k, v := range cfg.(*detectorsv3.StaticConfigResourceDetectorConfig).GetAttributes() {
+				attrs[k] = v
+			}
+		})})
 }
+
+// otelSampler is the factory of a sampler extension: whether every span is
+// sampled regardless of the connection manager's decision (always_on).
+type otelSampler func(cfg proto.Message) bool
+
+// otelDetector is the factory of a resource detector extension: it adds
+// its attributes to the resource's.
+type otelDetector func(cfg proto.Message, attrs map[string]string)
 
 // The OpenTelemetry tracer's defaults (Envoy's).
 const (
@@ -131,18 +153,11 @@ func compileOTel(ctx *Context, msg proto.Message, path string) (Driver, error) {
 		o.scope = &commonv1.InstrumentationScope{Name: otelScopeName, Version: legateVersion()}
 	}
 	if s := c.GetSampler(); s != nil {
-		sp := config.Join(path, "sampler")
-		cfg, err := s.GetTypedConfig().UnmarshalNew()
+		r, err := extension.Lookup(extension.OTelSampler, s.GetTypedConfig(), config.Join(path, "sampler.typed_config"))
 		if err != nil {
-			return nil, config.Errorf(config.Join(sp, "typed_config"), "%v", err)
+			return nil, err
 		}
-		switch cfg.(type) {
-		case *samplersv3.AlwaysOnSamplerConfig:
-			o.alwaysOn = true
-		default:
-			return nil, config.Unsupported(config.Join(sp, "typed_config"), "the sampler "+string(cfg.ProtoReflect().Descriptor().FullName()),
-				"envoy.tracers.opentelemetry.samplers.always_on")
-		}
+		o.alwaysOn = r.Ext.Factory.(otelSampler)(r.Config)
 	}
 	return o, nil
 }
@@ -163,23 +178,11 @@ func otelResource(c *tracev3.OpenTelemetryConfig, path string) ([]*commonv1.KeyV
 	}
 	for i, d := range c.GetResourceDetectors() {
 		dp := config.Index(config.Join(path, "resource_detectors"), i)
-		cfg, err := d.GetTypedConfig().UnmarshalNew()
+		r, err := extension.Lookup(extension.OTelResourceDetector, d.GetTypedConfig(), config.Join(dp, "typed_config"))
 		if err != nil {
-			return nil, config.Errorf(config.Join(dp, "typed_config"), "%v", err)
+			return nil, err
 		}
-		switch dc := cfg.(type) {
-		case *detectorsv3.EnvironmentResourceDetectorConfig:
-			for k, v := range parseResourceAttributes(os.Getenv("OTEL_RESOURCE_ATTRIBUTES")) {
-				attrs[k] = v
-			}
-		case *detectorsv3.StaticConfigResourceDetectorConfig:
-			for k, v := range dc.GetAttributes() {
-				attrs[k] = v
-			}
-		default:
-			return nil, config.Unsupported(config.Join(dp, "typed_config"), "the resource detector "+string(cfg.ProtoReflect().Descriptor().FullName()),
-				"envoy.tracers.opentelemetry.resource_detectors.environment", "envoy.tracers.opentelemetry.resource_detectors.static_config")
-		}
+		r.Ext.Factory.(otelDetector)(r.Config, attrs)
 	}
 	keys := make([]string, 0, len(attrs))
 	for k := range attrs {

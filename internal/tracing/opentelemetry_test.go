@@ -59,9 +59,9 @@ func TestOpenTelemetryConfigErrors(t *testing.T) {
 		{"custom exporter", "", "exporter: {name: x, typed_config: {'@type': type.googleapis.com/envoy.extensions.tracers.opentelemetry.samplers.v3.AlwaysOnSamplerConfig}}",
 			"tracing.provider.typed_config.exporter"},
 		{"ratio sampler", "", grpcService + "\nsampler: {name: envoy.tracers.opentelemetry.samplers.trace_id_ratio_based, typed_config: {'@type': type.googleapis.com/envoy.extensions.tracers.opentelemetry.samplers.v3.TraceIdRatioBasedSamplerConfig, sampling_percentage: {numerator: 50}}}",
-			"tracing.provider.typed_config.sampler.typed_config: the sampler envoy.extensions.tracers.opentelemetry.samplers.v3.TraceIdRatioBasedSamplerConfig is not supported"},
+			"tracing.provider.typed_config.sampler.typed_config: @type envoy.extensions.tracers.opentelemetry.samplers.v3.TraceIdRatioBasedSamplerConfig (Envoy extension envoy.tracers.opentelemetry.samplers) is not implemented by legate"},
 		{"dynatrace detector", "", grpcService + "\nresource_detectors: [{name: envoy.tracers.opentelemetry.resource_detectors.dynatrace, typed_config: {'@type': type.googleapis.com/envoy.extensions.tracers.opentelemetry.resource_detectors.v3.DynatraceResourceDetectorConfig}}]",
-			"tracing.provider.typed_config.resource_detectors[0].typed_config: the resource detector"},
+			"tracing.provider.typed_config.resource_detectors[0].typed_config: @type envoy.extensions.tracers.opentelemetry.resource_detectors.v3.DynatraceResourceDetectorConfig (Envoy extension envoy.tracers.opentelemetry.resource_detectors) is not implemented by legate"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := compileOTel(t, c.tracing, c.otel)

@@ -154,3 +154,20 @@ func (a *Aggregate) PickChild(ctx *LBContext, lookup func(string) *Cluster) (*Cl
 	}
 	return fallback, fallbackHost
 }
+
+// Choose picks the host for a request to c and the cluster whose settings
+// (protocol, TLS, pools, stats) apply to it: for an aggregate cluster the
+// child PickChild chooses (nil, nil when none has a host), else c itself
+// with its own Pick. Every path that sends a request to a route's cluster
+// picks through it, so an aggregate works on all of them. lookup finds
+// the children by name (the cluster manager's Get).
+func (c *Cluster) Choose(ctx *LBContext, lookup func(string) *Cluster) (*Cluster, *Host) {
+	if c.Aggregate == nil {
+		return c, c.Pick(ctx)
+	}
+	child, h := c.Aggregate.PickChild(ctx, lookup)
+	if child == nil {
+		return c, nil
+	}
+	return child, h
+}

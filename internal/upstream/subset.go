@@ -28,6 +28,9 @@ const envoyLB = "envoy.lb"
 // MetadataMatchCriteriaImpl keeps them (subset lookup relies on the order).
 type MetadataMatch struct {
 	crit []criterion
+	// key and nameKey are subsetKey and names, built once when the
+	// criteria are (at config compile time, not per pick).
+	key, nameKey string
 }
 
 type criterion struct {
@@ -63,7 +66,7 @@ func (m *MetadataMatch) Merge(s *structpb.Struct) *MetadataMatch {
 		out.crit = append(out.crit, c)
 	}
 	sort.Slice(out.crit, func(i, j int) bool { return out.crit[i].name < out.crit[j].name })
-	return out
+	return out.seal()
 }
 
 // Len returns the number of criteria.
@@ -96,29 +99,30 @@ func (m *MetadataMatch) only(keys map[string]bool) *MetadataMatch {
 			out.crit = append(out.crit, c)
 		}
 	}
-	return out
+	return out.seal()
+}
+
+// seal builds the lookup keys of m's criteria: the subset's (sorted
+// key/value pairs) and its selector's (the keys).
+func (m *MetadataMatch) seal() *MetadataMatch {
+	var k, n strings.Builder
+	for _, c := range m.crit {
+		k.WriteString(c.name)
+		k.WriteByte(0)
+		k.WriteString(c.key)
+		k.WriteByte(0)
+		n.WriteString(c.name)
+		n.WriteByte(0)
+	}
+	m.key, m.nameKey = k.String(), n.String()
+	return m
 }
 
 // subsetKey is the lookup key of a subset: sorted key/value pairs.
-func (m *MetadataMatch) subsetKey() string {
-	var b strings.Builder
-	for _, c := range m.crit {
-		b.WriteString(c.name)
-		b.WriteByte(0)
-		b.WriteString(c.key)
-		b.WriteByte(0)
-	}
-	return b.String()
-}
+func (m *MetadataMatch) subsetKey() string { return m.key }
 
-func (m *MetadataMatch) names() string {
-	var b strings.Builder
-	for _, c := range m.crit {
-		b.WriteString(c.name)
-		b.WriteByte(0)
-	}
-	return b.String()
-}
+// names is the lookup key of the selector over m's keys.
+func (m *MetadataMatch) names() string { return m.nameKey }
 
 // valueKey encodes a metadata value so that equal values (Envoy's
 // HashedValue equality) get equal keys.

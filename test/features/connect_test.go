@@ -32,76 +32,6 @@ import (
 	"github.com/legateproxy/legate/internal/testutil"
 )
 
-// halfCloseEcho is a raw TCP backend: it writes back what it reads and, when
-// its peer half-closes, notes it and closes.
-type halfCloseEcho struct {
-	Addr  string
-	mu    sync.Mutex
-	got   bytes.Buffer
-	eofs  int
-	conns int
-}
-
-func startHalfCloseEcho(t *testing.T) *halfCloseEcho {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	e := &halfCloseEcho{Addr: ln.Addr().String()}
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			e.mu.Lock()
-			e.conns++
-			e.mu.Unlock()
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 4096)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						e.mu.Lock()
-						e.got.Write(buf[:n])
-						e.mu.Unlock()
-						if _, werr := c.Write(buf[:n]); werr != nil {
-							return
-						}
-					}
-					if err == io.EOF {
-						e.mu.Lock()
-						e.eofs++
-						e.mu.Unlock()
-						return
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return e
-}
-
-func (e *halfCloseEcho) received() string {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.got.String()
-}
-
-// halfClosed is how many connections the proxy half-closed (a FIN the
-// echo read before anything failed).
-func (e *halfCloseEcho) halfClosed() int {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.eofs
-}
-
 const (
 	connectHCM   = "upgrade_configs: [{upgrade_type: CONNECT}]\nhttp2_protocol_options: {allow_connect: true}"
 	terminate    = "upgrade_configs: [{upgrade_type: CONNECT, connect_config: {}}]"
@@ -333,7 +263,7 @@ func (h *h2tunnel) readData(want int) string {
 }
 
 func TestConnectHTTP2Framer(t *testing.T) {
-	echo := startHalfCloseEcho(t)
+	echo := startTCPEcho(t)
 	logPath := t.TempDir() + "/access.log"
 	p := startConnectTerminator(t, echo.Addr, logPath)
 	h := dialH2Tunnel(t, p.Addr("http"))
@@ -355,8 +285,8 @@ func TestConnectHTTP2Framer(t *testing.T) {
 	if h.isRST || h.data.String() != "hello there" {
 		t.Fatalf("stream end: reset %v (%v), data %q", h.isRST, h.reset, h.data.String())
 	}
-	if echo.received() != "hello there" || echo.halfClosed() != 1 {
-		t.Errorf("upstream saw %q, half-closes %d", echo.received(), echo.halfClosed())
+	if echo.Received() != "hello there" || echo.HalfClosed() != 1 {
+		t.Errorf("upstream saw %q, half-closes %d", echo.Received(), echo.HalfClosed())
 	}
 	f := strings.Fields(connectLogLines(t, logPath, 1)[0])
 	if f[0] != "CONNECT" || f[1] != "echo.test:7" || f[3] != "HTTP/2" || f[4] != "200" || f[6] != echo.Addr || f[7] != "11" || f[8] != "11" {
@@ -367,7 +297,7 @@ func TestConnectHTTP2Framer(t *testing.T) {
 }
 
 func TestConnectNotEnabled(t *testing.T) {
-	echo := startHalfCloseEcho(t)
+	echo := startTCPEcho(t)
 	// Without upgrade_configs CONNECT, Envoy answers 403.
 	p := start(t, cfg{
 		vhosts:   vhost("{match: {connect_matcher: {}}, route: {cluster: echo}}"),
@@ -378,8 +308,8 @@ func TestConnectNotEnabled(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 	connectWaitStat(t, p, "http.ingress.downstream_rq_ws_on_non_ws_route", 1)
-	if echo.received() != "" {
-		t.Errorf("the payload reached the upstream: %q", echo.received())
+	if echo.Received() != "" {
+		t.Errorf("the payload reached the upstream: %q", echo.Received())
 	}
 	// A route's upgrade_configs enable it where the HCM does not (Envoy's
 	// table: HCM F, route T → T); non-CONNECT routes never match CONNECT.
@@ -415,7 +345,7 @@ func TestConnectProxiedToUpstreamProxy(t *testing.T) {
 		{"http1", h1ProtoOpts, "HTTP/1.1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			echo := startHalfCloseEcho(t)
+			echo := startTCPEcho(t)
 			bLog := t.TempDir() + "/b.log"
 			b := startConnectTerminator(t, echo.Addr, bLog)
 			a := start(t, cfg{
@@ -441,7 +371,7 @@ func TestConnectProxiedToUpstreamProxy(t *testing.T) {
 				t.Fatalf("echo through both proxies: %q %v", buf, err)
 			}
 			c.Close()
-			testutil.Eventually(t, 5*time.Second, func() bool { return echo.halfClosed() == 1 }, "the echo never saw the tunnel end")
+			testutil.Eventually(t, 5*time.Second, func() bool { return echo.HalfClosed() == 1 }, "the echo never saw the tunnel end")
 			f := strings.Fields(connectLogLines(t, bLog, 1)[0])
 			if f[0] != "CONNECT" || f[1] != "echo.test:7" || f[3] != tc.proto || f[4] != "200" {
 				t.Errorf("the upstream proxy saw: %q", f)
@@ -476,7 +406,7 @@ func TestConnectProxiedRefused(t *testing.T) {
 }
 
 func TestConnectTimeouts(t *testing.T) {
-	echo := startHalfCloseEcho(t)
+	echo := startTCPEcho(t)
 	p := start(t, cfg{
 		vhosts: vhost(
 			"{match: {connect_matcher: {}, headers: [{name: x-case, string_match: {exact: timeout}}]}, route: {cluster: echo, timeout: 0.2s, "+terminate+"}}",
@@ -555,7 +485,7 @@ func TestTunnelingConfigChained(t *testing.T) {
 		{"http1-post", h1ProtoOpts, ", use_post: true", "POST", "/", "HTTP/1.1"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			echo := startHalfCloseEcho(t)
+			echo := startTCPEcho(t)
 			dir := t.TempDir()
 			b := startConnectTerminator(t, echo.Addr, dir+"/b.log")
 			tunneling := "{hostname: 'tunnel.test:%DOWNSTREAM_LOCAL_PORT%', propagate_response_headers: true, headers_to_add: [{header: {key: x-tunnel, value: 'from-%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%'}}]" + tc.post + "}"
@@ -580,8 +510,8 @@ func TestTunnelingConfigChained(t *testing.T) {
 			if err != nil || len(rest) != 0 {
 				t.Fatalf("after the half-close: %q %v", rest, err)
 			}
-			if echo.received() != "helloworld" || echo.halfClosed() != 1 {
-				t.Errorf("the backend saw %q, half-closes %d", echo.received(), echo.halfClosed())
+			if echo.Received() != "helloworld" || echo.HalfClosed() != 1 {
+				t.Errorf("the backend saw %q, half-closes %d", echo.Received(), echo.HalfClosed())
 			}
 			_, aPort, _ := net.SplitHostPort(a.Addr("tcp"))
 			f := strings.Fields(connectLogLines(t, dir+"/b.log", 1)[0])
@@ -670,7 +600,7 @@ func TestTunnelingConfigRefused(t *testing.T) {
 func TestUpstreamConfigTCPPool(t *testing.T) {
 	// envoy.upstreams.http.tcp: every request's body goes to the host as
 	// TCP; the response is a 200 with what the host sends back.
-	echo := startHalfCloseEcho(t)
+	echo := startTCPEcho(t)
 	p := start(t, cfg{
 		vhosts:   vhost("{match: {prefix: /}, route: {cluster: raw}}"),
 		clusters: "[" + staticCluster("raw", `upstream_config: {name: envoy.upstreams.http.tcp, typed_config: {"@type": type.googleapis.com/envoy.extensions.upstreams.http.tcp.v3.TcpConnectionPoolProto}}`, echo.Addr) + "]",
@@ -679,14 +609,14 @@ func TestUpstreamConfigTCPPool(t *testing.T) {
 	if code != 200 || body != "ping over tcp" {
 		t.Fatalf("got %d %q", code, body)
 	}
-	if echo.received() != "ping over tcp" || echo.halfClosed() != 1 {
-		t.Errorf("the host saw %q, half-closes %d", echo.received(), echo.halfClosed())
+	if echo.Received() != "ping over tcp" || echo.HalfClosed() != 1 {
+		t.Errorf("the host saw %q, half-closes %d", echo.Received(), echo.HalfClosed())
 	}
 	connectWaitStat(t, p, "cluster.raw.upstream_rq_200", 1)
 }
 
 func TestConnectConfigErrors(t *testing.T) {
-	echo := startHalfCloseEcho(t)
+	echo := startTCPEcho(t)
 	for _, tc := range []struct{ name, c, want string }{
 		{"golang upstream", cfg{vhosts: vhost("{match: {prefix: /}, route: {cluster: g}}"),
 			clusters: "[" + staticCluster("g", `upstream_config: {name: envoy.upstreams.http.tcp.golang, typed_config: {"@type": type.googleapis.com/envoy.extensions.upstreams.http.tcp.golang.v3alpha.Config, library_id: x, library_path: x.so, plugin_name: x}}`, echo.Addr) + "]"}.String(),
@@ -713,8 +643,8 @@ func TestTunnelingConfigOriginalDst(t *testing.T) {
 	// the tunnel names its destination as the CONNECT target and adds
 	// foo: bar; the terminating proxy's route for it sends the payload to
 	// an ORIGINAL_DST cluster that reads :authority.
-	echo := startHalfCloseEcho(t)
-	other := startHalfCloseEcho(t)
+	echo := startTCPEcho(t)
+	other := startTCPEcho(t)
 	b := start(t, cfg{
 		hcm: "upgrade_configs: [{upgrade_type: CONNECT}]",
 		vhosts: vhost("{match: {connect_matcher: {}, headers: [{name: foo, string_match: {exact: bar}}]}, route: {cluster: local_original_dst, "+terminate+"}}",
@@ -724,7 +654,7 @@ func TestTunnelingConfigOriginalDst(t *testing.T) {
 	})
 	for _, tc := range []struct {
 		tunneling string
-		backend   *halfCloseEcho
+		backend   *tcpEchoUpstream
 	}{
 		{"{hostname: '" + echo.Addr + "', headers_to_add: [{header: {key: foo, value: bar}}]}", echo},
 		{"{hostname: 'host.com:443'}", other},
@@ -741,8 +671,8 @@ func TestTunnelingConfigOriginalDst(t *testing.T) {
 			t.Fatalf("%s: %q %v", tc.tunneling, buf, err)
 		}
 		c.Close()
-		if tc.backend.received() != "which" {
-			t.Errorf("%s reached the wrong backend (echo %q, other %q)", tc.tunneling, echo.received(), other.received())
+		if tc.backend.Received() != "which" {
+			t.Errorf("%s reached the wrong backend (echo %q, other %q)", tc.tunneling, echo.Received(), other.Received())
 		}
 	}
 }
@@ -750,7 +680,7 @@ func TestTunnelingConfigOriginalDst(t *testing.T) {
 func TestConnectProxyProtocolHeader(t *testing.T) {
 	// connect_config.proxy_protocol_config: the downstream connection's
 	// addresses go first on the TCP connection, then the payload.
-	echo := startHalfCloseEcho(t)
+	echo := startTCPEcho(t)
 	p := start(t, cfg{
 		hcm:      connectHCM,
 		vhosts:   vhost("{match: {connect_matcher: {}}, route: {cluster: echo, upgrade_configs: [{upgrade_type: CONNECT, connect_config: {proxy_protocol_config: {version: V1}}}]}}"),

@@ -26,10 +26,12 @@
 package features_test
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -131,3 +133,88 @@ func pemInline(b []byte) string { return fmt.Sprintf("{inline_string: %q}", stri
 const hcmPrefix = `{name: envoy.filters.network.http_connection_manager, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager, stat_prefix: %s, codec_type: AUTO,
   http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}],
   route_config: {virtual_hosts: [{name: v, domains: ['*'], routes: [%s]}]}}}`
+
+// tcpEchoUpstream is a raw TCP upstream: it writes back every byte it
+// reads, records what it received, counts its connections and the
+// half-closes it read (a FIN before anything failed), and closes a
+// connection when the peer half-closes.
+type tcpEchoUpstream struct {
+	// Addr is the upstream's address.
+	Addr  string
+	ln    net.Listener
+	mu    sync.Mutex
+	got   bytes.Buffer
+	conns int
+	eofs  int
+}
+
+func startTCPEcho(t *testing.T) *tcpEchoUpstream {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := &tcpEchoUpstream{ln: ln, Addr: ln.Addr().String()}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u.mu.Lock()
+			u.conns++
+			u.mu.Unlock()
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						u.mu.Lock()
+						u.got.Write(buf[:n])
+						u.mu.Unlock()
+						if _, werr := c.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err == io.EOF {
+						u.mu.Lock()
+						u.eofs++
+						u.mu.Unlock()
+					}
+					if err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return u
+}
+
+// Received is everything the upstream read, over all connections.
+func (u *tcpEchoUpstream) Received() string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.got.String()
+}
+
+// Conns is how many connections the upstream accepted.
+func (u *tcpEchoUpstream) Conns() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.conns
+}
+
+// HalfClosed is how many connections the peer half-closed.
+func (u *tcpEchoUpstream) HalfClosed() int {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.eofs
+}
+
+// Cluster renders a STATIC cluster called name over the upstream.
+func (u *tcpEchoUpstream) Cluster(name string) string {
+	return staticCluster(name, "", u.Addr)
+}

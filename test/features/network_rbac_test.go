@@ -7,7 +7,6 @@
 package features_test
 
 import (
-	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -17,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,73 +23,6 @@ import (
 
 	"github.com/legateproxy/legate/internal/testutil"
 )
-
-// tcpEchoUpstream is a TCP upstream for the network filter tests: it
-// writes back every byte it reads, records what it received and counts
-// its connections. It closes a connection when the peer half-closes.
-type tcpEchoUpstream struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	got   bytes.Buffer
-	conns int
-}
-
-func startTCPEcho(t *testing.T) *tcpEchoUpstream {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	u := &tcpEchoUpstream{ln: ln}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u.mu.Lock()
-			u.conns++
-			u.mu.Unlock()
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 4096)
-				for {
-					n, err := c.Read(buf)
-					if n > 0 {
-						u.mu.Lock()
-						u.got.Write(buf[:n])
-						u.mu.Unlock()
-						c.Write(buf[:n])
-					}
-					if err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return u
-}
-
-// Received is everything the upstream read, over all connections.
-func (u *tcpEchoUpstream) Received() string {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.got.String()
-}
-
-// Conns is how many connections the upstream accepted.
-func (u *tcpEchoUpstream) Conns() int {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.conns
-}
-
-// Cluster renders a STATIC cluster called name over the upstream.
-func (u *tcpEchoUpstream) Cluster(name string) string {
-	return staticCluster(name, "", u.ln.Addr().String())
-}
 
 // netListener renders a listener called name whose one filter chain runs
 // filters (flow-style YAML entries, comma-separated, may be empty) and then

@@ -3,6 +3,7 @@
 package features_test
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -181,4 +182,21 @@ static_resources:
 	testutil.Eventually(t, 3*time.Second, func() bool {
 		return p.Stat(t, "listener."+statAddr(p.Addr("tls"))+".downstream_cx_transport_socket_connect_timeout") == 1
 	}, "timeout not counted")
+	// The timeout bounds only the handshake: a connection that got through
+	// is still served after it.
+	tc, err := tls.Dial("tcp", p.Addr("tls"), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	time.Sleep(600 * time.Millisecond)
+	io.WriteString(tc, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	tc.SetReadDeadline(time.Now().Add(3 * time.Second))
+	b := make([]byte, 12)
+	if _, err := io.ReadFull(tc, b); err != nil || string(b) != "HTTP/1.1 200" {
+		t.Fatalf("a connection past its handshake was cut: %q %v", b, err)
+	}
+	if n := p.Stat(t, "listener."+statAddr(p.Addr("tls"))+".downstream_cx_transport_socket_connect_timeout"); n != 1 {
+		t.Errorf("timeouts counted: %d, want 1", n)
+	}
 }

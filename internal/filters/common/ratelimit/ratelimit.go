@@ -11,7 +11,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -26,7 +25,6 @@ import (
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/headers"
 	"github.com/legateproxy/legate/internal/route"
-	"github.com/legateproxy/legate/internal/runtime"
 )
 
 // Method is the gRPC method the filters call.
@@ -166,14 +164,4 @@ func (s *Service) Limit(ctx context.Context, timeout time.Duration, req *rlsv3.R
 		r.RequestHeaders = append(r.RequestHeaders, headers.Field{Name: headers.Lower(h.GetKey()), Value: h.GetValue()})
 	}
 	return r
-}
-
-// FeatureEnabled is Envoy's runtime featureEnabled(key, def): the key's
-// value (def when unset) is a percentage, drawn against per call.
-func FeatureEnabled(rt *runtime.Loader, key string, def uint64) bool {
-	pct := rt.Snapshot().Integer(key, def)
-	if pct >= 100 {
-		return true
-	}
-	return pct > 0 && rand.Uint64N(100) < pct
 }

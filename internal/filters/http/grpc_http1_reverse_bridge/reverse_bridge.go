@@ -103,11 +103,6 @@ type filter struct {
 	headerOnlyResp bool
 }
 
-// isGRPCContentType is Envoy's hasGrpcContentType.
-func isGRPCContentType(ct string) bool {
-	return strings.HasPrefix(ct, "application/grpc") && (len(ct) == 16 || ct[16] == '+')
-}
-
 // adjustContentLength changes a non-zero content-length, as Envoy does for
 // the frame header it removes or adds.
 func adjustContentLength(m *headers.Map, delta int64) {
@@ -131,7 +126,7 @@ func (f *filter) DecodeHeaders(h *headers.Request, end bool) httpfilter.Status {
 			return httpfilter.Continue
 		}
 	}
-	if !isGRPCContentType(h.Map.Get("content-type")) {
+	if !headers.IsGRPC(h.Map.Get("content-type")) {
 		return httpfilter.Continue
 	}
 	f.enabled = true

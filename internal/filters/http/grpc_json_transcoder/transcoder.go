@@ -126,12 +126,6 @@ type filter struct {
 func (f *filter) serverStreaming() bool { return f.mi.desc.IsStreamingServer() }
 func (f *filter) clientStreaming() bool { return f.mi.desc.IsStreamingClient() }
 
-// isGRPCContentType is Envoy's hasGrpcContentType: application/grpc or
-// application/grpc+<codec> (not grpc-web).
-func isGRPCContentType(ct string) bool {
-	return strings.HasPrefix(ct, "application/grpc") && (len(ct) == 16 || ct[16] == '+')
-}
-
 func (f *filter) extra() extraCallbacks {
 	x, _ := f.cb.(extraCallbacks)
 	return x
@@ -161,7 +155,7 @@ func (f *filter) DecodeHeaders(h *headers.Request, end bool) httpfilter.Status {
 	if f.cfg.disabled {
 		return httpfilter.Continue
 	}
-	if isGRPCContentType(h.Map.Get("content-type")) {
+	if headers.IsGRPC(h.Map.Get("content-type")) {
 		return httpfilter.Continue // gRPC goes through untouched
 	}
 	if err := f.createTranscoder(h); err != nil {
@@ -385,7 +379,7 @@ func isGRPCResponse(h *headers.Response, end bool) bool {
 	if end {
 		return h.Map.Has("grpc-status")
 	}
-	return h.Status == 200 && isGRPCContentType(h.Map.Get("content-type"))
+	return h.Status == 200 && headers.IsGRPC(h.Map.Get("content-type"))
 }
 
 func (f *filter) contentTypeFor() string {

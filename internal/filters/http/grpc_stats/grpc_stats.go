@@ -189,9 +189,7 @@ func (f *filter) add(suffix string, n uint64) {
 	}
 	p := f.clusterPrefix()
 	if p == "" {
-		if !f.noCluster {
-			f.pending = append(f.pending, charge{f.names + suffix, n})
-		}
+		f.pending = append(f.pending, charge{f.names + suffix, n})
 		return
 	}
 	f.flush()
@@ -242,11 +240,6 @@ func resolveNames(path string) (service, method string, ok bool) {
 	return parts[0], parts[1], true
 }
 
-// hasContentType reports a content-type that is exactly base or base+...
-func hasContentType(ct, base string) bool {
-	return strings.HasPrefix(ct, base) && (len(ct) == len(base) || ct[len(base)] == '+')
-}
-
 // DecodeHeaders classifies the request and resolves its stat names.
 func (f *filter) DecodeHeaders(h *headers.Request, endStream bool) httpfilter.Status {
 	f.reqEnded = endStream
@@ -254,7 +247,7 @@ func (f *filter) DecodeHeaders(h *headers.Request, endStream bool) httpfilter.St
 		return httpfilter.Continue
 	}
 	ct := h.Map.Get("content-type")
-	f.grpcRequest = hasContentType(ct, "application/grpc")
+	f.grpcRequest = headers.HasContentType(ct, "application/grpc")
 	f.connectUnary = h.Map.Has("connect-protocol-version")
 	f.connectStreaming = strings.HasPrefix(ct, "application/connect+")
 	if !f.grpcRequest && !f.connectUnary && !f.connectStreaming {
@@ -317,7 +310,7 @@ func (f *filter) EncodeHeaders(h *headers.Response, endStream bool) httpfilter.S
 	if endStream {
 		f.grpcResponse = hasStatus
 	} else {
-		f.grpcResponse = h.Status == 200 && hasContentType(ct, "application/grpc")
+		f.grpcResponse = h.Status == 200 && headers.HasContentType(ct, "application/grpc")
 	}
 	f.connectStreamingResponse = h.Status == 200 && strings.HasPrefix(ct, "application/connect+")
 	if !f.tracking {

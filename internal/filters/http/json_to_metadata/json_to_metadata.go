@@ -235,53 +235,43 @@ func (f *filter) config() *filterConfig {
 // DecodeHeaders decides whether the request body is parsed and holds the
 // headers back until it is.
 func (f *filter) DecodeHeaders(h *headers.Request, endStream bool) httpfilter.Status {
-	s := &f.config().request
-	if len(s.rules) == 0 {
-		return httpfilter.Continue
-	}
-	if f.startSide(s, h.Map.Get("content-type"), endStream, true) {
-		f.reqActive = true
-		return httpfilter.StopIteration
-	}
-	return httpfilter.Continue
+	return f.headers(&f.config().request, h.Map.Get("content-type"), endStream, true, &f.reqActive)
 }
 
 // DecodeData buffers the request body, then applies the rules to it.
 func (f *filter) DecodeData(b *httpfilter.Buffer, endStream bool) httpfilter.Status {
-	if !f.reqActive {
-		return httpfilter.Continue
-	}
-	if !endStream {
-		return httpfilter.StopAndBuffer
-	}
-	f.reqActive = false
-	f.processBody(&f.cfg.request, b.Bytes(), true)
-	return httpfilter.Continue
+	return f.data(&f.cfg.request, b, endStream, true, &f.reqActive)
 }
 
 // EncodeHeaders is DecodeHeaders for the response.
 func (f *filter) EncodeHeaders(h *headers.Response, endStream bool) httpfilter.Status {
-	s := &f.config().response
-	if len(s.rules) == 0 {
-		return httpfilter.Continue
-	}
-	if f.startSide(s, h.Map.Get("content-type"), endStream, false) {
-		f.respActive = true
-		return httpfilter.StopIteration
-	}
-	return httpfilter.Continue
+	return f.headers(&f.config().response, h.Map.Get("content-type"), endStream, false, &f.respActive)
 }
 
 // EncodeData is DecodeData for the response.
 func (f *filter) EncodeData(b *httpfilter.Buffer, endStream bool) httpfilter.Status {
-	if !f.respActive {
+	return f.data(&f.cfg.response, b, endStream, false, &f.respActive)
+}
+
+// headers is one direction's headers: *active says its body is parsed.
+func (f *filter) headers(s *side, contentType string, endStream, request bool, active *bool) httpfilter.Status {
+	if len(s.rules) == 0 || !f.startSide(s, contentType, endStream, request) {
+		return httpfilter.Continue
+	}
+	*active = true
+	return httpfilter.StopIteration
+}
+
+// data buffers one direction's body, then applies its rules.
+func (f *filter) data(s *side, b *httpfilter.Buffer, endStream, request bool, active *bool) httpfilter.Status {
+	if !*active {
 		return httpfilter.Continue
 	}
 	if !endStream {
 		return httpfilter.StopAndBuffer
 	}
-	f.respActive = false
-	f.processBody(&f.cfg.response, b.Bytes(), false)
+	*active = false
+	f.processBody(s, b.Bytes(), request)
 	return httpfilter.Continue
 }
 

@@ -220,14 +220,14 @@ func (c *filterConfig) isEnabled() bool {
 	if c.enabled != nil {
 		return c.enabled.Roll()
 	}
-	return rlcommon.FeatureEnabled(c.runtime, "ratelimit.http_filter_enabled", 100)
+	return runtime.FeatureEnabled(c.runtime, "ratelimit.http_filter_enabled", 100)
 }
 
 func (c *filterConfig) isEnforced() bool {
 	if c.enforced != nil {
 		return c.enforced.Roll()
 	}
-	return rlcommon.FeatureEnabled(c.runtime, "ratelimit.http_filter_enforcing", 100)
+	return runtime.FeatureEnabled(c.runtime, "ratelimit.http_filter_enforcing", 100)
 }
 
 func (c *filterConfig) failureAllowed() bool {
@@ -341,7 +341,7 @@ func populate(ds []route.Descriptor, entries []*route.RateLimitEntry, in *route.
 		if e.ApplyOnStreamDone != onDone {
 			continue
 		}
-		if e.DisableKey != "" && !rlcommon.FeatureEnabled(rt, "ratelimit."+e.DisableKey+".http_filter_enabled", 100) {
+		if e.DisableKey != "" && !runtime.FeatureEnabled(rt, e.DisableRuntimeKey, 100) {
 			continue
 		}
 		ds = e.Populate(ds, in)

@@ -62,10 +62,7 @@ func compile(ctx *listener.Context, c *climitv3.ConnectionLimit, path string) (*
 	}
 	// Envoy: POOL_COUNTER_PREFIX(scope, "connection_limit." + stat_prefix),
 	// which joins the name with a dot.
-	prefix := "connection_limit." + c.GetStatPrefix()
-	if prefix[len(prefix)-1] != '.' {
-		prefix += "."
-	}
+	prefix := stats.JoinPrefix("connection_limit."+c.GetStatPrefix(), "")
 	f.limited = ctx.Stats.Counter(prefix + "limited_connections")
 	f.active = ctx.Stats.Gauge(prefix + "active_connections")
 	return f, nil

@@ -56,6 +56,11 @@ func compile(ctx *listener.Context, c *localrlv3.LocalRateLimit, path string) (*
 	if err := config.CheckFields(tb, tbPath, "max_tokens", "tokens_per_fill", "fill_interval"); err != nil {
 		return nil, err
 	}
+	if tb.GetMaxTokens() == 0 {
+		// The proto's rule (max_tokens > 0): an empty bucket that never
+		// fills would refuse every connection.
+		return nil, config.Errorf(config.Join(tbPath, "max_tokens"), "max_tokens must be greater than 0")
+	}
 	interval := tb.GetFillInterval().AsDuration()
 	if interval < 50*time.Millisecond {
 		return nil, config.Errorf(config.Join(tbPath, "fill_interval"), "local rate limit token bucket fill timer must be >= 50ms")
@@ -68,10 +73,7 @@ func compile(ctx *listener.Context, c *localrlv3.LocalRateLimit, path string) (*
 	// Envoy: POOL_COUNTER_PREFIX(scope, "local_rate_limit." + stat_prefix),
 	// joined with a dot. (Envoy's docs say local_ratelimit.; its code, and
 	// so its stats, say local_rate_limit.)
-	prefix := "local_rate_limit." + c.GetStatPrefix()
-	if prefix[len(prefix)-1] != '.' {
-		prefix += "."
-	}
+	prefix := stats.JoinPrefix("local_rate_limit."+c.GetStatPrefix(), "")
 	return &filterConfig{bucket: shared(c.GetShareKey(), spec), enabled: runtime.NewFeatureFlag(ctx.Runtime, c.GetRuntimeEnabled()),
 		limited: ctx.Stats.Counter(prefix + "rate_limited")}, nil
 }

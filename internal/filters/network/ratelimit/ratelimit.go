@@ -100,7 +100,7 @@ func compile(ctx *listener.Context, msg proto.Message, _ listener.ChainOptions, 
 // OnNewConnection calls the service and lets the connection go on, or
 // closes it, as Envoy's Filter::onNewConnection and complete.
 func (f *filter) OnNewConnection(c *listener.Conn) error {
-	if !rlcommon.FeatureEnabled(f.runtime, "ratelimit.tcp_filter_enabled", 100) {
+	if !runtime.FeatureEnabled(f.runtime, "ratelimit.tcp_filter_enabled", 100) {
 		return nil
 	}
 	f.st.active.Inc()
@@ -116,7 +116,7 @@ func (f *filter) OnNewConnection(c *listener.Conn) error {
 		return nil
 	case rlcommon.OverLimit:
 		f.st.overLimit.Inc()
-		if !rlcommon.FeatureEnabled(f.runtime, "ratelimit.tcp_filter_enforcing", 100) {
+		if !runtime.FeatureEnabled(f.runtime, "ratelimit.tcp_filter_enforcing", 100) {
 			return nil
 		}
 		f.st.cxClosed.Inc()

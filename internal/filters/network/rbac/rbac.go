@@ -42,7 +42,7 @@ func init() {
 		Factory: listener.ConnFilterFactory(func(ctx *listener.Context, cfg proto.Message, _ listener.ChainOptions, path string) (listener.ConnFilter, error) {
 			return compile(ctx, cfg.(*rbacv3.RBAC), path)
 		}),
-		Notes: "CEL conditions, custom matchers and per-rule stats are not implemented; the policy is checked on each read, not on each protocol message, under CONTINUOUS; requested_server_name sees the SNI only on chains that terminate TLS"})
+		Notes: "CEL conditions, custom matchers and per-rule stats are not implemented; the policy is checked on each read, not on each protocol message, under CONTINUOUS"})
 }
 
 // ErrDenied is what a read of a connection the filter denied returns.
@@ -60,18 +60,6 @@ type filterConfig struct {
 
 	allowed, denied, shadowAllowed, shadowDenied *stats.Counter
 	log                                          *slog.Logger
-}
-
-// statPrefixJoin joins a stat prefix and a name as Envoy's statPrefixJoin:
-// a prefix without a trailing dot gets one.
-func statPrefixJoin(prefix, token string) string {
-	switch {
-	case prefix == "":
-		return token
-	case prefix[len(prefix)-1] == '.':
-		return prefix + token
-	}
-	return prefix + "." + token
 }
 
 func compile(ctx *listener.Context, r *rbacv3.RBAC, path string) (*filterConfig, error) {
@@ -117,12 +105,12 @@ func compile(ctx *listener.Context, r *rbacv3.RBAC, path string) (*filterConfig,
 	// Envoy's generateStats: <stat_prefix>.rbac.<stat> for the enforced
 	// rules, <stat_prefix>.rbac.<shadow_rules_stat_prefix>.<stat> for the
 	// shadow rules.
-	base := statPrefixJoin(r.GetStatPrefix(), "rbac.")
-	shadowBase := statPrefixJoin(base, r.GetShadowRulesStatPrefix())
-	f.allowed = ctx.Stats.Counter(statPrefixJoin(base, "allowed"))
-	f.denied = ctx.Stats.Counter(statPrefixJoin(base, "denied"))
-	f.shadowAllowed = ctx.Stats.Counter(statPrefixJoin(shadowBase, "shadow_allowed"))
-	f.shadowDenied = ctx.Stats.Counter(statPrefixJoin(shadowBase, "shadow_denied"))
+	base := stats.JoinPrefix(r.GetStatPrefix(), "rbac.")
+	shadowBase := stats.JoinPrefix(base, r.GetShadowRulesStatPrefix())
+	f.allowed = ctx.Stats.Counter(stats.JoinPrefix(base, "allowed"))
+	f.denied = ctx.Stats.Counter(stats.JoinPrefix(base, "denied"))
+	f.shadowAllowed = ctx.Stats.Counter(stats.JoinPrefix(shadowBase, "shadow_allowed"))
+	f.shadowDenied = ctx.Stats.Counter(stats.JoinPrefix(shadowBase, "shadow_denied"))
 	f.shadowResultKey = r.GetShadowRulesStatPrefix() + "shadow_engine_result"
 	f.shadowPolicyKey = r.GetShadowRulesStatPrefix() + "shadow_effective_policy_id"
 	return f, nil
@@ -296,17 +284,7 @@ func (c *conn) check() bool {
 	var info *streaminfo.Info
 	ctx := func() *engine.Ctx {
 		if info == nil {
-			tc := c.tc
-			// A connection's record: the source is a PROXY protocol
-			// header's (else the socket's peer); direct_remote_ip is the
-			// socket's peer.
-			direct := tc.DirectRemote
-			if !direct.IsValid() {
-				direct = tc.Remote
-			}
-			info = &streaminfo.Info{DownstreamLocal: tc.Local, DownstreamRemote: tc.Remote, DownstreamDirectRemote: direct, DownstreamConnRemote: tc.Remote,
-				DownstreamTLS: tc.TLS, RequestedServerName: tc.SNI, ConnectionID: tc.ID,
-				DynamicMetadata: tc.Metadata, FilterState: tc.FilterState}
+			info = c.tc.StreamInfo()
 		}
 		return &engine.Ctx{Info: info}
 	}

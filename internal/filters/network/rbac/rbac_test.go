@@ -251,8 +251,8 @@ func TestConfigErrors(t *testing.T) {
 
 func TestStatPrefixJoin(t *testing.T) {
 	for _, c := range [][3]string{{"tcp", "rbac.", "tcp.rbac."}, {"tcp.", "rbac.", "tcp.rbac."}, {"", "x", "x"}, {"a.rbac.sh", "shadow_denied", "a.rbac.sh.shadow_denied"}} {
-		if got := statPrefixJoin(c[0], c[1]); got != c[2] {
-			t.Errorf("statPrefixJoin(%q, %q) = %q, want %q", c[0], c[1], got, c[2])
+		if got := stats.JoinPrefix(c[0], c[1]); got != c[2] {
+			t.Errorf("stats.JoinPrefix(%q, %q) = %q, want %q", c[0], c[1], got, c[2])
 		}
 	}
 }

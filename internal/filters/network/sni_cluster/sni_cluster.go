@@ -9,13 +9,10 @@ import (
 
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/extension"
+	"github.com/legateproxy/legate/internal/filters/network/tcp_proxy"
 	"github.com/legateproxy/legate/internal/listener"
 	"github.com/legateproxy/legate/internal/streaminfo"
 )
-
-// ClusterKey is the filter-state key of a connection's tcp_proxy cluster
-// (Envoy's TcpProxy::PerConnectionCluster::key()).
-const ClusterKey = "envoy.tcp_proxy.cluster"
 
 func init() {
 	extension.Register(extension.Extension{Name: "envoy.filters.network.sni_cluster", Category: extension.NetworkFilter,
@@ -34,7 +31,7 @@ func init() {
 // in Envoy, so a later filter may set another.
 func onNewConnection(tc *listener.Conn) error {
 	if tc.SNI != "" {
-		tc.SetFilterState(ClusterKey, streaminfo.StringObject(tc.SNI))
+		tc.SetFilterState(tcp_proxy.ClusterKey, streaminfo.StringObject(tc.SNI))
 	}
 	return nil
 }

@@ -132,13 +132,8 @@ func (c *tcpProxyConfig) ServeConn(tc *listener.Conn) {
 	// network filters left in its dynamic metadata and filter state
 	// (proxy_protocol TLVs), as Envoy's tcp_proxy logs the connection's
 	// stream info.
-	direct := tc.DirectRemote
-	if !direct.IsValid() {
-		direct = tc.Remote
-	}
-	info := &streaminfo.Info{StartTime: time.Now(), DownstreamRemote: tc.Remote, DownstreamDirectRemote: direct, DownstreamConnRemote: tc.Remote,
-		DownstreamLocal: tc.Local, ConnectionID: tc.ID, Hostname: c.hostname, DownstreamTLS: tc.TLS, RequestedServerName: tc.SNI,
-		DynamicMetadata: tc.Metadata, FilterState: tc.FilterState}
+	info := tc.StreamInfo()
+	info.StartTime, info.Hostname = time.Now(), c.hostname
 	defer func() {
 		info.Done = info.Since()
 		for _, l := range c.accessLogs {

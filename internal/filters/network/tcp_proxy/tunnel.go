@@ -232,28 +232,12 @@ func (o *headerObject) AppendJSON(dst []byte) []byte {
 			dst = append(dst, ',')
 		}
 		dst = append(dst, `{"key":`...)
-		dst = appendJSONString(dst, f.Name)
+		dst = streaminfo.AppendJSONString(dst, f.Name)
 		dst = append(dst, `,"value":`...)
-		dst = appendJSONString(dst, f.Value)
+		dst = streaminfo.AppendJSONString(dst, f.Value)
 		dst = append(dst, '}')
 	}
 	return append(dst, "]}"...)
-}
-
-func appendJSONString(dst []byte, s string) []byte {
-	dst = append(dst, '"')
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"' || c == '\\':
-			dst = append(dst, '\\', c)
-		case c < 0x20:
-			const hex = "0123456789abcdef"
-			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-		default:
-			dst = append(dst, c)
-		}
-	}
-	return append(dst, '"')
 }
 
 var aLongTimeAgo = time.Unix(1, 0)
