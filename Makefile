@@ -9,7 +9,7 @@ export KUBEBUILDER_ASSETS ?= $(KUBE_BIN_DIR)
 TOOLS_BIN := $(LEGATE_CACHE)/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: build quickstart deps lint test test-short bench soak docs generate catalog
+.PHONY: build quickstart deps lint test test-short bench bench-filters soak docs generate catalog
 
 build:
 	go build -o bin/legate ./cmd/legate
@@ -36,6 +36,24 @@ test-short:
 
 bench:
 	bench/run.sh
+
+# bench-filters measures the CPU per request that cors, rbac, jwt_authn and the
+# gzip compressor add to the router (wrk, 64 keep-alive connections), checks
+# that compression streams, and writes bench/results/filtercost.md. The
+# router-only variant also runs on Legate built from FILTERCOST_BASELINE (the
+# commit of bench/results/latest.json, before the HTTP filter chain existed;
+# empty skips it). Needs nginx and wrk (make bench installs them). Not in CI.
+FILTERCOST_BASELINE ?= dab21e0
+bench-filters: build
+	go build -o bin/filtercost ./bench/cmd/filtercost
+	@set -e; flags=""; \
+	if [ -n "$(FILTERCOST_BASELINE)" ]; then \
+	  d=$$(mktemp -d); trap 'rm -rf "$$d"' EXIT; \
+	  git archive $(FILTERCOST_BASELINE) | tar -x -C "$$d"; \
+	  (cd "$$d" && go build -o "$(CURDIR)/bin/legate-$(FILTERCOST_BASELINE)" ./cmd/legate); \
+	  flags="-baseline bin/legate-$(FILTERCOST_BASELINE) -baseline-name $(FILTERCOST_BASELINE)"; \
+	fi; \
+	bin/filtercost -legate bin/legate $$flags $(FILTERCOST_FLAGS)
 
 # soak runs legate proxy for SOAK_DURATION (default 30m) under load, config
 # churn, upstream kills and HTTP/2 floods, in a private network namespace,

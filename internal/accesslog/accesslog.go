@@ -5,6 +5,13 @@
 // file_flush_interval) or when 64 KiB accumulate; SIGUSR1 reopens files.
 // The writers belong to a Files set that one server owns (Envoy's access
 // log manager), so two servers in a process do not share files or stats.
+//
+// The loggers that export over the network — envoy.access_loggers.http_grpc
+// and tcp_grpc (the access log service, grpc.go) and open_telemetry (OTLP
+// logs, otel.go) — build their record on the request path and hand it to a
+// bounded buffer (batch.go) that one goroutine per config exports every
+// buffer_flush_interval, through the clusters the server gives the set
+// (SetServices); a full buffer drops entries and counts them.
 package accesslog
 
 import (
@@ -13,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
@@ -33,6 +41,14 @@ type Logger struct {
 	filter filter
 	entry  format.Entry
 	out    *writer
+	// sink is a logger that builds its own record (the gRPC and
+	// OpenTelemetry loggers) instead of a formatted line.
+	sink sink
+}
+
+// sink receives the stream info of every admitted request.
+type sink interface {
+	log(info *streaminfo.Info)
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
@@ -40,6 +56,10 @@ var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }
 // Log writes an entry for a finished request if the filter admits it.
 func (l *Logger) Log(info *streaminfo.Info) {
 	if l.filter != nil && !l.filter(info) {
+		return
+	}
+	if l.sink != nil {
+		l.sink.log(info)
 		return
 	}
 	bp := bufPool.Get().(*[]byte)
@@ -69,7 +89,7 @@ func Compile(logs []*accesslogv3.AccessLog, path string, files *Files) ([]*Logge
 func compileOne(al *accesslogv3.AccessLog, path string, files *Files) (*Logger, error) {
 	l := &Logger{}
 	if f := al.GetFilter(); f != nil {
-		fl, err := compileFilter(f, config.Join(path, "filter"))
+		fl, err := compileFilter(f, config.Join(path, "filter"), files)
 		if err != nil {
 			return nil, err
 		}
@@ -176,6 +196,8 @@ type writer struct {
 // their flusher.
 type Files struct {
 	st      *stats.Store
+	svc     atomic.Pointer[Services]
+	grpc    grpcLoggers
 	mu      sync.Mutex
 	writers map[string]*writer
 	started bool
@@ -316,6 +338,7 @@ func (fs *Files) Flush() {
 
 // Close flushes, stops the flusher and closes the files (shutdown).
 func (fs *Files) Close() {
+	fs.grpc.close()
 	fs.mu.Lock()
 	started, closed := fs.started, fs.closed
 	fs.started, fs.closed = true, true // no flusher may start after Close

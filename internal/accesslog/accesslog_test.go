@@ -87,7 +87,7 @@ func TestRejectedLoggers(t *testing.T) {
 	cases := []struct{ yaml, want string }{
 		{`{name: x, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /nonexistent-dir/a.log}}`, "access_log[0].typed_config.path: open access log"},
 		{`{name: x, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /tmp/x.log, log_format: {text_format: "%BOGUS%"}}}`, "not supported field in StreamInfo: BOGUS"},
-		{`{name: x, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /tmp/x.log}, filter: {traceable_filter: {}}}`, "access_log[0].filter.traceable_filter: traceable_filter is not supported"},
+		{`{name: x, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: /tmp/x.log}, filter: {extension_filter: {name: e, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter, expression: "request.path =="}}}}`, "access_log[0].filter.extension_filter.typed_config.expression"},
 	}
 	for _, tc := range cases {
 		_, err := Compile(hcmLogs(t, tc.yaml), "access_log", NewFiles(nil))

@@ -11,6 +11,7 @@ import (
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/route"
+	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/streaminfo"
 )
 
@@ -34,29 +35,56 @@ func compare(op accesslogv3.ComparisonFilter_Op, v, ref int64) bool {
 // finished (or locally answered) stream; local_reply_config's mappers use
 // the same filters.
 func CompileFilter(f *accesslogv3.AccessLogFilter, path string) (func(*streaminfo.Info) bool, error) {
-	return compileFilter(f, path)
+	return compileFilter(f, path, nil)
 }
 
-func compileFilter(f *accesslogv3.AccessLogFilter, path string) (filter, error) {
+// snapshot is the runtime a filter reads its runtime_key values from at
+// log time: the server's, through files (nil: none, the defaults apply).
+func snapshot(files *Files) *runtime.Snapshot {
+	if files == nil {
+		return nil
+	}
+	return files.services().Runtime.Snapshot()
+}
+
+// runtimeUint is a ComparisonFilter's RuntimeUInt32: its runtime_key's
+// value when the runtime has one, else default_value.
+func runtimeUint(files *Files, key string, def uint32) uint64 {
+	if key == "" {
+		return uint64(def)
+	}
+	if snap := snapshot(files); snap != nil {
+		return snap.Integer(key, uint64(def))
+	}
+	return uint64(def)
+}
+
+func compileFilter(f *accesslogv3.AccessLogFilter, path string, files *Files) (filter, error) {
 	switch s := f.GetFilterSpecifier().(type) {
 	case *accesslogv3.AccessLogFilter_ExtensionFilter:
 		// Extension filters (CEL, …) go through the registry.
-		if _, err := extension.Lookup(extension.AccessLogFilter, s.ExtensionFilter.GetTypedConfig(), config.Join(path, "extension_filter.typed_config")); err != nil {
+		tp := config.Join(path, "extension_filter.typed_config")
+		r, err := extension.Lookup(extension.AccessLogFilter, s.ExtensionFilter.GetTypedConfig(), tp)
+		if err != nil {
 			return nil, err
 		}
+		return r.Ext.Factory.(filterFactory)(r.Config, tp)
 	case *accesslogv3.AccessLogFilter_StatusCodeFilter:
-		// There is no runtime layer: a runtime_key's default value applies.
 		c := s.StatusCodeFilter.GetComparison()
-		op, ref := c.GetOp(), int64(c.GetValue().GetDefaultValue())
-		return func(i *streaminfo.Info) bool { return compare(op, int64(i.ResponseCode), ref) }, nil
+		op, key, def := c.GetOp(), c.GetValue().GetRuntimeKey(), c.GetValue().GetDefaultValue()
+		return func(i *streaminfo.Info) bool {
+			return compare(op, int64(i.ResponseCode), int64(runtimeUint(files, key, def)))
+		}, nil
 	case *accesslogv3.AccessLogFilter_DurationFilter:
 		c := s.DurationFilter.GetComparison()
-		op, ref := c.GetOp(), int64(c.GetValue().GetDefaultValue())
-		return func(i *streaminfo.Info) bool { return compare(op, i.Done.Milliseconds(), ref) }, nil
+		op, key, def := c.GetOp(), c.GetValue().GetRuntimeKey(), c.GetValue().GetDefaultValue()
+		return func(i *streaminfo.Info) bool {
+			return compare(op, i.Done.Milliseconds(), int64(runtimeUint(files, key, def)))
+		}, nil
 	case *accesslogv3.AccessLogFilter_NotHealthCheckFilter:
-		// Legate has no health_check HTTP filter, so no request is a health
-		// check request: every request passes.
-		return func(*streaminfo.Info) bool { return true }, nil
+		// Requests the health_check filter answered or passed through as
+		// health checks are left out.
+		return func(i *streaminfo.Info) bool { return !i.HealthCheck }, nil
 	case *accesslogv3.AccessLogFilter_ResponseFlagFilter:
 		flags := s.ResponseFlagFilter.GetFlags()
 		return func(i *streaminfo.Info) bool {
@@ -94,22 +122,30 @@ func compileFilter(f *accesslogv3.AccessLogFilter, path string) (filter, error) 
 			return statuses[code] != exclude
 		}, nil
 	case *accesslogv3.AccessLogFilter_RuntimeFilter:
+		// As Envoy's RuntimeFilter: runtime_key's fractional percent
+		// (percent_sampled when the runtime has none, 0% without it); the
+		// draw is the request ID's (so every log of a request agrees)
+		// unless use_independent_randomness.
 		rf := s.RuntimeFilter
-		per := rf.GetPercentSampled()
-		if per == nil {
-			return nil, config.Unsupported(config.Join(path, "runtime_filter"), "runtime_filter without percent_sampled (there is no runtime layer)")
-		}
-		n := per.GetNumerator()
-		d := uint32(100)
-		switch per.GetDenominator().String() {
-		case "TEN_THOUSAND":
-			d = 10000
-		case "MILLION":
-			d = 1_000_000
-		}
-		return func(*streaminfo.Info) bool { return rand.Uint32N(d) < n }, nil
+		key, def, independent := rf.GetRuntimeKey(), rf.GetPercentSampled(), rf.GetUseIndependentRandomness()
+		return func(i *streaminfo.Info) bool {
+			num, den := (*runtime.Snapshot)(nil).Fraction("", def)
+			if snap := snapshot(files); snap != nil {
+				num, den = snap.Fraction(key, def)
+			}
+			if den == 0 {
+				return false
+			}
+			v := rand.Uint64()
+			if !independent {
+				if id, ok := requestIDInteger(i); ok {
+					v = id
+				}
+			}
+			return v%uint64(den) < uint64(num)
+		}, nil
 	case *accesslogv3.AccessLogFilter_AndFilter:
-		subs, err := compileFilters(s.AndFilter.GetFilters(), config.Join(path, "and_filter.filters"))
+		subs, err := compileFilters(s.AndFilter.GetFilters(), config.Join(path, "and_filter.filters"), files)
 		if err != nil {
 			return nil, err
 		}
@@ -122,7 +158,7 @@ func compileFilter(f *accesslogv3.AccessLogFilter, path string) (filter, error) 
 			return true
 		}, nil
 	case *accesslogv3.AccessLogFilter_OrFilter:
-		subs, err := compileFilters(s.OrFilter.GetFilters(), config.Join(path, "or_filter.filters"))
+		subs, err := compileFilters(s.OrFilter.GetFilters(), config.Join(path, "or_filter.filters"), files)
 		if err != nil {
 			return nil, err
 		}
@@ -135,16 +171,17 @@ func compileFilter(f *accesslogv3.AccessLogFilter, path string) (filter, error) 
 			return false
 		}, nil
 	case *accesslogv3.AccessLogFilter_TraceableFilter:
-		return nil, config.Unsupported(config.Join(path, "traceable_filter"), "traceable_filter")
+		// Requests the connection manager decided to trace.
+		return func(i *streaminfo.Info) bool { return i.Traced }, nil
 	}
 	return nil, config.Unsupported(path, "this access log filter", "status_code_filter", "duration_filter", "not_health_check_filter",
-		"response_flag_filter", "header_filter", "grpc_status_filter", "runtime_filter", "and_filter", "or_filter")
+		"response_flag_filter", "header_filter", "grpc_status_filter", "runtime_filter", "and_filter", "or_filter", "traceable_filter", "extension_filter")
 }
 
-func compileFilters(fs []*accesslogv3.AccessLogFilter, path string) ([]filter, error) {
+func compileFilters(fs []*accesslogv3.AccessLogFilter, path string, files *Files) ([]filter, error) {
 	out := make([]filter, 0, len(fs))
 	for i, f := range fs {
-		c, err := compileFilter(f, config.Index(path, i))
+		c, err := compileFilter(f, config.Index(path, i), files)
 		if err != nil {
 			return nil, err
 		}
@@ -182,4 +219,18 @@ func headerMatch(hm *routev3.HeaderMatcher, path string) (filter, error) {
 		}
 		return m(i.Request)
 	}, nil
+}
+
+// requestIDInteger is Envoy's UUID request ID as an integer (its first
+// eight hex digits), which runtime_filter draws from.
+func requestIDInteger(i *streaminfo.Info) (uint64, bool) {
+	if i.Request == nil {
+		return 0, false
+	}
+	id, ok := i.Request.Lookup("x-request-id")
+	if !ok || len(id) < 8 {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(id[:8], 16, 64)
+	return v, err == nil
 }

@@ -1,7 +1,9 @@
 // Package admin serves Envoy's admin API (the `admin:` block of the
 // bootstrap): /ready, /server_info, /stats (text, JSON, Prometheus),
-// /clusters, /config_dump, /listeners, /healthcheck/fail|ok,
-// /drain_listeners, /quitquitquit, /logging, /reset_counters and the index.
+// /clusters, /config_dump (resource=, mask=, name_regex=, include_eds),
+// /init_dump, /hot_restart_version, /runtime, /runtime_modify, /listeners,
+// /healthcheck/fail|ok, /drain_listeners, /quitquitquit, /logging,
+// /reset_counters and the index.
 // Endpoints that change state require POST, as in Envoy.
 package admin
 
@@ -37,7 +39,10 @@ type Server interface {
 	// State is LIVE, DRAINING, PRE_INITIALIZING or INITIALIZING.
 	State() string
 	ServerInfo() proto.Message
-	ConfigDump(resource string, includeEDS bool) (proto.Message, error)
+	// ConfigDump returns the whole config dump (an *adminv3.ConfigDump,
+	// redacted; with the endpoints when includeEDS); the handler selects
+	// resource=, mask= and name_regex= from it.
+	ConfigDump(includeEDS bool) (proto.Message, error)
 	// WriteClusters renders /clusters (text or JSON).
 	WriteClusters(w io.Writer, jsonFormat bool) error
 	// Listeners returns name → bound address.
@@ -64,6 +69,8 @@ type Admin struct {
 	accessLog io.Writer
 	// loggers are admin.access_log's access loggers.
 	loggers []Logger
+	// allow is admin.allow_paths (nil: every path).
+	allow func(path string) bool
 }
 
 type endpoint struct {
@@ -83,7 +90,9 @@ func New(srv Server, st *stats.Store, log *slog.Logger, accessLog io.Writer, ppr
 	a.handle("/stats", "print server stats (filter=, format=json|prometheus|text, usedonly, type=)", false, a.handleStats)
 	a.handle("/stats/prometheus", "print server stats in Prometheus format", false, a.handlePrometheus)
 	a.handle("/clusters", "upstream cluster status (format=json)", false, a.handleClusters)
-	a.handle("/config_dump", "dump current config (resource=, include_eds)", false, a.handleConfigDump)
+	a.handle("/config_dump", "dump current config (resource=, mask=, name_regex=, include_eds)", false, a.handleConfigDump)
+	a.handle("/init_dump", "print the unready targets of the init managers (mask=listener)", false, a.handleInitDump)
+	a.handle("/hot_restart_version", "print the hot restart compatibility version", false, a.handleHotRestartVersion)
 	a.handle("/memory", "print current allocation/heap usage", false, a.handleMemory)
 	a.handle("/listeners", "print listener addresses (format=json)", false, a.handleListeners)
 	a.handle("/certs", "print certificates in use", false, a.handleCerts)
@@ -206,8 +215,14 @@ func (a *Admin) Listen(addr string) error {
 // (an admin address that is a pipe).
 func (a *Admin) ListenOn(ln net.Listener) {
 	a.ln = ln
-	a.hs = &http.Server{Handler: a.mux, ReadHeaderTimeout: 10 * time.Second}
+	a.hs = &http.Server{Handler: a.Handler(), ReadHeaderTimeout: 10 * time.Second}
 }
+
+// SetAllowPaths restricts the endpoints to the paths allow accepts
+// (admin.allow_paths); the others answer 403, as Envoy. allow sees the
+// request's path with its query string, as Envoy's matchers do (so
+// "/stats?format=json" needs a prefix matcher).
+func (a *Admin) SetAllowPaths(allow func(path string) bool) { a.allow = allow }
 
 // Addr returns the bound address.
 func (a *Admin) Addr() string { return a.ln.Addr().String() }
@@ -228,8 +243,19 @@ func (a *Admin) Close() {
 	}
 }
 
-// Handler returns the admin HTTP handler (for tests).
-func (a *Admin) Handler() http.Handler { return a.mux }
+// Handler returns the admin HTTP handler.
+func (a *Admin) Handler() http.Handler {
+	if a.allow == nil {
+		return a.mux
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !a.allow(r.URL.RequestURI()) {
+			http.Error(w, "admin path "+r.URL.Path+" is not allowed (admin.allow_paths)", http.StatusForbidden)
+			return
+		}
+		a.mux.ServeHTTP(w, r)
+	})
+}
 
 func (a *Admin) indexText() string {
 	var b strings.Builder
@@ -339,17 +365,6 @@ func (a *Admin) handleClusters(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("content-type", "text/plain; charset=UTF-8")
 	}
 	a.srv.WriteClusters(w, js)
-}
-
-func (a *Admin) handleConfigDump(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	_, eds := q["include_eds"]
-	m, err := a.srv.ConfigDump(q.Get("resource"), eds)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	writeProto(w, m, false)
 }
 
 func (a *Admin) handleListeners(w http.ResponseWriter, r *http.Request) {

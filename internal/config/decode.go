@@ -596,11 +596,23 @@ func (d *decoder) anyValue(n *yaml.Node, path string) any {
 		}
 	}
 	if url == "" {
+		if len(ps) == 0 {
+			// typed_config: {} is an Any without a type: Envoy then finds
+			// the extension by its name and uses its default config (as
+			// configs/envoy_ext_authz.yaml in Envoy's tree relies on), so
+			// the field counts as unset.
+			d.warnf(n, path, "an empty typed_config is the extension's default config; name the type with @type")
+			return nil
+		}
 		d.errorf(n, path, "typed config has no @type")
 		return nil
 	}
 	url = upgradeTypeURL(url, func(newURL string) {
-		d.warnf(n, path, "v2 type %s upgraded to %s", url, newURL)
+		kind := "deprecated"
+		if strings.Contains(url, ".v2") {
+			kind = "v2"
+		}
+		d.warnf(n, path, "%s type %s upgraded to %s", kind, url, newURL)
 	})
 	mt, err := protoregistry.GlobalTypes.FindMessageByURL(url)
 	if err != nil {

@@ -65,12 +65,61 @@ func upgradeTypeURL(url string, warn func(string)) string {
 	if !ok {
 		v3, ok = previousTypes()[name]
 	}
+	if !ok {
+		v3, ok = successorByPackage(name)
+	}
 	if ok {
 		nu := typePrefix + v3
 		warn(nu)
 		return nu
 	}
 	return url
+}
+
+// oldVersions are the package versions of Envoy's API before v3 (and the
+// alpha ones of v3) whose messages moved to a v3 package.
+var oldVersions = map[string]bool{"v2": true, "v2alpha": true, "v2alpha1": true, "v3alpha": true, "v4alpha": true}
+
+// successorByPackage finds the v3 message of an old Envoy message name that
+// the versioning annotations miss, by the package moves Envoy's v3 API
+// made: envoy.config.filter.<http|network|...>.<name>.<version>.<Msg>
+// became envoy.extensions.filters.<...>.<name>.v3.<Msg>, and an alpha
+// package (oauth2.v3alpha) graduated to v3. Some v3 messages name an
+// intermediate package as their previous type (ext_authz's is
+// envoy.config.filter.http.ext_authz.v3.ExtAuthz), so a candidate may also
+// be such a previous type. Only a linked v3 type is an answer; a name that
+// is itself linked (a current v3alpha message) is left alone.
+func successorByPackage(name string) (string, bool) {
+	if !strings.HasPrefix(name, "envoy.") {
+		return "", false
+	}
+	if _, err := protoregistry.GlobalTypes.FindMessageByName(protoreflect.FullName(name)); err == nil {
+		return "", false
+	}
+	parts := strings.Split(name, ".")
+	ver := -1
+	for i, p := range parts[:len(parts)-1] {
+		if oldVersions[p] {
+			ver = i
+		}
+	}
+	if ver < 0 {
+		return "", false
+	}
+	renamed := append(append(append([]string{}, parts[:ver]...), "v3"), parts[ver+1:]...)
+	candidates := []string{strings.Join(renamed, ".")}
+	if len(renamed) > 3 && renamed[1] == "config" && renamed[2] == "filter" {
+		candidates = append(candidates, "envoy.extensions.filters."+strings.Join(renamed[3:], "."))
+	}
+	for _, c := range candidates {
+		if _, err := protoregistry.GlobalTypes.FindMessageByName(protoreflect.FullName(c)); err == nil {
+			return c, true
+		}
+		if v3, ok := previousTypes()[c]; ok {
+			return v3, true
+		}
+	}
+	return "", false
 }
 
 // previousTypes maps the v2 (and v2alpha, v3alpha) names of the v3
@@ -104,11 +153,50 @@ var typedConfigHolders = map[protoreflect.FullName]string{
 	"envoy.config.core.v3.TransportSocket":                                   catalog.TransportSockets,
 }
 
+// ignoredByEnvoy are fields Envoy accepts and never reads (hidden as not
+// implemented in its API), by message: Legate accepts them too, with a
+// warning, where a config is read from text; the compile code of their
+// extension logs the same warning for configs that come over xDS.
+var ignoredByEnvoy = map[protoreflect.FullName]map[string]string{
+	// Envoy's FilterConfigPerRoute keeps only vh_rate_limits and domain.
+	"envoy.extensions.filters.http.ratelimit.v3.RateLimitPerRoute": {"override_option": "DEFAULT"},
+}
+
+// warnIgnored warns of each field of ps that Envoy ignores, unless it has
+// its default value.
+func (d *decoder) warnIgnored(md protoreflect.MessageDescriptor, path string, ps []pair) {
+	fields := ignoredByEnvoy[md.FullName()]
+	if fields == nil {
+		return
+	}
+	for _, p := range ps {
+		fd := md.Fields().ByName(protoreflect.Name(p.key))
+		if fd == nil {
+			fd = md.Fields().ByJSONName(p.key)
+		}
+		if fd == nil {
+			continue
+		}
+		def, ok := fields[string(fd.Name())]
+		v := resolve(p.value)
+		if !ok || isNull(v) || v.Kind == yaml.ScalarNode && (strings.EqualFold(v.Value, def) || v.Value == "0") {
+			continue
+		}
+		d.warnf(p.kn, join(path, string(fd.Name())), "%s is ignored, as by Envoy (not implemented there): remove it", fd.Name())
+	}
+}
+
 // upgradeV2 rewrites the v2-era keys of one mapping into their v3 form.
 func (d *decoder) upgradeV2(n *yaml.Node, md protoreflect.MessageDescriptor, path string, ps []pair) []pair {
+	ps = d.upgradeAPIVersions(n, md, path, ps)
+	d.warnIgnored(md, path, ps)
 	switch md.FullName() {
 	case "envoy.config.cluster.v3.Cluster":
 		return d.upgradeCluster(md, path, ps)
+	case "envoy.config.listener.v3.FilterChain":
+		return d.upgradeTLSContext(ps, path, "DownstreamTlsContext")
+	case "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext":
+		return d.upgradeVerifySAN(ps, path)
 	case "envoy.config.route.v3.RouteMatch":
 		return renameKey(d, ps, path, "regex", "safe_regex", func(v *yaml.Node) *yaml.Node {
 			return mapping(v.Line, "google_re2", mapping(v.Line), "regex", v)
@@ -137,6 +225,21 @@ func (d *decoder) upgradeV2(n *yaml.Node, md protoreflect.MessageDescriptor, pat
 		case "typed_config", "typedConfig", "config_discovery", "configDiscovery":
 			hasTyped = true
 		}
+	}
+	if hasTyped {
+		// typed_config: {} is an Any without a type: Envoy finds the
+		// extension by its name and uses its default config (Envoy's own
+		// configs/envoy_ext_authz.yaml relies on it), so the name decides,
+		// as when typed_config is absent.
+		kept := ps[:0:0]
+		for _, p := range ps {
+			if v := resolve(p.value); (p.key == "typed_config" || p.key == "typedConfig") && v.Kind == yaml.MappingNode && len(v.Content) == 0 {
+				hasTyped = false
+				continue
+			}
+			kept = append(kept, p)
+		}
+		ps = kept
 	}
 	canonical := name
 	if canon, ok := catalog.CanonicalName(category, name); ok {
@@ -224,23 +327,138 @@ func (d *decoder) upgradeCluster(md protoreflect.MessageDescriptor, path string,
 			la := mapping(line, "cluster_name", cn, "endpoints", seq(line, mapping(line, "lb_endpoints", lbs)))
 			d.warnf(p.kn, join(path, "hosts"), "v2 `hosts:` upgraded to `load_assignment: {cluster_name: ..., endpoints: [{lb_endpoints: [{endpoint: {address: ...}}]}]}`")
 			out = append(out, pair{key: "load_assignment", kn: scalar(line, "load_assignment"), value: la})
-		case "tls_context":
-			line := p.kn.Line
-			tc := mapping(line, "@type", scalar(line, typePrefix+"envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"))
-			if b := resolve(p.value); b.Kind == yaml.MappingNode {
-				for _, bp := range pairs(b) {
-					tc.Content = append(tc.Content, bp.kn, bp.value)
-				}
-			}
-			d.warnf(p.kn, join(path, "tls_context"), "v2 `tls_context:` upgraded to `transport_socket: {name: envoy.transport_sockets.tls, typed_config: {\"@type\": ...UpstreamTlsContext}}`")
-			out = append(out, pair{key: "transport_socket", kn: scalar(line, "transport_socket"),
-				value: mapping(line, "name", scalar(line, "envoy.transport_sockets.tls"), "typed_config", tc)})
 		default:
 			out = append(out, p)
 		}
 	}
 	_ = md
-	return out
+	return d.upgradeTLSContext(out, path, "UpstreamTlsContext")
+}
+
+// upgradeTLSContext turns the v2 `tls_context:` of a cluster or a filter
+// chain into the v3 transport_socket envoy.transport_sockets.tls whose
+// typed_config, an Upstream- or DownstreamTlsContext (msg), has the same
+// fields.
+func (d *decoder) upgradeTLSContext(ps []pair, path, msg string) []pair {
+	for i, p := range ps {
+		if p.key != "tls_context" && p.key != "tlsContext" {
+			continue
+		}
+		line := p.kn.Line
+		tc := mapping(line, "@type", scalar(line, typePrefix+"envoy.extensions.transport_sockets.tls.v3."+msg))
+		if b := resolve(p.value); b.Kind == yaml.MappingNode {
+			for _, bp := range pairs(b) {
+				tc.Content = append(tc.Content, bp.kn, bp.value)
+			}
+		}
+		d.warnf(p.kn, join(path, "tls_context"), "v2 `tls_context:` upgraded to `transport_socket: {name: envoy.transport_sockets.tls, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.%s, ...}}`", msg)
+		ps[i] = pair{key: "transport_socket", kn: scalar(line, "transport_socket"),
+			value: mapping(line, "name", scalar(line, "envoy.transport_sockets.tls"), "typed_config", tc)}
+	}
+	return ps
+}
+
+// upgradeVerifySAN turns the v2 `verify_subject_alt_name: [a, b]` of a
+// validation context into the v3 `match_subject_alt_names: [{exact: a},
+// {exact: b}]`, as Envoy's v2 to v3 upgrade did (its exact matchers keep
+// the v2 semantics: a DNS SAN matches as a DNS name, others exactly),
+// after any match_subject_alt_names also given, as v2 Envoy checked both.
+func (d *decoder) upgradeVerifySAN(ps []pair, path string) []pair {
+	var from *pair
+	for i := range ps {
+		if ps[i].key == "verify_subject_alt_name" || ps[i].key == "verifySubjectAltName" {
+			from = &ps[i]
+		}
+	}
+	if from == nil {
+		return ps
+	}
+	line := from.kn.Line
+	for _, p := range ps {
+		if p.key == "match_subject_alt_names" || p.key == "matchSubjectAltNames" {
+			// v2 required both lists to match; v3's one list is OR'ed, so
+			// merging them would weaken the check.
+			d.errorf(from.kn, join(path, "verify_subject_alt_name"), "v2 verify_subject_alt_name together with match_subject_alt_names cannot be upgraded (v2 required both to match); keep only match_subject_alt_names")
+			return ps
+		}
+	}
+	var matchers []*yaml.Node
+	if v := resolve(from.value); v.Kind == yaml.SequenceNode {
+		for _, e := range v.Content {
+			if !ignored(e) {
+				matchers = append(matchers, mapping(e.Line, "exact", e))
+			}
+		}
+	} else {
+		// A single value for a repeated field, as the decoder takes it.
+		matchers = append(matchers, mapping(line, "exact", v))
+	}
+	d.warnf(from.kn, join(path, "verify_subject_alt_name"), "v2 `verify_subject_alt_name: [name, ...]` upgraded to `match_subject_alt_names: [{exact: name}, ...]`")
+	out := make([]pair, 0, len(ps))
+	for _, p := range ps {
+		if p.key == "verify_subject_alt_name" || p.key == "verifySubjectAltName" {
+			continue
+		}
+		out = append(out, p)
+	}
+	return append(out, pair{key: "match_subject_alt_names", kn: scalar(line, "match_subject_alt_names"), value: seq(line, matchers...)})
+}
+
+// apiVersionFields are the fields that pick the xDS transport or resource
+// version (envoy.config.core.v3.ApiVersion) of a config source or a gRPC
+// service's client.
+var apiVersionFields = []protoreflect.Name{"transport_api_version", "resource_api_version"}
+
+// requiresV3 are the messages whose unset transport_api_version (AUTO)
+// Envoy refuses, as it does V2 (Config::Utility::checkTransportVersion):
+// v2-era configs leave it out, and those are upgraded too.
+var requiresV3 = map[protoreflect.FullName]bool{
+	"envoy.config.ratelimit.v3.RateLimitServiceConfig": true,
+}
+
+// upgradeAPIVersions turns an ApiVersion of V2 or AUTO into V3: Envoy no
+// longer has the v2 xDS API and refuses both (AUTO meant "V2 unless told"),
+// while the services these configs talk to speak v3 today, so Legate
+// upgrades them with a warning that says to write V3.
+func (d *decoder) upgradeAPIVersions(n *yaml.Node, md protoreflect.MessageDescriptor, path string, ps []pair) []pair {
+	for _, name := range apiVersionFields {
+		fd := md.Fields().ByName(name)
+		if fd == nil || fd.Kind() != protoreflect.EnumKind || fd.Enum().FullName() != "envoy.config.core.v3.ApiVersion" {
+			continue
+		}
+		found := false
+		for i, p := range ps {
+			if p.key != string(name) && p.key != fd.JSONName() {
+				continue
+			}
+			found = true
+			v := resolve(p.value)
+			if v.Kind != yaml.ScalarNode || isNull(v) {
+				continue
+			}
+			old := ""
+			switch strings.ToUpper(v.Value) {
+			case "V2", "1":
+				old = "V2"
+			case "AUTO", "0":
+				old = "AUTO"
+			}
+			if old == "" {
+				continue
+			}
+			d.warnf(p.kn, join(path, string(name)), "%s %s upgraded to V3 (Envoy supports only the v3 xDS API): write %s: V3", name, old, name)
+			ps[i] = pair{key: p.key, kn: p.kn, value: scalar(v.Line, "V3")}
+		}
+		if !found && name == "transport_api_version" && requiresV3[md.FullName()] {
+			line := 0
+			if n != nil {
+				line = n.Line
+			}
+			d.warnf(n, join(path, string(name)), "unset %s (AUTO, a v2-era default) upgraded to V3 (Envoy refuses it here): add %s: V3", name, name)
+			ps = append(ps, pair{key: string(name), kn: scalar(line, string(name)), value: scalar(line, "V3")})
+		}
+	}
+	return ps
 }
 
 // renameKey renames a v2 key to its v3 name, optionally wrapping its value.

@@ -1,15 +1,25 @@
 package config
 
 import (
+	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/config/trace/v2"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/oauth2/v3"
+	rlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/ext_authz/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/fixed_heap/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
@@ -104,11 +114,7 @@ func TestV2NameUpgrades(t *testing.T) {
 			if tc.renamed != (renamed == 1) || renamed > 1 {
 				t.Errorf("%d rename warnings, want renamed=%v: %v", renamed, tc.renamed, warns)
 			}
-			js, err := protojson.Marshal(tc.msg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			s := string(js)
+			s := compactJSON(t, tc.msg)
 			if !strings.Contains(s, `"name":"`+tc.wantName+`"`) {
 				t.Errorf("name is not %s: %s", tc.wantName, s)
 			}
@@ -136,5 +142,154 @@ func TestCanonicalName(t *testing.T) {
 	}
 	if got, ok := CanonicalName("envoy.filters.http.buffer"); ok {
 		t.Errorf("CanonicalName of a v3 name = %s", got)
+	}
+}
+
+// TestTypeURLSuccessors: old @types the versioning annotations miss find
+// their v3 message by Envoy's package moves (envoy.config.filter.* to
+// envoy.extensions.filters.*, v3alpha to v3), through an intermediate
+// previous type where the v3 message names one; only linked v3 types are
+// answers, and the warning is given exactly when the URL changes.
+func TestTypeURLSuccessors(t *testing.T) {
+	for _, tc := range []struct{ from, want string }{
+		{"envoy.config.filter.http.ext_authz.v2.ExtAuthz", "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"},
+		{"envoy.config.filter.http.ext_authz.v2.ExtAuthzPerRoute", "envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute"},
+		{"envoy.config.filter.http.ext_authz.v3.ExtAuthz", "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"},
+		{"envoy.config.filter.network.ext_authz.v2.ExtAuthz", "envoy.extensions.filters.network.ext_authz.v3.ExtAuthz"},
+		{"envoy.config.filter.http.rate_limit.v2.RateLimit", "envoy.extensions.filters.http.ratelimit.v3.RateLimit"},
+		{"envoy.extensions.filters.http.oauth2.v3alpha.OAuth2", "envoy.extensions.filters.http.oauth2.v3.OAuth2"},
+		{"envoy.config.filter.http.router.v2.Router", "envoy.extensions.filters.http.router.v3.Router"},
+		// No such v3 message: left for the registry to report.
+		{"envoy.config.filter.http.nonexistent.v2.Foo", "envoy.config.filter.http.nonexistent.v2.Foo"},
+		{"envoy.extensions.filters.http.oauth2.v3alpha.Missing", "envoy.extensions.filters.http.oauth2.v3alpha.Missing"},
+		// Current v3 types and other APIs' versions are left alone.
+		{"envoy.extensions.filters.http.ext_authz.v3.ExtAuthz", "envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"},
+		{"example.filter.v2.ExtAuthz", "example.filter.v2.ExtAuthz"},
+	} {
+		warned := ""
+		got := upgradeTypeURL(typePrefix+tc.from, func(u string) { warned = u })
+		if got != typePrefix+tc.want {
+			t.Errorf("%s: upgraded to %s, want %s", tc.from, got, tc.want)
+		}
+		if changed := tc.from != tc.want; changed != (warned == got) || !changed && warned != "" {
+			t.Errorf("%s: warned %q (changed %v)", tc.from, warned, changed)
+		}
+	}
+	// A linked message keeps its name, even in an old package.
+	if got, ok := successorByPackage("envoy.config.trace.v2.ZipkinConfig"); ok {
+		t.Errorf("linked v2 ZipkinConfig moved to %s", got)
+	}
+}
+
+// TestV2FormUpgrades: v2-era fields in v3 messages (FilterChain and
+// Cluster tls_context, verify_subject_alt_name, V2/AUTO API versions)
+// become their v3 form with one warning each; v3 forms get none.
+func TestV2FormUpgrades(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		msg  proto.Message
+		yaml string
+		want []string // substrings of the upgraded message's JSON
+		warn string   // substring of the one warning, "" for none
+	}{
+		{name: "filter chain tls_context", msg: &listenerv3.Listener{},
+			yaml: "filter_chains: [{tls_context: {require_client_certificate: true, common_tls_context: {alpn_protocols: [h2]}}}]",
+			want: []string{`"transportSocket":{"name":"envoy.transport_sockets.tls","typedConfig":{"@type":"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext","commonTlsContext":{"alpnProtocols":["h2"]},"requireClientCertificate":true}}`},
+			warn: "v2 `tls_context:` upgraded to `transport_socket: {name: envoy.transport_sockets.tls, typed_config: {\"@type\": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"},
+		{name: "cluster tls_context", msg: &clusterv3.Cluster{},
+			yaml: "{name: c, tls_context: {sni: example.com}}",
+			want: []string{`"transportSocket":{"name":"envoy.transport_sockets.tls","typedConfig":{"@type":"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext","sni":"example.com"}}`},
+			warn: "UpstreamTlsContext"},
+		{name: "verify_subject_alt_name", msg: &tlsv3.CertificateValidationContext{},
+			yaml: "{verify_subject_alt_name: [a.example.com, 'spiffe://x/y']}",
+			want: []string{`"matchSubjectAltNames":[{"exact":"a.example.com"},{"exact":"spiffe://x/y"}]`},
+			warn: "v2 `verify_subject_alt_name: [name, ...]` upgraded to `match_subject_alt_names: [{exact: name}, ...]`"},
+		{name: "verify_subject_alt_name nested in a cluster's TLS", msg: &clusterv3.Cluster{},
+			yaml: "{name: c, tls_context: {common_tls_context: {validation_context: {verify_subject_alt_name: [x]}}}}",
+			want: []string{`"validationContext":{"matchSubjectAltNames":[{"exact":"x"}]}`},
+			warn: ""}, // two warnings, checked by count below
+		{name: "transport V2 on a config source", msg: &corev3.ApiConfigSource{},
+			yaml: "{api_type: GRPC, transport_api_version: V2, grpc_services: [{envoy_grpc: {cluster_name: xds}}]}",
+			want: []string{`"transportApiVersion":"V3"`},
+			warn: "transport_api_version V2 upgraded to V3 (Envoy supports only the v3 xDS API): write transport_api_version: V3"},
+		{name: "resource AUTO on a config source", msg: &corev3.ConfigSource{},
+			yaml: "{ads: {}, resourceApiVersion: auto}",
+			want: []string{`"resourceApiVersion":"V3"`},
+			warn: "resource_api_version AUTO upgraded to V3"},
+		{name: "transport V2 by number", msg: &corev3.ApiConfigSource{},
+			yaml: "{api_type: GRPC, transport_api_version: 1}",
+			want: []string{`"transportApiVersion":"V3"`},
+			warn: "transport_api_version V2 upgraded"},
+		{name: "ext_authz AUTO", msg: &hcmv3.HttpConnectionManager{},
+			yaml: `http_filters: [{name: envoy.filters.http.ext_authz, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz, transport_api_version: AUTO, grpc_service: {envoy_grpc: {cluster_name: a}}}}]`,
+			want: []string{`"transportApiVersion":"V3"`},
+			warn: "transport_api_version AUTO upgraded to V3"},
+		{name: "rate limit service without a version", msg: &rlv3.RateLimit{},
+			yaml: "{domain: d, rate_limit_service: {grpc_service: {envoy_grpc: {cluster_name: rls}}}}",
+			want: []string{`"rateLimitService":{"grpcService":{"envoyGrpc":{"clusterName":"rls"}},"transportApiVersion":"V3"}`},
+			warn: "unset transport_api_version (AUTO, a v2-era default) upgraded to V3 (Envoy refuses it here): add transport_api_version: V3"},
+		{name: "config source without a version is left alone", msg: &corev3.ApiConfigSource{},
+			yaml: "{api_type: GRPC}",
+			want: []string{`{"apiType":"GRPC"}`}},
+		{name: "V3 is left alone", msg: &rlv3.RateLimit{},
+			yaml: "{domain: d, rate_limit_service: {transport_api_version: V3, grpc_service: {envoy_grpc: {cluster_name: rls}}}}",
+			want: []string{`"transportApiVersion":"V3"`}},
+		{name: "override_option ignored by Envoy", msg: &rlv3.RateLimitPerRoute{},
+			yaml: "{vh_rate_limits: INCLUDE, override_option: INCLUDE_POLICY}",
+			want: []string{`"overrideOption":"INCLUDE_POLICY"`},
+			warn: "override_option is ignored, as by Envoy (not implemented there): remove it"},
+		{name: "override_option DEFAULT", msg: &rlv3.RateLimitPerRoute{},
+			yaml: "{override_option: DEFAULT}",
+			want: []string{`{}`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			warns, err := Decode([]byte(tc.yaml), tc.msg, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			js := compactJSON(t, tc.msg)
+			for _, w := range tc.want {
+				if !strings.Contains(js, w) {
+					t.Errorf("upgraded to %s\nwant it to contain %s", js, w)
+				}
+			}
+			switch {
+			case strings.HasPrefix(tc.name, "verify_subject_alt_name nested"):
+				if len(warns) != 2 {
+					t.Errorf("warnings %v, want tls_context's and verify_subject_alt_name's", warns)
+				}
+			case tc.warn == "":
+				if len(warns) != 0 {
+					t.Errorf("warnings %v, want none", warns)
+				}
+			case len(warns) != 1 || !strings.Contains(warns[0].Message, tc.warn):
+				t.Errorf("warnings %v, want one with %q", warns, tc.warn)
+			}
+		})
+	}
+}
+
+// compactJSON is msg's protojson form without whitespace, which protojson
+// varies on purpose.
+func compactJSON(t *testing.T, msg proto.Message) string {
+	t.Helper()
+	js, err := protojson.Marshal(msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, js); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// TestVerifySANWithMatchers: v2 required verify_subject_alt_name and
+// match_subject_alt_names both to match; v3's single OR'ed list cannot say
+// that, so the pair is an error rather than a weaker check.
+func TestVerifySANWithMatchers(t *testing.T) {
+	_, err := Decode([]byte("{verify_subject_alt_name: [b], match_subject_alt_names: [{prefix: a}]}"), &tlsv3.CertificateValidationContext{}, "")
+	if err == nil || !strings.Contains(err.Error(), "cannot be upgraded") {
+		t.Fatalf("err = %v, want the upgrade refused", err)
 	}
 }

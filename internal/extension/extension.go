@@ -74,6 +74,8 @@ const (
 	// tracer (OpenTelemetryConfig.sampler, resource_detectors).
 	OTelSampler          Category = "envoy.tracers.opentelemetry.samplers"
 	OTelResourceDetector Category = "envoy.tracers.opentelemetry.resource_detectors"
+	// RegexEngine is the bootstrap's default_regex_engine.
+	RegexEngine Category = "envoy.regex_engines"
 )
 
 // Categories lists every category, in the order docs/extensions.md shows them.
@@ -83,6 +85,7 @@ var Categories = []Category{
 	ResourceMonitor, LoadBalancingPolicy, ClusterType, RetryHostPredicate, RetryPriority,
 	MatchingInput, MatchingAction, DNSResolver, Bootstrap, Formatter, UpstreamOptions, HealthChecker,
 	CompressionCompressor, CompressionDecompressor, Upstreams, OTelSampler, OTelResourceDetector,
+	RegexEngine,
 }
 
 // Extension is one implemented extension.

@@ -18,19 +18,93 @@ const (
 	portOnly
 )
 
-func addr(get func(*streaminfo.Info) addrPort, mode int) fieldFn {
+// addrSources are the addresses of Envoy's <STEM>_ADDRESS,
+// <STEM>_ADDRESS_WITHOUT_PORT and <STEM>_PORT operators.
+var addrSources = map[string]func(*streaminfo.Info) addrPort{
+	"DOWNSTREAM_REMOTE":        func(i *streaminfo.Info) addrPort { return i.DownstreamRemote },
+	"DOWNSTREAM_DIRECT_REMOTE": func(i *streaminfo.Info) addrPort { return i.DownstreamDirectRemote },
+	"DOWNSTREAM_LOCAL":         func(i *streaminfo.Info) addrPort { return i.DownstreamLocal },
+	"UPSTREAM_LOCAL":           func(i *streaminfo.Info) addrPort { return parseAddrPort(i.UpstreamLocalAddress) },
+	// The upstream connection's peer: the chosen host's address, which
+	// Envoy documents as identical to %UPSTREAM_HOST% for a host with one
+	// address once connected.
+	"UPSTREAM_REMOTE": func(i *streaminfo.Info) addrPort { return parseAddrPort(i.UpstreamHost) },
+}
+
+// parseAddrPort parses "ip:port" ("" or anything else: the zero value,
+// rendered as "-").
+func parseAddrPort(s string) addrPort {
+	a, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return addrPort{}
+	}
+	return a
+}
+
+// addrField compiles an address operator: ok is false when name is not
+// one. _WITHOUT_PORT takes Envoy's optional MASK_PREFIX_LEN argument.
+func addrField(name, arg string) (fn fieldFn, ok bool, err error) {
+	stem, mode := "", fullAddr
+	switch {
+	case strings.HasSuffix(name, "_ADDRESS_WITHOUT_PORT"):
+		stem, mode = strings.TrimSuffix(name, "_ADDRESS_WITHOUT_PORT"), ipOnly
+	case strings.HasSuffix(name, "_ADDRESS"):
+		stem = strings.TrimSuffix(name, "_ADDRESS")
+	case strings.HasSuffix(name, "_PORT"):
+		stem, mode = strings.TrimSuffix(name, "_PORT"), portOnly
+	}
+	get, ok := addrSources[stem]
+	if !ok {
+		return nil, false, nil
+	}
+	if mode == fullAddr && arg == "" {
+		// The upstream addresses are kept as text: render them as they
+		// are (a pipe's path included).
+		switch stem {
+		case "UPSTREAM_LOCAL":
+			return str(func(i *streaminfo.Info) string { return i.UpstreamLocalAddress }), true, nil
+		case "UPSTREAM_REMOTE":
+			return str(func(i *streaminfo.Info) string { return i.UpstreamHost }), true, nil
+		}
+	}
+	mask := -1
+	if arg != "" {
+		if mode != ipOnly {
+			return nil, true, fmt.Errorf("%s takes no argument", name)
+		}
+		// Envoy: 0-32 for IPv4, 0-128 for IPv6.
+		n, err := strconv.Atoi(arg)
+		if err != nil || n < 0 || n > 128 {
+			return nil, true, fmt.Errorf("%s: MASK_PREFIX_LEN %q must be an integer between 0 and 128", name, arg)
+		}
+		mask = n
+	}
+	return addr(get, mode, mask), true, nil
+}
+
+// addr renders an address, its IP (masked to mask bits in CIDR notation
+// when mask >= 0) or its port.
+func addr(get func(*streaminfo.Info) addrPort, mode, mask int) fieldFn {
 	return func(dst []byte, info *streaminfo.Info) ([]byte, bool) {
 		a := get(info)
 		if !a.Addr().IsValid() {
 			return dst, false
 		}
+		ip := a.Addr().Unmap()
 		switch mode {
 		case ipOnly:
-			return a.Addr().Unmap().AppendTo(dst), true
+			if mask < 0 {
+				return ip.AppendTo(dst), true
+			}
+			p, err := ip.Prefix(mask)
+			if err != nil {
+				return dst, false // a mask longer than an IPv4 address
+			}
+			return p.AppendTo(dst), true
 		case portOnly:
 			return strconv.AppendUint(dst, uint64(a.Port()), 10), true
 		}
-		return netip.AddrPortFrom(a.Addr().Unmap(), a.Port()).AppendTo(dst), true
+		return netip.AddrPortFrom(ip, a.Port()).AppendTo(dst), true
 	}
 }
 

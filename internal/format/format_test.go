@@ -44,6 +44,7 @@ func TestOperators(t *testing.T) {
 		{"%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%", "GET /api/x?y=1 HTTP/1.1"},
 		{"%REQ(USER-AGENT):4%", "curl"},
 		{"%REQ(X-MISSING)%", "-"},
+		{"%REQUEST_HEADER(USER-AGENT):4% %RESPONSE_HEADER(X-MISSING)%", "curl -"},
 		{"%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%", "3"},
 		{"%RESPONSE_CODE% %RESPONSE_FLAGS%", "200 UH,URX"},
 		{"%RESPONSE_FLAGS_LONG%", "NoHealthyUpstream,UpstreamRetryLimitExceeded"},
@@ -250,5 +251,81 @@ func TestJSONTypedValues(t *testing.T) {
 	j2, _ := CompileJSON(s, true)
 	if got := string(j2.Append(nil, metadataInfo())); strings.Contains(got, "missing") || strings.Contains(got, "untyped") {
 		t.Fatalf("omit_empty_values kept an empty typed value: %s", got)
+	}
+}
+
+// TestAddressOperators: every address operator Envoy has for the
+// downstream and upstream connections, with and without port, the port
+// alone, and _WITHOUT_PORT's MASK_PREFIX_LEN (CIDR notation).
+func TestAddressOperators(t *testing.T) {
+	info := &streaminfo.Info{
+		DownstreamRemote:       netip.MustParseAddrPort("[::ffff:10.1.10.23]:5555"),
+		DownstreamDirectRemote: netip.MustParseAddrPort("192.0.2.7:4444"),
+		DownstreamLocal:        netip.MustParseAddrPort("[2001:db8:1234:5678:9abc:def0:1234:5678]:10000"),
+		UpstreamLocalAddress:   "127.0.0.3:8443",
+		UpstreamHost:           "10.0.0.1:443",
+	}
+	cases := []struct{ format, want string }{
+		{"%DOWNSTREAM_REMOTE_ADDRESS%", "10.1.10.23:5555"},
+		{"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%", "10.1.10.23"},
+		{"%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT(16)%", "10.1.0.0/16"},
+		{"%DOWNSTREAM_REMOTE_PORT%", "5555"},
+		{"%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%", "192.0.2.7:4444"},
+		{"%DOWNSTREAM_DIRECT_REMOTE_ADDRESS_WITHOUT_PORT%", "192.0.2.7"},
+		{"%DOWNSTREAM_DIRECT_REMOTE_PORT%", "4444"},
+		{"%DOWNSTREAM_LOCAL_ADDRESS%", "[2001:db8:1234:5678:9abc:def0:1234:5678]:10000"},
+		{"%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%", "2001:db8:1234:5678:9abc:def0:1234:5678"},
+		{"%DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT(64)%", "2001:db8:1234:5678::/64"},
+		{"%DOWNSTREAM_LOCAL_PORT%", "10000"},
+		{"%UPSTREAM_LOCAL_ADDRESS%", "127.0.0.3:8443"},
+		{"%UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT%", "127.0.0.3"},
+		{"%UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT(8)%", "127.0.0.0/8"},
+		{"%UPSTREAM_LOCAL_PORT%", "8443"},
+		{"%UPSTREAM_REMOTE_ADDRESS%", "10.0.0.1:443"},
+		{"%UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%", "10.0.0.1"},
+		{"%UPSTREAM_REMOTE_PORT%", "443"},
+		// No host name: the host's address, as Envoy.
+		{"%UPSTREAM_HOST_NAME%", "10.0.0.1:443"},
+		{"%UPSTREAM_HOST_NAME_WITHOUT_PORT%", "10.0.0.1"},
+		// An IPv4 address cannot be masked to more than 32 bits.
+		{"%UPSTREAM_REMOTE_ADDRESS_WITHOUT_PORT(64)%", "-"},
+	}
+	for _, tc := range cases {
+		f, err := Compile(tc.format)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.format, err)
+		}
+		if got := f.String(info); got != tc.want {
+			t.Errorf("%s: got %q want %q", tc.format, got, tc.want)
+		}
+		// Before the upstream is chosen (or without a connection) every
+		// operator renders "-".
+		if got := f.String(&streaminfo.Info{}); got != "-" {
+			t.Errorf("%s on an empty stream: got %q want -", tc.format, got)
+		}
+	}
+	named := &streaminfo.Info{UpstreamHost: "10.0.0.1:443", UpstreamHostname: "api.example.com"}
+	for format, want := range map[string]string{"%UPSTREAM_HOST_NAME%": "api.example.com", "%UPSTREAM_HOST_NAME_WITHOUT_PORT%": "api.example.com"} {
+		f, err := Compile(format)
+		if err != nil {
+			t.Fatalf("%s: %v", format, err)
+		}
+		if got := f.String(named); got != want {
+			t.Errorf("%s with a host name: %q, want %q", format, got, want)
+		}
+	}
+	for _, bad := range []string{"%UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT(x)%", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT(129)%", "%UPSTREAM_LOCAL_PORT(8)%", "%UPSTREAM_FOO_PORT%"} {
+		if _, err := Compile(bad); err == nil {
+			t.Errorf("%q compiled; want an error", bad)
+		}
+	}
+	// json_format renders the ports as numbers, as Envoy.
+	st, _ := structpb.NewStruct(map[string]any{"p": "%UPSTREAM_REMOTE_PORT%", "l": "%UPSTREAM_LOCAL_PORT%"})
+	j, err := CompileJSON(st, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(j.Append(nil, info)); !strings.Contains(got, `"p":443`) || !strings.Contains(got, `"l":8443`) {
+		t.Errorf("json: %s", got)
 	}
 }

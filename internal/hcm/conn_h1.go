@@ -458,7 +458,16 @@ func (c *h1conn) bodyLength() int64 {
 	return -1
 }
 
-func (c *h1conn) reqTrailers() *headers.Map { return c.body.Trailers() }
+// reqTrailers returns the request's trailers. Without
+// http_protocol_options.enable_trailers Envoy's HTTP/1 codec drops them,
+// so this does too.
+func (c *h1conn) reqTrailers() *headers.Map {
+	t := c.body.Trailers()
+	if !c.cfg.enableTrailers && t != nil {
+		t.Reset()
+	}
+	return t
+}
 
 func (c *h1conn) context() context.Context {
 	c.watchMu.Lock()
@@ -571,6 +580,9 @@ func (c *h1conn) writeHead(status int, h *headers.Map, length int64, endStream b
 	if c.writeErr != nil {
 		return c.writeErr
 	}
+	// header_key_format proper_case_words: the head is serialized as
+	// usual, then its names are re-cased in place (before any flush).
+	start := len(c.w)
 	closeConn := c.closeAfter || c.st.closeConn || c.cs.draining.Load()
 	var f http1.Framing
 	switch {
@@ -587,6 +599,7 @@ func (c *h1conn) writeHead(status int, h *headers.Map, length int64, endStream b
 	}
 	if status == 101 {
 		c.w = http1.AppendUpgradeResponseHead(c.w, h, c.st.upgrade)
+		c.properCase(start)
 		return nil
 	}
 	if c.head.Method == "CONNECT" && status >= 200 && status < 300 {
@@ -594,6 +607,7 @@ func (c *h1conn) writeHead(status int, h *headers.Map, length int64, endStream b
 		// follow are the tunnel's, and the connection serves nothing after.
 		c.tunnel, c.chunked, c.closeAfter = true, false, true
 		c.w = http1.AppendResponseHead(c.w, 1, status, h, http1.NoBody, 0, false)
+		c.properCase(start)
 		if endStream {
 			return c.flush()
 		}
@@ -603,6 +617,7 @@ func (c *h1conn) writeHead(status int, h *headers.Map, length int64, endStream b
 		c.closeAfter = true
 	}
 	c.w = http1.AppendResponseHead(c.w, c.respMinor(), status, h, f, length, closeConn)
+	c.properCase(start)
 	if endStream && !c.chunked {
 		return c.flush()
 	}
@@ -641,9 +656,27 @@ func (c *h1conn) writeBody(p []byte) error {
 	return nil
 }
 
+// properCase re-cases the head written from c.w[start:] when
+// header_key_format asks for proper_case_words.
+func (c *h1conn) properCase(start int) {
+	if c.cfg.properCaseHeaders {
+		http1.ProperCaseHead(c.w[start:])
+	}
+}
+
 func (c *h1conn) finish(trailers *headers.Map) error {
 	if c.chunked && !c.headOnly {
+		if !c.cfg.enableTrailers {
+			// Envoy's HTTP/1 codec drops proxied trailers unless
+			// enable_trailers is set.
+			trailers = nil
+		}
+		start := len(c.w)
 		c.w = http1.AppendLastChunk(c.w, trailers)
+		if c.cfg.properCaseHeaders {
+			// The last chunk's "0" line, then the trailer fields.
+			http1.ProperCaseHead(c.w[start:])
+		}
 	}
 	err := c.flush()
 	if c.tunnel && err == nil {

@@ -690,6 +690,69 @@ func (sl *filterSlot) SendLocalReply(status int, body string, r httpfilter.Local
 	s.localReply(status, body, r.Details, r.Flag)
 }
 
+// StartResponse is httpfilter.Responder's: a decoder filter's own
+// response (Envoy's decoder_callbacks encodeHeaders), through the encoder
+// filters like any response.
+func (sl *filterSlot) StartResponse(details string, length int64, end bool) error {
+	s := sl.s
+	if s.replied || s.respStarted {
+		return errFilterReplied
+	}
+	s.info.ResponseCodeDetails = details
+	s.info.ResponseCode = s.resp.Status
+	s.finalizeResponseHeaders()
+	s.cfg.stats.rqStatus.Inc(s.resp.Status)
+	if err := s.encodeHead(length, end); err != nil {
+		return sl.responseFailed(err)
+	}
+	if end {
+		return sl.FinishResponse(nil)
+	}
+	return nil
+}
+
+// SendResponseData is httpfilter.Responder's (Envoy's encodeData).
+func (sl *filterSlot) SendResponseData(p []byte) error {
+	s := sl.s
+	if s.replied || !s.respStarted {
+		return errFilterReplied
+	}
+	if err := s.encodeBody(p); err != nil {
+		return sl.responseFailed(err)
+	}
+	s.info.BytesSent += uint64(len(p))
+	return nil
+}
+
+// FinishResponse is httpfilter.Responder's: the end of the filter's
+// response (Envoy's encodeTrailers, or encodeData with end_stream).
+func (sl *filterSlot) FinishResponse(trailers *headers.Map) error {
+	s := sl.s
+	if s.replied || !s.respStarted {
+		return errFilterReplied
+	}
+	err := s.encodeFinish(trailers)
+	s.replied = true
+	if err != nil {
+		return sl.responseFailed(err)
+	}
+	s.drainRequestBody()
+	return nil
+}
+
+// responseFailed ends a filter's response that could not be written: the
+// client is gone (the connection closes) or an encoder filter's local
+// reply replaced it.
+func (sl *filterSlot) responseFailed(err error) error {
+	s := sl.s
+	s.replied = true
+	if !errors.Is(err, errReplaced) {
+		s.info.SetFlag(streaminfo.DownstreamConnectionTermination)
+		s.closeConn = true
+	}
+	return err
+}
+
 func (sl *filterSlot) StreamInfo() *streaminfo.Info { return &sl.s.info }
 
 func (sl *filterSlot) RequestHeaders() *headers.Request { return &sl.s.req }

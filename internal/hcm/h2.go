@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -112,6 +113,17 @@ func (h *h2Server) serve(conn net.Conn, cs *connState, d *listener.Context, tc *
 			for _, v := range vs {
 				s.req.Map.Add(lk, v)
 			}
+		}
+		if len(r.Trailer) > 0 {
+			// x/net moves the request's Trailer field into r.Trailer's
+			// keys; the field goes on to the upstream as the client sent
+			// it (an HTTP/2 upstream needs it to send the trailers on).
+			names := make([]string, 0, len(r.Trailer))
+			for k := range r.Trailer {
+				names = append(names, headers.Lower(k))
+			}
+			sort.Strings(names)
+			s.req.Map.Add("trailer", strings.Join(names, ", "))
 		}
 		h.cfg.stats.rqHTTP2.Inc()
 		s.serve()

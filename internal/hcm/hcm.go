@@ -21,6 +21,7 @@ import (
 	"github.com/legateproxy/legate/internal/accesslog"
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/extension"
+	"github.com/legateproxy/legate/internal/http1"
 	"github.com/legateproxy/legate/internal/httpfilter"
 	"github.com/legateproxy/legate/internal/route"
 	"github.com/legateproxy/legate/internal/router"
@@ -88,15 +89,21 @@ type hcmConfig struct {
 	requestHeadersTimeout time.Duration
 	drainTimeout          time.Duration
 	acceptHTTP10          bool
-	defaultHostHTTP10     string
-	normalizePath         bool
-	mergeSlashes          bool
-	escapedSlashes        hcmv3.HttpConnectionManager_PathWithEscapedSlashesAction
-	stripAnyHostPort      bool
-	stripMatchingPort     bool
-	stripTrailingDot      bool
-	upgrades              map[string]bool // upgrade type (lower case) → enabled
-	suppressEnvoyHeaders  bool
+	// properCaseHeaders is http_protocol_options.header_key_format
+	// proper_case_words: HTTP/1 response header names in Proper-Case.
+	properCaseHeaders bool
+	// enableTrailers is http_protocol_options.enable_trailers: HTTP/1
+	// clients' trailers are forwarded and trailers are sent to them.
+	enableTrailers       bool
+	defaultHostHTTP10    string
+	normalizePath        bool
+	mergeSlashes         bool
+	escapedSlashes       hcmv3.HttpConnectionManager_PathWithEscapedSlashesAction
+	stripAnyHostPort     bool
+	stripMatchingPort    bool
+	stripTrailingDot     bool
+	upgrades             map[string]bool // upgrade type (lower case) → enabled
+	suppressEnvoyHeaders bool
 	// router is the terminal filter's config.
 	router              *router.Config
 	addUserAgent        bool
@@ -112,6 +119,11 @@ type hcmConfig struct {
 	h2Stats  *h2GuardStats
 	// localReply is local_reply_config (nil: Envoy's plain replies).
 	localReply *localReplyConfig
+	// schemeToSet is scheme_header_transformation.scheme_to_overwrite
+	// ("" leaves :scheme as it is); schemeMatchUpstream its
+	// match_upstream, applied by the router.
+	schemeToSet         string
+	schemeMatchUpstream bool
 }
 
 // hcmStats are the http.<stat_prefix>.* statistics.
@@ -183,10 +195,14 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *listener.Context
 		"normalize_path", "merge_slashes", "path_with_escaped_slashes_action", "upgrade_configs",
 		"strip_any_host_port", "strip_matching_host_port", "strip_trailing_host_dot", "add_user_agent",
 		"proxy_100_continue", "forward_client_cert_details", "set_current_client_cert_details",
-		"append_x_forwarded_port", "stream_error_on_invalid_http_message", "tracing",
+		"append_x_forwarded_port", "stream_error_on_invalid_http_message", "tracing", "scheme_header_transformation",
 		// no behavioural effect here: buffering and flush tuning
 		"access_log_flush_interval", "flush_access_log_on_new_request", "stream_flush_timeout",
 	); err != nil {
+		return nil, err
+	}
+	sht := h.GetSchemeHeaderTransformation()
+	if err := config.CheckFields(sht, config.Join(path, "scheme_header_transformation"), "scheme_to_overwrite", "match_upstream"); sht != nil && err != nil {
 		return nil, err
 	}
 	var xfccSet xfccFields
@@ -238,6 +254,15 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *listener.Context
 	if c.serverName == "" {
 		c.serverName = "envoy"
 	}
+	switch st := sht.GetSchemeToOverwrite(); st {
+	case "":
+		c.schemeMatchUpstream = sht.GetMatchUpstream()
+	case "http", "https":
+		// Envoy: scheme_to_overwrite takes precedence over match_upstream.
+		c.schemeToSet = st
+	default:
+		return nil, config.Errorf(config.Join(path, "scheme_header_transformation.scheme_to_overwrite"), "scheme_to_overwrite %q must be http or https", st)
+	}
 	switch h.GetCodecType() {
 	case hcmv3.HttpConnectionManager_AUTO:
 		c.codec = codecAuto
@@ -284,9 +309,15 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *listener.Context
 	}
 	if hp := h.GetHttpProtocolOptions(); hp != nil {
 		p := config.Join(path, "http_protocol_options")
-		if err := config.CheckFields(hp, p, "accept_http_10", "default_host_for_http_10", "allow_absolute_url", "enable_trailers", "allow_chunked_length"); err != nil {
+		if err := config.CheckFields(hp, p, "accept_http_10", "default_host_for_http_10", "allow_absolute_url", "enable_trailers", "allow_chunked_length", "header_key_format"); err != nil {
 			return nil, err
 		}
+		proper, err := http1.HeaderKeyFormat(hp.GetHeaderKeyFormat(), config.Join(p, "header_key_format"))
+		if err != nil {
+			return nil, err
+		}
+		c.properCaseHeaders = proper
+		c.enableTrailers = hp.GetEnableTrailers()
 		if hp.GetAllowChunkedLength() {
 			return nil, config.Unsupported(config.Join(p, "allow_chunked_length"), "allow_chunked_length (requests with both Content-Length and chunked are always rejected)")
 		}
@@ -412,6 +443,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *listener.Context
 			CxDestroyRemoteActiveRq: st.cxDestroyRemoteActiveRq, RqTooLarge: st.rqTooLarge, RsTooLarge: st.rsTooLarge,
 			CxUpgradesTotal: st.cxUpgradesTotal, CxUpgradesActive: st.cxUpgradesActive, RqStatus: st.rqStatus},
 		SuppressEnvoyHeaders: c.suppressEnvoyHeaders, StreamIdleTimeout: c.streamIdleTimeout, Clusters: d.Clusters, Log: d.Log,
+		SchemeMatchUpstream: c.schemeMatchUpstream,
 	}
 	return c, nil
 }
@@ -423,16 +455,14 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *listener.Context
 func (c *hcmConfig) compileFilters(fs []*hcmv3.HttpFilter, path string, d *listener.Context) error {
 	ctx := d.HTTPFilterContext("http." + stats.SanitizeName(c.statPrefix) + ".")
 	sawRouter := len(fs) == 0
-	seen := map[string]int{}
 	for i, f := range fs {
 		p := config.Index(path, i)
 		if err := config.CheckFields(f, p, "name", "typed_config", "is_optional", "disabled"); err != nil {
 			return err
 		}
-		if prev, dup := seen[f.GetName()]; dup && f.GetName() != "" {
-			return config.Errorf(config.Join(p, "name"), "HTTP filter name %q is already used by http_filters[%d]: names must be unique (they key typed_per_filter_config)", f.GetName(), prev)
-		}
-		seen[f.GetName()] = i
+		// Names need not be unique, as in Envoy (Istio names its ALLOW and
+		// DENY RBAC filters alike): filters that share a name share the
+		// route's typed_per_filter_config entry.
 		if sawRouter {
 			return config.Errorf(p, "the router filter must be the last HTTP filter (found %q after it)", f.GetName())
 		}
@@ -529,7 +559,7 @@ func init() {
 // through the registry, and the clusters routes name.
 func RouteOptions(d *listener.Context) route.Options {
 	return route.Options{
-		Clusters: d.Clusters, CompileValue: d.CompileValue,
+		Clusters: d.Clusters, CompileValue: d.CompileValue, Runtime: d.Runtime,
 		PerFilterConfig: func(name string, a *anypb.Any, path string) (any, error) { return perFilterConfig(d, name, a, path) },
 		CompileCors:     func(p *routev3.CorsPolicy, path string) (any, error) { return compileCors(d, p, path) },
 	}

@@ -411,6 +411,13 @@ func (s *stream) decodeHeaders() (int, string) {
 	s.isGRPC = strings.HasPrefix(r.Map.Get("content-type"), "application/grpc")
 	headers.StripHopByHop(&r.Map)
 	s.remoteAddress()
+	if c.schemeToSet != "" {
+		// scheme_header_transformation.scheme_to_overwrite: Envoy's
+		// mutateRequestHeaders sets both :scheme and x-forwarded-proto,
+		// before the filters see the request.
+		r.Scheme = c.schemeToSet
+		r.Map.Set("x-forwarded-proto", c.schemeToSet)
+	}
 	s.clientCertHeader()
 	if c.generateRequestID {
 		if id := r.Map.Get("x-request-id"); id == "" || (s.external && !c.preserveExternalID && c.useRemoteAddress) {
@@ -620,7 +627,10 @@ func (s *stream) finalizeResponseHeaders() {
 	case 1: // APPEND_IF_ABSENT
 		m.SetDefault("server", c.serverName)
 	}
-	m.Set("date", httpDate())
+	// As Envoy's ActiveStream::encodeHeaders: an upstream's (or a cached
+	// response's) Date is kept, one is added when absent (RFC 9110 §6.6.1),
+	// so that caches downstream compute the response's age.
+	m.SetDefault("date", httpDate())
 	if c.alwaysSetIDInResp {
 		if id := s.req.Map.Get("x-request-id"); id != "" {
 			m.Set("x-request-id", id)

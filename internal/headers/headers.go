@@ -215,3 +215,7 @@ func Lower(s string) string {
 	}
 	return s
 }
+
+// ValidValue is Envoy's HeaderUtility::headerValueIsValid: a field value
+// holds no NUL, CR or LF (RFC 9110 §5.5), so it cannot split a message.
+func ValidValue(v string) bool { return !strings.ContainsAny(v, "\x00\r\n") }

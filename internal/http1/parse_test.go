@@ -266,3 +266,17 @@ func TestChunkSize(t *testing.T) {
 		}
 	}
 }
+
+func TestProperCaseHead(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"GET /a-b HTTP/1.1\r\nhost: x\r\ncontent-type: text/plain\r\n\r\nbody-x: y", "GET /a-b HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\n\r\nbody-x: y"},
+		{"HTTP/1.1 200 OK\r\nfoo$b#$are: v-v\r\nx-1a: z\r\n\r\n", "HTTP/1.1 200 OK\r\nFoo$B#$Are: v-v\r\nX-1a: z\r\n\r\n"},
+		{"HTTP/1.1 204 No Content\r\n\r\n", "HTTP/1.1 204 No Content\r\n\r\n"},
+	} {
+		b := []byte(tc.in)
+		ProperCaseHead(b)
+		if string(b) != tc.want {
+			t.Errorf("ProperCaseHead(%q) = %q, want %q", tc.in, b, tc.want)
+		}
+	}
+}

@@ -163,3 +163,34 @@ var statusText = func() []string {
 	}
 	return t
 }()
+
+// ProperCaseHead rewrites the header names of a serialized head in place
+// as Envoy's header_key_format proper_case_words: the first character of
+// a name and any letter after a non-alphanumeric character are upper
+// case ("content-type" → "Content-Type", "foo$b#$are" → "Foo$B#$Are").
+// The request or status line (the first line) is left alone. Names are
+// ASCII tokens (RFC 9110 §5.1), so the length never changes.
+func ProperCaseHead(head []byte) {
+	i := 0
+	for i < len(head) && head[i] != '\n' {
+		i++
+	}
+	for i++; i < len(head); i++ {
+		// At the start of a header line: up-case until the colon.
+		if head[i] == '\r' {
+			return // the blank line ending the head
+		}
+		upper := true
+		for ; i < len(head) && head[i] != ':'; i++ {
+			c := head[i]
+			isAlpha := c|0x20 >= 'a' && c|0x20 <= 'z'
+			if upper && c >= 'a' && c <= 'z' {
+				head[i] = c - 'a' + 'A'
+			}
+			upper = !isAlpha && !(c >= '0' && c <= '9')
+		}
+		for i < len(head) && head[i] != '\n' {
+			i++
+		}
+	}
+}

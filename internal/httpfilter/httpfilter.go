@@ -28,6 +28,7 @@ import (
 	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/streaminfo"
+	"github.com/legateproxy/legate/internal/tlsx"
 	"github.com/legateproxy/legate/internal/upstream"
 )
 
@@ -96,6 +97,29 @@ type EncoderTrailers interface {
 // Destroyer is told when the stream ends (Envoy's onDestroy).
 type Destroyer interface {
 	OnDestroy()
+}
+
+// Responder is offered by the connection manager's Callbacks (assert it):
+// a decoder filter answers the request with a response of its own —
+// status and headers it puts in ResponseHeaders, then body data, then the
+// end — as Envoy's decoder callbacks encodeHeaders, encodeData and
+// encodeTrailers (the cache filter serving a stored response). Unlike
+// SendLocalReply, nothing rewrites the response (local_reply_config does
+// not apply) and the body may be sent in pieces, each written as it comes.
+// As in Envoy, the response passes through every encoder filter, the
+// answering one included (it recognises its own response). The filter
+// calls these from DecodeHeaders and then returns any status: the request
+// does not go on to the router. An error means the client is gone or an
+// encoder filter replaced the response: the filter stops sending.
+type Responder interface {
+	// StartResponse sends the head in ResponseHeaders(); details is
+	// %RESPONSE_CODE_DETAILS%, length the body length (-1 unknown), end
+	// says no body follows (the response is then complete).
+	StartResponse(details string, length int64, end bool) error
+	// SendResponseData sends body data (copied before it returns).
+	SendResponseData(p []byte) error
+	// FinishResponse ends the response, with trailers unless nil.
+	FinishResponse(trailers *headers.Map) error
 }
 
 // Buffer is body data handed to a data callback. A filter may change it in
@@ -214,6 +238,11 @@ type Context struct {
 	// --service-cluster): Envoy's local_info().clusterName(), which the
 	// rate limit filter's source_cluster action sends.
 	NodeCluster string
+	// SDS resolves an SdsSecretConfig to its secret (a static secret, or
+	// the slot an SDS subscription fills once the listener is accepted);
+	// nil where secrets are not available (the oauth2 filter's generic
+	// secrets).
+	SDS tlsx.SDS
 }
 
 // Scope is the stats scope under the connection manager's prefix.

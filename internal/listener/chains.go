@@ -102,6 +102,9 @@ type connFacts struct {
 // win, chains without that criterion are the fallback, and there is no
 // backtracking. No chain left means the default filter chain.
 func (cs *chainSet) selectChain(f connFacts) *filterChain {
+	if cs.matcher != nil {
+		return cs.matchChain(f)
+	}
 	cands := cs.chains
 	steps := []func(*filterChain) (specified bool, score int){
 		func(c *filterChain) (bool, int) { // destination port

@@ -37,6 +37,7 @@ import (
 	"github.com/legateproxy/legate/internal/route"
 	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/stats"
+	"github.com/legateproxy/legate/internal/tlsx"
 	"github.com/legateproxy/legate/internal/upstream"
 )
 
@@ -87,6 +88,8 @@ type Context struct {
 	// ListenerConnLimits are the runtime's per-listener connection limits
 	// (envoy.resource_limits.listener.<name>.connection_limit) by name.
 	ListenerConnLimits map[string]uint64
+	// SDS resolves the secrets HTTP filters name (nil: none available).
+	SDS tlsx.SDS
 }
 
 // RouteSubscriber provides the route table of an HCM's rds config: a
@@ -141,7 +144,7 @@ func (c *Context) HealthCheckFailing() bool {
 // for a cluster's upstream filters, "" for per-route configs).
 func (c *Context) HTTPFilterContext(prefix string) *httpfilter.Context {
 	return &httpfilter.Context{Stats: c.Stats, StatPrefix: prefix, Clusters: c.Clusters, Log: c.Log,
-		HealthCheckFailing: c.HealthCheckFailing, Async: c.Async, Runtime: c.Runtime, NodeCluster: c.NodeCluster}
+		HealthCheckFailing: c.HealthCheckFailing, Async: c.Async, Runtime: c.Runtime, NodeCluster: c.NodeCluster, SDS: c.SDS}
 }
 
 // NetworkFilter is a filter chain's compiled terminal network filter.

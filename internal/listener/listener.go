@@ -23,6 +23,7 @@ import (
 
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/extension"
+	"github.com/legateproxy/legate/internal/matcher"
 	"github.com/legateproxy/legate/internal/overload"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/streaminfo"
@@ -109,6 +110,10 @@ type filterChain struct {
 type chainSet struct {
 	chains []*filterChain
 	def    *filterChain
+	// matcher is filter_chain_matcher (nil: filter_chain_match decides);
+	// its actions are chain names, found in byName.
+	matcher *matcher.Matcher
+	byName  map[string]*filterChain
 	// insp is the listener filters that choose among the chains.
 	insp inspector
 }
@@ -151,8 +156,10 @@ type Listener struct {
 	// path, internal listener name); pipeMode is a pipe's mode.
 	sockNet, sockAddr string
 	pipeMode          os.FileMode
-	VersionInfo       string
-	LastUpdated       time.Time
+	// extra are additional_addresses: more sockets served alike.
+	extra       []*extraAddr
+	VersionInfo string
+	LastUpdated time.Time
 	// ConnLimit caps this listener's connections (runtime
 	// envoy.resource_limits.listener.<name>.connection_limit, from
 	// Context.ListenerConnLimits); 0 is no cap.
@@ -163,6 +170,9 @@ type Listener struct {
 	// accept are the listener filters that run before chain selection
 	// (AcceptFilter), in listener_filters order.
 	accept []AcceptFilter
+	// udp is set for a UDP listener (udp.go), which has no filter chains
+	// and no connections.
+	udp *udpListener
 
 	deps *Context
 	// sock is the listening socket, possibly shared with the listener this
@@ -322,7 +332,10 @@ func (tc *Conn) startDrain() bool {
 // Compile validates a listener definition and compiles its filter chains.
 // It does not bind the socket.
 func Compile(pl *listenerv3.Listener, path string, d *Context) (*Listener, error) {
-	if err := config.CheckFields(pl, path, "name", "address", "filter_chains", "default_filter_chain", "stat_prefix",
+	if isUDP(pl) {
+		return compileUDP(pl, path, d)
+	}
+	if err := config.CheckFields(pl, path, "name", "address", "filter_chains", "default_filter_chain", "stat_prefix", "filter_chain_matcher", "additional_addresses",
 		"listener_filters", "listener_filters_timeout", "continue_on_listener_filters_timeout", "drain_type",
 		// no behavioural effect here
 		"per_connection_buffer_limit_bytes", "metadata", "traffic_direction", "enable_reuse_port", "reuse_port",
@@ -334,6 +347,10 @@ func Compile(pl *listenerv3.Listener, path string, d *Context) (*Listener, error
 		return nil, config.Unsupported(config.Join(path, "bind_to_port"), "bind_to_port: false")
 	}
 	la, err := compileAddress(pl, path, d)
+	if err != nil {
+		return nil, err
+	}
+	extra, err := compileAdditional(pl, path, la)
 	if err != nil {
 		return nil, err
 	}
@@ -381,6 +398,7 @@ func Compile(pl *listenerv3.Listener, path string, d *Context) (*Listener, error
 		sockNet:      la.network,
 		sockAddr:     la.address,
 		pipeMode:     la.mode,
+		extra:        extra,
 		LastUpdated:  time.Now(),
 		deps:         d,
 		conns:        map[*Conn]struct{}{},
@@ -430,7 +448,7 @@ func compileChains(pl *listenerv3.Listener, path string, d *Context, sslPrefix s
 		if c.match, err = compileChainMatch(fc.GetFilterChainMatch(), config.Join(p, "filter_chain_match")); err != nil {
 			return nil, err
 		}
-		if prev, dup := seen[c.match.key()]; dup {
+		if prev, dup := seen[c.match.key()]; dup && pl.GetFilterChainMatcher() == nil {
 			return nil, config.Errorf(config.Join(p, "filter_chain_match"), "multiple filter chains with the same matching rules are defined (filter_chains[%d] and [%d])", prev, i)
 		}
 		seen[c.match.key()] = i
@@ -446,6 +464,11 @@ func compileChains(pl *listenerv3.Listener, path string, d *Context, sslPrefix s
 	}
 	if len(cs.chains) == 0 && cs.def == nil {
 		return nil, config.Errorf(path, "listener has no filter chains")
+	}
+	if pl.GetFilterChainMatcher() != nil {
+		if err := compileChainMatcher(pl, path, cs); err != nil {
+			return nil, err
+		}
 	}
 	return cs, nil
 }
@@ -521,12 +544,20 @@ func (l *Listener) Bind() error { return l.BindReplacing(nil) }
 // listener update clones the socket of the listener it replaces), so the
 // address stays bound, with the same port, through the swap.
 func (l *Listener) BindReplacing(prev *Listener) error {
+	if l.udp != nil {
+		return l.bindUDP(prev)
+	}
 	if l.sock.Load() != nil {
 		return nil
 	}
 	if prev != nil && prev.sockAddr == l.sockAddr && prev.sockNet == l.sockNet {
 		if s := prev.sock.Load(); s != nil && s.share() {
 			l.sock.Store(s)
+			if err := l.bindExtra(prev); err != nil {
+				l.sock.Store(nil)
+				s.Release()
+				return err
+			}
 			return nil
 		}
 	}
@@ -539,11 +570,22 @@ func (l *Listener) BindReplacing(prev *Listener) error {
 		return fmt.Errorf("listener %q: %w", l.Name, err)
 	}
 	l.sock.Store(s)
+	if err := l.bindExtra(prev); err != nil {
+		l.sock.Store(nil)
+		s.Release()
+		return err
+	}
 	return nil
 }
 
 // BoundAddress returns the address the socket is bound to (useful with port 0).
 func (l *Listener) BoundAddress() string {
+	if l.udp != nil {
+		if s := l.udp.sock.Load(); s != nil {
+			return s.LocalAddr().String()
+		}
+		return l.Address
+	}
 	if s := l.sock.Load(); s != nil {
 		return s.Addr().String()
 	}
@@ -555,8 +597,15 @@ func (l *Listener) BoundAddress() string {
 // attaches to the same socket or this one stops accepting. It reports
 // false when the listener is not bound or already stopped.
 func (l *Listener) Start() bool {
+	if l.udp != nil {
+		return l.startUDP()
+	}
 	s := l.sock.Load()
-	return s != nil && s.attach(l)
+	if s == nil || !s.attach(l) {
+		return false
+	}
+	l.startExtra()
+	return true
 }
 
 // Serve starts the listener (see Start) and returns when it stops
@@ -720,6 +769,12 @@ func FilterChainOnlyChange(a, b *listenerv3.Listener) bool {
 // background. Any other change is a new Listener (BindReplacing, then
 // Drain the old one).
 func (l *Listener) Update(next *Listener, drainTime time.Duration) {
+	if l.udp != nil {
+		// A UDP listener has no filter chains: a config whose only
+		// change is none keeps serving as it is.
+		l.meta.Store(&listenerMeta{proto: next.Proto, version: next.VersionInfo, updated: next.LastUpdated})
+		return
+	}
 	old := l.chains.Load()
 	cs := next.chains.Load()
 	cur, _, _ := l.Current()
@@ -734,12 +789,19 @@ func (l *Listener) Update(next *Listener, drainTime time.Duration) {
 			}
 			return c
 		}
-		merged := &chainSet{insp: cs.insp}
+		merged := &chainSet{insp: cs.insp, matcher: cs.matcher}
 		for _, c := range cs.chains {
 			merged.chains = append(merged.chains, keep(c, old.chains))
 		}
 		if cs.def != nil {
 			merged.def = keep(cs.def, []*filterChain{old.def})
+		}
+		if cs.byName != nil {
+			// The matcher names chains: point the names at the kept ones.
+			merged.byName = make(map[string]*filterChain, len(merged.chains))
+			for _, c := range merged.chains {
+				merged.byName[c.name] = c
+			}
 		}
 		cs = merged
 	}
@@ -765,10 +827,14 @@ func (l *Listener) Drain(drainTime time.Duration) {
 func (l *Listener) StopAccepting() {
 	l.stopOnce.Do(func() {
 		l.draining.Store(true)
+		if l.udp != nil {
+			l.stopUDP()
+		}
 		if s := l.sock.Load(); s != nil {
 			s.detach(l)
 			s.Release()
 		}
+		l.releaseExtra()
 		close(l.closed)
 	})
 }

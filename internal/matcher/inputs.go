@@ -139,7 +139,21 @@ func init() {
 		return ""
 	})))
 	register("envoy.matching.inputs.server_name", &networkinputsv3.ServerNameInput{}, fixed(ip(func(i *streaminfo.Info) string { return i.RequestedServerName })))
+	register("envoy.matching.inputs.application_protocol", &networkinputsv3.ApplicationProtocolInput{}, fixed(ip(func(i *streaminfo.Info) string {
+		// Envoy's form: each protocol quoted, comma-separated ("'h2','http/1.1'").
+		var b strings.Builder
+		for j, p := range i.ApplicationProtocols {
+			if j > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString("'" + p + "'")
+		}
+		return b.String()
+	})))
 	register("envoy.matching.inputs.transport_protocol", &networkinputsv3.TransportProtocolInput{}, fixed(ip(func(i *streaminfo.Info) string {
+		if i.TransportProtocol != "" {
+			return i.TransportProtocol
+		}
 		if i.DownstreamTLS != nil {
 			return "tls"
 		}

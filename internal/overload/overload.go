@@ -72,11 +72,15 @@ type timerMin struct {
 
 // Manager runs the monitors and exposes the actions' state.
 type Manager struct {
-	refresh  time.Duration
-	monitors []*monitor
-	actions  map[string]*action
-	log      *slog.Logger
-	stop     chan struct{}
+	refresh time.Duration
+	// shrinkEvery and shrinkMax are shrink_heap's ShrinkHeapConfig: how
+	// often it may release memory, and how much free heap it keeps.
+	shrinkEvery time.Duration
+	shrinkMax   uint64
+	monitors    []*monitor
+	actions     map[string]*action
+	log         *slog.Logger
+	stop        chan struct{}
 	// maxConns is envoy.resource_monitors.global_downstream_max_connections'
 	// max_active_downstream_connections (0: none).
 	maxConns uint64
@@ -150,7 +154,7 @@ func Compile(om *overloadv3.OverloadManager, st *stats.Store, log *slog.Logger) 
 	if err := config.CheckFields(om, path, "refresh_interval", "resource_monitors", "actions"); err != nil {
 		return nil, err
 	}
-	m := &Manager{refresh: time.Second, actions: map[string]*action{}, log: log, stop: make(chan struct{})}
+	m := &Manager{refresh: time.Second, shrinkEvery: 10 * time.Second, shrinkMax: 104857600, actions: map[string]*action{}, log: log, stop: make(chan struct{})}
 	if d := om.GetRefreshInterval(); d != nil {
 		m.refresh = d.AsDuration()
 	}
@@ -185,7 +189,13 @@ func Compile(om *overloadv3.OverloadManager, st *stats.Store, log *slog.Logger) 
 			return nil, config.Errorf(config.Join(p, "name"), "unsupported overload action %q (Legate implements %s)", a.GetName(), strings.Join(implemented, ", "))
 		}
 		act := &action{name: a.GetName(), gauge: st.Gauge("overload." + a.GetName() + ".active"), scale: st.Gauge("overload." + a.GetName() + ".scale_percent")}
-		if err := act.compileConfig(a, p); err != nil {
+		if a.GetName() == ShrinkHeap {
+			every, max, err := shrinkHeapConfig(a, p)
+			if err != nil {
+				return nil, err
+			}
+			m.shrinkEvery, m.shrinkMax = every, max
+		} else if err := act.compileConfig(a, p); err != nil {
 			return nil, err
 		}
 		for j, tr := range a.GetTriggers() {
@@ -221,6 +231,32 @@ func Compile(om *overloadv3.OverloadManager, st *stats.Store, log *slog.Logger) 
 // extension.ResourceMonitor registration); a proactive monitor, which
 // limits as resources are taken rather than being sampled, returns nil.
 type monitorFactory func(m *Manager, name string, cfg proto.Message, path string, st *stats.Store) (*monitor, error)
+
+// shrinkHeapConfig reads shrink_heap's optional ShrinkHeapConfig, with
+// Envoy's defaults: a release at most every 10 s, of the free heap above
+// 100 MiB (tcmalloc's ReleaseMemoryToSystem threshold; here the Go heap's
+// free, unreleased spans).
+func shrinkHeapConfig(oa *overloadv3.OverloadAction, path string) (time.Duration, uint64, error) {
+	every, max := 10*time.Second, uint64(104857600)
+	tc := oa.GetTypedConfig()
+	if tc == nil {
+		return every, max, nil
+	}
+	var sc overloadv3.ShrinkHeapConfig
+	if err := tc.UnmarshalTo(&sc); err != nil {
+		return 0, 0, config.Errorf(config.Join(path, "typed_config"), "%s takes an envoy.config.overload.v3.ShrinkHeapConfig: %v", oa.GetName(), err)
+	}
+	if d := sc.GetTimerInterval(); d != nil {
+		every = d.AsDuration()
+		if every <= 0 {
+			return 0, 0, config.Errorf(config.Join(path, "typed_config.timer_interval"), "must be greater than 0")
+		}
+	}
+	if v := sc.GetMaxUnfreedMemoryBytes(); v != nil {
+		max = v.GetValue()
+	}
+	return every, max, nil
+}
 
 // compileConfig reads an action's typed_config: only reduce_timeouts has
 // one (ScaleTimersOverloadActionConfig).
@@ -351,13 +387,27 @@ func (m *Manager) Start() {
 			case <-t.C:
 			}
 			m.update()
-			if m.Active(ShrinkHeap) && time.Since(lastShrink) >= 10*time.Second {
-				// As Envoy: release free memory to the OS, at most every 10 s.
-				debug.FreeOSMemory()
+			if m.Active(ShrinkHeap) && time.Since(lastShrink) >= m.shrinkEvery {
+				// As Envoy: release free memory to the OS, at most every
+				// timer_interval, when more than max_unfreed_memory_bytes of
+				// it is held.
+				if heapFreeBytes() > m.shrinkMax {
+					debug.FreeOSMemory()
+				}
 				lastShrink = time.Now()
 			}
 		}
 	}()
+}
+
+// heapFreeBytes is the Go heap's free memory not yet returned to the OS.
+func heapFreeBytes() uint64 {
+	sample := []metrics.Sample{{Name: "/memory/classes/heap/free:bytes"}}
+	metrics.Read(sample)
+	if sample[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return sample[0].Value.Uint64()
 }
 
 // Stop ends sampling.

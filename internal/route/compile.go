@@ -2,7 +2,6 @@ package route
 
 import (
 	"fmt"
-	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -18,21 +17,57 @@ import (
 
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/strmatch"
 	"github.com/legateproxy/legate/internal/upstream"
 
+	omitcanaryv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/omit_canary_hosts/v3"
+	omitmetadatav3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/omit_host_metadata/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
+	previousprioritiesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/priority/previous_priorities/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/legateproxy/legate/internal/extension"
 )
 
 // retryHostPredicate is the factory of a retry host predicate: it sets
-// the policy's behaviour.
-type retryHostPredicate func(p *RetryPolicy)
+// the policy's behaviour from the predicate's config (nil when a v2
+// config names the predicate without one).
+type retryHostPredicate func(p *RetryPolicy, cfg proto.Message)
+
+// retryPriority is the factory of a retry priority.
+type retryPriority func(p *RetryPolicy, cfg proto.Message)
 
 func init() {
 	extension.Register(extension.Extension{Name: "envoy.retry_host_predicates.previous_hosts", Category: extension.RetryHostPredicate,
-		Config: &previoushostsv3.PreviousHostsPredicate{}, Factory: retryHostPredicate(func(p *RetryPolicy) { p.PreviousHosts = true })})
+		Config: &previoushostsv3.PreviousHostsPredicate{}, Factory: retryHostPredicate(func(p *RetryPolicy, _ proto.Message) { p.PreviousHosts = true })})
+	extension.Register(extension.Extension{Name: "envoy.retry_host_predicates.omit_canary_hosts", Category: extension.RetryHostPredicate,
+		Config: &omitcanaryv3.OmitCanaryHostsPredicate{}, Factory: retryHostPredicate(func(p *RetryPolicy, _ proto.Message) {
+			p.reject().Canary = true
+		})})
+	extension.Register(extension.Extension{Name: "envoy.retry_host_predicates.omit_host_metadata", Category: extension.RetryHostPredicate,
+		Config: &omitmetadatav3.OmitHostMetadataConfig{}, Factory: retryHostPredicate(func(p *RetryPolicy, cfg proto.Message) {
+			// Only the envoy.lb labels count, as Envoy's
+			// OmitHostsRetryPredicate.
+			if m, _ := cfg.(*omitmetadatav3.OmitHostMetadataConfig); m != nil {
+				if lb := m.GetMetadataMatch().GetFilterMetadata()["envoy.lb"]; len(lb.GetFields()) > 0 {
+					f := p.reject()
+					f.Metadata = append(f.Metadata, lb)
+				}
+			}
+		})})
+	extension.Register(extension.Extension{Name: "envoy.retry_priorities.previous_priorities", Category: extension.RetryPriority,
+		Config: &previousprioritiesv3.PreviousPrioritiesConfig{}, Factory: retryPriority(func(p *RetryPolicy, cfg proto.Message) {
+			p.PreviousPriorities = int(cfg.(*previousprioritiesv3.PreviousPrioritiesConfig).GetUpdateFrequency())
+		})})
+}
+
+// reject returns the policy's host filter, creating it.
+func (p *RetryPolicy) reject() *upstream.HostFilter {
+	if p.Reject == nil {
+		p.Reject = &upstream.HostFilter{}
+	}
+	return p.Reject
 }
 
 // Options are what compiling a route table needs.
@@ -52,6 +87,9 @@ type Options struct {
 	// CompileCors compiles the deprecated cors field of a virtual host or
 	// route action (as the CORS filter's per-route config); nil rejects it.
 	CompileCors func(p *routev3.CorsPolicy, path string) (any, error)
+	// Runtime is the layered runtime runtime_fraction keys are read from
+	// (nil: their default values apply).
+	Runtime *runtime.Loader
 }
 
 // Compile builds a Table from a RouteConfiguration.
@@ -416,9 +454,9 @@ func (c *compiler) match(pm *routev3.RouteMatch, path string) (Match, error) {
 		if err := config.CheckFields(rf, config.Join(path, "runtime_fraction"), "default_value", "runtime_key"); err != nil {
 			return m, err
 		}
-		// There is no runtime layer: the default value always applies.
 		m.hasFraction = true
 		m.fraction = fractionPerMillion(rf.GetDefaultValue())
+		m.rt, m.fracKey, m.fracDef = c.opts.Runtime, rf.GetRuntimeKey(), rf.GetDefaultValue()
 	}
 	return m, nil
 }
@@ -471,7 +509,7 @@ func durationOr(d *durationpb.Duration, def time.Duration) time.Duration {
 func (c *compiler) routeAction(a *routev3.RouteAction, path string, m *Match) (*RouteAction, error) {
 	if err := config.CheckFields(a, path, "cluster", "cluster_header", "weighted_clusters", "cluster_not_found_response_code",
 		"prefix_rewrite", "regex_rewrite", "host_rewrite_literal", "auto_host_rewrite", "host_rewrite_header",
-		"host_rewrite_path_regex", "timeout", "idle_timeout", "retry_policy", "request_mirror_policies", "hash_policy",
+		"host_rewrite_path_regex", "host_rewrite", "timeout", "idle_timeout", "retry_policy", "request_mirror_policies", "hash_policy",
 		"upgrade_configs", "max_grpc_timeout", "grpc_timeout_offset", "append_x_forwarded_host", "priority",
 		"max_stream_duration", "cors", "rate_limits", "include_vh_rate_limits", "metadata_match"); err != nil {
 		return nil, err
@@ -603,6 +641,21 @@ func (c *compiler) routeAction(a *routev3.RouteAction, path string, m *Match) (*
 			return nil, err
 		}
 		ra.HostRewritePath, ra.HostRewritePathSubst = re, subst
+	case *routev3.RouteAction_HostRewrite:
+		// host_rewrite: the substitution format (%REQ(...)% and the
+		// other command operators), evaluated per request.
+		if !strings.Contains(hr.HostRewrite, "%") {
+			ra.HostRewrite = hr.HostRewrite
+			break
+		}
+		if c.opts.CompileValue == nil {
+			return nil, config.Errorf(config.Join(path, "host_rewrite"), "substitutions are not available here")
+		}
+		v, err := c.opts.CompileValue(hr.HostRewrite)
+		if err != nil {
+			return nil, config.Errorf(config.Join(path, "host_rewrite"), "%v", err)
+		}
+		ra.HostRewriteFormat = v
 	}
 	if rp := a.GetRetryPolicy(); rp != nil {
 		var err error
@@ -725,16 +778,21 @@ func compileHashPolicy(hp *routev3.RouteAction_HashPolicy, path string) (HashPol
 }
 
 func (c *compiler) retryPolicy(rp *routev3.RetryPolicy, path string) (*RetryPolicy, error) {
+	var priority *extension.Resolved
 	if pr := rp.GetRetryPriority(); pr != nil {
-		// Through the registry, so a typo is "unknown @type" and Envoy's
-		// priority extensions "not implemented by legate".
-		if _, err := extension.Lookup(extension.RetryPriority, pr.GetTypedConfig(), config.Join(path, "retry_priority.typed_config")); err != nil {
+		// Through the registry, so a typo is "unknown @type".
+		r, err := extension.Lookup(extension.RetryPriority, pr.GetTypedConfig(), config.Join(path, "retry_priority.typed_config"))
+		if err != nil {
 			return nil, err
 		}
+		if pp, ok := r.Config.(*previousprioritiesv3.PreviousPrioritiesConfig); ok && pp.GetUpdateFrequency() <= 0 {
+			return nil, config.Errorf(config.Join(path, "retry_priority.typed_config.update_frequency"), "must be greater than 0")
+		}
+		priority = &r
 	}
 	if err := config.CheckFields(rp, path, "retry_on", "num_retries", "per_try_timeout", "per_try_idle_timeout",
 		"retriable_status_codes", "retry_back_off", "retry_host_predicate", "host_selection_retry_max_attempts",
-		"retriable_headers"); err != nil {
+		"retriable_headers", "retry_priority"); err != nil {
 		return nil, err
 	}
 	p := &RetryPolicy{
@@ -750,6 +808,9 @@ func (c *compiler) retryPolicy(rp *routev3.RetryPolicy, path string) (*RetryPoli
 		return nil, config.Errorf(config.Join(path, "retry_on"), "unknown retry_on value(s) %s", strings.Join(bad, ", "))
 	}
 	p.On = on
+	if priority != nil {
+		priority.Ext.Factory.(retryPriority)(p, priority.Config)
+	}
 	if rp.GetNumRetries() != nil {
 		p.NumRetries = rp.GetNumRetries().GetValue()
 	}
@@ -771,7 +832,7 @@ func (c *compiler) retryPolicy(rp *routev3.RetryPolicy, path string) (*RetryPoli
 		if hp.GetTypedConfig() == nil {
 			// A bare name (v2 configs) still selects the predicate.
 			if e := extension.ByName(extension.RetryHostPredicate, hp.GetName()); e != nil {
-				e.Factory.(retryHostPredicate)(p)
+				e.Factory.(retryHostPredicate)(p, nil)
 				continue
 			}
 		}
@@ -779,7 +840,7 @@ func (c *compiler) retryPolicy(rp *routev3.RetryPolicy, path string) (*RetryPoli
 		if err != nil {
 			return nil, err
 		}
-		r.Ext.Factory.(retryHostPredicate)(p)
+		r.Ext.Factory.(retryHostPredicate)(p, r.Config)
 	}
 	for i, h := range rp.GetRetriableHeaders() {
 		hm, err := compileHeaderMatcher(h, config.Index(config.Join(path, "retriable_headers"), i))
@@ -845,20 +906,11 @@ func (c *compiler) direct(d *routev3.DirectResponseAction, path string) (*Direct
 		if err := config.CheckFields(b, bp, "inline_string", "inline_bytes", "filename"); err != nil {
 			return nil, err
 		}
-		switch s := b.GetSpecifier().(type) {
-		case *corev3.DataSource_InlineString:
-			dr.Body = []byte(s.InlineString)
-		case *corev3.DataSource_InlineBytes:
-			dr.Body = s.InlineBytes
-		case *corev3.DataSource_Filename:
-			data, err := os.ReadFile(s.Filename)
-			if err != nil {
-				return nil, config.Errorf(config.Join(bp, "filename"), "read direct response body: %v", err)
-			}
-			dr.Body = data
-		default:
-			return nil, config.Unsupported(bp, "this data source", "inline_string", "inline_bytes", "filename")
+		body, _, err := config.ReadDataSource(b, bp)
+		if err != nil {
+			return nil, err
 		}
+		dr.Body = body
 		if len(dr.Body) > 4096 {
 			return nil, config.Errorf(bp, "direct response body is %d bytes; the limit is 4096 (max_direct_response_body_size_bytes)", len(dr.Body))
 		}

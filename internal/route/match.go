@@ -11,6 +11,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 
 	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/strmatch"
 )
 
@@ -36,6 +37,11 @@ type Match struct {
 	grpc          bool
 	fraction      uint32 // runtime_fraction numerator per million; 0 means always (when !hasFraction)
 	hasFraction   bool
+	// rt, fracKey and fracDef read runtime_fraction's runtime_key from the
+	// layered runtime on each match (nil rt: the default only).
+	rt      *runtime.Loader
+	fracKey string
+	fracDef *typev3.FractionalPercent
 }
 
 // matches reports whether the request matches.
@@ -99,8 +105,17 @@ func (m *Match) matches(r *headers.Request) bool {
 			}
 		}
 	}
-	if m.hasFraction && rand.Uint32N(1_000_000) >= m.fraction {
-		return false
+	if m.hasFraction {
+		perMillion := m.fraction
+		if m.rt != nil && m.fracKey != "" {
+			// Envoy's featureEnabled(runtime_key, default_value): the key's
+			// integer is the numerator over the default's denominator.
+			num, den := m.rt.Snapshot().Fraction(m.fracKey, m.fracDef)
+			perMillion = uint32(min(uint64(num)*1_000_000/uint64(den), 1_000_000))
+		}
+		if rand.Uint32N(1_000_000) >= perMillion {
+			return false
+		}
 	}
 	return true
 }

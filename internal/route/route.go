@@ -188,19 +188,22 @@ type Route struct {
 // RouteAction is a compiled RouteAction (forward to a cluster).
 type RouteAction struct {
 	// HighPriority routes use the HIGH circuit-breaker thresholds.
-	HighPriority         bool
-	Cluster              *upstream.Ref
-	ClusterHeader        string
-	Weighted             []WeightedCluster
-	totalWeight          uint64
-	NotFoundStatus       int // cluster_not_found_response_code (503 default)
-	PrefixRewrite        string
-	hasPrefixRewrite     bool
-	RegexRewrite         *regexp.Regexp
-	RegexSubst           string
-	HostRewrite          string // host_rewrite_literal
-	AutoHostRewrite      bool
-	HostRewriteHeader    string
+	HighPriority      bool
+	Cluster           *upstream.Ref
+	ClusterHeader     string
+	Weighted          []WeightedCluster
+	totalWeight       uint64
+	NotFoundStatus    int // cluster_not_found_response_code (503 default)
+	PrefixRewrite     string
+	hasPrefixRewrite  bool
+	RegexRewrite      *regexp.Regexp
+	RegexSubst        string
+	HostRewrite       string // host_rewrite_literal
+	AutoHostRewrite   bool
+	HostRewriteHeader string
+	// HostRewriteFormat is host_rewrite with substitutions (nil: none);
+	// an empty result leaves the host alone.
+	HostRewriteFormat    Value
 	HostRewritePath      *regexp.Regexp
 	HostRewritePathSubst string
 	Timeout              time.Duration // 0 disables
@@ -286,16 +289,25 @@ func (h *HashPolicy) HasTTL() bool { return h.hasTTL }
 
 // RetryPolicy is a compiled retry policy.
 type RetryPolicy struct {
-	On                       RetryOn
-	NumRetries               uint32
-	PerTryTimeout            time.Duration
-	PerTryIdleTimeout        time.Duration
-	StatusCodes              []uint32
-	BackoffBase              time.Duration
-	BackoffMax               time.Duration
-	PreviousHosts            bool
+	On                RetryOn
+	NumRetries        uint32
+	PerTryTimeout     time.Duration
+	PerTryIdleTimeout time.Duration
+	StatusCodes       []uint32
+	BackoffBase       time.Duration
+	BackoffMax        time.Duration
+	PreviousHosts     bool
+	// Reject is the omit_canary_hosts / omit_host_metadata predicates
+	// (nil: none).
+	Reject *upstream.HostFilter
+	// HostSelectionMaxAttempts is host_selection_retry_max_attempts: how
+	// many more picks a rejected host gets.
 	HostSelectionMaxAttempts int
-	RetriableHeaders         []headerMatcher
+	// PreviousPriorities is the previous_priorities retry priority's
+	// update_frequency (0: not configured): after that many attempts the
+	// priority levels attempted so far are avoided.
+	PreviousPriorities int
+	RetriableHeaders   []headerMatcher
 }
 
 // RetryOn is a set of retry conditions.

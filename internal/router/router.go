@@ -312,11 +312,11 @@ func (s *Stream) setupAttempt(at *attempt, a *route.RouteAction) {
 	if at.wc != nil {
 		at.lb.MetadataMatch = at.wc.MetadataMatch
 	}
-	if at.policy != nil && at.policy.PreviousHosts {
-		at.lb.MaxSelectAttempts = at.policy.HostSelectionMaxAttempts
-		if at.lb.MaxSelectAttempts == 0 {
-			at.lb.MaxSelectAttempts = 1
-		}
+	if at.policy != nil && (at.policy.PreviousHosts || at.policy.Reject != nil) {
+		// host_selection_retry_max_attempts counts the picks after the
+		// first (Envoy's chooseHost: hostSelectionRetryCount() + 1; the
+		// count is 1 when unset). runAttempt applies them on retries only.
+		at.lb.MaxSelectAttempts = max(at.policy.HostSelectionMaxAttempts, 1) + 1
 	}
 	s.hashKey(at, a)
 }
@@ -450,6 +450,10 @@ func (s *Stream) prepareUpstreamHeaders(at *attempt, a *route.RouteAction) {
 		}
 	case a.HostRewritePath != nil:
 		at.authority = a.HostRewritePath.ReplaceAllString(stripQueryPath(s.Req.Path), a.HostRewritePathSubst)
+	case a.HostRewriteFormat != nil:
+		if v := a.HostRewriteFormat.Append(s.scratch[:0], s.Info); len(v) > 0 {
+			at.authority = string(v)
+		}
 	}
 	if at.authority != s.Req.Authority && a.AppendXForwardedHost {
 		m.Append("x-forwarded-host", s.Req.Authority)
@@ -524,6 +528,13 @@ func (s *Stream) pick(at *attempt) *upstream.Host {
 		at.cl = at.agg
 	}
 	at.lb.Authority = at.authority // dynamic_forward_proxy resolves it
+	// stateful_session's host, on the first attempt only: as Envoy's
+	// overrideHostToSelect, a retry picks with the load balancer (and its
+	// retry predicates) so it can leave a failing sticky host.
+	at.lb.Override = nil
+	if s.Info.UpstreamRequestAttemptCount <= 1 {
+		at.lb.Override = s.Info.UpstreamOverrideHost
+	}
 	cl, h := at.cl.Choose(&at.lb, s.cfg.Clusters.Get)
 	at.cl = cl
 	return h
@@ -533,10 +544,32 @@ func (s *Stream) pick(at *attempt) *upstream.Host {
 func (s *Stream) runAttempt(at *attempt) {
 	at.fail, at.failErr, at.ex = failNone, nil, nil
 	at.lb.Exclude = at.lb.Exclude[:0]
+	// Retry host predicates only judge the picks of a retry, as Envoy's
+	// shouldSelectAnotherHost ("we only care about host selection when
+	// performing a retry").
+	at.lb.Reject = nil
+	if at.policy != nil && s.Info.UpstreamRequestAttemptCount > 1 {
+		at.lb.Reject = at.policy.Reject
+	}
 	if at.policy != nil && at.policy.PreviousHosts {
 		for _, h := range at.tried {
 			if h != nil {
 				at.lb.Exclude = append(at.lb.Exclude, h)
+			}
+		}
+	}
+	at.lb.AvoidLevels = at.lb.AvoidLevels[:0]
+	if at.policy != nil && at.policy.PreviousPriorities > 0 {
+		f := at.policy.PreviousPriorities
+		// previous_priorities: Envoy recomputes the avoided levels every
+		// update_frequency attempts, from all the hosts attempted so far.
+		n := s.Info.UpstreamRequestAttemptCount // this attempt included
+		if n > len(at.tried)+1 {
+			n = len(at.tried) + 1
+		}
+		for _, h := range at.tried[:(n-1)/f*f] {
+			if h != nil {
+				at.lb.AvoidLevels = append(at.lb.AvoidLevels, h)
 			}
 		}
 	}
@@ -618,6 +651,15 @@ func (s *Stream) exchange(at *attempt, proto upstream.Protocol, deadline time.Ti
 		Deadline: deadline, IdleTimeout: s.idleTimeout(), SNI: s.upstreamSNI(at), ProxyProtocol: s.proxyProtocol(at)}
 	if at.cl.PassesFilterState() {
 		r.FilterState = s.Info.UpstreamSharedObjects()
+	}
+	// Envoy's setUpstreamScheme: the request's :scheme goes upstream, or
+	// with match_upstream the upstream transport's.
+	r.Scheme = s.Req.Scheme
+	if s.cfg.SchemeMatchUpstream {
+		r.Scheme = "http"
+		if at.cl.ImplementsSecureTransport() {
+			r.Scheme = "https"
+		}
 	}
 	if proto == upstream.HTTP2 {
 		// An HTTP/2 stream ends with the client's context. An HTTP/1.1
@@ -837,7 +879,13 @@ func (s *Stream) finishFailure(at *attempt) {
 	cs := at.cl.Stats
 	switch at.fail {
 	case failNoHealthy:
-		s.ds.LocalReply(503, "no healthy upstream", "no_healthy_upstream", streaminfo.NoHealthyUpstream)
+		status := 503
+		if o := at.lb.Override; o != nil && at.lb.OverrideNotFound && o.NotFoundStatus != 0 {
+			// A strict override host missing from the cluster answers with
+			// status_on_strict_destination_not_found (Envoy 1.38).
+			status = o.NotFoundStatus
+		}
+		s.ds.LocalReply(status, "no healthy upstream", "no_healthy_upstream", streaminfo.NoHealthyUpstream)
 	case failOverflow:
 		s.ds.LocalReply(503, prefix+"reset reason: overflow", "upstream_reset_before_response_started{overflow}", streaminfo.UpstreamOverflow)
 	case failConnect:

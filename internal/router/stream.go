@@ -115,6 +115,9 @@ type Config struct {
 	Stats *Stats
 	// SuppressEnvoyHeaders is the router's suppress_envoy_headers.
 	SuppressEnvoyHeaders bool
+	// SchemeMatchUpstream is scheme_header_transformation.match_upstream:
+	// an HTTP/2 request's :scheme is https over TLS, http otherwise.
+	SchemeMatchUpstream bool
 	// StreamIdleTimeout is the connection manager's stream_idle_timeout.
 	StreamIdleTimeout time.Duration
 	Clusters          *upstream.Manager

@@ -148,6 +148,10 @@ type filteredExchange struct {
 	trailers  *headers.Map
 	trailered bool
 	head      *http1.ResponseHead
+	// headerOnly: the request has no body; added is the body a filter
+	// gave it from DecodeHeaders (AddDecodedData).
+	headerOnly bool
+	added      []byte
 }
 
 // filterExchange wraps ex in the cluster's upstream filters.
@@ -185,10 +189,14 @@ func (fe *filteredExchange) stopped() error {
 func (fe *filteredExchange) Send(req *upstream.Request, head *http1.ResponseHead) error {
 	fe.req = headers.Request{Method: req.Method, Path: req.Path, Authority: req.Authority, Map: req.Headers.Clone()}
 	end := req.Stream == nil && len(req.Body) == 0
+	fe.headerOnly = end
 	if !fe.decodeHeadersFrom(0, end) {
 		return fe.stopped()
 	}
 	next := *req
+	if end && fe.added != nil {
+		next.Body, next.Length = fe.added, int64(len(fe.added))
+	}
 	if !end && (fe.decData || fe.hdrStop > 0) {
 		var src io.Reader = bytes.NewReader(req.Body)
 		if req.Stream != nil {
@@ -576,6 +584,21 @@ func (sl *upstreamSlot) AllPerRouteConfigs() []any {
 }
 
 func (sl *upstreamSlot) SetDecoderBufferLimit(n int64) { sl.fe.limit = n }
+
+// AddDecodedData gives a header-only request a body, from the filter's
+// DecodeHeaders (Envoy's addDecodedData there, which the aws_lambda filter
+// uses for its JSON document): the host gets it (the filters after this
+// one do not see it). Called at any other time, it does nothing.
+func (sl *upstreamSlot) AddDecodedData(p []byte) {
+	fe := sl.fe
+	if !fe.headerOnly || fe.head != nil {
+		return
+	}
+	fe.added = append(fe.added, p...)
+	if fe.added == nil {
+		fe.added = []byte{} // an empty body still gives the request a body
+	}
+}
 
 func (sl *upstreamSlot) SendLocalReply(status int, body string, r httpfilter.LocalReply) {
 	sl.fe.localReply(status, body, r)

@@ -3,6 +3,7 @@ package server
 import (
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	internallistenerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/bootstrap/internal_listener/v3"
+	googlere2v3 "github.com/envoyproxy/go-control-plane/envoy/extensions/regex_engines/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/legateproxy/legate/internal/config"
@@ -31,6 +32,28 @@ func init() {
 			s.internal = userspace.NewRegistry(size)
 			return nil
 		})})
+}
+
+func init() {
+	// Legate's regular expressions are Go's regexp, which implements RE2's
+	// syntax and linear-time guarantee: google_re2 is what it always runs.
+	extension.Register(extension.Extension{Name: "envoy.regex_engines.google_re2", Category: extension.RegexEngine,
+		Config: &googlere2v3.GoogleRE2{},
+		Notes:  "Go's regexp, which implements RE2's syntax; the only engine, so default_regex_engine changes nothing"})
+}
+
+// checkRegexEngine resolves default_regex_engine through the registry, so
+// an engine Legate lacks (hyperscan) is "not implemented".
+func checkRegexEngine(b *bootstrapv3.Bootstrap) error {
+	e := b.GetDefaultRegexEngine()
+	if e == nil {
+		return nil
+	}
+	if err := config.CheckFields(e, "default_regex_engine", "name", "typed_config"); err != nil {
+		return err
+	}
+	_, err := extension.Lookup(extension.RegexEngine, e.GetTypedConfig(), "default_regex_engine.typed_config")
+	return err
 }
 
 // compileBootstrapExtensions compiles bootstrap_extensions through the

@@ -176,6 +176,7 @@ func (d *dynamic) start(staticClusters []*upstream.Cluster, staticListeners []*l
 	}
 	d.reconcileLocked()
 	d.mu.Unlock()
+	d.s.startRTDS() // before CDS, as Envoy
 	if d.cdsSource != nil {
 		d.subscribeWildcard(d.cdsSource, "dynamic_resources.cds_config", xdsclient.ClusterType, d.updateClusters, "cluster_manager.cds.")
 	}

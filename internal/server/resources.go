@@ -14,6 +14,7 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	runtimev3 "github.com/envoyproxy/go-control-plane/envoy/service/runtime/v3"
 	"gopkg.in/yaml.v3"
 
 	"github.com/legateproxy/legate/internal/accesslog"
@@ -22,6 +23,7 @@ import (
 	"github.com/legateproxy/legate/internal/hcm"
 	"github.com/legateproxy/legate/internal/listener"
 	"github.com/legateproxy/legate/internal/route"
+	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/tlsx"
 	"github.com/legateproxy/legate/internal/upstream"
@@ -165,6 +167,15 @@ func (v *fileValidator) compile(t resource.Type, d *resource.Decoded) error {
 			return err
 		}
 		return tlsx.Validate(sp, p)
+	case resource.RuntimeURL:
+		rt, err := resource.As[*runtimev3.Runtime](d)
+		if err != nil {
+			return err
+		}
+		if _, err := runtime.ParseStruct(rt.GetLayer()); err != nil {
+			return fmt.Errorf("%s: %w", p, err)
+		}
+		return nil
 	}
 	return fmt.Errorf("%s: internal error: no compile for %s", p, t.URL())
 }

@@ -45,6 +45,18 @@ resources:
     cluster_name: backend
     endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 8080}}}}]}]
 `},
+		{name: "runtime (RTDS)", yaml: `
+resources:
+- "@type": type.googleapis.com/envoy.service.runtime.v3.Runtime
+  name: rtds_0
+  layer: {routing: {flag: 10}, other: "x"}
+`},
+		{name: "runtime with a list value (Envoy's ProtoLayer refuses it)", yaml: `
+resources:
+- "@type": type.googleapis.com/envoy.service.runtime.v3.Runtime
+  name: rtds_0
+  layer: {routing: {flag: [1, 2]}}
+`, wantErr: []string{"runtime rtds_0", "Invalid runtime entry value for routing.flag"}},
 		{name: "EDS cluster (its source is not resolved)", yaml: `
 resources:
 - ` + clusterURL + `
@@ -123,8 +135,8 @@ resources:
         stat_prefix: l
         route_config: {}
         http_filters:
-        - name: envoy.filters.http.cache
-          typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.cache.v3.CacheConfig}
+        - name: envoy.filters.http.wasm
+          typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm}
         - name: envoy.filters.http.router
           typed_config: {` + routerURL + `}
 `, wantErr: []string{"listener l.filter_chains[0].filters[0].typed_config.http_filters[0].typed_config (line 14): ", "not implemented by legate"}},

@@ -4,8 +4,6 @@ import (
 	"strconv"
 	"strings"
 
-	"google.golang.org/protobuf/reflect/protoreflect"
-
 	"github.com/legateproxy/legate/internal/runtime"
 )
 
@@ -33,9 +31,6 @@ func limitsFrom(rt *runtime.Loader) runtimeLimits {
 	}
 	return rl
 }
-
-// protoName converts a resource query parameter to a field name.
-func protoName(s string) protoreflect.Name { return protoreflect.Name(s) }
 
 // RuntimeDump renders /runtime.
 func (s *Server) RuntimeDump() map[string]any { return s.Runtime.Snapshot().Dump() }

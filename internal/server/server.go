@@ -26,9 +26,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	// Every extension implemented outside the core packages.
 	_ "github.com/legateproxy/legate/internal/filters/all"
@@ -44,6 +42,7 @@ import (
 	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/statsink"
+	"github.com/legateproxy/legate/internal/strmatch"
 	"github.com/legateproxy/legate/internal/tlsx"
 	"github.com/legateproxy/legate/internal/upstream"
 	"github.com/legateproxy/legate/internal/userspace"
@@ -118,6 +117,10 @@ type Server struct {
 	logFiles *accesslog.Files
 	// adminLoggers are admin.access_log's loggers.
 	adminLoggers []admin.Logger
+	// adminAllow is admin.allow_paths (empty: every path).
+	adminAllow []strmatch.Matcher
+	// rtds holds the RTDS layers' subscriptions (nil without rtds_layers).
+	rtds *rtds
 	// internal is the internal listener registry (bootstrap extension
 	// envoy.bootstrap.internal_listener); nil without it.
 	internal *userspace.Registry
@@ -182,7 +185,10 @@ func (s *Server) compile() error {
 		"bootstrap_extensions", "fatal_actions", "hds_config", "stats_sinks",
 		// No behavioural effect: Legate creates stats when first used anyway.
 		"deferred_stat_options",
-		"tracing", "application_log_config"); err != nil {
+		"tracing", "application_log_config", "default_regex_engine"); err != nil {
+		return err
+	}
+	if err := checkRegexEngine(b); err != nil {
 		return err
 	}
 	if t := b.GetTracing(); t != nil {
@@ -225,16 +231,16 @@ func (s *Server) compile() error {
 	if b.GetHeaderPrefix() != "" {
 		return config.Unsupported("header_prefix", "a custom header prefix (x-envoy- is fixed)")
 	}
-	rt, err := runtime.New(b.GetLayeredRuntime(), s.log)
+	s.Stats = stats.NewStore()
+	if err := configureStats(s.Stats, b.GetStatsConfig()); err != nil {
+		return err
+	}
+	rt, err := runtime.NewWith(b.GetLayeredRuntime(), runtime.Options{Log: s.log, Stats: s.Stats, ServiceCluster: b.GetNode().GetCluster()})
 	if err != nil {
 		return err
 	}
 	s.Runtime = rt
 	rl := limitsFrom(rt)
-	s.Stats = stats.NewStore()
-	if err := configureStats(s.Stats, b.GetStatsConfig()); err != nil {
-		return err
-	}
 	s.serverStats = serverStats{
 		live: s.Stats.Gauge("server.live"), uptime: s.Stats.Gauge("server.uptime"),
 		concurrency: s.Stats.Gauge("server.concurrency"), state: s.Stats.Gauge("server.state"),
@@ -256,14 +262,26 @@ func (s *Server) compile() error {
 		return err
 	}
 	s.overload = om
+	var outlierEvents *upstream.OutlierEventLog
 	if cm := b.GetClusterManager(); cm != nil {
-		if err := config.CheckFields(cm, "cluster_manager", "local_cluster_name"); err != nil {
+		// enable_deferred_cluster_creation has no behavioural effect:
+		// Legate's clusters are cheap values created with the config.
+		if err := config.CheckFields(cm, "cluster_manager", "local_cluster_name", "outlier_detection", "enable_deferred_cluster_creation"); err != nil {
 			return err
+		}
+		if od := cm.GetOutlierDetection(); od != nil {
+			if err := config.CheckFields(od, "cluster_manager.outlier_detection", "event_log_path"); err != nil {
+				return err
+			}
+			if p := od.GetEventLogPath(); p != "" {
+				// Opened on the first event: compiling has no side effects.
+				outlierEvents = upstream.NewOutlierEventLog(p, s.log)
+			}
 		}
 	}
 	s.Clusters = upstream.NewManager(upstream.Deps{Stats: s.Stats, Log: s.log, Transport: s.clusterTransport,
 		LocalCluster: b.GetClusterManager().GetLocalClusterName(), UpstreamFilters: s.upstreamFilters,
-		Internal: s.internal})
+		Internal: s.internal, OutlierEvents: outlierEvents})
 	if s.sinks, err = statsink.Compile(b, s.Stats, s.Clusters, s.log); err != nil {
 		return err
 	}
@@ -290,6 +308,8 @@ func (s *Server) compile() error {
 	s.deps.DefaultTracer = b.GetTracing().GetHttp()
 	s.deps.Runtime = rt
 	s.deps.Async = asyncclient.New(s.Clusters)
+	// gRPC and OpenTelemetry access logs export through the clusters.
+	s.logFiles.SetServices(accesslog.Services{Async: s.deps.Async, Node: b.GetNode(), Log: s.log, Runtime: s.Runtime})
 	// The xDS sources come before anything that names one: static
 	// clusters may take SDS secrets or EDS endpoints over ADS, and static
 	// listeners RDS.
@@ -303,6 +323,9 @@ func (s *Server) compile() error {
 		if err := s.dyn.setupDynamic(dr); err != nil {
 			return err
 		}
+	}
+	if err := s.checkRTDS(); err != nil {
+		return err
 	}
 	if err := s.setupTLS(); err != nil {
 		return err
@@ -351,8 +374,15 @@ func (s *Server) compile() error {
 		s.listeners = append(s.listeners, l)
 	}
 	if a := b.GetAdmin(); a != nil {
-		if err := config.CheckFields(a, "admin", "address", "access_log_path", "access_log", "profile_path", "socket_options", "ignore_global_conn_limit"); err != nil {
+		if err := config.CheckFields(a, "admin", "address", "access_log_path", "access_log", "profile_path", "socket_options", "ignore_global_conn_limit", "allow_paths"); err != nil {
 			return err
+		}
+		for i, m := range a.GetAllowPaths() {
+			sm, err := strmatch.Compile(m, config.Index("admin.allow_paths", i))
+			if err != nil {
+				return err
+			}
+			s.adminAllow = append(s.adminAllow, sm)
 		}
 		if len(a.GetAccessLog()) > 0 {
 			ls, err := accesslog.Compile(a.GetAccessLog(), "admin.access_log", s.logFiles)
@@ -413,6 +443,17 @@ func (s *Server) Start() error {
 		}
 		s.admin = admin.New(s, s.Stats, s.log, w, s.opts.EnablePprof)
 		s.admin.SetAccessLoggers(s.adminLoggers)
+		if len(s.adminAllow) > 0 {
+			allow := s.adminAllow
+			s.admin.SetAllowPaths(func(path string) bool {
+				for _, m := range allow {
+					if m.Match(path) {
+						return true
+					}
+				}
+				return false
+			})
+		}
 		if p := a.GetAddress().GetPipe(); p != nil {
 			ln, err := listener.ListenPipe(p.GetPath(), os.FileMode(p.GetMode()))
 			if err != nil {
@@ -427,6 +468,7 @@ func (s *Server) Start() error {
 		}
 		go s.admin.Serve()
 	}
+	s.rtds.wait()
 	s.dyn.waitStatic()
 	for _, l := range s.listeners {
 		if err := l.Bind(); err != nil {
@@ -632,77 +674,6 @@ func (s *Server) ServerInfo() proto.Message {
 	}
 }
 
-// ConfigDump renders /config_dump.
-func (s *Server) ConfigDump(resource string, includeEDS bool) (proto.Message, error) {
-	now := timestamppb.New(s.start)
-	cd := &adminv3.ConfigDump{}
-	add := func(m proto.Message) {
-		a, _ := anypb.New(redacted(m))
-		cd.Configs = append(cd.Configs, a)
-	}
-	add(&adminv3.BootstrapConfigDump{Bootstrap: s.Bootstrap, LastUpdated: now})
-	ccd := &adminv3.ClustersConfigDump{}
-	for _, c := range s.Clusters.Clusters() {
-		if c.AddedViaAPI {
-			a, _ := anypb.New(c.Proto)
-			ccd.DynamicActiveClusters = append(ccd.DynamicActiveClusters, &adminv3.ClustersConfigDump_DynamicCluster{
-				VersionInfo: c.VersionInfo, Cluster: a, LastUpdated: timestamppb.New(c.LastUpdated)})
-		} else {
-			a, _ := anypb.New(c.Proto)
-			ccd.StaticClusters = append(ccd.StaticClusters, &adminv3.ClustersConfigDump_StaticCluster{Cluster: a, LastUpdated: timestamppb.New(c.LastUpdated)})
-		}
-	}
-	if s.dyn != nil {
-		s.dyn.dumpClusters(ccd)
-	}
-	add(ccd)
-	lcd := &adminv3.ListenersConfigDump{}
-	s.mu.Lock()
-	for _, l := range s.listeners {
-		a, _ := anypb.New(l.Proto)
-		lcd.StaticListeners = append(lcd.StaticListeners, &adminv3.ListenersConfigDump_StaticListener{Listener: a, LastUpdated: timestamppb.New(l.LastUpdated)})
-	}
-	s.mu.Unlock()
-	rcd := &adminv3.RoutesConfigDump{}
-	if s.dyn != nil {
-		s.dyn.dumpListeners(lcd)
-		s.dyn.dumpRoutes(rcd)
-	}
-	add(lcd)
-	add(rcd)
-	add(&adminv3.SecretsConfigDump{})
-	if includeEDS && s.dyn != nil {
-		add(s.dyn.dumpEndpoints())
-	}
-	if resource != "" {
-		return filterDump(cd, resource)
-	}
-	return cd, nil
-}
-
-// filterDump keeps only the repeated field named resource of each dump,
-// as /config_dump?resource= does.
-func filterDump(cd *adminv3.ConfigDump, resource string) (proto.Message, error) {
-	out := &adminv3.ConfigDump{}
-	for _, a := range cd.Configs {
-		m, err := a.UnmarshalNew()
-		if err != nil {
-			continue
-		}
-		fd := m.ProtoReflect().Descriptor().Fields().ByName(protoName(resource))
-		if fd == nil || !fd.IsList() {
-			continue
-		}
-		l := m.ProtoReflect().Get(fd).List()
-		for i := 0; i < l.Len(); i++ {
-			e, _ := anypb.New(l.Get(i).Message().Interface())
-			out.Configs = append(out.Configs, e)
-		}
-		return out, nil
-	}
-	return nil, fmt.Errorf("no resource %q in the config dump (try static_clusters, dynamic_active_clusters, static_listeners)", resource)
-}
-
 // WriteClusters renders /clusters.
 func (s *Server) WriteClusters(w io.Writer, jsonFormat bool) error {
 	return s.Clusters.WriteClusters(w, jsonFormat)
@@ -767,7 +738,10 @@ func configureStats(st *stats.Store, sc *metricsv3.StatsConfig) error {
 	if sc == nil {
 		return nil
 	}
-	if err := config.CheckFields(sc, "stats_config", "use_all_default_tags", "stats_tags", "stats_matcher"); err != nil {
+	if err := config.CheckFields(sc, "stats_config", "use_all_default_tags", "stats_tags", "stats_matcher", "histogram_bucket_settings"); err != nil {
+		return err
+	}
+	if err := configureHistogramBuckets(st, sc.GetHistogramBucketSettings()); err != nil {
 		return err
 	}
 	var rules []stats.TagRule
@@ -833,6 +807,39 @@ func configureStats(st *stats.Store, sc *metricsv3.StatsConfig) error {
 		}
 	}
 	st.Configure(rules, useDefaults, include)
+	return nil
+}
+
+// configureHistogramBuckets applies stats_config.histogram_bucket_settings
+// (Envoy: match and at least one unique bucket bound above 0; bins sizes
+// Envoy's internal circllhist only, so it has no effect here).
+func configureHistogramBuckets(st *stats.Store, settings []*metricsv3.HistogramBucketSettings) error {
+	var rules []stats.BucketRule
+	for i, hb := range settings {
+		p := config.Index("stats_config.histogram_bucket_settings", i)
+		if err := config.CheckFields(hb, p, "match", "buckets", "bins"); err != nil {
+			return err
+		}
+		if hb.GetMatch() == nil {
+			return config.Errorf(config.Join(p, "match"), "match is required")
+		}
+		m, err := route.CompileStringMatcher(hb.GetMatch(), config.Join(p, "match"))
+		if err != nil {
+			return err
+		}
+		if len(hb.GetBuckets()) == 0 {
+			return config.Errorf(config.Join(p, "buckets"), "buckets needs at least one bound")
+		}
+		seen := map[float64]bool{}
+		for j, b := range hb.GetBuckets() {
+			if !(b > 0) || seen[b] {
+				return config.Errorf(config.Index(config.Join(p, "buckets"), j), "bucket bound %v must be greater than 0 and unique", b)
+			}
+			seen[b] = true
+		}
+		rules = append(rules, stats.BucketRule{Match: m, Buckets: hb.GetBuckets()})
+	}
+	st.SetHistogramBuckets(rules)
 	return nil
 }
 

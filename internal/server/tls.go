@@ -32,6 +32,7 @@ func (s *Server) setupTLS() error {
 		}
 	}
 	s.deps.TLS = downstreamTLS{s}
+	s.deps.SDS = s.sds
 	return nil
 }
 

@@ -261,7 +261,7 @@ func (s *Store) WritePrometheus(w io.Writer, f Filter) error {
 			fams[pn] = fm
 		}
 		cum := h.Cumulative()
-		for i, le := range DefaultBuckets {
+		for i, le := range h.Buckets() {
 			fm.series = append(fm.series, series{"_bucket" + promLabels(tags, `le="`+strconv.FormatFloat(le, 'f', -1, 64)+`"`), strconv.FormatUint(cum[i], 10)})
 		}
 		fm.series = append(fm.series,

@@ -64,17 +64,19 @@ func (g *Gauge) Name() string { return g.name }
 // histogram's unit, milliseconds for timings).
 var DefaultBuckets = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
 
-// Histogram records a distribution of values in Envoy's default buckets.
+// Histogram records a distribution of values in buckets: Envoy's default
+// ones unless stats_config.histogram_bucket_settings gives its name others.
 type Histogram struct {
 	name    string
-	counts  []atomic.Uint64 // len(DefaultBuckets)+1, the last one is +Inf
+	bounds  []float64       // ascending upper bounds, fixed at creation
+	counts  []atomic.Uint64 // len(bounds)+1, the last one is +Inf
 	count   atomic.Uint64
 	sumBits atomic.Uint64 // float64 sum, updated by CAS
 }
 
 // Record adds one value.
 func (h *Histogram) Record(v float64) {
-	i := sort.SearchFloat64s(DefaultBuckets, v)
+	i := sort.SearchFloat64s(h.bounds, v)
 	h.counts[i].Add(1)
 	h.count.Add(1)
 	for {
@@ -94,11 +96,15 @@ func (h *Histogram) Count() uint64 { return h.count.Load() }
 // Sum returns the sum of the recorded values.
 func (h *Histogram) Sum() float64 { return math.Float64frombits(h.sumBits.Load()) }
 
-// Cumulative returns the cumulative count for each bucket bound.
+// Buckets returns the histogram's bucket upper bounds, ascending (the
+// caller must not modify them).
+func (h *Histogram) Buckets() []float64 { return h.bounds }
+
+// Cumulative returns the cumulative count for each bound of Buckets.
 func (h *Histogram) Cumulative() []uint64 {
-	out := make([]uint64, len(DefaultBuckets))
+	out := make([]uint64, len(h.bounds))
 	var c uint64
-	for i := range DefaultBuckets {
+	for i := range h.bounds {
 		c += h.counts[i].Load()
 		out[i] = c
 	}
@@ -117,8 +123,8 @@ func (h *Histogram) Quantile(q float64) float64 {
 	for i := range h.counts {
 		n := float64(h.counts[i].Load())
 		upper := math.Inf(1)
-		if i < len(DefaultBuckets) {
-			upper = DefaultBuckets[i]
+		if i < len(h.bounds) {
+			upper = h.bounds[i]
 		}
 		if c+n >= rank && n > 0 {
 			if math.IsInf(upper, 1) {
@@ -138,6 +144,8 @@ type Store struct {
 	counters   map[string]*Counter
 	gauges     map[string]*Gauge
 	histograms map[string]*Histogram
+	// buckets is stats_config.histogram_bucket_settings, under mu.
+	buckets []BucketRule
 	// tags is stats_config (tag rules, stats_matcher); nil: Envoy's
 	// default tags, every stat exposed.
 	tags atomic.Pointer[tagConfig]
@@ -178,7 +186,8 @@ func (s *Store) Histogram(name string) *Histogram {
 	defer s.mu.Unlock()
 	h := s.histograms[name]
 	if h == nil {
-		h = &Histogram{name: name, counts: make([]atomic.Uint64, len(DefaultBuckets)+1)}
+		b := s.bucketsFor(name)
+		h = &Histogram{name: name, bounds: b, counts: make([]atomic.Uint64, len(b)+1)}
 		s.histograms[name] = h
 	}
 	return h
@@ -336,4 +345,38 @@ func (s *Store) Value(name string) (int64, bool) {
 		return g.Value(), true
 	}
 	return 0, false
+}
+
+// BucketRule is one stats_config.histogram_bucket_settings entry: the
+// histograms whose (untagged) name Match accepts get Buckets.
+type BucketRule struct {
+	Match   func(name string) bool
+	Buckets []float64
+}
+
+// SetHistogramBuckets applies histogram_bucket_settings: as Envoy, the
+// first rule matching a histogram's name (before tag extraction) gives
+// its bucket bounds (sorted here, since their order does not matter);
+// others keep DefaultBuckets. It affects histograms created afterwards:
+// the server calls it before anything records.
+func (s *Store) SetHistogramBuckets(rules []BucketRule) {
+	out := make([]BucketRule, len(rules))
+	for i, r := range rules {
+		b := append([]float64(nil), r.Buckets...)
+		sort.Float64s(b)
+		out[i] = BucketRule{Match: r.Match, Buckets: b}
+	}
+	s.mu.Lock()
+	s.buckets = out
+	s.mu.Unlock()
+}
+
+// bucketsFor returns the bounds of a new histogram (s.mu held).
+func (s *Store) bucketsFor(name string) []float64 {
+	for _, r := range s.buckets {
+		if r.Match(name) {
+			return r.Buckets
+		}
+	}
+	return DefaultBuckets
 }

@@ -6,6 +6,10 @@
 // value (|g), histograms as the mean of the interval's samples (|ms; Envoy
 // sends each sample as it is recorded). A sink that cannot send drops the
 // flush and counts it; it never slows a request.
+//
+// envoy.stat_sinks.metrics_service (io.prometheus.client.MetricFamily on
+// the MetricsService stream) and envoy.stat_sinks.open_telemetry (OTLP
+// metrics) export each flush over gRPC through a cluster (grpc.go).
 package statsink
 
 import (
@@ -46,6 +50,9 @@ type sink struct {
 	cluster  string // TCP through a cluster
 	maxBytes int
 	conn     net.Conn
+	// grpc is a sink that exports a whole round over gRPC
+	// (metrics_service, open_telemetry) instead of statsd lines.
+	grpc grpcSink
 }
 
 func udpAddress(a *corev3.Address, path string) (string, error) {
@@ -111,8 +118,17 @@ type Flusher struct {
 	once     sync.Once
 
 	lastCounters map[*stats.Counter]uint64
-	lastHist     map[*stats.Histogram][2]float64 // count, sum
+	lastHist     map[*stats.Histogram]histState
+	lastFlush    time.Time
 	dropped      *stats.Counter
+	svc          *services
+}
+
+// histState is a histogram at the last flush.
+type histState struct {
+	count uint64
+	sum   float64
+	cum   []uint64
 }
 
 // Compile reads stats_sinks and stats_flush_interval (no sockets yet).
@@ -121,8 +137,9 @@ func Compile(b *bootstrapv3.Bootstrap, st *stats.Store, clusters *upstream.Manag
 		return nil, nil
 	}
 	f := &Flusher{store: st, interval: 5 * time.Second, clusters: clusters, log: log, stop: make(chan struct{}),
-		lastCounters: map[*stats.Counter]uint64{}, lastHist: map[*stats.Histogram][2]float64{},
-		dropped: st.Counter("stats.sink_flush_dropped")}
+		lastCounters: map[*stats.Counter]uint64{}, lastHist: map[*stats.Histogram]histState{},
+		dropped: st.Counter("stats.sink_flush_dropped"), lastFlush: time.Now(),
+		svc: &services{clusters: clusters, node: b.GetNode(), log: log}}
 	if d := b.GetStatsFlushInterval(); d != nil {
 		f.interval = d.AsDuration()
 	}
@@ -138,6 +155,9 @@ func Compile(b *bootstrapv3.Bootstrap, st *stats.Store, clusters *upstream.Manag
 		s, err := r.Ext.Factory.(factory)(r.Config, config.Join(p, "typed_config"))
 		if err != nil {
 			return nil, err
+		}
+		if s.grpc != nil {
+			s.grpc.init(f.svc, st)
 		}
 		f.sinks = append(f.sinks, s)
 	}
@@ -156,6 +176,12 @@ func (f *Flusher) Start() {
 			select {
 			case <-f.stop:
 				f.Flush() // the last values, as Envoy on shutdown
+				for _, s := range f.sinks {
+					if s.grpc != nil {
+						s.grpc.stop()
+					}
+				}
+				f.svc.close()
 				return
 			case <-t.C:
 				f.Flush()
@@ -173,33 +199,28 @@ func (f *Flusher) Stop() {
 
 // Flush sends one round to every sink.
 func (f *Flusher) Flush() {
-	snap := f.store.Snapshot()
+	r := f.collect()
 	type line struct {
 		name, value, kind string
 	}
 	var lines []line
-	for _, c := range snap.Counters {
-		v := c.Value()
-		last := f.lastCounters[c]
-		f.lastCounters[c] = v
-		if v == 0 {
-			continue // never used
-		}
-		lines = append(lines, line{c.Name(), strconv.FormatUint(v-min(last, v), 10), "c"})
+	for _, c := range r.counters {
+		lines = append(lines, line{c.c.Name(), strconv.FormatUint(c.delta, 10), "c"})
 	}
-	for _, g := range snap.Gauges {
+	for _, g := range r.gauges {
 		lines = append(lines, line{g.Name(), strconv.FormatInt(g.Value(), 10), "g"})
 	}
-	for _, h := range snap.Histograms {
-		n, sum := float64(h.Count()), h.Sum()
-		last := f.lastHist[h]
-		f.lastHist[h] = [2]float64{n, sum}
-		if n > last[0] {
-			mean := (sum - last[1]) / (n - last[0])
-			lines = append(lines, line{h.Name(), strconv.FormatFloat(mean, 'f', -1, 64), "ms"})
+	for _, h := range r.hists {
+		if h.icount > 0 {
+			mean := h.isum / float64(h.icount)
+			lines = append(lines, line{h.h.Name(), strconv.FormatFloat(mean, 'f', -1, 64), "ms"})
 		}
 	}
 	for _, s := range f.sinks {
+		if s.grpc != nil {
+			s.grpc.flush(r)
+			continue
+		}
 		var buf bytes.Buffer
 		for _, l := range lines {
 			var b []byte
@@ -232,6 +253,46 @@ func (f *Flusher) Flush() {
 			f.send(s, buf.Bytes())
 		}
 	}
+}
+
+// collect takes the round's snapshot: the used counters with their
+// delta since the last flush, every gauge, and the histograms that
+// recorded something, with their interval (since the last flush) and
+// cumulative statistics. Only the flusher goroutine calls it.
+func (f *Flusher) collect() *round {
+	snap := f.store.Snapshot()
+	now := time.Now()
+	r := &round{at: now, last: f.lastFlush, store: f.store}
+	f.lastFlush = now
+	for _, c := range snap.Counters {
+		v := c.Value()
+		last := f.lastCounters[c]
+		f.lastCounters[c] = v
+		if v == 0 {
+			continue // never used: Envoy's sinks skip unused stats
+		}
+		r.counters = append(r.counters, counterPoint{c: c, value: v, delta: v - min(last, v)})
+	}
+	r.gauges = snap.Gauges
+	for _, h := range snap.Histograms {
+		n, sum, cum := h.Count(), h.Sum(), h.Cumulative()
+		last := f.lastHist[h]
+		f.lastHist[h] = histState{count: n, sum: sum, cum: cum}
+		if n == 0 {
+			continue
+		}
+		hp := histPoint{h: h, count: n, sum: sum, cum: cum, icount: n - min(last.count, n), isum: sum - last.sum,
+			icum: make([]uint64, len(cum))}
+		for i := range cum {
+			var l uint64
+			if i < len(last.cum) {
+				l = last.cum[i]
+			}
+			hp.icum[i] = cum[i] - min(l, cum[i])
+		}
+		r.hists = append(r.hists, hp)
+	}
+	return r
 }
 
 func (f *Flusher) send(s *sink, b []byte) {

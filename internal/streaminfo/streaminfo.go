@@ -155,6 +155,12 @@ type Info struct {
 	UpstreamHostname            string
 	UpstreamLocalAddress        string
 	UpstreamRequestAttemptCount int
+	// HealthCheck marks a request the health_check filter recognized as a
+	// health check (Envoy's StreamInfo::healthCheck).
+	HealthCheck bool
+	// Traced is the connection manager's tracing decision for the
+	// request (sampled, forced or client-requested).
+	Traced bool
 
 	DownstreamRemote       netip.AddrPort // after XFF processing
 	DownstreamDirectRemote netip.AddrPort // the peer of the socket
@@ -167,8 +173,13 @@ type Info struct {
 	DownstreamLocal     netip.AddrPort
 	ConnectionID        uint64
 	RequestedServerName string
-	DownstreamTLS       *TLSInfo
-	UpstreamTLS         *TLSInfo
+	// TransportProtocol and ApplicationProtocols are what the listener
+	// filters detected ("tls" or "raw_buffer"; the ALPN offered, or "h2c"
+	// and "http/1.1" from http_inspector), for filter chain matching.
+	TransportProtocol    string
+	ApplicationProtocols []string
+	DownstreamTLS        *TLSInfo
+	UpstreamTLS          *TLSInfo
 
 	// Hostname is the proxy's host name (%HOSTNAME%).
 	Hostname string
@@ -184,7 +195,24 @@ type Info struct {
 	// shared_with_upstream): an internal_upstream transport socket hands
 	// them to the internal listener.
 	UpstreamShared map[string]bool
+	// UpstreamOverrideHost is the host a filter asks the load balancer
+	// for (Envoy's setUpstreamOverrideHost, set by stateful_session); nil
+	// when none. The router hands it to every attempt's host pick.
+	UpstreamOverrideHost *OverrideHost
 	// Node identity for %ENVOY_NODE%-style operators is not tracked.
+}
+
+// OverrideHost is Envoy's LoadBalancerContext::OverrideHost: the address
+// ("ip:port", as the cluster's host is keyed) a request should go to.
+// The cluster honours it when the host is in its host set with a health
+// status its common_lb_config.override_host_status allows; else Strict
+// makes the pick fail (503 "no healthy upstream", or NotFoundStatus when
+// set and the host is not in the cluster at all) rather than fall back to
+// the load balancer.
+type OverrideHost struct {
+	Address        string
+	Strict         bool
+	NotFoundStatus int
 }
 
 // FilterStateValue is a filter-state object (Envoy's FilterState::Object);
@@ -262,6 +290,20 @@ func (i *Info) SetDynamicMetadata(ns string, fields map[string]*structpb.Value) 
 	for k, v := range fields {
 		st.Fields[k] = v
 	}
+}
+
+// SetDynamicMetadataValue sets one field of namespace ns (the
+// single-field SetDynamicMetadata without a map to build).
+func (i *Info) SetDynamicMetadataValue(ns, key string, v *structpb.Value) {
+	if i.DynamicMetadata == nil {
+		i.DynamicMetadata = map[string]*structpb.Struct{}
+	}
+	st := i.DynamicMetadata[ns]
+	if st == nil {
+		st = &structpb.Struct{Fields: make(map[string]*structpb.Value, 2)}
+		i.DynamicMetadata[ns] = st
+	}
+	st.Fields[key] = v
 }
 
 // SetFilterState stores a filter-state object.

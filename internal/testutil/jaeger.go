@@ -22,6 +22,9 @@ type Jaeger struct {
 	// OTLPGRPCAddr and OTLPHTTPAddr receive OTLP (host:port, for a
 	// cluster); OTLP/HTTP takes POST /v1/traces.
 	OTLPGRPCAddr, OTLPHTTPAddr string
+	// ZipkinAddr receives Zipkin v2 spans (POST /api/v2/spans, JSON or
+	// protobuf).
+	ZipkinAddr string
 	// QueryAddr serves the query API (/api/services, /api/traces).
 	QueryAddr string
 
@@ -40,7 +43,7 @@ const jaegerConfig = `service:
   extensions: [jaeger_storage, jaeger_query]
   pipelines:
     traces:
-      receivers: [otlp]
+      receivers: [otlp, zipkin]
       processors: [batch]
       exporters: [jaeger_storage_exporter]
   telemetry:
@@ -61,6 +64,7 @@ receivers:
     protocols:
       grpc: {endpoint: "%s"}
       http: {endpoint: "%s"}
+  zipkin: {endpoint: "%s"}
 processors:
   batch: {timeout: 50ms}
 exporters:
@@ -101,10 +105,10 @@ func StartJaeger(t testing.TB) *Jaeger {
 	bin := jaegerBinary(t)
 	dir := t.TempDir()
 	addr := func() string { return fmt.Sprintf("127.0.0.1:%d", FreePort(t)) }
-	j := &Jaeger{OTLPGRPCAddr: addr(), OTLPHTTPAddr: addr(), QueryAddr: addr(), log: &logBuffer{}}
+	j := &Jaeger{OTLPGRPCAddr: addr(), OTLPHTTPAddr: addr(), ZipkinAddr: addr(), QueryAddr: addr(), log: &logBuffer{}}
 	queryGRPC := addr()
 	cfgFile := filepath.Join(dir, "jaeger.yaml")
-	if err := os.WriteFile(cfgFile, fmt.Appendf(nil, jaegerConfig, j.QueryAddr, queryGRPC, j.OTLPGRPCAddr, j.OTLPHTTPAddr), 0o644); err != nil {
+	if err := os.WriteFile(cfgFile, fmt.Appendf(nil, jaegerConfig, j.QueryAddr, queryGRPC, j.OTLPGRPCAddr, j.OTLPHTTPAddr, j.ZipkinAddr), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	j.cmd = exec.Command(bin, "--config", "file:"+cfgFile)
@@ -149,7 +153,7 @@ func (j *Jaeger) waitReady(timeout time.Duration) error {
 		if _, err := httpGet(c, "http://"+j.QueryAddr+"/api/services"); err != nil {
 			return err
 		}
-		for _, a := range []string{j.OTLPGRPCAddr, j.OTLPHTTPAddr} {
+		for _, a := range []string{j.OTLPGRPCAddr, j.OTLPHTTPAddr, j.ZipkinAddr} {
 			if err := tcpAccepts(a); err != nil {
 				return err
 			}

@@ -196,6 +196,8 @@ type ServerContext struct {
 	noTickets   bool
 	stats       *tlsStats
 	cached      atomic.Pointer[cachedConfig]
+	// ocspPolicy is ocsp_staple_policy (LENIENT_STAPLING by default).
+	ocspPolicy tlsv3.DownstreamTlsContext_OcspStaplePolicy
 	// HandshakeTimeout bounds a handshake (slow or stuck clients).
 	HandshakeTimeout time.Duration
 }
@@ -203,6 +205,9 @@ type ServerContext struct {
 type cachedConfig struct {
 	key []*material
 	cfg *tls.Config
+	// ocspExpiry is when a stapled OCSP response expires and the config
+	// must be rebuilt without it (zero: never).
+	ocspExpiry time.Time
 }
 
 func init() {
@@ -260,7 +265,8 @@ func CompileServer(ts *corev3.TransportSocket, path string, d Deps) (*ServerCont
 	}
 	if err := config.CheckFields(dtc, tp, "common_tls_context", "require_client_certificate", "require_sni",
 		"session_ticket_keys", "session_ticket_keys_sds_secret_config", "disable_stateless_session_resumption",
-		"disable_stateful_session_resumption", "session_timeout", "full_scan_certs_on_sni_mismatch", "prefer_client_ciphers"); err != nil {
+		"disable_stateful_session_resumption", "session_timeout", "full_scan_certs_on_sni_mismatch", "prefer_client_ciphers",
+		"ocsp_staple_policy"); err != nil {
 		return nil, err
 	}
 	c, err := compileCommon(dtc.GetCommonTlsContext(), config.Join(tp, "common_tls_context"), d, true)
@@ -270,8 +276,11 @@ func CompileServer(ts *corev3.TransportSocket, path string, d Deps) (*ServerCont
 	if len(c.certs) == 0 {
 		return nil, config.Errorf(config.Join(tp, "common_tls_context"), "a server TLS context needs tls_certificates or tls_certificate_sds_secret_configs")
 	}
+	if err := checkOCSPConfig(c, dtc.GetOcspStaplePolicy(), config.Join(tp, "common_tls_context.tls_certificates")); err != nil {
+		return nil, err
+	}
 	sc := &ServerContext{common: c, requireCert: dtc.GetRequireClientCertificate().GetValue(), requireSNI: dtc.GetRequireSni().GetValue(),
-		stats: newTLSStats(d.Stats), HandshakeTimeout: 10 * time.Second}
+		stats: newTLSStats(d.Stats), HandshakeTimeout: 10 * time.Second, ocspPolicy: dtc.GetOcspStaplePolicy()}
 	if sc.requireCert && c.validation == nil {
 		return nil, config.Errorf(config.Join(tp, "require_client_certificate"), "require_client_certificate needs a validation_context with trusted_ca")
 	}
@@ -307,10 +316,11 @@ func (sc *ServerContext) config() (*tls.Config, error) {
 	if sc.tickets != nil {
 		key = append(key, sc.tickets.load())
 	}
-	if c := sc.cached.Load(); c != nil && sameKey(c.key, key) {
+	now := time.Now()
+	if c := sc.cached.Load(); c != nil && sameKey(c.key, key) && (c.ocspExpiry.IsZero() || now.Before(c.ocspExpiry)) {
 		return c.cfg, nil
 	}
-	certs := sc.common.certificates()
+	certs, capable, ocspExpiry, differ := ocspCertificates(sc.common, sc.ocspPolicy, now)
 	if len(certs) == 0 {
 		return nil, errNotReady
 	}
@@ -351,7 +361,26 @@ func (sc *ServerContext) config() (*tls.Config, error) {
 			return nil
 		}
 	}
-	sc.cached.Store(&cachedConfig{key: key, cfg: cfg})
+	if differ {
+		// A client that asks for a staple (status_request) must not get a
+		// certificate whose policy fails without a valid response: Envoy
+		// drops such certificates from the selection and rejects the
+		// handshake when none is left. Other clients get every
+		// certificate, unstapled. The callback is on the shared config so
+		// that its automatic session ticket keys serve both.
+		cc := cfg.Clone()
+		cc.Certificates = capable
+		cfg.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+			if !askedForStaple(h) {
+				return nil, nil
+			}
+			if len(capable) == 0 {
+				return nil, errOCSPStaple
+			}
+			return cc, nil
+		}
+	}
+	sc.cached.Store(&cachedConfig{key: key, cfg: cfg, ocspExpiry: ocspExpiry})
 	return cfg, nil
 }
 

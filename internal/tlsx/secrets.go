@@ -12,7 +12,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"log/slog"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +48,8 @@ type material struct {
 	// generic is a generic_secret's value.
 	generic []byte
 	files   []string // files the material was read from
+	// staples are the certificates' ocsp_staple (nil entries: none).
+	staples []*ocspStaple
 }
 
 // Ready returns a channel closed once the secret has a value.
@@ -167,6 +168,14 @@ func compileSecret(sp *tlsv3.Secret, path string) (*material, error) {
 			return nil, err
 		}
 		m.certs, m.files = []*tls.Certificate{c}, files
+		st, f, err := loadOCSPStaple(t.TlsCertificate.GetOcspStaple(), c.Leaf, config.Join(path, "tls_certificate.ocsp_staple"))
+		if err != nil {
+			return nil, err
+		}
+		m.staples = []*ocspStaple{st}
+		if f != "" {
+			m.files = append(m.files, f)
+		}
 	case *tlsv3.Secret_ValidationContext:
 		if err := m.setValidation(t.ValidationContext, config.Join(path, "validation_context")); err != nil {
 			return nil, err
@@ -208,30 +217,12 @@ func compileSecret(sp *tlsv3.Secret, path string) (*material, error) {
 
 // readData reads a DataSource; it returns the file name when it came from one.
 func readData(ds *corev3.DataSource, path string) ([]byte, string, error) {
-	switch s := ds.GetSpecifier().(type) {
-	case *corev3.DataSource_InlineString:
-		return []byte(s.InlineString), "", nil
-	case *corev3.DataSource_InlineBytes:
-		return s.InlineBytes, "", nil
-	case *corev3.DataSource_Filename:
-		b, err := os.ReadFile(s.Filename)
-		if err != nil {
-			return nil, "", config.Errorf(config.Join(path, "filename"), "read %s: %v", s.Filename, err)
-		}
-		return b, s.Filename, nil
-	case *corev3.DataSource_EnvironmentVariable:
-		v, ok := os.LookupEnv(s.EnvironmentVariable)
-		if !ok {
-			return nil, "", config.Errorf(config.Join(path, "environment_variable"), "environment variable %s is not set", s.EnvironmentVariable)
-		}
-		return []byte(v), "", nil
-	}
-	return nil, "", config.Errorf(path, "empty data source")
+	return config.ReadDataSource(ds, path)
 }
 
 // loadCertificate reads a certificate chain and key.
 func loadCertificate(tc *tlsv3.TlsCertificate, path string) (*tls.Certificate, []string, error) {
-	if err := config.CheckFields(tc, path, "certificate_chain", "private_key", "watched_directory", "password"); err != nil {
+	if err := config.CheckFields(tc, path, "certificate_chain", "private_key", "watched_directory", "password", "ocsp_staple"); err != nil {
 		return nil, nil, err
 	}
 	if tc.GetPassword() != nil {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -242,8 +243,11 @@ var cipherNames = map[string]uint16{
 	"ECDHE-ECDSA-CHACHA20-POLY1305-D": tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
 }
 
+// curveNames are BoringSSL's group names (and their OpenSSL aliases, which
+// BoringSSL's curves list accepts too) of the groups Go's crypto/tls has.
 var curveNames = map[string]tls.CurveID{
 	"X25519": tls.X25519, "P-256": tls.CurveP256, "P-384": tls.CurveP384, "P-521": tls.CurveP521,
+	"x25519": tls.X25519, "prime256v1": tls.CurveP256, "secp384r1": tls.CurveP384, "secp521r1": tls.CurveP521,
 	"X25519MLKEM768": tls.X25519MLKEM768,
 }
 
@@ -279,12 +283,20 @@ func applyParams(cfg *tls.Config, p *tlsv3.TlsParameters, path string, server bo
 			cfg.CipherSuites = append(cfg.CipherSuites, id)
 		}
 	}
-	for i, name := range p.GetEcdhCurves() {
-		id, ok := curveNames[name]
-		if !ok {
-			return config.Errorf(config.Index(config.Join(path, "ecdh_curves"), i), "curve %q is not available in Go's crypto/tls (X25519, P-256, P-384, P-521, X25519MLKEM768)", name)
+	for i, entry := range p.GetEcdhCurves() {
+		// Envoy joins the list with ":" into one BoringSSL curves list, so
+		// an entry may itself be a colon-joined list ("X25519:P-256", as
+		// the SPIRE examples write it); each name must be known, an empty
+		// one included, as BoringSSL refuses the whole list otherwise.
+		for _, name := range strings.Split(entry, ":") {
+			id, ok := curveNames[name]
+			if !ok {
+				return config.Errorf(config.Index(config.Join(path, "ecdh_curves"), i), "curve %q is not available in Go's crypto/tls (X25519, P-256, P-384, P-521, X25519MLKEM768)", name)
+			}
+			if !slices.Contains(cfg.CurvePreferences, id) {
+				cfg.CurvePreferences = append(cfg.CurvePreferences, id)
+			}
 		}
-		cfg.CurvePreferences = append(cfg.CurvePreferences, id)
 	}
 	return nil
 }

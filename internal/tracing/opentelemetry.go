@@ -25,7 +25,6 @@ import (
 	commonv1 "go.opentelemetry.io/proto/otlp/common/v1"
 	resourcev1 "go.opentelemetry.io/proto/otlp/resource/v1"
 	otlptracev1 "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/legateproxy/legate/internal/asyncclient"
@@ -40,7 +39,7 @@ func init() {
 	extension.Register(extension.Extension{Name: "envoy.tracers.opentelemetry", Category: extension.Tracer, Config: &tracev3.OpenTelemetryConfig{},
 		Factory: Factory(compileOTel),
 		Notes: "W3C trace context; OTLP/gRPC (envoy_grpc) and OTLP/HTTP protobuf export; " +
-			"no custom exporter, google_grpc or formatters in http_service headers"})
+			"no custom exporter or formatters in http_service headers"})
 	extension.Register(extension.Extension{Name: "envoy.tracers.opentelemetry.samplers.always_on", Category: extension.OTelSampler,
 		Config: &samplersv3.AlwaysOnSamplerConfig{}, Factory: otelSampler(func(proto.Message) bool { return true })})
 	extension.Register(extension.Extension{Name: "envoy.tracers.opentelemetry.resource_detectors.environment", Category: extension.OTelResourceDetector,
@@ -552,52 +551,32 @@ func (o *otel) flush(batch []*otlptracev1.Span) {
 
 // otlpGRPC exports with TraceService.Export over an envoy_grpc cluster.
 type otlpGRPC struct {
-	async              *asyncclient.Client
-	cluster, authority string
-	timeout            time.Duration
-	md                 metadata.MD
-	log                *slog.Logger
+	async *asyncclient.Client
+	svc   *asyncclient.GRPCService
+	log   *slog.Logger
 }
 
 func compileOTLPGRPC(ctx *Context, gs *corev3.GrpcService, path string, log *slog.Logger) (otelExporter, error) {
-	if err := config.CheckFields(gs, path, "envoy_grpc", "timeout", "initial_metadata"); err != nil {
+	svc, err := asyncclient.CompileGRPCService(gs, path, otelExportTimeout)
+	if err != nil {
 		return nil, err
 	}
-	// google_grpc is refused by CheckFields above.
-	eg := gs.GetEnvoyGrpc()
-	if eg == nil {
-		return nil, config.Errorf(path, "envoy_grpc is required")
-	}
-	if err := config.CheckFields(eg, config.Join(path, "envoy_grpc"), "cluster_name", "authority"); err != nil {
-		return nil, err
-	}
-	if eg.GetClusterName() == "" {
-		return nil, config.Errorf(config.Join(config.Join(path, "envoy_grpc"), "cluster_name"), "a cluster is required")
-	}
-	e := &otlpGRPC{async: ctx.Async, cluster: eg.GetClusterName(), authority: eg.GetAuthority(), timeout: otelExportTimeout, md: metadata.MD{}, log: log}
-	if t := gs.GetTimeout(); t != nil && t.AsDuration() > 0 {
-		e.timeout = t.AsDuration()
-	}
-	for _, m := range gs.GetInitialMetadata() {
-		e.md.Append(headers.Lower(m.GetKey()), m.GetValue())
-	}
-	return e, nil
+	return &otlpGRPC{async: ctx.Async, svc: svc, log: log}, nil
 }
 
 // export runs in the tracer's flush loop, never on a request's path.
 // Envoy counts no failure of gRPC exports; they are logged.
 func (e *otlpGRPC) export(req *coltracev1.ExportTraceServiceRequest) {
-	ctx, cancel := context.WithTimeout(context.Background(), e.timeout)
+	ctx, cancel := e.svc.Context(context.Background())
 	defer cancel()
-	if len(e.md) > 0 {
-		ctx = metadata.NewOutgoingContext(ctx, e.md)
-	}
-	cc, err := e.async.GRPC(e.cluster, e.authority)
+	ctx, cancelT := context.WithTimeout(ctx, e.svc.Timeout)
+	defer cancelT()
+	cc, err := e.async.GRPCTo(e.svc.Target)
 	if err == nil {
 		_, err = coltracev1.NewTraceServiceClient(cc).Export(ctx, req)
 	}
 	if err != nil {
-		e.log.Debug("OpenTelemetry gRPC export failed", "cluster", e.cluster, "error", err)
+		e.log.Debug("OpenTelemetry gRPC export failed", "target", e.svc.Target.String(), "error", err)
 	}
 }
 
@@ -633,38 +612,19 @@ func compileOTLPHTTP(ctx *Context, hs *corev3.HttpService, path string, sc stats
 	if u.GetTimeout() == nil || e.timeout <= 0 {
 		return nil, config.Errorf(config.Join(up, "timeout"), "a timeout greater than 0 is required")
 	}
-	e.host, e.path = hostPath(u.GetUri())
+	e.host, e.path = asyncclient.HostPath(u.GetUri())
 	for i, h := range hs.GetRequestHeadersToAdd() {
 		hp := config.Index(config.Join(path, "request_headers_to_add"), i)
 		if err := config.CheckFields(h, hp, "header", "append_action"); err != nil {
 			return nil, err
 		}
-		name, value := headers.Lower(h.GetHeader().GetKey()), h.GetHeader().GetValue()
-		if name == "" || strings.HasPrefix(name, ":") {
-			return nil, config.Errorf(config.Join(hp, "header.key"), "invalid header name %q", h.GetHeader().GetKey())
-		}
-		if strings.Contains(value, "%") {
-			return nil, config.Unsupported(config.Join(hp, "header.value"), "substitution formatters in OTLP export headers")
-		}
-		if len(h.GetHeader().GetRawValue()) > 0 {
-			return nil, config.Unsupported(config.Join(hp, "header.raw_value"), "raw_value")
+		name, value, err := asyncclient.ServiceHeader(h, hp)
+		if err != nil {
+			return nil, err
 		}
 		e.headers = append(e.headers, otelHeader{name: name, value: value, action: h.GetAppendAction()})
 	}
 	return e, nil
-}
-
-// hostPath splits an http_uri's uri as Envoy's
-// Http::Utility::extractHostPathFromUri: the authority after "://" (or
-// from the start), the path from the first '/' after it ("/" if none).
-func hostPath(uri string) (host, path string) {
-	if i := strings.Index(uri, "://"); i >= 0 {
-		uri = uri[i+3:]
-	}
-	if i := strings.IndexByte(uri, '/'); i >= 0 {
-		return uri[:i], uri[i:]
-	}
-	return uri, "/"
 }
 
 // export POSTs the batch (OTLP/HTTP, binary protobuf), in the tracer's

@@ -47,8 +47,8 @@ func TestOpenTelemetryConfigErrors(t *testing.T) {
 	}{
 		{"both exporters", "", grpcService + "\nhttp_service: {http_uri: {uri: 'http://c/v1/traces', cluster: otel, timeout: 1s}}",
 			"cannot have both gRPC and HTTP exporters"},
-		{"google_grpc", "", `grpc_service: {google_grpc: {target_uri: "127.0.0.1:4317", stat_prefix: otel}}`,
-			"tracing.provider.typed_config.grpc_service.google_grpc"},
+		{"google_grpc default credentials", "", `grpc_service: {google_grpc: {target_uri: "127.0.0.1:4317", stat_prefix: otel, channel_credentials: {google_default: {}}}}`,
+			"tracing.provider.typed_config.grpc_service.google_grpc.channel_credentials"},
 		{"no cluster", "", `grpc_service: {envoy_grpc: {cluster_name: ""}}`, "grpc_service.envoy_grpc.cluster_name"},
 		{"grpc retry policy", "", `grpc_service: {envoy_grpc: {cluster_name: otel}, retry_policy: {num_retries: 2}}`,
 			"grpc_service.retry_policy"},

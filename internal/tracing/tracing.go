@@ -5,7 +5,7 @@
 // decorator, or "ingress" / "egress <host>" — with Envoy's tags, and the
 // tracers that propagate and export it, found through the extension
 // registry (envoy.tracers.zipkin in zipkin.go, envoy.tracers.opentelemetry
-// in opentelemetry.go). With spawn_upstream_span, a driver whose spans
+// in opentelemetry.go, envoy.tracers.datadog in datadog.go). With spawn_upstream_span, a driver whose spans
 // implement Spawner gives the upstream request a span of its own
 // (Config.StartUpstream).
 package tracing
@@ -193,6 +193,9 @@ func (c *Config) Start(req *headers.Request, info *streaminfo.Info, operation st
 		sampled = c.random.roll()
 	}
 	sampled = sampled && c.overall.roll()
+	// Envoy's tracing decision (TraceReason other than NotTraceable),
+	// which access logs' traceable_filter reads.
+	info.Traced = sampled
 	name := operation
 	if name == "" {
 		name = "ingress"

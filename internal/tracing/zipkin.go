@@ -6,12 +6,14 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
+	zipkinpb "github.com/openzipkin/zipkin-go/proto/zipkin_proto3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/legateproxy/legate/internal/asyncclient"
@@ -34,6 +36,7 @@ type zipkin struct {
 	endpoint                                                string
 	host                                                    string
 	id128                                                   bool
+	proto                                                   bool // HTTP_PROTO: zipkin.proto3.ListOfSpans
 	shared                                                  bool
 	service                                                 string
 	minFlush                                                int
@@ -50,15 +53,17 @@ func compileZipkin(ctx *Context, msg proto.Message, path string) (Driver, error)
 		"collector_endpoint_version", "collector_hostname", "split_spans_for_request"); err != nil {
 		return nil, err
 	}
-	if c.GetCollectorEndpointVersion() != tracev3.ZipkinConfig_HTTP_JSON && c.GetCollectorEndpointVersion() != tracev3.ZipkinConfig_DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE {
-		return nil, config.Unsupported(config.Join(path, "collector_endpoint_version"), c.GetCollectorEndpointVersion().String(), "HTTP_JSON")
+	switch c.GetCollectorEndpointVersion() {
+	case tracev3.ZipkinConfig_HTTP_JSON, tracev3.ZipkinConfig_DEPRECATED_AND_UNAVAILABLE_DO_NOT_USE, tracev3.ZipkinConfig_HTTP_PROTO:
+	default:
+		return nil, config.Unsupported(config.Join(path, "collector_endpoint_version"), c.GetCollectorEndpointVersion().String(), "HTTP_JSON", "HTTP_PROTO")
 	}
 	if c.GetSplitSpansForRequest() {
 		return nil, config.Unsupported(config.Join(path, "split_spans_for_request"), "split_spans_for_request")
 	}
 	sc := ctx.Stats.Scope("tracing.zipkin.")
 	z := &zipkin{async: ctx.Async, cluster: c.GetCollectorCluster(), endpoint: c.GetCollectorEndpoint(), host: c.GetCollectorHostname(),
-		id128: c.GetTraceId_128Bit(), shared: c.GetSharedSpanContext() == nil || c.GetSharedSpanContext().GetValue(),
+		id128: c.GetTraceId_128Bit(), proto: c.GetCollectorEndpointVersion() == tracev3.ZipkinConfig_HTTP_PROTO, shared: c.GetSharedSpanContext() == nil || c.GetSharedSpanContext().GetValue(),
 		service: ctx.Node.GetCluster(), minFlush: 5, interval: 5 * time.Second,
 		sent: sc.Counter("spans_sent"), reportsSent: sc.Counter("reports_sent"), reportsFailed: sc.Counter("reports_failed"),
 		dropped: sc.Counter("reports_dropped"), timerFlushed: sc.Counter("timer_flushed")}
@@ -227,7 +232,17 @@ func (z *zipkin) timer() {
 }
 
 func (z *zipkin) send(batch []map[string]any) {
-	body, err := json.Marshal(batch)
+	contentType := "application/json"
+	var body []byte
+	var err error
+	if z.proto {
+		// HTTP_PROTO: the Zipkin v2 protobuf (zipkin.proto3.ListOfSpans),
+		// as Envoy's collector_endpoint_version HTTP_PROTO sends it.
+		contentType = "application/x-protobuf"
+		body, err = protoSpans(batch)
+	} else {
+		body, err = json.Marshal(batch)
+	}
 	if err != nil {
 		z.reportsFailed.Inc()
 		return
@@ -240,7 +255,7 @@ func (z *zipkin) send(batch []map[string]any) {
 		return
 	}
 	req.Host = z.host
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", contentType)
 	resp, err := z.async.Do(ctx, z.cluster, req)
 	if err != nil {
 		z.reportsFailed.Inc()
@@ -253,4 +268,47 @@ func (z *zipkin) send(batch []map[string]any) {
 	}
 	z.reportsSent.Inc()
 	z.sent.Add(uint64(len(batch)))
+}
+
+var zipkinKinds = map[string]zipkinpb.Span_Kind{
+	"CLIENT": zipkinpb.Span_CLIENT, "SERVER": zipkinpb.Span_SERVER,
+	"PRODUCER": zipkinpb.Span_PRODUCER, "CONSUMER": zipkinpb.Span_CONSUMER,
+}
+
+// protoSpans encodes a batch of v2 spans (the JSON model Finish builds)
+// as a zipkin.proto3.ListOfSpans: ids as their bytes, times in
+// microseconds.
+func protoSpans(batch []map[string]any) ([]byte, error) {
+	list := &zipkinpb.ListOfSpans{Spans: make([]*zipkinpb.Span, 0, len(batch))}
+	for _, m := range batch {
+		sp := &zipkinpb.Span{Name: m["name"].(string), Kind: zipkinKinds[m["kind"].(string)],
+			Timestamp: uint64(m["timestamp"].(int64)), Duration: uint64(m["duration"].(int64)),
+			Tags: m["tags"].(map[string]string)}
+		var err error
+		if sp.TraceId, err = hex.DecodeString(m["traceId"].(string)); err != nil {
+			return nil, fmt.Errorf("trace id: %w", err)
+		}
+		// A 64-bit id goes out as 16 bytes with a zero high half: the same
+		// id in Zipkin's model, and the length the Zipkin receivers built on
+		// zipkin-go's decoder (OpenTelemetry Collector, Jaeger) require,
+		// though the proto allows 8.
+		if len(sp.TraceId) == 8 {
+			sp.TraceId = append(make([]byte, 8, 16), sp.TraceId...)
+		}
+		if sp.Id, err = hex.DecodeString(m["id"].(string)); err != nil {
+			return nil, fmt.Errorf("span id: %w", err)
+		}
+		if p, ok := m["parentId"].(string); ok {
+			if sp.ParentId, err = hex.DecodeString(p); err != nil {
+				return nil, fmt.Errorf("parent id: %w", err)
+			}
+		}
+		if ep, ok := m["localEndpoint"].(map[string]any); ok {
+			sp.LocalEndpoint = &zipkinpb.Endpoint{ServiceName: ep["serviceName"].(string)}
+		}
+		sp.Shared, _ = m["shared"].(bool)
+		sp.Debug, _ = m["debug"].(bool)
+		list.Spans = append(list.Spans, sp)
+	}
+	return proto.Marshal(list)
 }

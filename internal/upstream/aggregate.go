@@ -14,7 +14,7 @@ import (
 func init() {
 	extension.Register(extension.Extension{Name: "envoy.clusters.aggregate", Category: extension.ClusterType,
 		Config: &aggregatev3.ClusterConfig{}, Factory: clusterTypeFactory(compileAggregate),
-		Notes: "within the chosen child, the child's own load balancer picks the priority; max_requests is the aggregate's; previous_priorities is not implemented (previous_hosts retries move on once a child's hosts are all excluded)"})
+		Notes: "within the chosen child, the child's own load balancer picks the priority; max_requests is the aggregate's; previous_priorities moves retries to the next levels; with previous_hosts alone a retry moves on once a child's hosts are all excluded"})
 }
 
 // Aggregate is an aggregate cluster's configuration: the names of its
@@ -56,8 +56,23 @@ func compileAggregate(cfg proto.Message, c *Cluster, path string) error {
 // set of an aggregate cluster.
 type aggLevel struct {
 	child  *Cluster
-	health float64 // percent, after overprovisioning
+	prio   *prioSet // nil for a child whose hosts appear per request
+	health float64  // percent, after overprovisioning
 	hosts  int
+}
+
+// avoided reports whether one of the hosts the previous_priorities retry
+// priority avoids is at this level.
+func (l *aggLevel) avoided(ctx *LBContext) bool {
+	if l.prio == nil || ctx == nil {
+		return false
+	}
+	for _, h := range ctx.AvoidLevels {
+		if l.prio.has(h) {
+			return true
+		}
+	}
+	return false
 }
 
 // PickChild chooses the child cluster and host of an aggregate cluster for
@@ -70,8 +85,10 @@ type aggLevel struct {
 // allows of the load left, so traffic stays on the first child while it
 // is healthy enough and spills to later ones as it loses healthy hosts.
 // With no healthy host anywhere, the levels share the load by host count
-// (panic mode). A child whose hosts were all tried already (previous_hosts)
-// gives way to the next one. A missing child, or one that is itself an
+// (panic mode). With the previous_priorities retry priority, the levels
+// of the hosts already attempted are left out of that computation. A child
+// whose hosts were all tried already (previous_hosts) gives way to the
+// next one. A missing child, or one that is itself an
 // aggregate, is skipped.
 func (a *Aggregate) PickChild(ctx *LBContext, lookup func(string) *Cluster) (*Cluster, *Host) {
 	var levels []aggLevel
@@ -89,7 +106,7 @@ func (a *Aggregate) PickChild(ctx *LBContext, lookup func(string) *Cluster) (*Cl
 		}
 		hs := ch.hosts.Load()
 		for _, p := range hs.prios {
-			l := aggLevel{child: ch, hosts: len(p.hosts)}
+			l := aggLevel{child: ch, prio: p, hosts: len(p.hosts)}
 			if len(p.hosts) > 0 {
 				l.health = math.Min(100, ch.lb.overprovision*100*float64(len(p.healthy))/float64(len(p.hosts)))
 			}
@@ -99,6 +116,25 @@ func (a *Aggregate) PickChild(ctx *LBContext, lookup func(string) *Cluster) (*Cl
 	}
 	if len(levels) == 0 {
 		return nil, nil
+	}
+	if ctx != nil && len(ctx.AvoidLevels) > 0 {
+		// previous_priorities: the levels already attempted give their load
+		// to the others, unless none of those has health left (then Envoy
+		// forgets the attempted levels).
+		left := 0.0
+		for i := range levels {
+			if !levels[i].avoided(ctx) {
+				left += levels[i].health
+			}
+		}
+		if left > 0 {
+			for i := range levels {
+				if levels[i].avoided(ctx) {
+					levels[i].health = 0
+				}
+			}
+			total = left
+		}
 	}
 	loads := make([]float64, len(levels))
 	if total > 0 {

@@ -192,6 +192,13 @@ type Cluster struct {
 	AutoSNI           bool
 	AutoSNIHeader     string
 	autoSANValidation bool
+	// h2opts is what the HTTP/2 client applies of http2_protocol_options.
+	h2opts h2Options
+	// eventLog is the outlier detection event log (nil: none).
+	eventLog *OutlierEventLog
+	// http1 is the HTTP/1 codec's options (http_protocol_options):
+	// Proper-Case request header names and whether trailers are carried.
+	http1 http1Options
 
 	hosts atomic.Pointer[hostSet]
 	// subset is lb_subset_config (nil: none); its subsets are rebuilt
@@ -228,8 +235,16 @@ type Cluster struct {
 	// (HttpProtocolOptions.http_filters; nil: none), which the router runs
 	// around each upstream request.
 	UpstreamFilters any
+	// protocolOptions are the compiled typed_extension_protocol_options
+	// of extensions other than HttpProtocolOptions, by extension name
+	// (ProtocolOptionsFactory).
+	protocolOptions map[string]any
 	readyOnce       sync.Once
 }
+
+// ProtocolOptions returns what the extension named name compiled from the
+// cluster's typed_extension_protocol_options (nil: none given).
+func (c *Cluster) ProtocolOptions(name string) any { return c.protocolOptions[name] }
 
 // Hosts returns every host, in configuration order.
 func (c *Cluster) Hosts() []*Host { return c.hosts.Load().all }
@@ -239,6 +254,11 @@ func (c *Cluster) HealthyCount() int { return c.hosts.Load().healthyCount }
 
 // Pick chooses a host for a request, or returns nil when there is none.
 func (c *Cluster) Pick(ctx *LBContext) *Host {
+	if ctx != nil && ctx.Override != nil {
+		if h, ok := c.pickOverride(ctx); ok {
+			return h
+		}
+	}
 	if c.OrigDst != nil {
 		return c.OrigDst.pick(ctx)
 	}

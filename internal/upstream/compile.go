@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
+	"strings"
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -12,10 +14,12 @@ import (
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	cares "github.com/envoyproxy/go-control-plane/envoy/extensions/network/dns_resolver/cares/v3"
 	httpopts "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/http1"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/userspace"
 )
@@ -39,9 +43,18 @@ type Deps struct {
 	// envoy.bootstrap.internal_listener extension): connecting to one
 	// fails, as in Envoy.
 	Internal *userspace.Registry
+	// OutlierEvents is cluster_manager.outlier_detection.event_log_path's
+	// log (nil: none).
+	OutlierEvents *OutlierEventLog
 }
 
 const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+
+// ProtocolOptionsFactory is the Factory of an extension.UpstreamOptions
+// registration other than HttpProtocolOptions: it compiles the cluster's
+// typed_extension_protocol_options entry (path locates it), and the
+// cluster keeps the result for the extension (Cluster.ProtocolOptions).
+type ProtocolOptionsFactory func(msg proto.Message, path string) (any, error)
 
 func init() {
 	extension.Register(extension.Extension{Name: "envoy.extensions.upstreams.http.v3.HttpProtocolOptions", Category: extension.UpstreamOptions,
@@ -159,6 +172,7 @@ func Compile(orig *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) 
 			return nil, err
 		}
 		c.outlier = &outlierDetector{cfg: cfg, c: c, stats: newOutlierStats(scope.Scope("outlier_detection.")), now: time.Now}
+		c.eventLog = deps.OutlierEvents
 	}
 	if hcs := pc.GetHealthChecks(); len(hcs) > 0 {
 		if len(hcs) > 1 {
@@ -267,8 +281,11 @@ func (c *Cluster) compileLB(pc *clusterv3.Cluster, path string) error {
 	}
 	if cl := pc.GetCommonLbConfig(); cl != nil {
 		p := config.Join(path, "common_lb_config")
-		if err := config.CheckFields(cl, p, "healthy_panic_threshold", "update_merge_window", "locality_weighted_lb_config"); err != nil {
+		if err := config.CheckFields(cl, p, "healthy_panic_threshold", "update_merge_window", "locality_weighted_lb_config", "override_host_status"); err != nil {
 			return err
+		}
+		if st := cl.GetOverrideHostStatus(); st != nil {
+			c.lb.overrideStatuses = compileOverrideStatuses(st)
 		}
 		if cl.GetLocalityWeightedLbConfig() != nil {
 			switch c.lb.policy {
@@ -285,9 +302,88 @@ func (c *Cluster) compileLB(pc *clusterv3.Cluster, path string) error {
 	return nil
 }
 
+// http1Options is what the upstream HTTP/1 codec honours of
+// Http1ProtocolOptions.
+type http1Options struct {
+	properCase bool
+	trailers   bool
+}
+
+// compileHTTP1 compiles the Http1ProtocolOptions of a cluster (at path).
+// The options that only shape how a server parses requests (absolute
+// URLs, HTTP/1.0, the parser) have no effect on a client and are accepted.
+func (c *Cluster) compileHTTP1(o *corev3.Http1ProtocolOptions, path string) error {
+	if o == nil {
+		return nil
+	}
+	if err := config.CheckFields(o, path, "allow_absolute_url", "accept_http_10", "default_host_for_http_10",
+		"use_balsa_parser", "allow_custom_methods", "header_key_format", "enable_trailers"); err != nil {
+		return err
+	}
+	proper, err := http1.HeaderKeyFormat(o.GetHeaderKeyFormat(), config.Join(path, "header_key_format"))
+	if err != nil {
+		return err
+	}
+	c.http1 = http1Options{properCase: proper, trailers: o.GetEnableTrailers()}
+	return nil
+}
+
+// compileHTTP2 compiles the Http2ProtocolOptions of a cluster (at path)
+// for the HTTP/2 client (x/net/http2's transport). connection_keepalive
+// and hpack_table_size are applied; the window sizes and stream limits
+// tune what the transport already bounds (it honours the server's
+// SETTINGS_MAX_CONCURRENT_STREAMS and opens more connections), and the
+// inbound-frame and error-handling options are the server side's, so
+// they are accepted. Custom SETTINGS are refused.
+func (c *Cluster) compileHTTP2(o *corev3.Http2ProtocolOptions, path string) error {
+	if o == nil {
+		return nil
+	}
+	if err := config.CheckFields(o, path, "hpack_table_size", "max_concurrent_streams", "initial_stream_window_size",
+		"initial_connection_window_size", "allow_connect", "allow_metadata", "max_outbound_frames", "max_outbound_control_frames",
+		"max_consecutive_inbound_frames_with_empty_payload", "max_inbound_priority_frames_per_stream",
+		"max_inbound_window_update_frames_per_data_frame_sent", "stream_error_on_invalid_http_messaging",
+		"override_stream_error_on_invalid_http_message", "connection_keepalive", "use_oghttp2_codec", "max_metadata_size",
+		"enable_huffman_encoding", "max_header_field_size_kb", "disallow_obs_text", "stream_reset_burst", "stream_reset_rate"); err != nil {
+		return err
+	}
+	if len(o.GetCustomSettingsParameters()) > 0 {
+		return config.Unsupported(config.Join(path, "custom_settings_parameters"), "custom HTTP/2 SETTINGS parameters")
+	}
+	if v := o.GetHpackTableSize(); v != nil {
+		if v.GetValue() == 0 {
+			// x/net takes 0 as "the default size", not "no dynamic table".
+			return config.Unsupported(config.Join(path, "hpack_table_size"), "hpack_table_size 0 (no HPACK dynamic table) on an upstream")
+		}
+		c.h2opts.hpackTableSize = v.GetValue()
+		c.h2opts.hpackSet = true
+	}
+	if ka := o.GetConnectionKeepalive(); ka != nil {
+		kp := config.Join(path, "connection_keepalive")
+		if err := config.CheckFields(ka, kp, "interval", "timeout", "interval_jitter", "connection_idle_interval"); err != nil {
+			return err
+		}
+		// x/net pings a connection that received nothing for
+		// ReadIdleTimeout: Envoy's connection_idle_interval when given,
+		// else its ping interval.
+		c.h2opts.pingIdle = ka.GetInterval().AsDuration()
+		if d := ka.GetConnectionIdleInterval(); d != nil {
+			c.h2opts.pingIdle = d.AsDuration()
+		}
+		c.h2opts.pingTimeout = ka.GetTimeout().AsDuration()
+	}
+	return nil
+}
+
 func (c *Cluster) compileProtocol(pc *clusterv3.Cluster, path string, deps Deps) error {
 	if pc.GetHttp2ProtocolOptions() != nil {
 		c.Protocol = HTTP2
+		if err := c.compileHTTP2(pc.GetHttp2ProtocolOptions(), config.Join(path, "http2_protocol_options")); err != nil {
+			return err
+		}
+	}
+	if err := c.compileHTTP1(pc.GetHttpProtocolOptions(), config.Join(path, "http_protocol_options")); err != nil {
+		return err
 	}
 	if v := pc.GetMaxRequestsPerConnection(); v != nil {
 		c.maxRequestsPerConn = v.GetValue()
@@ -302,6 +398,22 @@ func (c *Cluster) compileProtocol(pc *clusterv3.Cluster, path string, deps Deps)
 		r, err := extension.Lookup(extension.UpstreamOptions, a, p)
 		if err != nil {
 			return err
+		}
+		if f, ok := r.Ext.Factory.(ProtocolOptionsFactory); ok {
+			// Another extension's options (redis_proxy's RedisProtocolOptions):
+			// keyed by their type's name or, as Envoy, the filter's (an alias).
+			if key != r.Ext.Name && !slices.Contains(r.Ext.Aliases, key) {
+				return config.Errorf(p, "the key of %s must be %s", r.Ext.Name, strings.Join(slices.Concat(r.Ext.Aliases, []string{r.Ext.Name}), " or "))
+			}
+			v, err := f(r.Config, p)
+			if err != nil {
+				return err
+			}
+			if c.protocolOptions == nil {
+				c.protocolOptions = map[string]any{}
+			}
+			c.protocolOptions[r.Ext.Name] = v
+			continue
 		}
 		if key != httpProtocolOptionsKey {
 			return config.Errorf(p, "the key of HttpProtocolOptions must be %s", httpProtocolOptionsKey)
@@ -327,14 +439,32 @@ func (c *Cluster) compileProtocol(pc *clusterv3.Cluster, path string, deps Deps)
 			switch pt.ExplicitHttpConfig.GetProtocolConfig().(type) {
 			case *httpopts.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions:
 				c.Protocol = HTTP2
+				if err := c.compileHTTP2(pt.ExplicitHttpConfig.GetHttp2ProtocolOptions(), config.Join(p, "explicit_http_config.http2_protocol_options")); err != nil {
+					return err
+				}
 			case *httpopts.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions:
 				c.Protocol = HTTP1
+				if err := c.compileHTTP1(pt.ExplicitHttpConfig.GetHttpProtocolOptions(), config.Join(p, "explicit_http_config.http_protocol_options")); err != nil {
+					return err
+				}
 			default:
 				return config.Unsupported(config.Join(p, "explicit_http_config"), "this protocol", "http_protocol_options", "http2_protocol_options")
 			}
 		case *httpopts.HttpProtocolOptions_UseDownstreamProtocolConfig:
 			c.Protocol = UseDownstream
+			if err := c.compileHTTP1(pt.UseDownstreamProtocolConfig.GetHttpProtocolOptions(), config.Join(p, "use_downstream_protocol_config.http_protocol_options")); err != nil {
+				return err
+			}
+			if err := c.compileHTTP2(pt.UseDownstreamProtocolConfig.GetHttp2ProtocolOptions(), config.Join(p, "use_downstream_protocol_config.http2_protocol_options")); err != nil {
+				return err
+			}
 		case *httpopts.HttpProtocolOptions_AutoConfig:
+			if err := c.compileHTTP1(pt.AutoConfig.GetHttpProtocolOptions(), config.Join(p, "auto_config.http_protocol_options")); err != nil {
+				return err
+			}
+			if err := c.compileHTTP2(pt.AutoConfig.GetHttp2ProtocolOptions(), config.Join(p, "auto_config.http2_protocol_options")); err != nil {
+				return err
+			}
 			// Without TLS ALPN there is nothing to negotiate: HTTP/1.1, as Envoy.
 			if pc.GetTransportSocket() == nil {
 				c.Protocol = HTTP1

@@ -24,6 +24,9 @@ import (
 type Request struct {
 	Method, Path, Authority string
 	Headers                 *headers.Map
+	// Scheme is the :scheme an HTTP/2 request carries ("" is http);
+	// HTTP/1.1 does not send one.
+	Scheme string
 	// Body is the whole request body when Stream is nil, else what was read
 	// of it before the exchange began (sent first).
 	Body []byte
@@ -276,6 +279,9 @@ func (e *h1Exchange) exchange(req *Request, cc *ClientConn) (FailKind, error, bo
 		extra = "upgrade"
 	}
 	w := http1.AppendRequestHead(cc.W[:0], req.Method, req.Path, req.Authority, req.Headers, framing, length, extra)
+	if e.http1().properCase {
+		http1.ProperCaseHead(w)
+	}
 	headLen := len(w)
 	// A small whole body goes out with the head, in one write.
 	inline := req.Stream == nil && len(w)+len(req.Body) <= 64*1024
@@ -370,10 +376,15 @@ func (e *h1Exchange) streamBody(req *Request, cc *ClientConn, chunked bool) erro
 	}
 	if chunked {
 		var tr *headers.Map
-		if req.Trailers != nil {
+		if req.Trailers != nil && e.http1().trailers {
+			// Envoy's HTTP/1 codec drops proxied trailers unless
+			// enable_trailers is set.
 			tr = req.Trailers()
 		}
 		cc.W = http1.AppendLastChunk(cc.W[:0], tr)
+		if e.http1().properCase {
+			http1.ProperCaseHead(cc.W)
+		}
 		n, err := cc.Conn.Write(cc.W)
 		e.sent += n
 		return err
@@ -416,8 +427,17 @@ func (e *h1Exchange) Framing(method string) (int64, bool, bool) {
 	return -1, false, true
 }
 
+// http1 is the cluster's HTTP/1 codec options (none for an exchange
+// without a cluster, such as a health check's).
+func (e *h1Exchange) http1() http1Options {
+	if e.cl == nil {
+		return http1Options{}
+	}
+	return e.cl.http1
+}
+
 func (e *h1Exchange) Trailers() *headers.Map {
-	if e.body.Framing() == http1.Chunked && e.body.Trailers().Len() > 0 {
+	if e.http1().trailers && e.body.Framing() == http1.Chunked && e.body.Trailers().Len() > 0 {
 		return e.body.Trailers()
 	}
 	return nil
@@ -528,9 +548,14 @@ func (e *h2Exchange) Send(req *Request, head *http1.ResponseHead) error {
 	if e.host != nil {
 		addr = e.host.Address
 	}
+	// x/net's HTTP/2 client sends the URL's scheme as :scheme.
+	scheme := req.Scheme
+	if scheme == "" {
+		scheme = "http"
+	}
 	hr := &http.Request{
 		Method:     req.Method,
-		URL:        &url.URL{Scheme: "http", Host: addr, Opaque: req.Path},
+		URL:        &url.URL{Scheme: scheme, Host: addr, Opaque: req.Path},
 		Host:       req.Authority,
 		Header:     make(http.Header, req.Headers.Len()),
 		Proto:      "HTTP/2.0",
@@ -556,8 +581,28 @@ func (e *h2Exchange) Send(req *Request, head *http1.ResponseHead) error {
 		}
 		hr.ContentLength = req.Length
 		// Request trailers are announced so the transport sends them after
-		// the body.
+		// the body: x/net/http2 sends trailers only when some were
+		// declared before the headers went out, so the names the request
+		// declares in its Trailer field (RFC 9110 §6.6.2) are entered now
+		// and the values copied in when the body ends.
 		hr.Trailer = http.Header{}
+		for _, v := range req.Headers.Values("trailer") {
+			for _, name := range strings.Split(v, ",") {
+				name = strings.TrimSpace(name)
+				// The names a trailer may not carry (RFC 9110 §6.5.1), which
+				// x/net refuses to send: a client must not be able to make
+				// the upstream request fail with them.
+				switch strings.ToLower(name) {
+				case "", "content-length", "transfer-encoding", "trailer", "host", "connection", "te":
+					continue
+				}
+				if http1.IsToken(name) {
+					hr.Trailer[http.CanonicalHeaderKey(name)] = nil
+				}
+			}
+		}
+		// x/net writes the Trailer field from hr.Trailer itself.
+		hr.Header.Del("Trailer")
 		hr.Body = &trailerBody{r: r, get: req.Trailers, tr: hr.Trailer}
 	case len(req.Body) > 0:
 		hr.Body = io.NopCloser(bytes.NewReader(req.Body))
@@ -619,7 +664,15 @@ func (t *trailerBody) Read(p []byte) (int, error) {
 	if err == io.EOF && t.get != nil {
 		if rt := t.get(); rt != nil {
 			for _, f := range rt.Fields() {
-				t.tr[f.Name] = append(t.tr[f.Name], f.Value)
+				switch f.Name {
+				case "content-length", "transfer-encoding", "trailer", "host", "connection", "te":
+					continue // never a trailer (RFC 9110 §6.5.1)
+				}
+				if f.Name == "" || f.Name[0] == ':' || !http1.IsToken(f.Name) {
+					continue
+				}
+				k := http.CanonicalHeaderKey(f.Name)
+				t.tr[k] = append(t.tr[k], f.Value)
 			}
 		}
 	}

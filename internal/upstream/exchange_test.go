@@ -49,6 +49,9 @@ connect_timeout: 1s
 load_assignment: {cluster_name: c, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: %s, port_value: %s}}}}]}]}`, host, port)
 	if h2 {
 		yaml += "\ntyped_extension_protocol_options: {envoy.extensions.upstreams.http.v3.HttpProtocolOptions: {\"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions, explicit_http_config: {http2_protocol_options: {}}}}"
+	} else {
+		// Trailers cross HTTP/1 only with enable_trailers, as in Envoy.
+		yaml += "\nhttp_protocol_options: {enable_trailers: true}"
 	}
 	pc := &clusterv3.Cluster{}
 	if _, err := config.Decode([]byte(yaml), pc, "cluster"); err != nil {

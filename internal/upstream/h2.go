@@ -19,15 +19,31 @@ type h2Client struct {
 	t *http2.Transport
 }
 
+// h2Options are the cluster's Http2ProtocolOptions the client applies.
+type h2Options struct {
+	hpackTableSize        uint32
+	hpackSet              bool
+	pingIdle, pingTimeout time.Duration
+}
+
 func newH2Client(c *Cluster) *h2Client {
 	t := &http2.Transport{
 		AllowHTTP:          true,
 		DisableCompression: true,
-		ReadIdleTimeout:    0,
-		IdleConnTimeout:    c.IdleTimeout,
+		// connection_keepalive: a PING after this long without a frame
+		// (0: never), the connection closed when it goes unanswered.
+		ReadIdleTimeout: c.h2opts.pingIdle,
+		PingTimeout:     c.h2opts.pingTimeout,
+		IdleConnTimeout: c.IdleTimeout,
 		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
 			return c.DialHost(ctx, h2HostAddr(addr))
 		},
+	}
+	if c.h2opts.hpackSet {
+		// hpack_table_size: the dynamic table this side keeps for decoding
+		// (the SETTINGS it sends) and the most it uses for encoding.
+		t.MaxDecoderHeaderTableSize = c.h2opts.hpackTableSize
+		t.MaxEncoderHeaderTableSize = c.h2opts.hpackTableSize
 	}
 	return &h2Client{t: t}
 }

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"github.com/legateproxy/legate/internal/streaminfo"
 )
 
 // LBPolicy is a cluster's load-balancing policy.
@@ -29,6 +31,13 @@ type LBContext struct {
 	// MaxSelectAttempts bounds re-picks that avoid them.
 	Exclude           []*Host
 	MaxSelectAttempts int
+	// Reject is the route's omit_canary_hosts / omit_host_metadata retry
+	// host predicates: a pick it rejects is made again, as one in Exclude.
+	Reject *HostFilter
+	// AvoidLevels are hosts whose priority levels the pick avoids
+	// (retry_priority previous_priorities): the load of those levels goes
+	// to the others while any of them has health left.
+	AvoidLevels []*Host
 	// OriginalDst is the downstream connection's (restored) destination and
 	// OriginalDstHeader the request's original-destination header, for
 	// ORIGINAL_DST clusters.
@@ -40,11 +49,20 @@ type LBContext struct {
 	// MetadataMatch is the route's (or weighted cluster's) metadata_match,
 	// which selects the subset of clusters with lb_subset_config.
 	MetadataMatch *MetadataMatch
+	// Override is the host a filter asked for (stateful_session), tried
+	// before the load balancer (override.go); OverrideNotFound is set by
+	// the pick when a strict override failed because the cluster has no
+	// such host (the router then answers with Override.NotFoundStatus).
+	Override         *streaminfo.OverrideHost
+	OverrideNotFound bool
 }
 
 func (c *LBContext) excluded(h *Host) bool {
 	if c == nil {
 		return false
+	}
+	if c.Reject.Rejects(h) {
+		return true
 	}
 	for _, e := range c.Exclude {
 		if e == h {
@@ -71,6 +89,9 @@ type lbConfig struct {
 	slowStart    time.Duration
 	aggression   float64
 	minWeightPct float64
+	// overrideStatuses is the set of health statuses (bit 1<<HealthStatus)
+	// an override host may have (common_lb_config.override_host_status).
+	overrideStatuses uint32
 }
 
 // slowStartFactor is the share of its weight a host gets now (1 outside
@@ -108,10 +129,13 @@ func (cfg *lbConfig) inSlowStart(hosts []*Host, now time.Time) bool {
 // the balancer needs; it is rebuilt (and swapped atomically) when
 // membership or health changes.
 type hostSet struct {
-	all          []*Host
-	prios        []*prioSet
-	load         []int // cumulative percent per priority, healthy mode
-	panicL       []int // cumulative percent per priority, panic mode
+	all    []*Host
+	prios  []*prioSet
+	load   []int // cumulative percent per priority, healthy mode
+	panicL []int // cumulative percent per priority, panic mode
+	// health is each priority's health in percent (overprovisioned,
+	// capped at 100), for the previous_priorities retry priority.
+	health       []float64
 	panic        bool
 	healthyCount int
 }
@@ -176,6 +200,7 @@ func buildHostSet(hosts []*Host, cfg *lbConfig) *hostSet {
 		}
 		total += health[i]
 	}
+	hs.health = health
 	// Priority load: each level takes what its health allows of what is left;
 	// when the levels together are not fully healthy, loads are normalized.
 	hs.load = make([]int, len(hs.prios))
@@ -214,7 +239,7 @@ func (hs *hostSet) pick(cfg *lbConfig, ctx *LBContext) *Host {
 		return nil
 	}
 	attempts := 1
-	if ctx != nil && ctx.MaxSelectAttempts > 1 && len(ctx.Exclude) > 0 {
+	if ctx != nil && ctx.MaxSelectAttempts > 1 && (len(ctx.Exclude) > 0 || ctx.Reject != nil) {
 		attempts = ctx.MaxSelectAttempts
 	}
 	var h *Host
@@ -231,6 +256,12 @@ func (hs *hostSet) pickOnce(cfg *lbConfig, ctx *LBContext, attempt uint64) *Host
 	loads := hs.load
 	if hs.panic {
 		loads = hs.panicL
+	}
+	if mask := hs.avoidMask(ctx); mask != 0 {
+		var buf [8]int
+		if l, ok := hs.avoidingLoad(mask, buf[:0]); ok {
+			loads = l
+		}
 	}
 	p := hs.prios[0]
 	if len(hs.prios) > 1 {

@@ -118,6 +118,10 @@ type outlierHost struct {
 	ejectedAt   time.Time
 	ejectFor    time.Duration
 	numEjection uint32
+	// lastAction and lastKind are the last ejection or return and the
+	// detector that ejected, for the event log.
+	lastAction time.Time
+	lastKind   string
 }
 
 // outlierDetector ejects hosts that fail, as Envoy's outlier detection.
@@ -182,6 +186,15 @@ func (od *outlierDetector) report(h *Host, code int) {
 func (od *outlierDetector) detect(h *Host, s *outlierHost, kind string, enforcing uint32) {
 	od.stats.detected[kind].Inc()
 	if enforcing == 0 || (enforcing < 100 && rand.Uint32N(100) >= enforcing) {
+		if od.c.eventLog != nil {
+			// Envoy logs a detection it does not enforce only for a host
+			// that could be ejected (not already out).
+			od.mu.Lock()
+			if !s.ejected {
+				od.logEvent(h, s, outlierEvent{kind: kind})
+			}
+			od.mu.Unlock()
+		}
 		return
 	}
 	od.mu.Lock()
@@ -195,6 +208,12 @@ func (od *outlierDetector) detect(h *Host, s *outlierHost, kind string, enforcin
 // eject marks h ejected unless max_ejection_percent forbids it. Called
 // with od.mu held; reports whether h was ejected.
 func (od *outlierDetector) eject(h *Host, s *outlierHost, kind string) bool {
+	return od.ejectWith(h, s, outlierEvent{kind: kind, enforced: true})
+}
+
+// ejectWith is eject with what the event log records of the detection.
+func (od *outlierDetector) ejectWith(h *Host, s *outlierHost, ev outlierEvent) bool {
+	kind := ev.kind
 	if s.ejected {
 		return false
 	}
@@ -229,6 +248,8 @@ func (od *outlierDetector) eject(h *Host, s *outlierHost, kind string) bool {
 	od.stats.enforcedTotal.Inc()
 	od.stats.active.Inc()
 	od.c.log.Warn("host ejected by outlier detection", "cluster", od.c.Name, "host", h.Address, "reason", kind, "for", d)
+	s.lastKind = kind
+	od.logEvent(h, s, ev)
 	return true
 }
 
@@ -269,6 +290,7 @@ func (od *outlierDetector) tick() {
 				h.setFlag(FlagFailedOutlier, false)
 				od.stats.active.Dec()
 				changed = true
+				od.logEvent(h, s, outlierEvent{})
 				od.c.log.Info("host returned from outlier ejection", "cluster", od.c.Name, "host", h.Address)
 			}
 		} else if s.numEjection > 0 && now.Sub(s.ejectedAt) >= s.ejectFor+od.cfg.interval {
@@ -325,7 +347,10 @@ func (od *outlierDetector) tick() {
 			for _, r := range vals {
 				if v, _ := d.rate(r); v < limit {
 					od.stats.detected[d.kind].Inc()
-					if enforce(d.enforce) && od.eject(r.h, r.s, d.kind) {
+					ev := outlierEvent{kind: d.kind, hostRate: v, clusterAvg: mean, threshold: limit}
+					if !enforce(d.enforce) {
+						od.logEvent(r.h, r.s, ev)
+					} else if ev.enforced = true; od.ejectWith(r.h, r.s, ev) {
 						changed = true
 					}
 				}
@@ -342,7 +367,10 @@ func (od *outlierDetector) tick() {
 			for _, r := range vals {
 				if v, _ := d.rate(r); 100-v >= float64(od.cfg.failurePctThreshold) && !r.s.ejected {
 					od.stats.detected[d.fpKind].Inc()
-					if enforce(d.enforceFP) && od.eject(r.h, r.s, d.fpKind) {
+					ev := outlierEvent{kind: d.fpKind, hostRate: v}
+					if !enforce(d.enforceFP) {
+						od.logEvent(r.h, r.s, ev)
+					} else if ev.enforced = true; od.ejectWith(r.h, r.s, ev) {
 						changed = true
 					}
 				}

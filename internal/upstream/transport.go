@@ -55,6 +55,10 @@ type SecureTransport interface {
 	ImplementsSecureTransport() bool
 }
 
+// ImplementsSecureTransport reports whether the cluster's connections
+// are TLS (Envoy's transportSocketFactory().implementsSecureTransport()).
+func (c *Cluster) ImplementsSecureTransport() bool { return secureTransport(c.transport) }
+
 // secureTransport reports whether t encrypts (nil is plaintext).
 func secureTransport(t TransportSocket) bool {
 	if t == nil {

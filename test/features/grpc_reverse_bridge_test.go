@@ -98,7 +98,11 @@ func TestGRPCReverseBridge(t *testing.T) {
 			vhosts: vhost(
 				`{match: {path: /test.Svc/Disabled}, route: {cluster: h1, timeout: 5s}, typed_per_filter_config: {envoy.filters.http.grpc_http1_reverse_bridge: {"@type": type.googleapis.com/envoy.extensions.filters.http.grpc_http1_reverse_bridge.v3.FilterConfigPerRoute, disabled: true}}}`,
 				"{match: {prefix: /}, route: {cluster: h1, timeout: 5s}}"),
-			clusters: "[" + staticCluster("h1", "", u.Addr) + "]",
+			// enable_trailers: the disabled route's gRPC answer carries
+			// grpc-status in HTTP/1 trailers, which Envoy's codec (and
+			// Legate's) drops without it.
+			clusters: "[" + staticCluster("h1", "typed_extension_protocol_options: {envoy.extensions.upstreams.http.v3.HttpProtocolOptions: "+
+				"{'@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions, explicit_http_config: {http_protocol_options: {enable_trailers: true}}}}", u.Addr) + "]",
 		})
 	}
 	dial := func(p *testutil.Proxy) *grpc.ClientConn {

@@ -4,8 +4,11 @@ package features_test
 
 import (
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/legateproxy/legate/internal/testutil"
 )
@@ -16,8 +19,12 @@ import (
 // other requests through.
 func TestHealthCheckFilter(t *testing.T) {
 	up := testutil.StartUpstream(t, testutil.EchoHandler("up"))
+	logPath := filepath.Join(t.TempDir(), "access.log")
 	p := start(t, cfg{
-		hcm:      `http_filters: [{name: envoy.filters.http.health_check, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck, pass_through_mode: false, headers: [{name: ":path", string_match: {exact: /healthz}}], cluster_min_healthy_percentages: {up: {value: 100}}}}, {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]`,
+		// not_health_check_filter: the health checks the filter answers
+		// are not logged.
+		hcm: `access_log: [{name: log, filter: {not_health_check_filter: {}}, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: ` + logPath + `, log_format: {text_format: "%REQ(:PATH)%\n"}}}]
+http_filters: [{name: envoy.filters.http.health_check, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.health_check.v3.HealthCheck, pass_through_mode: false, headers: [{name: ":path", string_match: {exact: /healthz}}], cluster_min_healthy_percentages: {up: {value: 100}}}}, {name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]`,
 		vhosts:   vhost("{match: {prefix: /}, route: {cluster: up}}"),
 		clusters: "[" + staticCluster("up", "", up.Addr) + "]",
 	})
@@ -36,5 +43,12 @@ func TestHealthCheckFilter(t *testing.T) {
 	code, h, _ := testutil.Get(t, testutil.Client(), p.URL("http", "/healthz"))
 	if code != 503 || h.Get("x-envoy-immediate-health-check-fail") != "true" {
 		t.Errorf("after /healthcheck/fail: %d %v, want 503 with x-envoy-immediate-health-check-fail", code, h)
+	}
+	testutil.Eventually(t, 5*time.Second, func() bool {
+		b, _ := os.ReadFile(logPath)
+		return strings.Contains(string(b), "/other")
+	}, "/other was not logged")
+	if b, _ := os.ReadFile(logPath); strings.TrimSpace(string(b)) != "/other" {
+		t.Errorf("access log = %q, want only /other (not the health checks)", b)
 	}
 }

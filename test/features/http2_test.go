@@ -133,3 +133,42 @@ static_resources:
 		t.Fatalf("%d of 1600 responses had wrong headers, e.g. %s", bad, first)
 	}
 }
+
+// TestHTTP2RequestTrailers: request trailers a client declares (the
+// Trailer field) reach an HTTP/2 upstream after the body, from an HTTP/2
+// client and from an HTTP/1.1 chunked one (with enable_trailers, without
+// which Envoy's HTTP/1 codec drops them).
+func TestHTTP2RequestTrailers(t *testing.T) {
+	got := make(chan string, 4)
+	u := testutil.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		got <- r.Trailer.Get("x-checksum")
+	}))
+	h2 := "typed_extension_protocol_options: {envoy.extensions.upstreams.http.v3.HttpProtocolOptions: {'@type': type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions, explicit_http_config: {http2_protocol_options: {}}}}"
+	p := start(t, cfg{
+		hcm:      "codec_type: AUTO\nhttp_protocol_options: {enable_trailers: true}",
+		vhosts:   vhost("{match: {prefix: /}, route: {cluster: h2}}"),
+		clusters: "[" + staticCluster("h2", h2, u.Addr) + "]",
+	})
+	for _, c := range []struct {
+		name   string
+		client *http.Client
+	}{{"h2c client", testutil.H2CClient()}, {"http/1.1 client", testutil.Client()}} {
+		pr, pw := io.Pipe()
+		req, _ := http.NewRequest("POST", p.URL("http", "/upload"), pr)
+		req.Trailer = http.Header{"X-Checksum": nil}
+		go func() {
+			io.WriteString(pw, "some body")
+			req.Trailer.Set("X-Checksum", "abc123")
+			pw.Close()
+		}()
+		resp, err := c.client.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		resp.Body.Close()
+		if v := <-got; v != "abc123" {
+			t.Errorf("%s: upstream saw trailer x-checksum %q, want abc123", c.name, v)
+		}
+	}
+}

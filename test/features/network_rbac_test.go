@@ -246,8 +246,8 @@ func TestNetworkRBACConfigErrors(t *testing.T) {
 		{`stat_prefix: x, matcher: {matcher_tree: {input: {name: h, typed_config: {"@type": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput, header_name: x}},
 			exact_match_map: {map: {"a": {action: {name: a, typed_config: {"@type": type.googleapis.com/envoy.config.rbac.v3.Action, name: a}}}}}}}`,
 			"filters[0].typed_config.matcher.matcher_tree.input"},
-		{`stat_prefix: x, rules: {policies: {p: {permissions: [{any: true}], principals: [{any: true}], condition: {const_expr: {bool_value: true}}}}}`,
-			`filters[0].typed_config.rules.policies["p"].condition`},
+		{`stat_prefix: x, rules: {policies: {p: {permissions: [{any: true}], principals: [{any: true}], condition: {const_expr: {bool_value: true}}, checked_condition: {expr: {const_expr: {bool_value: true}}}}}}`,
+			`only one of condition or checked_condition`},
 	} {
 		_, err := testutil.TryStartProxy(t, netBootstrap(netListener("l", rbacFilter(c.fields), "up", ""), "", up.Cluster("up")), nil)
 		if err == nil {

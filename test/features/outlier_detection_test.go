@@ -4,8 +4,11 @@
 package features_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -112,5 +115,53 @@ func TestOutlierSuccessRateAndLocalOrigin(t *testing.T) {
 	}
 	if got := p.Stat(t, "cluster.lo.outlier_detection.ejections_enforced_consecutive_5xx"); got != 0 {
 		t.Errorf("split local-origin errors were counted as 5xx: %d", got)
+	}
+}
+
+// TestOutlierEventLog: cluster_manager.outlier_detection.event_log_path
+// gets one OutlierDetectionEvent per line in proto JSON: the ejection
+// (type, action EJECT, enforced, cluster, host) and the host's return
+// (UNEJECT), as Envoy's event logger writes them (Istio's bootstrap sets
+// /dev/stdout). enable_deferred_cluster_creation is accepted.
+func TestOutlierEventLog(t *testing.T) {
+	var failing atomic.Bool
+	failing.Store(true)
+	bad := testutil.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if failing.Load() {
+			w.WriteHeader(503)
+		}
+	}))
+	good := testutil.StartUpstream(t, testutil.EchoHandler("good"))
+	logPath := filepath.Join(t.TempDir(), "outlier.log")
+	p := start(t, cfg{
+		vhosts: vhost("{match: {prefix: /}, route: {cluster: od}}"),
+		clusters: "[" + staticCluster("od", "outlier_detection: {consecutive_5xx: 2, interval: 0.1s, base_ejection_time: 0.3s, max_ejection_percent: 50}",
+			bad.Addr, good.Addr) + "]",
+		extra: "cluster_manager: {outlier_detection: {event_log_path: " + logPath + "}, enable_deferred_cluster_creation: true}\n",
+	})
+	c := testutil.Client()
+	for i := 0; i < 10; i++ {
+		testutil.Get(t, c, p.URL("http", "/"))
+	}
+	failing.Store(false)
+	var events []map[string]any
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		b, _ := os.ReadFile(logPath)
+		events = events[:0]
+		for _, l := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var e map[string]any
+			if json.Unmarshal([]byte(l), &e) == nil {
+				events = append(events, e)
+			}
+		}
+		return len(events) >= 2
+	}, "no ejection and return in the event log")
+	ej, un := events[0], events[1]
+	if ej["type"] != "CONSECUTIVE_5XX" || ej["action"] != "EJECT" || ej["enforced"] != true || ej["cluster_name"] != "od" ||
+		ej["upstream_url"] != bad.Addr || ej["eject_consecutive_event"] == nil || ej["timestamp"] == nil {
+		t.Errorf("ejection event = %v", ej)
+	}
+	if un["action"] != "UNEJECT" || un["upstream_url"] != bad.Addr || un["secs_since_last_action"] == nil {
+		t.Errorf("return event = %v", un)
 	}
 }

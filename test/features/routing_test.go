@@ -108,3 +108,28 @@ func TestRedirects(t *testing.T) {
 		}
 	}
 }
+
+// TestHostRewriteFormat: RouteAction.host_rewrite takes the substitution
+// format ("prefix-%REQ(x-target)%"); an empty result keeps the host.
+func TestHostRewriteFormat(t *testing.T) {
+	u := testutil.StartUpstream(t, testutil.EchoHandler("u"))
+	p := start(t, cfg{
+		vhosts: vhost(
+			`{match: {prefix: /fmt}, route: {cluster: u, host_rewrite: "svc-%REQ(x-target)%.internal"}}`,
+			`{match: {prefix: /empty}, route: {cluster: u, host_rewrite: "%REQ(x-none)%"}}`,
+			`{match: {prefix: /lit}, route: {cluster: u, host_rewrite: literal.example}}`),
+		clusters: "[" + staticCluster("u", "", u.Addr) + "]",
+	})
+	c := testutil.Client()
+	for _, tc := range []struct{ path, want string }{
+		{"/fmt", "host=svc-blue.internal"},
+		{"/lit", "host=literal.example"},
+	} {
+		if _, _, body := testutil.Get(t, c, p.URL("http", tc.path), "x-target", "blue"); !strings.Contains(body, tc.want+"\n") {
+			t.Errorf("%s: upstream saw\n%s\nwant %s", tc.path, body, tc.want)
+		}
+	}
+	if _, _, body := testutil.Get(t, c, p.URL("http", "/empty")); strings.Contains(body, "host=-") || strings.Contains(body, "host=\n") {
+		t.Errorf("/empty rewrote the host:\n%s", body)
+	}
+}

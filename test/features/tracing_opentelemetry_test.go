@@ -7,7 +7,6 @@
 package features_test
 
 import (
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -304,38 +303,14 @@ func TestOpenTelemetryCollectorDown(t *testing.T) {
 	})
 	t.Run("grpc, collector hangs", func(t *testing.T) {
 		// A collector that accepts connections and never says a word.
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		var mu sync.Mutex
-		var conns []net.Conn
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				mu.Lock()
-				conns = append(conns, c)
-				mu.Unlock()
-			}
-		}()
-		t.Cleanup(func() {
-			ln.Close()
-			mu.Lock()
-			for _, c := range conns {
-				c.Close()
-			}
-			mu.Unlock()
-		})
+		collector := startBlackHole(t)
 		app := testutil.StartUpstream(t, testutil.EchoHandler("app"))
 		_, aport := app.Host()
 		// Each export waits for its 5 s timeout: a request that waited for
 		// one would miss timedGet's limit.
 		exporter := `grpc_service: {envoy_grpc: {cluster_name: otlp_grpc}, timeout: 5s}` + "\n                max_cache_size: 3"
 		p := testutil.StartProxy(t, otelProxy, map[string]string{"Node": "p", "Service": "stuck", "Direction": "INBOUND", "Spawn": "true",
-			"Op": "op", "Next": aport, "Exporter": exporter, "Collector": portOf(ln.Addr().String())})
+			"Op": "op", "Next": aport, "Exporter": exporter, "Collector": portOf(collector)})
 		start := time.Now()
 		for i := 0; i < 20; i++ {
 			timedGet(t, p.URL("http", "/"), 2*time.Second)

@@ -24,6 +24,8 @@ var configTypes = map[string]string{
 	"envoy.clusters.dynamic_forward_proxy":                         "envoy.extensions.clusters.dynamic_forward_proxy.v3.ClusterConfig",
 	"envoy.filters.http.dynamic_forward_proxy":                     "envoy.extensions.filters.http.dynamic_forward_proxy.v3.FilterConfig",
 	"envoy.filters.http.fault":                                     "envoy.extensions.filters.http.fault.v3.HTTPFault",
+	"envoy.filters.http.aws_lambda":                                "envoy.extensions.filters.http.aws_lambda.v3.Config",
+	"envoy.filters.http.ext_proc":                                  "envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor",
 	"envoy.filters.http.header_to_metadata":                        "envoy.extensions.filters.http.header_to_metadata.v3.Config",
 	"envoy.filters.http.jwt_authn":                                 "envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
 	"envoy.clusters.aggregate":                                     "envoy.extensions.clusters.aggregate.v3.ClusterConfig",

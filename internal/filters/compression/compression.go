@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"sync"
 
 	"github.com/andybalholm/brotli"
 	brotlicv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/compression/brotli/compressor/v3"
@@ -82,9 +83,15 @@ type writerCompressor struct {
 		Flush() error
 		Close() error
 	}
+	// done, when set, takes the encoder back once its stream finished (a
+	// pool: a gzip writer is about 1 MB of state to allocate per stream).
+	done func()
 }
 
 func (c *writerCompressor) Compress(dst, p []byte, finish bool) ([]byte, error) {
+	if c.w == nil {
+		return dst, errors.New("compression stream already finished")
+	}
 	if len(p) > 0 {
 		if _, err := c.w.Write(p); err != nil {
 			return dst, err
@@ -98,6 +105,10 @@ func (c *writerCompressor) Compress(dst, p []byte, finish bool) ([]byte, error) 
 	}
 	dst = append(dst, c.buf.Bytes()...)
 	c.buf.Reset()
+	if finish && c.done != nil {
+		c.done()
+		c.done, c.w = nil, nil
+	}
 	return dst, err
 }
 
@@ -119,9 +130,19 @@ func gzipCompressor(msg proto.Message, path string) (*CompressorLibrary, error) 
 			level = n
 		}
 	}
+	// Writers are reused across streams of this config: one that finished
+	// goes back to the pool and is Reset onto the next stream's buffer.
+	pool := &sync.Pool{}
 	return &CompressorLibrary{Encoding: "gzip", StatPrefix: "gzip.", New: func() Compressor {
 		c := &writerCompressor{}
-		c.w, _ = gzip.NewWriterLevel(&c.buf, level)
+		zw, _ := pool.Get().(*gzip.Writer)
+		if zw == nil {
+			zw, _ = gzip.NewWriterLevel(&c.buf, level)
+		} else {
+			zw.Reset(&c.buf)
+		}
+		c.w = zw
+		c.done = func() { pool.Put(zw) }
 		return c
 	}}, nil
 }

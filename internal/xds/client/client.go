@@ -41,11 +41,13 @@ const (
 	RouteType    = resource.RouteURL
 	EndpointType = resource.EndpointURL
 	SecretType   = resource.SecretURL
+	RuntimeType  = resource.RuntimeURL
 )
 
 // typeOrder is the order in which subscriptions are (re)sent on a new ADS
-// stream: clusters before endpoints, listeners before routes, as Envoy.
-var typeOrder = []string{ClusterType, EndpointType, ListenerType, RouteType, SecretType}
+// stream: runtime (RTDS) first — Envoy starts its RTDS subscriptions
+// before CDS —, clusters before endpoints, listeners before routes, as Envoy.
+var typeOrder = []string{RuntimeType, ClusterType, EndpointType, ListenerType, RouteType, SecretType}
 
 // Handler applies the resources of one type.
 type Handler interface {
@@ -363,6 +365,7 @@ var sotwMethods = map[string]string{
 	RouteType:    "/envoy.service.route.v3.RouteDiscoveryService/StreamRoutes",
 	EndpointType: "/envoy.service.endpoint.v3.EndpointDiscoveryService/StreamEndpoints",
 	SecretType:   "/envoy.service.secret.v3.SecretDiscoveryService/StreamSecrets",
+	RuntimeType:  "/envoy.service.runtime.v3.RuntimeDiscoveryService/StreamRuntime",
 }
 
 var deltaMethods = map[string]string{
@@ -371,6 +374,7 @@ var deltaMethods = map[string]string{
 	RouteType:    "/envoy.service.route.v3.RouteDiscoveryService/DeltaRoutes",
 	EndpointType: "/envoy.service.endpoint.v3.EndpointDiscoveryService/DeltaEndpoints",
 	SecretType:   "/envoy.service.secret.v3.SecretDiscoveryService/DeltaSecrets",
+	RuntimeType:  "/envoy.service.runtime.v3.RuntimeDiscoveryService/DeltaRuntime",
 }
 
 func (c *Client) sotwRequest(ts *typeState) *discoveryv3.DiscoveryRequest {

@@ -1,7 +1,7 @@
 // Package resource decodes xDS resources, once, for every transport.
 //
 // Each type the proxy consumes — Listener, RouteConfiguration, Cluster,
-// ClusterLoadAssignment, Secret — has one Type: it unwraps an
+// ClusterLoadAssignment, Secret, Runtime (RTDS) — has one Type: it unwraps an
 // envoy.service.discovery.v3.Resource wrapper, checks the type URL,
 // unmarshals the message, reads its name and validates it (protoc-gen-validate
 // rules through config.Validate, with paths such as "listener <name>.address").
@@ -27,6 +27,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	runtimev3 "github.com/envoyproxy/go-control-plane/envoy/service/runtime/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
@@ -40,6 +41,7 @@ const (
 	ClusterURL  = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
 	EndpointURL = "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment"
 	SecretURL   = "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret"
+	RuntimeURL  = "type.googleapis.com/envoy.service.runtime.v3.Runtime"
 	// WrapperURL is envoy.service.discovery.v3.Resource, the wrapper a
 	// server may send a resource in (with a name, a version, a TTL).
 	WrapperURL = "type.googleapis.com/envoy.service.discovery.v3.Resource"
@@ -105,12 +107,16 @@ var (
 	// (envoy.extensions.transport_sockets.tls.v3.Secret).
 	Secret Type = &decoder[*tlsv3.Secret]{url: SecretURL, kind: "secret", nameField: "name",
 		new: func() *tlsv3.Secret { return &tlsv3.Secret{} }, name: (*tlsv3.Secret).GetName}
+	// Runtime decodes RTDS resources (envoy.service.runtime.v3.Runtime),
+	// the layers of layered_runtime's rtds_layers.
+	Runtime Type = &decoder[*runtimev3.Runtime]{url: RuntimeURL, kind: "runtime", nameField: "name",
+		new: func() *runtimev3.Runtime { return &runtimev3.Runtime{} }, name: (*runtimev3.Runtime).GetName}
 )
 
 var byURL = map[string]Type{}
 
 func init() {
-	for _, t := range []Type{Listener, RouteConfiguration, Cluster, ClusterLoadAssignment, Secret} {
+	for _, t := range []Type{Listener, RouteConfiguration, Cluster, ClusterLoadAssignment, Secret, Runtime} {
 		byURL[t.URL()] = t
 	}
 }

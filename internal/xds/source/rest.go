@@ -29,6 +29,7 @@ var restPaths = map[string]string{
 	xdsclient.RouteType:    "/v3/discovery:routes",
 	xdsclient.EndpointType: "/v3/discovery:endpoints",
 	xdsclient.SecretType:   "/v3/discovery:secrets",
+	xdsclient.RuntimeType:  "/v3/discovery:runtime",
 }
 
 // maxRESTBody bounds a REST response (Envoy's async client buffers it whole).

@@ -7,8 +7,10 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	awsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/aws/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 
 	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/route"
 )
 
 // maxCredentialsData is the largest credentials file a data source may
@@ -110,7 +112,7 @@ func CompileProvider(cp *awsv3.AwsCredentialProvider, path string) (*ProviderCon
 				// As Envoy: a data source that cannot be read is dropped
 				// ("Invalid credential file data source") and the default
 				// credentials file is used.
-				out.Warnings = append(out.Warnings, fmt.Sprintf("%s: %v: using the default credentials file instead, as Envoy", dp, rerr.err))
+				out.Warnings = append(out.Warnings, fmt.Sprintf("%v: using the default credentials file instead, as Envoy", rerr.err))
 			case err != nil:
 				return nil, err
 			default:
@@ -173,7 +175,7 @@ type readError struct{ err error }
 func (e *readError) Error() string { return e.err.Error() }
 
 // readDataSource reads a credentials data source; a read failure is a
-// *readError.
+// *readError whose error names the path.
 func readDataSource(ds *corev3.DataSource, path string) (string, error) {
 	if err := config.CheckFields(ds, path, "filename", "inline_bytes", "inline_string", "environment_variable", "watched_directory"); err != nil {
 		return "", err
@@ -186,29 +188,39 @@ func readDataSource(ds *corev3.DataSource, path string) (string, error) {
 			return "", config.Errorf(config.Join(path, "watched_directory"), "watched_directory needs a filename data source")
 		}
 	}
-	var data string
-	switch s := ds.GetSpecifier().(type) {
-	case *corev3.DataSource_InlineString:
-		data = s.InlineString
-	case *corev3.DataSource_InlineBytes:
-		data = string(s.InlineBytes)
-	case *corev3.DataSource_EnvironmentVariable:
-		v, ok := os.LookupEnv(s.EnvironmentVariable)
-		if !ok {
-			return "", &readError{fmt.Errorf("environment variable %q is not set", s.EnvironmentVariable)}
-		}
-		data = v
-	case *corev3.DataSource_Filename:
-		b, err := os.ReadFile(s.Filename)
-		if err != nil {
-			return "", &readError{err}
-		}
-		data = string(b)
-	default:
+	if ds.GetSpecifier() == nil {
 		return "", config.Errorf(path, "a data source needs filename, inline_string, inline_bytes or environment_variable")
 	}
-	if len(data) > maxCredentialsData {
-		return "", &readError{fmt.Errorf("the credentials data is %d bytes, more than the %d Envoy reads", len(data), maxCredentialsData)}
+	b, _, err := config.ReadDataSource(ds, path)
+	if err != nil {
+		return "", &readError{err}
 	}
-	return data, nil
+	if len(b) > maxCredentialsData {
+		return "", &readError{config.Errorf(path, "the credentials data is %d bytes, more than the %d Envoy reads", len(b), maxCredentialsData)}
+	}
+	return string(b), nil
+}
+
+// CompileHeaderMatchers compiles a signing filter's match_excluded_headers
+// and match_included_headers (fields of the config at path) into s's
+// Exclude and Include.
+func (s *Signer) CompileHeaderMatchers(exclude, include []*matcherv3.StringMatcher, path string) error {
+	var err error
+	if s.Exclude, err = headerMatchers(exclude, config.Join(path, "match_excluded_headers")); err != nil {
+		return err
+	}
+	s.Include, err = headerMatchers(include, config.Join(path, "match_included_headers"))
+	return err
+}
+
+func headerMatchers(ms []*matcherv3.StringMatcher, path string) ([]func(string) bool, error) {
+	var out []func(string) bool
+	for i, m := range ms {
+		f, err := route.CompileStringMatcher(m, config.Index(path, i))
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
 }

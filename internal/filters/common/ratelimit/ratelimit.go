@@ -35,10 +35,10 @@ const DefaultTimeout = 20 * time.Millisecond
 
 // Service is a compiled rate_limit_service: where and how to call.
 type Service struct {
-	async     *asyncclient.Client
-	cluster   string
-	authority string
-	metadata  []string // initial_metadata as key, value pairs
+	async    *asyncclient.Client
+	cluster  string
+	target   asyncclient.GRPCTarget
+	metadata []string // initial_metadata as key, value pairs
 }
 
 // Cluster is the cluster the service is reached through.
@@ -61,17 +61,14 @@ func CompileService(c *ratelimitconfv3.RateLimitServiceConfig, path string, asyn
 	gs := c.GetGrpcService()
 	// grpc_service.timeout is accepted and has no effect, as in Envoy: the
 	// rate limit client sets the filter's own timeout on every call.
-	if err := config.CheckFields(gs, gp, "envoy_grpc", "timeout", "initial_metadata"); err != nil {
+	if err := config.CheckFields(gs, gp, "envoy_grpc", "google_grpc", "timeout", "initial_metadata"); err != nil {
 		return nil, err
 	}
-	eg := gs.GetEnvoyGrpc()
-	if eg == nil {
-		return nil, config.Unsupported(config.Join(gp, "google_grpc"), "google_grpc", "envoy_grpc")
-	}
-	if err := config.CheckFields(eg, config.Join(gp, "envoy_grpc"), "cluster_name", "authority"); err != nil {
+	t, err := asyncclient.CompileGRPCTarget(gs, gp)
+	if err != nil {
 		return nil, err
 	}
-	s := &Service{async: async, cluster: eg.GetClusterName(), authority: eg.GetAuthority()}
+	s := &Service{async: async, target: t, cluster: t.String()}
 	for _, m := range gs.GetInitialMetadata() {
 		s.metadata = append(s.metadata, headers.Lower(m.GetKey()), m.GetValue())
 	}
@@ -137,7 +134,7 @@ func (s *Service) Limit(ctx context.Context, timeout time.Duration, req *rlsv3.R
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	cc, err := s.async.GRPC(s.cluster, s.authority)
+	cc, err := s.async.GRPCTo(s.target)
 	if err != nil {
 		return Result{Status: Error, Err: fmt.Errorf("rate limit service cluster %q: %w", s.cluster, err)}
 	}

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/legateproxy/legate/internal/cel"
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/headers"
@@ -47,6 +48,9 @@ type policy struct {
 	name        string
 	permissions []rule
 	principals  []rule
+	// condition is the policy's CEL condition (nil: none); a policy
+	// matches only when it evaluates to true.
+	condition *cel.Program
 }
 
 // Engine is a compiled RBAC (or the matcher form).
@@ -82,10 +86,22 @@ func Compile(r *rbacv3.RBAC, path string) (*Engine, error) {
 	for _, n := range names {
 		pp := fmt.Sprintf("%s.policies[%q]", path, n)
 		p := r.GetPolicies()[n]
-		if err := config.CheckFields(p, pp, "permissions", "principals"); err != nil {
+		if err := config.CheckFields(p, pp, "permissions", "principals", "condition", "checked_condition"); err != nil {
 			return nil, err
 		}
 		pol := policy{name: n}
+		var err error
+		switch {
+		case p.GetCondition() != nil && p.GetCheckedCondition() != nil:
+			return nil, config.Errorf(pp, "only one of condition or checked_condition may be set")
+		case p.GetCondition() != nil:
+			pol.condition, err = cel.CompileParsed(p.GetCondition(), config.Join(pp, "condition"))
+		case p.GetCheckedCondition() != nil:
+			pol.condition, err = cel.CompileChecked(p.GetCheckedCondition(), config.Join(pp, "checked_condition"))
+		}
+		if err != nil {
+			return nil, err
+		}
 		for i, perm := range p.GetPermissions() {
 			c, err := permission(perm, config.Index(config.Join(pp, "permissions"), i))
 			if err != nil {
@@ -175,7 +191,8 @@ func (e *Engine) Check(c *Ctx) Result {
 func (e *Engine) IsLog() bool { return e != nil && e.matcher == nil && e.action == rbacv3.RBAC_LOG }
 
 func (p *policy) matches(c *Ctx) bool {
-	return anyOf(p.permissions, c) && anyOf(p.principals, c)
+	return anyOf(p.permissions, c) && anyOf(p.principals, c) &&
+		(p.condition == nil || p.condition.Matches(c.Req, c.Info))
 }
 
 func anyOf(rs []rule, c *Ctx) bool {

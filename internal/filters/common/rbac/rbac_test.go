@@ -101,7 +101,7 @@ func TestPermissionsAndPrincipals(t *testing.T) {
 
 func TestCompileErrors(t *testing.T) {
 	for _, y := range []string{
-		`{action: ALLOW, policies: {p: {permissions: [{any: true}], principals: [{any: true}], condition: {const_expr: {bool_value: true}}}}}`,
+		`{action: ALLOW, policies: {p: {permissions: [{any: true}], principals: [{any: true}], condition: {const_expr: {bool_value: true}}, checked_condition: {expr: {const_expr: {bool_value: true}}}}}}`,
 		`{action: ALLOW, policies: {p: {permissions: [{uri_template: {name: t, typed_config: {"@type": type.googleapis.com/envoy.extensions.path.match.uri_template.v3.UriTemplateMatchConfig, path_template: "/a/{x}"}}}], principals: [{any: true}]}}}`,
 	} {
 		r := &rbacv3.RBAC{}

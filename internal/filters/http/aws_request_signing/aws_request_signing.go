@@ -29,14 +29,12 @@ import (
 	"strings"
 
 	arsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/aws_request_signing/v3"
-	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/filters/common/aws"
 	"github.com/legateproxy/legate/internal/headers"
 	"github.com/legateproxy/legate/internal/httpfilter"
-	"github.com/legateproxy/legate/internal/route"
 	"github.com/legateproxy/legate/internal/stats"
 )
 
@@ -136,10 +134,7 @@ func compileSigning(log *slog.Logger, c *arsv3.AwsRequestSigning, path string) (
 		return nil, config.Errorf(config.Join(path, "region"), "SigV4 region string cannot contain wildcards or commas; "+
 			"region sets can be specified when using signing_algorithm: AWS_SIGV4A (region %q)", s.Region)
 	}
-	if s.Exclude, err = matchers(c.GetMatchExcludedHeaders(), config.Join(path, "match_excluded_headers")); err != nil {
-		return nil, err
-	}
-	if s.Include, err = matchers(c.GetMatchIncludedHeaders(), config.Join(path, "match_included_headers")); err != nil {
+	if err := s.CompileHeaderMatchers(c.GetMatchExcludedHeaders(), c.GetMatchIncludedHeaders(), path); err != nil {
 		return nil, err
 	}
 	if qs := c.GetQueryString(); qs != nil {
@@ -160,18 +155,6 @@ func compileSigning(log *slog.Logger, c *arsv3.AwsRequestSigning, path string) (
 			"until credentials appear", "path", path, "not_implemented", strings.Join(pc.Missing, "; "))
 	}
 	return &filterConfig{signer: s, hostRewrite: c.GetHostRewrite(), useUnsignedPayload: c.GetUseUnsignedPayload()}, nil
-}
-
-func matchers(ms []*matcherv3.StringMatcher, path string) ([]func(string) bool, error) {
-	var out []func(string) bool
-	for i, m := range ms {
-		f, err := route.CompileStringMatcher(m, config.Index(path, i))
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, f)
-	}
-	return out, nil
 }
 
 // filter is the filter of one stream.

@@ -17,7 +17,6 @@
 package custom_response
 
 import (
-	"os"
 	"strconv"
 
 	xdscorev3 "github.com/cncf/xds/go/xds/core/v3"
@@ -186,23 +185,13 @@ func compileValue(text string) (route.Value, error) {
 	return v, nil
 }
 
+// dataSource reads a local response body (inline or from a file).
 func dataSource(ds *corev3.DataSource, path string) (string, error) {
 	if err := config.CheckFields(ds, path, "inline_string", "inline_bytes", "filename"); err != nil {
 		return "", err
 	}
-	switch s := ds.GetSpecifier().(type) {
-	case *corev3.DataSource_InlineString:
-		return s.InlineString, nil
-	case *corev3.DataSource_InlineBytes:
-		return string(s.InlineBytes), nil
-	case *corev3.DataSource_Filename:
-		b, err := os.ReadFile(s.Filename)
-		if err != nil {
-			return "", config.Errorf(config.Join(path, "filename"), "%v", err)
-		}
-		return string(b), nil
-	}
-	return "", config.Errorf(path, "a data source needs inline_string, inline_bytes or filename")
+	b, _, err := config.ReadDataSource(ds, path)
+	return string(b), err
 }
 
 // NewFilter makes the stream's filter.

@@ -42,7 +42,7 @@ const Name = "envoy.filters.http.ext_authz"
 func init() {
 	httpfilter.Register(Name, []string{"envoy.ext_authz"}, &extauthzv3.ExtAuthz{}, &extauthzv3.ExtAuthzPerRoute{},
 		httpfilter.Factory{Compile: compile, CompilePerRoute: compilePerRoute},
-		"envoy_grpc and http_service; google_grpc, header mutation rules and CEL are not implemented")
+		"envoy_grpc, google_grpc (ssl or local channel credentials, access_token call credentials) and http_service; header mutation rules and CEL are not implemented")
 }
 
 type matchers []func(string) bool
@@ -69,9 +69,11 @@ func compileList(l *matcherv3.ListStringMatcher, path string) (matchers, error) 
 }
 
 type filterConfig struct {
-	async                                         *asyncclient.Client
-	grpc                                          bool
-	cluster                                       string
+	async   *asyncclient.Client
+	grpc    bool
+	cluster string
+	// target is the gRPC service's (envoy_grpc cluster or google_grpc).
+	target                                        asyncclient.GRPCTarget
 	authority                                     string
 	timeout                                       time.Duration
 	initialMD                                     []*corev3.HeaderValue
@@ -127,17 +129,14 @@ func compile(ctx *httpfilter.Context, msg proto.Message, path string) (httpfilte
 	case c.GetGrpcService() != nil:
 		gp := config.Join(path, "grpc_service")
 		gs := c.GetGrpcService()
-		if err := config.CheckFields(gs, gp, "envoy_grpc", "timeout", "initial_metadata"); err != nil {
+		if err := config.CheckFields(gs, gp, "envoy_grpc", "google_grpc", "timeout", "initial_metadata"); err != nil {
 			return nil, err
 		}
-		eg := gs.GetEnvoyGrpc()
-		if eg == nil {
-			return nil, config.Unsupported(config.Join(gp, "google_grpc"), "google_grpc (use envoy_grpc)")
-		}
-		if err := config.CheckFields(eg, config.Join(gp, "envoy_grpc"), "cluster_name", "authority"); err != nil {
+		t, err := asyncclient.CompileGRPCTarget(gs, gp)
+		if err != nil {
 			return nil, err
 		}
-		f.grpc, f.cluster, f.authority, f.initialMD = true, eg.GetClusterName(), eg.GetAuthority(), gs.GetInitialMetadata()
+		f.grpc, f.target, f.cluster, f.authority, f.initialMD = true, t, t.String(), t.Authority, gs.GetInitialMetadata()
 		if gs.GetTimeout() != nil {
 			f.timeout = gs.GetTimeout().AsDuration()
 		}
@@ -352,7 +351,7 @@ func (f *filter) check(h *headers.Request, body []byte) httpfilter.Status {
 
 func (f *filter) checkGRPC(ctx context.Context, h *headers.Request, body []byte) (outcome, error) {
 	c := f.cfg
-	cc, err := c.async.GRPC(c.cluster, c.authority)
+	cc, err := c.async.GRPCTo(c.target)
 	if err != nil {
 		return outcome{}, err
 	}

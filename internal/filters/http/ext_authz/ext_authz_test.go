@@ -2,6 +2,8 @@ package ext_authz_test
 
 import (
 	"context"
+	"crypto/tls"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -16,6 +18,10 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/code"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -232,5 +238,80 @@ func TestExtAuthzHTTP(t *testing.T) {
 	code, h, body := do(t, "GET", p.URL("http", "/service"), "", "Authorization", "Bearer wrong")
 	if code != 403 || body != "denied by the authz service" || h.Get("x-reason") != "bad token" {
 		t.Errorf("denied: %d %q %v", code, body, h)
+	}
+}
+
+// tokenAuthServer allows only calls that carry the access_token call
+// credential (when it requires one).
+type tokenAuthServer struct {
+	authServer
+	token bool
+}
+
+func (s tokenAuthServer) Check(ctx context.Context, r *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	if got := md.Get("authorization"); s.token && (len(got) != 1 || got[0] != "Bearer s3cret-token") {
+		return nil, status.Errorf(codes.Unauthenticated, "authorization metadata %q", got)
+	}
+	return s.authServer.Check(ctx, r)
+}
+
+// TestExtAuthzGoogleGRPC: the authorization service reached through
+// google_grpc (as OPA's Envoy quick start configures it: target_uri and
+// stat_prefix, no cluster), in plaintext, and over TLS with
+// ssl_credentials (root_certs) and an access_token call credential, which
+// is refused on a plaintext channel.
+func TestExtAuthzGoogleGRPC(t *testing.T) {
+	ca := testutil.NewCA(t, "authz-ca")
+	leaf := ca.Issue(t, "authz", "127.0.0.1", "localhost")
+	serve := func(token bool, opts ...grpc.ServerOption) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		gs := grpc.NewServer(opts...)
+		authv3.RegisterAuthorizationServer(gs, tokenAuthServer{token: token})
+		go gs.Serve(ln)
+		t.Cleanup(gs.Stop)
+		return ln.Addr().String()
+	}
+	plain := serve(false)
+	secure := serve(true, grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{leaf.TLS}})))
+	up := testutil.StartUpstream(t, testutil.EchoHandler("backend"))
+	for _, tc := range []struct{ name, service string }{
+		{"plaintext", fmt.Sprintf("{target_uri: %q, stat_prefix: ext_authz}", plain)},
+		{"tls", fmt.Sprintf("{target_uri: %q, stat_prefix: ext_authz, channel_credentials: {ssl_credentials: {root_certs: {inline_string: %q}}}, call_credentials: [{access_token: s3cret-token}]}", secure, ca.CertPEM)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := strings.Replace(grpcConfig, "envoy_grpc: {cluster_name: authz}", "google_grpc: "+tc.service, 1)
+			cfg = cfg[:strings.Index(cfg, "  - name: authz")]
+			_, bport := up.Host()
+			p := testutil.StartProxy(t, cfg, map[string]string{"Backend": bport, "Log": filepath.Join(t.TempDir(), "access.log"), "FailOpen": "false"})
+			if code, _, body := do(t, "GET", p.URL("http", "/app"), "", "x-allow", "yes"); code != 200 || !strings.Contains(body, "header:x-user=alice") {
+				t.Errorf("allowed: %d\n%s", code, body)
+			}
+			if code, _, body := do(t, "GET", p.URL("http", "/app"), ""); code != 401 || body != "nope" {
+				t.Errorf("denied: %d %q", code, body)
+			}
+		})
+	}
+	// A token the service refuses is an error: fail closed (403).
+	cfg := strings.Replace(grpcConfig, "envoy_grpc: {cluster_name: authz}", fmt.Sprintf("google_grpc: {target_uri: %q, stat_prefix: x, channel_credentials: {ssl_credentials: {root_certs: {inline_string: %q}}}, call_credentials: [{access_token: wrong}]}", secure, ca.CertPEM), 1)
+	cfg = cfg[:strings.Index(cfg, "  - name: authz")]
+	_, bport := up.Host()
+	p := testutil.StartProxy(t, cfg, map[string]string{"Backend": bport, "Log": filepath.Join(t.TempDir(), "access.log"), "FailOpen": "false"})
+	if code, _, _ := do(t, "GET", p.URL("http", "/app"), "", "x-allow", "yes"); code != 403 {
+		t.Errorf("refused call credential: %d, want 403", code)
+	}
+	// Credentials that fetch tokens over the network are refused by name,
+	// and a token is never sent in plaintext.
+	for _, tc := range []struct{ service, want string }{
+		{"google_grpc: {target_uri: x, stat_prefix: x, channel_credentials: {local_credentials: {}}, call_credentials: [{google_compute_engine: {}}]}", "call_credentials[0]"},
+		{"google_grpc: {target_uri: x, stat_prefix: x, call_credentials: [{access_token: t}]}", "would go in plaintext"},
+	} {
+		bad := strings.Replace(grpcConfig, "envoy_grpc: {cluster_name: authz}", tc.service, 1)
+		if _, err := testutil.TryStartProxy(t, bad, map[string]string{"Backend": bport, "Authz": "1", "Log": filepath.Join(t.TempDir(), "l"), "FailOpen": "false"}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.service, err, tc.want)
+		}
 	}
 }

@@ -66,6 +66,8 @@ func listener(name, filterCfg, rcPerFilter, vhPerFilter, routes string) string {
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: %s
+          # Trailers cross HTTP/1 only with enable_trailers, as in Envoy.
+          http_protocol_options: {enable_trailers: true}
           http_filters:
           - name: envoy.filters.http.header_mutation
             typed_config:
@@ -99,7 +101,7 @@ func cluster(u *testutil.Upstream) string {
 	h, p := u.Host()
 	return fmt.Sprintf(`
   clusters:
-  - {name: backend, type: STATIC, load_assignment: {cluster_name: backend, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: %s, port_value: %s}}}}]}]}}
+  - {name: backend, type: STATIC, http_protocol_options: {enable_trailers: true}, load_assignment: {cluster_name: backend, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: %s, port_value: %s}}}}]}]}}
 `, h, p)
 }
 

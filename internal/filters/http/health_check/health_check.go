@@ -72,6 +72,9 @@ func (f *filter) DecodeHeaders(h *headers.Request, _ bool) httpfilter.Status {
 			return httpfilter.Continue
 		}
 	}
+	// A health check request, as Envoy's StreamInfo::healthCheck: access
+	// logs' not_health_check_filter leaves it out.
+	f.cb.StreamInfo().HealthCheck = true
 	if c.failing != nil && c.failing() {
 		f.cb.SendLocalReply(503, "", httpfilter.LocalReply{Details: "health_check_failed", Flag: streaminfo.FailedLocalHealthCheck, Headers: immediateFail})
 		return httpfilter.StopIteration

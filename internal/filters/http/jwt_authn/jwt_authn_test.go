@@ -116,6 +116,8 @@ static_resources:
                 requires: {requires_any: {requirements: [{provider_name: local}, {provider_name: remote}]}}
               - match: {prefix: /optional}
                 requires: {allow_missing: {}}
+              - match: {prefix: /extract}
+                requires: {extract_only_without_validation: {}}
               - match: {prefix: /}
                 requires: {provider_name: local}
           - name: envoy.filters.http.router
@@ -218,6 +220,18 @@ func TestJWTAuthn(t *testing.T) {
 		if code == 401 && !strings.HasPrefix(h.Get("www-authenticate"), `Bearer realm="http://`) {
 			t.Errorf("%s: www-authenticate %q", c.name, h.Get("www-authenticate"))
 		}
+	}
+	// extract_only_without_validation: any parseable token's claims are
+	// forwarded unverified (here a bad signature and an expired one), with
+	// x-jwt-signature-verified: false; no token passes without the header.
+	for _, tok := range []string{sign(t, jose.RS256, k.other, "rsa", good), sign(t, jose.RS256, k.rsa, "rsa", with(good, "exp", now-3600))} {
+		code, _, body := get("/extract", bearer(tok)...)
+		if code != 200 || !strings.Contains(body, "header:x-sub=alice") || !strings.Contains(body, "header:x-jwt-signature-verified=false") {
+			t.Errorf("extract only: %d\n%s", code, body)
+		}
+	}
+	if code, _, body := get("/extract"); code != 200 || strings.Contains(body, "x-jwt-signature-verified") {
+		t.Errorf("extract only without a token: %d\n%s", code, body)
 	}
 	if n := fetches.Load(); n != 2 {
 		t.Errorf("JWKS fetched %d times, want 2 (one 503, one retry, then cached for cache_duration)", n)

@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,6 +44,8 @@ type provider struct {
 	claimToHeaders       []claimHeader
 	clearRouteCache      bool
 	jwks                 *jwks
+	// cache is jwt_cache_config (nil: every token is verified).
+	cache *tokenCache
 }
 
 // allAlgorithms are the JWS algorithms Envoy's jwt_authn accepts.
@@ -62,6 +63,9 @@ func compileProvider(ctx *httpfilter.Context, name string, p *jwtv3.JwtProvider,
 		padForwardPayload: p.GetPadForwardPayloadHeader(), payloadInMetadata: p.GetPayloadInMetadata(), clearRouteCache: p.GetClearRouteCache()}
 	if p.GetClockSkewSeconds() != 0 {
 		pr.skew = time.Duration(p.GetClockSkewSeconds()) * time.Second
+	}
+	if jc := p.GetJwtCacheConfig(); jc != nil {
+		pr.cache = newTokenCache(int(jc.GetJwtCacheSize()), int(jc.GetJwtMaxTokenSize()))
 	}
 	if p.GetMaxLifetime() != nil {
 		pr.maxLifetime = p.GetMaxLifetime().AsDuration()
@@ -148,19 +152,12 @@ func parseJWKS(b []byte) (*jose.JSONWebKeySet, error) {
 }
 
 func localJWKS(ds *corev3.DataSource, path string, log *slog.Logger) (*jwks, error) {
-	var b []byte
-	switch {
-	case ds.GetInlineString() != "":
-		b = []byte(ds.GetInlineString())
-	case len(ds.GetInlineBytes()) > 0:
-		b = ds.GetInlineBytes()
-	case ds.GetFilename() != "":
-		var err error
-		if b, err = os.ReadFile(ds.GetFilename()); err != nil {
-			return nil, config.Errorf(config.Join(path, "filename"), "%v", err)
-		}
-	default:
+	if ds.GetSpecifier() == nil {
 		return nil, config.Errorf(path, "empty JWKS data source")
+	}
+	b, _, err := config.ReadDataSource(ds, path)
+	if err != nil {
+		return nil, err
 	}
 	set, err := parseJWKS(b)
 	if err != nil {
@@ -184,13 +181,7 @@ func remoteJWKS(ctx *httpfilter.Context, r *jwtv3.RemoteJwks, path string, sc st
 	if hu == nil || hu.GetCluster() == "" {
 		return nil, config.Errorf(config.Join(path, "http_uri"), "http_uri with a cluster is required")
 	}
-	host := hu.GetUri()
-	if i := strings.Index(host, "://"); i >= 0 {
-		host = host[i+3:]
-	}
-	if i := strings.IndexByte(host, '/'); i >= 0 {
-		host = host[:i]
-	}
+	host, _ := asyncclient.HostPath(hu.GetUri())
 	j := &jwks{async: ctx.Async, uri: &jwksURI{raw: hu.GetUri(), host: host}, cluster: hu.GetCluster(), timeout: time.Second,
 		cacheFor: 5 * time.Minute, asyncFetch: r.GetAsyncFetch() != nil,
 		ok: sc.Counter("jwks_fetch_success"), failed: sc.Counter("jwks_fetch_failed")}
@@ -341,23 +332,37 @@ func (j *jwks) fetchOnce() (retriable bool, err error) {
 	return false, nil
 }
 
-// verify checks a token against the provider and returns its payload.
-func (p *provider) verify(token string, audiences []string) (map[string]any, []byte, error) {
+// decode parses a token's header and payload, without verifying anything.
+func decode(token string) (*jose.JSONWebSignature, map[string]any, []byte, error) {
 	if strings.Count(token, ".") != 2 {
-		return nil, nil, errVerification("Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections")
+		return nil, nil, nil, errVerification("Jwt is not in the form of Header.Payload.Signature with two dots and 3 sections")
 	}
 	sig, err := jose.ParseSigned(token, allAlgorithms)
 	if err != nil {
-		return nil, nil, errVerification("Jwt header is an invalid JSON")
+		return nil, nil, nil, errVerification("Jwt header is an invalid JSON")
 	}
 	rawPayload, err := base64.RawURLEncoding.DecodeString(strings.Split(token, ".")[1])
 	if err != nil {
-		return nil, nil, errVerification("Jwt payload is an invalid Base64")
+		return nil, nil, nil, errVerification("Jwt payload is an invalid Base64")
 	}
 	var claims map[string]any
 	dec := json.NewDecoder(strings.NewReader(string(rawPayload)))
 	if err := dec.Decode(&claims); err != nil {
-		return nil, nil, errVerification("Jwt payload is an invalid JSON")
+		return nil, nil, nil, errVerification("Jwt payload is an invalid JSON")
+	}
+	return sig, claims, rawPayload, nil
+}
+
+// verify checks a token against the provider and returns its payload.
+func (p *provider) verify(token string, audiences []string) (map[string]any, []byte, error) {
+	if p.cache != nil {
+		if claims, raw, ok := p.cached(token, audiences); ok {
+			return claims, raw, nil
+		}
+	}
+	sig, claims, rawPayload, err := decode(token)
+	if err != nil {
+		return nil, nil, err
 	}
 	// Claims first, as Envoy: a token for another issuer goes no further.
 	if iss, _ := claims["iss"].(string); p.issuer != "" && iss != p.issuer {
@@ -408,6 +413,9 @@ func (p *provider) verify(token string, audiences []string) (map[string]any, []b
 		}
 		matched = true
 		if _, err := sig.Verify(k.Key); err == nil {
+			if p.cache != nil {
+				p.cache.put(token, claims, rawPayload)
+			}
 			return claims, rawPayload, nil
 		}
 	}

@@ -1,6 +1,8 @@
 package jwt_authn
 
 import (
+	"strings"
+
 	jwtv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/jwt_authn/v3"
 
 	"github.com/legateproxy/legate/internal/config"
@@ -97,6 +99,40 @@ func (a allowMissingOrFailed) check(v *verifier) error {
 	return nil
 }
 
+// extractOnly is extract_only_without_validation: every provider's
+// token that parses is forwarded (forward_payload_header, claim_to_headers,
+// payload_in_metadata) with no signature, issuer, audience or time check,
+// and the request always passes. As Envoy (1.39+), the verification
+// status header is set to "false" whenever a token was forwarded this way,
+// so later filters can tell its claims were not verified.
+type extractOnly struct {
+	f            *filterConfig
+	statusHeader string
+}
+
+func (e extractOnly) check(v *verifier) error {
+	found := false
+	for _, p := range e.f.sortedProviders() {
+		for _, loc := range p.locations {
+			tok, ok := loc.extract(v.h)
+			if !ok {
+				continue
+			}
+			_, claims, raw, err := decode(tok)
+			if err != nil {
+				continue
+			}
+			v.verified = append(v.verified, verifiedToken{p: p, loc: loc, payload: claims, raw: raw})
+			found = true
+			break
+		}
+	}
+	if found {
+		v.h.Map.Set(e.statusHeader, "false")
+	}
+	return nil
+}
+
 func (f *filterConfig) sortedProviders() []*provider {
 	out := make([]*provider, 0, len(f.providers))
 	for _, p := range f.providers {
@@ -148,6 +184,12 @@ func (f *filterConfig) requirement(r *jwtv3.JwtRequirement, path string) (requir
 		return allowMissing{f}, nil
 	case *jwtv3.JwtRequirement_AllowMissingOrFailed:
 		return allowMissingOrFailed{allowMissing{f}}, nil
+	case *jwtv3.JwtRequirement_ExtractOnlyWithoutValidation:
+		h := strings.ToLower(t.ExtractOnlyWithoutValidation.GetVerificationStatusHeader())
+		if h == "" {
+			h = "x-jwt-signature-verified"
+		}
+		return extractOnly{f: f, statusHeader: h}, nil
 	}
 	return nil, config.Errorf(path, "empty requirement")
 }

@@ -12,7 +12,6 @@ package lua
 import (
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"time"
 
@@ -49,15 +48,10 @@ type script struct {
 
 func compileScript(ds *corev3.DataSource, inline, name, path string) (*script, error) {
 	src := inline
-	switch {
-	case ds.GetInlineString() != "":
-		src = ds.GetInlineString()
-	case len(ds.GetInlineBytes()) > 0:
-		src = string(ds.GetInlineBytes())
-	case ds.GetFilename() != "":
-		b, err := os.ReadFile(ds.GetFilename())
+	if ds.GetSpecifier() != nil {
+		b, _, err := config.ReadDataSource(ds, path)
 		if err != nil {
-			return nil, config.Errorf(config.Join(path, "filename"), "%v", err)
+			return nil, err
 		}
 		src = string(b)
 	}

@@ -132,6 +132,9 @@ static_resources:
     load_assignment: {cluster_name: backend, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{.Backend}}}}}}]}]}
   - name: side
     type: STATIC
+    # Its /trailers answer's trailers cross HTTP/1 only with
+    # enable_trailers, as in Envoy.
+    http_protocol_options: {enable_trailers: true}
     load_assignment: {cluster_name: side, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: {{.Side}}}}}}]}]}
 `
 

@@ -1,7 +1,10 @@
 // Package match_delegate is Envoy's ExtensionWithMatcher for HTTP filters
 // (envoy.filters.http.match_delegate): it wraps another HTTP filter and
 // skips it for the streams whose request its xds_matcher matches with the
-// SkipFilter action.
+// SkipFilter action. A wrapped filter whose compiled config is an
+// ActionReceiver (the composite filter) also takes the other actions its
+// package registers as ActionFactory (ExecuteFilterAction): the matched
+// action decides the stream's filter.
 package match_delegate
 
 import (
@@ -25,6 +28,19 @@ func init() {
 }
 
 type skip struct{}
+
+// ActionFactory is the Factory of a matching action, other than
+// SkipFilter, that a wrapped filter takes: it compiles the action's
+// config (with the connection manager's compile context) into the value
+// the filter's ActionReceiver gets.
+type ActionFactory func(ctx *httpfilter.Context, cfg proto.Message, path string) (any, error)
+
+// ActionReceiver is a wrapped filter's compiled config that takes matched
+// actions (Envoy's onMatchCallback): NewFilterWithAction makes the
+// stream's filter for the action the matcher selected.
+type ActionReceiver interface {
+	NewFilterWithAction(cb httpfilter.Callbacks, action any) httpfilter.Filter
+}
 
 func compile(ctx *httpfilter.Context, cfg proto.Message, path string) (httpfilter.Config, error) {
 	c := cfg.(*matchingv3.ExtensionWithMatcher)
@@ -52,10 +68,14 @@ func compile(ctx *httpfilter.Context, cfg proto.Message, path string) (httpfilte
 		if err != nil {
 			return nil, err
 		}
-		if _, ok := ar.Config.(*skipv3.SkipFilter); !ok {
-			return nil, config.Errorf(p, "the action of a filter's matcher must be SkipFilter")
+		if _, ok := ar.Config.(*skipv3.SkipFilter); ok {
+			return skip{}, nil
 		}
-		return skip{}, nil
+		af, ok := ar.Ext.Factory.(ActionFactory)
+		if _, takes := inner.(ActionReceiver); !ok || !takes {
+			return nil, config.Errorf(p, "the action of %s's matcher must be SkipFilter (%s takes no other action)", r.Ext.Name, r.Ext.Name)
+		}
+		return af(ctx, ar.Config, config.Join(p, "typed_config"))
 	})
 	if err != nil {
 		return nil, err
@@ -64,6 +84,9 @@ func compile(ctx *httpfilter.Context, cfg proto.Message, path string) (httpfilte
 		if a, ok := m.Match(&matcher.Data{Req: cb.RequestHeaders(), Info: cb.StreamInfo()}); ok {
 			if _, isSkip := a.(skip); isSkip {
 				return nil // no callbacks: the filter is skipped for this stream
+			}
+			if rc, ok := inner.(ActionReceiver); ok {
+				return rc.NewFilterWithAction(cb, a)
 			}
 		}
 		return inner.NewFilter(cb)

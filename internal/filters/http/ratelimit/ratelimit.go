@@ -12,6 +12,7 @@ package ratelimit
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"sync"
@@ -40,7 +41,7 @@ const Name = "envoy.filters.http.ratelimit"
 func init() {
 	httpfilter.Register(Name, nil, &rlv3.RateLimit{}, &rlv3.RateLimitPerRoute{},
 		httpfilter.Factory{Compile: compile, CompilePerRoute: compilePerRoute},
-		"envoy_grpc rate limit service; google_grpc and RateLimitPerRoute.override_option are not implemented")
+		"envoy_grpc or google_grpc (ssl or local channel credentials, access_token call credentials) rate limit service; RateLimitPerRoute.override_option is accepted and ignored, as by Envoy")
 }
 
 // requestType is request_type: which requests the filter applies to.
@@ -182,14 +183,13 @@ type perRoute struct {
 	rateLimits *route.RateLimitPolicy
 }
 
-func compilePerRoute(_ *httpfilter.Context, msg proto.Message, path string) (any, error) {
+func compilePerRoute(ctx *httpfilter.Context, msg proto.Message, path string) (any, error) {
 	p := msg.(*rlv3.RateLimitPerRoute)
 	if err := config.CheckFields(p, path, "vh_rate_limits", "override_option", "rate_limits", "domain"); err != nil {
 		return nil, err
 	}
-	if p.GetOverrideOption() != rlv3.RateLimitPerRoute_DEFAULT {
-		// Hidden as not implemented in Envoy's API.
-		return nil, config.Unsupported(config.Join(path, "override_option"), "override_option (not implemented by Envoy either)")
+	if w, ok := overrideOptionWarning(p, path); ok && ctx != nil && ctx.Log != nil {
+		ctx.Log.Warn("ratelimit: "+w.Message, "path", w.Path)
 	}
 	rls, err := route.CompileRateLimits(p.GetRateLimits(), config.Join(path, "rate_limits"),
 		route.RateLimitOptions{Filter: true, CompileValue: compileValue})
@@ -197,6 +197,19 @@ func compilePerRoute(_ *httpfilter.Context, msg proto.Message, path string) (any
 		return nil, err
 	}
 	return &perRoute{vh: p.GetVhRateLimits(), domain: p.GetDomain(), rateLimits: rls}, nil
+}
+
+// overrideOptionWarning is the warning a set override_option gets: the
+// field is hidden as not implemented in Envoy's API, and Envoy's per-route
+// config (FilterConfigPerRoute) accepts it and never reads it, so Legate
+// accepts it too, with no effect, and says so.
+func overrideOptionWarning(p *rlv3.RateLimitPerRoute, path string) (config.Warning, bool) {
+	o := p.GetOverrideOption()
+	if o == rlv3.RateLimitPerRoute_DEFAULT {
+		return config.Warning{}, false
+	}
+	return config.Warning{Path: config.Join(path, "override_option"),
+		Message: fmt.Sprintf("override_option %s is ignored, as by Envoy (not implemented there); remove it", o)}, true
 }
 
 // statsFor returns the counters of the route target cluster name.

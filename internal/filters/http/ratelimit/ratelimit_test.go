@@ -1,10 +1,13 @@
 package ratelimit
 
 import (
+	"bytes"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rlv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -103,8 +106,7 @@ func TestRetryAfter(t *testing.T) {
 func TestCompileErrors(t *testing.T) {
 	const svc = `rate_limit_service: {transport_api_version: V3, grpc_service: {envoy_grpc: {cluster_name: rls}}}`
 	cases := []struct{ yaml, want string }{
-		{`{domain: d, rate_limit_service: {grpc_service: {envoy_grpc: {cluster_name: rls}}}}`, "filter.rate_limit_service.transport_api_version: V2 (and AUTO)"},
-		{`{domain: d, rate_limit_service: {transport_api_version: V3, grpc_service: {google_grpc: {target_uri: x, stat_prefix: s}}}}`, "filter.rate_limit_service.grpc_service.google_grpc: field GrpcService.google_grpc is not supported by legate"},
+		{`{domain: d, rate_limit_service: {transport_api_version: V3, grpc_service: {google_grpc: {target_uri: x, stat_prefix: s, channel_credentials: {local_credentials: {}}, call_credentials: [{google_compute_engine: {}}]}}}}`, "filter.rate_limit_service.grpc_service.google_grpc.call_credentials[0]"},
 		{`{domain: d, rate_limit_service: {transport_api_version: V3, grpc_service: {envoy_grpc: {cluster_name: rls}, retry_policy: {}}}}`, "grpc_service.retry_policy: field GrpcService.retry_policy is not supported"},
 		{`{domain: d, rate_limits: [{stage: 1, actions: [{remote_address: {}}]}], ` + svc + `}`, "filter.rate_limits[0].stage: stage is not supported"},
 		{`{domain: d, response_headers_to_add: [{header: {key: x, value: "%BOGUS%"}}], ` + svc + `}`, "filter.response_headers_to_add[0]"},
@@ -119,12 +121,62 @@ func TestCompileErrors(t *testing.T) {
 			t.Errorf("%s:\n got %v\nwant %s", tc.yaml, err, tc.want)
 		}
 	}
-	pr := &rlv3.RateLimitPerRoute{}
-	if _, err := config.Decode([]byte(`{override_option: INCLUDE_POLICY}`), pr, ""); err != nil {
-		t.Fatal(err)
+	// The loader upgrades V2 and an unset (AUTO) version in config text;
+	// a config over xDS has no text to upgrade, and Envoy refuses both.
+	for _, v := range []corev3.ApiVersion{corev3.ApiVersion_AUTO, corev3.ApiVersion_V2} {
+		msg := &rlv3.RateLimit{}
+		if _, err := config.Decode([]byte(`{domain: d, `+svc+`}`), msg, ""); err != nil {
+			t.Fatal(err)
+		}
+		msg.GetRateLimitService().TransportApiVersion = v
+		_, err := compile(&httpfilter.Context{Stats: stats.NewStore()}, msg, "filter")
+		if want := "filter.rate_limit_service.transport_api_version: V2 (and AUTO)"; err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("transport_api_version %s: got %v, want %s", v, err, want)
+		}
 	}
-	if _, err := compilePerRoute(nil, pr, "per_route"); err == nil || !strings.Contains(err.Error(), "per_route.override_option") {
-		t.Errorf("override_option: %v", err)
+}
+
+// TestOverrideOption: Envoy accepts RateLimitPerRoute.override_option
+// (hidden as not implemented) and never reads it, so Legate compiles the
+// per-route config as if it were unset and logs one warning naming it.
+func TestOverrideOption(t *testing.T) {
+	cases := []struct {
+		yaml string
+		warn string // substring of the logged warning, "" for none
+	}{
+		{`{vh_rate_limits: INCLUDE}`, ""},
+		{`{override_option: DEFAULT}`, ""},
+		{`{vh_rate_limits: INCLUDE, override_option: INCLUDE_POLICY}`, "override_option INCLUDE_POLICY is ignored, as by Envoy"},
+		{`{override_option: IGNORE_POLICY, domain: other}`, "override_option IGNORE_POLICY is ignored, as by Envoy"},
+	}
+	for _, tc := range cases {
+		pr := &rlv3.RateLimitPerRoute{}
+		if _, err := config.Decode([]byte(tc.yaml), pr, ""); err != nil {
+			t.Fatalf("%s: %v", tc.yaml, err)
+		}
+		var logs bytes.Buffer
+		ctx := &httpfilter.Context{Log: slog.New(slog.NewTextHandler(&logs, nil))}
+		got, err := compilePerRoute(ctx, pr, "per_route")
+		if err != nil {
+			t.Errorf("%s: %v", tc.yaml, err)
+			continue
+		}
+		if r := got.(*perRoute); r.vh != pr.GetVhRateLimits() || r.domain != pr.GetDomain() {
+			t.Errorf("%s: compiled %+v", tc.yaml, r)
+		}
+		if tc.warn == "" {
+			if logs.Len() != 0 {
+				t.Errorf("%s: unexpected log %q", tc.yaml, logs.String())
+			}
+			continue
+		}
+		if out := logs.String(); !strings.Contains(out, tc.warn) || !strings.Contains(out, "level=WARN") || !strings.Contains(out, "path=per_route.override_option") {
+			t.Errorf("%s: log %q, want a warning with %q at per_route.override_option", tc.yaml, out, tc.warn)
+		}
+		// A nil context (no logger) compiles too.
+		if _, err := compilePerRoute(nil, pr, "per_route"); err != nil {
+			t.Errorf("%s: nil context: %v", tc.yaml, err)
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
+	"sync"
 
 	"github.com/legateproxy/legate/internal/config"
 	engine "github.com/legateproxy/legate/internal/filters/common/rbac"
@@ -35,6 +36,9 @@ type rules struct {
 type filterConfig struct {
 	rules
 	allowed, denied, shadowAllowed, shadowDenied, logged, notLogged *stats.Counter
+	// policyValues are the policy names' metadata values (string →
+	// *structpb.Value).
+	policyValues sync.Map
 }
 
 func compileRules(r *rbacv3.RBAC, path string) (rules, error) {
@@ -99,6 +103,30 @@ type filter struct {
 	cb  httpfilter.Callbacks
 }
 
+// The metadata values the filter writes on every request, built once:
+// metadata values are read, never changed, once set.
+var (
+	allowedValue = structpb.NewStringValue("allowed")
+	deniedValue  = structpb.NewStringValue("denied")
+	boolValue    = map[bool]*structpb.Value{true: structpb.NewBoolValue(true), false: structpb.NewBoolValue(false)}
+)
+
+func resultValue(r string) *structpb.Value {
+	if r == "allowed" {
+		return allowedValue
+	}
+	return deniedValue
+}
+
+// policyValue is the metadata value of a policy name, built once per name.
+func (c *filterConfig) policyValue(name string) *structpb.Value {
+	if v, ok := c.policyValues.Load(name); ok {
+		return v.(*structpb.Value)
+	}
+	v, _ := c.policyValues.LoadOrStore(name, structpb.NewStringValue(name))
+	return v.(*structpb.Value)
+}
+
 func (f *filter) DecodeHeaders(h *headers.Request, _ bool) httpfilter.Status {
 	rs := &f.cfg.rules
 	if pr, ok := f.cb.PerRouteConfig().(*rules); ok {
@@ -118,11 +146,10 @@ func (f *filter) DecodeHeaders(h *headers.Request, _ bool) httpfilter.Status {
 			f.cfg.shadowDenied.Inc()
 			result = "denied"
 		}
-		md := map[string]*structpb.Value{"shadow_engine_result": structpb.NewStringValue(result)}
+		info.SetDynamicMetadataValue(Name, "shadow_engine_result", resultValue(result))
 		if res.Policy != "" {
-			md["shadow_effective_policy_id"] = structpb.NewStringValue(res.Policy)
+			info.SetDynamicMetadataValue(Name, "shadow_effective_policy_id", f.cfg.policyValue(res.Policy))
 		}
-		info.SetDynamicMetadata(Name, md)
 	}
 	if rs.enforced == nil {
 		return httpfilter.Continue
@@ -130,7 +157,7 @@ func (f *filter) DecodeHeaders(h *headers.Request, _ bool) httpfilter.Status {
 	res := rs.enforced.Check(c)
 	if rs.enforced.IsLog() {
 		// A LOG engine never denies; it hints the access logs.
-		info.SetDynamicMetadata("envoy.common", map[string]*structpb.Value{"access_log_hint": structpb.NewBoolValue(res.Log)})
+		info.SetDynamicMetadataValue("envoy.common", "access_log_hint", boolValue[res.Log])
 		if res.Log {
 			f.cfg.logged.Inc()
 		} else {
@@ -142,11 +169,10 @@ func (f *filter) DecodeHeaders(h *headers.Request, _ bool) httpfilter.Status {
 	if !res.Allowed {
 		result = "denied"
 	}
-	md := map[string]*structpb.Value{"enforced_engine_result": structpb.NewStringValue(result)}
+	info.SetDynamicMetadataValue(Name, "enforced_engine_result", resultValue(result))
 	if res.Policy != "" {
-		md["enforced_effective_policy_id"] = structpb.NewStringValue(res.Policy)
+		info.SetDynamicMetadataValue(Name, "enforced_effective_policy_id", f.cfg.policyValue(res.Policy))
 	}
-	info.SetDynamicMetadata(Name, md)
 	if res.Allowed {
 		f.cfg.allowed.Inc()
 		return httpfilter.Continue

@@ -159,3 +159,129 @@ func TestRBAC(t *testing.T) {
 			strings.Contains(s, "/ 200 via_upstream denied")
 	}, "access log lacks the RBAC details and shadow metadata")
 }
+
+// TestRBACCondition: a policy's CEL condition (the parsed AST of Envoy's
+// rbac-condition docs example, a global startsWith call, and an equality
+// on a request header) must hold for the policy to match; an expression
+// that errors (a header that is absent) does not match.
+func TestRBACCondition(t *testing.T) {
+	up := testutil.StartUpstream(t, testutil.EchoHandler("backend"))
+	h, port := up.Host()
+	p := testutil.StartProxy(t, `
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}
+static_resources:
+  listeners:
+  - name: http
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config: {virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: backend}}]}]}
+          http_filters:
+          - name: envoy.filters.http.rbac
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+              rules:
+                action: DENY
+                policies:
+                  deny-v1:
+                    permissions: [{any: true}]
+                    principals: [{any: true}]
+                    condition:
+                      call_expr:
+                        function: startsWith
+                        args:
+                        - select_expr: {operand: {ident_expr: {name: request}}, field: path}
+                        - const_expr: {string_value: /v1/}
+                  deny-evil-tenant:
+                    permissions: [{any: true}]
+                    principals: [{any: true}]
+                    condition:
+                      call_expr:
+                        function: _==_
+                        args:
+                        - select_expr: {operand: {select_expr: {operand: {ident_expr: {name: request}}, field: headers}}, field: x-tenant}
+                        - const_expr: {string_value: evil}
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  clusters:
+  - name: backend
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: {{.Host}}, port_value: {{.Port}}}}}}]}]
+`, map[string]string{"Host": h, "Port": port})
+	for _, c := range []struct {
+		path, tenant string
+		want         int
+	}{
+		{"/v1/items", "", 403},
+		{"/v2/items", "evil", 403},
+		{"/v2/items", "acme", 200},
+		{"/v2/items", "", 200},
+	} {
+		var hdr []string
+		if c.tenant != "" {
+			hdr = []string{"x-tenant", c.tenant}
+		}
+		if code, _, body := testutil.Get(t, testutil.Client(), p.URL("http", c.path), hdr...); code != c.want {
+			t.Errorf("%s (tenant %q) = %d %q, want %d", c.path, c.tenant, code, body, c.want)
+		}
+	}
+	if n := p.Stat(t, "http.ingress.rbac.denied"); n != 2 {
+		t.Errorf("rbac.denied = %d, want 2", n)
+	}
+}
+
+// TestRBACSameNameAllowAndDeny: Istio's shape, a DENY and an ALLOW RBAC
+// filter that share the name envoy.filters.http.rbac; Envoy accepts
+// duplicate filter names and runs both.
+func TestRBACSameNameAllowAndDeny(t *testing.T) {
+	up := testutil.StartUpstream(t, testutil.EchoHandler("backend"))
+	h, port := up.Host()
+	rbac := func(action, principal string) string {
+		return `          - name: envoy.filters.http.rbac
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC
+              rules: {action: ` + action + `, policies: {p: {permissions: [{any: true}], principals: [` + principal + `]}}}
+`
+	}
+	p := testutil.StartProxy(t, `
+admin: {address: {socket_address: {address: 127.0.0.1, port_value: 0}}}
+static_resources:
+  listeners:
+  - name: http
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config: {virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: backend}}]}]}
+          http_filters:
+`+rbac("DENY", "{header: {name: x-bad, present_match: true}}")+rbac("ALLOW", "{header: {name: x-role, string_match: {exact: ok}}}")+`          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+  clusters:
+  - name: backend
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: {{.Host}}, port_value: {{.Port}}}}}}]}]
+`, map[string]string{"Host": h, "Port": port})
+	for _, c := range []struct {
+		hdr  []string
+		want int
+	}{
+		{[]string{"x-role", "ok"}, 200},
+		{[]string{"x-role", "ok", "x-bad", "1"}, 403},
+		{nil, 403},
+	} {
+		if code, _, _ := testutil.Get(t, testutil.Client(), p.URL("http", "/"), c.hdr...); code != c.want {
+			t.Errorf("%v = %d, want %d", c.hdr, code, c.want)
+		}
+	}
+}

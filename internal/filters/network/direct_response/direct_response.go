@@ -4,8 +4,6 @@
 package direct_response
 
 import (
-	"os"
-
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	drv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/direct_response/v3"
 	"google.golang.org/protobuf/proto"
@@ -48,25 +46,11 @@ func read(ds *corev3.DataSource, path string) ([]byte, error) {
 	if err := config.CheckFields(ds, path, "filename", "inline_bytes", "inline_string", "environment_variable"); err != nil {
 		return nil, err
 	}
-	switch s := ds.GetSpecifier().(type) {
-	case *corev3.DataSource_InlineString:
-		return []byte(s.InlineString), nil
-	case *corev3.DataSource_InlineBytes:
-		return s.InlineBytes, nil
-	case *corev3.DataSource_Filename:
-		b, err := os.ReadFile(s.Filename)
-		if err != nil {
-			return nil, config.Errorf(config.Join(path, "filename"), "reading the response: %v", err)
-		}
-		return b, nil
-	case *corev3.DataSource_EnvironmentVariable:
-		v, ok := os.LookupEnv(s.EnvironmentVariable)
-		if !ok {
-			return nil, config.Errorf(config.Join(path, "environment_variable"), "Environment variable doesn't exist: %s", s.EnvironmentVariable)
-		}
-		return []byte(v), nil
+	if ds.GetSpecifier() == nil {
+		return nil, nil
 	}
-	return nil, nil
+	b, _, err := config.ReadDataSource(ds, path)
+	return b, err
 }
 
 // ServeConn writes the response, ends the write side (Envoy writes it with

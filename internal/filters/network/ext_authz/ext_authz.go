@@ -53,13 +53,15 @@ const checkMethod = "/envoy.service.auth.v3.Authorization/Check"
 
 // filterConfig is a compiled network ext_authz.
 type filterConfig struct {
-	async              *asyncclient.Client
-	cluster, authority string
-	timeout            time.Duration
-	initialMD          []string
-	failureAllow       bool
-	peerCert, tlsInfo  bool
-	mdNamespaces       []string
+	async *asyncclient.Client
+	// target is the authorization service; cluster names it in logs.
+	target            asyncclient.GRPCTarget
+	cluster           string
+	timeout           time.Duration
+	initialMD         []string
+	failureAllow      bool
+	peerCert, tlsInfo bool
+	mdNamespaces      []string
 	// enabled is filter_enabled_metadata (nil: always).
 	enabled func(map[string]*structpb.Struct) bool
 	log     *slog.Logger
@@ -85,21 +87,18 @@ func compile(ctx *listener.Context, c *extauthzv3.ExtAuthz, path string) (*filte
 	if gs == nil {
 		return nil, config.Errorf(gp, "grpc_service is required")
 	}
-	if err := config.CheckFields(gs, gp, "envoy_grpc", "timeout", "initial_metadata"); err != nil {
+	if err := config.CheckFields(gs, gp, "envoy_grpc", "google_grpc", "timeout", "initial_metadata"); err != nil {
 		return nil, err
 	}
-	eg := gs.GetEnvoyGrpc()
-	if eg == nil {
-		return nil, config.Unsupported(config.Join(gp, "google_grpc"), "google_grpc", "envoy_grpc")
-	}
-	if err := config.CheckFields(eg, config.Join(gp, "envoy_grpc"), "cluster_name", "authority"); err != nil {
+	t, err := asyncclient.CompileGRPCTarget(gs, gp)
+	if err != nil {
 		return nil, err
 	}
 	if ctx.Async == nil {
 		return nil, config.Errorf(gp, "side calls to clusters are not available here")
 	}
 	// The filter's default timeout is 200ms (the proto's documentation).
-	f := &filterConfig{async: ctx.Async, cluster: eg.GetClusterName(), authority: eg.GetAuthority(), timeout: 200 * time.Millisecond,
+	f := &filterConfig{async: ctx.Async, target: t, cluster: t.String(), timeout: 200 * time.Millisecond,
 		failureAllow: c.GetFailureModeAllow(), peerCert: c.GetIncludePeerCertificate(), tlsInfo: c.GetIncludeTlsSession(),
 		mdNamespaces: c.GetMetadataContextNamespaces(), log: ctx.Log}
 	if f.log == nil {
@@ -252,7 +251,7 @@ func mapsCopy(m map[string]*structpb.Value) map[string]*structpb.Value {
 }
 
 func (f *filterConfig) call(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	cc, err := f.async.GRPC(f.cluster, f.authority)
+	cc, err := f.async.GRPCTo(f.target)
 	if err != nil {
 		return nil, err
 	}

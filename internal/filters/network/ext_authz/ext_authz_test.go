@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/ext_authz/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -34,12 +35,11 @@ func TestConfig(t *testing.T) {
 		{`{stat_prefix: x, ` + grpc + `, failure_mode_allow: true, include_peer_certificate: true, include_tls_session: true, metadata_context_namespaces: [a],
 			filter_enabled_metadata: {filter: f, path: [{key: k}], value: {present_match: true}}}`, ""},
 		{`{stat_prefix: x}`, "authz.grpc_service"},
-		{`{stat_prefix: x, grpc_service: {google_grpc: {target_uri: "x:1", stat_prefix: g}}}`, "authz.grpc_service.google_grpc"},
+		{`{stat_prefix: x, grpc_service: {google_grpc: {target_uri: "x:1", stat_prefix: g, channel_credentials: {google_default: {}}}}}`, "authz.grpc_service.google_grpc.channel_credentials"},
 		{`{stat_prefix: x, grpc_service: {envoy_grpc: {cluster_name: authz}, retry_policy: {num_retries: 2}}}`, "authz.grpc_service.retry_policy"},
 		{`{stat_prefix: x, ` + grpc + `, shadow_mode: true}`, "authz.shadow_mode"},
 		{`{stat_prefix: x, ` + grpc + `, send_tls_alert_on_denial: true}`, "authz.send_tls_alert_on_denial"},
 		{`{stat_prefix: x, ` + grpc + `, bootstrap_metadata_labels_key: l}`, "authz.bootstrap_metadata_labels_key"},
-		{`{stat_prefix: x, ` + grpc + `, transport_api_version: V2}`, "authz.transport_api_version"},
 	} {
 		_, err := compileYAML(t, c.cfg)
 		switch {
@@ -48,6 +48,15 @@ func TestConfig(t *testing.T) {
 		case c.errPath != "" && (err == nil || !strings.Contains(err.Error(), c.errPath)):
 			t.Errorf("%s: error %v, want one naming %s", c.cfg, err, c.errPath)
 		}
+	}
+	// The loader upgrades a V2 in config text; over xDS it is an error.
+	c := &extauthzv3.ExtAuthz{}
+	if _, err := config.Decode([]byte(`{stat_prefix: x, `+grpc+`}`), c, "authz"); err != nil {
+		t.Fatal(err)
+	}
+	c.TransportApiVersion = corev3.ApiVersion_V2
+	if _, err := compile(&listener.Context{Stats: stats.NewStore(), Log: slog.Default(), Async: asyncclient.New(nil)}, c, "authz"); err == nil || !strings.Contains(err.Error(), "authz.transport_api_version") {
+		t.Errorf("transport_api_version V2: error %v, want one naming authz.transport_api_version", err)
 	}
 }
 

@@ -234,8 +234,8 @@ func TestConfigErrors(t *testing.T) {
 		{`{stat_prefix: t, matcher: {matcher_tree: {input: {name: h, typed_config: {"@type": type.googleapis.com/envoy.type.matcher.v3.HttpRequestHeaderMatchInput, header_name: x}},
 			exact_match_map: {map: {"a": {action: {name: a, typed_config: {"@type": type.googleapis.com/envoy.config.rbac.v3.Action, name: ok}}}}}}}}`,
 			"rbac.matcher.matcher_tree.input.typed_config"},
-		{`{stat_prefix: t, rules: {policies: {p: {permissions: [{any: true}], principals: [{any: true}], condition: {const_expr: {bool_value: true}}}}}}`,
-			`rbac.rules.policies["p"].condition`},
+		{`{stat_prefix: t, rules: {policies: {p: {permissions: [{any: true}], principals: [{any: true}], condition: {const_expr: {bool_value: true}}, checked_condition: {expr: {const_expr: {bool_value: true}}}}}}}`,
+			`only one of condition or checked_condition`},
 		{`{rules: {}}`, "rbac.stat_prefix"},
 	} {
 		_, _, err := compileYAML(t, c.cfg)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"strconv"
 	"time"
 
 	tcpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
@@ -168,6 +169,9 @@ func (c *tcpProxyConfig) ServeConn(tc *listener.Conn) {
 	}
 	var up net.Conn
 	lb := &upstream.LBContext{OriginalDst: tc.Local} // for ORIGINAL_DST clusters
+	if cl.DFP != nil {
+		lb.Authority = dfpAuthority(tc)
+	}
 	for a := 0; a < max(c.maxAttempts, 1); a++ {
 		h := cl.Pick(lb)
 		if h == nil {
@@ -204,4 +208,25 @@ func (c *tcpProxyConfig) ServeConn(tc *listener.Conn) {
 	info.BytesReceived, info.BytesSent = sent, recv
 	c.stats.rxBytes.Add(sent)
 	c.stats.txBytes.Add(recv)
+}
+
+// dfpAuthority is the host[:port] a dynamic forward proxy cluster sends
+// the connection to, as Envoy's cluster reads it for a downstream
+// connection: the envoy.upstream.dynamic_host filter state or the SNI,
+// with the envoy.upstream.dynamic_port filter state when it is a port
+// (sni_dynamic_forward_proxy sets it; without it the cluster's default).
+func dfpAuthority(tc *listener.Conn) string {
+	host := tc.SNI
+	if v, ok := tc.FilterState["envoy.upstream.dynamic_host"]; ok && v != nil {
+		host = v.String()
+	}
+	if host == "" {
+		return ""
+	}
+	if v, ok := tc.FilterState["envoy.upstream.dynamic_port"]; ok && v != nil {
+		if p, err := strconv.ParseUint(v.String(), 10, 16); err == nil && p > 0 {
+			return net.JoinHostPort(host, v.String())
+		}
+	}
+	return host
 }
