@@ -2,7 +2,6 @@ package hcm
 
 import (
 	"github.com/legateproxy/legate/internal/listener"
-	"os"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -98,19 +97,8 @@ func compileReplyFormat(f *corev3.SubstitutionFormatString, path string) (format
 }
 
 func dataSource(ds *corev3.DataSource, path string) (string, error) {
-	switch s := ds.GetSpecifier().(type) {
-	case *corev3.DataSource_InlineString:
-		return s.InlineString, nil
-	case *corev3.DataSource_InlineBytes:
-		return string(s.InlineBytes), nil
-	case *corev3.DataSource_Filename:
-		b, err := os.ReadFile(s.Filename)
-		if err != nil {
-			return "", config.Errorf(path, "%v", err)
-		}
-		return string(b), nil
-	}
-	return "", config.Errorf(path, "a data source needs inline_string, inline_bytes or filename")
+	b, _, err := config.ReadDataSource(ds, path)
+	return string(b), err
 }
 
 // rewrite applies the config to a local reply about to be sent: it

@@ -133,6 +133,9 @@ type hostSet struct {
 	prios  []*prioSet
 	load   []int // cumulative percent per priority, healthy mode
 	panicL []int // cumulative percent per priority, panic mode
+	// addrIndex maps addresses to hosts in sets of more than 16 hosts
+	// (byAddress); nil for smaller ones.
+	addrIndex map[string]*Host
 	// health is each priority's health in percent (overprovisioned,
 	// capped at 100), for the previous_priorities retry priority.
 	health       []float64
@@ -162,6 +165,14 @@ type localitySet struct {
 
 func buildHostSet(hosts []*Host, cfg *lbConfig) *hostSet {
 	hs := &hostSet{all: hosts}
+	if len(hosts) > 16 {
+		hs.addrIndex = make(map[string]*Host, len(hosts))
+		for _, h := range hosts {
+			if _, dup := hs.addrIndex[h.Address]; !dup {
+				hs.addrIndex[h.Address] = h
+			}
+		}
+	}
 	maxP := uint32(0)
 	for _, h := range hosts {
 		if h.Priority() > maxP {

@@ -59,13 +59,7 @@ func (cfg *lbConfig) overrideAllows(h *Host) bool {
 func (c *Cluster) pickOverride(ctx *LBContext) (*Host, bool) {
 	o := ctx.Override
 	ctx.OverrideNotFound = false
-	var found *Host
-	for _, h := range c.hosts.Load().all {
-		if h.Address == o.Address {
-			found = h
-			break
-		}
-	}
+	found := c.hosts.Load().byAddress(o.Address)
 	if found != nil && c.lb.overrideAllows(found) {
 		return found, true
 	}
@@ -74,4 +68,19 @@ func (c *Cluster) pickOverride(ctx *LBContext) (*Host, bool) {
 	}
 	ctx.OverrideNotFound = found == nil
 	return nil, true
+}
+
+// byAddress finds a host by its address: through an index for large sets
+// (a sticky session looks its host up on every request, as Envoy's
+// cross-priority host map), by a scan for small ones.
+func (hs *hostSet) byAddress(addr string) *Host {
+	if hs.addrIndex != nil {
+		return hs.addrIndex[addr]
+	}
+	for _, h := range hs.all {
+		if h.Address == addr {
+			return h
+		}
+	}
+	return nil
 }

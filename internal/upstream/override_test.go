@@ -57,3 +57,21 @@ func TestPickOverride(t *testing.T) {
 		}
 	}
 }
+
+// TestHostSetByAddress: the address lookup of sticky sessions, indexed in
+// large sets and scanned in small ones, finds the same hosts.
+func TestHostSetByAddress(t *testing.T) {
+	for _, n := range []int{3, 40} {
+		hosts := testHosts(n)
+		hs := buildHostSet(hosts, &lbConfig{overprovision: 1.4})
+		if (hs.addrIndex != nil) != (n > 16) {
+			t.Errorf("%d hosts: index %v", n, hs.addrIndex != nil)
+		}
+		if got := hs.byAddress(hosts[n-1].Address); got != hosts[n-1] {
+			t.Errorf("%d hosts: byAddress(last) = %v", n, got)
+		}
+		if got := hs.byAddress("192.0.2.1:1"); got != nil {
+			t.Errorf("%d hosts: an unknown address found %v", n, got)
+		}
+	}
+}
