@@ -30,12 +30,13 @@ func compare(op accesslogv3.ComparisonFilter_Op, v, ref int64) bool {
 	return v == ref
 }
 
-// compileFilter compiles Envoy's AccessLogFilter.
 // CompileFilter compiles an AccessLogFilter into a predicate over a
 // finished (or locally answered) stream; local_reply_config's mappers use
 // the same filters.
-func CompileFilter(f *accesslogv3.AccessLogFilter, path string) (func(*streaminfo.Info) bool, error) {
-	return compileFilter(f, path, nil)
+// files is the server's set (nil: runtime_key values take their
+// defaults), whose runtime the filters read at evaluation.
+func CompileFilter(f *accesslogv3.AccessLogFilter, path string, files *Files) (func(*streaminfo.Info) bool, error) {
+	return compileFilter(f, path, files)
 }
 
 // snapshot is the runtime a filter reads its runtime_key values from at

@@ -51,7 +51,7 @@ func compileLocalReply(lc *hcmv3.LocalReplyConfig, path string, d *listener.Cont
 			return nil, err
 		}
 		rm := replyMapper{}
-		if rm.match, err = accesslog.CompileFilter(m.GetFilter(), config.Join(p, "filter")); err != nil {
+		if rm.match, err = accesslog.CompileFilter(m.GetFilter(), config.Join(p, "filter"), d.LogFiles); err != nil {
 			return nil, err
 		}
 		if v := m.GetStatusCode(); v != nil {

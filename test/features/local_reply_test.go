@@ -132,3 +132,18 @@ static_resources:
 		t.Errorf("upstream response rewritten: %d %q", code, body)
 	}
 }
+
+// TestLocalReplyMapperRuntime: a local_reply_config mapper's filter reads
+// its runtime_key from the runtime (here the static layer moves the
+// status threshold from its default 600 to 404), as Envoy's.
+func TestLocalReplyMapperRuntime(t *testing.T) {
+	p := start(t, cfg{
+		hcm:      `local_reply_config: {mappers: [{filter: {status_code_filter: {comparison: {op: GE, value: {default_value: 600, runtime_key: reply.min_status}}}}, status_code: 418}]}`,
+		vhosts:   vhost("{match: {prefix: /}, direct_response: {status: 404}}"),
+		clusters: "[]",
+		extra:    "layered_runtime: {layers: [{name: static, static_layer: {reply.min_status: 404}}]}\n",
+	})
+	if code, _, _ := testutil.Get(t, testutil.Client(), p.URL("http", "/x")); code != 418 {
+		t.Errorf("status %d, want the mapper's 418 (runtime_key lowered its threshold to 404)", code)
+	}
+}
