@@ -9,7 +9,7 @@ export KUBEBUILDER_ASSETS ?= $(KUBE_BIN_DIR)
 TOOLS_BIN := $(LEGATE_CACHE)/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: build quickstart deps lint test test-short bench bench-filters soak docs generate catalog
+.PHONY: build quickstart deps lint test test-short bench bench-filters bench-mesh bench-tracing soak docs generate catalog
 
 build:
 	go build -o bin/legate ./cmd/legate
@@ -36,6 +36,17 @@ test-short:
 
 bench:
 	bench/run.sh
+
+# bench-tracing measures what tracing costs a request it does not sample (1 %
+# sampling) and one it samples, in process (bench/results/tracing.md).
+bench-tracing:
+	go test -run XXX -bench BenchmarkUnsampled -benchtime 300000x -count 3 ./internal/tracing/
+
+# bench-mesh measures what two sidecars add per request (pod A → sidecar →
+# sidecar → pod B over mTLS, against A calling B directly) and a sidecar's
+# memory with 100 Services in the mesh; writes bench/results/mesh.md.
+bench-mesh:
+	LEGATE_MESH_BENCH=1 go test -count=1 -v ./test/meshe2e -run TestMeshCost
 
 # bench-filters measures the CPU per request that cors, rbac, jwt_authn and the
 # gzip compressor add to the router (wrk, 64 keep-alive connections), checks

@@ -21,7 +21,7 @@ func init() {
 func runCertgen(args []string) int {
 	fs := flag.NewFlagSet("legate certgen", flag.ContinueOnError)
 	outDir := fs.String("output-dir", "", "write PEM files here (default: the state directory legate controller and legate bootstrap use)")
-	kube := fs.Bool("kube", false, "write Kubernetes Secrets ("+certgen.ControllerSecret+", "+certgen.ProxySecret+") instead of files")
+	kube := fs.Bool("kube", false, "write Kubernetes Secrets ("+certgen.ControllerSecret+", "+certgen.ProxySecret+", "+certgen.CASecret+") instead of files")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig file (default: in-cluster config)")
 	namespace := fs.String("namespace", "", "namespace of the Secrets and of the controller's Service (default $POD_NAMESPACE or legate-system)")
 	overwrite := fs.Bool("overwrite", false, "replace existing certificates")

@@ -50,9 +50,32 @@ type controllerFlags struct {
 	// proxies' client certificates; insecure serves plaintext.
 	xdsCA, xdsCert, xdsKey, stateDir string
 	insecure                         bool
+	ca                               caFlags     // controller_ca.go
+	inject                           injectFlags // controller_inject.go
+	mesh                             meshFlags   // controller_mesh.go
 }
 
 func runController(args []string) int {
+	fs, f := newControllerFlags()
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
+	}
+	log, _, err := newLogger(f.logLevel, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "legate controller:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if err := f.run(ctx, log, nil); err != nil {
+		fmt.Fprintln(os.Stderr, "legate controller:", err)
+		return 1
+	}
+	return 0
+}
+
+// newControllerFlags is legate controller's flag set.
+func newControllerFlags() (*flag.FlagSet, *controllerFlags) {
 	fs := flag.NewFlagSet("legate controller", flag.ContinueOnError)
 	f := &controllerFlags{}
 	fs.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config when running in a Pod)")
@@ -81,22 +104,11 @@ func runController(args []string) int {
 		fs.StringVar(&f.xdsKey, n, "", "the controller's xDS serving key file")
 	}
 	fs.StringVar(&f.stateDir, "state-dir", "", "where certificates are created when no --xds-*-file is given (default $LEGATE_STATE_DIR, $XDG_STATE_HOME/legate or ~/.local/state/legate)")
+	f.ca.register(fs)
+	f.inject.register(fs)
+	f.mesh.register(fs)
 	fs.BoolVar(&f.insecure, "insecure", false, "serve xDS in plaintext without client authentication (any client gets every resource, private keys included)")
-	if code, ok := parseFlags(fs, args); !ok {
-		return code
-	}
-	log, _, err := newLogger(f.logLevel, os.Stderr)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "legate controller:", err)
-		return 2
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
-	if err := f.run(ctx, log, nil); err != nil {
-		fmt.Fprintln(os.Stderr, "legate controller:", err)
-		return 1
-	}
-	return 0
+	return fs, f
 }
 
 // run starts everything and blocks until ctx ends. started, if set, gets
@@ -108,6 +120,9 @@ func (f *controllerFlags) run(ctx context.Context, log *slog.Logger, started fun
 	opt := controller.Options{Log: log, Registry: prometheus.NewRegistry()}
 	opt.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opt.XDS = xdsgen.Options{HTTPAddress: f.envoyHTTPAddress, HTTPPort: uint32(f.httpPort), HTTPSPort: uint32(f.httpsPort)}
+	if err := f.mesh.apply(&opt, f); err != nil {
+		return err
+	}
 	opt.Model.IngressClass = f.ingressClass
 	if f.rootNamespaces != "" {
 		for _, ns := range strings.Split(f.rootNamespaces, ",") {
@@ -187,6 +202,16 @@ func (f *controllerFlags) run(ctx context.Context, log *slog.Logger, started fun
 	}
 	tlsFiles, err := f.xdsTLS(log)
 	if err != nil {
+		xl.Close()
+		hl.Close()
+		return err
+	}
+	if err := f.startCA(ctx, log, opt.Registry, tlsFiles); err != nil {
+		xl.Close()
+		hl.Close()
+		return err
+	}
+	if err := f.startInjector(ctx, log, opt.Registry, tlsFiles); err != nil {
 		xl.Close()
 		hl.Close()
 		return err

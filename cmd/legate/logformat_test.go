@@ -9,10 +9,11 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/legateproxy/legate/internal/testutil"
 )
 
 // runUntilStarted runs the proxy until it logs that it started, stops it
@@ -20,7 +21,7 @@ import (
 func runUntilStarted(t *testing.T, args ...string) []string {
 	t.Helper()
 	cmd := exec.Command(legateBin, append([]string{"proxy", "--drain-time-s", "0"}, args...)...)
-	out := &lockedBuffer{}
+	out := &testutil.LogBuffer{}
 	cmd.Stderr = out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -73,24 +74,6 @@ func TestLogFormat(t *testing.T) {
 	if err == nil || !strings.Contains(string(out), "%Q") {
 		t.Errorf("unknown format flag: %v %s", err, out)
 	}
-}
-
-// lockedBuffer is a buffer the command writes while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func matchAny(re *regexp.Regexp, lines []string) bool {

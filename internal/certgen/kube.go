@@ -12,13 +12,16 @@ import (
 
 // Secret names `legate certgen --kube` writes: TLS Secrets (tls.crt,
 // tls.key) that also carry the CA (ca.crt), as Contour's contourcert and
-// envoycert.
+// envoycert; and CASecret, the CA itself (tls.crt, tls.key), which only
+// the controller mounts: it signs the sidecars' workload certificates
+// and the injection webhook's (Istio's istio-ca-secret).
 const (
 	ControllerSecret = "legate-controller-cert"
 	ProxySecret      = "legate-proxy-cert"
+	CASecret         = "legate-ca"
 )
 
-// Secrets returns the set as the two Kubernetes Secrets.
+// Secrets returns the set as the three Kubernetes Secrets.
 func (s *Set) Secrets(namespace string) []*corev1.Secret {
 	mk := func(name string, cert, key []byte) *corev1.Secret {
 		return &corev1.Secret{
@@ -28,13 +31,16 @@ func (s *Set) Secrets(namespace string) []*corev1.Secret {
 			Data: map[string][]byte{corev1.TLSCertKey: cert, corev1.TLSPrivateKeyKey: key, "ca.crt": s.CA},
 		}
 	}
-	return []*corev1.Secret{mk(ControllerSecret, s.ControllerCert, s.ControllerKey), mk(ProxySecret, s.ProxyCert, s.ProxyKey)}
+	ca := mk(CASecret, s.CA, s.CAKey)
+	delete(ca.Data, "ca.crt")
+	return []*corev1.Secret{mk(ControllerSecret, s.ControllerCert, s.ControllerKey), mk(ProxySecret, s.ProxyCert, s.ProxyKey), ca}
 }
 
 // WriteSecrets creates the Secrets in the namespace. Existing ones are
 // kept (so a re-run Job does not rotate under running pods) unless
-// overwrite is set; both must come from one set, so when only one exists
-// both are written. It reports what it did.
+// overwrite is set; all must come from one set, so when only some exist
+// (an install from before the CA Secret) all are written, and the
+// controller and proxies reload the new files. It reports what it did.
 func WriteSecrets(ctx context.Context, c kubernetes.Interface, namespace string, s *Set, overwrite bool) (string, error) {
 	secrets := s.Secrets(namespace)
 	api := c.CoreV1().Secrets(namespace)
@@ -60,5 +66,5 @@ func WriteSecrets(ctx context.Context, c kubernetes.Interface, namespace string,
 			return "", fmt.Errorf("write Secret %s/%s: %w", namespace, sec.Name, err)
 		}
 	}
-	return fmt.Sprintf("wrote Secrets %s/%s and %s/%s", namespace, ControllerSecret, namespace, ProxySecret), nil
+	return fmt.Sprintf("wrote Secrets %s/%s, %s/%s and %s/%s", namespace, ControllerSecret, namespace, ProxySecret, namespace, CASecret), nil
 }

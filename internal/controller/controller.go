@@ -9,6 +9,9 @@
 //
 // A change of EndpointSlices only re-renders endpoints: routes, clusters
 // and listeners are reused as they are.
+//
+// Sidecars (nodes with a mesh node id, sidecar.go) get a snapshot each,
+// built when their first stream asks and rebuilt after every change.
 package controller
 
 import (
@@ -26,13 +29,13 @@ import (
 	resourcev3 "github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/legateproxy/legate/internal/controller/model"
 	"github.com/legateproxy/legate/internal/controller/source"
 	"github.com/legateproxy/legate/internal/controller/status"
 	"github.com/legateproxy/legate/internal/controller/xdsgen"
+	"github.com/legateproxy/legate/internal/mesh"
 	xdsserver "github.com/legateproxy/legate/internal/xds/server"
 )
 
@@ -40,6 +43,8 @@ import (
 type Options struct {
 	Model model.Options
 	XDS   xdsgen.Options
+	// Sidecar configures the resources of mesh sidecars.
+	Sidecar xdsgen.SidecarOptions
 	// Debounce is the quiet time after a change before a rebuild (100 ms);
 	// MaxDelay bounds the wait under continuous churn (500 ms).
 	Debounce, MaxDelay time.Duration
@@ -68,6 +73,13 @@ type Controller struct {
 	res     *xdsgen.Resources
 	ready   atomic.Bool
 	version atomic.Int64
+
+	// sideMu serializes sidecar builds, so that a later build (from
+	// newer objects) is always Set last; sidecars (under mu) holds each
+	// sidecar's last resources for /debug/xds.
+	sideMu       sync.Mutex
+	sidecars     map[string]*xdsgen.SidecarResources
+	sidecarBuild prometheus.Counter
 }
 
 // New returns a controller reading st and serving through xs.
@@ -87,9 +99,12 @@ func New(st *source.Store, xs *xdsserver.Server, opt Options) *Controller {
 		buildTime:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "legate_controller_build_seconds", Help: "Time to build the model and xDS resources.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 		proxies:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "legate_controller_httpproxies", Help: "HTTPProxies by status."}, []string{"status"}),
 	}
+	c.sidecars = map[string]*xdsgen.SidecarResources{}
+	c.sidecarBuild = prometheus.NewCounter(prometheus.CounterOpts{Name: "legate_controller_sidecar_builds_total", Help: "Sidecar snapshots built (one per sidecar per change)."})
 	if opt.Registry != nil {
-		opt.Registry.MustRegister(c.builds, c.edsUpdates, c.buildTime, c.proxies)
+		opt.Registry.MustRegister(c.builds, c.edsUpdates, c.buildTime, c.proxies, c.sidecarBuild)
 	}
+	xs.SetSidecarHooks(xdsserver.SidecarHooks{Requested: c.sidecarRequested, Authorize: c.authorizeSidecar})
 	return c
 }
 
@@ -192,6 +207,7 @@ func (c *Controller) rebuild(ctx context.Context, force source.Kind) {
 	c.buildTime.Observe(time.Since(start).Seconds())
 	c.version.Add(1)
 	c.ready.Store(true)
+	c.rebuildSidecars(ctx)
 	if kind == source.KindConfig {
 		counts := map[string]int{model.StatusValid: 0, model.StatusInvalid: 0, model.StatusOrphaned: 0}
 		for _, st := range m.Proxies {
@@ -225,8 +241,8 @@ func asResources[T types.Resource](in []T) []types.Resource {
 }
 
 // Handler serves /metrics, /healthz, /readyz and the debug endpoints:
-// /debug/model (statuses and virtual hosts) and /debug/xds?group=proxy|grpc
-// (the resources each group of clients receives, as JSON).
+// /debug/model (statuses and virtual hosts) and /debug/xds?group=proxy|grpc|<sidecar node id>
+// (the resources each group of clients, or one sidecar, receives, as JSON).
 func (c *Controller) Handler(reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	if reg != nil {
@@ -291,7 +307,19 @@ func (c *Controller) Handler(reg *prometheus.Registry) http.Handler {
 			return
 		}
 		var msgs []proto.Message
-		if r.URL.Query().Get("group") == xdsserver.GroupProxyless {
+		group := r.URL.Query().Get("group")
+		if _, ok := mesh.ParseNodeID(group); ok {
+			c.mu.Lock()
+			sr := c.sidecars[group]
+			c.mu.Unlock()
+			if sr == nil {
+				http.Error(w, "no snapshot for sidecar "+group+" (it has no stream, or was forgotten)", http.StatusNotFound)
+				return
+			}
+			writeMessages(w, sidecarMessages(sr))
+			return
+		}
+		if group == xdsserver.GroupProxyless {
 			for _, l := range res.Proxyless {
 				msgs = append(msgs, l)
 			}
@@ -309,16 +337,7 @@ func (c *Controller) Handler(reg *prometheus.Registry) http.Handler {
 		for _, x := range xdsgen.Endpoints(m, objs) {
 			msgs = append(msgs, x)
 		}
-		w.Header().Set("Content-Type", "application/json")
-		w.Write([]byte("[\n"))
-		for i, msg := range msgs {
-			b, _ := protojson.MarshalOptions{Indent: "  "}.Marshal(anyOf(msg))
-			w.Write(b)
-			if i < len(msgs)-1 {
-				w.Write([]byte(",\n"))
-			}
-		}
-		w.Write([]byte("\n]\n"))
+		writeMessages(w, msgs)
 	})
 	return mux
 }

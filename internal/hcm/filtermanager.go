@@ -252,7 +252,9 @@ func (s *stream) pumpBody() error {
 		return nil
 	}
 	s.info.BytesReceived += uint64(n)
-	if err := s.decodeDataFrom(0, buf[:n], end); err != nil {
+	err = s.decodeDataFrom(0, buf[:n], end)
+	s.chargeBuffers()
+	if err != nil {
 		return err
 	}
 	if end {
@@ -340,6 +342,7 @@ func (s *stream) readBody(p []byte) (int, error) {
 	}
 	n := copy(p, m.bodyQ[m.bodyQOff:])
 	m.bodyQOff += n
+	s.chargeBuffers()
 	return n, nil
 }
 
@@ -462,7 +465,9 @@ func (s *stream) encodeBody(p []byte) error {
 	if !m.encData || m.direct {
 		return s.ds.writeBody(p)
 	}
-	return s.encodeDataFrom(len(m.slots)-1, p, false)
+	err := s.encodeDataFrom(len(m.slots)-1, p, false)
+	s.chargeBuffers()
+	return err
 }
 
 // encodeFlush sends what is buffered (streamed responses).

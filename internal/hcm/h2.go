@@ -127,10 +127,16 @@ func (h *h2Server) serve(conn net.Conn, cs *connState, d *listener.Context, tc *
 		}
 		h.cfg.stats.rqHTTP2.Inc()
 		s.serve()
+		ovReset := s.overloadWasReset()
 		s.reset()
 		s.cfg, s.conn, s.ds, s.d = nil, nil, nil, nil
 		hs.w, hs.r, hs.trailers = nil, nil, headers.Map{}
 		h2Streams.Put(hs)
+		if ovReset {
+			// The overload manager reset the stream (overload_reset.go):
+			// x/net answers a handler aborted so with RST_STREAM.
+			panic(http.ErrAbortHandler)
+		}
 	})
 	// The flood guard sits between the connection and the codec.
 	limits := h2GuardLimits(h.cfg)
@@ -161,6 +167,9 @@ type h2stream struct {
 	w        http.ResponseWriter
 	r        *http.Request
 	trailers headers.Map
+	// gone is the router's watch callback while an overload reset can
+	// reach the stream (overload_reset.go).
+	gone h2gone
 }
 
 func (h *h2stream) readBody(p []byte) (int, error) {
@@ -192,8 +201,14 @@ func (h *h2stream) protocol() string { return "HTTP/2" }
 
 func (h *h2stream) context() context.Context { return h.r.Context() }
 
-// watchClose is not needed on HTTP/2: a reset cancels the context.
-func (h *h2stream) watchClose(func()) func() { return noStop }
+// watchClose is not needed on HTTP/2: a reset cancels the context. A
+// stream with a buffer account keeps gone for an overload reset.
+func (h *h2stream) watchClose(gone func()) func() {
+	if h.st.acct == nil {
+		return noStop
+	}
+	return h.watchGone(gone)
+}
 
 func noStop() {}
 

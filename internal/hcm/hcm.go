@@ -124,6 +124,8 @@ type hcmConfig struct {
 	// match_upstream, applied by the router.
 	schemeToSet         string
 	schemeMatchUpstream bool
+	// h3 is the HTTP/3 codec's config (codec_type HTTP3; http3.go).
+	h3 *h3Config
 }
 
 // hcmStats are the http.<stat_prefix>.* statistics.
@@ -190,7 +192,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *listener.Context
 		"access_log", "use_remote_address", "xff_num_trusted_hops", "skip_xff_append", "via",
 		"generate_request_id", "preserve_external_request_id", "always_set_request_id_in_response",
 		"internal_address_config", "server_name", "server_header_transformation", "max_request_headers_kb",
-		"common_http_protocol_options", "http_protocol_options", "http2_protocol_options",
+		"common_http_protocol_options", "http_protocol_options", "http2_protocol_options", "http3_protocol_options",
 		"stream_idle_timeout", "request_timeout", "request_headers_timeout", "drain_timeout", "delayed_close_timeout",
 		"normalize_path", "merge_slashes", "path_with_escaped_slashes_action", "upgrade_configs",
 		"strip_any_host_port", "strip_matching_host_port", "strip_trailing_host_dot", "add_user_agent",
@@ -270,8 +272,13 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *listener.Context
 		c.codec = codecHTTP1
 	case hcmv3.HttpConnectionManager_HTTP2:
 		c.codec = codecHTTP2
+	case hcmv3.HttpConnectionManager_HTTP3:
+		c.codec = codecHTTP3
 	default:
-		return nil, config.Unsupported(config.Join(path, "codec_type"), h.GetCodecType().String(), "AUTO", "HTTP1", "HTTP2")
+		return nil, config.Unsupported(config.Join(path, "codec_type"), h.GetCodecType().String(), "AUTO", "HTTP1", "HTTP2", "HTTP3")
+	}
+	if err := compileHTTP3(h, path, c); err != nil {
+		return nil, err
 	}
 	if v := h.GetMaxRequestHeadersKb(); v != nil {
 		c.maxHeaderBytes = int(v.GetValue()) * 1024
@@ -532,6 +539,9 @@ func init() {
 		Factory: listener.NetworkFilterFactory(func(d *listener.Context, cfg proto.Message, opts listener.ChainOptions, path string) (listener.NetworkFilter, error) {
 			h, err := compileHCM(cfg.(*hcmv3.HttpConnectionManager), path, d)
 			if err != nil {
+				return nil, err
+			}
+			if err := checkHTTP3Chain(h, opts, path, d); err != nil {
 				return nil, err
 			}
 			// The listener's per_connection_buffer_limit_bytes bounds what

@@ -32,8 +32,11 @@ type connState struct {
 	remote netip.AddrPort
 	// direct is the socket's peer (a PROXY protocol header changes only
 	// remote): %DOWNSTREAM_DIRECT_REMOTE_ADDRESS%.
-	direct   netip.AddrPort
-	local    netip.AddrPort
+	direct netip.AddrPort
+	local  netip.AddrPort
+	// origDst is the original destination original_dst restored (zero:
+	// none), what ORIGINAL_DST clusters connect to.
+	origDst  netip.AddrPort
 	tls      *streaminfo.TLSInfo
 	sni      string
 	scheme   string // "http" or "https"
@@ -58,7 +61,7 @@ func (cs *connState) directRemote() netip.AddrPort {
 
 func newConnState(tc *listener.Conn) *connState {
 	cs := &connState{id: tc.ID, scheme: "http", start: tc.Start, remote: tc.Remote, direct: tc.DirectRemote, local: tc.Local, tls: tc.TLS, sni: tc.SNI,
-		filterState: tc.FilterState}
+		filterState: tc.FilterState, origDst: tc.OriginalDst}
 	if tc.TLS != nil {
 		cs.scheme = "https"
 	}
@@ -146,6 +149,12 @@ type stream struct {
 
 	// rs is the router's state, reused across requests.
 	rs *router.Stream
+
+	// acct is the stream's buffer account (nil: no accounting,
+	// overload_reset.go); acctHeld is what it was charged, acctExtra what
+	// the router holds.
+	acct                *overload.Account
+	acctHeld, acctExtra int64
 }
 
 // reset clears the stream for the next request, keeping the storage of
@@ -185,6 +194,7 @@ func (s *stream) serve() {
 	}
 	st.rqTotal.Inc()
 	st.rqActive.Inc()
+	s.startAccount()
 	defer s.done()
 
 	if code, detail := s.decodeHeaders(); code != 0 {
@@ -274,6 +284,7 @@ func (s *stream) router() {
 		rs.Req, rs.Resp, rs.Info = &s.req, &s.resp, &s.info
 		rs.Route, rs.WC, rs.PickRef, rs.PickName, rs.Table = s.rt, s.wc, s.pickRef, s.pickName, s.table
 		rs.Upgrade, rs.IsGRPC, rs.Local = s.upgrade, s.isGRPC, s.conn.local
+		rs.OriginalDst = s.conn.origDst
 		// spawn_upstream_span: the forwarded request gets a client span of
 		// its own, whose context goes upstream (Envoy's router spawns it).
 		var up tracing.Span
@@ -293,6 +304,7 @@ func (s *stream) router() {
 
 // done finishes the request: stats and access log.
 func (s *stream) done() {
+	s.endAccount()
 	st := s.cfg.stats
 	st.rqActive.Dec()
 	st.rqCompleted.Inc()
@@ -336,10 +348,11 @@ func (s *stream) decodeHeaders() (int, string) {
 		s.closeConn = true
 		return 400, "invalid_authority"
 	}
-	if s.info.Protocol == "HTTP/2" {
-		// RFC 9113 §8.2.1 and §8.3.1: what becomes an HTTP/1 request line
-		// upstream must be a token method and a target without whitespace
-		// or control bytes, or one request could smuggle another.
+	if s.info.Protocol == "HTTP/2" || s.info.Protocol == "HTTP/3" {
+		// RFC 9113 §8.2.1 and §8.3.1 (RFC 9114 §4.1.2, §4.3.1 for
+		// HTTP/3): what becomes an HTTP/1 request line upstream must be
+		// a token method and a target without whitespace or control
+		// bytes, or one request could smuggle another.
 		if !http1.IsToken(r.Method) {
 			return 400, "http2.invalid.method"
 		}
@@ -679,6 +692,9 @@ func (s *stream) drainRequestBody() {
 func (s *stream) localReply(status int, body, detail string, flag streaminfo.Flag) {
 	if s.replied {
 		return // a filter already answered
+	}
+	if s.overloadWasReset() {
+		return // as Envoy: the overload manager resets, it does not answer
 	}
 	if flag != 0 {
 		s.info.SetFlag(flag)

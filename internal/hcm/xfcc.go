@@ -45,13 +45,18 @@ func (s *stream) clientCertHeader() {
 	}
 }
 
-// clientCertDetails renders one XFCC element: Hash, then Cert, Chain,
+// clientCertDetails renders one XFCC element: By (the URI SAN of this
+// proxy's certificate, when it has one), Hash, then Cert, Chain,
 // Subject, URI and DNS as set_current_client_cert_details asks, in
 // Envoy's order and quoting.
 func (s *stream) clientCertDetails() string {
 	t := s.conn.tls
 	f := s.cfg.xfccSet
 	var b strings.Builder
+	if len(t.LocalURISAN) > 0 {
+		// Envoy's By: the first URI SAN of the local certificate.
+		b.WriteString("By=" + t.LocalURISAN[0] + ";")
+	}
 	b.WriteString("Hash=")
 	b.WriteString(t.PeerFingerprint)
 	if f.cert {

@@ -93,6 +93,12 @@ type connFacts struct {
 	tls       bool
 	transport string // "tls" or "raw_buffer" when tls_inspector ran, else ""
 	alpn      []string
+	// restored is set when original_dst changed dst to the connection's
+	// original destination (Envoy's localAddressRestored), the one case
+	// use_original_dst hands a connection off; origDstErr is set when
+	// the original destination could not be read at all.
+	restored   bool
+	origDstErr error
 }
 
 // selectChain implements Envoy's filter chain match: criteria are checked
@@ -254,10 +260,17 @@ func (in *inspector) inspect(conn net.Conn) (net.Conn, connFacts, bool) {
 	var f connFacts
 	if in.origDst {
 		// As Envoy's original_dst: without a NAT record the connection
-		// keeps its local address.
-		if a, ok := originalDst(conn); ok {
-			if cur, _ := conn.LocalAddr().(*net.TCPAddr); cur == nil || cur.AddrPort() != a {
+		// keeps its local address; a destination equal to it is no
+		// redirect (the connection came to this listener directly).
+		a, ok, err := originalDst(conn)
+		if err != nil {
+			f.origDstErr = err
+			return conn, f, false
+		}
+		if ok {
+			if cur, _ := conn.LocalAddr().(*net.TCPAddr); cur == nil || netip.AddrPortFrom(cur.AddrPort().Addr().Unmap(), cur.AddrPort().Port()) != a {
 				conn = &origDstConn{Conn: conn, local: net.TCPAddrFromAddrPort(a)}
+				f.restored = true
 			}
 		}
 	}

@@ -71,6 +71,9 @@ type Context struct {
 	// (runtime overload.global_downstream_max_connections); 0 is no cap.
 	GlobalConnLimit uint64
 	globalConns     atomic.Int64
+	// handoff is the server's started TCP listeners by address, which
+	// use_original_dst listeners hand connections to (handoff.go).
+	handoff handoffTable
 	// Async makes filters' side calls through the cluster manager.
 	Async *asyncclient.Client
 	// Runtime is the layered runtime (nil: no runtime values).
@@ -161,6 +164,9 @@ type ChainOptions struct {
 	BufferLimit int64
 	// Outbound is traffic_direction OUTBOUND (egress spans).
 	Outbound bool
+	// QUIC is set for the filter chain of a QUIC listener (quic.go): its
+	// terminal filter must serve QUIC connections (QUICFilter).
+	QUIC bool
 }
 
 // NetworkFilterFactory compiles a network filter's typed config; it is the

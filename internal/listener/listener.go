@@ -52,7 +52,7 @@ func init() {
 			}
 			insp.origDst = true
 			return nil
-		}), Notes: "SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST (Linux); use_original_dst hand-off between listeners is not implemented"})
+		}), Notes: "SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST (Linux); use_original_dst hands a restored connection to the listener on its original destination (exact address, else 0.0.0.0:port or [::]:port; bind_to_port: false listeners included), whose listener filters and filter chains then apply; without a NAT entry the local address is kept, as Envoy; any other getsockopt error closes the connection (listener.<stat_prefix>.downstream_cx_original_dst_error, Legate's own counter)"})
 	extension.Register(extension.Extension{Name: "envoy.filters.listener.http_inspector",
 		Category: extension.ListenerFilter, Config: &httpinspectorv3.HttpInspector{},
 		Factory: listenerFilterFactory(func(cfg proto.Message, insp *inspector, path string) error {
@@ -124,8 +124,13 @@ type listenerStats struct {
 	// overloadReject counts reject_incoming_connections closes;
 	// connectTimeout transport_socket_connect_timeout expiries.
 	overloadReject, connectTimeout *stats.Counter
-	cxActive                       *stats.Gauge
-	cxLength                       *stats.Histogram
+	// origDstError counts connections closed because the original_dst
+	// listener filter could not read their original destination (a
+	// getsockopt error other than "no NAT entry"; Legate's own counter,
+	// Envoy has none and serves such connections on the local address).
+	origDstError *stats.Counter
+	cxActive     *stats.Gauge
+	cxLength     *stats.Histogram
 }
 
 // has reports whether c is one of the set's chains.
@@ -173,6 +178,13 @@ type Listener struct {
 	// udp is set for a UDP listener (udp.go), which has no filter chains
 	// and no connections.
 	udp *udpListener
+	// noBind is bind_to_port: false: the listener opens no socket and
+	// only serves connections other listeners hand off to it.
+	noBind bool
+	// handOff is use_original_dst: a connection whose original
+	// destination the original_dst listener filter restored goes to the
+	// listener on that address (handoff.go).
+	handOff bool
 
 	deps *Context
 	// sock is the listening socket, possibly shared with the listener this
@@ -215,8 +227,14 @@ type Conn struct {
 	// %DOWNSTREAM_DIRECT_REMOTE_ADDRESS%, direct_source_prefix_ranges,
 	// RBAC direct_remote_ip); zero when unknown, then Remote is it.
 	DirectRemote netip.AddrPort
-	TLS          *streaminfo.TLSInfo
-	SNI          string
+	// OriginalDst is the original destination the original_dst listener
+	// filter restored Local to (Envoy's localAddressRestored), zero when
+	// it restored none: the one address ORIGINAL_DST clusters connect to
+	// without use_http_header, so a connection that reached a listener
+	// directly is never sent back to the proxy itself.
+	OriginalDst netip.AddrPort
+	TLS         *streaminfo.TLSInfo
+	SNI         string
 	// FilterState is what listener and network filters record for the
 	// connection (Envoy's connection-lifespan filter state): the HTTP
 	// connection manager's streams and tcp_proxy read it.
@@ -339,23 +357,32 @@ func Compile(pl *listenerv3.Listener, path string, d *Context) (*Listener, error
 		"listener_filters", "listener_filters_timeout", "continue_on_listener_filters_timeout", "drain_type",
 		// no behavioural effect here
 		"per_connection_buffer_limit_bytes", "metadata", "traffic_direction", "enable_reuse_port", "reuse_port",
-		"bind_to_port", "ignore_global_conn_limit", "tcp_backlog_size", "connection_balance_config",
+		"bind_to_port", "use_original_dst", "ignore_global_conn_limit", "tcp_backlog_size", "connection_balance_config",
 		"max_connections_to_accept_per_socket_event", "bypass_overload_manager", "internal_listener"); err != nil {
 		return nil, err
-	}
-	if pl.GetBindToPort() != nil && !pl.GetBindToPort().GetValue() {
-		return nil, config.Unsupported(config.Join(path, "bind_to_port"), "bind_to_port: false")
 	}
 	la, err := compileAddress(pl, path, d)
 	if err != nil {
 		return nil, err
+	}
+	noBind := pl.GetBindToPort() != nil && !pl.GetBindToPort().GetValue()
+	if noBind && la.network != "tcp" && la.network != "tcp4" && la.network != "tcp6" {
+		// Only an IP listener can be the target of a hand-off, the one
+		// thing a listener that binds nothing is for.
+		return nil, config.Errorf(config.Join(path, "bind_to_port"), "bind_to_port: false needs a socket_address listener (it only receives connections handed off by a use_original_dst listener)")
+	}
+	if pl.GetUseOriginalDst().GetValue() && la.network != "tcp" && la.network != "tcp4" && la.network != "tcp6" {
+		return nil, config.Errorf(config.Join(path, "use_original_dst"), "use_original_dst needs a socket_address listener (original destinations are IP addresses)")
 	}
 	extra, err := compileAdditional(pl, path, la)
 	if err != nil {
 		return nil, err
 	}
 	addr := la.display
-	insp := inspector{timeout: 15 * time.Second, continueOnTimeout: pl.GetContinueOnListenerFiltersTimeout()}
+	insp := inspector{timeout: 15 * time.Second, continueOnTimeout: pl.GetContinueOnListenerFiltersTimeout(),
+		// As Envoy's buildOriginalDstListenerFilter: use_original_dst
+		// brings the original_dst listener filter with it.
+		origDst: pl.GetUseOriginalDst().GetValue()}
 	if pl.GetListenerFiltersTimeout() != nil {
 		insp.timeout = pl.GetListenerFiltersTimeout().AsDuration()
 		if insp.timeout == 0 {
@@ -407,6 +434,8 @@ func Compile(pl *listenerv3.Listener, path string, d *Context) (*Listener, error
 		ignoreGlobal: pl.GetIgnoreGlobalConnLimit(),
 		ConnLimit:    d.ListenerConnLimits[pl.GetName()],
 		accept:       accept,
+		noBind:       noBind,
+		handOff:      pl.GetUseOriginalDst().GetValue(),
 	}
 	prefix := pl.GetStatPrefix()
 	if prefix == "" {
@@ -418,6 +447,7 @@ func Compile(pl *listenerv3.Listener, path string, d *Context) (*Listener, error
 		noChain: s.Counter("no_filter_chain_match"), cxOverflow: s.Counter("downstream_cx_overflow"),
 		overloadReject: s.Counter("downstream_cx_overload_reject"), connectTimeout: s.Counter("downstream_cx_transport_socket_connect_timeout"),
 		cxActive: s.Gauge("downstream_cx_active"), cxLength: s.Histogram("downstream_cx_length_ms"),
+		origDstError: s.Counter("downstream_cx_original_dst_error"),
 	}
 	cs, err := compileChains(pl, path, d, "listener."+prefix+".ssl.")
 	if err != nil {
@@ -492,6 +522,9 @@ func compileChain(fc *listenerv3.FilterChain, path string, d *Context, opts Chai
 			if err != nil {
 				return nil, err
 			}
+			if q, ok := t.(QUICTransport); ok && q.QUIC() && !opts.QUIC {
+				return nil, config.Errorf(config.Join(path, "transport_socket"), "envoy.transport_sockets.quic is for QUIC listeners (a UDP address with udp_listener_config.quic_options)")
+			}
 			c.transport = t
 		}
 	}
@@ -547,7 +580,7 @@ func (l *Listener) BindReplacing(prev *Listener) error {
 	if l.udp != nil {
 		return l.bindUDP(prev)
 	}
-	if l.sock.Load() != nil {
+	if l.noBind || l.sock.Load() != nil {
 		return nil
 	}
 	if prev != nil && prev.sockAddr == l.sockAddr && prev.sockNet == l.sockNet {
@@ -589,7 +622,7 @@ func (l *Listener) BoundAddress() string {
 	if s := l.sock.Load(); s != nil {
 		return s.Addr().String()
 	}
-	return l.Address
+	return l.Address // bind_to_port: false binds nothing
 }
 
 // Start attaches the listener to its socket: from now on the socket's
@@ -600,11 +633,21 @@ func (l *Listener) Start() bool {
 	if l.udp != nil {
 		return l.startUDP()
 	}
+	if l.noBind {
+		// Nothing to attach to: the listener serves hand-offs from now
+		// on, unless it already stopped.
+		if l.draining.Load() {
+			return false
+		}
+		l.deps.handoff.add(l)
+		return true
+	}
 	s := l.sock.Load()
 	if s == nil || !s.attach(l) {
 		return false
 	}
 	l.startExtra()
+	l.deps.handoff.add(l)
 	return true
 }
 
@@ -618,7 +661,17 @@ func (l *Listener) Serve() {
 }
 
 func (l *Listener) handle(conn net.Conn) {
-	defer l.wg.Done()
+	// done releases this listener's count of the connection: at its end,
+	// or at once when the connection is handed to another listener (a
+	// drain of this one does not wait for connections it gave away).
+	released := false
+	done := func() {
+		if !released {
+			released = true
+			l.wg.Done()
+		}
+	}
+	defer done()
 	if l.deps.Overload.Active(overload.RejectIncomingConnections) {
 		// As Envoy: accepted, then closed at once.
 		l.stats.overloadReject.Inc()
@@ -630,11 +683,7 @@ func (l *Listener) handle(conn net.Conn) {
 		return
 	}
 	defer l.deps.globalConns.Add(-1)
-	start := time.Now()
-	l.stats.cxTotal.Inc()
-	l.stats.cxActive.Inc()
-	cs := l.chains.Load()
-	tc := &Conn{Conn: conn, Start: start}
+	tc := &Conn{Conn: conn, Start: time.Now()}
 	if a, ok := conn.RemoteAddr().(*net.TCPAddr); ok {
 		tc.DirectRemote = a.AddrPort()
 	}
@@ -650,15 +699,47 @@ func (l *Listener) handle(conn net.Conn) {
 			l.log.Error("panic while serving a connection; the connection is closed, the server keeps serving",
 				"listener", l.Name, "remote", conn.RemoteAddr().String(), "panic", r, "stack", string(debug.Stack()))
 		}
+		// The connection as served last (TLS sends its close_notify),
+		// then the socket itself.
+		tc.Conn.Close()
 		conn.Close()
 		for i := len(tc.closers) - 1; i >= 0; i-- {
 			tc.closers[i]()
 		}
-		l.untrack(tc)
-		l.stats.cxActive.Dec()
-		l.stats.cxDestroy.Inc()
-		l.stats.cxLength.Record(float64(time.Since(start).Milliseconds()))
 	}()
+	l.serve(tc, l.handOff, done)
+}
+
+// serve runs the listener's listener filters on tc and then, unless the
+// connection is handed to the listener of its original destination
+// (handOff: use_original_dst on the accepting listener), serves it on the
+// filter chain they choose. done releases the accepting listener's count
+// of the connection.
+func (l *Listener) serve(tc *Conn, handOff bool, done func()) {
+	conn := tc.Conn
+	cs := l.chains.Load()
+	// As Envoy, a use_original_dst listener counts a connection as its own
+	// (downstream_cx_total) only once it keeps it; other listeners count
+	// it on accept, before their listener filters.
+	counted := false
+	count := func() {
+		if !counted {
+			counted = true
+			l.stats.cxTotal.Inc()
+			l.stats.cxActive.Inc()
+		}
+	}
+	defer func() {
+		if counted {
+			l.untrack(tc)
+			l.stats.cxActive.Dec()
+			l.stats.cxDestroy.Inc()
+			l.stats.cxLength.Record(float64(time.Since(tc.Start).Milliseconds()))
+		}
+	}()
+	if !handOff {
+		count()
+	}
 	for _, af := range l.accept {
 		if err := af.Accept(tc); err != nil {
 			if cs.insp.continueOnTimeout && errors.Is(err, os.ErrDeadlineExceeded) {
@@ -674,9 +755,38 @@ func (l *Listener) handle(conn net.Conn) {
 	}
 	conn = tc.Conn
 	inspected, facts, ok := cs.insp.inspect(conn)
+	if facts.origDstErr != nil {
+		// The kernel could not say whether the connection was redirected
+		// (an error other than "no NAT entry"): serving it on this
+		// listener's own chains could send it somewhere it was not meant
+		// for, so it is closed and counted.
+		l.stats.origDstError.Inc()
+		l.log.Warn("original_dst: cannot read the connection's original destination; the connection is closed",
+			"listener", l.Name, "remote", conn.RemoteAddr().String(), "error", facts.origDstErr)
+		return
+	}
 	if !ok {
 		return // listener filters timed out
 	}
+	if facts.restored {
+		tc.OriginalDst = facts.dst
+	}
+	if handOff && facts.restored {
+		// use_original_dst: the listener on the original destination (or
+		// its port's wildcard address) serves the connection, with its
+		// own listener filters and filter chains, as Envoy's
+		// ActiveTcpSocket::newConnection hands it over; it is never
+		// handed on again.
+		if target := l.deps.handoff.claim(facts.dst, l); target != nil {
+			tc.Conn = inspected
+			done()
+			defer target.wg.Done()
+			target.log.Debug("connection handed off by original destination", "from", l.Name, "listener", target.Name, "destination", facts.dst.String())
+			target.serve(tc, false, func() {})
+			return
+		}
+	}
+	count()
 	facts.directSrc = tc.DirectRemote
 	chain := cs.selectChain(facts)
 	if chain == nil {
@@ -770,8 +880,15 @@ func FilterChainOnlyChange(a, b *listenerv3.Listener) bool {
 // Drain the old one).
 func (l *Listener) Update(next *Listener, drainTime time.Duration) {
 	if l.udp != nil {
-		// A UDP listener has no filter chains: a config whose only
-		// change is none keeps serving as it is.
+		// A QUIC listener swaps its one filter chain and drains the
+		// connections of the old one; other UDP listeners have no filter
+		// chains: a config whose only change is none keeps serving as it is.
+		if q := l.udp.quic(); q != nil && next.udp != nil && next.udp.quic() != nil {
+			nq := next.udp.quic()
+			if old := q.update(nq); old != nil {
+				go l.drainConns(func(tc *Conn) bool { return tc.chain == old }, drainTime)
+			}
+		}
 		l.meta.Store(&listenerMeta{proto: next.Proto, version: next.VersionInfo, updated: next.LastUpdated})
 		return
 	}
@@ -827,6 +944,8 @@ func (l *Listener) Drain(drainTime time.Duration) {
 func (l *Listener) StopAccepting() {
 	l.stopOnce.Do(func() {
 		l.draining.Store(true)
+		// No hand-off reaches the listener once it is out of the table.
+		l.deps.handoff.remove(l)
 		if l.udp != nil {
 			l.stopUDP()
 		}

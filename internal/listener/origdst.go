@@ -2,6 +2,8 @@ package listener
 
 import (
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"syscall"
@@ -17,21 +19,29 @@ const (
 )
 
 // originalDst reads a connection's original destination; ok is false
-// when the kernel has none (no NAT rule applied to it).
-func originalDst(conn net.Conn) (netip.AddrPort, bool) {
+// when the kernel has none: no NAT rule applied to it (ENOENT), or no
+// netfilter connection tracking loaded (ENOPROTOOPT), or the connection
+// is no kernel socket (an internal listener's). Any other getsockopt
+// error is returned: the connection's destination is unknown.
+func originalDst(conn net.Conn) (netip.AddrPort, bool, error) {
 	sc, ok := conn.(syscall.Conn)
 	if !ok {
-		return netip.AddrPort{}, false
+		return netip.AddrPort{}, false, nil
+	}
+	local, isTCP := conn.LocalAddr().(*net.TCPAddr)
+	if !isTCP || local == nil {
+		// As Envoy, only an IP socket has an original destination to ask
+		// for (a pipe's does not).
+		return netip.AddrPort{}, false, nil
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return netip.AddrPort{}, false
+		return netip.AddrPort{}, false, nil
 	}
-	local, _ := conn.LocalAddr().(*net.TCPAddr)
-	v6 := local != nil && local.IP.To4() == nil
+	v6 := local.IP.To4() == nil
 	var out netip.AddrPort
 	var gerr error
-	rc.Control(func(fd uintptr) {
+	cerr := rc.Control(func(fd uintptr) {
 		var buf [28]byte // sockaddr_in6 is the larger
 		n := uint32(len(buf))
 		level, opt := uintptr(syscall.SOL_IP), uintptr(soOriginalDst)
@@ -54,7 +64,24 @@ func originalDst(conn net.Conn) (netip.AddrPort, bool) {
 			out = netip.AddrPortFrom(netip.AddrFrom4(a), port)
 		}
 	})
-	return out, gerr == nil && out.IsValid()
+	if cerr != nil {
+		return netip.AddrPort{}, false, fmt.Errorf("getsockopt SO_ORIGINAL_DST: %w", cerr)
+	}
+	if gerr == nil {
+		return netip.AddrPortFrom(out.Addr().Unmap(), out.Port()), out.IsValid(), nil
+	}
+	if noOriginalDst(gerr) {
+		return netip.AddrPort{}, false, nil
+	}
+	return netip.AddrPort{}, false, fmt.Errorf("getsockopt SO_ORIGINAL_DST: %w", gerr)
+}
+
+// noOriginalDst reports whether a getsockopt(SO_ORIGINAL_DST) error means
+// the connection simply has no original destination: netfilter has no
+// NAT entry for it (ENOENT) or is not loaded (ENOPROTOOPT: no rule can
+// have redirected it). Envoy keeps the local address then.
+func noOriginalDst(err error) bool {
+	return errors.Is(err, syscall.ENOENT) || errors.Is(err, syscall.ENOPROTOOPT)
 }
 
 // origDstConn is a connection whose local address was restored to its

@@ -3,12 +3,14 @@ package listener
 // UDP listeners: a listener whose socket_address protocol is UDP binds a
 // datagram socket and hands every datagram it reads to its UDP listener
 // filters (extension.UDPListenerFilter: udp_proxy), in listener_filters
-// order, as Envoy's ActiveRawUdpListener does. A UDP listener has no filter
-// chains (only QUIC, which is not implemented, uses them). Like a TCP
+// order, as Envoy's ActiveRawUdpListener does. Like a TCP
 // listener it shares its socket with the listener that replaces it (a full
 // update): the socket's read loop hands each datagram to the newest
 // attached listener, and a listener that stops serving (replaced, removed,
 // drained) ends its filters' instances — a replaced listener's sessions end.
+// A QUIC listener (udp_listener_config.quic_options, quic.go) has one
+// filter chain, served by a QUIC endpoint in the place of the UDP
+// listener filters.
 
 import (
 	"errors"
@@ -106,16 +108,13 @@ func isUDP(pl *listenerv3.Listener) bool {
 // compileUDP compiles a UDP listener: its address, udp_listener_config and
 // UDP listener filters.
 func compileUDP(pl *listenerv3.Listener, path string, d *Context) (*Listener, error) {
-	// Filter chains on a UDP listener are QUIC's (HTTP/3): said first, so
-	// that an HTTP/3 listener is refused for what it is.
-	if pl.GetUdpListenerConfig().GetQuicOptions() != nil {
-		return nil, config.Unsupported(config.Join(path, "udp_listener_config.quic_options"), "QUIC listeners (HTTP/3)")
-	}
-	if len(pl.GetFilterChains()) > 0 || pl.GetDefaultFilterChain() != nil {
-		return nil, config.Unsupported(config.Join(path, "filter_chains"), "filter chains on a UDP listener (QUIC, HTTP/3)", "listener_filters with envoy.filters.udp_listener.udp_proxy")
+	// Filter chains on a UDP listener are QUIC's (HTTP/3, quic.go).
+	isQUIC := pl.GetUdpListenerConfig().GetQuicOptions() != nil
+	if !isQUIC && (len(pl.GetFilterChains()) > 0 || pl.GetDefaultFilterChain() != nil) {
+		return nil, config.Errorf(config.Join(path, "filter_chains"), "filter chains on a UDP listener are QUIC's: add udp_listener_config.quic_options (HTTP/3), or use listener_filters with envoy.filters.udp_listener.udp_proxy")
 	}
 	if err := config.CheckFields(pl, path, "name", "address", "listener_filters", "udp_listener_config", "stat_prefix",
-		"drain_type",
+		"drain_type", "filter_chains", "default_filter_chain", "filter_chain_matcher",
 		// no behavioural effect on a datagram socket
 		"metadata", "traffic_direction", "enable_reuse_port", "reuse_port", "bind_to_port", "ignore_global_conn_limit",
 		"per_connection_buffer_limit_bytes", "listener_filters_timeout", "continue_on_listener_filters_timeout",
@@ -160,8 +159,20 @@ func compileUDP(pl *listenerv3.Listener, path string, d *Context) (*Listener, er
 			u.maxRx = n
 		}
 	}
-	if len(pl.GetListenerFilters()) == 0 {
+	if len(pl.GetListenerFilters()) == 0 && !isQUIC {
 		return nil, config.Errorf(config.Join(path, "listener_filters"), "a UDP listener needs a UDP listener filter (envoy.filters.udp_listener.udp_proxy)")
+	}
+	var qf *quicFilter
+	if isQUIC {
+		sp := pl.GetStatPrefix()
+		if sp == "" {
+			sp = stats.SanitizeName(hostPort)
+		}
+		var err error
+		if qf, err = compileQUIC(pl, path, d, "listener."+sp+".ssl."); err != nil {
+			return nil, err
+		}
+		u.filters = append(u.filters, qf)
 	}
 	for i, lf := range pl.GetListenerFilters() {
 		p := config.Index(config.Join(path, "listener_filters"), i)
@@ -188,7 +199,7 @@ func compileUDP(pl *listenerv3.Listener, path string, d *Context) (*Listener, er
 	}
 	// Envoy's UDP listener stats: listener.<address>.udp.*.
 	u.dropped = d.Stats.Scope("listener." + prefix + ".udp.").Counter("downstream_rx_datagram_dropped")
-	return &Listener{
+	l := &Listener{
 		Name:        pl.GetName(),
 		Proto:       pl,
 		Address:     hostPort,
@@ -200,7 +211,22 @@ func compileUDP(pl *listenerv3.Listener, path string, d *Context) (*Listener, er
 		closed:      make(chan struct{}),
 		log:         d.Log,
 		udp:         u,
-	}, nil
+	}
+	if qf != nil {
+		// A QUIC listener's connections are the listener's, as TCP ones.
+		qf.l = l
+		ls := d.Stats.Scope("listener." + prefix + ".")
+		l.stats = listenerStats{
+			cxTotal: ls.Counter("downstream_cx_total"), cxDestroy: ls.Counter("downstream_cx_destroy"),
+			noChain: ls.Counter("no_filter_chain_match"), cxOverflow: ls.Counter("downstream_cx_overflow"),
+			overloadReject: ls.Counter("downstream_cx_overload_reject"), connectTimeout: ls.Counter("downstream_cx_transport_socket_connect_timeout"),
+			cxActive: ls.Gauge("downstream_cx_active"), cxLength: ls.Histogram("downstream_cx_length_ms"),
+			origDstError: ls.Counter("downstream_cx_original_dst_error"),
+		}
+		l.ConnLimit = d.ListenerConnLimits[pl.GetName()]
+		l.ignoreGlobal = pl.GetIgnoreGlobalConnLimit()
+	}
+	return l, nil
 }
 
 // UDPSocketConfig compiles a UdpSocketConfig (a UDP listener's

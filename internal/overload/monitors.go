@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -75,33 +76,182 @@ func readUint(path string) (uint64, error) {
 	return strconv.ParseUint(s, 10, 64)
 }
 
+// unlimited is where a cgroup memory limit means "none": v2 writes "max",
+// v1 shows PAGE_COUNTER_MAX pages (9223372036854771712 with 4 KiB pages),
+// and no machine has 4 EiB.
+const unlimited = 1 << 62
+
+// sysRoot prefixes the mount points read from mountinfo (tests point it at
+// a fixture).
+var sysRoot = "/"
+
+// cgroupMount is one cgroup hierarchy from /proc/self/mountinfo: where it
+// is mounted and which cgroup is the mount's root.
+type cgroupMount struct{ point, root string }
+
+// cgroupMounts returns the mount of the cgroup2 hierarchy and of the v1
+// hierarchy carrying controller (ok false when absent or mountinfo is
+// unreadable).
+func cgroupMounts(controller string) (v2, v1 cgroupMount, v2ok, v1ok bool) {
+	data, err := os.ReadFile(filepath.Join(procRoot, "self/mountinfo"))
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		// "36 25 0:31 /root /mount/point rw,... shared:1 - cgroup cgroup rw,memory":
+		// optional fields end at "-", then the type and the super options.
+		pre, post, found := strings.Cut(line, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if !found || len(f) < 5 || len(g) < 1 {
+			continue
+		}
+		m := cgroupMount{point: filepath.Join(sysRoot, unescapeMount(f[4])), root: unescapeMount(f[3])}
+		// The first mount of each hierarchy wins, as runc finds them, but
+		// a later mount on the same point hides the earlier one (a
+		// container's own mount over the host's).
+		switch g[0] {
+		case "cgroup2":
+			if !v2ok || v2.point == m.point {
+				v2, v2ok = m, true
+			}
+		case "cgroup":
+			if len(g) >= 3 && (!v1ok || v1.point == m.point) && slices.Contains(strings.Split(g[2], ","), controller) {
+				v1, v1ok = m, true
+			}
+		}
+	}
+	return
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// inMount is the directory of cgroup path p (from /proc/self/cgroup)
+// under mount m: the mount's root is stripped, as in a container the
+// hierarchy is mounted from the container's own cgroup. A path outside
+// the mount's root (a cgroup namespace entered after the mount, shown as
+// "/.."), or one that does not exist, is the mount point itself: the
+// container's root cgroup, which Envoy reads.
+func inMount(m cgroupMount, p string) string {
+	rel, err := filepath.Rel(m.root, p)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return m.point
+	}
+	d := filepath.Join(m.point, rel)
+	if _, err := os.Stat(d); err != nil {
+		return m.point
+	}
+	return d
+}
+
+// memoryCgroup locates the process's memory cgroup and the top of what is
+// visible of its hierarchy: on cgroup v2 when the memory controller is
+// enabled for the process's cgroup (listed in its cgroup.controllers),
+// else on the v1 hierarchy carrying memory. Without mountinfo (or no
+// cgroup mount in it) it falls back to Envoy's fixed paths under
+// /sys/fs/cgroup.
+func memoryCgroup() (dir, top string, v2 bool) {
+	var p1, p2 string
+	var has2 bool
+	data, _ := os.ReadFile(filepath.Join(procRoot, "self/cgroup"))
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		if f[0] == "0" && f[1] == "" {
+			p2, has2 = f[2], true
+		} else if slices.Contains(strings.Split(f[1], ","), "memory") {
+			p1 = f[2]
+		}
+	}
+	m2, m1, ok2, ok1 := cgroupMounts("memory")
+	if ok2 && has2 {
+		d := inMount(m2, p2)
+		if b, err := os.ReadFile(filepath.Join(d, "cgroup.controllers")); err == nil && slices.Contains(strings.Fields(string(b)), "memory") {
+			return d, m2.point, true
+		}
+	}
+	if ok1 {
+		return inMount(m1, p1), m1.point, false
+	}
+	if !ok2 {
+		// No mountinfo: the layout Envoy assumes.
+		d, v2 := ownCgroup("memory")
+		if v2 {
+			return d, cgroupRoot, true
+		}
+		return d, d, false
+	}
+	return filepath.Join(cgroupRoot, "memory"), filepath.Join(cgroupRoot, "memory"), false
+}
+
 // cgroupMemoryMonitor: memory in use against the cgroup's limit, capped by
-// max_memory_bytes when set.
+// max_memory_bytes when set (Envoy: min of the two). Usage is
+// memory.current (v2) or memory.usage_in_bytes (v1), page cache included,
+// as Envoy reads them. The process's cgroup is its own (as Envoy in a
+// container, where the mount's root is the container's cgroup); the limits
+// of the ancestors visible under the mount count too, each against its own
+// usage — the kernel reclaims and OOM-kills at whichever limit is reached
+// first — and the pressure is the highest. No limit anywhere and no
+// max_memory_bytes is a pressure of 0, as Envoy.
 func cgroupMemoryMonitor(_ *Manager, name string, cfg proto.Message, path string, st *stats.Store) (*monitor, error) {
 	c := cfg.(*cgroupmemoryv3.CgroupMemoryConfig)
 	maxBytes := c.GetMaxMemoryBytes()
 	// The process's cgroup does not change: found once.
-	dir, v2 := ownCgroup("memory")
+	dir, top, v2 := memoryCgroup()
 	usageFile, limitFile := "memory.usage_in_bytes", "memory.limit_in_bytes"
 	if v2 {
 		usageFile, limitFile = "memory.current", "memory.max"
 	}
 	return newMonitor(name, st, func() (float64, error) {
-		used, err := readUint(filepath.Join(dir, usageFile))
-		if err != nil {
-			return 0, fmt.Errorf("cgroup memory usage: %w", err)
+		pressure := 0.0
+		for d, own := dir, true; ; d, own = filepath.Dir(d), false {
+			used, err := readUint(filepath.Join(d, usageFile))
+			if err != nil {
+				if own {
+					return 0, fmt.Errorf("cgroup memory usage: %w", err)
+				}
+				break // the v2 root has no memory.current
+			}
+			limit, err := readUint(filepath.Join(d, limitFile))
+			if err != nil {
+				return 0, fmt.Errorf("cgroup memory limit: %w", err)
+			}
+			if own && maxBytes > 0 && maxBytes < limit {
+				limit = maxBytes
+			}
+			if limit > 0 && limit < unlimited {
+				pressure = max(pressure, float64(used)/float64(limit))
+			}
+			if d == top || len(d) <= len(top) {
+				break
+			}
+			if !v2 {
+				// v1 with use_hierarchy 0 (kernels before 5.16 allowed it):
+				// the parent neither counts nor limits its children.
+				if b, err := os.ReadFile(filepath.Join(filepath.Dir(d), "memory.use_hierarchy")); err == nil && strings.TrimSpace(string(b)) == "0" {
+					break
+				}
+			}
 		}
-		limit, err := readUint(filepath.Join(dir, limitFile))
-		if err != nil {
-			return 0, fmt.Errorf("cgroup memory limit: %w", err)
-		}
-		if maxBytes > 0 && maxBytes < limit {
-			limit = maxBytes
-		}
-		if limit == 0 || limit == math.MaxUint64 {
-			return 0, errors.New("no cgroup memory limit (memory.max is max) and no max_memory_bytes")
-		}
-		return float64(used) / float64(limit), nil
+		return pressure, nil
 	}), nil
 }
 

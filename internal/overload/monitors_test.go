@@ -25,9 +25,9 @@ func fixture(t *testing.T, files map[string]string) {
 			t.Fatal(err)
 		}
 	}
-	oldC, oldP := cgroupRoot, procRoot
-	cgroupRoot, procRoot = filepath.Join(dir, "cgroup"), filepath.Join(dir, "proc")
-	t.Cleanup(func() { cgroupRoot, procRoot = oldC, oldP })
+	oldC, oldP, oldS := cgroupRoot, procRoot, sysRoot
+	cgroupRoot, procRoot, sysRoot = filepath.Join(dir, "cgroup"), filepath.Join(dir, "proc"), dir
+	t.Cleanup(func() { cgroupRoot, procRoot, sysRoot = oldC, oldP, oldS })
 }
 
 func TestCgroupMemoryMonitor(t *testing.T) {
@@ -47,11 +47,99 @@ func TestCgroupMemoryMonitor(t *testing.T) {
 	if p, _ := m.read(); math.Abs(p-0.5) > 1e-9 {
 		t.Errorf("capped pressure %v, want 0.5", p)
 	}
-	// No limit anywhere: a failed update, not a pressure of 0.
+	// No limit anywhere: a pressure of 0, as Envoy.
 	os.WriteFile(filepath.Join(cgroupRoot, "pod/legate/memory.max"), []byte("max\n"), 0o644)
 	m, _ = cgroupMemoryMonitor(nil, "mem", &cgroupmemoryv3.CgroupMemoryConfig{}, "p", st)
-	if _, err := m.read(); err == nil {
-		t.Error("unlimited cgroup without max_memory_bytes gave a pressure")
+	if p, err := m.read(); err != nil || p != 0 {
+		t.Errorf("unlimited cgroup without max_memory_bytes: %v %v, want 0", p, err)
+	}
+}
+
+// mountinfo lines of the layouts below.
+const (
+	miV2       = "30 23 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
+	miHybridV1 = "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime shared:9 - cgroup cgroup rw,memory\n" +
+		"41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n"
+	miDockerV1 = "35 31 0:32 /docker/abc /sys/fs/cgroup/memory ro,relatime - cgroup cgroup rw,memory\n"
+)
+
+// The memory cgroup is found from /proc/self/cgroup and mountinfo: v2 when
+// the memory controller is enabled for the process's cgroup, else v1; the
+// process's own cgroup relative to the mount's root (a container's root
+// cgroup when the hierarchy is mounted from it or in a cgroup namespace);
+// ancestors' limits count against their own usage.
+func TestCgroupMemoryLocation(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		max   uint64
+		want  float64
+	}{
+		{"v2 own cgroup", map[string]string{
+			"proc/self/mountinfo": miV2, "proc/self/cgroup": "0::/pod/legate\n",
+			"sys/fs/cgroup/pod/legate/cgroup.controllers": "cpu memory\n",
+			"sys/fs/cgroup/pod/legate/memory.current":     "300\n", "sys/fs/cgroup/pod/legate/memory.max": "1000\n",
+			"sys/fs/cgroup/pod/memory.current": "400\n", "sys/fs/cgroup/pod/memory.max": "max\n",
+		}, 0, 0.3},
+		{"v2 max_memory_bytes below the limit", map[string]string{
+			"proc/self/mountinfo": miV2, "proc/self/cgroup": "0::/pod/legate\n",
+			"sys/fs/cgroup/pod/legate/cgroup.controllers": "memory\n",
+			"sys/fs/cgroup/pod/legate/memory.current":     "300\n", "sys/fs/cgroup/pod/legate/memory.max": "max\n",
+		}, 600, 0.5},
+		{"v2 an ancestor's limit", map[string]string{
+			"proc/self/mountinfo": miV2, "proc/self/cgroup": "0::/pod/legate\n",
+			"sys/fs/cgroup/pod/legate/cgroup.controllers": "memory\n",
+			"sys/fs/cgroup/pod/legate/memory.current":     "300\n", "sys/fs/cgroup/pod/legate/memory.max": "max\n",
+			"sys/fs/cgroup/pod/memory.current": "900\n", "sys/fs/cgroup/pod/memory.max": "1000\n",
+		}, 0, 0.9},
+		{"v2 cgroup namespace", map[string]string{
+			"proc/self/mountinfo": miV2, "proc/self/cgroup": "0::/\n",
+			"sys/fs/cgroup/cgroup.controllers": "memory\n",
+			"sys/fs/cgroup/memory.current":     "200\n", "sys/fs/cgroup/memory.max": "1000\n",
+		}, 0, 0.2},
+		{"v2 without the memory controller: v1", map[string]string{
+			"proc/self/mountinfo": miHybridV1, "proc/self/cgroup": "4:memory:/job\n0::/job\n",
+			"sys/fs/cgroup/unified/job/cgroup.controllers": "\n",
+			"sys/fs/cgroup/unified/job/memory.current":     "999\n", "sys/fs/cgroup/unified/job/memory.max": "1000\n",
+			"sys/fs/cgroup/memory/job/memory.usage_in_bytes": "250\n", "sys/fs/cgroup/memory/job/memory.limit_in_bytes": "1000\n",
+			"sys/fs/cgroup/memory/memory.usage_in_bytes": "5000\n", "sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",
+		}, 0, 0.25},
+		{"v1 an ancestor's limit", map[string]string{
+			"proc/self/mountinfo": miHybridV1, "proc/self/cgroup": "4:memory:/a/b\n0::/\n",
+			"sys/fs/cgroup/memory/a/b/memory.usage_in_bytes": "100\n", "sys/fs/cgroup/memory/a/b/memory.limit_in_bytes": "9223372036854771712\n",
+			"sys/fs/cgroup/memory/a/memory.usage_in_bytes": "700\n", "sys/fs/cgroup/memory/a/memory.limit_in_bytes": "1000\n",
+			"sys/fs/cgroup/memory/memory.usage_in_bytes": "5000\n", "sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",
+		}, 0, 0.7},
+		{"v1 a parent without use_hierarchy", map[string]string{
+			"proc/self/mountinfo": miHybridV1, "proc/self/cgroup": "4:memory:/a/b\n0::/\n",
+			"sys/fs/cgroup/memory/a/b/memory.usage_in_bytes": "100\n", "sys/fs/cgroup/memory/a/b/memory.limit_in_bytes": "1000\n",
+			"sys/fs/cgroup/memory/a/memory.usage_in_bytes": "700\n", "sys/fs/cgroup/memory/a/memory.limit_in_bytes": "800\n",
+			"sys/fs/cgroup/memory/a/memory.use_hierarchy": "0\n",
+		}, 0, 0.1},
+		{"v1 container: the mount's root is the process's cgroup", map[string]string{
+			"proc/self/mountinfo": miDockerV1, "proc/self/cgroup": "9:memory:/docker/abc\n",
+			"sys/fs/cgroup/memory/memory.usage_in_bytes": "100\n", "sys/fs/cgroup/memory/memory.limit_in_bytes": "400\n",
+		}, 0, 0.25},
+		{"v1 unlimited", map[string]string{
+			"proc/self/mountinfo": miHybridV1, "proc/self/cgroup": "4:memory:/\n",
+			"sys/fs/cgroup/memory/memory.usage_in_bytes": "5000\n", "sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712\n",
+		}, 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fixture(t, tc.files)
+			m, _ := cgroupMemoryMonitor(nil, "mem", &cgroupmemoryv3.CgroupMemoryConfig{MaxMemoryBytes: tc.max}, "p", stats.NewStore())
+			if p, err := m.read(); err != nil || math.Abs(p-tc.want) > 1e-9 {
+				t.Errorf("pressure %v %v, want %v", p, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestUnescapeMount(t *testing.T) {
+	for in, want := range map[string]string{`/a\040b`: "/a b", "/plain": "/plain", `/x\`: `/x\`, `/t\011`: "/t\t"} {
+		if got := unescapeMount(in); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
 	}
 }
 

@@ -6,11 +6,13 @@
 // Supported: the fixed_heap monitor (the Go heap and goroutine stacks
 // against max_heap_size_bytes), cgroup_memory (the cgroup's memory use
 // against its limit), cpu_utilization (host or container CPU, smoothed as
-// Envoy does), the proactive downstream_connections monitor; threshold and
+// Envoy does), injected_resource (a pressure read from a file, for
+// tests), the proactive downstream_connections monitor; threshold and
 // scaled triggers; the actions shrink_heap, stop_accepting_requests,
 // disable_http_keepalive, stop_accepting_connections,
-// reject_incoming_connections and reduce_timeouts (scaled timers). The hot
-// path reads one atomic value per action.
+// reject_incoming_connections, reduce_timeouts (scaled timers) and
+// reset_high_memory_stream (buffer_factory_config's stream accounts,
+// account.go). The hot path reads one atomic value per action.
 package overload
 
 import (
@@ -42,10 +44,16 @@ const (
 	StopAcceptingConnections  = "envoy.overload_actions.stop_accepting_connections"
 	RejectIncomingConnections = "envoy.overload_actions.reject_incoming_connections"
 	ReduceTimeouts            = "envoy.overload_actions.reduce_timeouts"
-	fixedHeap                 = "envoy.resource_monitors.fixed_heap"
+	// ResetHighMemoryStream resets the streams holding the most buffer
+	// memory (it needs buffer_factory_config).
+	ResetHighMemoryStream = "envoy.overload_actions.reset_high_memory_stream"
+	// ResetStreamsCount is Envoy's counter of the streams it reset (a root
+	// stat, without the overload. prefix).
+	ResetStreamsCount = "envoy.overload_actions.reset_high_memory_stream.count"
+	fixedHeap         = "envoy.resource_monitors.fixed_heap"
 )
 
-var implemented = []string{ShrinkHeap, StopAcceptingRequests, DisableHTTPKeepalive, StopAcceptingConnections, RejectIncomingConnections, ReduceTimeouts}
+var implemented = []string{ShrinkHeap, StopAcceptingRequests, DisableHTTPKeepalive, StopAcceptingConnections, RejectIncomingConnections, ReduceTimeouts, ResetHighMemoryStream}
 
 // Timer is a timer reduce_timeouts scales (ScaleTimersOverloadActionConfig).
 type Timer int
@@ -87,6 +95,21 @@ type Manager struct {
 	// reduce and stopAccept are the actions read per request and per
 	// accept, resolved once (nil: not configured).
 	reduce, stopAccept *action
+	// tracker holds the streams' buffer accounts (buffer_factory_config;
+	// nil: no accounting), resetStreams the reset_high_memory_stream
+	// action and resetCount its counter.
+	tracker      *Tracker
+	resetStreams *action
+	resetCount   *stats.Counter
+}
+
+// Tracker is the streams' buffer memory tracker, nil when the bootstrap
+// has no overload_manager.buffer_factory_config. Safe on a nil Manager.
+func (m *Manager) Tracker() *Tracker {
+	if m == nil {
+		return nil
+	}
+	return m.tracker
 }
 
 // MaxDownstreamConnections is the global downstream connection limit of
@@ -151,10 +174,21 @@ func Compile(om *overloadv3.OverloadManager, st *stats.Store, log *slog.Logger) 
 		return nil, nil
 	}
 	const path = "overload_manager"
-	if err := config.CheckFields(om, path, "refresh_interval", "resource_monitors", "actions"); err != nil {
+	if err := config.CheckFields(om, path, "refresh_interval", "resource_monitors", "actions", "buffer_factory_config"); err != nil {
 		return nil, err
 	}
 	m := &Manager{refresh: time.Second, shrinkEvery: 10 * time.Second, shrinkMax: 104857600, actions: map[string]*action{}, log: log, stop: make(chan struct{})}
+	if bf := om.GetBufferFactoryConfig(); bf != nil {
+		bp := config.Join(path, "buffer_factory_config")
+		if err := config.CheckFields(bf, bp, "minimum_account_to_track_power_of_two"); err != nil {
+			return nil, err
+		}
+		// As Envoy: 0 (unset) tracks nothing; validation bounds it to
+		// [10, 56] otherwise.
+		if p := bf.GetMinimumAccountToTrackPowerOfTwo(); p > 0 {
+			m.tracker = NewTracker(p, log)
+		}
+	}
 	if d := om.GetRefreshInterval(); d != nil {
 		m.refresh = d.AsDuration()
 	}
@@ -189,6 +223,12 @@ func Compile(om *overloadv3.OverloadManager, st *stats.Store, log *slog.Logger) 
 			return nil, config.Errorf(config.Join(p, "name"), "unsupported overload action %q (Legate implements %s)", a.GetName(), strings.Join(implemented, ", "))
 		}
 		act := &action{name: a.GetName(), gauge: st.Gauge("overload." + a.GetName() + ".active"), scale: st.Gauge("overload." + a.GetName() + ".scale_percent")}
+		if a.GetName() == ResetHighMemoryStream {
+			if om.GetBufferFactoryConfig() == nil {
+				return nil, config.Errorf(config.Join(p, "name"), "overload action %q requires buffer_factory_config (set overload_manager.buffer_factory_config.minimum_account_to_track_power_of_two)", a.GetName())
+			}
+			m.resetCount = st.Counter(ResetStreamsCount)
+		}
 		if a.GetName() == ShrinkHeap {
 			every, max, err := shrinkHeapConfig(a, p)
 			if err != nil {
@@ -224,6 +264,7 @@ func Compile(om *overloadv3.OverloadManager, st *stats.Store, log *slog.Logger) 
 		m.actions[a.GetName()] = act
 	}
 	m.reduce, m.stopAccept = m.actions[ReduceTimeouts], m.actions[StopAcceptingConnections]
+	m.resetStreams = m.actions[ResetHighMemoryStream]
 	return m, nil
 }
 
@@ -460,7 +501,14 @@ func (m *Manager) update() {
 			v = max(v, t.value(float64(t.monitor.pressure.Load())/1e6))
 		}
 		nv := uint64(v * 1e6)
-		was := a.value.Swap(nv) >= 1e6
+		old := a.value.Swap(nv)
+		if a == m.resetStreams && old != nv {
+			// As Envoy's worker callback: every change of the action's
+			// state (a fall to 0 included, which still clears the top
+			// bucket) resets the streams its value makes eligible.
+			m.resetCount.Add(uint64(m.tracker.ResetGivenPressure(v)))
+		}
+		was := old >= 1e6
 		on := nv >= 1e6
 		if was != on {
 			if on {

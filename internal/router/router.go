@@ -299,7 +299,7 @@ func (s *Stream) setupAttempt(at *attempt, a *route.RouteAction) {
 	if od := at.cl.OrigDst; od != nil {
 		// ORIGINAL_DST: the connection's (restored) destination, or the
 		// request's header with use_http_header.
-		at.lb.OriginalDst = s.Local
+		at.lb.OriginalDst = s.OriginalDst
 		if od.UseHTTPHeader {
 			// Pseudo-headers too: terminate_http1_connect.yaml names
 			// :authority, the CONNECT target.
@@ -483,7 +483,17 @@ func (s *Stream) planBody(at *attempt) bool {
 		return true
 	}
 	buf := bytes.NewBuffer(make([]byte, 0, max(n, 0)))
-	lr := io.LimitReader(readerFunc(s.ds.ReadBody), retryBufferLimit+1)
+	read := readerFunc(s.ds.ReadBody)
+	if c, ok := s.ds.(bufferCharger); ok && c.BufferAccounting() {
+		// The copy kept for retries and mirrors is the stream's buffer
+		// memory (the overload manager's reset_high_memory_stream).
+		read = func(p []byte) (int, error) {
+			n, err := s.ds.ReadBody(p)
+			c.ChargeBuffered(int64(n))
+			return n, err
+		}
+	}
+	lr := io.LimitReader(read, retryBufferLimit+1)
 	if _, err := buf.ReadFrom(lr); err != nil {
 		if errors.Is(err, ErrRequestTimeout) {
 			s.ds.BodyConsumed()
@@ -517,6 +527,14 @@ func (s *Stream) planBody(at *attempt) bool {
 }
 
 type readerFunc func([]byte) (int, error)
+
+// bufferCharger is a Downstream whose buffers are accounted (the
+// connection manager's stream with overload_manager.buffer_factory_config):
+// what the router holds for it is charged until the stream ends.
+type bufferCharger interface {
+	BufferAccounting() bool
+	ChargeBuffered(n int64)
+}
 
 func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 

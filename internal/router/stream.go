@@ -143,6 +143,11 @@ type Stream struct {
 	IsGRPC  bool
 	// Local is the connection's (restored) destination.
 	Local netip.AddrPort
+	// OriginalDst is Local when the original_dst listener filter restored
+	// it (Envoy's localAddressRestored), else zero: ORIGINAL_DST clusters
+	// connect only to a restored destination, never to the proxy's own
+	// listener.
+	OriginalDst netip.AddrPort
 
 	ds      Downstream
 	cfg     *Config

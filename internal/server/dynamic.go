@@ -551,7 +551,7 @@ func (d *dynamic) updateListeners(version string, resources map[string]*resource
 	var errs config.ErrorList
 	addrs := map[string]string{}
 	for _, l := range d.s.staticListeners() {
-		addrs[l.Address] = l.Name
+		addrs[l.AddressKey()] = l.Name
 	}
 	for _, name := range sortedKeys(resources) {
 		r := resources[name]
@@ -559,7 +559,7 @@ func (d *dynamic) updateListeners(version string, resources map[string]*resource
 		cur := d.listeners[name]
 		d.mu.Unlock()
 		if cur != nil && string(cur.raw) == string(r.Raw) {
-			addrs[cur.l.Address] = name
+			addrs[cur.l.AddressKey()] = name
 			continue
 		}
 		pl, err := resource.As[*listenerv3.Listener](r)
@@ -573,11 +573,11 @@ func (d *dynamic) updateListeners(version string, resources map[string]*resource
 			continue
 		}
 		// Port 0 binds a new port for each listener: no conflict.
-		if other, dup := addrs[l.Address]; dup && other != name && !portZero(l.Address) {
+		if other, dup := addrs[l.AddressKey()]; dup && other != name && !portZero(l.Address) {
 			errs = append(errs, config.Errorf("listener "+name, "address %s is already used by listener %q", l.Address, other))
 			continue
 		}
-		addrs[l.Address] = name
+		addrs[l.AddressKey()] = name
 		l.VersionInfo = version
 		next = append(next, &dynListener{l: l, raw: r.Raw, version: version, deps: refs.Of(pl)})
 	}

@@ -131,6 +131,8 @@ type serverStats struct {
 	listenersActive                  *stats.Gauge
 	// memory_* as Envoy's server stats (see internal/memstat).
 	memAllocated, memHeap, memPhysical *stats.Gauge
+	// certDays is server.days_until_first_cert_expiring.
+	certDays *stats.Gauge
 	// static/dynamicUnknown count messages with unknown fields let through
 	// (Envoy's server.static_unknown_fields / dynamic_unknown_fields).
 	staticUnknown, dynamicUnknown *stats.Counter
@@ -248,6 +250,7 @@ func (s *Server) compile() error {
 		panics:          s.Stats.Counter("server.panics"),
 		memAllocated:    s.Stats.Gauge("server.memory_allocated"), memHeap: s.Stats.Gauge("server.memory_heap_size"),
 		memPhysical:   s.Stats.Gauge("server.memory_physical_size"),
+		certDays:      s.Stats.Gauge("server.days_until_first_cert_expiring"),
 		staticUnknown: s.Stats.Counter("server.static_unknown_fields"), dynamicUnknown: s.Stats.Counter("server.dynamic_unknown_fields"),
 		// The policy and its count are process-wide; count from here.
 		dynamicSeen: resource.UnknownFieldsSeen.Load(),
@@ -263,10 +266,14 @@ func (s *Server) compile() error {
 	}
 	s.overload = om
 	var outlierEvents *upstream.OutlierEventLog
+	var bindCfg *upstream.BindConfig
 	if cm := b.GetClusterManager(); cm != nil {
 		// enable_deferred_cluster_creation has no behavioural effect:
 		// Legate's clusters are cheap values created with the config.
-		if err := config.CheckFields(cm, "cluster_manager", "local_cluster_name", "outlier_detection", "enable_deferred_cluster_creation"); err != nil {
+		if err := config.CheckFields(cm, "cluster_manager", "local_cluster_name", "outlier_detection", "enable_deferred_cluster_creation", "upstream_bind_config"); err != nil {
+			return err
+		}
+		if bindCfg, err = upstream.CompileBindConfig(cm.GetUpstreamBindConfig(), "cluster_manager.upstream_bind_config"); err != nil {
 			return err
 		}
 		if od := cm.GetOutlierDetection(); od != nil {
@@ -281,7 +288,7 @@ func (s *Server) compile() error {
 	}
 	s.Clusters = upstream.NewManager(upstream.Deps{Stats: s.Stats, Log: s.log, Transport: s.clusterTransport,
 		LocalCluster: b.GetClusterManager().GetLocalClusterName(), UpstreamFilters: s.upstreamFilters,
-		Internal: s.internal, OutlierEvents: outlierEvents})
+		Internal: s.internal, OutlierEvents: outlierEvents, Bind: bindCfg})
 	if s.sinks, err = statsink.Compile(b, s.Stats, s.Clusters, s.log); err != nil {
 		return err
 	}
@@ -367,10 +374,10 @@ func (s *Server) compile() error {
 		// Listeners on one address would share its socket (the table hands
 		// the open one out): as Envoy, two listeners may not have the same
 		// address. Port 0 binds a new port for each.
-		if other, dup := laddrs[l.Address]; dup && !portZero(l.Address) {
+		if other, dup := laddrs[l.AddressKey()]; dup && !portZero(l.Address) {
 			return config.Errorf(config.Join(p, "address"), "address %s is already used by listener %q", l.Address, other)
 		}
-		laddrs[l.Address] = l.Name
+		laddrs[l.AddressKey()] = l.Name
 		s.listeners = append(s.listeners, l)
 	}
 	if a := b.GetAdmin(); a != nil {
@@ -518,11 +525,16 @@ func bracket(h string) string {
 func (s *Server) tick() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	for {
+	s.serverStats.certDays.Set(s.daysUntilFirstCertExpiring())
+	for n := 1; ; n++ {
 		select {
 		case <-s.quit:
 			return
 		case <-t.C:
+			if n%5 == 0 {
+				// Envoy refreshes it at each stats flush (5 s by default).
+				s.serverStats.certDays.Set(s.daysUntilFirstCertExpiring())
+			}
 			s.serverStats.uptime.Set(int64(time.Since(s.start).Seconds()))
 			m := memstat.Read()
 			s.serverStats.memAllocated.Set(int64(m.Allocated))

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"math"
 	"time"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
@@ -101,6 +102,12 @@ func (s *Server) sds(sc *tlsv3.SdsSecretConfig, path string) (*tlsx.Secret, erro
 		}
 		return sec, nil
 	}
+	if s.dyn == nil {
+		// Validating a resource file (legate validate): the config source
+		// is the bootstrap's business, unknown here, as a listener file's
+		// RDS names are another file's.
+		return s.secrets.Get(name), nil
+	}
 	if err := s.dyn.checkSDS(cs, config.Join(path, "sds_config")); err != nil {
 		return nil, err
 	}
@@ -128,6 +135,24 @@ func (s *Server) Certs() proto.Message {
 		out.Certificates = append(out.Certificates, c)
 	}
 	return out
+}
+
+// daysUntilFirstCertExpiring is server.days_until_first_cert_expiring:
+// the whole days until the first certificate in use expires, CAs
+// included, 0 once one has; with no certificate, the largest uint32, as
+// Envoy's context manager reports.
+func (s *Server) daysUntilFirstCertExpiring() int64 {
+	days := int64(math.MaxUint32)
+	if s.secrets == nil {
+		return days
+	}
+	for _, sec := range s.secrets.Secrets() {
+		certs, cas := sec.Certificates()
+		for _, x := range append(certs, cas...) {
+			days = min(days, max(0, int64(time.Until(x.NotAfter).Hours()/24)))
+		}
+	}
+	return days
 }
 
 func certDetails(x *tlsx.CertInfo, path string) *adminv3.CertificateDetails {

@@ -107,10 +107,13 @@ type TLSInfo struct {
 	SessionID string
 	PeerCert  *x509.Certificate
 	// PeerChain is the rest of the chain the client presented.
-	PeerChain       []*x509.Certificate
-	PeerSubject     string
-	PeerIssuer      string
-	LocalSubject    string
+	PeerChain    []*x509.Certificate
+	PeerSubject  string
+	PeerIssuer   string
+	LocalSubject string
+	// LocalURISAN are the URI SANs of the certificate this side
+	// presented (x-forwarded-client-cert's By).
+	LocalURISAN     []string
 	PeerURISAN      []string
 	PeerDNSSAN      []string
 	PeerSerial      string

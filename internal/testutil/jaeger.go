@@ -31,7 +31,7 @@ type Jaeger struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
-	log  *logBuffer
+	log  *LogBuffer
 }
 
 // jaegerConfig is the collector configuration: the OTLP receiver, a
@@ -71,25 +71,32 @@ exporters:
   jaeger_storage_exporter: {trace_storage: mem}
 `
 
-// jaegerBinary finds Jaeger (built by scripts/deps.d/jaeger.sh into
-// $LEGATE_CACHE/bin, or on PATH). A missing one skips the test while
-// LEGATE_REQUIRE_NETNS is unset, and fails it otherwise (make test, CI),
-// so that CI never passes by skipping.
+// jaegerBinary finds Jaeger (built by scripts/deps.d/jaeger.sh).
 func jaegerBinary(t testing.TB) string {
+	t.Helper()
+	return CachedBinary(t, "jaeger", "Jaeger", "scripts/deps.d/jaeger.sh")
+}
+
+// CachedBinary finds a test dependency the project's scripts build into
+// $LEGATE_CACHE/bin (default ~/.cache/legate/bin), or on PATH. A missing
+// one skips the test while LEGATE_REQUIRE_NETNS is unset, and fails it
+// otherwise (make test, CI), so that CI never passes by skipping; what
+// names it in the message, script the script that builds it.
+func CachedBinary(t testing.TB, name, what, script string) string {
 	t.Helper()
 	cache := os.Getenv("LEGATE_CACHE")
 	if cache == "" {
 		home, _ := os.UserHomeDir()
 		cache = filepath.Join(home, ".cache", "legate")
 	}
-	bin := filepath.Join(cache, "bin", "jaeger")
+	bin := filepath.Join(cache, "bin", name)
 	if _, err := os.Stat(bin); err == nil {
 		return bin
 	}
-	if p, err := exec.LookPath("jaeger"); err == nil {
+	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
-	msg := "Jaeger (" + bin + ") is not installed: run scripts/deps.sh (scripts/deps.d/jaeger.sh)"
+	msg := what + " (" + bin + ") is not installed: run scripts/deps.sh (" + script + ")"
 	if _, set := os.LookupEnv("LEGATE_REQUIRE_NETNS"); set {
 		t.Fatal(msg)
 	}
@@ -105,7 +112,7 @@ func StartJaeger(t testing.TB) *Jaeger {
 	bin := jaegerBinary(t)
 	dir := t.TempDir()
 	addr := func() string { return fmt.Sprintf("127.0.0.1:%d", FreePort(t)) }
-	j := &Jaeger{OTLPGRPCAddr: addr(), OTLPHTTPAddr: addr(), ZipkinAddr: addr(), QueryAddr: addr(), log: &logBuffer{}}
+	j := &Jaeger{OTLPGRPCAddr: addr(), OTLPHTTPAddr: addr(), ZipkinAddr: addr(), QueryAddr: addr(), log: &LogBuffer{}}
 	queryGRPC := addr()
 	cfgFile := filepath.Join(dir, "jaeger.yaml")
 	if err := os.WriteFile(cfgFile, fmt.Appendf(nil, jaegerConfig, j.QueryAddr, queryGRPC, j.OTLPGRPCAddr, j.OTLPHTTPAddr, j.ZipkinAddr), 0o644); err != nil {

@@ -30,7 +30,7 @@ type RateLimitService struct {
 	rls     *exec.Cmd
 	rlsDone chan struct{}
 	redis   *exec.Cmd
-	log     *logBuffer
+	log     *LogBuffer
 }
 
 // rateLimitBinaries finds the Rate Limit Service (built by
@@ -93,7 +93,7 @@ func StartRateLimitService(t testing.TB, configs map[string]string, env ...strin
 			domains = append(domains, m[1])
 		}
 	}
-	s := &RateLimitService{log: &logBuffer{}}
+	s := &RateLimitService{log: &LogBuffer{}}
 	redisPort := FreePort(t)
 	s.RedisAddr = fmt.Sprintf("127.0.0.1:%d", redisPort)
 	s.redis = exec.Command(redisBin, "--bind", "127.0.0.1", "--port", fmt.Sprint(redisPort), "--save", "", "--appendonly", "no",
@@ -211,22 +211,4 @@ func waitRedis(addr string, timeout time.Duration) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return last
-}
-
-// logBuffer collects the output of the service and redis.
-type logBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -102,6 +102,25 @@ func (p *Proxy) URL(listener, path string) string {
 // Addr returns the bound address of the named listener.
 func (p *Proxy) Addr(listener string) string { return p.Listeners[listener] }
 
+// LogBuffer collects a process's output while a test reads it.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns what was written so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 type syncBuffer struct {
 	mu sync.Mutex
 	b  *bytes.Buffer

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	quicv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/quic/v3"
 	rawbufferv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
@@ -189,7 +190,10 @@ func (c *common) verifier(st *tlsStats) *verifier {
 
 // ServerContext is a compiled DownstreamTlsContext.
 type ServerContext struct {
-	common      *common
+	common *common
+	// quic is set for a QuicDownstreamTransport (quic.go): the context
+	// serves QUIC listeners only.
+	quic        bool
 	requireCert bool
 	requireSNI  bool
 	tickets     *Secret
@@ -260,9 +264,18 @@ func CompileServer(ts *corev3.TransportSocket, path string, d Deps) (*ServerCont
 		return nil, err
 	}
 	dtc, ok := r.Config.(*tlsv3.DownstreamTlsContext)
+	if q, isQUIC := r.Config.(*quicv3.QuicDownstreamTransport); isQUIC {
+		return compileQUICServer(q, tp, d)
+	}
 	if !ok {
 		return nil, config.Errorf(tp, "@type %s is not a TLS context", r.Ext.TypeURL())
 	}
+	return compileServer(dtc, tp, d)
+}
+
+// compileServer compiles a DownstreamTlsContext at tp (a transport
+// socket's typed_config, or a QUIC transport's downstream_tls_context).
+func compileServer(dtc *tlsv3.DownstreamTlsContext, tp string, d Deps) (*ServerContext, error) {
 	if err := config.CheckFields(dtc, tp, "common_tls_context", "require_client_certificate", "require_sni",
 		"session_ticket_keys", "session_ticket_keys_sds_secret_config", "disable_stateless_session_resumption",
 		"disable_stateful_session_resumption", "session_timeout", "full_scan_certs_on_sni_mismatch", "prefer_client_ciphers",
@@ -422,7 +435,24 @@ func (sc *ServerContext) Server(conn net.Conn) (net.Conn, error) {
 		return nil, fmt.Errorf("require_sni: client sent no SNI")
 	}
 	sc.stats.done(st)
-	return &Conn{Conn: tc, st: st}, nil
+	return &Conn{Conn: tc, st: st, local: servedLeaf(cfg, st.ServerName)}, nil
+}
+
+// servedLeaf is the certificate the handshake presented: the only one, or
+// (Go does not report its choice) the first whose names match the SNI, as
+// Go picks among several, else the first.
+func servedLeaf(cfg *tls.Config, sni string) *x509.Certificate {
+	if len(cfg.Certificates) == 0 {
+		return nil
+	}
+	if len(cfg.Certificates) > 1 && sni != "" {
+		for _, c := range cfg.Certificates {
+			if c.Leaf != nil && c.Leaf.VerifyHostname(sni) == nil {
+				return c.Leaf
+			}
+		}
+	}
+	return cfg.Certificates[0].Leaf
 }
 
 // Certificates returns the leaf certificates in use (admin /certs).
@@ -467,6 +497,9 @@ func caCerts(c *common) []*x509.Certificate {
 type Conn struct {
 	*tls.Conn
 	st tls.ConnectionState
+	// local is the certificate this side presented (server side; nil
+	// when unknown).
+	local *x509.Certificate
 }
 
 // NegotiatedProtocol returns the ALPN protocol.
@@ -475,6 +508,12 @@ func (c *Conn) NegotiatedProtocol() string { return c.st.NegotiatedProtocol }
 // TLSInfo describes the connection for streaminfo, and the SNI.
 func (c *Conn) TLSInfo() (*streaminfo.TLSInfo, string) {
 	info := &streaminfo.TLSInfo{Version: VersionName(c.st.Version), Cipher: CipherName(c.st.CipherSuite)}
+	if l := c.local; l != nil {
+		info.LocalSubject = l.Subject.String()
+		for _, u := range l.URIs {
+			info.LocalURISAN = append(info.LocalURISAN, u.String())
+		}
+	}
 	if len(c.st.PeerCertificates) > 0 {
 		p := c.st.PeerCertificates[0]
 		info.PeerCert = p
@@ -498,6 +537,8 @@ func (c *Conn) CloseWrite() error { return c.Conn.CloseWrite() }
 
 // ClientContext is a compiled UpstreamTlsContext.
 type ClientContext struct {
+	// quic is set for a QuicUpstreamTransport (quic.go).
+	quic bool
 	// sanValidation checks the certificate against the SNI (auto_san_validation).
 	sanValidation bool
 	common        *common
@@ -517,9 +558,18 @@ func CompileClient(ts *corev3.TransportSocket, path string, d Deps, defaultALPN 
 		return nil, err
 	}
 	utc, ok := r.Config.(*tlsv3.UpstreamTlsContext)
+	if q, isQUIC := r.Config.(*quicv3.QuicUpstreamTransport); isQUIC {
+		return compileQUICClient(q, tp, d, defaultALPN)
+	}
 	if !ok {
 		return nil, config.Errorf(tp, "@type %s is not a TLS context", r.Ext.TypeURL())
 	}
+	return compileClient(utc, tp, d, defaultALPN)
+}
+
+// compileClient compiles an UpstreamTlsContext at tp (a transport
+// socket's typed_config, or a QUIC transport's upstream_tls_context).
+func compileClient(utc *tlsv3.UpstreamTlsContext, tp string, d Deps, defaultALPN []string) (*ClientContext, error) {
 	if err := config.CheckFields(utc, tp, "common_tls_context", "sni", "allow_renegotiation", "max_session_keys"); err != nil {
 		return nil, err
 	}

@@ -2,7 +2,7 @@
 // STRICT_DNS, LOGICAL_DNS, EDS), load balancers (round robin, least
 // request, random, ring hash, Maglev) with priorities and panic mode,
 // active health checks, circuit breakers, and connection pools for
-// HTTP/1.1 and HTTP/2 upstreams.
+// HTTP/1.1 and HTTP/2 upstreams, and the HTTP/3 client (http3.go).
 //
 // Routes never hold a *Cluster: they hold a *Ref, a stable handle whose
 // atomic pointer the Manager swaps when a cluster is added, changed or
@@ -19,6 +19,7 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	"github.com/quic-go/quic-go"
 
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/userspace"
@@ -172,6 +173,10 @@ type Cluster struct {
 	breakers           breakers
 	highBreakers       breakers
 	transport          TransportSocket
+	// tsMatches are transport_socket_matches (transportFor); tsDefaultCount
+	// counts hosts that matched none (cluster.<name>.default.total_match_count).
+	tsMatches      []transportMatch
+	tsDefaultCount *stats.Counter
 	// internal is the server's internal listener registry, which
 	// envoy_internal_address hosts are reached through (nil: none).
 	internal *userspace.Registry
@@ -179,11 +184,18 @@ type Cluster struct {
 	// connections are pooled per downstream address pair (transport.go).
 	sendsPP bool
 	h2      *h2Client
+	// h3 is the HTTP/3 client (HTTP3 and AutoHTTP3 clusters, http3.go);
+	// h3conf its QUIC config, h3alt AutoHTTP3's alternate protocols cache.
+	h3     *h3Client
+	h3conf *quic.Config
+	h3alt  *altSvcCache
 	// IdleTimeout closes pooled connections unused this long (upstream
 	// common_http_protocol_options.idle_timeout, 1h by default).
 	IdleTimeout time.Duration
 	// keepAlive is upstream_connection_options.tcp_keepalive.
 	keepAlive net.KeepAliveConfig
+	// bind is the upstream_bind_config its connections bind (nil: none).
+	bind *BindConfig
 	// closeOnHCFail closes a host's connections when it fails health checks.
 	closeOnHCFail bool
 	// AutoSNI sets the TLS server name from the request's host
@@ -497,6 +509,9 @@ func (c *Cluster) Close() {
 		}
 		if c.h2 != nil {
 			c.h2.close()
+		}
+		if c.h3 != nil {
+			c.h3.close()
 		}
 		if c.health != nil {
 			c.health.events.close()

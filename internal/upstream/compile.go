@@ -46,6 +46,10 @@ type Deps struct {
 	// OutlierEvents is cluster_manager.outlier_detection.event_log_path's
 	// log (nil: none).
 	OutlierEvents *OutlierEventLog
+	// Bind is cluster_manager.upstream_bind_config (CompileBindConfig),
+	// which clusters without an upstream_bind_config of their own bind
+	// their upstream connections with; nil: none.
+	Bind *BindConfig
 }
 
 const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -69,7 +73,7 @@ func init() {
 func Compile(orig *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) {
 	// load_balancing_policy becomes the lb_policy fields it stands for;
 	// the cluster keeps its original proto for the config dump.
-	pc, err := applyLBPolicy(orig, path, deps)
+	pc, cs, err := applyLBPolicy(orig, path, deps)
 	if err != nil {
 		return nil, err
 	}
@@ -86,7 +90,7 @@ func Compile(orig *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) 
 		"per_connection_buffer_limit_bytes", "upstream_connection_options", "metadata", "cleanup_interval",
 		"wait_for_warm_on_init", "close_connections_on_host_health_failure", "ignore_health_on_host_removal",
 		"track_cluster_stats", "dns_jitter", "respect_dns_ttl", "original_dst_lb_config", "cluster_type",
-		"upstream_config", "lb_subset_config",
+		"upstream_config", "lb_subset_config", "upstream_bind_config", "transport_socket_matches",
 	); err != nil {
 		return nil, err
 	}
@@ -118,8 +122,19 @@ func Compile(orig *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) 
 	if pc.GetConnectTimeout() != nil {
 		c.connectTimeout = pc.GetConnectTimeout().AsDuration()
 	}
+	// As Envoy: the cluster's own bind config, else the bootstrap's.
+	c.bind = deps.Bind
+	if bc := pc.GetUpstreamBindConfig(); bc != nil {
+		if c.bind, err = CompileBindConfig(bc, config.Join(path, "upstream_bind_config")); err != nil {
+			return nil, err
+		}
+	}
 	if err := c.compileLB(pc, path); err != nil {
 		return nil, err
+	}
+	if cs != nil { // client_side_weighted_round_robin (lb_cswrr.go)
+		c.lb.cswrr = cs
+		cs.attach(c, scope)
 	}
 	if sc := pc.GetLbSubsetConfig(); sc != nil {
 		// As Envoy: subsets need hosts known in advance, so not with
@@ -165,6 +180,18 @@ func Compile(orig *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) 
 			c.sendsPP = true
 		}
 		c.transport = t
+	}
+	{
+		alpn := []string{"http/1.1"}
+		if c.Protocol == HTTP2 {
+			alpn = []string{"h2"}
+		}
+		if err := c.compileTransportMatches(pc, path, deps, alpn, scope); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.checkHTTP3Transport(path, scope); err != nil {
+		return nil, err
 	}
 	if od := pc.GetOutlierDetection(); od != nil {
 		cfg, err := compileOutlier(od, config.Join(path, "outlier_detection"))
@@ -447,8 +474,13 @@ func (c *Cluster) compileProtocol(pc *clusterv3.Cluster, path string, deps Deps)
 				if err := c.compileHTTP1(pt.ExplicitHttpConfig.GetHttpProtocolOptions(), config.Join(p, "explicit_http_config.http_protocol_options")); err != nil {
 					return err
 				}
+			case *httpopts.HttpProtocolOptions_ExplicitHttpConfig_Http3ProtocolOptions:
+				c.Protocol = HTTP3
+				if err := c.compileHTTP3(pt.ExplicitHttpConfig.GetHttp3ProtocolOptions(), config.Join(p, "explicit_http_config.http3_protocol_options")); err != nil {
+					return err
+				}
 			default:
-				return config.Unsupported(config.Join(p, "explicit_http_config"), "this protocol", "http_protocol_options", "http2_protocol_options")
+				return config.Unsupported(config.Join(p, "explicit_http_config"), "this protocol", "http_protocol_options", "http2_protocol_options", "http3_protocol_options")
 			}
 		case *httpopts.HttpProtocolOptions_UseDownstreamProtocolConfig:
 			c.Protocol = UseDownstream
@@ -470,6 +502,10 @@ func (c *Cluster) compileProtocol(pc *clusterv3.Cluster, path string, deps Deps)
 				c.Protocol = HTTP1
 			} else {
 				c.Protocol = UseDownstream
+			}
+			// HTTP/3 through the alternate protocols cache (http3.go).
+			if err := c.compileAutoHTTP3(pt.AutoConfig, config.Join(p, "auto_config")); err != nil {
+				return err
 			}
 		}
 		if cp := opts.GetCommonHttpProtocolOptions(); cp != nil {
@@ -713,6 +749,9 @@ func (c *Cluster) Start() {
 	}
 	if c.outlier != nil {
 		go c.outlier.run()
+	}
+	if c.lb.cswrr != nil {
+		go c.lb.cswrr.run(c)
 	}
 	go func() {
 		t := time.NewTicker(10 * time.Second)

@@ -13,6 +13,8 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+
+	"github.com/legateproxy/legate/internal/config"
 )
 
 // discovery feeds a cluster its hosts.
@@ -48,6 +50,8 @@ type endpointSpec struct {
 	// internal is an envoy_internal_address endpoint's host address
 	// (envoy://<listener>/<endpoint id>) instead of host:port.
 	internal string
+	// hcPort is health_check_config.port_value.
+	hcPort uint32
 }
 
 // hostsFromAssignment turns a load assignment into endpoint specs.
@@ -67,6 +71,16 @@ func hostsFromAssignment(la *endpointv3.ClusterLoadAssignment, path string) ([]e
 			hs := lbe.GetHealthStatus()
 			unhealthy := hs == corev3.HealthStatus_UNHEALTHY || hs == corev3.HealthStatus_DRAINING || hs == corev3.HealthStatus_TIMEOUT
 			degraded := hs == corev3.HealthStatus_DEGRADED
+			hc := ep.GetHealthCheckConfig()
+			if hc != nil {
+				hp := p + ".endpoint.health_check_config"
+				if err := config.CheckFields(hc, hp, "port_value"); err != nil {
+					return nil, err
+				}
+				if hc.GetPortValue() != 0 && ep.GetAddress().GetSocketAddress() == nil {
+					return nil, config.Errorf(config.Join(hp, "port_value"), "a health check port needs a socket_address endpoint")
+				}
+			}
 			if pipe := ep.GetAddress().GetPipe(); pipe != nil {
 				// A Unix domain socket (Istio's xds-grpc and sds-grpc).
 				if pipe.GetPath() == "" {
@@ -101,7 +115,7 @@ func hostsFromAssignment(la *endpointv3.ClusterLoadAssignment, path string) ([]e
 			out = append(out, endpointSpec{
 				host: sa.GetAddress(), port: sa.GetPortValue(), weight: w, priority: le.GetPriority(),
 				locality: le.GetLocality(), localityWeight: le.GetLoadBalancingWeight().GetValue(), metadata: lbe.GetMetadata(),
-				unhealthy: unhealthy, degraded: degraded, hostname: ep.GetHostname(),
+				unhealthy: unhealthy, degraded: degraded, hostname: ep.GetHostname(), hcPort: hc.GetPortValue(),
 			})
 		}
 	}
@@ -109,7 +123,7 @@ func hostsFromAssignment(la *endpointv3.ClusterLoadAssignment, path string) ([]e
 }
 
 func (e endpointSpec) toHost(ip netip.Addr) *Host {
-	cfg := HostConfig{Hostname: e.hostname, Weight: e.weight, Priority: e.priority, Locality: e.locality, LocalityWeight: e.localityWeight, Metadata: e.metadata}
+	cfg := HostConfig{Hostname: e.hostname, Weight: e.weight, Priority: e.priority, Locality: e.locality, LocalityWeight: e.localityWeight, Metadata: e.metadata, HealthCheckPort: e.hcPort}
 	if cfg.Hostname == "" && e.host != ip.String() {
 		cfg.Hostname = e.host
 	}

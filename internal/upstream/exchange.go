@@ -148,6 +148,9 @@ func (c *Cluster) Open(h *Host, proto Protocol) Exchange {
 	if proto == HTTP2 {
 		return &h2Exchange{cl: c, host: h, rt: c.roundTripH2}
 	}
+	if proto >= HTTP3 {
+		return c.openH3(h, proto)
+	}
 	e := h1Exchanges.Get().(*h1Exchange)
 	e.cl, e.host = c, h
 	return e
@@ -201,6 +204,9 @@ type h1Exchange struct {
 	idleBound bool
 	sent, rcv int
 	method    string
+	// orca: the response head carried an ORCA load report (lb_cswrr.go),
+	// so the trailers' is not read.
+	orca bool
 
 	mu        sync.Mutex
 	live      bool // cc is in the middle of Send (Cancel may cut it)
@@ -246,6 +252,9 @@ func (e *h1Exchange) Send(req *Request, head *http1.ResponseHead) error {
 		e.live = false
 		e.mu.Unlock()
 		if kind == 0 {
+			if e.cl != nil && e.cl.lb.cswrr != nil {
+				e.orca = e.cl.observeOrca(e.host, &head.Headers)
+			}
 			return nil
 		}
 		if kind == FailTimeout && idleBound {
@@ -465,9 +474,12 @@ func (e *h1Exchange) Discard() {
 }
 
 func (e *h1Exchange) Close(complete bool) {
+	if complete && !e.orca && e.cl != nil && e.cl.lb.cswrr != nil {
+		e.cl.observeOrca(e.host, e.Trailers())
+	}
 	e.release(complete && e.Reusable())
 	e.cl, e.host, e.own, e.head, e.method = nil, nil, nil, nil, ""
-	e.sent, e.rcv, e.cancelled, e.idleBound = 0, 0, false, false
+	e.sent, e.rcv, e.cancelled, e.idleBound, e.orca = 0, 0, false, false, false
 	h1Exchanges.Put(e)
 }
 
@@ -521,6 +533,8 @@ type h2Exchange struct {
 	method string
 	tr     *headers.Map
 	sent   int
+	// orca: an ORCA load report was read (headers or trailers).
+	orca bool
 
 	mu        sync.Mutex
 	cancelled bool
@@ -637,6 +651,9 @@ func (e *h2Exchange) Send(req *Request, head *http1.ResponseHead) error {
 	}
 	head.ContentLength = resp.ContentLength
 	head.KeepAlive = true
+	if e.cl != nil && e.cl.lb.cswrr != nil {
+		e.orca = e.cl.observeOrca(e.host, &head.Headers)
+	}
 	return nil
 }
 
@@ -712,6 +729,12 @@ func (e *h2Exchange) Reusable() bool { return true }
 func (e *h2Exchange) Discard()       { e.Close(false) }
 
 func (e *h2Exchange) Close(bool) {
+	if e.resp != nil && !e.orca && e.cl != nil && e.cl.lb.cswrr != nil {
+		// The trailers are there once the body was read to its end
+		// (gRPC servers send their report in them).
+		e.orca = true
+		e.cl.observeOrca(e.host, e.Trailers())
+	}
 	if e.resp != nil {
 		e.resp.Body.Close()
 	}

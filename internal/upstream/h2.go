@@ -85,12 +85,12 @@ func (c *Cluster) DialHost(ctx context.Context, addr string) (net.Conn, error) {
 		}
 		return nil, &ConnectError{Err: err}
 	}
-	if c.transport != nil && host != nil {
+	if t := c.transportFor(host); t != nil && host != nil {
 		if DialInfoFrom(ctx) == nil {
 			// The transport socket learns the host it wraps a connection to.
 			ctx = WithDialInfo(ctx, &DialInfo{Host: host})
 		}
-		if conn, err = c.transport.Client(ctx, conn, ""); err != nil {
+		if conn, err = t.Client(ctx, conn, ""); err != nil {
 			c.Stats.cxConnectFail.Inc()
 			return nil, &ConnectError{Err: err}
 		}

@@ -344,8 +344,8 @@ func httpCheck(c *Cluster, hc *corev3.HealthCheck_HttpHealthCheck, path string) 
 			return false, true
 		}
 		defer conn.Close()
-		if c.transport != nil {
-			if conn, err = c.transport.Client(ctx, conn, ""); err != nil {
+		if t := c.transportFor(h); t != nil {
+			if conn, err = t.Client(ctx, conn, ""); err != nil {
 				return false, true
 			}
 		}
@@ -436,7 +436,7 @@ func tcpCheck(c *Cluster, hc *corev3.HealthCheck_TcpHealthCheck, path string) (f
 // dialCheck connects to a host for one health check, with the check's
 // deadline on the connection.
 func dialCheck(ctx context.Context, c *Cluster, h *Host) (net.Conn, error) {
-	conn, err := c.dialAddr(ctx, h.Address, h, ConnOptions{})
+	conn, err := c.dialAddr(ctx, h.healthAddr(), h, ConnOptions{})
 	if err != nil {
 		return nil, err
 	}

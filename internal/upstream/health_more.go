@@ -52,12 +52,13 @@ func grpcCheck(c *Cluster, hc *corev3.HealthCheck_GrpcHealthCheck, path string) 
 		}
 		dial := func(ctx context.Context, addr string) (net.Conn, error) {
 			conn, err := c.dialAddr(ctx, addr, h, ConnOptions{})
-			if err != nil || c.transport == nil {
+			t := c.transportFor(h)
+			if err != nil || t == nil {
 				return conn, err
 			}
-			return c.transport.Client(ctx, conn, "")
+			return t.Client(ctx, conn, "")
 		}
-		cc, err := grpc.NewClient("passthrough:///"+h.Address, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		cc, err := grpc.NewClient("passthrough:///"+h.healthAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithContextDialer(dial), grpc.WithAuthority(authority), grpc.WithUserAgent("Envoy/HC"))
 		if err != nil {
 			return nil, err
@@ -96,13 +97,18 @@ func grpcCheck(c *Cluster, hc *corev3.HealthCheck_GrpcHealthCheck, path string) 
 func h2Check(c *Cluster, host, path string, hdrs *headers.Map, ok func(int) bool) func(context.Context, *Host) (bool, bool) {
 	tr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
 		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
-		if err != nil || c.transport == nil {
+		t := c.transport
+		if len(c.tsMatches) > 0 {
+			// The host's own socket (transport_socket_matches).
+			t = c.transportFor(c.hosts.Load().byAddress(addr))
+		}
+		if err != nil || t == nil {
 			return conn, err
 		}
-		return c.transport.Client(ctx, conn, "")
+		return t.Client(ctx, conn, "")
 	}}
 	return func(ctx context.Context, h *Host) (bool, bool) {
-		ex := OpenH2(tr, h.Address)
+		ex := OpenH2(tr, h.healthAddr())
 		defer ex.Close(false)
 		req := Request{Method: "GET", Path: path, Authority: host, Headers: hdrs, Ctx: ctx}
 		var resp http1.ResponseHead

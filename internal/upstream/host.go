@@ -1,6 +1,8 @@
 package upstream
 
 import (
+	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,6 +48,9 @@ type Host struct {
 	removed atomic.Bool
 	// sniPools holds per-SNI pools (auto_sni), by server name.
 	sniPools sync.Map
+	// transport is the host's transport socket resolved from the
+	// cluster's transport_socket_matches (Cluster.transportFor).
+	transport atomic.Pointer[transportChoice]
 }
 
 // HostConfig are a host's configured attributes.
@@ -59,6 +64,10 @@ type HostConfig struct {
 	// LocalityWeight is the locality's load_balancing_weight (0 if unset).
 	LocalityWeight uint32
 	Metadata       *corev3.Metadata
+	// HealthCheckPort is the endpoint's health_check_config.port_value:
+	// active health checks dial it instead of the traffic port (0: the
+	// traffic port), as Envoy's; Contour's healthPort.
+	HealthCheckPort uint32
 }
 
 func newHost(addr string, cfg HostConfig) *Host {
@@ -69,6 +78,20 @@ func newHost(addr string, cfg HostConfig) *Host {
 
 // Config returns the host's current attributes.
 func (h *Host) Config() *HostConfig { return h.cfg.Load() }
+
+// healthAddr is the address active health checks dial: the host's, with
+// health_check_config's port when the endpoint has one.
+func (h *Host) healthAddr() string {
+	p := h.cfg.Load().HealthCheckPort
+	if p == 0 {
+		return h.Address
+	}
+	host, _, err := net.SplitHostPort(h.Address)
+	if err != nil {
+		return h.Address
+	}
+	return net.JoinHostPort(host, strconv.Itoa(int(p)))
+}
 
 // Hostname returns the configured host name ("" if none).
 func (h *Host) Hostname() string { return h.cfg.Load().Hostname }

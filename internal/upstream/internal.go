@@ -78,6 +78,11 @@ func (c *Cluster) dialAddr(ctx context.Context, addr string, h *Host, o ConnOpti
 	}
 	d := net.Dialer{Timeout: c.connectTimeout, KeepAliveConfig: c.keepAlive}
 	network, address := dialNetwork(addr)
+	if c.bind != nil && network == "tcp" {
+		// upstream_bind_config (bind.go): the source address, bound in
+		// Control before the connect.
+		d.Control = c.bind.control(address)
+	}
 	return d.DialContext(ctx, network, address)
 }
 

@@ -92,6 +92,9 @@ type lbConfig struct {
 	// overrideStatuses is the set of health statuses (bit 1<<HealthStatus)
 	// an override host may have (common_lb_config.override_host_status).
 	overrideStatuses uint32
+	// cswrr is client_side_weighted_round_robin's state (lb_cswrr.go):
+	// round robin by the weights hosts' ORCA reports give (nil: none).
+	cswrr *cswrr
 }
 
 // slowStartFactor is the share of its weight a host gets now (1 outside
@@ -382,6 +385,9 @@ const maxSeq = 1 << 14
 // newWRRFor builds the round robin of hosts, with slow-start weights when
 // some host is ramping up.
 func newWRRFor(hosts []*Host, cfg *lbConfig) wrr {
+	if cfg.cswrr != nil {
+		return cfg.cswrr.wrrFor(hosts, cfg)
+	}
 	now := time.Now()
 	if !cfg.inSlowStart(hosts, now) {
 		return newWRR(hosts)
@@ -485,6 +491,9 @@ func (p *prioSet) buildLocalities(cfg *lbConfig) {
 	for _, k := range keys {
 		l := byKey[k]
 		l.rrAll, l.rrOK = newWRR(l.hosts), newWRR(l.healthy)
+		if cfg.cswrr != nil {
+			l.rrAll, l.rrOK = cfg.cswrr.wrrFor(l.hosts, cfg), cfg.cswrr.wrrFor(l.healthy, cfg)
+		}
 		p.locs = append(p.locs, l)
 		avail := math.Min(1, cfg.overprovision*float64(len(l.healthy))/float64(len(l.hosts)))
 		ok = append(ok, float64(l.weight)*avail)

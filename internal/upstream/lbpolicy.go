@@ -37,18 +37,20 @@ func init() {
 // applyLBPolicy turns a cluster's load_balancing_policy (the typed,
 // extensible form) into the lb_policy fields the load balancer compiles
 // from. As Envoy, the first policy of the list that is implemented is
-// used; one the registry does not know is an error naming it.
-func applyLBPolicy(pc *clusterv3.Cluster, path string, d Deps) (*clusterv3.Cluster, error) {
+// used; one the registry does not know is an error naming it. A policy
+// with weights computed at run time (weightedLBFactory) also returns its
+// state.
+func applyLBPolicy(pc *clusterv3.Cluster, path string, d Deps) (*clusterv3.Cluster, *cswrr, error) {
 	lp := pc.GetLoadBalancingPolicy()
 	if lp == nil {
-		return pc, nil
+		return pc, nil, nil
 	}
 	p := config.Join(path, "load_balancing_policy")
 	if pc.GetLbPolicy() != clusterv3.Cluster_ROUND_ROBIN {
-		return nil, config.Errorf(p, "set either lb_policy or load_balancing_policy, not both")
+		return nil, nil, config.Errorf(p, "set either lb_policy or load_balancing_policy, not both")
 	}
 	if err := config.CheckFields(lp, p, "policies"); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var firstErr error
 	for i, pol := range lp.GetPolicies() {
@@ -63,15 +65,22 @@ func applyLBPolicy(pc *clusterv3.Cluster, path string, d Deps) (*clusterv3.Clust
 		}
 		out := proto.Clone(pc).(*clusterv3.Cluster)
 		out.LoadBalancingPolicy = nil
-		if err := r.Ext.Factory.(lbFactory)(out, r.Config, tp, d); err != nil {
-			return nil, err
+		if f, ok := r.Ext.Factory.(weightedLBFactory); ok {
+			cs, err := f(out, r.Config, tp, d)
+			if err != nil {
+				return nil, nil, err
+			}
+			return out, cs, nil
 		}
-		return out, nil
+		if err := r.Ext.Factory.(lbFactory)(out, r.Config, tp, d); err != nil {
+			return nil, nil, err
+		}
+		return out, nil, nil
 	}
 	if firstErr != nil {
-		return nil, firstErr
+		return nil, nil, firstErr
 	}
-	return nil, config.Errorf(config.Join(p, "policies"), "no policy")
+	return nil, nil, config.Errorf(config.Join(p, "policies"), "no policy")
 }
 
 func roundRobinPolicy(out *clusterv3.Cluster, cfg proto.Message, path string, d Deps) error {

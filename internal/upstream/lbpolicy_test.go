@@ -25,10 +25,10 @@ load_assignment: {cluster_name: web, endpoints: [{lb_endpoints: [{endpoint: {add
 load_balancing_policy: {policies: [{typed_extension_config: {name: lr, typed_config: {"@type": type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest, choice_count: 3}}}]}`},
 		{name: "first implemented policy wins", policy: RoundRobin, yaml: `
 load_balancing_policy: {policies: [
-  {typed_extension_config: {name: cswrr, typed_config: {"@type": type.googleapis.com/envoy.extensions.load_balancing_policies.client_side_weighted_round_robin.v3.ClientSideWeightedRoundRobin}}},
+  {typed_extension_config: {name: pf, typed_config: {"@type": type.googleapis.com/envoy.extensions.load_balancing_policies.pick_first.v3.PickFirst}}},
   {typed_extension_config: {name: rr, typed_config: {"@type": type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin}}}]}`},
 		{name: "none implemented", err: "is not implemented by legate", yaml: `
-load_balancing_policy: {policies: [{typed_extension_config: {name: cswrr, typed_config: {"@type": type.googleapis.com/envoy.extensions.load_balancing_policies.client_side_weighted_round_robin.v3.ClientSideWeightedRoundRobin}}}]}`},
+load_balancing_policy: {policies: [{typed_extension_config: {name: pf, typed_config: {"@type": type.googleapis.com/envoy.extensions.load_balancing_policies.pick_first.v3.PickFirst}}}]}`},
 		{name: "maglev", policy: Maglev, yaml: `
 load_balancing_policy: {policies: [{typed_extension_config: {name: m, typed_config: {"@type": type.googleapis.com/envoy.extensions.load_balancing_policies.maglev.v3.Maglev, table_size: 65537}}}]}`},
 		{name: "zone aware elsewhere", err: "zone-aware load balancing is not supported", yaml: `

@@ -10,6 +10,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 
 	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/stats"
 )
 
 // Ref is a stable handle on a cluster by name. Routes hold Refs, so a
@@ -38,11 +39,41 @@ type Manager struct {
 	// warming are clusters accepted over CDS that are not active yet:
 	// routes may name them (Envoy validates against warming clusters too).
 	warming map[string]bool
+	st      *managerStats
+}
+
+// managerStats are Envoy's cluster_manager.* statistics: clusters added
+// (static or CDS), modified and removed (CDS), and the active and warming
+// ones now.
+type managerStats struct {
+	added, modified, removed *stats.Counter
+	active, warming          *stats.Gauge
 }
 
 // NewManager returns an empty cluster manager.
 func NewManager(deps Deps) *Manager {
-	return &Manager{deps: deps, clusters: map[string]*Cluster{}, refs: map[string]*Ref{}, warming: map[string]bool{}}
+	m := &Manager{deps: deps, clusters: map[string]*Cluster{}, refs: map[string]*Ref{}, warming: map[string]bool{}}
+	if deps.Stats != nil {
+		sc := deps.Stats.Scope("cluster_manager.")
+		m.st = &managerStats{added: sc.Counter("cluster_added"), modified: sc.Counter("cluster_modified"), removed: sc.Counter("cluster_removed"),
+			active: sc.Gauge("active_clusters"), warming: sc.Gauge("warming_clusters")}
+	}
+	return m
+}
+
+// counted updates the cluster_manager gauges (m.mu held).
+func (m *Manager) counted() {
+	if m.st != nil {
+		m.st.active.Set(int64(len(m.clusters)))
+		m.st.warming.Set(int64(len(m.warming)))
+	}
+}
+
+// count adds to one of the cluster_manager counters (nil without stats).
+func (m *Manager) count(pick func(*managerStats) *stats.Counter) {
+	if m.st != nil {
+		pick(m.st).Inc()
+	}
 }
 
 // Deps returns the dependencies clusters are compiled with.
@@ -88,6 +119,7 @@ func (m *Manager) SetWarming(name string, warming bool) {
 	} else {
 		delete(m.warming, name)
 	}
+	m.counted()
 }
 
 // Clusters returns the running clusters sorted by name.
@@ -132,8 +164,14 @@ func (m *Manager) Install(c *Cluster) {
 	if r := m.refs[c.Name]; r != nil {
 		r.p.Store(c)
 	}
+	if old == nil {
+		m.count(func(s *managerStats) *stats.Counter { return s.added })
+	} else if old != c {
+		m.count(func(s *managerStats) *stats.Counter { return s.modified })
+	}
+	m.counted()
 	m.mu.Unlock()
-	if old != nil {
+	if old != nil && old != c {
 		old.Close()
 	}
 }
@@ -147,6 +185,10 @@ func (m *Manager) Remove(name string) {
 	if r := m.refs[name]; r != nil {
 		r.p.Store(nil)
 	}
+	if old != nil {
+		m.count(func(s *managerStats) *stats.Counter { return s.removed })
+	}
+	m.counted()
 	m.mu.Unlock()
 	if old != nil {
 		old.Close()
@@ -222,9 +264,13 @@ func (c *Cluster) SetLoadAssignment(la *endpointv3.ClusterLoadAssignment) error 
 func (m *Manager) Register(c *Cluster) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.clusters[c.Name] == nil {
+		m.count(func(s *managerStats) *stats.Counter { return s.added })
+	}
 	m.clusters[c.Name] = c
 	m.byName.Store(c.Name, c)
 	if r := m.refs[c.Name]; r != nil {
 		r.p.Store(c)
 	}
+	m.counted()
 }

@@ -90,6 +90,7 @@ func (o *OrigDst) pick(ctx *LBContext) *Host {
 		o.c.adopt(h)
 		o.hosts[dst] = h
 		o.c.Stats.membershipChange.Inc()
+		o.membershipLocked()
 	}
 	o.used[h] = true
 	return h
@@ -121,10 +122,22 @@ func (o *OrigDst) sweep() {
 		}
 	}
 	o.used = map[*Host]bool{}
+	if len(gone) > 0 {
+		// As Envoy's cleanup: the hosts leave the cluster's membership.
+		o.c.Stats.membershipChange.Inc()
+		o.membershipLocked()
+	}
 	o.mu.Unlock()
 	for _, h := range gone {
 		o.c.closeIdle(h, 0)
 	}
+}
+
+// membershipLocked sets the membership gauges from the hosts (called
+// with mu held); an ORIGINAL_DST host is healthy, it has no checks.
+func (o *OrigDst) membershipLocked() {
+	o.c.Stats.membershipTotal.Set(int64(len(o.hosts)))
+	o.c.Stats.membershipHealthy.Set(int64(len(o.hosts)))
 }
 
 // Hosts lists the current hosts (for /clusters).

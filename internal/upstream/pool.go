@@ -177,10 +177,10 @@ func (c *Cluster) dial(deadline time.Time, h *Host, p *pool, o ConnOptions) (*Cl
 		return nil, &ConnectError{Err: err}
 	}
 	conn = netx.Wrap(conn)
-	if c.transport != nil {
+	if t := c.transportFor(h); t != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), c.connectTimeout)
 		ctx = WithDialInfo(ctx, &DialInfo{Host: h, ProxyProtocol: o.ProxyProtocol})
-		conn, err = c.transport.Client(ctx, conn, o.SNI)
+		conn, err = t.Client(ctx, conn, o.SNI)
 		cancel()
 		if err != nil {
 			c.cxDone()

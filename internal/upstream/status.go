@@ -57,7 +57,7 @@ func (m *Manager) WriteClusters(w io.Writer, jsonFormat bool) error {
 			}
 			fmt.Fprintf(w, "%shostname::%s\n", pre, h.Hostname())
 			fmt.Fprintf(w, "%shealth_flags::%s\n", pre, h.HealthFlagsString())
-			fmt.Fprintf(w, "%sweight::%d\n", pre, h.Weight())
+			fmt.Fprintf(w, "%sweight::%d\n", pre, c.lbWeight(h))
 			fmt.Fprintf(w, "%sregion::%s\n", pre, h.Config().Locality.GetRegion())
 			fmt.Fprintf(w, "%szone::%s\n", pre, h.Config().Locality.GetZone())
 			fmt.Fprintf(w, "%ssub_zone::%s\n", pre, h.Config().Locality.GetSubZone())
@@ -100,7 +100,7 @@ func (c *Cluster) status() *adminv3.ClusterStatus {
 		}
 		hs := &adminv3.HostStatus{
 			Address:  addr,
-			Weight:   h.Weight(),
+			Weight:   c.lbWeight(h),
 			Hostname: h.Hostname(),
 			Priority: h.Priority(),
 			Locality: h.Config().Locality,

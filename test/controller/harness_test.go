@@ -50,6 +50,8 @@ type cpOptions struct {
 	// mtls serves xDS over TLS with client authentication, with a fresh
 	// certificate set (as `legate controller` does by default).
 	mtls bool
+	// sidecar configures mesh sidecars' resources (sidecar_test.go).
+	sidecar xdsgen.SidecarOptions
 }
 
 func freePort(t testing.TB) int { return testutil.FreePort(t) }
@@ -78,7 +80,7 @@ func startCP(t testing.TB, st *source.Store, o cpOptions) *cp {
 	x := &cp{store: st, httpPort: freePort(t), httpsPort: freePort(t), reg: reg}
 	x.xds = xdsserver.New(log, xdsserver.NewMetrics(reg))
 	x.c = controller.New(st, x.xds, controller.Options{
-		Model: o.model, Status: o.status, IsLeader: o.isLeader, Log: log, Registry: reg,
+		Model: o.model, Status: o.status, IsLeader: o.isLeader, Log: log, Registry: reg, Sidecar: o.sidecar,
 		XDS: xdsgen.Options{HTTPAddress: o.listen, HTTPPort: uint32(x.httpPort), HTTPSPort: uint32(x.httpsPort)},
 	})
 	xl, err := net.Listen("tcp", "127.0.0.1:0")

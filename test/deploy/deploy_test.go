@@ -290,6 +290,9 @@ func TestManifests(t *testing.T) {
 	if msg, err := certgen.WriteSecrets(ctx, cgClient, "legate-system", again, false); err != nil || !strings.Contains(msg, "kept") {
 		t.Errorf("a second certgen run should keep the Secrets: %q %v", msg, err)
 	}
+	if sec, err := client.CoreV1().Secrets("legate-system").Get(ctx, certgen.CASecret, metav1.GetOptions{}); err != nil || string(sec.Data[corev1.TLSCertKey]) != string(set.CA) || len(sec.Data[corev1.TLSPrivateKeyKey]) == 0 {
+		t.Errorf("CA Secret %s: %v", certgen.CASecret, err)
+	}
 	for _, name := range []string{certgen.ControllerSecret, certgen.ProxySecret} {
 		sec, err := client.CoreV1().Secrets("legate-system").Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
@@ -304,8 +307,11 @@ func TestManifests(t *testing.T) {
 		t.Errorf("certgen may list Secrets in other namespaces (err %v)", err)
 	}
 	// Least privilege: nothing beyond what the controller needs.
-	if _, err := client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{}); !apierrors.IsForbidden(err) {
-		t.Errorf("controller may list pods (err %v): RBAC is wider than needed", err)
+	if _, err := client.CoreV1().Pods("default").List(ctx, metav1.ListOptions{}); err != nil {
+		t.Errorf("controller may not list pods (the mesh's sidecar configuration needs them): %v", err)
+	}
+	if _, err := client.CoreV1().Pods("default").Create(ctx, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p"}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "i"}}}}, metav1.CreateOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("controller may create pods (err %v): RBAC is wider than needed", err)
 	}
 	if err := client.CoreV1().Services("default").Delete(ctx, "s1", metav1.DeleteOptions{}); !apierrors.IsForbidden(err) {
 		t.Errorf("controller may delete services (err %v): RBAC is wider than needed", err)

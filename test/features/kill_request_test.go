@@ -3,7 +3,6 @@
 package features_test
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net/http"
@@ -11,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -34,28 +32,11 @@ func legateBinary(t *testing.T) string {
 	return bin
 }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // childProxy is `legate proxy` running as a child process.
 type childProxy struct {
 	addr   string
 	cmd    *exec.Cmd
-	stderr *lockedBuf
+	stderr *testutil.LogBuffer
 	done   chan struct{}
 	err    error // Wait's, once done is closed
 }
@@ -73,7 +54,7 @@ func startChildProxy(t *testing.T, bin string, c cfg) *childProxy {
 	if err := os.WriteFile(path, []byte(y), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cp := &childProxy{addr: fmt.Sprintf("127.0.0.1:%d", port), stderr: &lockedBuf{}, done: make(chan struct{})}
+	cp := &childProxy{addr: fmt.Sprintf("127.0.0.1:%d", port), stderr: &testutil.LogBuffer{}, done: make(chan struct{})}
 	cp.cmd = exec.Command(bin, "proxy", "-c", path, "--drain-time-s", "0")
 	cp.cmd.Stderr = cp.stderr
 	if err := cp.cmd.Start(); err != nil {

@@ -61,6 +61,9 @@ type builder struct {
 	objs *source.Objects
 	opt  Options
 	m    *Model
+	// jwtDefault is the default JWT provider of the root being built: its
+	// routes and its includes' routes require it unless they opt out.
+	jwtDefault string
 }
 
 func sortedKeys[V any](m map[types.NamespacedName]V) []types.NamespacedName {

@@ -96,17 +96,8 @@ func unsupportedVirtualHost(st *ProxyStatus, vh *contourv1.VirtualHost) {
 	if vh.Authorization != nil {
 		st.errorf(ErrAuth, "NotImplemented", "Spec.VirtualHost.Authorization: external authorization is not implemented by Legate")
 	}
-	if vh.CORSPolicy != nil {
-		st.errorf(ErrCORS, "NotImplemented", "Spec.VirtualHost.CORSPolicy: CORS is not implemented by Legate")
-	}
 	if vh.RateLimitPolicy != nil {
 		st.errorf(ErrSpec, "NotImplemented", "Spec.VirtualHost.RateLimitPolicy: rate limiting is not implemented by Legate")
-	}
-	if len(vh.JWTProviders) > 0 {
-		st.errorf(ErrJWT, "NotImplemented", "Spec.VirtualHost.JWTProviders: JWT verification is not implemented by Legate")
-	}
-	if len(vh.IPAllowFilterPolicy) > 0 || len(vh.IPDenyFilterPolicy) > 0 {
-		st.errorf(ErrIPFilter, "NotImplemented", "Spec.VirtualHost.IPAllowFilterPolicy/IPDenyFilterPolicy: IP filtering is not implemented by Legate")
 	}
 }
 
@@ -115,27 +106,15 @@ func unsupportedRoute(st *ProxyStatus, r *contourv1.Route) bool {
 	if r.AuthPolicy != nil {
 		st.errorf(ErrRoute, "NotImplemented", "route authPolicy: external authorization is not implemented by Legate")
 	}
-	if len(r.CookieRewritePolicies) > 0 {
-		st.errorf(ErrRoute, "NotImplemented", "route cookieRewritePolicies: cookie rewriting is not implemented by Legate")
-	}
 	if r.RateLimitPolicy != nil {
 		st.errorf(ErrRoute, "NotImplemented", "route rateLimitPolicy: rate limiting is not implemented by Legate")
 	}
 	if r.InternalRedirectPolicy != nil {
-		st.errorf(ErrRoute, "NotImplemented", "route internalRedirectPolicy: internal redirects are not implemented by Legate")
-	}
-	if r.JWTVerificationPolicy != nil {
-		st.errorf(ErrJWT, "NotImplemented", "route jwtVerificationPolicy: JWT verification is not implemented by Legate")
-	}
-	if len(r.IPAllowFilterPolicy) > 0 || len(r.IPDenyFilterPolicy) > 0 {
-		st.errorf(ErrIPFilter, "NotImplemented", "route ipAllowPolicy/ipDenyPolicy: IP filtering is not implemented by Legate")
+		st.errorf(ErrRoute, "NotImplemented", "route internalRedirectPolicy: internal redirects are not implemented by Legate (its proxy has no RouteAction.internal_redirect_policy)")
 	}
 	for _, s := range r.Services {
-		if len(s.CookieRewritePolicies) > 0 {
-			st.errorf(ErrService, "NotImplemented", "service %q cookieRewritePolicies: cookie rewriting is not implemented by Legate", s.Name)
-		}
 		if s.HealthPort != 0 && s.HealthPort != s.Port {
-			st.errorf(ErrService, "NotImplemented", "service %q healthPort: health checks on another port are not implemented by Legate", s.Name)
+			st.errorf(ErrService, "NotImplemented", "service %q healthPort: health checks on another port are not implemented by Legate (its proxy has no endpoint health_check_config)", s.Name)
 		}
 	}
 	return len(st.Errors) > n
@@ -150,6 +129,23 @@ func (b *builder) root(p *contourv1.HTTPProxy) {
 		return
 	}
 	unsupportedVirtualHost(st, vh)
+	if len(vh.IPAllowFilterPolicy) > 0 && len(vh.IPDenyFilterPolicy) > 0 {
+		// Contour's text, typo included.
+		st.errorf(ErrIPFilter, "IncompatibleIPAddressFilters", "Spec.VirtualHost.IPAllowFilterPolicy and Spec.VirtualHost.IPDepnyFilterPolicy cannot both be defined.")
+		return
+	}
+	jwts, jwtDefault, ok := b.jwtProviders(p, st)
+	if !ok {
+		return
+	}
+	cors, err := corsPolicy(vh.CORSPolicy)
+	if err != nil {
+		st.errorf(ErrCORS, "PolicyDidNotParse", "Spec.VirtualHost.CORSPolicy: %s", err)
+	}
+	ipf, err := ipFilter(st, vh.IPAllowFilterPolicy, vh.IPDenyFilterPolicy)
+	if err != nil {
+		st.errorf(ErrIPFilter, "IPFilterPolicyNotValid", "Spec.VirtualHost.IPAllowFilterPolicy or Spec.VirtualHost.IPDenyFilterPolicy is invalid: %s", err)
+	}
 
 	var svh *SecureVirtualHost
 	if t := vh.TLS; t != nil {
@@ -257,7 +253,17 @@ func (b *builder) root(p *contourv1.HTTPProxy) {
 		return
 	}
 
+	b.jwtDefault = jwtDefault
 	routes := b.routes(p, nil, nil, st, vh.TLS != nil)
+	b.jwtDefault = ""
+	for _, r := range routes {
+		if r.route.JWTProvider != "" && !slices.ContainsFunc(jwts, func(j JWTProvider) bool { return j.Name == r.route.JWTProvider }) {
+			// Contour skips this check on a virtual host without TLS (and
+			// ignores the requirement); Legate reports it.
+			st.errorf(ErrJWT, "JWTProviderNotDefined", "Route references an undefined JWT provider %q", r.route.JWTProvider)
+			return
+		}
+	}
 	// As Contour: a broken include makes the root invalid but its other
 	// routes are still served (the include's paths answer 502).
 	for _, e := range st.Errors {
@@ -271,11 +277,14 @@ func (b *builder) root(p *contourv1.HTTPProxy) {
 		sv.ClientCA, sv.ClientCRL, sv.SkipClientValidation, sv.OptionalClientCert, sv.CRLOnlyLeaf = svh.ClientCA, svh.ClientCRL, svh.SkipClientValidation, svh.OptionalClientCert, svh.CRLOnlyLeaf
 		sv.FallbackCertificate = svh.FallbackCertificate
 		sv.ForwardClientCert = svh.ForwardClientCert
+		sv.CORS, sv.IPFilter = cors, ipf
+		sv.JWTProviders = jwts
 		for _, r := range routes {
 			sv.Routes = append(sv.Routes, r.route)
 		}
 	}
 	ivh := b.insecure(fqdn)
+	ivh.CORS, ivh.IPFilter = cors, ipf
 	for _, r := range routes {
 		rt := r.route
 		if svh != nil && !r.permitInsecure {
@@ -597,12 +606,30 @@ func (b *builder) route(p *contourv1.HTTPProxy, r *contourv1.Route, conds []cont
 	rt := &Route{Path: pm, Headers: hs, Query: qs, Websocket: r.EnableWebsockets}
 
 	var err error
+	switch jwt := r.JWTVerificationPolicy; {
+	case jwt != nil && jwt.Require != "" && jwt.Disabled:
+		st.errorf(ErrJWT, "InvalidJWTVerificationPolicy", "route's JWT verification policy cannot specify both require and disabled")
+		return nil
+	case jwt != nil && jwt.Require != "":
+		rt.JWTProvider = jwt.Require
+	case jwt != nil && jwt.Disabled:
+	default:
+		rt.JWTProvider = b.jwtDefault
+	}
+	// As Contour, the route's own conditions are the only ones reported.
+	if rt.IPFilter, err = ipFilter(st, r.IPAllowFilterPolicy, r.IPDenyFilterPolicy); err != nil {
+		return nil
+	}
 	if rt.RequestHeaders, err = headersPolicy(r.RequestHeadersPolicy, true); err != nil {
 		st.errorf(ErrRoute, "RequestHeadersPolicyInvalid", "%s on request headers", err)
 		return nil
 	}
 	if rt.ResponseHeaders, err = headersPolicy(r.ResponseHeadersPolicy, false); err != nil {
 		st.errorf(ErrRoute, "ResponseHeaderPolicyInvalid", "%s on response headers", err)
+		return nil
+	}
+	if rt.CookieRewrites, err = cookieRewrites(r.CookieRewritePolicies); err != nil {
+		st.errorf(ErrRoute, "CookieRewritePoliciesInvalid", "%s on route cookie rewrite rules", err)
 		return nil
 	}
 	var idleConn time.Duration
@@ -793,6 +820,10 @@ func (b *builder) route(p *contourv1.HTTPProxy, r *contourv1.Route, conds []cont
 		}
 		if wc.ResponseHeaders, err = headersPolicy(s.ResponseHeadersPolicy, false); err != nil {
 			st.errorf(ErrService, "ResponseHeadersPolicyInvalid", "%s on response headers", err)
+			return nil
+		}
+		if wc.CookieRewrites, err = cookieRewrites(s.CookieRewritePolicies); err != nil {
+			st.errorf(ErrRoute, "CookieRewritePoliciesInvalid", "%s on service cookie rewrite rules", err)
 			return nil
 		}
 		rt.Clusters = append(rt.Clusters, wc)

@@ -34,6 +34,13 @@ type Model struct {
 type VirtualHost struct {
 	Name   string
 	Routes []*Route
+	// CORS is the virtual host's corsPolicy.
+	CORS *CORSPolicy
+	// JWTProviders verify tokens on a TLS virtual host (HTTPS only).
+	JWTProviders []JWTProvider
+	// IPFilter is the virtual host's ipAllowPolicy or ipDenyPolicy; a
+	// route's own replaces it.
+	IPFilter *IPFilter
 }
 
 // SecureVirtualHost is a TLS virtual host: terminated (Secret set, with
@@ -97,6 +104,8 @@ type WeightedCluster struct {
 	Weight          uint32
 	RequestHeaders  *HeadersPolicy
 	ResponseHeaders *HeadersPolicy
+	// CookieRewrites are the service's cookieRewritePolicies.
+	CookieRewrites []CookieRewrite
 }
 
 // HeadersPolicy sets and removes headers.
@@ -158,6 +167,14 @@ type Route struct {
 	ResponseHeaders *HeadersPolicy
 	Redirect        *Redirect
 	Direct          *Direct
+	// IPFilter is the route's ipAllowPolicy or ipDenyPolicy.
+	IPFilter *IPFilter
+	// JWTProvider is the provider whose token the route requires (HTTPS
+	// only); "" for none.
+	JWTProvider string
+	// CookieRewrites are the route's cookieRewritePolicies (a service's
+	// own, for the same cookie, win field by field).
+	CookieRewrites []CookieRewrite
 }
 
 // Cluster is an upstream: a Service port with the policies that shape it.
@@ -179,6 +196,9 @@ type Cluster struct {
 	ExternalName string
 	// SlowStart ramps new endpoints up (round robin, least request).
 	SlowStart *SlowStart
+	// DNSLookupFamily of an ExternalName (DNS) cluster: "" (the proxy's
+	// default), "auto", "v4", "v6" or "all".
+	DNSLookupFamily string
 }
 
 // SlowStart is a slow_start_config.

@@ -7,6 +7,9 @@ import (
 	"time"
 
 	contourv1 "github.com/legateproxy/legate/api/projectcontour/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -33,12 +36,23 @@ func (k *Kube) Run(ctx context.Context, st *Store) error {
 	df := dynamicinformer.NewFilteredDynamicSharedInformerFactory(k.Dynamic, 0, k.Namespace, nil)
 	h := handler(st, k.Log)
 	var synced []cache.InformerSynced
-	for _, inf := range []cache.SharedIndexInformer{
+	infs := []cache.SharedIndexInformer{}
+	// Namespaces are cluster-scoped: their informer is never restricted
+	// to the watched namespace (a namespaced list of them does not exist).
+	nf := informers.NewSharedInformerFactory(k.Client, 0)
+	if k.canWatchMesh(ctx) {
+		pods := f.Core().V1().Pods().Informer()
+		if err := pods.SetTransform(trimPod); err != nil {
+			return err
+		}
+		infs = append(infs, pods, nf.Core().V1().Namespaces().Informer())
+	}
+	for _, inf := range append(infs,
 		f.Core().V1().Services().Informer(),
 		f.Core().V1().Secrets().Informer(),
 		f.Discovery().V1().EndpointSlices().Informer(),
 		f.Networking().V1().Ingresses().Informer(),
-	} {
+	) {
 		if _, err := inf.AddEventHandler(h); err != nil {
 			return err
 		}
@@ -52,11 +66,12 @@ func (k *Kube) Run(ctx context.Context, st *Store) error {
 		synced = append(synced, inf.HasSynced)
 	}
 	f.Start(ctx.Done())
+	nf.Start(ctx.Done())
 	df.Start(ctx.Done())
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if !cache.WaitForCacheSync(sctx.Done(), synced...) {
-		return fmt.Errorf("kubernetes informers did not sync within 2 minutes: check the API server address and the controller's RBAC permissions (list/watch services, endpointslices, secrets, ingresses, httpproxies, tlscertificatedelegations)")
+		return fmt.Errorf("kubernetes informers did not sync within 2 minutes: check the API server address and the controller's RBAC permissions (list/watch services, endpointslices, secrets, ingresses, httpproxies, tlscertificatedelegations; pods and namespaces for sidecars)")
 	}
 	return nil
 }
@@ -112,4 +127,51 @@ func handler(st *Store, log *slog.Logger) cache.ResourceEventHandlerFuncs {
 			}
 		},
 	}
+}
+
+// trimPod keeps what sidecar configuration reads of a Pod (metadata
+// without managed fields, the spec's containers and ServiceAccount, the
+// pod IPs and phase), so that a large cluster's pods cost little memory
+// and status-only churn (conditions, container states) changes nothing.
+func trimPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil // a DeletedFinalStateUnknown tombstone
+	}
+	out := &corev1.Pod{TypeMeta: p.TypeMeta, ObjectMeta: p.ObjectMeta}
+	out.ManagedFields = nil
+	out.Spec.ServiceAccountName = p.Spec.ServiceAccountName
+	out.Spec.NodeName = p.Spec.NodeName
+	for _, c := range p.Spec.Containers {
+		out.Spec.Containers = append(out.Spec.Containers, corev1.Container{Name: c.Name, Ports: c.Ports})
+	}
+	out.Status.Phase = p.Status.Phase
+	out.Status.PodIP = p.Status.PodIP
+	out.Status.PodIPs = p.Status.PodIPs
+	return out, nil
+}
+
+// canWatchMesh reports whether the controller may list and watch Pods
+// and Namespaces, which only sidecar configuration reads: a deployment
+// without the mesh's RBAC (deploy/mesh) keeps working as a gateway
+// controller, with a warning, and its sidecars get no inbound ports and
+// no mesh mTLS to endpoints.
+func (k *Kube) canWatchMesh(ctx context.Context) bool {
+	for _, c := range []struct{ resource, ns string }{{"pods", k.Namespace}, {"namespaces", ""}} {
+		for _, verb := range []string{"list", "watch"} {
+			r, err := k.Client.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+				Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
+					Namespace: c.ns, Verb: verb, Resource: c.resource}}}, metav1.CreateOptions{})
+			if err != nil || !r.Status.Allowed {
+				why := "denied"
+				if err != nil {
+					why = err.Error()
+				}
+				k.Log.Warn("not watching pods and namespaces: sidecar configuration gets no inbound ports and no mesh mTLS to endpoints; grant the controller list/watch on pods and namespaces (deploy/mesh)",
+					"resource", c.resource, "verb", verb, "reason", why)
+				return false
+			}
+		}
+	}
+	return true
 }

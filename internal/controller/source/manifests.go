@@ -39,9 +39,10 @@ var decoder = serializer.NewCodecFactory(Scheme).UniversalDeserializer()
 
 // LoadManifests reads every .yaml, .yml and .json file under dir (multi-
 // document YAML and v1 Lists included) and returns the objects the
-// controller reads. Objects of other kinds (Deployments, Namespaces, …) are
+// controller reads. Objects of other kinds (Deployments, ConfigMaps, …) are
 // skipped; a document that does not decode is an error naming its file
-// and position. Objects without a namespace get "default".
+// and position. Objects without a namespace get "default" (Namespaces
+// themselves are cluster-scoped and keep none).
 func LoadManifests(dir string) (*Objects, error) {
 	files, err := manifestFiles(dir)
 	if err != nil {
@@ -100,7 +101,9 @@ func decodeInto(st *Store, data []byte) error {
 			}
 			continue
 		}
-		if m, ok := obj.(interface {
+		if _, cluster := obj.(*corev1.Namespace); cluster {
+			// cluster-scoped: keyed by name alone
+		} else if m, ok := obj.(interface {
 			GetNamespace() string
 			SetNamespace(string)
 		}); ok && m.GetNamespace() == "" {

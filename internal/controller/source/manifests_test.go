@@ -5,7 +5,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -60,6 +62,24 @@ spec: {virtualhost: {fqdn: a.b}}
 				t.Errorf("objects = %+v", o)
 			}
 		}, false},
+		{"pods and namespaces", `
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {legate-injection: enabled}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, labels: {app: web}}
+spec: {containers: [{name: app, ports: [{containerPort: 8080}]}]}
+status: {podIP: 10.0.0.1}
+`, func(t *testing.T, o *Objects) {
+			if ns := o.Namespaces[types.NamespacedName{Name: "shop"}]; ns == nil || ns.Namespace != "" {
+				t.Errorf("Namespace not loaded by name alone: %+v", o.Namespaces)
+			}
+			if p := o.Pods[types.NamespacedName{Namespace: "default", Name: "web-1"}]; p == nil || p.Status.PodIP != "10.0.0.1" {
+				t.Errorf("Pod not loaded: %+v", o.Pods)
+			}
+		}, false},
 		{"schema error", "apiVersion: projectcontour.io/v1\nkind: HTTPProxy\nmetadata: {name: p}\nspec: {virtualhost: {fqdn: 3}}\n", nil, true},
 		{"broken YAML", "apiVersion: v1\nkind: Service\nmetadata: {name: [x\n", nil, true},
 	} {
@@ -74,5 +94,33 @@ spec: {virtualhost: {fqdn: a.b}}
 				tc.check(t, o)
 			}
 		})
+	}
+}
+
+// TestStorePods: a Pod change is an endpoints change (it does not touch
+// the gateway model), and an update that only changes the resource
+// version changes nothing.
+func TestStorePods(t *testing.T) {
+	st := NewStore()
+	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "a", Namespace: "x", ResourceVersion: "1"}}
+	st.Upsert(p)
+	if _, k := st.Take(); k != KindEndpoints {
+		t.Fatalf("pod added: kind %v, want endpoints", k)
+	}
+	q := p.DeepCopy()
+	q.ResourceVersion = "2"
+	st.Upsert(q)
+	if _, k := st.Take(); k != KindNone {
+		t.Errorf("resource-version-only update: kind %v, want none", k)
+	}
+	q = q.DeepCopy()
+	q.Labels = map[string]string{"app": "web"}
+	st.Upsert(q)
+	if o, k := st.Take(); k != KindEndpoints || o.Pods[types.NamespacedName{Namespace: "x", Name: "a"}].Labels["app"] != "web" {
+		t.Errorf("label change: kind %v", k)
+	}
+	st.Upsert(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "x"}})
+	if o, k := st.Take(); k != KindEndpoints || o.Namespaces[types.NamespacedName{Name: "x"}] == nil {
+		t.Errorf("namespace: kind %v", k)
 	}
 }

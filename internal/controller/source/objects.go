@@ -1,10 +1,12 @@
 // Package source collects the Kubernetes objects the controller reads —
-// Services, EndpointSlices, Secrets, Ingresses, HTTPProxies and
-// TLSCertificateDelegations — from a cluster (informers) or from a folder
+// Services, EndpointSlices, Secrets, Ingresses, HTTPProxies,
+// TLSCertificateDelegations, and the Pods and Namespaces that sidecar
+// configuration needs — from a cluster (informers) or from a folder
 // of manifests, into a Store that the model builder reads as a snapshot.
 package source
 
 import (
+	"bytes"
 	"reflect"
 	"sync"
 
@@ -24,6 +26,11 @@ type Objects struct {
 	Ingresses      map[types.NamespacedName]*networkingv1.Ingress
 	HTTPProxies    map[types.NamespacedName]*contourv1.HTTPProxy
 	Delegations    map[types.NamespacedName]*contourv1.TLSCertificateDelegation
+	// Pods and Namespaces feed sidecar configuration only (a pod's
+	// ports, labels, ServiceAccount and mesh membership); Namespaces are
+	// keyed by name alone.
+	Pods       map[types.NamespacedName]*corev1.Pod
+	Namespaces map[types.NamespacedName]*corev1.Namespace
 }
 
 // NewObjects returns an empty Objects.
@@ -35,13 +42,18 @@ func NewObjects() *Objects {
 		Ingresses:      map[types.NamespacedName]*networkingv1.Ingress{},
 		HTTPProxies:    map[types.NamespacedName]*contourv1.HTTPProxy{},
 		Delegations:    map[types.NamespacedName]*contourv1.TLSCertificateDelegation{},
+		Pods:           map[types.NamespacedName]*corev1.Pod{},
+		Namespaces:     map[types.NamespacedName]*corev1.Namespace{},
 	}
 }
 
 // Kind says which part of the model an object change touches.
 type Kind int
 
-// The kinds of change. Endpoints changes only need new EDS resources.
+// The kinds of change. Endpoints changes only need new EDS resources;
+// Pod and Namespace changes count as endpoints changes: they do not touch
+// the gateway model, only sidecar configuration, which is rebuilt on
+// every change.
 const (
 	KindNone Kind = iota
 	KindEndpoints
@@ -78,6 +90,8 @@ func (s *Store) Take() (*Objects, Kind) {
 	copyMap(o.Ingresses, s.objs.Ingresses)
 	copyMap(o.HTTPProxies, s.objs.HTTPProxies)
 	copyMap(o.Delegations, s.objs.Delegations)
+	copyMap(o.Pods, s.objs.Pods)
+	copyMap(o.Namespaces, s.objs.Namespaces)
 	k := s.pending
 	s.pending = KindNone
 	return o, k
@@ -145,6 +159,16 @@ func (s *Store) apply(obj any, del bool) bool {
 		kind = set(s.objs.HTTPProxies, key(o.Namespace, o.Name), o, del, KindConfig)
 	case *contourv1.TLSCertificateDelegation:
 		kind = set(s.objs.Delegations, key(o.Namespace, o.Name), o, del, KindConfig)
+	case *corev1.Pod:
+		if !del && samePod(s.objs.Pods[key(o.Namespace, o.Name)], o) {
+			// A status-only update (conditions, container states) that
+			// trimming left equal: nothing to rebuild.
+			s.mu.Unlock()
+			return true
+		}
+		kind = set(s.objs.Pods, key(o.Namespace, o.Name), o, del, KindEndpoints)
+	case *corev1.Namespace:
+		kind = set(s.objs.Namespaces, key("", o.Name), o, del, KindEndpoints)
 	default:
 		s.mu.Unlock()
 		return false
@@ -179,7 +203,8 @@ func key(ns, name string) types.NamespacedName {
 
 // usefulSecret keeps only Secrets that can hold a certificate, a key or a
 // CA bundle: kubernetes.io/tls, or Opaque with ca.crt (client validation
-// and upstream validation CAs).
+// and upstream validation CAs), or Opaque with a JSON Web Key Set (an
+// HTTPProxy's localJWKS).
 func usefulSecret(s *corev1.Secret) bool {
 	switch s.Type {
 	case corev1.SecretTypeTLS:
@@ -187,7 +212,29 @@ func usefulSecret(s *corev1.Secret) bool {
 	case corev1.SecretTypeOpaque, "":
 		_, ca := s.Data["ca.crt"]
 		_, crl := s.Data["crl.pem"]
-		return ca || crl
+		return ca || crl || hasJWKS(s)
 	}
 	return false
+}
+
+// hasJWKS reports whether a value of s looks like a JSON Web Key Set (a
+// JSON object naming "keys"); the model validates it fully.
+func hasJWKS(s *corev1.Secret) bool {
+	for _, v := range s.Data {
+		if v = bytes.TrimSpace(v); len(v) > 0 && v[0] == '{' && bytes.Contains(v, []byte(`"keys"`)) {
+			return true
+		}
+	}
+	return false
+}
+
+// samePod reports whether two versions of a pod differ only in their
+// resource version.
+func samePod(a, b *corev1.Pod) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	x, y := *a, *b
+	x.ResourceVersion, y.ResourceVersion = "", ""
+	return reflect.DeepEqual(&x, &y)
 }

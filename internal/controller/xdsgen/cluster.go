@@ -50,6 +50,9 @@ func cluster(c *model.Cluster) *clusterv3.Cluster {
 	}
 	if c.ExternalName != "" {
 		out.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STRICT_DNS}
+		if f, ok := dnsFamilies[c.DNSLookupFamily]; ok {
+			out.DnsLookupFamily = f
+		}
 		out.LoadAssignment = &endpointv3.ClusterLoadAssignment{ClusterName: c.Name, Endpoints: []*endpointv3.LocalityLbEndpoints{{
 			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 				Address: sockAddr(c.ExternalName, uint32(c.Port.Port))}}}}}}}

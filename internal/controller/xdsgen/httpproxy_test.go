@@ -118,10 +118,10 @@ func TestHTTPProxyFeatures(t *testing.T) {
   virtualhost: {fqdn: a.example.com}
   routes: [{conditions: [{prefix: /a}, {prefix: /b}], services: [{name: s1, port: 80}]}]`,
 			nil, "invalid", "more than one path condition"},
-		{"unsupported CORS is reported, not ignored", `
-  virtualhost: {fqdn: a.example.com, corsPolicy: {allowOrigin: ["*"], allowMethods: [GET]}}
-  routes: [{services: [{name: s1, port: 80}]}]`,
-			nil, "invalid", "CORS is not implemented by Legate"},
+		{"unsupported internal redirects are reported, not ignored", `
+  virtualhost: {fqdn: a.example.com}
+  routes: [{services: [{name: s1, port: 80}], internalRedirectPolicy: {maxInternalRedirects: 2}}]`,
+			nil, "invalid", "internal redirects are not implemented by Legate"},
 		{"TLS secret missing", `
   virtualhost: {fqdn: a.example.com, tls: {secretName: nope}}
   routes: [{services: [{name: s1, port: 80}]}]`,

@@ -4,6 +4,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/legateproxy/legate/internal/controller/model"
@@ -114,7 +115,8 @@ func route(r *model.Route) *routev3.Route {
 	}
 
 	ra := &routev3.RouteAction{PrefixRewrite: r.PrefixRewrite}
-	if len(r.Clusters) == 1 && r.Clusters[0].RequestHeaders == nil && r.Clusters[0].ResponseHeaders == nil {
+	if len(r.Clusters) == 1 && r.Clusters[0].RequestHeaders == nil && r.Clusters[0].ResponseHeaders == nil &&
+		len(r.CookieRewrites) == 0 && len(r.Clusters[0].CookieRewrites) == 0 {
 		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: r.Clusters[0].Cluster.Name}
 	} else {
 		wc := &routev3.WeightedCluster{}
@@ -124,6 +126,10 @@ func route(r *model.Route) *routev3.Route {
 			cw.ResponseHeadersToAdd, cw.ResponseHeadersToRemove = headerValues(c.ResponseHeaders)
 			if c.RequestHeaders != nil && c.RequestHeaders.HostRewrite != "" {
 				cw.HostRewriteSpecifier = &routev3.WeightedCluster_ClusterWeight_HostRewriteLiteral{HostRewriteLiteral: c.RequestHeaders.HostRewrite}
+			}
+			// Per cluster, as Contour: a service's rules add to the route's.
+			if rules := cookieRules(r.CookieRewrites, c.CookieRewrites); len(rules) > 0 {
+				cw.TypedPerFilterConfig = map[string]*anypb.Any{LuaFilter: cookieRewriteConfig(rules)}
 			}
 			wc.Clusters = append(wc.Clusters, cw)
 		}
@@ -166,5 +172,10 @@ func route(r *model.Route) *routev3.Route {
 		ra.UpgradeConfigs = []*routev3.RouteAction_UpgradeConfig{{UpgradeType: "websocket", Enabled: wrapperspb.Bool(true)}}
 	}
 	out.Action = &routev3.Route_Route{Route: ra}
+	// As Contour, only forwarding routes carry their own IP filter; it
+	// replaces the virtual host's.
+	if r.IPFilter != nil && len(r.IPFilter.Rules) > 0 {
+		out.TypedPerFilterConfig = map[string]*anypb.Any{RBACFilter: mustAny(ipFilterConfig(r.IPFilter))}
+	}
 	return out
 }

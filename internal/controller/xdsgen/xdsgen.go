@@ -105,14 +105,15 @@ func hcmFilter(statPrefix, routes string) *listenerv3.Filter {
 }
 
 // hcmFilterWith is hcmFilter with x-forwarded-client-cert set from the
-// client certificate when fcc is not nil.
-func hcmFilterWith(statPrefix, routes string, fcc *model.ClientCertDetails) *listenerv3.Filter {
+// client certificate when fcc is not nil, and the jwt_authn filter of the
+// virtual host's providers (none for nil).
+func hcmFilterWith(statPrefix, routes string, fcc *model.ClientCertDetails, jwt ...model.JWTProvider) *listenerv3.Filter {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix,
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			RouteConfigName: routes, ConfigSource: ads()}},
-		HttpFilters:      []*hcmv3.HttpFilter{routerFilter()},
+		HttpFilters:      withJWTFilter(append(policyFilters(), routerFilter()), jwtFilter(jwt)),
 		UseRemoteAddress: wrapperspb.Bool(true),
 		NormalizePath:    wrapperspb.Bool(true),
 		MergeSlashes:     false,
@@ -280,7 +281,7 @@ func httpsListener(m *model.Model, opt Options) (*listenerv3.Listener, []*routev
 			fc.Filters = []*listenerv3.Filter{tcpProxyFilter("tcp/"+n, vh.TCPProxy)}
 		default:
 			fc.TransportSocket = downstreamTLS(vh, vh.Secret.Name, []string{"h2", "http/1.1"})
-			fc.Filters = []*listenerv3.Filter{hcmFilterWith(HTTPSListener, secureRoutePrefix+n, vh.ForwardClientCert)}
+			fc.Filters = []*listenerv3.Filter{hcmFilterWith(HTTPSListener, secureRoutePrefix+n, vh.ForwardClientCert, vh.JWTProviders...)}
 			routes = append(routes, routeConfig(secureRoutePrefix+n, map[string]*model.VirtualHost{n: &vh.VirtualHost}, false))
 			if vh.FallbackCertificate {
 				fallback[n] = &vh.VirtualHost
@@ -323,9 +324,14 @@ func routeConfig(name string, vhosts map[string]*model.VirtualHost, insecure boo
 	sort.Strings(names)
 	for _, n := range names {
 		vh := vhosts[n]
-		v := &routev3.VirtualHost{Name: n, Domains: domains(n)}
+		v := &routev3.VirtualHost{Name: n, Domains: domains(n), TypedPerFilterConfig: vhostPerFilter(vh)}
 		for _, r := range vh.Routes {
-			v.Routes = append(v.Routes, route(r))
+			er := route(r)
+			if !insecure {
+				// JWT verification is HTTPS only, as Contour.
+				jwtRoute(er, r)
+			}
+			v.Routes = append(v.Routes, er)
 		}
 		rc.VirtualHosts = append(rc.VirtualHosts, v)
 	}

@@ -41,9 +41,9 @@ var configTypes = map[string]string{
 }
 
 // sided are the names whose config message depends on the side of the
-// connection (a downstream or an upstream TLS context): the caller, which
-// knows the side, picks it.
-var sided = map[string]bool{"envoy.transport_sockets.tls": true}
+// connection (a downstream or an upstream TLS or QUIC transport): the
+// caller, which knows the side, picks it.
+var sided = map[string]bool{"envoy.transport_sockets.tls": true, "envoy.transport_sockets.quic": true}
 
 var configByName = func() map[string]string {
 	byName := map[string][]string{}

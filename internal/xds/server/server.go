@@ -1,7 +1,8 @@
 // Package server is the controller's xDS management server: go-control-
 // plane's gRPC server (ADS, state-of-the-world and delta, and the per-type
 // services) over its snapshot cache, with two groups of clients — proxies
-// (Envoy or Legate) and proxyless gRPC clients — and per-type versions
+// (Envoy or Legate) and proxyless gRPC clients — plus one group per
+// sidecar (its node id: sidecar.go), and per-type versions
 // derived from content, so that a type is pushed only when it changed.
 //
 // It also fixes a go-control-plane behaviour: the snapshot cache answers a
@@ -13,6 +14,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -37,6 +39,7 @@ import (
 	routeservice "github.com/envoyproxy/go-control-plane/envoy/service/route/v3"
 	secretservice "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 
+	"github.com/legateproxy/legate/internal/mesh"
 	"github.com/legateproxy/legate/internal/xds/resource"
 )
 
@@ -46,11 +49,15 @@ const (
 	GroupProxyless = "grpc"
 )
 
-// Group tells which resources a node gets: gRPC clients (user agent
-// "gRPC ...", or node metadata PROXYLESS=true) get the proxyless set.
+// Group tells which resources a node gets: a sidecar (its id parses
+// with mesh.ParseNodeID) its own, under its node id; gRPC clients (user
+// agent "gRPC ...", or node metadata PROXYLESS=true) the proxyless set.
 func Group(n *corev3.Node) string {
 	if n == nil {
 		return GroupProxy
+	}
+	if _, ok := mesh.ParseNodeID(n.GetId()); ok {
+		return n.GetId()
 	}
 	if strings.HasPrefix(strings.ToLower(n.GetUserAgentName()), "grpc") {
 		return GroupProxyless
@@ -72,6 +79,9 @@ type Metrics struct {
 	Connected prometheus.Gauge
 	// Rejected counts connections refused at the TLS handshake, by reason.
 	Rejected *prometheus.CounterVec
+	// Unauthorized counts streams refused because the client's workload
+	// certificate does not allow its node id, by reason.
+	Unauthorized *prometheus.CounterVec
 }
 
 // NewMetrics registers the server's metrics with reg.
@@ -81,19 +91,26 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		NACKs:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "legate_xds_nacks_total", Help: "xDS NACKs received, by resource type."}, []string{"type"}),
 		Connected: prometheus.NewGauge(prometheus.GaugeOpts{Name: "legate_xds_connected_streams", Help: "Open xDS streams."}),
 		Rejected:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "legate_xds_rejected_connections_total", Help: "xDS connections refused at the TLS handshake (no or bad client certificate, plaintext), by reason."}, []string{"reason"}),
+		Unauthorized: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "legate_xds_unauthorized_streams_total",
+			Help: "xDS streams refused (PermissionDenied) because a workload certificate does not allow the node id, by reason (not_sidecar, namespace, service_account, bad_spiffe_id)."}, []string{"reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Pushes, m.NACKs, m.Connected, m.Rejected)
+		reg.MustRegister(m.Pushes, m.NACKs, m.Connected, m.Rejected, m.Unauthorized)
 	}
 	return m
 }
 
 // Server serves xDS from snapshots set by the controller.
 type Server struct {
-	log     *slog.Logger
-	cache   cachev3.SnapshotCache
-	metrics *Metrics
-	grpc    *grpc.Server
+	log   *slog.Logger
+	cache cachev3.SnapshotCache
+	// sidecarSetMu orders a sidecar's snapshot being set (SetSidecar)
+	// against it being forgotten (Sidecars), so a forgotten node's
+	// snapshot is never set again behind the forgetting. Stream callbacks
+	// never take it (SetSnapshot may wait on them).
+	sidecarSetMu sync.Mutex
+	metrics      *Metrics
+	grpc         *grpc.Server
 
 	mu       sync.Mutex
 	nonces   map[string]string // response nonce -> version (bounded)
@@ -101,6 +118,13 @@ type Server struct {
 	versions map[string]map[resourcev3.Type]string // group -> type -> version
 	streams  atomic.Int64
 	nacks    map[string]string // last NACK per node/type, for the debug endpoint
+
+	// Sidecars (sidecar.go).
+	hooks         SidecarHooks
+	streamStates  map[int64]*streamState
+	sidecarOpen   map[string]int       // node id -> open streams
+	sidecarClosed map[string]time.Time // node id -> when its last stream closed
+	sidecarKnown  map[string]bool      // node ids whose snapshot is kept
 }
 
 // New returns a server; metrics may be nil.
@@ -108,7 +132,8 @@ func New(log *slog.Logger, metrics *Metrics) *Server {
 	if metrics == nil {
 		metrics = NewMetrics(nil)
 	}
-	s := &Server{log: log, metrics: metrics, nonces: map[string]string{}, versions: map[string]map[resourcev3.Type]string{}, nacks: map[string]string{}}
+	s := &Server{log: log, metrics: metrics, nonces: map[string]string{}, versions: map[string]map[resourcev3.Type]string{}, nacks: map[string]string{},
+		streamStates: map[int64]*streamState{}, sidecarOpen: map[string]int{}, sidecarClosed: map[string]time.Time{}, sidecarKnown: map[string]bool{}}
 	s.cache = cachev3.NewSnapshotCache(false, groupHash{}, nil)
 	return s
 }
@@ -190,23 +215,48 @@ func (c nackCache) CreateWatch(req *cachev3.Request, sub cachev3.Subscription, o
 
 func (s *Server) callbacks() serverv3.Callbacks {
 	return serverv3.CallbackFuncs{
-		StreamOpenFunc: func(context.Context, int64, string) error {
+		StreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
 			s.metrics.Connected.Set(float64(s.streams.Add(1)))
+			return s.streamOpened(ctx, id)
+		},
+		StreamClosedFunc: func(id int64, _ *corev3.Node) {
+			s.metrics.Connected.Set(float64(s.streams.Add(-1)))
+			s.streamClosed(id)
+		},
+		DeltaStreamOpenFunc: func(ctx context.Context, id int64, _ string) error {
+			s.metrics.Connected.Set(float64(s.streams.Add(1)))
+			return s.streamOpened(ctx, id)
+		},
+		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) {
+			s.metrics.Connected.Set(float64(s.streams.Add(-1)))
+			s.streamClosed(id)
+		},
+		// The unary Fetch RPCs (REST-style xDS over gRPC) name any node
+		// per call; sidecars use streams, so a workload certificate is
+		// refused here rather than authorized call by call.
+		FetchRequestFunc: func(ctx context.Context, req *discoveryv3.DiscoveryRequest) error {
+			pid, err := peerIdentity(ctx)
+			if err != nil {
+				return s.deny(0, req.GetNode().GetId(), "bad_spiffe_id", fmt.Errorf("%w: client certificate: %w", errDenied, err))
+			}
+			if pid != nil {
+				return s.deny(0, req.GetNode().GetId(), "fetch", fmt.Errorf("%w: workload certificate %s may not use the unary Fetch RPCs; sidecars subscribe over a stream", errDenied, pid.spiffe))
+			}
 			return nil
 		},
-		StreamClosedFunc: func(int64, *corev3.Node) { s.metrics.Connected.Set(float64(s.streams.Add(-1))) },
-		DeltaStreamOpenFunc: func(context.Context, int64, string) error {
-			s.metrics.Connected.Set(float64(s.streams.Add(1)))
-			return nil
-		},
-		DeltaStreamClosedFunc: func(int64, *corev3.Node) { s.metrics.Connected.Set(float64(s.streams.Add(-1))) },
 		StreamRequestFunc: func(id int64, req *discoveryv3.DiscoveryRequest) error {
+			if err := s.streamRequest(id, req.GetNode()); err != nil {
+				return err
+			}
 			if e := req.GetErrorDetail(); e != nil {
 				s.nack(req.GetNode(), req.GetTypeUrl(), e.GetMessage())
 			}
 			return nil
 		},
 		StreamDeltaRequestFunc: func(id int64, req *discoveryv3.DeltaDiscoveryRequest) error {
+			if err := s.streamRequest(id, req.GetNode()); err != nil {
+				return err
+			}
 			if e := req.GetErrorDetail(); e != nil {
 				s.nack(req.GetNode(), req.GetTypeUrl(), e.GetMessage())
 			}
@@ -273,6 +323,7 @@ func (s *Server) serve(ctx context.Context, l net.Listener, extra ...grpc.Server
 	s.mu.Lock()
 	s.grpc = g
 	s.mu.Unlock()
+	go s.forgetLoop(ctx)
 	go func() {
 		<-ctx.Done()
 		g.Stop()

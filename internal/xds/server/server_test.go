@@ -107,6 +107,8 @@ func TestGroup(t *testing.T) {
 		{&corev3.Node{UserAgentName: "envoy"}, GroupProxy},
 		{&corev3.Node{UserAgentName: "legate"}, GroupProxy},
 		{&corev3.Node{UserAgentName: "gRPC Go"}, GroupProxyless},
+		{&corev3.Node{Id: "sidecar~10.1.2.3~web-1.shop~shop.svc.cluster.local", UserAgentName: "gRPC Go"}, "sidecar~10.1.2.3~web-1.shop~shop.svc.cluster.local"},
+		{&corev3.Node{Id: "sidecar~bad"}, GroupProxy},
 	} {
 		if got := Group(tc.node); got != tc.want {
 			t.Errorf("Group(%v) = %s, want %s", tc.node, got, tc.want)

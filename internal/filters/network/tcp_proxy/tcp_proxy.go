@@ -168,7 +168,7 @@ func (c *tcpProxyConfig) ServeConn(tc *listener.Conn) {
 		return
 	}
 	var up net.Conn
-	lb := &upstream.LBContext{OriginalDst: tc.Local} // for ORIGINAL_DST clusters
+	lb := &upstream.LBContext{OriginalDst: tc.OriginalDst} // for ORIGINAL_DST clusters: the restored destination only
 	if cl.DFP != nil {
 		lb.Authority = dfpAuthority(tc)
 	}

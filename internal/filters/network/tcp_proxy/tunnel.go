@@ -139,7 +139,7 @@ func (c *tcpProxyConfig) serveTunnel(tc *listener.Conn, info *streaminfo.Info, c
 	if cl.Protocol == upstream.HTTP2 {
 		proto = upstream.HTTP2
 	}
-	lb := &upstream.LBContext{OriginalDst: tc.Local}
+	lb := &upstream.LBContext{OriginalDst: tc.OriginalDst}
 	var t *upstream.Tunnel
 	var host *upstream.Host
 	for a := 0; a < max(c.maxAttempts, 1) && t == nil; a++ {
