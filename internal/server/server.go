@@ -93,8 +93,10 @@ type Server struct {
 	// Runtime is the layered runtime (layered_runtime).
 	Runtime *runtime.Loader
 	sinks   *statsink.Flusher
-	log     *slog.Logger
-	deps    *listener.Context
+	// evictEvery is stats_eviction_interval (0: off).
+	evictEvery time.Duration
+	log        *slog.Logger
+	deps       *listener.Context
 	// appLog is the handler application_log_config asks for, swapped in
 	// at Start.
 	appLog slog.Handler
@@ -181,7 +183,7 @@ func Load(opts Options) (*Server, error) {
 func (s *Server) compile() error {
 	b := s.Bootstrap
 	if err := config.CheckFields(b, "", "node", "static_resources", "admin", "layered_runtime", "dynamic_resources",
-		"stats_config", "stats_flush_interval", "cluster_manager", "overload_manager", "watchdog", "watchdogs",
+		"stats_config", "stats_flush_interval", "stats_eviction_interval", "cluster_manager", "overload_manager", "watchdog", "watchdogs",
 		"enable_dispatcher_stats", "header_prefix", "use_tcp_for_dns_lookups", "typed_dns_resolver_config",
 		"node_context_params", "stats_server_version_override", "default_socket_interface",
 		"bootstrap_extensions", "fatal_actions", "hds_config", "stats_sinks",
@@ -289,6 +291,9 @@ func (s *Server) compile() error {
 	s.Clusters = upstream.NewManager(upstream.Deps{Stats: s.Stats, Log: s.log, Transport: s.clusterTransport,
 		LocalCluster: b.GetClusterManager().GetLocalClusterName(), UpstreamFilters: s.upstreamFilters,
 		Internal: s.internal, OutlierEvents: outlierEvents, Bind: bindCfg})
+	if s.evictEvery, err = evictionInterval(b); err != nil {
+		return err
+	}
 	if s.sinks, err = statsink.Compile(b, s.Stats, s.Clusters, s.log); err != nil {
 		return err
 	}
@@ -488,6 +493,9 @@ func (s *Server) Start() error {
 	}
 	s.serverStats.concurrency.Set(1)
 	go s.tick()
+	if s.evictEvery > 0 {
+		go s.evictLoop()
+	}
 	if s.dyn.initialFetch == 0 && len(s.dyn.ready) > 0 {
 		// initial_fetch_timeout: 0s disables the bound (Istio's
 		// bootstrap): as Envoy, initialization waits for the first CDS/LDS
@@ -520,6 +528,44 @@ func bracket(h string) string {
 		}
 	}
 	return h
+}
+
+// evictionInterval reads stats_eviction_interval: a multiple of
+// stats_flush_interval (default 5 s), as Envoy requires; 0 when unset.
+func evictionInterval(b *bootstrapv3.Bootstrap) (time.Duration, error) {
+	d := b.GetStatsEvictionInterval()
+	if d == nil {
+		return 0, nil
+	}
+	if err := d.CheckValid(); err != nil || d.AsDuration() < 0 {
+		return 0, config.Errorf("stats_eviction_interval", "not a valid duration")
+	}
+	ev := d.AsDuration()
+	if ev == 0 {
+		return 0, nil
+	}
+	flush := 5 * time.Second
+	if f := b.GetStatsFlushInterval(); f != nil {
+		flush = f.AsDuration()
+	}
+	if flush <= 0 || ev%flush != 0 {
+		return 0, config.Errorf("stats_eviction_interval", "%s is not a multiple of stats_flush_interval (%s)", ev, flush)
+	}
+	return ev, nil
+}
+
+// evictLoop runs stats_eviction_interval's rounds until the server stops.
+func (s *Server) evictLoop() {
+	t := time.NewTicker(s.evictEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+			s.Stats.Evict()
+		}
+	}
 }
 
 func (s *Server) tick() {

@@ -149,6 +149,10 @@ type Store struct {
 	// tags is stats_config (tag rules, stats_matcher); nil: Envoy's
 	// default tags, every stat exposed.
 	tags atomic.Pointer[tagConfig]
+	// seen and evicted are stats_eviction_interval's state (Evict), under
+	// mu: each metric's value at the last eviction, and the metrics found
+	// unused then, hidden until their value changes.
+	seen, evicted map[any]uint64
 }
 
 // NewStore returns an empty store.
@@ -210,17 +214,17 @@ func (s *Store) Snapshot() Snapshot {
 	// Stats the stats_matcher rejects are not exposed anywhere (Envoy
 	// does not create them).
 	for _, c := range s.counters {
-		if s.included(c.name) {
+		if s.included(c.name) && !s.hidden(c, c.v.Load()) {
 			snap.Counters = append(snap.Counters, c)
 		}
 	}
 	for _, g := range s.gauges {
-		if s.included(g.name) {
+		if s.included(g.name) && !s.hidden(g, uint64(g.v.Load())) {
 			snap.Gauges = append(snap.Gauges, g)
 		}
 	}
 	for _, h := range s.histograms {
-		if s.included(h.name) {
+		if s.included(h.name) && !s.hidden(h, h.count.Load()) {
 			snap.Histograms = append(snap.Histograms, h)
 		}
 	}
@@ -229,6 +233,45 @@ func (s *Store) Snapshot() Snapshot {
 	sort.Slice(snap.Gauges, func(i, j int) bool { return snap.Gauges[i].name < snap.Gauges[j].name })
 	sort.Slice(snap.Histograms, func(i, j int) bool { return snap.Histograms[i].name < snap.Histograms[j].name })
 	return snap
+}
+
+// hidden reports whether a metric was evicted and has not been used since
+// (its value is the one it was evicted with); s.mu is held.
+func (s *Store) hidden(m any, v uint64) bool {
+	ev, ok := s.evicted[m]
+	return ok && ev == v
+}
+
+// Evict is one round of stats_eviction_interval, Envoy's metric eviction:
+// metrics not used since the previous round are removed from the output
+// (/stats, Prometheus, sinks) until they are used again; the others are
+// marked unused. "Used" is read from the values — a counter or histogram
+// that recorded nothing, a gauge whose value did not change — so the hot
+// path pays nothing for it. Metrics stay allocated: components keep
+// their handles, as Envoy's keep their references.
+func (s *Store) Evict() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.seen == nil {
+		s.seen, s.evicted = map[any]uint64{}, map[any]uint64{}
+	}
+	round := func(m any, v uint64) {
+		if last, ok := s.seen[m]; ok && last == v {
+			s.evicted[m] = v
+		} else {
+			delete(s.evicted, m)
+		}
+		s.seen[m] = v
+	}
+	for _, c := range s.counters {
+		round(c, c.v.Load())
+	}
+	for _, g := range s.gauges {
+		round(g, uint64(g.v.Load()))
+	}
+	for _, h := range s.histograms {
+		round(h, h.count.Load())
+	}
 }
 
 // Scope creates metrics under a common prefix, such as "cluster.web.".
