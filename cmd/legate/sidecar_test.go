@@ -120,7 +120,9 @@ func TestSidecarWithController(t *testing.T) {
 	}
 	dir := t.TempDir()
 	kubeconfig := filepath.Join(dir, "kubeconfig")
-	os.WriteFile(kubeconfig, kc, 0o600)
+	if err := os.WriteFile(kubeconfig, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "shop",
 		Labels: map[string]string{mesh.InjectLabel: "enabled"}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)

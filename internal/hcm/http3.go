@@ -198,10 +198,17 @@ func (f *hcmFilter) ServeQUIC(tc *listener.Conn, qc *quic.Conn) {
 		}
 		cfg.h3.rqHTTP3.Inc()
 		s.serve()
+		ovReset := s.overloadWasReset()
 		s.reset()
 		s.cfg, s.conn, s.ds, s.d = nil, nil, nil, nil
 		hs.w, hs.r, hs.trailers = nil, nil, headers.Map{}
 		h3Streams.Put(hs)
+		if ovReset {
+			// The overload manager reset the stream (overload_reset.go):
+			// quic-go resets the stream of a handler aborted so, as x/net
+			// does for HTTP/2.
+			panic(http.ErrAbortHandler)
+		}
 	})
 	srv := &http3.Server{
 		Handler:        handler,

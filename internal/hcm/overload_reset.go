@@ -20,7 +20,8 @@ import (
 //
 // Not charged: what x/net/http2 holds in a stream's receive window
 // before the stream reads it, and response data a codec write is
-// blocked on. HTTP/3 streams have no account.
+// blocked on. HTTP/3 streams share the HTTP/2 stream's account (h3stream
+// embeds h2stream); quic-go resets a stream whose handler aborts.
 
 // overloadResetter is a codec stream the overload manager can reset from
 // another goroutine: it makes the stream's blocked reads (and the

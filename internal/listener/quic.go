@@ -310,7 +310,11 @@ type packetConn struct {
 	once     sync.Once
 	mu       sync.Mutex
 	deadline chan struct{}
-	timer    *time.Timer
+	// deadlineClose closes deadlineOf (the current deadline channel) at
+	// most once, for SetReadDeadline and its timers alike.
+	deadlineClose func()
+	deadlineOf    chan struct{}
+	timer         *time.Timer
 }
 
 // ReadFrom implements net.PacketConn.
@@ -374,11 +378,18 @@ func (p *packetConn) SetReadDeadline(t time.Time) error {
 	if t.IsZero() {
 		return nil
 	}
+	// A timer that fired while Stop ran above may close ch yet; the
+	// channel is closed once, whoever comes first.
 	ch := p.deadline
+	closeCh := sync.OnceFunc(func() { close(ch) })
+	if p.deadlineClose != nil && p.deadlineOf == ch {
+		closeCh = p.deadlineClose
+	}
+	p.deadlineClose, p.deadlineOf = closeCh, ch
 	if d := time.Until(t); d <= 0 {
-		close(ch)
+		closeCh()
 	} else {
-		p.timer = time.AfterFunc(d, func() { close(ch) })
+		p.timer = time.AfterFunc(d, closeCh)
 	}
 	return nil
 }

@@ -106,7 +106,9 @@ type Manager struct {
 // Tracker is the streams' buffer memory tracker, nil when the bootstrap
 // has no overload_manager.buffer_factory_config. Safe on a nil Manager.
 func (m *Manager) Tracker() *Tracker {
-	if m == nil {
+	// Accounts only serve reset_high_memory_stream: without the action,
+	// streams pay nothing for buffer_factory_config.
+	if m == nil || m.resetStreams == nil {
 		return nil
 	}
 	return m.tracker

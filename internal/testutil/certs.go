@@ -54,11 +54,17 @@ type Leaf struct {
 // Issue signs a certificate for the names (DNS names, IPs, or spiffe:// URIs).
 func (ca *CA) Issue(t testing.TB, cn string, names ...string) *Leaf {
 	t.Helper()
+	return ca.IssueFor(t, 24*time.Hour, cn, names...)
+}
+
+// IssueFor is Issue with a lifetime other than a day (from now).
+func (ca *CA) IssueFor(t testing.TB, lifetime time.Duration, cn string, names ...string) *Leaf {
+	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{
 		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(lifetime),
 		KeyUsage:    x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}

@@ -59,5 +59,29 @@ func InNetns(t *testing.T) bool {
 	if err != nil {
 		t.Fatalf("%s failed in its network namespace: %v", t.Name(), err)
 	}
+	// A skip in the child exits 0 like a pass: where a namespace is
+	// required (CI), a test or subtest that skipped there is a failure.
+	if os.Getenv("LEGATE_REQUIRE_NETNS") == "1" {
+		if skips := SkipLines(string(out)); len(skips) > 0 {
+			t.Fatalf("skipped in its network namespace, where CI requires it to run:\n%s", strings.Join(skips, "\n"))
+		}
+	}
 	return false
+}
+
+// SkipLines returns the "--- SKIP" lines (with the reason that follows
+// each) of a re-executed test binary's -test.v output.
+func SkipLines(out string) []string {
+	var skips []string
+	lines := strings.Split(out, "\n")
+	for i, l := range lines {
+		if strings.Contains(l, "--- SKIP:") {
+			s := strings.TrimSpace(l)
+			if i+1 < len(lines) {
+				s += " " + strings.TrimSpace(lines[i+1])
+			}
+			skips = append(skips, s)
+		}
+	}
+	return skips
 }

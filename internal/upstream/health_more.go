@@ -91,6 +91,17 @@ func grpcCheck(c *Cluster, hc *corev3.HealthCheck_GrpcHealthCheck, path string) 
 	return check, stop, nil
 }
 
+// hostByHealthAddr finds the host whose health checks dial addr (its
+// health_check_config port, else its own address); nil if none.
+func (c *Cluster) hostByHealthAddr(addr string) *Host {
+	for _, h := range c.hosts.Load().all {
+		if h.healthAddr() == addr {
+			return h
+		}
+	}
+	return nil
+}
+
 // h2Check performs an HTTP health check over HTTP/2 (codec_client_type
 // HTTP2): prior knowledge over TCP, or ALPN h2 through the cluster's TLS.
 // Health checks keep their own connections, as Envoy's do.
@@ -100,7 +111,7 @@ func h2Check(c *Cluster, host, path string, hdrs *headers.Map, ok func(int) bool
 		t := c.transport
 		if len(c.tsMatches) > 0 {
 			// The host's own socket (transport_socket_matches).
-			t = c.transportFor(c.hosts.Load().byAddress(addr))
+			t = c.transportFor(c.hostByHealthAddr(addr))
 		}
 		if err != nil || t == nil {
 			return conn, err

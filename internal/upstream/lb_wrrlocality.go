@@ -59,6 +59,8 @@ func wrrLocalityPolicy(out *clusterv3.Cluster, cfg proto.Message, path string, d
 			if err := f(out, r.Config, tp, d); err != nil {
 				return nil, err
 			}
+		default:
+			return nil, config.Errorf(tp, "%s cannot pick endpoints within a locality: use client_side_weighted_round_robin, round_robin, least_request or random", r.Ext.Name)
 		}
 		// The child's own locality_lb_config gives way: wrr_locality is
 		// locality-weighted balancing.

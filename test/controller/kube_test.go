@@ -62,6 +62,9 @@ func inNetns(t *testing.T) bool {
 	if err != nil {
 		t.Fatalf("test in network namespace failed: %v", err)
 	}
+	if skips := testutil.SkipLines(string(out)); len(skips) > 0 && os.Getenv("LEGATE_REQUIRE_NETNS") == "1" {
+		t.Fatalf("skipped in its network namespace, where CI requires it to run:\n%s", strings.Join(skips, "\n"))
+	}
 	return false
 }
 

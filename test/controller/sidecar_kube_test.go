@@ -68,7 +68,10 @@ func TestSidecarKubePods(t *testing.T) {
 		t.Errorf("sidecar from the watched pod has no inbound|8080|| cluster: %v", r.Notes)
 	}
 	// A label change reaches the store.
-	pod, _ = client.CoreV1().Pods("shop").Get(ctx, "web-1", metav1.GetOptions{})
+	pod, err := client.CoreV1().Pods("shop").Get(ctx, "web-1", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	pod.Labels["version"] = "v2"
 	if _, err := client.CoreV1().Pods("shop").Update(ctx, pod, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)

@@ -273,14 +273,19 @@ spec:
 		if err != nil {
 			return false
 		}
+		seen := 0
 		for _, g := range gs {
 			for _, r := range g.Rules {
-				if st, ok := active[r.Name]; ok && r.State != st {
-					return false
+				if st, ok := active[r.Name]; ok {
+					seen++
+					if r.State != st {
+						return false
+					}
 				}
 			}
 		}
-		return true
+		// A renamed or removed rule must fail too, not pass unchecked.
+		return seen == len(active)
 	}, "alert states never became %v", active)
 	for _, name := range want {
 		t.Run("alert/"+name, func(t *testing.T) {

@@ -144,7 +144,12 @@ func TestOverloadResetHighMemoryStream(t *testing.T) {
 			smallW.Write(make([]byte, 100))
 			smallW.Close()
 		}()
-		small := <-smallDone
+		var small result
+		select {
+		case small = <-smallDone:
+		case <-time.After(30 * time.Second):
+			t.Fatal("the small upload never finished")
+		}
 		if small.err != nil || small.code != 200 || !strings.Contains(small.body, "upstream=up") {
 			t.Errorf("small upload: %d %q %v, want 200 from up", small.code, small.body, small.err)
 		}

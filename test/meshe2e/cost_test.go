@@ -73,7 +73,7 @@ func TestMeshCost(t *testing.T) {
 	rss100 := rssOf(t, env.sidecars["a"])
 
 	perReq := func(l load) float64 { return 1e6 / l.rps }
-	addedLatency := perReq(meshed)/float64(1) - perReq(direct)
+	addedLatency := perReq(meshed) - perReq(direct)
 	md := fmt.Sprintf(`# Sidecar mesh cost (test/meshe2e TestMeshCost)
 
 %s, `+"`make bench-mesh`"+`. h2load --h1, %d requests, %d connections, from pod A's network namespace; every process on this machine's 2 cores, unpinned.

@@ -5,7 +5,6 @@
 package meshe2e
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -246,5 +245,3 @@ func (p *pod) curl(args ...string) (string, error) {
 	out, err := exec.Command("ip", argv...).CombinedOutput()
 	return string(out), err
 }
-
-var _ = context.Background
