@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"github.com/quic-go/quic-go"
 	"github.com/quic-go/quic-go/http3"
@@ -55,10 +56,26 @@ func compileHTTP3(h *hcmv3.HttpConnectionManager, path string, c *hcmConfig) err
 	if err := config.CheckFields(o, p, "quic_protocol_options", "override_stream_error_on_invalid_http_message"); err != nil {
 		return err
 	}
+	if err := checkH3StreamError(o, p); err != nil {
+		return err
+	}
 	if o.GetQuicProtocolOptions() != nil {
 		// The QUIC endpoint belongs to the listener: Envoy reads these
 		// from udp_listener_config.quic_options on the downstream side.
 		return config.Errorf(config.Join(p, "quic_protocol_options"), "set QUIC options on the listener's udp_listener_config.quic_options.quic_protocol_options")
+	}
+	return nil
+}
+
+// checkH3StreamError checks override_stream_error_on_invalid_http_message
+// of http3_protocol_options (at p): quic-go's server answers a malformed
+// request by resetting its stream with H3_MESSAGE_ERROR (RFC 9114 section
+// 4.1.2), which is the option's true; false, Envoy's closing of the whole
+// connection, is refused.
+func checkH3StreamError(o *corev3.Http3ProtocolOptions, p string) error {
+	if v := o.GetOverrideStreamErrorOnInvalidHttpMessage(); v != nil && !v.GetValue() {
+		return config.Unsupported(config.Join(p, "override_stream_error_on_invalid_http_message"),
+			"false (closing the HTTP/3 connection on an invalid message: quic-go resets only that stream; omit the field or set it true)")
 	}
 	return nil
 }

@@ -26,6 +26,7 @@ func TestHTTP3Options(t *testing.T) {
 		{name: "no options", codec: codecHTTP3, quic: true},
 		{name: "options on a TCP codec have no effect", codec: codecHTTP2, opts: &corev3.Http3ProtocolOptions{AllowExtendedConnect: true}},
 		{name: "override_stream_error", codec: codecHTTP3, opts: &corev3.Http3ProtocolOptions{OverrideStreamErrorOnInvalidHttpMessage: wrapperspb.Bool(true)}, quic: true},
+		{name: "override_stream_error false", codec: codecHTTP3, opts: &corev3.Http3ProtocolOptions{OverrideStreamErrorOnInvalidHttpMessage: wrapperspb.Bool(false)}, quic: true, want: "override_stream_error_on_invalid_http_message"},
 		{name: "extended CONNECT", codec: codecHTTP3, opts: &corev3.Http3ProtocolOptions{AllowExtendedConnect: true}, quic: true, want: "allow_extended_connect"},
 		{name: "QUIC options belong to the listener", codec: codecHTTP3, opts: &corev3.Http3ProtocolOptions{QuicProtocolOptions: &corev3.QuicProtocolOptions{}}, quic: true, want: "udp_listener_config.quic_options"},
 		{name: "HTTP3 on TCP", codec: codecHTTP3, want: "needs a QUIC listener"},

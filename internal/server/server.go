@@ -290,7 +290,7 @@ func (s *Server) compile() error {
 	}
 	s.Clusters = upstream.NewManager(upstream.Deps{Stats: s.Stats, Log: s.log, Transport: s.clusterTransport,
 		LocalCluster: b.GetClusterManager().GetLocalClusterName(), UpstreamFilters: s.upstreamFilters,
-		Internal: s.internal, OutlierEvents: outlierEvents, Bind: bindCfg})
+		Internal: s.internal, OutlierEvents: outlierEvents, Bind: bindCfg, Runtime: s.Runtime})
 	if s.evictEvery, err = evictionInterval(b); err != nil {
 		return err
 	}

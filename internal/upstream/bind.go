@@ -49,6 +49,9 @@ func CompileBindConfig(bc *corev3.BindConfig, path string) (*BindConfig, error) 
 	if bc == nil {
 		return nil, nil
 	}
+	// validate_network_namespaces checks the network_namespace_filepath
+	// of source addresses, which Legate refuses: with no namespace to
+	// check it has nothing to do.
 	if err := config.CheckFields(bc, path, "source_address", "freebind", "socket_options", "extra_source_addresses",
 		"additional_source_addresses", "validate_network_namespaces"); err != nil {
 		return nil, err

@@ -280,11 +280,7 @@ func (c *Cluster) Pick(ctx *LBContext) *Host {
 	if c.subset != nil {
 		return c.subset.pick(c, ctx)
 	}
-	hs := c.hosts.Load()
-	if hs.panic && len(hs.all) > 0 {
-		c.Stats.LBHealthyPanic.Inc()
-	}
-	return hs.pick(&c.lb, ctx)
+	return c.hosts.Load().pick(&c.lb, ctx)
 }
 
 // Ready returns a channel closed once the cluster has finished its initial

@@ -20,6 +20,7 @@ import (
 	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/headers"
 	"github.com/legateproxy/legate/internal/http1"
+	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/userspace"
 )
@@ -50,6 +51,11 @@ type Deps struct {
 	// which clusters without an upstream_bind_config of their own bind
 	// their upstream connections with; nil: none.
 	Bind *BindConfig
+	// Runtime is the server's layered runtime, whose keys override
+	// cluster settings where Envoy reads them (outlier_detection.*,
+	// health_check.min_interval/max_interval,
+	// upstream.healthy_panic_threshold); nil: none.
+	Runtime *runtime.Loader
 }
 
 const httpProtocolOptionsKey = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
@@ -116,9 +122,10 @@ func Compile(orig *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) 
 		log:            log,
 		internal:       deps.Internal,
 		LastUpdated:    time.Now(),
-		lb: lbConfig{choiceCount: 2, activeRqBias: 1, panicThreshold: 50, overprovision: 1.4,
+		lb: lbConfig{choiceCount: 2, activeRqBias: 1, panicThreshold: 50, overprovision: 1.4, rt: deps.Runtime,
 			ringMin: 1024, ringMax: 8 * 1024 * 1024, maglevSize: 65537},
 	}
+	c.lb.panicStat = c.Stats.LBHealthyPanic
 	if pc.GetConnectTimeout() != nil {
 		c.connectTimeout = pc.GetConnectTimeout().AsDuration()
 	}
@@ -198,7 +205,7 @@ func Compile(orig *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) 
 		if err != nil {
 			return nil, err
 		}
-		c.outlier = &outlierDetector{cfg: cfg, c: c, stats: newOutlierStats(scope.Scope("outlier_detection.")), now: time.Now}
+		c.outlier = &outlierDetector{cfg: cfg, c: c, rt: deps.Runtime, stats: newOutlierStats(scope.Scope("outlier_detection.")), now: time.Now}
 		c.eventLog = deps.OutlierEvents
 	}
 	if hcs := pc.GetHealthChecks(); len(hcs) > 0 {

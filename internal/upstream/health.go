@@ -252,6 +252,7 @@ func (hk *healthChecker) loop(h *Host, stop chan struct{}) {
 			next += time.Duration(rand.Int64N(int64(hk.jitter)))
 		}
 		next = jitter(next, hk.jitterPct)
+		next = clampInterval(hk.c.lb.rt, next)
 		select {
 		case <-stop:
 			return

@@ -74,6 +74,12 @@ func (c *Cluster) compileHTTP3(o *corev3.Http3ProtocolOptions, path string) erro
 	if err := config.CheckFields(o, path, "quic_protocol_options", "override_stream_error_on_invalid_http_message"); err != nil {
 		return err
 	}
+	if v := o.GetOverrideStreamErrorOnInvalidHttpMessage(); v != nil && !v.GetValue() {
+		// quic-go's client resets only the stream of a malformed
+		// response (H3_MESSAGE_ERROR); it cannot close the connection.
+		return config.Unsupported(config.Join(path, "override_stream_error_on_invalid_http_message"),
+			"false (closing the HTTP/3 connection on an invalid message: quic-go resets only that stream; omit the field or set it true)")
+	}
 	return QUICProtocolOptions(o.GetQuicProtocolOptions(), config.Join(path, "quic_protocol_options"), c.h3conf)
 }
 

@@ -95,6 +95,13 @@ func TestQUICProtocolOptions(t *testing.T) {
 				return c.MaxIdleTimeout == 30*time.Second && c.KeepAlivePeriod == 5*time.Second
 			}},
 		{name: "port migration", opts: &corev3.QuicProtocolOptions{NumTimeoutsToTriggerPortMigration: wrapperspb.UInt32(2)}, want: "num_timeouts_to_trigger_port_migration"},
+		{name: "max packet length", opts: &corev3.QuicProtocolOptions{MaxPacketLength: wrapperspb.UInt64(1350)},
+			check: func(c *quic.Config) bool { return c.InitialPacketSize == 1350 && c.DisablePathMTUDiscovery }},
+		{name: "max packet length above QUIC's largest", opts: &corev3.QuicProtocolOptions{MaxPacketLength: wrapperspb.UInt64(9000)},
+			check: func(c *quic.Config) bool { return c.InitialPacketSize == 1452 && c.DisablePathMTUDiscovery }},
+		{name: "max packet length too small", opts: &corev3.QuicProtocolOptions{MaxPacketLength: wrapperspb.UInt64(1000)}, want: "max_packet_length"},
+		{name: "connection options", opts: &corev3.QuicProtocolOptions{ConnectionOptions: "BBR2"}, want: "connection_options"},
+		{name: "client connection options", opts: &corev3.QuicProtocolOptions{ClientConnectionOptions: "5RTO"}, want: "client_connection_options"},
 		{name: "client packet writer", opts: &corev3.QuicProtocolOptions{ClientPacketWriter: &corev3.TypedExtensionConfig{Name: "w"}}, want: "client_packet_writer"},
 	}
 	for _, tc := range cases {
@@ -111,5 +118,22 @@ func TestQUICProtocolOptions(t *testing.T) {
 				t.Fatalf("err %v, config %+v", err, qc)
 			}
 		})
+	}
+}
+
+// TestHTTP3StreamErrorOption: quic-go resets only the stream of a
+// malformed response, so override_stream_error_on_invalid_http_message
+// true (or unset) is accepted and false is refused by name.
+func TestHTTP3StreamErrorOption(t *testing.T) {
+	for _, tc := range []struct {
+		v    *wrapperspb.BoolValue
+		want string
+	}{
+		{v: nil}, {v: wrapperspb.Bool(true)}, {v: wrapperspb.Bool(false), want: "p.override_stream_error_on_invalid_http_message"},
+	} {
+		err := (&Cluster{}).compileHTTP3(&corev3.Http3ProtocolOptions{OverrideStreamErrorOnInvalidHttpMessage: tc.v}, "p")
+		if (tc.want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%v: error %v, want %q", tc.v, err, tc.want)
+		}
 	}
 }

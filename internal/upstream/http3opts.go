@@ -18,10 +18,29 @@ func QUICProtocolOptions(o *corev3.QuicProtocolOptions, path string, qc *quic.Co
 		return nil
 	}
 	if err := config.CheckFields(o, path, "max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size",
-		"idle_network_timeout", "connection_keepalive",
-		// tuning with no effect on what is served: packet sizes and writers
-		"max_packet_length", "connection_options", "client_connection_options"); err != nil {
+		"idle_network_timeout", "connection_keepalive", "max_packet_length", "connection_options", "client_connection_options"); err != nil {
 		return err
+	}
+	// connection_options are QUICHE's connection option tags (congestion
+	// control, loss detection, pacing experiments): quic-go has none.
+	if o.GetConnectionOptions() != "" {
+		return config.Unsupported(config.Join(path, "connection_options"), "QUICHE connection options (quic-go has no connection option tags)")
+	}
+	if o.GetClientConnectionOptions() != "" {
+		return config.Unsupported(config.Join(path, "client_connection_options"), "QUICHE client connection options (quic-go has no connection option tags)")
+	}
+	if v := o.GetMaxPacketLength(); v != nil && v.GetValue() != 0 {
+		// QUICHE sends packets of max_packet_length and no larger: quic-go
+		// starts at InitialPacketSize and grows it by path MTU discovery,
+		// which is turned off so that the size stays the maximum.
+		n := v.GetValue()
+		if n < 1200 {
+			// RFC 9000 section 14: a QUIC path carries datagrams of 1200 bytes at least.
+			return config.Errorf(config.Join(path, "max_packet_length"), "%d is below QUIC's minimum datagram size 1200 (RFC 9000 section 14)", n)
+		}
+		// 1452 is both QUICHE's and quic-go's largest outgoing packet.
+		qc.InitialPacketSize = uint16(min(n, 1452))
+		qc.DisablePathMTUDiscovery = true
 	}
 	if v := o.GetMaxConcurrentStreams(); v != nil {
 		qc.MaxIncomingStreams = int64(v.GetValue())

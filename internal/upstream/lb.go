@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/legateproxy/legate/internal/runtime"
+	"github.com/legateproxy/legate/internal/stats"
 	"github.com/legateproxy/legate/internal/streaminfo"
 )
 
@@ -78,10 +80,15 @@ type lbConfig struct {
 	choiceCount    int     // least request
 	activeRqBias   float64 // least request
 	panicThreshold float64 // percent; 0 disables panic mode
-	overprovision  float64 // 1.4 by default
-	ringMin        uint64
-	ringMax        uint64
-	maglevSize     uint64
+	// panicStat is the cluster's lb_healthy_panic (nil: not counted).
+	panicStat *stats.Counter
+	// rt is the server's runtime, which may override panicThreshold
+	// (upstream.healthy_panic_threshold); nil: none.
+	rt            *runtime.Loader
+	overprovision float64 // 1.4 by default
+	ringMin       uint64
+	ringMax       uint64
+	maglevSize    uint64
 	// localityWeighted picks a locality by its weight × availability first
 	// (common_lb_config.locality_weighted_lb_config).
 	localityWeighted bool
@@ -141,8 +148,14 @@ type hostSet struct {
 	addrIndex map[string]*Host
 	// health is each priority's health in percent (overprovisioned,
 	// capped at 100), for the previous_priorities retry priority.
-	health       []float64
-	panic        bool
+	health []float64
+	// panic is total panic: every priority is in panic, and priorities
+	// take load by host counts (panicL), as Envoy's
+	// recalculateLoadInTotalPanic.
+	panic bool
+	// prioPanic is each priority's panic (Envoy's per_priority_panic_):
+	// a chosen priority in panic balances over all of its hosts.
+	prioPanic    []bool
 	healthyCount int
 }
 
@@ -240,10 +253,26 @@ func buildHostSet(hosts []*Host, cfg *lbConfig) *hostSet {
 		n += len(p.hosts)
 		hs.panicL[i] = n * 100 / len(hosts)
 	}
-	hs.panic = cfg.panicThreshold > 0 && math.Min(total, 100) < cfg.panicThreshold
-	if hs.healthyCount == 0 {
-		hs.panic = true
+	// As Envoy's recalculatePerPriorityPanic: nothing is in panic when the
+	// priorities together are fully available; otherwise a priority is
+	// in panic when its share of healthy hosts (not overprovisioned) is
+	// below the threshold. A threshold of 0 disables panic, so a cluster
+	// with no healthy host then has no host to give.
+	pt := cfg.panicPercent()
+	hs.prioPanic = make([]bool, len(hs.prios))
+	all := true
+	for i, p := range hs.prios {
+		if math.Min(total, 100) < 100 && len(p.hosts) > 0 {
+			hs.prioPanic[i] = 100*float64(len(p.healthy))/float64(len(p.hosts)) < pt
+		}
+		// A priority without hosts takes no load; Envoy's host set of it
+		// counts as in panic (0 < threshold).
+		if len(p.hosts) == 0 {
+			hs.prioPanic[i] = pt > 0
+		}
+		all = all && hs.prioPanic[i]
 	}
+	hs.panic = all
 	return hs
 }
 
@@ -277,7 +306,7 @@ func (hs *hostSet) pickOnce(cfg *lbConfig, ctx *LBContext, attempt uint64) *Host
 			loads = l
 		}
 	}
-	p := hs.prios[0]
+	pi := 0
 	if len(hs.prios) > 1 {
 		var r int
 		if ctx != nil && ctx.HasHash {
@@ -287,18 +316,23 @@ func (hs *hostSet) pickOnce(cfg *lbConfig, ctx *LBContext, attempt uint64) *Host
 		}
 		for i, l := range loads {
 			if r < l {
-				p = hs.prios[i]
+				pi = i
 				break
 			}
 		}
 	}
+	p, inPanic := hs.prios[pi], hs.prioPanic[pi]
+	if inPanic && cfg.panicStat != nil {
+		// lb_healthy_panic: Envoy counts each pick from a priority in panic.
+		cfg.panicStat.Inc()
+	}
 	hosts, rr, ht := p.healthy, &p.rrOK, &p.hashOK
-	if hs.panic || len(hosts) == 0 {
+	if inPanic {
 		hosts, rr, ht = p.hosts, &p.rrAll, &p.hashAll
 	}
 	if cfg.localityWeighted && len(p.locs) > 0 {
 		seq, healthy := &p.locOK, true
-		if hs.panic || len(p.healthy) == 0 {
+		if inPanic || len(p.healthy) == 0 {
 			seq, healthy = &p.locAll, false
 		}
 		if seq.total > 0 {

@@ -163,3 +163,54 @@ func BenchmarkPick(b *testing.B) {
 		})
 	}
 }
+
+// TestPanicMode follows Envoy's recalculatePerPriorityPanic: no panic
+// while the priorities together are fully available (overprovisioned);
+// otherwise a priority whose healthy share (not overprovisioned) is
+// below the threshold balances over all its hosts; threshold 0 disables
+// panic, leaving a cluster without healthy hosts with none to give.
+func TestPanicMode(t *testing.T) {
+	cases := []struct {
+		name      string
+		prios     [][2]int // per priority: hosts, healthy
+		threshold float64
+		wantPanic []bool
+		total     bool // every priority in panic
+		noHost    bool
+	}{
+		{name: "half healthy, default 50", prios: [][2]int{{2, 1}}, threshold: 50, wantPanic: []bool{false}},
+		{name: "half healthy, threshold 60", prios: [][2]int{{2, 1}}, threshold: 60, wantPanic: []bool{true}, total: true},
+		{name: "none healthy", prios: [][2]int{{2, 0}}, threshold: 50, wantPanic: []bool{true}, total: true},
+		{name: "none healthy, panic disabled", prios: [][2]int{{2, 0}}, threshold: 0, wantPanic: []bool{false}, noHost: true},
+		{name: "P1 makes up for P0", prios: [][2]int{{4, 1}, {2, 2}}, threshold: 50, wantPanic: []bool{false, false}},
+		{name: "both in panic", prios: [][2]int{{4, 1}, {4, 1}}, threshold: 50, wantPanic: []bool{true, true}, total: true},
+		{name: "P0 at the threshold, P1 below", prios: [][2]int{{10, 5}, {10, 1}}, threshold: 50, wantPanic: []bool{false, true}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var hosts []*Host
+			for p, ph := range tc.prios {
+				for i := 0; i < ph[0]; i++ {
+					h := newHost(fmt.Sprintf("10.0.%d.%d:80", p, i+1), HostConfig{Weight: 1, Priority: uint32(p)})
+					if i >= ph[1] {
+						h.setFlag(FlagFailedActiveHC, true)
+					}
+					hosts = append(hosts, h)
+				}
+			}
+			cfg := lbConfig{policy: RoundRobin, panicThreshold: tc.threshold, overprovision: 1.4}
+			hs := buildHostSet(hosts, &cfg)
+			for i, want := range tc.wantPanic {
+				if hs.prioPanic[i] != want {
+					t.Errorf("priority %d panic = %v, want %v", i, hs.prioPanic[i], want)
+				}
+			}
+			if hs.panic != tc.total {
+				t.Errorf("total panic = %v, want %v", hs.panic, tc.total)
+			}
+			if got := hs.pick(&cfg, nil); (got == nil) != tc.noHost {
+				t.Errorf("pick = %v, want none: %v", got, tc.noHost)
+			}
+		})
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/stats"
 )
 
@@ -126,7 +127,13 @@ type outlierHost struct {
 
 // outlierDetector ejects hosts that fail, as Envoy's outlier detection.
 type outlierDetector struct {
-	cfg   *outlierConfig
+	// cfg is the compiled configuration; conf() applies the runtime's
+	// overrides to it.
+	cfg *outlierConfig
+	// rt is the server's runtime (nil: none); live caches cfg with its
+	// overrides for rt's current snapshot.
+	rt    *runtime.Loader
+	live  atomic.Pointer[liveOutlier]
 	c     *Cluster
 	stats outlierStats
 	mu    sync.Mutex
@@ -145,7 +152,7 @@ func (od *outlierDetector) state(h *Host) *outlierHost {
 // Result* local-origin failure.
 func (od *outlierDetector) report(h *Host, code int) {
 	s := od.state(h)
-	cfg := od.cfg
+	cfg := od.conf()
 	local := code < 0
 	if local && cfg.split {
 		s.localTotal.Add(1)
@@ -182,23 +189,33 @@ func (od *outlierDetector) report(h *Host, code int) {
 	s.consecGateway.Store(0)
 }
 
-// detect counts an outlier and ejects it if enforcement allows.
+// detect counts an outlier and ejects it if enforcement allows, as
+// Envoy's onConsecutiveErrorWorker: a host already ejected is skipped,
+// and the consecutive counter of kind restarts after each detection,
+// enforced or not, so that a further bout of errors is detected again.
 func (od *outlierDetector) detect(h *Host, s *outlierHost, kind string, enforcing uint32) {
-	od.stats.detected[kind].Inc()
-	if enforcing == 0 || (enforcing < 100 && rand.Uint32N(100) >= enforcing) {
-		if od.c.eventLog != nil {
-			// Envoy logs a detection it does not enforce only for a host
-			// that could be ejected (not already out).
-			od.mu.Lock()
-			if !s.ejected {
-				od.logEvent(h, s, outlierEvent{kind: kind})
-			}
-			od.mu.Unlock()
-		}
+	od.mu.Lock()
+	if s.ejected {
+		od.mu.Unlock()
 		return
 	}
-	od.mu.Lock()
-	ejected := od.eject(h, s, kind)
+	od.stats.detected[kind].Inc()
+	ejected := false
+	if enforcing == 0 || (enforcing < 100 && rand.Uint32N(100) >= enforcing) {
+		if od.c.eventLog != nil {
+			od.logEvent(h, s, outlierEvent{kind: kind})
+		}
+	} else {
+		ejected = od.eject(h, s, kind)
+	}
+	switch kind {
+	case "consecutive_5xx":
+		s.consec5xx.Store(0)
+	case "consecutive_gateway_failure":
+		s.consecGateway.Store(0)
+	case "consecutive_local_origin_failure":
+		s.consecLocal.Store(0)
+	}
 	od.mu.Unlock()
 	if ejected {
 		od.c.healthChanged()
@@ -213,6 +230,7 @@ func (od *outlierDetector) eject(h *Host, s *outlierHost, kind string) bool {
 
 // ejectWith is eject with what the event log records of the detection.
 func (od *outlierDetector) ejectWith(h *Host, s *outlierHost, ev outlierEvent) bool {
+	cfg := od.conf()
 	kind := ev.kind
 	if s.ejected {
 		return false
@@ -225,19 +243,19 @@ func (od *outlierDetector) ejectWith(h *Host, s *outlierHost, ev outlierEvent) b
 		}
 	}
 	// As Envoy: eject at least one host, then keep below max_ejection_percent.
-	if ejected > 0 && len(hosts) > 0 && float64(ejected+1)*100/float64(len(hosts)) > float64(od.cfg.maxEjectionPercent) {
+	if ejected > 0 && len(hosts) > 0 && float64(ejected+1)*100/float64(len(hosts)) > float64(cfg.maxEjectionPercent) {
 		od.stats.overflow.Inc()
 		return false
 	}
 	s.numEjection++
 	s.ejected = true
 	s.ejectedAt = od.now()
-	d := od.cfg.baseEjection * time.Duration(s.numEjection)
-	if d > od.cfg.maxEjection {
-		d = od.cfg.maxEjection
+	d := cfg.baseEjection * time.Duration(s.numEjection)
+	if d > cfg.maxEjection {
+		d = cfg.maxEjection
 	}
-	if od.cfg.maxEjectionJitter > 0 {
-		d += time.Duration(rand.Int64N(int64(od.cfg.maxEjectionJitter) + 1))
+	if cfg.maxEjectionJitter > 0 {
+		d += time.Duration(rand.Int64N(int64(cfg.maxEjectionJitter) + 1))
 	}
 	s.ejectFor = d
 	s.consec5xx.Store(0)
@@ -257,7 +275,9 @@ func (od *outlierDetector) ejectWith(h *Host, s *outlierHost, ev outlierEvent) b
 // ejection multiplier of hosts that stayed healthy, and runs the
 // success-rate and failure-percentage detectors.
 func (od *outlierDetector) run() {
-	t := time.NewTicker(od.cfg.interval)
+	// A timer re-armed each time: the interval may change with the
+	// runtime (Envoy's armIntervalTimer reads interval_ms each time).
+	t := time.NewTimer(od.conf().interval)
 	defer t.Stop()
 	for {
 		select {
@@ -265,6 +285,7 @@ func (od *outlierDetector) run() {
 			return
 		case <-t.C:
 			od.tick()
+			t.Reset(od.conf().interval)
 		}
 	}
 }
@@ -277,6 +298,7 @@ type hostRates struct {
 }
 
 func (od *outlierDetector) tick() {
+	cfg := od.conf()
 	now := od.now()
 	changed := false
 	hosts := od.c.hosts.Load().all
@@ -293,7 +315,7 @@ func (od *outlierDetector) tick() {
 				od.logEvent(h, s, outlierEvent{})
 				od.c.log.Info("host returned from outlier ejection", "cluster", od.c.Name, "host", h.Address)
 			}
-		} else if s.numEjection > 0 && now.Sub(s.ejectedAt) >= s.ejectFor+od.cfg.interval {
+		} else if s.numEjection > 0 && now.Sub(s.ejectedAt) >= s.ejectFor+cfg.interval {
 			// Envoy lowers the multiplier for each interval a host stays healthy.
 			s.numEjection--
 		}
@@ -315,10 +337,10 @@ func (od *outlierDetector) tick() {
 		enforce, enforceFP uint32
 		rate               func(r hostRates) (float64, uint64)
 	}
-	dets := []detector{{"success_rate", "failure_percentage", od.cfg.enforceSuccessRate, od.cfg.enforceFailurePct,
+	dets := []detector{{"success_rate", "failure_percentage", cfg.enforceSuccessRate, cfg.enforceFailurePct,
 		func(r hostRates) (float64, uint64) { return r.ext, r.extN }}}
-	if od.cfg.split {
-		dets = append(dets, detector{"local_origin_success_rate", "failure_percentage_local_origin", od.cfg.enforceLocalSuccessRate, od.cfg.enforceFailurePctLocal,
+	if cfg.split {
+		dets = append(dets, detector{"local_origin_success_rate", "failure_percentage_local_origin", cfg.enforceLocalSuccessRate, cfg.enforceFailurePctLocal,
 			func(r hostRates) (float64, uint64) { return r.local, r.localN }})
 	}
 	enforce := func(p uint32) bool { return p >= 100 || (p > 0 && rand.Uint32N(100) < p) }
@@ -326,11 +348,11 @@ func (od *outlierDetector) tick() {
 		// Success rate: outliers are below mean - stdev × factor/1000.
 		var vals []hostRates
 		for _, r := range rates {
-			if _, n := d.rate(r); n >= uint64(od.cfg.successRateVolume) {
+			if _, n := d.rate(r); n >= uint64(cfg.successRateVolume) {
 				vals = append(vals, r)
 			}
 		}
-		if len(vals) >= int(od.cfg.successRateMinHosts) && len(vals) > 0 {
+		if len(vals) >= int(cfg.successRateMinHosts) && len(vals) > 0 {
 			mean := 0.0
 			for _, r := range vals {
 				v, _ := d.rate(r)
@@ -343,7 +365,7 @@ func (od *outlierDetector) tick() {
 				variance += (v - mean) * (v - mean)
 			}
 			stdev := math.Sqrt(variance / float64(len(vals)))
-			limit := mean - stdev*float64(od.cfg.successRateStdev)/1000
+			limit := mean - stdev*float64(cfg.successRateStdev)/1000
 			for _, r := range vals {
 				if v, _ := d.rate(r); v < limit {
 					od.stats.detected[d.kind].Inc()
@@ -359,13 +381,13 @@ func (od *outlierDetector) tick() {
 		// Failure percentage: outliers fail at least the threshold.
 		vals = vals[:0]
 		for _, r := range rates {
-			if _, n := d.rate(r); n >= uint64(od.cfg.failurePctVolume) {
+			if _, n := d.rate(r); n >= uint64(cfg.failurePctVolume) {
 				vals = append(vals, r)
 			}
 		}
-		if len(vals) >= int(od.cfg.failurePctMinHosts) {
+		if len(vals) >= int(cfg.failurePctMinHosts) {
 			for _, r := range vals {
-				if v, _ := d.rate(r); 100-v >= float64(od.cfg.failurePctThreshold) && !r.s.ejected {
+				if v, _ := d.rate(r); 100-v >= float64(cfg.failurePctThreshold) && !r.s.ejected {
 					od.stats.detected[d.fpKind].Inc()
 					ev := outlierEvent{kind: d.fpKind, hostRate: v}
 					if !enforce(d.enforceFP) {

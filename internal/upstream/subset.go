@@ -451,8 +451,5 @@ func (s *subsetConfig) pickFrom(c *Cluster, hs *hostSet, ctx *LBContext) *Host {
 	if hs == nil {
 		return nil
 	}
-	if hs.panic && len(hs.all) > 0 {
-		c.Stats.LBHealthyPanic.Inc()
-	}
 	return hs.pick(&s.lb, ctx)
 }
