@@ -196,6 +196,9 @@ type clusterSpec struct {
 	subjectNames []string
 	idle         time.Duration
 	slowStart    *SlowStart
+	// healthPort is the Service port health checks go to (a service's
+	// healthPort); nil: the serving port.
+	healthPort *corev1.ServicePort
 }
 
 func (cs clusterSpec) hash() string {
@@ -218,6 +221,9 @@ func (cs clusterSpec) hash() string {
 	if cs.slowStart != nil {
 		fmt.Fprintf(&b, "slowstart=%+v;", *cs.slowStart)
 	}
+	if cs.healthPort != nil {
+		fmt.Fprintf(&b, "healthport=%d;", cs.healthPort.Port)
+	}
 	sum := sha1.Sum([]byte(b.String()))
 	return hex.EncodeToString(sum[:])[:10]
 }
@@ -237,6 +243,25 @@ func (b *builder) servicePort(key types.NamespacedName, port intstr.IntOrString)
 		}
 	}
 	return nil, corev1.ServicePort{}, fmt.Errorf("port %q on service %q not matched", port.String(), key.String())
+}
+
+// healthPort resolves a service's healthPort, a port of the same Service
+// by number as Contour's: nil when unset or the serving port itself.
+// Health checks reach each endpoint on the health port's target, which
+// Kubernetes names the same in the EndpointSlices, so the Service port
+// must have a name (it does whenever the Service has two ports).
+func (b *builder) healthPort(key types.NamespacedName, s contourv1.Service) (*corev1.ServicePort, error) {
+	if s.HealthPort == 0 || s.HealthPort == s.Port {
+		return nil, nil
+	}
+	if s.HealthPort < 1 || s.HealthPort > 65535 {
+		return nil, fmt.Errorf("healthPort %d must be in the range 1-65535", s.HealthPort)
+	}
+	_, hp, err := b.servicePort(key, intstr.FromInt(s.HealthPort))
+	if err != nil {
+		return nil, fmt.Errorf("healthPort: %w", err)
+	}
+	return &hp, nil
 }
 
 // annotatedProtocol reads Contour's projectcontour.io/upstream-protocol.{h2,h2c,tls}
@@ -267,6 +292,11 @@ func (b *builder) cluster(svc *corev1.Service, p corev1.ServicePort, cs clusterS
 	if p.Name != "" {
 		eds += "/" + p.Name
 	}
+	if hp := cs.healthPort; hp != nil {
+		// Endpoints of another health port are another assignment: each
+		// endpoint carries its health_check_config port.
+		eds += "/health/" + hp.Name
+	}
 	lb := cs.lb
 	if lb == "" {
 		lb = "ROUND_ROBIN"
@@ -274,6 +304,7 @@ func (b *builder) cluster(svc *corev1.Service, p corev1.ServicePort, cs clusterS
 	c := &Cluster{
 		Name: name, Service: key, Port: p, EDSName: eds, Protocol: cs.protocol, LBPolicy: lb,
 		HealthCheck: cs.hc, UpstreamCA: cs.ca, SubjectNames: cs.subjectNames, IdleConnTimeout: cs.idle, SlowStart: cs.slowStart,
+		HealthPort: cs.healthPort,
 	}
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		c.ExternalName = svc.Spec.ExternalName

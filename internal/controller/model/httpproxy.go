@@ -112,11 +112,6 @@ func unsupportedRoute(st *ProxyStatus, r *contourv1.Route) bool {
 	if r.InternalRedirectPolicy != nil {
 		st.errorf(ErrRoute, "NotImplemented", "route internalRedirectPolicy: internal redirects are not implemented by Legate (its proxy has no RouteAction.internal_redirect_policy)")
 	}
-	for _, s := range r.Services {
-		if s.HealthPort != 0 && s.HealthPort != s.Port {
-			st.errorf(ErrService, "NotImplemented", "service %q healthPort: health checks on another port are not implemented by Legate (its proxy has no endpoint health_check_config)", s.Name)
-		}
-	}
 	return len(st.Errors) > n
 }
 
@@ -349,6 +344,11 @@ func (b *builder) tcpProxy(p *contourv1.HTTPProxy, tp *contourv1.TCPProxy, st *P
 			st.errorf(ErrService, "ServiceUnresolvedReference", "Spec.TCPProxy unresolved service reference: %s", err)
 			continue
 		}
+		hp, err := b.healthPort(types.NamespacedName{Namespace: p.Namespace, Name: s.Name}, s)
+		if err != nil {
+			st.errorf(ErrService, "ServiceUnresolvedReference", "Spec.TCPProxy unresolved service reference: %s", err)
+			continue
+		}
 		proto := annotatedProtocol(svc, port)
 		if s.Protocol != nil {
 			proto = *s.Protocol
@@ -356,7 +356,7 @@ func (b *builder) tcpProxy(p *contourv1.HTTPProxy, tp *contourv1.TCPProxy, st *P
 		if proto == "h2" || proto == "h2c" {
 			proto = "" // a TCP proxy forwards bytes
 		}
-		c := b.cluster(svc, port, clusterSpec{protocol: proto, lb: lb, hc: hc})
+		c := b.cluster(svc, port, clusterSpec{protocol: proto, lb: lb, hc: hc, healthPort: hp})
 		out.Clusters = append(out.Clusters, WeightedCluster{Cluster: c, Weight: uint32(s.Weight)})
 	}
 	normalizeWeights(out.Clusters)
@@ -764,7 +764,12 @@ func (b *builder) route(p *contourv1.HTTPProxy, r *contourv1.Route, conds []cont
 			st.errorf(ErrService, "ServiceUnresolvedReference", "Spec.Routes unresolved service reference: %s", err)
 			continue
 		}
-		cs := clusterSpec{protocol: annotatedProtocol(svc, port), lb: lb, hc: hc, idle: idleConn}
+		hp, err := b.healthPort(types.NamespacedName{Namespace: p.Namespace, Name: s.Name}, s)
+		if err != nil {
+			st.errorf(ErrService, "ServiceUnresolvedReference", "Spec.Routes unresolved service reference: %s", err)
+			continue
+		}
+		cs := clusterSpec{protocol: annotatedProtocol(svc, port), lb: lb, hc: hc, idle: idleConn, healthPort: hp}
 		if ss := s.SlowStartPolicy; ss != nil {
 			sl, err := slowStart(ss, lb)
 			if err != nil {

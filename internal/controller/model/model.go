@@ -196,6 +196,10 @@ type Cluster struct {
 	ExternalName string
 	// SlowStart ramps new endpoints up (round robin, least request).
 	SlowStart *SlowStart
+	// HealthPort is the Service port active health checks go to, when it
+	// is not Port (a Contour service's healthPort); its endpoints carry
+	// the health port's target as health_check_config.port_value.
+	HealthPort *corev1.ServicePort
 	// DNSLookupFamily of an ExternalName (DNS) cluster: "" (the proxy's
 	// default), "auto", "v4", "v6" or "all".
 	DNSLookupFamily string

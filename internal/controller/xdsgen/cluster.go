@@ -53,9 +53,13 @@ func cluster(c *model.Cluster) *clusterv3.Cluster {
 		if f, ok := dnsFamilies[c.DNSLookupFamily]; ok {
 			out.DnsLookupFamily = f
 		}
+		ep := &endpointv3.Endpoint{Address: sockAddr(c.ExternalName, uint32(c.Port.Port))}
+		if c.HealthPort != nil {
+			// An ExternalName has no targets: its ports are the host's.
+			ep.HealthCheckConfig = &endpointv3.Endpoint_HealthCheckConfig{PortValue: uint32(c.HealthPort.Port)}
+		}
 		out.LoadAssignment = &endpointv3.ClusterLoadAssignment{ClusterName: c.Name, Endpoints: []*endpointv3.LocalityLbEndpoints{{
-			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
-				Address: sockAddr(c.ExternalName, uint32(c.Port.Port))}}}}}}}
+			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: ep}}}}}}
 	} else {
 		out.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS}
 		out.EdsClusterConfig = &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ads(), ServiceName: c.EDSName}
@@ -168,8 +172,8 @@ func Endpoints(m *model.Model, objs *source.Objects) []*endpointv3.ClusterLoadAs
 
 func loadAssignment(name string, c *model.Cluster, ss []*discoveryv1.EndpointSlice) *endpointv3.ClusterLoadAssignment {
 	type ep struct {
-		zone, addr string
-		port       uint32
+		zone, addr   string
+		port, health uint32
 	}
 	seen := map[ep]bool{}
 	var eps []ep
@@ -177,7 +181,7 @@ func loadAssignment(name string, c *model.Cluster, ss []*discoveryv1.EndpointSli
 		if s.AddressType == discoveryv1.AddressTypeFQDN {
 			continue
 		}
-		var port uint32
+		var port, health uint32
 		found := false
 		for _, p := range s.Ports {
 			pn := ""
@@ -186,7 +190,9 @@ func loadAssignment(name string, c *model.Cluster, ss []*discoveryv1.EndpointSli
 			}
 			if pn == c.Port.Name && p.Port != nil {
 				port, found = uint32(*p.Port), true
-				break
+			}
+			if c.HealthPort != nil && pn == c.HealthPort.Name && p.Port != nil {
+				health = uint32(*p.Port)
 			}
 		}
 		if !found {
@@ -204,7 +210,7 @@ func loadAssignment(name string, c *model.Cluster, ss []*discoveryv1.EndpointSli
 				if net.ParseIP(a) == nil {
 					continue
 				}
-				k := ep{zone, a, port}
+				k := ep{zone, a, port, health}
 				if !seen[k] {
 					seen[k] = true
 					eps = append(eps, k)
@@ -228,8 +234,12 @@ func loadAssignment(name string, c *model.Cluster, ss []*discoveryv1.EndpointSli
 			cur = &endpointv3.LocalityLbEndpoints{Locality: &corev3.Locality{Zone: e.zone}, LoadBalancingWeight: wrapperspb.UInt32(1)}
 			la.Endpoints = append(la.Endpoints, cur)
 		}
+		ep := &endpointv3.Endpoint{Address: sockAddr(e.addr, e.port)}
+		if e.health != 0 && e.health != e.port {
+			ep.HealthCheckConfig = &endpointv3.Endpoint_HealthCheckConfig{PortValue: e.health}
+		}
 		cur.LbEndpoints = append(cur.LbEndpoints, &endpointv3.LbEndpoint{
-			HostIdentifier:      &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: sockAddr(e.addr, e.port)}},
+			HostIdentifier:      &endpointv3.LbEndpoint_Endpoint{Endpoint: ep},
 			LoadBalancingWeight: wrapperspb.UInt32(1),
 		})
 	}

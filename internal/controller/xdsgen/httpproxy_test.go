@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	"github.com/legateproxy/legate/internal/controller/model"
 )
 
@@ -157,6 +159,77 @@ func TestHTTPProxyFeatures(t *testing.T) {
 			}
 			if tc.status != "valid" && strings.Contains(out, "a.example.com") {
 				t.Errorf("an invalid HTTPProxy must not be served:\n%s", out)
+			}
+		})
+	}
+}
+
+// healthPortObjects is a Service that serves on one port and answers
+// health checks on another, with its EndpointSlice.
+const healthPortObjects = `
+apiVersion: v1
+kind: Service
+metadata: {name: hp, namespace: default}
+spec: {ports: [{name: http, port: 80, targetPort: 8080}, {name: health, port: 8081, targetPort: 9090}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: hp-x, namespace: default, labels: {kubernetes.io/service-name: hp}}
+addressType: IPv4
+ports: [{name: http, port: 8080}, {name: health, port: 9090}]
+endpoints:
+- {addresses: [10.0.1.1], conditions: {ready: true}}
+---
+`
+
+// TestHealthPort: a service's healthPort (a port of the same Service)
+// makes a cluster of its own whose endpoints carry the health port's
+// target as health_check_config.port_value, for routes and TCP proxies,
+// as Contour's endpoint translator; an unknown health port is an
+// unresolved service reference.
+func TestHealthPort(t *testing.T) {
+	for _, tc := range []struct {
+		name, spec string
+		want       []string
+		status     string
+		desc       string
+	}{
+		{"route", `
+  virtualhost: {fqdn: a.example.com}
+  routes:
+  - healthCheckPolicy: {path: /healthz}
+    services: [{name: hp, port: 80, healthPort: 8081}, {name: hp, port: 80}]`,
+			[]string{`"clusterName":"default/hp/http/health/health","endpoints":[{"locality":{},"lbEndpoints":[{"endpoint":{"address":{"socketAddress":{"address":"10.0.1.1","portValue":8080}},"healthCheckConfig":{"portValue":9090}}`,
+				`"serviceName":"default/hp/http/health/health"`, `"clusterName":"default/hp/http","endpoints":[{"locality":{},"lbEndpoints":[{"endpoint":{"address":{"socketAddress":{"address":"10.0.1.1","portValue":8080}}},"loadBalancingWeight":1}]`},
+			"valid", ""},
+		{"the serving port itself", `
+  virtualhost: {fqdn: a.example.com}
+  routes: [{services: [{name: hp, port: 80, healthPort: 80}]}]`,
+			[]string{`"serviceName":"default/hp/http"`}, "valid", ""},
+		{"TCP proxy", `
+  virtualhost: {fqdn: a.example.com, tls: {passthrough: true}}
+  tcpproxy:
+    healthCheckPolicy: {}
+    services: [{name: hp, port: 80, healthPort: 8081}]`,
+			[]string{`"healthCheckConfig":{"portValue":9090}`, `"serviceName":"default/hp/http/health/health"`}, "valid", ""},
+		{"unknown health port", `
+  virtualhost: {fqdn: a.example.com}
+  routes: [{services: [{name: hp, port: 80, healthPort: 9999}]}]`,
+			nil, "invalid", `Spec.Routes unresolved service reference: healthPort: port "9999" on service "default/hp" not matched`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out, m := render(t, healthPortObjects+proxy(tc.spec))
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("xDS lacks %s\n--- got:\n%s", w, out)
+				}
+			}
+			st := m.Proxies[types.NamespacedName{Namespace: "default", Name: "p"}]
+			if st == nil {
+				t.Fatal("no status")
+			}
+			if st.Current() != tc.status || !strings.Contains(st.Description(), tc.desc) {
+				t.Errorf("status = %s %q, want %s containing %q", st.Current(), st.Description(), tc.status, tc.desc)
 			}
 		})
 	}
