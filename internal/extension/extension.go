@@ -76,6 +76,8 @@ const (
 	OTelResourceDetector Category = "envoy.tracers.opentelemetry.resource_detectors"
 	// RegexEngine is the bootstrap's default_regex_engine.
 	RegexEngine Category = "envoy.regex_engines"
+	// WatchdogAction is a watchdog's actions (envoy.watchdog.profile_action, …).
+	WatchdogAction Category = "envoy.watchdog"
 )
 
 // Categories lists every category, in the order docs/extensions.md shows them.
@@ -85,7 +87,7 @@ var Categories = []Category{
 	ResourceMonitor, LoadBalancingPolicy, ClusterType, RetryHostPredicate, RetryPriority,
 	MatchingInput, MatchingAction, DNSResolver, Bootstrap, Formatter, UpstreamOptions, HealthChecker,
 	CompressionCompressor, CompressionDecompressor, Upstreams, OTelSampler, OTelResourceDetector,
-	RegexEngine,
+	RegexEngine, WatchdogAction,
 }
 
 // Extension is one implemented extension.

@@ -137,6 +137,10 @@ func (c *Context) CompileValue(text string) (route.Value, error) {
 	return f, nil
 }
 
+// ActiveConnections is the number of open downstream connections across
+// the listeners sharing this context.
+func (c *Context) ActiveConnections() int64 { return c.globalConns.Load() }
+
 // HealthCheckFailing reports /healthcheck/fail or draining.
 func (c *Context) HealthCheckFailing() bool {
 	return c.Health != nil && c.Health.HealthCheckFailing()

@@ -381,6 +381,10 @@ func fixedHeapMonitor(_ *Manager, name string, cfg proto.Message, path string, s
 }
 
 func newMonitor(name string, st *stats.Store, read func() (float64, error)) *monitor {
+	// Envoy's skipped_updates counts updates skipped while the monitor's
+	// previous one is pending; Legate's monitors answer synchronously, so
+	// it stays 0.
+	st.Counter("overload." + name + ".skipped_updates")
 	return &monitor{name: name, read: read,
 		gauge: st.Gauge("overload." + name + ".pressure"), failed: st.Counter("overload." + name + ".failed_updates")}
 }

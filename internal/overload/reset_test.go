@@ -58,6 +58,9 @@ func TestResetActionResetsOnEveryChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if _, ok := st.Value("overload.envoy.resource_monitors.injected_resource.skipped_updates"); !ok {
+		t.Error("no overload.<monitor>.skipped_updates")
+	}
 	tr := m.Tracker()
 	// As Envoy's integration test: 4, 8 and 16 KiB streams, tracked from
 	// 4 KiB (power 13), in buckets 0, 1 and 2.

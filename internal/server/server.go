@@ -16,7 +16,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -113,6 +115,7 @@ type Server struct {
 	quitOnce       sync.Once
 	staticClusters []*upstream.Cluster
 	serverStats    serverStats
+	watchdog       *watchdog
 	dyn            *dynamic
 	secrets        *tlsx.Store
 	// logFiles are the access-log files this server writes.
@@ -140,6 +143,12 @@ type serverStats struct {
 	staticUnknown, dynamicUnknown *stats.Counter
 	dynamicSeen                   uint64
 	panics                        *stats.Counter
+	// totalConns is server.total_connections (open downstream
+	// connections; with no hot restart there is no parent process, so
+	// server.parent_connections stays 0).
+	totalConns *stats.Gauge
+	// initTime is server.initialization_time_ms.
+	initTime *stats.Histogram
 }
 
 // Load reads and compiles the configuration without side effects (no
@@ -229,6 +238,20 @@ func (s *Server) compile() error {
 	if b.GetHdsConfig() != nil {
 		return config.Unsupported("hds_config", "health discovery service")
 	}
+	if len(b.GetFatalActions()) > 0 {
+		// Envoy runs them while crashing; Legate's crash is Go's.
+		return config.Unsupported("fatal_actions", "fatal actions")
+	}
+	if b.GetEnableDispatcherStats() {
+		// Envoy's per-thread event loop histograms (loop_duration_us,
+		// poll_delay_us): Legate has no event loop per thread to time.
+		return config.Unsupported("enable_dispatcher_stats", "dispatcher statistics (no per-thread event loops)")
+	}
+	if len(b.GetNodeContextParams()) > 0 {
+		// They qualify xdstp:// resource names with node fields, and
+		// Legate subscribes by plain names only.
+		return config.Unsupported("node_context_params", "xdstp:// context parameters")
+	}
 	if err := s.compileBootstrapExtensions(b); err != nil {
 		return err
 	}
@@ -256,6 +279,25 @@ func (s *Server) compile() error {
 		staticUnknown: s.Stats.Counter("server.static_unknown_fields"), dynamicUnknown: s.Stats.Counter("server.dynamic_unknown_fields"),
 		// The policy and its count are process-wide; count from here.
 		dynamicSeen: resource.UnknownFieldsSeen.Load(),
+		totalConns:  s.Stats.Gauge("server.total_connections"),
+		initTime:    s.Stats.Histogram("server.initialization_time_ms"),
+	}
+	// Envoy's other server stats, which keep their zero values here: no
+	// parent process and no restart epoch without hot restart, no debug
+	// assertions or ENVOY_BUG macros, stats flushes are never dropped, and
+	// no OCSP responses are stapled.
+	s.Stats.Gauge("server.parent_connections")
+	s.Stats.Gauge("server.hot_restart_epoch")
+	s.Stats.Gauge("server.seconds_until_first_ocsp_response_expiring")
+	s.Stats.Counter("server.dropped_stat_flushes")
+	s.Stats.Counter("server.debug_assertion_failures")
+	s.Stats.Counter("server.envoy_bug_failures")
+	// server.version: stats_server_version_override, else (as Envoy) the
+	// first six hex digits of the build's source revision as an integer.
+	if v := b.GetStatsServerVersionOverride(); v != nil {
+		s.Stats.Gauge("server.version").Set(int64(v.GetValue()))
+	} else {
+		s.Stats.Gauge("server.version").Set(revisionInt())
 	}
 	for _, w := range s.Warnings {
 		if w.Unknown {
@@ -288,9 +330,16 @@ func (s *Server) compile() error {
 			}
 		}
 	}
+	bootDNS, err := bootstrapDNS(b)
+	if err != nil {
+		return err
+	}
+	if s.watchdog, err = compileWatchdog(b, s.Stats, s.log); err != nil {
+		return err
+	}
 	s.Clusters = upstream.NewManager(upstream.Deps{Stats: s.Stats, Log: s.log, Transport: s.clusterTransport,
 		LocalCluster: b.GetClusterManager().GetLocalClusterName(), UpstreamFilters: s.upstreamFilters,
-		Internal: s.internal, OutlierEvents: outlierEvents, Bind: bindCfg, Runtime: s.Runtime})
+		Internal: s.internal, OutlierEvents: outlierEvents, Bind: bindCfg, Runtime: s.Runtime, DNS: bootDNS})
 	if s.evictEvery, err = evictionInterval(b); err != nil {
 		return err
 	}
@@ -493,6 +542,7 @@ func (s *Server) Start() error {
 	}
 	s.serverStats.concurrency.Set(1)
 	go s.tick()
+	go s.watchdog.run(s.quit)
 	if s.evictEvery > 0 {
 		go s.evictLoop()
 	}
@@ -515,10 +565,43 @@ func (s *Server) Start() error {
 // goLive ends initialization.
 func (s *Server) goLive() {
 	s.refreshListenerStats()
-	s.state.CompareAndSwap("INITIALIZING", "LIVE")
+	if s.state.CompareAndSwap("INITIALIZING", "LIVE") {
+		s.serverStats.initTime.Record(float64(time.Since(s.start).Milliseconds()))
+	}
 	if s.State() == "LIVE" {
 		s.serverStats.live.Set(1)
 	}
+}
+
+// bootstrapDNS is the bootstrap's DNS resolution (typed_dns_resolver_config,
+// else use_tcp_for_dns_lookups), which clusters and DNS caches without
+// their own use; nil: the system's.
+func bootstrapDNS(b *bootstrapv3.Bootstrap) (*upstream.DNSSettings, error) {
+	if tc := b.GetTypedDnsResolverConfig(); tc != nil {
+		s := &upstream.DNSSettings{}
+		return s, upstream.CompileDNSResolver(tc, "typed_dns_resolver_config", s)
+	}
+	if b.GetUseTcpForDnsLookups() {
+		return &upstream.DNSSettings{UseTCP: true}, nil
+	}
+	return nil, nil
+}
+
+// revisionInt is the build's VCS revision's first six hex digits as an
+// integer (Envoy's server.version); 0 when the build records none.
+func revisionInt() int64 {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return 0
+	}
+	for _, kv := range bi.Settings {
+		if kv.Key == "vcs.revision" && len(kv.Value) >= 6 {
+			if v, err := strconv.ParseInt(kv.Value[:6], 16, 64); err == nil {
+				return v
+			}
+		}
+	}
+	return 0
 }
 
 func bracket(h string) string {
@@ -582,6 +665,9 @@ func (s *Server) tick() {
 				s.serverStats.certDays.Set(s.daysUntilFirstCertExpiring())
 			}
 			s.serverStats.uptime.Set(int64(time.Since(s.start).Seconds()))
+			if s.deps != nil {
+				s.serverStats.totalConns.Set(s.deps.ActiveConnections())
+			}
 			m := memstat.Read()
 			s.serverStats.memAllocated.Set(int64(m.Allocated))
 			s.serverStats.memHeap.Set(int64(m.HeapSize))

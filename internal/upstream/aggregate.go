@@ -25,7 +25,7 @@ type Aggregate struct {
 	Clusters []string
 }
 
-func compileAggregate(cfg proto.Message, c *Cluster, path string) error {
+func compileAggregate(cfg proto.Message, c *Cluster, path string, _ Deps) error {
 	ac := cfg.(*aggregatev3.ClusterConfig)
 	if err := config.CheckFields(ac, path, "clusters"); err != nil {
 		return err

@@ -157,9 +157,11 @@ func setOpen(g *stats.Gauge, open bool) {
 
 // Cluster is a compiled, running cluster.
 type Cluster struct {
-	Name  string
-	Proto *clusterv3.Cluster
-	Stats *Stats
+	// cmUpdated is cluster_manager.cluster_updated (nil without stats).
+	cmUpdated *stats.Counter
+	Name      string
+	Proto     *clusterv3.Cluster
+	Stats     *Stats
 	// AddedViaAPI is set for clusters from CDS (shown in /clusters).
 	AddedViaAPI bool
 	// VersionInfo and LastUpdated describe the config that created it.
@@ -455,6 +457,9 @@ func (c *Cluster) setHosts(hosts []*Host) {
 func (c *Cluster) rebuild(hosts []*Host) {
 	hs := buildHostSet(hosts, &c.lb)
 	c.hosts.Store(hs)
+	if c.cmUpdated != nil {
+		c.cmUpdated.Inc()
+	}
 	if c.subset != nil {
 		c.subset.rebuild(hosts)
 	}

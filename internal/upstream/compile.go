@@ -1,7 +1,6 @@
 package upstream
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -47,6 +46,10 @@ type Deps struct {
 	// OutlierEvents is cluster_manager.outlier_detection.event_log_path's
 	// log (nil: none).
 	OutlierEvents *OutlierEventLog
+	// DNS is the bootstrap's typed_dns_resolver_config and
+	// use_tcp_for_dns_lookups, which DNS clusters and DNS caches without
+	// resolver settings of their own use; nil: the system's.
+	DNS *DNSSettings
 	// Bind is cluster_manager.upstream_bind_config (CompileBindConfig),
 	// which clusters without an upstream_bind_config of their own bind
 	// their upstream connections with; nil: none.
@@ -126,6 +129,9 @@ func Compile(orig *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) 
 			ringMin: 1024, ringMax: 8 * 1024 * 1024, maglevSize: 65537},
 	}
 	c.lb.panicStat = c.Stats.LBHealthyPanic
+	if deps.Stats != nil {
+		c.cmUpdated = deps.Stats.Counter("cluster_manager.cluster_updated")
+	}
 	if pc.GetConnectTimeout() != nil {
 		c.connectTimeout = pc.GetConnectTimeout().AsDuration()
 	}
@@ -218,7 +224,7 @@ func Compile(orig *clusterv3.Cluster, path string, deps Deps) (*Cluster, error) 
 		}
 		c.health = hk
 	}
-	if err := c.compileDiscovery(pc, path); err != nil {
+	if err := c.compileDiscovery(pc, path, deps); err != nil {
 		return nil, err
 	}
 	if uco := pc.GetUpstreamConnectionOptions(); uco != nil {
@@ -606,7 +612,7 @@ func (c *Cluster) compileBreakers(cb *clusterv3.CircuitBreakers, path string, sc
 	return nil
 }
 
-func (c *Cluster) compileDiscovery(pc *clusterv3.Cluster, path string) error {
+func (c *Cluster) compileDiscovery(pc *clusterv3.Cluster, path string, deps Deps) error {
 	la := pc.GetLoadAssignment()
 	specs, err := hostsFromAssignment(la, config.Join(path, "load_assignment"))
 	if err != nil {
@@ -640,7 +646,7 @@ func (c *Cluster) compileDiscovery(pc *clusterv3.Cluster, path string) error {
 			}
 			c.discover = staticDiscovery{hosts: hosts}
 		case clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
-			d, err := newDNSDiscovery(pc, specs, path)
+			d, err := newDNSDiscovery(pc, specs, path, deps.DNS)
 			if err != nil {
 				return err
 			}
@@ -662,7 +668,7 @@ func (c *Cluster) compileDiscovery(pc *clusterv3.Cluster, path string) error {
 		if err != nil {
 			return err
 		}
-		if err := r.Ext.Factory.(clusterTypeFactory)(r.Config, c, config.Join(cp, "typed_config")); err != nil {
+		if err := r.Ext.Factory.(clusterTypeFactory)(r.Config, c, config.Join(cp, "typed_config"), deps); err != nil {
 			return err
 		}
 		c.discover = staticDiscovery{}
@@ -672,7 +678,7 @@ func (c *Cluster) compileDiscovery(pc *clusterv3.Cluster, path string) error {
 	return nil
 }
 
-func newDNSDiscovery(pc *clusterv3.Cluster, specs []endpointSpec, path string) (*dnsDiscovery, error) {
+func newDNSDiscovery(pc *clusterv3.Cluster, specs []endpointSpec, path string, boot *DNSSettings) (*dnsDiscovery, error) {
 	d := &dnsDiscovery{
 		specs:    specs,
 		logical:  pc.GetType() == clusterv3.Cluster_LOGICAL_DNS,
@@ -699,44 +705,43 @@ func newDNSDiscovery(pc *clusterv3.Cluster, specs []endpointSpec, path string) (
 			d.failRefresh = fr.GetBaseInterval().AsDuration()
 		}
 	}
-	var servers []string
-	for _, a := range pc.GetDnsResolvers() {
-		servers = append(servers, sockAddr(a))
+	dns, err := ClusterDNS(pc, path, boot)
+	if err != nil {
+		return nil, err
 	}
-	if tc := pc.GetTypedDnsResolverConfig(); tc != nil {
-		p := config.Join(path, "typed_dns_resolver_config")
-		r, err := extension.Lookup(extension.DNSResolver, tc.GetTypedConfig(), config.Join(p, "typed_config"))
-		if err != nil {
-			return nil, err
-		}
-		cfg := r.Config.(*cares.CaresDnsResolverConfig)
-		if err := config.CheckFields(cfg, config.Join(p, "typed_config"), "resolvers", "dns_resolver_options", "use_resolvers_as_fallback", "filter_unroutable_families"); err != nil {
-			return nil, err
-		}
-		for _, a := range cfg.GetResolvers() {
-			servers = append(servers, sockAddr(a))
-		}
-	}
+	d.dns = dns
 	if pc.GetDnsJitter() != nil {
 		d.jitter = pc.GetDnsJitter().AsDuration()
 	}
 	if pc.GetRespectDnsTtl() {
-		d.ttl = newTTLResolver(servers, pc.GetUseTcpForDnsLookups())
+		d.ttl = dns.ttlResolver()
 	}
-	if len(servers) > 0 {
-		useTCP := pc.GetUseTcpForDnsLookups()
-		var dnsDialer net.Dialer
-		next := 0
-		d.resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			s := servers[next%len(servers)]
-			next++
-			if useTCP {
-				network = "tcp"
-			}
-			return dnsDialer.DialContext(ctx, network, s)
-		}}
+	if r := dns.resolver(); r != nil {
+		d.resolver = r
 	}
 	return d, nil
+}
+
+// ClusterDNS is a DNS cluster's resolver settings at path, as Envoy
+// takes them: its typed_dns_resolver_config, else its dns_resolvers and
+// use_tcp_for_dns_lookups, else the bootstrap's (boot).
+func ClusterDNS(pc *clusterv3.Cluster, path string, boot *DNSSettings) (DNSSettings, error) {
+	var s DNSSettings
+	if tc := pc.GetTypedDnsResolverConfig(); tc != nil {
+		err := CompileDNSResolver(tc, config.Join(path, "typed_dns_resolver_config"), &s)
+		return s, err
+	}
+	if len(pc.GetDnsResolvers()) > 0 || pc.GetUseTcpForDnsLookups() {
+		for _, a := range pc.GetDnsResolvers() {
+			s.Servers = append(s.Servers, sockAddr(a))
+		}
+		s.UseTCP = pc.GetUseTcpForDnsLookups()
+		return s, nil
+	}
+	if boot != nil {
+		s = *boot
+	}
+	return s, nil
 }
 
 func sockAddr(a *corev3.Address) string {

@@ -15,7 +15,6 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	dfpclusterv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/clusters/dynamic_forward_proxy/v3"
 	dnscachev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/dynamic_forward_proxy/v3"
-	cares "github.com/envoyproxy/go-control-plane/envoy/extensions/network/dns_resolver/cares/v3"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/legateproxy/legate/internal/config"
@@ -23,7 +22,7 @@ import (
 )
 
 // clusterTypeFactory compiles a cluster_type extension into c.
-type clusterTypeFactory func(cfg proto.Message, c *Cluster, path string) error
+type clusterTypeFactory func(cfg proto.Message, c *Cluster, path string, deps Deps) error
 
 func init() {
 	extension.Register(extension.Extension{Name: "envoy.clusters.dynamic_forward_proxy", Category: extension.ClusterType,
@@ -79,7 +78,10 @@ var (
 )
 
 // DNSCacheFor returns the cache configured by c (one per name, as Envoy).
-func DNSCacheFor(c *dnscachev3.DnsCacheConfig, path string) (*DNSCache, error) {
+//
+// A cache without typed_dns_resolver_config resolves with the bootstrap's
+// settings (boot; nil: the system's), as Envoy's DNS cache does.
+func DNSCacheFor(c *dnscachev3.DnsCacheConfig, path string, boot *DNSSettings) (*DNSCache, error) {
 	if err := config.CheckFields(c, path, "name", "dns_lookup_family", "dns_refresh_rate", "dns_min_refresh_rate", "host_ttl",
 		"max_hosts", "dns_cache_circuit_breaker", "typed_dns_resolver_config", "dns_query_timeout", "use_tcp_for_dns_lookups",
 		"dns_failure_refresh_rate", "disable_dns_refresh_on_failure"); err != nil {
@@ -128,17 +130,16 @@ func DNSCacheFor(c *dnscachev3.DnsCacheConfig, path string) (*DNSCache, error) {
 	if v := c.GetDnsCacheCircuitBreaker().GetMaxPendingRequests(); v != nil {
 		dc.maxPending = int64(v.GetValue())
 	}
-	var servers []string
+	var dns DNSSettings
 	if tc := c.GetTypedDnsResolverConfig(); tc != nil {
-		r, err := extension.Lookup(extension.DNSResolver, tc.GetTypedConfig(), config.Join(path, "typed_dns_resolver_config.typed_config"))
-		if err != nil {
+		if err := CompileDNSResolver(tc, config.Join(path, "typed_dns_resolver_config"), &dns); err != nil {
 			return nil, err
 		}
-		for _, a := range r.Config.(*cares.CaresDnsResolverConfig).GetResolvers() {
-			servers = append(servers, sockAddr(a))
-		}
+	} else if boot != nil {
+		dns = *boot
 	}
-	dc.resolver = newTTLResolver(servers, c.GetUseTcpForDnsLookups())
+	dns.UseTCP = dns.UseTCP || c.GetUseTcpForDnsLookups()
+	dc.resolver = dns.ttlResolver()
 	caches[c.GetName()] = dc
 	return dc, nil
 }
@@ -240,12 +241,12 @@ type DFP struct {
 	hosts map[string]*Host
 }
 
-func compileDFP(msg proto.Message, c *Cluster, path string) error {
+func compileDFP(msg proto.Message, c *Cluster, path string, deps Deps) error {
 	cfg := msg.(*dfpclusterv3.ClusterConfig)
 	if err := config.CheckFields(cfg, path, "dns_cache_config", "allow_insecure_cluster_options"); err != nil {
 		return err
 	}
-	dc, err := DNSCacheFor(cfg.GetDnsCacheConfig(), config.Join(path, "dns_cache_config"))
+	dc, err := DNSCacheFor(cfg.GetDnsCacheConfig(), config.Join(path, "dns_cache_config"), deps.DNS)
 	if err != nil {
 		return err
 	}

@@ -177,7 +177,9 @@ type dnsDiscovery struct {
 	timeout     time.Duration
 	last        [][]*Host // per spec, the hosts of its last good resolution
 	// ttl resolves with TTLs when respect_dns_ttl is set.
-	ttl    *ttlResolver
+	ttl *ttlResolver
+	// dns are the resolver settings (no_default_search_domain).
+	dns    DNSSettings
 	jitter time.Duration // dns_jitter
 }
 
@@ -275,7 +277,7 @@ func (d *dnsDiscovery) lookup(name string) ([]netip.Addr, time.Duration, error) 
 	if d.ttl != nil {
 		addrs, ttl, err = d.ttl.lookup(ctx, name, "ip")
 	} else {
-		addrs, err = d.resolver.LookupNetIP(ctx, "ip", name)
+		addrs, err = d.resolver.LookupNetIP(ctx, "ip", d.dns.absolute(name))
 	}
 	if err != nil {
 		return nil, 0, err

@@ -10,9 +10,15 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	cares "github.com/envoyproxy/go-control-plane/envoy/extensions/network/dns_resolver/cares/v3"
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/legateproxy/legate/internal/config"
+	"github.com/legateproxy/legate/internal/extension"
 )
 
 // ttlResolver resolves names with their TTLs (respect_dns_ttl), following
@@ -250,4 +256,106 @@ func readFull(c net.Conn, b []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// DNSSettings are what a DNS resolution configuration gives lookups: the
+// name servers (host:port; none: the system's), TCP instead of UDP, and
+// no search domains (names are queried as given, absolute).
+type DNSSettings struct {
+	Servers  []string
+	UseTCP   bool
+	NoSearch bool
+}
+
+// CompileDNSResolver compiles a typed_dns_resolver_config at path (the
+// c-ares resolver's CaresDnsResolverConfig, Envoy's default resolver) on
+// top of s.
+func CompileDNSResolver(tc *corev3.TypedExtensionConfig, path string, s *DNSSettings) error {
+	r, err := extension.Lookup(extension.DNSResolver, tc.GetTypedConfig(), config.Join(path, "typed_config"))
+	if err != nil {
+		return err
+	}
+	p := config.Join(path, "typed_config")
+	cfg := r.Config.(*cares.CaresDnsResolverConfig)
+	if err := config.CheckFields(cfg, p, "resolvers", "dns_resolver_options", "use_resolvers_as_fallback", "filter_unroutable_families"); err != nil {
+		return err
+	}
+	if cfg.GetFilterUnroutableFamilies() {
+		return config.Unsupported(config.Join(p, "filter_unroutable_families"), "dropping the address families of no routable interface")
+	}
+	if o := cfg.GetDnsResolverOptions(); o != nil {
+		if err := config.CheckFields(o, config.Join(p, "dns_resolver_options"), "use_tcp_for_dns_lookups", "no_default_search_domain"); err != nil {
+			return err
+		}
+		s.UseTCP = s.UseTCP || o.GetUseTcpForDnsLookups()
+		s.NoSearch = o.GetNoDefaultSearchDomain()
+	}
+	var servers []string
+	for i, a := range cfg.GetResolvers() {
+		if a.GetSocketAddress() == nil {
+			return config.Errorf(config.Index(config.Join(p, "resolvers"), i), "a DNS resolver is a socket_address")
+		}
+		servers = append(servers, sockAddr(a))
+	}
+	// use_resolvers_as_fallback: the resolvers serve only when the system
+	// configures no name server (c-ares reads /etc/resolv.conf first).
+	if cfg.GetUseResolversAsFallback() && len(systemNameServers()) > 0 {
+		servers = nil
+	}
+	s.Servers = append(s.Servers, servers...)
+	return nil
+}
+
+// systemNameServers lists /etc/resolv.conf's name servers.
+func systemNameServers() []string {
+	f, err := os.Open("/etc/resolv.conf")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var out []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if fields := strings.Fields(sc.Text()); len(fields) >= 2 && fields[0] == "nameserver" {
+			out = append(out, fields[1])
+		}
+	}
+	return out
+}
+
+// resolver is a net.Resolver querying s's servers (nil: the system
+// resolver applies).
+func (s DNSSettings) resolver() *net.Resolver {
+	if len(s.Servers) == 0 && !s.UseTCP {
+		return nil
+	}
+	servers, useTCP := s.Servers, s.UseTCP
+	var dialer net.Dialer
+	var next atomic.Uint64
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if len(servers) > 0 {
+			addr = servers[next.Add(1)%uint64(len(servers))]
+		}
+		if useTCP {
+			network = "tcp"
+		}
+		return dialer.DialContext(ctx, network, addr)
+	}}
+}
+
+// absolute makes name absolute when search domains are off.
+func (s DNSSettings) absolute(name string) string {
+	if s.NoSearch && !strings.HasSuffix(name, ".") {
+		return name + "."
+	}
+	return name
+}
+
+// ttlResolver builds the TTL-aware resolver for s.
+func (s DNSSettings) ttlResolver() *ttlResolver {
+	r := newTTLResolver(s.Servers, s.UseTCP)
+	if s.NoSearch {
+		r.search = nil
+	}
+	return r
 }

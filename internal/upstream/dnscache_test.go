@@ -19,7 +19,7 @@ import (
 func cacheWith(t *testing.T, c *dnscachev3.DnsCacheConfig, hosts func(string) []netip.Addr) *DNSCache {
 	t.Helper()
 	c.Name = t.Name()
-	dc, err := DNSCacheFor(c, "dns_cache_config")
+	dc, err := DNSCacheFor(c, "dns_cache_config", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestDNSCacheConfigErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.c.Name = t.Name()
-			_, err := DNSCacheFor(tc.c, "dns_cache_config")
+			_, err := DNSCacheFor(tc.c, "dns_cache_config", nil)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)

@@ -2,6 +2,7 @@ package upstream
 
 import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	clusterprovidedv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/cluster_provided/v3"
 	commonv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/common/v3"
 	leastrequestv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/least_request/v3"
 	maglevv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/load_balancing_policies/maglev/v3"
@@ -29,6 +30,7 @@ func init() {
 		{"envoy.load_balancing_policies.random", &randomv3.Random{}, randomPolicy},
 		{"envoy.load_balancing_policies.ring_hash", &ringhashv3.RingHash{}, ringHashPolicy},
 		{"envoy.load_balancing_policies.maglev", &maglevv3.Maglev{}, maglevPolicy},
+		{"envoy.load_balancing_policies.cluster_provided", &clusterprovidedv3.ClusterProvided{}, clusterProvidedPolicy},
 	} {
 		extension.Register(extension.Extension{Name: e.name, Category: extension.LoadBalancingPolicy, Config: e.cfg, Factory: e.f})
 	}
@@ -81,6 +83,17 @@ func applyLBPolicy(pc *clusterv3.Cluster, path string, d Deps) (*clusterv3.Clust
 		return nil, nil, firstErr
 	}
 	return nil, nil, config.Errorf(config.Join(p, "policies"), "no policy")
+}
+
+// clusterProvidedPolicy is lb_policy CLUSTER_PROVIDED: the cluster type
+// (ORIGINAL_DST, aggregate) chooses hosts itself, and other types refuse
+// it as Envoy does.
+func clusterProvidedPolicy(out *clusterv3.Cluster, cfg proto.Message, path string, _ Deps) error {
+	if err := config.CheckFields(cfg, path); err != nil {
+		return err
+	}
+	out.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
+	return nil
 }
 
 func roundRobinPolicy(out *clusterv3.Cluster, cfg proto.Message, path string, d Deps) error {

@@ -35,6 +35,8 @@ load_balancing_policy: {policies: [{typed_extension_config: {name: m, typed_conf
 load_balancing_policy: {policies: [{typed_extension_config: {name: lr, typed_config: {"@type": type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest, locality_lb_config: {zone_aware_lb_config: {min_cluster_size: 1}}}}}]}`},
 		{name: "zone aware on the local cluster", local: "web", policy: LeastRequest, yaml: `
 load_balancing_policy: {policies: [{typed_extension_config: {name: lr, typed_config: {"@type": type.googleapis.com/envoy.extensions.load_balancing_policies.least_request.v3.LeastRequest, locality_lb_config: {zone_aware_lb_config: {min_cluster_size: 1}}}}}]}`},
+		{name: "cluster provided on a STATIC cluster", err: "CLUSTER_PROVIDED is only for clusters that choose their hosts themselves", yaml: `
+load_balancing_policy: {policies: [{typed_extension_config: {name: cp, typed_config: {"@type": type.googleapis.com/envoy.extensions.load_balancing_policies.cluster_provided.v3.ClusterProvided}}}]}`},
 		{name: "both forms", err: "set either lb_policy or load_balancing_policy", yaml: `
 lb_policy: RANDOM
 load_balancing_policy: {policies: [{typed_extension_config: {name: rr, typed_config: {"@type": type.googleapis.com/envoy.extensions.load_balancing_policies.round_robin.v3.RoundRobin}}}]}`},
@@ -61,5 +63,24 @@ load_balancing_policy: {policies: [{typed_extension_config: {name: rr, typed_con
 				t.Error("the config dump should keep the original load_balancing_policy")
 			}
 		})
+	}
+}
+
+// TestClusterProvidedPolicy: envoy.load_balancing_policies.cluster_provided
+// is lb_policy CLUSTER_PROVIDED, which an ORIGINAL_DST cluster requires.
+func TestClusterProvidedPolicy(t *testing.T) {
+	pc := &clusterv3.Cluster{}
+	if _, err := config.Decode([]byte(`
+name: od
+type: ORIGINAL_DST
+load_balancing_policy: {policies: [{typed_extension_config: {name: cp, typed_config: {"@type": type.googleapis.com/envoy.extensions.load_balancing_policies.cluster_provided.v3.ClusterProvided}}}]}`), pc, "cluster"); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Compile(pc, "cluster", Deps{Stats: stats.NewStore()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.OrigDst == nil {
+		t.Error("the ORIGINAL_DST cluster does not choose its hosts itself")
 	}
 }

@@ -57,6 +57,13 @@ func NewManager(deps Deps) *Manager {
 		sc := deps.Stats.Scope("cluster_manager.")
 		m.st = &managerStats{added: sc.Counter("cluster_added"), modified: sc.Counter("cluster_modified"), removed: sc.Counter("cluster_removed"),
 			active: sc.Gauge("active_clusters"), warming: sc.Gauge("warming_clusters")}
+		// Updates reach the balancers at once (update_merge_window's
+		// merging is not done): none is merged, cancelled, or out of a
+		// window; cluster_updated counts them (Cluster.rebuild).
+		sc.Counter("cluster_updated")
+		sc.Counter("cluster_updated_via_merge")
+		sc.Counter("update_merge_cancelled")
+		sc.Counter("update_out_of_merge_window")
 	}
 	return m
 }

@@ -120,3 +120,37 @@ func TestRespectDNSTTL(t *testing.T) {
 		return body == "ip2"
 	}, "the TTL was not respected")
 }
+
+// TestBootstrapDNSResolver: a STRICT_DNS cluster without resolvers of its
+// own resolves through the bootstrap's typed_dns_resolver_config (c-ares
+// resolvers), as Envoy; with the cluster's own typed config, the
+// bootstrap's is not used.
+func TestBootstrapDNSResolver(t *testing.T) {
+	up := testutil.StartUpstream(t, testutil.EchoHandler("up"))
+	_, port, _ := net.SplitHostPort(up.Addr)
+	dns := startDNS(t, [4]byte{127, 0, 0, 1}, 30)
+	dh, dp, _ := net.SplitHostPort(dns.addr)
+	cares := func(h, p string) string {
+		return fmt.Sprintf(`{name: envoy.network.dns_resolver.cares, typed_config: {"@type": type.googleapis.com/envoy.extensions.network.dns_resolver.cares.v3.CaresDnsResolverConfig,
+		  resolvers: [{socket_address: {address: %s, port_value: %s}}], dns_resolver_options: {use_tcp_for_dns_lookups: false}}}`, h, p)
+	}
+	p := start(t, cfg{
+		vhosts: vhost("{match: {prefix: /a}, route: {cluster: a}}", "{match: {prefix: /b}, route: {cluster: b}}"),
+		clusters: fmt.Sprintf(`[{name: a, type: STRICT_DNS, dns_lookup_family: V4_ONLY, connect_timeout: 1s,
+		  load_assignment: {cluster_name: a, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: svc.test, port_value: %s}}}}]}]}},
+		  {name: b, type: STRICT_DNS, dns_lookup_family: V4_ONLY, connect_timeout: 1s, typed_dns_resolver_config: %s,
+		  load_assignment: {cluster_name: b, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: svc.test, port_value: %s}}}}]}]}}]`,
+			port, cares("127.0.0.1", "1"), port),
+		extra: "typed_dns_resolver_config: " + cares(dh, dp) + "\n",
+	})
+	if code, _, body := testutil.Get(t, testutil.Client(), p.URL("http", "/a")); code != 200 || !strings.Contains(body, "upstream=up") {
+		t.Fatalf("through the bootstrap's resolver: %d %q", code, body)
+	}
+	if dns.hits.Load() == 0 {
+		t.Error("the bootstrap's resolver was not asked")
+	}
+	// b asks 127.0.0.1:1, where nothing answers: no host.
+	if code, _, _ := testutil.Get(t, testutil.Client(), p.URL("http", "/b")); code != 503 {
+		t.Errorf("a cluster with its own resolver = %d, want 503 (its resolver does not answer)", code)
+	}
+}
