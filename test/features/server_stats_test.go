@@ -46,9 +46,15 @@ func TestServerStats(t *testing.T) {
 	}
 	for _, name := range []string{"server.parent_connections", "server.hot_restart_epoch", "server.dropped_stat_flushes",
 		"server.debug_assertion_failures", "server.envoy_bug_failures", "server.seconds_until_first_ocsp_response_expiring",
-		"cluster_manager.update_merge_cancelled", "cluster_manager.update_out_of_merge_window", "server.watchdog_miss", "server.watchdog_mega_miss"} {
+		"cluster_manager.update_merge_cancelled", "cluster_manager.update_out_of_merge_window"} {
 		if v := p.Stat(t, name); v != 0 {
 			t.Errorf("%s = %d, want 0", name, v)
+		}
+	}
+	// The watchdog's counters exist (their values depend on the machine's load).
+	for _, name := range []string{"server.watchdog_miss", "server.watchdog_mega_miss"} {
+		if v := p.Stat(t, name); v < 0 {
+			t.Errorf("no %s", name)
 		}
 	}
 	if v := p.Stat(t, "cluster_manager.cluster_updated"); v < 1 {
