@@ -108,7 +108,7 @@ func (c *Client) Do(ctx context.Context, cluster string, req *http.Request) (*ht
 		h.HostFinished(false, upstream.FailOf(err) == upstream.FailTimeout)
 		return nil, err
 	}
-	cl.Stats.RqStatus.Inc(head.Status)
+	cl.Stats.ChargeCode(head.Status)
 	h.HostFinished(head.Status < 500, false)
 	length, _, _ := ex.Framing(req.Method)
 	resp := &http.Response{

@@ -14,6 +14,7 @@ import (
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	uuidv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/request_id/uuid/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -75,8 +76,12 @@ type hcmConfig struct {
 	generateRequestID  bool
 	preserveExternalID bool
 	alwaysSetIDInResp  bool
-	internalCIDRs      []netip.Prefix
-	internalDefault    bool // no internal_address_config: RFC1918/loopback are internal
+	// startChildSpan is the router's start_child_span (startChildPath its
+	// config path): with tracing, each forwarded request gets a child span.
+	startChildSpan  bool
+	startChildPath  string
+	internalCIDRs   []netip.Prefix
+	internalDefault bool // no internal_address_config: RFC1918/loopback are internal
 
 	serverName            string
 	serverTransform       hcmv3.HttpConnectionManager_ServerHeaderTransformation
@@ -104,6 +109,9 @@ type hcmConfig struct {
 	stripTrailingDot     bool
 	upgrades             map[string]bool // upgrade type (lower case) → enabled
 	suppressEnvoyHeaders bool
+	// noDynamicStats and respectExpectedRqTimeout are the router's
+	// dynamic_stats (false) and respect_expected_rq_timeout.
+	noDynamicStats, respectExpectedRqTimeout bool
 	// router is the terminal filter's config.
 	router              *router.Config
 	addUserAgent        bool
@@ -198,6 +206,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *listener.Context
 		"strip_any_host_port", "strip_matching_host_port", "strip_trailing_host_dot", "add_user_agent",
 		"proxy_100_continue", "forward_client_cert_details", "set_current_client_cert_details",
 		"append_x_forwarded_port", "stream_error_on_invalid_http_message", "tracing", "scheme_header_transformation",
+		"request_id_extension",
 		// no behavioural effect here: buffering and flush tuning
 		"access_log_flush_interval", "flush_access_log_on_new_request", "stream_flush_timeout",
 	); err != nil {
@@ -397,12 +406,22 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *listener.Context
 		}
 		c.localReply = cfg
 	}
+	packReason, ridSampling, err := compileRequestID(h.GetRequestIdExtension(), config.Join(path, "request_id_extension"))
+	if err != nil {
+		return nil, err
+	}
 	if t := h.GetTracing(); t != nil {
 		tc, err := tracing.Compile(t, config.Join(path, "tracing"), &tracing.Context{Stats: d.Stats, Async: d.Async,
 			Node: &corev3.Node{Id: d.NodeID, Cluster: d.NodeCluster}, Hostname: d.Hostname, Default: d.DefaultTracer,
 			Runtime: d.Runtime, Log: d.Log, Clusters: d.Clusters}, false)
 		if err != nil {
 			return nil, err
+		}
+		tc.SetRequestID(packReason, ridSampling)
+		if c.startChildSpan {
+			if err := tc.SetStartChildSpan(c.startChildPath); err != nil {
+				return nil, err
+			}
 		}
 		c.tracing = tc
 	}
@@ -449,10 +468,38 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *listener.Context
 		Stats: &router.Stats{NoCluster: st.noCluster, RqIdleTimeout: st.rqIdleTimeout, RqReset: st.rqReset, RqRxReset: st.rqRxReset,
 			CxDestroyRemoteActiveRq: st.cxDestroyRemoteActiveRq, RqTooLarge: st.rqTooLarge, RsTooLarge: st.rsTooLarge,
 			CxUpgradesTotal: st.cxUpgradesTotal, CxUpgradesActive: st.cxUpgradesActive, RqStatus: st.rqStatus},
-		SuppressEnvoyHeaders: c.suppressEnvoyHeaders, StreamIdleTimeout: c.streamIdleTimeout, Clusters: d.Clusters, Log: d.Log,
+		SuppressEnvoyHeaders: c.suppressEnvoyHeaders, NoDynamicStats: c.noDynamicStats, RespectExpectedRqTimeout: c.respectExpectedRqTimeout, StreamIdleTimeout: c.streamIdleTimeout, Clusters: d.Clusters, Log: d.Log,
 		SchemeMatchUpstream: c.schemeMatchUpstream,
 	}
 	return c, nil
+}
+
+// compileRequestID compiles request_id_extension: Envoy's UUID extension
+// (envoy.request_id.uuid) is the only one, and the default. It returns
+// pack_trace_reason and use_request_id_for_trace_sampling (both true
+// unless set false).
+func compileRequestID(e *hcmv3.RequestIDExtension, path string) (packReason, forSampling bool, err error) {
+	if e == nil {
+		return true, true, nil
+	}
+	if err := config.CheckFields(e, path, "typed_config"); err != nil {
+		return false, false, err
+	}
+	tp := config.Join(path, "typed_config")
+	u := &uuidv3.UuidRequestIdConfig{}
+	if a := e.GetTypedConfig(); a != nil {
+		if !a.MessageIs(u) {
+			return false, false, config.Unsupported(tp, "request ID extension "+a.GetTypeUrl(), "envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig")
+		}
+		if err := a.UnmarshalTo(u); err != nil {
+			return false, false, config.Errorf(tp, "%v", err)
+		}
+	}
+	if err := config.CheckFields(u, tp, "pack_trace_reason", "use_request_id_for_trace_sampling"); err != nil {
+		return false, false, err
+	}
+	return u.GetPackTraceReason() == nil || u.GetPackTraceReason().GetValue(),
+		u.GetUseRequestIdForTraceSampling() == nil || u.GetUseRequestIdForTraceSampling().GetValue(), nil
 }
 
 // compileFilters compiles the HTTP filter chain through the extension
@@ -508,6 +555,9 @@ func (c *hcmConfig) compileFilters(fs []*hcmv3.HttpFilter, path string, d *liste
 				return err
 			}
 			c.suppressEnvoyHeaders = rc.GetSuppressEnvoyHeaders()
+			c.noDynamicStats = rc.GetDynamicStats() != nil && !rc.GetDynamicStats().GetValue()
+			c.respectExpectedRqTimeout = rc.GetRespectExpectedRqTimeout()
+			c.startChildSpan, c.startChildPath = rc.GetStartChildSpan(), config.Join(tp, "start_child_span")
 			continue
 		}
 		fc, err := fac.Compile(ctx, r.Config, tp)

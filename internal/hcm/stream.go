@@ -127,10 +127,12 @@ type stream struct {
 	replied bool
 	// span is the request's trace span (connection manager tracing).
 	span tracing.Span
-	cfg  *hcmConfig
-	conn *connState
-	ds   downstream
-	d    *listener.Context
+	// upSpan is the span of the upstream request in flight (spawn_upstream_span, start_child_span).
+	upSpan tracing.Span
+	cfg    *hcmConfig
+	conn   *connState
+	ds     downstream
+	d      *listener.Context
 
 	req     headers.Request
 	resp    headers.Response
@@ -285,19 +287,19 @@ func (s *stream) router() {
 		rs.Route, rs.WC, rs.PickRef, rs.PickName, rs.Table = s.rt, s.wc, s.pickRef, s.pickName, s.table
 		rs.Upgrade, rs.IsGRPC, rs.Local = s.upgrade, s.isGRPC, s.conn.local
 		rs.OriginalDst = s.conn.origDst
-		// spawn_upstream_span: the forwarded request gets a client span of
-		// its own, whose context goes upstream (Envoy's router spawns it).
-		var up tracing.Span
+		// spawn_upstream_span / start_child_span: each upstream request
+		// (retries included) gets a client span of its own, whose context
+		// goes upstream (Envoy's router spawns one per upstream request).
 		if s.span != nil && s.cfg.tracing.SpawnUpstream() {
-			up = s.cfg.tracing.StartUpstream(s.span, &s.req, s.pickName)
+			rs.Attempts = s
 		}
 		rs.Forward(s.cfg.router, s)
-		if up != nil {
+		if s.upSpan != nil {
 			status := 0
 			if s.info.ResponseCodeDetails == "via_upstream" {
 				status = s.resp.Status
 			}
-			s.cfg.tracing.FinishUpstream(up, &s.req, &s.info, status)
+			s.EndAttempt(status)
 		}
 	}
 }
@@ -315,10 +317,19 @@ func (s *stream) done() {
 		l.Log(&s.info)
 	}
 	if s.span != nil {
-		s.cfg.tracing.Finish(s.span, &s.req, &s.info)
+		s.cfg.tracing.FinishWith(s.span, &s.req, &s.info, s.tagContext())
 		s.span = nil
 	}
 	s.endFilters()
+}
+
+// tagContext is what metadata custom tags read of the stream beyond its
+// stream info: the route's metadata.
+func (s *stream) tagContext() *tracing.TagContext {
+	if s.rt == nil || s.rt.Metadata == nil {
+		return nil
+	}
+	return &tracing.TagContext{RouteMetadata: s.rt.Metadata}
 }
 
 // decodeHeaders validates and sanitizes the request head as Envoy's
@@ -644,7 +655,9 @@ func (s *stream) finalizeResponseHeaders() {
 	// response's) Date is kept, one is added when absent (RFC 9110 §6.6.1),
 	// so that caches downstream compute the response's age.
 	m.SetDefault("date", httpDate())
-	if c.alwaysSetIDInResp {
+	// Envoy's mutateResponseHeaders: always_set_request_id_in_response, or
+	// a request (from an internal caller) with x-envoy-force-trace.
+	if c.alwaysSetIDInResp || s.req.Map.Has("x-envoy-force-trace") {
 		if id := s.req.Map.Get("x-request-id"); id != "" {
 			m.Set("x-request-id", id)
 		}
@@ -928,4 +941,18 @@ func (s *stream) ConnectionState(key any, create func() any) any {
 	}
 	v, _ := s.conn.buckets.LoadOrStore(key, create())
 	return v
+}
+
+// StartAttempt starts the span of an upstream request (router.AttemptObserver).
+func (s *stream) StartAttempt() {
+	s.upSpan = s.cfg.tracing.StartUpstream(s.span, &s.req, s.pickName)
+}
+
+// EndAttempt finishes the span of an upstream request with the status it
+// got (0: none).
+func (s *stream) EndAttempt(status int) {
+	if s.upSpan != nil {
+		s.cfg.tracing.FinishUpstream(s.upSpan, &s.req, &s.info, status, s.tagContext())
+		s.upSpan = nil
+	}
 }

@@ -164,7 +164,9 @@ func (s *Stream) forwardTunnel(at *attempt, tcp bool) {
 	s.finishUpstreamHeaders(at)
 	s.ds.ResponseStarted()
 	s.Info.FirstDownstreamTxByte = s.Info.Since()
-	at.cl.Stats.RqStatus.Inc(status)
+	if !s.cfg.NoDynamicStats {
+		at.cl.Stats.ChargeCode(status)
+	}
 	s.cfg.Stats.RqStatus.Inc(status)
 	s.ds.StartTunnel()
 	err = s.ds.EncodeHead(-1, false)
@@ -188,7 +190,9 @@ func (s *Stream) forwardTunnel(at *attempt, tcp bool) {
 	ok := s.relayTunnel(t, s.Req.Method == "CONNECT" && s.Info.Protocol != "HTTP/2")
 	s.Info.LastUpstreamRxByte = s.Info.Since()
 	s.Info.LastDownstreamTxByte = s.Info.Since()
-	at.cl.Stats.RqTime.Record(float64(time.Since(at.sentAt).Microseconds()) / 1000)
+	if !s.cfg.NoDynamicStats {
+		at.cl.Stats.RqTime.Record(float64(time.Since(at.sentAt).Microseconds()) / 1000)
+	}
 	h.HostFinished(ok, false)
 }
 
@@ -221,7 +225,9 @@ func (s *Stream) relayRefusal(at *attempt, t *upstream.Tunnel) {
 	}
 	s.finishUpstreamHeaders(at)
 	s.ds.ResponseStarted()
-	at.cl.Stats.RqStatus.Inc(status)
+	if !s.cfg.NoDynamicStats {
+		at.cl.Stats.ChargeCode(status)
+	}
 	s.cfg.Stats.RqStatus.Inc(status)
 	if err := s.ds.EncodeHead(length, end); err != nil {
 		if !errors.Is(err, ErrReplaced) {

@@ -83,6 +83,6 @@ func sendShadow(cl *upstream.Cluster, lookup func(string) *upstream.Cluster, req
 	}
 	_, err := io.Copy(io.Discard, ex.Body())
 	ex.Close(err == nil)
-	cl.Stats.RqStatus.Inc(head.Status)
+	cl.Stats.ChargeCode(head.Status)
 	h.HostFinished(err == nil && head.Status < 500, false)
 }

@@ -161,10 +161,12 @@ func (s *Stream) forward() {
 	}
 	s.setupAttempt(at, a)
 	if tcp := s.tcpUpstream(cl); tcp || s.Upgrade == "connect" {
+		s.startAttempt()
 		s.forwardTunnel(at, tcp)
 		return
 	}
 	if s.Upgrade != "" {
+		s.startAttempt()
 		s.forwardUpgrade(at)
 		return
 	}
@@ -183,6 +185,7 @@ func (s *Stream) forward() {
 		if s.Route.VHost.IncludeAttemptCount {
 			s.Req.Map.Set("x-envoy-attempt-count", strconv.Itoa(s.Info.UpstreamRequestAttemptCount))
 		}
+		s.startAttempt()
 		s.runAttempt(at)
 		if !s.shouldRetry(at) {
 			break
@@ -191,6 +194,13 @@ func (s *Stream) forward() {
 			// Retry overflow: as Envoy, the client gets this attempt's
 			// outcome (the upstream response, or the local failure).
 			break
+		}
+		if s.Attempts != nil {
+			status := 0
+			if at.fail == failNone && at.ex != nil {
+				status = at.head.Status
+			}
+			s.Attempts.EndAttempt(status)
 		}
 		s.discardAttempt(at)
 		cl.Stats.RqRetry.Inc()
@@ -233,7 +243,18 @@ func (s *Stream) forward() {
 func (s *Stream) setupAttempt(at *attempt, a *route.RouteAction) {
 	m := &s.Req.Map
 	timeout := a.Timeout
-	if v := m.Get("x-envoy-upstream-rq-timeout-ms"); v != "" {
+	expectedSet := false
+	if s.cfg.RespectExpectedRqTimeout {
+		// As Envoy's FilterUtility::finalTimeout: the egress Envoy's
+		// expected timeout is the route's, and its upstream timeout header
+		// (sanitized there) is not consulted.
+		if v := m.Get("x-envoy-expected-rq-timeout-ms"); v != "" {
+			if ms, err := strconv.ParseUint(v, 10, 32); err == nil {
+				timeout, expectedSet = time.Duration(ms)*time.Millisecond, true
+			}
+		}
+	}
+	if v := m.Get("x-envoy-upstream-rq-timeout-ms"); v != "" && !expectedSet {
 		if ms, err := strconv.ParseUint(v, 10, 32); err == nil {
 			timeout = time.Duration(ms) * time.Millisecond
 		}
@@ -559,6 +580,13 @@ func (s *Stream) pick(at *attempt) *upstream.Host {
 }
 
 // runAttempt makes one attempt: pick a host, send, read the response head.
+// startAttempt tells the observer an upstream request is about to go.
+func (s *Stream) startAttempt() {
+	if s.Attempts != nil {
+		s.Attempts.StartAttempt()
+	}
+}
+
 func (s *Stream) runAttempt(at *attempt) {
 	at.fail, at.failErr, at.ex = failNone, nil, nil
 	at.lb.Exclude = at.lb.Exclude[:0]
@@ -869,7 +897,9 @@ func (s *Stream) discardAttempt(at *attempt) {
 		return
 	}
 	at.host.HostFinished(false, false)
-	at.cl.Stats.RqStatus.Inc(at.head.Status)
+	if !s.cfg.NoDynamicStats {
+		at.cl.Stats.ChargeCode(at.head.Status)
+	}
 	at.setLive(nil)
 	at.ex.Discard()
 	at.ex = nil
@@ -987,7 +1017,9 @@ func (s *Stream) relayResponse(at *attempt) {
 	}
 	// As Envoy, response codes are counted when the headers pass through,
 	// before they reach the client.
-	cl.Stats.RqStatus.Inc(head.Status)
+	if !s.cfg.NoDynamicStats {
+		cl.Stats.ChargeCode(head.Status)
+	}
 	s.cfg.Stats.RqStatus.Inc(head.Status)
 	if err := s.ds.EncodeHead(length, endStream); err != nil {
 		if !errors.Is(err, ErrReplaced) {
@@ -1012,7 +1044,9 @@ func (s *Stream) relayResponse(at *attempt) {
 	s.ds.EncodeFinish(trailers)
 	s.Info.LastDownstreamTxByte = s.Info.Since()
 	at.closeExchange(ok)
-	cl.Stats.RqTime.Record(float64(time.Since(at.sentAt).Microseconds()) / 1000)
+	if !s.cfg.NoDynamicStats {
+		cl.Stats.RqTime.Record(float64(time.Since(at.sentAt).Microseconds()) / 1000)
+	}
 	at.host.HostFinished(ok && head.Status < 500, false)
 	s.ds.DrainRequestBody()
 }

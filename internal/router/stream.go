@@ -115,6 +115,14 @@ type Config struct {
 	Stats *Stats
 	// SuppressEnvoyHeaders is the router's suppress_envoy_headers.
 	SuppressEnvoyHeaders bool
+	// NoDynamicStats is the router's dynamic_stats false: the cluster's
+	// upstream_rq_<code>, upstream_rq_<class>xx and upstream_rq_time are
+	// not recorded (Envoy's chargeUpstreamCode and upstream timing).
+	NoDynamicStats bool
+	// RespectExpectedRqTimeout is the router's respect_expected_rq_timeout:
+	// an x-envoy-expected-rq-timeout-ms a trusted (egress) Envoy set is
+	// the request's timeout.
+	RespectExpectedRqTimeout bool
 	// SchemeMatchUpstream is scheme_header_transformation.match_upstream:
 	// an HTTP/2 request's :scheme is https over TLS, http otherwise.
 	SchemeMatchUpstream bool
@@ -148,6 +156,10 @@ type Stream struct {
 	// connect only to a restored destination, never to the proxy's own
 	// listener.
 	OriginalDst netip.AddrPort
+	// Attempts, when set, hears of each upstream request the stream makes
+	// (its tracing: Envoy's router spans every upstream request,
+	// retries included).
+	Attempts AttemptObserver
 
 	ds      Downstream
 	cfg     *Config
@@ -156,6 +168,17 @@ type Stream struct {
 	// set), added to the upstream response.
 	newCookie string
 	at        attempt
+}
+
+// AttemptObserver hears of each upstream request of a stream.
+type AttemptObserver interface {
+	// StartAttempt is called before an upstream request is sent; it may
+	// add headers to the request.
+	StartAttempt()
+	// EndAttempt is called when an attempt is given up for a retry, with
+	// the status the upstream answered (0: no response). The last
+	// attempt's end is the stream's.
+	EndAttempt(status int)
 }
 
 // Reset clears the stream for the next request, keeping its storage.

@@ -50,7 +50,9 @@ func (s *Stream) forwardUpgrade(at *attempt) {
 	s.finishUpstreamHeaders(at)
 	s.Resp.Map.Del("date")
 	s.ds.ResponseStarted()
-	at.cl.Stats.RqStatus.Inc(101)
+	if !s.cfg.NoDynamicStats {
+		at.cl.Stats.ChargeCode(101)
+	}
 	s.cfg.Stats.RqStatus.Inc(101)
 	if err := s.ds.WriteHead(101, &s.Resp.Map, 0, false); err != nil {
 		ex.Close(false)

@@ -250,6 +250,7 @@ func stringKV(k, v string) *commonv1.KeyValue {
 }
 
 func (o *otel) spawnsChildren() {}
+func (o *otel) logsEvents()     {}
 
 // otelSpan is one span. It is a plain struct until it is finished: an
 // unsampled span allocates no protobuf.
@@ -264,7 +265,13 @@ type otelSpan struct {
 	start            time.Time
 	attrs            []*commonv1.KeyValue
 	status           otlptracev1.Status_StatusCode
+	events           []*otlptracev1.Span_Event
 	finished         bool
+}
+
+// Log adds a span event (Envoy's Span::log, the events verbose writes).
+func (s *otelSpan) Log(t time.Time, event string) {
+	s.events = append(s.events, &otlptracev1.Span_Event{TimeUnixNano: uint64(t.UnixNano()), Name: event})
 }
 
 // Start reads the W3C trace context (traceparent, tracestate) and begins
@@ -454,7 +461,7 @@ func (s *otelSpan) Finish() {
 		TraceId: append([]byte(nil), s.traceID[:]...), SpanId: append([]byte(nil), s.id[:]...),
 		TraceState: s.traceState, Name: s.name, Kind: s.kind,
 		StartTimeUnixNano: uint64(s.start.UnixNano()), EndTimeUnixNano: uint64(time.Now().UnixNano()),
-		Attributes: s.attrs,
+		Attributes: s.attrs, Events: s.events,
 	}
 	if s.hasParent {
 		sp.ParentSpanId = append([]byte(nil), s.parent[:]...)

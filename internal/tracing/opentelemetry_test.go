@@ -87,16 +87,16 @@ func TestOpenTelemetryConfigAccepted(t *testing.T) {
 	}
 }
 
-// The Zipkin tracer spawns no child spans: spawn_upstream_span with it is
-// refused rather than ignored.
-func TestSpawnUpstreamSpanNeedsASpawningTracer(t *testing.T) {
+// The Zipkin tracer spawns child spans too: spawn_upstream_span with it
+// is accepted, and the upstream request gets a span of its own.
+func TestSpawnUpstreamSpanWithZipkin(t *testing.T) {
 	var tr hcmv3.HttpConnectionManager_Tracing
 	y := "spawn_upstream_span: true\nprovider: {name: envoy.tracers.zipkin, typed_config: {'@type': type.googleapis.com/envoy.config.trace.v3.ZipkinConfig, collector_cluster: z, collector_endpoint: /api/v2/spans, collector_endpoint_version: HTTP_JSON}}"
 	if _, err := config.Decode([]byte(y), &tr, "tracing"); err != nil {
 		t.Fatal(err)
 	}
-	_, err := tracing.Compile(&tr, "tracing", &tracing.Context{Stats: stats.NewStore()}, false)
-	if err == nil || !strings.Contains(err.Error(), "tracing.spawn_upstream_span") {
+	c, err := tracing.Compile(&tr, "tracing", &tracing.Context{Stats: stats.NewStore()}, false)
+	if err != nil || !c.SpawnUpstream() {
 		t.Fatalf("error %v", err)
 	}
 }
@@ -148,8 +148,11 @@ func TestParseTraceparent(t *testing.T) {
 }
 
 // request builds a request with the given headers (name, value pairs).
+// request is a request with headers and the x-request-id the connection
+// manager gives every request (the sampling decision is derived from it).
 func request(hdr ...string) *headers.Request {
 	r := &headers.Request{Method: "GET", Path: "/p", Authority: "svc"}
+	r.Map.Add("x-request-id", "6f1a0f4e-7a1b-4c9e-9d7e-0f7c1e2d3a4b")
 	for i := 0; i+1 < len(hdr); i += 2 {
 		r.Map.Add(hdr[i], hdr[i+1])
 	}

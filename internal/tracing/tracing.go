@@ -5,22 +5,34 @@
 // decorator, or "ingress" / "egress <host>" — with Envoy's tags, and the
 // tracers that propagate and export it, found through the extension
 // registry (envoy.tracers.zipkin in zipkin.go, envoy.tracers.opentelemetry
-// in opentelemetry.go, envoy.tracers.datadog in datadog.go). With spawn_upstream_span, a driver whose spans
-// implement Spawner gives the upstream request a span of its own
+// in opentelemetry.go, envoy.tracers.datadog in datadog.go). With
+// spawn_upstream_span, or the router's start_child_span, a driver whose
+// spans implement Spawner gives the upstream request a span of its own
 // (Config.StartUpstream).
+//
+// The sampling decision is Envoy's (ConnectionManagerUtility::
+// mutateTracingRequestHeader): it is derived from the x-request-id, not
+// rolled afresh, and packed into the UUID (requestid.go), so that the same
+// request id always gets the same decision and the next proxy keeps it.
 package tracing
 
 import (
+	"encoding/json"
 	"log/slog"
+	"math"
 	"math/rand/v2"
 	"os"
 	"strconv"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	metadatav3 "github.com/envoyproxy/go-control-plane/envoy/type/metadata/v3"
+	tagv3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/legateproxy/legate/internal/asyncclient"
 	"github.com/legateproxy/legate/internal/config"
@@ -51,6 +63,26 @@ type Spawner interface {
 // childSpanner is a Driver whose spans are Spawners.
 type childSpanner interface {
 	spawnsChildren()
+}
+
+// upstreamSpawner is a Spawner whose child differs when it is the span
+// spawn_upstream_span asks for rather than the router's start_child_span
+// (Zipkin's getAnnotation: with spawn_upstream_span the child is always a
+// client span; otherwise the traffic direction decides).
+type upstreamSpawner interface {
+	spawnChild(name string, upstreamSpan bool) Span
+}
+
+// eventLogger is a Span that carries timed events (Envoy's Span::log):
+// Zipkin annotations, OpenTelemetry span events. verbose writes the
+// stream's milestones with it.
+type eventLogger interface {
+	Log(t time.Time, event string)
+}
+
+// eventDriver is a Driver whose spans are eventLoggers.
+type eventDriver interface {
+	logsEvents()
 }
 
 // renamer is a Span whose operation name can change after it started
@@ -93,30 +125,176 @@ type Factory func(ctx *Context, cfg proto.Message, path string) (Driver, error)
 
 // Config is a compiled HttpConnectionManager.Tracing.
 type Config struct {
-	driver                  Driver
-	random, client, overall frac
+	driver Driver
+	// random, client and overall are the sampling percentages as Envoy
+	// holds them: FractionalPercents over TEN_THOUSAND, the runtime keys
+	// tracing.random_sampling, tracing.client_enabled and
+	// tracing.global_enabled overriding them.
+	random, client, overall *typev3.FractionalPercent
+	rt                      *runtime.Loader
 	maxPathTag              int
 	tags                    []customTag
 	egress, noPropagation   bool
 	spawnUpstream           bool
+	// startChild is the router's start_child_span: every forwarded
+	// request gets a child span, as with spawn_upstream_span, but the
+	// downstream span keeps the kind of the traffic direction.
+	startChild bool
+	verbose    bool
+	// packReason and ridSampling are the request id extension's
+	// pack_trace_reason and use_request_id_for_trace_sampling (Envoy's
+	// defaults: both on).
+	packReason, ridSampling bool
 	nodeID, zone            string
 	clusters                *upstream.Manager
 }
 
-type frac struct{ num, den uint32 }
-
-func (f frac) roll() bool { return f.num >= f.den || (f.num > 0 && rand.Uint32N(f.den) < f.num) }
-
-func fracOf(p *typev3.Percent, def float64) frac {
-	v := def
+// tenThousand is a Percent as Envoy's connection manager converts it:
+// PROTOBUF_PERCENT_TO_ROUNDED_INTEGER_OR_DEFAULT(..., 10000, 10000), a
+// numerator over TEN_THOUSAND, 100 % when unset.
+func tenThousand(p *typev3.Percent) *typev3.FractionalPercent {
+	n := uint32(10000)
 	if p != nil {
-		v = p.GetValue()
+		n = uint32(math.Round(p.GetValue() * 100))
 	}
-	return frac{uint32(v * 100), 10000}
+	return &typev3.FractionalPercent{Numerator: n, Denominator: typev3.FractionalPercent_TEN_THOUSAND}
 }
 
+// enabled is Envoy's Snapshot::featureEnabled(key, default, random): the
+// key's value (an integer percentage or a fractional percent) or def,
+// evaluated as random % denominator < numerator.
+func (c *Config) enabled(key string, def *typev3.FractionalPercent, random uint64) bool {
+	num, den := c.rt.Snapshot().Fraction(key, def)
+	if den == 0 {
+		return false
+	}
+	return random%uint64(den) < uint64(num)
+}
+
+// customTag is one custom_tags entry: a literal (environment tags are
+// read at compile time), a request header, or metadata (meta).
 type customTag struct {
 	name, literal, header, def string
+	meta                       *metaTag
+}
+
+// metaTag is Envoy's MetadataCustomTag: the value at metadata_key (the
+// filter metadata namespace key, then the path through its structs) of
+// the request's dynamic metadata, the route's, the upstream cluster's or
+// the upstream host's metadata.
+type metaTag struct {
+	kind metaKind
+	key  string
+	path []string
+}
+
+type metaKind uint8
+
+const (
+	metaRequest metaKind = iota
+	metaRoute
+	metaCluster
+	metaHost
+)
+
+func compileMetaTag(m *tagv3.CustomTag_Metadata, p string) (*metaTag, error) {
+	mt := &metaTag{}
+	switch m.GetKind().GetKind().(type) {
+	case *metadatav3.MetadataKind_Request_:
+		mt.kind = metaRequest
+	case *metadatav3.MetadataKind_Route_:
+		mt.kind = metaRoute
+	case *metadatav3.MetadataKind_Cluster_:
+		mt.kind = metaCluster
+	case *metadatav3.MetadataKind_Host_:
+		mt.kind = metaHost
+	default:
+		return nil, config.Errorf(config.Join(p, "metadata.kind"), "a metadata kind (request, route, cluster or host) is required")
+	}
+	mk := m.GetMetadataKey()
+	if mk.GetKey() == "" {
+		return nil, config.Errorf(config.Join(p, "metadata.metadata_key.key"), "a metadata key is required")
+	}
+	mt.key = mk.GetKey()
+	for i, seg := range mk.GetPath() {
+		if seg.GetKey() == "" {
+			return nil, config.Errorf(config.Index(config.Join(p, "metadata.metadata_key.path"), i), "a path segment needs a key")
+		}
+		mt.path = append(mt.path, seg.GetKey())
+	}
+	return mt, nil
+}
+
+// TagContext is what a metadata custom tag reads beyond the request and
+// its stream info: the route's metadata.
+type TagContext struct {
+	RouteMetadata *corev3.Metadata
+}
+
+// metadata is the metadata the tag reads (nil: none, e.g. no upstream
+// host was chosen).
+func (c *Config) metadata(t *metaTag, info *streaminfo.Info, tc *TagContext) (root *structpb.Struct) {
+	switch t.kind {
+	case metaRequest:
+		return info.DynamicMetadata[t.key]
+	case metaRoute:
+		if tc == nil || tc.RouteMetadata == nil {
+			return nil
+		}
+		return tc.RouteMetadata.GetFilterMetadata()[t.key]
+	case metaCluster, metaHost:
+		if info.UpstreamHost == "" || c.clusters == nil {
+			return nil
+		}
+		cl := c.clusters.Get(info.UpstreamCluster)
+		if cl == nil {
+			return nil
+		}
+		if t.kind == metaCluster {
+			return cl.Proto.GetMetadata().GetFilterMetadata()[t.key]
+		}
+		for _, h := range cl.Hosts() {
+			if h.Address == info.UpstreamHost {
+				return h.Config().Metadata.GetFilterMetadata()[t.key]
+			}
+		}
+	}
+	return nil
+}
+
+// metaValue is the tag's value as Envoy's MetadataCustomTag writes it:
+// booleans as true/false, numbers as absl::StrCat prints a double, lists
+// and structs as JSON; anything else (absent, null) is the default.
+func (c *Config) metaValue(t customTag, info *streaminfo.Info, tc *TagContext) (string, bool) {
+	st := c.metadata(t.meta, info, tc)
+	if st == nil {
+		return t.def, t.def != ""
+	}
+	v := structpb.NewStructValue(st)
+	for _, k := range t.meta.path {
+		s := v.GetStructValue()
+		if s == nil {
+			v = nil
+			break
+		}
+		v = s.GetFields()[k]
+	}
+	switch x := v.GetKind().(type) {
+	case *structpb.Value_BoolValue:
+		if x.BoolValue {
+			return "true", true
+		}
+		return "false", true
+	case *structpb.Value_NumberValue:
+		return strconv.FormatFloat(x.NumberValue, 'g', 6, 64), true
+	case *structpb.Value_StringValue:
+		return x.StringValue, true
+	case *structpb.Value_ListValue, *structpb.Value_StructValue:
+		if b, err := json.Marshal(v.AsInterface()); err == nil {
+			return string(b), true
+		}
+	}
+	return t.def, t.def != ""
 }
 
 // Compile compiles the connection manager's tracing (egress: the
@@ -126,10 +304,10 @@ func Compile(t *hcmv3.HttpConnectionManager_Tracing, path string, ctx *Context, 
 		"custom_tags", "provider", "spawn_upstream_span", "operation", "no_context_propagation"); err != nil {
 		return nil, err
 	}
-	c := &Config{random: fracOf(t.GetRandomSampling(), 100), client: fracOf(t.GetClientSampling(), 100),
-		overall: fracOf(t.GetOverallSampling(), 100), maxPathTag: 256, egress: egress,
-		spawnUpstream: t.GetSpawnUpstreamSpan().GetValue(),
-		nodeID:        ctx.Node.GetId(), zone: ctx.Node.GetLocality().GetZone(), clusters: ctx.Clusters}
+	c := &Config{random: tenThousand(t.GetRandomSampling()), client: tenThousand(t.GetClientSampling()),
+		overall: tenThousand(t.GetOverallSampling()), rt: ctx.Runtime, maxPathTag: 256, egress: egress,
+		spawnUpstream: t.GetSpawnUpstreamSpan().GetValue(), verbose: t.GetVerbose(), packReason: true, ridSampling: true,
+		nodeID: ctx.Node.GetId(), zone: ctx.Node.GetLocality().GetZone(), clusters: ctx.Clusters}
 	if v := t.GetMaxPathTagLength(); v != nil {
 		c.maxPathTag = int(v.GetValue())
 	}
@@ -150,8 +328,14 @@ func Compile(t *hcmv3.HttpConnectionManager_Tracing, path string, ctx *Context, 
 			}
 		case ct.GetRequestHeader() != nil:
 			tag.header, tag.def = headers.Lower(ct.GetRequestHeader().GetName()), ct.GetRequestHeader().GetDefaultValue()
+		case ct.GetMetadata() != nil:
+			mt, err := compileMetaTag(ct.GetMetadata(), p)
+			if err != nil {
+				return nil, err
+			}
+			tag.meta, tag.def = mt, ct.GetMetadata().GetDefaultValue()
 		default:
-			return nil, config.Unsupported(p, "this custom tag (metadata)", "literal", "environment", "request_header")
+			return nil, config.Unsupported(p, "this custom tag (a formatted value)", "literal", "environment", "request_header", "metadata")
 		}
 		c.tags = append(c.tags, tag)
 	}
@@ -171,7 +355,16 @@ func Compile(t *hcmv3.HttpConnectionManager_Tracing, path string, ctx *Context, 
 	}
 	if c.spawnUpstream {
 		if _, ok := c.driver.(childSpanner); !ok {
-			return nil, config.Unsupported(config.Join(path, "spawn_upstream_span"), "spawn_upstream_span with "+pv.GetName(), "envoy.tracers.opentelemetry")
+			return nil, config.Unsupported(config.Join(path, "spawn_upstream_span"), "spawn_upstream_span with "+pv.GetName(),
+				"envoy.tracers.opentelemetry", "envoy.tracers.zipkin", "envoy.tracers.datadog")
+		}
+	}
+	// verbose logs the stream's milestones on the span (Envoy's
+	// annotateVerbose); a tracer whose spans carry no events cannot.
+	if c.verbose {
+		if _, ok := c.driver.(eventDriver); !ok {
+			return nil, config.Unsupported(config.Join(path, "verbose"), "verbose with "+pv.GetName()+" (its spans carry no events)",
+				"envoy.tracers.opentelemetry", "envoy.tracers.zipkin")
 		}
 	}
 	return c, nil
@@ -180,19 +373,77 @@ func Compile(t *hcmv3.HttpConnectionManager_Tracing, path string, ctx *Context, 
 // SetEgress says the listener's traffic is outbound (client spans).
 func (c *Config) SetEgress(egress bool) { c.egress = c.egress || egress }
 
+// SetRequestID applies the connection manager's request_id_extension
+// (UuidRequestIdConfig): pack_trace_reason and
+// use_request_id_for_trace_sampling.
+func (c *Config) SetRequestID(packReason, useForSampling bool) {
+	c.packReason, c.ridSampling = packReason, useForSampling
+}
+
+// SetStartChildSpan applies the router's start_child_span: each
+// forwarded request gets a child span (path is the field's, for the
+// error when the tracer cannot spawn one).
+func (c *Config) SetStartChildSpan(path string) error {
+	if _, ok := c.driver.(childSpanner); !ok {
+		return config.Unsupported(path, "start_child_span with this tracer", "envoy.tracers.opentelemetry", "envoy.tracers.zipkin", "envoy.tracers.datadog")
+	}
+	c.startChild = true
+	return nil
+}
+
+// Decide is Envoy's ConnectionManagerUtility::mutateTracingRequestHeader:
+// the tracing decision derived from the x-request-id (its first 8 hex
+// digits mod 10000 against random_sampling and overall_sampling), a
+// decision the id already carries kept, x-client-trace-id with
+// client_sampling, x-envoy-force-trace from an internal caller; the
+// decision is packed into the id (pack_trace_reason) that goes upstream.
+func (c *Config) Decide(m *headers.Map, internal bool) Reason {
+	if !c.ridSampling {
+		return Sampling
+	}
+	id := m.Get("x-request-id")
+	n, ok := RequestIDInteger(id)
+	if !ok {
+		return NotTraceable
+	}
+	result := n % 10000
+	reason := NotTraceable
+	if c.packReason {
+		reason = TraceReasonOf(id)
+	}
+	if reason == NotTraceable {
+		switch {
+		case m.Has("x-client-trace-id") && c.enabled("tracing.client_enabled", c.client, rand.Uint64()):
+			reason = ClientForced
+		case internal && m.Has("x-envoy-force-trace"):
+			reason = ServiceForced
+		case c.enabled("tracing.random_sampling", c.random, result):
+			reason = Sampling
+		}
+		if reason != NotTraceable {
+			c.packInto(m, id, reason)
+		}
+	}
+	if reason != NotTraceable && !c.enabled("tracing.global_enabled", c.overall, result) {
+		reason = NotTraceable
+		c.packInto(m, m.Get("x-request-id"), reason)
+	}
+	return reason
+}
+
+func (c *Config) packInto(m *headers.Map, id string, r Reason) {
+	if !c.packReason {
+		return
+	}
+	if nid := WithTraceReason(id, r); nid != id {
+		m.Set("x-request-id", nid)
+	}
+}
+
 // Start makes the sampling decision and starts the request's span; the
 // span context is injected into the request for the upstream.
 func (c *Config) Start(req *headers.Request, info *streaminfo.Info, operation string, internal bool) Span {
-	sampled := false
-	switch {
-	case internal && req.Map.Has("x-envoy-force-trace"):
-		sampled = true
-	case req.Map.Has("x-client-trace-id"):
-		sampled = c.client.roll()
-	default:
-		sampled = c.random.roll()
-	}
-	sampled = sampled && c.overall.roll()
+	sampled := c.Decide(&req.Map, internal) != NotTraceable
 	// Envoy's tracing decision (TraceReason other than NotTraceable),
 	// which access logs' traceable_filter reads.
 	info.Traced = sampled
@@ -207,16 +458,16 @@ func (c *Config) Start(req *headers.Request, info *streaminfo.Info, operation st
 	// getSpanKind) and the upstream span's context goes upstream instead
 	// (StartUpstream).
 	sp := c.driver.Start(req, name, c.egress && !c.spawnUpstream, sampled)
-	if !c.noPropagation && !c.spawnUpstream {
+	if !c.noPropagation && !c.SpawnUpstream() {
 		sp.Inject(&req.Map)
 	}
 	return sp
 }
 
 // SpawnUpstream says the upstream request gets a span of its own
-// (spawn_upstream_span): call StartUpstream before forwarding and
-// FinishUpstream after.
-func (c *Config) SpawnUpstream() bool { return c.spawnUpstream }
+// (spawn_upstream_span, or the router's start_child_span): call
+// StartUpstream before forwarding and FinishUpstream after.
+func (c *Config) SpawnUpstream() bool { return c.spawnUpstream || c.startChild }
 
 // StartUpstream starts the span of the request forwarded to cluster, a
 // child of the downstream span named as Envoy's router names it ("router
@@ -224,11 +475,15 @@ func (c *Config) SpawnUpstream() bool { return c.spawnUpstream }
 // may be empty when the router picks it (cluster_header): FinishUpstream
 // names the span then.
 func (c *Config) StartUpstream(parent Span, req *headers.Request, cluster string) Span {
-	sp, ok := parent.(Spawner)
-	if !ok {
+	name := "router " + cluster + " egress"
+	var child Span
+	if us, ok := parent.(upstreamSpawner); ok {
+		child = us.spawnChild(name, c.spawnUpstream)
+	} else if sp, ok := parent.(Spawner); ok {
+		child = sp.SpawnChild(name)
+	} else {
 		return nil
 	}
-	child := sp.SpawnChild("router " + cluster + " egress")
 	if !c.noPropagation {
 		child.Inject(&req.Map)
 	}
@@ -238,7 +493,7 @@ func (c *Config) StartUpstream(parent Span, req *headers.Request, cluster string
 // FinishUpstream tags the upstream span as Envoy's
 // HttpTracerUtility::finalizeUpstreamSpan does and ends it; status is the
 // upstream's response code (0: no response came from upstream).
-func (c *Config) FinishUpstream(sp Span, req *headers.Request, info *streaminfo.Info, status int) {
+func (c *Config) FinishUpstream(sp Span, req *headers.Request, info *streaminfo.Info, status int, tc *TagContext) {
 	if sp == nil {
 		return
 	}
@@ -255,7 +510,12 @@ func (c *Config) FinishUpstream(sp Span, req *headers.Request, info *streaminfo.
 		set("upstream_address", info.UpstreamHost)
 		set("peer.address", info.UpstreamHost)
 	}
-	c.commonTags(sp, req, info, status)
+	// The router tags a retried request's span with the retries before
+	// it (Envoy's retry.count); the span covers the last attempt here.
+	if n := info.UpstreamRequestAttemptCount; n > 1 {
+		set("retry.count", strconv.Itoa(n-1))
+	}
+	c.commonTags(sp, req, info, status, tc)
 	sp.Finish()
 }
 
@@ -276,6 +536,12 @@ func (c *Config) upstreamProtocol(info *streaminfo.Info) string {
 
 // Finish tags the span as Envoy's HttpTracerUtility does and ends it.
 func (c *Config) Finish(sp Span, req *headers.Request, info *streaminfo.Info) {
+	c.FinishWith(sp, req, info, nil)
+}
+
+// FinishWith is Finish with what metadata custom tags read (the route's
+// metadata).
+func (c *Config) FinishWith(sp Span, req *headers.Request, info *streaminfo.Info, tc *TagContext) {
 	if sp == nil || !sp.Sampled() {
 		if sp != nil {
 			sp.Finish()
@@ -316,13 +582,13 @@ func (c *Config) Finish(sp Span, req *headers.Request, info *streaminfo.Info) {
 	if info.UpstreamHost != "" {
 		set("upstream_address", info.UpstreamHost)
 	}
-	c.commonTags(sp, req, info, info.ResponseCode)
+	c.commonTags(sp, req, info, info.ResponseCode, tc)
 	sp.Finish()
 }
 
 // commonTags are the tags of Envoy's HttpTracerUtility::setCommonTags,
 // on downstream and upstream spans alike.
-func (c *Config) commonTags(sp Span, req *headers.Request, info *streaminfo.Info, code int) {
+func (c *Config) commonTags(sp Span, req *headers.Request, info *streaminfo.Info, code int, tc *TagContext) {
 	set := sp.SetTag
 	set("component", "proxy")
 	if c.nodeID != "" {
@@ -340,12 +606,44 @@ func (c *Config) commonTags(sp Span, req *headers.Request, info *streaminfo.Info
 	if code >= 500 || code == 0 {
 		set("error", "true")
 	}
+	if c.verbose {
+		if l, ok := sp.(eventLogger); ok {
+			annotateVerbose(l, info)
+		}
+	}
 	for _, t := range c.tags {
 		v := t.literal
-		if t.header != "" {
+		switch {
+		case t.header != "":
 			v = or(req.Map.Get(t.header), t.def)
+		case t.meta != nil:
+			var ok bool
+			if v, ok = c.metaValue(t, info, tc); !ok {
+				continue // no value and no default: Envoy sets no tag
+			}
 		}
 		set(t.name, v)
+	}
+}
+
+// annotateVerbose logs the stream's timing milestones on the span, as
+// Envoy's verbose tracing does (Tracing::Logs' event names).
+func annotateVerbose(l eventLogger, info *streaminfo.Info) {
+	for _, e := range []struct {
+		d    time.Duration
+		name string
+	}{
+		{info.LastDownstreamRxByte, "last_downstream_rx_byte_received"},
+		{info.FirstUpstreamTxByte, "first_upstream_tx_byte_sent"},
+		{info.LastUpstreamTxByte, "last_upstream_tx_byte_sent"},
+		{info.FirstUpstreamRxByte, "first_upstream_rx_byte_received"},
+		{info.LastUpstreamRxByte, "last_upstream_rx_byte_received"},
+		{info.FirstDownstreamTxByte, "first_downstream_tx_byte_sent"},
+		{info.LastDownstreamTxByte, "last_downstream_tx_byte_sent"},
+	} {
+		if e.d > 0 {
+			l.Log(info.StartTime.Add(e.d), e.name)
+		}
 	}
 }
 

@@ -20,7 +20,16 @@ import (
 	"github.com/legateproxy/legate/internal/config"
 	"github.com/legateproxy/legate/internal/extension"
 	"github.com/legateproxy/legate/internal/headers"
+	"github.com/legateproxy/legate/internal/runtime"
 	"github.com/legateproxy/legate/internal/stats"
+)
+
+// The Zipkin tracer's runtime defaults (Envoy's): tracing.zipkin.min_flush_spans,
+// tracing.zipkin.flush_interval_ms and tracing.zipkin.request_timeout (ms).
+const (
+	zipkinMinFlush       = 5
+	zipkinFlushInterval  = 5000
+	zipkinRequestTimeout = 5000
 )
 
 func init() {
@@ -39,8 +48,7 @@ type zipkin struct {
 	proto                                                   bool // HTTP_PROTO: zipkin.proto3.ListOfSpans
 	shared                                                  bool
 	service                                                 string
-	minFlush                                                int
-	interval                                                time.Duration
+	rt                                                      *runtime.Loader
 	mu                                                      sync.Mutex
 	pending                                                 []map[string]any
 	started                                                 bool
@@ -64,7 +72,7 @@ func compileZipkin(ctx *Context, msg proto.Message, path string) (Driver, error)
 	sc := ctx.Stats.Scope("tracing.zipkin.")
 	z := &zipkin{async: ctx.Async, cluster: c.GetCollectorCluster(), endpoint: c.GetCollectorEndpoint(), host: c.GetCollectorHostname(),
 		id128: c.GetTraceId_128Bit(), proto: c.GetCollectorEndpointVersion() == tracev3.ZipkinConfig_HTTP_PROTO, shared: c.GetSharedSpanContext() == nil || c.GetSharedSpanContext().GetValue(),
-		service: ctx.Node.GetCluster(), minFlush: 5, interval: 5 * time.Second,
+		service: ctx.Node.GetCluster(), rt: ctx.Runtime,
 		sent: sc.Counter("spans_sent"), reportsSent: sc.Counter("reports_sent"), reportsFailed: sc.Counter("reports_failed"),
 		dropped: sc.Counter("reports_dropped"), timerFlushed: sc.Counter("timer_flushed")}
 	if z.host == "" {
@@ -75,6 +83,23 @@ func compileZipkin(ctx *Context, msg proto.Message, path string) (Driver, error)
 	}
 	return z, nil
 }
+
+// minFlush, flushInterval and requestTimeout read the runtime at each
+// use, as Envoy's Zipkin driver does.
+func (z *zipkin) minFlush() int {
+	return int(max(z.rt.Snapshot().Integer("tracing.zipkin.min_flush_spans", zipkinMinFlush), 1))
+}
+
+func (z *zipkin) flushInterval() time.Duration {
+	return time.Duration(max(z.rt.Snapshot().Integer("tracing.zipkin.flush_interval_ms", zipkinFlushInterval), 1)) * time.Millisecond
+}
+
+func (z *zipkin) requestTimeout() time.Duration {
+	return time.Duration(max(z.rt.Snapshot().Integer("tracing.zipkin.request_timeout", zipkinRequestTimeout), 1)) * time.Millisecond
+}
+
+func (z *zipkin) spawnsChildren() {}
+func (z *zipkin) logsEvents()     {}
 
 func newID(n int) string {
 	b := make([]byte, n)
@@ -89,6 +114,7 @@ type zspan struct {
 	name, kind             string
 	start                  time.Time
 	tags                   map[string]string
+	annotations            []map[string]any
 }
 
 // Start reads B3 (x-b3-* or the single b3 header) and begins the span:
@@ -165,6 +191,37 @@ func (s *zspan) Inject(m *headers.Map) {
 	m.Del("b3")
 }
 
+// SpawnChild starts the span of the upstream request (Envoy's
+// ZipkinSpan::spawnChild with the router's start_child_span).
+func (s *zspan) SpawnChild(name string) Span { return s.spawnChild(name, false) }
+
+// spawnChild is Envoy's Tracer::startSpan with a previous context: with
+// spawn_upstream_span (upstreamSpan) or on an egress listener the child is
+// a client span with an id of its own, the parent this span; otherwise a
+// server span that, with shared_span_context, shares this span's id.
+func (s *zspan) spawnChild(name string, upstreamSpan bool) Span {
+	c := &zspan{z: s.z, traceID: s.traceID, sampled: s.sampled, debug: s.debug, name: strings.Clone(name),
+		kind: "SERVER", start: time.Now(), tags: map[string]string{}}
+	client := upstreamSpan || s.kind == "CLIENT"
+	if client {
+		c.kind = "CLIENT"
+	}
+	if client || !s.z.shared {
+		c.id, c.parent = newID(8), s.id
+	} else {
+		c.id, c.parent, c.shared = s.id, s.parent, true
+	}
+	return c
+}
+
+// SetOperation renames the span.
+func (s *zspan) SetOperation(name string) { s.name = strings.Clone(name) }
+
+// Log adds an annotation (Envoy's ZipkinSpan::log).
+func (s *zspan) Log(t time.Time, event string) {
+	s.annotations = append(s.annotations, map[string]any{"timestamp": t.UnixMicro(), "value": event})
+}
+
 // SetTag copies the value: spans are exported after the request, whose
 // header bytes (http1's zero-copy parse) are reused by then.
 func (s *zspan) SetTag(k, v string) { s.tags[k] = strings.Clone(v) }
@@ -190,6 +247,9 @@ func (s *zspan) Finish() {
 	if s.debug {
 		span["debug"] = true
 	}
+	if len(s.annotations) > 0 {
+		span["annotations"] = s.annotations
+	}
 	s.z.add(span)
 }
 
@@ -208,7 +268,7 @@ func (z *zipkin) add(span map[string]any) {
 	}
 	z.pending = append(z.pending, span)
 	var batch []map[string]any
-	if len(z.pending) >= z.minFlush {
+	if len(z.pending) >= z.minFlush() {
 		batch, z.pending = z.pending, nil
 	}
 	z.mu.Unlock()
@@ -219,7 +279,7 @@ func (z *zipkin) add(span map[string]any) {
 
 func (z *zipkin) timer() {
 	for {
-		time.Sleep(z.interval)
+		time.Sleep(z.flushInterval())
 		z.mu.Lock()
 		batch := z.pending
 		z.pending = nil
@@ -247,7 +307,7 @@ func (z *zipkin) send(batch []map[string]any) {
 		z.reportsFailed.Inc()
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), z.requestTimeout())
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, "POST", "http://"+z.host+z.endpoint, bytes.NewReader(body))
 	if err != nil {
@@ -305,6 +365,11 @@ func protoSpans(batch []map[string]any) ([]byte, error) {
 		}
 		if ep, ok := m["localEndpoint"].(map[string]any); ok {
 			sp.LocalEndpoint = &zipkinpb.Endpoint{ServiceName: ep["serviceName"].(string)}
+		}
+		if as, ok := m["annotations"].([]map[string]any); ok {
+			for _, a := range as {
+				sp.Annotations = append(sp.Annotations, &zipkinpb.Annotation{Timestamp: uint64(a["timestamp"].(int64)), Value: a["value"].(string)})
+			}
 		}
 		sp.Shared, _ = m["shared"].(bool)
 		sp.Debug, _ = m["debug"].(bool)

@@ -285,6 +285,14 @@ func (c *Cluster) Pick(ctx *LBContext) *Host {
 	return c.hosts.Load().pick(&c.lb, ctx)
 }
 
+// ChargeCode counts one upstream response of the given status, as
+// Envoy's CodeStatsImpl::chargeBasicResponseStat: upstream_rq_completed,
+// upstream_rq_<class>xx and upstream_rq_<code>.
+func (s *Stats) ChargeCode(status int) {
+	s.RqCompleted.Inc()
+	s.RqStatus.Inc(status)
+}
+
 // Ready returns a channel closed once the cluster has finished its initial
 // discovery and health-check round (Envoy's cluster initialization).
 func (c *Cluster) Ready() <-chan struct{} { return c.ready }

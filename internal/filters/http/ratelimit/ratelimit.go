@@ -406,8 +406,7 @@ func (f *filter) complete(h *headers.Request, ds []route.Descriptor, res rlcommo
 		// Envoy charges the response code to the target cluster as an
 		// internal request's (CodeStats::chargeResponseStat).
 		if cl := c.clusters.Get(f.cluster); cl != nil {
-			cl.Stats.RqStatus.Inc(c.rateLimitedStatus)
-			cl.Stats.RqCompleted.Inc()
+			cl.Stats.ChargeCode(c.rateLimitedStatus)
 		}
 		code := strconv.Itoa(c.rateLimitedStatus)
 		cs.inc(cs.internal + "upstream_rq_" + code)

@@ -167,7 +167,7 @@ func (c *tcpProxyConfig) serveTunnel(tc *listener.Conn, info *streaminfo.Info, c
 			info.SetFlag(streaminfo.UpstreamConnectionFailure)
 			continue
 		}
-		cl.Stats.RqStatus.Inc(nt.Status)
+		cl.Stats.ChargeCode(nt.Status)
 		if !nt.Accepted() {
 			// Envoy treats a response that does not establish the tunnel
 			// as a failure to connect: the stream is reset, and the
