@@ -42,6 +42,21 @@ func isHelp(arg string) bool {
 	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
 }
 
+// plainArgs looks through the arguments of a command without flags: help
+// is set when one asks for help (-h, -help or --help anywhere, or "help"
+// first) before a "--", which rest drops (what follows it are operands).
+func plainArgs(args []string) (rest []string, help bool) {
+	for i, a := range args {
+		switch {
+		case a == "--":
+			return append(args[:i:i], args[i+1:]...), false
+		case a == "-h" || a == "-help" || a == "--help" || (i == 0 && a == "help"):
+			return nil, true
+		}
+	}
+	return args, false
+}
+
 // parseFlags parses a subcommand's flags; ok is false when the command
 // should return code at once: 0 after -h/--help (the flag package printed
 // the usage), 2 on a bad flag.

@@ -31,9 +31,16 @@ func run(args []string) int {
 		usage()
 		return 2
 	}
-	if cmd.plain && len(args) > 1 && isHelp(args[1]) {
-		printUsage(args[0], cmd)
-		return 0
+	if cmd.plain {
+		// A command without flags answers -h/--help wherever it is
+		// (legate config upgrade --help, legate validate f.yaml --help);
+		// after "--" every argument is an operand (a file named --help).
+		rest, help := plainArgs(args[1:])
+		if help {
+			printUsage(args[0], cmd)
+			return 0
+		}
+		return cmd.run(rest)
 	}
 	return cmd.run(args[1:])
 }

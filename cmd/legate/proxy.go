@@ -31,18 +31,18 @@ type proxyFlags struct {
 	configPath, configYAML, mode, logLevel, componentLogLevel, logPath, logFormat string
 	disableExtensions                                                             string
 	serviceNode, serviceCluster, serviceZone                                      string
-	drainTime, parentShutdown                                                     int
+	drainTime                                                                     int
 	concurrency                                                                   int
 	drainStrategy                                                                 string
 	enablePprof, version                                                          bool
 	allowUnknownStatic, rejectUnknownDynamic, ignoreUnknownDynamic                bool
 	logEscaped                                                                    bool
-	ignored                                                                       map[string]*string
+	envoy                                                                         envoyFlags
 }
 
 func newProxyFlags(name string) (*flag.FlagSet, *proxyFlags) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	f := &proxyFlags{ignored: map[string]*string{}}
+	f := &proxyFlags{}
 	for _, n := range []string{"c", "config-path"} {
 		fs.StringVar(&f.configPath, n, "", "path to the Envoy bootstrap (YAML, JSON, .pb, .pb_text)")
 	}
@@ -51,7 +51,7 @@ func newProxyFlags(name string) (*flag.FlagSet, *proxyFlags) {
 	for _, n := range []string{"l", "log-level"} {
 		fs.StringVar(&f.logLevel, n, "info", "trace, debug, info, warning, error, critical, off")
 	}
-	fs.StringVar(&f.componentLogLevel, "component-log-level", "", "comma-separated component:level (applied to the single legate logger)")
+	fs.StringVar(&f.componentLogLevel, "component-log-level", "", "comma-separated list of component log levels, as Envoy: upstream:debug,config:trace (components: Envoy's logger names, listed by the admin /logging)")
 	fs.StringVar(&f.logPath, "log-path", "", "write logs to this file instead of stderr")
 	fs.StringVar(&f.logFormat, "log-format", "", "layout of log lines with Envoy's format flags (default \""+applog.DefaultFormat+"\")")
 	fs.BoolVar(&f.logEscaped, "log-format-escaped", false, "escape C-style escape sequences in log messages (one record, one line)")
@@ -59,25 +59,17 @@ func newProxyFlags(name string) (*flag.FlagSet, *proxyFlags) {
 	fs.StringVar(&f.serviceCluster, "service-cluster", "", "node cluster (overrides node.cluster)")
 	fs.StringVar(&f.serviceZone, "service-zone", "", "node zone (overrides node.locality.zone)")
 	fs.IntVar(&f.drainTime, "drain-time-s", 600, "seconds to drain connections on shutdown and listener changes")
-	fs.IntVar(&f.parentShutdown, "parent-shutdown-time-s", 900, "accepted for compatibility (no hot restart)")
 	fs.StringVar(&f.drainStrategy, "drain-strategy", "gradual", "gradual or immediate")
 	fs.IntVar(&f.concurrency, "concurrency", 0, "worker threads: sets GOMAXPROCS (0 keeps the Go default)")
 	fs.StringVar(&f.disableExtensions, "disable-extensions", "", "comma-separated extensions to disable, as Envoy: <category>/<name> or <name> (configs that use them fail as not implemented)")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
 	fs.BoolVar(&f.enablePprof, "enable-pprof", false, "serve Go's /debug/pprof/ profiles on the admin address (off by default: Envoy has no such endpoint)")
-	// Hot-restart and tuning flags that have no meaning here are accepted so
-	// Envoy command lines (e.g. in Kubernetes manifests) run unchanged.
-	for _, n := range []string{"base-id", "restart-epoch", "file-flush-interval-msec", "local-address-ip-version", "cpuset-threads", "socket-path", "socket-mode"} {
-		f.ignored[n] = fs.String(n, "", "accepted for compatibility, no effect")
-	}
+	f.envoy.define(fs)
 	for _, n := range []string{"allow-unknown-static-fields", "allow-unknown-fields"} { // the second is Envoy's deprecated alias
 		fs.BoolVar(&f.allowUnknownStatic, n, false, "unknown fields in the bootstrap are warnings (server.static_unknown_fields), not errors")
 	}
 	fs.BoolVar(&f.rejectUnknownDynamic, "reject-unknown-dynamic-fields", false, "refuse (NACK) xDS resources with unknown fields; by default they are accepted with a warning (server.dynamic_unknown_fields)")
 	fs.BoolVar(&f.ignoreUnknownDynamic, "ignore-unknown-dynamic-fields", false, "accept xDS resources with unknown fields without a warning")
-	for _, n := range []string{"disable-hot-restart", "use-dynamic-base-id", "enable-mutex-tracing", "enable-core-dump"} {
-		fs.Bool(n, false, "accepted for compatibility, no effect")
-	}
 	return fs, f
 }
 
@@ -104,16 +96,33 @@ func parseLevel(level string) (*slog.LevelVar, error) {
 // newProxyLogger is the proxy's logger: Envoy's log line layout
 // (--log-format, default applog.DefaultFormat), through a Swap so that the
 // bootstrap's application_log_config can take over.
-func newProxyLogger(level string, w io.Writer, format string, escaped bool) (*slog.Logger, *slog.LevelVar, *server.AppLog, error) {
+//
+// Each of Envoy's loggers (applog.Components) has its own level: all start
+// at level, then --component-log-level sets some; records are filtered by
+// their component's level, which the admin /logging lists and changes.
+func newProxyLogger(level, componentLevels string, w io.Writer, format string, escaped bool) (*slog.Logger, *slog.LevelVar, *server.AppLog, error) {
 	lv, err := parseLevel(level)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	h, err := applog.New(w, applog.Options{Format: format, Escaped: escaped, Level: lv})
+	cls, err := applog.ParseComponentLevels(componentLevels)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("--component-log-level: %w", err)
+	}
+	reg := applog.NewRegistry(lv)
+	changes := map[string]slog.Level{}
+	for _, c := range cls {
+		changes[c.Component] = c.Level
+	}
+	if err := reg.Set(changes); err != nil {
+		return nil, nil, nil, fmt.Errorf("--component-log-level: %w", err)
+	}
+	h, err := applog.New(w, applog.Options{Format: format, Escaped: escaped, Level: lv, Components: reg})
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("--log-format: %w", err)
 	}
 	sw := applog.NewSwap(h)
+	sw.SetComponents(reg)
 	return slog.New(sw), lv, &server.AppLog{Swap: sw, Out: w, FormatFlag: format != "", Escaped: escaped}, nil
 }
 
@@ -130,6 +139,16 @@ func runProxy(args []string) int {
 		fmt.Fprintf(os.Stderr, "legate proxy: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
+	if err := f.envoy.check(fs); err != nil {
+		fmt.Fprintf(os.Stderr, "legate proxy: %v\n", err)
+		return 1
+	}
+	if f.envoy.hotRestartVersion {
+		// As Envoy with hot restart disabled (its HotRestartNopImpl): the
+		// version is "disabled", on stderr, and the process exits.
+		fmt.Fprint(os.Stderr, "disabled")
+		return 0
+	}
 	var logOut io.Writer = os.Stderr
 	if f.logPath != "" {
 		lf, err := os.OpenFile(f.logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
@@ -140,20 +159,7 @@ func runProxy(args []string) int {
 		defer lf.Close()
 		logOut = lf
 	}
-	level := f.logLevel
-	if f.componentLogLevel != "" {
-		// Legate has one logger: the most verbose component level wins.
-		for _, kv := range strings.Split(f.componentLogLevel, ",") {
-			if _, lvl, ok := strings.Cut(kv, ":"); ok {
-				if a, ok1 := admin.ParseLevel(lvl); ok1 {
-					if b, ok2 := admin.ParseLevel(level); ok2 && a < b {
-						level = lvl
-					}
-				}
-			}
-		}
-	}
-	log, lv, appLog, err := newProxyLogger(level, logOut, f.logFormat, f.logEscaped)
+	log, lv, appLog, err := newProxyLogger(f.logLevel, f.componentLogLevel, logOut, f.logFormat, f.logEscaped)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "legate proxy: %v\n", err)
 		return 1
@@ -161,6 +167,10 @@ func runProxy(args []string) int {
 	slog.SetDefault(log)
 	if f.concurrency > 0 {
 		runtime.GOMAXPROCS(f.concurrency)
+	}
+	if err := f.envoy.apply(fs, f.mode, applog.Component(log, "main")); err != nil {
+		fmt.Fprintf(os.Stderr, "legate proxy: %v\n", err)
+		return 1
 	}
 	if f.disableExtensions != "" {
 		var names []string
@@ -195,12 +205,18 @@ func runProxy(args []string) int {
 	case f.ignoreUnknownDynamic:
 		resource.SetUnknownFieldPolicy(resource.IgnoreUnknown)
 	}
-	if f.drainStrategy == "immediate" {
+	switch f.drainStrategy {
+	case "immediate":
 		opts.DrainTime = 0
+	case "gradual":
+	default:
+		fmt.Fprintf(os.Stderr, "legate proxy: error: unknown drain-strategy '%s'\n", f.drainStrategy)
+		return 1
 	}
 	srv, err := server.Load(opts)
+	configLog := applog.Component(log, "config")
 	for _, w := range srv.Warnings {
-		log.Warn("config: " + w.String())
+		configLog.Warn("config: " + w.String())
 	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "error initializing configuration '%s': %v\n", f.configPath, err)
@@ -218,6 +234,10 @@ func runProxy(args []string) int {
 	if f.mode == "init_only" {
 		srv.Shutdown(context.Background())
 		return 0
+	}
+	if err := f.envoy.writeAdminAddress(srv.AdminAddress()); err != nil {
+		// As Envoy: logged at critical, and the server runs on.
+		applog.Component(log, "main").Log(context.Background(), applog.Levels["critical"], "cannot open admin address output file "+f.envoy.adminAddressPath+" for writing.", "error", err)
 	}
 	log.Info("legate proxy started", "version", version, "admin", srv.AdminAddress(), "listeners", srv.ListenerAddresses())
 	return waitAndShutdown(srv, log)

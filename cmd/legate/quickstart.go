@@ -15,7 +15,7 @@ func init() {
 }
 
 func runQuickstart(args []string) int {
-	log, lv, _, _ := newProxyLogger("info", os.Stderr, "", false)
+	log, lv, _, _ := newProxyLogger("info", "", os.Stderr, "", false)
 	stop, err := quickstart.StartBackends()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "legate quickstart: %v\n", err)

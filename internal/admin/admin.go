@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"sort"
 	"strings"
@@ -100,7 +101,7 @@ func New(srv Server, st *stats.Store, log *slog.Logger, accessLog io.Writer, ppr
 	a.handle("/healthcheck/ok", "cause the server to pass health checks", true, a.handleHCOK)
 	a.handle("/drain_listeners", "drain listeners (inboundonly, graceful)", true, a.handleDrain)
 	a.handle("/quitquitquit", "exit the server", true, a.handleQuit)
-	a.handle("/logging", "query or change log levels (level=, <logger>=)", true, a.handleLogging)
+	a.handle("/logging", "query or change log levels (level=, <logger>=, paths=<logger>:<level>,...)", true, a.handleLogging)
 	a.handle("/reset_counters", "reset all counters to zero", true, a.handleResetCounters)
 	a.handle("/runtime", "print runtime values", false, a.handleRuntime)
 	a.handle("/runtime_modify", "set runtime values in the admin layer (key=value; an empty value removes the key)", true, a.handleRuntimeModify)
@@ -437,33 +438,120 @@ func ParseLevel(s string) (slog.Level, bool) {
 // LevelName renders a level with Envoy's names.
 func LevelName(l slog.Level) string { return applog.LevelName(l) }
 
-func (a *Admin) handleLogging(w http.ResponseWriter, r *http.Request) {
-	lv := a.srv.LogLevel()
-	q := r.URL.Query()
-	if v := q.Get("level"); v != "" {
-		l, ok := ParseLevel(v)
-		if !ok {
-			http.Error(w, "error: unknown logger level "+v, http.StatusNotFound)
-			return
+// componentLevels is implemented by a Server that holds the component
+// levels itself; otherwise they are the ones registered for its process
+// level (applog.RegistryFor), which the proxy's logger filters by.
+type componentLevels interface {
+	LogComponents() *applog.Registry
+}
+
+func (a *Admin) logRegistry() *applog.Registry {
+	if c, ok := a.srv.(componentLevels); ok {
+		if r := c.LogComponents(); r != nil {
+			return r
 		}
-		lv.Set(l)
-	} else if len(q) > 0 {
-		// Per-logger levels: Legate has one logger; accept the request for
-		// any Envoy logger name and apply it globally, as documented.
-		names := make([]string, 0, len(q))
-		for k := range q {
-			names = append(names, k)
-		}
-		sort.Strings(names)
-		l, ok := ParseLevel(q.Get(names[0]))
-		if !ok {
-			http.Error(w, "error: unknown logger level "+q.Get(names[0]), http.StatusNotFound)
-			return
-		}
-		lv.Set(l)
 	}
-	io.WriteString(w, "active loggers:\n")
-	fmt.Fprintf(w, "  legate: %s\n", LevelName(lv.Level()))
+	return applog.RegistryFor(a.srv.LogLevel())
+}
+
+// handleLogging serves /logging as Envoy's LogsHandler: with no
+// parameter it lists every logger and its level; level=<level> sets all,
+// <name>=<level> one, paths=<name>:<level>,... several (all or none). A bad
+// request is a 400 with the error and the usage, then the list.
+func (a *Admin) handleLogging(w http.ResponseWriter, r *http.Request) {
+	reg := a.logRegistry()
+	var out strings.Builder
+	code := http.StatusOK
+	if q := r.URL.Query(); len(q) > 0 {
+		if err := a.changeLogLevel(reg, q); err != nil {
+			code = http.StatusBadRequest
+			fmt.Fprintf(&out, "error: %v\n\n", err)
+			out.WriteString("usage: /logging?<name>=<level> (change single level)\n")
+			out.WriteString("usage: /logging?paths=name1:level1,name2:level2,... (change multiple levels)\n")
+			out.WriteString("usage: /logging?level=<level> (change all levels)\n")
+			out.WriteString("levels: ")
+			for _, n := range applog.LevelNames {
+				out.WriteString(n + " ")
+			}
+			out.WriteString("\n")
+		}
+	}
+	out.WriteString("active loggers:\n")
+	reg.Each(func(name string, l slog.Level) {
+		fmt.Fprintf(&out, "  %s: %s\n", name, LevelName(l))
+	})
+	out.WriteString("\n")
+	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+	w.WriteHeader(code)
+	io.WriteString(w, out.String())
+}
+
+// changeLogLevel applies one /logging parameter, with Envoy's errors.
+func (a *Admin) changeLogLevel(reg *applog.Registry, q url.Values) error {
+	if len(q) != 1 || len(q[firstKey(q)]) != 1 {
+		return fmt.Errorf("invalid number of parameters")
+	}
+	key := firstKey(q)
+	value := q.Get(key)
+	if key == "level" {
+		l, ok := applog.ParseEnvoyLevel(value)
+		if !ok {
+			return fmt.Errorf("unknown logger level")
+		}
+		a.logInfo(fmt.Sprintf("change all log levels: level='%s'", value))
+		reg.SetAll(l)
+		return nil
+	}
+	changes := map[string]slog.Level{}
+	if key == "paths" {
+		for _, nl := range strings.Split(value, ",") {
+			if strings.TrimSpace(nl) == "" {
+				continue
+			}
+			name, level, _ := strings.Cut(nl, ":")
+			name, level = strings.TrimSpace(name), strings.TrimSpace(level)
+			if name == "" || level == "" {
+				return fmt.Errorf("empty logger name or empty logger level")
+			}
+			l, ok := applog.ParseEnvoyLevel(level)
+			if !ok {
+				return fmt.Errorf("unknown logger level")
+			}
+			changes[name] = l
+		}
+	} else {
+		l, ok := applog.ParseEnvoyLevel(value)
+		if !ok {
+			return fmt.Errorf("unknown logger level")
+		}
+		changes[key] = l
+	}
+	if err := reg.Set(changes); err != nil {
+		return err
+	}
+	names := make([]string, 0, len(changes))
+	for n := range changes {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		a.logInfo(fmt.Sprintf("change log level: name='%s' level='%s'", n, LevelName(changes[n])))
+	}
+	return nil
+}
+
+// logInfo logs as Envoy's admin logger does.
+func (a *Admin) logInfo(msg string) {
+	if a.log != nil {
+		a.log.Info(msg, applog.ComponentKey, "admin")
+	}
+}
+
+func firstKey(q url.Values) string {
+	for k := range q {
+		return k
+	}
+	return ""
 }
 
 func (a *Admin) handleRuntime(w http.ResponseWriter, r *http.Request) {

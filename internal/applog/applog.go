@@ -28,8 +28,8 @@ import (
 // DefaultFormat is Envoy's default --log-format.
 const DefaultFormat = "[%Y-%m-%d %T.%e][%t][%l][%n] [%g:%#] %v"
 
-// LoggerName is what %n prints: Legate has one logger, Envoy's "main"
-// unless a record carries a "logger" attribute.
+// LoggerName is what %n prints for a record that names no component:
+// Envoy's "main" (see Component for the others).
 const LoggerName = "main"
 
 // Options configure a Handler.
@@ -43,8 +43,13 @@ type Options struct {
 	// Escaped escapes C-style escape sequences in messages
 	// (--log-format-escaped), so that one record stays one line.
 	Escaped bool
-	// Level is the minimum level (nil: info).
+	// Level is the minimum level (nil: info), unless Components is set.
 	Level slog.Leveler
+	// Components, when set, are the per-component levels (Envoy's
+	// loggers): a record is written when its level reaches its
+	// component's (the "logger" attribute, see Component; DefaultComponent
+	// when it names none). Level is then unused.
+	Components *Registry
 }
 
 // Handler is a slog.Handler writing Envoy-formatted lines.
@@ -55,6 +60,9 @@ type Handler struct {
 	json    []jsonField
 	escaped bool
 	level   slog.Leveler
+	comps   *Registry
+	// component is the component bound with WithAttrs ("" for none).
+	component string
 	// attrs are the pre-rendered " key=value" pairs of WithAttrs; group is
 	// the WithGroup prefix.
 	attrs string
@@ -74,7 +82,7 @@ type part struct {
 
 // New returns a handler writing to w.
 func New(w io.Writer, o Options) (*Handler, error) {
-	h := &Handler{mu: &sync.Mutex{}, w: w, escaped: o.Escaped, level: o.Level}
+	h := &Handler{mu: &sync.Mutex{}, w: w, escaped: o.Escaped, level: o.Level, comps: o.Components}
 	if h.level == nil {
 		h.level = slog.LevelInfo
 	}
@@ -142,14 +150,53 @@ func parse(f string) ([]part, error) {
 }
 
 // Enabled reports whether level is logged.
-func (h *Handler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level.Level() }
+func (h *Handler) Enabled(_ context.Context, l slog.Level) bool {
+	if h.comps != nil {
+		return enabledFor(h.comps, h.component, l)
+	}
+	return l >= h.level.Level()
+}
 
-// WithAttrs returns a handler that adds attrs to every record.
+// enabledFor is the level check of a handler with component levels: a
+// handler bound to a component checks its level; one that is not lets
+// through what any component logs, for Handle to check the component the
+// record names.
+func enabledFor(r *Registry, component string, l slog.Level) bool {
+	if component != "" {
+		return l >= r.Level(component)
+	}
+	return l >= r.Min()
+}
+
+// recordComponent is the component of r logged through a handler bound
+// to bound ("" for none): bound, else the record's "logger" attribute,
+// else DefaultComponent.
+func recordComponent(bound string, r slog.Record) string {
+	if bound != "" {
+		return bound
+	}
+	name := DefaultComponent
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == ComponentKey {
+			name = a.Value.String()
+			return false
+		}
+		return true
+	})
+	return name
+}
+
+// WithAttrs returns a handler that adds attrs to every record. A
+// "logger" attribute (outside any group) binds the component.
 func (h *Handler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	c := *h
 	var b strings.Builder
 	b.WriteString(h.attrs)
 	for _, a := range attrs {
+		if a.Key == ComponentKey && h.group == "" {
+			c.component = a.Value.String()
+			continue
+		}
 		appendAttr(&b, h.group, a)
 	}
 	c.attrs = b.String()
@@ -168,13 +215,21 @@ func (h *Handler) WithGroup(name string) slog.Handler {
 
 // Handle writes one line.
 func (h *Handler) Handle(_ context.Context, r slog.Record) error {
+	if h.comps != nil && r.Level < h.comps.Level(recordComponent(h.component, r)) {
+		return nil
+	}
 	var msg strings.Builder
 	msg.WriteString(r.Message)
 	msg.WriteString(h.attrs)
 	name := LoggerName
+	if h.component != "" {
+		name = h.component
+	}
 	r.Attrs(func(a slog.Attr) bool {
-		if a.Key == "logger" && h.group == "" {
-			name = a.Value.String()
+		if a.Key == ComponentKey && h.group == "" {
+			if h.component == "" {
+				name = a.Value.String()
+			}
 			return true
 		}
 		appendAttr(&msg, h.group, a)
@@ -423,9 +478,15 @@ func Escape(s string) string {
 // application_log_config has been read.
 type Swap struct {
 	cur *atomic.Pointer[slog.Handler]
+	// comps are the component levels (nil: the destination's level
+	// decides), shared by every Swap derived from this one.
+	comps *atomic.Pointer[Registry]
 	// ops are the WithAttrs/WithGroup calls made on this handler, applied
 	// in order to the current destination.
 	ops []op
+	// component is the component a WithAttrs bound ("" for none).
+	component string
+	grouped   bool
 }
 
 type op struct {
@@ -435,10 +496,16 @@ type op struct {
 
 // NewSwap returns a Swap writing to h.
 func NewSwap(h slog.Handler) *Swap {
-	s := &Swap{cur: &atomic.Pointer[slog.Handler]{}}
+	s := &Swap{cur: &atomic.Pointer[slog.Handler]{}, comps: &atomic.Pointer[Registry]{}}
 	s.cur.Store(&h)
 	return s
 }
+
+// SetComponents makes the component levels decide what this Swap, and
+// every handler derived from it, writes, whatever the destination's own
+// level: the bootstrap's application_log_config handler is built with the
+// process level only.
+func (s *Swap) SetComponents(r *Registry) { s.comps.Store(r) }
 
 // Set replaces the destination of this Swap and of every handler derived
 // from it.
@@ -458,17 +525,32 @@ func (s *Swap) target() slog.Handler {
 
 // Enabled asks the current destination.
 func (s *Swap) Enabled(ctx context.Context, l slog.Level) bool {
+	if r := s.comps.Load(); r != nil {
+		return enabledFor(r, s.component, l)
+	}
 	return (*s.cur.Load()).Enabled(ctx, l)
 }
 
-// Handle writes r to the current destination.
+// Handle writes r to the current destination (with component levels, when
+// its component's level lets it through).
 func (s *Swap) Handle(ctx context.Context, r slog.Record) error {
+	if c := s.comps.Load(); c != nil && r.Level < c.Level(recordComponent(s.component, r)) {
+		return nil
+	}
 	return s.target().Handle(ctx, r)
 }
 
 // WithAttrs returns a Swap that adds attrs.
 func (s *Swap) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return &Swap{cur: s.cur, ops: append(slices.Clip(s.ops), op{attrs: attrs})}
+	c := &Swap{cur: s.cur, comps: s.comps, ops: append(slices.Clip(s.ops), op{attrs: attrs}), component: s.component, grouped: s.grouped}
+	if !s.grouped {
+		for _, a := range attrs {
+			if a.Key == ComponentKey {
+				c.component = a.Value.String()
+			}
+		}
+	}
+	return c
 }
 
 // WithGroup returns a Swap that groups later attributes under name.
@@ -476,5 +558,5 @@ func (s *Swap) WithGroup(name string) slog.Handler {
 	if name == "" {
 		return s
 	}
-	return &Swap{cur: s.cur, ops: append(slices.Clip(s.ops), op{group: name})}
+	return &Swap{cur: s.cur, comps: s.comps, ops: append(slices.Clip(s.ops), op{group: name}), component: s.component, grouped: true}
 }

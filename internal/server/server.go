@@ -262,7 +262,7 @@ func (s *Server) compile() error {
 	if err := configureStats(s.Stats, b.GetStatsConfig()); err != nil {
 		return err
 	}
-	rt, err := runtime.NewWith(b.GetLayeredRuntime(), runtime.Options{Log: s.log, Stats: s.Stats, ServiceCluster: b.GetNode().GetCluster()})
+	rt, err := runtime.NewWith(b.GetLayeredRuntime(), runtime.Options{Log: applog.Component(s.log, "runtime"), Stats: s.Stats, ServiceCluster: b.GetNode().GetCluster()})
 	if err != nil {
 		return err
 	}
@@ -304,7 +304,7 @@ func (s *Server) compile() error {
 			s.serverStats.staticUnknown.Inc()
 		}
 	}
-	om, err := overload.Compile(b.GetOverloadManager(), s.Stats, s.log)
+	om, err := overload.Compile(b.GetOverloadManager(), s.Stats, applog.Component(s.log, "main"))
 	if err != nil {
 		return err
 	}
@@ -326,7 +326,7 @@ func (s *Server) compile() error {
 			}
 			if p := od.GetEventLogPath(); p != "" {
 				// Opened on the first event: compiling has no side effects.
-				outlierEvents = upstream.NewOutlierEventLog(p, s.log)
+				outlierEvents = upstream.NewOutlierEventLog(p, applog.Component(s.log, "upstream"))
 			}
 		}
 	}
@@ -334,22 +334,22 @@ func (s *Server) compile() error {
 	if err != nil {
 		return err
 	}
-	if s.watchdog, err = compileWatchdog(b, s.Stats, s.log); err != nil {
+	if s.watchdog, err = compileWatchdog(b, s.Stats, applog.Component(s.log, "main")); err != nil {
 		return err
 	}
-	s.Clusters = upstream.NewManager(upstream.Deps{Stats: s.Stats, Log: s.log, Transport: s.clusterTransport,
+	s.Clusters = upstream.NewManager(upstream.Deps{Stats: s.Stats, Log: applog.Component(s.log, "upstream"), Transport: s.clusterTransport,
 		LocalCluster: b.GetClusterManager().GetLocalClusterName(), UpstreamFilters: s.upstreamFilters,
 		Internal: s.internal, OutlierEvents: outlierEvents, Bind: bindCfg, Runtime: s.Runtime, DNS: bootDNS})
 	if s.evictEvery, err = evictionInterval(b); err != nil {
 		return err
 	}
-	if s.sinks, err = statsink.Compile(b, s.Stats, s.Clusters, s.log); err != nil {
+	if s.sinks, err = statsink.Compile(b, s.Stats, s.Clusters, applog.Component(s.log, "stats")); err != nil {
 		return err
 	}
 	host, _ := os.Hostname()
 	s.logFiles = accesslog.NewFiles(s.Stats)
 	s.deps = &listener.Context{
-		Stats: s.Stats, Clusters: s.Clusters, Log: s.log, Hostname: host,
+		Stats: s.Stats, Clusters: s.Clusters, Log: applog.Component(s.log, "connection"), Hostname: host,
 		NodeID: b.GetNode().GetId(), NodeCluster: b.GetNode().GetCluster(),
 		ConnIDs: new(atomic.Uint64), Panics: s.serverStats.panics,
 		LogFiles:        s.logFiles,
@@ -358,7 +358,7 @@ func (s *Server) compile() error {
 		// One table of listening sockets for the server's listeners,
 		// static and dynamic: a listener replacing another on the same
 		// address takes its socket.
-		Sockets:            listener.NewSockets(s.log),
+		Sockets:            listener.NewSockets(applog.Component(s.log, "config")),
 		ListenerConnLimits: rl.listenerConns,
 	}
 	s.deps.Sockets.Internal = s.internal

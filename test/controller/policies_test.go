@@ -358,3 +358,59 @@ func (k *jwtKey) sign(t *testing.T, iss, aud string) string {
 	}
 	return tok
 }
+
+// TestHTTPProxyLocalRateLimit: rateLimitPolicy.local on the virtual host
+// (requests plus burst per unit) limits through Legate's proxy with 429;
+// a route's own limit replaces it, with its status and headers.
+func TestHTTPProxyLocalRateLimit(t *testing.T) {
+	up := testutil.StartUpstream(t, testutil.EchoHandler("rl"))
+	dir := t.TempDir()
+	writeFile(t, dir, "objs.yaml", services("svc-rl")+slice("svc-rl", up.Addr)+`---
+apiVersion: projectcontour.io/v1
+kind: HTTPProxy
+metadata: {name: rl, namespace: default}
+spec:
+  virtualhost:
+    fqdn: rl.example.com
+    rateLimitPolicy: {local: {requests: 2, unit: hour, burst: 1}}
+  routes:
+  - conditions: [{prefix: /strict}]
+    rateLimitPolicy: {local: {requests: 1, unit: hour, responseStatusCode: 503, responseHeadersToAdd: [{name: x-limited, value: "yes"}]}}
+    services: [{name: svc-rl, port: 80}]
+  - services: [{name: svc-rl, port: 80}]
+`)
+	st := source.NewStore()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := source.WatchManifests(ctx, dir, st, testLogger(t), 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	x := startCP(t, st, cpOptions{})
+	startProxy(t, x)
+	base := fmt.Sprintf("http://127.0.0.1:%d", x.httpPort)
+	c := fromClient("127.0.0.1")
+	// The first request that routes spends one of the virtual host's three
+	// tokens.
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		code, _, _ := do(t, c, "GET", base+"/", "rl.example.com")
+		return code == 200
+	}, "proxy never routed rl.example.com")
+	if n := x.xds.NACKs(); len(n) > 0 {
+		t.Fatalf("NACKs: %v", n)
+	}
+	var codes []int
+	for i := 0; i < 3; i++ {
+		code, _, _ := do(t, c, "GET", base+"/", "rl.example.com")
+		codes = append(codes, code)
+	}
+	if fmt.Sprint(codes) != "[200 200 429]" {
+		t.Errorf("virtual host limit (2 + burst 1 per hour, one spent): %v, want [200 200 429]", codes)
+	}
+	if code, _, _ := do(t, c, "GET", base+"/strict", "rl.example.com"); code != 200 {
+		t.Errorf("the route's own bucket: first request %d, want 200", code)
+	}
+	code, h, _ := do(t, c, "GET", base+"/strict", "rl.example.com")
+	if code != 503 || h.Get("x-limited") != "yes" {
+		t.Errorf("the route's limit: %d x-limited=%q, want 503 yes", code, h.Get("x-limited"))
+	}
+}

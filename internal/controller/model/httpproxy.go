@@ -96,8 +96,8 @@ func unsupportedVirtualHost(st *ProxyStatus, vh *contourv1.VirtualHost) {
 	if vh.Authorization != nil {
 		st.errorf(ErrAuth, "NotImplemented", "Spec.VirtualHost.Authorization: external authorization is not implemented by Legate")
 	}
-	if vh.RateLimitPolicy != nil {
-		st.errorf(ErrSpec, "NotImplemented", "Spec.VirtualHost.RateLimitPolicy: rate limiting is not implemented by Legate")
+	if vh.RateLimitPolicy != nil && vh.RateLimitPolicy.Global != nil {
+		st.errorf(ErrSpec, "NotImplemented", "Spec.VirtualHost.RateLimitPolicy.Global: global rate limiting (a rate limit ExtensionService) is not implemented by Legate")
 	}
 }
 
@@ -106,8 +106,8 @@ func unsupportedRoute(st *ProxyStatus, r *contourv1.Route) bool {
 	if r.AuthPolicy != nil {
 		st.errorf(ErrRoute, "NotImplemented", "route authPolicy: external authorization is not implemented by Legate")
 	}
-	if r.RateLimitPolicy != nil {
-		st.errorf(ErrRoute, "NotImplemented", "route rateLimitPolicy: rate limiting is not implemented by Legate")
+	if r.RateLimitPolicy != nil && r.RateLimitPolicy.Global != nil {
+		st.errorf(ErrRoute, "NotImplemented", "route rateLimitPolicy.global: global rate limiting (a rate limit ExtensionService) is not implemented by Legate")
 	}
 	if r.InternalRedirectPolicy != nil {
 		st.errorf(ErrRoute, "NotImplemented", "route internalRedirectPolicy: internal redirects are not implemented by Legate (its proxy has no RouteAction.internal_redirect_policy)")
@@ -140,6 +140,12 @@ func (b *builder) root(p *contourv1.HTTPProxy) {
 	ipf, err := ipFilter(st, vh.IPAllowFilterPolicy, vh.IPDenyFilterPolicy)
 	if err != nil {
 		st.errorf(ErrIPFilter, "IPFilterPolicyNotValid", "Spec.VirtualHost.IPAllowFilterPolicy or Spec.VirtualHost.IPDenyFilterPolicy is invalid: %s", err)
+	}
+	var lrl *LocalRateLimit
+	if vh.RateLimitPolicy != nil {
+		if lrl, err = localRateLimit(vh.RateLimitPolicy.Local); err != nil {
+			st.errorf(ErrSpec, "RateLimitPolicyNotValid", "Spec.VirtualHost.RateLimitPolicy is invalid: %s", err)
+		}
 	}
 
 	var svh *SecureVirtualHost
@@ -272,14 +278,14 @@ func (b *builder) root(p *contourv1.HTTPProxy) {
 		sv.ClientCA, sv.ClientCRL, sv.SkipClientValidation, sv.OptionalClientCert, sv.CRLOnlyLeaf = svh.ClientCA, svh.ClientCRL, svh.SkipClientValidation, svh.OptionalClientCert, svh.CRLOnlyLeaf
 		sv.FallbackCertificate = svh.FallbackCertificate
 		sv.ForwardClientCert = svh.ForwardClientCert
-		sv.CORS, sv.IPFilter = cors, ipf
+		sv.CORS, sv.IPFilter, sv.LocalRateLimit = cors, ipf, lrl
 		sv.JWTProviders = jwts
 		for _, r := range routes {
 			sv.Routes = append(sv.Routes, r.route)
 		}
 	}
 	ivh := b.insecure(fqdn)
-	ivh.CORS, ivh.IPFilter = cors, ipf
+	ivh.CORS, ivh.IPFilter, ivh.LocalRateLimit = cors, ipf, lrl
 	for _, r := range routes {
 		rt := r.route
 		if svh != nil && !r.permitInsecure {
@@ -619,6 +625,12 @@ func (b *builder) route(p *contourv1.HTTPProxy, r *contourv1.Route, conds []cont
 	// As Contour, the route's own conditions are the only ones reported.
 	if rt.IPFilter, err = ipFilter(st, r.IPAllowFilterPolicy, r.IPDenyFilterPolicy); err != nil {
 		return nil
+	}
+	if r.RateLimitPolicy != nil {
+		if rt.LocalRateLimit, err = localRateLimit(r.RateLimitPolicy.Local); err != nil {
+			st.errorf(ErrRoute, "RateLimitPolicyNotValid", "Spec.Routes.RateLimitPolicy is invalid: %s", err)
+			return nil
+		}
 	}
 	if rt.RequestHeaders, err = headersPolicy(r.RequestHeadersPolicy, true); err != nil {
 		st.errorf(ErrRoute, "RequestHeadersPolicyInvalid", "%s on request headers", err)

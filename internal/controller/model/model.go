@@ -41,6 +41,8 @@ type VirtualHost struct {
 	// IPFilter is the virtual host's ipAllowPolicy or ipDenyPolicy; a
 	// route's own replaces it.
 	IPFilter *IPFilter
+	// LocalRateLimit is the virtual host's rateLimitPolicy.local.
+	LocalRateLimit *LocalRateLimit
 }
 
 // SecureVirtualHost is a TLS virtual host: terminated (Secret set, with
@@ -169,6 +171,9 @@ type Route struct {
 	Direct          *Direct
 	// IPFilter is the route's ipAllowPolicy or ipDenyPolicy.
 	IPFilter *IPFilter
+	// LocalRateLimit is the route's rateLimitPolicy.local; it replaces the
+	// virtual host's.
+	LocalRateLimit *LocalRateLimit
 	// JWTProvider is the provider whose token the route requires (HTTPS
 	// only); "" for none.
 	JWTProvider string

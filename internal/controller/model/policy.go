@@ -217,3 +217,48 @@ func validCookieValue(s string, allowEq bool) bool {
 		return r == ';' || r == '=' && !allowEq || r < 0x20 || r == 0x7f
 	})
 }
+
+// LocalRateLimit is a local (per proxy) token bucket, Contour's
+// rateLimitPolicy.local: requests per unit, plus burst.
+type LocalRateLimit struct {
+	MaxTokens, TokensPerFill uint32
+	FillInterval             time.Duration
+	// StatusCode answers limited requests; 0 is Envoy's 429.
+	StatusCode           uint32
+	ResponseHeadersToAdd []KV
+}
+
+// localRateLimit validates a rateLimitPolicy.local as Contour's
+// localRateLimitPolicy does (the error texts are Contour's).
+func localRateLimit(in *contourv1.LocalRateLimitPolicy) (*LocalRateLimit, error) {
+	if in == nil {
+		return nil, nil
+	}
+	if in.Requests == 0 {
+		return nil, fmt.Errorf("local.requests must be greater than 0")
+	}
+	var fill time.Duration
+	switch in.Unit {
+	case "second":
+		fill = time.Second
+	case "minute":
+		fill = time.Minute
+	case "hour":
+		fill = time.Hour
+	default:
+		return nil, fmt.Errorf("local.unit must be one of 'second', 'minute', or 'hour'")
+	}
+	if in.ResponseStatusCode > 0 && (in.ResponseStatusCode < 400 || in.ResponseStatusCode > 599) {
+		return nil, fmt.Errorf("local.responseStatusCode must be either unset or between 400 and 599")
+	}
+	out := &LocalRateLimit{MaxTokens: in.Requests + in.Burst, TokensPerFill: in.Requests, FillInterval: fill, StatusCode: in.ResponseStatusCode}
+	// As Contour: the headers go through its headers policy checks.
+	hp, err := headersPolicy(&contourv1.HeadersPolicy{Set: in.ResponseHeadersToAdd}, false)
+	if err != nil {
+		return nil, err
+	}
+	if hp != nil {
+		out.ResponseHeadersToAdd = hp.Set
+	}
+	return out, nil
+}

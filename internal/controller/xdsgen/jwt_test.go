@@ -62,7 +62,7 @@ data: {jwks.json: %s, bad: %s}
 			},
 			// The insecure listener's HCM and routes carry no JWT config (its
 			// routes redirect to HTTPS).
-			[]string{`"statPrefix":"ingress_http","rds":{"configSource":{"ads":{},"resourceApiVersion":"V3"},"routeConfigName":"ingress_http"},"httpFilters":[{"name":"envoy.filters.http.cors","typedConfig":{"@type":"type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}},{"name":"envoy.filters.http.lua","typedConfig":{"@type":"type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"}},{"name":"envoy.filters.http.rbac","typedConfig":{"@type":"type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"}},{"name":"envoy.filters.http.jwt_authn"`},
+			[]string{`"statPrefix":"ingress_http","rds":{"configSource":{"ads":{},"resourceApiVersion":"V3"},"routeConfigName":"ingress_http"},"httpFilters":[{"name":"envoy.filters.http.cors","typedConfig":{"@type":"type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}},{"name":"envoy.filters.http.local_ratelimit","typedConfig":{"@type":"type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit","statPrefix":"http"}},{"name":"envoy.filters.http.lua","typedConfig":{"@type":"type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"}},{"name":"envoy.filters.http.rbac","typedConfig":{"@type":"type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"}},{"name":"envoy.filters.http.jwt_authn"`},
 			"valid", "", ""},
 		{"providers need TLS", `
   virtualhost: {fqdn: a.example.com, jwtProviders: [{name: p, localJWKS: {secretName: jwks, key: jwks.json}}]}

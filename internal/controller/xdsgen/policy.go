@@ -6,10 +6,13 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	rbacconfigv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
+	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/legateproxy/legate/internal/controller/model"
@@ -18,18 +21,22 @@ import (
 // The HTTP filters that virtual hosts and routes configure through
 // typed_per_filter_config, as Contour names them.
 const (
-	CORSFilter = "envoy.filters.http.cors"
-	RBACFilter = "envoy.filters.http.rbac"
+	CORSFilter           = "envoy.filters.http.cors"
+	RBACFilter           = "envoy.filters.http.rbac"
+	LocalRateLimitFilter = "envoy.filters.http.local_ratelimit"
 )
 
 // policyFilters are the HCM filters before the router, in Contour's order
-// (cors … lua, rbac, router). All do nothing until a virtual host or route
+// (cors, local_ratelimit … lua, rbac, router). All do nothing until a virtual host or route
 // gives them a per-filter config: the cors filter without a policy passes
 // requests through, the Lua filter has no default script, and an RBAC
 // filter without rules allows everything.
 func policyFilters() []*hcmv3.HttpFilter {
 	return []*hcmv3.HttpFilter{
 		{Name: CORSFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&corsv3.Cors{})}},
+		// Without a token bucket the filter limits nothing: virtual hosts and
+		// routes give theirs (Contour's stat prefix "http").
+		{Name: LocalRateLimitFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&localratelimitv3.LocalRateLimit{StatPrefix: "http"})}},
 		luaFilter(),
 		{Name: RBACFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&rbacv3.RBAC{})}},
 	}
@@ -43,6 +50,9 @@ func vhostPerFilter(vh *model.VirtualHost) map[string]*anypb.Any {
 	}
 	if vh.IPFilter != nil && len(vh.IPFilter.Rules) > 0 {
 		pf[RBACFilter] = mustAny(ipFilterConfig(vh.IPFilter))
+	}
+	if vh.LocalRateLimit != nil {
+		pf[LocalRateLimitFilter] = mustAny(localRateLimitConfig(vh.LocalRateLimit, "vhost."+vh.Name))
 	}
 	if len(pf) == 0 {
 		return nil
@@ -102,4 +112,29 @@ func ipFilterConfig(f *model.IPFilter) *rbacv3.RBACPerRoute {
 			Principals:  principals,
 		}},
 	}}}
+}
+
+// localRateLimitConfig renders a local rate limit as Contour's
+// LocalRateLimitConfig: the token bucket, enabled and enforced for every
+// request (runtime keys local_rate_limit_enabled / _enforced), the status
+// when one is set, and the headers added to limited responses.
+func localRateLimitConfig(l *model.LocalRateLimit, statPrefix string) *localratelimitv3.LocalRateLimit {
+	all := func(key string) *corev3.RuntimeFractionalPercent {
+		return &corev3.RuntimeFractionalPercent{DefaultValue: &typev3.FractionalPercent{Numerator: 100, Denominator: typev3.FractionalPercent_HUNDRED}, RuntimeKey: key}
+	}
+	out := &localratelimitv3.LocalRateLimit{
+		StatPrefix: statPrefix,
+		TokenBucket: &typev3.TokenBucket{MaxTokens: l.MaxTokens, TokensPerFill: wrapperspb.UInt32(l.TokensPerFill),
+			FillInterval: durationpb.New(l.FillInterval)},
+		FilterEnabled:  all("local_rate_limit_enabled"),
+		FilterEnforced: all("local_rate_limit_enforced"),
+	}
+	if l.StatusCode != 0 {
+		out.Status = &typev3.HttpStatus{Code: typev3.StatusCode(l.StatusCode)}
+	}
+	for _, h := range l.ResponseHeadersToAdd {
+		out.ResponseHeadersToAdd = append(out.ResponseHeadersToAdd, &corev3.HeaderValueOption{
+			Header: &corev3.HeaderValue{Key: h.Name, Value: h.Value}, AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD})
+	}
+	return out
 }

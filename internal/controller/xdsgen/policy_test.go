@@ -20,6 +20,7 @@ func TestHTTPProxyCORSAndIPFilter(t *testing.T) {
 		corsFilter = `{"name":"envoy.filters.http.cors","typedConfig":{"@type":"type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors"}}`
 		rbacFilter = `{"name":"envoy.filters.http.rbac","typedConfig":{"@type":"type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC"}}`
 		luaFilter  = `{"name":"envoy.filters.http.lua","typedConfig":{"@type":"type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"}}`
+		lrlFilter  = `{"name":"envoy.filters.http.local_ratelimit","typedConfig":{"@type":"type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit","statPrefix":"http"}}`
 	)
 	for _, tc := range []struct {
 		name, spec string
@@ -32,7 +33,31 @@ func TestHTTPProxyCORSAndIPFilter(t *testing.T) {
 		{"filters in every HTTP connection manager, in Contour's order", `
   virtualhost: {fqdn: a.example.com}
   routes: [{services: [{name: s1, port: 80}]}]`,
-			[]string{corsFilter + "," + luaFilter + "," + rbacFilter + `,{"name":"envoy.filters.http.router"`}, []string{`"typedPerFilterConfig"`}, "valid", "", ""},
+			[]string{corsFilter + "," + lrlFilter + "," + luaFilter + "," + rbacFilter + `,{"name":"envoy.filters.http.router"`}, []string{`"typedPerFilterConfig"`}, "valid", "", ""},
+		{"local rate limit on the virtual host and a route", `
+  virtualhost:
+    fqdn: a.example.com
+    rateLimitPolicy: {local: {requests: 10, unit: minute, burst: 5}}
+  routes:
+  - conditions: [{prefix: /slow}]
+    rateLimitPolicy: {local: {requests: 1, unit: second, responseStatusCode: 503, responseHeadersToAdd: [{name: x-limited, value: "yes"}]}}
+    services: [{name: s1, port: 80}]
+  - services: [{name: s1, port: 80}]`,
+			[]string{`"envoy.filters.http.local_ratelimit":{"@type":"type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit","statPrefix":"vhost.a.example.com","status":{"code":"ServiceUnavailable"},"tokenBucket":{"maxTokens":1,"tokensPerFill":1,"fillInterval":"1s"},"filterEnabled":{"defaultValue":{"numerator":100},"runtimeKey":"local_rate_limit_enabled"},"filterEnforced":{"defaultValue":{"numerator":100},"runtimeKey":"local_rate_limit_enforced"},"responseHeadersToAdd":[{"header":{"key":"x-limited","value":"yes"},"appendAction":"OVERWRITE_IF_EXISTS_OR_ADD"}]}`,
+				`"typedPerFilterConfig":{"envoy.filters.http.local_ratelimit":{"@type":"type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit","statPrefix":"vhost.a.example.com","tokenBucket":{"maxTokens":15,"tokensPerFill":10,"fillInterval":"60s"}`},
+			nil, "valid", "", ""},
+		{"local rate limit without requests", `
+  virtualhost: {fqdn: a.example.com, rateLimitPolicy: {local: {requests: 0, unit: second}}}
+  routes: [{services: [{name: s1, port: 80}]}]`,
+			nil, nil, "invalid", "RateLimitPolicyNotValid", "Spec.VirtualHost.RateLimitPolicy is invalid: local.requests must be greater than 0"},
+		{"local rate limit with a 3xx status", `
+  virtualhost: {fqdn: a.example.com}
+  routes: [{rateLimitPolicy: {local: {requests: 1, unit: hour, responseStatusCode: 302}}, services: [{name: s1, port: 80}]}]`,
+			nil, nil, "invalid", "RateLimitPolicyNotValid", "Spec.Routes.RateLimitPolicy is invalid: local.responseStatusCode must be either unset or between 400 and 599"},
+		{"global rate limit", `
+  virtualhost: {fqdn: a.example.com, rateLimitPolicy: {global: {descriptors: [{entries: [{remoteAddress: {}}]}]}}}
+  routes: [{services: [{name: s1, port: 80}]}]`,
+			nil, nil, "invalid", "NotImplemented", "global rate limiting"},
 		{"CORS: exact, wildcard and regex origins, every field", `
   virtualhost:
     fqdn: a.example.com

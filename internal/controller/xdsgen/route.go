@@ -57,7 +57,8 @@ func headerValues(h *model.HeadersPolicy) ([]*corev3.HeaderValueOption, []string
 	return add, h.Remove
 }
 
-func route(r *model.Route) *routev3.Route {
+// vhost is the virtual host's name (stat prefixes).
+func route(r *model.Route, vhost string) *routev3.Route {
 	out := &routev3.Route{Match: pathMatch(r.Path)}
 	for _, h := range r.Headers {
 		hm := &routev3.HeaderMatcher{Name: h.Name, InvertMatch: h.Invert, TreatMissingHeaderAsEmpty: h.TreatMissingAsEmpty}
@@ -176,6 +177,14 @@ func route(r *model.Route) *routev3.Route {
 	// replaces the virtual host's.
 	if r.IPFilter != nil && len(r.IPFilter.Rules) > 0 {
 		out.TypedPerFilterConfig = map[string]*anypb.Any{RBACFilter: mustAny(ipFilterConfig(r.IPFilter))}
+	}
+	// A route's local rate limit replaces the virtual host's (Envoy's most
+	// specific typed_per_filter_config).
+	if r.LocalRateLimit != nil {
+		if out.TypedPerFilterConfig == nil {
+			out.TypedPerFilterConfig = map[string]*anypb.Any{}
+		}
+		out.TypedPerFilterConfig[LocalRateLimitFilter] = mustAny(localRateLimitConfig(r.LocalRateLimit, "vhost."+vhost))
 	}
 	return out
 }

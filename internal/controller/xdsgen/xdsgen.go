@@ -326,7 +326,7 @@ func routeConfig(name string, vhosts map[string]*model.VirtualHost, insecure boo
 		vh := vhosts[n]
 		v := &routev3.VirtualHost{Name: n, Domains: domains(n), TypedPerFilterConfig: vhostPerFilter(vh)}
 		for _, r := range vh.Routes {
-			er := route(r)
+			er := route(r, n)
 			if !insecure {
 				// JWT verification is HTTPS only, as Contour.
 				jwtRoute(er, r)

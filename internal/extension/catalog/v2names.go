@@ -34,8 +34,8 @@ type V2Name struct {
 // ExtensionNameUtil::checkDeprecatedExtensionName
 // (source/extensions/common/utility.h) and dropped with the v2 API — and
 // the v1/v2 well-known names go-control-plane exported in pkg/util
-// (wellknown.go) before v3. Envoy never had a deprecated name for a newer
-// extension, so this list does not grow.
+// (wellknown.go) before v3. One newer extension has one too: the graphite
+// statsd sink registers as envoy.graphite_statsd besides its own name.
 var v2Names = [...]V2Name{
 	// HTTP filters
 	{"envoy.buffer", HTTPFilters, "envoy.filters.http.buffer"},
@@ -53,6 +53,7 @@ var v2Names = [...]V2Name{
 	{"envoy.lua", HTTPFilters, "envoy.filters.http.lua"},
 	{"envoy.rate_limit", HTTPFilters, "envoy.filters.http.ratelimit"},
 	{"envoy.router", HTTPFilters, "envoy.filters.http.router"},
+	{"envoy.squash", HTTPFilters, "envoy.filters.http.squash"},
 	// network filters
 	{"envoy.client_ssl_auth", NetworkFilters, "envoy.filters.network.client_ssl_auth"},
 	{"envoy.echo", NetworkFilters, "envoy.filters.network.echo"},
@@ -77,12 +78,29 @@ var v2Names = [...]V2Name{
 	{"tls", TransportSockets, "envoy.transport_sockets.tls"},
 	// stats sinks
 	{"envoy.dog_statsd", StatsSinks, "envoy.stat_sinks.dog_statsd"},
+	{"envoy.graphite_statsd", StatsSinks, "envoy.stat_sinks.graphite_statsd"},
 	{"envoy.metrics_service", StatsSinks, "envoy.stat_sinks.metrics_service"},
 	{"envoy.statsd", StatsSinks, "envoy.stat_sinks.statsd"},
 	// tracers
 	{"envoy.dynamic.ot", Tracers, "envoy.tracers.dynamic_ot"},
 	{"envoy.lightstep", Tracers, "envoy.tracers.lightstep"},
 	{"envoy.zipkin", Tracers, "envoy.tracers.zipkin"},
+}
+
+// removed are the extensions with a v2 name that Envoy has since removed
+// (squash, in 1.24), so the catalog, made from today's protos, lacks them:
+// `legate config upgrade` still translates them (it is a converter), to
+// the name and config type Envoy's last release with them used.
+var removed = map[string]string{
+	"envoy.filters.http.squash": "envoy.extensions.filters.http.squash.v3.Squash",
+}
+
+func init() {
+	for name, typ := range removed {
+		if _, ok := configByName[name]; !ok {
+			configByName[name] = typ
+		}
+	}
 }
 
 type catName struct{ cat, name string }
