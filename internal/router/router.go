@@ -248,9 +248,12 @@ func (s *Stream) setupAttempt(at *attempt, a *route.RouteAction) {
 		// As Envoy's FilterUtility::finalTimeout: the egress Envoy's
 		// expected timeout is the route's, and its upstream timeout header
 		// (sanitized there) is not consulted.
+		// A header that does not parse still decides the branch (Envoy
+		// tests for its presence), and the route's timeout stays.
 		if v := m.Get("x-envoy-expected-rq-timeout-ms"); v != "" {
+			expectedSet = true
 			if ms, err := strconv.ParseUint(v, 10, 32); err == nil {
-				timeout, expectedSet = time.Duration(ms)*time.Millisecond, true
+				timeout = time.Duration(ms) * time.Millisecond
 			}
 		}
 	}

@@ -60,7 +60,7 @@ func compileWatchdog(b *bootstrapv3.Bootstrap, st *stats.Store, log *slog.Logger
 	default:
 		cfgs, paths, prefixes = []*bootstrapv3.Watchdog{b.GetWatchdog()}, []string{"watchdog"}, []string{"server."}
 	}
-	first := true
+	missSet, megaSet := false, false
 	for i, c := range cfgs {
 		w.missStat = append(w.missStat, st.Counter(prefixes[i]+"watchdog_miss"))
 		w.megaStat = append(w.megaStat, st.Counter(prefixes[i]+"watchdog_mega_miss"))
@@ -83,18 +83,14 @@ func compileWatchdog(b *bootstrapv3.Bootstrap, st *stats.Store, log *slog.Logger
 			// threshold of threads stuck" has no separate meaning.
 			return nil, config.Unsupported(config.Join(p, "multikill_timeout"), "multikill (Legate's watchdog watches the scheduler, not threads)")
 		}
-		// The tightest of the configured limits applies.
-		pick := func(cur time.Duration, d time.Duration, set bool) time.Duration {
-			if !set || d <= 0 {
-				return cur
-			}
-			if first || d < cur {
-				return d
-			}
-			return cur
+		// The tightest of the configured limits applies; a limit no
+		// watchdog sets keeps Envoy's default.
+		if d := c.GetMissTimeout().AsDuration(); c.GetMissTimeout() != nil && d > 0 && (!missSet || d < w.miss) {
+			w.miss, missSet = d, true
 		}
-		w.miss = pick(w.miss, c.GetMissTimeout().AsDuration(), c.GetMissTimeout() != nil)
-		w.megamiss = pick(w.megamiss, c.GetMegamissTimeout().AsDuration(), c.GetMegamissTimeout() != nil)
+		if d := c.GetMegamissTimeout().AsDuration(); c.GetMegamissTimeout() != nil && d > 0 && (!megaSet || d < w.megamiss) {
+			w.megamiss, megaSet = d, true
+		}
 		if k := c.GetKillTimeout().AsDuration(); k > 0 {
 			if j := c.GetMaxKillTimeoutJitter().AsDuration(); j > 0 {
 				// As Envoy: the jitter is drawn once, when the watchdog starts.
@@ -104,7 +100,6 @@ func compileWatchdog(b *bootstrapv3.Bootstrap, st *stats.Store, log *slog.Logger
 				w.kill = k
 			}
 		}
-		first = false
 	}
 	return w, nil
 }

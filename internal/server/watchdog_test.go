@@ -25,6 +25,8 @@ func TestCompileWatchdog(t *testing.T) {
 			miss: 100 * time.Millisecond, megamiss: 500 * time.Millisecond, kill: 10 * time.Second, missStats: "server.watchdog_miss"},
 		{name: "watchdogs: the tighter limits apply", yaml: `watchdogs: {main_thread_watchdog: {miss_timeout: 0.3s}, worker_watchdog: {miss_timeout: 0.1s, kill_timeout: 20s}}`,
 			miss: 100 * time.Millisecond, megamiss: time.Second, kill: 20 * time.Second, missStats: "main_thread.watchdog_miss,workers.watchdog_miss"},
+		{name: "watchdogs: a limit only one sets", yaml: `watchdogs: {main_thread_watchdog: {kill_timeout: 30s}, worker_watchdog: {miss_timeout: 0.5s}}`,
+			miss: 500 * time.Millisecond, megamiss: time.Second, kill: 30 * time.Second, missStats: "main_thread.watchdog_miss,workers.watchdog_miss"},
 		{name: "kill jitter", yaml: `watchdog: {kill_timeout: 10s, max_kill_timeout_jitter: 1s}`, miss: 200 * time.Millisecond, megamiss: time.Second,
 			killAtLeastAtMost: [2]time.Duration{10 * time.Second, 11 * time.Second}, missStats: "server.watchdog_miss"},
 		{name: "both forms", yaml: `{watchdog: {}, watchdogs: {}}`, err: "only one of watchdog or watchdogs"},

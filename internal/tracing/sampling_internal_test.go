@@ -253,6 +253,9 @@ func TestZipkinRuntimeKeysAndAnnotations(t *testing.T) {
 	s.Finish() // queued; one span is below min_flush_spans 2
 	z.mu.Lock()
 	got := z.pending
+	// Nothing left for the flush timer, which would send through the
+	// async client this driver lacks.
+	z.pending = nil
 	z.mu.Unlock()
 	if len(got) != 1 {
 		t.Fatalf("%d spans pending", len(got))

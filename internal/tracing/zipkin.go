@@ -277,17 +277,25 @@ func (z *zipkin) add(span map[string]any) {
 	}
 }
 
+// timer sends what is pending every flush interval; it ends when an
+// interval passed with nothing to send (add starts it again), so that a
+// driver replaced by a config update leaves no goroutine behind.
 func (z *zipkin) timer() {
 	for {
 		time.Sleep(z.flushInterval())
 		z.mu.Lock()
 		batch := z.pending
 		z.pending = nil
-		z.mu.Unlock()
-		if len(batch) > 0 {
-			z.timerFlushed.Inc()
-			z.send(batch)
+		if len(batch) == 0 {
+			z.started = false
+			z.mu.Unlock()
+			return
 		}
+		z.mu.Unlock()
+		if z.timerFlushed != nil {
+			z.timerFlushed.Inc()
+		}
+		z.send(batch)
 	}
 }
 

@@ -723,24 +723,28 @@ func newDNSDiscovery(pc *clusterv3.Cluster, specs []endpointSpec, path string, b
 }
 
 // ClusterDNS is a DNS cluster's resolver settings at path, as Envoy
-// takes them: its typed_dns_resolver_config, else its dns_resolvers and
-// use_tcp_for_dns_lookups, else the bootstrap's (boot).
+// takes them: its typed_dns_resolver_config, else its dns_resolvers (and
+// use_tcp_for_dns_lookups), else the bootstrap's (boot).
 func ClusterDNS(pc *clusterv3.Cluster, path string, boot *DNSSettings) (DNSSettings, error) {
 	var s DNSSettings
 	if tc := pc.GetTypedDnsResolverConfig(); tc != nil {
 		err := CompileDNSResolver(tc, config.Join(path, "typed_dns_resolver_config"), &s)
 		return s, err
 	}
-	if len(pc.GetDnsResolvers()) > 0 || pc.GetUseTcpForDnsLookups() {
+	if len(pc.GetDnsResolvers()) > 0 {
 		for _, a := range pc.GetDnsResolvers() {
 			s.Servers = append(s.Servers, sockAddr(a))
 		}
 		s.UseTCP = pc.GetUseTcpForDnsLookups()
 		return s, nil
 	}
+	// Without resolvers of its own the cluster uses the cluster manager's
+	// (the bootstrap's), as Envoy's selectDnsResolver; its
+	// use_tcp_for_dns_lookups still asks for TCP.
 	if boot != nil {
 		s = *boot
 	}
+	s.UseTCP = s.UseTCP || pc.GetUseTcpForDnsLookups()
 	return s, nil
 }
 

@@ -78,10 +78,10 @@ var (
 )
 
 // DNSCacheFor returns the cache configured by c (one per name, as Envoy).
-//
-// A cache without typed_dns_resolver_config resolves with the bootstrap's
-// settings (boot; nil: the system's), as Envoy's DNS cache does.
-func DNSCacheFor(c *dnscachev3.DnsCacheConfig, path string, boot *DNSSettings) (*DNSCache, error) {
+// A cache resolves with its own typed_dns_resolver_config, else the
+// system's resolver (Envoy's DnsCacheImpl::selectDnsResolver reads only
+// the cache's config, never the bootstrap's).
+func DNSCacheFor(c *dnscachev3.DnsCacheConfig, path string) (*DNSCache, error) {
 	if err := config.CheckFields(c, path, "name", "dns_lookup_family", "dns_refresh_rate", "dns_min_refresh_rate", "host_ttl",
 		"max_hosts", "dns_cache_circuit_breaker", "typed_dns_resolver_config", "dns_query_timeout", "use_tcp_for_dns_lookups",
 		"dns_failure_refresh_rate", "disable_dns_refresh_on_failure"); err != nil {
@@ -135,8 +135,6 @@ func DNSCacheFor(c *dnscachev3.DnsCacheConfig, path string, boot *DNSSettings) (
 		if err := CompileDNSResolver(tc, config.Join(path, "typed_dns_resolver_config"), &dns); err != nil {
 			return nil, err
 		}
-	} else if boot != nil {
-		dns = *boot
 	}
 	dns.UseTCP = dns.UseTCP || c.GetUseTcpForDnsLookups()
 	dc.resolver = dns.ttlResolver()
@@ -241,12 +239,12 @@ type DFP struct {
 	hosts map[string]*Host
 }
 
-func compileDFP(msg proto.Message, c *Cluster, path string, deps Deps) error {
+func compileDFP(msg proto.Message, c *Cluster, path string, _ Deps) error {
 	cfg := msg.(*dfpclusterv3.ClusterConfig)
 	if err := config.CheckFields(cfg, path, "dns_cache_config", "allow_insecure_cluster_options"); err != nil {
 		return err
 	}
-	dc, err := DNSCacheFor(cfg.GetDnsCacheConfig(), config.Join(path, "dns_cache_config"), deps.DNS)
+	dc, err := DNSCacheFor(cfg.GetDnsCacheConfig(), config.Join(path, "dns_cache_config"))
 	if err != nil {
 		return err
 	}

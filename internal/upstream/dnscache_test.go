@@ -19,7 +19,7 @@ import (
 func cacheWith(t *testing.T, c *dnscachev3.DnsCacheConfig, hosts func(string) []netip.Addr) *DNSCache {
 	t.Helper()
 	c.Name = t.Name()
-	dc, err := DNSCacheFor(c, "dns_cache_config", nil)
+	dc, err := DNSCacheFor(c, "dns_cache_config")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestDNSCacheConfigErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.c.Name = t.Name()
-			_, err := DNSCacheFor(tc.c, "dns_cache_config", nil)
+			_, err := DNSCacheFor(tc.c, "dns_cache_config")
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)

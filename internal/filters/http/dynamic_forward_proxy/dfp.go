@@ -27,12 +27,12 @@ func init() {
 
 type filterConfig struct{ cache *upstream.DNSCache }
 
-func compile(ctx *httpfilter.Context, msg proto.Message, path string) (httpfilter.Config, error) {
+func compile(_ *httpfilter.Context, msg proto.Message, path string) (httpfilter.Config, error) {
 	c := msg.(*dfpv3.FilterConfig)
 	if err := config.CheckFields(c, path, "dns_cache_config"); err != nil {
 		return nil, err
 	}
-	dc, err := upstream.DNSCacheFor(c.GetDnsCacheConfig(), config.Join(path, "dns_cache_config"), bootDNS(ctx.Clusters))
+	dc, err := upstream.DNSCacheFor(c.GetDnsCacheConfig(), config.Join(path, "dns_cache_config"))
 	if err != nil {
 		return nil, err
 	}
@@ -94,13 +94,4 @@ func (f *filter) DecodeHeaders(h *headers.Request, _ bool) httpfilter.Status {
 		return httpfilter.StopIteration
 	}
 	return httpfilter.Continue
-}
-
-// bootDNS is the bootstrap's DNS settings, which a DNS cache without its
-// own resolver uses.
-func bootDNS(m *upstream.Manager) *upstream.DNSSettings {
-	if m == nil {
-		return nil
-	}
-	return m.Deps().DNS
 }

@@ -53,7 +53,7 @@ func compile(ctx *listener.Context, msg proto.Message, _ listener.ChainOptions, 
 	if err := config.CheckFields(c, path, "dns_cache_config", "port_value", "save_upstream_address"); err != nil {
 		return nil, err
 	}
-	dc, err := upstream.DNSCacheFor(c.GetDnsCacheConfig(), config.Join(path, "dns_cache_config"), bootDNS(ctx))
+	dc, err := upstream.DNSCacheFor(c.GetDnsCacheConfig(), config.Join(path, "dns_cache_config"))
 	if err != nil {
 		return nil, err
 	}
@@ -112,13 +112,4 @@ func DynamicPort(fs map[string]streaminfo.FilterStateValue) (uint32, bool) {
 		return 0, false
 	}
 	return uint32(p), true
-}
-
-// bootDNS is the bootstrap's DNS settings, which a DNS cache without its
-// own resolver uses.
-func bootDNS(ctx *listener.Context) *upstream.DNSSettings {
-	if ctx == nil || ctx.Clusters == nil {
-		return nil
-	}
-	return ctx.Clusters.Deps().DNS
 }
