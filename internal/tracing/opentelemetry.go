@@ -280,7 +280,9 @@ func (s *otelSpan) Log(t time.Time, event string) {
 // traceparent is ignored, and the tracestate with it, as the W3C Trace
 // Context spec says (Envoy answers it with a span that traces nothing).
 func (o *otel) Start(req *headers.Request, name string, egress, sampled bool) Span {
-	s := &otelSpan{o: o, name: strings.Clone(name), start: time.Now(), kind: otlptracev1.Span_SPAN_KIND_SERVER}
+	// The name is copied when a sampled span is exported (Finish): an
+	// unsampled span never outlives the request's bytes.
+	s := &otelSpan{o: o, name: name, start: time.Now(), kind: otlptracev1.Span_SPAN_KIND_SERVER}
 	if egress {
 		s.kind = otlptracev1.Span_SPAN_KIND_CLIENT
 	}
@@ -378,7 +380,16 @@ func (s *otelSpan) Inject(m *headers.Map) {
 	if s.sampled {
 		flags = "01"
 	}
-	m.Set("traceparent", "00-"+hex.EncodeToString(s.traceID[:])+"-"+hex.EncodeToString(s.id[:])+"-"+flags)
+	// One allocation: the 55 bytes written in place (W3C trace context
+	// section 3.2: version-traceid-parentid-flags).
+	var b [55]byte
+	copy(b[:], "00-")
+	hex.Encode(b[3:35], s.traceID[:])
+	b[35] = '-'
+	hex.Encode(b[36:52], s.id[:])
+	b[52] = '-'
+	copy(b[53:], flags)
+	m.Set("traceparent", string(b[:]))
 	if s.traceState != "" {
 		m.Set("tracestate", s.traceState)
 	} else {
@@ -459,7 +470,7 @@ func (s *otelSpan) Finish() {
 	}
 	sp := &otlptracev1.Span{
 		TraceId: append([]byte(nil), s.traceID[:]...), SpanId: append([]byte(nil), s.id[:]...),
-		TraceState: s.traceState, Name: s.name, Kind: s.kind,
+		TraceState: s.traceState, Name: strings.Clone(s.name), Kind: s.kind,
 		StartTimeUnixNano: uint64(s.start.UnixNano()), EndTimeUnixNano: uint64(time.Now().UnixNano()),
 		Attributes: s.attrs, Events: s.events,
 	}
