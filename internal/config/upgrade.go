@@ -151,6 +151,8 @@ var typedConfigHolders = map[protoreflect.FullName]string{
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter": catalog.HTTPFilters,
 	"envoy.config.accesslog.v3.AccessLog":                                    catalog.AccessLoggers,
 	"envoy.config.core.v3.TransportSocket":                                   catalog.TransportSockets,
+	"envoy.config.metrics.v3.StatsSink":                                      catalog.StatsSinks,
+	"envoy.config.trace.v3.Tracing.Http":                                     catalog.Tracers,
 }
 
 // ignoredByEnvoy are fields Envoy accepts and never reads (hidden as not
