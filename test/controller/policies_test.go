@@ -378,6 +378,13 @@ spec:
     rateLimitPolicy: {local: {requests: 1, unit: hour, responseStatusCode: 503, responseHeadersToAdd: [{name: x-limited, value: "yes"}]}}
     services: [{name: svc-rl, port: 80}]
   - services: [{name: svc-rl, port: 80}]
+---
+apiVersion: projectcontour.io/v1
+kind: HTTPProxy
+metadata: {name: ready, namespace: default}
+spec:
+  virtualhost: {fqdn: ready.example.com}
+  routes: [{services: [{name: svc-rl, port: 80}]}]
 `)
 	st := source.NewStore()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -389,22 +396,23 @@ spec:
 	startProxy(t, x)
 	base := fmt.Sprintf("http://127.0.0.1:%d", x.httpPort)
 	c := fromClient("127.0.0.1")
-	// The first request that routes spends one of the virtual host's three
-	// tokens.
+	// Readiness through a virtual host without a limit (requests to rl
+	// before its endpoints arrive would spend its tokens), then the routes
+	// of rl are in place too: the listener's route table is one.
 	testutil.Eventually(t, 10*time.Second, func() bool {
-		code, _, _ := do(t, c, "GET", base+"/", "rl.example.com")
+		code, _, _ := do(t, c, "GET", base+"/", "ready.example.com")
 		return code == 200
-	}, "proxy never routed rl.example.com")
+	}, "proxy never routed ready.example.com")
 	if n := x.xds.NACKs(); len(n) > 0 {
 		t.Fatalf("NACKs: %v", n)
 	}
 	var codes []int
-	for i := 0; i < 3; i++ {
+	for i := 0; i < 4; i++ {
 		code, _, _ := do(t, c, "GET", base+"/", "rl.example.com")
 		codes = append(codes, code)
 	}
-	if fmt.Sprint(codes) != "[200 200 429]" {
-		t.Errorf("virtual host limit (2 + burst 1 per hour, one spent): %v, want [200 200 429]", codes)
+	if fmt.Sprint(codes) != "[200 200 200 429]" {
+		t.Errorf("virtual host limit (2 + burst 1 per hour): %v, want [200 200 200 429]", codes)
 	}
 	if code, _, _ := do(t, c, "GET", base+"/strict", "rl.example.com"); code != 200 {
 		t.Errorf("the route's own bucket: first request %d, want 200", code)
