@@ -183,7 +183,11 @@ scrape_configs:
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("Prometheus has no data for %s (error %v); targets: %s", q, err, targets(prom))
+					// What the proxy itself says of its hosts, to tell a
+					// proxy-side cause from a Prometheus-side one.
+					_, _, membership := testutil.Get(t, testutil.Client(), "http://"+proxy.Admin+"/stats?filter=membership|health_check")
+					_, _, clusters := testutil.Get(t, testutil.Client(), "http://"+proxy.Admin+"/clusters")
+					t.Fatalf("Prometheus has no data for %s (error %v); targets: %s\nproxy stats:\n%s\nproxy clusters:\n%s", q, err, targets(prom), membership, clusters)
 				}
 				time.Sleep(200 * time.Millisecond)
 			}
