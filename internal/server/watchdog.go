@@ -43,7 +43,7 @@ func compileWatchdog(b *bootstrapv3.Bootstrap, st *stats.Store, log *slog.Logger
 	w := &watchdog{miss: defaultWatchdogMiss, megamiss: defaultWatchdogMegamiss, log: log,
 		exit: func(msg string) { panic(msg) }}
 	var cfgs []*bootstrapv3.Watchdog
-	var paths, prefixes []string
+	var paths []string
 	switch {
 	case b.GetWatchdog() != nil && b.GetWatchdogs() != nil:
 		return nil, config.Errorf("watchdogs", "only one of watchdog or watchdogs should be set")
@@ -56,14 +56,19 @@ func compileWatchdog(b *bootstrapv3.Bootstrap, st *stats.Store, log *slog.Logger
 		// alike: one measurement counts for both, each with its limits.
 		cfgs = []*bootstrapv3.Watchdog{wd.GetMainThreadWatchdog(), wd.GetWorkerWatchdog()}
 		paths = []string{"watchdogs.main_thread_watchdog", "watchdogs.worker_watchdog"}
-		prefixes = []string{"main_thread.", "workers."}
 	default:
-		cfgs, paths, prefixes = []*bootstrapv3.Watchdog{b.GetWatchdog()}, []string{"watchdog"}, []string{"server."}
+		cfgs, paths = []*bootstrapv3.Watchdog{b.GetWatchdog()}, []string{"watchdog"}
+	}
+	// Envoy's names whichever form configures them (its server tests find
+	// main_thread.watchdog_miss and workers.watchdog_miss with an empty
+	// bootstrap): the aggregates and each thread's, Legate's one worker
+	// being worker_0.
+	for _, prefix := range []string{"main_thread.", "workers.", "server.main_thread.", "server.worker_0."} {
+		w.missStat = append(w.missStat, st.Counter(prefix+"watchdog_miss"))
+		w.megaStat = append(w.megaStat, st.Counter(prefix+"watchdog_mega_miss"))
 	}
 	missSet, megaSet := false, false
 	for i, c := range cfgs {
-		w.missStat = append(w.missStat, st.Counter(prefixes[i]+"watchdog_miss"))
-		w.megaStat = append(w.megaStat, st.Counter(prefixes[i]+"watchdog_mega_miss"))
 		if c == nil {
 			continue
 		}

@@ -12,6 +12,9 @@ import (
 	"github.com/legateproxy/legate/internal/stats"
 )
 
+// allMiss are Envoy's miss counters, whichever form configures the watchdog.
+const allMiss = "main_thread.watchdog_miss,workers.watchdog_miss,server.main_thread.watchdog_miss,server.worker_0.watchdog_miss"
+
 func TestCompileWatchdog(t *testing.T) {
 	for _, tc := range []struct {
 		name, yaml        string
@@ -20,15 +23,15 @@ func TestCompileWatchdog(t *testing.T) {
 		missStats, err    string
 		killAtLeastAtMost [2]time.Duration
 	}{
-		{name: "defaults", miss: 200 * time.Millisecond, megamiss: time.Second, missStats: "server.watchdog_miss"},
+		{name: "defaults", miss: 200 * time.Millisecond, megamiss: time.Second, missStats: allMiss},
 		{name: "legacy watchdog", yaml: `watchdog: {miss_timeout: 0.1s, megamiss_timeout: 0.5s, kill_timeout: 10s}`,
-			miss: 100 * time.Millisecond, megamiss: 500 * time.Millisecond, kill: 10 * time.Second, missStats: "server.watchdog_miss"},
+			miss: 100 * time.Millisecond, megamiss: 500 * time.Millisecond, kill: 10 * time.Second, missStats: allMiss},
 		{name: "watchdogs: the tighter limits apply", yaml: `watchdogs: {main_thread_watchdog: {miss_timeout: 0.3s}, worker_watchdog: {miss_timeout: 0.1s, kill_timeout: 20s}}`,
-			miss: 100 * time.Millisecond, megamiss: time.Second, kill: 20 * time.Second, missStats: "main_thread.watchdog_miss,workers.watchdog_miss"},
+			miss: 100 * time.Millisecond, megamiss: time.Second, kill: 20 * time.Second, missStats: allMiss},
 		{name: "watchdogs: a limit only one sets", yaml: `watchdogs: {main_thread_watchdog: {kill_timeout: 30s}, worker_watchdog: {miss_timeout: 0.5s}}`,
-			miss: 500 * time.Millisecond, megamiss: time.Second, kill: 30 * time.Second, missStats: "main_thread.watchdog_miss,workers.watchdog_miss"},
+			miss: 500 * time.Millisecond, megamiss: time.Second, kill: 30 * time.Second, missStats: allMiss},
 		{name: "kill jitter", yaml: `watchdog: {kill_timeout: 10s, max_kill_timeout_jitter: 1s}`, miss: 200 * time.Millisecond, megamiss: time.Second,
-			killAtLeastAtMost: [2]time.Duration{10 * time.Second, 11 * time.Second}, missStats: "server.watchdog_miss"},
+			killAtLeastAtMost: [2]time.Duration{10 * time.Second, 11 * time.Second}, missStats: allMiss},
 		{name: "both forms", yaml: `{watchdog: {}, watchdogs: {}}`, err: "only one of watchdog or watchdogs"},
 		{name: "multikill", yaml: `watchdog: {multikill_timeout: 5s}`, err: "watchdog.multikill_timeout"},
 		{name: "an action Legate lacks", yaml: `watchdog: {actions: [{config: {name: p, typed_config: {"@type": type.googleapis.com/envoy.extensions.watchdog.profile_action.v3.ProfileActionConfig}}, event: KILL}]}`,

@@ -52,7 +52,7 @@ func TestServerStats(t *testing.T) {
 		}
 	}
 	// The watchdog's counters exist (their values depend on the machine's load).
-	for _, name := range []string{"server.watchdog_miss", "server.watchdog_mega_miss"} {
+	for _, name := range []string{"main_thread.watchdog_miss", "workers.watchdog_mega_miss", "server.main_thread.watchdog_miss", "server.worker_0.watchdog_mega_miss"} {
 		if v := p.Stat(t, name); v < 0 {
 			t.Errorf("no %s", name)
 		}
