@@ -622,6 +622,7 @@ func RouteOptions(d *listener.Context) route.Options {
 		Clusters: d.Clusters, CompileValue: d.CompileValue, Runtime: d.Runtime,
 		PerFilterConfig: func(name string, a *anypb.Any, path string) (any, error) { return perFilterConfig(d, name, a, path) },
 		CompileCors:     func(p *routev3.CorsPolicy, path string) (any, error) { return compileCors(d, p, path) },
+		CompileTracing:  func(t *routev3.Tracing, path string) (any, error) { return tracing.CompileRoute(t, path) },
 	}
 }
 

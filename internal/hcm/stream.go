@@ -217,10 +217,12 @@ func (s *stream) serve() {
 	s.resolveRoute()
 	if c.tracing != nil {
 		op := ""
+		var rtc *tracing.RouteTracing
 		if s.rt != nil {
 			op = s.rt.Decorator
+			rtc, _ = s.rt.Tracing.(*tracing.RouteTracing)
 		}
-		s.span = c.tracing.Start(&s.req, &s.info, op, !s.external)
+		s.span = c.tracing.StartRoute(&s.req, &s.info, rtc, op, !s.external)
 	}
 	if len(c.filters) > 0 {
 		s.startFilters()
@@ -323,13 +325,17 @@ func (s *stream) done() {
 	s.endFilters()
 }
 
-// tagContext is what metadata custom tags read of the stream beyond its
-// stream info: the route's metadata.
+// tagContext is what custom tags read of the stream beyond its stream
+// info: the route's metadata and the route's own custom tags.
 func (s *stream) tagContext() *tracing.TagContext {
-	if s.rt == nil || s.rt.Metadata == nil {
+	if s.rt == nil {
 		return nil
 	}
-	return &tracing.TagContext{RouteMetadata: s.rt.Metadata}
+	rtc, _ := s.rt.Tracing.(*tracing.RouteTracing)
+	if s.rt.Metadata == nil && rtc == nil {
+		return nil
+	}
+	return &tracing.TagContext{RouteMetadata: s.rt.Metadata, Route: rtc}
 }
 
 // decodeHeaders validates and sanitizes the request head as Envoy's

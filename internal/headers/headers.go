@@ -92,6 +92,24 @@ func (m *Map) Joined(name string) string {
 	return m.fields[first].Value
 }
 
+// JoinedLookup is Joined that also reports presence. One value costs no
+// allocation: matchers call it on every request.
+func (m *Map) JoinedLookup(name string) (string, bool) {
+	first := -1
+	for i := range m.fields {
+		if m.fields[i].Name == name {
+			if first >= 0 {
+				return strings.Join(m.Values(name), ","), true
+			}
+			first = i
+		}
+	}
+	if first < 0 {
+		return "", false
+	}
+	return m.fields[first].Value, true
+}
+
 // Add appends a field. name must be lower case.
 func (m *Map) Add(name, value string) {
 	m.fields = append(m.fields, Field{Name: name, Value: value})

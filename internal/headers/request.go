@@ -42,6 +42,16 @@ func (r *Request) Values(name string) []string {
 	return r.Map.Values(name)
 }
 
+// JoinedLookup is every value of a header joined with "," (the form
+// Envoy's header matchers see) and whether it is present; pseudo-headers
+// have one value.
+func (r *Request) JoinedLookup(name string) (string, bool) {
+	if v, ok := r.Lookup(name); ok && (len(name) > 0 && name[0] == ':' || name == "host") {
+		return v, true
+	}
+	return r.Map.JoinedLookup(name)
+}
+
 // Reset clears the request, keeping header storage.
 func (r *Request) Reset() {
 	m := r.Map

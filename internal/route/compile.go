@@ -87,6 +87,9 @@ type Options struct {
 	// CompileCors compiles the deprecated cors field of a virtual host or
 	// route action (as the CORS filter's per-route config); nil rejects it.
 	CompileCors func(p *routev3.CorsPolicy, path string) (any, error)
+	// CompileTracing compiles a route's tracing (the connection manager's
+	// tracing package); nil rejects it.
+	CompileTracing func(t *routev3.Tracing, path string) (any, error)
 	// Runtime is the layered runtime runtime_fraction keys are read from
 	// (nil: their default values apply).
 	Runtime *runtime.Loader
@@ -343,7 +346,7 @@ func (c *compiler) cors(p *routev3.CorsPolicy, path string) (any, error) {
 func (c *compiler) route(pr *routev3.Route, path string, vh *VirtualHost) (*Route, error) {
 	if err := config.CheckFields(pr, path, "name", "match", "route", "redirect", "direct_response", "non_forwarding_action",
 		"request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove",
-		"decorator", "typed_per_filter_config", "metadata", "per_request_buffer_limit_bytes", "request_body_buffer_limit", "stat_prefix"); err != nil {
+		"decorator", "typed_per_filter_config", "metadata", "per_request_buffer_limit_bytes", "request_body_buffer_limit", "stat_prefix", "tracing"); err != nil {
 		return nil, err
 	}
 	pf, err := c.perFilter(pr.GetTypedPerFilterConfig(), config.Join(path, "typed_per_filter_config"))
@@ -353,6 +356,14 @@ func (c *compiler) route(pr *routev3.Route, path string, vh *VirtualHost) (*Rout
 	rt := &Route{Name: pr.GetName(), VHost: vh, Decorator: pr.GetDecorator().GetOperation(), PerFilter: pf,
 		BufferLimit: bufferLimit(pr.GetPerRequestBufferLimitBytes(), pr.GetRequestBodyBufferLimit()),
 		Metadata:    routeMetadata(pr.GetMetadata())}
+	if t := pr.GetTracing(); t != nil {
+		if c.opts.CompileTracing == nil {
+			return nil, config.Unsupported(config.Join(path, "tracing"), "route tracing here")
+		}
+		if rt.Tracing, err = c.opts.CompileTracing(t, config.Join(path, "tracing")); err != nil {
+			return nil, err
+		}
+	}
 	m, err := c.match(pr.GetMatch(), config.Join(path, "match"))
 	if err != nil {
 		return nil, err

@@ -174,14 +174,8 @@ type headerMatcher struct {
 }
 
 func (h *headerMatcher) matches(r *headers.Request) bool {
-	vals := r.Values(h.name)
-	var v string
-	ok := len(vals) > 0
-	if len(vals) == 1 {
-		v = vals[0]
-	} else if len(vals) > 1 {
-		v = strings.Join(vals, ",") // Envoy matches multiple values joined by ","
-	}
+	// Envoy matches multiple values joined by ",".
+	v, ok := r.JoinedLookup(h.name)
 	if !ok && h.missingAsEmpty {
 		ok = true
 	}

@@ -173,6 +173,9 @@ type Route struct {
 	VHost     *VirtualHost
 	// Decorator is the route's decorator operation, if any.
 	Decorator string
+	// Tracing is the route's compiled tracing (Options.CompileTracing: a
+	// *tracing.RouteTracing); nil when unset.
+	Tracing any
 	// PerFilter is the route's typed_per_filter_config.
 	PerFilter map[string]*FilterConfig
 	// BufferLimit is request_body_buffer_limit (0 unset).

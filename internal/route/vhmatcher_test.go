@@ -271,7 +271,7 @@ func TestVirtualHostMatcherErrors(t *testing.T) {
 		{`matcher: {on_no_match: {action: {name: r, typed_config: {` + routeType + `, match: {prefix: /}, route: {cluster: c}, typed_per_filter_config: {f: {"@type": type.googleapis.com/google.protobuf.Empty}}}}}}`,
 			mp + `.on_no_match.action.typed_config.typed_per_filter_config["f"]: per-filter config for filter "f"`},
 		{`matcher: {on_no_match: {action: {name: r, typed_config: {` + routeType + `, match: {prefix: /}, route: {cluster: c}, tracing: {}}}}}`,
-			mp + ".on_no_match.action.typed_config.tracing: field Route.tracing is not supported by legate"},
+			mp + ".on_no_match.action.typed_config.tracing: route tracing here"},
 		{`matcher: {matcher_tree: {input: ` + in("x") + `, custom_match: {name: c, typed_config: {"@type": type.googleapis.com/google.protobuf.Empty}}}}`,
 			mp + ".matcher_tree: custom_match matcher trees is not supported by legate"},
 	}

@@ -191,6 +191,9 @@ type Info struct {
 	// router and access logs (%DYNAMIC_METADATA%), by namespace — by
 	// convention the filter's name.
 	DynamicMetadata map[string]*structpb.Struct
+	// frozenMeta names the namespaces whose Struct is shared by every
+	// request (SetFrozenDynamicMetadata): a write copies it first.
+	frozenMeta [2]string
 	// FilterState is data filters share by key (%FILTER_STATE%).
 	FilterState map[string]FilterStateValue
 	// UpstreamShared holds the FilterState keys whose objects are shared
@@ -285,7 +288,7 @@ func (i *Info) SetDynamicMetadata(ns string, fields map[string]*structpb.Value) 
 	if i.DynamicMetadata == nil {
 		i.DynamicMetadata = map[string]*structpb.Struct{}
 	}
-	st := i.DynamicMetadata[ns]
+	st := i.writable(ns)
 	if st == nil {
 		st = &structpb.Struct{Fields: map[string]*structpb.Value{}}
 		i.DynamicMetadata[ns] = st
@@ -301,12 +304,62 @@ func (i *Info) SetDynamicMetadataValue(ns, key string, v *structpb.Value) {
 	if i.DynamicMetadata == nil {
 		i.DynamicMetadata = map[string]*structpb.Struct{}
 	}
-	st := i.DynamicMetadata[ns]
+	st := i.writable(ns)
 	if st == nil {
 		st = &structpb.Struct{Fields: make(map[string]*structpb.Value, 2)}
 		i.DynamicMetadata[ns] = st
 	}
 	st.Fields[key] = v
+}
+
+// SetFrozenDynamicMetadata sets namespace ns to st without copying it
+// when ns has no metadata yet, and merges st's fields into it otherwise.
+// st is shared by every request that gets it (a filter's values built
+// once per policy and outcome) and must never change: a later write to
+// ns copies it first. This saves a request the Struct and its map.
+func (i *Info) SetFrozenDynamicMetadata(ns string, st *structpb.Struct) {
+	if i.DynamicMetadata[ns] != nil {
+		i.SetDynamicMetadata(ns, st.Fields)
+		return
+	}
+	slot := -1
+	for k := range i.frozenMeta {
+		if i.frozenMeta[k] == "" {
+			slot = k
+			break
+		}
+	}
+	if slot < 0 || ns == "" {
+		// No room to remember it is shared: a copy of its own.
+		i.SetDynamicMetadata(ns, st.Fields)
+		return
+	}
+	if i.DynamicMetadata == nil {
+		i.DynamicMetadata = make(map[string]*structpb.Struct, 2)
+	}
+	i.DynamicMetadata[ns] = st
+	i.frozenMeta[slot] = ns
+}
+
+// writable is the Struct of namespace ns to write into (nil when there is
+// none), a copy of it if it is a shared one.
+func (i *Info) writable(ns string) *structpb.Struct {
+	st := i.DynamicMetadata[ns]
+	if st == nil {
+		return nil
+	}
+	for k := range i.frozenMeta {
+		if i.frozenMeta[k] == ns {
+			i.frozenMeta[k] = ""
+			cp := &structpb.Struct{Fields: make(map[string]*structpb.Value, len(st.Fields)+1)}
+			for f, v := range st.Fields {
+				cp.Fields[f] = v
+			}
+			i.DynamicMetadata[ns] = cp
+			return cp
+		}
+	}
+	return st
 }
 
 // SetFilterState stores a filter-state object.

@@ -24,13 +24,21 @@ func BenchmarkUnsampled(b *testing.B) {
 	req := &headers.Request{Method: "GET", Path: "/api/items?page=2", Authority: "shop.example", Scheme: "http"}
 	req.Map.Add("user-agent", "bench")
 	req.Map.Add("x-request-id", "6f1a0f4e-7a1b-4c9e-9d7e-0f7c1e2d3a4b")
-	// baseline is the loop without tracing: the request copy each
-	// iteration starts from (subtract it from the others).
+	// fill starts a request as the connection manager does: the stream's
+	// request keeps its header storage from one request to the next
+	// (hcm's stream.reset) and the codec copies the parsed fields in
+	// (Map.CopyFrom), so a steady connection allocates nothing for it.
+	fill := func(r *headers.Request) {
+		r.Method, r.Path, r.Authority, r.Scheme = req.Method, req.Path, req.Authority, req.Scheme
+		r.Map.CopyFrom(&req.Map)
+	}
+	// baseline is the loop without tracing: the request each iteration
+	// starts from (subtract it from the others).
 	b.Run("baseline", func(b *testing.B) {
+		var r headers.Request
 		b.ReportAllocs()
 		for range b.N {
-			r := *req
-			r.Map = req.Map.Clone()
+			fill(&r)
 		}
 	})
 	for _, c := range []struct{ name, sampling string }{{"1pct", "random_sampling: {value: 1}"}, {"sampled", "random_sampling: {value: 100}"}} {
@@ -54,11 +62,14 @@ provider:
 				b.Fatal(err)
 			}
 			info := &streaminfo.Info{}
+			// The request lives in the stream, as the connection
+			// manager's does (a fresh one per iteration would be a heap
+			// allocation the proxy never makes).
+			var r headers.Request
 			b.ReportAllocs()
 			b.ResetTimer()
 			for range b.N {
-				r := *req
-				r.Map = req.Map.Clone()
+				fill(&r)
 				sp := cfg.Start(&r, info, "", true)
 				cfg.Finish(sp, &r, info)
 			}

@@ -280,30 +280,77 @@ func (s *otelSpan) Log(t time.Time, event string) {
 // traceparent is ignored, and the tracestate with it, as the W3C Trace
 // Context spec says (Envoy answers it with a span that traces nothing).
 func (o *otel) Start(req *headers.Request, name string, egress, sampled bool) Span {
+	var tp Traceparent
+	valid := false
+	// Two traceparent fields are as malformed as one bad one.
+	if v := req.Map.Get("traceparent"); v != "" {
+		tp, valid = ParseTraceparent(v)
+		valid = valid && len(req.Map.Values("traceparent")) == 1
+	}
+	// The caller's decision, unless the connection manager said no
+	// (Envoy's applyTracingDecision); the always_on sampler samples
+	// whatever the caller said.
+	if valid && !o.alwaysOn {
+		sampled = tp.Sampled && sampled
+	}
+	var traceState string
+	if valid {
+		// Several tracestate fields are one list (RFC 7230 3.2.2).
+		traceState = strings.Clone(strings.Join(req.Map.Values("tracestate"), ","))
+	}
+	if !sampled {
+		// A span nothing exports needs only its context, for the
+		// traceparent the upstream gets: no clock read, no attributes.
+		u := &otelUnsampled{id: newSpanID(), traceState: traceState}
+		if valid {
+			u.traceID = tp.TraceID
+		} else {
+			u.traceID = newTraceID()
+		}
+		return u
+	}
 	// The name is copied when a sampled span is exported (Finish): an
 	// unsampled span never outlives the request's bytes.
-	s := &otelSpan{o: o, name: name, start: time.Now(), kind: otlptracev1.Span_SPAN_KIND_SERVER}
+	s := &otelSpan{o: o, name: name, start: time.Now(), kind: otlptracev1.Span_SPAN_KIND_SERVER, sampled: true, traceState: traceState}
 	if egress {
 		s.kind = otlptracev1.Span_SPAN_KIND_CLIENT
 	}
 	s.id = newSpanID()
-	// Two traceparent fields are as malformed as one bad one.
-	if tp, ok := ParseTraceparent(req.Map.Get("traceparent")); ok && len(req.Map.Values("traceparent")) == 1 {
+	if valid {
 		s.traceID, s.parent, s.hasParent = tp.TraceID, tp.SpanID, true
-		// The caller's decision, unless the connection manager said no
-		// (Envoy's applyTracingDecision); the always_on sampler samples
-		// whatever the caller said.
-		s.sampled = tp.Sampled && sampled
-		if o.alwaysOn {
-			s.sampled = sampled
-		}
-		// Several tracestate fields are one list (RFC 7230 3.2.2).
-		s.traceState = strings.Clone(strings.Join(req.Map.Values("tracestate"), ","))
 	} else {
 		s.traceID = newTraceID()
-		s.sampled = sampled
 	}
 	return s
+}
+
+// otelUnsampled is a span the sampling decision turned down: it carries
+// the trace context upstream (sampled flag 0) and records nothing.
+type otelUnsampled struct {
+	traceID    [16]byte
+	id         [8]byte
+	traceState string
+}
+
+// Inject writes traceparent with the sampled flag off, and the
+// tracestate the span carries.
+func (u *otelUnsampled) Inject(m *headers.Map) {
+	injectTraceContext(m, &u.traceID, &u.id, false, u.traceState)
+}
+
+// SetTag does nothing: the span is not exported.
+func (u *otelUnsampled) SetTag(string, string) {}
+
+// Finish does nothing: the span is not exported.
+func (u *otelUnsampled) Finish() {}
+
+// Sampled is false.
+func (u *otelUnsampled) Sampled() bool { return false }
+
+// SpawnChild is the upstream request's span, unsampled too, in the same
+// trace.
+func (u *otelUnsampled) SpawnChild(string) Span {
+	return &otelUnsampled{traceID: u.traceID, id: newSpanID(), traceState: u.traceState}
 }
 
 // Traceparent is a parsed W3C traceparent header.
@@ -376,22 +423,29 @@ func putUint64(b []byte, v uint64) {
 // Inject writes traceparent (version 00, this span as the parent) and the
 // tracestate it carries.
 func (s *otelSpan) Inject(m *headers.Map) {
+	injectTraceContext(m, &s.traceID, &s.id, s.sampled, s.traceState)
+}
+
+// injectTraceContext writes the W3C trace context of span id in trace
+// traceID: traceparent, and tracestate when there is one (a tracestate
+// the request came with and the span does not carry is removed).
+func injectTraceContext(m *headers.Map, traceID *[16]byte, id *[8]byte, sampled bool, traceState string) {
 	flags := "00"
-	if s.sampled {
+	if sampled {
 		flags = "01"
 	}
 	// One allocation: the 55 bytes written in place (W3C trace context
 	// section 3.2: version-traceid-parentid-flags).
 	var b [55]byte
 	copy(b[:], "00-")
-	hex.Encode(b[3:35], s.traceID[:])
+	hex.Encode(b[3:35], traceID[:])
 	b[35] = '-'
-	hex.Encode(b[36:52], s.id[:])
+	hex.Encode(b[36:52], id[:])
 	b[52] = '-'
 	copy(b[53:], flags)
 	m.Set("traceparent", string(b[:]))
-	if s.traceState != "" {
-		m.Set("tracestate", s.traceState)
+	if traceState != "" {
+		m.Set("tracestate", traceState)
 	} else {
 		m.Del("tracestate")
 	}

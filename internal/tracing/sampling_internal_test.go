@@ -6,6 +6,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -285,5 +286,51 @@ func TestVerboseEvents(t *testing.T) {
 	}
 	if want := uint64(info.StartTime.Add(time.Millisecond).UnixNano()); sp.events[0].TimeUnixNano != want {
 		t.Errorf("event time %d, want %d", sp.events[0].TimeUnixNano, want)
+	}
+}
+
+// TestDecideRoute: a route's tracing replaces the connection manager's
+// sampling percentages (an unset one is 100 %: Envoy's RouteTracingImpl),
+// still under the runtime keys.
+func TestDecideRoute(t *testing.T) {
+	fresh := "00001388-1b2c-4d3e-8f40-000000000001" // result 5000
+	for _, tc := range []struct {
+		name, hcm, route string
+		hdrs             []string
+		want             Reason
+	}{
+		{"unset route percentages are 100 %", "random_sampling: {value: 0}", "{}", nil, Sampling},
+		{"route random 0 over the manager's 100", "random_sampling: {value: 100}", "random_sampling: {numerator: 0}", nil, NotTraceable},
+		{"route 50 of HUNDRED: 5000 % 100 = 0 < 50", "random_sampling: {value: 0}", "random_sampling: {numerator: 50}", nil, Sampling},
+		{"route 5000 of TEN_THOUSAND: 5000 is not below", "random_sampling: {value: 100}", "random_sampling: {numerator: 5000, denominator: TEN_THOUSAND}", nil, NotTraceable},
+		{"route overall 0 untraces", "random_sampling: {value: 100}", "overall_sampling: {numerator: 0}", nil, NotTraceable},
+		{"route client 0", "random_sampling: {value: 0}", "{random_sampling: {numerator: 0}, client_sampling: {numerator: 0}}", []string{"x-client-trace-id", "c"}, NotTraceable},
+		{"route client 100 (unset)", "random_sampling: {value: 0}\nclient_sampling: {value: 0}", "random_sampling: {numerator: 0}", []string{"x-client-trace-id", "c"}, ClientForced},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := mustCompile(t, tc.hcm+"\n"+zipkinProvider, nil)
+			var rt routev3.Tracing
+			if _, err := config.Decode([]byte(tc.route), &rt, "tracing"); err != nil {
+				t.Fatal(err)
+			}
+			r, err := CompileRoute(&rt, "route.tracing")
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := headers.Map{}
+			m.Add("x-request-id", fresh)
+			for i := 0; i+1 < len(tc.hdrs); i += 2 {
+				m.Add(tc.hdrs[i], tc.hdrs[i+1])
+			}
+			if got := c.DecideRoute(&m, false, r); got != tc.want {
+				t.Errorf("reason %v, want %v", got, tc.want)
+			}
+		})
+	}
+	var bad routev3.Tracing
+	if _, err := config.Decode([]byte("random_sampling: {numerator: 1, denominator: 7}"), &bad, "t"); err == nil {
+		if _, err := CompileRoute(&bad, "route.tracing"); err == nil || !strings.Contains(err.Error(), "route.tracing.random_sampling") {
+			t.Errorf("an unknown denominator: %v", err)
+		}
 	}
 }

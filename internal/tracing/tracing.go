@@ -26,6 +26,7 @@ import (
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	metadatav3 "github.com/envoyproxy/go-control-plane/envoy/type/metadata/v3"
@@ -225,10 +226,84 @@ func compileMetaTag(m *tagv3.CustomTag_Metadata, p string) (*metaTag, error) {
 	return mt, nil
 }
 
+// compileTags compiles custom_tags (of a connection manager or a route).
+func compileTags(cts []*tagv3.CustomTag, path string) ([]customTag, error) {
+	var tags []customTag
+	for i, ct := range cts {
+		p := config.Index(path, i)
+		tag := customTag{name: ct.GetTag()}
+		switch {
+		case ct.GetLiteral() != nil:
+			tag.literal = ct.GetLiteral().GetValue()
+		case ct.GetEnvironment() != nil:
+			tag.literal = os.Getenv(ct.GetEnvironment().GetName())
+			if tag.literal == "" {
+				tag.literal = ct.GetEnvironment().GetDefaultValue()
+			}
+		case ct.GetRequestHeader() != nil:
+			tag.header, tag.def = headers.Lower(ct.GetRequestHeader().GetName()), ct.GetRequestHeader().GetDefaultValue()
+		case ct.GetMetadata() != nil:
+			mt, err := compileMetaTag(ct.GetMetadata(), p)
+			if err != nil {
+				return nil, err
+			}
+			tag.meta, tag.def = mt, ct.GetMetadata().GetDefaultValue()
+		default:
+			return nil, config.Unsupported(p, "this custom tag (a formatted value)", "literal", "environment", "request_header", "metadata")
+		}
+		tags = append(tags, tag)
+	}
+	return tags, nil
+}
+
+// RouteTracing is a compiled Route.tracing: the sampling percentages that
+// replace the connection manager's for requests on the route, and custom
+// tags added after the connection manager's (a tag of the same name
+// wins), as Envoy's RouteTracingImpl.
+type RouteTracing struct {
+	random, client, overall *typev3.FractionalPercent
+	tags                    []customTag
+}
+
+// CompileRoute compiles a route's tracing. An unset percentage is 100 %,
+// as in Envoy (not the connection manager's value).
+func CompileRoute(t *routev3.Tracing, path string) (*RouteTracing, error) {
+	if err := config.CheckFields(t, path, "client_sampling", "random_sampling", "overall_sampling", "custom_tags"); err != nil {
+		return nil, err
+	}
+	pct := func(p *typev3.FractionalPercent, field string) (*typev3.FractionalPercent, error) {
+		if p == nil {
+			return &typev3.FractionalPercent{Numerator: 100, Denominator: typev3.FractionalPercent_HUNDRED}, nil
+		}
+		if _, ok := typev3.FractionalPercent_DenominatorType_name[int32(p.GetDenominator())]; !ok {
+			return nil, config.Errorf(config.Join(path, field), "unknown denominator %d", p.GetDenominator())
+		}
+		return p, nil
+	}
+	rt := &RouteTracing{}
+	var err error
+	if rt.client, err = pct(t.GetClientSampling(), "client_sampling"); err != nil {
+		return nil, err
+	}
+	if rt.random, err = pct(t.GetRandomSampling(), "random_sampling"); err != nil {
+		return nil, err
+	}
+	if rt.overall, err = pct(t.GetOverallSampling(), "overall_sampling"); err != nil {
+		return nil, err
+	}
+	if rt.tags, err = compileTags(t.GetCustomTags(), config.Join(path, "custom_tags")); err != nil {
+		return nil, err
+	}
+	return rt, nil
+}
+
 // TagContext is what a metadata custom tag reads beyond the request and
 // its stream info: the route's metadata.
 type TagContext struct {
 	RouteMetadata *corev3.Metadata
+	// Route is the route's tracing: its custom tags are set after the
+	// connection manager's.
+	Route *RouteTracing
 }
 
 // metadata is the metadata the tag reads (nil: none, e.g. no upstream
@@ -315,30 +390,11 @@ func Compile(t *hcmv3.HttpConnectionManager_Tracing, path string, ctx *Context, 
 		return nil, config.Unsupported(config.Join(path, "operation"), "formatted operation names")
 	}
 	c.noPropagation = t.GetNoContextPropagation()
-	for i, ct := range t.GetCustomTags() {
-		p := config.Index(config.Join(path, "custom_tags"), i)
-		tag := customTag{name: ct.GetTag()}
-		switch {
-		case ct.GetLiteral() != nil:
-			tag.literal = ct.GetLiteral().GetValue()
-		case ct.GetEnvironment() != nil:
-			tag.literal = os.Getenv(ct.GetEnvironment().GetName())
-			if tag.literal == "" {
-				tag.literal = ct.GetEnvironment().GetDefaultValue()
-			}
-		case ct.GetRequestHeader() != nil:
-			tag.header, tag.def = headers.Lower(ct.GetRequestHeader().GetName()), ct.GetRequestHeader().GetDefaultValue()
-		case ct.GetMetadata() != nil:
-			mt, err := compileMetaTag(ct.GetMetadata(), p)
-			if err != nil {
-				return nil, err
-			}
-			tag.meta, tag.def = mt, ct.GetMetadata().GetDefaultValue()
-		default:
-			return nil, config.Unsupported(p, "this custom tag (a formatted value)", "literal", "environment", "request_header", "metadata")
-		}
-		c.tags = append(c.tags, tag)
+	tags, err := compileTags(t.GetCustomTags(), config.Join(path, "custom_tags"))
+	if err != nil {
+		return nil, err
 	}
+	c.tags = tags
 	pv, pvPath := t.GetProvider(), config.Join(path, "provider")
 	if pv == nil {
 		pv, pvPath = ctx.Default, "tracing.http"
@@ -398,6 +454,17 @@ func (c *Config) SetStartChildSpan(path string) error {
 // client_sampling, x-envoy-force-trace from an internal caller; the
 // decision is packed into the id (pack_trace_reason) that goes upstream.
 func (c *Config) Decide(m *headers.Map, internal bool) Reason {
+	return c.DecideRoute(m, internal, nil)
+}
+
+// DecideRoute is Decide for a request on a route whose tracing (rt, nil
+// for none) replaces the connection manager's sampling percentages, as
+// Envoy's mutateTracingRequestHeader does.
+func (c *Config) DecideRoute(m *headers.Map, internal bool, rt *RouteTracing) Reason {
+	random, client, overall := c.random, c.client, c.overall
+	if rt != nil {
+		random, client, overall = rt.random, rt.client, rt.overall
+	}
 	if !c.ridSampling {
 		return Sampling
 	}
@@ -413,18 +480,18 @@ func (c *Config) Decide(m *headers.Map, internal bool) Reason {
 	}
 	if reason == NotTraceable {
 		switch {
-		case m.Has("x-client-trace-id") && c.enabled("tracing.client_enabled", c.client, rand.Uint64()):
+		case m.Has("x-client-trace-id") && c.enabled("tracing.client_enabled", client, rand.Uint64()):
 			reason = ClientForced
 		case internal && m.Has("x-envoy-force-trace"):
 			reason = ServiceForced
-		case c.enabled("tracing.random_sampling", c.random, result):
+		case c.enabled("tracing.random_sampling", random, result):
 			reason = Sampling
 		}
 		if reason != NotTraceable {
 			c.packInto(m, id, reason)
 		}
 	}
-	if reason != NotTraceable && !c.enabled("tracing.global_enabled", c.overall, result) {
+	if reason != NotTraceable && !c.enabled("tracing.global_enabled", overall, result) {
 		reason = NotTraceable
 		c.packInto(m, m.Get("x-request-id"), reason)
 	}
@@ -443,7 +510,13 @@ func (c *Config) packInto(m *headers.Map, id string, r Reason) {
 // Start makes the sampling decision and starts the request's span; the
 // span context is injected into the request for the upstream.
 func (c *Config) Start(req *headers.Request, info *streaminfo.Info, operation string, internal bool) Span {
-	sampled := c.Decide(&req.Map, internal) != NotTraceable
+	return c.StartRoute(req, info, nil, operation, internal)
+}
+
+// StartRoute is Start for a request on a route with tracing of its own
+// (rt; nil: none).
+func (c *Config) StartRoute(req *headers.Request, info *streaminfo.Info, rt *RouteTracing, operation string, internal bool) Span {
+	sampled := c.DecideRoute(&req.Map, internal, rt) != NotTraceable
 	// Envoy's tracing decision (TraceReason other than NotTraceable),
 	// which access logs' traceable_filter reads.
 	info.Traced = sampled
@@ -611,7 +684,16 @@ func (c *Config) commonTags(sp Span, req *headers.Request, info *streaminfo.Info
 			annotateVerbose(l, info)
 		}
 	}
-	for _, t := range c.tags {
+	c.customTags(sp, c.tags, req, info, tc)
+	if tc != nil && tc.Route != nil {
+		c.customTags(sp, tc.Route.tags, req, info, tc)
+	}
+}
+
+// customTags sets custom tags on the span.
+func (c *Config) customTags(sp Span, tags []customTag, req *headers.Request, info *streaminfo.Info, tc *TagContext) {
+	set := sp.SetTag
+	for _, t := range tags {
 		v := t.literal
 		switch {
 		case t.header != "":

@@ -187,7 +187,14 @@ scrape_configs:
 					// proxy-side cause from a Prometheus-side one.
 					_, _, membership := testutil.Get(t, testutil.Client(), "http://"+proxy.Admin+"/stats?filter=membership|health_check")
 					_, _, clusters := testutil.Get(t, testutil.Client(), "http://"+proxy.Admin+"/clusters")
-					t.Fatalf("Prometheus has no data for %s (error %v); targets: %s\nproxy stats:\n%s\nproxy clusters:\n%s", q, err, targets(prom), membership, clusters)
+					// And what Prometheus holds of the membership
+					// series, to tell a missing series from a value.
+					var held strings.Builder
+					for _, mq := range []string{"envoy_cluster_membership_healthy", "envoy_cluster_membership_total", "scrape_duration_seconds"} {
+						r, err := prom.Query(mq)
+						fmt.Fprintf(&held, "%s: %v (error %v)\n", mq, r, err)
+					}
+					t.Fatalf("Prometheus has no data for %s (error %v); targets: %s\nPrometheus has:\n%s\nproxy stats:\n%s\nproxy clusters:\n%s", q, err, targets(prom), held.String(), membership, clusters)
 				}
 				time.Sleep(200 * time.Millisecond)
 			}

@@ -504,3 +504,69 @@ func TestTracingSpanPerAttempt(t *testing.T) {
 		t.Errorf("the retry's span has retry.count %q, want 1", b.Tags["retry.count"])
 	}
 }
+
+// TestTracingRouteOverrides: a route's tracing replaces the connection
+// manager's sampling percentages for its requests (an unset one is
+// 100 %, as Envoy's RouteTracingImpl), and its custom tags are set after
+// the connection manager's, a tag of the same name winning — the route
+// tracing Istio writes on every route.
+func TestTracingRouteOverrides(t *testing.T) {
+	col := &zipkinCollector{}
+	zs := testutil.StartUpstream(t, col)
+	rec := &headerRecorder{}
+	app := testutil.StartUpstream(t, rec)
+	c := zipkinCfg(zipkinTracing("0", `, custom_tags: [{tag: team, literal: {value: hcm}}, {tag: kept, literal: {value: yes}}]`), app.Addr, zs.Addr)
+	c.vhosts = vhost(`{match: {prefix: "/all"}, route: {cluster: app}, tracing: {custom_tags: [{tag: team, literal: {value: route}}, {tag: who, request_header: {name: x-who, default_value: anon}}]}},
+	  {match: {prefix: "/none"}, route: {cluster: app}, tracing: {random_sampling: {numerator: 0}, overall_sampling: {numerator: 100}}},
+	  {match: {prefix: "/half"}, route: {cluster: app}, tracing: {random_sampling: {numerator: 5000, denominator: TEN_THOUSAND}}},
+	  {match: {prefix: "/"}, route: {cluster: app}}`)
+	p := start(t, c)
+	cl := testutil.Client()
+	get := func(path, id string, hdr ...string) {
+		t.Helper()
+		if code, _, _ := testutil.Get(t, cl, p.URL("http", path), append([]string{"x-request-id", id}, hdr...)...); code != 200 {
+			t.Fatalf("%s: status %d", path, code)
+		}
+	}
+	ids := requestIDs(24)
+	// /all: the route's unset random_sampling is 100 % (the connection
+	// manager's is 0).
+	get("/all", ids[0], "x-who", "ana")
+	if got := rec.get("x-request-id"); got != packed(ids[0], '9') {
+		t.Errorf("/all: upstream x-request-id %s, want it sampled (%s)", got, packed(ids[0], '9'))
+	}
+	// / has no route tracing: the connection manager's 0 %.
+	get("/", ids[1])
+	if got := rec.get("x-request-id"); got != packed(ids[1], '4') {
+		t.Errorf("/: upstream x-request-id %s, want it not sampled", got)
+	}
+	// /none: the route's random_sampling 0 % (its overall_sampling
+	// 100 %): a fresh id is not sampled.
+	get("/none", ids[2])
+	if got := rec.get("x-request-id"); got != packed(ids[2], '4') {
+		t.Errorf("/none: upstream x-request-id %s, want it not sampled", got)
+	}
+	// /half: the route's 50 % decides, as Envoy computes it.
+	sampled := 0
+	for _, id := range ids[3:] {
+		get("/half", id)
+		want := packed(id, '4')
+		if sampledAt(id, 50) {
+			want = packed(id, '9')
+			sampled++
+		}
+		if got := rec.get("x-request-id"); got != want {
+			t.Errorf("/half %s: upstream x-request-id %s, want %s", id, got, want)
+		}
+	}
+	if sampled == 0 || sampled == len(ids)-3 {
+		t.Fatalf("the ids do not exercise both decisions at 50 %% (%d of %d sampled)", sampled, len(ids)-3)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return len(col.byRequestID(packed(ids[0], '9'))) == 1 }, "no span for /all: %+v", col.all())
+	s := col.byRequestID(packed(ids[0], '9'))[0]
+	for k, v := range map[string]string{"team": "route", "kept": "yes", "who": "ana"} {
+		if s.Tags[k] != v {
+			t.Errorf("/all span tag %s = %q, want %q (tags %v)", k, s.Tags[k], v, s.Tags)
+		}
+	}
+}

@@ -126,6 +126,10 @@ func (c *filterConfig) NewFilter(cb httpfilter.Callbacks) httpfilter.Filter {
 type filter struct {
 	cfg *filterConfig
 	cb  httpfilter.Callbacks
+	// v and one verified token live in the filter (one allocation per
+	// request for all three): most requirements verify one token.
+	v     verifier
+	token [1]verifiedToken
 }
 
 func (f *filter) DecodeHeaders(h *headers.Request, _ bool) httpfilter.Status {
@@ -154,7 +158,8 @@ func (f *filter) DecodeHeaders(h *headers.Request, _ bool) httpfilter.Status {
 	if req == nil {
 		return httpfilter.Continue
 	}
-	v := &verifier{f: f, h: h}
+	v := &f.v
+	*v = verifier{f: f, h: h, verified: f.token[:0]}
 	if err := req.check(v); err != nil {
 		f.deny(h, err)
 		return httpfilter.StopIteration
@@ -288,7 +293,13 @@ func (l tokenLocation) extract(h *headers.Request) (string, bool) {
 				return "", false
 			}
 			v = v[i+len(l.prefix):]
-			if j := strings.IndexAny(v, ", "); j >= 0 {
+			// The token ends at a comma or a space (Envoy's
+			// extractor). Two vectorised byte searches: IndexAny walks
+			// a ~1 KiB token a byte at a time on every request.
+			if j := strings.IndexByte(v, ','); j >= 0 {
+				v = v[:j]
+			}
+			if j := strings.IndexByte(v, ' '); j >= 0 {
 				v = v[:j]
 			}
 		}

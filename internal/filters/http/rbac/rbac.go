@@ -39,6 +39,9 @@ type filterConfig struct {
 	// policyValues are the policy names' metadata values (string →
 	// *structpb.Value).
 	policyValues sync.Map
+	// enforcedStructs are the metadata Structs of enforcedMeta, by policy
+	// and outcome (bounded: the policies are the configuration's).
+	enforcedStructs sync.Map
 }
 
 func compileRules(r *rbacv3.RBAC, path string) (rules, error) {
@@ -118,6 +121,31 @@ func resultValue(r string) *structpb.Value {
 	return deniedValue
 }
 
+// enforcedMeta is the filter's metadata after the enforced engine
+// decided (enforced_engine_result, and enforced_effective_policy_id when
+// a policy matched), built once per policy and outcome and shared by the
+// requests (streaminfo.Info.SetFrozenDynamicMetadata).
+func (c *filterConfig) enforcedMeta(policy string, allowed bool) *structpb.Struct {
+	type key struct {
+		policy  string
+		allowed bool
+	}
+	k := key{policy, allowed}
+	if v, ok := c.enforcedStructs.Load(k); ok {
+		return v.(*structpb.Struct)
+	}
+	result := "denied"
+	if allowed {
+		result = "allowed"
+	}
+	st := &structpb.Struct{Fields: map[string]*structpb.Value{"enforced_engine_result": resultValue(result)}}
+	if policy != "" {
+		st.Fields["enforced_effective_policy_id"] = c.policyValue(policy)
+	}
+	v, _ := c.enforcedStructs.LoadOrStore(k, st)
+	return v.(*structpb.Struct)
+}
+
 // policyValue is the metadata value of a policy name, built once per name.
 func (c *filterConfig) policyValue(name string) *structpb.Value {
 	if v, ok := c.policyValues.Load(name); ok {
@@ -165,14 +193,7 @@ func (f *filter) DecodeHeaders(h *headers.Request, _ bool) httpfilter.Status {
 		}
 		return httpfilter.Continue
 	}
-	result := "allowed"
-	if !res.Allowed {
-		result = "denied"
-	}
-	info.SetDynamicMetadataValue(Name, "enforced_engine_result", resultValue(result))
-	if res.Policy != "" {
-		info.SetDynamicMetadataValue(Name, "enforced_effective_policy_id", f.cfg.policyValue(res.Policy))
-	}
+	info.SetFrozenDynamicMetadata(Name, f.cfg.enforcedMeta(res.Policy, res.Allowed))
 	if res.Allowed {
 		f.cfg.allowed.Inc()
 		return httpfilter.Continue
