@@ -209,9 +209,12 @@ type h1conn struct {
 	watchMu    sync.Mutex
 	watchState uint8
 	watchTimer *time.Timer
-	watchDone  chan struct{}
-	watchGone  func()
-	pending    []byte // bytes of a pipelined next request the watcher read
+	// stopFn is c.stopWatch, made once per pooled h1conn (a method value
+	// is a closure allocated at each evaluation).
+	stopFn    func()
+	watchDone chan struct{}
+	watchGone func()
+	pending   []byte // bytes of a pipelined next request the watcher read
 	// ctx is the request's context, made on first use and cancelled when
 	// the client goes (ctxGone).
 	ctx     context.Context
@@ -242,9 +245,11 @@ func (c *h1conn) init(cfg *hcmConfig, d *listener.Context, conn net.Conn, r *htt
 }
 
 func (c *h1conn) release() {
+	// The timer stays with the pooled h1conn (its function is this
+	// h1conn's watchRead, which does nothing unless a request armed it):
+	// a new one per request was an allocation each.
 	if c.watchTimer != nil {
 		c.watchTimer.Stop()
-		c.watchTimer = nil
 	}
 	c.r.Release()
 	c.st.reset()
@@ -497,7 +502,10 @@ func (c *h1conn) watchClose(gone func()) func() {
 		c.watchTimer.Reset(watchDelay)
 	}
 	c.watchMu.Unlock()
-	return c.stopWatch
+	if c.stopFn == nil {
+		c.stopFn = c.stopWatch
+	}
+	return c.stopFn
 }
 
 // watchRead runs on the timer's goroutine: a blocking read that ends

@@ -178,7 +178,12 @@ func (s *Stream) forward() {
 	s.Info.LastDownstreamRxByte = s.Info.Since()
 	// A client that goes away while the request waits ends it: the
 	// upstream request is reset and no retry follows, as in Envoy.
-	stop := s.ds.WatchClose(s.downstreamGone)
+	// The method value is made once per Stream (a closure per request
+	// otherwise); the Stream outlives its requests (Reset keeps it).
+	if s.goneFn == nil {
+		s.goneFn = s.downstreamGone
+	}
+	stop := s.ds.WatchClose(s.goneFn)
 	defer stop()
 	for {
 		s.Info.UpstreamRequestAttemptCount++

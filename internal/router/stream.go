@@ -168,6 +168,9 @@ type Stream struct {
 	// set), added to the upstream response.
 	newCookie string
 	at        attempt
+	// goneFn is s.downstreamGone, made once (the close watcher's
+	// callback; a method value per request would be an allocation).
+	goneFn func()
 }
 
 // AttemptObserver hears of each upstream request of a stream.
@@ -187,7 +190,8 @@ func (s *Stream) Reset() {
 	head.Reset()
 	exclude := s.at.lb.Exclude[:0]
 	scratch := s.scratch[:0]
-	*s = Stream{scratch: scratch}
+	gone := s.goneFn
+	*s = Stream{scratch: scratch, goneFn: gone}
 	s.at.head = head
 	s.at.lb.Exclude = exclude
 }

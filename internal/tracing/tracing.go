@@ -258,8 +258,9 @@ func compileTags(cts []*tagv3.CustomTag, path string) ([]customTag, error) {
 
 // RouteTracing is a compiled Route.tracing: the sampling percentages that
 // replace the connection manager's for requests on the route, and custom
-// tags added after the connection manager's (a tag of the same name
-// wins), as Envoy's RouteTracingImpl.
+// tags that take the place of the connection manager's of the same name
+// (even when they have no value), as Envoy's RouteTracingImpl and its
+// stream's tag map.
 type RouteTracing struct {
 	random, client, overall *typev3.FractionalPercent
 	tags                    []customTag
@@ -684,16 +685,25 @@ func (c *Config) commonTags(sp Span, req *headers.Request, info *streaminfo.Info
 			annotateVerbose(l, info)
 		}
 	}
-	c.customTags(sp, c.tags, req, info, tc)
+	// One tag per name, as Envoy's stream keeps them: the route's first,
+	// then the connection manager's whose name the route does not use;
+	// within a list the first of a name wins.
+	var routeTags []customTag
 	if tc != nil && tc.Route != nil {
-		c.customTags(sp, tc.Route.tags, req, info, tc)
+		routeTags = tc.Route.tags
 	}
+	c.customTags(sp, routeTags, nil, req, info, tc)
+	c.customTags(sp, c.tags, routeTags, req, info, tc)
 }
 
-// customTags sets custom tags on the span.
-func (c *Config) customTags(sp Span, tags []customTag, req *headers.Request, info *streaminfo.Info, tc *TagContext) {
-	set := sp.SetTag
-	for _, t := range tags {
+// customTags sets custom tags on the span, but none named in shadowed or
+// earlier in tags, and none whose value is empty (Envoy's
+// CustomTagBase::applySpan sets no empty tag).
+func (c *Config) customTags(sp Span, tags, shadowed []customTag, req *headers.Request, info *streaminfo.Info, tc *TagContext) {
+	for i, t := range tags {
+		if tagNamed(tags[:i], t.name) || tagNamed(shadowed, t.name) {
+			continue
+		}
 		v := t.literal
 		switch {
 		case t.header != "":
@@ -704,8 +714,19 @@ func (c *Config) customTags(sp Span, tags []customTag, req *headers.Request, inf
 				continue // no value and no default: Envoy sets no tag
 			}
 		}
-		set(t.name, v)
+		if v != "" {
+			sp.SetTag(t.name, v)
+		}
 	}
+}
+
+func tagNamed(tags []customTag, name string) bool {
+	for _, t := range tags {
+		if t.name == name {
+			return true
+		}
+	}
+	return false
 }
 
 // annotateVerbose logs the stream's timing milestones on the span, as

@@ -515,8 +515,8 @@ func TestTracingRouteOverrides(t *testing.T) {
 	zs := testutil.StartUpstream(t, col)
 	rec := &headerRecorder{}
 	app := testutil.StartUpstream(t, rec)
-	c := zipkinCfg(zipkinTracing("0", `, custom_tags: [{tag: team, literal: {value: hcm}}, {tag: kept, literal: {value: yes}}]`), app.Addr, zs.Addr)
-	c.vhosts = vhost(`{match: {prefix: "/all"}, route: {cluster: app}, tracing: {custom_tags: [{tag: team, literal: {value: route}}, {tag: who, request_header: {name: x-who, default_value: anon}}]}},
+	c := zipkinCfg(zipkinTracing("0", `, custom_tags: [{tag: team, literal: {value: hcm}}, {tag: kept, literal: {value: yes}}, {tag: kept, literal: {value: second}}, {tag: gone, literal: {value: hcm}}, {tag: empty, request_header: {name: x-none}}]`), app.Addr, zs.Addr)
+	c.vhosts = vhost(`{match: {prefix: "/all"}, route: {cluster: app}, tracing: {custom_tags: [{tag: team, literal: {value: route}}, {tag: who, request_header: {name: x-who, default_value: anon}}, {tag: gone, metadata: {kind: {request: {}}, metadata_key: {key: nope, path: [{key: x}]}}}]}},
 	  {match: {prefix: "/none"}, route: {cluster: app}, tracing: {random_sampling: {numerator: 0}, overall_sampling: {numerator: 100}}},
 	  {match: {prefix: "/half"}, route: {cluster: app}, tracing: {random_sampling: {numerator: 5000, denominator: TEN_THOUSAND}}},
 	  {match: {prefix: "/"}, route: {cluster: app}}`)
@@ -567,6 +567,13 @@ func TestTracingRouteOverrides(t *testing.T) {
 	for k, v := range map[string]string{"team": "route", "kept": "yes", "who": "ana"} {
 		if s.Tags[k] != v {
 			t.Errorf("/all span tag %s = %q, want %q (tags %v)", k, s.Tags[k], v, s.Tags)
+		}
+	}
+	// The route's "gone" has no value: it still takes the place of the
+	// connection manager's; an empty header value sets no tag.
+	for _, k := range []string{"gone", "empty"} {
+		if v, ok := s.Tags[k]; ok {
+			t.Errorf("/all span has tag %s = %q, want none", k, v)
 		}
 	}
 }

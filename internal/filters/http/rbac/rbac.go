@@ -40,7 +40,8 @@ type filterConfig struct {
 	// *structpb.Value).
 	policyValues sync.Map
 	// enforcedStructs are the metadata Structs of enforcedMeta, by policy
-	// and outcome (bounded: the policies are the configuration's).
+	// and outcome: two per policy name the filter has matched (names come
+	// from configuration, its per-route configs included, never from requests).
 	enforcedStructs sync.Map
 }
 
