@@ -78,6 +78,8 @@ const (
 	RegexEngine Category = "envoy.regex_engines"
 	// WatchdogAction is a watchdog's actions (envoy.watchdog.profile_action, …).
 	WatchdogAction Category = "envoy.watchdog"
+
+	InternalRedirectPredicate Category = "envoy.internal_redirect_predicates"
 )
 
 // Categories lists every category, in the order docs/extensions.md shows them.
@@ -87,7 +89,7 @@ var Categories = []Category{
 	ResourceMonitor, LoadBalancingPolicy, ClusterType, RetryHostPredicate, RetryPriority,
 	MatchingInput, MatchingAction, DNSResolver, Bootstrap, Formatter, UpstreamOptions, HealthChecker,
 	CompressionCompressor, CompressionDecompressor, Upstreams, OTelSampler, OTelResourceDetector,
-	RegexEngine, WatchdogAction,
+	RegexEngine, WatchdogAction, InternalRedirectPredicate,
 }
 
 // Extension is one implemented extension.

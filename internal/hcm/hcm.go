@@ -148,7 +148,9 @@ type hcmStats struct {
 	rqStatus                                                                                          *stats.StatusCounters
 	rqTime, cxLengthMs                                                                                *stats.Histogram
 	noRoute, noCluster, rqDirectResponse, rqRedirect                                                  *stats.Counter
-	cxOverloadDisableKeepalive, rqRejectedUnderscores, droppedUnderscores                             *stats.Counter
+	// Internal redirects passed to the client, by reason.
+	redirectBadLocation, redirectUnsafeScheme, redirectTooMany, redirectNoRoute, redirectPredicate *stats.Counter
+	cxOverloadDisableKeepalive, rqRejectedUnderscores, droppedUnderscores                          *stats.Counter
 	// router stats (http.<prefix>.rq_*): Envoy names them under the HCM prefix.
 	rqReset, rqTotalRouter *stats.Counter
 	// cxDestroyRemoteActiveRq counts connections the client closed with a
@@ -186,6 +188,11 @@ func newHCMStats(s stats.Scope) *hcmStats {
 		rqStatus:         stats.NewStatusCounters(s, "downstream_rq", false),
 		rqTime:           s.Histogram("downstream_rq_time"), cxLengthMs: s.Histogram("downstream_cx_length_ms"),
 		noRoute: s.Counter("no_route"), noCluster: s.Counter("no_cluster"),
+		redirectBadLocation:        s.Counter("passthrough_internal_redirect_bad_location"),
+		redirectUnsafeScheme:       s.Counter("passthrough_internal_redirect_unsafe_scheme"),
+		redirectTooMany:            s.Counter("passthrough_internal_redirect_too_many_redirects"),
+		redirectNoRoute:            s.Counter("passthrough_internal_redirect_no_route"),
+		redirectPredicate:          s.Counter("passthrough_internal_redirect_predicate"),
 		cxOverloadDisableKeepalive: s.Counter("downstream_cx_overload_disable_keepalive"),
 		rqRejectedUnderscores:      s.Counter("requests_rejected_with_underscores_in_headers"), droppedUnderscores: s.Counter("dropped_headers_with_underscores"),
 		rqDirectResponse: s.Counter("rq_direct_response"), rqRedirect: s.Counter("rq_redirect"),
@@ -467,7 +474,9 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *listener.Context
 	c.router = &router.Config{
 		Stats: &router.Stats{NoCluster: st.noCluster, RqIdleTimeout: st.rqIdleTimeout, RqReset: st.rqReset, RqRxReset: st.rqRxReset,
 			CxDestroyRemoteActiveRq: st.cxDestroyRemoteActiveRq, RqTooLarge: st.rqTooLarge, RsTooLarge: st.rsTooLarge,
-			CxUpgradesTotal: st.cxUpgradesTotal, CxUpgradesActive: st.cxUpgradesActive, RqStatus: st.rqStatus},
+			CxUpgradesTotal: st.cxUpgradesTotal, CxUpgradesActive: st.cxUpgradesActive, RqStatus: st.rqStatus,
+			RedirectBadLocation: st.redirectBadLocation, RedirectUnsafeScheme: st.redirectUnsafeScheme,
+			RedirectTooMany: st.redirectTooMany, RedirectNoRoute: st.redirectNoRoute, RedirectPredicate: st.redirectPredicate},
 		SuppressEnvoyHeaders: c.suppressEnvoyHeaders, NoDynamicStats: c.noDynamicStats, RespectExpectedRqTimeout: c.respectExpectedRqTimeout, StreamIdleTimeout: c.streamIdleTimeout, Clusters: d.Clusters, Log: d.Log,
 		SchemeMatchUpstream: c.schemeMatchUpstream,
 	}

@@ -303,7 +303,30 @@ func (s *stream) router() {
 			}
 			s.EndAttempt(status)
 		}
+		if rs.Redirected {
+			s.recreate()
+		}
 	}
+}
+
+// recreate runs an internally redirected request again, as Envoy's
+// recreateStream: the route its new URL matches, the HTTP filters from
+// the first and the router, with the request as the redirect left it —
+// not sanitized again (Envoy's internally created stream is not) — and
+// the same span and access log entry. The router's redirect count bounds
+// the recursion (max_internal_redirects).
+func (s *stream) recreate() {
+	s.rs.Reset()
+	s.resp.Reset()
+	s.endFilters()
+	s.resolveRoute()
+	if len(s.cfg.filters) > 0 {
+		s.startFilters()
+		if !s.decodeFilters() {
+			return
+		}
+	}
+	s.router()
 }
 
 // done finishes the request: stats and access log.

@@ -522,7 +522,8 @@ func (c *compiler) routeAction(a *routev3.RouteAction, path string, m *Match) (*
 		"prefix_rewrite", "regex_rewrite", "host_rewrite_literal", "auto_host_rewrite", "host_rewrite_header",
 		"host_rewrite_path_regex", "host_rewrite", "timeout", "idle_timeout", "retry_policy", "request_mirror_policies", "hash_policy",
 		"upgrade_configs", "max_grpc_timeout", "grpc_timeout_offset", "append_x_forwarded_host", "priority",
-		"max_stream_duration", "cors", "rate_limits", "include_vh_rate_limits", "metadata_match"); err != nil {
+		"max_stream_duration", "cors", "rate_limits", "include_vh_rate_limits", "metadata_match",
+		"internal_redirect_policy", "internal_redirect_action", "max_internal_redirects"); err != nil {
 		return nil, err
 	}
 	ra := &RouteAction{
@@ -541,6 +542,9 @@ func (c *compiler) routeAction(a *routev3.RouteAction, path string, m *Match) (*
 	}
 	var err error
 	if ra.RateLimits, err = CompileRateLimits(a.GetRateLimits(), config.Join(path, "rate_limits"), RateLimitOptions{}); err != nil {
+		return nil, err
+	}
+	if ra.InternalRedirect, err = c.internalRedirect(a, path); err != nil {
 		return nil, err
 	}
 	ra.IncludeVHRateLimits = a.GetIncludeVhRateLimits().GetValue()

@@ -212,11 +212,14 @@ type RouteAction struct {
 	Timeout              time.Duration // 0 disables
 	// TimeoutMs is Timeout in milliseconds as text, precomputed for the
 	// x-envoy-expected-rq-timeout-ms header.
-	TimeoutMs    string
-	IdleTimeout  time.Duration // per-route stream idle timeout; <0 unset
-	RetryPolicy  *RetryPolicy
-	Mirrors      []Mirror
-	HashPolicies []HashPolicy
+	TimeoutMs   string
+	IdleTimeout time.Duration // per-route stream idle timeout; <0 unset
+	RetryPolicy *RetryPolicy
+	Mirrors     []Mirror
+	// InternalRedirect is the route's internal redirect policy (nil:
+	// upstream redirects go to the client).
+	InternalRedirect *InternalRedirect
+	HashPolicies     []HashPolicy
 	// Upgrades maps an upgrade type (lower case) to whether this route allows it;
 	// types not present fall back to the connection manager's upgrade_configs.
 	Upgrades map[string]bool

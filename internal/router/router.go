@@ -238,6 +238,9 @@ func (s *Stream) forward() {
 	if at.retries > 0 && !s.Info.ResponseFlags.Has(streaminfo.UpstreamRetryLimitExceeded) {
 		cl.Stats.RqRetrySuccess.Inc()
 	}
+	if p := a.InternalRedirect; p != nil && p.Handles(at.head.Status) && s.followRedirect(at, p) {
+		return
+	}
 	s.relayResponse(at)
 }
 

@@ -108,6 +108,9 @@ type Stats struct {
 	RqTooLarge, RsTooLarge, CxUpgradesTotal                               *stats.Counter
 	CxUpgradesActive                                                      *stats.Gauge
 	RqStatus                                                              *stats.StatusCounters
+	// Internal redirects passed to the client, by reason (Envoy's
+	// passthrough_internal_redirect_*); nil counters count nothing.
+	RedirectBadLocation, RedirectUnsafeScheme, RedirectTooMany, RedirectNoRoute, RedirectPredicate *stats.Counter
 }
 
 // Config is the router of one connection manager.
@@ -156,6 +159,11 @@ type Stream struct {
 	// connect only to a restored destination, never to the proxy's own
 	// listener.
 	OriginalDst netip.AddrPort
+	// Redirected is set when Forward followed an internal redirect
+	// instead of answering: Req now holds the redirected request, which
+	// the connection manager runs again (route, filters, router), as
+	// Envoy's recreateStream.
+	Redirected bool
 	// Attempts, when set, hears of each upstream request the stream makes
 	// (its tracing: Envoy's router spans every upstream request,
 	// retries included).

@@ -191,6 +191,11 @@ type Info struct {
 	// router and access logs (%DYNAMIC_METADATA%), by namespace — by
 	// convention the filter's name.
 	DynamicMetadata map[string]*structpb.Struct
+	// Redirects are the internal redirects the request took so far, each
+	// from a route to the route its Location matched (Envoy's
+	// num_internal_redirects and previous_routes filter state, which
+	// live as long as the request, across redirects).
+	Redirects []Redirect
 	// frozenMeta names the namespaces whose Struct is shared by every
 	// request (SetFrozenDynamicMetadata): a write copies it first.
 	frozenMeta [2]string
@@ -281,6 +286,10 @@ func AppendJSONString(dst []byte, s string) []byte {
 	}
 	return append(dst, '"')
 }
+
+// Redirect is one internal redirect: the names of the route whose
+// upstream answered with it and of the route its Location matched.
+type Redirect struct{ From, To string }
 
 // SetDynamicMetadata merges fields into a namespace of the dynamic
 // metadata, as Envoy's setDynamicMetadata.

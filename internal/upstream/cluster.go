@@ -56,6 +56,10 @@ type Stats struct {
 	RqStatus                      *stats.StatusCounters
 	RqTime                        *stats.Histogram
 	CxRxBytes, CxTxBytes          *stats.Counter
+	// InternalRedirectSucceeded and InternalRedirectFailed count the
+	// redirect responses the router followed and those it passed on
+	// (upstream_internal_redirect_succeeded_total / _failed_total).
+	InternalRedirectSucceeded, InternalRedirectFailed *stats.Counter
 
 	cxTotal, cxHTTP1Total, cxHTTP2Total, cxConnectFail, cxConnectTimeout              *stats.Counter
 	cxDestroy, cxDestroyLocal, cxDestroyRemote, cxMaxRequests, cxOverflow             *stats.Counter
@@ -75,8 +79,10 @@ func newStats(s stats.Scope) *Stats {
 		RqRetryOverflow: s.Counter("upstream_rq_retry_overflow"), RqRxReset: s.Counter("upstream_rq_rx_reset"),
 		CxDestroyLocalWithActiveRq: s.Counter("upstream_cx_destroy_local_with_active_rq"),
 		RqTxReset:                  s.Counter("upstream_rq_tx_reset"), RqCancelled: s.Counter("upstream_rq_cancelled"),
-		RqMaintenance: s.Counter("upstream_rq_maintenance_mode"),
-		CxNoneHealthy: s.Counter("upstream_cx_none_healthy"), LBHealthyPanic: s.Counter("lb_healthy_panic"),
+		RqMaintenance:             s.Counter("upstream_rq_maintenance_mode"),
+		InternalRedirectSucceeded: s.Counter("upstream_internal_redirect_succeeded_total"),
+		InternalRedirectFailed:    s.Counter("upstream_internal_redirect_failed_total"),
+		CxNoneHealthy:             s.Counter("upstream_cx_none_healthy"), LBHealthyPanic: s.Counter("lb_healthy_panic"),
 		RqActive:  s.Gauge("upstream_rq_active"),
 		RqStatus:  stats.NewStatusCounters(s, "upstream_rq", true),
 		RqTime:    s.Histogram("upstream_rq_time"),
