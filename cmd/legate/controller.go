@@ -27,6 +27,7 @@ import (
 
 	"github.com/legateproxy/legate/internal/certgen"
 	"github.com/legateproxy/legate/internal/controller"
+	"github.com/legateproxy/legate/internal/controller/contourconfig"
 	"github.com/legateproxy/legate/internal/controller/source"
 	"github.com/legateproxy/legate/internal/controller/status"
 	"github.com/legateproxy/legate/internal/controller/xdsgen"
@@ -53,6 +54,12 @@ type controllerFlags struct {
 	ca                               caFlags     // controller_ca.go
 	inject                           injectFlags // controller_inject.go
 	mesh                             meshFlags   // controller_mesh.go
+	// Contour's configuration file (--config-path) and the flags Contour
+	// has for what it also configures: the access log files and format,
+	// and the PROXY protocol.
+	configPath, httpAccessLog, httpsAccessLog, accessLogFormat string
+	useProxyProtocol                                           bool
+	contour                                                    *contourconfig.Config
 }
 
 func runController(args []string) int {
@@ -64,6 +71,18 @@ func runController(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "legate controller:", err)
 		return 2
+	}
+	level := f.logLevel
+	if err := f.loadConfigFile(fs); err != nil {
+		fmt.Fprintln(os.Stderr, "legate controller:", err)
+		return 2
+	}
+	if f.logLevel != level {
+		// debug: true in the file.
+		if log, _, err = newLogger(f.logLevel, os.Stderr); err != nil {
+			fmt.Fprintln(os.Stderr, "legate controller:", err)
+			return 2
+		}
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -108,7 +127,60 @@ func newControllerFlags() (*flag.FlagSet, *controllerFlags) {
 	f.inject.register(fs)
 	f.mesh.register(fs)
 	fs.BoolVar(&f.insecure, "insecure", false, "serve xDS in plaintext without client authentication (any client gets every resource, private keys included)")
+	fs.StringVar(&f.configPath, "config-path", "", "Contour's configuration file (contour.yaml from the ConfigMap \"contour\"); flags given explicitly win over it")
+	fs.StringVar(&f.httpAccessLog, "envoy-http-access-log", "/dev/stdout", "access log file of the proxies' HTTP listener")
+	fs.StringVar(&f.httpsAccessLog, "envoy-https-access-log", "/dev/stdout", "access log file of the proxies' HTTPS listener")
+	fs.StringVar(&f.accessLogFormat, "accesslog-format", "", "access log format: envoy or json (default: the file's accesslog-format, else envoy)")
+	fs.BoolVar(&f.useProxyProtocol, "use-proxy-protocol", false, "expect the PROXY protocol on the proxies' HTTP and HTTPS listeners")
 	return fs, f
+}
+
+// loadConfigFile reads --config-path, if given, and sets the flags the
+// file also configures unless they were given on the command line
+// (Contour's precedence: flags over the file).
+func (f *controllerFlags) loadConfigFile(fs *flag.FlagSet) error {
+	if f.configPath == "" {
+		return nil
+	}
+	c, err := contourconfig.Load(f.configPath)
+	if err != nil {
+		return err
+	}
+	given := map[string]bool{}
+	fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
+	for name, v := range c.Flags() {
+		if given[name] {
+			continue
+		}
+		if err := fs.Set(name, v); err != nil {
+			return fmt.Errorf("%s: %s %q: %w", f.configPath, name, v, err)
+		}
+	}
+	f.contour = c
+	return nil
+}
+
+// contourSettings applies Contour's configuration file (or Contour's
+// defaults without one) to the model and xDS options, then the flags
+// that override it.
+func (f *controllerFlags) contourSettings(opt *controller.Options) error {
+	c := f.contour
+	if c == nil {
+		c = contourconfig.Default()
+	}
+	if f.accessLogFormat != "" {
+		cp := *c
+		cp.AccessLogFormat = f.accessLogFormat
+		if err := cp.Validate(); err != nil {
+			return fmt.Errorf("--accesslog-format: %w", err)
+		}
+		c = &cp
+	}
+	opt.Model.Config = c.Model()
+	c.ApplyXDS(&opt.XDS)
+	opt.XDS.AccessLog.HTTPPath, opt.XDS.AccessLog.HTTPSPath = f.httpAccessLog, f.httpsAccessLog
+	opt.XDS.UseProxyProto = f.useProxyProtocol
+	return nil
 }
 
 // run starts everything and blocks until ctx ends. started, if set, gets
@@ -120,6 +192,12 @@ func (f *controllerFlags) run(ctx context.Context, log *slog.Logger, started fun
 	opt := controller.Options{Log: log, Registry: prometheus.NewRegistry()}
 	opt.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opt.XDS = xdsgen.Options{HTTPAddress: f.envoyHTTPAddress, HTTPPort: uint32(f.httpPort), HTTPSPort: uint32(f.httpsPort)}
+	if err := f.contourSettings(&opt); err != nil {
+		return err
+	}
+	if f.contour != nil {
+		log.Info("read Contour's configuration file", "path", f.configPath, "settings", f.contour.String())
+	}
 	if err := f.mesh.apply(&opt, f); err != nil {
 		return err
 	}
@@ -158,6 +236,15 @@ func (f *controllerFlags) run(ctx context.Context, log *slog.Logger, started fun
 		cfg, err := kubeConfig(f.kubeconfig)
 		if err != nil {
 			return err
+		}
+		if c := f.contour; c != nil {
+			// kubernetesClientQPS and kubernetesClientBurst (client-go's defaults otherwise).
+			if c.KubernetesClientQPS > 0 {
+				cfg.QPS = c.KubernetesClientQPS
+			}
+			if c.KubernetesClientBurst > 0 {
+				cfg.Burst = c.KubernetesClientBurst
+			}
 		}
 		client, err := kubernetes.NewForConfig(cfg)
 		if err != nil {

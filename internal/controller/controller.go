@@ -272,12 +272,21 @@ func (c *Controller) Handler(reg *prometheus.Registry) http.Handler {
 			Secure    []string
 			Clusters  []string
 			Ingresses []*model.IngressStatus
-			NACKs     map[string]string
+			// ExtensionServices: valid, or not and why (with --manifests
+			// there is no status to read them from).
+			ExtensionServices []*model.ExtensionStatus
+			NACKs             map[string]string
 		}{NACKs: c.xds.NACKs()}
 		for _, st := range m.Proxies {
 			out.Proxies = append(out.Proxies, proxy{st.Object.String(), st.Current(), st.Description(), st.FQDN, st.Errors, st.Warnings})
 		}
 		sort.Slice(out.Proxies, func(i, j int) bool { return out.Proxies[i].Name < out.Proxies[j].Name })
+		for _, st := range m.Extensions {
+			out.ExtensionServices = append(out.ExtensionServices, st)
+		}
+		sort.Slice(out.ExtensionServices, func(i, j int) bool {
+			return out.ExtensionServices[i].Object.String() < out.ExtensionServices[j].Object.String()
+		})
 		for n := range m.Insecure {
 			out.Insecure = append(out.Insecure, n)
 		}

@@ -218,6 +218,8 @@ func field(name, arg string) (fieldFn, error) {
 		return headerField(map[string]string{"REQUEST_HEADER": "REQ", "RESPONSE_HEADER": "RESP", "RESPONSE_TRAILER": "TRAILER"}[name], arg)
 	case "PROTOCOL":
 		return str(func(i *streaminfo.Info) string { return i.Protocol }), nil
+	case "GRPC_STATUS", "GRPC_STATUS_NUMBER":
+		return grpcStatusField(name, arg)
 	case "RESPONSE_CODE":
 		return func(dst []byte, info *streaminfo.Info) ([]byte, bool) {
 			return strconv.AppendInt(dst, int64(info.ResponseCode), 10), true

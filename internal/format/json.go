@@ -27,7 +27,7 @@ var numericOps = map[string]bool{
 	"RESPONSE_TX_DURATION": true, "UPSTREAM_WIRE_BYTES_SENT": true, "UPSTREAM_WIRE_BYTES_RECEIVED": true,
 	"CONNECTION_ID": true, "UPSTREAM_REQUEST_ATTEMPT_COUNT": true, "DOWNSTREAM_REMOTE_PORT": true,
 	"DOWNSTREAM_LOCAL_PORT": true, "DOWNSTREAM_DIRECT_REMOTE_PORT": true, "UPSTREAM_LOCAL_PORT": true,
-	"UPSTREAM_REMOTE_PORT": true,
+	"UPSTREAM_REMOTE_PORT": true, "GRPC_STATUS_NUMBER": true,
 }
 
 // JSON is a compiled json_format: one JSON object per line.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/legateproxy/legate/internal/certgen"
 	"github.com/legateproxy/legate/internal/controller"
+	"github.com/legateproxy/legate/internal/controller/contourconfig"
 	"github.com/legateproxy/legate/internal/controller/model"
 	"github.com/legateproxy/legate/internal/controller/source"
 	"github.com/legateproxy/legate/internal/controller/status"
@@ -52,6 +53,12 @@ type cpOptions struct {
 	mtls bool
 	// sidecar configures mesh sidecars' resources (sidecar_test.go).
 	sidecar xdsgen.SidecarOptions
+	// contour is Contour's configuration file (contourconfig_test.go),
+	// applied as legate controller --config-path does (default: Contour's
+	// defaults, as without the flag); accessLog, if set, is the access
+	// log file of both listeners (default /dev/stdout).
+	contour   *contourconfig.Config
+	accessLog string
 }
 
 func freePort(t testing.TB) int { return testutil.FreePort(t) }
@@ -79,9 +86,15 @@ func startCP(t testing.TB, st *source.Store, o cpOptions) *cp {
 	log := testLogger(t)
 	x := &cp{store: st, httpPort: freePort(t), httpsPort: freePort(t), reg: reg}
 	x.xds = xdsserver.New(log, xdsserver.NewMetrics(reg))
+	xo := xdsgen.Options{HTTPAddress: o.listen, HTTPPort: uint32(x.httpPort), HTTPSPort: uint32(x.httpsPort)}
+	if o.contour == nil {
+		o.contour = contourconfig.Default() // as legate controller without --config-path
+	}
+	o.model.Config = o.contour.Model()
+	o.contour.ApplyXDS(&xo)
+	xo.AccessLog.HTTPPath, xo.AccessLog.HTTPSPath = o.accessLog, o.accessLog
 	x.c = controller.New(st, x.xds, controller.Options{
-		Model: o.model, Status: o.status, IsLeader: o.isLeader, Log: log, Registry: reg, Sidecar: o.sidecar,
-		XDS: xdsgen.Options{HTTPAddress: o.listen, HTTPPort: uint32(x.httpPort), HTTPSPort: uint32(x.httpsPort)},
+		Model: o.model, Status: o.status, IsLeader: o.isLeader, Log: log, Registry: reg, Sidecar: o.sidecar, XDS: xo,
 	})
 	xl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -29,6 +29,8 @@ type Options struct {
 	// FallbackCertificate is the Secret served to clients without SNI by
 	// virtual hosts that enable it.
 	FallbackCertificate *types.NamespacedName
+	// Config holds the settings of Contour's configuration file.
+	Config ConfigDefaults
 }
 
 // Build computes the model and statuses from one snapshot of objects. It
@@ -37,14 +39,16 @@ func Build(objs *source.Objects, opt Options) *Model {
 	b := &builder{
 		objs: objs, opt: opt,
 		m: &Model{
-			Insecure:  map[string]*VirtualHost{},
-			Secure:    map[string]*SecureVirtualHost{},
-			Clusters:  map[string]*Cluster{},
-			Secrets:   map[string]*Secret{},
-			Proxies:   map[types.NamespacedName]*ProxyStatus{},
-			Ingresses: map[types.NamespacedName]*IngressStatus{},
+			Insecure:   map[string]*VirtualHost{},
+			Secure:     map[string]*SecureVirtualHost{},
+			Clusters:   map[string]*Cluster{},
+			Secrets:    map[string]*Secret{},
+			Proxies:    map[types.NamespacedName]*ProxyStatus{},
+			Ingresses:  map[types.NamespacedName]*IngressStatus{},
+			Extensions: map[types.NamespacedName]*ExtensionStatus{},
 		},
 	}
+	b.extensionServices() // before the HTTPProxies that use them
 	b.ingresses()
 	b.httpProxies()
 	b.servicePorts()
@@ -64,6 +68,10 @@ type builder struct {
 	// jwtDefault is the default JWT provider of the root being built: its
 	// routes and its includes' routes require it unless they opt out.
 	jwtDefault string
+	// extensions are the valid ExtensionServices; auth is what the root
+	// being built passes to its routes (nil: no authorization).
+	extensions map[types.NamespacedName]*extension
+	auth       *rootAuth
 }
 
 func sortedKeys[V any](m map[types.NamespacedName]V) []types.NamespacedName {
@@ -94,7 +102,7 @@ func (b *builder) insecure(name string) *VirtualHost {
 func (b *builder) secure(name string) *SecureVirtualHost {
 	vh := b.m.Secure[name]
 	if vh == nil {
-		vh = &SecureVirtualHost{VirtualHost: VirtualHost{Name: name}}
+		vh = &SecureVirtualHost{VirtualHost: VirtualHost{Name: name}, MinVersion: b.minTLS(), MaxVersion: b.maxTLS()}
 		b.m.Secure[name] = vh
 	}
 	return vh
@@ -308,6 +316,9 @@ func (b *builder) cluster(svc *corev1.Service, p corev1.ServicePort, cs clusterS
 	}
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		c.ExternalName = svc.Spec.ExternalName
+		if f := b.opt.Config.DNSLookupFamily; f != "" && f != "auto" {
+			c.DNSLookupFamily = f
+		}
 		if cs.protocol == "tls" {
 			c.SNI = svc.Spec.ExternalName
 		}

@@ -93,9 +93,6 @@ func (b *builder) httpProxies() {
 // unsupported reports Contour features Legate does not implement yet, so
 // that they are never silently ignored.
 func unsupportedVirtualHost(st *ProxyStatus, vh *contourv1.VirtualHost) {
-	if vh.Authorization != nil {
-		st.errorf(ErrAuth, "NotImplemented", "Spec.VirtualHost.Authorization: external authorization is not implemented by Legate")
-	}
 	if vh.RateLimitPolicy != nil && vh.RateLimitPolicy.Global != nil {
 		st.errorf(ErrSpec, "NotImplemented", "Spec.VirtualHost.RateLimitPolicy.Global: global rate limiting (a rate limit ExtensionService) is not implemented by Legate")
 	}
@@ -103,9 +100,6 @@ func unsupportedVirtualHost(st *ProxyStatus, vh *contourv1.VirtualHost) {
 
 func unsupportedRoute(st *ProxyStatus, r *contourv1.Route) bool {
 	n := len(st.Errors)
-	if r.AuthPolicy != nil {
-		st.errorf(ErrRoute, "NotImplemented", "route authPolicy: external authorization is not implemented by Legate")
-	}
 	if r.RateLimitPolicy != nil && r.RateLimitPolicy.Global != nil {
 		st.errorf(ErrRoute, "NotImplemented", "route rateLimitPolicy.global: global rate limiting (a rate limit ExtensionService) is not implemented by Legate")
 	}
@@ -133,6 +127,7 @@ func (b *builder) root(p *contourv1.HTTPProxy) {
 	if !ok {
 		return
 	}
+	auth, inheritAuth := b.vhostAuthorization(p, st)
 	cors, err := corsPolicy(vh.CORSPolicy)
 	if err != nil {
 		st.errorf(ErrCORS, "PolicyDidNotParse", "Spec.VirtualHost.CORSPolicy: %s", err)
@@ -150,7 +145,7 @@ func (b *builder) root(p *contourv1.HTTPProxy) {
 
 	var svh *SecureVirtualHost
 	if t := vh.TLS; t != nil {
-		svh = &SecureVirtualHost{VirtualHost: VirtualHost{Name: fqdn}, MinVersion: "1.2", MaxVersion: "1.3"}
+		svh = &SecureVirtualHost{VirtualHost: VirtualHost{Name: fqdn}, MinVersion: b.minTLS(), MaxVersion: b.maxTLS()}
 		switch {
 		case t.Passthrough && t.SecretName != "":
 			st.errorf(ErrTLS, "TLSConfigNotValid", "Spec.VirtualHost.TLS: both Passthrough and SecretName were specified")
@@ -254,9 +249,9 @@ func (b *builder) root(p *contourv1.HTTPProxy) {
 		return
 	}
 
-	b.jwtDefault = jwtDefault
+	b.jwtDefault, b.auth = jwtDefault, inheritAuth
 	routes := b.routes(p, nil, nil, st, vh.TLS != nil)
-	b.jwtDefault = ""
+	b.jwtDefault, b.auth = "", nil
 	for _, r := range routes {
 		if r.route.JWTProvider != "" && !slices.ContainsFunc(jwts, func(j JWTProvider) bool { return j.Name == r.route.JWTProvider }) {
 			// Contour skips this check on a virtual host without TLS (and
@@ -280,6 +275,7 @@ func (b *builder) root(p *contourv1.HTTPProxy) {
 		sv.ForwardClientCert = svh.ForwardClientCert
 		sv.CORS, sv.IPFilter, sv.LocalRateLimit = cors, ipf, lrl
 		sv.JWTProviders = jwts
+		sv.Authorization = auth
 		for _, r := range routes {
 			sv.Routes = append(sv.Routes, r.route)
 		}
@@ -288,7 +284,7 @@ func (b *builder) root(p *contourv1.HTTPProxy) {
 	ivh.CORS, ivh.IPFilter, ivh.LocalRateLimit = cors, ipf, lrl
 	for _, r := range routes {
 		rt := r.route
-		if svh != nil && !r.permitInsecure {
+		if svh != nil && (!r.permitInsecure || b.opt.Config.DisablePermitInsecure) {
 			cp := *rt
 			cp.HTTPSRedirect = true
 			rt = &cp
@@ -346,6 +342,9 @@ func (b *builder) tcpProxy(p *contourv1.HTTPProxy, tp *contourv1.TCPProxy, st *P
 	out := &TCPProxy{}
 	for _, s := range tp.Services {
 		svc, port, err := b.servicePort(types.NamespacedName{Namespace: p.Namespace, Name: s.Name}, intstr.FromInt(s.Port))
+		if err == nil {
+			err = b.externalNameAllowed(svc)
+		}
 		if err != nil {
 			st.errorf(ErrService, "ServiceUnresolvedReference", "Spec.TCPProxy unresolved service reference: %s", err)
 			continue
@@ -622,6 +621,7 @@ func (b *builder) route(p *contourv1.HTTPProxy, r *contourv1.Route, conds []cont
 	default:
 		rt.JWTProvider = b.jwtDefault
 	}
+	b.routeAuth(r, rt, st)
 	// As Contour, the route's own conditions are the only ones reported.
 	if rt.IPFilter, err = ipFilter(st, r.IPAllowFilterPolicy, r.IPDenyFilterPolicy); err != nil {
 		return nil
@@ -772,6 +772,9 @@ func (b *builder) route(p *contourv1.HTTPProxy, r *contourv1.Route, conds []cont
 			return nil
 		}
 		svc, port, err := b.servicePort(types.NamespacedName{Namespace: p.Namespace, Name: s.Name}, intstr.FromInt(s.Port))
+		if err == nil {
+			err = b.externalNameAllowed(svc)
+		}
 		if err != nil {
 			st.errorf(ErrService, "ServiceUnresolvedReference", "Spec.Routes unresolved service reference: %s", err)
 			continue
@@ -839,6 +842,8 @@ func (b *builder) route(p *contourv1.HTTPProxy, r *contourv1.Route, conds []cont
 			st.errorf(ErrService, "ResponseHeadersPolicyInvalid", "%s on response headers", err)
 			return nil
 		}
+		wc.RequestHeaders = withDefaultHeaders(b.opt.Config.RequestHeaders, wc.RequestHeaders)
+		wc.ResponseHeaders = withDefaultHeaders(b.opt.Config.ResponseHeaders, wc.ResponseHeaders)
 		if wc.CookieRewrites, err = cookieRewrites(s.CookieRewritePolicies); err != nil {
 			st.errorf(ErrRoute, "CookieRewritePoliciesInvalid", "%s on service cookie rewrite rules", err)
 			return nil

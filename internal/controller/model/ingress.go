@@ -109,6 +109,9 @@ func (b *builder) ingress(ing *networkingv1.Ingress, st *IngressStatus) {
 			port = intstr.FromString(be.Service.Port.Name)
 		}
 		svc, p, err := b.servicePort(types.NamespacedName{Namespace: ing.Namespace, Name: be.Service.Name}, port)
+		if err == nil {
+			err = b.externalNameAllowed(svc)
+		}
 		if err != nil {
 			problem("%v", err)
 			return nil
@@ -137,7 +140,7 @@ func (b *builder) ingress(ing *networkingv1.Ingress, st *IngressStatus) {
 
 	if db := ing.Spec.DefaultBackend; db != nil {
 		if c := backend(*db); c != nil {
-			add("*", &Route{Path: PathMatch{Kind: "prefix", Value: "/"}, Clusters: []WeightedCluster{{Cluster: c, Weight: 1}},
+			add("*", &Route{Path: PathMatch{Kind: "prefix", Value: "/"}, Clusters: []WeightedCluster{b.ingressCluster(c)},
 				Timeout: timeout, Retry: retry, Websocket: websockets["/"]})
 		}
 	}
@@ -155,7 +158,7 @@ func (b *builder) ingress(ing *networkingv1.Ingress, st *IngressStatus) {
 				continue
 			}
 			pm := ingressPath(p)
-			add(host, &Route{Path: pm, Clusters: []WeightedCluster{{Cluster: c, Weight: 1}},
+			add(host, &Route{Path: pm, Clusters: []WeightedCluster{b.ingressCluster(c)},
 				Timeout: timeout, Retry: retry, Websocket: websockets[pm.Value]})
 		}
 	}

@@ -28,6 +28,8 @@ type Model struct {
 	// Status of each HTTPProxy and Ingress.
 	Proxies   map[types.NamespacedName]*ProxyStatus
 	Ingresses map[types.NamespacedName]*IngressStatus
+	// Extensions is the status of each ExtensionService.
+	Extensions map[types.NamespacedName]*ExtensionStatus
 }
 
 // VirtualHost is a set of routes for one domain.
@@ -64,6 +66,9 @@ type SecureVirtualHost struct {
 	// ForwardClientCert sets x-forwarded-client-cert from the verified
 	// client certificate (clientValidation.forwardClientCertificate).
 	ForwardClientCert *ClientCertDetails
+	// Authorization is the virtual host's external authorization server
+	// (spec.virtualhost.authorization), checked on HTTPS only.
+	Authorization *ExternalAuthorization
 }
 
 // ClientCertDetails selects the x-forwarded-client-cert fields.
@@ -180,6 +185,12 @@ type Route struct {
 	// CookieRewrites are the route's cookieRewritePolicies (a service's
 	// own, for the same cookie, win field by field).
 	CookieRewrites []CookieRewrite
+	// AuthDisabled skips the virtual host's external authorization on
+	// this route; AuthContext are the context_extensions of its check
+	// requests (the virtual host's authPolicy.context under the route's).
+	// Both are only set under a root with authorization.
+	AuthDisabled bool
+	AuthContext  map[string]string
 }
 
 // Cluster is an upstream: a Service port with the policies that shape it.
@@ -208,6 +219,12 @@ type Cluster struct {
 	// DNSLookupFamily of an ExternalName (DNS) cluster: "" (the proxy's
 	// default), "auto", "v4", "v6" or "all".
 	DNSLookupFamily string
+	// Extension lists the weighted Service ports of an ExtensionService's
+	// cluster (extension/<namespace>/<name>), whose one load assignment
+	// has a locality per Service; empty for other clusters.
+	Extension []ExtensionTarget
+	// CircuitBreakers are the cluster's thresholds (nil: the proxy's).
+	CircuitBreakers *CircuitBreakers
 }
 
 // SlowStart is a slow_start_config.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	contourv1 "github.com/legateproxy/legate/api/projectcontour/v1"
+	contourv1alpha1 "github.com/legateproxy/legate/api/projectcontour/v1alpha1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -58,7 +59,11 @@ func (k *Kube) Run(ctx context.Context, st *Store) error {
 		}
 		synced = append(synced, inf.HasSynced)
 	}
-	for _, gvr := range []schema.GroupVersionResource{contourv1.HTTPProxyGVR, contourv1.TLSCertificateDelegationGVR} {
+	gvrs := []schema.GroupVersionResource{contourv1.HTTPProxyGVR, contourv1.TLSCertificateDelegationGVR}
+	if k.hasExtensionServices() {
+		gvrs = append(gvrs, contourv1alpha1.ExtensionServiceGVR)
+	}
+	for _, gvr := range gvrs {
 		inf := df.ForResource(gvr).Informer()
 		if _, err := inf.AddEventHandler(handler(st, k.Log)); err != nil {
 			return err
@@ -71,13 +76,14 @@ func (k *Kube) Run(ctx context.Context, st *Store) error {
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if !cache.WaitForCacheSync(sctx.Done(), synced...) {
-		return fmt.Errorf("kubernetes informers did not sync within 2 minutes: check the API server address and the controller's RBAC permissions (list/watch services, endpointslices, secrets, ingresses, httpproxies, tlscertificatedelegations; pods and namespaces for sidecars)")
+		return fmt.Errorf("kubernetes informers did not sync within 2 minutes: check the API server address and the controller's RBAC permissions (list/watch services, endpointslices, secrets, ingresses, httpproxies, tlscertificatedelegations, extensionservices; pods and namespaces for sidecars)")
 	}
 	return nil
 }
 
-// FromUnstructured converts a dynamic object of projectcontour.io/v1 into
-// its typed form; other objects are returned unchanged.
+// FromUnstructured converts a dynamic object of projectcontour.io (v1, or
+// v1alpha1 for ExtensionService) into its typed form; other objects are
+// returned unchanged.
 func FromUnstructured(obj any) (any, error) {
 	u, ok := obj.(*unstructured.Unstructured)
 	if !ok {
@@ -89,11 +95,13 @@ func FromUnstructured(obj any) (any, error) {
 		typed = &contourv1.HTTPProxy{}
 	case "TLSCertificateDelegation":
 		typed = &contourv1.TLSCertificateDelegation{}
+	case "ExtensionService":
+		typed = &contourv1alpha1.ExtensionService{}
 	default:
 		return nil, fmt.Errorf("unexpected kind %q", u.GetKind())
 	}
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, typed); err != nil {
-		return nil, fmt.Errorf("%s %s/%s does not match the projectcontour.io/v1 schema: %w", u.GetKind(), u.GetNamespace(), u.GetName(), err)
+		return nil, fmt.Errorf("%s %s/%s does not match the %s schema: %w", u.GetKind(), u.GetNamespace(), u.GetName(), u.GetAPIVersion(), err)
 	}
 	return typed, nil
 }
@@ -127,6 +135,30 @@ func handler(st *Store, log *slog.Logger) cache.ResourceEventHandlerFuncs {
 			}
 		},
 	}
+}
+
+// hasExtensionServices reports whether the cluster serves the
+// ExtensionService CRD (deploy/crds). A cluster installed before Legate
+// read ExtensionServices lacks it: the controller keeps working, with a
+// warning, and HTTPProxy authorization reports ExtensionServiceNotFound,
+// rather than waiting for an informer that can never sync.
+func (k *Kube) hasExtensionServices() bool {
+	gv := contourv1alpha1.GroupVersion.String()
+	rs, err := k.Client.Discovery().ServerResourcesForGroupVersion(gv)
+	if err == nil {
+		for _, r := range rs.APIResources {
+			if r.Name == contourv1alpha1.ExtensionServiceGVR.Resource {
+				return true
+			}
+		}
+	}
+	why := "the API server does not serve it"
+	if err != nil {
+		why = err.Error()
+	}
+	k.Log.Warn("not watching ExtensionServices: HTTPProxy authorization cannot find its server; install the ExtensionService CRD (deploy/crds/projectcontour.io_extensionservices.yaml)",
+		"groupVersion", gv, "reason", why)
+	return false
 }
 
 // trimPod keeps what sidecar configuration reads of a Pod (metadata

@@ -17,19 +17,24 @@ import (
 	"time"
 
 	contourv1 "github.com/legateproxy/legate/api/projectcontour/v1"
+	contourv1alpha1 "github.com/legateproxy/legate/api/projectcontour/v1alpha1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 )
 
-// Scheme knows the core Kubernetes types and projectcontour.io/v1.
+// Scheme knows the core Kubernetes types, projectcontour.io/v1 and
+// projectcontour.io/v1alpha1 (ExtensionService).
 var Scheme = func() *runtime.Scheme {
 	s := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(s); err != nil {
 		panic(err)
 	}
 	if err := contourv1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := contourv1alpha1.AddToScheme(s); err != nil {
 		panic(err)
 	}
 	return s

@@ -1,6 +1,6 @@
 // Package source collects the Kubernetes objects the controller reads —
 // Services, EndpointSlices, Secrets, Ingresses, HTTPProxies,
-// TLSCertificateDelegations, and the Pods and Namespaces that sidecar
+// TLSCertificateDelegations, ExtensionServices, and the Pods and Namespaces that sidecar
 // configuration needs — from a cluster (informers) or from a folder
 // of manifests, into a Store that the model builder reads as a snapshot.
 package source
@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	contourv1 "github.com/legateproxy/legate/api/projectcontour/v1"
+	contourv1alpha1 "github.com/legateproxy/legate/api/projectcontour/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -26,6 +27,9 @@ type Objects struct {
 	Ingresses      map[types.NamespacedName]*networkingv1.Ingress
 	HTTPProxies    map[types.NamespacedName]*contourv1.HTTPProxy
 	Delegations    map[types.NamespacedName]*contourv1.TLSCertificateDelegation
+	// ExtensionServices are the gRPC servers of proxy extensions
+	// (HTTPProxy external authorization).
+	ExtensionServices map[types.NamespacedName]*contourv1alpha1.ExtensionService
 	// Pods and Namespaces feed sidecar configuration only (a pod's
 	// ports, labels, ServiceAccount and mesh membership); Namespaces are
 	// keyed by name alone.
@@ -36,14 +40,15 @@ type Objects struct {
 // NewObjects returns an empty Objects.
 func NewObjects() *Objects {
 	return &Objects{
-		Services:       map[types.NamespacedName]*corev1.Service{},
-		EndpointSlices: map[types.NamespacedName]*discoveryv1.EndpointSlice{},
-		Secrets:        map[types.NamespacedName]*corev1.Secret{},
-		Ingresses:      map[types.NamespacedName]*networkingv1.Ingress{},
-		HTTPProxies:    map[types.NamespacedName]*contourv1.HTTPProxy{},
-		Delegations:    map[types.NamespacedName]*contourv1.TLSCertificateDelegation{},
-		Pods:           map[types.NamespacedName]*corev1.Pod{},
-		Namespaces:     map[types.NamespacedName]*corev1.Namespace{},
+		Services:          map[types.NamespacedName]*corev1.Service{},
+		EndpointSlices:    map[types.NamespacedName]*discoveryv1.EndpointSlice{},
+		Secrets:           map[types.NamespacedName]*corev1.Secret{},
+		Ingresses:         map[types.NamespacedName]*networkingv1.Ingress{},
+		HTTPProxies:       map[types.NamespacedName]*contourv1.HTTPProxy{},
+		Delegations:       map[types.NamespacedName]*contourv1.TLSCertificateDelegation{},
+		ExtensionServices: map[types.NamespacedName]*contourv1alpha1.ExtensionService{},
+		Pods:              map[types.NamespacedName]*corev1.Pod{},
+		Namespaces:        map[types.NamespacedName]*corev1.Namespace{},
 	}
 }
 
@@ -90,6 +95,7 @@ func (s *Store) Take() (*Objects, Kind) {
 	copyMap(o.Ingresses, s.objs.Ingresses)
 	copyMap(o.HTTPProxies, s.objs.HTTPProxies)
 	copyMap(o.Delegations, s.objs.Delegations)
+	copyMap(o.ExtensionServices, s.objs.ExtensionServices)
 	copyMap(o.Pods, s.objs.Pods)
 	copyMap(o.Namespaces, s.objs.Namespaces)
 	k := s.pending
@@ -100,7 +106,7 @@ func (s *Store) Take() (*Objects, Kind) {
 func onlyEndpointsDiffer(a, b *Objects) bool {
 	return reflect.DeepEqual(a.Services, b.Services) && reflect.DeepEqual(a.Secrets, b.Secrets) &&
 		reflect.DeepEqual(a.Ingresses, b.Ingresses) && reflect.DeepEqual(a.HTTPProxies, b.HTTPProxies) &&
-		reflect.DeepEqual(a.Delegations, b.Delegations)
+		reflect.DeepEqual(a.Delegations, b.Delegations) && reflect.DeepEqual(a.ExtensionServices, b.ExtensionServices)
 }
 
 func copyMap[V any](dst, src map[types.NamespacedName]V) {
@@ -159,6 +165,8 @@ func (s *Store) apply(obj any, del bool) bool {
 		kind = set(s.objs.HTTPProxies, key(o.Namespace, o.Name), o, del, KindConfig)
 	case *contourv1.TLSCertificateDelegation:
 		kind = set(s.objs.Delegations, key(o.Namespace, o.Name), o, del, KindConfig)
+	case *contourv1alpha1.ExtensionService:
+		kind = set(s.objs.ExtensionServices, key(o.Namespace, o.Name), o, del, KindConfig)
 	case *corev1.Pod:
 		if !del && samePod(s.objs.Pods[key(o.Namespace, o.Name)], o) {
 			// A status-only update (conditions, container states) that

@@ -1,7 +1,8 @@
 // Package status writes the controller's computed status back to
 // Kubernetes: HTTPProxy currentStatus, description and Contour-style
-// detailed conditions, and the load balancer address of served Ingresses
-// and valid HTTPProxies. Only changed statuses are written.
+// detailed conditions, ExtensionService Valid conditions, and the load
+// balancer address of served Ingresses and valid HTTPProxies. Only
+// changed statuses are written.
 package status
 
 import (
@@ -115,6 +116,7 @@ func (w *Writer) Write(ctx context.Context, m *model.Model, objs *source.Objects
 		}
 		note(err)
 	}
+	w.writeExtensionServices(ctx, m, objs, note)
 	for key, st := range m.Ingresses {
 		ing := objs.Ingresses[key]
 		if ing == nil || !st.Served || w.Address == "" {

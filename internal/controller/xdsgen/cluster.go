@@ -114,6 +114,9 @@ func cluster(c *model.Cluster) *clusterv3.Cluster {
 		}
 		out.HealthChecks = []*corev3.HealthCheck{h}
 	}
+	if len(c.Extension) > 0 {
+		extensionCluster(out, c)
+	}
 	return out
 }
 
@@ -143,7 +146,7 @@ func itoa(i int) string {
 func Endpoints(m *model.Model, objs *source.Objects) []*endpointv3.ClusterLoadAssignment {
 	byEDS := map[string]*model.Cluster{}
 	for _, c := range m.Clusters {
-		if c.ExternalName == "" {
+		if c.ExternalName == "" && len(c.Extension) == 0 {
 			byEDS[c.EDSName] = c
 		}
 	}
@@ -166,6 +169,10 @@ func Endpoints(m *model.Model, objs *source.Objects) []*endpointv3.ClusterLoadAs
 	for _, n := range names {
 		c := byEDS[n]
 		out = append(out, loadAssignment(n, c, slices[c.Service.Namespace+"/"+c.Service.Name]))
+	}
+	if ext := extensionAssignments(m, slices); len(ext) > 0 {
+		out = append(out, ext...)
+		sort.Slice(out, func(i, j int) bool { return out[i].ClusterName < out[j].ClusterName })
 	}
 	return out
 }

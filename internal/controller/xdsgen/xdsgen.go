@@ -37,7 +37,9 @@ const (
 	secureRoutePrefix = "https/"
 )
 
-// Options set the listeners' addresses.
+// Options set the listeners' addresses and what Contour's configuration
+// file sets on every listener and cluster (package contourconfig fills
+// them). The zero value is Contour's defaults where Contour has one.
 type Options struct {
 	HTTPAddress  string // default 0.0.0.0
 	HTTPPort     uint32 // default 8080
@@ -45,8 +47,31 @@ type Options struct {
 	HTTPSPort    uint32 // default 8443
 	// FallbackSecret is the SDS name of the fallback certificate, if any.
 	FallbackSecret string
-	// AccessLogPath, if set, adds a file access log to the HCMs.
+	// UseProxyProto expects the PROXY protocol on the HTTP and HTTPS
+	// listeners (Contour's --use-proxy-protocol).
 	UseProxyProto bool
+	// AccessLog of the HTTP and HTTPS listeners (default: Envoy's format
+	// to /dev/stdout, as Contour).
+	AccessLog AccessLog
+	// Timeouts of the HTTP connection managers.
+	Timeouts Timeouts
+	// ConnectTimeout of upstream clusters (default 2s, as Contour).
+	ConnectTimeout time.Duration
+	// XffNumTrustedHops is network.num-trusted-hops.
+	XffNumTrustedHops uint32
+	// HTTPVersions are default-http-versions ("http/1.1", "http/2"):
+	// none is both.
+	HTTPVersions []string
+	// CipherSuites are the TLS 1.2 cipher suites of downstream TLS
+	// (none: the proxy's defaults).
+	CipherSuites []string
+	// TLSMinVersion and TLSMaxVersion ("1.2", "1.3") of the fallback
+	// certificate's filter chain (default 1.2 and 1.3).
+	TLSMinVersion, TLSMaxVersion string
+	// DisableMergeSlashes and ServerHeaderTransformation are Contour's
+	// keys of the same names.
+	DisableMergeSlashes        bool
+	ServerHeaderTransformation string
 }
 
 func (o Options) withDefaults() Options {
@@ -61,6 +86,15 @@ func (o Options) withDefaults() Options {
 	}
 	if o.HTTPSPort == 0 {
 		o.HTTPSPort = 8443
+	}
+	if o.ConnectTimeout == 0 {
+		o.ConnectTimeout = connectTimeout
+	}
+	if o.TLSMinVersion == "" {
+		o.TLSMinVersion = "1.2"
+	}
+	if o.TLSMaxVersion == "" {
+		o.TLSMaxVersion = "1.3"
 	}
 	return o
 }
@@ -100,24 +134,30 @@ func routerFilter() *hcmv3.HttpFilter {
 		ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: mustAny(&routerv3.Router{})}}
 }
 
-func hcmFilter(statPrefix, routes string) *listenerv3.Filter {
-	return hcmFilterWith(statPrefix, routes, nil)
+func hcmFilter(opt Options, statPrefix, routes string) *listenerv3.Filter {
+	return hcmFilterWith(opt, statPrefix, routes, nil, nil)
 }
 
 // hcmFilterWith is hcmFilter with x-forwarded-client-cert set from the
-// client certificate when fcc is not nil, and the jwt_authn filter of the
-// virtual host's providers (none for nil).
-func hcmFilterWith(statPrefix, routes string, fcc *model.ClientCertDetails, jwt ...model.JWTProvider) *listenerv3.Filter {
+// client certificate when fcc is not nil, the jwt_authn filter of the
+// virtual host's providers (none for nil) and after it, as Contour, the
+// ext_authz filter of its authorization server (none for nil).
+func hcmFilterWith(opt Options, statPrefix, routes string, fcc *model.ClientCertDetails, authz *model.ExternalAuthorization, jwt ...model.JWTProvider) *listenerv3.Filter {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix,
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			RouteConfigName: routes, ConfigSource: ads()}},
-		HttpFilters:      withJWTFilter(append(policyFilters(), routerFilter()), jwtFilter(jwt)),
+		HttpFilters:      withJWTFilter(withJWTFilter(append(policyFilters(), routerFilter()), jwtFilter(jwt)), extAuthzFilter(authz)),
 		UseRemoteAddress: wrapperspb.Bool(true),
 		NormalizePath:    wrapperspb.Bool(true),
 		MergeSlashes:     false,
 	}
+	logPath := opt.AccessLog.HTTPSPath
+	if statPrefix == HTTPListener {
+		logPath = opt.AccessLog.HTTPPath
+	}
+	opt.applyHCM(hcm, logPath)
 	if fcc != nil {
 		hcm.ForwardClientCertDetails = hcmv3.HttpConnectionManager_SANITIZE_SET
 		hcm.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{
@@ -127,8 +167,9 @@ func hcmFilterWith(statPrefix, routes string, fcc *model.ClientCertDetails, jwt 
 		ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(hcm)}}
 }
 
-func tcpProxyFilter(statPrefix string, tp *model.TCPProxy) *listenerv3.Filter {
-	t := &tcpproxyv3.TcpProxy{StatPrefix: statPrefix}
+func tcpProxyFilter(opt Options, statPrefix string, tp *model.TCPProxy) *listenerv3.Filter {
+	// As Contour, TLS TCP proxies log to the HTTPS access log.
+	t := &tcpproxyv3.TcpProxy{StatPrefix: statPrefix, AccessLog: opt.accessLogs(opt.AccessLog.HTTPSPath)}
 	if len(tp.Clusters) == 1 {
 		t.ClusterSpecifier = &tcpproxyv3.TcpProxy_Cluster{Cluster: tp.Clusters[0].Cluster.Name}
 	} else {
@@ -148,10 +189,11 @@ func Build(m *model.Model, opt Options) *Resources {
 	r := &Resources{}
 	r.Routes = append(r.Routes, routeConfig(HTTPRoutes, m.Insecure, true))
 	r.Listeners = append(r.Listeners, &listenerv3.Listener{
-		Name:    HTTPListener,
-		Address: sockAddr(opt.HTTPAddress, opt.HTTPPort),
+		Name:            HTTPListener,
+		Address:         sockAddr(opt.HTTPAddress, opt.HTTPPort),
+		ListenerFilters: opt.proxyProtocol(nil),
 		FilterChains: []*listenerv3.FilterChain{{
-			Filters: []*listenerv3.Filter{hcmFilter(HTTPListener, HTTPRoutes)},
+			Filters: []*listenerv3.Filter{hcmFilter(opt, HTTPListener, HTTPRoutes)},
 		}},
 	})
 	if l, routes := httpsListener(m, opt); l != nil {
@@ -164,7 +206,9 @@ func Build(m *model.Model, opt Options) *Resources {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		r.Clusters = append(r.Clusters, cluster(m.Clusters[n]))
+		c := cluster(m.Clusters[n])
+		c.ConnectTimeout = dur(opt.ConnectTimeout)
+		r.Clusters = append(r.Clusters, c)
 	}
 	names = names[:0]
 	for n, s := range m.Secrets {
@@ -219,6 +263,10 @@ func tlsParams(min, max string) *tlsv3.TlsParameters {
 		}
 		return tlsv3.TlsParameters_TLSv1_2
 	}
+	if max == "" {
+		// An unset maximum is TLS 1.3, as Contour (Ingress TLS sets none).
+		max = "1.3"
+	}
 	return &tlsv3.TlsParameters{TlsMinimumProtocolVersion: v(min), TlsMaximumProtocolVersion: v(max)}
 }
 
@@ -226,9 +274,11 @@ func sdsSecret(name string) []*tlsv3.SdsSecretConfig {
 	return []*tlsv3.SdsSecretConfig{{Name: name, SdsConfig: ads()}}
 }
 
-func downstreamTLS(vh *model.SecureVirtualHost, secret string, alpn []string) *corev3.TransportSocket {
+func downstreamTLS(opt Options, vh *model.SecureVirtualHost, secret string, alpn []string) *corev3.TransportSocket {
+	params := tlsParams(vh.MinVersion, vh.MaxVersion)
+	params.CipherSuites = opt.CipherSuites
 	ctx := &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{
-		TlsParams:                      tlsParams(vh.MinVersion, vh.MaxVersion),
+		TlsParams:                      params,
 		TlsCertificateSdsSecretConfigs: sdsSecret(secret),
 		AlpnProtocols:                  alpn,
 	}}
@@ -263,8 +313,8 @@ func httpsListener(m *model.Model, opt Options) (*listenerv3.Listener, []*routev
 	l := &listenerv3.Listener{
 		Name:    HTTPSListener,
 		Address: sockAddr(opt.HTTPSAddress, opt.HTTPSPort),
-		ListenerFilters: []*listenerv3.ListenerFilter{{Name: "envoy.filters.listener.tls_inspector",
-			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspectorv3.TlsInspector{})}}},
+		ListenerFilters: opt.proxyProtocol([]*listenerv3.ListenerFilter{{Name: "envoy.filters.listener.tls_inspector",
+			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspectorv3.TlsInspector{})}}}),
 	}
 	var routes []*routev3.RouteConfiguration
 	fallback := map[string]*model.VirtualHost{}
@@ -273,15 +323,15 @@ func httpsListener(m *model.Model, opt Options) (*listenerv3.Listener, []*routev
 		fc := &listenerv3.FilterChain{FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: []string{n}}}
 		switch {
 		case vh.Passthrough && vh.TCPProxy != nil:
-			fc.Filters = []*listenerv3.Filter{tcpProxyFilter("tcp/"+n, vh.TCPProxy)}
+			fc.Filters = []*listenerv3.Filter{tcpProxyFilter(opt, "tcp/"+n, vh.TCPProxy)}
 		case vh.Secret == nil:
 			continue
 		case vh.TCPProxy != nil:
-			fc.TransportSocket = downstreamTLS(vh, vh.Secret.Name, nil)
-			fc.Filters = []*listenerv3.Filter{tcpProxyFilter("tcp/"+n, vh.TCPProxy)}
+			fc.TransportSocket = downstreamTLS(opt, vh, vh.Secret.Name, nil)
+			fc.Filters = []*listenerv3.Filter{tcpProxyFilter(opt, "tcp/"+n, vh.TCPProxy)}
 		default:
-			fc.TransportSocket = downstreamTLS(vh, vh.Secret.Name, []string{"h2", "http/1.1"})
-			fc.Filters = []*listenerv3.Filter{hcmFilterWith(HTTPSListener, secureRoutePrefix+n, vh.ForwardClientCert, vh.JWTProviders...)}
+			fc.TransportSocket = downstreamTLS(opt, vh, vh.Secret.Name, opt.alpn())
+			fc.Filters = []*listenerv3.Filter{hcmFilterWith(opt, HTTPSListener, secureRoutePrefix+n, vh.ForwardClientCert, vh.Authorization, vh.JWTProviders...)}
 			routes = append(routes, routeConfig(secureRoutePrefix+n, map[string]*model.VirtualHost{n: &vh.VirtualHost}, false))
 			if vh.FallbackCertificate {
 				fallback[n] = &vh.VirtualHost
@@ -293,8 +343,8 @@ func httpsListener(m *model.Model, opt Options) (*listenerv3.Listener, []*routev
 		l.FilterChains = append(l.FilterChains, &listenerv3.FilterChain{
 			Name:             "fallback-certificate",
 			FilterChainMatch: &listenerv3.FilterChainMatch{TransportProtocol: "tls"},
-			TransportSocket:  downstreamTLS(&model.SecureVirtualHost{MinVersion: "1.2", MaxVersion: "1.3"}, opt.FallbackSecret, []string{"h2", "http/1.1"}),
-			Filters:          []*listenerv3.Filter{hcmFilter(HTTPSListener, FallbackRoutes)},
+			TransportSocket:  downstreamTLS(opt, &model.SecureVirtualHost{MinVersion: opt.TLSMinVersion, MaxVersion: opt.TLSMaxVersion}, opt.FallbackSecret, opt.alpn()),
+			Filters:          []*listenerv3.Filter{hcmFilter(opt, HTTPSListener, FallbackRoutes)},
 		})
 		routes = append(routes, routeConfig(FallbackRoutes, fallback, false))
 	}
@@ -328,8 +378,9 @@ func routeConfig(name string, vhosts map[string]*model.VirtualHost, insecure boo
 		for _, r := range vh.Routes {
 			er := route(r, n)
 			if !insecure {
-				// JWT verification is HTTPS only, as Contour.
+				// JWT verification and authorization are HTTPS only, as Contour.
 				jwtRoute(er, r)
+				extAuthzRoute(er, r)
 			}
 			v.Routes = append(v.Routes, er)
 		}

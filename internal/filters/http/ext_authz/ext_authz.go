@@ -291,7 +291,12 @@ type outcome struct {
 
 func (f *filter) check(h *headers.Request, body []byte) httpfilter.Status {
 	c := f.cfg
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	// A zero timeout is none, as Envoy's router and async clients read it
+	// (Contour renders responseTimeout: infinity as 0s).
+	ctx, cancel := context.Background(), context.CancelFunc(func() {})
+	if c.timeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, c.timeout)
+	}
 	defer cancel()
 	var out outcome
 	var err error

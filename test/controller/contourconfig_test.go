@@ -1,0 +1,204 @@
+package controller
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/legateproxy/legate/internal/controller/contourconfig"
+	"github.com/legateproxy/legate/internal/controller/source"
+	"github.com/legateproxy/legate/internal/testutil"
+)
+
+// TestContourConfigFile: a Contour configuration file (what
+// --config-path loads) reaches Legate's proxy: disablePermitInsecure
+// redirects a permitInsecure route, tls.minimum-protocol-version refuses
+// TLS 1.2 clients, timeouts.connection-idle-timeout closes idle
+// connections, and every request is in the access log in Envoy's
+// default format (on by default, as Contour).
+func TestContourConfigFile(t *testing.T) {
+	cfg, err := contourconfig.Parse(strings.NewReader(`
+disablePermitInsecure: true
+tls:
+  minimum-protocol-version: "1.3"
+timeouts:
+  connection-idle-timeout: 500ms
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := testutil.StartUpstream(t, testutil.EchoHandler("cc"))
+	ca := testutil.NewCA(t, "contourconfig-ca")
+	leaf := ca.Issue(t, "cc.example.com", "cc.example.com")
+	b64 := func(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+	dir := t.TempDir()
+	writeFile(t, dir, "objs.yaml", services("svc-cc")+slice("svc-cc", up.Addr)+fmt.Sprintf(`---
+apiVersion: v1
+kind: Secret
+metadata: {name: cc-tls, namespace: default}
+type: kubernetes.io/tls
+data: {tls.crt: %s, tls.key: %s}
+---
+apiVersion: projectcontour.io/v1
+kind: HTTPProxy
+metadata: {name: cc, namespace: default}
+spec:
+  virtualhost: {fqdn: cc.example.com, tls: {secretName: cc-tls}}
+  routes:
+  - conditions: [{prefix: /open}]
+    permitInsecure: true
+    services: [{name: svc-cc, port: 80}]
+  - services: [{name: svc-cc, port: 80}]
+`, b64(leaf.CertPEM), b64(leaf.KeyPEM)))
+	st := source.NewStore()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := source.WatchManifests(ctx, dir, st, testLogger(t), 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	accessLog := filepath.Join(t.TempDir(), "access.log")
+	x := startCP(t, st, cpOptions{contour: cfg, accessLog: accessLog})
+	startProxy(t, x)
+
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM)
+	httpsClient := func(maxVersion uint16) *http.Client {
+		return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{RootCAs: roots, ServerName: "cc.example.com", MaxVersion: maxVersion},
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return (&net.Dialer{}).DialContext(ctx, "tcp", fmt.Sprintf("127.0.0.1:%d", x.httpsPort))
+			}}}
+	}
+	base := fmt.Sprintf("http://127.0.0.1:%d", x.httpPort)
+	plain := fromClient("127.0.0.1")
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		code, _, _ := do(t, httpsClient(0), "GET", "https://cc.example.com/logged", "cc.example.com")
+		return code == 200
+	}, "proxy never served cc.example.com over HTTPS")
+	if n := x.xds.NACKs(); len(n) > 0 {
+		t.Fatalf("NACKs: %v", n)
+	}
+
+	t.Run("disablePermitInsecure", func(t *testing.T) {
+		code, h, _ := do(t, plain, "GET", base+"/open", "cc.example.com")
+		if code != 301 || h.Get("Location") != "https://cc.example.com/open" {
+			t.Errorf("GET http://cc.example.com/open = %d %v, want a 301 to HTTPS despite permitInsecure", code, h)
+		}
+	})
+
+	t.Run("tls.minimum-protocol-version", func(t *testing.T) {
+		code, _, body := do(t, httpsClient(tls.VersionTLS12), "GET", "https://cc.example.com/", "cc.example.com")
+		if code != 0 {
+			t.Errorf("TLS 1.2 client got %d %q, want the handshake refused", code, body)
+		}
+	})
+
+	t.Run("timeouts.connection-idle-timeout", func(t *testing.T) {
+		conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", x.httpPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "GET /open HTTP/1.1\r\nHost: cc.example.com\r\n\r\n")
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		start := time.Now()
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = br.ReadByte()
+		if elapsed := time.Since(start); !errors.Is(err, io.EOF) || elapsed > 3*time.Second {
+			t.Errorf("idle keep-alive connection: %v after %s, want closed by the proxy after about 500ms (Envoy's default is 1h, Contour's 60s)", err, elapsed)
+		}
+	})
+
+	t.Run("access log in Envoy's default format", func(t *testing.T) {
+		// [START_TIME] "METHOD PATH PROTOCOL" CODE FLAGS RX TX DURATION
+		// UPSTREAM_TIME "XFF" "USER-AGENT" "REQUEST-ID" "AUTHORITY" "UPSTREAM_HOST";
+		// X-Forwarded-For has the client's address (use_remote_address).
+		line := regexp.MustCompile(`(?m)^\[\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z\] "GET /logged HTTP/1\.1" 200 - 0 \d+ \d+ \d+ "127\.0\.0\.1" "Go-http-client/1\.1" "[0-9a-f-]{36}" "cc\.example\.com" "` + regexp.QuoteMeta(up.Addr) + `"$`)
+		redirect := regexp.MustCompile(`(?m)^\[[^]]+\] "GET /open HTTP/1\.1" 301 - 0 0 \d+ - "127\.0\.0\.1" "Go-http-client/1\.1" "[0-9a-f-]{36}" "cc\.example\.com" "-"$`)
+		var b []byte
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if b, _ = os.ReadFile(accessLog); line.Match(b) && redirect.Match(b) {
+				return
+			}
+		}
+		t.Errorf("access log lacks the requests in Envoy's default format:\n%s", b)
+	})
+}
+
+// TestContourConfigJSONAccessLog: accesslog-format json with Contour's
+// default json-fields is accepted by the proxy and logs one JSON object
+// per request; accesslog-level error leaves successful requests out.
+func TestContourConfigJSONAccessLog(t *testing.T) {
+	cfg, err := contourconfig.Parse(strings.NewReader("accesslog-format: json\naccesslog-level: error\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := testutil.StartUpstream(t, testutil.EchoHandler("js"))
+	dir := t.TempDir()
+	writeFile(t, dir, "objs.yaml", services("svc-js")+slice("svc-js", up.Addr)+`---
+apiVersion: projectcontour.io/v1
+kind: HTTPProxy
+metadata: {name: js, namespace: default}
+spec:
+  virtualhost: {fqdn: js.example.com}
+  routes: [{services: [{name: svc-js, port: 80}]}]
+`)
+	st := source.NewStore()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := source.WatchManifests(ctx, dir, st, testLogger(t), 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	accessLog := filepath.Join(t.TempDir(), "access.log")
+	x := startCP(t, st, cpOptions{contour: cfg, accessLog: accessLog})
+	startProxy(t, x)
+	base := fmt.Sprintf("http://127.0.0.1:%d", x.httpPort)
+	c := fromClient("127.0.0.1")
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		code, _, _ := do(t, c, "GET", base+"/ok", "js.example.com")
+		return code == 200
+	}, "proxy never routed js.example.com")
+	if n := x.xds.NACKs(); len(n) > 0 {
+		t.Fatalf("NACKs: %v", n)
+	}
+	if code, _, _ := do(t, c, "GET", base+"/missing", "nohost.example.com"); code != 404 {
+		t.Fatalf("unknown host = %d, want 404", code)
+	}
+	var b []byte
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if b, _ = os.ReadFile(accessLog); len(b) > 0 {
+			break
+		}
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("access log (level error) = %q, want only the 404", b)
+	}
+	var entry map[string]any
+	if err := json.Unmarshal([]byte(lines[0]), &entry); err != nil {
+		t.Fatalf("access log line %q is not JSON: %v", lines[0], err)
+	}
+	if entry["response_code"] != float64(404) || entry["path"] != "/missing" || entry["authority"] != "nohost.example.com" || entry["method"] != "GET" || entry["@timestamp"] == nil {
+		t.Errorf("JSON access log entry %v", entry)
+	}
+}
