@@ -103,9 +103,6 @@ func unsupportedRoute(st *ProxyStatus, r *contourv1.Route) bool {
 	if r.RateLimitPolicy != nil && r.RateLimitPolicy.Global != nil {
 		st.errorf(ErrRoute, "NotImplemented", "route rateLimitPolicy.global: global rate limiting (a rate limit ExtensionService) is not implemented by Legate")
 	}
-	if r.InternalRedirectPolicy != nil {
-		st.errorf(ErrRoute, "NotImplemented", "route internalRedirectPolicy: internal redirects are not implemented by Legate (its proxy has no RouteAction.internal_redirect_policy)")
-	}
 	return len(st.Errors) > n
 }
 
@@ -642,6 +639,10 @@ func (b *builder) route(p *contourv1.HTTPProxy, r *contourv1.Route, conds []cont
 	}
 	if rt.CookieRewrites, err = cookieRewrites(r.CookieRewritePolicies); err != nil {
 		st.errorf(ErrRoute, "CookieRewritePoliciesInvalid", "%s on route cookie rewrite rules", err)
+		return nil
+	}
+	if rt.InternalRedirect, err = internalRedirect(r.InternalRedirectPolicy); err != nil {
+		st.errorf(ErrRoute, "InternalRedirectPolicyNotValid", "route.internalRedirectPolicy: %s", err)
 		return nil
 	}
 	var idleConn time.Duration

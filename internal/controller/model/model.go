@@ -191,6 +191,24 @@ type Route struct {
 	// Both are only set under a root with authorization.
 	AuthDisabled bool
 	AuthContext  map[string]string
+	// InternalRedirect is the route's internalRedirectPolicy: the
+	// upstream's 3xx answers the proxy follows itself.
+	InternalRedirect *InternalRedirect
+}
+
+// InternalRedirect is a route's internalRedirectPolicy, as Contour's
+// dag.InternalRedirectPolicy.
+type InternalRedirect struct {
+	// MaxRedirects is how many redirects one downstream request may
+	// follow; 0 leaves Envoy's default (1).
+	MaxRedirects uint32
+	// Codes are the response codes followed; none means 302 only.
+	Codes []uint32
+	// CrossScheme is "never", "safeOnly" or "always".
+	CrossScheme string
+	// DenyRepeatedRoute refuses a target route a previous redirect of
+	// the request already went through.
+	DenyRepeatedRoute bool
 }
 
 // Cluster is an upstream: a Service port with the policies that shape it.

@@ -262,3 +262,34 @@ func localRateLimit(in *contourv1.LocalRateLimitPolicy) (*LocalRateLimit, error)
 	}
 	return out, nil
 }
+
+// internalRedirect compiles a route's internalRedirectPolicy as Contour's
+// internalRedirectPolicy. The CRD's enums (301, 302, 303, 307, 308 and
+// Always / Never / SafeOnly) are checked here too, since manifests mode
+// and old CRDs do not enforce them and Envoy would silently drop an
+// unsupported code.
+func internalRedirect(p *contourv1.HTTPInternalRedirectPolicy) (*InternalRedirect, error) {
+	if p == nil {
+		return nil, nil
+	}
+	ir := &InternalRedirect{MaxRedirects: p.MaxInternalRedirects, DenyRepeatedRoute: p.DenyRepeatedRouteRedirect}
+	for _, c := range p.RedirectResponseCodes {
+		switch c {
+		case 301, 302, 303, 307, 308:
+			ir.Codes = append(ir.Codes, uint32(c))
+		default:
+			return nil, fmt.Errorf("redirectResponseCodes: %d is not a redirect code that can be followed (use 301, 302, 303, 307 or 308)", c)
+		}
+	}
+	switch p.AllowCrossSchemeRedirect {
+	case "", "Never":
+		ir.CrossScheme = "never"
+	case "SafeOnly":
+		ir.CrossScheme = "safeOnly"
+	case "Always":
+		ir.CrossScheme = "always"
+	default:
+		return nil, fmt.Errorf("allowCrossSchemeRedirect %q: must be Always, Never or SafeOnly", p.AllowCrossSchemeRedirect)
+	}
+	return ir, nil
+}

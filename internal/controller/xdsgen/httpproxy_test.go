@@ -120,10 +120,22 @@ func TestHTTPProxyFeatures(t *testing.T) {
   virtualhost: {fqdn: a.example.com}
   routes: [{conditions: [{prefix: /a}, {prefix: /b}], services: [{name: s1, port: 80}]}]`,
 			nil, "invalid", "more than one path condition"},
-		{"unsupported internal redirects are reported, not ignored", `
+		{"internal redirects, safe cross scheme and no repeated route", `
   virtualhost: {fqdn: a.example.com}
-  routes: [{services: [{name: s1, port: 80}], internalRedirectPolicy: {maxInternalRedirects: 2}}]`,
-			nil, "invalid", "internal redirects are not implemented by Legate"},
+  routes: [{services: [{name: s1, port: 80}], internalRedirectPolicy: {maxInternalRedirects: 2, redirectResponseCodes: [301, 307], allowCrossSchemeRedirect: SafeOnly, denyRepeatedRouteRedirect: true}}]`,
+			[]string{`"internalRedirectPolicy":{"maxInternalRedirects":2,"redirectResponseCodes":[301,307],"predicates":[{"name":"envoy.internal_redirect_predicates.safe_cross_scheme","typedConfig":{"@type":"type.googleapis.com/envoy.extensions.internal_redirect.safe_cross_scheme.v3.SafeCrossSchemeConfig"}},{"name":"envoy.internal_redirect_predicates.previous_routes","typedConfig":{"@type":"type.googleapis.com/envoy.extensions.internal_redirect.previous_routes.v3.PreviousRoutesConfig"}}],"allowCrossSchemeRedirect":true}`}, "valid", ""},
+		{"internal redirects with Contour's defaults", `
+  virtualhost: {fqdn: a.example.com}
+  routes: [{services: [{name: s1, port: 80}], internalRedirectPolicy: {}}]`,
+			[]string{`"internalRedirectPolicy":{}`}, "valid", ""},
+		{"internal redirects: a code that cannot be followed", `
+  virtualhost: {fqdn: a.example.com}
+  routes: [{services: [{name: s1, port: 80}], internalRedirectPolicy: {redirectResponseCodes: [304]}}]`,
+			nil, "invalid", "route.internalRedirectPolicy: redirectResponseCodes: 304 is not a redirect code"},
+		{"internal redirects: an unknown cross-scheme mode", `
+  virtualhost: {fqdn: a.example.com}
+  routes: [{services: [{name: s1, port: 80}], internalRedirectPolicy: {allowCrossSchemeRedirect: Sometimes}}]`,
+			nil, "invalid", `allowCrossSchemeRedirect "Sometimes": must be Always, Never or SafeOnly`},
 		{"TLS secret missing", `
   virtualhost: {fqdn: a.example.com, tls: {secretName: nope}}
   routes: [{services: [{name: s1, port: 80}]}]`,

@@ -3,6 +3,8 @@ package xdsgen
 import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	prevroutesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/internal_redirect/previous_routes/v3"
+	safeschemev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/internal_redirect/safe_cross_scheme/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -169,6 +171,9 @@ func route(r *model.Route, vhost string) *routev3.Route {
 	for _, m := range r.Mirrors {
 		ra.RequestMirrorPolicies = append(ra.RequestMirrorPolicies, &routev3.RouteAction_RequestMirrorPolicy{Cluster: m.Name})
 	}
+	if r.InternalRedirect != nil {
+		ra.InternalRedirectPolicy = internalRedirectPolicy(r.InternalRedirect)
+	}
 	if r.Websocket {
 		ra.UpgradeConfigs = []*routev3.RouteAction_UpgradeConfig{{UpgradeType: "websocket", Enabled: wrapperspb.Bool(true)}}
 	}
@@ -187,4 +192,26 @@ func route(r *model.Route, vhost string) *routev3.Route {
 		out.TypedPerFilterConfig[LocalRateLimitFilter] = mustAny(localRateLimitConfig(r.LocalRateLimit, "vhost."+vhost))
 	}
 	return out
+}
+
+// internalRedirectPolicy is a route's internalRedirectPolicy as Contour
+// writes it: SafeOnly allows cross-scheme redirects and then narrows them
+// with the safe_cross_scheme predicate (https may go to http, not the
+// reverse); denyRepeatedRouteRedirect is the previous_routes predicate.
+func internalRedirectPolicy(ir *model.InternalRedirect) *routev3.InternalRedirectPolicy {
+	p := &routev3.InternalRedirectPolicy{RedirectResponseCodes: ir.Codes}
+	if ir.MaxRedirects > 0 {
+		p.MaxInternalRedirects = wrapperspb.UInt32(ir.MaxRedirects)
+	}
+	switch ir.CrossScheme {
+	case "always":
+		p.AllowCrossSchemeRedirect = true
+	case "safeOnly":
+		p.AllowCrossSchemeRedirect = true
+		p.Predicates = append(p.Predicates, &corev3.TypedExtensionConfig{Name: "envoy.internal_redirect_predicates.safe_cross_scheme", TypedConfig: mustAny(&safeschemev3.SafeCrossSchemeConfig{})})
+	}
+	if ir.DenyRepeatedRoute {
+		p.Predicates = append(p.Predicates, &corev3.TypedExtensionConfig{Name: "envoy.internal_redirect_predicates.previous_routes", TypedConfig: mustAny(&prevroutesv3.PreviousRoutesConfig{})})
+	}
+	return p
 }
