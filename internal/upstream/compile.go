@@ -562,8 +562,25 @@ func (c *Cluster) compileBreakers(cb *clusterv3.CircuitBreakers, path string, sc
 	def(&c.breakers, "default")
 	def(&c.highBreakers, "high")
 	if cb != nil {
-		if err := config.CheckFields(cb, path, "thresholds"); err != nil {
+		if err := config.CheckFields(cb, path, "thresholds", "per_host_thresholds"); err != nil {
 			return err
+		}
+		for i, t := range cb.GetPerHostThresholds() {
+			// Envoy reads max_connections only from per-host thresholds
+			// (ResourceManagerImpl's maxConnectionsPerHost); the other
+			// limits would be ignored there, so they are refused here;
+			// track_remaining has no per-host gauge in Envoy (Contour sets it).
+			p := config.Index(config.Join(path, "per_host_thresholds"), i)
+			if err := config.CheckFields(t, p, "priority", "max_connections", "track_remaining"); err != nil {
+				return fmt.Errorf("%w (Envoy applies only max_connections per host)", err)
+			}
+			b := &c.breakers
+			if t.GetPriority() == corev3.RoutingPriority_HIGH {
+				b = &c.highBreakers
+			}
+			if v := t.GetMaxConnections(); v != nil {
+				b.maxConnectionsPerHost = v.GetValue()
+			}
 		}
 		for i, t := range cb.GetThresholds() {
 			p := config.Index(config.Join(path, "thresholds"), i)

@@ -104,11 +104,13 @@ func (c *Cluster) AcquireWith(deadline time.Time, h *Host, o ConnOptions) (*Clie
 		cc.reused = true
 		return cc, nil
 	}
-	if c.cx.Load() < int64(c.breakers.maxConnections) {
+	if c.canCreateConnection(h) {
 		p.mu.Unlock()
 		return c.dial(deadline, h, p, o)
 	}
-	setOpen(c.breakers.gauges.cxOpen, true)
+	if c.cx.Load() >= int64(c.breakers.maxConnections) {
+		setOpen(c.breakers.gauges.cxOpen, true)
+	}
 	// Pending: wait for a connection to come back.
 	if c.rqPending.Value() >= int64(c.breakers.maxPending) {
 		p.mu.Unlock()
@@ -377,6 +379,16 @@ func (h *Host) allPools() []*pool {
 		return true
 	})
 	return out
+}
+
+// canCreateConnection is Envoy's HostImpl::canCreateConnection for the
+// default priority: the cluster is under max_connections and h under the
+// per-host max_connections, when there is one.
+func (c *Cluster) canCreateConnection(h *Host) bool {
+	if m := c.breakers.maxConnectionsPerHost; m > 0 && h.stats.CxActive.Load() >= int64(m) {
+		return false
+	}
+	return c.cx.Load() < int64(c.breakers.maxConnections)
 }
 
 // cxDone counts a closed upstream connection.

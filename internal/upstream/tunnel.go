@@ -150,9 +150,11 @@ func closeWrite(c net.Conn) error {
 // dialFresh makes a new connection to h for a tunnel (never an idle pooled
 // one: the tunnel consumes it), within the cluster's max_connections.
 func (c *Cluster) dialFresh(deadline time.Time, h *Host, o ConnOptions) (*ClientConn, error) {
-	if c.cx.Load() >= int64(c.breakers.maxConnections) {
+	if !c.canCreateConnection(h) {
 		c.Stats.cxOverflow.Inc()
-		setOpen(c.breakers.gauges.cxOpen, true)
+		if c.cx.Load() >= int64(c.breakers.maxConnections) {
+			setOpen(c.breakers.gauges.cxOpen, true)
+		}
 		return nil, ErrOverflow
 	}
 	return c.dial(deadline, h, h.poolFor(c.poolKey(o)), o)

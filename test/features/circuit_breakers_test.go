@@ -116,3 +116,74 @@ func TestCircuitBreakerPrioritiesAndBudget(t *testing.T) {
 		t.Errorf("upstream_rq_retry_overflow = 0: the retry budget did not cap concurrent retries")
 	}
 }
+
+// TestCircuitBreakerPerHost: per_host_thresholds max_connections 1 keeps
+// one connection per host however far the cluster's own limit is (Envoy's
+// HostImpl::canCreateConnection): a second request while the first holds
+// the connection waits as pending (upstream_cx_overflow) and reuses the
+// connection when it is released; with max_pending_requests 0 it is a
+// local 503 with x-envoy-overloaded instead.
+func TestCircuitBreakerPerHost(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	up := testutil.StartUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.URL.Path] = true
+		mu.Unlock()
+		if strings.HasSuffix(r.URL.Path, "/slow") {
+			<-release
+		}
+		w.Write([]byte("ok"))
+	}))
+	defer once.Do(func() { close(release) })
+	p := start(t, cfg{
+		vhosts: vhost(
+			"{match: {prefix: /zero}, route: {cluster: nopending}}",
+			"{match: {prefix: /}, route: {cluster: perhost}}"),
+		clusters: "[" + staticCluster("perhost", "circuit_breakers: {thresholds: [{max_connections: 100}], per_host_thresholds: [{max_connections: 1}]}", up.Addr) + ", " +
+			staticCluster("nopending", "circuit_breakers: {thresholds: [{max_pending_requests: 0}], per_host_thresholds: [{max_connections: 1}]}", up.Addr) + "]",
+	})
+	slow := func(path string) chan int {
+		done := make(chan int, 1)
+		go func() {
+			code, _, _ := testutil.Get(t, testutil.Client(), p.URL("http", path))
+			done <- code
+		}()
+		return done
+	}
+	slowDone := slow("/slow")
+	testutil.Eventually(t, 5*time.Second, func() bool { return p.Stat(t, "cluster.perhost.upstream_rq_active") == 1 }, "slow request never started")
+	fastDone := slow("/fast")
+	testutil.Eventually(t, 5*time.Second, func() bool { return p.Stat(t, "cluster.perhost.upstream_rq_pending_active") == 1 }, "the second request never became pending")
+	mu.Lock()
+	early := seen["/fast"]
+	mu.Unlock()
+	if early {
+		t.Error("the second request reached the host over its per-host connection limit")
+	}
+
+	zeroDone := slow("/zero/slow")
+	testutil.Eventually(t, 5*time.Second, func() bool { return p.Stat(t, "cluster.nopending.upstream_rq_active") == 1 }, "slow request of nopending never started")
+	code, hdr, _ := testutil.Get(t, testutil.Client(), p.URL("http", "/zero/fast"))
+	if code != 503 || hdr.Get("x-envoy-overloaded") != "true" {
+		t.Errorf("nopending over its per-host limit = %d (x-envoy-overloaded %q), want 503 with x-envoy-overloaded", code, hdr.Get("x-envoy-overloaded"))
+	}
+
+	once.Do(func() { close(release) })
+	for name, ch := range map[string]chan int{"/slow": slowDone, "/fast": fastDone, "/zero/slow": zeroDone} {
+		if code := <-ch; code != 200 {
+			t.Errorf("%s = %d, want 200", name, code)
+		}
+	}
+	for name, want := range map[string]int64{
+		"cluster.perhost.upstream_cx_total":              1,
+		"cluster.perhost.upstream_cx_overflow":           1,
+		"cluster.nopending.upstream_rq_pending_overflow": 1,
+	} {
+		if got := p.Stat(t, name); got != want {
+			t.Errorf("%s = %d, want %d", name, got, want)
+		}
+	}
+}

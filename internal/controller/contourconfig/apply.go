@@ -23,7 +23,17 @@ func (c *Config) Model() model.ConfigDefaults {
 		RequestHeaders:            headers(c.Policy.RequestHeaders),
 		ResponseHeaders:           headers(c.Policy.ResponseHeaders),
 		HeadersToIngress:          c.Policy.ApplyToIngress,
+		CircuitBreakers:           c.circuitBreakers(),
 	}
+}
+
+func (c *Config) circuitBreakers() *model.CircuitBreakers {
+	cb := c.Cluster.CircuitBreakers
+	if cb == nil {
+		return nil
+	}
+	return &model.CircuitBreakers{MaxConnections: cb.MaxConnections, MaxPendingRequests: cb.MaxPendingRequests,
+		MaxRequests: cb.MaxRequests, MaxRetries: cb.MaxRetries, PerHostMaxConnections: cb.PerHostMaxConnections}
 }
 
 func headers(h HeadersPolicy) *model.HeadersPolicy {

@@ -133,11 +133,23 @@ type Policy struct {
 
 // Cluster is Contour's cluster block (upstream clusters).
 type Cluster struct {
-	DNSLookupFamily               string  `yaml:"dns-lookup-family,omitempty"`
-	MaxRequestsPerConnection      *uint32 `yaml:"max-requests-per-connection,omitempty"`
-	PerConnectionBufferLimitBytes *uint32 `yaml:"per-connection-buffer-limit-bytes,omitempty"`
-	CircuitBreakers               Block   `yaml:"circuit-breakers,omitempty"`
-	UpstreamTLS                   Block   `yaml:"upstream-tls,omitempty"`
+	DNSLookupFamily               string           `yaml:"dns-lookup-family,omitempty"`
+	MaxRequestsPerConnection      *uint32          `yaml:"max-requests-per-connection,omitempty"`
+	PerConnectionBufferLimitBytes *uint32          `yaml:"per-connection-buffer-limit-bytes,omitempty"`
+	CircuitBreakers               *CircuitBreakers `yaml:"circuit-breakers,omitempty"`
+	UpstreamTLS                   Block            `yaml:"upstream-tls,omitempty"`
+}
+
+// CircuitBreakers is cluster.circuit-breakers: the thresholds of every
+// Service cluster whose annotations leave them unset, and of every
+// ExtensionService without a circuitBreakerPolicy (Contour's
+// GlobalCircuitBreakerDefaults).
+type CircuitBreakers struct {
+	MaxConnections        uint32 `yaml:"max-connections,omitempty"`
+	MaxPendingRequests    uint32 `yaml:"max-pending-requests,omitempty"`
+	MaxRequests           uint32 `yaml:"max-requests,omitempty"`
+	MaxRetries            uint32 `yaml:"max-retries,omitempty"`
+	PerHostMaxConnections uint32 `yaml:"per-host-max-connections,omitempty"`
 }
 
 // Network is Contour's network block.
@@ -323,7 +335,6 @@ func (c *Config) refuseUnsupported() error {
 	refuse(c.EnvoyServiceNamespace != "", "envoy-service-namespace", "status from the Envoy Service; use ingress-status-address or --ingress-status-address")
 	refuse(c.Cluster.MaxRequestsPerConnection != nil, "cluster.max-requests-per-connection", "upstream connection limits")
 	refuse(c.Cluster.PerConnectionBufferLimitBytes != nil, "cluster.per-connection-buffer-limit-bytes", "upstream buffer limits")
-	refuse(c.Cluster.CircuitBreakers.set, "cluster.circuit-breakers", "global circuit breakers")
 	refuse(c.Cluster.UpstreamTLS.set, "cluster.upstream-tls", "upstream TLS protocol settings")
 	if p := c.Network.EnvoyAdminPort; p != nil && *p != 9001 {
 		errs = append(errs, fmt.Errorf("network.admin-port %d: the proxies' admin address is set by `legate bootstrap --admin-address`; remove the key (only Contour's default 9001 is accepted)", *p))

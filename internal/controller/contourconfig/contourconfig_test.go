@@ -60,6 +60,7 @@ timeouts:
   connect-timeout: 3s
 cluster:
   dns-lookup-family: v4
+  circuit-breakers: {max-connections: 50, per-host-max-connections: 4}
 network:
   num-trusted-hops: 2
   admin-port: 9001
@@ -91,6 +92,9 @@ metrics:
 			if !m.DisablePermitInsecure || !m.EnableExternalNameService || m.MinTLSVersion != "1.3" || m.MaxTLSVersion != "1.3" || m.DNSLookupFamily != "v4" || !m.HeadersToIngress ||
 				!reflect.DeepEqual(m.RequestHeaders, &model.HeadersPolicy{Set: []model.KV{{Name: "X-Env", Value: "prod"}}, Remove: []string{"X-Debug"}}) {
 				t.Errorf("model %+v", m)
+			}
+			if !reflect.DeepEqual(m.CircuitBreakers, &model.CircuitBreakers{MaxConnections: 50, PerHostMaxConnections: 4}) {
+				t.Errorf("circuit breakers %+v", m.CircuitBreakers)
 			}
 			var o xdsgen.Options
 			c.ApplyXDS(&o)
@@ -153,7 +157,7 @@ metrics:
 		{name: "feature flags", yaml: "featureFlags: [useEndpointSlices]\n", err: "featureFlags: not implemented by Legate"},
 		{name: "envoy client certificate", yaml: "tls: {envoy-client-certificate: {name: c, namespace: n}}\n", err: "tls.envoy-client-certificate: not implemented by Legate"},
 		{name: "envoy service name", yaml: "envoy-service-name: envoy\n", err: "envoy-service-name: not implemented by Legate"},
-		{name: "circuit breakers", yaml: "cluster: {circuit-breakers: {max-connections: 10}}\n", err: "cluster.circuit-breakers: not implemented by Legate"},
+		{name: "circuit breakers: an unknown key", yaml: "cluster: {circuit-breakers: {max-conections: 10}}\n", err: "max-conections"},
 		{name: "admin port", yaml: "network: {admin-port: 9100}\n", err: "network.admin-port 9100"},
 		{name: "exact balancer", yaml: "listener: {connection-balancer: exact}\n", err: "listener.connection-balancer: not implemented by Legate"},
 		{name: "HTTP/2 streams", yaml: "listener: {http2-max-concurrent-streams: 100}\n", err: "listener.http2-max-concurrent-streams: not implemented by Legate"},

@@ -314,6 +314,9 @@ func (b *builder) cluster(svc *corev1.Service, p corev1.ServicePort, cs clusterS
 		HealthCheck: cs.hc, UpstreamCA: cs.ca, SubjectNames: cs.subjectNames, IdleConnTimeout: cs.idle, SlowStart: cs.slowStart,
 		HealthPort: cs.healthPort,
 	}
+	if cb := serviceBreakers(svc, b.opt.Config.CircuitBreakers); cb.Any() {
+		c.CircuitBreakers = cb
+	}
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		c.ExternalName = svc.Spec.ExternalName
 		if f := b.opt.Config.DNSLookupFamily; f != "" && f != "auto" {
@@ -444,4 +447,30 @@ func sortRoutes(rs []*Route) {
 		}
 		return len(a.Headers)+len(a.Query) > len(b.Headers)+len(b.Query)
 	})
+}
+
+// serviceBreakers are a Service's circuit breakers as Contour's
+// serviceCircuitBreakerPolicy: the projectcontour.io/max-connections,
+// max-pending-requests, max-requests, max-retries and
+// per-host-max-connections annotations, each unset one (absent, 0 or not
+// a uint32, which Contour ignores too) taken from the configuration
+// file's defaults.
+func serviceBreakers(svc *corev1.Service, defaults *CircuitBreakers) *CircuitBreakers {
+	ann := func(name string, def uint32) uint32 {
+		if v, err := strconv.ParseUint(svc.Annotations["projectcontour.io/"+name], 10, 32); err == nil && v > 0 {
+			return uint32(v)
+		}
+		return def
+	}
+	var d CircuitBreakers
+	if defaults != nil {
+		d = *defaults
+	}
+	return &CircuitBreakers{
+		MaxConnections:        ann("max-connections", d.MaxConnections),
+		MaxPendingRequests:    ann("max-pending-requests", d.MaxPendingRequests),
+		MaxRequests:           ann("max-requests", d.MaxRequests),
+		MaxRetries:            ann("max-retries", d.MaxRetries),
+		PerHostMaxConnections: ann("per-host-max-connections", d.PerHostMaxConnections),
+	}
 }

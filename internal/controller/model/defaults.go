@@ -29,6 +29,10 @@ type ConfigDefaults struct {
 	// policy.response-headers, policy.applyToIngress).
 	RequestHeaders, ResponseHeaders *HeadersPolicy
 	HeadersToIngress                bool
+	// CircuitBreakers are cluster.circuit-breakers: each threshold a
+	// Service's annotation leaves unset, and an ExtensionService's
+	// thresholds when it has no circuitBreakerPolicy.
+	CircuitBreakers *CircuitBreakers
 }
 
 func (b *builder) minTLS() string {

@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/legateproxy/legate/internal/controller/source"
@@ -147,4 +149,30 @@ func TestConfigDefaults(t *testing.T) {
 			t.Errorf("Ingress with applyToIngress: %+v", r.Clusters[0])
 		}
 	})
+}
+
+// TestServiceBreakers: each annotation a Service sets wins over the
+// configuration file's default of the same threshold; unparsable or zero
+// values fall back to it, as Contour's serviceCircuitBreakerPolicy.
+func TestServiceBreakers(t *testing.T) {
+	defaults := &CircuitBreakers{MaxConnections: 100, MaxRetries: 5, PerHostMaxConnections: 3}
+	for _, tc := range []struct {
+		name     string
+		ann      map[string]string
+		defaults *CircuitBreakers
+		want     CircuitBreakers
+	}{
+		{"none", nil, nil, CircuitBreakers{}},
+		{"defaults only", nil, defaults, *defaults},
+		{"annotations over defaults", map[string]string{"projectcontour.io/max-connections": "7", "projectcontour.io/max-requests": "9"}, defaults,
+			CircuitBreakers{MaxConnections: 7, MaxRequests: 9, MaxRetries: 5, PerHostMaxConnections: 3}},
+		{"unparsable and zero fall back", map[string]string{"projectcontour.io/max-connections": "x", "projectcontour.io/per-host-max-connections": "0", "projectcontour.io/max-pending-requests": "4294967296"}, defaults, *defaults},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Annotations: tc.ann}}
+			if got := serviceBreakers(svc, tc.defaults); *got != tc.want {
+				t.Errorf("got %+v, want %+v", *got, tc.want)
+			}
+		})
+	}
 }

@@ -24,6 +24,14 @@ type ExtensionTarget struct {
 // the proxy's default.
 type CircuitBreakers struct {
 	MaxConnections, MaxPendingRequests, MaxRequests, MaxRetries uint32
+	// PerHostMaxConnections is the per_host_thresholds max_connections.
+	PerHostMaxConnections uint32
+}
+
+// Any reports whether a threshold is set: Contour writes circuit
+// breakers only then (envoy.AnyPositive).
+func (cb *CircuitBreakers) Any() bool {
+	return cb != nil && (cb.MaxConnections > 0 || cb.MaxPendingRequests > 0 || cb.MaxRequests > 0 || cb.MaxRetries > 0 || cb.PerHostMaxConnections > 0)
 }
 
 // ExternalAuthorization is a TLS virtual host's authorization server,
@@ -137,13 +145,14 @@ func (b *builder) extensionService(e *contourv1alpha1.ExtensionService, st *Exte
 			st.warnf(ErrSpec, "IgnoredField", "ignoring field %q; idle timeouts are not supported for ExtensionClusters", ".Spec.TimeoutPolicy.Idle")
 		}
 	}
+	// As Contour's extension processor: the policy replaces the
+	// configuration file's defaults as a whole, not field by field.
+	if d := b.opt.Config.CircuitBreakers; d.Any() {
+		cp := *d
+		c.CircuitBreakers = &cp
+	}
 	if cb := e.Spec.CircuitBreakerPolicy; cb != nil {
-		c.CircuitBreakers = &CircuitBreakers{MaxConnections: cb.MaxConnections, MaxPendingRequests: cb.MaxPendingRequests, MaxRequests: cb.MaxRequests, MaxRetries: cb.MaxRetries}
-		if cb.PerHostMaxConnections > 0 {
-			// Legate's proxy has no per_host_thresholds: a limit it
-			// cannot enforce must not look enforced.
-			st.errorf(ErrSpec, "NotImplemented", "spec.circuitBreakerPolicy.perHostMaxConnections: per-host circuit breakers are not implemented by Legate's proxy")
-		}
+		c.CircuitBreakers = &CircuitBreakers{MaxConnections: cb.MaxConnections, MaxPendingRequests: cb.MaxPendingRequests, MaxRequests: cb.MaxRequests, MaxRetries: cb.MaxRetries, PerHostMaxConnections: cb.PerHostMaxConnections}
 	}
 	c.LBPolicy = "ROUND_ROBIN"
 	if lb := e.Spec.LoadBalancerPolicy; lb != nil {

@@ -117,7 +117,30 @@ func cluster(c *model.Cluster) *clusterv3.Cluster {
 	if len(c.Extension) > 0 {
 		extensionCluster(out, c)
 	}
+	if cb := c.CircuitBreakers; cb.Any() {
+		out.CircuitBreakers = circuitBreakers(cb)
+	}
 	return out
+}
+
+// circuitBreakers are a cluster's thresholds as Contour's
+// applyCircuitBreakers writes them: the default priority with
+// track_remaining, and a per-host entry (max_connections only, the one
+// limit Envoy applies per host) even when it sets nothing.
+func circuitBreakers(cb *model.CircuitBreakers) *clusterv3.CircuitBreakers {
+	orNil := func(v uint32) *wrapperspb.UInt32Value {
+		if v == 0 {
+			return nil
+		}
+		return wrapperspb.UInt32(v)
+	}
+	return &clusterv3.CircuitBreakers{
+		Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			MaxConnections: orNil(cb.MaxConnections), MaxPendingRequests: orNil(cb.MaxPendingRequests),
+			MaxRequests: orNil(cb.MaxRequests), MaxRetries: orNil(cb.MaxRetries), TrackRemaining: true,
+		}},
+		PerHostThresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxConnections: orNil(cb.PerHostMaxConnections), TrackRemaining: true}},
+	}
 }
 
 // altStatName keeps stats readable: namespace_service_port.

@@ -88,18 +88,6 @@ func extensionCluster(out *clusterv3.Cluster, c *model.Cluster) {
 	out.AltStatName = strings.ReplaceAll(c.Name, "/", "_")
 	out.CommonLbConfig = &clusterv3.Cluster_CommonLbConfig{LocalityConfigSpecifier: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig_{
 		LocalityWeightedLbConfig: &clusterv3.Cluster_CommonLbConfig_LocalityWeightedLbConfig{}}}
-	if cb := c.CircuitBreakers; cb != nil {
-		orNil := func(v uint32) *wrapperspb.UInt32Value {
-			if v == 0 {
-				return nil
-			}
-			return wrapperspb.UInt32(v)
-		}
-		out.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
-			MaxConnections: orNil(cb.MaxConnections), MaxPendingRequests: orNil(cb.MaxPendingRequests),
-			MaxRequests: orNil(cb.MaxRequests), MaxRetries: orNil(cb.MaxRetries), TrackRemaining: true,
-		}}}
-	}
 }
 
 // extensionAssignment is the load assignment of an ExtensionService's

@@ -89,7 +89,7 @@ func TestExtensionService(t *testing.T) {
   timeoutPolicy: {response: 3s, idleConnection: 1m}
   circuitBreakerPolicy: {maxConnections: 10, maxRequests: 20}`,
 			[]string{
-				`"name":"extension/auth/x","altStatName":"extension_auth_x","type":"EDS","edsClusterConfig":{"edsConfig":{"ads":{},"resourceApiVersion":"V3"},"serviceName":"extension/auth/x"},"connectTimeout":"2s","lbPolicy":"LEAST_REQUEST","circuitBreakers":{"thresholds":[{"maxConnections":10,"maxRequests":20,"trackRemaining":true}]}`,
+				`"name":"extension/auth/x","altStatName":"extension_auth_x","type":"EDS","edsClusterConfig":{"edsConfig":{"ads":{},"resourceApiVersion":"V3"},"serviceName":"extension/auth/x"},"connectTimeout":"2s","lbPolicy":"LEAST_REQUEST","circuitBreakers":{"thresholds":[{"maxConnections":10,"maxRequests":20,"trackRemaining":true}],"perHostThresholds":[{"trackRemaining":true}]}`,
 				`"transportSocket":{"name":"envoy.transport_sockets.tls","typedConfig":{"@type":"type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext","commonTlsContext":{"validationContext":{"trustedCa":{"inlineBytes":`,
 				`"matchTypedSubjectAltNames":[{"sanType":"DNS","matcher":{"exact":"authz.auth.svc"}}]}`,
 				`"alpnProtocols":["h2"]},"sni":"authz.auth.svc"}}`,
@@ -135,7 +135,7 @@ func TestExtensionService(t *testing.T) {
 		{"timeout", `  services: [{name: authz, port: 9000}]
   timeoutPolicy: {response: soon}`, nil, nil, "TimeoutPolicyNotValid", "", "spec.timeoutPolicy failed to parse: error parsing response timeout"},
 		{"per-host circuit breaker", `  services: [{name: authz, port: 9000}]
-  circuitBreakerPolicy: {perHostMaxConnections: 1}`, nil, nil, "NotImplemented", "", "perHostMaxConnections"},
+  circuitBreakerPolicy: {perHostMaxConnections: 1}`, []string{`"circuitBreakers":{"thresholds":[{"trackRemaining":true}],"perHostThresholds":[{"maxConnections":1,"trackRemaining":true}]}`}, nil, "", "", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			out, m := render(t, objs+extService("x", tc.spec))

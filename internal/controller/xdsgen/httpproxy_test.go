@@ -246,3 +246,37 @@ func TestHealthPort(t *testing.T) {
 		})
 	}
 }
+
+// TestServiceCircuitBreakers: Contour's circuit-breaker annotations on a
+// Service become its clusters' thresholds (with track_remaining) and
+// per-host max_connections, as Contour's applyCircuitBreakers; a Service
+// without them, or with values that do not parse, gets none.
+func TestServiceCircuitBreakers(t *testing.T) {
+	out, _ := render(t, `apiVersion: v1
+kind: Service
+metadata:
+  name: cb
+  namespace: default
+  annotations: {projectcontour.io/max-connections: "9", projectcontour.io/max-pending-requests: "8", projectcontour.io/max-requests: "7", projectcontour.io/max-retries: "6", projectcontour.io/per-host-max-connections: "2"}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: junk, namespace: default, annotations: {projectcontour.io/max-connections: "many", projectcontour.io/max-requests: "-1"}}
+spec: {ports: [{name: http, port: 80}]}
+---
+`+proxy(`
+  virtualhost: {fqdn: a.example.com}
+  routes:
+  - conditions: [{prefix: /cb}]
+    services: [{name: cb, port: 80}]
+  - conditions: [{prefix: /junk}]
+    services: [{name: junk, port: 80}]
+  - services: [{name: s1, port: 80}]`))
+	if want := `"circuitBreakers":{"thresholds":[{"maxConnections":9,"maxPendingRequests":8,"maxRequests":7,"maxRetries":6,"trackRemaining":true}],"perHostThresholds":[{"maxConnections":2,"trackRemaining":true}]}`; !strings.Contains(out, want) {
+		t.Errorf("xDS lacks %s\n%s", want, out)
+	}
+	if n := strings.Count(out, `"circuitBreakers"`); n != 1 {
+		t.Errorf("%d clusters with circuit breakers, want 1 (only the annotated Service's)\n%s", n, out)
+	}
+}
