@@ -40,7 +40,7 @@ func (b *builder) httpProxies() {
 	roots := map[string][]*contourv1.HTTPProxy{}
 	for _, k := range sortedKeys(b.objs.HTTPProxies) {
 		p := b.objs.HTTPProxies[k]
-		if !b.classMatches(p.Spec.IngressClassName) {
+		if !b.classMatches(objectClass(p.Annotations, p.Spec.IngressClassName)) {
 			continue
 		}
 		st := b.status(p)

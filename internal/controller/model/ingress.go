@@ -14,6 +14,10 @@ import (
 // Ingress annotations honoured as Contour does.
 const (
 	annotationClass          = "kubernetes.io/ingress.class"
+	annotationContourClass   = "projectcontour.io/ingress.class"
+	annotationCertNamespace  = "projectcontour.io/tls-cert-namespace"
+	annotationMinTLS         = "projectcontour.io/tls-minimum-protocol-version"
+	annotationMaxTLS         = "projectcontour.io/tls-maximum-protocol-version"
 	annotationForceSSL       = "ingress.kubernetes.io/force-ssl-redirect"
 	annotationAllowHTTP      = "kubernetes.io/ingress.allow-http"
 	annotationWebsocket      = "projectcontour.io/websocket-routes"
@@ -23,11 +27,34 @@ const (
 	annotationRetryOn        = "projectcontour.io/retry-on"
 )
 
-func ingressClass(ing *networkingv1.Ingress) string {
-	if ing.Spec.IngressClassName != nil {
-		return *ing.Spec.IngressClassName
+// objectClass is the class of an Ingress or HTTPProxy as Contour's
+// ingressclass package reads it: the projectcontour.io/ingress.class
+// annotation, else kubernetes.io/ingress.class, else the spec's
+// ingressClassName (annotations take precedence over the spec field).
+func objectClass(annotations map[string]string, spec string) string {
+	for _, a := range []string{annotationContourClass, annotationClass} {
+		if c, ok := annotations[a]; ok && c != "" {
+			return c
+		}
 	}
-	return ing.Annotations[annotationClass]
+	return spec
+}
+
+func ingressClass(ing *networkingv1.Ingress) string {
+	spec := ""
+	if ing.Spec.IngressClassName != nil {
+		spec = *ing.Spec.IngressClassName
+	}
+	return objectClass(ing.Annotations, spec)
+}
+
+// annotatedTLSVersion is Contour's annotation.TLSVersion: "1.2" or "1.3",
+// anything else (absent or unknown) the default.
+func annotatedTLSVersion(v, def string) string {
+	if v == "1.2" || v == "1.3" {
+		return v
+	}
+	return def
 }
 
 // regexChars marks an ImplementationSpecific path that Contour treats as a
@@ -81,10 +108,25 @@ func (b *builder) ingress(ing *networkingv1.Ingress, st *IngressStatus) {
 		}
 	}
 
-	// TLS hosts and their secrets.
+	// TLS hosts and their secrets. As Contour, the versions come from
+	// the Ingress's annotations, and a minimum above the maximum serves
+	// none of its TLS hosts.
 	tlsHosts := map[string]*Secret{}
-	for _, t := range ing.Spec.TLS {
-		key, err := b.secretRef(t.SecretName, ing.Namespace)
+	minTLS, maxTLS := annotatedTLSVersion(a[annotationMinTLS], b.minTLS()), annotatedTLSVersion(a[annotationMaxTLS], b.maxTLS())
+	tlsSpec := ing.Spec.TLS
+	if maxTLS < minTLS {
+		problem("%s %s is above %s %s: the Ingress's TLS hosts are not served", annotationMinTLS, minTLS, annotationMaxTLS, maxTLS)
+		tlsSpec = nil
+	}
+	for _, t := range tlsSpec {
+		ref := t.SecretName
+		// projectcontour.io/tls-cert-namespace names the namespace of
+		// a secret given without one (Contour's
+		// TLSCertAnnotationNamespace); delegation still applies.
+		if ns := a[annotationCertNamespace]; ns != "" && !strings.Contains(ref, "/") {
+			ref = ns + "/" + ref
+		}
+		key, err := b.secretRef(ref, ing.Namespace)
 		if err != nil {
 			problem("spec.tls secret %q: %v", t.SecretName, err)
 			continue
@@ -123,6 +165,7 @@ func (b *builder) ingress(ing *networkingv1.Ingress, st *IngressStatus) {
 			svh := b.secure(host)
 			if svh.Secret == nil {
 				svh.Secret = sec
+				svh.MinVersion, svh.MaxVersion = minTLS, maxTLS
 			}
 			svh.Routes = append(svh.Routes, r)
 			if !allowHTTP {
