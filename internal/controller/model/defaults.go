@@ -29,6 +29,9 @@ type ConfigDefaults struct {
 	// policy.response-headers, policy.applyToIngress).
 	RequestHeaders, ResponseHeaders *HeadersPolicy
 	HeadersToIngress                bool
+	// RateLimitService is the global rate limit service (rateLimitService);
+	// nil for none.
+	RateLimitService *RateLimitServiceConfig
 }
 
 func (b *builder) minTLS() string {
