@@ -66,10 +66,10 @@ timeouts: {request-timeout: 30s}
 
 	t.Run("refused key", func(t *testing.T) {
 		bad := filepath.Join(t.TempDir(), "contour.yaml")
-		os.WriteFile(bad, []byte("rateLimitService: {extensionService: projectcontour/ratelimit}\n"), 0o644)
+		os.WriteFile(bad, []byte("globalExtAuth: {extensionRef: {name: authz, namespace: projectcontour}}\n"), 0o644)
 		fs, f := newControllerFlags()
 		fs.Parse([]string{"--config-path", bad})
-		if err := f.loadConfigFile(fs); err == nil || !strings.Contains(err.Error(), "rateLimitService: not implemented by Legate") {
+		if err := f.loadConfigFile(fs); err == nil || !strings.Contains(err.Error(), "globalExtAuth: not implemented by Legate") {
 			t.Errorf("error %v", err)
 		}
 	})

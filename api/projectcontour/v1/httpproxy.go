@@ -525,8 +525,11 @@ type RequestHeaderDescriptor struct {
 type RequestHeaderValueMatchDescriptor struct {
 	// +optional
 	Headers []HeaderMatchCondition `json:"headers,omitempty"`
+	// ExpectMatch: the entry is sent when the headers match (true, the
+	// default, as Contour's) or when they do not (false).
 	// +optional
-	ExpectMatch bool `json:"expectMatch,omitempty"`
+	// +kubebuilder:default=true
+	ExpectMatch *bool `json:"expectMatch,omitempty"`
 	// +optional
 	Value string `json:"value,omitempty"`
 }

@@ -24,6 +24,7 @@ func (c *Config) Model() model.ConfigDefaults {
 		ResponseHeaders:           headers(c.Policy.ResponseHeaders),
 		HeadersToIngress:          c.Policy.ApplyToIngress,
 		CircuitBreakers:           c.circuitBreakers(),
+		RateLimitService:          c.RateLimitService.model(),
 	}
 }
 
@@ -119,7 +120,11 @@ func (c *Config) Flags() map[string]string {
 
 // String summarises the settings for the start-up log.
 func (c *Config) String() string {
-	return fmt.Sprintf("accesslog=%s/%s tls=%s-%s timeouts=%+v disablePermitInsecure=%t enableExternalNameService=%t",
+	s := fmt.Sprintf("accesslog=%s/%s tls=%s-%s timeouts=%+v disablePermitInsecure=%t enableExternalNameService=%t",
 		c.AccessLogFormat, c.AccessLogLevel, c.TLS.MinimumProtocolVersion, c.TLS.MaximumProtocolVersion, c.Timeouts,
 		c.DisablePermitInsecure, c.EnableExternalNameService)
+	if r := c.RateLimitService; !r.isZero() {
+		s += fmt.Sprintf(" rateLimitService=%s(domain=%q failOpen=%t)", r.ExtensionService, r.Domain, r.FailOpen)
+	}
+	return s
 }

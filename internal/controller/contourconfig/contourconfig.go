@@ -68,8 +68,9 @@ type Config struct {
 	Cluster               Cluster  `yaml:"cluster,omitempty"`
 	Network               Network  `yaml:"network,omitempty"`
 	Listener              Listener `yaml:"listener,omitempty"`
+	// RateLimitService is the global Rate Limit Service.
+	RateLimitService RateLimitService `yaml:"rateLimitService,omitempty"`
 	// Refused blocks: their content is not read.
-	RateLimitService            Block    `yaml:"rateLimitService,omitempty"`
 	GlobalExternalAuthorization Block    `yaml:"globalExtAuth,omitempty"`
 	Metrics                     Metrics  `yaml:"metrics,omitempty"`
 	Tracing                     Block    `yaml:"tracing,omitempty"`
@@ -325,7 +326,6 @@ func (c *Config) refuseUnsupported() error {
 		}
 	}
 	refuse(c.Gateway.set, "gateway", "Gateway API is not served; use HTTPProxy or Ingress")
-	refuse(c.RateLimitService.set, "rateLimitService", "global rate limiting; HTTPProxy rateLimitPolicy.local is supported")
 	refuse(c.GlobalExternalAuthorization.set, "globalExtAuth", "global external authorization; set spec.virtualhost.authorization on each HTTPProxy")
 	refuse(c.Tracing.set, "tracing", "tracing of the generated listeners")
 	refuse(len(c.FeatureFlags) > 0, "featureFlags", "no Contour feature flags are implemented")
@@ -463,6 +463,9 @@ func (c *Config) Validate() error {
 				bad("%s.remove: %q is not a valid HTTP header name", h.key, k)
 			}
 		}
+	}
+	if err := c.RateLimitService.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	m := c.Metrics.Contour
 	if m.Port < 0 || m.Port > 65535 {

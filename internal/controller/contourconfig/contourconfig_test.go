@@ -151,7 +151,6 @@ metrics:
 
 		// Refused: Contour keys Legate does not implement.
 		{name: "gateway", yaml: "gateway: {controllerName: projectcontour.io/gateway-controller}\n", err: "gateway: not implemented by Legate"},
-		{name: "rate limit service", yaml: "rateLimitService: {extensionService: projectcontour/ratelimit}\n", err: "rateLimitService: not implemented by Legate"},
 		{name: "global ext auth", yaml: "globalExtAuth: {extensionRef: {name: a, namespace: b}}\n", err: "globalExtAuth: not implemented by Legate"},
 		{name: "tracing", yaml: "tracing: {extensionService: projectcontour/otel}\n", err: "tracing: not implemented by Legate"},
 		{name: "feature flags", yaml: "featureFlags: [useEndpointSlices]\n", err: "featureFlags: not implemented by Legate"},

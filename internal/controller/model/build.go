@@ -49,6 +49,7 @@ func Build(objs *source.Objects, opt Options) *Model {
 		},
 	}
 	b.extensionServices() // before the HTTPProxies that use them
+	b.rateLimitService()
 	b.ingresses()
 	b.httpProxies()
 	b.servicePorts()

@@ -33,6 +33,9 @@ type ConfigDefaults struct {
 	// Service's annotation leaves unset, and an ExtensionService's
 	// thresholds when it has no circuitBreakerPolicy.
 	CircuitBreakers *CircuitBreakers
+	// RateLimitService is the global rate limit service (rateLimitService);
+	// nil for none.
+	RateLimitService *RateLimitServiceConfig
 }
 
 func (b *builder) minTLS() string {

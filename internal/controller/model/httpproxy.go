@@ -90,22 +90,6 @@ func (b *builder) httpProxies() {
 	}
 }
 
-// unsupported reports Contour features Legate does not implement yet, so
-// that they are never silently ignored.
-func unsupportedVirtualHost(st *ProxyStatus, vh *contourv1.VirtualHost) {
-	if vh.RateLimitPolicy != nil && vh.RateLimitPolicy.Global != nil {
-		st.errorf(ErrSpec, "NotImplemented", "Spec.VirtualHost.RateLimitPolicy.Global: global rate limiting (a rate limit ExtensionService) is not implemented by Legate")
-	}
-}
-
-func unsupportedRoute(st *ProxyStatus, r *contourv1.Route) bool {
-	n := len(st.Errors)
-	if r.RateLimitPolicy != nil && r.RateLimitPolicy.Global != nil {
-		st.errorf(ErrRoute, "NotImplemented", "route rateLimitPolicy.global: global rate limiting (a rate limit ExtensionService) is not implemented by Legate")
-	}
-	return len(st.Errors) > n
-}
-
 func (b *builder) root(p *contourv1.HTTPProxy) {
 	st := b.status(p)
 	vh := p.Spec.VirtualHost
@@ -114,7 +98,6 @@ func (b *builder) root(p *contourv1.HTTPProxy) {
 		st.errorf(ErrSpec, "NothingDefined", "HTTPProxy.Spec must have at least one Route, Include, or a TCPProxy")
 		return
 	}
-	unsupportedVirtualHost(st, vh)
 	if len(vh.IPAllowFilterPolicy) > 0 && len(vh.IPDenyFilterPolicy) > 0 {
 		// Contour's text, typo included.
 		st.errorf(ErrIPFilter, "IncompatibleIPAddressFilters", "Spec.VirtualHost.IPAllowFilterPolicy and Spec.VirtualHost.IPDepnyFilterPolicy cannot both be defined.")
@@ -136,9 +119,10 @@ func (b *builder) root(p *contourv1.HTTPProxy) {
 	var lrl *LocalRateLimit
 	if vh.RateLimitPolicy != nil {
 		if lrl, err = localRateLimit(vh.RateLimitPolicy.Local); err != nil {
-			st.errorf(ErrSpec, "RateLimitPolicyNotValid", "Spec.VirtualHost.RateLimitPolicy is invalid: %s", err)
+			st.errorf(ErrVirtualHost, "RateLimitPolicyNotValid", "Spec.VirtualHost.RateLimitPolicy is invalid: %s", err)
 		}
 	}
+	grl, _ := b.vhostGlobalRateLimits(vh, st)
 
 	var svh *SecureVirtualHost
 	if t := vh.TLS; t != nil {
@@ -270,7 +254,7 @@ func (b *builder) root(p *contourv1.HTTPProxy) {
 		sv.ClientCA, sv.ClientCRL, sv.SkipClientValidation, sv.OptionalClientCert, sv.CRLOnlyLeaf = svh.ClientCA, svh.ClientCRL, svh.SkipClientValidation, svh.OptionalClientCert, svh.CRLOnlyLeaf
 		sv.FallbackCertificate = svh.FallbackCertificate
 		sv.ForwardClientCert = svh.ForwardClientCert
-		sv.CORS, sv.IPFilter, sv.LocalRateLimit = cors, ipf, lrl
+		sv.CORS, sv.IPFilter, sv.LocalRateLimit, sv.GlobalRateLimits = cors, ipf, lrl, grl
 		sv.JWTProviders = jwts
 		sv.Authorization = auth
 		for _, r := range routes {
@@ -278,7 +262,7 @@ func (b *builder) root(p *contourv1.HTTPProxy) {
 		}
 	}
 	ivh := b.insecure(fqdn)
-	ivh.CORS, ivh.IPFilter, ivh.LocalRateLimit = cors, ipf, lrl
+	ivh.CORS, ivh.IPFilter, ivh.LocalRateLimit, ivh.GlobalRateLimits = cors, ipf, lrl, grl
 	for _, r := range routes {
 		rt := r.route
 		if svh != nil && (!r.permitInsecure || b.opt.Config.DisablePermitInsecure) {
@@ -529,25 +513,7 @@ func matches(all []contourv1.MatchCondition) (PathMatch, []HeaderMatch, []QueryM
 		case c.Regex != "":
 			pm = PathMatch{Kind: "regex", Value: regexp.QuoteMeta(prefix) + c.Regex}
 		case c.Header != nil:
-			h := c.Header
-			m := HeaderMatch{Name: h.Name, IgnoreCase: h.IgnoreCase, TreatMissingAsEmpty: h.TreatMissingAsEmpty}
-			switch {
-			case h.Present:
-				m.Kind = "present"
-			case h.NotPresent:
-				m.Kind, m.Invert = "present", true
-			case h.Contains != "":
-				m.Kind, m.Value = "contains", h.Contains
-			case h.NotContains != "":
-				m.Kind, m.Value, m.Invert = "contains", h.NotContains, true
-			case h.Exact != "":
-				m.Kind, m.Value = "exact", h.Exact
-			case h.NotExact != "":
-				m.Kind, m.Value, m.Invert = "exact", h.NotExact, true
-			case h.Regex != "":
-				m.Kind, m.Value = "regex", h.Regex
-			}
-			hs = append(hs, m)
+			hs = append(hs, headerMatch(c.Header))
 		case c.QueryParameter != nil:
 			q := c.QueryParameter
 			m := QueryMatch{Name: q.Name, IgnoreCase: q.IgnoreCase}
@@ -577,6 +543,28 @@ func matches(all []contourv1.MatchCondition) (PathMatch, []HeaderMatch, []QueryM
 	return pm, hs, qs, prefix
 }
 
+// headerMatch converts a validated header condition.
+func headerMatch(h *contourv1.HeaderMatchCondition) HeaderMatch {
+	m := HeaderMatch{Name: h.Name, IgnoreCase: h.IgnoreCase, TreatMissingAsEmpty: h.TreatMissingAsEmpty}
+	switch {
+	case h.Present:
+		m.Kind = "present"
+	case h.NotPresent:
+		m.Kind, m.Invert = "present", true
+	case h.Contains != "":
+		m.Kind, m.Value = "contains", h.Contains
+	case h.NotContains != "":
+		m.Kind, m.Value, m.Invert = "contains", h.NotContains, true
+	case h.Exact != "":
+		m.Kind, m.Value = "exact", h.Exact
+	case h.NotExact != "":
+		m.Kind, m.Value, m.Invert = "exact", h.NotExact, true
+	case h.Regex != "":
+		m.Kind, m.Value = "regex", h.Regex
+	}
+	return m
+}
+
 // joinPrefix concatenates include and route prefixes without doubling "/".
 func joinPrefix(a, b string) string {
 	if a == "" || a == "/" {
@@ -586,9 +574,6 @@ func joinPrefix(a, b string) string {
 }
 
 func (b *builder) route(p *contourv1.HTTPProxy, r *contourv1.Route, conds []contourv1.MatchCondition, st *ProxyStatus, tlsVhost bool) *builtRoute {
-	if unsupportedRoute(st, r) {
-		return nil
-	}
 	if err := validConditions(r.Conditions, false); err != nil {
 		st.errorf(ErrRoute, "PathMatchConditionsNotValid", "route: %s", err)
 		return nil
@@ -623,10 +608,20 @@ func (b *builder) route(p *contourv1.HTTPProxy, r *contourv1.Route, conds []cont
 	if rt.IPFilter, err = ipFilter(st, r.IPAllowFilterPolicy, r.IPDenyFilterPolicy); err != nil {
 		return nil
 	}
-	if r.RateLimitPolicy != nil {
-		if rt.LocalRateLimit, err = localRateLimit(r.RateLimitPolicy.Local); err != nil {
-			st.errorf(ErrRoute, "RateLimitPolicyNotValid", "Spec.Routes.RateLimitPolicy is invalid: %s", err)
+	if rlp := r.RateLimitPolicy; rlp != nil {
+		if rt.LocalRateLimit, err = localRateLimit(rlp.Local); err == nil {
+			rt.GlobalRateLimits, err = globalRateLimitPolicy(rlp.Global)
+		}
+		if err != nil {
+			st.errorf(ErrRoute, "RateLimitPolicyNotValid", "route.rateLimitPolicy is invalid: %s", err)
 			return nil
+		}
+		// Contour's rateLimitPerRoute: global.disabled on a route opts it
+		// out of the virtual host's global rate limits (vh_rate_limits
+		// IGNORE), whatever its own.
+		rt.IgnoreVhostRateLimits = rlp.Global != nil && rlp.Global.Disabled
+		if len(rt.GlobalRateLimits) > 0 {
+			b.rateLimitWarnings(st, "route rateLimitPolicy.global")
 		}
 	}
 	if rt.RequestHeaders, err = headersPolicy(r.RequestHeadersPolicy, true); err != nil {

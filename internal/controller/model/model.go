@@ -30,6 +30,9 @@ type Model struct {
 	Ingresses map[types.NamespacedName]*IngressStatus
 	// Extensions is the status of each ExtensionService.
 	Extensions map[types.NamespacedName]*ExtensionStatus
+	// RateLimit is the global rate limit service of every HTTP connection
+	// manager (Contour's rateLimitService); nil when none is configured.
+	RateLimit *GlobalRateLimitService
 }
 
 // VirtualHost is a set of routes for one domain.
@@ -45,6 +48,11 @@ type VirtualHost struct {
 	IPFilter *IPFilter
 	// LocalRateLimit is the virtual host's rateLimitPolicy.local.
 	LocalRateLimit *LocalRateLimit
+	// GlobalRateLimits are the descriptors of the virtual host's
+	// rateLimitPolicy.global (or of the configuration file's default
+	// policy), sent to the global rate limit service for the routes that
+	// have none of their own (Envoy's vh_rate_limits OVERRIDE).
+	GlobalRateLimits []RateLimitDescriptor
 }
 
 // SecureVirtualHost is a TLS virtual host: terminated (Secret set, with
@@ -179,6 +187,11 @@ type Route struct {
 	// LocalRateLimit is the route's rateLimitPolicy.local; it replaces the
 	// virtual host's.
 	LocalRateLimit *LocalRateLimit
+	// GlobalRateLimits are the route's rateLimitPolicy.global descriptors;
+	// IgnoreVhostRateLimits is its global.disabled, which opts the route
+	// out of the virtual host's.
+	GlobalRateLimits      []RateLimitDescriptor
+	IgnoreVhostRateLimits bool
 	// JWTProvider is the provider whose token the route requires (HTTPS
 	// only); "" for none.
 	JWTProvider string

@@ -48,13 +48,19 @@ endpoints:
 // resource as JSON (one string), plus the model.
 func render(t *testing.T, manifests string) (string, *model.Model) {
 	t.Helper()
+	return renderWith(t, manifests, model.Options{})
+}
+
+// renderWith is render with model options (the configuration file's).
+func renderWith(t *testing.T, manifests string, mo model.Options) (string, *model.Model) {
+	t.Helper()
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "objs.yaml"), []byte(baseObjects+"---\n"+manifests), 0o644)
 	objs, err := source.LoadManifests(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := model.Build(objs, model.Options{})
+	m := model.Build(objs, mo)
 	r := Build(m, Options{})
 	var msgs []proto.Message
 	for _, x := range r.Listeners {

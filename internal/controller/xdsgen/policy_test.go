@@ -53,11 +53,7 @@ func TestHTTPProxyCORSAndIPFilter(t *testing.T) {
 		{"local rate limit with a 3xx status", `
   virtualhost: {fqdn: a.example.com}
   routes: [{rateLimitPolicy: {local: {requests: 1, unit: hour, responseStatusCode: 302}}, services: [{name: s1, port: 80}]}]`,
-			nil, nil, "invalid", "RateLimitPolicyNotValid", "Spec.Routes.RateLimitPolicy is invalid: local.responseStatusCode must be either unset or between 400 and 599"},
-		{"global rate limit", `
-  virtualhost: {fqdn: a.example.com, rateLimitPolicy: {global: {descriptors: [{entries: [{remoteAddress: {}}]}]}}}
-  routes: [{services: [{name: s1, port: 80}]}]`,
-			nil, nil, "invalid", "NotImplemented", "global rate limiting"},
+			nil, nil, "invalid", "RateLimitPolicyNotValid", "route.rateLimitPolicy is invalid: local.responseStatusCode must be either unset or between 400 and 599"},
 		{"CORS: exact, wildcard and regex origins, every field", `
   virtualhost:
     fqdn: a.example.com

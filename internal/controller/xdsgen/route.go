@@ -59,17 +59,22 @@ func headerValues(h *model.HeadersPolicy) ([]*corev3.HeaderValueOption, []string
 	return add, h.Remove
 }
 
+// headerMatcher renders a header condition.
+func headerMatcher(h model.HeaderMatch) *routev3.HeaderMatcher {
+	hm := &routev3.HeaderMatcher{Name: h.Name, InvertMatch: h.Invert, TreatMissingHeaderAsEmpty: h.TreatMissingAsEmpty}
+	if h.Kind == "present" {
+		hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
+	} else {
+		hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_StringMatch{StringMatch: stringMatch(h.Kind, h.Value, h.IgnoreCase)}
+	}
+	return hm
+}
+
 // vhost is the virtual host's name (stat prefixes).
 func route(r *model.Route, vhost string) *routev3.Route {
 	out := &routev3.Route{Match: pathMatch(r.Path)}
 	for _, h := range r.Headers {
-		hm := &routev3.HeaderMatcher{Name: h.Name, InvertMatch: h.Invert, TreatMissingHeaderAsEmpty: h.TreatMissingAsEmpty}
-		if h.Kind == "present" {
-			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}
-		} else {
-			hm.HeaderMatchSpecifier = &routev3.HeaderMatcher_StringMatch{StringMatch: stringMatch(h.Kind, h.Value, h.IgnoreCase)}
-		}
-		out.Match.Headers = append(out.Match.Headers, hm)
+		out.Match.Headers = append(out.Match.Headers, headerMatcher(h))
 	}
 	for _, q := range r.Query {
 		qm := &routev3.QueryParameterMatcher{Name: q.Name}

@@ -72,6 +72,9 @@ type Options struct {
 	// keys of the same names.
 	DisableMergeSlashes        bool
 	ServerHeaderTransformation string
+
+	// rateLimit is the model's global rate limit service (Build sets it).
+	rateLimit *model.GlobalRateLimitService
 }
 
 func (o Options) withDefaults() Options {
@@ -141,14 +144,16 @@ func hcmFilter(opt Options, statPrefix, routes string) *listenerv3.Filter {
 // hcmFilterWith is hcmFilter with x-forwarded-client-cert set from the
 // client certificate when fcc is not nil, the jwt_authn filter of the
 // virtual host's providers (none for nil) and after it, as Contour, the
-// ext_authz filter of its authorization server (none for nil).
+// ext_authz filter of its authorization server (none for nil). Every HTTP
+// connection manager ends, as Contour's, with the global rate limit filter
+// (when a rate limit service is configured) before the router.
 func hcmFilterWith(opt Options, statPrefix, routes string, fcc *model.ClientCertDetails, authz *model.ExternalAuthorization, jwt ...model.JWTProvider) *listenerv3.Filter {
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix: statPrefix,
 		CodecType:  hcmv3.HttpConnectionManager_AUTO,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			RouteConfigName: routes, ConfigSource: ads()}},
-		HttpFilters:      withJWTFilter(withJWTFilter(append(policyFilters(), routerFilter()), jwtFilter(jwt)), extAuthzFilter(authz)),
+		HttpFilters:      withJWTFilter(withJWTFilter(withJWTFilter(append(policyFilters(), routerFilter()), jwtFilter(jwt)), extAuthzFilter(authz)), rateLimitFilter(opt.rateLimit)),
 		UseRemoteAddress: wrapperspb.Bool(true),
 		NormalizePath:    wrapperspb.Bool(true),
 		MergeSlashes:     false,
@@ -186,6 +191,7 @@ func tcpProxyFilter(opt Options, statPrefix string, tp *model.TCPProxy) *listene
 // Build renders the model (everything but endpoints: see Endpoints).
 func Build(m *model.Model, opt Options) *Resources {
 	opt = opt.withDefaults()
+	opt.rateLimit = m.RateLimit
 	r := &Resources{}
 	r.Routes = append(r.Routes, routeConfig(HTTPRoutes, m.Insecure, true))
 	r.Listeners = append(r.Listeners, &listenerv3.Listener{
@@ -374,9 +380,10 @@ func routeConfig(name string, vhosts map[string]*model.VirtualHost, insecure boo
 	sort.Strings(names)
 	for _, n := range names {
 		vh := vhosts[n]
-		v := &routev3.VirtualHost{Name: n, Domains: domains(n), TypedPerFilterConfig: vhostPerFilter(vh)}
+		v := &routev3.VirtualHost{Name: n, Domains: domains(n), TypedPerFilterConfig: vhostPerFilter(vh), RateLimits: globalRateLimits(vh.GlobalRateLimits)}
 		for _, r := range vh.Routes {
 			er := route(r, n)
+			rateLimitRoute(er, r)
 			if !insecure {
 				// JWT verification and authorization are HTTPS only, as Contour.
 				jwtRoute(er, r)
