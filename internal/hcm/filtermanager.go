@@ -47,6 +47,10 @@ type filterSlot struct {
 	encT  httpfilter.EncoderTrailers
 	buf   httpfilter.Buffer // request data this filter buffers
 	ebuf  httpfilter.Buffer // response data this filter buffers
+	// cfgs holds what AllPerRouteConfigs returns (a route, its virtual
+	// host and route table rarely give more), so that it allocates
+	// nothing.
+	cfgs [3]any
 }
 
 // errFilterReplied ends body processing once a filter has answered.
@@ -625,7 +629,7 @@ func (sl *filterSlot) PerRouteConfig() any {
 func (sl *filterSlot) AllPerRouteConfigs() []any {
 	var buf [4]*route.FilterConfig
 	fcs := route.AllPerFilterConfigs(sl.s.rt, sl.s.wc, sl.entry.name, buf[:0])
-	out := make([]any, 0, len(fcs))
+	out := sl.cfgs[:0]
 	for _, fc := range fcs {
 		if fc.Config != nil {
 			out = append(out, fc.Config)

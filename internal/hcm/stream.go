@@ -171,7 +171,13 @@ func (s *stream) reset() {
 	if rs != nil {
 		rs.Reset()
 	}
+	// The dynamic metadata map is kept, emptied, as the header maps are:
+	// nothing holds it past the request (access logs and spans read it
+	// when the stream ends, on this goroutine).
+	dm := s.info.DynamicMetadata
+	clear(dm)
 	*s = stream{cfg: s.cfg, conn: s.conn, ds: s.ds, d: s.d, req: req, resp: resp, scratch: scratch, fm: f, rs: rs}
+	s.info.DynamicMetadata = dm
 }
 
 // serve runs the request through the connection manager: validation,

@@ -178,7 +178,9 @@ type Callbacks interface {
 	// as compiled by its factory's CompilePerRoute; nil when none.
 	PerRouteConfig() any
 	// AllPerRouteConfigs is every per-route config for this filter, most
-	// specific first (for filters that merge them, as CORS does).
+	// specific first (for filters that merge them, as CORS does). The
+	// slice is the stream's, valid until the next call: a filter that
+	// keeps the configs copies them.
 	AllPerRouteConfigs() []any
 	// SetDecoderBufferLimit sets how much request body the filters may
 	// buffer for this stream (a buffer filter's max_request_bytes).

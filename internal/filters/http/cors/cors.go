@@ -98,14 +98,17 @@ type filter struct {
 	cfg      *filterConfig
 	cb       httpfilter.Callbacks
 	policies []*Policy // most specific first
-	isCORS   bool
-	origin   string // the request's origin, when allowed
+	// polBuf backs policies: a route rarely has more than its own and
+	// its virtual host's, so the filter allocates nothing more.
+	polBuf [2]*Policy
+	isCORS bool
+	origin string // the request's origin, when allowed
 }
 
 // policies are the route's CorsPolicies, most specific first: the
 // typed_per_filter_config entries, else the deprecated cors fields.
 func (f *filter) loadPolicies() {
-	f.policies = f.policies[:0]
+	f.policies = f.polBuf[:0]
 	for _, v := range f.cb.AllPerRouteConfigs() {
 		if p, ok := v.(*Policy); ok {
 			f.policies = append(f.policies, p)

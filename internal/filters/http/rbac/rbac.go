@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"sync"
+	"sync/atomic"
 
 	"github.com/legateproxy/legate/internal/config"
 	engine "github.com/legateproxy/legate/internal/filters/common/rbac"
@@ -39,10 +40,13 @@ type filterConfig struct {
 	// policyValues are the policy names' metadata values (string →
 	// *structpb.Value).
 	policyValues sync.Map
-	// enforcedStructs are the metadata Structs of enforcedMeta, by policy
+	// enforcedStructs are the metadata Structs of enforcedMeta (as
+	// *lastMeta), by policy
 	// and outcome: two per policy name the filter has matched (names come
 	// from configuration, its per-route configs included, never from requests).
 	enforcedStructs sync.Map
+	// lastEnforced is the entry of enforcedStructs used last.
+	lastEnforced atomic.Pointer[lastMeta]
 }
 
 func compileRules(r *rbacv3.RBAC, path string) (rules, error) {
@@ -105,6 +109,9 @@ func (c *filterConfig) NewFilter(cb httpfilter.Callbacks) httpfilter.Filter {
 type filter struct {
 	cfg *filterConfig
 	cb  httpfilter.Callbacks
+	// ctx is the engines' view of the request, kept in the filter (which
+	// is on the heap anyway) so that checking allocates nothing.
+	ctx engine.Ctx
 }
 
 // The metadata values the filter writes on every request, built once:
@@ -131,9 +138,17 @@ func (c *filterConfig) enforcedMeta(policy string, allowed bool) *structpb.Struc
 		policy  string
 		allowed bool
 	}
+	// Most requests meet the outcome of the one before: the last one
+	// is compared first (a policy name is the engine's own string, so
+	// equal names usually share their bytes), before the map's hashing.
+	if l := c.lastEnforced.Load(); l != nil && l.allowed == allowed && l.policy == policy {
+		return l.st
+	}
 	k := key{policy, allowed}
 	if v, ok := c.enforcedStructs.Load(k); ok {
-		return v.(*structpb.Struct)
+		l := v.(*lastMeta)
+		c.lastEnforced.Store(l)
+		return l.st
 	}
 	result := "denied"
 	if allowed {
@@ -143,8 +158,15 @@ func (c *filterConfig) enforcedMeta(policy string, allowed bool) *structpb.Struc
 	if policy != "" {
 		st.Fields["enforced_effective_policy_id"] = c.policyValue(policy)
 	}
-	v, _ := c.enforcedStructs.LoadOrStore(k, st)
-	return v.(*structpb.Struct)
+	v, _ := c.enforcedStructs.LoadOrStore(k, &lastMeta{policy: policy, allowed: allowed, st: st})
+	return v.(*lastMeta).st
+}
+
+// lastMeta is the enforced metadata of the last outcome.
+type lastMeta struct {
+	policy  string
+	allowed bool
+	st      *structpb.Struct
 }
 
 // policyValue is the metadata value of a policy name, built once per name.
@@ -165,7 +187,8 @@ func (f *filter) DecodeHeaders(h *headers.Request, _ bool) httpfilter.Status {
 		rs = pr
 	}
 	info := f.cb.StreamInfo()
-	c := &engine.Ctx{Req: h, Info: info}
+	f.ctx = engine.Ctx{Req: h, Info: info}
+	c := &f.ctx
 	if rs.shadow != nil {
 		res := rs.shadow.Check(c)
 		result := "allowed"

@@ -50,7 +50,11 @@ func BenchmarkRBAC(b *testing.B) {
 	req.Map.Add("accept", "*/*")
 	cb := &benchCallbacks{}
 	round := func() {
-		cb.info = streaminfo.Info{}
+		// As the connection manager's stream: the metadata map is kept,
+		// emptied, from one request to the next.
+		dm := cb.info.DynamicMetadata
+		clear(dm)
+		cb.info = streaminfo.Info{DynamicMetadata: dm}
 		f := cfg.NewFilter(cb)
 		f.(httpfilter.DecoderHeaders).DecodeHeaders(req, true)
 	}
