@@ -1,14 +1,11 @@
 package controller
 
 import (
-	"context"
-	"fmt"
 	"net/http"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/legateproxy/legate/internal/controller/source"
 	"github.com/legateproxy/legate/internal/testutil"
 )
 
@@ -48,15 +45,7 @@ spec:
   routes:
   - services: [{name: svc-cb, port: 80}]
 `)
-	st := source.NewStore()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := source.WatchManifests(ctx, dir, st, testLogger(t), 100*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	x := startCP(t, st, cpOptions{})
-	p := startProxy(t, x)
-	base := fmt.Sprintf("http://127.0.0.1:%d", x.httpPort)
+	x, p, base := startManifests(t, dir)
 	c := fromClient("127.0.0.1")
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		code, _, _ := do(t, c, "GET", base+"/fast", "cb.example.com")

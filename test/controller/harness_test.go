@@ -155,3 +155,19 @@ func writeFile(t testing.TB, dir, name, content string) {
 		t.Fatal(err)
 	}
 }
+
+// startManifests serves the manifests of dir through a controller in
+// manifests mode and a Legate proxy it feeds, and returns both with the
+// proxy's HTTP base URL.
+func startManifests(t *testing.T, dir string) (*cp, *testutil.Proxy, string) {
+	t.Helper()
+	st := source.NewStore()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if err := source.WatchManifests(ctx, dir, st, testLogger(t), 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	x := startCP(t, st, cpOptions{})
+	p := startProxy(t, x)
+	return x, p, fmt.Sprintf("http://127.0.0.1:%d", x.httpPort)
+}

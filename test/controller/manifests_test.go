@@ -122,15 +122,7 @@ spec:
 	}
 	writeFile(t, dir, "secure.yaml", tlsSecret(cert1))
 
-	st := source.NewStore()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := source.WatchManifests(ctx, dir, st, testLogger(t), 100*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	x := startCP(t, st, cpOptions{})
-	p := startProxy(t, x)
-	base := fmt.Sprintf("http://127.0.0.1:%d", x.httpPort)
+	x, p, base := startManifests(t, dir)
 
 	// Routes by prefix, header policy applied.
 	testutil.Eventually(t, 10*time.Second, func() bool {

@@ -87,15 +87,7 @@ spec:
     services: [{name: svc-a, port: 80}]
   - services: [{name: svc-a, port: 80}]
 `)
-	st := source.NewStore()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := source.WatchManifests(ctx, dir, st, testLogger(t), 100*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	x := startCP(t, st, cpOptions{})
-	startProxy(t, x)
-	base := fmt.Sprintf("http://127.0.0.1:%d", x.httpPort)
+	x, _, base := startManifests(t, dir)
 	c1, c2, c3 := fromClient("127.0.0.1"), fromClient("127.0.0.2"), fromClient("127.0.0.3")
 	testutil.Eventually(t, 10*time.Second, func() bool {
 		code, _, _ := do(t, c1, "GET", base+"/", "cors.example.com")
@@ -190,15 +182,7 @@ spec:
       port: 80
       cookieRewritePolicies: [{name: sess, domainRewrite: {value: cookies.example.com}, secure: true}]
 `)
-	st := source.NewStore()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := source.WatchManifests(ctx, dir, st, testLogger(t), 100*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	x := startCP(t, st, cpOptions{})
-	startProxy(t, x)
-	base := fmt.Sprintf("http://127.0.0.1:%d", x.httpPort)
+	x, _, base := startManifests(t, dir)
 	c := fromClient("127.0.0.1")
 	var h http.Header
 	testutil.Eventually(t, 10*time.Second, func() bool {
@@ -386,15 +370,7 @@ spec:
   virtualhost: {fqdn: ready.example.com}
   routes: [{services: [{name: svc-rl, port: 80}]}]
 `)
-	st := source.NewStore()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	if err := source.WatchManifests(ctx, dir, st, testLogger(t), 100*time.Millisecond); err != nil {
-		t.Fatal(err)
-	}
-	x := startCP(t, st, cpOptions{})
-	startProxy(t, x)
-	base := fmt.Sprintf("http://127.0.0.1:%d", x.httpPort)
+	x, _, base := startManifests(t, dir)
 	c := fromClient("127.0.0.1")
 	// Readiness through a virtual host without a limit (requests to rl
 	// before its endpoints arrive would spend its tokens), then the routes
