@@ -37,6 +37,13 @@ tls:
   minimum-protocol-version: "1.3"
 timeouts:
   connection-idle-timeout: 500ms
+cluster:
+  max-requests-per-connection: 1
+  per-connection-buffer-limit-bytes: 32768
+  circuit-breakers: {max-connections: 100}
+listener:
+  http2-max-concurrent-streams: 50
+  per-connection-buffer-limit-bytes: 65536
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -72,7 +79,7 @@ spec:
 	}
 	accessLog := filepath.Join(t.TempDir(), "access.log")
 	x := startCP(t, st, cpOptions{contour: cfg, accessLog: accessLog})
-	startProxy(t, x)
+	p := startProxy(t, x)
 
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(ca.CertPEM)
@@ -126,6 +133,20 @@ spec:
 		_, err = br.ReadByte()
 		if elapsed := time.Since(start); !errors.Is(err, io.EOF) || elapsed > 3*time.Second {
 			t.Errorf("idle keep-alive connection: %v after %s, want closed by the proxy after about 500ms (Envoy's default is 1h, Contour's 60s)", err, elapsed)
+		}
+	})
+
+	t.Run("cluster.max-requests-per-connection", func(t *testing.T) {
+		// One request per upstream connection: every one the proxy
+		// forwarded reached the limit and closed its connection.
+		for i := 0; i < 3; i++ {
+			if code, _, _ := do(t, httpsClient(0), "GET", "https://cc.example.com/x", "cc.example.com"); code != 200 {
+				t.Fatalf("request %d = %d", i, code)
+			}
+		}
+		rq, cx := p.Stat(t, "cluster.default_svc-cc_80.upstream_rq_total"), p.Stat(t, "cluster.default_svc-cc_80.upstream_cx_total")
+		if rq < 3 || cx != rq || p.Stat(t, "cluster.default_svc-cc_80.upstream_cx_max_requests") < rq-1 {
+			t.Errorf("upstream requests %d over %d connections (upstream_cx_max_requests %d), want one request per connection", rq, cx, p.Stat(t, "cluster.default_svc-cc_80.upstream_cx_max_requests"))
 		}
 	})
 

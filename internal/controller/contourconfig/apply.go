@@ -86,6 +86,16 @@ func (c *Config) ApplyXDS(o *xdsgen.Options) {
 	o.TLSMinVersion, o.TLSMaxVersion = c.TLS.MinimumProtocolVersion, c.TLS.MaximumProtocolVersion
 	o.DisableMergeSlashes = c.DisableMergeSlashes
 	o.ServerHeaderTransformation = c.ServerHeaderTransformation
+	u := func(v *uint32) uint32 {
+		if v == nil {
+			return 0
+		}
+		return *v
+	}
+	o.ClusterMaxRequestsPerConnection = u(c.Cluster.MaxRequestsPerConnection)
+	o.ClusterBufferLimit = u(c.Cluster.PerConnectionBufferLimitBytes)
+	o.HTTP2MaxConcurrentStreams = u(c.Listener.HTTP2MaxConcurrentStreams)
+	o.ListenerBufferLimit = u(c.Listener.PerConnectionBufferLimitBytes)
 }
 
 // Flags are the file's values of keys that are also `legate controller`

@@ -333,18 +333,14 @@ func (c *Config) refuseUnsupported() error {
 	refuse(!c.TLS.EnvoyClientCertificate.IsZero(), "tls.envoy-client-certificate", "client certificates to upstreams")
 	refuse(c.EnvoyServiceName != "", "envoy-service-name", "status from the Envoy Service; use ingress-status-address or --ingress-status-address")
 	refuse(c.EnvoyServiceNamespace != "", "envoy-service-namespace", "status from the Envoy Service; use ingress-status-address or --ingress-status-address")
-	refuse(c.Cluster.MaxRequestsPerConnection != nil, "cluster.max-requests-per-connection", "upstream connection limits")
-	refuse(c.Cluster.PerConnectionBufferLimitBytes != nil, "cluster.per-connection-buffer-limit-bytes", "upstream buffer limits")
 	refuse(c.Cluster.UpstreamTLS.set, "cluster.upstream-tls", "upstream TLS protocol settings")
 	if p := c.Network.EnvoyAdminPort; p != nil && *p != 9001 {
 		errs = append(errs, fmt.Errorf("network.admin-port %d: the proxies' admin address is set by `legate bootstrap --admin-address`; remove the key (only Contour's default 9001 is accepted)", *p))
 	}
 	refuse(c.Listener.ConnectionBalancer != "" && c.Listener.ConnectionBalancer == "exact", "listener.connection-balancer", "connection balancing between worker threads")
 	refuse(c.Listener.MaxRequestsPerConnection != nil, "listener.max-requests-per-connection", "downstream request limits")
-	refuse(c.Listener.PerConnectionBufferLimitBytes != nil, "listener.per-connection-buffer-limit-bytes", "downstream buffer limits")
 	refuse(c.Listener.SocketOptions.set, "listener.socket-options", "TOS and traffic class")
 	refuse(c.Listener.MaxRequestsPerIOCycle != nil, "listener.max-requests-per-io-cycle", "an Envoy event-loop setting")
-	refuse(c.Listener.HTTP2MaxConcurrentStreams != nil, "listener.http2-max-concurrent-streams", "HTTP/2 stream limits on the generated listeners")
 	refuse(c.Listener.MaxConnectionsPerListener != nil, "listener.max-connections-per-listener", "listener connection limits")
 	refuse(!c.Metrics.Envoy.isZero(), "metrics.envoy", "the proxies' stats listener is set by `legate bootstrap --health-address`")
 	m := c.Metrics.Contour

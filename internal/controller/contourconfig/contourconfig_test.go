@@ -120,6 +120,13 @@ metrics:
 				t.Errorf("request timeout %v", *o.Timeouts.Request)
 			}
 		}},
+		{name: "connection limits and buffers", yaml: "cluster: {max-requests-per-connection: 50, per-connection-buffer-limit-bytes: 32768}\nlistener: {http2-max-concurrent-streams: 100, per-connection-buffer-limit-bytes: 65536}\n", check: func(t *testing.T, c *Config) {
+			var o xdsgen.Options
+			c.ApplyXDS(&o)
+			if o.ClusterMaxRequestsPerConnection != 50 || o.ClusterBufferLimit != 32768 || o.HTTP2MaxConcurrentStreams != 100 || o.ListenerBufferLimit != 65536 {
+				t.Errorf("options %d %d %d %d", o.ClusterMaxRequestsPerConnection, o.ClusterBufferLimit, o.HTTP2MaxConcurrentStreams, o.ListenerBufferLimit)
+			}
+		}},
 		{name: "envoy format string", yaml: "accesslog-format-string: \"%START_TIME(%s)% %REQ(:PATH)% %RESPONSE_CODE%\\n\"\n"},
 
 		// Contour's validation.
@@ -159,7 +166,7 @@ metrics:
 		{name: "circuit breakers: an unknown key", yaml: "cluster: {circuit-breakers: {max-conections: 10}}\n", err: "max-conections"},
 		{name: "admin port", yaml: "network: {admin-port: 9100}\n", err: "network.admin-port 9100"},
 		{name: "exact balancer", yaml: "listener: {connection-balancer: exact}\n", err: "listener.connection-balancer: not implemented by Legate"},
-		{name: "HTTP/2 streams", yaml: "listener: {http2-max-concurrent-streams: 100}\n", err: "listener.http2-max-concurrent-streams: not implemented by Legate"},
+		{name: "listener downstream request limits", yaml: "listener: {max-requests-per-connection: 100}\n", err: "listener.max-requests-per-connection: not implemented by Legate"},
 		{name: "envoy metrics", yaml: "metrics: {envoy: {port: 8003}}\n", err: "metrics.envoy: not implemented by Legate"},
 		{name: "metrics TLS", yaml: "metrics: {contour: {server-certificate-path: /c, server-key-path: /k}}\n", err: "metrics.contour.server-certificate-path: not implemented by Legate"},
 	} {

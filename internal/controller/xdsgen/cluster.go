@@ -29,12 +29,20 @@ var lbPolicies = map[string]clusterv3.Cluster_LbPolicy{
 	"RING_HASH":     clusterv3.Cluster_RING_HASH,
 }
 
-func cluster(c *model.Cluster) *clusterv3.Cluster {
+func cluster(c *model.Cluster, opt Options) *clusterv3.Cluster {
 	out := &clusterv3.Cluster{
 		Name:           c.Name,
 		AltStatName:    altStatName(c),
 		ConnectTimeout: dur(connectTimeout),
 		LbPolicy:       lbPolicies[c.LBPolicy],
+	}
+	// As Contour, the configuration file's cluster limits apply to
+	// Service clusters, not to ExtensionServices'.
+	service := len(c.Extension) == 0
+	var maxRequests uint32
+	if service {
+		out.PerConnectionBufferLimitBytes = u32OrNil(opt.ClusterBufferLimit)
+		maxRequests = opt.ClusterMaxRequestsPerConnection
 	}
 	if ss := c.SlowStart; ss != nil {
 		cfg := &clusterv3.Cluster_SlowStartConfig{
@@ -72,9 +80,18 @@ func cluster(c *model.Cluster) *clusterv3.Cluster {
 			ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_Http2ProtocolOptions{Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}}}
 		useOpts = true
 	}
-	if c.IdleConnTimeout > 0 {
-		opts.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: dur(c.IdleConnTimeout)}
+	if c.IdleConnTimeout > 0 || maxRequests > 0 {
+		opts.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{MaxRequestsPerConnection: u32OrNil(maxRequests)}
+		if c.IdleConnTimeout > 0 {
+			opts.CommonHttpProtocolOptions.IdleTimeout = dur(c.IdleConnTimeout)
+		}
 		useOpts = true
+	}
+	if useOpts && opts.UpstreamProtocolOptions == nil {
+		// The protocol is required once the options are set; a plain
+		// (or TLS) Service speaks HTTP/1.1, as Contour's HTTPVersion1.
+		opts.UpstreamProtocolOptions = &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_{ExplicitHttpConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig{
+			ProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_ExplicitHttpConfig_HttpProtocolOptions{HttpProtocolOptions: &corev3.Http1ProtocolOptions{}}}}
 	}
 	if useOpts {
 		out.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": mustAny(opts)}
@@ -128,12 +145,7 @@ func cluster(c *model.Cluster) *clusterv3.Cluster {
 // track_remaining, and a per-host entry (max_connections only, the one
 // limit Envoy applies per host) even when it sets nothing.
 func circuitBreakers(cb *model.CircuitBreakers) *clusterv3.CircuitBreakers {
-	orNil := func(v uint32) *wrapperspb.UInt32Value {
-		if v == 0 {
-			return nil
-		}
-		return wrapperspb.UInt32(v)
-	}
+	orNil := u32OrNil
 	return &clusterv3.CircuitBreakers{
 		Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
 			MaxConnections: orNil(cb.MaxConnections), MaxPendingRequests: orNil(cb.MaxPendingRequests),
@@ -141,6 +153,14 @@ func circuitBreakers(cb *model.CircuitBreakers) *clusterv3.CircuitBreakers {
 		}},
 		PerHostThresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxConnections: orNil(cb.PerHostMaxConnections), TrackRemaining: true}},
 	}
+}
+
+// u32OrNil is v as a wrapper, nil for 0 (unset).
+func u32OrNil(v uint32) *wrapperspb.UInt32Value {
+	if v == 0 {
+		return nil
+	}
+	return wrapperspb.UInt32(v)
 }
 
 // altStatName keeps stats readable: namespace_service_port.

@@ -159,6 +159,9 @@ func (o Options) applyHCM(hcm *hcmv3.HttpConnectionManager, accessLogPath string
 	hcm.StreamIdleTimeout = pdur(t.StreamIdle)
 	hcm.DelayedCloseTimeout = pdur(t.DelayedClose)
 	hcm.DrainTimeout = pdur(t.ConnectionShutdownGracePeriod)
+	if o.HTTP2MaxConcurrentStreams > 0 {
+		hcm.Http2ProtocolOptions = &corev3.Http2ProtocolOptions{MaxConcurrentStreams: u32OrNil(o.HTTP2MaxConcurrentStreams)}
+	}
 	if t.ConnectionIdle != nil || t.MaxConnectionDuration != nil {
 		hcm.CommonHttpProtocolOptions = &corev3.HttpProtocolOptions{IdleTimeout: pdur(t.ConnectionIdle), MaxConnectionDuration: pdur(t.MaxConnectionDuration)}
 	}

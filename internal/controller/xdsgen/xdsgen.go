@@ -72,6 +72,16 @@ type Options struct {
 	// keys of the same names.
 	DisableMergeSlashes        bool
 	ServerHeaderTransformation string
+	// ClusterMaxRequestsPerConnection and ClusterBufferLimit are
+	// cluster.max-requests-per-connection and
+	// cluster.per-connection-buffer-limit-bytes of Service clusters (0:
+	// unset), as Contour's cluster settings.
+	ClusterMaxRequestsPerConnection, ClusterBufferLimit uint32
+	// HTTP2MaxConcurrentStreams and ListenerBufferLimit are
+	// listener.http2-max-concurrent-streams (the connection managers'
+	// http2_protocol_options) and listener.per-connection-buffer-limit-bytes
+	// (the HTTP and HTTPS listeners'), 0 for unset.
+	HTTP2MaxConcurrentStreams, ListenerBufferLimit uint32
 
 	// rateLimit is the model's global rate limit service (Build sets it).
 	rateLimit *model.GlobalRateLimitService
@@ -195,9 +205,10 @@ func Build(m *model.Model, opt Options) *Resources {
 	r := &Resources{}
 	r.Routes = append(r.Routes, routeConfig(HTTPRoutes, m.Insecure, true))
 	r.Listeners = append(r.Listeners, &listenerv3.Listener{
-		Name:            HTTPListener,
-		Address:         sockAddr(opt.HTTPAddress, opt.HTTPPort),
-		ListenerFilters: opt.proxyProtocol(nil),
+		Name:                          HTTPListener,
+		Address:                       sockAddr(opt.HTTPAddress, opt.HTTPPort),
+		ListenerFilters:               opt.proxyProtocol(nil),
+		PerConnectionBufferLimitBytes: u32OrNil(opt.ListenerBufferLimit),
 		FilterChains: []*listenerv3.FilterChain{{
 			Filters: []*listenerv3.Filter{hcmFilter(opt, HTTPListener, HTTPRoutes)},
 		}},
@@ -212,7 +223,7 @@ func Build(m *model.Model, opt Options) *Resources {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		c := cluster(m.Clusters[n])
+		c := cluster(m.Clusters[n], opt)
 		c.ConnectTimeout = dur(opt.ConnectTimeout)
 		r.Clusters = append(r.Clusters, c)
 	}
@@ -317,8 +328,9 @@ func httpsListener(m *model.Model, opt Options) (*listenerv3.Listener, []*routev
 	}
 	sort.Strings(names)
 	l := &listenerv3.Listener{
-		Name:    HTTPSListener,
-		Address: sockAddr(opt.HTTPSAddress, opt.HTTPSPort),
+		Name:                          HTTPSListener,
+		Address:                       sockAddr(opt.HTTPSAddress, opt.HTTPSPort),
+		PerConnectionBufferLimitBytes: u32OrNil(opt.ListenerBufferLimit),
 		ListenerFilters: opt.proxyProtocol([]*listenerv3.ListenerFilter{{Name: "envoy.filters.listener.tls_inspector",
 			ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspectorv3.TlsInspector{})}}}),
 	}
