@@ -1,11 +1,13 @@
 // Package deploy tests what it takes to run Legate in Kubernetes: the
 // Dockerfile (BuildKit's parser and linter), the generated quickstart, the
 // examples and the Helm chart (applied with kubectl --dry-run=server to a
-// real kube-apiserver), and the controller's RBAC (impersonating its
-// ServiceAccount).
+// real kube-apiserver; its values rendered and checked field by field, and
+// wrong values refused by values.schema.json), and the controller's RBAC
+// (impersonating its ServiceAccount).
 package deploy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -164,6 +166,34 @@ func envoyConfigs(t *testing.T, data []byte) []string {
 	}
 }
 
+// dropKind removes the documents of a kind from a multi-document YAML
+// stream, and counts them.
+func dropKind(t *testing.T, data []byte, kind string) ([]byte, int) {
+	t.Helper()
+	var out bytes.Buffer
+	n := 0
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			return out.Bytes(), n
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var meta metav1.TypeMeta
+		if err := utilyaml.Unmarshal(doc, &meta); err != nil {
+			t.Fatal(err)
+		}
+		if meta.Kind == kind {
+			n++
+			continue
+		}
+		out.WriteString("---\n")
+		out.Write(doc)
+	}
+}
+
 // TestManifests applies every manifest we ship — the quickstart, the
 // examples, the Helm chart rendered for each mode — with
 // kubectl apply --dry-run=server against a real kube-apiserver (schema,
@@ -194,14 +224,29 @@ func TestManifests(t *testing.T) {
 		}
 	}
 	renders := t.TempDir()
-	for name, values := range map[string]string{"default": "", "proxy-deployment": "proxy-deployment-values.yaml", "standalone": "standalone-values.yaml"} {
+	values := map[string]string{"default": ""}
+	ci, _ := filepath.Glob(filepath.Join(root, "charts", "legate", "ci", "*-values.yaml"))
+	for _, c := range ci {
+		values[strings.TrimSuffix(filepath.Base(c), "-values.yaml")] = c
+	}
+	if len(values) < 4 {
+		t.Fatalf("charts/legate/ci: %d values files, want the proxy-deployment, standalone, hostnetwork and operability ones", len(ci))
+	}
+	for name, v := range values {
 		args := []string{"template", "legate", filepath.Join(root, "charts", "legate"), "-n", "legate", "--include-crds"}
-		if values != "" {
-			args = append(args, "-f", filepath.Join(root, "charts", "legate", "ci", values))
+		if v != "" {
+			args = append(args, "-f", v)
 		}
 		out, err := exec.Command(h, args...).Output()
 		if err != nil {
 			t.Fatalf("helm template (%s): %v", name, err)
+		}
+		// The test API server has no prometheus-operator CRDs: the
+		// ServiceMonitors (rendered only with metrics.serviceMonitor.enabled,
+		// checked field by field in TestChartValues) are left out here.
+		out, sms := dropKind(t, out, "ServiceMonitor")
+		if (name == "operability") != (sms == 2) {
+			t.Errorf("helm template (%s): %d ServiceMonitors", name, sms)
 		}
 		p := filepath.Join(renders, "helm-"+name+".yaml")
 		os.WriteFile(p, out, 0o644)
