@@ -189,7 +189,8 @@ func (f *controllerFlags) run(ctx context.Context, log *slog.Logger, started fun
 	if f.manifests != "" && f.kubeconfig != "" {
 		return errors.New("--manifests and --kubeconfig are exclusive: read objects from a folder or from a cluster")
 	}
-	opt := controller.Options{Log: log, Registry: prometheus.NewRegistry()}
+	opt := controller.Options{Log: log, Registry: prometheus.NewRegistry(),
+		BuildInfo: controller.BuildInfo{Branch: branch, Revision: revision(), Version: version}}
 	opt.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opt.XDS = xdsgen.Options{HTTPAddress: f.envoyHTTPAddress, HTTPPort: uint32(f.httpPort), HTTPSPort: uint32(f.httpsPort)}
 	if err := f.contourSettings(&opt); err != nil {
@@ -229,7 +230,8 @@ func (f *controllerFlags) run(ctx context.Context, log *slog.Logger, started fun
 	}
 
 	if f.manifests != "" {
-		if err := source.WatchManifests(ctx, f.manifests, store, log, time.Second); err != nil {
+		w := source.ManifestWatch{Dir: f.manifests, Log: log, Every: time.Second, Metrics: source.NewManifestMetrics(opt.Registry)}
+		if err := source.WatchManifestsWith(ctx, w, store); err != nil {
 			return err
 		}
 	} else {

@@ -6,8 +6,20 @@ import (
 	"runtime/debug"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version (and branch) are set at build time with -ldflags "-X main.version=... -X main.branch=...".
+var version, branch = "dev", ""
+
+// revision is the git SHA Go recorded in the binary ("unknown" without one).
+func revision() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return "unknown"
+}
 
 func init() {
 	registerPlain("version", "print the version", "", func([]string) int {
@@ -19,13 +31,5 @@ func init() {
 // printVersion prints the build's version (also `legate --version` and
 // `legate proxy --version`, as `envoy --version`).
 func printVersion() {
-	rev := "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				rev = s.Value
-			}
-		}
-	}
-	fmt.Printf("legate %s (revision %s, %s, %s/%s)\n", version, rev, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	fmt.Printf("legate %s (revision %s, %s, %s/%s)\n", version, revision(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }

@@ -54,6 +54,8 @@ type Options struct {
 	IsLeader func() bool
 	Log      *slog.Logger
 	Registry *prometheus.Registry
+	// BuildInfo labels contour_build_info.
+	BuildInfo BuildInfo
 }
 
 // Controller turns store changes into xDS snapshots.
@@ -66,6 +68,7 @@ type Controller struct {
 	buildTime  prometheus.Histogram
 	proxies    *prometheus.GaugeVec
 	edsUpdates prometheus.Counter
+	contour    *contourMetrics // Contour's names (metrics.go)
 
 	mu      sync.Mutex
 	objs    *source.Objects
@@ -99,10 +102,12 @@ func New(st *source.Store, xs *xdsserver.Server, opt Options) *Controller {
 		buildTime:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "legate_controller_build_seconds", Help: "Time to build the model and xDS resources.", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}),
 		proxies:    prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "legate_controller_httpproxies", Help: "HTTPProxies by status."}, []string{"status"}),
 	}
+	c.contour = newContourMetrics(opt.BuildInfo)
 	c.sidecars = map[string]*xdsgen.SidecarResources{}
 	c.sidecarBuild = prometheus.NewCounter(prometheus.CounterOpts{Name: "legate_controller_sidecar_builds_total", Help: "Sidecar snapshots built (one per sidecar per change)."})
 	if opt.Registry != nil {
 		opt.Registry.MustRegister(c.builds, c.edsUpdates, c.buildTime, c.proxies, c.sidecarBuild)
+		opt.Registry.MustRegister(c.contour.collectors()...)
 	}
 	xs.SetSidecarHooks(xdsserver.SidecarHooks{Requested: c.sidecarRequested, Authorize: c.authorizeSidecar})
 	return c
@@ -160,8 +165,11 @@ func (c *Controller) rebuild(ctx context.Context, force source.Kind) {
 	start := time.Now()
 	c.mu.Lock()
 	m, res := c.model, c.res
-	if kind == source.KindConfig || m == nil {
+	var modelTime time.Duration
+	full := kind == source.KindConfig || m == nil
+	if full {
 		m = model.Build(objs, c.opt.Model)
+		modelTime = time.Since(start)
 		res = xdsgen.Build(m, c.opt.XDS)
 		c.builds.Inc()
 	} else {
@@ -205,6 +213,9 @@ func (c *Controller) rebuild(ctx context.Context, force source.Kind) {
 		return
 	}
 	c.buildTime.Observe(time.Since(start).Seconds())
+	if full {
+		c.contour.rebuilt(start, modelTime, time.Since(start)-modelTime, objs)
+	}
 	c.version.Add(1)
 	c.ready.Store(true)
 	c.rebuildSidecars(ctx)
@@ -218,6 +229,11 @@ func (c *Controller) rebuild(ctx context.Context, force source.Kind) {
 		}
 		for k, v := range counts {
 			c.proxies.WithLabelValues(k).Set(float64(v))
+		}
+		if c.opt.IsLeader == nil || c.opt.IsLeader() {
+			c.contour.setProxies(m)
+		} else {
+			c.contour.setProxies(nil)
 		}
 		c.opt.Log.Info("configuration built", "httpproxies", len(m.Proxies), "clusters", len(res.Clusters), "listeners", len(res.Listeners), "duration", time.Since(start).Round(time.Microsecond))
 		if c.opt.Status != nil && (c.opt.IsLeader == nil || c.opt.IsLeader()) {

@@ -13,7 +13,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
@@ -30,9 +29,19 @@ type Kube struct {
 	Namespace string
 }
 
-// Run starts the informers, waits until every cache has synced (so the
-// first build sees the whole cluster), and returns. Informers stop with ctx.
+// Run checks that the cluster serves the CRDs the controller reads and
+// that it may list what it watches (so that a missing CRD or a missing
+// RBAC rule is an error naming it at once, not a cache that never syncs),
+// starts the informers, waits until every cache has synced (so the first
+// build sees the whole cluster), and returns. Informers stop with ctx.
 func (k *Kube) Run(ctx context.Context, st *Store) error {
+	gvrs, err := k.checkCRDs()
+	if err != nil {
+		return err
+	}
+	if err := k.checkList(ctx, gvrs); err != nil {
+		return err
+	}
 	f := informers.NewSharedInformerFactoryWithOptions(k.Client, 0, informers.WithNamespace(k.Namespace))
 	df := dynamicinformer.NewFilteredDynamicSharedInformerFactory(k.Dynamic, 0, k.Namespace, nil)
 	h := handler(st, k.Log)
@@ -59,10 +68,6 @@ func (k *Kube) Run(ctx context.Context, st *Store) error {
 		}
 		synced = append(synced, inf.HasSynced)
 	}
-	gvrs := []schema.GroupVersionResource{contourv1.HTTPProxyGVR, contourv1.TLSCertificateDelegationGVR}
-	if k.hasExtensionServices() {
-		gvrs = append(gvrs, contourv1alpha1.ExtensionServiceGVR)
-	}
 	for _, gvr := range gvrs {
 		inf := df.ForResource(gvr).Informer()
 		if _, err := inf.AddEventHandler(handler(st, k.Log)); err != nil {
@@ -76,7 +81,7 @@ func (k *Kube) Run(ctx context.Context, st *Store) error {
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if !cache.WaitForCacheSync(sctx.Done(), synced...) {
-		return fmt.Errorf("kubernetes informers did not sync within 2 minutes: check the API server address and the controller's RBAC permissions (list/watch services, endpointslices, secrets, ingresses, httpproxies, tlscertificatedelegations, extensionservices; pods and namespaces for sidecars)")
+		return fmt.Errorf("kubernetes informers did not sync within 2 minutes: the controller may list them, so check the API server's health and the controller's RBAC permissions to watch (list/watch services, endpointslices, secrets, ingresses, httpproxies, tlscertificatedelegations, extensionservices; pods and namespaces for sidecars)")
 	}
 	return nil
 }
@@ -135,30 +140,6 @@ func handler(st *Store, log *slog.Logger) cache.ResourceEventHandlerFuncs {
 			}
 		},
 	}
-}
-
-// hasExtensionServices reports whether the cluster serves the
-// ExtensionService CRD (deploy/crds). A cluster installed before Legate
-// read ExtensionServices lacks it: the controller keeps working, with a
-// warning, and HTTPProxy authorization reports ExtensionServiceNotFound,
-// rather than waiting for an informer that can never sync.
-func (k *Kube) hasExtensionServices() bool {
-	gv := contourv1alpha1.GroupVersion.String()
-	rs, err := k.Client.Discovery().ServerResourcesForGroupVersion(gv)
-	if err == nil {
-		for _, r := range rs.APIResources {
-			if r.Name == contourv1alpha1.ExtensionServiceGVR.Resource {
-				return true
-			}
-		}
-	}
-	why := "the API server does not serve it"
-	if err != nil {
-		why = err.Error()
-	}
-	k.Log.Warn("not watching ExtensionServices: HTTPProxy authorization cannot find its server; install the ExtensionService CRD (deploy/crds/projectcontour.io_extensionservices.yaml)",
-		"groupVersion", gv, "reason", why)
-	return false
 }
 
 // trimPod keeps what sidecar configuration reads of a Pod (metadata

@@ -18,6 +18,7 @@ import (
 
 	contourv1 "github.com/legateproxy/legate/api/projectcontour/v1"
 	contourv1alpha1 "github.com/legateproxy/legate/api/projectcontour/v1alpha1"
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
@@ -44,45 +45,111 @@ var decoder = serializer.NewCodecFactory(Scheme).UniversalDeserializer()
 
 // LoadManifests reads every .yaml, .yml and .json file under dir (multi-
 // document YAML and v1 Lists included) and returns the objects the
-// controller reads. Objects of other kinds (Deployments, ConfigMaps, …) are
-// skipped; a document that does not decode is an error naming its file
-// and position. Objects without a namespace get "default" (Namespaces
-// themselves are cluster-scoped and keep none).
+// controller reads. Objects it does not use (other kinds, Secrets that
+// hold no certificate, key or CA, objects without a name, the earlier of
+// two objects with the same kind, namespace and name) are dropped (see
+// LoadManifestsReport); a document that does not decode is an error naming
+// its file and position. Objects without a namespace get "default"
+// (Namespaces themselves are cluster-scoped and keep none).
 func LoadManifests(dir string) (*Objects, error) {
+	o, _, err := LoadManifestsReport(dir)
+	return o, err
+}
+
+// The reasons a manifest object is dropped (the reason label of
+// legate_controller_manifest_objects_dropped_total).
+const (
+	// DropUnknownKind: a kind the controller does not read (a
+	// Deployment, a ConfigMap, an unknown CRD).
+	DropUnknownKind = "unknown_kind"
+	// DropUnusedSecret: a Secret that holds no certificate, key, CA
+	// bundle or JSON Web Key Set (the controller keeps only those).
+	DropUnusedSecret = "unused_secret"
+	// DropParseError: a document that is not YAML/JSON or does not match
+	// its kind's schema. The whole load fails (the last good objects stay).
+	DropParseError = "parse_error"
+	// DropNoName: an object without metadata.name (the API server would
+	// refuse it; manifests mode has no generateName).
+	DropNoName = "no_name"
+	// DropDuplicate: an object with the same kind, namespace and name as a
+	// later one, which wins (as `kubectl apply -f DIR`, in file order).
+	DropDuplicate = "duplicate"
+)
+
+// Drop is one manifest object the controller does not use, and why.
+type Drop struct {
+	File     string
+	Document int // 1-based position in File (items of a List count as their List)
+	Kind     string
+	// Namespace and Name: the namespace is the one the object gets
+	// ("default" when not given) once it decodes, else as written.
+	Namespace, Name string
+	Reason          string // one of the Drop* constants
+	Message         string
+}
+
+// LoadManifestsReport is LoadManifests with the objects it dropped, in
+// file order; on a parse error the report ends with it (Reason
+// DropParseError) and the error is returned too.
+func LoadManifestsReport(dir string) (*Objects, []Drop, error) {
 	files, err := manifestFiles(dir)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	o := NewObjects()
-	st := &Store{objs: o, changed: make(chan struct{}, 1)}
+	l := &loader{st: &Store{objs: o, changed: make(chan struct{}, 1)}, seen: map[string]Drop{}}
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
-			return nil, fmt.Errorf("read manifests: %w", err)
+			return nil, l.drops, fmt.Errorf("read manifests: %w", err)
 		}
-		if err := decodeInto(st, data); err != nil {
-			return nil, fmt.Errorf("%s: %w", f, err)
+		l.file = f
+		if err := l.decode(data, 0); err != nil {
+			return nil, l.drops, fmt.Errorf("%s: %w", f, err)
 		}
 	}
-	return o, nil
+	return o, l.drops, nil
 }
 
-func decodeInto(st *Store, data []byte) error {
+// loader decodes the documents of a manifests folder into a store,
+// noting what it drops.
+type loader struct {
+	st    *Store
+	file  string
+	drops []Drop
+	// seen maps kind/namespace/name to where it was last read.
+	seen map[string]Drop
+}
+
+func (l *loader) drop(d Drop) {
+	d.File = l.file
+	l.drops = append(l.drops, d)
+}
+
+// decode reads the documents of data; doc, when not 0, is the position of
+// the List data is an item of.
+func (l *loader) decode(data []byte, doc int) error {
 	d := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
 	for i := 0; ; i++ {
+		pos := doc
+		if pos == 0 {
+			pos = i + 1
+		}
 		var raw runtime.RawExtension
 		if err := d.Decode(&raw); err != nil {
 			if errors.Is(err, io.EOF) {
 				return nil
 			}
-			return fmt.Errorf("document %d: %w", i+1, err)
+			return l.parseError(pos, nil, err)
 		}
 		if len(bytes.TrimSpace(raw.Raw)) == 0 || string(bytes.TrimSpace(raw.Raw)) == "null" {
 			continue
 		}
+		var meta docMeta
+		_ = json.Unmarshal(raw.Raw, &meta) // best effort, for the report
 		data, err := upgradeIngress(raw.Raw)
 		if err != nil {
-			return fmt.Errorf("document %d: %w", i+1, err)
+			return l.parseError(pos, &meta, err)
 		}
 		obj, gvk, err := decoder.Decode(data, nil, nil)
 		if gvk != nil && gvk.Kind == "List" && gvk.Group == "" {
@@ -90,30 +157,45 @@ func decodeInto(st *Store, data []byte) error {
 		}
 		if err != nil {
 			if runtime.IsNotRegisteredError(err) {
-				continue // a kind the controller does not read
+				l.drop(Drop{Document: pos, Kind: meta.Kind, Namespace: meta.Metadata.Namespace, Name: meta.Metadata.Name, Reason: DropUnknownKind,
+					Message: fmt.Sprintf("the controller does not read %s %s", meta.APIVersion, meta.Kind)})
+				continue
 			}
-			return fmt.Errorf("document %d: %w", i+1, err)
+			return l.parseError(pos, &meta, err)
 		}
 		if gvk.Kind == "List" {
 			var list struct{ Items []json.RawMessage }
 			if err := json.Unmarshal(data, &list); err != nil {
-				return fmt.Errorf("document %d: %w", i+1, err)
+				return l.parseError(pos, &meta, err)
 			}
 			for _, item := range list.Items {
-				if err := decodeInto(st, item); err != nil {
+				if err := l.decode(item, pos); err != nil {
 					return err
 				}
 			}
 			continue
 		}
-		if _, cluster := obj.(*corev1.Namespace); cluster {
-			// cluster-scoped: keyed by name alone
-		} else if m, ok := obj.(interface {
+		m, ok := obj.(interface {
 			GetNamespace() string
 			SetNamespace(string)
-		}); ok && m.GetNamespace() == "" {
+			GetName() string
+		})
+		if !ok {
+			l.drop(Drop{Document: pos, Kind: gvk.Kind, Reason: DropUnknownKind, Message: "the controller does not read " + gvk.Kind})
+			continue
+		}
+		d := Drop{Document: pos, Kind: gvk.Kind, Namespace: m.GetNamespace(), Name: m.GetName()}
+		if m.GetName() == "" {
+			d.Reason, d.Message = DropNoName, "metadata.name is required"
+			l.drop(d)
+			continue
+		}
+		if _, cluster := obj.(*corev1.Namespace); cluster {
+			// cluster-scoped: keyed by name alone
+		} else if m.GetNamespace() == "" {
 			m.SetNamespace("default")
 		}
+		d.Namespace = m.GetNamespace()
 		if sec, ok := obj.(*corev1.Secret); ok && len(sec.StringData) > 0 {
 			// What the API server does on write: stringData is merged into
 			// data (and wins), so a manifest with stringData reads as applied.
@@ -125,8 +207,41 @@ func decodeInto(st *Store, data []byte) error {
 			}
 			sec.StringData = nil
 		}
-		st.Upsert(obj)
+		if !l.st.Upsert(obj) {
+			d.Reason, d.Message = DropUnknownKind, "the controller does not read "+gvk.Kind+"s"
+			if _, ok := obj.(*corev1.Secret); ok {
+				d.Reason, d.Message = DropUnusedSecret, "the controller reads only Secrets of type kubernetes.io/tls, or with ca.crt, crl.pem or a JSON Web Key Set"
+			}
+			l.drop(d)
+			continue
+		}
+		k := gvk.Kind + "/" + m.GetNamespace() + "/" + m.GetName()
+		if prev, dup := l.seen[k]; dup {
+			// The later object replaced it in the store, as a later
+			// `kubectl apply` of the same object does.
+			prev.Reason = DropDuplicate
+			prev.Message = fmt.Sprintf("replaced by the %s %s/%s of %s document %d", gvk.Kind, m.GetNamespace(), m.GetName(), l.file, pos)
+			l.drops = append(l.drops, prev)
+		}
+		d.File = l.file
+		l.seen[k] = d
 	}
+}
+
+// docMeta is what the report says of a document: read leniently, before
+// (and whether or not) it decodes.
+type docMeta struct {
+	APIVersion, Kind string
+	Metadata         struct{ Name, Namespace string }
+}
+
+func (l *loader) parseError(pos int, meta *docMeta, err error) error {
+	d := Drop{Document: pos, Reason: DropParseError, Message: err.Error()}
+	if meta != nil {
+		d.Kind, d.Namespace, d.Name = meta.Kind, meta.Metadata.Namespace, meta.Metadata.Name
+	}
+	l.drop(d)
+	return fmt.Errorf("document %d: %w", pos, err)
 }
 
 func manifestFiles(dir string) ([]string, error) {
@@ -174,16 +289,73 @@ func fingerprint(dir string) string {
 
 // WatchManifests loads dir into the store and reloads it whenever its
 // files change, until ctx ends. A folder that fails to load keeps the last
-// good objects (logged). The first load's error is returned.
+// good objects (logged). The first load's error is returned. Dropped
+// objects are logged (WatchManifestsWith also counts them).
 func WatchManifests(ctx context.Context, dir string, st *Store, log *slog.Logger, every time.Duration) error {
-	objs, err := LoadManifests(dir)
+	return WatchManifestsWith(ctx, ManifestWatch{Dir: dir, Log: log, Every: every}, st)
+}
+
+// ManifestWatch configures WatchManifestsWith.
+type ManifestWatch struct {
+	Dir   string
+	Log   *slog.Logger
+	Every time.Duration // how often the folder is checked for changes
+	// Metrics, when set, counts the objects each load drops.
+	Metrics *ManifestMetrics
+}
+
+// ManifestMetrics are manifests mode's controller metrics.
+type ManifestMetrics struct {
+	dropped *prometheus.CounterVec
+}
+
+// NewManifestMetrics registers legate_controller_manifest_objects_dropped_total
+// with reg (when not nil).
+func NewManifestMetrics(reg prometheus.Registerer) *ManifestMetrics {
+	m := &ManifestMetrics{dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "legate_controller_manifest_objects_dropped_total",
+		Help: "Manifest objects dropped when the --manifests folder was (re)loaded, by reason (unknown_kind, unused_secret, parse_error, no_name, duplicate); counted once per load.",
+	}, []string{"reason"})}
+	for _, r := range []string{DropUnknownKind, DropUnusedSecret, DropParseError, DropNoName, DropDuplicate} {
+		m.dropped.WithLabelValues(r) // every reason exported from the start, at 0, so rate() and alerts see the first drop
+	}
+	if reg != nil {
+		reg.MustRegister(m.dropped)
+	}
+	return m
+}
+
+// WatchManifestsWith is WatchManifests with its options. Each load (the
+// first, then one per change of the folder: polls that find it unchanged
+// read nothing) logs every object it drops, with its kind, namespace/name,
+// file, document and reason, and counts it.
+func WatchManifestsWith(ctx context.Context, w ManifestWatch, st *Store) error {
+	if w.Log == nil {
+		w.Log = slog.Default()
+	}
+	load := func() (*Objects, error) {
+		objs, drops, err := LoadManifestsReport(w.Dir)
+		for _, d := range drops {
+			msg := "manifest object dropped"
+			if d.Reason == DropParseError {
+				msg = "manifest document does not parse: the folder does not load"
+			}
+			w.Log.Warn(msg, "kind", d.Kind, "name", d.Name, "namespace", d.Namespace,
+				"file", d.File, "document", d.Document, "reason", d.Reason, "error", d.Message)
+			if w.Metrics != nil {
+				w.Metrics.dropped.WithLabelValues(d.Reason).Inc()
+			}
+		}
+		return objs, err
+	}
+	objs, err := load()
 	if err != nil {
 		return err
 	}
 	st.Replace(objs)
-	last := fingerprint(dir)
+	last := fingerprint(w.Dir)
 	go func() {
-		t := time.NewTicker(every)
+		t := time.NewTicker(w.Every)
 		defer t.Stop()
 		for {
 			select {
@@ -191,17 +363,17 @@ func WatchManifests(ctx context.Context, dir string, st *Store, log *slog.Logger
 				return
 			case <-t.C:
 			}
-			fp := fingerprint(dir)
+			fp := fingerprint(w.Dir)
 			if fp == last {
 				continue
 			}
 			last = fp
-			objs, err := LoadManifests(dir)
+			objs, err := load()
 			if err != nil {
-				log.Error("manifests folder changed but does not load; keeping the last good objects", "dir", dir, "error", err)
+				w.Log.Error("manifests folder changed but does not load; keeping the last good objects", "dir", w.Dir, "error", err)
 				continue
 			}
-			log.Info("manifests folder reloaded", "dir", dir)
+			w.Log.Info("manifests folder reloaded", "dir", w.Dir)
 			st.Replace(objs)
 		}
 	}()

@@ -3,6 +3,7 @@ package source
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -122,5 +123,79 @@ func TestStorePods(t *testing.T) {
 	st.Upsert(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "x"}})
 	if o, k := st.Take(); k != KindEndpoints || o.Namespaces[types.NamespacedName{Name: "x"}] == nil {
 		t.Errorf("namespace: kind %v", k)
+	}
+}
+
+// TestLoadManifestsReport: every object a load does not use is reported
+// once, with its kind, name, file, position and reason.
+func TestLoadManifestsReport(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		want  []Drop // File relative to the folder; Message not compared
+		err   bool
+	}{
+		{"nothing dropped", map[string]string{"a.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n"}, nil, false},
+		{"unknown kinds", map[string]string{"a.yaml": `apiVersion: apps/v1
+kind: Deployment
+metadata: {name: d, namespace: x}
+---
+apiVersion: example.com/v1
+kind: Widget
+metadata: {name: w}
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: c}
+`}, []Drop{
+			{File: "a.yaml", Document: 1, Kind: "Deployment", Namespace: "x", Name: "d", Reason: DropUnknownKind},
+			{File: "a.yaml", Document: 2, Kind: "Widget", Name: "w", Reason: DropUnknownKind},
+			{File: "a.yaml", Document: 3, Kind: "ConfigMap", Namespace: "default", Name: "c", Reason: DropUnknownKind},
+		}, false},
+		{"unused Secret", map[string]string{"a.yaml": "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ntype: Opaque\nstringData: {password: x}\n"},
+			[]Drop{{File: "a.yaml", Document: 1, Kind: "Secret", Namespace: "default", Name: "s", Reason: DropUnusedSecret}}, false},
+		{"no name", map[string]string{"a.yaml": "apiVersion: projectcontour.io/v1\nkind: HTTPProxy\nmetadata: {generateName: p-}\nspec: {}\n"},
+			[]Drop{{File: "a.yaml", Document: 1, Kind: "HTTPProxy", Reason: DropNoName}}, false},
+		{"duplicates: the later one wins", map[string]string{
+			"a.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n",
+			"b.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: other}\n---\napiVersion: v1\nkind: Service\nmetadata: {name: s, namespace: default}\nspec: {ports: [{port: 81}]}\n",
+		}, []Drop{{File: "a.yaml", Document: 1, Kind: "Service", Namespace: "default", Name: "s", Reason: DropDuplicate}}, false},
+		{"YAML that does not parse", map[string]string{"a.yaml": "apiVersion: v1\nkind: Service\nmetadata: {name: ok}\n---\nkind: Service\nmetadata: {name: [x\n"},
+			[]Drop{{File: "a.yaml", Document: 2, Reason: DropParseError}}, true},
+		{"schema error", map[string]string{"a.yaml": "apiVersion: projectcontour.io/v1\nkind: HTTPProxy\nmetadata: {name: p, namespace: shop}\nspec: {virtualhost: {fqdn: 3}}\n"},
+			[]Drop{{File: "a.yaml", Document: 1, Kind: "HTTPProxy", Namespace: "shop", Name: "p", Reason: DropParseError}}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for n, c := range tc.files {
+				if err := os.WriteFile(filepath.Join(dir, n), []byte(c), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			o, drops, err := LoadManifestsReport(dir)
+			if (err != nil) != tc.err {
+				t.Fatalf("err = %v, want error %v", err, tc.err)
+			}
+			var got []Drop
+			for _, d := range drops {
+				if d.Message == "" {
+					t.Errorf("drop %+v without a message", d)
+				}
+				d.File, _ = filepath.Rel(dir, d.File)
+				d.Message = ""
+				got = append(got, d)
+			}
+			if !reflect.DeepEqual(got, tc.want) {
+				t.Errorf("drops = %+v\nwant %+v", got, tc.want)
+			}
+			if tc.name == "duplicates: the later one wins" {
+				if s := o.Services[types.NamespacedName{Namespace: "default", Name: "s"}]; s == nil || s.Spec.Ports[0].Port != 81 {
+					t.Errorf("Service default/s = %+v, want the later one (port 81)", s)
+				}
+			}
+		})
 	}
 }

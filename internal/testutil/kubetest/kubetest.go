@@ -33,9 +33,22 @@ func KubeAssets(t testing.TB) string {
 // envtest) with Legate's CRDs installed, until the test ends.
 func StartAPIServer(t testing.TB) (*envtest.Environment, *rest.Config) {
 	t.Helper()
+	return StartAPIServerWithCRDs(t, "")
+}
+
+// StartAPIServerWithCRDs is StartAPIServer with only the given CRD files
+// of deploy/crds installed (e.g. "projectcontour.io_httpproxies.yaml"),
+// or all of them for "": a cluster that lacks a CRD.
+func StartAPIServerWithCRDs(t testing.TB, files ...string) (*envtest.Environment, *rest.Config) {
+	t.Helper()
+	dir := filepath.Join(testutil.RepoRoot(t), "deploy", "crds")
+	var paths []string
+	for _, f := range files {
+		paths = append(paths, filepath.Join(dir, f))
+	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: KubeAssets(t),
-		CRDDirectoryPaths:     []string{filepath.Join(testutil.RepoRoot(t), "deploy", "crds")},
+		CRDDirectoryPaths:     paths,
 		ErrorIfCRDPathMissing: true,
 	}
 	// No default route inside a test's network namespace: advertise loopback.
