@@ -154,7 +154,9 @@ func waitReady(ctx context.Context, url string, period, reqTimeout time.Duration
 				return nil
 			}
 			last = resp.Status
-		} else {
+		} else if ctx.Err() == nil || last == "" {
+			// An attempt the overall deadline cut short says nothing
+			// new: the last real answer is the useful report.
 			last = err.Error()
 		}
 		select {

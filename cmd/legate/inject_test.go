@@ -144,7 +144,8 @@ func TestWait(t *testing.T) {
 	if code := run([]string{"wait", "--url", srv.URL, "--period", "10ms"}); code != 0 || n.Load() < 3 {
 		t.Fatalf("exit %d after %d requests", code, n.Load())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	// Long enough for one answer on a loaded machine (go test -race).
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	never := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) }))
 	defer never.Close()
