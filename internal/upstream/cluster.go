@@ -110,10 +110,6 @@ func newStats(s stats.Scope) *Stats {
 // requests and retries counted against them.
 type breakers struct {
 	maxConnections, maxPending, maxRequests, maxRetries uint32
-	// maxConnectionsPerHost is per_host_thresholds' max_connections for
-	// this priority, 0 for none: a host at it gets no new connection
-	// (Envoy's HostImpl::canCreateConnection).
-	maxConnectionsPerHost uint32
 	// retryBudget, when set, replaces maxRetries with a share of the active
 	// and pending requests (at least minRetryConcurrency).
 	retryBudget         float64 // percent
@@ -184,7 +180,11 @@ type Cluster struct {
 	lb                 lbConfig
 	breakers           breakers
 	highBreakers       breakers
-	transport          TransportSocket
+	// maxConnectionsPerHost is per_host_thresholds' max_connections (0:
+	// none): a host at it gets no new connection (Envoy's
+	// HostImpl::canCreateConnection).
+	maxConnectionsPerHost uint32
+	transport             TransportSocket
 	// tsMatches are transport_socket_matches (transportFor); tsDefaultCount
 	// counts hosts that matched none (cluster.<name>.default.total_match_count).
 	tsMatches      []transportMatch

@@ -574,12 +574,13 @@ func (c *Cluster) compileBreakers(cb *clusterv3.CircuitBreakers, path string, sc
 			if err := config.CheckFields(t, p, "priority", "max_connections", "track_remaining"); err != nil {
 				return fmt.Errorf("%w (Envoy applies only max_connections per host)", err)
 			}
-			b := &c.breakers
 			if t.GetPriority() == corev3.RoutingPriority_HIGH {
-				b = &c.highBreakers
+				// The connection pools (and their limits) are shared by
+				// both priorities: a HIGH per-host limit would not hold.
+				return config.Unsupported(config.Join(p, "priority"), "HIGH", "DEFAULT")
 			}
 			if v := t.GetMaxConnections(); v != nil {
-				b.maxConnectionsPerHost = v.GetValue()
+				c.maxConnectionsPerHost = v.GetValue()
 			}
 		}
 		for i, t := range cb.GetThresholds() {

@@ -4,11 +4,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-
-	"github.com/legateproxy/legate/internal/config"
-	"github.com/legateproxy/legate/internal/stats"
 )
 
 // TestHTTP2Options: what the HTTP/2 client takes of http2_protocol_options
@@ -44,11 +39,7 @@ type: STATIC
 connect_timeout: 1s
 load_assignment: {cluster_name: c, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: 1}}}}]}]}
 typed_extension_protocol_options: {envoy.extensions.upstreams.http.v3.HttpProtocolOptions: {"@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions, explicit_http_config: {http2_protocol_options: {` + tc.opts + `}}}}`
-			pc := &clusterv3.Cluster{}
-			if _, err := config.Decode([]byte(y), pc, "cluster"); err != nil {
-				t.Fatal(err)
-			}
-			c, err := Compile(pc, "cluster", Deps{Stats: stats.NewStore()})
+			c, err := compileYAML(t, y)
 			if tc.err != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("err = %v, want %q", err, tc.err)

@@ -385,7 +385,7 @@ func (h *Host) allPools() []*pool {
 // default priority: the cluster is under max_connections and h under the
 // per-host max_connections, when there is one.
 func (c *Cluster) canCreateConnection(h *Host) bool {
-	if m := c.breakers.maxConnectionsPerHost; m > 0 && h.stats.CxActive.Load() >= int64(m) {
+	if m := c.maxConnectionsPerHost; m > 0 && h.stats.CxActive.Load() >= int64(m) {
 		return false
 	}
 	return c.cx.Load() < int64(c.breakers.maxConnections)

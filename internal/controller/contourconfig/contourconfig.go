@@ -16,7 +16,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -24,6 +23,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/legateproxy/legate/internal/format"
+	"github.com/legateproxy/legate/internal/http1"
 )
 
 // Config is Contour's configuration file. Field names are Contour's YAML
@@ -450,12 +450,12 @@ func (c *Config) Validate() error {
 		p   HeadersPolicy
 	}{{"policy.request-headers", c.Policy.RequestHeaders}, {"policy.response-headers", c.Policy.ResponseHeaders}} {
 		for k := range h.p.Set {
-			if !headerName.MatchString(k) {
+			if !http1.IsToken(k) {
 				bad("%s.set: %q is not a valid HTTP header name", h.key, k)
 			}
 		}
 		for _, k := range h.p.Remove {
-			if !headerName.MatchString(k) {
+			if !http1.IsToken(k) {
 				bad("%s.remove: %q is not a valid HTTP header name", h.key, k)
 			}
 		}
@@ -469,9 +469,6 @@ func (c *Config) Validate() error {
 	}
 	return errors.Join(errs...)
 }
-
-// headerName is RFC 7230's token, as Kubernetes' IsHTTPHeaderName.
-var headerName = regexp.MustCompile("^[-!#$%&'*+.^_`|~0-9A-Za-z]+$")
 
 // ParseTimeout parses a Contour timeout: "" (or 0s) keeps the default,
 // "infinity"/"infinite" disables it, anything else is a Go duration.

@@ -122,7 +122,7 @@ func (b *builder) root(p *contourv1.HTTPProxy) {
 			st.errorf(ErrVirtualHost, "RateLimitPolicyNotValid", "Spec.VirtualHost.RateLimitPolicy is invalid: %s", err)
 		}
 	}
-	grl, _ := b.vhostGlobalRateLimits(vh, st)
+	grl := b.vhostGlobalRateLimits(vh, st)
 
 	var svh *SecureVirtualHost
 	if t := vh.TLS; t != nil {

@@ -3,11 +3,11 @@ package model
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"time"
 
 	contourv1 "github.com/legateproxy/legate/api/projectcontour/v1"
+	"github.com/legateproxy/legate/internal/http1"
 	"k8s.io/apimachinery/pkg/types"
 )
 
@@ -109,9 +109,6 @@ func (b *builder) rateLimitService() {
 // not set, as Contour documents it (Envoy requires one).
 const DefaultRateLimitDomain = "contour"
 
-// headerNameRE is RFC 7230's token: what Envoy accepts as a header name.
-var headerNameRE = regexp.MustCompile("^[-!#$%&'*+.^_`|~0-9A-Za-z]+$")
-
 // errEntryFields is Contour's error for a descriptor entry with none or
 // more than one of its fields set.
 var errEntryFields = errors.New("rate limit descriptor entry must have exactly one field set")
@@ -147,7 +144,7 @@ func globalRateLimitPolicy(in *contourv1.GlobalRateLimitPolicy) ([]RateLimitDesc
 				if h.HeaderName == "" || h.DescriptorKey == "" {
 					return nil, errors.New("rate limit descriptor entry requestHeader must have a headerName and a descriptorKey")
 				}
-				if !headerNameRE.MatchString(h.HeaderName) {
+				if !http1.IsToken(h.HeaderName) {
 					return nil, fmt.Errorf("rate limit descriptor entry requestHeader: %q is not a valid header name", h.HeaderName)
 				}
 				re.RequestHeader = &RequestHeaderEntry{HeaderName: h.HeaderName, DescriptorKey: h.DescriptorKey}
@@ -190,9 +187,9 @@ func ValidateGlobalRateLimitPolicy(p *contourv1.GlobalRateLimitPolicy) ([]RateLi
 // vhostGlobalRateLimits is a root's global rate limit descriptors, as
 // Contour's computeVirtualHostRateLimitPolicy: its own, else the
 // configuration file's default policy unless global.disabled opts out.
-// Problems go to st (Contour's reasons and texts); ok is false when the
-// root is invalid.
-func (b *builder) vhostGlobalRateLimits(vh *contourv1.VirtualHost, st *ProxyStatus) (ds []RateLimitDescriptor, ok bool) {
+// Problems go to st (Contour's reasons and texts); an error makes the
+// root invalid.
+func (b *builder) vhostGlobalRateLimits(vh *contourv1.VirtualHost, st *ProxyStatus) []RateLimitDescriptor {
 	var g *contourv1.GlobalRateLimitPolicy
 	if vh.RateLimitPolicy != nil {
 		g = vh.RateLimitPolicy.Global
@@ -200,20 +197,23 @@ func (b *builder) vhostGlobalRateLimits(vh *contourv1.VirtualHost, st *ProxyStat
 	ds, err := globalRateLimitPolicy(g)
 	if err != nil {
 		st.errorf(ErrVirtualHost, "RateLimitPolicyNotValid", "Spec.VirtualHost.RateLimitPolicy is invalid: %s", err)
-		return nil, false
+		return nil
 	}
+	field := "Spec.VirtualHost.RateLimitPolicy.Global"
 	if len(ds) == 0 && !(g != nil && g.Disabled) {
 		if rls := b.opt.Config.RateLimitService; rls != nil && rls.DefaultPolicy != nil {
 			if ds, err = globalRateLimitPolicy(rls.DefaultPolicy); err != nil {
 				st.errorf(ErrVirtualHost, "RateLimitPolicyNotValid", "Default Global RateLimit Policy is invalid: %s", err)
-				return nil, false
+				return nil
 			}
+			// Warnings name what the user wrote: the file's policy.
+			field = "rateLimitService.defaultGlobalRateLimitPolicy"
 		}
 	}
 	if len(ds) > 0 {
-		b.rateLimitWarnings(st, "Spec.VirtualHost.RateLimitPolicy.Global")
+		b.rateLimitWarnings(st, field)
 	}
-	return ds, true
+	return ds
 }
 
 // rateLimitWarnings warns, once per proxy and field, of global rate limits

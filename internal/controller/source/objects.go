@@ -154,11 +154,23 @@ func (s *Store) apply(obj any, del bool) bool {
 	case *discoveryv1.EndpointSlice:
 		kind = set(s.objs.EndpointSlices, key(o.Namespace, o.Name), o, del, KindEndpoints)
 	case *corev1.Secret:
+		k := key(o.Namespace, o.Name)
 		if !usefulSecret(o) {
+			// Not kept; but a Secret of that name kept before (a TLS
+			// Secret updated to another type, or an earlier manifest of
+			// the name) must not go on serving its old contents.
+			_, had := s.objs.Secrets[k]
+			if had && !del {
+				delete(s.objs.Secrets, k)
+				s.pending = max(s.pending, KindConfig)
+			}
 			s.mu.Unlock()
+			if had && !del {
+				s.notify()
+			}
 			return false
 		}
-		kind = set(s.objs.Secrets, key(o.Namespace, o.Name), o, del, KindConfig)
+		kind = set(s.objs.Secrets, k, o, del, KindConfig)
 	case *networkingv1.Ingress:
 		kind = set(s.objs.Ingresses, key(o.Namespace, o.Name), o, del, KindConfig)
 	case *contourv1.HTTPProxy:

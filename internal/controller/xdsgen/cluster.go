@@ -145,13 +145,12 @@ func cluster(c *model.Cluster, opt Options) *clusterv3.Cluster {
 // track_remaining, and a per-host entry (max_connections only, the one
 // limit Envoy applies per host) even when it sets nothing.
 func circuitBreakers(cb *model.CircuitBreakers) *clusterv3.CircuitBreakers {
-	orNil := u32OrNil
 	return &clusterv3.CircuitBreakers{
 		Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
-			MaxConnections: orNil(cb.MaxConnections), MaxPendingRequests: orNil(cb.MaxPendingRequests),
-			MaxRequests: orNil(cb.MaxRequests), MaxRetries: orNil(cb.MaxRetries), TrackRemaining: true,
+			MaxConnections: u32OrNil(cb.MaxConnections), MaxPendingRequests: u32OrNil(cb.MaxPendingRequests),
+			MaxRequests: u32OrNil(cb.MaxRequests), MaxRetries: u32OrNil(cb.MaxRetries), TrackRemaining: true,
 		}},
-		PerHostThresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxConnections: orNil(cb.PerHostMaxConnections), TrackRemaining: true}},
+		PerHostThresholds: []*clusterv3.CircuitBreakers_Thresholds{{MaxConnections: u32OrNil(cb.PerHostMaxConnections), TrackRemaining: true}},
 	}
 }
 
