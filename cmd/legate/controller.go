@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -28,6 +29,7 @@ import (
 	"github.com/legateproxy/legate/internal/certgen"
 	"github.com/legateproxy/legate/internal/controller"
 	"github.com/legateproxy/legate/internal/controller/contourconfig"
+	"github.com/legateproxy/legate/internal/controller/model"
 	"github.com/legateproxy/legate/internal/controller/source"
 	"github.com/legateproxy/legate/internal/controller/status"
 	"github.com/legateproxy/legate/internal/controller/xdsgen"
@@ -60,6 +62,10 @@ type controllerFlags struct {
 	configPath, httpAccessLog, httpsAccessLog, accessLogFormat string
 	useProxyProtocol                                           bool
 	contour                                                    *contourconfig.Config
+	// Gateway API: the GatewayClass controllerName, the pool of Gateway
+	// addresses and whether listener ports are bound as they are.
+	gatewayController, gatewayAddressPool string
+	gatewayListenerPorts                  bool
 }
 
 func runController(args []string) int {
@@ -132,6 +138,9 @@ func newControllerFlags() (*flag.FlagSet, *controllerFlags) {
 	fs.StringVar(&f.httpsAccessLog, "envoy-https-access-log", "/dev/stdout", "access log file of the proxies' HTTPS listener")
 	fs.StringVar(&f.accessLogFormat, "accesslog-format", "", "access log format: envoy or json (default: the file's accesslog-format, else envoy)")
 	fs.BoolVar(&f.useProxyProtocol, "use-proxy-protocol", false, "expect the PROXY protocol on the proxies' HTTP and HTTPS listeners")
+	fs.StringVar(&f.gatewayController, "gateway-controller-name", model.DefaultGatewayController, "Gateway API: manage the GatewayClasses of this spec.controllerName (Contour's is projectcontour.io/gateway-controller)")
+	fs.StringVar(&f.gatewayAddressPool, "gateway-address-pool", "", "Gateway API: give each Gateway without spec.addresses its own address from this CIDR, bound by its listeners (the proxies' hosts must accept them as local, e.g. ip route add local CIDR dev lo)")
+	fs.BoolVar(&f.gatewayListenerPorts, "gateway-listener-ports", false, "Gateway API: bind each Gateway listener's own port (default, as Contour: ports below 1024 are bound as port+8000, e.g. 80 as 8080)")
 	return fs, f
 }
 
@@ -203,6 +212,14 @@ func (f *controllerFlags) run(ctx context.Context, log *slog.Logger, started fun
 		return err
 	}
 	opt.Model.IngressClass = f.ingressClass
+	opt.Model.Gateway = model.GatewayOptions{ControllerName: f.gatewayController, ListenerPorts: f.gatewayListenerPorts}
+	if f.gatewayAddressPool != "" {
+		p, err := netip.ParsePrefix(f.gatewayAddressPool)
+		if err != nil {
+			return fmt.Errorf("--gateway-address-pool %q: %w: use a CIDR such as 198.18.0.0/24", f.gatewayAddressPool, err)
+		}
+		opt.Model.Gateway.AddressPool = p
+	}
 	if f.rootNamespaces != "" {
 		for _, ns := range strings.Split(f.rootNamespaces, ",") {
 			opt.Model.RootNamespaces = append(opt.Model.RootNamespaces, strings.TrimSpace(ns))
@@ -260,7 +277,7 @@ func (f *controllerFlags) run(ctx context.Context, log *slog.Logger, started fun
 		if err := k.Run(ctx, store); err != nil {
 			return err
 		}
-		opt.Status = &status.Writer{Client: client, Dynamic: dyn, Log: log, Address: f.statusAddress}
+		opt.Status = &status.Writer{Client: client, Dynamic: dyn, Log: log, Address: f.statusAddress, GatewayController: f.gatewayController}
 		if f.leaderElect {
 			le, err := f.leaderElector(client, log)
 			if err != nil {

@@ -31,6 +31,8 @@ type Options struct {
 	FallbackCertificate *types.NamespacedName
 	// Config holds the settings of Contour's configuration file.
 	Config ConfigDefaults
+	// Gateway configures the Gateway API processor.
+	Gateway GatewayOptions
 }
 
 // Build computes the model and statuses from one snapshot of objects. It
@@ -39,19 +41,24 @@ func Build(objs *source.Objects, opt Options) *Model {
 	b := &builder{
 		objs: objs, opt: opt,
 		m: &Model{
-			Insecure:   map[string]*VirtualHost{},
-			Secure:     map[string]*SecureVirtualHost{},
-			Clusters:   map[string]*Cluster{},
-			Secrets:    map[string]*Secret{},
-			Proxies:    map[types.NamespacedName]*ProxyStatus{},
-			Ingresses:  map[types.NamespacedName]*IngressStatus{},
-			Extensions: map[types.NamespacedName]*ExtensionStatus{},
+			Insecure:       map[string]*VirtualHost{},
+			Secure:         map[string]*SecureVirtualHost{},
+			Clusters:       map[string]*Cluster{},
+			Secrets:        map[string]*Secret{},
+			Proxies:        map[types.NamespacedName]*ProxyStatus{},
+			Ingresses:      map[types.NamespacedName]*IngressStatus{},
+			Extensions:     map[types.NamespacedName]*ExtensionStatus{},
+			Listeners:      map[string]*Listener{},
+			GatewayClasses: map[string]*GatewayClassStatus{},
+			Gateways:       map[types.NamespacedName]*GatewayStatus{},
+			Routes:         map[RouteKey]*RouteStatus{},
 		},
 	}
 	b.extensionServices() // before the HTTPProxies that use them
 	b.rateLimitService()
 	b.ingresses()
 	b.httpProxies()
+	b.gateways()
 	b.servicePorts()
 	for _, vh := range b.m.Insecure {
 		sortRoutes(vh.Routes)

@@ -33,6 +33,19 @@ type Model struct {
 	// RateLimit is the global rate limit service of every HTTP connection
 	// manager (Contour's rateLimitService); nil when none is configured.
 	RateLimit *GlobalRateLimitService
+	// Listeners are the Gateway API listeners, by xDS listener name
+	// (Insecure and Secure are those of HTTPProxies and Ingresses).
+	Listeners map[string]*Listener
+	// Status of the managed GatewayClasses (by name), Gateways and routes.
+	GatewayClasses map[string]*GatewayClassStatus
+	Gateways       map[types.NamespacedName]*GatewayStatus
+	Routes         map[RouteKey]*RouteStatus
+}
+
+// RouteKey names a Gateway API route: its kind, namespace and name.
+type RouteKey struct {
+	Kind string
+	types.NamespacedName
 }
 
 // VirtualHost is a set of routes for one domain.
@@ -123,9 +136,10 @@ type WeightedCluster struct {
 	CookieRewrites []CookieRewrite
 }
 
-// HeadersPolicy sets and removes headers.
+// HeadersPolicy sets, adds (appends to) and removes headers.
 type HeadersPolicy struct {
 	Set    []KV
+	Add    []KV
 	Remove []string
 	// HostRewrite is a "Host" entry of Set, applied as a host rewrite.
 	HostRewrite string
@@ -145,8 +159,13 @@ type Retry struct {
 // Redirect is a route that answers with a redirect.
 type Redirect struct {
 	Scheme, Host, Path, Prefix string
-	Port                       uint32
-	Code                       int // 301 or 302
+	// PathRegex and PathSubst rewrite the path as Envoy's regex_rewrite.
+	PathRegex, PathSubst string
+	Port                 uint32
+	Code                 int // 301, 302, 303, 307 or 308
+	// gateway marks a Gateway API redirect whose port is settled per
+	// listener (listenerRedirect).
+	gateway bool
 }
 
 // Direct is a route that answers with a fixed response.
@@ -166,22 +185,25 @@ type HashPolicy struct {
 
 // Route is one route of a virtual host.
 type Route struct {
-	Path            PathMatch
-	Headers         []HeaderMatch
-	Query           []QueryMatch
-	Clusters        []WeightedCluster
-	Mirrors         []*Cluster
-	Websocket       bool
-	HTTPSRedirect   bool // on the insecure listener, for a TLS vhost
-	Timeout         *time.Duration
-	IdleTimeout     *time.Duration
-	Retry           *Retry
-	HashPolicies    []HashPolicy
-	PrefixRewrite   string
-	RequestHeaders  *HeadersPolicy
-	ResponseHeaders *HeadersPolicy
-	Redirect        *Redirect
-	Direct          *Direct
+	Path          PathMatch
+	Headers       []HeaderMatch
+	Query         []QueryMatch
+	Clusters      []WeightedCluster
+	Mirrors       []*Cluster
+	Websocket     bool
+	HTTPSRedirect bool // on the insecure listener, for a TLS vhost
+	Timeout       *time.Duration
+	IdleTimeout   *time.Duration
+	Retry         *Retry
+	HashPolicies  []HashPolicy
+	PrefixRewrite string
+	// RegexRewrite and RegexSubst rewrite the path as Envoy's
+	// regex_rewrite (Gateway API's URLRewrite).
+	RegexRewrite, RegexSubst string
+	RequestHeaders           *HeadersPolicy
+	ResponseHeaders          *HeadersPolicy
+	Redirect                 *Redirect
+	Direct                   *Direct
 	// IPFilter is the route's ipAllowPolicy or ipDenyPolicy.
 	IPFilter *IPFilter
 	// LocalRateLimit is the route's rateLimitPolicy.local; it replaces the
@@ -207,6 +229,9 @@ type Route struct {
 	// InternalRedirect is the route's internalRedirectPolicy: the
 	// upstream's 3xx answers the proxy follows itself.
 	InternalRedirect *InternalRedirect
+	// order ranks Gateway API routes of one virtual host (see
+	// sortGatewayRoutes).
+	order routeOrder
 }
 
 // InternalRedirect is a route's internalRedirectPolicy, as Contour's

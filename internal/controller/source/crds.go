@@ -11,6 +11,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // CRD is a CustomResourceDefinition the controller reads.
@@ -24,6 +25,9 @@ type CRD struct {
 	// saying what does not work (Without).
 	Required bool
 	Without  string
+	// ClusterScoped resources are listed and watched outside any
+	// namespace, even when the controller watches one.
+	ClusterScoped bool
 }
 
 // CRDs are the CustomResourceDefinitions the controller reads from a
@@ -35,6 +39,21 @@ var CRDs = []CRD{
 	{GVR: contourv1.TLSCertificateDelegationGVR, File: "deploy/crds/projectcontour.io_tlscertificatedelegations.yaml", Required: true},
 	{GVR: contourv1alpha1.ExtensionServiceGVR, File: "deploy/crds/projectcontour.io_extensionservices.yaml",
 		Without: "HTTPProxy authorization cannot find its server (ExtensionServiceNotFound)"},
+	gatewayCRD("gatewayclasses", "Gateway API is not served", true),
+	gatewayCRD("gateways", "Gateway API is not served", false),
+	gatewayCRD("httproutes", "HTTPRoutes are not served", false),
+	gatewayCRD("grpcroutes", "GRPCRoutes are not served", false),
+	gatewayCRD("tlsroutes", "TLSRoutes are not served", false),
+	gatewayCRD("tcproutes", "TCPRoutes are not served", false),
+	gatewayCRD("referencegrants", "routes and Gateways cannot refer to other namespaces (RefNotPermitted)", false),
+}
+
+// gatewayCRD is an optional Gateway API v1 CRD, as the v1.6.3 standard
+// channel ships it (copied to deploy/crds/gateway-api).
+func gatewayCRD(resource, without string, cluster bool) CRD {
+	return CRD{GVR: gatewayv1.SchemeGroupVersion.WithResource(resource),
+		File:    "deploy/crds/gateway-api/gateway.networking.k8s.io_" + resource + ".yaml",
+		Without: without, ClusterScoped: cluster}
 }
 
 // Name is the CRD's name, <resource>.<group> (httpproxies.projectcontour.io).
@@ -85,7 +104,7 @@ func isRBAC(err error) bool { return apierrors.IsForbidden(err) || apierrors.IsU
 // checkCRDs asks API discovery which CRDs of CRDs the cluster serves, and
 // returns the resources to watch: a missing required CRD is a
 // MissingCRDError, a missing optional one a warning of the same shape.
-func (k *Kube) checkCRDs() ([]schema.GroupVersionResource, error) {
+func (k *Kube) checkCRDs() ([]CRD, error) {
 	served := map[schema.GroupVersion]map[string]bool{}
 	for _, c := range CRDs {
 		gv := c.GVR.GroupVersion()
@@ -110,11 +129,11 @@ func (k *Kube) checkCRDs() ([]schema.GroupVersionResource, error) {
 		}
 	}
 	var missing []CRD
-	var gvrs []schema.GroupVersionResource
+	var gvrs []CRD
 	for _, c := range CRDs {
 		switch {
 		case served[c.GVR.GroupVersion()][c.GVR.Resource]:
-			gvrs = append(gvrs, c.GVR)
+			gvrs = append(gvrs, c)
 		case c.Required:
 			missing = append(missing, c)
 		default:
@@ -132,7 +151,7 @@ func (k *Kube) checkCRDs() ([]schema.GroupVersionResource, error) {
 // checkList lists one object of every resource the informers watch, so
 // that a missing RBAC rule is an error naming the resource at once
 // instead of an informer retrying until the sync timeout.
-func (k *Kube) checkList(ctx context.Context, crds []schema.GroupVersionResource) error {
+func (k *Kube) checkList(ctx context.Context, crds []CRD) error {
 	one := metav1.ListOptions{Limit: 1}
 	where := "in all namespaces"
 	if k.Namespace != "" {
@@ -153,13 +172,16 @@ func (k *Kube) checkList(ctx context.Context, crds []schema.GroupVersionResource
 			return err
 		}},
 	}
-	for _, gvr := range crds {
-		gvr := gvr
+	for _, c := range crds {
+		ns := k.Namespace
+		if c.ClusterScoped {
+			ns = ""
+		}
 		core = append(core, struct {
 			name string
 			list func() error
-		}{gvr.GroupResource().String(), func() error {
-			_, err := k.Dynamic.Resource(gvr).Namespace(k.Namespace).List(ctx, one)
+		}{c.Name(), func() error {
+			_, err := k.Dynamic.Resource(c.GVR).Namespace(ns).List(ctx, one)
 			return err
 		}})
 	}

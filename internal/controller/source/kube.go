@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // Kube watches a cluster with informers and feeds the store.
@@ -68,8 +69,15 @@ func (k *Kube) Run(ctx context.Context, st *Store) error {
 		}
 		synced = append(synced, inf.HasSynced)
 	}
-	for _, gvr := range gvrs {
-		inf := df.ForResource(gvr).Informer()
+	// Cluster-scoped resources (GatewayClasses) are watched outside the
+	// watched namespace.
+	cdf := dynamicinformer.NewDynamicSharedInformerFactory(k.Dynamic, 0)
+	for _, c := range gvrs {
+		fac := df
+		if c.ClusterScoped {
+			fac = cdf
+		}
+		inf := fac.ForResource(c.GVR).Informer()
 		if _, err := inf.AddEventHandler(handler(st, k.Log)); err != nil {
 			return err
 		}
@@ -78,17 +86,18 @@ func (k *Kube) Run(ctx context.Context, st *Store) error {
 	f.Start(ctx.Done())
 	nf.Start(ctx.Done())
 	df.Start(ctx.Done())
+	cdf.Start(ctx.Done())
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if !cache.WaitForCacheSync(sctx.Done(), synced...) {
-		return fmt.Errorf("kubernetes informers did not sync within 2 minutes: the controller may list them, so check the API server's health and the controller's RBAC permissions to watch (list/watch services, endpointslices, secrets, ingresses, httpproxies, tlscertificatedelegations, extensionservices; pods and namespaces for sidecars)")
+		return fmt.Errorf("kubernetes informers did not sync within 2 minutes: the controller may list them, so check the API server's health and the controller's RBAC permissions to watch (list/watch services, endpointslices, secrets, ingresses, httpproxies, tlscertificatedelegations, extensionservices, the Gateway API's gatewayclasses, gateways, httproutes, grpcroutes, tlsroutes, tcproutes and referencegrants; pods and namespaces for sidecars)")
 	}
 	return nil
 }
 
 // FromUnstructured converts a dynamic object of projectcontour.io (v1, or
-// v1alpha1 for ExtensionService) into its typed form; other objects are
-// returned unchanged.
+// v1alpha1 for ExtensionService) or gateway.networking.k8s.io/v1 into its
+// typed form; other objects are returned unchanged.
 func FromUnstructured(obj any) (any, error) {
 	u, ok := obj.(*unstructured.Unstructured)
 	if !ok {
@@ -102,6 +111,20 @@ func FromUnstructured(obj any) (any, error) {
 		typed = &contourv1.TLSCertificateDelegation{}
 	case "ExtensionService":
 		typed = &contourv1alpha1.ExtensionService{}
+	case "GatewayClass":
+		typed = &gatewayv1.GatewayClass{}
+	case "Gateway":
+		typed = &gatewayv1.Gateway{}
+	case "HTTPRoute":
+		typed = &gatewayv1.HTTPRoute{}
+	case "GRPCRoute":
+		typed = &gatewayv1.GRPCRoute{}
+	case "TLSRoute":
+		typed = &gatewayv1.TLSRoute{}
+	case "TCPRoute":
+		typed = &gatewayv1.TCPRoute{}
+	case "ReferenceGrant":
+		typed = &gatewayv1.ReferenceGrant{}
 	default:
 		return nil, fmt.Errorf("unexpected kind %q", u.GetKind())
 	}

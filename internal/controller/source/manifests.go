@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // Scheme knows the core Kubernetes types, projectcontour.io/v1 and
@@ -33,6 +34,9 @@ var Scheme = func() *runtime.Scheme {
 		panic(err)
 	}
 	if err := contourv1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := gatewayv1.Install(s); err != nil {
 		panic(err)
 	}
 	if err := contourv1alpha1.AddToScheme(s); err != nil {
@@ -190,7 +194,7 @@ func (l *loader) decode(data []byte, doc int) error {
 			l.drop(d)
 			continue
 		}
-		if _, cluster := obj.(*corev1.Namespace); cluster {
+		if clusterScoped(obj) {
 			// cluster-scoped: keyed by name alone
 		} else if m.GetNamespace() == "" {
 			m.SetNamespace("default")
@@ -434,4 +438,14 @@ func upgradeIngress(doc []byte) ([]byte, error) {
 		}
 	}
 	return json.Marshal(m)
+}
+
+// clusterScoped reports whether obj's kind has no namespace: such objects
+// are keyed by name alone.
+func clusterScoped(obj any) bool {
+	switch obj.(type) {
+	case *corev1.Namespace, *gatewayv1.GatewayClass:
+		return true
+	}
+	return false
 }

@@ -121,8 +121,9 @@ func TestStorePods(t *testing.T) {
 		t.Errorf("label change: kind %v", k)
 	}
 	st.Upsert(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "x"}})
-	if o, k := st.Take(); k != KindEndpoints || o.Namespaces[types.NamespacedName{Name: "x"}] == nil {
-		t.Errorf("namespace: kind %v", k)
+	// A Namespace's labels select Gateway API routes: a config change.
+	if o, k := st.Take(); k != KindConfig || o.Namespaces[types.NamespacedName{Name: "x"}] == nil {
+		t.Errorf("namespace: kind %v, want config", k)
 	}
 }
 

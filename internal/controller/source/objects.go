@@ -1,7 +1,8 @@
 // Package source collects the Kubernetes objects the controller reads —
 // Services, EndpointSlices, Secrets, Ingresses, HTTPProxies,
-// TLSCertificateDelegations, ExtensionServices, and the Pods and Namespaces that sidecar
-// configuration needs — from a cluster (informers) or from a folder
+// TLSCertificateDelegations, ExtensionServices, the Gateway API's
+// GatewayClasses, Gateways, routes and ReferenceGrants, and the Pods and
+// Namespaces that sidecar configuration needs — from a cluster (informers) or from a folder
 // of manifests, into a Store that the model builder reads as a snapshot.
 package source
 
@@ -13,6 +14,7 @@ import (
 	contourv1 "github.com/legateproxy/legate/api/projectcontour/v1"
 	contourv1alpha1 "github.com/legateproxy/legate/api/projectcontour/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -35,6 +37,15 @@ type Objects struct {
 	// keyed by name alone.
 	Pods       map[types.NamespacedName]*corev1.Pod
 	Namespaces map[types.NamespacedName]*corev1.Namespace
+	// Gateway API objects (gateway.networking.k8s.io/v1); GatewayClasses
+	// are cluster-scoped, keyed by name alone.
+	GatewayClasses  map[types.NamespacedName]*gatewayv1.GatewayClass
+	Gateways        map[types.NamespacedName]*gatewayv1.Gateway
+	HTTPRoutes      map[types.NamespacedName]*gatewayv1.HTTPRoute
+	GRPCRoutes      map[types.NamespacedName]*gatewayv1.GRPCRoute
+	TLSRoutes       map[types.NamespacedName]*gatewayv1.TLSRoute
+	TCPRoutes       map[types.NamespacedName]*gatewayv1.TCPRoute
+	ReferenceGrants map[types.NamespacedName]*gatewayv1.ReferenceGrant
 }
 
 // NewObjects returns an empty Objects.
@@ -49,6 +60,13 @@ func NewObjects() *Objects {
 		ExtensionServices: map[types.NamespacedName]*contourv1alpha1.ExtensionService{},
 		Pods:              map[types.NamespacedName]*corev1.Pod{},
 		Namespaces:        map[types.NamespacedName]*corev1.Namespace{},
+		GatewayClasses:    map[types.NamespacedName]*gatewayv1.GatewayClass{},
+		Gateways:          map[types.NamespacedName]*gatewayv1.Gateway{},
+		HTTPRoutes:        map[types.NamespacedName]*gatewayv1.HTTPRoute{},
+		GRPCRoutes:        map[types.NamespacedName]*gatewayv1.GRPCRoute{},
+		TLSRoutes:         map[types.NamespacedName]*gatewayv1.TLSRoute{},
+		TCPRoutes:         map[types.NamespacedName]*gatewayv1.TCPRoute{},
+		ReferenceGrants:   map[types.NamespacedName]*gatewayv1.ReferenceGrant{},
 	}
 }
 
@@ -56,9 +74,8 @@ func NewObjects() *Objects {
 type Kind int
 
 // The kinds of change. Endpoints changes only need new EDS resources;
-// Pod and Namespace changes count as endpoints changes: they do not touch
-// the gateway model, only sidecar configuration, which is rebuilt on
-// every change.
+// Pod changes count as endpoints changes: they do not touch the gateway
+// model, only sidecar configuration, which is rebuilt on every change.
 const (
 	KindNone Kind = iota
 	KindEndpoints
@@ -98,6 +115,13 @@ func (s *Store) Take() (*Objects, Kind) {
 	copyMap(o.ExtensionServices, s.objs.ExtensionServices)
 	copyMap(o.Pods, s.objs.Pods)
 	copyMap(o.Namespaces, s.objs.Namespaces)
+	copyMap(o.GatewayClasses, s.objs.GatewayClasses)
+	copyMap(o.Gateways, s.objs.Gateways)
+	copyMap(o.HTTPRoutes, s.objs.HTTPRoutes)
+	copyMap(o.GRPCRoutes, s.objs.GRPCRoutes)
+	copyMap(o.TLSRoutes, s.objs.TLSRoutes)
+	copyMap(o.TCPRoutes, s.objs.TCPRoutes)
+	copyMap(o.ReferenceGrants, s.objs.ReferenceGrants)
 	k := s.pending
 	s.pending = KindNone
 	return o, k
@@ -106,7 +130,11 @@ func (s *Store) Take() (*Objects, Kind) {
 func onlyEndpointsDiffer(a, b *Objects) bool {
 	return reflect.DeepEqual(a.Services, b.Services) && reflect.DeepEqual(a.Secrets, b.Secrets) &&
 		reflect.DeepEqual(a.Ingresses, b.Ingresses) && reflect.DeepEqual(a.HTTPProxies, b.HTTPProxies) &&
-		reflect.DeepEqual(a.Delegations, b.Delegations) && reflect.DeepEqual(a.ExtensionServices, b.ExtensionServices)
+		reflect.DeepEqual(a.Delegations, b.Delegations) && reflect.DeepEqual(a.ExtensionServices, b.ExtensionServices) &&
+		reflect.DeepEqual(a.GatewayClasses, b.GatewayClasses) && reflect.DeepEqual(a.Gateways, b.Gateways) &&
+		reflect.DeepEqual(a.HTTPRoutes, b.HTTPRoutes) && reflect.DeepEqual(a.GRPCRoutes, b.GRPCRoutes) &&
+		reflect.DeepEqual(a.TLSRoutes, b.TLSRoutes) && reflect.DeepEqual(a.TCPRoutes, b.TCPRoutes) &&
+		reflect.DeepEqual(a.ReferenceGrants, b.ReferenceGrants)
 }
 
 func copyMap[V any](dst, src map[types.NamespacedName]V) {
@@ -188,7 +216,23 @@ func (s *Store) apply(obj any, del bool) bool {
 		}
 		kind = set(s.objs.Pods, key(o.Namespace, o.Name), o, del, KindEndpoints)
 	case *corev1.Namespace:
-		kind = set(s.objs.Namespaces, key("", o.Name), o, del, KindEndpoints)
+		// A Namespace's labels select Gateway API routes
+		// (allowedRoutes.namespaces.selector): a config change.
+		kind = set(s.objs.Namespaces, key("", o.Name), o, del, KindConfig)
+	case *gatewayv1.GatewayClass:
+		kind = set(s.objs.GatewayClasses, key("", o.Name), o, del, KindConfig)
+	case *gatewayv1.Gateway:
+		kind = set(s.objs.Gateways, key(o.Namespace, o.Name), o, del, KindConfig)
+	case *gatewayv1.HTTPRoute:
+		kind = set(s.objs.HTTPRoutes, key(o.Namespace, o.Name), o, del, KindConfig)
+	case *gatewayv1.GRPCRoute:
+		kind = set(s.objs.GRPCRoutes, key(o.Namespace, o.Name), o, del, KindConfig)
+	case *gatewayv1.TLSRoute:
+		kind = set(s.objs.TLSRoutes, key(o.Namespace, o.Name), o, del, KindConfig)
+	case *gatewayv1.TCPRoute:
+		kind = set(s.objs.TCPRoutes, key(o.Namespace, o.Name), o, del, KindConfig)
+	case *gatewayv1.ReferenceGrant:
+		kind = set(s.objs.ReferenceGrants, key(o.Namespace, o.Name), o, del, KindConfig)
 	default:
 		s.mu.Unlock()
 		return false

@@ -1,7 +1,9 @@
 // Package status writes the controller's computed status back to
 // Kubernetes: HTTPProxy currentStatus, description and Contour-style
-// detailed conditions, ExtensionService Valid conditions, and the load
-// balancer address of served Ingresses and valid HTTPProxies. Only
+// detailed conditions, ExtensionService Valid conditions, the load
+// balancer address of served Ingresses and valid HTTPProxies, and the
+// Gateway API's GatewayClass, Gateway (addresses, listeners) and route
+// parent conditions. Only
 // changed statuses are written.
 package status
 
@@ -30,8 +32,13 @@ type Writer struct {
 	Dynamic dynamic.Interface
 	Log     *slog.Logger
 	// Address is the load balancer address written to Ingress and HTTPProxy
-	// status (an IP or a hostname); empty writes none.
+	// status (an IP or a hostname), and to Gateways without an address of
+	// their own; empty writes none.
 	Address string
+	// GatewayController is the controllerName of the GatewayClasses the
+	// controller manages (default model.DefaultGatewayController): route
+	// parent statuses of that controller are its own.
+	GatewayController string
 }
 
 // ProxyStatus renders a computed status as Contour writes it, reusing
@@ -117,6 +124,7 @@ func (w *Writer) Write(ctx context.Context, m *model.Model, objs *source.Objects
 		note(err)
 	}
 	w.writeExtensionServices(ctx, m, objs, note)
+	w.writeGateways(ctx, m, objs, note)
 	for key, st := range m.Ingresses {
 		ing := objs.Ingresses[key]
 		if ing == nil || !st.Served || w.Address == "" {

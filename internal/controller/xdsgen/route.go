@@ -56,6 +56,12 @@ func headerValues(h *model.HeadersPolicy) ([]*corev3.HeaderValueOption, []string
 			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 		})
 	}
+	for _, kv := range h.Add {
+		add = append(add, &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: kv.Name, Value: kv.Value},
+			AppendAction: corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD,
+		})
+	}
 	return add, h.Remove
 }
 
@@ -101,15 +107,26 @@ func route(r *model.Route, vhost string) *routev3.Route {
 		if r.Redirect.Scheme != "" {
 			red.SchemeRewriteSpecifier = &routev3.RedirectAction_SchemeRedirect{SchemeRedirect: r.Redirect.Scheme}
 		}
-		if r.Redirect.Code == 301 {
+		switch r.Redirect.Code {
+		case 301:
 			red.ResponseCode = routev3.RedirectAction_MOVED_PERMANENTLY
-		} else {
+		case 303:
+			red.ResponseCode = routev3.RedirectAction_SEE_OTHER
+		case 307:
+			red.ResponseCode = routev3.RedirectAction_TEMPORARY_REDIRECT
+		case 308:
+			red.ResponseCode = routev3.RedirectAction_PERMANENT_REDIRECT
+		default:
 			red.ResponseCode = routev3.RedirectAction_FOUND
 		}
-		if r.Redirect.Path != "" {
+		switch {
+		case r.Redirect.Path != "":
 			red.PathRewriteSpecifier = &routev3.RedirectAction_PathRedirect{PathRedirect: r.Redirect.Path}
-		} else if r.Redirect.Prefix != "" {
+		case r.Redirect.Prefix != "":
 			red.PathRewriteSpecifier = &routev3.RedirectAction_PrefixRewrite{PrefixRewrite: r.Redirect.Prefix}
+		case r.Redirect.PathRegex != "":
+			red.PathRewriteSpecifier = &routev3.RedirectAction_RegexRewrite{RegexRewrite: &matcherv3.RegexMatchAndSubstitute{
+				Pattern: &matcherv3.RegexMatcher{Regex: r.Redirect.PathRegex}, Substitution: r.Redirect.PathSubst}}
 		}
 		out.Action = &routev3.Route_Redirect{Redirect: red}
 		return out
@@ -123,6 +140,9 @@ func route(r *model.Route, vhost string) *routev3.Route {
 	}
 
 	ra := &routev3.RouteAction{PrefixRewrite: r.PrefixRewrite}
+	if r.RegexRewrite != "" {
+		ra.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{Pattern: &matcherv3.RegexMatcher{Regex: r.RegexRewrite}, Substitution: r.RegexSubst}
+	}
 	if len(r.Clusters) == 1 && r.Clusters[0].RequestHeaders == nil && r.Clusters[0].ResponseHeaders == nil &&
 		len(r.CookieRewrites) == 0 && len(r.Clusters[0].CookieRewrites) == 0 {
 		ra.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: r.Clusters[0].Cluster.Name}

@@ -85,6 +85,9 @@ type Options struct {
 
 	// rateLimit is the model's global rate limit service (Build sets it).
 	rateLimit *model.GlobalRateLimitService
+	// plainHTTP marks the connection manager being rendered as one of a
+	// plain HTTP Gateway listener (its access log is the HTTP one).
+	plainHTTP bool
 }
 
 func (o Options) withDefaults() Options {
@@ -169,7 +172,7 @@ func hcmFilterWith(opt Options, statPrefix, routes string, fcc *model.ClientCert
 		MergeSlashes:     false,
 	}
 	logPath := opt.AccessLog.HTTPSPath
-	if statPrefix == HTTPListener {
+	if statPrefix == HTTPListener || opt.plainHTTP {
 		logPath = opt.AccessLog.HTTPPath
 	}
 	opt.applyHCM(hcm, logPath)
@@ -217,6 +220,9 @@ func Build(m *model.Model, opt Options) *Resources {
 		r.Listeners = append(r.Listeners, l)
 		r.Routes = append(r.Routes, routes...)
 	}
+	gl, gr := gatewayListeners(m, opt)
+	r.Listeners = append(r.Listeners, gl...)
+	r.Routes = append(r.Routes, gr...)
 	names := make([]string, 0, len(m.Clusters))
 	for n := range m.Clusters {
 		names = append(names, n)

@@ -1,0 +1,636 @@
+package model
+
+import (
+	"cmp"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// The Gateway API processor: GatewayClasses of the controller's
+// controllerName, their Gateways' listeners (model Listeners, one per
+// bound address and port) and the routes attached to them, with the
+// status conditions and reasons the Gateway API specification defines.
+// Semantics follow the specification (v1.6) and, where it leaves a choice,
+// Contour's gatewayapi processor.
+
+// DefaultGatewayController is the GatewayClass controllerName Legate
+// manages when none is configured.
+const DefaultGatewayController = "legateproxy.io/gateway-controller"
+
+// GatewayOptions configure the Gateway API processor.
+type GatewayOptions struct {
+	// ControllerName selects the GatewayClasses (spec.controllerName)
+	// this controller manages (default DefaultGatewayController).
+	ControllerName string
+	// AddressPool, when valid, gives each Gateway without spec.addresses
+	// an address of its own from this prefix, which its listeners bind
+	// (so that Gateways may share ports). The proxy's host must accept
+	// them as local addresses (e.g. `ip route add local <prefix> dev lo`).
+	AddressPool netip.Prefix
+	// ListenerPorts makes the proxy bind each Gateway listener's own
+	// port; by default, as Contour, a port below 1024 is bound as port +
+	// 8000 (80 → 8080, 443 → 8443), what the proxy's Service maps.
+	ListenerPorts bool
+}
+
+func (o GatewayOptions) controllerName() string {
+	if o.ControllerName == "" {
+		return DefaultGatewayController
+	}
+	return o.ControllerName
+}
+
+// Listener is one listening socket of the proxy serving Gateway
+// listeners: every Gateway listener of one Gateway address and port.
+type Listener struct {
+	// Name is the xDS listener name: <protocol>-<port> as Contour, under
+	// the Gateway's address when it has its own (<address>/http-80).
+	Name     string
+	Address  string // "" binds the HTTP (or HTTPS) address of the options
+	Port     uint32 // the port the proxy binds
+	Protocol string // "http" or "https"
+	// VirtualHosts of an http listener, by hostname ("*" for any).
+	VirtualHosts map[string]*VirtualHost
+	// Chains of an https listener: one per Gateway listener, by SNI.
+	Chains []*FilterChain
+	// owner is the Gateway that binds the address and port.
+	owner *gatewayv1.Gateway
+}
+
+// FilterChain is one HTTPS Gateway listener: a certificate, its SNI
+// hostname and the virtual hosts of the routes attached to it.
+type FilterChain struct {
+	// Name is <gateway namespace>/<gateway name>/<listener name>.
+	Name string
+	// Hostname is the SNI the chain matches ("" for any).
+	Hostname     string
+	Secret       *Secret
+	VirtualHosts map[string]*VirtualHost
+}
+
+// GatewayClassStatus is the computed status of a managed GatewayClass.
+type GatewayClassStatus struct {
+	Name       string
+	Generation int64
+	Conditions []metav1.Condition
+	// SupportedFeatures are the Gateway API features the controller
+	// implements (status.supportedFeatures).
+	SupportedFeatures []string
+}
+
+// GatewayStatus is the computed status of a managed Gateway.
+type GatewayStatus struct {
+	Key        types.NamespacedName
+	Generation int64
+	Conditions []metav1.Condition
+	// Addresses are the Gateway's bound addresses (empty: the proxy
+	// Service's, which the status writer knows).
+	Addresses []string
+	Listeners []ListenerStatus
+}
+
+// ListenerStatus is the status of one Gateway listener.
+type ListenerStatus struct {
+	Name           string
+	SupportedKinds []gatewayv1.RouteGroupKind
+	AttachedRoutes int32
+	Conditions     []metav1.Condition
+}
+
+// RouteStatus is the computed status of a route (HTTPRoute) for the
+// parents this controller manages.
+type RouteStatus struct {
+	Kind       string // "HTTPRoute"
+	Key        types.NamespacedName
+	Generation int64
+	Parents    []RouteParentStatus
+}
+
+// RouteParentStatus is a route's status for one parentRef.
+type RouteParentStatus struct {
+	ParentRef  gatewayv1.ParentReference
+	Conditions []metav1.Condition
+}
+
+// supportedFeatures are the Gateway API features implemented, as the
+// conformance suite names them (sigs.k8s.io/gateway-api/pkg/features).
+var supportedFeatures = []string{
+	"Gateway", "GatewayPort8080", "HTTPRoute", "ReferenceGrant",
+	"HTTPRouteBackendTimeout", "HTTPRouteHostRewrite", "HTTPRouteMethodMatching",
+	"HTTPRoutePathRedirect", "HTTPRoutePathRewrite", "HTTPRoutePortRedirect",
+	"HTTPRouteQueryParamMatching", "HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors",
+	"HTTPRouteRequestTimeout", "HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect",
+	"HTTPRoute303RedirectStatusCode", "HTTPRoute307RedirectStatusCode", "HTTPRoute308RedirectStatusCode",
+	"HTTPRouteParentRefPort", "HTTPRouteBackendProtocolH2C", "HTTPRouteBackendProtocolWebSocket",
+}
+
+func cond(typ string, ok bool, reason, msg string, gen int64) metav1.Condition {
+	s := metav1.ConditionTrue
+	if !ok {
+		s = metav1.ConditionFalse
+	}
+	return metav1.Condition{Type: typ, Status: s, Reason: reason, Message: msg, ObservedGeneration: gen}
+}
+
+// gwListener is a Gateway listener being built.
+type gwListener struct {
+	gw     *gatewayv1.Gateway
+	spec   gatewayv1.Listener
+	status *ListenerStatus
+	// valid listeners accept routes; l is their model listener and chain
+	// their HTTPS filter chain.
+	valid bool
+	l     *Listener
+	chain *FilterChain
+	kinds []gatewayv1.RouteGroupKind
+}
+
+// gatewayState is what the routes need of the managed Gateways.
+type gatewayState struct {
+	gateways  map[types.NamespacedName]*gatewayv1.Gateway
+	listeners map[types.NamespacedName][]*gwListener
+	status    map[types.NamespacedName]*GatewayStatus
+}
+
+// gateways builds the managed GatewayClasses, Gateways and their
+// listeners, then the routes attached to them.
+func (b *builder) gateways() {
+	ctrl := b.opt.Gateway.controllerName()
+	classes := map[string]*gatewayv1.GatewayClass{}
+	for _, k := range sortedKeys(b.objs.GatewayClasses) {
+		gc := b.objs.GatewayClasses[k]
+		if string(gc.Spec.ControllerName) != ctrl {
+			continue
+		}
+		classes[gc.Name] = gc
+		st := &GatewayClassStatus{Name: gc.Name, Generation: gc.Generation, SupportedFeatures: supportedFeatures}
+		accepted := cond("Accepted", true, "Accepted", "GatewayClass is accepted by "+ctrl, gc.Generation)
+		if gc.Spec.ParametersRef != nil {
+			accepted = cond("Accepted", false, "InvalidParameters", "parametersRef is not supported: remove it", gc.Generation)
+		}
+		st.Conditions = []metav1.Condition{accepted,
+			cond("SupportedVersion", true, "SupportedVersion", "Gateway API v1.6 is supported", gc.Generation)}
+		b.m.GatewayClasses[gc.Name] = st
+	}
+	gs := &gatewayState{
+		gateways:  map[types.NamespacedName]*gatewayv1.Gateway{},
+		listeners: map[types.NamespacedName][]*gwListener{},
+		status:    map[types.NamespacedName]*GatewayStatus{},
+	}
+	var gws []*gatewayv1.Gateway
+	for _, gw := range b.objs.Gateways {
+		if gc := classes[string(gw.Spec.GatewayClassName)]; gc != nil && b.m.GatewayClasses[gc.Name].Conditions[0].Status == metav1.ConditionTrue {
+			gws = append(gws, gw)
+		}
+	}
+	// The oldest Gateway wins an address and port, as the oldest route
+	// wins a match.
+	slices.SortFunc(gws, func(a, c *gatewayv1.Gateway) int {
+		if d := a.CreationTimestamp.Compare(c.CreationTimestamp.Time); d != 0 {
+			return d
+		}
+		return cmp.Compare(a.Namespace+"/"+a.Name, c.Namespace+"/"+c.Name)
+	})
+	addrs := b.gatewayAddresses(gws)
+	for _, gw := range gws {
+		b.gateway(gw, addrs[gw], gs)
+	}
+	b.httpRoutes(gs)
+	for k, st := range gs.status {
+		b.finishGatewayStatus(gs, k, st)
+	}
+}
+
+// gatewayAddresses picks each Gateway's bound address: its first
+// spec.addresses entry of type IPAddress, or one of the pool (the one its
+// status already shows when still free, so addresses are stable), or ""
+// (the options' address, shared).
+func (b *builder) gatewayAddresses(gws []*gatewayv1.Gateway) map[*gatewayv1.Gateway]string {
+	out := map[*gatewayv1.Gateway]string{}
+	taken := map[string]bool{}
+	var pooled []*gatewayv1.Gateway
+	for _, gw := range gws {
+		for _, a := range gw.Spec.Addresses {
+			if a.Type == nil || *a.Type == gatewayv1.IPAddressType {
+				if net.ParseIP(a.Value) != nil {
+					out[gw] = a.Value
+					taken[a.Value] = true
+					break
+				}
+			}
+		}
+		if _, ok := out[gw]; !ok && b.opt.Gateway.AddressPool.IsValid() {
+			pooled = append(pooled, gw)
+		}
+	}
+	pool := b.opt.Gateway.AddressPool
+	// Keep addresses already in status.
+	var fresh []*gatewayv1.Gateway
+	for _, gw := range pooled {
+		kept := false
+		for _, a := range gw.Status.Addresses {
+			if ip, err := netip.ParseAddr(a.Value); err == nil && pool.Contains(ip) && !taken[a.Value] {
+				out[gw], taken[a.Value], kept = a.Value, true, true
+				break
+			}
+		}
+		if !kept {
+			fresh = append(fresh, gw)
+		}
+	}
+	next := pool.Masked().Addr().Next() // skip the network address
+	for _, gw := range fresh {
+		for pool.Contains(next) && taken[next.String()] {
+			next = next.Next()
+		}
+		if !pool.Contains(next) {
+			break // pool exhausted: these Gateways get no address
+		}
+		out[gw], taken[next.String()] = next.String(), true
+	}
+	return out
+}
+
+// containerPort is the port the proxy binds for a Gateway listener port,
+// as Contour's toContainerPort unless the listener ports are bound as is.
+func (b *builder) containerPort(p gatewayv1.PortNumber) uint32 {
+	if b.opt.Gateway.ListenerPorts {
+		return uint32(p)
+	}
+	c := int(p) + 8000
+	if c > 65535 {
+		c -= 65535
+	}
+	if c <= 1023 {
+		c += 1023
+	}
+	return uint32(c)
+}
+
+func validHostname(h string) error {
+	if net.ParseIP(h) != nil {
+		return fmt.Errorf("invalid hostname %q: must be a DNS name, not an IP address", h)
+	}
+	var errs []string
+	if strings.Contains(h, "*") {
+		errs = validation.IsWildcardDNS1123Subdomain(h)
+	} else {
+		errs = validation.IsDNS1123Subdomain(h)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("invalid hostname %q: %s", h, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+func hostnameOf(h *gatewayv1.Hostname) string {
+	if h == nil {
+		return ""
+	}
+	return string(*h)
+}
+
+// gateway validates one Gateway's listeners and creates their model
+// listeners.
+func (b *builder) gateway(gw *gatewayv1.Gateway, addr string, gs *gatewayState) {
+	key := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
+	gen := gw.Generation
+	st := &GatewayStatus{Key: key, Generation: gen}
+	if addr != "" {
+		st.Addresses = []string{addr}
+	}
+	gs.gateways[key] = gw
+	gs.status[key] = st
+	b.m.Gateways[key] = st
+	// Sized once: each gwListener keeps a pointer to its status.
+	st.Listeners = make([]ListenerStatus, len(gw.Spec.Listeners))
+	for i, ls := range gw.Spec.Listeners {
+		st.Listeners[i].Name = string(ls.Name)
+		l := &gwListener{gw: gw, spec: ls, status: &st.Listeners[i]}
+		gs.listeners[key] = append(gs.listeners[key], l)
+		b.gatewayListener(gw, i, l, addr)
+	}
+	if b.opt.Gateway.AddressPool.IsValid() && addr == "" {
+		st.Conditions = append(st.Conditions, cond("Programmed", false, "AddressNotAssigned",
+			"the address pool "+b.opt.Gateway.AddressPool.String()+" has no free address", gen))
+	}
+}
+
+// gatewayListener validates one listener as Contour's ValidateListeners
+// (protocol, hostname, conflicts with the Gateway's earlier listeners and
+// with other Gateways' bound ports), resolves its TLS certificate and
+// route kinds, and creates or joins its model listener.
+func (b *builder) gatewayListener(gw *gatewayv1.Gateway, i int, l *gwListener, addr string) {
+	gen := gw.Generation
+	ls := l.spec
+	set := func(cs ...metav1.Condition) {
+		l.status.Conditions = cs
+	}
+	invalid := func(typ, reason, msg string) {
+		// An invalid listener: the failed condition, and Programmed False.
+		cs := []metav1.Condition{}
+		for _, t := range []string{"Accepted", "ResolvedRefs", "Programmed", "Conflicted"} {
+			switch {
+			case t == typ && t == "Conflicted":
+				cs = append(cs, cond(t, true, reason, msg, gen))
+			case t == typ:
+				cs = append(cs, cond(t, false, reason, msg, gen))
+			case t == "Conflicted":
+				cs = append(cs, cond(t, false, "NoConflicts", "no conflicts", gen))
+			case t == "Programmed":
+				cs = append(cs, cond(t, false, "Invalid", "the listener is invalid: "+msg, gen))
+			default:
+				r := map[string]string{"Accepted": "Accepted", "ResolvedRefs": "ResolvedRefs"}[t]
+				cs = append(cs, cond(t, true, r, "", gen))
+			}
+		}
+		set(cs...)
+	}
+	host := hostnameOf(ls.Hostname)
+	if host != "" {
+		if err := validHostname(host); err != nil {
+			invalid("Programmed", "Invalid", err.Error())
+			return
+		}
+	}
+	var proto string
+	switch ls.Protocol {
+	case gatewayv1.HTTPProtocolType:
+		proto = "http"
+	case gatewayv1.HTTPSProtocolType:
+		proto = "https"
+	default:
+		invalid("Accepted", "UnsupportedProtocol", fmt.Sprintf("listener protocol %q is not supported: use HTTP or HTTPS", ls.Protocol))
+		return
+	}
+	for _, o := range gw.Spec.Listeners[:i] {
+		if o.Port != ls.Port {
+			if b.containerPort(o.Port) == b.containerPort(ls.Port) {
+				invalid("Accepted", "PortUnavailable", "the listener's port maps to the port of an earlier listener")
+				return
+			}
+			continue
+		}
+		if (o.Protocol == gatewayv1.HTTPProtocolType) != (ls.Protocol == gatewayv1.HTTPProtocolType) {
+			invalid("Conflicted", "ProtocolConflict", "all listener protocols of a port must be compatible")
+			return
+		}
+		if hostnameOf(o.Hostname) == host {
+			invalid("Conflicted", "HostnameConflict", "all listener hostnames of a port must be unique")
+			return
+		}
+	}
+	// Route kinds.
+	l.kinds = nil
+	badKinds := false
+	if ls.AllowedRoutes != nil && len(ls.AllowedRoutes.Kinds) > 0 {
+		for _, k := range ls.AllowedRoutes.Kinds {
+			if (k.Group == nil || *k.Group == gatewayv1.GroupName) && k.Kind == "HTTPRoute" {
+				l.kinds = append(l.kinds, gatewayv1.RouteGroupKind{Group: ptrTo(gatewayv1.Group(gatewayv1.GroupName)), Kind: "HTTPRoute"})
+			} else {
+				badKinds = true
+			}
+		}
+	} else {
+		l.kinds = []gatewayv1.RouteGroupKind{{Group: ptrTo(gatewayv1.Group(gatewayv1.GroupName)), Kind: "HTTPRoute"}}
+	}
+	l.status.SupportedKinds = l.kinds
+	resolved := cond("ResolvedRefs", true, "ResolvedRefs", "all references are resolved", gen)
+	if badKinds {
+		resolved = cond("ResolvedRefs", false, "InvalidRouteKinds", "only HTTPRoute is supported", gen)
+	}
+	// TLS.
+	var secret *Secret
+	if proto == "https" {
+		var err error
+		var reason string
+		secret, reason, err = b.listenerCertificate(gw, ls)
+		if err != nil {
+			resolved = cond("ResolvedRefs", false, reason, err.Error(), gen)
+		}
+	}
+	if resolved.Status == metav1.ConditionFalse && (secret == nil && proto == "https" || len(l.kinds) == 0) {
+		set(cond("Accepted", true, "Accepted", "listener accepted", gen), resolved,
+			cond("Programmed", false, "Invalid", "the listener is invalid: "+resolved.Message, gen),
+			cond("Conflicted", false, "NoConflicts", "no conflicts", gen))
+		return
+	}
+	port := b.containerPort(ls.Port)
+	name := fmt.Sprintf("%s-%d", proto, ls.Port)
+	if addr != "" {
+		name = addr + "/" + name
+	}
+	ml := b.m.Listeners[name]
+	if ml != nil && ml.owner != gw {
+		// Another (older) Gateway binds this address and port.
+		invalid("Accepted", "PortUnavailable", fmt.Sprintf("port %d is already bound by Gateway %s/%s", ls.Port, ml.owner.Namespace, ml.owner.Name))
+		return
+	}
+	if ml == nil {
+		ml = &Listener{Name: name, Address: addr, Port: port, Protocol: proto, owner: gw}
+		if proto == "http" {
+			ml.VirtualHosts = map[string]*VirtualHost{}
+		}
+		b.m.Listeners[name] = ml
+	}
+	l.valid, l.l = true, ml
+	if proto == "https" {
+		l.chain = &FilterChain{Name: gw.Namespace + "/" + gw.Name + "/" + string(ls.Name), Hostname: host, Secret: secret, VirtualHosts: map[string]*VirtualHost{}}
+		ml.Chains = append(ml.Chains, l.chain)
+	}
+	set(cond("Accepted", true, "Accepted", "listener accepted", gen), resolved,
+		cond("Programmed", true, "Programmed", "listener programmed", gen),
+		cond("Conflicted", false, "NoConflicts", "no conflicts", gen))
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
+// listenerCertificate resolves an HTTPS listener's first certificateRef
+// (a kubernetes.io/tls Secret; in another namespace only with a
+// ReferenceGrant), returning the ResolvedRefs reason on failure.
+func (b *builder) listenerCertificate(gw *gatewayv1.Gateway, ls gatewayv1.Listener) (*Secret, string, error) {
+	if ls.TLS == nil || len(ls.TLS.CertificateRefs) == 0 {
+		return nil, "InvalidCertificateRef", fmt.Errorf("an HTTPS listener needs tls.certificateRefs")
+	}
+	if ls.TLS.Mode != nil && *ls.TLS.Mode != gatewayv1.TLSModeTerminate {
+		return nil, "UnsupportedValue", fmt.Errorf("tls.mode %s is not supported on HTTPS listeners: use Terminate", *ls.TLS.Mode)
+	}
+	ref := ls.TLS.CertificateRefs[0]
+	if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Secret") {
+		return nil, "InvalidCertificateRef", fmt.Errorf("certificateRef %s is not a core Secret", ref.Name)
+	}
+	ns := gw.Namespace
+	if ref.Namespace != nil && string(*ref.Namespace) != "" {
+		ns = string(*ref.Namespace)
+	}
+	if ns != gw.Namespace && !b.refGranted(gatewayv1.GroupName, "Gateway", gw.Namespace, "", "Secret", ns, string(ref.Name)) {
+		return nil, "RefNotPermitted", fmt.Errorf("certificateRef %s/%s is in another namespace and no ReferenceGrant there allows it", ns, ref.Name)
+	}
+	sec, err := b.tlsSecret(types.NamespacedName{Namespace: ns, Name: string(ref.Name)})
+	if err != nil {
+		return nil, "InvalidCertificateRef", fmt.Errorf("certificateRef %s/%s: %w", ns, ref.Name, err)
+	}
+	return sec, "", nil
+}
+
+// refGranted reports whether a ReferenceGrant in the target namespace
+// allows a reference from (group, kind) objects of namespace from to the
+// named (group, kind) object.
+func (b *builder) refGranted(fromGroup, fromKind, from, toGroup, toKind, toNS, toName string) bool {
+	for _, rg := range b.objs.ReferenceGrants {
+		if rg.Namespace != toNS {
+			continue
+		}
+		okFrom := false
+		for _, f := range rg.Spec.From {
+			if string(f.Group) == fromGroup && string(f.Kind) == fromKind && string(f.Namespace) == from {
+				okFrom = true
+			}
+		}
+		if !okFrom {
+			continue
+		}
+		for _, t := range rg.Spec.To {
+			if string(t.Group) == toGroup && string(t.Kind) == toKind && (t.Name == nil || string(*t.Name) == "" || string(*t.Name) == toName) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// allowsNamespace reports whether a listener's allowedRoutes.namespaces
+// admits routes of namespace ns (default: the Gateway's own).
+func (b *builder) allowsNamespace(l *gwListener, ns string) bool {
+	from := gatewayv1.NamespacesFromSame
+	var sel *metav1.LabelSelector
+	if ar := l.spec.AllowedRoutes; ar != nil && ar.Namespaces != nil {
+		if ar.Namespaces.From != nil {
+			from = *ar.Namespaces.From
+		}
+		sel = ar.Namespaces.Selector
+	}
+	switch from {
+	case gatewayv1.NamespacesFromAll:
+		return true
+	case gatewayv1.NamespacesFromSelector:
+		s, err := metav1.LabelSelectorAsSelector(sel)
+		if err != nil || sel == nil {
+			return false
+		}
+		n := b.objs.Namespaces[types.NamespacedName{Name: ns}]
+		if n == nil {
+			return false
+		}
+		return s.Matches(labels.Set(n.Labels))
+	default:
+		return ns == l.gw.Namespace
+	}
+}
+
+func (l *gwListener) allowsKind(kind string) bool {
+	for _, k := range l.kinds {
+		if string(k.Kind) == kind {
+			return true
+		}
+	}
+	return false
+}
+
+// finishGatewayStatus sets the Gateway conditions from its listeners'.
+func (b *builder) finishGatewayStatus(gs *gatewayState, k types.NamespacedName, st *GatewayStatus) {
+	gen := st.Generation
+	valid := 0
+	for _, l := range gs.listeners[k] {
+		if l.valid {
+			valid++
+		}
+	}
+	accepted := cond("Accepted", true, "Accepted", "Gateway accepted", gen)
+	if valid < len(gs.listeners[k]) && len(gs.listeners[k]) > 0 {
+		accepted = cond("Accepted", true, "ListenersNotValid", "some listeners are invalid: see the listeners' conditions", gen)
+		if valid == 0 {
+			accepted = cond("Accepted", false, "ListenersNotValid", "no listener is valid: see the listeners' conditions", gen)
+		}
+	}
+	if gw := gs.gateways[k]; gw != nil && len(gw.Spec.Addresses) > 0 && len(st.Addresses) == 0 {
+		accepted = cond("Accepted", false, "UnsupportedAddress", "spec.addresses: only addresses of type IPAddress are supported", gen)
+	}
+	programmed := cond("Programmed", true, "Programmed", "Gateway programmed", gen)
+	if valid == 0 {
+		programmed = cond("Programmed", false, "Invalid", "no listener is valid", gen)
+	}
+	for _, c := range st.Conditions {
+		if c.Type == "Programmed" {
+			programmed = c
+		}
+	}
+	st.Conditions = []metav1.Condition{accepted, programmed}
+}
+
+// ---- Hostnames ----
+
+// intersectHostnames returns the hostnames a route serves on a listener
+// (Gateway API: the intersection of the listener's hostname and the
+// route's, the more specific of each matching pair), "*" standing for
+// any; none means no match.
+func intersectHostnames(listener string, route []gatewayv1.Hostname) []string {
+	if len(route) == 0 {
+		if listener == "" {
+			return []string{"*"}
+		}
+		return []string{listener}
+	}
+	var out []string
+	for _, h := range route {
+		r := string(h)
+		switch {
+		case listener == "" || listener == r:
+			out = append(out, r)
+		case hostMatches(listener, r):
+			out = append(out, r)
+		case hostMatches(r, listener):
+			out = append(out, listener)
+		}
+	}
+	sort.Strings(out)
+	return slices.Compact(out)
+}
+
+// hostMatches reports whether hostname h is within pattern p: equal, or
+// p a wildcard "*.suffix" and h ending with ".suffix" with at least one
+// label in place of the "*" (h may itself be a narrower wildcard).
+func hostMatches(p, h string) bool {
+	if p == h {
+		return true
+	}
+	if !strings.HasPrefix(p, "*.") {
+		return false
+	}
+	suffix := p[1:] // ".example.com"
+	return strings.HasSuffix(h, suffix) && len(h) > len(suffix) && !(strings.HasPrefix(h, "*") && len(h) == len(p))
+}
+
+// serviceAppProtocol maps a Service port's appProtocol to a cluster
+// protocol (Gateway API's kubernetes.io/h2c and kubernetes.io/ws).
+func serviceAppProtocol(p corev1.ServicePort) string {
+	if p.AppProtocol == nil {
+		return ""
+	}
+	switch *p.AppProtocol {
+	case "kubernetes.io/h2c":
+		return "h2c"
+	}
+	return ""
+}

@@ -1,0 +1,523 @@
+package model
+
+import (
+	"cmp"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+)
+
+// routeOrder ranks the routes of a Gateway API virtual host by the
+// specification's precedence (HTTPRouteRule matches): an exact path, then
+// the longest prefix (regular expressions last); a method match; more
+// header matches; more query parameter matches; then the oldest route
+// (by creation time, then namespace/name), and the rule and match order
+// within it.
+type routeOrder struct {
+	route, rule, match int
+}
+
+func pathRank(p PathMatch) int {
+	switch p.Kind {
+	case "exact":
+		return 0
+	case "regex":
+		return 2
+	}
+	return 1
+}
+
+func hasMethod(r *Route) bool {
+	for _, h := range r.Headers {
+		if h.Name == ":method" {
+			return true
+		}
+	}
+	return false
+}
+
+func sortGatewayRoutes(rs []*Route) {
+	slices.SortStableFunc(rs, func(a, b *Route) int {
+		if d := cmp.Compare(pathRank(a.Path), pathRank(b.Path)); d != 0 {
+			return d
+		}
+		if pathRank(a.Path) == 1 {
+			if d := cmp.Compare(len(b.Path.Value), len(a.Path.Value)); d != 0 {
+				return d
+			}
+		}
+		if ma, mb := hasMethod(a), hasMethod(b); ma != mb {
+			if ma {
+				return -1
+			}
+			return 1
+		}
+		if d := cmp.Compare(len(b.Headers), len(a.Headers)); d != 0 {
+			return d
+		}
+		if d := cmp.Compare(len(b.Query), len(a.Query)); d != 0 {
+			return d
+		}
+		if d := cmp.Compare(a.order.route, b.order.route); d != 0 {
+			return d
+		}
+		if d := cmp.Compare(a.order.rule, b.order.rule); d != 0 {
+			return d
+		}
+		return cmp.Compare(a.order.match, b.order.match)
+	})
+}
+
+// httpRoutes attaches every HTTPRoute to the managed Gateways it names,
+// oldest first, and records its status for those parents.
+func (b *builder) httpRoutes(gs *gatewayState) {
+	hrs := make([]*gatewayv1.HTTPRoute, 0, len(b.objs.HTTPRoutes))
+	for _, hr := range b.objs.HTTPRoutes {
+		hrs = append(hrs, hr)
+	}
+	slices.SortFunc(hrs, func(a, c *gatewayv1.HTTPRoute) int {
+		if d := a.CreationTimestamp.Compare(c.CreationTimestamp.Time); d != 0 {
+			return d
+		}
+		return cmp.Compare(a.Namespace+"/"+a.Name, c.Namespace+"/"+c.Name)
+	})
+	for idx, hr := range hrs {
+		key := types.NamespacedName{Namespace: hr.Namespace, Name: hr.Name}
+		st := &RouteStatus{Kind: "HTTPRoute", Key: key, Generation: hr.Generation}
+		var routes []*Route
+		var resolved metav1.Condition
+		compiled := false
+		for _, pr := range hr.Spec.ParentRefs {
+			if (pr.Group != nil && *pr.Group != gatewayv1.GroupName) || (pr.Kind != nil && *pr.Kind != "Gateway") {
+				continue
+			}
+			gwKey := types.NamespacedName{Namespace: hr.Namespace, Name: string(pr.Name)}
+			if pr.Namespace != nil && *pr.Namespace != "" {
+				gwKey.Namespace = string(*pr.Namespace)
+			}
+			if gs.gateways[gwKey] == nil {
+				continue // not a Gateway of ours: its controller writes that status
+			}
+			if !compiled {
+				routes, resolved = b.httpRouteRules(hr, idx)
+				compiled = true
+			}
+			accepted := b.attachRoute(hr, pr, gs.listeners[gwKey], routes)
+			st.Parents = append(st.Parents, RouteParentStatus{ParentRef: pr, Conditions: []metav1.Condition{accepted, resolved}})
+		}
+		if len(st.Parents) > 0 {
+			b.m.Routes[RouteKey{Kind: "HTTPRoute", NamespacedName: key}] = st
+		}
+	}
+	for _, l := range b.m.Listeners {
+		for _, vh := range l.VirtualHosts {
+			sortGatewayRoutes(vh.Routes)
+		}
+		for _, c := range l.Chains {
+			for _, vh := range c.VirtualHosts {
+				sortGatewayRoutes(vh.Routes)
+			}
+		}
+	}
+}
+
+// attachRoute adds a route's rules to the listeners of one parentRef
+// (its sectionName and port select them) that admit it, under the
+// hostnames both accept, and returns the Accepted condition.
+func (b *builder) attachRoute(hr *gatewayv1.HTTPRoute, pr gatewayv1.ParentReference, ls []*gwListener, routes []*Route) metav1.Condition {
+	gen := hr.Generation
+	var candidates []*gwListener
+	for _, l := range ls {
+		if pr.SectionName != nil && *pr.SectionName != l.spec.Name {
+			continue
+		}
+		if pr.Port != nil && *pr.Port != l.spec.Port {
+			continue
+		}
+		candidates = append(candidates, l)
+	}
+	if len(candidates) == 0 {
+		return cond("Accepted", false, "NoMatchingParent", "no listener of the Gateway matches the parentRef's sectionName and port", gen)
+	}
+	var allowed []*gwListener
+	for _, l := range candidates {
+		if l.valid && l.allowsKind("HTTPRoute") && b.allowsNamespace(l, hr.Namespace) {
+			allowed = append(allowed, l)
+		}
+	}
+	if len(allowed) == 0 {
+		return cond("Accepted", false, "NotAllowedByListeners", "no listener of the Gateway allows this route (allowedRoutes, or listeners not valid)", gen)
+	}
+	attached := false
+	for _, l := range allowed {
+		hosts := intersectHostnames(hostnameOf(l.spec.Hostname), hr.Spec.Hostnames)
+		if len(hosts) == 0 {
+			continue
+		}
+		attached = true
+		l.status.AttachedRoutes++
+		vhosts := l.l.VirtualHosts
+		if l.chain != nil {
+			vhosts = l.chain.VirtualHosts
+		}
+		for _, h := range hosts {
+			vh := vhosts[h]
+			if vh == nil {
+				vh = &VirtualHost{Name: h}
+				vhosts[h] = vh
+			}
+			for _, r := range routes {
+				rc := *r
+				if rc.Redirect != nil && rc.Redirect.gateway {
+					rc.Redirect = listenerRedirect(rc.Redirect, l)
+				}
+				vh.Routes = append(vh.Routes, &rc)
+			}
+		}
+	}
+	if !attached {
+		return cond("Accepted", false, "NoMatchingListenerHostname", "no hostname of the route matches a listener's hostname", gen)
+	}
+	return cond("Accepted", true, "Accepted", "route accepted", gen)
+}
+
+// listenerRedirect settles a RequestRedirect's port on one listener, as
+// the Gateway API says: the filter's port, else the well-known port of
+// the filter's scheme, else the listener's port; the Location omits it
+// when it is the well-known port of its scheme (80 for http, 443 for
+// https).
+func listenerRedirect(r *Redirect, l *gwListener) *Redirect {
+	out := *r
+	scheme := r.Scheme
+	if scheme == "" {
+		scheme = "http"
+		if l.spec.Protocol == gatewayv1.HTTPSProtocolType {
+			scheme = "https"
+		}
+	}
+	port := r.Port
+	switch {
+	case port != 0:
+	case r.Scheme == "https":
+		port = 443
+	case r.Scheme == "http":
+		port = 80
+	default:
+		port = uint32(l.spec.Port)
+	}
+	if (scheme == "http" && port == 80) || (scheme == "https" && port == 443) {
+		port = 0
+	}
+	out.Port = port
+	return &out
+}
+
+// httpRouteRules turns an HTTPRoute's rules into routes (one per match)
+// and returns them with the route's ResolvedRefs condition.
+func (b *builder) httpRouteRules(hr *gatewayv1.HTTPRoute, idx int) ([]*Route, metav1.Condition) {
+	gen := hr.Generation
+	resolved := cond("ResolvedRefs", true, "ResolvedRefs", "all references are resolved", gen)
+	fail := func(reason, msg string) {
+		if resolved.Status == metav1.ConditionTrue {
+			resolved = cond("ResolvedRefs", false, reason, msg, gen)
+		}
+	}
+	var out []*Route
+	for i, rule := range hr.Spec.Rules {
+		tmpl := &Route{}
+		unsupported := ""
+		for _, f := range rule.Filters {
+			if msg := b.routeFilter(hr, tmpl, f, fail); msg != "" && unsupported == "" {
+				unsupported = msg
+			}
+		}
+		if rule.Timeouts != nil {
+			if rule.Timeouts.Request != nil {
+				if d, err := time.ParseDuration(string(*rule.Timeouts.Request)); err == nil {
+					tmpl.Timeout = &d
+				}
+			}
+			if rule.Timeouts.BackendRequest != nil {
+				if d, err := time.ParseDuration(string(*rule.Timeouts.BackendRequest)); err == nil && d > 0 {
+					tmpl.Retry = &Retry{PerTryTimeout: d}
+				}
+			}
+		}
+		var total uint32
+		invalid := 0
+		for _, br := range rule.BackendRefs {
+			wc, reason, err := b.httpBackend(hr, br.BackendObjectReference, br.Weight)
+			if err != nil {
+				fail(reason, err.Error())
+				invalid++
+				continue
+			}
+			for _, f := range br.Filters {
+				switch f.Type {
+				case gatewayv1.HTTPRouteFilterRequestHeaderModifier:
+					wc.RequestHeaders = headerModifier(f.RequestHeaderModifier)
+				case gatewayv1.HTTPRouteFilterResponseHeaderModifier:
+					wc.ResponseHeaders = headerModifier(f.ResponseHeaderModifier)
+				default:
+					if unsupported == "" {
+						unsupported = fmt.Sprintf("backendRef filter %s is not supported", f.Type)
+					}
+				}
+			}
+			if wc.Weight > 0 {
+				total += wc.Weight
+				tmpl.Clusters = append(tmpl.Clusters, *wc)
+			}
+		}
+		switch {
+		case unsupported != "":
+			// A filter that cannot be applied must not be skipped: its
+			// requests get a 500 (HTTPRouteFilter).
+			tmpl.Clusters, tmpl.Redirect = nil, nil
+			tmpl.Direct = &Direct{Status: 500}
+		case tmpl.Redirect != nil:
+			tmpl.Clusters = nil
+		case total == 0:
+			// No backend, every backend invalid or weighted 0: 500
+			// (HTTPRouteRule.BackendRefs).
+			tmpl.Clusters = nil
+			tmpl.Direct = &Direct{Status: 500}
+		}
+		_ = invalid
+		matches := rule.Matches
+		if len(matches) == 0 {
+			matches = []gatewayv1.HTTPRouteMatch{{}}
+		}
+		for j, m := range matches {
+			r := *tmpl
+			r.order = routeOrder{route: idx, rule: i, match: j}
+			if err := routeMatch(&r, m); err != nil {
+				fail("UnsupportedValue", err.Error())
+				continue
+			}
+			if tmpl.RegexRewrite == prefixRewriteMarker {
+				r.RegexRewrite, r.RegexSubst = prefixRewrite(r.Path, tmpl.RegexSubst)
+			}
+			if tmpl.Redirect != nil && tmpl.Redirect.PathRegex == prefixRewriteMarker {
+				red := *tmpl.Redirect
+				red.PathRegex, red.PathSubst = prefixRewrite(r.Path, tmpl.Redirect.PathSubst)
+				r.Redirect = &red
+			}
+			out = append(out, &r)
+		}
+	}
+	return out, resolved
+}
+
+// prefixRewriteMarker marks a ReplacePrefixMatch rewrite until the match's
+// path is known.
+const prefixRewriteMarker = "\x00prefix"
+
+// prefixRewrite renders ReplacePrefixMatch for a path prefix as an anchored
+// regex_rewrite, which replaces only the matched prefix: with the
+// replacement's trailing "/" dropped, "/foo" → "/xyz" gives /foo/bar →
+// /xyz/bar and /foo → /xyz; an empty (or "/") replacement also eats the
+// slashes after the prefix and puts back one, so /foo/bar → /bar and /foo
+// → / (the Gateway API's ReplacePrefixMatch table).
+func prefixRewrite(p PathMatch, repl string) (string, string) {
+	prefix := strings.TrimSuffix(p.Value, "/")
+	repl = strings.TrimSuffix(repl, "/")
+	if repl == "" {
+		return "^" + regexp.QuoteMeta(prefix) + "/*", "/"
+	}
+	return "^" + regexp.QuoteMeta(prefix), repl
+}
+
+// routeFilter applies one rule-level filter to the route template; it
+// returns why the filter is not supported ("" when applied).
+func (b *builder) routeFilter(hr *gatewayv1.HTTPRoute, r *Route, f gatewayv1.HTTPRouteFilter, fail func(reason, msg string)) string {
+	switch f.Type {
+	case gatewayv1.HTTPRouteFilterRequestHeaderModifier:
+		if f.RequestHeaderModifier == nil {
+			return "RequestHeaderModifier filter without requestHeaderModifier"
+		}
+		r.RequestHeaders = headerModifier(f.RequestHeaderModifier)
+	case gatewayv1.HTTPRouteFilterResponseHeaderModifier:
+		if f.ResponseHeaderModifier == nil {
+			return "ResponseHeaderModifier filter without responseHeaderModifier"
+		}
+		r.ResponseHeaders = headerModifier(f.ResponseHeaderModifier)
+	case gatewayv1.HTTPRouteFilterRequestRedirect:
+		rr := f.RequestRedirect
+		if rr == nil {
+			return "RequestRedirect filter without requestRedirect"
+		}
+		red := &Redirect{Code: 302}
+		if rr.StatusCode != nil {
+			red.Code = *rr.StatusCode
+		}
+		if rr.Scheme != nil {
+			red.Scheme = *rr.Scheme
+		}
+		if rr.Hostname != nil {
+			red.Host = string(*rr.Hostname)
+		}
+		if rr.Port != nil {
+			red.Port = uint32(*rr.Port)
+		}
+		red.gateway = true // the port is settled per listener
+		if rr.Path != nil {
+			switch rr.Path.Type {
+			case gatewayv1.FullPathHTTPPathModifier:
+				if rr.Path.ReplaceFullPath != nil {
+					red.Path = *rr.Path.ReplaceFullPath
+				}
+			case gatewayv1.PrefixMatchHTTPPathModifier:
+				if rr.Path.ReplacePrefixMatch != nil {
+					red.PathRegex, red.PathSubst = prefixRewriteMarker, *rr.Path.ReplacePrefixMatch
+				}
+			}
+		}
+		r.Redirect = red
+	case gatewayv1.HTTPRouteFilterURLRewrite:
+		ur := f.URLRewrite
+		if ur == nil {
+			return "URLRewrite filter without urlRewrite"
+		}
+		if ur.Hostname != nil {
+			if r.RequestHeaders == nil {
+				r.RequestHeaders = &HeadersPolicy{}
+			}
+			r.RequestHeaders.HostRewrite = string(*ur.Hostname)
+		}
+		if ur.Path != nil {
+			switch ur.Path.Type {
+			case gatewayv1.FullPathHTTPPathModifier:
+				if ur.Path.ReplaceFullPath != nil {
+					r.RegexRewrite, r.RegexSubst = "^/.*$", *ur.Path.ReplaceFullPath
+				}
+			case gatewayv1.PrefixMatchHTTPPathModifier:
+				if ur.Path.ReplacePrefixMatch != nil {
+					r.RegexRewrite, r.RegexSubst = prefixRewriteMarker, *ur.Path.ReplacePrefixMatch
+				}
+			}
+		}
+	case gatewayv1.HTTPRouteFilterRequestMirror:
+		rm := f.RequestMirror
+		if rm == nil {
+			return "RequestMirror filter without requestMirror"
+		}
+		if rm.Percent != nil || rm.Fraction != nil {
+			return "RequestMirror percent and fraction are not supported"
+		}
+		wc, reason, err := b.httpBackend(hr, rm.BackendRef, nil)
+		if err != nil {
+			fail(reason, "requestMirror: "+err.Error())
+			return ""
+		}
+		r.Mirrors = append(r.Mirrors, wc.Cluster)
+	default:
+		return fmt.Sprintf("filter %s is not supported", f.Type)
+	}
+	return ""
+}
+
+func headerModifier(m *gatewayv1.HTTPHeaderFilter) *HeadersPolicy {
+	if m == nil {
+		return nil
+	}
+	h := &HeadersPolicy{Remove: m.Remove}
+	for _, s := range m.Set {
+		h.Set = append(h.Set, KV{Name: string(s.Name), Value: s.Value})
+	}
+	for _, a := range m.Add {
+		h.Add = append(h.Add, KV{Name: string(a.Name), Value: a.Value})
+	}
+	return h
+}
+
+// httpBackend resolves a backendRef to a weighted Service cluster, or says
+// why not with the ResolvedRefs reason.
+func (b *builder) httpBackend(hr *gatewayv1.HTTPRoute, ref gatewayv1.BackendObjectReference, weight *int32) (*WeightedCluster, string, error) {
+	if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Service") {
+		return nil, "InvalidKind", fmt.Errorf("backendRef %s is not a core Service", ref.Name)
+	}
+	ns := hr.Namespace
+	if ref.Namespace != nil && *ref.Namespace != "" {
+		ns = string(*ref.Namespace)
+	}
+	if ns != hr.Namespace && !b.refGranted(gatewayv1.GroupName, "HTTPRoute", hr.Namespace, "", "Service", ns, string(ref.Name)) {
+		return nil, "RefNotPermitted", fmt.Errorf("backendRef %s/%s is in another namespace and no ReferenceGrant there allows it", ns, ref.Name)
+	}
+	if ref.Port == nil {
+		return nil, "UnsupportedValue", fmt.Errorf("backendRef %s/%s needs a port", ns, ref.Name)
+	}
+	svc, p, err := b.servicePort(types.NamespacedName{Namespace: ns, Name: string(ref.Name)}, intstr.FromInt32(int32(*ref.Port)))
+	if err != nil {
+		return nil, "BackendNotFound", err
+	}
+	proto := annotatedProtocol(svc, p)
+	if proto == "" {
+		proto = serviceAppProtocol(p)
+	}
+	w := uint32(1)
+	if weight != nil {
+		w = uint32(max(*weight, 0))
+	}
+	return &WeightedCluster{Cluster: b.cluster(svc, p, clusterSpec{protocol: proto}), Weight: w}, "", nil
+}
+
+// routeMatch sets a route's path, header, query and method conditions
+// from one HTTPRouteMatch (default: every path).
+func routeMatch(r *Route, m gatewayv1.HTTPRouteMatch) error {
+	r.Path = PathMatch{Kind: "prefix", Value: "/"}
+	if m.Path != nil && m.Path.Value != nil {
+		v := *m.Path.Value
+		t := gatewayv1.PathMatchPathPrefix
+		if m.Path.Type != nil {
+			t = *m.Path.Type
+		}
+		switch t {
+		case gatewayv1.PathMatchExact:
+			r.Path = PathMatch{Kind: "exact", Value: v}
+		case gatewayv1.PathMatchPathPrefix:
+			// Element-wise prefix; a trailing "/" is ignored.
+			if v = strings.TrimSuffix(v, "/"); v != "" {
+				r.Path = PathMatch{Kind: "segment", Value: v}
+			}
+		case gatewayv1.PathMatchRegularExpression:
+			if _, err := regexp.Compile(v); err != nil {
+				return fmt.Errorf("path regular expression %q: %w", v, err)
+			}
+			r.Path = PathMatch{Kind: "regex", Value: v}
+		}
+	}
+	r.Headers = nil
+	for _, h := range m.Headers {
+		hm := HeaderMatch{Name: strings.ToLower(string(h.Name)), Kind: "exact", Value: h.Value}
+		if h.Type != nil && *h.Type == gatewayv1.HeaderMatchRegularExpression {
+			if _, err := regexp.Compile(h.Value); err != nil {
+				return fmt.Errorf("header %s regular expression %q: %w", h.Name, h.Value, err)
+			}
+			hm.Kind = "regex"
+		}
+		r.Headers = append(r.Headers, hm)
+	}
+	if m.Method != nil {
+		r.Headers = append(r.Headers, HeaderMatch{Name: ":method", Kind: "exact", Value: string(*m.Method)})
+	}
+	r.Query = nil
+	for _, q := range m.QueryParams {
+		qm := QueryMatch{Name: string(q.Name), Kind: "exact", Value: q.Value}
+		if q.Type != nil && *q.Type == gatewayv1.QueryParamMatchRegularExpression {
+			if _, err := regexp.Compile(q.Value); err != nil {
+				return fmt.Errorf("query parameter %s regular expression %q: %w", q.Name, q.Value, err)
+			}
+			qm.Kind = "regex"
+		}
+		r.Query = append(r.Query, qm)
+	}
+	return nil
+}

@@ -1,0 +1,67 @@
+package xdsgen
+
+import (
+	"sort"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+
+	"github.com/legateproxy/legate/internal/controller/model"
+)
+
+// gatewayListeners renders the Gateway API listeners: an http listener is
+// one connection manager whose route configuration (named as the
+// listener) holds every virtual host; an https listener has one filter
+// chain per Gateway listener, matched by SNI (none for a listener without
+// hostname), with its certificate and its own route configuration
+// (<listener>/<gateway namespace>/<gateway>/<listener name>).
+func gatewayListeners(m *model.Model, opt Options) ([]*listenerv3.Listener, []*routev3.RouteConfiguration) {
+	names := make([]string, 0, len(m.Listeners))
+	for n := range m.Listeners {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var ls []*listenerv3.Listener
+	var rs []*routev3.RouteConfiguration
+	for _, n := range names {
+		l := m.Listeners[n]
+		addr := l.Address
+		if addr == "" {
+			addr = opt.HTTPAddress
+			if l.Protocol == "https" {
+				addr = opt.HTTPSAddress
+			}
+		}
+		out := &listenerv3.Listener{
+			Name:                          l.Name,
+			Address:                       sockAddr(addr, l.Port),
+			PerConnectionBufferLimitBytes: u32OrNil(opt.ListenerBufferLimit),
+		}
+		switch l.Protocol {
+		case "http":
+			o := opt
+			o.plainHTTP = true
+			out.ListenerFilters = opt.proxyProtocol(nil)
+			out.FilterChains = []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcmFilter(o, l.Name, l.Name)}}}
+			rs = append(rs, routeConfig(l.Name, l.VirtualHosts, true))
+		case "https":
+			out.ListenerFilters = opt.proxyProtocol([]*listenerv3.ListenerFilter{{Name: "envoy.filters.listener.tls_inspector",
+				ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspectorv3.TlsInspector{})}}})
+			for _, c := range l.Chains {
+				rn := l.Name + "/" + c.Name
+				fc := &listenerv3.FilterChain{Name: c.Name}
+				if c.Hostname != "" {
+					fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: []string{c.Hostname}}
+				}
+				vh := &model.SecureVirtualHost{MinVersion: opt.TLSMinVersion, MaxVersion: opt.TLSMaxVersion}
+				fc.TransportSocket = downstreamTLS(opt, vh, c.Secret.Name, opt.alpn())
+				fc.Filters = []*listenerv3.Filter{hcmFilter(opt, l.Name, rn)}
+				out.FilterChains = append(out.FilterChains, fc)
+				rs = append(rs, routeConfig(rn, c.VirtualHosts, false))
+			}
+		}
+		ls = append(ls, out)
+	}
+	return ls, rs
+}
