@@ -319,6 +319,14 @@ func (b *builder) gateway(gw *gatewayv1.Gateway, addr string, gs *gatewayState) 
 		st.Listeners[i].Name = string(ls.Name)
 		l := &gwListener{gw: gw, spec: ls, status: &st.Listeners[i]}
 		gs.listeners[key] = append(gs.listeners[key], l)
+		if b.opt.Gateway.AddressPool.IsValid() && addr == "" {
+			// No address of its own: nothing is bound until one frees up.
+			l.status.Conditions = []metav1.Condition{cond("Accepted", true, "Accepted", "listener accepted", gen),
+				cond("ResolvedRefs", true, "ResolvedRefs", "", gen),
+				cond("Programmed", false, "Pending", "the Gateway has no address yet", gen),
+				cond("Conflicted", false, "NoConflicts", "no conflicts", gen)}
+			continue
+		}
 		b.gatewayListener(gw, i, l, addr)
 	}
 	if b.opt.Gateway.AddressPool.IsValid() && addr == "" {

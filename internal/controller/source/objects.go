@@ -14,10 +14,10 @@ import (
 	contourv1 "github.com/legateproxy/legate/api/projectcontour/v1"
 	contourv1alpha1 "github.com/legateproxy/legate/api/projectcontour/v1alpha1"
 	corev1 "k8s.io/api/core/v1"
-	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	"k8s.io/apimachinery/pkg/types"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 )
 
 // Objects is one consistent view of every object the controller reads,

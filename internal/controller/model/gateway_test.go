@@ -1,0 +1,172 @@
+package model
+
+import (
+	"net/netip"
+	"reflect"
+	"regexp"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+
+	"github.com/legateproxy/legate/internal/controller/source"
+)
+
+func TestIntersectHostnames(t *testing.T) {
+	for _, tc := range []struct {
+		listener string
+		route    []gatewayv1.Hostname
+		want     []string
+	}{
+		{"", nil, []string{"*"}},
+		{"", []gatewayv1.Hostname{"a.example.com"}, []string{"a.example.com"}},
+		{"a.example.com", nil, []string{"a.example.com"}},
+		{"a.example.com", []gatewayv1.Hostname{"a.example.com", "b.example.com"}, []string{"a.example.com"}},
+		{"*.example.com", []gatewayv1.Hostname{"a.example.com", "x.y.example.com", "example.com"}, []string{"a.example.com", "x.y.example.com"}},
+		// The more specific of the two.
+		{"a.example.com", []gatewayv1.Hostname{"*.example.com"}, []string{"a.example.com"}},
+		{"*.example.com", []gatewayv1.Hostname{"*.a.example.com"}, []string{"*.a.example.com"}},
+		{"*.example.com", []gatewayv1.Hostname{"*.example.org"}, nil},
+		{"a.example.com", []gatewayv1.Hostname{"elsewhere.org"}, nil},
+	} {
+		if got := intersectHostnames(tc.listener, tc.route); !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("intersect(%q, %v) = %v, want %v", tc.listener, tc.route, got, tc.want)
+		}
+	}
+}
+
+// TestPrefixRewrite checks ReplacePrefixMatch against the Gateway API's
+// table (HTTPPathModifier).
+func TestPrefixRewrite(t *testing.T) {
+	for _, tc := range []struct{ prefix, repl, path, want string }{
+		{"/foo", "/xyz", "/foo/bar", "/xyz/bar"},
+		{"/foo", "/xyz/", "/foo/bar", "/xyz/bar"},
+		{"/foo/", "/xyz", "/foo/bar", "/xyz/bar"},
+		{"/foo/", "/xyz/", "/foo/bar", "/xyz/bar"},
+		{"/foo", "/xyz", "/foo", "/xyz"},
+		{"/foo", "/xyz", "/foo/", "/xyz/"},
+		{"/foo", "", "/foo/bar", "/bar"},
+		{"/foo", "", "/foo/", "/"},
+		{"/foo", "", "/foo", "/"},
+		{"/foo", "/", "/foo/", "/"},
+		{"/foo", "/", "/foo", "/"},
+		{"/", "/xyz", "/foo", "/xyz/foo"},
+	} {
+		re, subst := prefixRewrite(PathMatch{Kind: "segment", Value: tc.prefix}, tc.repl)
+		if got := regexp.MustCompile(re).ReplaceAllString(tc.path, subst); got != tc.want {
+			t.Errorf("prefix %q → %q on %q = %q, want %q (regex %q → %q)", tc.prefix, tc.repl, tc.path, got, tc.want, re, subst)
+		}
+	}
+}
+
+func TestListenerRedirect(t *testing.T) {
+	http80 := &gwListener{spec: gatewayv1.Listener{Protocol: gatewayv1.HTTPProtocolType, Port: 80}}
+	http8080 := &gwListener{spec: gatewayv1.Listener{Protocol: gatewayv1.HTTPProtocolType, Port: 8080}}
+	https443 := &gwListener{spec: gatewayv1.Listener{Protocol: gatewayv1.HTTPSProtocolType, Port: 443}}
+	for _, tc := range []struct {
+		name string
+		r    Redirect
+		l    *gwListener
+		want uint32
+	}{
+		{"no scheme, no port: the listener's well-known port is omitted", Redirect{}, http80, 0},
+		{"no scheme, no port: the listener's port", Redirect{}, http8080, 8080},
+		{"https scheme: 443, omitted", Redirect{Scheme: "https"}, http8080, 0},
+		{"http scheme from https: 80, omitted", Redirect{Scheme: "http"}, https443, 0},
+		{"explicit port", Redirect{Port: 8443, Scheme: "https"}, http80, 8443},
+		{"explicit well-known port of the scheme", Redirect{Port: 443, Scheme: "https"}, http80, 0},
+		{"explicit port 443 on http", Redirect{Port: 443}, http80, 443},
+	} {
+		if got := listenerRedirect(&tc.r, tc.l).Port; got != tc.want {
+			t.Errorf("%s: port %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestGatewayRouteOrder(t *testing.T) {
+	rs := []*Route{
+		{Path: PathMatch{Kind: "prefix", Value: "/"}, order: routeOrder{route: 0}},
+		{Path: PathMatch{Kind: "segment", Value: "/a"}, order: routeOrder{route: 1}},
+		{Path: PathMatch{Kind: "segment", Value: "/a"}, Headers: []HeaderMatch{{Name: "x"}}, order: routeOrder{route: 2}},
+		{Path: PathMatch{Kind: "segment", Value: "/a"}, Headers: []HeaderMatch{{Name: ":method", Value: "GET"}}, order: routeOrder{route: 3}},
+		{Path: PathMatch{Kind: "exact", Value: "/a"}, order: routeOrder{route: 4}},
+		{Path: PathMatch{Kind: "segment", Value: "/abc"}, order: routeOrder{route: 5}},
+		{Path: PathMatch{Kind: "segment", Value: "/a"}, order: routeOrder{route: 0, rule: 1}},
+	}
+	sortGatewayRoutes(rs)
+	var got []routeOrder
+	for _, r := range rs {
+		got = append(got, r.order)
+	}
+	want := []routeOrder{{route: 4}, {route: 5}, {route: 3}, {route: 2}, {route: 0, rule: 1}, {route: 1}, {route: 0}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("order %v, want %v", got, want)
+	}
+}
+
+func TestContainerPort(t *testing.T) {
+	b := &builder{}
+	for _, tc := range []struct {
+		in   gatewayv1.PortNumber
+		want uint32
+	}{{80, 8080}, {443, 8443}, {8080, 16080}, {57535, 65535}, {57536, 1024}} {
+		if got := b.containerPort(tc.in); got != tc.want {
+			t.Errorf("containerPort(%d) = %d, want %d", tc.in, got, tc.want)
+		}
+	}
+	b.opt.Gateway.ListenerPorts = true
+	if got := b.containerPort(80); got != 80 {
+		t.Errorf("with listener ports: %d, want 80", got)
+	}
+}
+
+// TestGatewayPorts: without an address of its own, a Gateway's port is
+// the proxy's shared one: the older Gateway keeps it, the younger's
+// listener is PortUnavailable; an exhausted pool leaves a Gateway
+// unprogrammed (AddressNotAssigned).
+func TestGatewayPorts(t *testing.T) {
+	objs := source.NewObjects()
+	objs.GatewayClasses[types.NamespacedName{Name: "c"}] = &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "c"},
+		Spec: gatewayv1.GatewayClassSpec{ControllerName: DefaultGatewayController}}
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i, n := range []string{"old", "young"} {
+		objs.Gateways[types.NamespacedName{Namespace: "ns", Name: n}] = &gatewayv1.Gateway{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: n, CreationTimestamp: metav1.NewTime(t0.Add(time.Duration(i) * time.Hour))},
+			Spec: gatewayv1.GatewaySpec{GatewayClassName: "c", Listeners: []gatewayv1.Listener{{Name: "http", Protocol: gatewayv1.HTTPProtocolType, Port: 80}}}}
+	}
+	m := Build(objs, Options{})
+	if l := m.Listeners["http-80"]; l == nil || l.Port != 8080 || l.owner.Name != "old" {
+		t.Fatalf("listeners %+v", m.Listeners)
+	}
+	young := m.Gateways[types.NamespacedName{Namespace: "ns", Name: "young"}]
+	if c := findCondition(young.Listeners[0].Conditions, "Accepted"); c == nil || c.Reason != "PortUnavailable" {
+		t.Errorf("young listener: %+v", young.Listeners[0].Conditions)
+	}
+	if c := findCondition(young.Conditions, "Accepted"); c == nil || c.Status != metav1.ConditionFalse {
+		t.Errorf("young Gateway: %+v", young.Conditions)
+	}
+	// A pool of one address: the older Gateway gets it.
+	m = Build(objs, Options{Gateway: GatewayOptions{AddressPool: netip.MustParsePrefix("192.0.2.8/31")}})
+	old := m.Gateways[types.NamespacedName{Namespace: "ns", Name: "old"}]
+	young = m.Gateways[types.NamespacedName{Namespace: "ns", Name: "young"}]
+	if !reflect.DeepEqual(old.Addresses, []string{"192.0.2.9"}) || len(young.Addresses) != 0 {
+		t.Errorf("addresses: old %v, young %v", old.Addresses, young.Addresses)
+	}
+	if c := findCondition(young.Conditions, "Programmed"); c == nil || c.Reason != "AddressNotAssigned" {
+		t.Errorf("young Gateway without an address: %+v", young.Conditions)
+	}
+	if len(m.Listeners) != 1 || m.Listeners["192.0.2.9/http-80"] == nil {
+		t.Errorf("a Gateway without an address bound listeners: %v", m.Listeners)
+	}
+}
+
+func findCondition(cs []metav1.Condition, typ string) *metav1.Condition {
+	for i := range cs {
+		if cs[i].Type == typ {
+			return &cs[i]
+		}
+	}
+	return nil
+}
