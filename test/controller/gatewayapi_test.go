@@ -22,6 +22,13 @@ import (
 	"k8s.io/client-go/kubernetes"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	grpcstatus "google.golang.org/grpc/status"
+
 	"github.com/legateproxy/legate/internal/controller/model"
 	"github.com/legateproxy/legate/internal/controller/source"
 	"github.com/legateproxy/legate/internal/controller/status"
@@ -38,6 +45,8 @@ func gatewayGVR(kind string) (r string) {
 		return "gateways"
 	case "HTTPRoute":
 		return "httproutes"
+	case "GRPCRoute":
+		return "grpcroutes"
 	case "ReferenceGrant":
 		return "referencegrants"
 	}
@@ -122,7 +131,8 @@ func routeParentConds(t *testing.T, dyn dynamic.Interface, ns, name string) []me
 // v1.6.3 CRDs, a GatewayClass of Legate's controllerName, two Gateways
 // and HTTPRoutes reach a Legate proxy: each Gateway binds its own address
 // of the pool on its listeners' own ports; routes match by hostname,
-// path, header; filters modify headers, redirect and rewrite; HTTPS
+// path, header (a GRPCRoute by gRPC service and method, to a real gRPC
+// server over h2c); filters modify headers, redirect and rewrite; HTTPS
 // listeners terminate TLS by SNI. Statuses carry the conditions and
 // reasons of the specification: accepted and programmed objects, invalid
 // listeners (UnsupportedProtocol, ProtocolConflict), routes not allowed
@@ -149,6 +159,15 @@ func TestGatewayAPI(t *testing.T) {
 	}
 	startAt(backendA, "a")
 	startAt(backendB, "b")
+	// A gRPC server (h2c) for a GRPCRoute.
+	gl, err := net.Listen("tcp", backendA+":9090")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer()
+	healthpb.RegisterHealthServer(gs, health.NewServer())
+	go gs.Serve(gl)
+	t.Cleanup(gs.Stop)
 	for _, ns := range []struct {
 		name   string
 		labels map[string]string
@@ -156,10 +175,13 @@ func TestGatewayAPI(t *testing.T) {
 		mustCreate(t, client.CoreV1().Namespaces().Create, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns.name, Labels: ns.labels}})
 	}
 	ready := true
-	for _, s := range []struct{ ns, name, ip string }{{"app", "svc-a", backendA}, {"app", "svc-b", backendB}, {"outsider", "svc-o", backendB}} {
+	for _, s := range []struct {
+		ns, name, ip string
+		port         int32
+	}{{"app", "svc-a", backendA, 8080}, {"app", "svc-b", backendB, 8080}, {"outsider", "svc-o", backendB, 8080}, {"app", "svc-grpc", backendA, 9090}} {
 		mustCreate(t, client.CoreV1().Services(s.ns).Create, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: s.name},
-			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt(8080)}}}})
-		pn, port := "http", int32(8080)
+			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(s.port)}}}})
+		pn, port := "http", s.port
 		mustCreate(t, client.DiscoveryV1().EndpointSlices(s.ns).Create, &discoveryv1.EndpointSlice{
 			ObjectMeta:  metav1.ObjectMeta{Name: s.name + "-1", Labels: map[string]string{discoveryv1.LabelServiceName: s.name}},
 			AddressType: discoveryv1.AddressTypeIPv4, Ports: []discoveryv1.EndpointPort{{Name: &pn, Port: &port}},
@@ -290,6 +312,16 @@ spec:
   rules: [{backendRefs: [{name: svc-o, namespace: outsider, port: 80}]}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: health, namespace: app}
+spec:
+  parentRefs: [{name: edge, namespace: gw, sectionName: http}]
+  hostnames: [grpc.example.com]
+  rules:
+  - matches: [{method: {service: grpc.health.v1.Health, method: Check}}]
+    backendRefs: [{name: svc-grpc, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: two, namespace: app}
 spec:
@@ -338,7 +370,7 @@ spec:
 	for _, l := range edge.Status.Listeners {
 		byName[string(l.Name)] = l
 	}
-	if l := byName["http"]; !condIs(l.Conditions, "Programmed", metav1.ConditionTrue, "Programmed") || !condIs(l.Conditions, "Accepted", metav1.ConditionTrue, "Accepted") || len(l.SupportedKinds) != 1 || l.SupportedKinds[0].Kind != "HTTPRoute" {
+	if l := byName["http"]; !condIs(l.Conditions, "Programmed", metav1.ConditionTrue, "Programmed") || !condIs(l.Conditions, "Accepted", metav1.ConditionTrue, "Accepted") || len(l.SupportedKinds) != 2 || l.SupportedKinds[0].Kind != "HTTPRoute" || l.SupportedKinds[1].Kind != "GRPCRoute" {
 		t.Errorf("listener http status = %+v", l)
 	}
 	if l := byName["udp"]; !condIs(l.Conditions, "Accepted", metav1.ConditionFalse, "UnsupportedProtocol") || !condIs(l.Conditions, "Programmed", metav1.ConditionFalse, "Invalid") {
@@ -352,8 +384,8 @@ spec:
 		for _, l := range edge.Status.Listeners {
 			byName[string(l.Name)] = l
 		}
-		return byName["http"].AttachedRoutes == 1 && byName["https"].AttachedRoutes == 1
-	}, "attachedRoutes: want 1 route on http (web; denied is not allowed) and 1 on https (secure; nohost has no matching hostname)")
+		return byName["http"].AttachedRoutes == 2 && byName["https"].AttachedRoutes == 1
+	}, "attachedRoutes: want 2 routes on http (web and the GRPCRoute health; denied is not allowed) and 1 on https (secure; nohost has no matching hostname)")
 	for _, tc := range []struct {
 		ns, name, typ string
 		status        metav1.ConditionStatus
@@ -430,6 +462,31 @@ spec:
 	resp.Body.Close()
 	if resp.StatusCode != 200 || resp.Header.Get("x-upstream") != "b" {
 		t.Errorf("HTTPS listener: %d upstream %q", resp.StatusCode, resp.Header.Get("x-upstream"))
+	}
+
+	// The GRPCRoute: Health/Check reaches the gRPC server over h2c; another
+	// method of the service matches no route (404 → Unimplemented).
+	var gcs []metav1.Condition
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		gr := getGatewayObj[gatewayv1.GRPCRoute](t, dyn, "GRPCRoute", "app", "health")
+		for _, p := range gr.Status.Parents {
+			gcs = p.Conditions
+		}
+		return condIs(gcs, "Accepted", metav1.ConditionTrue, "Accepted") && condIs(gcs, "ResolvedRefs", metav1.ConditionTrue, "ResolvedRefs")
+	}, "GRPCRoute status")
+	cc, err := grpc.NewClient(edgeIP+":80", grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("grpc.example.com"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	hc := healthpb.NewHealthClient(cc)
+	gctx, gcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer gcancel()
+	if r, err := hc.Check(gctx, &healthpb.HealthCheckRequest{}); err != nil || r.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("GRPCRoute Health/Check: %v %v", r, err)
+	}
+	if _, err := hc.List(gctx, &healthpb.HealthListRequest{}); grpcstatus.Code(err) != codes.Unimplemented {
+		t.Errorf("a method no GRPCRoute matches: %v, want Unimplemented", err)
 	}
 
 	// A ReferenceGrant in the backend's namespace lets the route use it.

@@ -126,7 +126,7 @@ type RouteParentStatus struct {
 // supportedFeatures are the Gateway API features implemented, as the
 // conformance suite names them (sigs.k8s.io/gateway-api/pkg/features).
 var supportedFeatures = []string{
-	"Gateway", "GatewayPort8080", "HTTPRoute", "ReferenceGrant",
+	"Gateway", "GatewayPort8080", "HTTPRoute", "GRPCRoute", "ReferenceGrant",
 	"HTTPRouteBackendTimeout", "HTTPRouteHostRewrite", "HTTPRouteMethodMatching",
 	"HTTPRoutePathRedirect", "HTTPRoutePathRewrite", "HTTPRoutePortRedirect",
 	"HTTPRouteQueryParamMatching", "HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors",
@@ -206,7 +206,7 @@ func (b *builder) gateways() {
 	for _, gw := range gws {
 		b.gateway(gw, addrs[gw], gs)
 	}
-	b.httpRoutes(gs)
+	b.gatewayRoutes(gs)
 	for k, st := range gs.status {
 		b.finishGatewayStatus(gs, k, st)
 	}
@@ -402,21 +402,24 @@ func (b *builder) gatewayListener(gw *gatewayv1.Gateway, i int, l *gwListener, a
 	// Route kinds.
 	l.kinds = nil
 	badKinds := false
+	kind := func(k gatewayv1.Kind) gatewayv1.RouteGroupKind {
+		return gatewayv1.RouteGroupKind{Group: ptrTo(gatewayv1.Group(gatewayv1.GroupName)), Kind: k}
+	}
 	if ls.AllowedRoutes != nil && len(ls.AllowedRoutes.Kinds) > 0 {
 		for _, k := range ls.AllowedRoutes.Kinds {
-			if (k.Group == nil || *k.Group == gatewayv1.GroupName) && k.Kind == "HTTPRoute" {
-				l.kinds = append(l.kinds, gatewayv1.RouteGroupKind{Group: ptrTo(gatewayv1.Group(gatewayv1.GroupName)), Kind: "HTTPRoute"})
+			if (k.Group == nil || *k.Group == gatewayv1.GroupName) && (k.Kind == "HTTPRoute" || k.Kind == "GRPCRoute") {
+				l.kinds = append(l.kinds, kind(k.Kind))
 			} else {
 				badKinds = true
 			}
 		}
 	} else {
-		l.kinds = []gatewayv1.RouteGroupKind{{Group: ptrTo(gatewayv1.Group(gatewayv1.GroupName)), Kind: "HTTPRoute"}}
+		l.kinds = []gatewayv1.RouteGroupKind{kind("HTTPRoute"), kind("GRPCRoute")}
 	}
 	l.status.SupportedKinds = l.kinds
 	resolved := cond("ResolvedRefs", true, "ResolvedRefs", "all references are resolved", gen)
 	if badKinds {
-		resolved = cond("ResolvedRefs", false, "InvalidRouteKinds", "only HTTPRoute is supported", gen)
+		resolved = cond("ResolvedRefs", false, "InvalidRouteKinds", "only HTTPRoute and GRPCRoute are supported", gen)
 	}
 	// TLS.
 	var secret *Secret

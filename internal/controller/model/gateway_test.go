@@ -134,7 +134,7 @@ func TestGatewayPorts(t *testing.T) {
 	for i, n := range []string{"old", "young"} {
 		objs.Gateways[types.NamespacedName{Namespace: "ns", Name: n}] = &gatewayv1.Gateway{
 			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: n, CreationTimestamp: metav1.NewTime(t0.Add(time.Duration(i) * time.Hour))},
-			Spec: gatewayv1.GatewaySpec{GatewayClassName: "c", Listeners: []gatewayv1.Listener{{Name: "http", Protocol: gatewayv1.HTTPProtocolType, Port: 80}}}}
+			Spec:       gatewayv1.GatewaySpec{GatewayClassName: "c", Listeners: []gatewayv1.Listener{{Name: "http", Protocol: gatewayv1.HTTPProtocolType, Port: 80}}}}
 	}
 	m := Build(objs, Options{})
 	if l := m.Listeners["http-80"]; l == nil || l.Port != 8080 || l.owner.Name != "old" {

@@ -75,30 +75,49 @@ func sortGatewayRoutes(rs []*Route) {
 	})
 }
 
-// httpRoutes attaches every HTTPRoute to the managed Gateways it names,
-// oldest first, and records its status for those parents.
-func (b *builder) httpRoutes(gs *gatewayState) {
-	hrs := make([]*gatewayv1.HTTPRoute, 0, len(b.objs.HTTPRoutes))
+// gatewayRoute is what attaching needs of a route of any kind.
+type gatewayRoute struct {
+	kind      string
+	meta      metav1.ObjectMeta
+	hostnames []gatewayv1.Hostname
+	parents   []gatewayv1.ParentReference
+	// rules compiles the route's rules (idx ranks it among all routes).
+	rules func(idx int) ([]*Route, metav1.Condition)
+}
+
+// gatewayRoutes attaches every HTTPRoute and GRPCRoute to the managed
+// Gateways it names, oldest first, and records its status for those
+// parents.
+func (b *builder) gatewayRoutes(gs *gatewayState) {
+	var all []gatewayRoute
 	for _, hr := range b.objs.HTTPRoutes {
-		hrs = append(hrs, hr)
+		all = append(all, gatewayRoute{kind: "HTTPRoute", meta: hr.ObjectMeta, hostnames: hr.Spec.Hostnames, parents: hr.Spec.ParentRefs,
+			rules: func(idx int) ([]*Route, metav1.Condition) { return b.httpRouteRules(hr, idx) }})
 	}
-	slices.SortFunc(hrs, func(a, c *gatewayv1.HTTPRoute) int {
-		if d := a.CreationTimestamp.Compare(c.CreationTimestamp.Time); d != 0 {
+	for _, gr := range b.objs.GRPCRoutes {
+		all = append(all, gatewayRoute{kind: "GRPCRoute", meta: gr.ObjectMeta, hostnames: gr.Spec.Hostnames, parents: gr.Spec.ParentRefs,
+			rules: func(idx int) ([]*Route, metav1.Condition) { return b.grpcRouteRules(gr, idx) }})
+	}
+	slices.SortFunc(all, func(a, c gatewayRoute) int {
+		if d := a.meta.CreationTimestamp.Compare(c.meta.CreationTimestamp.Time); d != 0 {
 			return d
 		}
-		return cmp.Compare(a.Namespace+"/"+a.Name, c.Namespace+"/"+c.Name)
+		if d := cmp.Compare(a.meta.Namespace+"/"+a.meta.Name, c.meta.Namespace+"/"+c.meta.Name); d != 0 {
+			return d
+		}
+		return cmp.Compare(a.kind, c.kind)
 	})
-	for idx, hr := range hrs {
-		key := types.NamespacedName{Namespace: hr.Namespace, Name: hr.Name}
-		st := &RouteStatus{Kind: "HTTPRoute", Key: key, Generation: hr.Generation}
+	for idx, gr := range all {
+		key := types.NamespacedName{Namespace: gr.meta.Namespace, Name: gr.meta.Name}
+		st := &RouteStatus{Kind: gr.kind, Key: key, Generation: gr.meta.Generation}
 		var routes []*Route
 		var resolved metav1.Condition
 		compiled := false
-		for _, pr := range hr.Spec.ParentRefs {
+		for _, pr := range gr.parents {
 			if (pr.Group != nil && *pr.Group != gatewayv1.GroupName) || (pr.Kind != nil && *pr.Kind != "Gateway") {
 				continue
 			}
-			gwKey := types.NamespacedName{Namespace: hr.Namespace, Name: string(pr.Name)}
+			gwKey := types.NamespacedName{Namespace: gr.meta.Namespace, Name: string(pr.Name)}
 			if pr.Namespace != nil && *pr.Namespace != "" {
 				gwKey.Namespace = string(*pr.Namespace)
 			}
@@ -106,14 +125,14 @@ func (b *builder) httpRoutes(gs *gatewayState) {
 				continue // not a Gateway of ours: its controller writes that status
 			}
 			if !compiled {
-				routes, resolved = b.httpRouteRules(hr, idx)
+				routes, resolved = gr.rules(idx)
 				compiled = true
 			}
-			accepted := b.attachRoute(hr, pr, gs.listeners[gwKey], routes)
+			accepted := b.attachRoute(gr, pr, gs.listeners[gwKey], routes)
 			st.Parents = append(st.Parents, RouteParentStatus{ParentRef: pr, Conditions: []metav1.Condition{accepted, resolved}})
 		}
 		if len(st.Parents) > 0 {
-			b.m.Routes[RouteKey{Kind: "HTTPRoute", NamespacedName: key}] = st
+			b.m.Routes[RouteKey{Kind: gr.kind, NamespacedName: key}] = st
 		}
 	}
 	for _, l := range b.m.Listeners {
@@ -131,8 +150,8 @@ func (b *builder) httpRoutes(gs *gatewayState) {
 // attachRoute adds a route's rules to the listeners of one parentRef
 // (its sectionName and port select them) that admit it, under the
 // hostnames both accept, and returns the Accepted condition.
-func (b *builder) attachRoute(hr *gatewayv1.HTTPRoute, pr gatewayv1.ParentReference, ls []*gwListener, routes []*Route) metav1.Condition {
-	gen := hr.Generation
+func (b *builder) attachRoute(gr gatewayRoute, pr gatewayv1.ParentReference, ls []*gwListener, routes []*Route) metav1.Condition {
+	gen := gr.meta.Generation
 	var candidates []*gwListener
 	for _, l := range ls {
 		if pr.SectionName != nil && *pr.SectionName != l.spec.Name {
@@ -148,7 +167,7 @@ func (b *builder) attachRoute(hr *gatewayv1.HTTPRoute, pr gatewayv1.ParentRefere
 	}
 	var allowed []*gwListener
 	for _, l := range candidates {
-		if l.valid && l.allowsKind("HTTPRoute") && b.allowsNamespace(l, hr.Namespace) {
+		if l.valid && l.allowsKind(gr.kind) && b.allowsNamespace(l, gr.meta.Namespace) {
 			allowed = append(allowed, l)
 		}
 	}
@@ -157,7 +176,7 @@ func (b *builder) attachRoute(hr *gatewayv1.HTTPRoute, pr gatewayv1.ParentRefere
 	}
 	attached := false
 	for _, l := range allowed {
-		hosts := intersectHostnames(hostnameOf(l.spec.Hostname), hr.Spec.Hostnames)
+		hosts := intersectHostnames(hostnameOf(l.spec.Hostname), gr.hostnames)
 		if len(hosts) == 0 {
 			continue
 		}
@@ -441,14 +460,21 @@ func headerModifier(m *gatewayv1.HTTPHeaderFilter) *HeadersPolicy {
 // httpBackend resolves a backendRef to a weighted Service cluster, or says
 // why not with the ResolvedRefs reason.
 func (b *builder) httpBackend(hr *gatewayv1.HTTPRoute, ref gatewayv1.BackendObjectReference, weight *int32) (*WeightedCluster, string, error) {
+	return b.routeBackend("HTTPRoute", hr.Namespace, ref, weight, "")
+}
+
+// routeBackend resolves a backendRef of a route of kind in namespace
+// from; protocol, when set, is the cluster's (GRPCRoute: h2c) unless the
+// Service says otherwise.
+func (b *builder) routeBackend(kind, from string, ref gatewayv1.BackendObjectReference, weight *int32, protocol string) (*WeightedCluster, string, error) {
 	if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Service") {
 		return nil, "InvalidKind", fmt.Errorf("backendRef %s is not a core Service", ref.Name)
 	}
-	ns := hr.Namespace
+	ns := from
 	if ref.Namespace != nil && *ref.Namespace != "" {
 		ns = string(*ref.Namespace)
 	}
-	if ns != hr.Namespace && !b.refGranted(gatewayv1.GroupName, "HTTPRoute", hr.Namespace, "", "Service", ns, string(ref.Name)) {
+	if ns != from && !b.refGranted(gatewayv1.GroupName, kind, from, "", "Service", ns, string(ref.Name)) {
 		return nil, "RefNotPermitted", fmt.Errorf("backendRef %s/%s is in another namespace and no ReferenceGrant there allows it", ns, ref.Name)
 	}
 	if ref.Port == nil {
@@ -461,6 +487,9 @@ func (b *builder) httpBackend(hr *gatewayv1.HTTPRoute, ref gatewayv1.BackendObje
 	proto := annotatedProtocol(svc, p)
 	if proto == "" {
 		proto = serviceAppProtocol(p)
+	}
+	if proto == "" {
+		proto = protocol
 	}
 	w := uint32(1)
 	if weight != nil {
@@ -519,5 +548,134 @@ func routeMatch(r *Route, m gatewayv1.HTTPRouteMatch) error {
 		}
 		r.Query = append(r.Query, qm)
 	}
+	return nil
+}
+
+// grpcRouteRules turns a GRPCRoute's rules into routes: a method match is
+// a path match on /<service>/<method> (exact, a service prefix, or a
+// regular expression), headers match as HTTPRoute's; backends are h2c
+// unless their Service says otherwise.
+func (b *builder) grpcRouteRules(gr *gatewayv1.GRPCRoute, idx int) ([]*Route, metav1.Condition) {
+	gen := gr.Generation
+	resolved := cond("ResolvedRefs", true, "ResolvedRefs", "all references are resolved", gen)
+	fail := func(reason, msg string) {
+		if resolved.Status == metav1.ConditionTrue {
+			resolved = cond("ResolvedRefs", false, reason, msg, gen)
+		}
+	}
+	var out []*Route
+	for i, rule := range gr.Spec.Rules {
+		tmpl := &Route{}
+		unsupported := ""
+		for _, f := range rule.Filters {
+			switch f.Type {
+			case gatewayv1.GRPCRouteFilterRequestHeaderModifier:
+				tmpl.RequestHeaders = headerModifier(f.RequestHeaderModifier)
+			case gatewayv1.GRPCRouteFilterResponseHeaderModifier:
+				tmpl.ResponseHeaders = headerModifier(f.ResponseHeaderModifier)
+			case gatewayv1.GRPCRouteFilterRequestMirror:
+				if f.RequestMirror == nil || f.RequestMirror.Percent != nil || f.RequestMirror.Fraction != nil {
+					unsupported = "RequestMirror percent and fraction are not supported"
+					continue
+				}
+				wc, reason, err := b.routeBackend("GRPCRoute", gr.Namespace, f.RequestMirror.BackendRef, nil, "h2c")
+				if err != nil {
+					fail(reason, "requestMirror: "+err.Error())
+					continue
+				}
+				tmpl.Mirrors = append(tmpl.Mirrors, wc.Cluster)
+			default:
+				unsupported = fmt.Sprintf("filter %s is not supported", f.Type)
+			}
+		}
+		var total uint32
+		for _, br := range rule.BackendRefs {
+			wc, reason, err := b.routeBackend("GRPCRoute", gr.Namespace, br.BackendObjectReference, br.Weight, "h2c")
+			if err != nil {
+				fail(reason, err.Error())
+				continue
+			}
+			for _, f := range br.Filters {
+				switch f.Type {
+				case gatewayv1.GRPCRouteFilterRequestHeaderModifier:
+					wc.RequestHeaders = headerModifier(f.RequestHeaderModifier)
+				case gatewayv1.GRPCRouteFilterResponseHeaderModifier:
+					wc.ResponseHeaders = headerModifier(f.ResponseHeaderModifier)
+				default:
+					unsupported = fmt.Sprintf("backendRef filter %s is not supported", f.Type)
+				}
+			}
+			if wc.Weight > 0 {
+				total += wc.Weight
+				tmpl.Clusters = append(tmpl.Clusters, *wc)
+			}
+		}
+		if unsupported != "" || total == 0 {
+			tmpl.Clusters = nil
+			tmpl.Direct = &Direct{Status: 500}
+		}
+		matches := rule.Matches
+		if len(matches) == 0 {
+			matches = []gatewayv1.GRPCRouteMatch{{}}
+		}
+		for j, m := range matches {
+			r := *tmpl
+			r.order = routeOrder{route: idx, rule: i, match: j}
+			if err := grpcMatch(&r, m); err != nil {
+				fail("UnsupportedValue", err.Error())
+				continue
+			}
+			out = append(out, &r)
+		}
+	}
+	return out, resolved
+}
+
+// grpcMatch sets a route's conditions from one GRPCRouteMatch.
+func grpcMatch(r *Route, m gatewayv1.GRPCRouteMatch) error {
+	r.Path = PathMatch{Kind: "prefix", Value: "/"}
+	if mm := m.Method; mm != nil {
+		svc, method := "", ""
+		if mm.Service != nil {
+			svc = *mm.Service
+		}
+		if mm.Method != nil {
+			method = *mm.Method
+		}
+		if mm.Type != nil && *mm.Type == gatewayv1.GRPCMethodMatchRegularExpression {
+			if svc == "" {
+				svc = "[^/]+"
+			}
+			if method == "" {
+				method = "[^/]+"
+			}
+			re := "/" + svc + "/" + method
+			if _, err := regexp.Compile(re); err != nil {
+				return fmt.Errorf("method match %q: %w", re, err)
+			}
+			r.Path = PathMatch{Kind: "regex", Value: re}
+		} else {
+			switch {
+			case svc != "" && method != "":
+				r.Path = PathMatch{Kind: "exact", Value: "/" + svc + "/" + method}
+			case svc != "":
+				r.Path = PathMatch{Kind: "prefix", Value: "/" + svc + "/"}
+			case method != "":
+				r.Path = PathMatch{Kind: "regex", Value: "/[^/]+/" + regexp.QuoteMeta(method)}
+			}
+		}
+	}
+	r.Headers = nil
+	for _, h := range m.Headers {
+		hm := HeaderMatch{Name: strings.ToLower(string(h.Name)), Kind: "exact", Value: h.Value}
+		if h.Type != nil && *h.Type == gatewayv1.GRPCHeaderMatchRegularExpression {
+			if _, err := regexp.Compile(h.Value); err != nil {
+				return fmt.Errorf("header %s regular expression %q: %w", h.Name, h.Value, err)
+			}
+			hm.Kind = "regex"
+		}
+		r.Headers = append(r.Headers, hm)
+	}
+	r.Query = nil
 	return nil
 }

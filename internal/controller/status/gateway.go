@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"reflect"
+	"strings"
 
 	"github.com/legateproxy/legate/internal/controller/model"
 	"github.com/legateproxy/legate/internal/controller/source"
@@ -129,8 +130,8 @@ func (w *Writer) updateStatus(ctx context.Context, gvr schema.GroupVersionResour
 	return err
 }
 
-// writeGateways writes the status of managed GatewayClasses, Gateways and
-// HTTPRoutes that differs from the cluster's.
+// writeGateways writes the status of managed GatewayClasses, Gateways,
+// HTTPRoutes and GRPCRoutes that differs from the cluster's.
 func (w *Writer) writeGateways(ctx context.Context, m *model.Model, objs *source.Objects, note func(error)) {
 	gv := gatewayv1.SchemeGroupVersion
 	for name, st := range m.GatewayClasses {
@@ -168,21 +169,36 @@ func (w *Writer) writeGateways(ctx context.Context, m *model.Model, objs *source
 		note(nil)
 	}
 	for key, st := range m.Routes {
-		if key.Kind != "HTTPRoute" {
+		var obj interface {
+			runtime.Object
+			GetNamespace() string
+		}
+		var parents *[]gatewayv1.RouteParentStatus
+		switch key.Kind {
+		case "HTTPRoute":
+			hr := objs.HTTPRoutes[key.NamespacedName]
+			if hr == nil {
+				continue
+			}
+			cp := hr.DeepCopy()
+			obj, parents = cp, &cp.Status.Parents
+		case "GRPCRoute":
+			gr := objs.GRPCRoutes[key.NamespacedName]
+			if gr == nil {
+				continue
+			}
+			cp := gr.DeepCopy()
+			obj, parents = cp, &cp.Status.Parents
+		default:
 			continue
 		}
-		hr := objs.HTTPRoutes[key.NamespacedName]
-		if hr == nil {
+		want := RouteParents(st, *parents, w.gatewayController())
+		if equalParents(*parents, want) {
 			continue
 		}
-		want := RouteParents(st, hr.Status.Parents, w.gatewayController())
-		if equalParents(hr.Status.Parents, want) {
-			continue
-		}
-		cp := hr.DeepCopy()
-		cp.Status.Parents = want
-		if err := w.updateStatus(ctx, gv.WithResource("httproutes"), "HTTPRoute", cp, hr.Namespace); err != nil {
-			note(fmt.Errorf("status of HTTPRoute %s: %w", key.NamespacedName, err))
+		*parents = want
+		if err := w.updateStatus(ctx, gv.WithResource(strings.ToLower(key.Kind)+"s"), key.Kind, obj, obj.GetNamespace()); err != nil {
+			note(fmt.Errorf("status of %s %s: %w", key.Kind, key.NamespacedName, err))
 			continue
 		}
 		note(nil)
