@@ -16,7 +16,7 @@ import (
 // chain per Gateway listener, matched by SNI (none for a listener without
 // hostname), with its certificate and its own route configuration
 // (<listener>/<gateway namespace>/<gateway>/<listener name>).
-func gatewayListeners(m *model.Model, opt Options) ([]*listenerv3.Listener, []*routev3.RouteConfiguration) {
+func gatewayListeners(m *model.Model, opt Options, shared sharedListeners, ingressHTTPS *listenerv3.Listener) ([]*listenerv3.Listener, []*routev3.RouteConfiguration) {
 	names := make([]string, 0, len(m.Listeners))
 	for n := range m.Listeners {
 		names = append(names, n)
@@ -44,7 +44,17 @@ func gatewayListeners(m *model.Model, opt Options) ([]*listenerv3.Listener, []*r
 			o.plainHTTP = true
 			out.ListenerFilters = opt.proxyProtocol(nil)
 			out.FilterChains = []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{hcmFilter(o, l.Name, l.Name)}}}
-			rs = append(rs, routeConfig(l.Name, l.VirtualHosts, true))
+			vhosts := l.VirtualHosts
+			if l == shared.http {
+				vhosts = map[string]*model.VirtualHost{}
+				for n, vh := range m.Insecure {
+					vhosts[n] = vh
+				}
+				for n, vh := range l.VirtualHosts {
+					vhosts[n] = vh
+				}
+			}
+			rs = append(rs, routeConfig(l.Name, vhosts, true))
 		case "https":
 			out.ListenerFilters = opt.proxyProtocol([]*listenerv3.ListenerFilter{{Name: "envoy.filters.listener.tls_inspector",
 				ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: mustAny(&tlsinspectorv3.TlsInspector{})}}})
@@ -60,8 +70,31 @@ func gatewayListeners(m *model.Model, opt Options) ([]*listenerv3.Listener, []*r
 				out.FilterChains = append(out.FilterChains, fc)
 				rs = append(rs, routeConfig(rn, c.VirtualHosts, false))
 			}
+			if l == shared.https && ingressHTTPS != nil {
+				// After the Gateway's: a chain of the Gateway without
+				// hostname still loses to these SNI matches (the most
+				// specific server name wins).
+				out.FilterChains = append(out.FilterChains, ingressHTTPS.FilterChains...)
+			}
 		}
 		ls = append(ls, out)
 	}
 	return ls, rs
+}
+
+// sharedListeners are the Gateway listeners bound on the address and port
+// of ingress_http and ingress_https, which replace them.
+type sharedListeners struct{ http, https *model.Listener }
+
+func sharedGatewayListeners(m *model.Model, opt Options) sharedListeners {
+	var s sharedListeners
+	for _, l := range m.Listeners {
+		switch {
+		case l.Address == "" && l.Protocol == "http" && l.Port == opt.HTTPPort:
+			s.http = l
+		case l.Address == "" && l.Protocol == "https" && l.Port == opt.HTTPSPort:
+			s.https = l
+		}
+	}
+	return s
 }

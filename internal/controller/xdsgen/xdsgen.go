@@ -206,8 +206,14 @@ func Build(m *model.Model, opt Options) *Resources {
 	opt = opt.withDefaults()
 	opt.rateLimit = m.RateLimit
 	r := &Resources{}
-	r.Routes = append(r.Routes, routeConfig(HTTPRoutes, m.Insecure, true))
-	r.Listeners = append(r.Listeners, &listenerv3.Listener{
+	// A Gateway listener on the proxy's own address and the port of
+	// ingress_http (or ingress_https) takes its place, as in Contour,
+	// where HTTPProxies and Ingresses attach to the Gateway's listeners:
+	// the HTTPProxy and Ingress virtual hosts join its route
+	// configuration (its own win a name both have), their TLS filter
+	// chains join its chains.
+	shared := sharedGatewayListeners(m, opt)
+	ingressHTTP := &listenerv3.Listener{
 		Name:                          HTTPListener,
 		Address:                       sockAddr(opt.HTTPAddress, opt.HTTPPort),
 		ListenerFilters:               opt.proxyProtocol(nil),
@@ -215,12 +221,17 @@ func Build(m *model.Model, opt Options) *Resources {
 		FilterChains: []*listenerv3.FilterChain{{
 			Filters: []*listenerv3.Filter{hcmFilter(opt, HTTPListener, HTTPRoutes)},
 		}},
-	})
-	if l, routes := httpsListener(m, opt); l != nil {
-		r.Listeners = append(r.Listeners, l)
-		r.Routes = append(r.Routes, routes...)
 	}
-	gl, gr := gatewayListeners(m, opt)
+	if shared.http == nil {
+		r.Routes = append(r.Routes, routeConfig(HTTPRoutes, m.Insecure, true))
+		r.Listeners = append(r.Listeners, ingressHTTP)
+	}
+	httpsL, httpsRoutes := httpsListener(m, opt)
+	if httpsL != nil && shared.https == nil {
+		r.Listeners = append(r.Listeners, httpsL)
+	}
+	r.Routes = append(r.Routes, httpsRoutes...)
+	gl, gr := gatewayListeners(m, opt, shared, httpsL)
 	r.Listeners = append(r.Listeners, gl...)
 	r.Routes = append(r.Routes, gr...)
 	names := make([]string, 0, len(m.Clusters))

@@ -1,0 +1,113 @@
+package xdsgen
+
+// Golden tests of the Gateway API (Envoy Gateway style): the objects of
+// testdata/gateway/<case>/, built with the case's options, rendered as
+// the listeners, route configurations and clusters, followed by the
+// computed GatewayClass, Gateway and route statuses, in
+// testdata/gateway/<case>.golden. `go test ./internal/controller/xdsgen
+// -run TestGatewayGolden -update` rewrites them; review their diff.
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"testing"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"sigs.k8s.io/yaml"
+
+	"github.com/legateproxy/legate/internal/controller/model"
+	"github.com/legateproxy/legate/internal/controller/source"
+)
+
+func gatewayYAML(t *testing.T, m *model.Model, r *Resources) []byte {
+	t.Helper()
+	var msgs []proto.Message
+	for _, x := range r.Listeners {
+		msgs = append(msgs, x)
+	}
+	for _, x := range r.Routes {
+		msgs = append(msgs, x)
+	}
+	for _, x := range r.Clusters {
+		msgs = append(msgs, x)
+	}
+	var list []json.RawMessage
+	for _, msg := range msgs {
+		if v, ok := msg.(interface{ ValidateAll() error }); ok {
+			if err := v.ValidateAll(); err != nil {
+				t.Errorf("%T fails Envoy's validation: %v", msg, err)
+			}
+		}
+		j, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(mustAny(msg))
+		if err != nil {
+			t.Fatal(err)
+		}
+		list = append(list, j)
+	}
+	var gws []*model.GatewayStatus
+	for _, g := range m.Gateways {
+		gws = append(gws, g)
+	}
+	sort.Slice(gws, func(i, j int) bool { return gws[i].Key.String() < gws[j].Key.String() })
+	var routes []*model.RouteStatus
+	for _, rs := range m.Routes {
+		routes = append(routes, rs)
+	}
+	sort.Slice(routes, func(i, j int) bool {
+		return routes[i].Kind+routes[i].Key.String() < routes[j].Kind+routes[j].Key.String()
+	})
+	doc := map[string]any{"resources": list, "gatewayClasses": m.GatewayClasses, "gateways": gws, "routes": routes}
+	j, err := json.Marshal(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := yaml.JSONToYAML(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return y
+}
+
+func TestGatewayGolden(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opt  model.GatewayOptions
+	}{
+		{"routes", model.GatewayOptions{}},
+		// The oldest Gateway takes the pool's one address (192.0.2.1),
+		// b keeps its spec address; c finds the pool empty
+		// (AddressNotAssigned) and binds nothing.
+		{"pool", model.GatewayOptions{AddressPool: netip.MustParsePrefix("192.0.2.0/31"), ListenerPorts: true}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			objs, err := source.LoadManifests(filepath.Join("testdata", "gateway", tc.name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := model.Build(objs, model.Options{Gateway: tc.opt})
+			got := gatewayYAML(t, m, Build(m, Options{}))
+			path := filepath.Join("testdata", "gateway", tc.name+".golden")
+			if *update {
+				if err := os.WriteFile(path, got, 0o644); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run with -update to create it)", err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s differs from the rendering (run with -update and review the diff):\n%s", path, firstDiff(string(want), string(got)))
+			}
+			if again := gatewayYAML(t, m, Build(model.Build(objs, model.Options{Gateway: tc.opt}), Options{})); !bytes.Equal(got, again) {
+				t.Error("two renderings of the same objects differ")
+			}
+		})
+	}
+}
