@@ -47,6 +47,10 @@ func gatewayGVR(kind string) (r string) {
 		return "httproutes"
 	case "GRPCRoute":
 		return "grpcroutes"
+	case "TLSRoute":
+		return "tlsroutes"
+	case "TCPRoute":
+		return "tcproutes"
 	case "ReferenceGrant":
 		return "referencegrants"
 	}
@@ -133,7 +137,8 @@ func routeParentConds(t *testing.T, dyn dynamic.Interface, ns, name string) []me
 // of the pool on its listeners' own ports; routes match by hostname,
 // path, header (a GRPCRoute by gRPC service and method, to a real gRPC
 // server over h2c); filters modify headers, redirect and rewrite; HTTPS
-// listeners terminate TLS by SNI. Statuses carry the conditions and
+// listeners terminate TLS by SNI, TLS listeners pass it through to a
+// TLSRoute's backend, TCP listeners forward a TCPRoute's connections. Statuses carry the conditions and
 // reasons of the specification: accepted and programmed objects, invalid
 // listeners (UnsupportedProtocol, ProtocolConflict), routes not allowed
 // (NotAllowedByListeners), without a matching hostname
@@ -178,7 +183,7 @@ func TestGatewayAPI(t *testing.T) {
 	for _, s := range []struct {
 		ns, name, ip string
 		port         int32
-	}{{"app", "svc-a", backendA, 8080}, {"app", "svc-b", backendB, 8080}, {"outsider", "svc-o", backendB, 8080}, {"app", "svc-grpc", backendA, 9090}} {
+	}{{"app", "svc-a", backendA, 8080}, {"app", "svc-b", backendB, 8080}, {"outsider", "svc-o", backendB, 8080}, {"app", "svc-grpc", backendA, 9090}, {"app", "svc-tls", backendB, 8443}} {
 		mustCreate(t, client.CoreV1().Services(s.ns).Create, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: s.name},
 			Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(s.port)}}}})
 		pn, port := "http", s.port
@@ -189,6 +194,15 @@ func TestGatewayAPI(t *testing.T) {
 	}
 	ca := testutil.NewCA(t, "gateway-api")
 	leaf := ca.Issue(t, "*.example.com", "*.example.com")
+	// A TLS server of its own for TLS passthrough (a TLSRoute).
+	passLeaf := ca.Issue(t, "pass.example.org", "pass.example.org")
+	tlsL, err := tls.Listen("tcp", backendB+":8443", &tls.Config{Certificates: []tls.Certificate{passLeaf.TLS}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	passSrv := &http.Server{Handler: testutil.EchoHandler("passthrough")}
+	go passSrv.Serve(tlsL)
+	t.Cleanup(func() { passSrv.Close() })
 	mustCreate(t, client.CoreV1().Secrets("gw").Create, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "wildcard"}, Type: corev1.SecretTypeTLS,
 		Data: map[string][]byte{corev1.TLSCertKey: leaf.CertPEM, corev1.TLSPrivateKeyKey: leaf.KeyPEM}})
 
@@ -240,6 +254,30 @@ spec:
     protocol: HTTP
     port: 80
     allowedRoutes: {namespaces: {from: All}}
+  - name: tls
+    protocol: TLS
+    port: 443
+    tls: {mode: Passthrough}
+    allowedRoutes: {namespaces: {from: All}}
+  - name: tcp
+    protocol: TCP
+    port: 5432
+    allowedRoutes: {namespaces: {from: All}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TLSRoute
+metadata: {name: pass, namespace: app}
+spec:
+  parentRefs: [{name: second, namespace: gw, sectionName: tls}]
+  hostnames: [pass.example.org]
+  rules: [{backendRefs: [{name: svc-tls, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: TCPRoute
+metadata: {name: raw, namespace: app}
+spec:
+  parentRefs: [{name: second, namespace: gw, sectionName: tcp}]
+  rules: [{backendRefs: [{name: svc-a, port: 80}]}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -487,6 +525,40 @@ spec:
 	}
 	if _, err := hc.List(gctx, &healthpb.HealthListRequest{}); grpcstatus.Code(err) != codes.Unimplemented {
 		t.Errorf("a method no GRPCRoute matches: %v, want Unimplemented", err)
+	}
+
+	// TLS passthrough by SNI to the backend's own certificate, and a
+	// TCPRoute's raw TCP.
+	pc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool, ServerName: "pass.example.org"},
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", secondIP+":443")
+		}}}
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		resp, err := pc.Get("https://pass.example.org/p")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.Header.Get("x-upstream") == "passthrough"
+	}, "TLSRoute never passed TLS through to its backend")
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		code, _, body := do(t, c, "GET", "http://"+secondIP+":5432/raw", "raw.example.com")
+		return code == 200 && strings.Contains(body, "upstream=a")
+	}, "TCPRoute never forwarded to its backend")
+	for _, r := range []struct{ kind, name string }{{"TLSRoute", "pass"}, {"TCPRoute", "raw"}} {
+		var cs []metav1.Condition
+		testutil.Eventually(t, 10*time.Second, func() bool {
+			var parents []gatewayv1.RouteParentStatus
+			if r.kind == "TLSRoute" {
+				parents = getGatewayObj[gatewayv1.TLSRoute](t, dyn, r.kind, "app", r.name).Status.Parents
+			} else {
+				parents = getGatewayObj[gatewayv1.TCPRoute](t, dyn, r.kind, "app", r.name).Status.Parents
+			}
+			for _, p := range parents {
+				cs = p.Conditions
+			}
+			return condIs(cs, "Accepted", metav1.ConditionTrue, "Accepted")
+		}, r.kind+" status never Accepted")
 	}
 
 	// A ReferenceGrant in the backend's namespace lets the route use it.

@@ -59,11 +59,14 @@ type Listener struct {
 	Name     string
 	Address  string // "" binds the HTTP (or HTTPS) address of the options
 	Port     uint32 // the port the proxy binds
-	Protocol string // "http" or "https"
+	Protocol string // "http", "https" (HTTPS and TLS listeners) or "tcp"
 	// VirtualHosts of an http listener, by hostname ("*" for any).
 	VirtualHosts map[string]*VirtualHost
-	// Chains of an https listener: one per Gateway listener, by SNI.
+	// Chains of an https listener: one per HTTPS Gateway listener and
+	// one per TLSRoute hostname of a TLS one, by SNI.
 	Chains []*FilterChain
+	// TCPProxy of a tcp listener (its TCPRoute).
+	TCPProxy *TCPProxy
 	// owner is the Gateway that binds the address and port.
 	owner *gatewayv1.Gateway
 }
@@ -77,6 +80,9 @@ type FilterChain struct {
 	Hostname     string
 	Secret       *Secret
 	VirtualHosts map[string]*VirtualHost
+	// TCPProxy of a TLS passthrough chain (a TLSRoute): no Secret, no
+	// virtual hosts.
+	TCPProxy *TCPProxy
 }
 
 // GatewayClassStatus is the computed status of a managed GatewayClass.
@@ -126,7 +132,7 @@ type RouteParentStatus struct {
 // supportedFeatures are the Gateway API features implemented, as the
 // conformance suite names them (sigs.k8s.io/gateway-api/pkg/features).
 var supportedFeatures = []string{
-	"Gateway", "GatewayPort8080", "HTTPRoute", "GRPCRoute", "ReferenceGrant",
+	"Gateway", "GatewayPort8080", "HTTPRoute", "GRPCRoute", "ReferenceGrant", "TLSRoute", "TCPRoute",
 	"HTTPRouteBackendTimeout", "HTTPRouteHostRewrite", "HTTPRouteMethodMatching",
 	"HTTPRoutePathRedirect", "HTTPRoutePathRewrite", "HTTPRoutePortRedirect",
 	"HTTPRouteQueryParamMatching", "HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors",
@@ -372,14 +378,14 @@ func (b *builder) gatewayListener(gw *gatewayv1.Gateway, i int, l *gwListener, a
 			return
 		}
 	}
-	var proto string
-	switch ls.Protocol {
-	case gatewayv1.HTTPProtocolType:
-		proto = "http"
-	case gatewayv1.HTTPSProtocolType:
-		proto = "https"
-	default:
-		invalid("Accepted", "UnsupportedProtocol", fmt.Sprintf("listener protocol %q is not supported: use HTTP or HTTPS", ls.Protocol))
+	proto := protocolFamily(ls.Protocol)
+	if proto == "" {
+		invalid("Accepted", "UnsupportedProtocol", fmt.Sprintf("listener protocol %q is not supported: use HTTP, HTTPS, TLS or TCP", ls.Protocol))
+		return
+	}
+	passthrough := ls.Protocol == gatewayv1.TLSProtocolType
+	if passthrough && (ls.TLS == nil || ls.TLS.Mode == nil || *ls.TLS.Mode != gatewayv1.TLSModePassthrough) {
+		invalid("Accepted", "UnsupportedValue", "TLS listeners support tls.mode Passthrough only (terminate TLS with an HTTPS listener)")
 		return
 	}
 	for _, o := range gw.Spec.Listeners[:i] {
@@ -390,7 +396,7 @@ func (b *builder) gatewayListener(gw *gatewayv1.Gateway, i int, l *gwListener, a
 			}
 			continue
 		}
-		if (o.Protocol == gatewayv1.HTTPProtocolType) != (ls.Protocol == gatewayv1.HTTPProtocolType) {
+		if protocolFamily(o.Protocol) != proto {
 			invalid("Conflicted", "ProtocolConflict", "all listener protocols of a port must be compatible")
 			return
 		}
@@ -405,25 +411,34 @@ func (b *builder) gatewayListener(gw *gatewayv1.Gateway, i int, l *gwListener, a
 	kind := func(k gatewayv1.Kind) gatewayv1.RouteGroupKind {
 		return gatewayv1.RouteGroupKind{Group: ptrTo(gatewayv1.Group(gatewayv1.GroupName)), Kind: k}
 	}
+	valid := []gatewayv1.Kind{"HTTPRoute", "GRPCRoute"}
+	switch ls.Protocol {
+	case gatewayv1.TLSProtocolType:
+		valid = []gatewayv1.Kind{"TLSRoute"}
+	case gatewayv1.TCPProtocolType:
+		valid = []gatewayv1.Kind{"TCPRoute"}
+	}
 	if ls.AllowedRoutes != nil && len(ls.AllowedRoutes.Kinds) > 0 {
 		for _, k := range ls.AllowedRoutes.Kinds {
-			if (k.Group == nil || *k.Group == gatewayv1.GroupName) && (k.Kind == "HTTPRoute" || k.Kind == "GRPCRoute") {
+			if (k.Group == nil || *k.Group == gatewayv1.GroupName) && slices.Contains(valid, k.Kind) {
 				l.kinds = append(l.kinds, kind(k.Kind))
 			} else {
 				badKinds = true
 			}
 		}
 	} else {
-		l.kinds = []gatewayv1.RouteGroupKind{kind("HTTPRoute"), kind("GRPCRoute")}
+		for _, k := range valid {
+			l.kinds = append(l.kinds, kind(k))
+		}
 	}
 	l.status.SupportedKinds = l.kinds
 	resolved := cond("ResolvedRefs", true, "ResolvedRefs", "all references are resolved", gen)
 	if badKinds {
-		resolved = cond("ResolvedRefs", false, "InvalidRouteKinds", "only HTTPRoute and GRPCRoute are supported", gen)
+		resolved = cond("ResolvedRefs", false, "InvalidRouteKinds", fmt.Sprintf("a %s listener supports %v routes", ls.Protocol, valid), gen)
 	}
 	// TLS.
 	var secret *Secret
-	if proto == "https" {
+	if proto == "https" && !passthrough {
 		var err error
 		var reason string
 		secret, reason, err = b.listenerCertificate(gw, ls)
@@ -431,7 +446,7 @@ func (b *builder) gatewayListener(gw *gatewayv1.Gateway, i int, l *gwListener, a
 			resolved = cond("ResolvedRefs", false, reason, err.Error(), gen)
 		}
 	}
-	if resolved.Status == metav1.ConditionFalse && (secret == nil && proto == "https" || len(l.kinds) == 0) {
+	if resolved.Status == metav1.ConditionFalse && (secret == nil && proto == "https" && !passthrough || len(l.kinds) == 0) {
 		set(cond("Accepted", true, "Accepted", "listener accepted", gen), resolved,
 			cond("Programmed", false, "Invalid", "the listener is invalid: "+resolved.Message, gen),
 			cond("Conflicted", false, "NoConflicts", "no conflicts", gen))
@@ -456,7 +471,7 @@ func (b *builder) gatewayListener(gw *gatewayv1.Gateway, i int, l *gwListener, a
 		b.m.Listeners[name] = ml
 	}
 	l.valid, l.l = true, ml
-	if proto == "https" {
+	if proto == "https" && !passthrough {
 		l.chain = &FilterChain{Name: gw.Namespace + "/" + gw.Name + "/" + string(ls.Name), Hostname: host, Secret: secret, VirtualHosts: map[string]*VirtualHost{}}
 		ml.Chains = append(ml.Chains, l.chain)
 	}
@@ -642,6 +657,21 @@ func serviceAppProtocol(p corev1.ServicePort) string {
 	switch *p.AppProtocol {
 	case "kubernetes.io/h2c":
 		return "h2c"
+	}
+	return ""
+}
+
+// protocolFamily is the xDS listener kind of a Gateway listener protocol
+// (HTTPS and TLS share TLS listeners, as Contour's compatible TLS
+// protocols); "" for one not supported.
+func protocolFamily(p gatewayv1.ProtocolType) string {
+	switch p {
+	case gatewayv1.HTTPProtocolType:
+		return "http"
+	case gatewayv1.HTTPSProtocolType, gatewayv1.TLSProtocolType:
+		return "https"
+	case gatewayv1.TCPProtocolType:
+		return "tcp"
 	}
 	return ""
 }

@@ -81,8 +81,10 @@ type gatewayRoute struct {
 	meta      metav1.ObjectMeta
 	hostnames []gatewayv1.Hostname
 	parents   []gatewayv1.ParentReference
-	// rules compiles the route's rules (idx ranks it among all routes).
+	// rules compiles the route's rules (idx ranks it among all routes);
+	// tcp, for TLSRoutes and TCPRoutes, its backends.
 	rules func(idx int) ([]*Route, metav1.Condition)
+	tcp   func() (*TCPProxy, metav1.Condition)
 }
 
 // gatewayRoutes attaches every HTTPRoute and GRPCRoute to the managed
@@ -98,6 +100,18 @@ func (b *builder) gatewayRoutes(gs *gatewayState) {
 		all = append(all, gatewayRoute{kind: "GRPCRoute", meta: gr.ObjectMeta, hostnames: gr.Spec.Hostnames, parents: gr.Spec.ParentRefs,
 			rules: func(idx int) ([]*Route, metav1.Condition) { return b.grpcRouteRules(gr, idx) }})
 	}
+	for _, tr := range b.objs.TLSRoutes {
+		all = append(all, gatewayRoute{kind: "TLSRoute", meta: tr.ObjectMeta, hostnames: tr.Spec.Hostnames, parents: tr.Spec.ParentRefs,
+			tcp: func() (*TCPProxy, metav1.Condition) {
+				return b.l4Backends("TLSRoute", tr.ObjectMeta, l4Refs(tr.Spec.Rules, func(r gatewayv1.TLSRouteRule) []gatewayv1.BackendRef { return r.BackendRefs }))
+			}})
+	}
+	for _, tr := range b.objs.TCPRoutes {
+		all = append(all, gatewayRoute{kind: "TCPRoute", meta: tr.ObjectMeta, parents: tr.Spec.ParentRefs,
+			tcp: func() (*TCPProxy, metav1.Condition) {
+				return b.l4Backends("TCPRoute", tr.ObjectMeta, l4Refs(tr.Spec.Rules, func(r gatewayv1.TCPRouteRule) []gatewayv1.BackendRef { return r.BackendRefs }))
+			}})
+	}
 	slices.SortFunc(all, func(a, c gatewayRoute) int {
 		if d := a.meta.CreationTimestamp.Compare(c.meta.CreationTimestamp.Time); d != 0 {
 			return d
@@ -111,6 +125,7 @@ func (b *builder) gatewayRoutes(gs *gatewayState) {
 		key := types.NamespacedName{Namespace: gr.meta.Namespace, Name: gr.meta.Name}
 		st := &RouteStatus{Kind: gr.kind, Key: key, Generation: gr.meta.Generation}
 		var routes []*Route
+		var tp *TCPProxy
 		var resolved metav1.Condition
 		compiled := false
 		for _, pr := range gr.parents {
@@ -125,10 +140,14 @@ func (b *builder) gatewayRoutes(gs *gatewayState) {
 				continue // not a Gateway of ours: its controller writes that status
 			}
 			if !compiled {
-				routes, resolved = gr.rules(idx)
+				if gr.tcp != nil {
+					tp, resolved = gr.tcp()
+				} else {
+					routes, resolved = gr.rules(idx)
+				}
 				compiled = true
 			}
-			accepted := b.attachRoute(gr, pr, gs.listeners[gwKey], routes)
+			accepted := b.attachRoute(gr, pr, gs.listeners[gwKey], routes, tp)
 			st.Parents = append(st.Parents, RouteParentStatus{ParentRef: pr, Conditions: []metav1.Condition{accepted, resolved}})
 		}
 		if len(st.Parents) > 0 {
@@ -150,7 +169,7 @@ func (b *builder) gatewayRoutes(gs *gatewayState) {
 // attachRoute adds a route's rules to the listeners of one parentRef
 // (its sectionName and port select them) that admit it, under the
 // hostnames both accept, and returns the Accepted condition.
-func (b *builder) attachRoute(gr gatewayRoute, pr gatewayv1.ParentReference, ls []*gwListener, routes []*Route) metav1.Condition {
+func (b *builder) attachRoute(gr gatewayRoute, pr gatewayv1.ParentReference, ls []*gwListener, routes []*Route, tp *TCPProxy) metav1.Condition {
 	gen := gr.meta.Generation
 	var candidates []*gwListener
 	for _, l := range ls {
@@ -174,10 +193,19 @@ func (b *builder) attachRoute(gr gatewayRoute, pr gatewayv1.ParentReference, ls 
 	if len(allowed) == 0 {
 		return cond("Accepted", false, "NotAllowedByListeners", "no listener of the Gateway allows this route (allowedRoutes, or listeners not valid)", gen)
 	}
-	attached := false
+	attached, busy := false, false
 	for _, l := range allowed {
 		hosts := intersectHostnames(hostnameOf(l.spec.Hostname), gr.hostnames)
 		if len(hosts) == 0 {
+			continue
+		}
+		if gr.tcp != nil {
+			if !b.attachL4(gr, l, hosts, tp) {
+				busy = true
+				continue
+			}
+			attached = true
+			l.status.AttachedRoutes++
 			continue
 		}
 		attached = true
@@ -200,6 +228,9 @@ func (b *builder) attachRoute(gr gatewayRoute, pr gatewayv1.ParentReference, ls 
 				vh.Routes = append(vh.Routes, &rc)
 			}
 		}
+	}
+	if !attached && busy {
+		return cond("Accepted", false, "NotAllowedByListeners", "the listener already serves an older TCPRoute: a TCP listener forwards to one route", gen)
 	}
 	if !attached {
 		return cond("Accepted", false, "NoMatchingListenerHostname", "no hostname of the route matches a listener's hostname", gen)
@@ -678,4 +709,71 @@ func grpcMatch(r *Route, m gatewayv1.GRPCRouteMatch) error {
 	}
 	r.Query = nil
 	return nil
+}
+
+// l4Refs lists the backendRefs of every rule of a TLSRoute or TCPRoute.
+func l4Refs[R any](rules []R, refs func(R) []gatewayv1.BackendRef) []gatewayv1.BackendRef {
+	var out []gatewayv1.BackendRef
+	for _, r := range rules {
+		out = append(out, refs(r)...)
+	}
+	return out
+}
+
+// l4Backends resolves a TLSRoute's or TCPRoute's backends into a weighted
+// TCP proxy (nil when none is valid, which refuses connections).
+func (b *builder) l4Backends(kind string, meta metav1.ObjectMeta, refs []gatewayv1.BackendRef) (*TCPProxy, metav1.Condition) {
+	resolved := cond("ResolvedRefs", true, "ResolvedRefs", "all references are resolved", meta.Generation)
+	tp := &TCPProxy{}
+	for _, br := range refs {
+		wc, reason, err := b.routeBackend(kind, meta.Namespace, br.BackendObjectReference, br.Weight, "")
+		if err != nil {
+			if resolved.Status == metav1.ConditionTrue {
+				resolved = cond("ResolvedRefs", false, reason, err.Error(), meta.Generation)
+			}
+			continue
+		}
+		if wc.Weight > 0 {
+			tp.Clusters = append(tp.Clusters, *wc)
+		}
+	}
+	if len(tp.Clusters) == 0 {
+		tp = nil
+	}
+	return tp, resolved
+}
+
+// attachL4 attaches a TLSRoute (a passthrough filter chain per hostname,
+// the oldest route keeping a hostname) or a TCPRoute (the listener's
+// only route: the oldest wins) to a listener; false when it cannot.
+func (b *builder) attachL4(gr gatewayRoute, l *gwListener, hosts []string, tp *TCPProxy) bool {
+	if tp == nil {
+		// No valid backend: attached, but its connections are refused
+		// (no filter chain, no proxy).
+		return true
+	}
+	switch gr.kind {
+	case "TCPRoute":
+		if l.l.TCPProxy != nil {
+			return false
+		}
+		l.l.TCPProxy = tp
+	case "TLSRoute":
+		for _, h := range hosts {
+			if h == "*" {
+				h = ""
+			}
+			taken := false
+			for _, c := range l.l.Chains {
+				if c.Hostname == h {
+					taken = true
+				}
+			}
+			if !taken {
+				l.l.Chains = append(l.l.Chains, &FilterChain{Name: l.gw.Namespace + "/" + l.gw.Name + "/" + string(l.spec.Name) + "/" + gr.meta.Name,
+					Hostname: h, TCPProxy: tp})
+			}
+		}
+	}
+	return true
 }

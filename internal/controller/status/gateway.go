@@ -131,7 +131,8 @@ func (w *Writer) updateStatus(ctx context.Context, gvr schema.GroupVersionResour
 }
 
 // writeGateways writes the status of managed GatewayClasses, Gateways,
-// HTTPRoutes and GRPCRoutes that differs from the cluster's.
+// HTTPRoutes, GRPCRoutes, TLSRoutes and TCPRoutes that differs from the
+// cluster's.
 func (w *Writer) writeGateways(ctx context.Context, m *model.Model, objs *source.Objects, note func(error)) {
 	gv := gatewayv1.SchemeGroupVersion
 	for name, st := range m.GatewayClasses {
@@ -188,6 +189,20 @@ func (w *Writer) writeGateways(ctx context.Context, m *model.Model, objs *source
 				continue
 			}
 			cp := gr.DeepCopy()
+			obj, parents = cp, &cp.Status.Parents
+		case "TLSRoute":
+			tr := objs.TLSRoutes[key.NamespacedName]
+			if tr == nil {
+				continue
+			}
+			cp := tr.DeepCopy()
+			obj, parents = cp, &cp.Status.Parents
+		case "TCPRoute":
+			tr := objs.TCPRoutes[key.NamespacedName]
+			if tr == nil {
+				continue
+			}
+			cp := tr.DeepCopy()
 			obj, parents = cp, &cp.Status.Parents
 		default:
 			continue

@@ -64,6 +64,13 @@ func gatewayListeners(m *model.Model, opt Options, shared sharedListeners, ingre
 				if c.Hostname != "" {
 					fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: []string{c.Hostname}}
 				}
+				if c.TCPProxy != nil {
+					// TLS passthrough (a TLSRoute): SNI picks the chain, the
+					// connection goes to the backends as it is.
+					fc.Filters = []*listenerv3.Filter{tcpProxyFilter(opt, "tcp/"+c.Name, c.TCPProxy)}
+					out.FilterChains = append(out.FilterChains, fc)
+					continue
+				}
 				vh := &model.SecureVirtualHost{MinVersion: opt.TLSMinVersion, MaxVersion: opt.TLSMaxVersion}
 				fc.TransportSocket = downstreamTLS(opt, vh, c.Secret.Name, opt.alpn())
 				fc.Filters = []*listenerv3.Filter{hcmFilter(opt, l.Name, rn)}
@@ -76,6 +83,15 @@ func gatewayListeners(m *model.Model, opt Options, shared sharedListeners, ingre
 				// specific server name wins).
 				out.FilterChains = append(out.FilterChains, ingressHTTPS.FilterChains...)
 			}
+		case "tcp":
+			if l.TCPProxy != nil {
+				out.FilterChains = []*listenerv3.FilterChain{{Filters: []*listenerv3.Filter{tcpProxyFilter(opt, l.Name, l.TCPProxy)}}}
+			}
+		}
+		if len(out.FilterChains) == 0 {
+			// Nothing to serve yet (a TLS or TCP listener without
+			// routes): a listener needs a filter chain.
+			continue
 		}
 		ls = append(ls, out)
 	}
