@@ -316,6 +316,8 @@ spec:
     backendRefs: [{name: svc-b, port: 80}]
   - matches: [{path: {type: PathPrefix, value: /missing}}]
     backendRefs: [{name: nowhere, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /half}}]
+    backendRefs: [{name: svc-a, port: 80}, {name: nowhere, port: 80}]
   - backendRefs: [{name: svc-a, port: 80}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
@@ -480,6 +482,16 @@ spec:
 	}
 	if code, _, _ := do(t, c, "GET", edgeHTTP+"/missing", "web.example.com"); code != 500 {
 		t.Errorf("rule with a missing backend: %d, want 500", code)
+	}
+	// Half the requests of a rule with one invalid backend of two get a
+	// 500, the others reach the valid one.
+	got := map[int]int{}
+	for range 40 {
+		code, _, _ := do(t, c, "GET", edgeHTTP+"/half", "web.example.com")
+		got[code]++
+	}
+	if got[200] < 5 || got[500] < 5 || got[200]+got[500] != 40 {
+		t.Errorf("a rule with one invalid backend of two: %v, want both 200 and 500", got)
 	}
 	if code, _, _ := do(t, c, "GET", edgeHTTP+"/", "denied.example.com"); code != 404 {
 		t.Errorf("a host no route of the listener serves: %d, want 404", code)

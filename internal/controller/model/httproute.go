@@ -300,13 +300,16 @@ func (b *builder) httpRouteRules(hr *gatewayv1.HTTPRoute, idx int) ([]*Route, me
 				}
 			}
 		}
-		var total uint32
-		invalid := 0
+		var total, invalid uint32
 		for _, br := range rule.BackendRefs {
 			wc, reason, err := b.httpBackend(hr, br.BackendObjectReference, br.Weight)
 			if err != nil {
 				fail(reason, err.Error())
-				invalid++
+				w := int32(1)
+				if br.Weight != nil {
+					w = max(*br.Weight, 0)
+				}
+				invalid += uint32(w)
 				continue
 			}
 			for _, f := range br.Filters {
@@ -339,8 +342,13 @@ func (b *builder) httpRouteRules(hr *gatewayv1.HTTPRoute, idx int) ([]*Route, me
 			// (HTTPRouteRule.BackendRefs).
 			tmpl.Clusters = nil
 			tmpl.Direct = &Direct{Status: 500}
+		case invalid > 0:
+			// The share of the invalid backends gets a 500
+			// (HTTPRouteRule.BackendRefs): a weighted cluster that does
+			// not exist, answered with cluster_not_found_response_code.
+			tmpl.Clusters = append(tmpl.Clusters, WeightedCluster{Cluster: &Cluster{Name: InvalidBackendCluster}, Weight: invalid})
+			tmpl.InvalidBackend500 = true
 		}
-		_ = invalid
 		matches := rule.Matches
 		if len(matches) == 0 {
 			matches = []gatewayv1.HTTPRouteMatch{{}}
@@ -365,6 +373,10 @@ func (b *builder) httpRouteRules(hr *gatewayv1.HTTPRoute, idx int) ([]*Route, me
 	}
 	return out, resolved
 }
+
+// InvalidBackendCluster is the name of the cluster, never served, that
+// stands for a route's invalid backends in its weighted clusters.
+const InvalidBackendCluster = "gateway-api/invalid-backend"
 
 // prefixRewriteMarker marks a ReplacePrefixMatch rewrite until the match's
 // path is known.

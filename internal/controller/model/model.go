@@ -229,6 +229,9 @@ type Route struct {
 	// InternalRedirect is the route's internalRedirectPolicy: the
 	// upstream's 3xx answers the proxy follows itself.
 	InternalRedirect *InternalRedirect
+	// InvalidBackend500 answers requests for a weighted cluster that does
+	// not exist (InvalidBackendCluster) with 500, not 503.
+	InvalidBackend500 bool
 	// order ranks Gateway API routes of one virtual host (see
 	// sortGatewayRoutes).
 	order routeOrder

@@ -140,6 +140,9 @@ func route(r *model.Route, vhost string) *routev3.Route {
 	}
 
 	ra := &routev3.RouteAction{PrefixRewrite: r.PrefixRewrite}
+	if r.InvalidBackend500 {
+		ra.ClusterNotFoundResponseCode = routev3.RouteAction_INTERNAL_SERVER_ERROR
+	}
 	if r.RegexRewrite != "" {
 		ra.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{Pattern: &matcherv3.RegexMatcher{Regex: r.RegexRewrite}, Substitution: r.RegexSubst}
 	}
