@@ -153,17 +153,8 @@ func TestGatewayAPI(t *testing.T) {
 	client := kubernetes.NewForConfigOrDie(cfg)
 	dyn := dynamic.NewForConfigOrDie(cfg)
 
-	startAt := func(ip, name string) {
-		l, err := net.Listen("tcp", ip+":8080")
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := &http.Server{Handler: testutil.EchoHandler(name)}
-		go srv.Serve(l)
-		t.Cleanup(func() { srv.Close() })
-	}
-	startAt(backendA, "a")
-	startAt(backendB, "b")
+	startEchoAt(t, backendA, "a")
+	startEchoAt(t, backendB, "b")
 	// A gRPC server (h2c) for a GRPCRoute.
 	gl, err := net.Listen("tcp", backendA+":9090")
 	if err != nil {

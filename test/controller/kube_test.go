@@ -77,6 +77,19 @@ func mustCreate[T any](t *testing.T, f func(context.Context, T, metav1.CreateOpt
 	return out
 }
 
+// startEchoAt serves testutil.EchoHandler(name) on ip:8080 until the test
+// ends (ip: a TEST-NET address of the test's network namespace).
+func startEchoAt(t *testing.T, ip, name string) {
+	t.Helper()
+	l, err := net.Listen("tcp", ip+":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: testutil.EchoHandler(name)}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+}
+
 // applyYAML creates the HTTPProxies and TLSCertificateDelegations of doc.
 // nsOf maps a manifest's namespace to the namespace used (and created).
 func applyYAML(t *testing.T, dyn dynamic.Interface, ns, doc string) error {
@@ -165,17 +178,8 @@ func TestKubernetes(t *testing.T) {
 	}
 
 	// Backends on TEST-NET addresses inside this network namespace.
-	startAt := func(ip, name string) {
-		l, err := net.Listen("tcp", ip+":8080")
-		if err != nil {
-			t.Fatal(err)
-		}
-		srv := &http.Server{Handler: testutil.EchoHandler(name)}
-		go srv.Serve(l)
-		t.Cleanup(func() { srv.Close() })
-	}
-	startAt(backendA, "a")
-	startAt(backendB, "b")
+	startEchoAt(t, backendA, "a")
+	startEchoAt(t, backendB, "b")
 
 	ns := "app"
 	mustCreate(t, client.CoreV1().Namespaces().Create, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}})

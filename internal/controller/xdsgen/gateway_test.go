@@ -11,7 +11,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"sort"
 	"testing"
@@ -91,19 +90,8 @@ func TestGatewayGolden(t *testing.T) {
 			}
 			m := model.Build(objs, model.Options{Gateway: tc.opt})
 			got := gatewayYAML(t, m, Build(m, Options{}))
-			path := filepath.Join("testdata", "gateway", tc.name+".golden")
-			if *update {
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
+			if !checkGolden(t, filepath.Join("testdata", "gateway", tc.name+".golden"), got) {
 				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("%s differs from the rendering (run with -update and review the diff):\n%s", path, firstDiff(string(want), string(got)))
 			}
 			if again := gatewayYAML(t, m, Build(model.Build(objs, model.Options{Gateway: tc.opt}), Options{})); !bytes.Equal(got, again) {
 				t.Error("two renderings of the same objects differ")

@@ -94,6 +94,26 @@ func sidecarYAML(t *testing.T, r *SidecarResources) []byte {
 	return y
 }
 
+// checkGolden compares a rendering with its golden file, or rewrites the
+// file under -update (and reports false: nothing more to check).
+func checkGolden(t *testing.T, path string, got []byte) bool {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return false
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from the rendering (run with -update and review the diff):\n%s", path, firstDiff(string(want), string(got)))
+	}
+	return true
+}
+
 func TestSidecarGolden(t *testing.T) {
 	objs := sidecarObjects(t)
 	for _, tc := range sidecarCases() {
@@ -107,19 +127,8 @@ func TestSidecarGolden(t *testing.T) {
 				}
 			}
 			got := sidecarYAML(t, r)
-			path := filepath.Join("testdata", "sidecar", tc.name+".golden")
-			if *update {
-				if err := os.WriteFile(path, got, 0o644); err != nil {
-					t.Fatal(err)
-				}
+			if !checkGolden(t, filepath.Join("testdata", "sidecar", tc.name+".golden"), got) {
 				return
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Errorf("%s differs from the rendering (run with -update and review the diff):\n%s", path, firstDiff(string(want), string(got)))
 			}
 			// Deterministic: a second rendering is identical.
 			if again := sidecarYAML(t, Sidecar(objs, tc.node, tc.opt)); !bytes.Equal(got, again) {
