@@ -6,6 +6,7 @@ SHELL := /bin/bash
 export LEGATE_CACHE ?= $(HOME)/.cache/legate
 export KUBE_BIN_DIR ?= $(LEGATE_CACHE)/kube-bin-v1.36.3
 export KUBEBUILDER_ASSETS ?= $(KUBE_BIN_DIR)
+export CONFORMANCE_ASSETS ?= $(LEGATE_CACHE)/conformance-v1.6.3
 TOOLS_BIN := $(LEGATE_CACHE)/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 

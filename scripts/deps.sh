@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the tests need on a fresh Debian machine, cached where possible:
 # Debian packages (curl, h2load, openssl), Go tools (staticcheck, helm) into
-# $LEGATE_CACHE/bin, and the Kubernetes test binaries (kube-apiserver, etcd,
-# kubectl) built from Go modules into $KUBE_BIN_DIR. Re-running is cheap.
+# $LEGATE_CACHE/bin, the Kubernetes test binaries (kube-apiserver,
+# kube-controller-manager, etcd, kubectl) built from Go modules into
+# $KUBE_BIN_DIR, and the Gateway API conformance backends (echo-basic, coredns)
+# into $CONFORMANCE_ASSETS (scripts/deps.d). Re-running is cheap.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${LEGATE_CACHE:-$HOME/.cache/legate}
