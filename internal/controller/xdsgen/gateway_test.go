@@ -9,15 +9,12 @@ package xdsgen
 
 import (
 	"bytes"
-	"encoding/json"
 	"net/netip"
 	"path/filepath"
 	"sort"
 	"testing"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"sigs.k8s.io/yaml"
 
 	"github.com/legateproxy/legate/internal/controller/model"
 	"github.com/legateproxy/legate/internal/controller/source"
@@ -35,18 +32,12 @@ func gatewayYAML(t *testing.T, m *model.Model, r *Resources) []byte {
 	for _, x := range r.Clusters {
 		msgs = append(msgs, x)
 	}
-	var list []json.RawMessage
 	for _, msg := range msgs {
 		if v, ok := msg.(interface{ ValidateAll() error }); ok {
 			if err := v.ValidateAll(); err != nil {
 				t.Errorf("%T fails Envoy's validation: %v", msg, err)
 			}
 		}
-		j, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(mustAny(msg))
-		if err != nil {
-			t.Fatal(err)
-		}
-		list = append(list, j)
 	}
 	var gws []*model.GatewayStatus
 	for _, g := range m.Gateways {
@@ -60,16 +51,7 @@ func gatewayYAML(t *testing.T, m *model.Model, r *Resources) []byte {
 	sort.Slice(routes, func(i, j int) bool {
 		return routes[i].Kind+routes[i].Key.String() < routes[j].Kind+routes[j].Key.String()
 	})
-	doc := map[string]any{"resources": list, "gatewayClasses": m.GatewayClasses, "gateways": gws, "routes": routes}
-	j, err := json.Marshal(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	y, err := yaml.JSONToYAML(j)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return y
+	return goldenYAML(t, msgs, map[string]any{"gatewayClasses": m.GatewayClasses, "gateways": gws, "routes": routes})
 }
 
 func TestGatewayGolden(t *testing.T) {

@@ -74,15 +74,22 @@ func sidecarMessages(r *SidecarResources) []proto.Message {
 
 func sidecarYAML(t *testing.T, r *SidecarResources) []byte {
 	t.Helper()
+	return goldenYAML(t, sidecarMessages(r), map[string]any{"notes": r.Notes})
+}
+
+// goldenYAML renders resources (as Any, proto field names) under
+// "resources", with the other keys of doc, as YAML.
+func goldenYAML(t *testing.T, msgs []proto.Message, doc map[string]any) []byte {
+	t.Helper()
 	var list []json.RawMessage
-	for _, m := range sidecarMessages(r) {
+	for _, m := range msgs {
 		j, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(mustAny(m))
 		if err != nil {
 			t.Fatal(err)
 		}
 		list = append(list, j)
 	}
-	doc := map[string]any{"resources": list, "notes": r.Notes}
+	doc["resources"] = list
 	j, err := json.Marshal(doc)
 	if err != nil {
 		t.Fatal(err)
