@@ -2,18 +2,26 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/legateproxy/legate/internal/testutil"
+	"github.com/legateproxy/legate/internal/testutil/kubetest"
 )
 
 // TestDiscoverFlags checks legate discover's flags as resolve reads them:
@@ -111,4 +119,81 @@ func TestDiscoverManifestArgs(t *testing.T) {
 	if !found {
 		t.Error("no Deployment in deploy/discover/discover.yaml")
 	}
+}
+
+// TestDiscoverCommand runs the legate binary's discover between two real
+// API servers, as the Deployment does: the backend name from the file
+// beside the remote kubeconfig (the Secret mounted whole), the remote
+// Service mirrored, /readyz and Gimbal's metrics served, and a clean
+// exit on SIGTERM.
+func TestDiscoverCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the Kubernetes test binaries")
+	}
+	renv, rcfg := kubetest.StartAPIServer(t)
+	lenv, lcfg := kubetest.StartAPIServer(t)
+	secret, dir := t.TempDir(), t.TempDir()
+	os.WriteFile(filepath.Join(secret, "config"), renv.KubeConfig, 0o600)
+	os.WriteFile(filepath.Join(secret, backendNameFile), []byte("nodek8s"), 0o600)
+	localKC := filepath.Join(dir, "kubeconfig")
+	os.WriteFile(localKC, lenv.KubeConfig, 0o600)
+	remote, local := kubernetes.NewForConfigOrDie(rcfg), kubernetes.NewForConfigOrDie(lcfg)
+	ctx := context.Background()
+	for _, c := range []kubernetes.Interface{remote, local} {
+		if _, err := c.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team1"}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := remote.CoreV1().Services("team1").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "nginx"},
+		Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80}}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	metrics := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	logs := &testutil.LogBuffer{}
+	cmd := exec.Command(legateBin, "discover", "--discover-kubecfg-file", filepath.Join(secret, "config"), "--kubeconfig", localKC,
+		"--metrics-address", metrics)
+	cmd.Stdout, cmd.Stderr = logs, logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		if t.Failed() {
+			t.Logf("legate discover:\n%s", logs.String())
+		}
+	})
+	testutil.Eventually(t, 30*time.Second, func() bool {
+		s, err := local.CoreV1().Services("team1").Get(ctx, "nodek8s-nginx", metav1.GetOptions{})
+		return err == nil && s.Labels["gimbal.projectcontour.io/backend"] == "nodek8s"
+	}, "legate discover never mirrored team1/nginx")
+	if code, _ := httpGet(t, "http://"+metrics+"/readyz"); code != 200 {
+		t.Errorf("/readyz = %d", code)
+	}
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		_, body := httpGet(t, "http://"+metrics+"/metrics")
+		return strings.Contains(body, `gimbal_discoverer_replicated_services_total{backendname="nodek8s",backendtype="kubernetes",namespace="team1"} 1`) &&
+			strings.Contains(body, `gimbal_discoverer_info{backendname="nodek8s",backendtype="kubernetes",version="`)
+	}, "the metrics never counted the mirrored Service")
+	cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("legate discover exited with %v after SIGTERM", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Error("legate discover did not exit after SIGTERM")
+	}
+}
+
+func httpGet(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := testutil.Client().Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
