@@ -179,7 +179,7 @@ func (d *Discoverer) Run(ctx context.Context) error {
 		return errors.New("discover: the informers' caches did not sync")
 	}
 	d.synced.Store(true)
-	d.Log.Info("caches synced: mirroring", "backend", d.Backend, "remote services", len(d.remoteKeys("")), "workers", d.Workers)
+	d.Log.Info("caches synced: mirroring", "backend", d.Backend, "remote_services", len(d.remoteKeys("")), "workers", d.Workers)
 	var wg sync.WaitGroup
 	for range d.Workers {
 		wg.Go(func() {
