@@ -3,7 +3,7 @@
 //
 // Subcommands register themselves in the commands table (see command.go), so
 // each one lives in its own file: proxy, validate, config, quickstart, version,
-// controller, bootstrap.
+// controller, bootstrap, discover.
 package main
 
 import (
