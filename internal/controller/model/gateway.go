@@ -157,9 +157,12 @@ type gwListener struct {
 	// valid listeners accept routes; l is their model listener and chain
 	// their HTTPS filter chain.
 	valid bool
-	l     *Listener
-	chain *FilterChain
-	kinds []gatewayv1.RouteGroupKind
+	// attachOnly listeners are accepted but not programmed: routes
+	// attach to them (AttachedRoutes counts them) and are not served.
+	attachOnly bool
+	l          *Listener
+	chain      *FilterChain
+	kinds      []gatewayv1.RouteGroupKind
 }
 
 // gatewayState is what the routes need of the managed Gateways.
@@ -447,6 +450,11 @@ func (b *builder) gatewayListener(gw *gatewayv1.Gateway, i int, l *gwListener, a
 		}
 	}
 	if resolved.Status == metav1.ConditionFalse && (secret == nil && proto == "https" && !passthrough || len(l.kinds) == 0) {
+		// Accepted but not programmed (no usable certificate): routes
+		// still attach and are counted, as the spec's AttachedRoutes
+		// says ("regardless of the listener's Ready condition"), but
+		// nothing is served.
+		l.attachOnly = len(l.kinds) > 0
 		set(cond("Accepted", true, "Accepted", "listener accepted", gen), resolved,
 			cond("Programmed", false, "Invalid", "the listener is invalid: "+resolved.Message, gen),
 			cond("Conflicted", false, "NoConflicts", "no conflicts", gen))

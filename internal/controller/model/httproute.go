@@ -186,30 +186,32 @@ func (b *builder) attachRoute(gr gatewayRoute, pr gatewayv1.ParentReference, ls 
 	}
 	var allowed []*gwListener
 	for _, l := range candidates {
-		if l.valid && l.allowsKind(gr.kind) && b.allowsNamespace(l, gr.meta.Namespace) {
+		if (l.valid || l.attachOnly) && l.allowsKind(gr.kind) && b.allowsNamespace(l, gr.meta.Namespace) {
 			allowed = append(allowed, l)
 		}
 	}
 	if len(allowed) == 0 {
 		return cond("Accepted", false, "NotAllowedByListeners", "no listener of the Gateway allows this route (allowedRoutes, or listeners not valid)", gen)
 	}
-	attached, busy := false, false
+	attached := false
 	for _, l := range allowed {
 		hosts := intersectHostnames(hostnameOf(l.spec.Hostname), gr.hostnames)
 		if len(hosts) == 0 {
 			continue
 		}
-		if gr.tcp != nil {
-			if !b.attachL4(gr, l, hosts, tp) {
-				busy = true
-				continue
-			}
-			attached = true
-			l.status.AttachedRoutes++
-			continue
-		}
 		attached = true
 		l.status.AttachedRoutes++
+		if !l.valid {
+			continue
+		}
+		if gr.tcp != nil {
+			// A listener already serving an older route keeps it: the
+			// newer one is accepted and counted but gets no traffic
+			// (the spec's conflict resolution, as the conformance
+			// suite's TCPRouteMultipleRoutesAttachment checks).
+			b.attachL4(gr, l, hosts, tp)
+			continue
+		}
 		vhosts := l.l.VirtualHosts
 		if l.chain != nil {
 			vhosts = l.chain.VirtualHosts
@@ -228,9 +230,6 @@ func (b *builder) attachRoute(gr gatewayRoute, pr gatewayv1.ParentReference, ls 
 				vh.Routes = append(vh.Routes, &rc)
 			}
 		}
-	}
-	if !attached && busy {
-		return cond("Accepted", false, "NotAllowedByListeners", "the listener already serves an older TCPRoute: a TCP listener forwards to one route", gen)
 	}
 	if !attached {
 		return cond("Accepted", false, "NoMatchingListenerHostname", "no hostname of the route matches a listener's hostname", gen)
@@ -405,7 +404,12 @@ func (b *builder) routeFilter(hr *gatewayv1.HTTPRoute, r *Route, f gatewayv1.HTT
 		if f.RequestHeaderModifier == nil {
 			return "RequestHeaderModifier filter without requestHeaderModifier"
 		}
-		r.RequestHeaders = headerModifier(f.RequestHeaderModifier)
+		// A URLRewrite hostname may come first: keep it.
+		hp := headerModifier(f.RequestHeaderModifier)
+		if r.RequestHeaders != nil {
+			hp.HostRewrite = r.RequestHeaders.HostRewrite
+		}
+		r.RequestHeaders = hp
 	case gatewayv1.HTTPRouteFilterResponseHeaderModifier:
 		if f.ResponseHeaderModifier == nil {
 			return "ResponseHeaderModifier filter without responseHeaderModifier"
@@ -755,21 +759,20 @@ func (b *builder) l4Backends(kind string, meta metav1.ObjectMeta, refs []gateway
 	return tp, resolved
 }
 
-// attachL4 attaches a TLSRoute (a passthrough filter chain per hostname,
+// attachL4 programs a TLSRoute (a passthrough filter chain per hostname,
 // the oldest route keeping a hostname) or a TCPRoute (the listener's
-// only route: the oldest wins) to a listener; false when it cannot.
-func (b *builder) attachL4(gr gatewayRoute, l *gwListener, hosts []string, tp *TCPProxy) bool {
+// only route: the oldest wins) on a listener.
+func (b *builder) attachL4(gr gatewayRoute, l *gwListener, hosts []string, tp *TCPProxy) {
 	if tp == nil {
-		// No valid backend: attached, but its connections are refused
-		// (no filter chain, no proxy).
-		return true
+		// No valid backend: attached, but nothing serves it (the
+		// listener closes its connections).
+		return
 	}
 	switch gr.kind {
 	case "TCPRoute":
-		if l.l.TCPProxy != nil {
-			return false
+		if l.l.TCPProxy == nil {
+			l.l.TCPProxy = tp
 		}
-		l.l.TCPProxy = tp
 	case "TLSRoute":
 		for _, h := range hosts {
 			if h == "*" {
@@ -787,5 +790,4 @@ func (b *builder) attachL4(gr gatewayRoute, l *gwListener, hosts []string, tp *T
 			}
 		}
 	}
-	return true
 }

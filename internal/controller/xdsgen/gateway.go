@@ -6,6 +6,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	directresponsev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/direct_response/v3"
 
 	"github.com/legateproxy/legate/internal/controller/model"
 )
@@ -24,6 +25,7 @@ func gatewayListeners(m *model.Model, opt Options, shared sharedListeners, ingre
 	sort.Strings(names)
 	var ls []*listenerv3.Listener
 	var rs []*routev3.RouteConfiguration
+	opt.websockets = true
 	for _, n := range names {
 		l := m.Listeners[n]
 		addr := l.Address
@@ -89,9 +91,15 @@ func gatewayListeners(m *model.Model, opt Options, shared sharedListeners, ingre
 			}
 		}
 		if len(out.FilterChains) == 0 {
-			// Nothing to serve yet (a TLS or TCP listener without
-			// routes): a listener needs a filter chain.
-			continue
+			// A TLS or TCP listener without a route to serve (none
+			// attached, or no valid backend): it is bound and programmed,
+			// so it accepts connections and closes them, as Envoy closes
+			// those no filter chain matches; the conformance suite
+			// expects a reset or EOF, not a refused connection.
+			out.FilterChains = []*listenerv3.FilterChain{{Name: "reject", Filters: []*listenerv3.Filter{{
+				Name:       "envoy.filters.network.direct_response",
+				ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: mustAny(&directresponsev3.Config{})},
+			}}}}
 		}
 		ls = append(ls, out)
 	}

@@ -88,6 +88,11 @@ type Options struct {
 	// plainHTTP marks the connection manager being rendered as one of a
 	// plain HTTP Gateway listener (its access log is the HTTP one).
 	plainHTTP bool
+	// websockets enables WebSocket upgrades on the connection manager
+	// being rendered: Gateway API listeners, as Contour's, allow them
+	// on every route (a backend's kubernetes.io/ws appProtocol needs
+	// nothing else).
+	websockets bool
 }
 
 func (o Options) withDefaults() Options {
@@ -176,6 +181,9 @@ func hcmFilterWith(opt Options, statPrefix, routes string, fcc *model.ClientCert
 		logPath = opt.AccessLog.HTTPPath
 	}
 	opt.applyHCM(hcm, logPath)
+	if opt.websockets {
+		hcm.UpgradeConfigs = []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}}
+	}
 	if fcc != nil {
 		hcm.ForwardClientCertDetails = hcmv3.HttpConnectionManager_SANITIZE_SET
 		hcm.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{
