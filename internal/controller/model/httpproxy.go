@@ -826,7 +826,13 @@ func (b *builder) route(p *contourv1.HTTPProxy, r *contourv1.Route, conds []cont
 				st.errorf(ErrService, "OnlyOneMirror", "only one service per route may be nominated as mirror")
 				return nil
 			}
-			rt.Mirrors = append(rt.Mirrors, c)
+			// As Contour: the mirror's weight is the percentage of
+			// requests mirrored, and weight 0 (unset) mirrors all.
+			pct := s.Weight
+			if pct <= 0 || pct > 100 {
+				pct = 100
+			}
+			rt.Mirrors = append(rt.Mirrors, Mirror{Cluster: c, PerMillion: uint32(pct) * 10000})
 			continue
 		}
 		wc := WeightedCluster{Cluster: c, Weight: uint32(max(s.Weight, 0))}

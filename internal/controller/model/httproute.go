@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -475,15 +476,17 @@ func (b *builder) routeFilter(hr *gatewayv1.HTTPRoute, r *Route, f gatewayv1.HTT
 		if rm == nil {
 			return "RequestMirror filter without requestMirror"
 		}
-		if rm.Percent != nil || rm.Fraction != nil {
-			return "RequestMirror percent and fraction are not supported"
-		}
 		wc, reason, err := b.httpBackend(hr, rm.BackendRef, nil)
 		if err != nil {
 			fail(reason, "requestMirror: "+err.Error())
 			return ""
 		}
-		r.Mirrors = append(r.Mirrors, wc.Cluster)
+		r.Mirrors = append(r.Mirrors, Mirror{Cluster: wc.Cluster, PerMillion: mirrorShare(rm)})
+	case gatewayv1.HTTPRouteFilterCORS:
+		if f.CORS == nil {
+			return "CORS filter without cors"
+		}
+		r.CORS = gatewayCORS(f.CORS)
 	default:
 		return fmt.Sprintf("filter %s is not supported", f.Type)
 	}
@@ -621,8 +624,8 @@ func (b *builder) grpcRouteRules(gr *gatewayv1.GRPCRoute, idx int) ([]*Route, me
 			case gatewayv1.GRPCRouteFilterResponseHeaderModifier:
 				tmpl.ResponseHeaders = headerModifier(f.ResponseHeaderModifier)
 			case gatewayv1.GRPCRouteFilterRequestMirror:
-				if f.RequestMirror == nil || f.RequestMirror.Percent != nil || f.RequestMirror.Fraction != nil {
-					unsupported = "RequestMirror percent and fraction are not supported"
+				if f.RequestMirror == nil {
+					unsupported = "RequestMirror filter without requestMirror"
 					continue
 				}
 				wc, reason, err := b.routeBackend("GRPCRoute", gr.Namespace, f.RequestMirror.BackendRef, nil, "h2c")
@@ -630,7 +633,7 @@ func (b *builder) grpcRouteRules(gr *gatewayv1.GRPCRoute, idx int) ([]*Route, me
 					fail(reason, "requestMirror: "+err.Error())
 					continue
 				}
-				tmpl.Mirrors = append(tmpl.Mirrors, wc.Cluster)
+				tmpl.Mirrors = append(tmpl.Mirrors, Mirror{Cluster: wc.Cluster, PerMillion: mirrorShare(f.RequestMirror)})
 			default:
 				unsupported = fmt.Sprintf("filter %s is not supported", f.Type)
 			}
@@ -790,4 +793,62 @@ func (b *builder) attachL4(gr gatewayRoute, l *gwListener, hosts []string, tp *T
 			}
 		}
 	}
+}
+
+// mirrorShare is the share of requests a requestMirror filter copies, per
+// million: its percent, or its fraction (denominator 100 when unset), or
+// all. The API's validation bounds both (0-100, numerator <= denominator).
+func mirrorShare(rm *gatewayv1.HTTPRequestMirrorFilter) uint32 {
+	switch {
+	case rm.Percent != nil:
+		return uint32(min(max(*rm.Percent, 0), 100)) * 10000
+	case rm.Fraction != nil:
+		den := int64(100)
+		if rm.Fraction.Denominator != nil && *rm.Fraction.Denominator > 0 {
+			den = int64(*rm.Fraction.Denominator)
+		}
+		num := min(max(int64(rm.Fraction.Numerator), 0), den)
+		return uint32(num * 1000000 / den)
+	}
+	return 1000000
+}
+
+// gatewayCORS maps an HTTPRoute CORS filter to a CORS policy: "*" alone
+// allows any origin (Envoy then echoes the request's Origin, which the
+// spec allows), and a wildcard host ("https://*.example.com") becomes an
+// anchored regex in which "*" stands for one or more labels; maxAge
+// defaults to 5 seconds, as the spec says; a preflight from another
+// origin is answered, not forwarded, as the conformance suite expects.
+func gatewayCORS(c *gatewayv1.HTTPCORSFilter) *CORSPolicy {
+	p := &CORSPolicy{MaxAge: "5", AnswerUnmatchedPreflights: true}
+	if c.AllowCredentials != nil {
+		p.AllowCredentials = *c.AllowCredentials
+	}
+	if c.MaxAge > 0 {
+		p.MaxAge = strconv.Itoa(int(c.MaxAge))
+	}
+	for _, o := range c.AllowOrigins {
+		switch v := string(o); {
+		case v == "*":
+			p.AllowOrigin = append(p.AllowOrigin, OriginMatch{Regex: true, Value: ".*"})
+		case strings.Contains(v, "*"):
+			parts := strings.Split(v, "*")
+			for i := range parts {
+				parts[i] = regexp.QuoteMeta(parts[i])
+			}
+			p.AllowOrigin = append(p.AllowOrigin, OriginMatch{Regex: true, Value: "^" + strings.Join(parts, "[^/]+") + "$"})
+		default:
+			p.AllowOrigin = append(p.AllowOrigin, OriginMatch{Value: v})
+		}
+	}
+	for _, m := range c.AllowMethods {
+		p.AllowMethods = append(p.AllowMethods, string(m))
+	}
+	for _, h := range c.AllowHeaders {
+		p.AllowHeaders = append(p.AllowHeaders, string(h))
+	}
+	for _, h := range c.ExposeHeaders {
+		p.ExposeHeaders = append(p.ExposeHeaders, string(h))
+	}
+	return p
 }

@@ -183,13 +183,21 @@ type HashPolicy struct {
 	Terminal bool
 }
 
+// Mirror is a cluster a route's requests are copied to: PerMillion of
+// them (Contour's mirror weight, Gateway API's requestMirror percent or
+// fraction; 1,000,000 for all).
+type Mirror struct {
+	Cluster    *Cluster
+	PerMillion uint32
+}
+
 // Route is one route of a virtual host.
 type Route struct {
 	Path          PathMatch
 	Headers       []HeaderMatch
 	Query         []QueryMatch
 	Clusters      []WeightedCluster
-	Mirrors       []*Cluster
+	Mirrors       []Mirror
 	Websocket     bool
 	HTTPSRedirect bool // on the insecure listener, for a TLS vhost
 	Timeout       *time.Duration
@@ -206,6 +214,9 @@ type Route struct {
 	Direct                   *Direct
 	// IPFilter is the route's ipAllowPolicy or ipDenyPolicy.
 	IPFilter *IPFilter
+	// CORS is the route's own CORS policy (an HTTPRoute CORS filter);
+	// it replaces the virtual host's.
+	CORS *CORSPolicy
 	// LocalRateLimit is the route's rateLimitPolicy.local; it replaces the
 	// virtual host's.
 	LocalRateLimit *LocalRateLimit

@@ -26,6 +26,11 @@ type CORSPolicy struct {
 	// default (no header), "0" disables caching.
 	MaxAge              string
 	AllowPrivateNetwork bool
+	// AnswerUnmatchedPreflights answers a preflight from an origin not
+	// allowed locally, without access-control-allow-origin, instead of
+	// forwarding it (Envoy's forward_not_matching_preflights false): the
+	// Gateway API's CORS filter; HTTPProxy keeps Envoy's default.
+	AnswerUnmatchedPreflights bool
 }
 
 // OriginMatch is one allowed origin: exact (case-insensitive) or a regex.

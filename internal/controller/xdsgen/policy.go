@@ -71,6 +71,9 @@ func corsPolicy(p *model.CORSPolicy) *corsv3.CorsPolicy {
 		AllowPrivateNetworkAccess: wrapperspb.Bool(p.AllowPrivateNetwork),
 		AllowOriginStringMatch:    []*matcherv3.StringMatcher{},
 	}
+	if p.AnswerUnmatchedPreflights {
+		out.ForwardNotMatchingPreflights = wrapperspb.Bool(false)
+	}
 	for _, o := range p.AllowOrigin {
 		m := &matcherv3.StringMatcher{}
 		if o.Regex {

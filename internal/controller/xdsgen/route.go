@@ -6,6 +6,7 @@ import (
 	prevroutesv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/internal_redirect/previous_routes/v3"
 	safeschemev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/internal_redirect/safe_cross_scheme/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -197,7 +198,7 @@ func route(r *model.Route, vhost string) *routev3.Route {
 		ra.HashPolicy = append(ra.HashPolicy, hp)
 	}
 	for _, m := range r.Mirrors {
-		ra.RequestMirrorPolicies = append(ra.RequestMirrorPolicies, &routev3.RouteAction_RequestMirrorPolicy{Cluster: m.Name})
+		ra.RequestMirrorPolicies = append(ra.RequestMirrorPolicies, &routev3.RouteAction_RequestMirrorPolicy{Cluster: m.Cluster.Name, RuntimeFraction: mirrorFraction(m.PerMillion)})
 	}
 	if r.InternalRedirect != nil {
 		ra.InternalRedirectPolicy = internalRedirectPolicy(r.InternalRedirect)
@@ -211,8 +212,14 @@ func route(r *model.Route, vhost string) *routev3.Route {
 	if r.IPFilter != nil && len(r.IPFilter.Rules) > 0 {
 		out.TypedPerFilterConfig = map[string]*anypb.Any{RBACFilter: mustAny(ipFilterConfig(r.IPFilter))}
 	}
-	// A route's local rate limit replaces the virtual host's (Envoy's most
-	// specific typed_per_filter_config).
+	// A route's CORS policy and local rate limit replace the virtual
+	// host's (Envoy's most specific typed_per_filter_config).
+	if r.CORS != nil {
+		if out.TypedPerFilterConfig == nil {
+			out.TypedPerFilterConfig = map[string]*anypb.Any{}
+		}
+		out.TypedPerFilterConfig[CORSFilter] = mustAny(corsPolicy(r.CORS))
+	}
 	if r.LocalRateLimit != nil {
 		if out.TypedPerFilterConfig == nil {
 			out.TypedPerFilterConfig = map[string]*anypb.Any{}
@@ -242,4 +249,18 @@ func internalRedirectPolicy(ir *model.InternalRedirect) *routev3.InternalRedirec
 		p.Predicates = append(p.Predicates, &corev3.TypedExtensionConfig{Name: "envoy.internal_redirect_predicates.previous_routes", TypedConfig: mustAny(&prevroutesv3.PreviousRoutesConfig{})})
 	}
 	return p
+}
+
+// mirrorFraction is a mirror's share as Envoy's runtime_fraction: none
+// for all requests, a percentage (as Contour writes it) when it is a
+// whole one, else per million.
+func mirrorFraction(perMillion uint32) *corev3.RuntimeFractionalPercent {
+	if perMillion >= 1000000 {
+		return nil
+	}
+	fp := &typev3.FractionalPercent{Numerator: perMillion, Denominator: typev3.FractionalPercent_MILLION}
+	if perMillion%10000 == 0 {
+		fp = &typev3.FractionalPercent{Numerator: perMillion / 10000, Denominator: typev3.FractionalPercent_HUNDRED}
+	}
+	return &corev3.RuntimeFractionalPercent{DefaultValue: fp}
 }

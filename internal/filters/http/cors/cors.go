@@ -238,7 +238,9 @@ func (f *filter) DecodeHeaders(h *headers.Request, _ bool) httpfilter.Status {
 	if f.flag(func(p *Policy) *bool { return p.privateNetwork }, false) && h.Map.Get("access-control-request-private-network") == "true" {
 		rh = append(rh, httpfilter.HeaderValue{Key: "access-control-allow-private-network", Value: "true"})
 	}
-	f.isCORS = false // the preflight answer carries its own headers
+	// The answer passes through the encoder filters, this one included,
+	// as Envoy's local reply does: EncodeHeaders adds
+	// access-control-expose-headers to it as to any CORS response.
 	f.cb.SendLocalReply(200, "", httpfilter.LocalReply{Details: "cors_response", Headers: rh})
 	return httpfilter.StopIteration
 }
