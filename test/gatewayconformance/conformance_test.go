@@ -131,6 +131,10 @@ func TestGatewayAPIConformance(t *testing.T) {
 			Mode:                 "default",
 			TimeoutConfig:        config.DefaultTimeoutConfig(),
 			ConformanceProfiles:  profiles,
+			// GatewayStaticAddresses: an address of the pool is usable, one
+			// outside it (TEST-NET-2's benchmark range) is not.
+			UsableNetworkAddresses:   []gatewayv1.GatewaySpecAddress{{Type: ptrTo(gatewayv1.IPAddressType), Value: "192.0.2.250"}},
+			UnusableNetworkAddresses: []gatewayv1.GatewaySpecAddress{{Type: ptrTo(gatewayv1.IPAddressType), Value: "198.18.0.1"}},
 			Implementation: confv1.Implementation{
 				Organization: "legateproxy",
 				Project:      "legate",
@@ -232,3 +236,5 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
 }
+
+func ptrTo[T any](v T) *T { return &v }

@@ -103,7 +103,10 @@ type GatewayStatus struct {
 	// Addresses are the Gateway's bound addresses (empty: the proxy
 	// Service's, which the status writer knows).
 	Addresses []string
-	Listeners []ListenerStatus
+	// addressReason and addressMessage say why a Gateway has no address
+	// of its own (UnsupportedAddress, AddressNotUsable), "" otherwise.
+	addressReason, addressMessage string
+	Listeners                     []ListenerStatus
 }
 
 // ListenerStatus is the status of one Gateway listener.
@@ -141,6 +144,7 @@ var supportedFeatures = []string{
 	"HTTPRouteParentRefPort", "HTTPRouteBackendProtocolH2C", "HTTPRouteBackendProtocolWebSocket",
 	"HTTPRouteBackendRequestHeaderModification", "HTTPRouteNamedRouteRule", "GRPCRouteNamedRouteRule",
 	"HTTPRouteDestinationPortMatching", "HTTPRouteRequestPercentageMirror", "HTTPRouteCORS",
+	"GatewayStaticAddresses", "GatewayAddressEmpty", "GatewayHTTPListenerIsolation",
 }
 
 func cond(typ string, ok bool, reason, msg string, gen int64) metav1.Condition {
@@ -162,9 +166,12 @@ type gwListener struct {
 	// attachOnly listeners are accepted but not programmed: routes
 	// attach to them (AttachedRoutes counts them) and are not served.
 	attachOnly bool
-	l          *Listener
-	chain      *FilterChain
-	kinds      []gatewayv1.RouteGroupKind
+	// pending listeners wait for their Gateway's address: accepted, not
+	// programmed.
+	pending bool
+	l       *Listener
+	chain   *FilterChain
+	kinds   []gatewayv1.RouteGroupKind
 }
 
 // gatewayState is what the routes need of the managed Gateways.
@@ -223,36 +230,74 @@ func (b *builder) gateways() {
 	}
 }
 
+// gwAddress is the address a Gateway binds, or why it has none: an
+// address type other than IPAddress is UnsupportedAddress (the Gateway is
+// not accepted), an IP the proxies cannot bind (outside the address pool,
+// when there is one) or no valid IP is AddressNotUsable.
+type gwAddress struct {
+	addr, reason, msg string
+}
+
 // gatewayAddresses picks each Gateway's bound address: its first
-// spec.addresses entry of type IPAddress, or one of the pool (the one its
-// status already shows when still free, so addresses are stable), or ""
-// (the options' address, shared).
-func (b *builder) gatewayAddresses(gws []*gatewayv1.Gateway) map[*gatewayv1.Gateway]string {
-	out := map[*gatewayv1.Gateway]string{}
+// spec.addresses IPAddress (one with an empty value asks for one of the
+// pool), or one of the pool (the one its status already shows when
+// still free, so addresses are stable), or "" (the options' address,
+// shared).
+func (b *builder) gatewayAddresses(gws []*gatewayv1.Gateway) map[*gatewayv1.Gateway]gwAddress {
+	out := map[*gatewayv1.Gateway]gwAddress{}
 	taken := map[string]bool{}
 	var pooled []*gatewayv1.Gateway
+	pool := b.opt.Gateway.AddressPool
 	for _, gw := range gws {
+		wantPool := len(gw.Spec.Addresses) == 0
+		var choice gwAddress
 		for _, a := range gw.Spec.Addresses {
-			if a.Type == nil || *a.Type == gatewayv1.IPAddressType {
-				if net.ParseIP(a.Value) != nil {
-					out[gw] = a.Value
-					taken[a.Value] = true
-					break
-				}
+			if a.Type != nil && *a.Type != gatewayv1.IPAddressType {
+				choice = gwAddress{reason: "UnsupportedAddress", msg: fmt.Sprintf("spec.addresses: address type %q is not supported: use IPAddress", *a.Type)}
+				break
+			}
+			if a.Value == "" {
+				wantPool = true // GatewayAddressEmpty: the implementation picks
+				continue
+			}
+			ip, err := netip.ParseAddr(a.Value)
+			switch {
+			case choice.addr != "" || choice.reason != "":
+			case err != nil:
+				choice = gwAddress{reason: "AddressNotUsable", msg: fmt.Sprintf("spec.addresses: %q is not an IP address", a.Value)}
+			case pool.IsValid() && !pool.Contains(ip):
+				// Gateways may share an address (their ports then must
+				// differ: PortUnavailable), but not leave the pool.
+				choice = gwAddress{reason: "AddressNotUsable", msg: fmt.Sprintf("spec.addresses: %s is outside the address pool %s the proxies bind", a.Value, pool)}
+			default:
+				choice = gwAddress{addr: ip.String()}
 			}
 		}
-		if _, ok := out[gw]; !ok && b.opt.Gateway.AddressPool.IsValid() {
+		if choice.reason == "UnsupportedAddress" {
+			out[gw] = choice
+			continue
+		}
+		if choice.addr != "" {
+			out[gw], taken[choice.addr] = choice, true
+			continue
+		}
+		if choice.reason != "" && !wantPool {
+			out[gw] = choice
+			continue
+		}
+		if pool.IsValid() {
 			pooled = append(pooled, gw)
+		} else if choice.reason != "" {
+			out[gw] = choice
 		}
 	}
-	pool := b.opt.Gateway.AddressPool
 	// Keep addresses already in status.
 	var fresh []*gatewayv1.Gateway
 	for _, gw := range pooled {
 		kept := false
 		for _, a := range gw.Status.Addresses {
 			if ip, err := netip.ParseAddr(a.Value); err == nil && pool.Contains(ip) && !taken[a.Value] {
-				out[gw], taken[a.Value], kept = a.Value, true, true
+				out[gw], taken[a.Value], kept = gwAddress{addr: a.Value}, true, true
 				break
 			}
 		}
@@ -268,7 +313,7 @@ func (b *builder) gatewayAddresses(gws []*gatewayv1.Gateway) map[*gatewayv1.Gate
 		if !pool.Contains(next) {
 			break // pool exhausted: these Gateways get no address
 		}
-		out[gw], taken[next.String()] = next.String(), true
+		out[gw], taken[next.String()] = gwAddress{addr: next.String()}, true
 	}
 	return out
 }
@@ -314,13 +359,17 @@ func hostnameOf(h *gatewayv1.Hostname) string {
 
 // gateway validates one Gateway's listeners and creates their model
 // listeners.
-func (b *builder) gateway(gw *gatewayv1.Gateway, addr string, gs *gatewayState) {
+func (b *builder) gateway(gw *gatewayv1.Gateway, ga gwAddress, gs *gatewayState) {
 	key := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
 	gen := gw.Generation
-	st := &GatewayStatus{Key: key, Generation: gen}
+	st := &GatewayStatus{Key: key, Generation: gen, addressReason: ga.reason, addressMessage: ga.msg}
+	addr := ga.addr
 	if addr != "" {
 		st.Addresses = []string{addr}
 	}
+	// Without an address of its own (none free in the pool, or none the
+	// proxies can bind), nothing is bound until one frees up.
+	pending := addr == "" && (b.opt.Gateway.AddressPool.IsValid() || ga.reason != "")
 	gs.gateways[key] = gw
 	gs.status[key] = st
 	b.m.Gateways[key] = st
@@ -330,8 +379,8 @@ func (b *builder) gateway(gw *gatewayv1.Gateway, addr string, gs *gatewayState) 
 		st.Listeners[i].Name = string(ls.Name)
 		l := &gwListener{gw: gw, spec: ls, status: &st.Listeners[i]}
 		gs.listeners[key] = append(gs.listeners[key], l)
-		if b.opt.Gateway.AddressPool.IsValid() && addr == "" {
-			// No address of its own: nothing is bound until one frees up.
+		if pending {
+			l.pending = true
 			l.status.Conditions = []metav1.Condition{cond("Accepted", true, "Accepted", "listener accepted", gen),
 				cond("ResolvedRefs", true, "ResolvedRefs", "", gen),
 				cond("Programmed", false, "Pending", "the Gateway has no address yet", gen),
@@ -340,7 +389,10 @@ func (b *builder) gateway(gw *gatewayv1.Gateway, addr string, gs *gatewayState) 
 		}
 		b.gatewayListener(gw, i, l, addr)
 	}
-	if b.opt.Gateway.AddressPool.IsValid() && addr == "" {
+	switch {
+	case ga.reason != "":
+		st.Conditions = append(st.Conditions, cond("Programmed", false, "AddressNotUsable", ga.msg, gen))
+	case pending:
 		st.Conditions = append(st.Conditions, cond("Programmed", false, "AddressNotAssigned",
 			"the address pool "+b.opt.Gateway.AddressPool.String()+" has no free address", gen))
 	}
@@ -589,7 +641,7 @@ func (b *builder) finishGatewayStatus(gs *gatewayState, k types.NamespacedName, 
 	gen := st.Generation
 	valid := 0
 	for _, l := range gs.listeners[k] {
-		if l.valid {
+		if l.valid || l.pending {
 			valid++
 		}
 	}
@@ -600,8 +652,8 @@ func (b *builder) finishGatewayStatus(gs *gatewayState, k types.NamespacedName, 
 			accepted = cond("Accepted", false, "ListenersNotValid", "no listener is valid: see the listeners' conditions", gen)
 		}
 	}
-	if gw := gs.gateways[k]; gw != nil && len(gw.Spec.Addresses) > 0 && len(st.Addresses) == 0 {
-		accepted = cond("Accepted", false, "UnsupportedAddress", "spec.addresses: only addresses of type IPAddress are supported", gen)
+	if st.addressReason == "UnsupportedAddress" {
+		accepted = cond("Accepted", false, "UnsupportedAddress", st.addressMessage, gen)
 	}
 	programmed := cond("Programmed", true, "Programmed", "Gateway programmed", gen)
 	if valid == 0 {

@@ -170,3 +170,45 @@ func findCondition(cs []metav1.Condition, typ string) *metav1.Condition {
 	}
 	return nil
 }
+
+// TestListenerIsolation: on a port its listeners share, a hostname
+// belongs to the most specific listener it falls in.
+func TestListenerIsolation(t *testing.T) {
+	shared := &Listener{Name: "http-80"}
+	mk := func(h string) *gwListener {
+		l := &gwListener{valid: true, l: shared}
+		if h != "" {
+			hn := gatewayv1.Hostname(h)
+			l.spec.Hostname = &hn
+		}
+		return l
+	}
+	all, wild, foo, exact := mk(""), mk("*.example.com"), mk("*.foo.example.com"), mk("abc.foo.example.com")
+	ls := []*gwListener{all, wild, foo, exact}
+	for _, tc := range []struct {
+		l    *gwListener
+		h    string
+		want bool
+	}{
+		{all, "*", true},
+		{all, "bar.com", true},
+		{all, "bar.example.com", false},     // *.example.com's
+		{all, "abc.foo.example.com", false}, // the exact listener's
+		{wild, "bar.example.com", true},
+		{wild, "bar.foo.example.com", false}, // *.foo.example.com's
+		{wild, "*.foo.example.com", false},
+		{foo, "bar.foo.example.com", true},
+		{foo, "abc.foo.example.com", false},
+		{exact, "abc.foo.example.com", true},
+	} {
+		if got := ownsHostname(ls, tc.l, tc.h); got != tc.want {
+			t.Errorf("listener %q, hostname %q: %v, want %v", hostnameOf(tc.l.spec.Hostname), tc.h, got, tc.want)
+		}
+	}
+	// Listeners of another port do not take hostnames from this one.
+	other := mk("bar.example.com")
+	other.l = &Listener{Name: "http-8080"}
+	if !ownsHostname(append(ls, other), wild, "bar.example.com") {
+		t.Error("a listener of another port took a hostname")
+	}
+}

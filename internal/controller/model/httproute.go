@@ -218,6 +218,9 @@ func (b *builder) attachRoute(gr gatewayRoute, pr gatewayv1.ParentReference, ls 
 			vhosts = l.chain.VirtualHosts
 		}
 		for _, h := range hosts {
+			if l.chain == nil && !ownsHostname(ls, l, h) {
+				continue
+			}
 			vh := vhosts[h]
 			if vh == nil {
 				vh = &VirtualHost{Name: h}
@@ -851,4 +854,45 @@ func gatewayCORS(c *gatewayv1.HTTPCORSFilter) *CORSPolicy {
 		p.ExposeHeaders = append(p.ExposeHeaders, string(h))
 	}
 	return p
+}
+
+// ownsHostname reports whether listener l serves hostname h on its plain
+// HTTP listener, which its Gateway's other listeners of that port share:
+// not when another of them has a more specific hostname that h falls in
+// (GatewayHTTPListenerIsolation: a request goes to the routes of the
+// most specific listener matching its host only).
+func ownsHostname(ls []*gwListener, l *gwListener, h string) bool {
+	mine := hostnameOf(l.spec.Hostname)
+	for _, o := range ls {
+		if o == l || !o.valid || o.l != l.l {
+			continue
+		}
+		oh := hostnameOf(o.spec.Hostname)
+		if oh == "" || !hostMatches(oh, h) {
+			continue
+		}
+		if moreSpecific(oh, mine) {
+			return false
+		}
+	}
+	return true
+}
+
+// moreSpecific reports whether listener hostname a is narrower than b:
+// an exact name beats a wildcard, a longer wildcard a shorter one, and
+// any hostname none.
+func moreSpecific(a, b string) bool {
+	switch {
+	case a == b:
+		return false
+	case b == "":
+		return true
+	case a == "":
+		return false
+	}
+	aw, bw := strings.HasPrefix(a, "*"), strings.HasPrefix(b, "*")
+	if aw != bw {
+		return !aw
+	}
+	return len(a) > len(b)
 }

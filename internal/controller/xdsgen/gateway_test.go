@@ -60,9 +60,11 @@ func TestGatewayGolden(t *testing.T) {
 		opt  model.GatewayOptions
 	}{
 		{"routes", model.GatewayOptions{}},
-		// The oldest Gateway takes the pool's one address (192.0.2.1),
-		// b keeps its spec address; c finds the pool empty
-		// (AddressNotAssigned) and binds nothing.
+		// The oldest Gateway takes the pool's one address (192.0.2.1);
+		// b's spec address is outside the pool, which is what the
+		// proxies bind (AddressNotUsable); c finds the pool empty
+		// (AddressNotAssigned); neither binds anything. (Without a
+		// pool, spec addresses are bound as they are: "routes".)
 		{"pool", model.GatewayOptions{AddressPool: netip.MustParsePrefix("192.0.2.0/31"), ListenerPorts: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
