@@ -215,7 +215,9 @@ func (b *builder) gateways() {
 	for _, gw := range gws {
 		b.gateway(gw, addrs[gw], gs)
 	}
+	b.backendTLSPolicies()
 	b.gatewayRoutes(gs)
+	b.finishTLSPolicies()
 	for k, st := range gs.status {
 		b.finishGatewayStatus(gs, k, st)
 	}
