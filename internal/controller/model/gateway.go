@@ -139,6 +139,7 @@ var supportedFeatures = []string{
 	"HTTPRouteRequestTimeout", "HTTPRouteResponseHeaderModification", "HTTPRouteSchemeRedirect",
 	"HTTPRoute303RedirectStatusCode", "HTTPRoute307RedirectStatusCode", "HTTPRoute308RedirectStatusCode",
 	"HTTPRouteParentRefPort", "HTTPRouteBackendProtocolH2C", "HTTPRouteBackendProtocolWebSocket",
+	"BackendTLSPolicy", "BackendTLSPolicySANValidation",
 }
 
 func cond(typ string, ok bool, reason, msg string, gen int64) metav1.Condition {
