@@ -123,6 +123,14 @@ func (b *builder) validateTLSPolicy(p *gatewayv1.BackendTLSPolicy) *tlsPolicy {
 		tp.invalidWhy, tp.invalidMsg = reason, msg
 		return tp
 	}
+	if len(p.Spec.Options) > 0 {
+		keys := make([]string, 0, len(p.Spec.Options))
+		for k := range p.Spec.Options {
+			keys = append(keys, string(k))
+		}
+		slices.Sort(keys)
+		return invalid("Invalid", fmt.Sprintf("options %s are not supported: remove them", strings.Join(keys, ", ")))
+	}
 	host := string(v.Hostname)
 	if err := validHostname(host); err != nil || strings.Contains(host, "*") {
 		return invalid("Invalid", fmt.Sprintf("validation.hostname %q must be a DNS name without wildcards", host))

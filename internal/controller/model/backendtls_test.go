@@ -133,6 +133,14 @@ func TestBackendTLSPolicy(t *testing.T) {
 			policies: []*gatewayv1.BackendTLSPolicy{policy("p", t0, "", gatewayv1.BackendTLSPolicyValidation{
 				WellKnownCACertificates: ptrTo(gatewayv1.WellKnownCACertificatesType("example.com/mine")), Hostname: "svc.example.com"})},
 			want: map[string]want{"p": {accepted: "Invalid", resolved: "ResolvedRefs"}}},
+		{name: "options",
+			configMaps: map[string]string{"ca": string(ca.CertPEM)},
+			policies: []*gatewayv1.BackendTLSPolicy{func() *gatewayv1.BackendTLSPolicy {
+				p := policy("p", t0, "", caRefs(configMapRef("ca")))
+				p.Spec.Options = map[gatewayv1.AnnotationKey]gatewayv1.AnnotationValue{"example.com/min-version": "1.3"}
+				return p
+			}()},
+			want: map[string]want{"p": {accepted: "Invalid", resolved: "ResolvedRefs"}}},
 		{name: "the older of two policies applies",
 			configMaps: map[string]string{"ca": string(ca.CertPEM)},
 			policies: []*gatewayv1.BackendTLSPolicy{policy("a-young", t0.Add(time.Hour), "", caRefs(configMapRef("ca"))),
