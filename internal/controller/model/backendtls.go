@@ -227,7 +227,7 @@ func (b *builder) configMapCA(key types.NamespacedName) ([]byte, error) {
 }
 
 // backendTLSPolicy returns the policies targeting a Service port, the one
-// that applies first: the port's own (sectionName, the port's name), or
+// that applies first (by precedence): the port's own (sectionName, the port's name), or
 // else the Service's.
 func (b *builder) backendTLSPolicy(svc *corev1.Service, p corev1.ServicePort) []*tlsPolicy {
 	k := types.NamespacedName{Namespace: svc.Namespace, Name: svc.Name}
@@ -257,7 +257,8 @@ func applyTLSPolicy(cs *clusterSpec, tp *tlsPolicy) error {
 }
 
 // policyAncestors records the Gateways of a route as ancestors of the
-// policies its backends used, and sets the policies' statuses.
+// policies its backends used (those that apply and those they conflict
+// with).
 func (b *builder) policyAncestors(used []*tlsPolicy, gateways []types.NamespacedName) {
 	for _, tp := range used {
 		for _, g := range gateways {
