@@ -52,6 +52,8 @@ func Build(objs *source.Objects, opt Options) *Model {
 			GatewayClasses: map[string]*GatewayClassStatus{},
 			Gateways:       map[types.NamespacedName]*GatewayStatus{},
 			Routes:         map[RouteKey]*RouteStatus{},
+
+			BackendTLSPolicies: map[types.NamespacedName]*BackendTLSPolicyStatus{},
 		},
 	}
 	b.extensionServices() // before the HTTPProxies that use them
@@ -80,6 +82,10 @@ type builder struct {
 	// being built passes to its routes (nil: no authorization).
 	extensions map[types.NamespacedName]*extension
 	auth       *rootAuth
+	// tlsPolicies are the BackendTLSPolicies by target, the one that
+	// applies first; usedPolicies those the route being built uses.
+	tlsPolicies  map[tlsTarget][]*tlsPolicy
+	usedPolicies []*tlsPolicy
 }
 
 func sortedKeys[V any](m map[types.NamespacedName]V) []types.NamespacedName {
@@ -210,8 +216,13 @@ type clusterSpec struct {
 	hc           *HealthCheck
 	ca           *Secret
 	subjectNames []string
-	idle         time.Duration
-	slowStart    *SlowStart
+	// A BackendTLSPolicy's: the system's trust store instead of ca, URI
+	// subject names, and the SNI.
+	systemCA    bool
+	subjectURIs []string
+	sni         string
+	idle        time.Duration
+	slowStart   *SlowStart
 	// healthPort is the Service port health checks go to (a service's
 	// healthPort); nil: the serving port.
 	healthPort *corev1.ServicePort
@@ -230,6 +241,15 @@ func (cs clusterSpec) hash() string {
 	}
 	if cs.ca != nil {
 		fmt.Fprintf(&b, "ca=%s;san=%s;", cs.ca.Name, strings.Join(cs.subjectNames, ","))
+	}
+	if cs.systemCA {
+		fmt.Fprintf(&b, "systemca;san=%s;", strings.Join(cs.subjectNames, ","))
+	}
+	if len(cs.subjectURIs) > 0 {
+		fmt.Fprintf(&b, "uri=%s;", strings.Join(cs.subjectURIs, ","))
+	}
+	if cs.sni != "" {
+		fmt.Fprintf(&b, "sni=%s;", cs.sni)
 	}
 	if cs.idle > 0 {
 		fmt.Fprintf(&b, "idle=%s;", cs.idle)
@@ -320,7 +340,7 @@ func (b *builder) cluster(svc *corev1.Service, p corev1.ServicePort, cs clusterS
 	c := &Cluster{
 		Name: name, Service: key, Port: p, EDSName: eds, Protocol: cs.protocol, LBPolicy: lb,
 		HealthCheck: cs.hc, UpstreamCA: cs.ca, SubjectNames: cs.subjectNames, IdleConnTimeout: cs.idle, SlowStart: cs.slowStart,
-		HealthPort: cs.healthPort,
+		HealthPort: cs.healthPort, SystemCA: cs.systemCA, SubjectURIs: cs.subjectURIs, SNI: cs.sni,
 	}
 	if cb := serviceBreakers(svc, b.opt.Config.CircuitBreakers); cb.Any() {
 		c.CircuitBreakers = cb
@@ -330,7 +350,7 @@ func (b *builder) cluster(svc *corev1.Service, p corev1.ServicePort, cs clusterS
 		if f := b.opt.Config.DNSLookupFamily; f != "" && f != "auto" {
 			c.DNSLookupFamily = f
 		}
-		if cs.protocol == "tls" {
+		if cs.protocol == "tls" && c.SNI == "" {
 			c.SNI = svc.Spec.ExternalName
 		}
 	}

@@ -145,6 +145,7 @@ var supportedFeatures = []string{
 	"HTTPRouteBackendRequestHeaderModification", "HTTPRouteNamedRouteRule", "GRPCRouteNamedRouteRule",
 	"HTTPRouteDestinationPortMatching", "HTTPRouteRequestPercentageMirror", "HTTPRouteCORS",
 	"GatewayStaticAddresses", "GatewayAddressEmpty", "GatewayHTTPListenerIsolation",
+	"BackendTLSPolicy", "BackendTLSPolicySANValidation",
 }
 
 func cond(typ string, ok bool, reason, msg string, gen int64) metav1.Condition {
@@ -224,7 +225,9 @@ func (b *builder) gateways() {
 	for _, gw := range gws {
 		b.gateway(gw, addrs[gw], gs)
 	}
+	b.backendTLSPolicies()
 	b.gatewayRoutes(gs)
+	b.finishTLSPolicies()
 	for k, st := range gs.status {
 		b.finishGatewayStatus(gs, k, st)
 	}

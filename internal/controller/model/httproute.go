@@ -129,6 +129,8 @@ func (b *builder) gatewayRoutes(gs *gatewayState) {
 		var tp *TCPProxy
 		var resolved metav1.Condition
 		compiled := false
+		b.usedPolicies = nil
+		var gateways []types.NamespacedName
 		for _, pr := range gr.parents {
 			if (pr.Group != nil && *pr.Group != gatewayv1.GroupName) || (pr.Kind != nil && *pr.Kind != "Gateway") {
 				continue
@@ -148,11 +150,13 @@ func (b *builder) gatewayRoutes(gs *gatewayState) {
 				}
 				compiled = true
 			}
+			gateways = append(gateways, gwKey)
 			accepted := b.attachRoute(gr, pr, gs.listeners[gwKey], routes, tp)
 			st.Parents = append(st.Parents, RouteParentStatus{ParentRef: pr, Conditions: []metav1.Condition{accepted, resolved}})
 		}
 		if len(st.Parents) > 0 {
 			b.m.Routes[RouteKey{Kind: gr.kind, NamespacedName: key}] = st
+			b.policyAncestors(b.usedPolicies, gateways)
 		}
 	}
 	for _, l := range b.m.Listeners {
@@ -307,7 +311,9 @@ func (b *builder) httpRouteRules(hr *gatewayv1.HTTPRoute, idx int) ([]*Route, me
 		for _, br := range rule.BackendRefs {
 			wc, reason, err := b.httpBackend(hr, br.BackendObjectReference, br.Weight)
 			if err != nil {
-				fail(reason, err.Error())
+				if reason != backendPolicyInvalid {
+					fail(reason, err.Error())
+				}
 				w := int32(1)
 				if br.Weight != nil {
 					w = max(*br.Weight, 0)
@@ -481,7 +487,9 @@ func (b *builder) routeFilter(hr *gatewayv1.HTTPRoute, r *Route, f gatewayv1.HTT
 		}
 		wc, reason, err := b.httpBackend(hr, rm.BackendRef, nil)
 		if err != nil {
-			fail(reason, "requestMirror: "+err.Error())
+			if reason != backendPolicyInvalid {
+				fail(reason, "requestMirror: "+err.Error())
+			}
 			return ""
 		}
 		r.Mirrors = append(r.Mirrors, Mirror{Cluster: wc.Cluster, PerMillion: mirrorShare(rm)})
@@ -544,11 +552,22 @@ func (b *builder) routeBackend(kind, from string, ref gatewayv1.BackendObjectRef
 	if proto == "" {
 		proto = protocol
 	}
+	cs := clusterSpec{protocol: proto}
+	if kind == "HTTPRoute" || kind == "GRPCRoute" {
+		// A BackendTLSPolicy of the Service (port): TLS to the backend,
+		// or, when the policy is not accepted, requests that fail.
+		if ps := b.backendTLSPolicy(svc, p); len(ps) > 0 {
+			b.usedPolicies = append(b.usedPolicies, ps...)
+			if err := applyTLSPolicy(&cs, ps[0]); err != nil {
+				return nil, backendPolicyInvalid, err
+			}
+		}
+	}
 	w := uint32(1)
 	if weight != nil {
 		w = uint32(max(*weight, 0))
 	}
-	return &WeightedCluster{Cluster: b.cluster(svc, p, clusterSpec{protocol: proto}), Weight: w}, "", nil
+	return &WeightedCluster{Cluster: b.cluster(svc, p, cs), Weight: w}, "", nil
 }
 
 // routeMatch sets a route's path, header, query and method conditions
@@ -633,7 +652,9 @@ func (b *builder) grpcRouteRules(gr *gatewayv1.GRPCRoute, idx int) ([]*Route, me
 				}
 				wc, reason, err := b.routeBackend("GRPCRoute", gr.Namespace, f.RequestMirror.BackendRef, nil, "h2c")
 				if err != nil {
-					fail(reason, "requestMirror: "+err.Error())
+					if reason != backendPolicyInvalid {
+						fail(reason, "requestMirror: "+err.Error())
+					}
 					continue
 				}
 				tmpl.Mirrors = append(tmpl.Mirrors, Mirror{Cluster: wc.Cluster, PerMillion: mirrorShare(f.RequestMirror)})
@@ -645,7 +666,9 @@ func (b *builder) grpcRouteRules(gr *gatewayv1.GRPCRoute, idx int) ([]*Route, me
 		for _, br := range rule.BackendRefs {
 			wc, reason, err := b.routeBackend("GRPCRoute", gr.Namespace, br.BackendObjectReference, br.Weight, "h2c")
 			if err != nil {
-				fail(reason, err.Error())
+				if reason != backendPolicyInvalid {
+					fail(reason, err.Error())
+				}
 				continue
 			}
 			for _, f := range br.Filters {

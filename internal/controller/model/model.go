@@ -40,6 +40,9 @@ type Model struct {
 	GatewayClasses map[string]*GatewayClassStatus
 	Gateways       map[types.NamespacedName]*GatewayStatus
 	Routes         map[RouteKey]*RouteStatus
+	// BackendTLSPolicies is the status of each BackendTLSPolicy a route
+	// of a managed Gateway uses.
+	BackendTLSPolicies map[types.NamespacedName]*BackendTLSPolicyStatus
 }
 
 // RouteKey names a Gateway API route: its kind, namespace and name.
@@ -274,8 +277,13 @@ type Cluster struct {
 	HealthCheck *HealthCheck
 	// Upstream TLS validation.
 	UpstreamCA   *Secret
-	SubjectNames []string
+	SubjectNames []string // DNS subject alternative names
 	SNI          string
+	// SystemCA validates the upstream's certificate against the system's
+	// trust store (a BackendTLSPolicy's wellKnownCACertificates: System);
+	// SubjectURIs are URI subject alternative names to match.
+	SystemCA    bool
+	SubjectURIs []string
 	// IdleConnTimeout closes idle upstream connections (timeoutPolicy.idleConnection).
 	IdleConnTimeout time.Duration
 	// ExternalName is the DNS name of a type ExternalName Service.

@@ -46,6 +46,7 @@ var CRDs = []CRD{
 	gatewayCRD("tlsroutes", "TLSRoutes are not served", false),
 	gatewayCRD("tcproutes", "TCPRoutes are not served", false),
 	gatewayCRD("referencegrants", "routes and Gateways cannot refer to other namespaces (RefNotPermitted)", false),
+	gatewayCRD("backendtlspolicies", "BackendTLSPolicies do not apply: routes connect to their Services without TLS", false),
 }
 
 // gatewayCRD is an optional Gateway API v1 CRD, as the v1.6.3 standard
@@ -151,7 +152,7 @@ func (k *Kube) checkCRDs() ([]CRD, error) {
 // checkList lists one object of every resource the informers watch, so
 // that a missing RBAC rule is an error naming the resource at once
 // instead of an informer retrying until the sync timeout.
-func (k *Kube) checkList(ctx context.Context, crds []CRD) error {
+func (k *Kube) checkList(ctx context.Context, crds []CRD, configMaps bool) error {
 	one := metav1.ListOptions{Limit: 1}
 	where := "in all namespaces"
 	if k.Namespace != "" {
@@ -171,6 +172,12 @@ func (k *Kube) checkList(ctx context.Context, crds []CRD) error {
 			_, err := k.Client.NetworkingV1().Ingresses(k.Namespace).List(ctx, one)
 			return err
 		}},
+	}
+	if configMaps {
+		core = append(core, struct {
+			name string
+			list func() error
+		}{"configmaps", func() error { _, err := k.Client.CoreV1().ConfigMaps(k.Namespace).List(ctx, one); return err }})
 	}
 	for _, c := range crds {
 		ns := k.Namespace

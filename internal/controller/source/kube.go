@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	contourv1 "github.com/legateproxy/legate/api/projectcontour/v1"
@@ -40,7 +41,10 @@ func (k *Kube) Run(ctx context.Context, st *Store) error {
 	if err != nil {
 		return err
 	}
-	if err := k.checkList(ctx, gvrs); err != nil {
+	// ConfigMaps hold the CA bundles of BackendTLSPolicies: watched only
+	// when the cluster serves those.
+	configMaps := slices.ContainsFunc(gvrs, func(c CRD) bool { return c.GVR.Resource == "backendtlspolicies" })
+	if err := k.checkList(ctx, gvrs, configMaps); err != nil {
 		return err
 	}
 	f := informers.NewSharedInformerFactoryWithOptions(k.Client, 0, informers.WithNamespace(k.Namespace))
@@ -57,6 +61,13 @@ func (k *Kube) Run(ctx context.Context, st *Store) error {
 			return err
 		}
 		infs = append(infs, pods, nf.Core().V1().Namespaces().Informer())
+	}
+	if configMaps {
+		cms := f.Core().V1().ConfigMaps().Informer()
+		if err := cms.SetTransform(trimConfigMap); err != nil {
+			return err
+		}
+		infs = append(infs, cms)
 	}
 	for _, inf := range append(infs,
 		f.Core().V1().Services().Informer(),
@@ -90,7 +101,7 @@ func (k *Kube) Run(ctx context.Context, st *Store) error {
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if !cache.WaitForCacheSync(sctx.Done(), synced...) {
-		return fmt.Errorf("kubernetes informers did not sync within 2 minutes: the controller may list them, so check the API server's health and the controller's RBAC permissions to watch (list/watch services, endpointslices, secrets, ingresses, httpproxies, tlscertificatedelegations, extensionservices, the Gateway API's gatewayclasses, gateways, httproutes, grpcroutes, tlsroutes, tcproutes and referencegrants; pods and namespaces for sidecars)")
+		return fmt.Errorf("kubernetes informers did not sync within 2 minutes: the controller may list them, so check the API server's health and the controller's RBAC permissions to watch (list/watch services, endpointslices, secrets, ingresses, httpproxies, tlscertificatedelegations, extensionservices, the Gateway API's gatewayclasses, gateways, httproutes, grpcroutes, tlsroutes, tcproutes, referencegrants and backendtlspolicies, with configmaps; pods and namespaces for sidecars)")
 	}
 	return nil
 }
@@ -125,6 +136,8 @@ func FromUnstructured(obj any) (any, error) {
 		typed = &gatewayv1.TCPRoute{}
 	case "ReferenceGrant":
 		typed = &gatewayv1.ReferenceGrant{}
+	case "BackendTLSPolicy":
+		typed = &gatewayv1.BackendTLSPolicy{}
 	default:
 		return nil, fmt.Errorf("unexpected kind %q", u.GetKind())
 	}

@@ -216,6 +216,9 @@ func (l *loader) decode(data []byte, doc int) error {
 			if _, ok := obj.(*corev1.Secret); ok {
 				d.Reason, d.Message = DropUnusedSecret, "the controller reads only Secrets of type kubernetes.io/tls, or with ca.crt, crl.pem or a JSON Web Key Set"
 			}
+			if _, ok := obj.(*corev1.ConfigMap); ok {
+				d.Message = "the controller reads only ConfigMaps with a ca.crt (BackendTLSPolicy CA bundles)"
+			}
 			l.drop(d)
 			continue
 		}

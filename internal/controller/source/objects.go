@@ -1,7 +1,8 @@
 // Package source collects the Kubernetes objects the controller reads —
 // Services, EndpointSlices, Secrets, Ingresses, HTTPProxies,
 // TLSCertificateDelegations, ExtensionServices, the Gateway API's
-// GatewayClasses, Gateways, routes and ReferenceGrants, and the Pods and
+// GatewayClasses, Gateways, routes, ReferenceGrants and BackendTLSPolicies
+// (with the ConfigMaps holding CA bundles), and the Pods and
 // Namespaces that sidecar configuration needs — from a cluster (informers) or from a folder
 // of manifests, into a Store that the model builder reads as a snapshot.
 package source
@@ -46,27 +47,34 @@ type Objects struct {
 	TLSRoutes       map[types.NamespacedName]*gatewayv1.TLSRoute
 	TCPRoutes       map[types.NamespacedName]*gatewayv1.TCPRoute
 	ReferenceGrants map[types.NamespacedName]*gatewayv1.ReferenceGrant
+	// BackendTLSPolicies configure TLS from the proxy to Services of
+	// Gateway API routes; ConfigMaps are kept only when they hold a
+	// ca.crt (a BackendTLSPolicy's caCertificateRefs).
+	BackendTLSPolicies map[types.NamespacedName]*gatewayv1.BackendTLSPolicy
+	ConfigMaps         map[types.NamespacedName]*corev1.ConfigMap
 }
 
 // NewObjects returns an empty Objects.
 func NewObjects() *Objects {
 	return &Objects{
-		Services:          map[types.NamespacedName]*corev1.Service{},
-		EndpointSlices:    map[types.NamespacedName]*discoveryv1.EndpointSlice{},
-		Secrets:           map[types.NamespacedName]*corev1.Secret{},
-		Ingresses:         map[types.NamespacedName]*networkingv1.Ingress{},
-		HTTPProxies:       map[types.NamespacedName]*contourv1.HTTPProxy{},
-		Delegations:       map[types.NamespacedName]*contourv1.TLSCertificateDelegation{},
-		ExtensionServices: map[types.NamespacedName]*contourv1alpha1.ExtensionService{},
-		Pods:              map[types.NamespacedName]*corev1.Pod{},
-		Namespaces:        map[types.NamespacedName]*corev1.Namespace{},
-		GatewayClasses:    map[types.NamespacedName]*gatewayv1.GatewayClass{},
-		Gateways:          map[types.NamespacedName]*gatewayv1.Gateway{},
-		HTTPRoutes:        map[types.NamespacedName]*gatewayv1.HTTPRoute{},
-		GRPCRoutes:        map[types.NamespacedName]*gatewayv1.GRPCRoute{},
-		TLSRoutes:         map[types.NamespacedName]*gatewayv1.TLSRoute{},
-		TCPRoutes:         map[types.NamespacedName]*gatewayv1.TCPRoute{},
-		ReferenceGrants:   map[types.NamespacedName]*gatewayv1.ReferenceGrant{},
+		Services:           map[types.NamespacedName]*corev1.Service{},
+		EndpointSlices:     map[types.NamespacedName]*discoveryv1.EndpointSlice{},
+		Secrets:            map[types.NamespacedName]*corev1.Secret{},
+		Ingresses:          map[types.NamespacedName]*networkingv1.Ingress{},
+		HTTPProxies:        map[types.NamespacedName]*contourv1.HTTPProxy{},
+		Delegations:        map[types.NamespacedName]*contourv1.TLSCertificateDelegation{},
+		ExtensionServices:  map[types.NamespacedName]*contourv1alpha1.ExtensionService{},
+		Pods:               map[types.NamespacedName]*corev1.Pod{},
+		Namespaces:         map[types.NamespacedName]*corev1.Namespace{},
+		GatewayClasses:     map[types.NamespacedName]*gatewayv1.GatewayClass{},
+		Gateways:           map[types.NamespacedName]*gatewayv1.Gateway{},
+		HTTPRoutes:         map[types.NamespacedName]*gatewayv1.HTTPRoute{},
+		GRPCRoutes:         map[types.NamespacedName]*gatewayv1.GRPCRoute{},
+		TLSRoutes:          map[types.NamespacedName]*gatewayv1.TLSRoute{},
+		TCPRoutes:          map[types.NamespacedName]*gatewayv1.TCPRoute{},
+		ReferenceGrants:    map[types.NamespacedName]*gatewayv1.ReferenceGrant{},
+		BackendTLSPolicies: map[types.NamespacedName]*gatewayv1.BackendTLSPolicy{},
+		ConfigMaps:         map[types.NamespacedName]*corev1.ConfigMap{},
 	}
 }
 
@@ -122,6 +130,8 @@ func (s *Store) Take() (*Objects, Kind) {
 	copyMap(o.TLSRoutes, s.objs.TLSRoutes)
 	copyMap(o.TCPRoutes, s.objs.TCPRoutes)
 	copyMap(o.ReferenceGrants, s.objs.ReferenceGrants)
+	copyMap(o.BackendTLSPolicies, s.objs.BackendTLSPolicies)
+	copyMap(o.ConfigMaps, s.objs.ConfigMaps)
 	k := s.pending
 	s.pending = KindNone
 	return o, k
@@ -134,7 +144,8 @@ func onlyEndpointsDiffer(a, b *Objects) bool {
 		reflect.DeepEqual(a.GatewayClasses, b.GatewayClasses) && reflect.DeepEqual(a.Gateways, b.Gateways) &&
 		reflect.DeepEqual(a.HTTPRoutes, b.HTTPRoutes) && reflect.DeepEqual(a.GRPCRoutes, b.GRPCRoutes) &&
 		reflect.DeepEqual(a.TLSRoutes, b.TLSRoutes) && reflect.DeepEqual(a.TCPRoutes, b.TCPRoutes) &&
-		reflect.DeepEqual(a.ReferenceGrants, b.ReferenceGrants)
+		reflect.DeepEqual(a.ReferenceGrants, b.ReferenceGrants) &&
+		reflect.DeepEqual(a.BackendTLSPolicies, b.BackendTLSPolicies) && reflect.DeepEqual(a.ConfigMaps, b.ConfigMaps)
 }
 
 func copyMap[V any](dst, src map[types.NamespacedName]V) {
@@ -181,6 +192,23 @@ func (s *Store) apply(obj any, del bool) bool {
 		kind = set(s.objs.Services, key(o.Namespace, o.Name), o, del, KindConfig)
 	case *discoveryv1.EndpointSlice:
 		kind = set(s.objs.EndpointSlices, key(o.Namespace, o.Name), o, del, KindEndpoints)
+	case *corev1.ConfigMap:
+		k := key(o.Namespace, o.Name)
+		if !usefulConfigMap(o) {
+			// As for Secrets: one kept before must not go on serving its
+			// old CA bundle once its ca.crt is gone.
+			_, had := s.objs.ConfigMaps[k]
+			if had && !del {
+				delete(s.objs.ConfigMaps, k)
+				s.pending = max(s.pending, KindConfig)
+			}
+			s.mu.Unlock()
+			if had && !del {
+				s.notify()
+			}
+			return false
+		}
+		kind = set(s.objs.ConfigMaps, k, o, del, KindConfig)
 	case *corev1.Secret:
 		k := key(o.Namespace, o.Name)
 		if !usefulSecret(o) {
@@ -233,6 +261,8 @@ func (s *Store) apply(obj any, del bool) bool {
 		kind = set(s.objs.TCPRoutes, key(o.Namespace, o.Name), o, del, KindConfig)
 	case *gatewayv1.ReferenceGrant:
 		kind = set(s.objs.ReferenceGrants, key(o.Namespace, o.Name), o, del, KindConfig)
+	case *gatewayv1.BackendTLSPolicy:
+		kind = set(s.objs.BackendTLSPolicies, key(o.Namespace, o.Name), o, del, KindConfig)
 	default:
 		s.mu.Unlock()
 		return false
@@ -279,6 +309,35 @@ func usefulSecret(s *corev1.Secret) bool {
 		return ca || crl || hasJWKS(s)
 	}
 	return false
+}
+
+// usefulConfigMap keeps only ConfigMaps with a ca.crt key: the CA
+// bundles of BackendTLSPolicies (caCertificateRefs). Every namespace's
+// kube-root-ca.crt is one of them; the rest of a cluster's ConfigMaps are
+// never stored.
+func usefulConfigMap(c *corev1.ConfigMap) bool {
+	_, ok := c.Data["ca.crt"]
+	_, bin := c.BinaryData["ca.crt"]
+	return ok || bin
+}
+
+// trimConfigMap keeps what the controller reads of a ConfigMap (its
+// metadata without managed fields and its ca.crt), so that the informer's
+// cache of a cluster's ConfigMaps costs little memory.
+func trimConfigMap(obj any) (any, error) {
+	c, ok := obj.(*corev1.ConfigMap)
+	if !ok {
+		return obj, nil // a DeletedFinalStateUnknown tombstone
+	}
+	out := &corev1.ConfigMap{TypeMeta: c.TypeMeta, ObjectMeta: c.ObjectMeta}
+	out.ManagedFields = nil
+	if v, ok := c.Data["ca.crt"]; ok {
+		out.Data = map[string]string{"ca.crt": v}
+	}
+	if v, ok := c.BinaryData["ca.crt"]; ok {
+		out.BinaryData = map[string][]byte{"ca.crt": v}
+	}
+	return out, nil
 }
 
 // hasJWKS reports whether a value of s looks like a JSON Web Key Set (a

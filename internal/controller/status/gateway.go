@@ -131,8 +131,8 @@ func (w *Writer) updateStatus(ctx context.Context, gvr schema.GroupVersionResour
 }
 
 // writeGateways writes the status of managed GatewayClasses, Gateways,
-// HTTPRoutes, GRPCRoutes, TLSRoutes and TCPRoutes that differs from the
-// cluster's.
+// HTTPRoutes, GRPCRoutes, TLSRoutes, TCPRoutes and BackendTLSPolicies that
+// differs from the cluster's.
 func (w *Writer) writeGateways(ctx context.Context, m *model.Model, objs *source.Objects, note func(error)) {
 	gv := gatewayv1.SchemeGroupVersion
 	for name, st := range m.GatewayClasses {
@@ -218,6 +218,68 @@ func (w *Writer) writeGateways(ctx context.Context, m *model.Model, objs *source
 		}
 		note(nil)
 	}
+	w.writeBackendTLSPolicies(ctx, m, objs, note)
+}
+
+// PolicyAncestors renders a BackendTLSPolicy's ancestor statuses: those
+// of other controllers kept, this controller's replaced by the computed
+// ones (none when st is nil: no route of a managed Gateway uses it).
+func PolicyAncestors(st *model.BackendTLSPolicyStatus, old []gatewayv1.PolicyAncestorStatus, controller string) []gatewayv1.PolicyAncestorStatus {
+	out := []gatewayv1.PolicyAncestorStatus{}
+	for _, a := range old {
+		if string(a.ControllerName) != controller {
+			out = append(out, a)
+		}
+	}
+	if st == nil {
+		return out
+	}
+	for _, ref := range st.Ancestors {
+		if len(out) == 16 { // the CRD's limit
+			break
+		}
+		var oldConds []metav1.Condition
+		for _, o := range old {
+			if string(o.ControllerName) == controller && reflect.DeepEqual(o.AncestorRef, ref) {
+				oldConds = o.Conditions
+			}
+		}
+		out = append(out, gatewayv1.PolicyAncestorStatus{AncestorRef: ref, ControllerName: gatewayv1.GatewayController(controller),
+			Conditions: mergeConditions(oldConds, st.Conditions)})
+	}
+	return out
+}
+
+// writeBackendTLSPolicies writes the ancestor statuses of the
+// BackendTLSPolicies that differ from the cluster's, removing this
+// controller's from policies no managed route uses any more.
+func (w *Writer) writeBackendTLSPolicies(ctx context.Context, m *model.Model, objs *source.Objects, note func(error)) {
+	ctrl := w.gatewayController()
+	for key, p := range objs.BackendTLSPolicies {
+		want := PolicyAncestors(m.BackendTLSPolicies[key], p.Status.Ancestors, ctrl)
+		if equalAncestors(p.Status.Ancestors, want) {
+			continue
+		}
+		cp := p.DeepCopy()
+		cp.Status.Ancestors = want
+		if err := w.updateStatus(ctx, gatewayv1.SchemeGroupVersion.WithResource("backendtlspolicies"), "BackendTLSPolicy", cp, p.Namespace); err != nil {
+			note(fmt.Errorf("status of BackendTLSPolicy %s: %w", key, err))
+			continue
+		}
+		note(nil)
+	}
+}
+
+func equalAncestors(a, b []gatewayv1.PolicyAncestorStatus) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !reflect.DeepEqual(a[i].AncestorRef, b[i].AncestorRef) || a[i].ControllerName != b[i].ControllerName || !sameConditions(a[i].Conditions, b[i].Conditions) {
+			return false
+		}
+	}
+	return true
 }
 
 func (w *Writer) gatewayController() string {

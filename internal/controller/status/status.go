@@ -2,8 +2,8 @@
 // Kubernetes: HTTPProxy currentStatus, description and Contour-style
 // detailed conditions, ExtensionService Valid conditions, the load
 // balancer address of served Ingresses and valid HTTPProxies, and the
-// Gateway API's GatewayClass, Gateway (addresses, listeners) and route
-// parent conditions. Only
+// Gateway API's GatewayClass, Gateway (addresses, listeners), route
+// parent and BackendTLSPolicy ancestor conditions. Only
 // changed statuses are written.
 package status
 

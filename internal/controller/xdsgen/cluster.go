@@ -101,11 +101,20 @@ func cluster(c *model.Cluster, opt Options) *clusterv3.Cluster {
 		if c.Protocol == "h2" {
 			ctx.CommonTlsContext.AlpnProtocols = []string{"h2"}
 		}
-		if c.UpstreamCA != nil {
-			vc := &tlsv3.CertificateValidationContext{TrustedCa: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: c.UpstreamCA.CA}}}
+		if c.UpstreamCA != nil || c.SystemCA {
+			vc := &tlsv3.CertificateValidationContext{}
+			if c.UpstreamCA != nil {
+				vc.TrustedCa = &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: c.UpstreamCA.CA}}
+			} else {
+				vc.SystemRootCerts = &tlsv3.CertificateValidationContext_SystemRootCerts{}
+			}
 			for _, n := range c.SubjectNames {
 				vc.MatchTypedSubjectAltNames = append(vc.MatchTypedSubjectAltNames, &tlsv3.SubjectAltNameMatcher{
 					SanType: tlsv3.SubjectAltNameMatcher_DNS, Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: n}}})
+			}
+			for _, u := range c.SubjectURIs {
+				vc.MatchTypedSubjectAltNames = append(vc.MatchTypedSubjectAltNames, &tlsv3.SubjectAltNameMatcher{
+					SanType: tlsv3.SubjectAltNameMatcher_URI, Matcher: &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: u}}})
 			}
 			ctx.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{ValidationContext: vc}
 		}

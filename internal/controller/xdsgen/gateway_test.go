@@ -3,7 +3,7 @@ package xdsgen
 // Golden tests of the Gateway API (Envoy Gateway style): the objects of
 // testdata/gateway/<case>/, built with the case's options, rendered as
 // the listeners, route configurations and clusters, followed by the
-// computed GatewayClass, Gateway and route statuses, in
+// computed GatewayClass, Gateway, route and BackendTLSPolicy statuses, in
 // testdata/gateway/<case>.golden. `go test ./internal/controller/xdsgen
 // -run TestGatewayGolden -update` rewrites them; review their diff.
 
@@ -51,7 +51,16 @@ func gatewayYAML(t *testing.T, m *model.Model, r *Resources) []byte {
 	sort.Slice(routes, func(i, j int) bool {
 		return routes[i].Kind+routes[i].Key.String() < routes[j].Kind+routes[j].Key.String()
 	})
-	return goldenYAML(t, msgs, map[string]any{"gatewayClasses": m.GatewayClasses, "gateways": gws, "routes": routes})
+	out := map[string]any{"gatewayClasses": m.GatewayClasses, "gateways": gws, "routes": routes}
+	if len(m.BackendTLSPolicies) > 0 {
+		var ps []*model.BackendTLSPolicyStatus
+		for _, p := range m.BackendTLSPolicies {
+			ps = append(ps, p)
+		}
+		sort.Slice(ps, func(i, j int) bool { return ps[i].Key.String() < ps[j].Key.String() })
+		out["backendTLSPolicies"] = ps
+	}
+	return goldenYAML(t, msgs, out)
 }
 
 func TestGatewayGolden(t *testing.T) {
@@ -66,6 +75,9 @@ func TestGatewayGolden(t *testing.T) {
 		// (AddressNotAssigned); neither binds anything. (Without a
 		// pool, spec addresses are bound as they are: "routes".)
 		{"pool", model.GatewayOptions{AddressPool: netip.MustParsePrefix("192.0.2.0/31"), ListenerPorts: true}},
+		// BackendTLSPolicies (testdata/gateway/backendtls/objects.yaml
+		// says what each shows).
+		{"backendtls", model.GatewayOptions{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			objs, err := source.LoadManifests(filepath.Join("testdata", "gateway", tc.name))
