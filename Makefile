@@ -10,7 +10,7 @@ export CONFORMANCE_ASSETS ?= $(LEGATE_CACHE)/conformance-v1.6.3
 TOOLS_BIN := $(LEGATE_CACHE)/bin
 export PATH := $(TOOLS_BIN):$(PATH)
 
-.PHONY: build quickstart deps lint test test-short bench bench-filters bench-mesh bench-tracing soak docs generate catalog
+.PHONY: build quickstart deps lint test test-short bench bench-filters bench-mesh bench-scale bench-tracing soak docs generate catalog
 
 build:
 	go build -o bin/legate ./cmd/legate
@@ -42,6 +42,12 @@ bench:
 # sampling) and one it samples, in process (bench/results/tracing.md).
 bench-tracing:
 	go test -run XXX -bench BenchmarkUnsampled -benchtime 300000x -count 3 ./internal/tracing/
+
+# bench-scale measures the controller at scale: 1,000 HTTPProxies and 5,000
+# HTTPRoutes with 10,000 endpoints (first build, push to a Legate proxy,
+# heap, an endpoint change and a route edit reaching the proxy).
+bench-scale:
+	go test -run XXX -bench 'BenchmarkScale' -benchtime 1x ./test/controller/
 
 # bench-mesh measures what two sidecars add per request (pod A → sidecar →
 # sidecar → pod B over mTLS, against A calling B directly) and a sidecar's
