@@ -145,7 +145,7 @@ var supportedFeatures = []string{
 	"HTTPRouteBackendRequestHeaderModification", "HTTPRouteNamedRouteRule", "GRPCRouteNamedRouteRule",
 	"HTTPRouteDestinationPortMatching", "HTTPRouteRequestPercentageMirror", "HTTPRouteCORS",
 	"GatewayStaticAddresses", "GatewayAddressEmpty", "GatewayHTTPListenerIsolation",
-	"BackendTLSPolicy", "BackendTLSPolicySANValidation",
+	"BackendTLSPolicy", "BackendTLSPolicySANValidation", "GatewayHTTPSListenerDetectMisdirectedRequests",
 }
 
 func cond(typ string, ok bool, reason, msg string, gen int64) metav1.Condition {

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"reflect"
 	"regexp"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -210,5 +212,42 @@ func TestListenerIsolation(t *testing.T) {
 	other.l = &Listener{Name: "http-8080"}
 	if !ownsHostname(append(ls, other), wild, "bar.example.com") {
 		t.Error("a listener of another port took a hostname")
+	}
+}
+
+// TestMisdirected: a terminating chain answers 421 for the hosts other
+// listeners of its port serve (and, with a hostname, for any other host).
+func TestMisdirected(t *testing.T) {
+	chain := func(h string) *FilterChain { return &FilterChain{Hostname: h, VirtualHosts: map[string]*VirtualHost{}} }
+	all, second, wild, four := chain(""), chain("second.org"), chain("*.w.org"), chain("four.w.org")
+	pass := &FilterChain{Hostname: "db.org"} // TLS passthrough: no HTTP
+	l := &Listener{Chains: []*FilterChain{all, second, wild, four, pass}}
+	all.VirtualHosts["second.org"] = &VirtualHost{Name: "second.org", Routes: []*Route{{}}} // already served: kept
+	misdirected(l)
+	got := func(c *FilterChain) string {
+		var hs []string
+		for h, vh := range c.VirtualHosts {
+			if len(vh.Routes) == 1 && vh.Routes[0].Direct != nil && vh.Routes[0].Direct.Status == 421 {
+				hs = append(hs, h)
+			}
+		}
+		slices.Sort(hs)
+		return strings.Join(hs, " ")
+	}
+	for _, tc := range []struct {
+		c    *FilterChain
+		want string
+	}{
+		{all, "*.w.org db.org four.w.org"},
+		{second, "*"},
+		{wild, "* four.w.org"}, // the narrower listener's host too
+		{four, "*"},
+	} {
+		if g := got(tc.c); g != tc.want {
+			t.Errorf("chain %q answers 421 for %q, want %q", tc.c.Hostname, g, tc.want)
+		}
+	}
+	if pass.VirtualHosts != nil {
+		t.Error("a passthrough chain got virtual hosts")
 	}
 }

@@ -168,6 +168,7 @@ func (b *builder) gatewayRoutes(gs *gatewayState) {
 				sortGatewayRoutes(vh.Routes)
 			}
 		}
+		misdirected(l)
 	}
 }
 
@@ -222,7 +223,7 @@ func (b *builder) attachRoute(gr gatewayRoute, pr gatewayv1.ParentReference, ls 
 			vhosts = l.chain.VirtualHosts
 		}
 		for _, h := range hosts {
-			if l.chain == nil && !ownsHostname(ls, l, h) {
+			if !ownsHostname(ls, l, h) {
 				continue
 			}
 			vh := vhosts[h]
@@ -918,4 +919,37 @@ func moreSpecific(a, b string) bool {
 		return !aw
 	}
 	return len(a) > len(b)
+}
+
+// misdirected answers 421 Misdirected Request (RFC 9110 §15.5.20) on an
+// HTTPS listener's terminating chains for the hosts another of its
+// listeners serves: a client that reuses a connection (HTTP/2
+// coalescing, RFC 9113 §9.1.1) for a host its SNI did not name reaches
+// the chain its SNI chose, whose routes are not that host's. A chain
+// with a hostname answers 421 for any host outside it too; one without
+// (any SNI) answers 421 only for the hosts of the other listeners.
+func misdirected(l *Listener) {
+	for _, c := range l.Chains {
+		if c.VirtualHosts == nil {
+			continue // TLS passthrough: no HTTP
+		}
+		add := func(host string) {
+			if c.VirtualHosts[host] != nil {
+				return
+			}
+			c.VirtualHosts[host] = &VirtualHost{Name: host, Routes: []*Route{{
+				Path: PathMatch{Kind: "prefix", Value: "/"}, Direct: &Direct{Status: 421}}}}
+		}
+		for _, o := range l.Chains {
+			if o == c || o.Hostname == "" {
+				continue
+			}
+			if c.Hostname == "" || (hostMatches(c.Hostname, o.Hostname) && moreSpecific(o.Hostname, c.Hostname)) {
+				add(o.Hostname)
+			}
+		}
+		if c.Hostname != "" {
+			add("*")
+		}
+	}
 }
