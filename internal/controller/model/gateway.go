@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -83,6 +84,75 @@ type FilterChain struct {
 	// TCPProxy of a TLS passthrough chain (a TLSRoute): no Secret, no
 	// virtual hosts.
 	TCPProxy *TCPProxy
+	// ClientCA, when set, verifies client certificates (the Gateway's
+	// spec.tls.frontend validation for the listener's port); with
+	// ClientInsecureFallback a client without a certificate, or with one
+	// that does not verify, is served too (AllowInsecureFallback).
+	ClientCA               *Secret
+	ClientInsecureFallback bool
+}
+
+// frontendValidation is the client certificate validation of a Gateway
+// listener's port: configured when the Gateway asks for one; ca is the
+// bundle of its valid references (nil when none is); reason and msg say
+// why some reference is not.
+type frontendValidation struct {
+	configured, insecure bool
+	ca                   *Secret
+	reason, msg          string
+}
+
+// frontendValidation resolves spec.tls.frontend for a listener port: the
+// port's perPort entry, else the default; its caCertificateRefs are core
+// ConfigMaps with a PEM ca.crt, in the Gateway's namespace or another
+// that grants it (ReferenceGrant).
+func (b *builder) frontendValidation(gw *gatewayv1.Gateway, port gatewayv1.PortNumber) frontendValidation {
+	if gw.Spec.TLS == nil || gw.Spec.TLS.Frontend == nil {
+		return frontendValidation{}
+	}
+	cfg := gw.Spec.TLS.Frontend.Default
+	for _, pp := range gw.Spec.TLS.Frontend.PerPort {
+		if pp.Port == port {
+			cfg = pp.TLS
+		}
+	}
+	v := cfg.Validation
+	if v == nil || len(v.CACertificateRefs) == 0 {
+		return frontendValidation{}
+	}
+	out := frontendValidation{configured: true, insecure: v.Mode == gatewayv1.AllowInsecureFallback}
+	var bundle []byte
+	var bad []string
+	for _, ref := range v.CACertificateRefs {
+		ns := gw.Namespace
+		if ref.Namespace != nil && *ref.Namespace != "" {
+			ns = string(*ref.Namespace)
+		}
+		switch {
+		case ref.Group != "" || ref.Kind != "ConfigMap":
+			out.reason = "InvalidCACertificateKind"
+			bad = append(bad, fmt.Sprintf("caCertificateRef %s %s: only core ConfigMaps are supported", ref.Kind, ref.Name))
+			continue
+		case ns != gw.Namespace && !b.refGranted(gatewayv1.GroupName, "Gateway", gw.Namespace, "", "ConfigMap", ns, string(ref.Name)):
+			out.reason = "RefNotPermitted"
+			bad = append(bad, fmt.Sprintf("caCertificateRef ConfigMap %s/%s is in another namespace and no ReferenceGrant there allows it", ns, ref.Name))
+			continue
+		}
+		ca, err := b.configMapCA(types.NamespacedName{Namespace: ns, Name: string(ref.Name)})
+		if err != nil {
+			if out.reason == "" {
+				out.reason = "InvalidCACertificateRef"
+			}
+			bad = append(bad, fmt.Sprintf("caCertificateRef ConfigMap %s/%s: %v", ns, ref.Name, err))
+			continue
+		}
+		bundle = append(bundle, ca...)
+	}
+	out.msg = strings.Join(bad, "; ")
+	if len(bundle) > 0 {
+		out.ca = &Secret{Name: gw.Namespace + "/" + gw.Name + "/frontend-ca-" + strconv.Itoa(int(port)), Object: types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}, CA: bundle}
+	}
+	return out
 }
 
 // GatewayClassStatus is the computed status of a managed GatewayClass.
@@ -146,6 +216,7 @@ var supportedFeatures = []string{
 	"HTTPRouteDestinationPortMatching", "HTTPRouteRequestPercentageMirror", "HTTPRouteCORS",
 	"GatewayStaticAddresses", "GatewayAddressEmpty", "GatewayHTTPListenerIsolation",
 	"BackendTLSPolicy", "BackendTLSPolicySANValidation", "GatewayHTTPSListenerDetectMisdirectedRequests",
+	"GatewayFrontendClientCertificateValidation", "GatewayFrontendClientCertificateValidationInsecureFallback",
 }
 
 func cond(typ string, ok bool, reason, msg string, gen int64) metav1.Condition {
@@ -180,6 +251,9 @@ type gatewayState struct {
 	gateways  map[types.NamespacedName]*gatewayv1.Gateway
 	listeners map[types.NamespacedName][]*gwListener
 	status    map[types.NamespacedName]*GatewayStatus
+	// insecureFrontend are the Gateways with a listener whose client
+	// validation is AllowInsecureFallback.
+	insecureFrontend map[types.NamespacedName]bool
 }
 
 // gateways builds the managed GatewayClasses, Gateways and their
@@ -203,9 +277,10 @@ func (b *builder) gateways() {
 		b.m.GatewayClasses[gc.Name] = st
 	}
 	gs := &gatewayState{
-		gateways:  map[types.NamespacedName]*gatewayv1.Gateway{},
-		listeners: map[types.NamespacedName][]*gwListener{},
-		status:    map[types.NamespacedName]*GatewayStatus{},
+		gateways:         map[types.NamespacedName]*gatewayv1.Gateway{},
+		listeners:        map[types.NamespacedName][]*gwListener{},
+		status:           map[types.NamespacedName]*GatewayStatus{},
+		insecureFrontend: map[types.NamespacedName]bool{},
 	}
 	var gws []*gatewayv1.Gateway
 	for _, gw := range b.objs.Gateways {
@@ -390,7 +465,7 @@ func (b *builder) gateway(gw *gatewayv1.Gateway, ga gwAddress, gs *gatewayState)
 				cond("Conflicted", false, "NoConflicts", "no conflicts", gen)}
 			continue
 		}
-		b.gatewayListener(gw, i, l, addr)
+		b.gatewayListener(gw, i, l, addr, gs)
 	}
 	switch {
 	case ga.reason != "":
@@ -405,7 +480,7 @@ func (b *builder) gateway(gw *gatewayv1.Gateway, ga gwAddress, gs *gatewayState)
 // (protocol, hostname, conflicts with the Gateway's earlier listeners and
 // with other Gateways' bound ports), resolves its TLS certificate and
 // route kinds, and creates or joins its model listener.
-func (b *builder) gatewayListener(gw *gatewayv1.Gateway, i int, l *gwListener, addr string) {
+func (b *builder) gatewayListener(gw *gatewayv1.Gateway, i int, l *gwListener, addr string, gs *gatewayState) {
 	gen := gw.Generation
 	ls := l.spec
 	set := func(cs ...metav1.Condition) {
@@ -498,12 +573,29 @@ func (b *builder) gatewayListener(gw *gatewayv1.Gateway, i int, l *gwListener, a
 	}
 	// TLS.
 	var secret *Secret
+	var fv frontendValidation
 	if proto == "https" && !passthrough {
 		var err error
 		var reason string
 		secret, reason, err = b.listenerCertificate(gw, ls)
 		if err != nil {
 			resolved = cond("ResolvedRefs", false, reason, err.Error(), gen)
+		}
+		fv = b.frontendValidation(gw, ls.Port)
+		if fv.reason != "" && resolved.Status == metav1.ConditionTrue {
+			resolved = cond("ResolvedRefs", false, fv.reason, fv.msg, gen)
+		}
+		if fv.configured && fv.ca == nil {
+			// Every CA reference is invalid: the listener is not
+			// accepted (it must not serve without the client
+			// validation it asks for).
+			set(cond("Accepted", false, "NoValidCACertificate", "no caCertificateRef of the Gateway's frontend validation is valid: "+fv.msg, gen), resolved,
+				cond("Programmed", false, "Invalid", "the listener is invalid: "+fv.msg, gen),
+				cond("Conflicted", false, "NoConflicts", "no conflicts", gen))
+			return
+		}
+		if fv.insecure {
+			gs.insecureFrontend[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}] = true
 		}
 	}
 	if resolved.Status == metav1.ConditionFalse && (secret == nil && proto == "https" && !passthrough || len(l.kinds) == 0) {
@@ -537,7 +629,8 @@ func (b *builder) gatewayListener(gw *gatewayv1.Gateway, i int, l *gwListener, a
 	}
 	l.valid, l.l = true, ml
 	if proto == "https" && !passthrough {
-		l.chain = &FilterChain{Name: gw.Namespace + "/" + gw.Name + "/" + string(ls.Name), Hostname: host, Secret: secret, VirtualHosts: map[string]*VirtualHost{}}
+		l.chain = &FilterChain{Name: gw.Namespace + "/" + gw.Name + "/" + string(ls.Name), Hostname: host, Secret: secret, VirtualHosts: map[string]*VirtualHost{},
+			ClientCA: fv.ca, ClientInsecureFallback: fv.insecure}
 		ml.Chains = append(ml.Chains, l.chain)
 	}
 	set(cond("Accepted", true, "Accepted", "listener accepted", gen), resolved,
@@ -668,6 +761,10 @@ func (b *builder) finishGatewayStatus(gs *gatewayState, k types.NamespacedName, 
 		}
 	}
 	st.Conditions = []metav1.Condition{accepted, programmed}
+	if gs.insecureFrontend[k] {
+		st.Conditions = append(st.Conditions, cond("InsecureFrontendValidationMode", true, "ConfigurationChanged",
+			"a listener accepts clients without a valid certificate (frontend validation mode AllowInsecureFallback)", gen))
+	}
 }
 
 // ---- Hostnames ----

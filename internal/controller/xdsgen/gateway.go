@@ -73,7 +73,12 @@ func gatewayListeners(m *model.Model, opt Options, shared sharedListeners, ingre
 					out.FilterChains = append(out.FilterChains, fc)
 					continue
 				}
-				vh := &model.SecureVirtualHost{MinVersion: opt.TLSMinVersion, MaxVersion: opt.TLSMaxVersion}
+				vh := &model.SecureVirtualHost{MinVersion: opt.TLSMinVersion, MaxVersion: opt.TLSMaxVersion, ClientCA: c.ClientCA}
+				if c.ClientCA != nil && c.ClientInsecureFallback {
+					// AllowInsecureFallback: ask for a certificate, serve
+					// without one and with one that does not verify.
+					vh.OptionalClientCert, vh.SkipClientValidation = true, true
+				}
 				fc.TransportSocket = downstreamTLS(opt, vh, c.Secret.Name, opt.alpn())
 				fc.Filters = []*listenerv3.Filter{hcmFilter(opt, l.Name, rn)}
 				out.FilterChains = append(out.FilterChains, fc)
