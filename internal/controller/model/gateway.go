@@ -217,6 +217,7 @@ var supportedFeatures = []string{
 	"GatewayStaticAddresses", "GatewayAddressEmpty", "GatewayHTTPListenerIsolation",
 	"BackendTLSPolicy", "BackendTLSPolicySANValidation", "GatewayHTTPSListenerDetectMisdirectedRequests",
 	"GatewayFrontendClientCertificateValidation", "GatewayFrontendClientCertificateValidationInsecureFallback",
+	"TLSRouteModeTerminate", "TLSRouteModeMixed",
 }
 
 func cond(typ string, ok bool, reason, msg string, gen int64) metav1.Condition {
@@ -238,6 +239,9 @@ type gwListener struct {
 	// attachOnly listeners are accepted but not programmed: routes
 	// attach to them (AttachedRoutes counts them) and are not served.
 	attachOnly bool
+	// terminate is the certificate of a TLS listener in Terminate mode:
+	// its TLSRoutes' chains end TLS with it.
+	terminate *Secret
 	// pending listeners wait for their Gateway's address: accepted, not
 	// programmed.
 	pending bool
@@ -518,11 +522,12 @@ func (b *builder) gatewayListener(gw *gatewayv1.Gateway, i int, l *gwListener, a
 		invalid("Accepted", "UnsupportedProtocol", fmt.Sprintf("listener protocol %q is not supported: use HTTP, HTTPS, TLS or TCP", ls.Protocol))
 		return
 	}
-	passthrough := ls.Protocol == gatewayv1.TLSProtocolType
-	if passthrough && (ls.TLS == nil || ls.TLS.Mode == nil || *ls.TLS.Mode != gatewayv1.TLSModePassthrough) {
-		invalid("Accepted", "UnsupportedValue", "TLS listeners support tls.mode Passthrough only (terminate TLS with an HTTPS listener)")
-		return
-	}
+	// A TLS listener passes TLS through (mode Passthrough) or terminates
+	// it (Terminate, the default) and forwards the plain TCP stream to its
+	// TLSRoutes' backends; both may share a port (TLSRouteModeMixed: SNI
+	// picks the chain).
+	tlsListener := ls.Protocol == gatewayv1.TLSProtocolType
+	passthrough := tlsListener && ls.TLS != nil && ls.TLS.Mode != nil && *ls.TLS.Mode == gatewayv1.TLSModePassthrough
 	for _, o := range gw.Spec.Listeners[:i] {
 		if o.Port != ls.Port {
 			if b.containerPort(o.Port) == b.containerPort(ls.Port) {
@@ -581,7 +586,9 @@ func (b *builder) gatewayListener(gw *gatewayv1.Gateway, i int, l *gwListener, a
 		if err != nil {
 			resolved = cond("ResolvedRefs", false, reason, err.Error(), gen)
 		}
-		fv = b.frontendValidation(gw, ls.Port)
+		if !tlsListener {
+			fv = b.frontendValidation(gw, ls.Port)
+		}
 		if fv.reason != "" && resolved.Status == metav1.ConditionTrue {
 			resolved = cond("ResolvedRefs", false, fv.reason, fv.msg, gen)
 		}
@@ -628,7 +635,10 @@ func (b *builder) gatewayListener(gw *gatewayv1.Gateway, i int, l *gwListener, a
 		b.m.Listeners[name] = ml
 	}
 	l.valid, l.l = true, ml
-	if proto == "https" && !passthrough {
+	switch {
+	case tlsListener && !passthrough:
+		l.terminate = secret // the TLSRoutes' chains terminate with it
+	case proto == "https" && !passthrough:
 		l.chain = &FilterChain{Name: gw.Namespace + "/" + gw.Name + "/" + string(ls.Name), Hostname: host, Secret: secret, VirtualHosts: map[string]*VirtualHost{},
 			ClientCA: fv.ca, ClientInsecureFallback: fv.insecure}
 		ml.Chains = append(ml.Chains, l.chain)

@@ -816,7 +816,7 @@ func (b *builder) attachL4(gr gatewayRoute, l *gwListener, hosts []string, tp *T
 			}
 			if !taken {
 				l.l.Chains = append(l.l.Chains, &FilterChain{Name: l.gw.Namespace + "/" + l.gw.Name + "/" + string(l.spec.Name) + "/" + gr.meta.Name,
-					Hostname: h, TCPProxy: tp})
+					Hostname: h, TCPProxy: tp, Secret: l.terminate})
 			}
 		}
 	}

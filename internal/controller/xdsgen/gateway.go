@@ -67,8 +67,12 @@ func gatewayListeners(m *model.Model, opt Options, shared sharedListeners, ingre
 					fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: []string{c.Hostname}}
 				}
 				if c.TCPProxy != nil {
-					// TLS passthrough (a TLSRoute): SNI picks the chain, the
-					// connection goes to the backends as it is.
+					// A TLSRoute: SNI picks the chain, the connection goes
+					// to the backends as it is (Passthrough) or, with the
+					// listener's certificate, decrypted (Terminate).
+					if c.Secret != nil {
+						fc.TransportSocket = downstreamTLS(opt, &model.SecureVirtualHost{MinVersion: opt.TLSMinVersion, MaxVersion: opt.TLSMaxVersion}, c.Secret.Name, nil)
+					}
 					fc.Filters = []*listenerv3.Filter{tcpProxyFilter(opt, "tcp/"+c.Name, c.TCPProxy)}
 					out.FilterChains = append(out.FilterChains, fc)
 					continue
