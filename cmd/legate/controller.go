@@ -213,6 +213,9 @@ func (f *controllerFlags) run(ctx context.Context, log *slog.Logger, started fun
 	}
 	opt.Model.IngressClass = f.ingressClass
 	opt.Model.Gateway = model.GatewayOptions{ControllerName: f.gatewayController, ListenerPorts: f.gatewayListenerPorts}
+	if f.contour != nil {
+		opt.Model.Gateway.GatewayRef = f.contour.GatewayRef() // gateway.gatewayRef
+	}
 	if f.gatewayAddressPool != "" {
 		p, err := netip.ParsePrefix(f.gatewayAddressPool)
 		if err != nil {

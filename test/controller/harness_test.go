@@ -91,6 +91,9 @@ func startCP(t testing.TB, st *source.Store, o cpOptions) *cp {
 		o.contour = contourconfig.Default() // as legate controller without --config-path
 	}
 	o.model.Config = o.contour.Model()
+	if ref := o.contour.GatewayRef(); ref != nil {
+		o.model.Gateway.GatewayRef = ref
+	}
 	o.contour.ApplyXDS(&xo)
 	xo.AccessLog.HTTPPath, xo.AccessLog.HTTPSPath = o.accessLog, o.accessLog
 	x.c = controller.New(st, x.xds, controller.Options{

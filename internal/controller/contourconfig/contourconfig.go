@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/legateproxy/legate/internal/format"
 	"github.com/legateproxy/legate/internal/http1"
@@ -35,10 +36,11 @@ type Config struct {
 	KubernetesClientQPS   float32 `yaml:"kubernetesClientQPS,omitempty"`
 	KubernetesClientBurst int     `yaml:"kubernetesClientBurst,omitempty"`
 	Server                Server  `yaml:"server,omitempty"`
-	// Gateway selects Gateway API objects (refused: Legate serves
-	// HTTPProxy and Ingress).
-	Gateway              Block  `yaml:"gateway,omitempty"`
-	IngressStatusAddress string `yaml:"ingress-status-address,omitempty"`
+	// Gateway names the one Gateway this controller serves (Contour's
+	// gateway.gatewayRef): that Gateway, whatever its GatewayClass's
+	// controllerName, and no other.
+	Gateway              GatewayConfig `yaml:"gateway,omitempty"`
+	IngressStatusAddress string        `yaml:"ingress-status-address,omitempty"`
 	// Access log: format envoy (Envoy's default line, or
 	// AccessLogFormatString) or json (JSONFields), filtered by level.
 	AccessLogFormat       string   `yaml:"accesslog-format,omitempty"`
@@ -85,7 +87,7 @@ type Server struct {
 	XDSServerType string `yaml:"xds-server-type,omitempty"`
 }
 
-// NamespacedName names a Secret.
+// NamespacedName names an object (a Secret, a Gateway).
 type NamespacedName struct {
 	Name      string `yaml:"name"`
 	Namespace string `yaml:"namespace"`
@@ -300,6 +302,25 @@ func (c *Config) applyDefaults() {
 	}
 }
 
+// GatewayConfig is the gateway key: gatewayRef names the Gateway to
+// serve. (controllerName, which Contour 1.28 removed, is refused with
+// what replaces it.)
+type GatewayConfig struct {
+	GatewayRef     NamespacedName `yaml:"gatewayRef,omitempty"`
+	ControllerName string         `yaml:"controllerName,omitempty"`
+}
+
+// GatewayRef is the Gateway the configuration names (gateway.gatewayRef),
+// nil for none: then every Gateway of the managed GatewayClasses is
+// served.
+func (c *Config) GatewayRef() *types.NamespacedName {
+	r := c.Gateway.GatewayRef
+	if r.Name == "" {
+		return nil
+	}
+	return &types.NamespacedName{Namespace: r.Namespace, Name: r.Name}
+}
+
 // notImplemented is the error of a key Legate refuses.
 func notImplemented(key, why string) error {
 	return fmt.Errorf("%s: not implemented by Legate (%s); remove the key", key, why)
@@ -325,7 +346,9 @@ func (c *Config) refuseUnsupported() error {
 			errs = append(errs, notImplemented(key, why))
 		}
 	}
-	refuse(c.Gateway.set, "gateway", "Gateway API is not served; use HTTPProxy or Ingress")
+	if c.Gateway.ControllerName != "" {
+		errs = append(errs, fmt.Errorf("gateway.controllerName: removed in Contour 1.28; name the Gateway with gateway.gatewayRef, or the GatewayClasses with legate controller --gateway-controller-name"))
+	}
 	refuse(c.GlobalExternalAuthorization.set, "globalExtAuth", "global external authorization; set spec.virtualhost.authorization on each HTTPProxy")
 	refuse(c.Tracing.set, "tracing", "tracing of the generated listeners")
 	refuse(len(c.FeatureFlags) > 0, "featureFlags", "no Contour feature flags are implemented")
@@ -353,6 +376,9 @@ func (c *Config) refuseUnsupported() error {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if r := c.Gateway.GatewayRef; (r.Name == "") != (r.Namespace == "") {
+		bad("gateway.gatewayRef: set both namespace and name of the Gateway")
+	}
 	switch c.Server.XDSServerType {
 	case "contour", "envoy":
 	default:

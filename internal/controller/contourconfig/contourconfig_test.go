@@ -157,7 +157,8 @@ metrics:
 		{name: "format operator the proxy lacks", yaml: "accesslog-format-string: \"%SPAN_ID%\\n\"\n", err: "accesslog-format-string: not supported by Legate's proxy"},
 
 		// Refused: Contour keys Legate does not implement.
-		{name: "gateway", yaml: "gateway: {controllerName: projectcontour.io/gateway-controller}\n", err: "gateway: not implemented by Legate"},
+		{name: "gateway controllerName", yaml: "gateway: {controllerName: projectcontour.io/gateway-controller}\n", err: "gateway.controllerName: removed in Contour 1.28"},
+		{name: "gateway gatewayRef without namespace", yaml: "gateway: {gatewayRef: {name: contour}}\n", err: "gateway.gatewayRef: set both namespace and name"},
 		{name: "global ext auth", yaml: "globalExtAuth: {extensionRef: {name: a, namespace: b}}\n", err: "globalExtAuth: not implemented by Legate"},
 		{name: "tracing", yaml: "tracing: {extensionService: projectcontour/otel}\n", err: "tracing: not implemented by Legate"},
 		{name: "feature flags", yaml: "featureFlags: [useEndpointSlices]\n", err: "featureFlags: not implemented by Legate"},
@@ -217,5 +218,18 @@ func TestLoad(t *testing.T) {
 	os.WriteFile(p, []byte("tls: {minimum-protocol-version: \"1.0\"}\n"), 0o644)
 	if _, err := Load(p); err == nil || !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "tls.minimum-protocol-version") {
 		t.Errorf("invalid file: %v", err)
+	}
+}
+
+func TestGatewayRef(t *testing.T) {
+	c, err := Parse(strings.NewReader("gateway:\n  gatewayRef: {namespace: projectcontour, name: contour}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.GatewayRef(); r == nil || r.Namespace != "projectcontour" || r.Name != "contour" {
+		t.Errorf("GatewayRef() = %v", r)
+	}
+	if r := Default().GatewayRef(); r != nil {
+		t.Errorf("default GatewayRef() = %v, want nil", r)
 	}
 }

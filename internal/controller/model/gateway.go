@@ -34,6 +34,10 @@ type GatewayOptions struct {
 	// ControllerName selects the GatewayClasses (spec.controllerName)
 	// this controller manages (default DefaultGatewayController).
 	ControllerName string
+	// GatewayRef, when set, is the one Gateway served (Contour's
+	// gateway.gatewayRef): its GatewayClass is managed whatever its
+	// controllerName, and no other Gateway or class is.
+	GatewayRef *types.NamespacedName
 	// AddressPool, when valid, gives each Gateway without spec.addresses
 	// an address of its own from this prefix, which its listeners bind
 	// (so that Gateways may share ports). The proxy's host must accept
@@ -265,9 +269,19 @@ type gatewayState struct {
 func (b *builder) gateways() {
 	ctrl := b.opt.Gateway.controllerName()
 	classes := map[string]*gatewayv1.GatewayClass{}
+	ref := b.opt.Gateway.GatewayRef
+	var refGW *gatewayv1.Gateway
+	if ref != nil {
+		refGW = b.objs.Gateways[*ref]
+	}
 	for _, k := range sortedKeys(b.objs.GatewayClasses) {
 		gc := b.objs.GatewayClasses[k]
-		if string(gc.Spec.ControllerName) != ctrl {
+		switch {
+		case ref != nil:
+			if refGW == nil || string(refGW.Spec.GatewayClassName) != gc.Name {
+				continue
+			}
+		case string(gc.Spec.ControllerName) != ctrl:
 			continue
 		}
 		classes[gc.Name] = gc
@@ -288,6 +302,9 @@ func (b *builder) gateways() {
 	}
 	var gws []*gatewayv1.Gateway
 	for _, gw := range b.objs.Gateways {
+		if ref != nil && gw != refGW {
+			continue
+		}
 		if gc := classes[string(gw.Spec.GatewayClassName)]; gc != nil && b.m.GatewayClasses[gc.Name].Conditions[0].Status == metav1.ConditionTrue {
 			gws = append(gws, gw)
 		}

@@ -251,3 +251,31 @@ func TestMisdirected(t *testing.T) {
 		t.Error("a passthrough chain got virtual hosts")
 	}
 }
+
+// TestGatewayRef: with Contour's gateway.gatewayRef only the named
+// Gateway is served, and its GatewayClass is managed whatever its
+// controllerName.
+func TestGatewayRef(t *testing.T) {
+	objs := source.NewObjects()
+	for _, c := range []struct{ name, ctrl string }{{"ours", DefaultGatewayController}, {"theirs", "example.com/other"}} {
+		objs.GatewayClasses[types.NamespacedName{Name: c.name}] = &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: c.name},
+			Spec: gatewayv1.GatewayClassSpec{ControllerName: gatewayv1.GatewayController(c.ctrl)}}
+	}
+	for _, g := range []struct{ name, class string }{{"named", "theirs"}, {"other", "ours"}} {
+		objs.Gateways[types.NamespacedName{Namespace: "ns", Name: g.name}] = &gatewayv1.Gateway{
+			ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: g.name},
+			Spec:       gatewayv1.GatewaySpec{GatewayClassName: gatewayv1.ObjectName(g.class), Listeners: []gatewayv1.Listener{{Name: "http", Protocol: gatewayv1.HTTPProtocolType, Port: 80}}}}
+	}
+	m := Build(objs, Options{Gateway: GatewayOptions{GatewayRef: &types.NamespacedName{Namespace: "ns", Name: "named"}}})
+	if len(m.Gateways) != 1 || m.Gateways[types.NamespacedName{Namespace: "ns", Name: "named"}] == nil {
+		t.Errorf("Gateways served: %v, want ns/named only", m.Gateways)
+	}
+	if len(m.GatewayClasses) != 1 || m.GatewayClasses["theirs"] == nil {
+		t.Errorf("GatewayClasses managed: %v, want the named Gateway's only", m.GatewayClasses)
+	}
+	// Without it, the controllerName decides.
+	m = Build(objs, Options{})
+	if len(m.Gateways) != 1 || m.Gateways[types.NamespacedName{Namespace: "ns", Name: "other"}] == nil || m.GatewayClasses["ours"] == nil {
+		t.Errorf("without gatewayRef: Gateways %v, classes %v", m.Gateways, m.GatewayClasses)
+	}
+}
