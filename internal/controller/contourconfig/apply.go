@@ -25,6 +25,7 @@ func (c *Config) Model() model.ConfigDefaults {
 		HeadersToIngress:          c.Policy.ApplyToIngress,
 		CircuitBreakers:           c.circuitBreakers(),
 		RateLimitService:          c.RateLimitService.model(),
+		Tracing:                   c.Tracing.model(),
 	}
 }
 

@@ -75,7 +75,7 @@ type Config struct {
 	// Refused blocks: their content is not read.
 	GlobalExternalAuthorization Block    `yaml:"globalExtAuth,omitempty"`
 	Metrics                     Metrics  `yaml:"metrics,omitempty"`
-	Tracing                     Block    `yaml:"tracing,omitempty"`
+	Tracing                     *Tracing `yaml:"tracing,omitempty"`
 	FeatureFlags                []string `yaml:"featureFlags,omitempty"`
 	OMEnforcedHealth            Block    `yaml:"omEnforcedHealth,omitempty"`
 }
@@ -350,7 +350,6 @@ func (c *Config) refuseUnsupported() error {
 		errs = append(errs, fmt.Errorf("gateway.controllerName: removed in Contour 1.28; name the Gateway with gateway.gatewayRef, or the GatewayClasses with legate controller --gateway-controller-name"))
 	}
 	refuse(c.GlobalExternalAuthorization.set, "globalExtAuth", "global external authorization; set spec.virtualhost.authorization on each HTTPProxy")
-	refuse(c.Tracing.set, "tracing", "tracing of the generated listeners")
 	refuse(len(c.FeatureFlags) > 0, "featureFlags", "no Contour feature flags are implemented")
 	refuse(c.OMEnforcedHealth.set, "omEnforcedHealth", "overload manager health listener")
 	refuse(!c.TLS.EnvoyClientCertificate.IsZero(), "tls.envoy-client-certificate", "client certificates to upstreams")
@@ -376,6 +375,9 @@ func (c *Config) refuseUnsupported() error {
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if err := c.Tracing.validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if r := c.Gateway.GatewayRef; (r.Name == "") != (r.Namespace == "") {
 		bad("gateway.gatewayRef: set both namespace and name of the Gateway")
 	}

@@ -160,7 +160,10 @@ metrics:
 		{name: "gateway controllerName", yaml: "gateway: {controllerName: projectcontour.io/gateway-controller}\n", err: "gateway.controllerName: removed in Contour 1.28"},
 		{name: "gateway gatewayRef without namespace", yaml: "gateway: {gatewayRef: {name: contour}}\n", err: "gateway.gatewayRef: set both namespace and name"},
 		{name: "global ext auth", yaml: "globalExtAuth: {extensionRef: {name: a, namespace: b}}\n", err: "globalExtAuth: not implemented by Legate"},
-		{name: "tracing", yaml: "tracing: {extensionService: projectcontour/otel}\n", err: "tracing: not implemented by Legate"},
+		{name: "tracing without extensionService", yaml: "tracing: {serviceName: x}\n", err: "tracing.extensionService must be defined"},
+		{name: "tracing extensionService form", yaml: "tracing: {extensionService: otel}\n", err: "use <namespace>/<name>"},
+		{name: "tracing duplicate tag", yaml: "tracing: {extensionService: a/b, customTags: [{tagName: t, literal: x}, {tagName: t, literal: y}]}\n", err: "tagName t is duplicate"},
+		{name: "tracing tag with both", yaml: "tracing: {extensionService: a/b, customTags: [{tagName: t, literal: x, requestHeaderName: y}]}\n", err: "exactly one of Literal or RequestHeaderName"},
 		{name: "feature flags", yaml: "featureFlags: [useEndpointSlices]\n", err: "featureFlags: not implemented by Legate"},
 		{name: "envoy client certificate", yaml: "tls: {envoy-client-certificate: {name: c, namespace: n}}\n", err: "tls.envoy-client-certificate: not implemented by Legate"},
 		{name: "envoy service name", yaml: "envoy-service-name: envoy\n", err: "envoy-service-name: not implemented by Legate"},
@@ -231,5 +234,44 @@ func TestGatewayRef(t *testing.T) {
 	}
 	if r := Default().GatewayRef(); r != nil {
 		t.Errorf("default GatewayRef() = %v, want nil", r)
+	}
+}
+
+func TestTracing(t *testing.T) {
+	c, err := Parse(strings.NewReader(`tracing:
+  extensionService: projectcontour/otel
+  overallSampling: "12.5"
+  customTags: [{tagName: team, literal: shop}, {tagName: ua, requestHeaderName: user-agent}]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := c.Model().Tracing
+	if m == nil || m.ExtensionService.String() != "projectcontour/otel" || m.ServiceName != "contour" || m.OverallSampling != 12.5 || m.MaxPathTagLength != 256 {
+		t.Fatalf("tracing = %+v", m)
+	}
+	// Contour's pod tags first (includePodDetail defaults to true), then
+	// the custom ones.
+	want := "podName=env:HOSTNAME podNamespace=env:CONTOUR_NAMESPACE team=shop ua=header:user-agent"
+	var got []string
+	for _, tag := range m.CustomTags {
+		v := tag.Literal
+		if tag.Environment != "" {
+			v = "env:" + tag.Environment
+		}
+		if tag.RequestHeader != "" {
+			v = "header:" + tag.RequestHeader
+		}
+		got = append(got, tag.Name+"="+v)
+	}
+	if strings.Join(got, " ") != want {
+		t.Errorf("tags %v, want %s", got, want)
+	}
+	c, _ = Parse(strings.NewReader("tracing: {extensionService: a/b, includePodDetail: false, overallSampling: \"0\"}\n"))
+	if m := c.Model().Tracing; len(m.CustomTags) != 0 || m.OverallSampling != 100 {
+		t.Errorf("includePodDetail false / sampling 0: %+v", m)
+	}
+	if Default().Model().Tracing != nil {
+		t.Error("tracing without the block")
 	}
 }

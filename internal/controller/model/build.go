@@ -58,6 +58,7 @@ func Build(objs *source.Objects, opt Options) *Model {
 	}
 	b.extensionServices() // before the HTTPProxies that use them
 	b.rateLimitService()
+	b.tracing()
 	b.ingresses()
 	b.httpProxies()
 	b.gateways()

@@ -36,6 +36,9 @@ type ConfigDefaults struct {
 	// RateLimitService is the global rate limit service (rateLimitService);
 	// nil for none.
 	RateLimitService *RateLimitServiceConfig
+	// Tracing is the tracing block: every HTTP connection manager traces
+	// with OpenTelemetry to an ExtensionService; nil for none.
+	Tracing *TracingConfig
 }
 
 func (b *builder) minTLS() string {

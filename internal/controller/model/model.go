@@ -33,6 +33,9 @@ type Model struct {
 	// RateLimit is the global rate limit service of every HTTP connection
 	// manager (Contour's rateLimitService); nil when none is configured.
 	RateLimit *GlobalRateLimitService
+	// Tracing is the tracing of every HTTP connection manager (the
+	// configuration file's tracing), nil for none.
+	Tracing *Tracing
 	// Listeners are the Gateway API listeners, by xDS listener name
 	// (Insecure and Secure are those of HTTPProxies and Ingresses).
 	Listeners map[string]*Listener

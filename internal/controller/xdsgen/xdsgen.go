@@ -85,6 +85,9 @@ type Options struct {
 
 	// rateLimit is the model's global rate limit service (Build sets it).
 	rateLimit *model.GlobalRateLimitService
+	// tracing is the model's tracing of every connection manager (Build
+	// sets it).
+	tracing *model.Tracing
 	// plainHTTP marks the connection manager being rendered as one of a
 	// plain HTTP Gateway listener (its access log is the HTTP one).
 	plainHTTP bool
@@ -181,6 +184,7 @@ func hcmFilterWith(opt Options, statPrefix, routes string, fcc *model.ClientCert
 		logPath = opt.AccessLog.HTTPPath
 	}
 	opt.applyHCM(hcm, logPath)
+	hcm.Tracing = hcmTracing(opt.tracing)
 	if opt.websockets {
 		hcm.UpgradeConfigs = []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}}
 	}
@@ -213,6 +217,7 @@ func tcpProxyFilter(opt Options, statPrefix string, tp *model.TCPProxy) *listene
 func Build(m *model.Model, opt Options) *Resources {
 	opt = opt.withDefaults()
 	opt.rateLimit = m.RateLimit
+	opt.tracing = m.Tracing
 	r := &Resources{}
 	// A Gateway listener on the proxy's own address and the port of
 	// ingress_http (or ingress_https) takes its place, as in Contour,
