@@ -133,12 +133,12 @@ func FromSpec(s *contourv1alpha1.ContourConfigurationSpec) (*Config, error) {
 	if e := s.Envoy; e != nil {
 		errs = append(errs, c.envoyFromSpec(e, refuse, bad, flag))
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
 	c.applyDefaults()
 	if err := c.Validate(); err != nil {
-		return nil, crdPaths(err)
+		errs = append(errs, crdPaths(err)...)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -344,8 +344,8 @@ var crdFields = map[string]string{
 var keyToken = regexp.MustCompile(`[A-Za-z][A-Za-z0-9.-]*[A-Za-z]`)
 
 // crdPaths rewrites the file keys in Validate's errors as the fields'
-// paths.
-func crdPaths(err error) error {
+// paths, one error per problem.
+func crdPaths(err error) []error {
 	var list []error
 	if j, ok := err.(interface{ Unwrap() []error }); ok {
 		list = j.Unwrap()
@@ -362,5 +362,5 @@ func crdPaths(err error) error {
 		})
 		out = append(out, errors.New(msg))
 	}
-	return errors.Join(out...)
+	return out
 }
