@@ -199,3 +199,18 @@ func TestContourConfigurationFromSpec(t *testing.T) {
 		})
 	}
 }
+
+func TestResourceNamespace(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"CONTOUR_NAMESPACE": "projectcontour", "POD_NAMESPACE": "p"}, "projectcontour"},
+		{map[string]string{"POD_NAMESPACE": "p"}, "p"},
+		{nil, "legate-system"},
+	} {
+		if got := ResourceNamespace(func(k string) string { return tc.env[k] }); got != tc.want {
+			t.Errorf("%v: %q, want %q", tc.env, got, tc.want)
+		}
+	}
+}
