@@ -131,7 +131,7 @@ func FromSpec(s *contourv1alpha1.ContourConfigurationSpec) (*Config, error) {
 
 	c.Timeouts.ConnectionIdleTimeout = EnvoyDefaultConnectionIdleTimeout
 	if e := s.Envoy; e != nil {
-		errs = append(errs, c.envoyFromSpec(e, refuse, bad, flag))
+		c.envoyFromSpec(e, refuse, bad, flag)
 	}
 	c.applyDefaults()
 	if err := c.Validate(); err != nil {
@@ -143,7 +143,8 @@ func FromSpec(s *contourv1alpha1.ContourConfigurationSpec) (*Config, error) {
 	return c, nil
 }
 
-func (c *Config) envoyFromSpec(e *contourv1alpha1.EnvoyConfig, refuse func(bool, string, string), bad func(string, ...any), flag func(string, string)) error {
+// envoyFromSpec converts spec.envoy; refuse, bad and flag are FromSpec's.
+func (c *Config) envoyFromSpec(e *contourv1alpha1.EnvoyConfig, refuse func(bool, string, string), bad func(string, ...any), flag func(string, string)) {
 	b := func(p *bool) bool { return p != nil && *p }
 	refuse(e.Service != nil, "spec.envoy.service", "status from the Envoy Service; use spec.ingress.statusAddress or --ingress-status-address")
 	refuse(e.Health != nil, "spec.envoy.health", "the proxies' health listener is set by `legate bootstrap --health-address`")
@@ -243,7 +244,6 @@ func (c *Config) envoyFromSpec(e *contourv1alpha1.EnvoyConfig, refuse func(bool,
 		}
 		refuse(b(n.EnvoyStripTrailingHostDot), "spec.envoy.network.stripTrailingHostDot", "removing the trailing dot of the host")
 	}
-	return nil
 }
 
 func headersFromSpec(h *contourv1alpha1.HeadersPolicy) HeadersPolicy {
