@@ -386,7 +386,7 @@ type TracingConfig struct {
 	// +optional
 	MaxPathTagLength *uint32 `json:"maxPathTagLength,omitempty"`
 	// +optional
-	CustomTags []*CustomTag `json:"customTags,omitempty"`
+	CustomTags       []*CustomTag    `json:"customTags,omitempty"`
 	ExtensionService *NamespacedName `json:"extensionService"`
 }
 
