@@ -60,8 +60,11 @@ type controllerFlags struct {
 	// has for what it also configures: the access log files and format,
 	// and the PROXY protocol.
 	configPath, httpAccessLog, httpsAccessLog, accessLogFormat string
-	useProxyProtocol                                           bool
-	contour                                                    *contourconfig.Config
+	// contourConfigName is a ContourConfiguration (--contour-config-name)
+	// read instead of the file.
+	contourConfigName string
+	useProxyProtocol  bool
+	contour           *contourconfig.Config
 	// Gateway API: the GatewayClass controllerName, the pool of Gateway
 	// addresses and whether listener ports are bound as they are.
 	gatewayController, gatewayAddressPool string
@@ -80,6 +83,10 @@ func runController(args []string) int {
 	}
 	level := f.logLevel
 	if err := f.loadConfigFile(fs); err != nil {
+		fmt.Fprintln(os.Stderr, "legate controller:", err)
+		return 2
+	}
+	if err := f.loadContourConfiguration(context.Background(), fs, log); err != nil {
 		fmt.Fprintln(os.Stderr, "legate controller:", err)
 		return 2
 	}
@@ -134,6 +141,7 @@ func newControllerFlags() (*flag.FlagSet, *controllerFlags) {
 	f.mesh.register(fs)
 	fs.BoolVar(&f.insecure, "insecure", false, "serve xDS in plaintext without client authentication (any client gets every resource, private keys included)")
 	fs.StringVar(&f.configPath, "config-path", "", "Contour's configuration file (contour.yaml from the ConfigMap \"contour\"); flags given explicitly win over it")
+	fs.StringVar(&f.contourConfigName, "contour-config-name", "", "read Contour's configuration from this ContourConfiguration in the controller's namespace ($CONTOUR_NAMESPACE, $POD_NAMESPACE or legate-system) once at start-up, instead of --config-path; its status says whether it was accepted")
 	fs.StringVar(&f.httpAccessLog, "envoy-http-access-log", "/dev/stdout", "access log file of the proxies' HTTP listener")
 	fs.StringVar(&f.httpsAccessLog, "envoy-https-access-log", "/dev/stdout", "access log file of the proxies' HTTPS listener")
 	fs.StringVar(&f.accessLogFormat, "accesslog-format", "", "access log format: envoy or json (default: the file's accesslog-format, else envoy)")
@@ -151,10 +159,19 @@ func (f *controllerFlags) loadConfigFile(fs *flag.FlagSet) error {
 	if f.configPath == "" {
 		return nil
 	}
+	if f.contourConfigName != "" {
+		return errors.New("--config-path and --contour-config-name are exclusive: read Contour's configuration from a file or from a ContourConfiguration, not both")
+	}
 	c, err := contourconfig.Load(f.configPath)
 	if err != nil {
 		return err
 	}
+	return f.useContourConfig(fs, c, f.configPath)
+}
+
+// useContourConfig keeps c and sets the flags it configures unless they
+// were given on the command line; from names c in errors.
+func (f *controllerFlags) useContourConfig(fs *flag.FlagSet, c *contourconfig.Config, from string) error {
 	given := map[string]bool{}
 	fs.Visit(func(fl *flag.Flag) { given[fl.Name] = true })
 	for name, v := range c.Flags() {
@@ -162,11 +179,39 @@ func (f *controllerFlags) loadConfigFile(fs *flag.FlagSet) error {
 			continue
 		}
 		if err := fs.Set(name, v); err != nil {
-			return fmt.Errorf("%s: %s %q: %w", f.configPath, name, v, err)
+			return fmt.Errorf("%s: %s %q: %w", from, name, v, err)
 		}
 	}
 	f.contour = c
 	return nil
+}
+
+// loadContourConfiguration reads --contour-config-name, if given, from
+// the cluster, writes its status and sets the flags it configures, as
+// loadConfigFile. Contour reads it once at start-up; so does Legate.
+func (f *controllerFlags) loadContourConfiguration(ctx context.Context, fs *flag.FlagSet, log *slog.Logger) error {
+	if f.contourConfigName == "" {
+		return nil
+	}
+	if f.manifests != "" {
+		return errors.New("--contour-config-name reads a ContourConfiguration from the cluster: with --manifests, use --config-path")
+	}
+	cfg, err := kubeConfig(f.kubeconfig)
+	if err != nil {
+		return err
+	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	ns := contourconfig.ResourceNamespace(os.Getenv)
+	c, err := contourconfig.LoadResource(ctx, dyn, ns, f.contourConfigName, log)
+	if err != nil {
+		return err
+	}
+	return f.useContourConfig(fs, c, "ContourConfiguration "+ns+"/"+f.contourConfigName)
 }
 
 // contourSettings applies Contour's configuration file (or Contour's
@@ -205,7 +250,9 @@ func (f *controllerFlags) run(ctx context.Context, log *slog.Logger, started fun
 	if err := f.contourSettings(&opt); err != nil {
 		return err
 	}
-	if f.contour != nil {
+	if f.contour != nil && f.contourConfigName != "" {
+		log.Info("read Contour's ContourConfiguration", "name", f.contourConfigName, "settings", f.contour.String())
+	} else if f.contour != nil {
 		log.Info("read Contour's configuration file", "path", f.configPath, "settings", f.contour.String())
 	}
 	if err := f.mesh.apply(&opt, f); err != nil {

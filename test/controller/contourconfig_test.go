@@ -13,15 +13,25 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
+
+	contourv1alpha1 "github.com/legateproxy/legate/api/projectcontour/v1alpha1"
 	"github.com/legateproxy/legate/internal/controller/contourconfig"
 	"github.com/legateproxy/legate/internal/controller/source"
 	"github.com/legateproxy/legate/internal/testutil"
+	"github.com/legateproxy/legate/internal/testutil/kubetest"
 )
 
 // TestContourConfigFile: a Contour configuration file (what
@@ -222,4 +232,197 @@ spec:
 	if entry["response_code"] != float64(404) || entry["path"] != "/missing" || entry["authority"] != "nohost.example.com" || entry["method"] != "GET" || entry["@timestamp"] == nil {
 		t.Errorf("JSON access log entry %v", entry)
 	}
+}
+
+// TestContourConfigurationResource: a ContourConfiguration applied to a
+// real API server (the CRD of deploy/crds) is read as `legate controller
+// --contour-config-name` reads it and reaches Legate's proxy:
+// disablePermitInsecure redirects a permitInsecure route, the json
+// access log has the configured fields, and connectionIdleTimeout closes
+// idle connections. Its status says Valid=True, which kubectl shows; an
+// object with a field Legate does not implement and a bad value is
+// refused with both paths, and its status says Valid=False with them.
+func TestContourConfigurationResource(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the Kubernetes test binaries")
+	}
+	env, cfg := kubetest.StartAPIServer(t)
+	client := kubernetes.NewForConfigOrDie(cfg)
+	dyn := dynamic.NewForConfigOrDie(cfg)
+	ctx := context.Background()
+	mustCreate(t, client.CoreV1().Namespaces().Create, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "legate-system"}})
+	for _, doc := range strings.Split(`
+apiVersion: projectcontour.io/v1alpha1
+kind: ContourConfiguration
+metadata: {name: contour}
+spec:
+  httpproxy: {disablePermitInsecure: true}
+  envoy:
+    http: {port: 18080, accessLog: /dev/stderr}
+    logging:
+      accessLogFormat: json
+      accessLogJSONFields: ["@timestamp", method, path, response_code, "custom=%REQ(X-CUSTOM)%"]
+    timeouts: {connectionIdleTimeout: 500ms}
+---
+apiVersion: projectcontour.io/v1alpha1
+kind: ContourConfiguration
+metadata: {name: unsupported}
+spec:
+  tracing: {extensionService: {namespace: projectcontour, name: otel}}
+  envoy: {logging: {accessLogFormat: text}}
+`, "---\n") {
+		var u unstructured.Unstructured
+		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := dyn.Resource(contourv1alpha1.ContourConfigurationGVR).Namespace("legate-system").Create(ctx, &u, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("create ContourConfiguration: %v", err)
+		}
+	}
+	valid := func(name string) map[string]any {
+		u, err := dyn.Resource(contourv1alpha1.ContourConfigurationGVR).Namespace("legate-system").Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
+		for _, c := range conds {
+			if m, _ := c.(map[string]any); m["type"] == "Valid" {
+				return m
+			}
+		}
+		return nil
+	}
+
+	t.Run("unsupported", func(t *testing.T) {
+		_, err := contourconfig.LoadResource(ctx, dyn, "legate-system", "unsupported", testLogger(t))
+		for _, want := range []string{"ContourConfiguration legate-system/unsupported", "spec.tracing: not implemented by Legate", `spec.envoy.logging.accessLogFormat "text": use envoy or json`} {
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("error %v, want one containing %q", err, want)
+			}
+		}
+		c := valid("unsupported")
+		errs, _ := c["errors"].([]any)
+		if c["status"] != "False" || c["reason"] != "ErrorPresent" || !strings.Contains(fmt.Sprint(c["message"]), "spec.tracing") || len(errs) != 2 {
+			t.Errorf("Valid condition %v, want False with the two errors", c)
+		}
+		if _, err := contourconfig.LoadResource(ctx, dyn, "legate-system", "missing", nil); err == nil || !strings.Contains(err.Error(), "not found") {
+			t.Errorf("missing object: %v", err)
+		}
+	})
+
+	cc, err := contourconfig.LoadResource(ctx, dyn, "legate-system", "contour", testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := valid("contour"); c["status"] != "True" || c["reason"] != "Valid" {
+		t.Errorf("Valid condition %v, want True", c)
+	}
+	if f := cc.Flags(); f["http-port"] != "18080" || f["envoy-http-access-log"] != "/dev/stderr" {
+		t.Errorf("flags %v", f)
+	}
+	kc := filepath.Join(t.TempDir(), "kubeconfig")
+	os.WriteFile(kc, env.KubeConfig, 0o600)
+	out, err := exec.Command(filepath.Join(kubetest.KubeAssets(t), "kubectl"), "--kubeconfig", kc, "-n", "legate-system", "get", "contourconfigurations").CombinedOutput()
+	if err != nil || !regexp.MustCompile(`(?m)^contour\s+True\s+Valid\s`).Match(out) || !regexp.MustCompile(`(?m)^unsupported\s+False\s+ErrorPresent\s`).Match(out) {
+		t.Errorf("kubectl get contourconfigurations: %v\n%s", err, out)
+	}
+
+	up := testutil.StartUpstream(t, testutil.EchoHandler("ccr"))
+	leaf := testutil.NewCA(t, "ccr-ca").Issue(t, "ccr.example.com", "ccr.example.com")
+	b64 := func(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+	dir := t.TempDir()
+	writeFile(t, dir, "objs.yaml", services("svc-ccr")+slice("svc-ccr", up.Addr)+fmt.Sprintf(`---
+apiVersion: v1
+kind: Secret
+metadata: {name: ccr-tls, namespace: default}
+type: kubernetes.io/tls
+data: {tls.crt: %s, tls.key: %s}
+---
+apiVersion: projectcontour.io/v1
+kind: HTTPProxy
+metadata: {name: ccr, namespace: default}
+spec:
+  virtualhost: {fqdn: ccr.example.com, tls: {secretName: ccr-tls}}
+  routes:
+  - conditions: [{prefix: /}]
+    permitInsecure: true
+    services: [{name: svc-ccr, port: 80}]
+---
+apiVersion: projectcontour.io/v1
+kind: HTTPProxy
+metadata: {name: plain, namespace: default}
+spec:
+  virtualhost: {fqdn: plain.example.com}
+  routes: [{services: [{name: svc-ccr, port: 80}]}]
+`, b64(leaf.CertPEM), b64(leaf.KeyPEM)))
+	st := source.NewStore()
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if err := source.WatchManifests(wctx, dir, st, testLogger(t), 100*time.Millisecond); err != nil {
+		t.Fatal(err)
+	}
+	accessLog := filepath.Join(t.TempDir(), "access.log")
+	x := startCP(t, st, cpOptions{contour: cc, accessLog: accessLog})
+	startProxy(t, x)
+	base := fmt.Sprintf("http://127.0.0.1:%d", x.httpPort)
+	c := fromClient("127.0.0.1")
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		code, _, _ := do(t, c, "GET", base+"/logged", "plain.example.com", "X-Custom", "v1")
+		return code == 200
+	}, "proxy never routed plain.example.com")
+	if n := x.xds.NACKs(); len(n) > 0 {
+		t.Fatalf("NACKs: %v", n)
+	}
+
+	t.Run("httpproxy.disablePermitInsecure", func(t *testing.T) {
+		testutil.Eventually(t, 10*time.Second, func() bool {
+			code, h, _ := do(t, c, "GET", base+"/open", "ccr.example.com")
+			return code == 301 && h.Get("Location") == "https://ccr.example.com/open"
+		}, "GET http://ccr.example.com/open is not a 301 to HTTPS despite permitInsecure")
+	})
+
+	t.Run("envoy.logging json fields", func(t *testing.T) {
+		var b []byte
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if b, _ = os.ReadFile(accessLog); strings.Contains(string(b), `"/logged"`) {
+				break
+			}
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var e map[string]any
+			if err := json.Unmarshal([]byte(line), &e); err != nil {
+				t.Fatalf("access log line %q is not JSON: %v", line, err)
+			}
+			if e["path"] != "/logged" {
+				continue
+			}
+			if e["method"] != "GET" || e["response_code"] != float64(200) || e["custom"] != "v1" || e["@timestamp"] == nil || e["authority"] != nil {
+				t.Errorf("entry %v, want only @timestamp, method, path, response_code and custom", e)
+			}
+			return
+		}
+		t.Errorf("access log lacks GET /logged:\n%s", b)
+	})
+
+	t.Run("envoy.timeouts.connectionIdleTimeout", func(t *testing.T) {
+		conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", x.httpPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: plain.example.com\r\n\r\n")
+		br := bufio.NewReader(conn)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		start := time.Now()
+		conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = br.ReadByte()
+		if elapsed := time.Since(start); !errors.Is(err, io.EOF) || elapsed > 3*time.Second {
+			t.Errorf("idle keep-alive connection: %v after %s, want closed by the proxy after about 500ms", err, elapsed)
+		}
+	})
 }

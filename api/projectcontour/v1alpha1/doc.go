@@ -1,7 +1,7 @@
 // Package v1alpha1 holds the Go types of Contour's projectcontour.io/v1alpha1
-// ExtensionService, with the same JSON schema as Contour 1.33's, so that
-// manifests written for Contour apply unchanged where Legate's CRDs are
-// installed. An ExtensionService binds Kubernetes Services as the gRPC
+// ExtensionService and ContourConfiguration, with the same JSON schema as
+// Contour 1.33's, so that manifests written for Contour apply unchanged
+// where Legate's CRDs are installed. An ExtensionService binds Kubernetes Services as the gRPC
 // server of a proxy extension (today: an HTTPProxy's external
 // authorization). The CRD in deploy/crds is generated from these types
 // (make generate).
@@ -33,7 +33,7 @@ var (
 )
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(GroupVersion, &ExtensionService{}, &ExtensionServiceList{})
+	s.AddKnownTypes(GroupVersion, &ExtensionService{}, &ExtensionServiceList{}, &ContourConfiguration{}, &ContourConfigurationList{})
 	metav1.AddToGroupVersion(s, GroupVersion)
 	return nil
 }

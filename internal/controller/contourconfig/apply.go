@@ -100,10 +100,13 @@ func (c *Config) ApplyXDS(o *xdsgen.Options) {
 }
 
 // Flags are the file's values of keys that are also `legate controller`
-// flags, by flag name. As in Contour, a flag given on the command line
-// wins over the file.
+// flags, by flag name, with FlagValues. As in Contour, a flag given on
+// the command line wins over the file.
 func (c *Config) Flags() map[string]string {
 	f := map[string]string{}
+	for k, v := range c.FlagValues {
+		f[k] = v
+	}
 	if c.Kubeconfig != "" && !c.InCluster {
 		f["kubeconfig"] = c.Kubeconfig
 	}

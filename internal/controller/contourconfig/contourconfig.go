@@ -78,6 +78,9 @@ type Config struct {
 	Tracing                     *Tracing `yaml:"tracing,omitempty"`
 	FeatureFlags                []string `yaml:"featureFlags,omitempty"`
 	OMEnforcedHealth            Block    `yaml:"omEnforcedHealth,omitempty"`
+	// FlagValues are settings of a ContourConfiguration (FromSpec) that
+	// are `legate controller` flags, by flag name; the file has none.
+	FlagValues map[string]string `yaml:"-"`
 }
 
 // Server is Contour's server block.
