@@ -225,6 +225,7 @@ var supportedFeatures = []string{
 	"BackendTLSPolicy", "BackendTLSPolicySANValidation", "GatewayHTTPSListenerDetectMisdirectedRequests",
 	"GatewayFrontendClientCertificateValidation", "GatewayFrontendClientCertificateValidationInsecureFallback",
 	"TLSRouteModeTerminate", "TLSRouteModeMixed",
+	"GatewayBackendClientCertificate",
 }
 
 func cond(typ string, ok bool, reason, msg string, gen int64) metav1.Condition {
