@@ -20,13 +20,9 @@ import (
 	"github.com/legateproxy/legate/internal/controller/source"
 )
 
-func gatewayYAML(t *testing.T, m *model.Model, r *Resources) []byte {
-	return gatewayYAMLWith(t, m, r, false)
-}
-
-// gatewayYAMLWith renders as gatewayYAML, followed by the names of the
-// SDS secrets when secrets is set.
-func gatewayYAMLWith(t *testing.T, m *model.Model, r *Resources, secrets bool) []byte {
+// gatewayYAML renders the resources and statuses, followed by the names
+// of the SDS secrets when secrets is set.
+func gatewayYAML(t *testing.T, m *model.Model, r *Resources, secrets bool) []byte {
 	t.Helper()
 	var msgs []proto.Message
 	for _, x := range r.Listeners {
@@ -103,11 +99,11 @@ func TestGatewayGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			m := model.Build(objs, model.Options{Gateway: tc.opt})
-			got := gatewayYAMLWith(t, m, Build(m, Options{}), tc.secrets)
+			got := gatewayYAML(t, m, Build(m, Options{}), tc.secrets)
 			if !checkGolden(t, filepath.Join("testdata", "gateway", tc.name+".golden"), got) {
 				return
 			}
-			if again := gatewayYAMLWith(t, m, Build(model.Build(objs, model.Options{Gateway: tc.opt}), Options{}), tc.secrets); !bytes.Equal(got, again) {
+			if again := gatewayYAML(t, m, Build(model.Build(objs, model.Options{Gateway: tc.opt}), Options{}), tc.secrets); !bytes.Equal(got, again) {
 				t.Error("two renderings of the same objects differ")
 			}
 		})
