@@ -87,6 +87,10 @@ type builder struct {
 	// applies first; usedPolicies those the route being built uses.
 	tlsPolicies  map[tlsTarget][]*tlsPolicy
 	usedPolicies []*tlsPolicy
+	// backendCert is the backend client certificate of the Gateway whose
+	// routes are being built (spec.tls.backend.clientCertificateRef),
+	// presented on their BackendTLSPolicy clusters; nil for none.
+	backendCert *Secret
 }
 
 func sortedKeys[V any](m map[types.NamespacedName]V) []types.NamespacedName {
@@ -222,8 +226,11 @@ type clusterSpec struct {
 	systemCA    bool
 	subjectURIs []string
 	sni         string
-	idle        time.Duration
-	slowStart   *SlowStart
+	// clientCert is the certificate presented to the backend (a
+	// Gateway's backend client certificate).
+	clientCert *Secret
+	idle       time.Duration
+	slowStart  *SlowStart
 	// healthPort is the Service port health checks go to (a service's
 	// healthPort); nil: the serving port.
 	healthPort *corev1.ServicePort
@@ -251,6 +258,9 @@ func (cs clusterSpec) hash() string {
 	}
 	if cs.sni != "" {
 		fmt.Fprintf(&b, "sni=%s;", cs.sni)
+	}
+	if cs.clientCert != nil {
+		fmt.Fprintf(&b, "clientcert=%s;", cs.clientCert.Name)
 	}
 	if cs.idle > 0 {
 		fmt.Fprintf(&b, "idle=%s;", cs.idle)
@@ -342,6 +352,7 @@ func (b *builder) cluster(svc *corev1.Service, p corev1.ServicePort, cs clusterS
 		Name: name, Service: key, Port: p, EDSName: eds, Protocol: cs.protocol, LBPolicy: lb,
 		HealthCheck: cs.hc, UpstreamCA: cs.ca, SubjectNames: cs.subjectNames, IdleConnTimeout: cs.idle, SlowStart: cs.slowStart,
 		HealthPort: cs.healthPort, SystemCA: cs.systemCA, SubjectURIs: cs.subjectURIs, SNI: cs.sni,
+		ClientCertificate: cs.clientCert,
 	}
 	if cb := serviceBreakers(svc, b.opt.Config.CircuitBreakers); cb.Any() {
 		c.CircuitBreakers = cb

@@ -180,7 +180,10 @@ type GatewayStatus struct {
 	// addressReason and addressMessage say why a Gateway has no address
 	// of its own (UnsupportedAddress, AddressNotUsable), "" otherwise.
 	addressReason, addressMessage string
-	Listeners                     []ListenerStatus
+	// resolvedRefs is the Gateway's ResolvedRefs condition, set when it
+	// has references of its own (a backend client certificate).
+	resolvedRefs *metav1.Condition
+	Listeners    []ListenerStatus
 }
 
 // ListenerStatus is the status of one Gateway listener.
@@ -222,6 +225,7 @@ var supportedFeatures = []string{
 	"BackendTLSPolicy", "BackendTLSPolicySANValidation", "GatewayHTTPSListenerDetectMisdirectedRequests",
 	"GatewayFrontendClientCertificateValidation", "GatewayFrontendClientCertificateValidationInsecureFallback",
 	"TLSRouteModeTerminate", "TLSRouteModeMixed",
+	"GatewayBackendClientCertificate",
 }
 
 func cond(typ string, ok bool, reason, msg string, gen int64) metav1.Condition {
@@ -262,6 +266,9 @@ type gatewayState struct {
 	// insecureFrontend are the Gateways with a listener whose client
 	// validation is AllowInsecureFallback.
 	insecureFrontend map[types.NamespacedName]bool
+	// backendCerts are the valid backend client certificates of the
+	// Gateways that set one (spec.tls.backend.clientCertificateRef).
+	backendCerts map[types.NamespacedName]*Secret
 }
 
 // gateways builds the managed GatewayClasses, Gateways and their
@@ -299,6 +306,7 @@ func (b *builder) gateways() {
 		listeners:        map[types.NamespacedName][]*gwListener{},
 		status:           map[types.NamespacedName]*GatewayStatus{},
 		insecureFrontend: map[types.NamespacedName]bool{},
+		backendCerts:     map[types.NamespacedName]*Secret{},
 	}
 	var gws []*gatewayv1.Gateway
 	for _, gw := range b.objs.Gateways {
@@ -472,6 +480,16 @@ func (b *builder) gateway(gw *gatewayv1.Gateway, ga gwAddress, gs *gatewayState)
 	gs.gateways[key] = gw
 	gs.status[key] = st
 	b.m.Gateways[key] = st
+	if tc := gw.Spec.TLS; tc != nil && tc.Backend != nil && tc.Backend.ClientCertificateRef != nil {
+		resolved := cond("ResolvedRefs", true, "ResolvedRefs", "all references are resolved", gen)
+		sec, reason, err := b.backendClientCertificate(gw, *tc.Backend.ClientCertificateRef)
+		if err != nil {
+			resolved = cond("ResolvedRefs", false, reason, err.Error(), gen)
+		} else {
+			gs.backendCerts[key] = sec
+		}
+		st.resolvedRefs = &resolved
+	}
 	// Sized once: each gwListener keeps a pointer to its status.
 	st.Listeners = make([]ListenerStatus, len(gw.Spec.Listeners))
 	for i, ls := range gw.Spec.Listeners {
@@ -695,6 +713,37 @@ func (b *builder) listenerCertificate(gw *gatewayv1.Gateway, ls gatewayv1.Listen
 	return sec, "", nil
 }
 
+// backendClientCertificate resolves a Gateway's
+// spec.tls.backend.clientCertificateRef: a kubernetes.io/tls Secret with
+// a valid certificate and key, in another namespace only with a
+// ReferenceGrant. On failure it returns the Gateway's ResolvedRefs
+// reason: RefNotPermitted, else InvalidClientCertificateRef.
+func (b *builder) backendClientCertificate(gw *gatewayv1.Gateway, ref gatewayv1.SecretObjectReference) (*Secret, string, error) {
+	const invalid = "InvalidClientCertificateRef"
+	ns := gw.Namespace
+	if ref.Namespace != nil && string(*ref.Namespace) != "" {
+		ns = string(*ref.Namespace)
+	}
+	if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Secret") {
+		group, kind := "", "Secret"
+		if ref.Group != nil {
+			group = string(*ref.Group)
+		}
+		if ref.Kind != nil {
+			kind = string(*ref.Kind)
+		}
+		return nil, invalid, fmt.Errorf("tls.backend.clientCertificateRef %s/%s: kind %s of group %q is not supported: use a core Secret", ns, ref.Name, kind, group)
+	}
+	if ns != gw.Namespace && !b.refGranted(gatewayv1.GroupName, "Gateway", gw.Namespace, "", "Secret", ns, string(ref.Name)) {
+		return nil, "RefNotPermitted", fmt.Errorf("tls.backend.clientCertificateRef %s/%s is in another namespace and no ReferenceGrant there allows it", ns, ref.Name)
+	}
+	sec, err := b.tlsSecret(types.NamespacedName{Namespace: ns, Name: string(ref.Name)})
+	if err != nil {
+		return nil, invalid, fmt.Errorf("tls.backend.clientCertificateRef %s/%s: %w (it must be a kubernetes.io/tls Secret with tls.crt and tls.key)", ns, ref.Name, err)
+	}
+	return sec, "", nil
+}
+
 // refGranted reports whether a ReferenceGrant in the target namespace
 // allows a reference from (group, kind) objects of namespace from to the
 // named (group, kind) object.
@@ -791,6 +840,9 @@ func (b *builder) finishGatewayStatus(gs *gatewayState, k types.NamespacedName, 
 	if gs.insecureFrontend[k] {
 		st.Conditions = append(st.Conditions, cond("InsecureFrontendValidationMode", true, "ConfigurationChanged",
 			"a listener accepts clients without a valid certificate (frontend validation mode AllowInsecureFallback)", gen))
+	}
+	if st.resolvedRefs != nil {
+		st.Conditions = append(st.Conditions, *st.resolvedRefs)
 	}
 }
 

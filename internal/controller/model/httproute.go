@@ -125,10 +125,17 @@ func (b *builder) gatewayRoutes(gs *gatewayState) {
 	for idx, gr := range all {
 		key := types.NamespacedName{Namespace: gr.meta.Namespace, Name: gr.meta.Name}
 		st := &RouteStatus{Kind: gr.kind, Key: key, Generation: gr.meta.Generation}
-		var routes []*Route
 		var tp *TCPProxy
 		var resolved metav1.Condition
-		compiled := false
+		// HTTP and gRPC rules compile once per backend client
+		// certificate of the parents' Gateways (by SDS name, "" for
+		// none): their BackendTLSPolicy clusters present it.
+		type compiledRules struct {
+			routes   []*Route
+			resolved metav1.Condition
+		}
+		compiled := map[string]*compiledRules{}
+		tcpCompiled := false
 		b.usedPolicies = nil
 		var gateways []types.NamespacedName
 		for _, pr := range gr.parents {
@@ -142,13 +149,27 @@ func (b *builder) gatewayRoutes(gs *gatewayState) {
 			if gs.gateways[gwKey] == nil {
 				continue // not a Gateway of ours: its controller writes that status
 			}
-			if !compiled {
-				if gr.tcp != nil {
+			var routes []*Route
+			if gr.tcp != nil {
+				if !tcpCompiled {
 					tp, resolved = gr.tcp()
-				} else {
-					routes, resolved = gr.rules(idx)
+					tcpCompiled = true
 				}
-				compiled = true
+			} else {
+				cert := gs.backendCerts[gwKey]
+				name := ""
+				if cert != nil {
+					name = cert.Name
+				}
+				c := compiled[name]
+				if c == nil {
+					b.backendCert = cert
+					c = &compiledRules{}
+					c.routes, c.resolved = gr.rules(idx)
+					b.backendCert = nil
+					compiled[name] = c
+				}
+				routes, resolved = c.routes, c.resolved
 			}
 			gateways = append(gateways, gwKey)
 			accepted := b.attachRoute(gr, pr, gs.listeners[gwKey], routes, tp)
@@ -562,6 +583,7 @@ func (b *builder) routeBackend(kind, from string, ref gatewayv1.BackendObjectRef
 			if err := applyTLSPolicy(&cs, ps[0]); err != nil {
 				return nil, backendPolicyInvalid, err
 			}
+			cs.clientCert = b.backendCert
 		}
 	}
 	w := uint32(1)

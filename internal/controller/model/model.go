@@ -287,6 +287,10 @@ type Cluster struct {
 	// SubjectURIs are URI subject alternative names to match.
 	SystemCA    bool
 	SubjectURIs []string
+	// ClientCertificate is the certificate the proxy presents to the
+	// upstream (a Gateway's spec.tls.backend.clientCertificateRef, on
+	// the BackendTLSPolicy clusters of its routes); nil for none.
+	ClientCertificate *Secret
 	// IdleConnTimeout closes idle upstream connections (timeoutPolicy.idleConnection).
 	IdleConnTimeout time.Duration
 	// ExternalName is the DNS name of a type ExternalName Service.

@@ -101,6 +101,11 @@ func cluster(c *model.Cluster, opt Options) *clusterv3.Cluster {
 		if c.Protocol == "h2" {
 			ctx.CommonTlsContext.AlpnProtocols = []string{"h2"}
 		}
+		if c.ClientCertificate != nil {
+			// The certificate the proxy presents, by SDS as listener
+			// certificates (Build renders every model secret with one).
+			ctx.CommonTlsContext.TlsCertificateSdsSecretConfigs = sdsSecret(c.ClientCertificate.Name)
+		}
 		if c.UpstreamCA != nil || c.SystemCA {
 			vc := &tlsv3.CertificateValidationContext{}
 			if c.UpstreamCA != nil {

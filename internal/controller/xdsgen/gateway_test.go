@@ -20,7 +20,9 @@ import (
 	"github.com/legateproxy/legate/internal/controller/source"
 )
 
-func gatewayYAML(t *testing.T, m *model.Model, r *Resources) []byte {
+// gatewayYAML renders the resources and statuses, followed by the names
+// of the SDS secrets when secrets is set.
+func gatewayYAML(t *testing.T, m *model.Model, r *Resources, secrets bool) []byte {
 	t.Helper()
 	var msgs []proto.Message
 	for _, x := range r.Listeners {
@@ -60,6 +62,13 @@ func gatewayYAML(t *testing.T, m *model.Model, r *Resources) []byte {
 		sort.Slice(ps, func(i, j int) bool { return ps[i].Key.String() < ps[j].Key.String() })
 		out["backendTLSPolicies"] = ps
 	}
+	if secrets {
+		var names []string
+		for _, s := range r.Secrets {
+			names = append(names, s.Name)
+		}
+		out["secrets"] = names
+	}
 	return goldenYAML(t, msgs, out)
 }
 
@@ -67,17 +76,22 @@ func TestGatewayGolden(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		opt  model.GatewayOptions
+		// secrets lists the SDS secrets' names too.
+		secrets bool
 	}{
-		{"routes", model.GatewayOptions{}},
+		{"routes", model.GatewayOptions{}, false},
 		// The oldest Gateway takes the pool's one address (192.0.2.1);
 		// b's spec address is outside the pool, which is what the
 		// proxies bind (AddressNotUsable); c finds the pool empty
 		// (AddressNotAssigned); neither binds anything. (Without a
 		// pool, spec addresses are bound as they are: "routes".)
-		{"pool", model.GatewayOptions{AddressPool: netip.MustParsePrefix("192.0.2.0/31"), ListenerPorts: true}},
+		{"pool", model.GatewayOptions{AddressPool: netip.MustParsePrefix("192.0.2.0/31"), ListenerPorts: true}, false},
 		// BackendTLSPolicies (testdata/gateway/backendtls/objects.yaml
 		// says what each shows).
-		{"backendtls", model.GatewayOptions{}},
+		{"backendtls", model.GatewayOptions{}, false},
+		// Backend client certificates of Gateways
+		// (testdata/gateway/backendcert/objects.yaml).
+		{"backendcert", model.GatewayOptions{}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			objs, err := source.LoadManifests(filepath.Join("testdata", "gateway", tc.name))
@@ -85,11 +99,11 @@ func TestGatewayGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			m := model.Build(objs, model.Options{Gateway: tc.opt})
-			got := gatewayYAML(t, m, Build(m, Options{}))
+			got := gatewayYAML(t, m, Build(m, Options{}), tc.secrets)
 			if !checkGolden(t, filepath.Join("testdata", "gateway", tc.name+".golden"), got) {
 				return
 			}
-			if again := gatewayYAML(t, m, Build(model.Build(objs, model.Options{Gateway: tc.opt}), Options{})); !bytes.Equal(got, again) {
+			if again := gatewayYAML(t, m, Build(model.Build(objs, model.Options{Gateway: tc.opt}), Options{}), tc.secrets); !bytes.Equal(got, again) {
 				t.Error("two renderings of the same objects differ")
 			}
 		})
