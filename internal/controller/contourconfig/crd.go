@@ -43,9 +43,23 @@ func FromSpec(s *contourv1alpha1.ContourConfigurationSpec) (*Config, error) {
 	}
 	b := func(p *bool) bool { return p != nil && *p }
 
-	refuse(s.Gateway != nil, "spec.gateway", "a Gateway per controller; Legate serves the GatewayClasses of --gateway-controller-name")
+	if g := s.Gateway; g != nil {
+		// Contour's static provisioning: the one Gateway served.
+		c.Gateway.GatewayRef = NamespacedName{Namespace: g.GatewayRef.Namespace, Name: g.GatewayRef.Name}
+	}
 	refuse(s.GlobalExternalAuthorization != nil, "spec.globalExtAuth", "global external authorization; set spec.virtualhost.authorization on each HTTPProxy")
-	refuse(s.Tracing != nil, "spec.tracing", "tracing of the generated listeners")
+	if tr := s.Tracing; tr != nil {
+		t := &Tracing{IncludePodDetail: tr.IncludePodDetail, ServiceName: tr.ServiceName, OverallSampling: tr.OverallSampling, MaxPathTagLength: tr.MaxPathTagLength}
+		if tr.ExtensionService != nil && tr.ExtensionService.Name != "" {
+			t.ExtensionService = tr.ExtensionService.Namespace + "/" + tr.ExtensionService.Name
+		}
+		for _, ct := range tr.CustomTags {
+			if ct != nil {
+				t.CustomTags = append(t.CustomTags, CustomTag{TagName: ct.TagName, Literal: ct.Literal, RequestHeaderName: ct.RequestHeaderName})
+			}
+		}
+		c.Tracing = t // validated with the rest
+	}
 	refuse(len(s.FeatureFlags) > 0, "spec.featureFlags", "no Contour feature flags are implemented")
 	refuse(s.Debug != nil && (s.Debug.Address != "" || s.Debug.Port != 0), "spec.debug", "the debug endpoints are served on --http-address")
 

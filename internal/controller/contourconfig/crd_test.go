@@ -158,9 +158,9 @@ func TestContourConfigurationFromSpec(t *testing.T) {
 		{name: "admin port", spec: `{envoy: {network: {adminPort: 9100}}}`, err: "spec.envoy.network.adminPort 9100"},
 
 		// Refused: Contour fields Legate does not implement.
-		{name: "gateway", spec: `{gateway: {gatewayRef: {namespace: a, name: b}}}`, err: "spec.gateway: not implemented by Legate"},
+		{name: "gateway without namespace", spec: `{gateway: {gatewayRef: {name: b}}}`, err: "gateway.gatewayRef: set both namespace and name"},
 		{name: "globalExtAuth", spec: `{globalExtAuth: {extensionRef: {name: a, namespace: b}}}`, err: "spec.globalExtAuth: not implemented by Legate"},
-		{name: "tracing", spec: `{tracing: {extensionService: {namespace: a, name: b}}}`, err: "spec.tracing: not implemented by Legate"},
+		{name: "tracing without extensionService", spec: `{tracing: {serviceName: x}}`, err: "tracing.extensionService must be defined"},
 		{name: "featureFlags", spec: `{featureFlags: [useEndpointSlices]}`, err: "spec.featureFlags: not implemented by Legate"},
 		{name: "debug", spec: `{debug: {port: 6060}}`, err: "spec.debug: not implemented by Legate"},
 		{name: "metrics TLS", spec: `{metrics: {tls: {certFile: /c}}}`, err: "spec.metrics.tls: not implemented by Legate"},
@@ -212,5 +212,25 @@ func TestResourceNamespace(t *testing.T) {
 		if got := ResourceNamespace(func(k string) string { return tc.env[k] }); got != tc.want {
 			t.Errorf("%v: %q, want %q", tc.env, got, tc.want)
 		}
+	}
+}
+
+// TestContourConfigurationGatewayAndTracing: spec.gateway.gatewayRef and
+// spec.tracing apply as the file's keys do.
+func TestContourConfigurationGatewayAndTracing(t *testing.T) {
+	var spec contourv1alpha1.ContourConfigurationSpec
+	if err := yaml.Unmarshal([]byte(`{gateway: {gatewayRef: {namespace: projectcontour, name: contour}}, tracing: {extensionService: {namespace: obs, name: otel}, serviceName: shop, customTags: [{tagName: team, literal: a}]}}`), &spec); err != nil {
+		t.Fatal(err)
+	}
+	c, err := FromSpec(&spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.GatewayRef(); r == nil || r.String() != "projectcontour/contour" {
+		t.Errorf("GatewayRef() = %v", r)
+	}
+	tr := c.Model().Tracing
+	if tr == nil || tr.ExtensionService.String() != "obs/otel" || tr.ServiceName != "shop" || len(tr.CustomTags) != 3 {
+		t.Errorf("tracing = %+v", tr)
 	}
 }
