@@ -268,7 +268,7 @@ apiVersion: projectcontour.io/v1alpha1
 kind: ContourConfiguration
 metadata: {name: unsupported}
 spec:
-  tracing: {extensionService: {namespace: projectcontour, name: otel}}
+  featureFlags: [useEndpointSlices]
   envoy: {logging: {accessLogFormat: text}}
 `, "---\n") {
 		var u unstructured.Unstructured
@@ -295,14 +295,14 @@ spec:
 
 	t.Run("unsupported", func(t *testing.T) {
 		_, err := contourconfig.LoadResource(ctx, dyn, "legate-system", "unsupported", testLogger(t))
-		for _, want := range []string{"ContourConfiguration legate-system/unsupported", "spec.tracing: not implemented by Legate", `spec.envoy.logging.accessLogFormat "text": use envoy or json`} {
+		for _, want := range []string{"ContourConfiguration legate-system/unsupported", "spec.featureFlags: not implemented by Legate", `spec.envoy.logging.accessLogFormat "text": use envoy or json`} {
 			if err == nil || !strings.Contains(err.Error(), want) {
 				t.Errorf("error %v, want one containing %q", err, want)
 			}
 		}
 		c := valid("unsupported")
 		errs, _ := c["errors"].([]any)
-		if c["status"] != "False" || c["reason"] != "ErrorPresent" || !strings.Contains(fmt.Sprint(c["message"]), "spec.tracing") || len(errs) != 2 {
+		if c["status"] != "False" || c["reason"] != "ErrorPresent" || !strings.Contains(fmt.Sprint(c["message"]), "spec.featureFlags") || len(errs) != 2 {
 			t.Errorf("Valid condition %v, want False with the two errors", c)
 		}
 		if _, err := contourconfig.LoadResource(ctx, dyn, "legate-system", "missing", nil); err == nil || !strings.Contains(err.Error(), "not found") {
