@@ -1,6 +1,6 @@
 // Helpers for the feature tests: render builds the model and the xDS
-// resources from manifests (on top of baseObjects) as JSON; proxy wraps an
-// HTTPProxy spec. One file per capability: httpproxy_test.go (HTTPProxy
+// resources from manifests (on top of baseObjects) as JSON, and checks the
+// case's golden file (testdata/cases); proxy wraps an HTTPProxy spec. One file per capability: httpproxy_test.go (HTTPProxy
 // fields → xDS, one case per field), includes_test.go (delegation),
 // client_validation_test.go (TLS client validation).
 
@@ -11,7 +11,11 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -100,7 +104,72 @@ func renderWith(t *testing.T, manifests string, mo model.Options) (string, *mode
 			t.Errorf("route config %s fails Envoy's validation: %v", x.Name, err)
 		}
 	}
+	caseGolden(t, msgs, m)
 	return b.String(), m
+}
+
+// caseGolden checks a table case's whole rendering (the resources and the
+// HTTPProxy statuses) against its golden file,
+// testdata/cases/<test>/<case>.golden (a second rendering in one case is
+// <case>.2.golden); `go test ./internal/controller/xdsgen -update`
+// rewrites them. The cases' substring checks say what each case is about;
+// the golden file holds everything else it renders.
+func caseGolden(t *testing.T, msgs []proto.Message, m *model.Model) {
+	t.Helper()
+	type status struct {
+		Name, Status, Description string
+	}
+	var sts []status
+	for k, st := range m.Proxies {
+		sts = append(sts, status{k.String(), st.Current(), st.Description()})
+	}
+	sort.Slice(sts, func(i, j int) bool { return sts[i].Name < sts[j].Name })
+	goldenCalls.Lock()
+	goldenCalls.n[t.Name()]++
+	n := goldenCalls.n[t.Name()]
+	goldenCalls.Unlock()
+	name := goldenFileName(t.Name())
+	if n > 1 {
+		name += "." + strconv.Itoa(n)
+	}
+	path := filepath.Join("testdata", "cases", name+".golden")
+	if *update {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The cases' certificates are made afresh by each run: their bytes
+	// are not compared.
+	y := inlineBytes.ReplaceAll(goldenYAML(t, msgs, map[string]any{"httpproxies": sts}), []byte("${1}inline_bytes: <certificate>"))
+	checkGolden(t, path, y)
+}
+
+// inlineBytes matches an inline DataSource's value in the YAML.
+var inlineBytes = regexp.MustCompile(`(?m)^(\s*)inline_bytes: \S+$`)
+
+// goldenCalls counts the renderings of each test, for their file names.
+var goldenCalls = struct {
+	sync.Mutex
+	n map[string]int
+}{n: map[string]int{}}
+
+// goldenFileName is a test's name as a path: its top-level test a folder,
+// the rest with anything but letters, digits, '.', '-' and '_' as '_'.
+func goldenFileName(name string) string {
+	top, sub, _ := strings.Cut(name, "/")
+	clean := func(s string) string {
+		return strings.Map(func(r rune) rune {
+			switch {
+			case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '-', r == '_':
+				return r
+			}
+			return '_'
+		}, s)
+	}
+	if sub == "" {
+		return filepath.Join(clean(top), "main")
+	}
+	return filepath.Join(clean(top), clean(sub))
 }
 
 func proxy(spec string) string {
