@@ -186,7 +186,7 @@ type GatewayStatus struct {
 	Listeners    []ListenerStatus
 	// AttachedListenerSets counts the accepted ListenerSets attached to
 	// the Gateway; nil when the Gateway allows none and none names it.
-	AttachedListenerSets *int32
+	AttachedListenerSets *int32 `json:",omitempty"`
 }
 
 // ListenerSetStatus is the computed status of a ListenerSet whose

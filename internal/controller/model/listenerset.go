@@ -84,6 +84,8 @@ func (b *builder) gatewayListenerSets(gw *gatewayv1.Gateway, sets []*gatewayv1.L
 	if gw.Spec.AllowedListeners != nil || len(sets) > 0 {
 		st.AttachedListenerSets = ptrTo(int32(0))
 	}
+	// The listeners of higher precedence: the Gateway's, then the
+	// accepted ones of the accepted ListenerSets before.
 	earlier := slices.Clone(gw.Spec.Listeners)
 	for _, set := range sets {
 		key := types.NamespacedName{Namespace: set.Namespace, Name: set.Name}
@@ -98,6 +100,8 @@ func (b *builder) gatewayListenerSets(gw *gatewayv1.Gateway, sets []*gatewayv1.L
 		// Sized once: each gwListener keeps a pointer to its status.
 		lst.Listeners = make([]ListenerStatus, len(set.Spec.Listeners))
 		var mine []*gwListener
+		before := earlier
+		earlier = slices.Clone(earlier)
 		for i, e := range set.Spec.Listeners {
 			spec := listenerOf(e)
 			lst.Listeners[i].Name = string(e.Name)
@@ -112,7 +116,9 @@ func (b *builder) gatewayListenerSets(gw *gatewayv1.Gateway, sets []*gatewayv1.L
 			} else {
 				b.gatewayListener(gw, earlier, l, addr, gs)
 			}
-			earlier = append(earlier, spec)
+			if condOf(l.status.Conditions, "Accepted") == "True/Accepted" {
+				earlier = append(earlier, spec)
+			}
 		}
 		valid, programmed := 0, 0
 		for _, l := range mine {
@@ -124,6 +130,7 @@ func (b *builder) gatewayListenerSets(gw *gatewayv1.Gateway, sets []*gatewayv1.L
 			}
 		}
 		if valid == 0 {
+			earlier = before
 			msg := "no listener is valid: see the listeners' conditions"
 			lst.Conditions = []metav1.Condition{cond("Accepted", false, "ListenersNotValid", msg, gen), cond("Programmed", false, "ListenersNotValid", msg, gen)}
 			continue
@@ -152,4 +159,15 @@ func (b *builder) listenerSetParent(ls *gatewayv1.ListenerSet) types.NamespacedN
 		k.Namespace = string(*ns)
 	}
 	return k
+}
+
+// condOf is the status and reason of the condition of type typ
+// ("True/Accepted"), "-" when there is none.
+func condOf(cs []metav1.Condition, typ string) string {
+	for _, c := range cs {
+		if c.Type == typ {
+			return string(c.Status) + "/" + c.Reason
+		}
+	}
+	return "-"
 }
