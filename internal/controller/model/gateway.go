@@ -237,7 +237,7 @@ var supportedFeatures = []string{
 	"BackendTLSPolicy", "BackendTLSPolicySANValidation", "GatewayHTTPSListenerDetectMisdirectedRequests",
 	"GatewayFrontendClientCertificateValidation", "GatewayFrontendClientCertificateValidationInsecureFallback",
 	"TLSRouteModeTerminate", "TLSRouteModeMixed",
-	"GatewayBackendClientCertificate",
+	"GatewayBackendClientCertificate", "ListenerSet",
 }
 
 func cond(typ string, ok bool, reason, msg string, gen int64) metav1.Condition {

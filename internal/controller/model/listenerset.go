@@ -72,7 +72,7 @@ func (b *builder) allowsListenerSet(gw *gatewayv1.Gateway, ns string) bool {
 
 // listenerOf is a ListenerSet entry as a Gateway listener.
 func listenerOf(e gatewayv1.ListenerEntry) gatewayv1.Listener {
-	return gatewayv1.Listener{Name: e.Name, Hostname: e.Hostname, Port: e.Port, Protocol: e.Protocol, TLS: e.TLS, AllowedRoutes: e.AllowedRoutes}
+	return gatewayv1.Listener(e)
 }
 
 // gatewayListenerSets validates the listeners of the ListenerSets naming
