@@ -122,11 +122,19 @@ func TestListenerSetConflicts(t *testing.T) {
 		entry("dup", gatewayv1.HTTPProtocolType, 80, "dup.example.com"),
 		entry("gw", gatewayv1.HTTPProtocolType, 80, "gw.example.com"))
 	addSet(objs, "team-a", "c", 5, entry("tcp", gatewayv1.TCPProtocolType, 80, ""))
+	// d is accepted (one valid listener) and its TCP listener on port 80
+	// is not: e's HTTP listener there does not conflict with it.
+	addSet(objs, "infra", "d", 20,
+		entry("ok", gatewayv1.HTTPProtocolType, 81, "d.example.com"),
+		entry("tcp80", gatewayv1.TCPProtocolType, 80, ""))
+	addSet(objs, "infra", "e", 30, entry("http80", gatewayv1.HTTPProtocolType, 80, "e.example.com"))
 	m := Build(objs, Options{})
 	want := map[string]map[string]string{
 		"infra/a":  {"mine": "True/Accepted", "dup": "True/Accepted", "gw": "False/HostnameConflict"},
 		"infra/b":  {"mine": "True/Accepted", "dup": "False/HostnameConflict"},
 		"team-a/c": {"tcp": "False/ProtocolConflict"},
+		"infra/d":  {"ok": "True/Accepted", "tcp80": "False/ProtocolConflict"},
+		"infra/e":  {"http80": "True/Accepted"},
 	}
 	for set, ls := range want {
 		st := m.ListenerSets[types.NamespacedName{Namespace: set[:len(set)-2], Name: set[len(set)-1:]}]
@@ -157,8 +165,8 @@ func TestListenerSetConflicts(t *testing.T) {
 		t.Errorf("team-a/c: Accepted %s, want False/ListenersNotValid", got)
 	}
 	gw := m.Gateways[types.NamespacedName{Namespace: "infra", Name: "gw"}]
-	if *gw.AttachedListenerSets != 2 {
-		t.Errorf("attachedListenerSets %d, want 2 (a and b)", *gw.AttachedListenerSets)
+	if *gw.AttachedListenerSets != 4 {
+		t.Errorf("attachedListenerSets %d, want 4 (a, b, d, e)", *gw.AttachedListenerSets)
 	}
 	if got := condOf(gw.Listeners[0].Conditions, "Accepted"); got != "True/Accepted" || len(gw.Listeners) != 1 {
 		t.Errorf("the Gateway's listeners: %v (its own listener must stay accepted, and alone)", gw.Listeners)
