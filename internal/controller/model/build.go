@@ -51,6 +51,7 @@ func Build(objs *source.Objects, opt Options) *Model {
 			Listeners:      map[string]*Listener{},
 			GatewayClasses: map[string]*GatewayClassStatus{},
 			Gateways:       map[types.NamespacedName]*GatewayStatus{},
+			ListenerSets:   map[types.NamespacedName]*ListenerSetStatus{},
 			Routes:         map[RouteKey]*RouteStatus{},
 
 			BackendTLSPolicies: map[types.NamespacedName]*BackendTLSPolicyStatus{},

@@ -184,6 +184,18 @@ type GatewayStatus struct {
 	// has references of its own (a backend client certificate).
 	resolvedRefs *metav1.Condition
 	Listeners    []ListenerStatus
+	// AttachedListenerSets counts the accepted ListenerSets attached to
+	// the Gateway; nil when the Gateway allows none and none names it.
+	AttachedListenerSets *int32 `json:",omitempty"`
+}
+
+// ListenerSetStatus is the computed status of a ListenerSet whose
+// parentRef names a managed Gateway.
+type ListenerSetStatus struct {
+	Key        types.NamespacedName
+	Generation int64
+	Conditions []metav1.Condition
+	Listeners  []ListenerStatus
 }
 
 // ListenerStatus is the status of one Gateway listener.
@@ -225,7 +237,7 @@ var supportedFeatures = []string{
 	"BackendTLSPolicy", "BackendTLSPolicySANValidation", "GatewayHTTPSListenerDetectMisdirectedRequests",
 	"GatewayFrontendClientCertificateValidation", "GatewayFrontendClientCertificateValidationInsecureFallback",
 	"TLSRouteModeTerminate", "TLSRouteModeMixed",
-	"GatewayBackendClientCertificate",
+	"GatewayBackendClientCertificate", "ListenerSet",
 }
 
 func cond(typ string, ok bool, reason, msg string, gen int64) metav1.Condition {
@@ -241,6 +253,12 @@ type gwListener struct {
 	gw     *gatewayv1.Gateway
 	spec   gatewayv1.Listener
 	status *ListenerStatus
+	// set is the ListenerSet that defines the listener (nil for the
+	// Gateway's own); ns is the namespace of the one defining it, where
+	// its certificates and same-namespace routes are; gen its generation.
+	set *gatewayv1.ListenerSet
+	ns  string
+	gen int64
 	// valid listeners accept routes; l is their model listener and chain
 	// their HTTPS filter chain.
 	valid bool
@@ -269,6 +287,8 @@ type gatewayState struct {
 	// backendCerts are the valid backend client certificates of the
 	// Gateways that set one (spec.tls.backend.clientCertificateRef).
 	backendCerts map[types.NamespacedName]*Secret
+	// setParents are the Gateways of the accepted ListenerSets.
+	setParents map[types.NamespacedName]types.NamespacedName
 }
 
 // gateways builds the managed GatewayClasses, Gateways and their
@@ -307,6 +327,7 @@ func (b *builder) gateways() {
 		status:           map[types.NamespacedName]*GatewayStatus{},
 		insecureFrontend: map[types.NamespacedName]bool{},
 		backendCerts:     map[types.NamespacedName]*Secret{},
+		setParents:       map[types.NamespacedName]types.NamespacedName{},
 	}
 	var gws []*gatewayv1.Gateway
 	for _, gw := range b.objs.Gateways {
@@ -326,8 +347,9 @@ func (b *builder) gateways() {
 		return cmp.Compare(a.Namespace+"/"+a.Name, c.Namespace+"/"+c.Name)
 	})
 	addrs := b.gatewayAddresses(gws)
+	sets := b.listenerSetsByGateway()
 	for _, gw := range gws {
-		b.gateway(gw, addrs[gw], gs)
+		b.gateway(gw, addrs[gw], gs, sets[types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}])
 	}
 	b.backendTLSPolicies()
 	b.gatewayRoutes(gs)
@@ -466,7 +488,7 @@ func hostnameOf(h *gatewayv1.Hostname) string {
 
 // gateway validates one Gateway's listeners and creates their model
 // listeners.
-func (b *builder) gateway(gw *gatewayv1.Gateway, ga gwAddress, gs *gatewayState) {
+func (b *builder) gateway(gw *gatewayv1.Gateway, ga gwAddress, gs *gatewayState, sets []*gatewayv1.ListenerSet) {
 	key := types.NamespacedName{Namespace: gw.Namespace, Name: gw.Name}
 	gen := gw.Generation
 	st := &GatewayStatus{Key: key, Generation: gen, addressReason: ga.reason, addressMessage: ga.msg}
@@ -494,7 +516,7 @@ func (b *builder) gateway(gw *gatewayv1.Gateway, ga gwAddress, gs *gatewayState)
 	st.Listeners = make([]ListenerStatus, len(gw.Spec.Listeners))
 	for i, ls := range gw.Spec.Listeners {
 		st.Listeners[i].Name = string(ls.Name)
-		l := &gwListener{gw: gw, spec: ls, status: &st.Listeners[i]}
+		l := &gwListener{gw: gw, spec: ls, status: &st.Listeners[i], ns: gw.Namespace, gen: gen}
 		gs.listeners[key] = append(gs.listeners[key], l)
 		if pending {
 			l.pending = true
@@ -504,8 +526,9 @@ func (b *builder) gateway(gw *gatewayv1.Gateway, ga gwAddress, gs *gatewayState)
 				cond("Conflicted", false, "NoConflicts", "no conflicts", gen)}
 			continue
 		}
-		b.gatewayListener(gw, i, l, addr, gs)
+		b.gatewayListener(gw, gw.Spec.Listeners[:i], l, addr, gs)
 	}
+	b.gatewayListenerSets(gw, sets, addr, pending, gs)
 	switch {
 	case ga.reason != "":
 		st.Conditions = append(st.Conditions, cond("Programmed", false, "AddressNotUsable", ga.msg, gen))
@@ -519,13 +542,23 @@ func (b *builder) gateway(gw *gatewayv1.Gateway, ga gwAddress, gs *gatewayState)
 // (protocol, hostname, conflicts with the Gateway's earlier listeners and
 // with other Gateways' bound ports), resolves its TLS certificate and
 // route kinds, and creates or joins its model listener.
-func (b *builder) gatewayListener(gw *gatewayv1.Gateway, i int, l *gwListener, addr string, gs *gatewayState) {
-	gen := gw.Generation
+func (b *builder) gatewayListener(gw *gatewayv1.Gateway, earlier []gatewayv1.Listener, l *gwListener, addr string, gs *gatewayState) {
+	gen := l.gen
 	ls := l.spec
 	set := func(cs ...metav1.Condition) {
 		l.status.Conditions = cs
 	}
 	invalid := func(typ, reason, msg string) {
+		if typ == "Conflicted" && l.set != nil {
+			// A ListenerSet's listener that conflicts with one of higher
+			// precedence is not accepted (the conformance suite's
+			// ListenerSetHostnameConflict).
+			set(cond("Accepted", false, reason, msg, gen),
+				cond("ResolvedRefs", true, "ResolvedRefs", "", gen),
+				cond("Programmed", false, reason, "the listener is not programmed: "+msg, gen),
+				cond("Conflicted", true, reason, msg, gen))
+			return
+		}
 		// An invalid listener: the failed condition, and Programmed False.
 		cs := []metav1.Condition{}
 		for _, t := range []string{"Accepted", "ResolvedRefs", "Programmed", "Conflicted"} {
@@ -563,7 +596,7 @@ func (b *builder) gatewayListener(gw *gatewayv1.Gateway, i int, l *gwListener, a
 	// picks the chain).
 	tlsListener := ls.Protocol == gatewayv1.TLSProtocolType
 	passthrough := tlsListener && ls.TLS != nil && ls.TLS.Mode != nil && *ls.TLS.Mode == gatewayv1.TLSModePassthrough
-	for _, o := range gw.Spec.Listeners[:i] {
+	for _, o := range earlier {
 		if o.Port != ls.Port {
 			if b.containerPort(o.Port) == b.containerPort(ls.Port) {
 				invalid("Accepted", "PortUnavailable", "the listener's port maps to the port of an earlier listener")
@@ -617,7 +650,7 @@ func (b *builder) gatewayListener(gw *gatewayv1.Gateway, i int, l *gwListener, a
 	if proto == "https" && !passthrough {
 		var err error
 		var reason string
-		secret, reason, err = b.listenerCertificate(gw, ls)
+		secret, reason, err = b.listenerCertificate(l, ls)
 		if err != nil {
 			resolved = cond("ResolvedRefs", false, reason, err.Error(), gen)
 		}
@@ -674,7 +707,11 @@ func (b *builder) gatewayListener(gw *gatewayv1.Gateway, i int, l *gwListener, a
 	case tlsListener && !passthrough:
 		l.terminate = secret // the TLSRoutes' chains terminate with it
 	case proto == "https" && !passthrough:
-		l.chain = &FilterChain{Name: gw.Namespace + "/" + gw.Name + "/" + string(ls.Name), Hostname: host, Secret: secret, VirtualHosts: map[string]*VirtualHost{},
+		chain := gw.Namespace + "/" + gw.Name + "/" + string(ls.Name)
+		if l.set != nil {
+			chain = gw.Namespace + "/" + gw.Name + "/" + l.set.Namespace + "/" + l.set.Name + "/" + string(ls.Name)
+		}
+		l.chain = &FilterChain{Name: chain, Hostname: host, Secret: secret, VirtualHosts: map[string]*VirtualHost{},
 			ClientCA: fv.ca, ClientInsecureFallback: fv.insecure}
 		ml.Chains = append(ml.Chains, l.chain)
 	}
@@ -686,9 +723,14 @@ func (b *builder) gatewayListener(gw *gatewayv1.Gateway, i int, l *gwListener, a
 func ptrTo[T any](v T) *T { return &v }
 
 // listenerCertificate resolves an HTTPS listener's first certificateRef
-// (a kubernetes.io/tls Secret; in another namespace only with a
-// ReferenceGrant), returning the ResolvedRefs reason on failure.
-func (b *builder) listenerCertificate(gw *gatewayv1.Gateway, ls gatewayv1.Listener) (*Secret, string, error) {
+// (a kubernetes.io/tls Secret; in another namespace than its Gateway's,
+// or ListenerSet's, only with a ReferenceGrant from that kind),
+// returning the ResolvedRefs reason on failure.
+func (b *builder) listenerCertificate(l *gwListener, ls gatewayv1.Listener) (*Secret, string, error) {
+	fromKind := "Gateway"
+	if l.set != nil {
+		fromKind = "ListenerSet"
+	}
 	if ls.TLS == nil || len(ls.TLS.CertificateRefs) == 0 {
 		return nil, "InvalidCertificateRef", fmt.Errorf("an HTTPS listener needs tls.certificateRefs")
 	}
@@ -699,12 +741,12 @@ func (b *builder) listenerCertificate(gw *gatewayv1.Gateway, ls gatewayv1.Listen
 	if (ref.Group != nil && *ref.Group != "") || (ref.Kind != nil && *ref.Kind != "Secret") {
 		return nil, "InvalidCertificateRef", fmt.Errorf("certificateRef %s is not a core Secret", ref.Name)
 	}
-	ns := gw.Namespace
+	ns := l.ns
 	if ref.Namespace != nil && string(*ref.Namespace) != "" {
 		ns = string(*ref.Namespace)
 	}
-	if ns != gw.Namespace && !b.refGranted(gatewayv1.GroupName, "Gateway", gw.Namespace, "", "Secret", ns, string(ref.Name)) {
-		return nil, "RefNotPermitted", fmt.Errorf("certificateRef %s/%s is in another namespace and no ReferenceGrant there allows it", ns, ref.Name)
+	if ns != l.ns && !b.refGranted(gatewayv1.GroupName, fromKind, l.ns, "", "Secret", ns, string(ref.Name)) {
+		return nil, "RefNotPermitted", fmt.Errorf("certificateRef %s/%s is in another namespace and no ReferenceGrant there allows it (from %s)", ns, ref.Name, fromKind)
 	}
 	sec, err := b.tlsSecret(types.NamespacedName{Namespace: ns, Name: string(ref.Name)})
 	if err != nil {
@@ -771,7 +813,8 @@ func (b *builder) refGranted(fromGroup, fromKind, from, toGroup, toKind, toNS, t
 }
 
 // allowsNamespace reports whether a listener's allowedRoutes.namespaces
-// admits routes of namespace ns (default: the Gateway's own).
+// admits routes of namespace ns (default: the namespace of the Gateway,
+// or ListenerSet, that defines it).
 func (b *builder) allowsNamespace(l *gwListener, ns string) bool {
 	from := gatewayv1.NamespacesFromSame
 	var sel *metav1.LabelSelector
@@ -795,7 +838,7 @@ func (b *builder) allowsNamespace(l *gwListener, ns string) bool {
 		}
 		return s.Matches(labels.Set(n.Labels))
 	default:
-		return ns == l.gw.Namespace
+		return ns == l.ns
 	}
 }
 
@@ -812,13 +855,18 @@ func (l *gwListener) allowsKind(kind string) bool {
 func (b *builder) finishGatewayStatus(gs *gatewayState, k types.NamespacedName, st *GatewayStatus) {
 	gen := st.Generation
 	valid := 0
+	own := 0
 	for _, l := range gs.listeners[k] {
+		if l.set != nil {
+			continue
+		}
+		own++
 		if l.valid || l.pending {
 			valid++
 		}
 	}
 	accepted := cond("Accepted", true, "Accepted", "Gateway accepted", gen)
-	if valid < len(gs.listeners[k]) && len(gs.listeners[k]) > 0 {
+	if valid < own && own > 0 {
 		accepted = cond("Accepted", true, "ListenersNotValid", "some listeners are invalid: see the listeners' conditions", gen)
 		if valid == 0 {
 			accepted = cond("Accepted", false, "ListenersNotValid", "no listener is valid: see the listeners' conditions", gen)

@@ -139,12 +139,21 @@ func (b *builder) gatewayRoutes(gs *gatewayState) {
 		b.usedPolicies = nil
 		var gateways []types.NamespacedName
 		for _, pr := range gr.parents {
-			if (pr.Group != nil && *pr.Group != gatewayv1.GroupName) || (pr.Kind != nil && *pr.Kind != "Gateway") {
+			if (pr.Group != nil && *pr.Group != gatewayv1.GroupName) || (pr.Kind != nil && *pr.Kind != "Gateway" && *pr.Kind != "ListenerSet") {
 				continue
 			}
 			gwKey := types.NamespacedName{Namespace: gr.meta.Namespace, Name: string(pr.Name)}
 			if pr.Namespace != nil && *pr.Namespace != "" {
 				gwKey.Namespace = string(*pr.Namespace)
+			}
+			// A ListenerSet parent: its listeners, on its Gateway's.
+			var setKey types.NamespacedName
+			if pr.Kind != nil && *pr.Kind == "ListenerSet" {
+				setKey = gwKey
+				if b.m.ListenerSets[setKey] == nil {
+					continue // not a ListenerSet of our Gateways
+				}
+				gwKey = b.listenerSetParent(b.objs.ListenerSets[setKey])
 			}
 			if gs.gateways[gwKey] == nil {
 				continue // not a Gateway of ours: its controller writes that status
@@ -172,7 +181,7 @@ func (b *builder) gatewayRoutes(gs *gatewayState) {
 				routes, resolved = c.routes, c.resolved
 			}
 			gateways = append(gateways, gwKey)
-			accepted := b.attachRoute(gr, pr, gs.listeners[gwKey], routes, tp)
+			accepted := b.attachRoute(gr, pr, setKey, gs.listeners[gwKey], routes, tp)
 			st.Parents = append(st.Parents, RouteParentStatus{ParentRef: pr, Conditions: []metav1.Condition{accepted, resolved}})
 		}
 		if len(st.Parents) > 0 {
@@ -195,11 +204,16 @@ func (b *builder) gatewayRoutes(gs *gatewayState) {
 
 // attachRoute adds a route's rules to the listeners of one parentRef
 // (its sectionName and port select them) that admit it, under the
-// hostnames both accept, and returns the Accepted condition.
-func (b *builder) attachRoute(gr gatewayRoute, pr gatewayv1.ParentReference, ls []*gwListener, routes []*Route, tp *TCPProxy) metav1.Condition {
+// hostnames both accept, and returns the Accepted condition. ls are all
+// the listeners of the parent's Gateway; the parent is the ListenerSet
+// set when it has a name, else the Gateway (its own listeners).
+func (b *builder) attachRoute(gr gatewayRoute, pr gatewayv1.ParentReference, set types.NamespacedName, ls []*gwListener, routes []*Route, tp *TCPProxy) metav1.Condition {
 	gen := gr.meta.Generation
 	var candidates []*gwListener
 	for _, l := range ls {
+		if set.Name == "" && l.set != nil || set.Name != "" && (l.set == nil || l.set.Namespace != set.Namespace || l.set.Name != set.Name) {
+			continue
+		}
 		if pr.SectionName != nil && *pr.SectionName != l.spec.Name {
 			continue
 		}

@@ -42,7 +42,10 @@ type Model struct {
 	// Status of the managed GatewayClasses (by name), Gateways and routes.
 	GatewayClasses map[string]*GatewayClassStatus
 	Gateways       map[types.NamespacedName]*GatewayStatus
-	Routes         map[RouteKey]*RouteStatus
+	// ListenerSets are the ListenerSets whose parentRef names a managed
+	// Gateway.
+	ListenerSets map[types.NamespacedName]*ListenerSetStatus
+	Routes       map[RouteKey]*RouteStatus
 	// BackendTLSPolicies is the status of each BackendTLSPolicy a route
 	// of a managed Gateway uses.
 	BackendTLSPolicies map[types.NamespacedName]*BackendTLSPolicyStatus

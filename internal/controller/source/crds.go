@@ -46,6 +46,7 @@ var CRDs = []CRD{
 	gatewayCRD("tlsroutes", "TLSRoutes are not served", false),
 	gatewayCRD("tcproutes", "TCPRoutes are not served", false),
 	gatewayCRD("referencegrants", "routes and Gateways cannot refer to other namespaces (RefNotPermitted)", false),
+	gatewayCRD("listenersets", "ListenerSets do not attach listeners to Gateways", false),
 	gatewayCRD("backendtlspolicies", "BackendTLSPolicies do not apply: routes connect to their Services without TLS", false),
 }
 

@@ -101,7 +101,7 @@ func (k *Kube) Run(ctx context.Context, st *Store) error {
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	if !cache.WaitForCacheSync(sctx.Done(), synced...) {
-		return fmt.Errorf("kubernetes informers did not sync within 2 minutes: the controller may list them, so check the API server's health and the controller's RBAC permissions to watch (list/watch services, endpointslices, secrets, ingresses, httpproxies, tlscertificatedelegations, extensionservices, the Gateway API's gatewayclasses, gateways, httproutes, grpcroutes, tlsroutes, tcproutes, referencegrants and backendtlspolicies, with configmaps; pods and namespaces for sidecars)")
+		return fmt.Errorf("kubernetes informers did not sync within 2 minutes: the controller may list them, so check the API server's health and the controller's RBAC permissions to watch (list/watch services, endpointslices, secrets, ingresses, httpproxies, tlscertificatedelegations, extensionservices, the Gateway API's gatewayclasses, gateways, httproutes, grpcroutes, tlsroutes, tcproutes, referencegrants, listenersets and backendtlspolicies, with configmaps; pods and namespaces for sidecars)")
 	}
 	return nil
 }
@@ -138,6 +138,8 @@ func FromUnstructured(obj any) (any, error) {
 		typed = &gatewayv1.ReferenceGrant{}
 	case "BackendTLSPolicy":
 		typed = &gatewayv1.BackendTLSPolicy{}
+	case "ListenerSet":
+		typed = &gatewayv1.ListenerSet{}
 	default:
 		return nil, fmt.Errorf("unexpected kind %q", u.GetKind())
 	}

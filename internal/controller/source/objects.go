@@ -47,6 +47,8 @@ type Objects struct {
 	TLSRoutes       map[types.NamespacedName]*gatewayv1.TLSRoute
 	TCPRoutes       map[types.NamespacedName]*gatewayv1.TCPRoute
 	ReferenceGrants map[types.NamespacedName]*gatewayv1.ReferenceGrant
+	// ListenerSets add listeners to the Gateways that allow them.
+	ListenerSets map[types.NamespacedName]*gatewayv1.ListenerSet
 	// BackendTLSPolicies configure TLS from the proxy to Services of
 	// Gateway API routes; ConfigMaps are kept only when they hold a
 	// ca.crt (a BackendTLSPolicy's caCertificateRefs).
@@ -73,6 +75,7 @@ func NewObjects() *Objects {
 		TLSRoutes:          map[types.NamespacedName]*gatewayv1.TLSRoute{},
 		TCPRoutes:          map[types.NamespacedName]*gatewayv1.TCPRoute{},
 		ReferenceGrants:    map[types.NamespacedName]*gatewayv1.ReferenceGrant{},
+		ListenerSets:       map[types.NamespacedName]*gatewayv1.ListenerSet{},
 		BackendTLSPolicies: map[types.NamespacedName]*gatewayv1.BackendTLSPolicy{},
 		ConfigMaps:         map[types.NamespacedName]*corev1.ConfigMap{},
 	}
@@ -130,6 +133,7 @@ func (s *Store) Take() (*Objects, Kind) {
 	copyMap(o.TLSRoutes, s.objs.TLSRoutes)
 	copyMap(o.TCPRoutes, s.objs.TCPRoutes)
 	copyMap(o.ReferenceGrants, s.objs.ReferenceGrants)
+	copyMap(o.ListenerSets, s.objs.ListenerSets)
 	copyMap(o.BackendTLSPolicies, s.objs.BackendTLSPolicies)
 	copyMap(o.ConfigMaps, s.objs.ConfigMaps)
 	k := s.pending
@@ -144,7 +148,7 @@ func onlyEndpointsDiffer(a, b *Objects) bool {
 		reflect.DeepEqual(a.GatewayClasses, b.GatewayClasses) && reflect.DeepEqual(a.Gateways, b.Gateways) &&
 		reflect.DeepEqual(a.HTTPRoutes, b.HTTPRoutes) && reflect.DeepEqual(a.GRPCRoutes, b.GRPCRoutes) &&
 		reflect.DeepEqual(a.TLSRoutes, b.TLSRoutes) && reflect.DeepEqual(a.TCPRoutes, b.TCPRoutes) &&
-		reflect.DeepEqual(a.ReferenceGrants, b.ReferenceGrants) &&
+		reflect.DeepEqual(a.ReferenceGrants, b.ReferenceGrants) && reflect.DeepEqual(a.ListenerSets, b.ListenerSets) &&
 		reflect.DeepEqual(a.BackendTLSPolicies, b.BackendTLSPolicies) && reflect.DeepEqual(a.ConfigMaps, b.ConfigMaps)
 }
 
@@ -261,6 +265,8 @@ func (s *Store) apply(obj any, del bool) bool {
 		kind = set(s.objs.TCPRoutes, key(o.Namespace, o.Name), o, del, KindConfig)
 	case *gatewayv1.ReferenceGrant:
 		kind = set(s.objs.ReferenceGrants, key(o.Namespace, o.Name), o, del, KindConfig)
+	case *gatewayv1.ListenerSet:
+		kind = set(s.objs.ListenerSets, key(o.Namespace, o.Name), o, del, KindConfig)
 	case *gatewayv1.BackendTLSPolicy:
 		kind = set(s.objs.BackendTLSPolicies, key(o.Namespace, o.Name), o, del, KindConfig)
 	default:

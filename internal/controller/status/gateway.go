@@ -88,7 +88,45 @@ func GatewayStatus(st *model.GatewayStatus, old gatewayv1.GatewayStatus, addr st
 			Name: gatewayv1.SectionName(l.Name), SupportedKinds: kinds,
 			AttachedRoutes: l.AttachedRoutes, Conditions: mergeConditions(oldConds, l.Conditions)})
 	}
+	if st.AttachedListenerSets != nil {
+		n := *st.AttachedListenerSets
+		out.AttachedListenerSets = &n
+	}
 	return out
+}
+
+// ListenerSetStatus renders a computed ListenerSet status.
+func ListenerSetStatus(st *model.ListenerSetStatus, old gatewayv1.ListenerSetStatus) gatewayv1.ListenerSetStatus {
+	out := gatewayv1.ListenerSetStatus{Conditions: mergeConditions(old.Conditions, st.Conditions)}
+	for _, l := range st.Listeners {
+		var oldConds []metav1.Condition
+		for _, ol := range old.Listeners {
+			if string(ol.Name) == l.Name {
+				oldConds = ol.Conditions
+			}
+		}
+		kinds := l.SupportedKinds
+		if kinds == nil {
+			kinds = []gatewayv1.RouteGroupKind{}
+		}
+		out.Listeners = append(out.Listeners, gatewayv1.ListenerEntryStatus{
+			Name: gatewayv1.SectionName(l.Name), SupportedKinds: kinds,
+			AttachedRoutes: l.AttachedRoutes, Conditions: mergeConditions(oldConds, l.Conditions)})
+	}
+	return out
+}
+
+func equalListenerSetStatus(a, b gatewayv1.ListenerSetStatus) bool {
+	if !sameConditions(a.Conditions, b.Conditions) || len(a.Listeners) != len(b.Listeners) {
+		return false
+	}
+	for i := range a.Listeners {
+		x, y := a.Listeners[i], b.Listeners[i]
+		if x.Name != y.Name || x.AttachedRoutes != y.AttachedRoutes || !reflect.DeepEqual(x.SupportedKinds, y.SupportedKinds) || !sameConditions(x.Conditions, y.Conditions) {
+			return false
+		}
+	}
+	return true
 }
 
 // RouteParents renders a route's parent statuses: those of other
@@ -131,7 +169,7 @@ func (w *Writer) updateStatus(ctx context.Context, gvr schema.GroupVersionResour
 }
 
 // writeGateways writes the status of managed GatewayClasses, Gateways,
-// HTTPRoutes, GRPCRoutes, TLSRoutes, TCPRoutes and BackendTLSPolicies that
+// ListenerSets, HTTPRoutes, GRPCRoutes, TLSRoutes, TCPRoutes and BackendTLSPolicies that
 // differs from the cluster's.
 func (w *Writer) writeGateways(ctx context.Context, m *model.Model, objs *source.Objects, note func(error)) {
 	gv := gatewayv1.SchemeGroupVersion
@@ -165,6 +203,23 @@ func (w *Writer) writeGateways(ctx context.Context, m *model.Model, objs *source
 		cp.Status = want
 		if err := w.updateStatus(ctx, gv.WithResource("gateways"), "Gateway", cp, gw.Namespace); err != nil {
 			note(fmt.Errorf("status of Gateway %s: %w", key, err))
+			continue
+		}
+		note(nil)
+	}
+	for key, st := range m.ListenerSets {
+		ls := objs.ListenerSets[key]
+		if ls == nil {
+			continue
+		}
+		want := ListenerSetStatus(st, ls.Status)
+		if equalListenerSetStatus(ls.Status, want) {
+			continue
+		}
+		cp := ls.DeepCopy()
+		cp.Status = want
+		if err := w.updateStatus(ctx, gv.WithResource("listenersets"), "ListenerSet", cp, ls.Namespace); err != nil {
+			note(fmt.Errorf("status of ListenerSet %s: %w", key, err))
 			continue
 		}
 		note(nil)
@@ -290,7 +345,8 @@ func (w *Writer) gatewayController() string {
 }
 
 func equalGatewayStatus(a, b gatewayv1.GatewayStatus) bool {
-	if !sameConditions(a.Conditions, b.Conditions) || !reflect.DeepEqual(a.Addresses, b.Addresses) || len(a.Listeners) != len(b.Listeners) {
+	if !sameConditions(a.Conditions, b.Conditions) || !reflect.DeepEqual(a.Addresses, b.Addresses) || len(a.Listeners) != len(b.Listeners) ||
+		!reflect.DeepEqual(a.AttachedListenerSets, b.AttachedListenerSets) {
 		return false
 	}
 	for i := range a.Listeners {

@@ -3,7 +3,7 @@ package xdsgen
 // Golden tests of the Gateway API (Envoy Gateway style): the objects of
 // testdata/gateway/<case>/, built with the case's options, rendered as
 // the listeners, route configurations and clusters, followed by the
-// computed GatewayClass, Gateway, route and BackendTLSPolicy statuses, in
+// computed GatewayClass, Gateway, ListenerSet, route and BackendTLSPolicy statuses, in
 // testdata/gateway/<case>.golden. `go test ./internal/controller/xdsgen
 // -run TestGatewayGolden -update` rewrites them; review their diff.
 
@@ -62,6 +62,14 @@ func gatewayYAML(t *testing.T, m *model.Model, r *Resources, secrets bool) []byt
 		sort.Slice(ps, func(i, j int) bool { return ps[i].Key.String() < ps[j].Key.String() })
 		out["backendTLSPolicies"] = ps
 	}
+	if len(m.ListenerSets) > 0 {
+		var ls []*model.ListenerSetStatus
+		for _, x := range m.ListenerSets {
+			ls = append(ls, x)
+		}
+		sort.Slice(ls, func(i, j int) bool { return ls[i].Key.String() < ls[j].Key.String() })
+		out["listenerSets"] = ls
+	}
 	if secrets {
 		var names []string
 		for _, s := range r.Secrets {
@@ -92,6 +100,8 @@ func TestGatewayGolden(t *testing.T) {
 		// Backend client certificates of Gateways
 		// (testdata/gateway/backendcert/objects.yaml).
 		{"backendcert", model.GatewayOptions{}, true},
+		// ListenerSets (testdata/gateway/listenerset/objects.yaml).
+		{"listenerset", model.GatewayOptions{}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			objs, err := source.LoadManifests(filepath.Join("testdata", "gateway", tc.name))
