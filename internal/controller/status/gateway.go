@@ -80,19 +80,27 @@ func GatewayStatus(st *model.GatewayStatus, old gatewayv1.GatewayStatus, addr st
 				oldConds = ol.Conditions
 			}
 		}
-		kinds := l.SupportedKinds
-		if kinds == nil {
-			kinds = []gatewayv1.RouteGroupKind{}
-		}
+		kinds, conds := listenerStatus(l, oldConds)
 		out.Listeners = append(out.Listeners, gatewayv1.ListenerStatus{
-			Name: gatewayv1.SectionName(l.Name), SupportedKinds: kinds,
-			AttachedRoutes: l.AttachedRoutes, Conditions: mergeConditions(oldConds, l.Conditions)})
+			Name: gatewayv1.SectionName(l.Name), SupportedKinds: kinds, AttachedRoutes: l.AttachedRoutes, Conditions: conds})
 	}
 	if st.AttachedListenerSets != nil {
 		n := *st.AttachedListenerSets
 		out.AttachedListenerSets = &n
 	}
 	return out
+}
+
+// listenerStatus is what a Gateway's and a ListenerSet's listener
+// statuses share: the supported kinds (an empty list, not null, which the
+// CRD requires) and the conditions, keeping the transition times of the
+// old ones that did not change.
+func listenerStatus(l model.ListenerStatus, old []metav1.Condition) ([]gatewayv1.RouteGroupKind, []metav1.Condition) {
+	kinds := l.SupportedKinds
+	if kinds == nil {
+		kinds = []gatewayv1.RouteGroupKind{}
+	}
+	return kinds, mergeConditions(old, l.Conditions)
 }
 
 // ListenerSetStatus renders a computed ListenerSet status.
@@ -105,13 +113,9 @@ func ListenerSetStatus(st *model.ListenerSetStatus, old gatewayv1.ListenerSetSta
 				oldConds = ol.Conditions
 			}
 		}
-		kinds := l.SupportedKinds
-		if kinds == nil {
-			kinds = []gatewayv1.RouteGroupKind{}
-		}
+		kinds, conds := listenerStatus(l, oldConds)
 		out.Listeners = append(out.Listeners, gatewayv1.ListenerEntryStatus{
-			Name: gatewayv1.SectionName(l.Name), SupportedKinds: kinds,
-			AttachedRoutes: l.AttachedRoutes, Conditions: mergeConditions(oldConds, l.Conditions)})
+			Name: gatewayv1.SectionName(l.Name), SupportedKinds: kinds, AttachedRoutes: l.AttachedRoutes, Conditions: conds})
 	}
 	return out
 }
