@@ -3,6 +3,7 @@ package xdsgen
 import (
 	"sort"
 	"strings"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -29,19 +30,29 @@ const ExtAuthzFilter = "envoy.filters.http.ext_authz"
 // cache cleared after a check (the server may change headers that
 // routing reads), 403 when the server fails, and the client's
 // certificate in the check request. nil without a server.
+// extensionGrpcService is the gRPC service of an ExtensionService's
+// cluster as Contour's grpcService writes it: the cluster, the authority
+// its validated subject name or else the cluster name with dots, and the
+// timeout when one is set (timeoutPolicy.response). c may be nil (the
+// ExtensionService is missing): the authority is then the name's.
+func extensionGrpcService(name string, c *model.Cluster, timeout *time.Duration) *corev3.GrpcService {
+	authority := strings.ReplaceAll(name, "/", ".")
+	if c != nil && c.SNI != "" {
+		authority = c.SNI
+	}
+	gs := &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
+		ClusterName: name, Authority: authority}}}
+	if timeout != nil {
+		gs.Timeout = dur(*timeout)
+	}
+	return gs
+}
+
 func extAuthzFilter(a *model.ExternalAuthorization) *hcmv3.HttpFilter {
 	if a == nil {
 		return nil
 	}
-	authority := strings.ReplaceAll(a.Cluster.Name, "/", ".")
-	if a.Cluster.SNI != "" {
-		authority = a.Cluster.SNI
-	}
-	gs := &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
-		ClusterName: a.Cluster.Name, Authority: authority}}}
-	if a.ResponseTimeout != nil {
-		gs.Timeout = dur(*a.ResponseTimeout)
-	}
+	gs := extensionGrpcService(a.Cluster.Name, a.Cluster, a.ResponseTimeout)
 	cfg := &extauthzv3.ExtAuthz{
 		Services:                  &extauthzv3.ExtAuthz_GrpcService{GrpcService: gs},
 		ClearRouteCache:           true,

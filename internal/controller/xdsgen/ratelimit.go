@@ -1,8 +1,6 @@
 package xdsgen
 
 import (
-	"strings"
-
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	ratelimitconfv3 "github.com/envoyproxy/go-control-plane/envoy/config/ratelimit/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
@@ -29,17 +27,12 @@ func rateLimitFilter(g *model.GlobalRateLimitService) *hcmv3.HttpFilter {
 	if g == nil {
 		return nil
 	}
-	name := g.ClusterName()
-	authority := strings.ReplaceAll(name, "/", ".")
-	if g.Cluster != nil && g.Cluster.SNI != "" {
-		authority = g.Cluster.SNI
-	}
 	cfg := &ratelimitv3.RateLimit{
 		Domain:          g.Domain,
 		FailureModeDeny: !g.FailOpen,
 		RateLimitService: &ratelimitconfv3.RateLimitServiceConfig{
-			GrpcService: &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
-				ClusterName: name, Authority: authority}}},
+			// The timeout is the filter's (below), not the service's.
+			GrpcService:         extensionGrpcService(g.ClusterName(), g.Cluster, nil),
 			TransportApiVersion: corev3.ApiVersion_V3,
 		},
 		RateLimitedAsResourceExhausted: g.EnableResourceExhaustedCode,

@@ -1,9 +1,6 @@
 package xdsgen
 
 import (
-	"strings"
-
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tracingv3 "github.com/envoyproxy/go-control-plane/envoy/type/tracing/v3"
@@ -22,16 +19,7 @@ func hcmTracing(t *model.Tracing) *hcmv3.HttpConnectionManager_Tracing {
 	if t == nil {
 		return nil
 	}
-	name := t.ClusterName()
-	authority := strings.ReplaceAll(name, "/", ".")
-	if t.Cluster != nil && t.Cluster.SNI != "" {
-		authority = t.Cluster.SNI
-	}
-	gs := &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{
-		ClusterName: name, Authority: authority}}}
-	if t.Timeout != nil {
-		gs.Timeout = dur(*t.Timeout)
-	}
+	gs := extensionGrpcService(t.ClusterName(), t.Cluster, t.Timeout)
 	out := &hcmv3.HttpConnectionManager_Tracing{
 		OverallSampling:  &typev3.Percent{Value: t.OverallSampling},
 		MaxPathTagLength: wrapperspb.UInt32(t.MaxPathTagLength),
