@@ -380,6 +380,11 @@ func (b *builder) gatewayAddresses(gws []*gatewayv1.Gateway) map[*gatewayv1.Gate
 	for _, gw := range gws {
 		wantPool := len(gw.Spec.Addresses) == 0
 		var choice gwAddress
+		notUsable := func(format string, a ...any) {
+			if choice.reason == "" {
+				choice.reason, choice.msg = "AddressNotUsable", fmt.Sprintf(format, a...)
+			}
+		}
 		for _, a := range gw.Spec.Addresses {
 			if a.Type != nil && *a.Type != gatewayv1.IPAddressType {
 				choice = gwAddress{reason: "UnsupportedAddress", msg: fmt.Sprintf("spec.addresses: address type %q is not supported: use IPAddress", *a.Type)}
@@ -391,18 +396,26 @@ func (b *builder) gatewayAddresses(gws []*gatewayv1.Gateway) map[*gatewayv1.Gate
 			}
 			ip, err := netip.ParseAddr(a.Value)
 			switch {
-			case choice.addr != "" || choice.reason != "":
 			case err != nil:
-				choice = gwAddress{reason: "AddressNotUsable", msg: fmt.Sprintf("spec.addresses: %q is not an IP address", a.Value)}
+				notUsable("spec.addresses: %q is not an IP address", a.Value)
 			case pool.IsValid() && !pool.Contains(ip):
 				// Gateways may share an address (their ports then must
 				// differ: PortUnavailable), but not leave the pool.
-				choice = gwAddress{reason: "AddressNotUsable", msg: fmt.Sprintf("spec.addresses: %s is outside the address pool %s the proxies bind", a.Value, pool)}
+				notUsable("spec.addresses: %s is outside the address pool %s the proxies bind", a.Value, pool)
+			case choice.addr != "":
+				notUsable("spec.addresses: %s: a Gateway binds one address (%s); give one", a.Value, choice.addr)
 			default:
-				choice = gwAddress{addr: ip.String()}
+				choice.addr = ip.String()
 			}
 		}
-		if choice.reason == "UnsupportedAddress" {
+		if choice.addr != "" && wantPool {
+			notUsable("spec.addresses: %s and an empty address: a Gateway binds one address; give one", choice.addr)
+		}
+		// An address that cannot be assigned leaves the Gateway unbound
+		// (Programmed False, AddressNotUsable), as the spec says, even
+		// when another could be.
+		if choice.reason != "" {
+			choice.addr = ""
 			out[gw] = choice
 			continue
 		}
@@ -410,14 +423,8 @@ func (b *builder) gatewayAddresses(gws []*gatewayv1.Gateway) map[*gatewayv1.Gate
 			out[gw], taken[choice.addr] = choice, true
 			continue
 		}
-		if choice.reason != "" && !wantPool {
-			out[gw] = choice
-			continue
-		}
 		if pool.IsValid() {
 			pooled = append(pooled, gw)
-		} else if choice.reason != "" {
-			out[gw] = choice
 		}
 	}
 	// Keep addresses already in status.

@@ -279,3 +279,37 @@ func TestGatewayRef(t *testing.T) {
 		t.Errorf("without gatewayRef: Gateways %v, classes %v", m.Gateways, m.GatewayClasses)
 	}
 }
+
+// TestGatewayAddresses: spec.addresses with a pool (what the proxies can
+// bind): one usable IPAddress is bound; any address that cannot be
+// assigned leaves the Gateway unbound (AddressNotUsable); another type is
+// UnsupportedAddress; an empty IPAddress takes one of the pool.
+func TestGatewayAddresses(t *testing.T) {
+	ip := func(v string) gatewayv1.GatewaySpecAddress {
+		return gatewayv1.GatewaySpecAddress{Type: ptrTo(gatewayv1.IPAddressType), Value: v}
+	}
+	host := gatewayv1.GatewaySpecAddress{Type: ptrTo(gatewayv1.HostnameAddressType), Value: "gw.example.com"}
+	for _, tc := range []struct {
+		name   string
+		addrs  []gatewayv1.GatewaySpecAddress
+		want   string // the bound address
+		reason string
+	}{
+		{"usable", []gatewayv1.GatewaySpecAddress{ip("192.0.2.7")}, "192.0.2.7", ""},
+		{"usable and unusable", []gatewayv1.GatewaySpecAddress{ip("192.0.2.7"), ip("198.18.0.1")}, "", "AddressNotUsable"},
+		{"two usable", []gatewayv1.GatewaySpecAddress{ip("192.0.2.7"), ip("192.0.2.8")}, "", "AddressNotUsable"},
+		{"not an IP", []gatewayv1.GatewaySpecAddress{ip("x")}, "", "AddressNotUsable"},
+		{"hostname", []gatewayv1.GatewaySpecAddress{host}, "", "UnsupportedAddress"},
+		{"empty: from the pool", []gatewayv1.GatewaySpecAddress{ip("")}, "192.0.2.1", ""},
+		{"none: from the pool", nil, "192.0.2.1", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			gw := &gatewayv1.Gateway{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "g"}, Spec: gatewayv1.GatewaySpec{Addresses: tc.addrs}}
+			b := &builder{opt: Options{Gateway: GatewayOptions{AddressPool: netip.MustParsePrefix("192.0.2.0/24")}}}
+			got := b.gatewayAddresses([]*gatewayv1.Gateway{gw})[gw]
+			if got.addr != tc.want || got.reason != tc.reason {
+				t.Errorf("address %q reason %q (%s), want %q %q", got.addr, got.reason, got.msg, tc.want, tc.reason)
+			}
+		})
+	}
+}
