@@ -312,6 +312,13 @@ func (b *builder) gateways() {
 			continue
 		}
 		classes[gc.Name] = gc
+		if ref != nil {
+			// gatewayRef: the class belongs to whoever provisioned the
+			// Gateway (its parametersRef is that provisioner's), as with
+			// Contour's static provisioning: it is not ours to accept
+			// or to write the status of.
+			continue
+		}
 		st := &GatewayClassStatus{Name: gc.Name, Generation: gc.Generation, SupportedFeatures: supportedFeatures}
 		accepted := cond("Accepted", true, "Accepted", "GatewayClass is accepted by "+ctrl, gc.Generation)
 		if gc.Spec.ParametersRef != nil {
@@ -334,7 +341,7 @@ func (b *builder) gateways() {
 		if ref != nil && gw != refGW {
 			continue
 		}
-		if gc := classes[string(gw.Spec.GatewayClassName)]; gc != nil && b.m.GatewayClasses[gc.Name].Conditions[0].Status == metav1.ConditionTrue {
+		if gc := classes[string(gw.Spec.GatewayClassName)]; gc != nil && (ref != nil || b.m.GatewayClasses[gc.Name].Conditions[0].Status == metav1.ConditionTrue) {
 			gws = append(gws, gw)
 		}
 	}
