@@ -50,6 +50,10 @@ import (
 	"k8s.io/client-go/util/workqueue"
 )
 
+// permanentRetry is how long a Service that cannot be mirrored waits
+// before it is tried again.
+const permanentRetry = time.Minute
+
 // Discoverer mirrors one remote cluster into the local one. Set the
 // fields, then call Run once.
 type Discoverer struct {
@@ -303,6 +307,10 @@ func (d *Discoverer) next(ctx context.Context) bool {
 	case errors.As(err, &perm):
 		d.queue.Forget(key)
 		d.Log.Error("cannot mirror the service", "backend", d.Backend, "service", key, "error", err)
+		// What is in the way (a user's object of the mirror's name, a
+		// missing namespace) has no label of ours: no local event tells
+		// when it goes, so try again later even without a resync.
+		d.queue.AddAfter(key, permanentRetry)
 	default:
 		if d.Metrics != nil {
 			d.Metrics.discovererError(errSync)

@@ -327,6 +327,9 @@ func dedup(in []string) []string {
 // crdFields are the file's keys that Validate names and the
 // ContourConfiguration fields they come from.
 var crdFields = map[string]string{
+	"tracing.extensionService":                      "spec.tracing.extensionService",
+	"tracing.customTag.tagName":                     "spec.tracing.customTags.tagName",
+	"gateway.gatewayRef":                            "spec.gateway.gatewayRef",
 	"accesslog-format":                              "spec.envoy.logging.accessLogFormat",
 	"accesslog-format-string":                       "spec.envoy.logging.accessLogFormatString",
 	"json-fields":                                   "spec.envoy.logging.accessLogJSONFields",

@@ -234,3 +234,17 @@ func TestContourConfigurationGatewayAndTracing(t *testing.T) {
 		t.Errorf("tracing = %+v", tr)
 	}
 }
+
+func TestDecodeContourConfigurationUnknownField(t *testing.T) {
+	obj := map[string]any{"apiVersion": "projectcontour.io/v1alpha1", "kind": "ContourConfiguration",
+		"metadata": map[string]any{"name": "c"},
+		"spec":     map[string]any{"envoy": map[string]any{"listener": map[string]any{"maxConnectionsToAcceptPerSocketEvent": int64(5)}}}}
+	_, unknown, err := decodeContourConfiguration(obj)
+	if err != nil || unknown == nil || !strings.Contains(unknown.Error(), "maxConnectionsToAcceptPerSocketEvent") {
+		t.Errorf("unknown field: err %v, unknown %v", err, unknown)
+	}
+	delete(obj["spec"].(map[string]any), "envoy")
+	if _, unknown, err := decodeContourConfiguration(obj); err != nil || unknown != nil {
+		t.Errorf("known fields only: err %v, unknown %v", err, unknown)
+	}
+}

@@ -2,6 +2,7 @@ package contourconfig
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -28,11 +29,14 @@ func LoadResource(ctx context.Context, dyn dynamic.Interface, namespace, name st
 	if err != nil {
 		return nil, fmt.Errorf("ContourConfiguration %s: %w (create it in the controller's namespace, install deploy/crds/projectcontour.io_contourconfigurations.yaml, and give the controller get on contourconfigurations)", key, err)
 	}
-	var cc contourv1alpha1.ContourConfiguration
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &cc); err != nil {
+	cc, unknown, err := decodeContourConfiguration(u.Object)
+	if err != nil {
 		return nil, fmt.Errorf("ContourConfiguration %s: %w", key, err)
 	}
 	c, convErr := FromSpec(&cc.Spec)
+	if unknown != nil {
+		c, convErr = nil, errors.Join(unknown, convErr)
+	}
 	cc.Status = validStatus(cc.Generation, convErr, cc.Status)
 	cc.APIVersion, cc.Kind = contourv1alpha1.GroupVersion.String(), "ContourConfiguration"
 	raw, err := runtime.DefaultUnstructuredConverter.ToUnstructured(&cc)
@@ -46,6 +50,20 @@ func LoadResource(ctx context.Context, dyn dynamic.Interface, namespace, name st
 		return nil, fmt.Errorf("ContourConfiguration %s: %w", key, convErr)
 	}
 	return c, nil
+}
+
+// decodeContourConfiguration decodes an object; unknown reports the
+// fields Legate's types lack (a newer Contour's CRD installed in place of
+// ours), which must not vanish unseen: they make the object invalid.
+func decodeContourConfiguration(obj map[string]any) (cc contourv1alpha1.ContourConfiguration, unknown, err error) {
+	if unknown = runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(obj, &cc, true); unknown == nil {
+		return cc, nil, nil
+	}
+	cc = contourv1alpha1.ContourConfiguration{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(obj, &cc); err != nil {
+		return cc, nil, err
+	}
+	return cc, fmt.Errorf("%w: not implemented by Legate (a field Contour 1.33 does not have); remove it", unknown), nil
 }
 
 // validStatus is old with its Valid condition replaced (other
