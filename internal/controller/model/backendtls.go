@@ -93,6 +93,9 @@ func (b *builder) backendTLSPolicies() {
 				k.section = string(*t.SectionName)
 			}
 			if len(b.tlsPolicies[k]) > 0 {
+				// The older policy (first in the list) keeps this
+				// target; this one still applies to its other targets,
+				// and is listed here for its Conflicted status.
 				tp.conflicted = true
 			}
 			b.tlsPolicies[k] = append(b.tlsPolicies[k], tp)
@@ -102,7 +105,6 @@ func (b *builder) backendTLSPolicies() {
 		switch {
 		case tp.conflicted:
 			accepted = cond("Accepted", false, "Conflicted", "an older BackendTLSPolicy targets the same Service (and sectionName): it takes precedence", gen)
-			tp.valid = false
 		case tp.invalidWhy != "":
 			accepted = cond("Accepted", false, tp.invalidWhy, tp.invalidMsg, gen)
 		}

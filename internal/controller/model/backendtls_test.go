@@ -242,3 +242,30 @@ func TestBackendTLSPolicyUnused(t *testing.T) {
 		t.Errorf("/svc cluster %+v, want plain text", c)
 	}
 }
+
+// TestBackendTLSPolicyConflictOtherTargets: a younger policy that loses
+// one target to an older one is Conflicted, yet still applies to its
+// other, uncontested target (it is not invalid there: no 500).
+func TestBackendTLSPolicyConflictOtherTargets(t *testing.T) {
+	ca := testutil.NewCA(t, "backend-ca")
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	objs := tlsPolicyObjects()
+	objs.ConfigMaps[types.NamespacedName{Namespace: "app", Name: "ca"}] = &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "app", Name: "ca"},
+		Data: map[string]string{"ca.crt": string(ca.CertPEM)}}
+	old := policy("old", t0, "https", caRefs(configMapRef("ca")))
+	young := policy("young", t0.Add(time.Hour), "https", caRefs(configMapRef("ca")))
+	young.Spec.TargetRefs = append(young.Spec.TargetRefs, gatewayv1.LocalPolicyTargetReferenceWithSectionName{
+		LocalPolicyTargetReference: gatewayv1.LocalPolicyTargetReference{Kind: "Service", Name: "svc"}, SectionName: ptrTo(gatewayv1.SectionName("other"))})
+	for _, p := range []*gatewayv1.BackendTLSPolicy{old, young} {
+		objs.BackendTLSPolicies[types.NamespacedName{Namespace: "app", Name: p.Name}] = p
+	}
+	m := Build(objs, Options{})
+	if st := m.BackendTLSPolicies[types.NamespacedName{Namespace: "app", Name: "young"}]; st == nil || condOf(st.Conditions, "Accepted") != "False/Conflicted" {
+		t.Fatalf("young: %+v, want Accepted False/Conflicted", st)
+	}
+	for _, path := range []string{"/svc", "/other"} {
+		if c, status := routeCluster(t, m, path); c == nil || c.Protocol != "tls" {
+			t.Errorf("%s: cluster %+v (status %d), want TLS", path, c, status)
+		}
+	}
+}
