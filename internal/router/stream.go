@@ -199,7 +199,10 @@ func (s *Stream) Reset() {
 	exclude := s.at.lb.Exclude[:0]
 	scratch := s.scratch[:0]
 	gone := s.goneFn
-	*s = Stream{scratch: scratch, goneFn: gone}
+	// Cleared in place, then the kept storage put back: a literal with
+	// those fields would be built aside and copied over, a second pass.
+	*s = Stream{}
+	s.scratch, s.goneFn = scratch, gone
 	s.at.head = head
 	s.at.lb.Exclude = exclude
 }
