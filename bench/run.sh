@@ -6,7 +6,7 @@
 # checks), builds bin/legate,
 # bin/benchrun and bin/idleconns, and runs bin/benchrun, which starts the
 # upstream and the proxies on 127.0.0.1, measures them and writes
-# bench/results/latest.{md,json}. About 6 minutes with the defaults.
+# bench/results/latest.{md,json}. About 10 minutes with the defaults.
 # Extra arguments go to benchrun, e.g.:
 #   bench/run.sh -duration 2s -rounds 1          # a quick look
 #   bench/run.sh -scenarios h1-keepalive-64      # one scenario
