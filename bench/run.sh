@@ -2,10 +2,11 @@
 # make bench: compare Legate with nginx and HAProxy on this machine.
 #
 # Installs what is missing (Debian packages nginx, haproxy, wrk,
-# nghttp2-client for h2load, util-linux for taskset), builds bin/legate,
+# nghttp2-client for h2load, util-linux for taskset, openssl for the TLS
+# checks), builds bin/legate,
 # bin/benchrun and bin/idleconns, and runs bin/benchrun, which starts the
 # upstream and the proxies on 127.0.0.1, measures them and writes
-# bench/results/latest.{md,json}. About 6 minutes with the defaults.
+# bench/results/latest.{md,json}. About 10 minutes with the defaults.
 # Extra arguments go to benchrun, e.g.:
 #   bench/run.sh -duration 2s -rounds 1          # a quick look
 #   bench/run.sh -scenarios h1-keepalive-64      # one scenario
@@ -22,6 +23,7 @@ command -v haproxy >/dev/null || need+=(haproxy)
 command -v wrk >/dev/null || need+=(wrk)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v taskset >/dev/null || need+=(util-linux)
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "bench: installing ${need[*]}" >&2
   sudo_cmd=""

@@ -190,6 +190,7 @@ func TestCLIBinary(t *testing.T) {
 		{[]string{"proxy", "--mode", "validate", "-c", good, "--restart-epoch", "1"}, 1, "", "Envoy flag --restart-epoch is not implemented by Legate"},
 		{[]string{"proxy", "--mode", "validate", "-c", good, "--component-log-level", "nope:debug"}, 1, "", "error: invalid component specified 'nope'"},
 		{[]string{"proxy", "--mode", "validate", "-c", good, "--drain-strategy", "slow"}, 1, "", "error: unknown drain-strategy 'slow'"},
+		{[]string{"proxy", "--mode", "validate", "-c", good, "--concurrency", "-1"}, 1, "", "error: --concurrency must not be negative, got -1"},
 		{[]string{"proxy", "--mode", "validate", "-c", good, "--component-log-level", "upstream:debug", "--restart-epoch", "0", "--disable-hot-restart", "--cpuset-threads"}, 0, "OK", ""},
 	} {
 		cmd := exec.Command(legateBin, tc.args...)

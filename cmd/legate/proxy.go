@@ -60,7 +60,7 @@ func newProxyFlags(name string) (*flag.FlagSet, *proxyFlags) {
 	fs.StringVar(&f.serviceZone, "service-zone", "", "node zone (overrides node.locality.zone)")
 	fs.IntVar(&f.drainTime, "drain-time-s", 600, "seconds to drain connections on shutdown and listener changes")
 	fs.StringVar(&f.drainStrategy, "drain-strategy", "gradual", "gradual or immediate")
-	fs.IntVar(&f.concurrency, "concurrency", 0, "worker threads: sets GOMAXPROCS (0 keeps the Go default)")
+	fs.IntVar(&f.concurrency, "concurrency", 0, "worker threads, as Envoy: sets GOMAXPROCS (0 runs one worker; without the flag, Go's default: the CPUs the process may use)")
 	fs.StringVar(&f.disableExtensions, "disable-extensions", "", "comma-separated extensions to disable, as Envoy: <category>/<name> or <name> (configs that use them fail as not implemented)")
 	fs.BoolVar(&f.version, "version", false, "print the version and exit")
 	fs.BoolVar(&f.enablePprof, "enable-pprof", false, "serve Go's /debug/pprof/ profiles on the admin address (off by default: Envoy has no such endpoint)")
@@ -126,6 +126,24 @@ func newProxyLogger(level, componentLevels string, w io.Writer, format string, e
 	return slog.New(sw), lv, &server.AppLog{Swap: sw, Out: w, FormatFlag: format != "", Escaped: escaped}, nil
 }
 
+// applyConcurrency makes --concurrency, Envoy's worker count, the number
+// of Go's Ps that run the proxy's goroutines (GOMAXPROCS): as Envoy, 0
+// still runs one worker. Without the flag GOMAXPROCS stays Go's default
+// (or --cpuset-threads sets it). The server reports the result as
+// server.concurrency and /server_info's command_line_options.concurrency.
+func applyConcurrency(fs *flag.FlagSet, n int) error {
+	set := false
+	fs.Visit(func(fl *flag.Flag) { set = set || fl.Name == "concurrency" })
+	if !set {
+		return nil
+	}
+	if n < 0 {
+		return fmt.Errorf("error: --concurrency must not be negative, got %d", n)
+	}
+	runtime.GOMAXPROCS(max(1, n))
+	return nil
+}
+
 func runProxy(args []string) int {
 	fs, f := newProxyFlags("legate proxy")
 	if code, ok := parseFlags(fs, args); !ok {
@@ -165,8 +183,9 @@ func runProxy(args []string) int {
 		return 1
 	}
 	slog.SetDefault(log)
-	if f.concurrency > 0 {
-		runtime.GOMAXPROCS(f.concurrency)
+	if err := applyConcurrency(fs, f.concurrency); err != nil {
+		fmt.Fprintf(os.Stderr, "legate proxy: %v\n", err)
+		return 1
 	}
 	if err := f.envoy.apply(fs, f.mode, applog.Component(log, "main")); err != nil {
 		fmt.Fprintf(os.Stderr, "legate proxy: %v\n", err)

@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	goruntime "runtime"
 	"runtime/debug"
 	"sort"
 	"strconv"
@@ -540,7 +541,7 @@ func (s *Server) Start() error {
 	for _, l := range s.listeners {
 		l.Start() // bound just above: its socket's accept loop serves it now
 	}
-	s.serverStats.concurrency.Set(1)
+	s.serverStats.concurrency.Set(int64(Workers()))
 	go s.tick()
 	go s.watchdog.run(s.quit)
 	if s.evictEvery > 0 {
@@ -777,6 +778,12 @@ func (s *Server) Shutdown(ctx context.Context) {
 
 // --- admin.Server ---
 
+// Workers is the proxy's worker count, Envoy's concurrency: the Go Ps that
+// run its goroutines (GOMAXPROCS, which --concurrency sets). It is what
+// server.concurrency and /server_info's command_line_options.concurrency
+// report.
+func Workers() int { return goruntime.GOMAXPROCS(0) }
+
 // State reports the server state for /ready and /server_info.
 func (s *Server) State() string {
 	st := s.state.Load().(string)
@@ -812,7 +819,7 @@ func (s *Server) ServerInfo() proto.Message {
 			DrainTime:      durationpb.New(s.opts.DrainTime),
 			LogLevel:       admin.LevelName(s.opts.LogLevel.Level()),
 			Mode:           adminv3.CommandLineOptions_Serve,
-			Concurrency:    1,
+			Concurrency:    uint32(Workers()),
 		},
 		Node: s.Bootstrap.GetNode(),
 	}
