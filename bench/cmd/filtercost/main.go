@@ -9,8 +9,12 @@
 //	rbac         + envoy.filters.http.rbac, 5 ALLOW policies of header and
 //	             path permissions; the requests match only the last one
 //	jwt_authn    + envoy.filters.http.jwt_authn with a local (inline) RS256
-//	             JWKS; every request carries the same valid token, which
-//	             Legate verifies each time (there is no verification cache)
+//	             JWKS; every request carries the same valid token (its
+//	             signature check is kept for the key set, its claims are
+//	             checked on every request)
+//	jwt_authn_cached      the same with jwt_cache_config
+//	jwt_authn_new_tokens  as jwt_authn, each request with another of 256
+//	             tokens (a wrk script): every signature is verified
 //	router-64k   router only, a 64 KiB text/plain response
 //	compressor   + envoy.filters.http.compressor (gzip) on that response
 //
@@ -130,6 +134,9 @@ type variant struct {
 	What       string
 	// Bin is the legate binary, when not -legate.
 	Bin string
+	// Tokens makes every request carry another of the fixture's tokens
+	// (a wrk script), instead of the same one.
+	Tokens bool
 }
 
 func variants(jwks string) []variant {
@@ -169,7 +176,7 @@ func variants(jwks string) []variant {
               rules:
                 action: ALLOW
                 policies:` + pols.String()},
-		{Name: "jwt_authn", Path: smallPath, Base: "router", What: "+ jwt_authn: local JWKS (RS256, 2048-bit); the same valid token on every request, verified each time",
+		{Name: "jwt_authn", Path: smallPath, Base: "router", What: "+ jwt_authn: local JWKS (RS256, 2048-bit); the same valid token on every request (its signature check is kept for the key set; its claims are checked on every request)",
 			Filters: `
           - name: envoy.filters.http.jwt_authn
             typed_config:
@@ -193,6 +200,19 @@ func variants(jwks string) []variant {
                   audiences: [api.example]
                   local_jwks: {inline_string: '` + jwks + `'}
                   jwt_cache_config: {}
+              rules:
+              - match: {prefix: /}
+                requires: {provider_name: local}`},
+		{Name: "jwt_authn_new_tokens", Path: smallPath, Base: "router", Tokens: true, What: fmt.Sprintf("+ jwt_authn as jwt_authn, each request with another of %d tokens (wrk script): every signature is verified", distinctTokens),
+			Filters: `
+          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                local:
+                  issuer: https://issuer.example
+                  audiences: [api.example]
+                  local_jwks: {inline_string: '` + jwks + `'}
               rules:
               - match: {prefix: /}
                 requires: {provider_name: local}`},
@@ -477,14 +497,15 @@ func tree(root int) []stat {
 	return out
 }
 
-func cpuTicks(ps []stat) int64 {
-	var t int64
+// cpuTicks returns the user and the total (user+system) CPU ticks of ps.
+func cpuTicks(ps []stat) (user, total int64) {
 	for _, p := range ps {
 		if st, ok := readStat(p.pid); ok && st.start == p.start {
-			t += st.utime + st.stime
+			user += st.utime
+			total += st.utime + st.stime
 		}
 	}
-	return t
+	return user, total
 }
 
 func allowedCPUs() []int {
@@ -560,31 +581,55 @@ func render(path, tmpl string, data any) error {
 // ---------------------------------------------------------------------
 // The token and the bodies.
 
-// jwtFixture makes an RS256 key, its JWKS and a token valid for a day.
-func jwtFixture() (jwks, token string, err error) {
+// distinctTokens is how many different tokens the jwt_authn_new_tokens
+// variant cycles through: more than the signature memo keeps (100), so
+// that every request verifies a signature.
+const distinctTokens = 256
+
+// jwtFixture makes an RS256 key, its JWKS and distinctTokens tokens valid
+// for a day (they differ in jti); the first is the one every request
+// carries.
+func jwtFixture() (jwks string, tokens []string, err error) {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
-		return "", "", err
+		return "", nil, err
 	}
 	pub := jose.JSONWebKey{Key: &key.PublicKey, KeyID: "bench", Algorithm: "RS256", Use: "sig"}
 	b, err := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{pub}})
 	if err != nil {
-		return "", "", err
+		return "", nil, err
 	}
 	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key},
 		(&jose.SignerOptions{}).WithType("JWT").WithHeader("kid", "bench"))
 	if err != nil {
-		return "", "", err
+		return "", nil, err
 	}
 	now := time.Now().Unix()
-	claims, _ := json.Marshal(map[string]any{"iss": "https://issuer.example", "aud": "api.example", "sub": "user-1",
-		"iat": now, "exp": now + 86400, "scope": "read write"})
-	obj, err := signer.Sign(claims)
-	if err != nil {
-		return "", "", err
+	for i := range distinctTokens {
+		claims, _ := json.Marshal(map[string]any{"iss": "https://issuer.example", "aud": "api.example", "sub": "user-1",
+			"iat": now, "exp": now + 86400, "scope": "read write", "jti": fmt.Sprintf("t%d", i)})
+		obj, err := signer.Sign(claims)
+		if err != nil {
+			return "", nil, err
+		}
+		t, err := obj.CompactSerialize()
+		if err != nil {
+			return "", nil, err
+		}
+		tokens = append(tokens, t)
 	}
-	token, err = obj.CompactSerialize()
-	return string(b), token, err
+	return string(b), tokens, nil
+}
+
+// tokenScript is a wrk script that sends the tokens in turn.
+func tokenScript(path string, tokens []string) error {
+	var b strings.Builder
+	b.WriteString("local tokens = {\n")
+	for _, t := range tokens {
+		fmt.Fprintf(&b, "  %q,\n", "Bearer "+t)
+	}
+	b.WriteString("}\nlocal i = 0\nrequest = function()\n  i = i %% #tokens + 1\n  wrk.headers[\"Authorization\"] = tokens[i]\n  return wrk.format()\nend\n")
+	return os.WriteFile(path, []byte(strings.ReplaceAll(b.String(), "%%", "%")), 0o644)
 }
 
 // bigBody is 64 KiB of JSON-like lines (compresses about 5:1 with gzip).
@@ -613,6 +658,10 @@ func requestHeaders(token string) [][2]string {
 
 type sample struct {
 	rps, cpuUS float64
+	// userUS is the user-space part of cpuUS: a filter's own work. The
+	// system part (the same system calls in every variant) carries most
+	// of the noise of a shared VM.
+	userUS     float64
 	requests   int64
 	errors     int64
 	clientCPU  float64
@@ -626,11 +675,15 @@ var (
 )
 
 // measure runs wrk against the proxy ch listens for on port.
-func measure(ch *child, port int, path string, hdrs [][2]string) (sample, error) {
+// script, if not empty, is a wrk script (tokenScript).
+func measure(ch *child, port int, path string, hdrs [][2]string, script string) (sample, error) {
 	var s sample
 	ps := tree(ch.cmd.Process.Pid)
 	secs := max(1, int(duration.Round(time.Second).Seconds()))
 	args := []string{"-t", "1", "-c", strconv.Itoa(*conns), "-d", strconv.Itoa(secs) + "s", "--timeout", "5s"}
+	if script != "" {
+		args = append(args, "-s", script)
+	}
 	for _, h := range hdrs {
 		args = append(args, "-H", h[0]+": "+h[1])
 	}
@@ -638,13 +691,13 @@ func measure(ch *child, port int, path string, hdrs [][2]string) (sample, error)
 	c := command(clientCPU, "wrk", args...)
 	var out bytes.Buffer
 	c.Stdout, c.Stderr = &out, &out
-	t0 := cpuTicks(ps)
+	u0, t0 := cpuTicks(ps)
 	w, err := launch("wrk", c, "")
 	if err != nil {
 		return s, err
 	}
 	<-w.done
-	t1 := cpuTicks(ps)
+	u1, t1 := cpuTicks(ps)
 	mu.Lock()
 	delete(children, c.Process.Pid)
 	mu.Unlock()
@@ -673,6 +726,7 @@ func measure(ch *child, port int, path string, hdrs [][2]string) (sample, error)
 	s.clientCPU = (c.ProcessState.UserTime() + c.ProcessState.SystemTime()).Seconds() / float64(secs)
 	if s.requests > 0 {
 		s.cpuUS = float64(t1-t0) * (1e6 / clockTicks) / float64(s.requests)
+		s.userUS = float64(u1-u0) * (1e6 / clockTicks) / float64(s.requests)
 	}
 	return s, nil
 }
@@ -716,7 +770,7 @@ func verify(v variant, port int, hdrs [][2]string, big []byte) error {
 		if code, _, _, err := get(port, v.Path, hdrs, "x-tenant"); err != nil || code != 403 {
 			return fmt.Errorf("without x-tenant: status %d (%v), want 403", code, err)
 		}
-	case "jwt_authn", "jwt_authn_cached":
+	case "jwt_authn", "jwt_authn_cached", "jwt_authn_new_tokens":
 		if code, _, _, err := get(port, v.Path, hdrs, "Authorization"); err != nil || code != 401 {
 			return fmt.Errorf("without a token: status %d (%v), want 401", code, err)
 		}
@@ -891,6 +945,20 @@ func (r *result) spread() float64 {
 	return hi - lo
 }
 
+// paired is the per-round difference of r's figure f to base's (the
+// variants alternate within a round, so a round's pair ran minutes
+// apart at most, under the same machine load): its median and its range.
+func paired(r, base *result, f func(sample) float64) (med, lo, hi float64) {
+	var d []float64
+	for i := range min(len(r.samples), len(base.samples)) {
+		d = append(d, f(r.samples[i])-f(base.samples[i]))
+	}
+	if len(d) == 0 {
+		return 0, 0, 0
+	}
+	return median(d), slices.Min(d), slices.Max(d)
+}
+
 func loadavg() string {
 	b, err := os.ReadFile("/proc/loadavg")
 	if err != nil {
@@ -957,11 +1025,11 @@ func run() error {
 	}
 	loadStart := loadavg()
 
-	jwks, token, err := jwtFixture()
+	jwks, tokens, err := jwtFixture()
 	if err != nil {
 		return fmt.Errorf("JWT fixture: %w", err)
 	}
-	hdrs := requestHeaders(token)
+	hdrs := requestHeaders(tokens[0])
 	all := variants(jwks)
 	if *only != "" {
 		want := append(strings.Split(*only, ","), "router", "router-64k")
@@ -973,6 +1041,10 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	scriptPath := filepath.Join(dir, "tokens.lua")
+	if err := tokenScript(scriptPath, tokens); err != nil {
+		return err
+	}
 	// nginx's worker runs as nobody: it must read the file.
 	if err := os.Chmod(dir, 0o755); err != nil {
 		return err
@@ -1069,7 +1141,11 @@ func run() error {
 				stream, streamChecked = checkStreaming(proxyPort, su), true
 				fmt.Fprintf(os.Stderr, "filtercost: compression streams: %v (%s)\n", stream.Streams, stream.Detail)
 			}
-			s, err := measure(ch, proxyPort, v.Path, hdrs)
+			script := ""
+			if v.Tokens {
+				script = scriptPath
+			}
+			s, err := measure(ch, proxyPort, v.Path, hdrs, script)
 			stop(ch)
 			if err != nil {
 				return fmt.Errorf("%s: %w", v.Name, err)
@@ -1081,7 +1157,7 @@ func run() error {
 				notes = append(notes, fmt.Sprintf("round %d, %s: wrk used %.0f %% of its CPU (the figure may be bounded by the client)", round, v.Name, 100*s.clientCPU))
 			}
 			res.samples = append(res.samples, s)
-			fmt.Fprintf(os.Stderr, "round %d %-11s %8.0f req/s  %6.2f CPU-µs/req  errors %d\n", round, v.Name, s.rps, s.cpuUS, s.errors)
+			fmt.Fprintf(os.Stderr, "round %d %-11s %8.0f req/s  %6.2f CPU-µs/req (user %5.2f)  errors %d\n", round, v.Name, s.rps, s.cpuUS, s.userUS, s.errors)
 		}
 	}
 	loadEnd := loadavg()
@@ -1107,7 +1183,9 @@ func run() error {
 	fmt.Fprintf(&b, "# Per-filter cost (bench/cmd/filtercost)\n\n")
 	fmt.Fprintf(&b, "%s, %d round(s) of %s per variant, wrk -t1 -c%d keep-alive HTTP/1.1. `make bench-filters` writes this file.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), *rounds, *duration, *conns)
-	fmt.Fprintf(&b, "| variant | what | requests/s | proxy CPU-µs/request | Δ vs router (µs) | Δ vs its base (µs) | CPU-µs per round |\n|---|---|---:|---:|---:|---:|---|\n")
+	fmt.Fprintf(&b, "| variant | what | requests/s | proxy CPU-µs/request | of which user | Δ vs router (µs) | Δ vs its base (µs) | CPU-µs per round |\n|---|---|---:|---:|---:|---:|---:|---|\n")
+	user := func(s sample) float64 { return s.userUS }
+	total := func(s sample) float64 { return s.cpuUS }
 	for _, r := range results {
 		c := cpu(r.v.Name)
 		var per []string
@@ -1124,8 +1202,8 @@ func run() error {
 		if r.v.Name != "router" {
 			dRouter = fmt.Sprintf("%+.2f", c-cpu("router"))
 		}
-		fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %s | %s | %s |\n", r.v.Name, r.v.What,
-			r.med(func(s sample) float64 { return s.rps }), c, dRouter, dBase, strings.Join(per, ", "))
+		fmt.Fprintf(&b, "| %s | %s | %.0f | %.2f | %.2f | %s | %s | %s |\n", r.v.Name, r.v.What,
+			r.med(func(s sample) float64 { return s.rps }), c, r.med(user), dRouter, dBase, strings.Join(per, ", "))
 	}
 	b.WriteString("\n")
 	if compressedSize > 0 {
@@ -1137,7 +1215,13 @@ func run() error {
 		b.WriteString("Noise: with one round there is no estimate of it.\n")
 	}
 
-	fmt.Fprintf(&b, "\n## Goals (issue 12, Performance)\n\n| goal | figure | met? |\n|---|---|---|\n")
+	fmt.Fprintf(&b, "\n## Goals (issue 12, Performance)\n\n")
+	b.WriteString("Each Δ below is paired: the variant's figure minus the router-only one of the same round (the variants alternate within a round), the median over the rounds with their range. The user-space part is the filter's own work; the system part, the same system calls in every variant, carries most of the noise of a shared VM.\n\n| goal | figure | met? |\n|---|---|---|\n")
+	pairFig := func(r, against *result) (dT, dU, uHi float64, fig string) {
+		dT, tLo, tHi := paired(r, against, total)
+		dU, uLo, uHi := paired(r, against, user)
+		return dT, dU, uHi, fmt.Sprintf("%+.2f CPU-µs/request (rounds %+.2f … %+.2f), of which user %+.2f (%+.2f … %+.2f)", dT, tLo, tHi, dU, uLo, uHi)
+	}
 	// Goal 1: router only against a binary without the filter manager
 	// (-baseline), in this run; benchrun's last figure is context.
 	{
@@ -1146,18 +1230,21 @@ func run() error {
 		verdict := "not evaluated in this run (no -baseline binary)"
 		if bl := byName["router@"+*baseName]; bl != nil {
 			bc := cpu(bl.v.Name)
-			d := c - bc
-			n := max(base.spread(), bl.spread())
+			dT, dU, _, pf := pairFig(base, bl)
+			_, tLo, tHi := paired(base, bl, total)
+			_, uLo, uHi := paired(base, bl, user)
 			switch {
-			case d <= 0:
-				verdict = "yes"
-			case d <= n:
-				verdict = fmt.Sprintf("yes, within the rounds' spread (%.2f µs)", n)
+			case dT <= 0 && dU <= 0:
+				verdict = "yes: no more CPU than the baseline"
+			case tLo <= 0 && uLo <= 0:
+				verdict = "yes: the rounds disagree on the sign of the difference, in total and in user space (not measurable)"
+			case tLo <= 0 || uLo <= 0:
+				verdict = fmt.Sprintf("probably: one of total (%+.2f … %+.2f) and user (%+.2f … %+.2f) is above the baseline in every round", tLo, tHi, uLo, uHi)
 			default:
-				verdict = fmt.Sprintf("no: %+.2f µs, more than the rounds' spread (%.2f µs); the baseline also lacks every other change since, so this bounds the filter manager's cost from above", d, n)
+				verdict = "no: above the baseline in every round; the baseline also lacks every other change since, so this bounds the filter manager's cost from above"
 			}
-			fig = append(fig, fmt.Sprintf("router only %.2f CPU-µs/request (%.0f req/s) against %.2f (%.0f req/s) with the %s binary in this run: %+.2f µs",
-				c, base.med(func(s sample) float64 { return s.rps }), bc, bl.med(func(s sample) float64 { return s.rps }), *baseName, d))
+			fig = append(fig, fmt.Sprintf("router only %.2f CPU-µs/request (%.0f req/s) against %.2f (%.0f req/s) with the %s binary in this run: %s",
+				c, base.med(func(s sample) float64 { return s.rps }), bc, bl.med(func(s sample) float64 { return s.rps }), *baseName, pf))
 		} else {
 			fig = append(fig, fmt.Sprintf("router only %.2f CPU-µs/request (%.0f req/s)", c, base.med(func(s sample) float64 { return s.rps })))
 		}
@@ -1166,29 +1253,31 @@ func run() error {
 		}
 		fmt.Fprintf(&b, "| the filter manager with no filters adds nothing measurable to the c=64 keep-alive figure | %s | %s |\n", strings.Join(fig, "; "), verdict)
 	}
-	for _, n := range []string{"cors", "rbac", "jwt_authn", "jwt_authn_cached"} {
+	for _, n := range []string{"cors", "rbac", "jwt_authn", "jwt_authn_cached", "jwt_authn_new_tokens"} {
 		if byName[n] == nil {
 			continue
 		}
-		d := cpu(n) - cpu("router")
-		// The verdict says when the rounds' spread is larger than the
-		// margin to the goal.
+		dT, dU, uHi, pf := pairFig(byName[n], base)
 		var verdict string
 		switch {
-		case d < 2 && d+noise < 2:
+		case dT < 2 && uHi < 2:
 			verdict = "yes"
-		case d < 2:
-			verdict = fmt.Sprintf("probably (below 2 µs, but the spread of %.2f µs is larger than the margin)", noise)
-		case d-noise < 2:
-			verdict = fmt.Sprintf("probably not (above 2 µs, within the spread of %.2f µs)", noise)
+		case dT < 2 && dU < 2:
+			verdict = "probably (the medians are below 2 µs, some round's user-space figure is not)"
 		default:
 			verdict = "no"
 		}
 		inproc := ""
-		if v, ok := microNS[map[string]string{"cors": "BenchmarkCORS", "rbac": "BenchmarkRBAC", "jwt_authn": "BenchmarkJWTAuthn/filter", "jwt_authn_cached": "BenchmarkJWTAuthn/filter_cached"}[n]]; ok {
+		if v, ok := microNS[map[string]string{"cors": "BenchmarkCORS", "rbac": "BenchmarkRBAC", "jwt_authn": "BenchmarkJWTAuthn/filter", "jwt_authn_cached": "BenchmarkJWTAuthn/filter_cached", "jwt_authn_new_tokens": "BenchmarkJWTAuthn/verify"}[n]]; ok {
 			inproc = fmt.Sprintf(" (in process: %s ns per request)", v)
 		}
-		fmt.Fprintf(&b, "| %s costs < 2 µs per request | %+.2f µs/request over router only%s | %s |\n", n, d, inproc, verdict)
+		if n == "jwt_authn_new_tokens" {
+			// Context for the jwt_authn rows: what a token costs the first
+			// time (its RSA signature check), which no goal covers.
+			fmt.Fprintf(&b, "| (context) jwt_authn with a new token on every request | %s over router only%s | — |\n", pf, inproc)
+			continue
+		}
+		fmt.Fprintf(&b, "| %s costs < 2 µs per request | %s over router only%s | %s |\n", n, pf, inproc, verdict)
 	}
 	if byName["compressor"] != nil {
 		verdict := "no"

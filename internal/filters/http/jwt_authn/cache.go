@@ -4,6 +4,8 @@ import (
 	"container/list"
 	"sync"
 	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
 )
 
 // tokenCache is a provider's jwt_cache_config: tokens that verified, by
@@ -23,6 +25,9 @@ type cachedToken struct {
 	token  string
 	claims map[string]any
 	raw    []byte
+	// keys is the key set the token verified with (the provider's memo;
+	// nil in jwt_cache_config's cache).
+	keys *jose.JSONWebKeySet
 }
 
 func newTokenCache(size, maxLen int) *tokenCache {
@@ -36,6 +41,9 @@ func newTokenCache(size, maxLen int) *tokenCache {
 }
 
 func (c *tokenCache) get(token string) *cachedToken {
+	if c == nil {
+		return nil
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	e, ok := c.entries[token]
@@ -46,17 +54,18 @@ func (c *tokenCache) get(token string) *cachedToken {
 	return e.Value.(*cachedToken)
 }
 
-func (c *tokenCache) put(token string, claims map[string]any, raw []byte) {
-	if len(token) > c.maxLen {
+func (c *tokenCache) put(token string, claims map[string]any, raw []byte, keys *jose.JSONWebKeySet) {
+	if c == nil || len(token) > c.maxLen {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.entries[token]; ok {
 		c.lru.MoveToFront(e)
+		e.Value.(*cachedToken).keys = keys
 		return
 	}
-	c.entries[token] = c.lru.PushFront(&cachedToken{token: token, claims: claims, raw: raw})
+	c.entries[token] = c.lru.PushFront(&cachedToken{token: token, claims: claims, raw: raw, keys: keys})
 	for c.lru.Len() > c.size {
 		old := c.lru.Back()
 		c.lru.Remove(old)
@@ -65,6 +74,9 @@ func (c *tokenCache) put(token string, claims map[string]any, raw []byte) {
 }
 
 func (c *tokenCache) remove(token string) {
+	if c == nil {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.entries[token]; ok {

@@ -35,7 +35,7 @@ const Name = "envoy.filters.http.jwt_authn"
 func init() {
 	httpfilter.Register(Name, []string{"envoy.extensions.filters.http.jwt_authn"}, &jwtv3.JwtAuthentication{}, &jwtv3.PerRouteConfig{},
 		httpfilter.Factory{Compile: compile, CompilePerRoute: compilePerRoute},
-		"filter_state_rules and header_in_metadata are not implemented; jwt_cache_config keeps verified tokens (LRU, time and audience rechecked on each use), without it every token is verified")
+		"filter_state_rules and header_in_metadata are not implemented; jwt_cache_config keeps verified tokens (LRU, time and audience rechecked on each use), without it a token seen again with the same key set skips only its signature check (a refetched JWKS verifies it again)")
 }
 
 type rule struct {

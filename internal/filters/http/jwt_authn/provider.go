@@ -44,8 +44,16 @@ type provider struct {
 	claimToHeaders       []claimHeader
 	clearRouteCache      bool
 	jwks                 *jwks
-	// cache is jwt_cache_config (nil: every token is verified).
+	// cache is jwt_cache_config (nil: none).
 	cache *tokenCache
+	// memo, without jwt_cache_config, keeps tokens whose signature
+	// verified with the key set they verified against: a token seen again
+	// with the same key set skips the signature check and the parse, and
+	// every other rule is checked again. Unlike Envoy's JWT cache it ends
+	// with the key set (a refetched JWKS verifies again), so it changes no
+	// outcome: it only spares the RSA/ECDSA work (tens of µs) for the
+	// clients that send the same token on every request.
+	memo *tokenCache
 }
 
 // allAlgorithms are the JWS algorithms Envoy's jwt_authn accepts.
@@ -66,6 +74,8 @@ func compileProvider(ctx *httpfilter.Context, name string, p *jwtv3.JwtProvider,
 	}
 	if jc := p.GetJwtCacheConfig(); jc != nil {
 		pr.cache = newTokenCache(int(jc.GetJwtCacheSize()), int(jc.GetJwtMaxTokenSize()))
+	} else {
+		pr.memo = newTokenCache(0, 0)
 	}
 	if p.GetMaxLifetime() != nil {
 		pr.maxLifetime = p.GetMaxLifetime().AsDuration()
@@ -360,8 +370,16 @@ func (p *provider) verify(token string, audiences []string) (map[string]any, []b
 			return claims, raw, nil
 		}
 	}
-	sig, claims, rawPayload, err := decode(token)
-	if err != nil {
+	var (
+		sig        *jose.JSONWebSignature
+		claims     map[string]any
+		rawPayload []byte
+		err        error
+	)
+	memo := p.memo.get(token)
+	if memo != nil {
+		claims, rawPayload = memo.claims, memo.raw
+	} else if sig, claims, rawPayload, err = decode(token); err != nil {
 		return nil, nil, err
 	}
 	// Claims first, as Envoy: a token for another issuer goes no further.
@@ -374,6 +392,7 @@ func (p *provider) verify(token string, audiences []string) (map[string]any, []b
 		return nil, nil, errVerification("Jwt is expired")
 	}
 	if hasExp && now.After(time.Unix(int64(exp), 0).Add(p.skew)) {
+		p.memo.remove(token)
 		return nil, nil, errVerification("Jwt is expired")
 	}
 	if nbf, ok := number(claims["nbf"]); ok && now.Add(p.skew).Before(time.Unix(int64(nbf), 0)) {
@@ -397,6 +416,15 @@ func (p *provider) verify(token string, audiences []string) (map[string]any, []b
 	if err != nil || keys == nil {
 		return nil, nil, errVerification("Jwks remote fetch is failed")
 	}
+	if memo != nil {
+		if memo.keys == keys {
+			return claims, rawPayload, nil
+		}
+		// The key set changed since: verify again.
+		if sig, _, _, err = decode(token); err != nil {
+			return nil, nil, err
+		}
+	}
 	if len(sig.Signatures) != 1 {
 		return nil, nil, errVerification("Jwt verification fails")
 	}
@@ -414,11 +442,14 @@ func (p *provider) verify(token string, audiences []string) (map[string]any, []b
 		matched = true
 		if _, err := sig.Verify(k.Key); err == nil {
 			if p.cache != nil {
-				p.cache.put(token, claims, rawPayload)
+				p.cache.put(token, claims, rawPayload, nil)
+			} else {
+				p.memo.put(token, claims, rawPayload, keys)
 			}
 			return claims, rawPayload, nil
 		}
 	}
+	p.memo.remove(token)
 	if !matched {
 		return nil, nil, errVerification("Jwks doesn't have key to match kid or alg from Jwt")
 	}
