@@ -661,10 +661,10 @@ type sample struct {
 	// userUS is the user-space part of cpuUS: a filter's own work. The
 	// system part (the same system calls in every variant) carries most
 	// of the noise of a shared VM.
-	userUS     float64
-	requests   int64
-	errors     int64
-	clientCPU  float64
+	userUS    float64
+	requests  int64
+	errors    int64
+	clientCPU float64
 }
 
 var (
