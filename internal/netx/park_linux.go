@@ -9,6 +9,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -187,9 +188,16 @@ func (p *Parker) run() {
 	var n int
 	var werr error
 	wait := func(fd uintptr) bool {
-		n, werr = unix.EpollWait(int(fd), events, 0)
-		if werr == unix.EINTR {
-			n, werr = 0, nil
+		// Timeout 0 never blocks: a raw system call, as netx's reads and
+		// writes (see conn.go), so the scheduler never hands the P away.
+		r, _, errno := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&events[0])), uintptr(len(events)), 0, 0, 0)
+		n, werr = int(r), nil
+		switch errno {
+		case 0:
+		case unix.EINTR:
+			n = 0
+		default:
+			n, werr = 0, errno
 		}
 		return n > 0 || werr != nil
 	}
