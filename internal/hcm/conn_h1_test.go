@@ -57,3 +57,35 @@ func TestIdleParkDelay(t *testing.T) {
 		})
 	}
 }
+
+func TestParkDelayAdapts(t *testing.T) {
+	cfg := &hcmConfig{parkDelay: 20 * time.Millisecond}
+	w := &h1idle{cfg: cfg}
+	wake := func(after time.Duration) {
+		w.parkedAt = time.Since(monoEpoch) - after
+		w.woken()
+	}
+	steps := []struct {
+		name      string
+		parkedFor time.Duration
+		wantDelay time.Duration
+	}{
+		{"woken soon: not idle after all", 30 * time.Millisecond, 40 * time.Millisecond},
+		{"again", 10 * time.Millisecond, 80 * time.Millisecond},
+		{"again", 10 * time.Millisecond, 160 * time.Millisecond},
+		{"again", 500 * time.Millisecond, 320 * time.Millisecond},
+		{"again", time.Millisecond, 640 * time.Millisecond},
+		{"capped", time.Millisecond, maxParkDelay},
+		{"stays capped", time.Millisecond, maxParkDelay},
+		{"idle for long: short again", 2 * maxParkDelay, 20 * time.Millisecond},
+	}
+	if got := w.parkDelay(); got != 20*time.Millisecond {
+		t.Fatalf("initial delay %v", got)
+	}
+	for i, s := range steps {
+		wake(s.parkedFor)
+		if got := w.parkDelay(); got != s.wantDelay {
+			t.Fatalf("step %d (%s, parked %v): delay %v, want %v", i, s.name, s.parkedFor, got, s.wantDelay)
+		}
+	}
+}
