@@ -411,10 +411,10 @@ func (w *h1idle) drain() {
 	if w.waiting {
 		w.conn.SetReadDeadline(time.Now())
 	}
-	parked := w.state == idleParked
+	parked, p := w.state == idleParked, w.parker
 	w.mu.Unlock()
 	if parked {
-		w.parker.Wake(&w.parked)
+		p.Wake(&w.parked)
 	}
 }
 
