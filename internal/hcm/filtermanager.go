@@ -770,10 +770,10 @@ func (sl *filterSlot) ResponseHeaders() *headers.Response { return &sl.s.resp }
 
 func (sl *filterSlot) ConnectionState(key any, create func() any) any {
 	c := sl.s.conn
-	if v, ok := c.buckets.Load(key); ok {
+	if v, ok := c.bucketMap().Load(key); ok {
 		return v
 	}
-	v, _ := c.buckets.LoadOrStore(key, create())
+	v, _ := c.bucketMap().LoadOrStore(key, create())
 	return v
 }
 

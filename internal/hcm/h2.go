@@ -87,7 +87,7 @@ func (h *h2Server) serve(conn net.Conn, cs *connState, d *listener.Context, tc *
 	if d := h.cfg.ov.Scale(overload.ConnMax, h.cfg.maxConnDuration); d > 0 {
 		// max_connection_duration: the connection is drained (GOAWAY, then
 		// closed after the drain timeout), as Envoy does for HTTP/2.
-		t := time.AfterFunc(time.Until(cs.start.Add(d)), func() {
+		t := time.AfterFunc(time.Until(cs.tc.Start.Add(d)), func() {
 			h.cfg.stats.cxMaxDuration.Inc()
 			cs.draining.Store(true)
 			h.drain(g, conn)
@@ -107,7 +107,7 @@ func (h *h2Server) serve(conn net.Conn, cs *connState, d *listener.Context, tc *
 			// gives the authority as the request URI, as HTTP/1 would).
 			s.req.Path = ""
 		}
-		s.req.Scheme = cs.scheme
+		s.req.Scheme = cs.scheme()
 		for k, vs := range r.Header {
 			lk := headers.Lower(k)
 			for _, v := range vs {

@@ -93,7 +93,10 @@ type hcmConfig struct {
 	requestTimeout        time.Duration
 	requestHeadersTimeout time.Duration
 	drainTimeout          time.Duration
-	acceptHTTP10          bool
+	// parkDelay is how long an idle HTTP/1 connection waits for its next
+	// request on its own goroutine before it parks (idlePark); 0: never.
+	parkDelay    time.Duration
+	acceptHTTP10 bool
 	// properCaseHeaders is http_protocol_options.header_key_format
 	// proper_case_words: HTTP/1 response header names in Proper-Case.
 	properCaseHeaders bool
@@ -255,6 +258,7 @@ func compileHCM(h *hcmv3.HttpConnectionManager, path string, d *listener.Context
 		idleTimeout:            time.Hour,
 		streamIdleTimeout:      5 * time.Minute,
 		drainTimeout:           5 * time.Second,
+		parkDelay:              idleParkDelay(),
 		normalizePath:          h.GetNormalizePath().GetValue(),
 		mergeSlashes:           h.GetMergeSlashes(),
 		escapedSlashes:         h.GetPathWithEscapedSlashesAction(),

@@ -174,7 +174,7 @@ func (f *hcmFilter) ServeQUIC(tc *listener.Conn, qc *quic.Conn) {
 		cfg.h3.cxHTTP3Active.Dec()
 		st.cxActive.Dec()
 		st.cxDestroy.Inc()
-		st.cxLengthMs.Record(float64(time.Since(cs.start).Milliseconds()))
+		st.cxLengthMs.Record(float64(time.Since(cs.tc.Start).Milliseconds()))
 	}()
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if n := headerCount(r.Header); n > cfg.maxHeadersCount {
@@ -182,7 +182,7 @@ func (f *hcmFilter) ServeQUIC(tc *listener.Conn, qc *quic.Conn) {
 			// codecs, the stream is reset (quic-go resets it when the
 			// handler aborts). quic-go bounds the header bytes itself.
 			st.cxHeadersTooLarge.Inc()
-			d.Log.Debug("HTTP/3 request with too many headers: stream reset", "headers", n, "max_headers_count", cfg.maxHeadersCount, "remote", cs.remote.String())
+			d.Log.Debug("HTTP/3 request with too many headers: stream reset", "headers", n, "max_headers_count", cfg.maxHeadersCount, "remote", cs.tc.Remote.String())
 			panic(http.ErrAbortHandler)
 		}
 		hs := h3Streams.Get().(*h3stream)
@@ -197,7 +197,7 @@ func (f *hcmFilter) ServeQUIC(tc *listener.Conn, qc *quic.Conn) {
 			// RFC 9114 §4.4: a CONNECT has :authority and no :path.
 			s.req.Path = ""
 		}
-		s.req.Scheme = cs.scheme
+		s.req.Scheme = cs.scheme()
 		for k, vs := range r.Header {
 			lk := headers.Lower(k)
 			for _, v := range vs {
@@ -252,7 +252,7 @@ func (f *hcmFilter) ServeQUIC(tc *listener.Conn, qc *quic.Conn) {
 	tc.SetDrain(drain)
 	defer tc.SetDrain(nil)
 	if dur := cfg.ov.Scale(overload.ConnMax, cfg.maxConnDuration); dur > 0 {
-		t := time.AfterFunc(time.Until(cs.start.Add(dur)), func() {
+		t := time.AfterFunc(time.Until(cs.tc.Start.Add(dur)), func() {
 			st.cxMaxDuration.Inc()
 			drain()
 		})

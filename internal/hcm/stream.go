@@ -27,46 +27,46 @@ import (
 )
 
 // connState is what every stream of one downstream connection shares.
+// It is small on purpose — an idle connection keeps it — and reads the
+// connection's identity from the listener's Conn: addresses (Remote, the
+// socket's DirectRemote that a PROXY protocol header does not change,
+// Local, the OriginalDst original_dst restored), TLS, SNI, ID, Start and
+// the filter state listener and network filters recorded (Envoy's
+// connection-lifespan filter state, which every stream starts with).
 type connState struct {
-	id     uint64
-	remote netip.AddrPort
-	// direct is the socket's peer (a PROXY protocol header changes only
-	// remote): %DOWNSTREAM_DIRECT_REMOTE_ADDRESS%.
-	direct netip.AddrPort
-	local  netip.AddrPort
-	// origDst is the original destination original_dst restored (zero:
-	// none), what ORIGINAL_DST clusters connect to.
-	origDst  netip.AddrPort
-	tls      *streaminfo.TLSInfo
-	sni      string
-	scheme   string // "http" or "https"
+	tc       *listener.Conn
 	draining atomic.Bool
-	start    time.Time
 	// buckets holds per-connection token buckets (local rate limits with
-	// local_rate_limit_per_downstream_connection).
-	buckets sync.Map
-	// filterState is what listener and network filters recorded for the
-	// connection; every stream starts with it (Envoy's connection-lifespan
-	// filter state, shared with the streams).
-	filterState map[string]streaminfo.FilterStateValue
+	// local_rate_limit_per_downstream_connection), made on first use.
+	buckets atomic.Pointer[sync.Map]
 }
 
 // directRemote is the socket's peer, or remote when it is not known.
 func (cs *connState) directRemote() netip.AddrPort {
-	if cs.direct.IsValid() {
-		return cs.direct
+	if cs.tc.DirectRemote.IsValid() {
+		return cs.tc.DirectRemote
 	}
-	return cs.remote
+	return cs.tc.Remote
 }
 
-func newConnState(tc *listener.Conn) *connState {
-	cs := &connState{id: tc.ID, scheme: "http", start: tc.Start, remote: tc.Remote, direct: tc.DirectRemote, local: tc.Local, tls: tc.TLS, sni: tc.SNI,
-		filterState: tc.FilterState, origDst: tc.OriginalDst}
-	if tc.TLS != nil {
-		cs.scheme = "https"
+// scheme is "https" on a TLS connection, else "http".
+func (cs *connState) scheme() string {
+	if cs.tc.TLS != nil {
+		return "https"
 	}
-	return cs
+	return "http"
 }
+
+// bucketMap returns the connection's token buckets, made on first use.
+func (cs *connState) bucketMap() *sync.Map {
+	if m := cs.buckets.Load(); m != nil {
+		return m
+	}
+	cs.buckets.CompareAndSwap(nil, new(sync.Map))
+	return cs.buckets.Load()
+}
+
+func newConnState(tc *listener.Conn) *connState { return &connState{tc: tc} }
 
 // downstream is the codec side of one request: how its body is read and
 // its response written. HTTP/1 and HTTP/2 implement it.
@@ -193,15 +193,15 @@ func (s *stream) serve() {
 	s.info.Request = &s.req
 	s.info.Response = &s.resp
 	s.info.DownstreamDirectRemote = s.conn.directRemote()
-	s.info.DownstreamConnRemote = s.conn.remote
-	s.info.DownstreamRemote = s.conn.remote
-	s.info.DownstreamLocal = s.conn.local
-	s.info.ConnectionID = s.conn.id
-	s.info.DownstreamTLS = s.conn.tls
-	s.info.RequestedServerName = s.conn.sni
+	s.info.DownstreamConnRemote = s.conn.tc.Remote
+	s.info.DownstreamRemote = s.conn.tc.Remote
+	s.info.DownstreamLocal = s.conn.tc.Local
+	s.info.ConnectionID = s.conn.tc.ID
+	s.info.DownstreamTLS = s.conn.tc.TLS
+	s.info.RequestedServerName = s.conn.tc.SNI
 	s.info.Hostname = s.d.Hostname
-	if len(s.conn.filterState) > 0 {
-		s.info.FilterState = maps.Clone(s.conn.filterState)
+	if len(s.conn.tc.FilterState) > 0 {
+		s.info.FilterState = maps.Clone(s.conn.tc.FilterState)
 	}
 	st.rqTotal.Inc()
 	st.rqActive.Inc()
@@ -271,7 +271,7 @@ func (s *stream) router() {
 		s.localReply(404, "", "route_not_found", streaminfo.NoRouteFound)
 		return
 	}
-	if s.rt.VHost.RequireTLS != 0 && s.conn.scheme != "https" {
+	if s.rt.VHost.RequireTLS != 0 && s.conn.scheme() != "https" {
 		s.redirectToHTTPS()
 		return
 	}
@@ -296,8 +296,8 @@ func (s *stream) router() {
 		rs := s.rs
 		rs.Req, rs.Resp, rs.Info = &s.req, &s.resp, &s.info
 		rs.Route, rs.WC, rs.PickRef, rs.PickName, rs.Table = s.rt, s.wc, s.pickRef, s.pickName, s.table
-		rs.Upgrade, rs.IsGRPC, rs.Local = s.upgrade, s.isGRPC, s.conn.local
-		rs.OriginalDst = s.conn.origDst
+		rs.Upgrade, rs.IsGRPC, rs.Local = s.upgrade, s.isGRPC, s.conn.tc.Local
+		rs.OriginalDst = s.conn.tc.OriginalDst
 		// spawn_upstream_span / start_child_span: each upstream request
 		// (retries included) gets a client span of its own, whose context
 		// goes upstream (Envoy's router spawns one per upstream request).
@@ -539,7 +539,7 @@ func (s *stream) processHost() {
 	}
 	if c.stripAnyHostPort || c.stripMatchingPort {
 		host, port := headers.SplitHostPort(a)
-		if port != "" && (c.stripAnyHostPort || port[1:] == strconv.Itoa(int(s.conn.local.Port()))) {
+		if port != "" && (c.stripAnyHostPort || port[1:] == strconv.Itoa(int(s.conn.tc.Local.Port()))) {
 			a = host
 		}
 	}
@@ -559,32 +559,32 @@ func (s *stream) remoteAddress() {
 			trusted = lastXFF(xff, c.xffTrustedHops-1)
 		}
 		if !trusted.IsValid() {
-			trusted = s.conn.remote.Addr().Unmap()
+			trusted = s.conn.tc.Remote.Addr().Unmap()
 		}
 		// A peer with no IP address (a pipe, an internal listener's
 		// connection) is not appended, as Envoy's appendXff skips non-IP
 		// addresses.
-		if !c.skipXFFAppend && s.conn.remote.IsValid() {
-			ra := s.conn.remote.Addr().Unmap().String()
+		if !c.skipXFFAppend && s.conn.tc.Remote.IsValid() {
+			ra := s.conn.tc.Remote.Addr().Unmap().String()
 			if xff == "" {
 				m.Set("x-forwarded-for", ra)
 			} else {
 				m.Set("x-forwarded-for", xff+","+ra)
 			}
 		}
-		m.Set("x-forwarded-proto", s.conn.scheme)
+		m.Set("x-forwarded-proto", s.conn.scheme())
 	} else {
 		if xff != "" {
 			trusted = lastXFF(xff, c.xffTrustedHops)
 		}
 		if !m.Has("x-forwarded-proto") {
-			m.Set("x-forwarded-proto", s.conn.scheme)
+			m.Set("x-forwarded-proto", s.conn.scheme())
 		}
 	}
 	if trusted.IsValid() {
 		s.info.DownstreamRemote = netip.AddrPortFrom(trusted, 0)
-		if trusted == s.conn.remote.Addr().Unmap() {
-			s.info.DownstreamRemote = s.conn.remote
+		if trusted == s.conn.tc.Remote.Addr().Unmap() {
+			s.info.DownstreamRemote = s.conn.tc.Remote
 		}
 	}
 	internal := false
@@ -853,7 +853,7 @@ func grpcEncode(s string) string {
 func (s *stream) redirectURL(ra *route.RedirectAction) string {
 	reqProto := s.req.Map.Get("x-forwarded-proto")
 	if reqProto == "" {
-		reqProto = s.conn.scheme
+		reqProto = s.conn.scheme()
 	}
 	scheme := ra.Scheme
 	if scheme == "" {
@@ -974,10 +974,10 @@ func (s *stream) WriteHead(status int, h *headers.Map, length int64, end bool) e
 }
 
 func (s *stream) ConnectionState(key any, create func() any) any {
-	if v, ok := s.conn.buckets.Load(key); ok {
+	if v, ok := s.conn.bucketMap().Load(key); ok {
 		return v
 	}
-	v, _ := s.conn.buckets.LoadOrStore(key, create())
+	v, _ := s.conn.bucketMap().LoadOrStore(key, create())
 	return v
 }
 

@@ -28,7 +28,7 @@ func (s *stream) clientCertHeader() {
 	if mode == hcmv3.HttpConnectionManager_ALWAYS_FORWARD_ONLY {
 		return
 	}
-	mtls := s.conn.tls != nil && s.conn.tls.PeerCert != nil
+	mtls := s.conn.tc.TLS != nil && s.conn.tc.TLS.PeerCert != nil
 	if !mtls || mode == hcmv3.HttpConnectionManager_SANITIZE {
 		m.Del(xfccHeader)
 		return
@@ -50,7 +50,7 @@ func (s *stream) clientCertHeader() {
 // Subject, URI and DNS as set_current_client_cert_details asks, in
 // Envoy's order and quoting.
 func (s *stream) clientCertDetails() string {
-	t := s.conn.tls
+	t := s.conn.tc.TLS
 	f := s.cfg.xfccSet
 	var b strings.Builder
 	if len(t.LocalURISAN) > 0 {

@@ -248,6 +248,19 @@ type Conn struct {
 	// drain asks the connection to finish its current exchange and close;
 	// set and cleared under mu by the filter that serves the connection.
 	drain func()
+
+	// What ends the connection (end), kept here rather than on the
+	// goroutine's stack so that a connection can outlive its goroutine
+	// (Detach). raw is the accepted socket (Conn may wrap it); accepted
+	// is the listener that accepted it, whose count of it (wg) released
+	// says was given back at a hand-off; served is the listener whose
+	// stats count it (nil until counted), and handedOff says served took
+	// it in a hand-off (served's wg counts it too).
+	raw                 net.Conn
+	accepted, served    *Listener
+	released, handedOff bool
+	// park is what Detach asked the goroutine to call once unwound.
+	park func()
 }
 
 // StreamInfo is a new record of the connection as network filters and
@@ -661,29 +674,19 @@ func (l *Listener) Serve() {
 }
 
 func (l *Listener) handle(conn net.Conn) {
-	// done releases this listener's count of the connection: at its end,
-	// or at once when the connection is handed to another listener (a
-	// drain of this one does not wait for connections it gave away).
-	released := false
-	done := func() {
-		if !released {
-			released = true
-			l.wg.Done()
-		}
-	}
-	defer done()
 	if l.deps.Overload.Active(overload.RejectIncomingConnections) {
 		// As Envoy: accepted, then closed at once.
 		l.stats.overloadReject.Inc()
 		conn.Close()
+		l.wg.Done()
 		return
 	}
 	if !l.admit() {
 		conn.Close()
+		l.wg.Done()
 		return
 	}
-	defer l.deps.globalConns.Add(-1)
-	tc := &Conn{Conn: conn, Start: time.Now()}
+	tc := &Conn{Conn: conn, raw: conn, Start: time.Now(), accepted: l}
 	if a, ok := conn.RemoteAddr().(*net.TCPAddr); ok {
 		tc.DirectRemote = a.AddrPort()
 	}
@@ -693,52 +696,120 @@ func (l *Listener) handle(conn net.Conn) {
 		// metadata and filter state (Envoy's passthroughState mergeInto).
 		tc.mergePassthrough(uc.Passthrough())
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			l.deps.Panics.Inc()
-			l.log.Error("panic while serving a connection; the connection is closed, the server keeps serving",
-				"listener", l.Name, "remote", conn.RemoteAddr().String(), "panic", r, "stack", string(debug.Stack()))
-		}
-		// The connection as served last (TLS sends its close_notify),
-		// then the socket itself.
-		tc.Conn.Close()
-		conn.Close()
-		for i := len(tc.closers) - 1; i >= 0; i-- {
-			tc.closers[i]()
-		}
-	}()
-	l.serve(tc, l.handOff, done)
+	tc.run(nil)
+}
+
+// run serves tc on the calling goroutine — serve, or with nil the
+// accepting listener's listener filters and filter chain — and then ends
+// the connection, unless its terminal filter detached it: then the park
+// function Detach was given is the last thing the goroutine does.
+func (tc *Conn) run(serve func()) {
+	defer tc.finish()
+	if serve == nil {
+		tc.accepted.serve(tc, tc.accepted.handOff)
+		return
+	}
+	serve()
+}
+
+// finish is run's deferred end: a panic is logged and counted and ends
+// only this connection.
+func (tc *Conn) finish() {
+	if r := recover(); r != nil {
+		l := tc.accepted
+		l.deps.Panics.Inc()
+		l.log.Error("panic while serving a connection; the connection is closed, the server keeps serving",
+			"listener", l.Name, "remote", tc.raw.RemoteAddr().String(), "panic", r, "stack", string(debug.Stack()))
+		tc.park = nil
+	}
+	if park := tc.park; park != nil {
+		tc.park = nil
+		park()
+		return
+	}
+	tc.end()
+}
+
+// Detach lets the terminal network filter give up the connection's
+// goroutine while the connection waits (an idle HTTP/1 keep-alive
+// connection): ServeConn returns right after Detach, the goroutine
+// unwinds without ending the connection, and calls park last (nothing of
+// the connection runs on it afterwards). park hands the connection to
+// whatever continues it with Resume, exactly once. Detach is called on
+// the connection's goroutine; it reports false, and does nothing, when
+// the connection is not served by a listener's goroutine (a QUIC
+// connection, a test calling ServeConn): the filter keeps its goroutine.
+func (tc *Conn) Detach(park func()) bool {
+	if tc.accepted == nil {
+		return false
+	}
+	tc.park = park
+	return true
+}
+
+// Resume continues a detached connection on a new goroutine: serve runs
+// there (with the listener's panic recovery) and, when it returns, the
+// connection ends as it would have when ServeConn returned — closed,
+// counted, its filters' OnClose work run — unless serve detached it
+// again.
+func (tc *Conn) Resume(serve func()) { go tc.run(serve) }
+
+// end is the end of the connection: the serving listener's count and
+// stats, the socket closed, the network filters' OnClose work, then the
+// connection limits and the listeners' counts of it released.
+func (tc *Conn) end() {
+	if l := tc.served; l != nil {
+		l.untrack(tc)
+		l.stats.cxActive.Dec()
+		l.stats.cxDestroy.Inc()
+		l.stats.cxLength.Record(float64(time.Since(tc.Start).Milliseconds()))
+	}
+	// The connection as served last (TLS sends its close_notify), then
+	// the socket itself.
+	tc.Conn.Close()
+	tc.raw.Close()
+	for i := len(tc.closers) - 1; i >= 0; i-- {
+		tc.closers[i]()
+	}
+	if tc.handedOff {
+		tc.served.wg.Done()
+	}
+	tc.accepted.deps.globalConns.Add(-1)
+	tc.release()
+}
+
+// release gives back the accepting listener's count of the connection:
+// at its end, or at once when it is handed to another listener (a drain
+// of this one does not wait for connections it gave away).
+func (tc *Conn) release() {
+	if !tc.released {
+		tc.released = true
+		tc.accepted.wg.Done()
+	}
+}
+
+// count counts tc as l's own connection (once).
+func (l *Listener) count(tc *Conn) {
+	if tc.served == nil {
+		tc.served = l
+		l.stats.cxTotal.Inc()
+		l.stats.cxActive.Inc()
+	}
 }
 
 // serve runs the listener's listener filters on tc and then, unless the
 // connection is handed to the listener of its original destination
 // (handOff: use_original_dst on the accepting listener), serves it on the
-// filter chain they choose. done releases the accepting listener's count
-// of the connection.
-func (l *Listener) serve(tc *Conn, handOff bool, done func()) {
+// filter chain they choose. What ends the connection is tc.end's, run
+// after serve returns.
+func (l *Listener) serve(tc *Conn, handOff bool) {
 	conn := tc.Conn
 	cs := l.chains.Load()
 	// As Envoy, a use_original_dst listener counts a connection as its own
 	// (downstream_cx_total) only once it keeps it; other listeners count
 	// it on accept, before their listener filters.
-	counted := false
-	count := func() {
-		if !counted {
-			counted = true
-			l.stats.cxTotal.Inc()
-			l.stats.cxActive.Inc()
-		}
-	}
-	defer func() {
-		if counted {
-			l.untrack(tc)
-			l.stats.cxActive.Dec()
-			l.stats.cxDestroy.Inc()
-			l.stats.cxLength.Record(float64(time.Since(tc.Start).Milliseconds()))
-		}
-	}()
 	if !handOff {
-		count()
+		l.count(tc)
 	}
 	for _, af := range l.accept {
 		if err := af.Accept(tc); err != nil {
@@ -778,15 +849,16 @@ func (l *Listener) serve(tc *Conn, handOff bool, done func()) {
 		// ActiveTcpSocket::newConnection hands it over; it is never
 		// handed on again.
 		if target := l.deps.handoff.claim(facts.dst, l); target != nil {
+			// claim counted it in target's wg.
 			tc.Conn = inspected
-			done()
-			defer target.wg.Done()
+			tc.release()
+			tc.handedOff = true
 			target.log.Debug("connection handed off by original destination", "from", l.Name, "listener", target.Name, "destination", facts.dst.String())
-			target.serve(tc, false, func() {})
+			target.serve(tc, false)
 			return
 		}
 	}
-	count()
+	l.count(tc)
 	facts.directSrc = tc.DirectRemote
 	chain := cs.selectChain(facts)
 	if chain == nil {
