@@ -152,6 +152,25 @@ func variants(jwks string) []variant {
 	for i := 1; i <= 5; i++ {
 		fmt.Fprintf(&pols, rbacPolicy, i, i, i)
 	}
+	// jwtFilter is the jwt_authn filter with the local JWKS, extra added
+	// to its provider.
+	jwtFilter := func(extra string) string {
+		if extra != "" {
+			extra = "\n                  " + extra
+		}
+		return `
+          - name: envoy.filters.http.jwt_authn
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+              providers:
+                local:
+                  issuer: https://issuer.example
+                  audiences: [api.example]
+                  local_jwks: {inline_string: '` + jwks + `'}` + extra + `
+              rules:
+              - match: {prefix: /}
+                requires: {provider_name: local}`
+	}
 	return []variant{
 		{Name: "router", Path: smallPath, What: "router only: the filter manager with no filters"},
 		{Name: "cors", Path: smallPath, Base: "router", What: "+ cors: CorsPolicy on the virtual host, a simple GET with a matching Origin",
@@ -177,45 +196,11 @@ func variants(jwks string) []variant {
                 action: ALLOW
                 policies:` + pols.String()},
 		{Name: "jwt_authn", Path: smallPath, Base: "router", What: "+ jwt_authn: local JWKS (RS256, 2048-bit); the same valid token on every request (its signature check is kept for the key set; its claims are checked on every request)",
-			Filters: `
-          - name: envoy.filters.http.jwt_authn
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
-              providers:
-                local:
-                  issuer: https://issuer.example
-                  audiences: [api.example]
-                  local_jwks: {inline_string: '` + jwks + `'}
-              rules:
-              - match: {prefix: /}
-                requires: {provider_name: local}`},
+			Filters: jwtFilter("")},
 		{Name: "jwt_authn_cached", Path: smallPath, Base: "router", What: "+ jwt_authn as above with jwt_cache_config (verified tokens kept, as Envoy's JWT cache)",
-			Filters: `
-          - name: envoy.filters.http.jwt_authn
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
-              providers:
-                local:
-                  issuer: https://issuer.example
-                  audiences: [api.example]
-                  local_jwks: {inline_string: '` + jwks + `'}
-                  jwt_cache_config: {}
-              rules:
-              - match: {prefix: /}
-                requires: {provider_name: local}`},
+			Filters: jwtFilter("jwt_cache_config: {}")},
 		{Name: "jwt_authn_new_tokens", Path: smallPath, Base: "router", Tokens: true, What: fmt.Sprintf("+ jwt_authn as jwt_authn, each request with another of %d tokens (wrk script): every signature is verified", distinctTokens),
-			Filters: `
-          - name: envoy.filters.http.jwt_authn
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
-              providers:
-                local:
-                  issuer: https://issuer.example
-                  audiences: [api.example]
-                  local_jwks: {inline_string: '` + jwks + `'}
-              rules:
-              - match: {prefix: /}
-                requires: {provider_name: local}`},
+			Filters: jwtFilter("")},
 		{Name: "router-64k", Path: bigPath, What: "router only, 64 KiB text/plain response"},
 		{Name: "compressor", Path: bigPath, Base: "router-64k", What: "+ compressor (gzip, defaults) on the 64 KiB response",
 			Filters: `
