@@ -149,14 +149,8 @@ func checkStatsTag(t string) error {
 // apply does what the flags ask of the process, before the server loads;
 // mode is --mode.
 func (e *envoyFlags) apply(fs *flag.FlagSet, mode string, log *slog.Logger) error {
-	concurrencySet := false
-	fs.Visit(func(fl *flag.Flag) {
-		if fl.Name == "concurrency" {
-			concurrencySet = true
-		}
-	})
 	if e.cpusetThreads {
-		if concurrencySet {
+		if flagGiven(fs, "concurrency") {
 			log.Warn("Both --concurrency and --cpuset-threads options are set; not applying --cpuset-threads.")
 		} else if n := cpusetCPUs(); n > 0 {
 			runtime.GOMAXPROCS(n)
@@ -223,4 +217,11 @@ func (e *envoyFlags) writeAdminAddress(addr string) error {
 		return fmt.Errorf("--admin-address-path: %w", err)
 	}
 	return nil
+}
+
+// flagGiven reports whether the command line set the flag name.
+func flagGiven(fs *flag.FlagSet, name string) bool {
+	given := false
+	fs.Visit(func(fl *flag.Flag) { given = given || fl.Name == name })
+	return given
 }

@@ -132,9 +132,7 @@ func newProxyLogger(level, componentLevels string, w io.Writer, format string, e
 // (or --cpuset-threads sets it). The server reports the result as
 // server.concurrency and /server_info's command_line_options.concurrency.
 func applyConcurrency(fs *flag.FlagSet, n int) error {
-	set := false
-	fs.Visit(func(fl *flag.Flag) { set = set || fl.Name == "concurrency" })
-	if !set {
+	if !flagGiven(fs, "concurrency") {
 		return nil
 	}
 	if n < 0 {

@@ -94,7 +94,8 @@ type hcmConfig struct {
 	requestHeadersTimeout time.Duration
 	drainTimeout          time.Duration
 	// parkDelay is how long an idle HTTP/1 connection waits for its next
-	// request on its own goroutine before it parks (idlePark); 0: never.
+	// request on its own goroutine before it parks (h1idle, conn_h1.go); 0:
+	// never.
 	parkDelay    time.Duration
 	acceptHTTP10 bool
 	// properCaseHeaders is http_protocol_options.header_key_format

@@ -3,6 +3,7 @@
 package netx
 
 import (
+	"container/heap"
 	"errors"
 	"fmt"
 	"os"
@@ -34,7 +35,7 @@ type Parker struct {
 	free  []int32
 	gen   uint32
 	// timers is a min-heap of parked connections by deadline.
-	timers []*Parked
+	timers timerHeap
 	// nearest is the deadline file is set to (0: none, -1: unknown,
 	// set it again).
 	nearest int64
@@ -310,65 +311,36 @@ func (p *Parker) setDeadline() {
 	_ = p.file.SetReadDeadline(t)
 }
 
-// The deadline heap (the caller holds mu).
+// timerHeap is the parked connections with a deadline, earliest first
+// (container/heap); each knows its index (Parked.heap) so that a
+// connection woken otherwise leaves it at once. The caller holds mu.
+type timerHeap []*Parked
 
-func (p *Parker) push(e *Parked) {
-	e.heap = int32(len(p.timers))
-	p.timers = append(p.timers, e)
-	p.up(int(e.heap))
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].deadline < h[j].deadline }
+func (h timerHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heap, h[j].heap = int32(i), int32(j)
+}
+func (h *timerHeap) Push(x any) {
+	e := x.(*Parked)
+	e.heap = int32(len(*h))
+	*h = append(*h, e)
+}
+func (h *timerHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	e.heap = -1
+	return e
 }
 
+func (p *Parker) push(e *Parked) { heap.Push(&p.timers, e) }
+
 func (p *Parker) remove(i int) {
-	h := p.timers
-	last := len(h) - 1
-	h[i].heap = -1
-	if i != last {
-		h[i] = h[last]
-		h[i].heap = int32(i)
-	}
-	h[last] = nil
-	p.timers = h[:last]
-	if i != last {
-		if !p.down(i) {
-			p.up(i)
-		}
-	}
+	heap.Remove(&p.timers, i)
 	if len(p.timers) == 0 && cap(p.timers) > 1024 {
 		p.timers = nil
 	}
-}
-
-func (p *Parker) up(i int) {
-	h := p.timers
-	for i > 0 {
-		parent := (i - 1) / 2
-		if h[parent].deadline <= h[i].deadline {
-			break
-		}
-		h[parent], h[i] = h[i], h[parent]
-		h[parent].heap, h[i].heap = int32(parent), int32(i)
-		i = parent
-	}
-}
-
-func (p *Parker) down(i int) bool {
-	h := p.timers
-	start := i
-	for {
-		l := 2*i + 1
-		if l >= len(h) {
-			break
-		}
-		m := l
-		if r := l + 1; r < len(h) && h[r].deadline < h[l].deadline {
-			m = r
-		}
-		if h[i].deadline <= h[m].deadline {
-			break
-		}
-		h[i], h[m] = h[m], h[i]
-		h[i].heap, h[m].heap = int32(i), int32(m)
-		i = m
-	}
-	return i > start
 }
