@@ -2,6 +2,7 @@ package jwt_authn
 
 import (
 	"container/list"
+	"strings"
 	"sync"
 	"time"
 
@@ -58,6 +59,11 @@ func (c *tokenCache) put(token string, claims map[string]any, raw []byte, keys *
 	if c == nil || len(token) > c.maxLen {
 		return
 	}
+	// The token is a view into the connection's read buffer (the HTTP/1
+	// codec parses in place), which the next request overwrites: a key
+	// kept past this request must own its bytes, or a later request's
+	// token laid over it matches the entry.
+	token = strings.Clone(token)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if e, ok := c.entries[token]; ok {

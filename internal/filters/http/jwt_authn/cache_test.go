@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"testing"
 	"time"
+	"unsafe"
 
 	jose "github.com/go-jose/go-jose/v4"
 )
@@ -99,5 +100,23 @@ func TestSignatureMemo(t *testing.T) {
 	}
 	if e := p.memo.get("old"); e != nil {
 		t.Error("an expired memoized token stayed in the memo")
+	}
+}
+
+// TestTokenCacheOwnsKeys: the token a filter sees is a view into the
+// connection's read buffer; the cache must copy it, or the next request's
+// token, parsed into the same bytes, would find the earlier entry (a token
+// with another signature accepted).
+func TestTokenCacheOwnsKeys(t *testing.T) {
+	c := newTokenCache(0, 0)
+	buf := []byte("aaaa.bbbb.good")
+	view := unsafe.String(&buf[0], len(buf))
+	c.put(view, map[string]any{"sub": "a"}, nil, nil)
+	copy(buf, "aaaa.bbbb.evil") // the next request in the same buffer
+	if c.get("aaaa.bbbb.evil") != nil {
+		t.Fatal("a token laid over a cached one's bytes found its entry")
+	}
+	if c.get("aaaa.bbbb.good") == nil {
+		t.Fatal("the cached token is gone")
 	}
 }
